@@ -1,0 +1,47 @@
+// tegemma: one CLI, subcommands. `tegemma help` lists them; `tegemma <cmd> --help` explains one.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "common/args.h"
+#include "common/check.h"
+
+namespace {
+
+constexpr tg::cli::Command kCommands[] = {
+    {"version", "print version and provenance (commit, build, GPU, libraries) as JSON", tg::cli::cmd_version},
+};
+
+void print_help() {
+  std::printf("tegemma: FP8 (Transformer-Engine-style) Gemma beside a LibTorch BF16 reference\n\n"
+              "usage: tegemma <command> [options]   (tegemma <command> --help for its options)\n\ncommands:\n");
+  for (const auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
+  std::printf("\nexit codes: 0 ok, 1 a check failed, 2 could not run (bad input)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help") {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  for (const auto& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(args);
+    } catch (const tg::UsageError& e) {
+      std::fprintf(stderr, "tegemma %s: %s\n", c.name, e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tegemma %s: error: %s\n", c.name, e.what());
+      return 2;
+    }
+  }
+  std::fprintf(stderr, "tegemma: unknown command '%s' (see tegemma help)\n", name.c_str());
+  return 2;
+}

@@ -1,0 +1,116 @@
+#include "common/file_io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "common/check.h"
+
+namespace tg {
+
+namespace {
+std::string os_error() { return std::strerror(errno); }
+
+std::filesystem::path temp_path_for(const std::filesystem::path& path) {
+  std::random_device rd;
+  return path.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd() % 1000000);
+}
+}  // namespace
+
+std::string read_file(const std::filesystem::path& path) {
+  MappedFile m(path);
+  return std::string(reinterpret_cast<const char*>(m.bytes().data()), m.size());
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes) {
+  AtomicFile f(path);
+  f.write(bytes);
+  f.commit();
+}
+
+AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)), tmp_(temp_path_for(path_)) {
+  if (path_.has_parent_path()) {
+    std::error_code ec;
+    std::filesystem::create_directories(path_.parent_path(), ec);
+  }
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TG_CHECK(fd_ >= 0, "cannot create '", tmp_.string(), "' (for '", path_.string(), "'): ", os_error());
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, std::size_t n) {
+  TG_CHECK(fd_ >= 0 && !committed_, "AtomicFile: write to '", path_.string(), "' after commit");
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd_, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    TG_CHECK(w > 0, "cannot write '", tmp_.string(), "': ", os_error());
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void AtomicFile::commit() {
+  TG_CHECK(fd_ >= 0 && !committed_, "AtomicFile: double commit of '", path_.string(), "'");
+  TG_CHECK(::fsync(fd_) == 0, "cannot flush '", tmp_.string(), "': ", os_error());
+  TG_CHECK(::close(fd_) == 0, "cannot close '", tmp_.string(), "': ", os_error());
+  fd_ = -1;
+  TG_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, "cannot rename '", tmp_.string(), "' to '",
+           path_.string(), "': ", os_error());
+  committed_ = true;
+}
+
+MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TG_CHECK(fd >= 0, "cannot open '", path.string(), "': ", os_error());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const std::string err = os_error();
+    ::close(fd);
+    TG_FAIL("cannot stat '", path.string(), "': ", err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    TG_FAIL("'", path.string(), "' is not a regular file");
+  }
+  size_ = static_cast<std::size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const std::string err = os_error();
+      ::close(fd);
+      TG_FAIL("cannot map '", path.string(), "': ", err);
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this != &o) {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    path_ = std::move(o.path_);
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+}  // namespace tg

@@ -1,0 +1,61 @@
+// File helpers: whole-file reads with clear errors, atomic writes (temp file + fsync + rename, so no
+// output is ever left half-written), and read-only memory maps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace tg {
+
+// Reads a whole file; throws tg::Error naming the path and the OS error.
+std::string read_file(const std::filesystem::path& path);
+
+// Writes `bytes` to `path` atomically: a temp file in the same directory is written, flushed and
+// renamed over `path`. On any failure the temp file is removed and `path` is left untouched.
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+
+// Streams into a temp file next to `path`; commit() renames it into place. Destroying an
+// uncommitted AtomicFile removes the temp file (so an exception never leaves a partial output).
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, std::size_t n);
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  void commit();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// A read-only memory map of a whole file (empty files map to an empty span).
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile& operator=(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  std::size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  const uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace tg

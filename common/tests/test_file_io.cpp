@@ -1,0 +1,63 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <vector>
+
+#include "common/file_io.h"
+#include "common/npy.h"
+
+namespace tg {
+namespace {
+
+std::filesystem::path temp_dir() {
+  auto d = std::filesystem::temp_directory_path() / ("tegemma_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+TEST(FileIo, AtomicWriteReplacesOnlyOnCommit) {
+  const auto dir = temp_dir();
+  const auto path = dir / "out.txt";
+  write_file_atomic(path, "first");
+  EXPECT_EQ(read_file(path), "first");
+  {
+    AtomicFile f(path);
+    f.write("second, never committed");
+    // destroyed without commit: as if an exception unwound past it
+  }
+  EXPECT_EQ(read_file(path), "first");
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "leftover " << e.path();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FileIo, MissingFileErrorNamesThePath) {
+  try {
+    read_file("/nonexistent/dir/file.bin");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/dir/file.bin"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(MappedFile("/"), Error);  // a directory is not a regular file
+}
+
+TEST(Npy, WriteReadRoundTrip) {
+  const auto dir = temp_dir();
+  std::vector<float> v{1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.0f};
+  write_npy_f32(dir / "a.npy", v, Shape{2, 3});
+  const auto a = read_npy_f32(dir / "a.npy");
+  EXPECT_EQ(a.shape, (Shape{2, 3}));
+  EXPECT_EQ(a.data, v);
+  write_npy_f32(dir / "b.npy", v, Shape{6});
+  EXPECT_EQ(read_npy_f32(dir / "b.npy").shape, (Shape{6}));
+  // numpy requires the header (magic through newline) to be a multiple of 64 bytes
+  const std::string raw = read_file(dir / "a.npy");
+  EXPECT_EQ((raw.size() - v.size() * 4) % 64, 0u);
+  EXPECT_EQ(raw[raw.size() - v.size() * 4 - 1], '\n');
+  EXPECT_THROW(write_npy_f32(dir / "c.npy", v, Shape{4}), Error);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tg
