@@ -1,0 +1,154 @@
+#include "bench/common/bench_util.h"
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "common/file_io.h"
+#include "kernels/provenance.h"
+
+namespace tg::bench {
+
+namespace {
+std::map<Ceiling, double>& measured() {
+  static std::map<Ceiling, double> m;
+  return m;
+}
+}  // namespace
+
+double gemm_ceiling(Ceiling c) {
+  auto it = measured().find(c);
+  if (it != measured().end()) return it->second;
+  return c == Ceiling::kBf16Gemm ? kDocBf16GemmFlops : kDocFp8GemmFlops;
+}
+
+void set_measured_ceiling(Ceiling c, double flops_per_second) { measured()[c] = flops_per_second; }
+
+void set_roofline(benchmark::State& state, double bytes, double flops, Ceiling ceiling) {
+  using benchmark::Counter;
+  if (bytes > 0) {
+    state.counters["bytes_per_second"] = Counter(bytes, Counter::kIsIterationInvariantRate);
+    state.counters["hbm_roofline_frac"] = Counter(bytes / kHbmBytesPerSecond, Counter::kIsIterationInvariantRate);
+  }
+  if (flops > 0) {
+    state.counters["flops"] = Counter(flops, Counter::kIsIterationInvariantRate);
+    state.counters["gemm_roofline_frac"] =
+        Counter(flops / gemm_ceiling(ceiling), Counter::kIsIterationInvariantRate);
+  }
+}
+
+void set_tokens(benchmark::State& state, double tokens_per_iteration) {
+  state.counters["tokens_per_second"] =
+      benchmark::Counter(tokens_per_iteration, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+L2Flusher::L2Flusher() {
+  int dev = 0, l2 = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  buf_ = Tensor::empty(DType::U8, {2 * static_cast<int64_t>(l2)}, Device::CUDA);
+}
+
+void L2Flusher::flush(cudaStream_t stream) {
+  TG_CHECK_CUDA(cudaMemsetAsync(buf_.data(), 0, buf_.nbytes(), stream));
+}
+
+CudaEventTimer::CudaEventTimer(benchmark::State& state, cudaStream_t stream, bool flush_l2)
+    : state_(state), stream_(stream) {
+  if (flush_l2) {
+    static L2Flusher flusher;
+    flusher.flush(stream_);
+  }
+  TG_CHECK_CUDA(cudaEventCreate(&start_));
+  TG_CHECK_CUDA(cudaEventCreate(&stop_));
+  TG_CHECK_CUDA(cudaEventRecord(start_, stream_));
+}
+
+CudaEventTimer::~CudaEventTimer() {
+  // Destructors must not throw: a CUDA failure here is reported through the benchmark's error state.
+  float ms = 0.0f;
+  if (cudaEventRecord(stop_, stream_) != cudaSuccess || cudaEventSynchronize(stop_) != cudaSuccess ||
+      cudaEventElapsedTime(&ms, start_, stop_) != cudaSuccess) {
+    state_.SkipWithError("CUDA error while timing");
+  }
+  state_.SetIterationTime(static_cast<double>(ms) / 1000.0);
+  (void)cudaEventDestroy(start_);
+  (void)cudaEventDestroy(stop_);
+}
+
+// NVML is reached through dlopen: it ships with the driver (libnvidia-ml.so.1), not with the toolkit
+// on the build machine, so there is nothing to link against at build time. The three entry points
+// used are part of NVML's stable C ABI (0 = NVML_SUCCESS, clock type 1 = NVML_CLOCK_SM).
+int sm_clock_mhz() {
+  using InitFn = int (*)();
+  using HandleFn = int (*)(unsigned int, void**);
+  using ClockFn = int (*)(void*, int, unsigned int*);
+  static void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return -1;
+  static auto init = reinterpret_cast<InitFn>(dlsym(lib, "nvmlInit_v2"));
+  static auto handle = reinterpret_cast<HandleFn>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  static auto clock = reinterpret_cast<ClockFn>(dlsym(lib, "nvmlDeviceGetClockInfo"));
+  static const bool ok = init && handle && clock && init() == 0;
+  if (!ok) return -1;
+  void* dev = nullptr;
+  unsigned int mhz = 0;
+  constexpr int kClockSm = 1;
+  if (handle(0, &dev) != 0 || clock(dev, kClockSm, &mhz) != 0) return -1;
+  return static_cast<int>(mhz);
+}
+
+void add_context(const std::string& key, const std::string& value) { benchmark::AddCustomContext(key, value); }
+
+namespace {
+std::string out_path(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const std::string prefix = "--benchmark_out=";
+    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
+  }
+  return "";
+}
+}  // namespace
+
+int bench_main(int argc, char** argv) {
+  const std::string out = out_path(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  if (!cuda_available()) {
+    std::fprintf(stderr, "no CUDA device: the benchmarks need a GPU\n");
+    return 2;
+  }
+  for (const auto& [k, v] : kernels::provenance()) add_context("tegemma_" + k, v);
+  add_context("hbm_roofline_bytes_per_second", std::to_string(kHbmBytesPerSecond));
+  add_context("sm_clock_mhz_before", std::to_string(sm_clock_mhz()));
+  benchmark::RunSpecifiedBenchmarks();
+  const int after = sm_clock_mhz();
+  benchmark::Shutdown();
+  std::fprintf(stderr, "SM clock after the run: %d MHz\n", after);
+  if (!out.empty()) {
+    // Google Benchmark writes the context before the run; append the clock after it, atomically.
+    try {
+      nlohmann::json j = nlohmann::json::parse(read_file(out));
+      j["context"]["sm_clock_mhz_after"] = std::to_string(after);
+      for (const auto& c : {Ceiling::kBf16Gemm, Ceiling::kFp8Gemm}) {
+        j["context"][c == Ceiling::kBf16Gemm ? "bf16_gemm_ceiling_flops" : "fp8_gemm_ceiling_flops"] =
+            std::to_string(gemm_ceiling(c));
+      }
+      write_file_atomic(out, j.dump(2));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "could not annotate %s: %s\n", out.c_str(), e.what());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace tg::bench

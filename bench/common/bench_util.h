@@ -1,0 +1,71 @@
+// The benchmark harness shared by every bench_* binary.
+//
+//  - CudaEventTimer: RAII timer built inside `for (auto _ : state)`; records CUDA events on the work's
+//    stream around the body and sets the manual iteration time (register with ->UseManualTime()).
+//    Optionally flushes L2 first (a memset over a buffer twice the L2 size), for inputs that fit in L2.
+//  - Roofline counters: set_roofline(state, bytes, flops, ceiling) adds bytes/s, FLOP/s and the fraction
+//    of the HBM roofline (4.1 TB/s, docs/gpu-machine.md) and of a GEMM ceiling measured in the same run.
+//  - TG_BENCH_MAIN(): main() that puts provenance (GPU, driver, CUDA, cuBLASLt, cuDNN, commit, build
+//    type, SM clock before the run) into the JSON context, runs, and appends the SM clock after the run
+//    to the JSON file (--benchmark_out) so throttling is visible.
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/tensor.h"
+
+namespace tg::bench {
+
+// HBM roofline used for every memory-bound figure: device-to-device copy on the H200 (gpu-machine.md).
+inline constexpr double kHbmBytesPerSecond = 4.1e12;
+// GEMM ceilings (FLOP/s) used when the in-run measurement is not available (bench filtered out).
+inline constexpr double kDocBf16GemmFlops = 804e12;   // LibTorch 8192^3 BF16 on the H200
+inline constexpr double kDocFp8GemmFlops = 1360e12;   // torch._scaled_mm 8192^3 E4M3 on the H200
+
+enum class Ceiling { kBf16Gemm, kFp8Gemm };
+// The measured ceiling if a ceiling benchmark ran earlier in this process, else the documented one.
+double gemm_ceiling(Ceiling c);
+void set_measured_ceiling(Ceiling c, double flops_per_second);
+
+// Adds counters: "bytes_per_second" and "hbm_roofline_frac" when bytes > 0; "flops" (FLOP/s) and
+// "gemm_roofline_frac" (vs `ceiling`) when flops > 0. Values are per iteration.
+void set_roofline(benchmark::State& state, double bytes, double flops, Ceiling ceiling = Ceiling::kBf16Gemm);
+// Adds a tokens/s counter.
+void set_tokens(benchmark::State& state, double tokens_per_iteration);
+
+class L2Flusher {
+ public:
+  L2Flusher();
+  void flush(cudaStream_t stream);
+
+ private:
+  Tensor buf_;
+};
+
+class CudaEventTimer {
+ public:
+  CudaEventTimer(benchmark::State& state, cudaStream_t stream = nullptr, bool flush_l2 = false);
+  ~CudaEventTimer();
+  CudaEventTimer(const CudaEventTimer&) = delete;
+  CudaEventTimer& operator=(const CudaEventTimer&) = delete;
+
+ private:
+  benchmark::State& state_;
+  cudaStream_t stream_;
+  cudaEvent_t start_{}, stop_{};
+};
+
+// Adds a key to the JSON context (call before RunSpecifiedBenchmarks, e.g. from a binary's setup).
+void add_context(const std::string& key, const std::string& value);
+int bench_main(int argc, char** argv);
+// The current SM clock of device 0 in MHz (NVML), or -1 when unavailable.
+int sm_clock_mhz();
+
+}  // namespace tg::bench
+
+#define TG_BENCH_MAIN() \
+  int main(int argc, char** argv) { return ::tg::bench::bench_main(argc, argv); }
