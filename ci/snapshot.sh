@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Exports a commit (default HEAD) into .gpu_src/ (git-ignored) with its id in .gpu_src/.commit, so a
+# device run builds exactly that commit, whatever else is in the working tree:
+#   ci/snapshot.sh [COMMIT]  then  device run, carry [".gpu_src"]:  .gpu_src/ci/gpu_suite.sh --src .gpu_src --out $OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev=${1:-HEAD}
+rm -rf .gpu_src && mkdir .gpu_src
+git archive "$rev" | tar -x -C .gpu_src
+git rev-parse --short=12 "$rev" > .gpu_src/.commit
+echo "snapshot of $(cat .gpu_src/.commit) in .gpu_src ($(du -sh .gpu_src | cut -f1))"
