@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,10 +28,15 @@ namespace tg {
 
 struct SafetensorsEntry {
   std::string name;
-  DType dtype = DType::F32;
-  Shape shape;
-  uint64_t begin = 0;  // byte offsets relative to the data buffer
+  std::string dtype_name;         // as written in the header: "BF16", "F32", "F8_E4M3", "BOOL", ...
+  std::optional<DType> dtype;     // the project's DType; none for BOOL, I8, I16, U16, U32, U64 (parsed, not loadable)
+  std::size_t element_size = 0;   // bytes per element
+  std::vector<int64_t> shape;     // any rank; {} is a 0-rank scalar
+  uint64_t begin = 0;             // byte offsets relative to the data buffer, end one past
   uint64_t end = 0;
+
+  uint64_t nbytes() const { return end - begin; }
+  int64_t numel() const;
 };
 
 struct SafetensorsHeader {
@@ -41,7 +48,12 @@ struct SafetensorsHeader {
 inline constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
 
 // Parses and validates a whole safetensors file held in memory. `source` names it in errors.
+// Every dtype of the format parses (BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64,
+// F8_E4M3, F8_E5M2, F8_E8M0); only loading needs a DType.
 SafetensorsHeader parse_safetensors(std::span<const uint8_t> file_bytes, std::string_view source);
+
+// The safetensors dtype strings this parser accepts, in the format's own order (BOOL ... U64).
+std::vector<std::string> safetensors_dtype_names();
 
 // One memory-mapped safetensors file.
 class SafetensorsFile {
@@ -52,8 +64,10 @@ class SafetensorsFile {
   const SafetensorsEntry* find(std::string_view name) const;  // nullptr if absent
   // Raw bytes of a tensor inside the map.
   std::span<const uint8_t> bytes(const SafetensorsEntry& e) const;
-  // Loads a tensor converted to `dtype` (BF16/F16/F32 sources; exact or round-to-nearest-even)
-  // into a new contiguous tensor on `device`. Throws naming the file and tensor if absent.
+  // Loads a tensor as a new contiguous `dtype` tensor on `device`. The same dtype is a plain copy (any
+  // dtype with a DType); BF16/F16/F32 convert among each other on the host (exact widening, or
+  // round-to-nearest-even as common/numeric.h). Throws naming the file and tensor if it is absent,
+  // has no DType ("unsupported dtype for loading"), cannot convert, or has more than 6 dimensions.
   Tensor load(std::string_view name, DType dtype, Device device = Device::CPU) const;
 
  private:
@@ -62,9 +76,11 @@ class SafetensorsFile {
   std::map<std::string, std::size_t, std::less<>> index_;
 };
 
-// An HF checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json
-// (every name resolved through weight_map; a name mapped to a missing shard or missing from the
-// shard it is mapped to is an error naming both).
+// An HF checkpoint directory: model.safetensors (preferred when both exist, as HF does), or shards
+// listed by model.safetensors.index.json (every name resolved through weight_map; a name mapped to a
+// missing shard or missing from the shard it is mapped to is an error naming both; metadata.total_size,
+// when present, must equal the byte count of the mapped tensors; extra tensors in a shard are ignored).
+// Shard names must be plain file names inside `dir`.
 class CheckpointReader {
  public:
   explicit CheckpointReader(const std::filesystem::path& dir);
@@ -86,18 +102,26 @@ class CheckpointReader {
 // (dtype alignment descending, then name); the header is padded with spaces to a multiple of 8.
 class SafetensorsWriter {
  public:
+  SafetensorsWriter();  // metadata starts as {"format": "pt"}, as HF writes it
+  // Keeps a view (not a copy): the data must stay alive until write(). Names must be unique, valid
+  // UTF-8 and not "__metadata__"; the view must be contiguous.
   void add(std::string name, const TensorView& t);
-  void add_metadata(std::string key, std::string value);
+  void add_metadata(std::string key, std::string value);  // replaces an existing key
   void write(const std::filesystem::path& path) const;
   uint64_t total_bytes() const;
 
  private:
   std::vector<std::pair<std::string, TensorView>> tensors_;
+  std::set<std::string, std::less<>> names_;
   std::map<std::string, std::string> metadata_;
 };
 
 // Writes an HF-style checkpoint directory: one model.safetensors, or, when the tensors exceed
-// `max_shard_bytes`, model-0000i-of-0000N.safetensors shards plus model.safetensors.index.json.
+// `max_shard_bytes`, model-0000i-of-0000N.safetensors shards plus model.safetensors.index.json
+// (tensors packed in the given order as huggingface_hub does: a new shard starts when the next tensor
+// would overflow the current one; a tensor larger than the limit gets a shard of its own). Every file
+// is written atomically and the index last; afterwards a stale model.safetensors (when sharded) or a
+// stale index (when single-file) is removed so the reader cannot pick up the previous checkpoint.
 void write_checkpoint(const std::filesystem::path& dir, const std::vector<std::pair<std::string, TensorView>>& tensors,
                       uint64_t max_shard_bytes = 5ull << 30);
 
