@@ -1,0 +1,342 @@
+// The cuBLASLt side of kernels/gemm/gemm.h: handle, workspaces, heuristic cache and the matmul call.
+//
+// Row-major out[M, N] = A[M, K] * B[N, K]^T is cuBLASLt's column-major TN product
+//     D (N x M, ld = ldd) = op_T(Bcl) * Acl,  Bcl = our B seen as K x N (ld = ldb), Acl = our A as K x M (ld = lda)
+// so cuBLASLt's "A" is our B and cuBLASLt's "B" is our A: m = N, n = M, k = K, and the A/B scale pointers
+// and scale modes swap accordingly (CUBLASLT_MATMUL_DESC_A_SCALE_POINTER = our B's scale_inv, ...).
+//
+// cuBLASLt attributes used:
+//   matmul desc: CUBLASLT_MATMUL_DESC_TRANSA = T, TRANSB = N; compute CUBLAS_COMPUTE_32F, scale type CUDA_R_32F;
+//     FP8: CUBLASLT_MATMUL_DESC_FAST_ACCUM, A_SCALE_POINTER / B_SCALE_POINTER, A_SCALE_MODE / B_SCALE_MODE
+//     (SCALAR_32F, VEC128_32F, BLK128x128_32F); FP8 out: D_SCALE_POINTER, AMAX_D_POINTER.
+//   layouts: cublasLtMatrixLayoutCreate(type, rows, cols, ld) (column-major, the default order).
+//   preference: CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, MIN_ALIGNMENT_{A,B,C,D}_BYTES (the real pointer
+//     alignment, so an algorithm that needs more is never picked), REDUCTION_SCHEME_MASK (deterministic mode).
+//   algo config (reported by gemm_last_algo): ALGO_ID, TILE_ID, STAGES_ID, SPLITK_NUM, REDUCTION_SCHEME.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <tuple>
+#include <utility>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/cuda/lib_check.h"
+#include "kernels/gemm/gemm.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F16: return CUDA_R_16F;
+    case DType::E4M3: return CUDA_R_8F_E4M3;
+    case DType::E5M2: return CUDA_R_8F_E5M2;
+    default: TG_FAIL("gemm: no cuBLASLt type for ", t);
+  }
+}
+
+int32_t scale_mode(ScalingMode m) {
+  switch (m) {
+    case ScalingMode::kPerTensor: return CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+    case ScalingMode::kBlock1x128: return CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    case ScalingMode::kBlock128x128: return CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  }
+  TG_FAIL("gemm_fp8: unknown scaling mode");
+}
+
+// Largest power of two <= 256 dividing the address (what CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES wants).
+uint32_t alignment(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+// ---- RAII over the cuBLASLt descriptors (destroyed without throwing) ------------------------------------------
+class MatmulDesc {
+ public:
+  MatmulDesc() { TG_CHECK_CUBLAS(cublasLtMatmulDescCreate(&d_, CUBLAS_COMPUTE_32F, CUDA_R_32F)); }
+  ~MatmulDesc() { (void)cublasLtMatmulDescDestroy(d_); }
+  MatmulDesc(const MatmulDesc&) = delete;
+  MatmulDesc& operator=(const MatmulDesc&) = delete;
+  template <typename T>
+  void set(cublasLtMatmulDescAttributes_t attr, const T& value) {
+    TG_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d_, attr, &value, sizeof(value)));
+  }
+  cublasLtMatmulDesc_t get() const { return d_; }
+
+ private:
+  cublasLtMatmulDesc_t d_ = nullptr;
+};
+
+class MatrixLayout {
+ public:
+  MatrixLayout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+    TG_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&l_, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols),
+                                               ld));
+  }
+  ~MatrixLayout() { (void)cublasLtMatrixLayoutDestroy(l_); }
+  MatrixLayout(const MatrixLayout&) = delete;
+  MatrixLayout& operator=(const MatrixLayout&) = delete;
+  cublasLtMatrixLayout_t get() const { return l_; }
+
+ private:
+  cublasLtMatrixLayout_t l_ = nullptr;
+};
+
+class Preference {
+ public:
+  Preference() { TG_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&p_)); }
+  ~Preference() { (void)cublasLtMatmulPreferenceDestroy(p_); }
+  Preference(const Preference&) = delete;
+  Preference& operator=(const Preference&) = delete;
+  template <typename T>
+  void set(cublasLtMatmulPreferenceAttributes_t attr, const T& value) {
+    TG_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(p_, attr, &value, sizeof(value)));
+  }
+  cublasLtMatmulPreference_t get() const { return p_; }
+
+ private:
+  cublasLtMatmulPreference_t p_ = nullptr;
+};
+
+// ---- Per-device handle, per-(device, stream) workspace ---------------------------------------------------------
+// One workspace per stream, not per device: two streams running GEMMs at the same time must not share scratch
+// memory (split-K partials live there). Both live until process exit.
+struct Context {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+std::mutex g_mutex;  // guards the maps below and the cache counters
+
+Context context(int device, cudaStream_t stream) {
+  static std::map<int, cublasLtHandle_t> handles;
+  static std::map<std::pair<int, cudaStream_t>, Buffer> workspaces;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Context c;
+  auto h = handles.find(device);
+  if (h == handles.end()) {
+    cublasLtHandle_t handle = nullptr;
+    TG_CHECK_CUBLAS(cublasLtCreate(&handle));
+    h = handles.emplace(device, handle).first;
+  }
+  c.handle = h->second;
+  auto w = workspaces.find({device, stream});
+  if (w == workspaces.end()) w = workspaces.emplace(std::make_pair(device, stream), Buffer(kWorkspaceBytes, Device::CUDA)).first;
+  c.workspace = w->second.data();
+  return c;
+}
+
+// ---- Heuristic cache -----------------------------------------------------------------------------------------
+struct Key {
+  int device;
+  int64_t m, n, k, lda, ldb, ldd;              // our row-major terms
+  int a_type, b_type, d_type, c_type;           // cudaDataType_t
+  int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
+  bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
+  uint32_t align_a, align_b, align_c, align_d;
+  auto tie() const {
+    return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
+                    beta_nonzero, d_scale, d_amax, deterministic, align_a, align_b, align_c, align_d);
+  }
+  bool operator<(const Key& o) const { return tie() < o.tie(); }
+};
+
+struct CachedAlgo {
+  cublasLtMatmulAlgo_t algo;
+  GemmAlgoInfo info;
+};
+
+std::map<Key, CachedAlgo>& cache() {
+  static std::map<Key, CachedAlgo> c;
+  return c;
+}
+GemmCacheStats g_stats;
+thread_local GemmAlgoInfo t_last;
+
+int algo_config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
+  // The config attributes are 32-bit (uint32_t / int32_t / uint16_t fields written into a 4-byte buffer).
+  uint32_t v = 0;
+  std::size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written) != CUBLAS_STATUS_SUCCESS) return -1;
+  return static_cast<int>(v);
+}
+
+std::string describe(const Key& k) {
+  auto mode = [](int32_t m) {
+    switch (m) {
+      case -1: return "none";
+      case CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F: return "per-tensor";
+      case CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: return "1x128";
+      case CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: return "128x128";
+      default: return "?";
+    }
+  };
+  std::ostringstream os;
+  os << "out[M=" << k.m << ", N=" << k.n << "] = A[M, K=" << k.k << "] * B[N, K]^T with A type " << k.a_type
+     << " (" << mode(k.b_mode) << ", row stride " << k.lda << "), B type " << k.b_type << " (" << mode(k.a_mode)
+     << ", row stride " << k.ldb << "), out type " << k.d_type << " (row stride " << k.ldd
+     << "), fast_accum=" << k.fast_accum << ", deterministic=" << k.deterministic << ", pointer alignment A/B/C/D "
+     << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d << " bytes (cudaDataType_t codes; "
+     << "cuBLASLt " << cublasLtGetVersion() << ", device " << k.device << ")";
+  return os.str();
+}
+
+// Everything one cublasLtMatmul call needs besides the descriptors.
+struct Operands {
+  const void* a = nullptr;  // ours
+  const void* b = nullptr;
+  void* out = nullptr;
+  const void* c = nullptr;  // nullptr: C is not read (beta = 0 with an FP8 out)
+};
+
+void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const GemmOptions& opt, Stream stream) {
+  const cudaStream_t s = cuda_stream(stream);
+  const Context ctx = context(key.device, s);
+  // cuBLASLt's view: A = our B (k x n_ours... K x N), B = our A (K x M), C/D = N x M.
+  const MatrixLayout la(static_cast<cudaDataType_t>(key.b_type), key.k, key.n, key.ldb);
+  const MatrixLayout lb(static_cast<cudaDataType_t>(key.a_type), key.k, key.m, key.lda);
+  const MatrixLayout lc(static_cast<cudaDataType_t>(key.c_type), key.n, key.m, key.ldd);
+  const MatrixLayout ld(static_cast<cudaDataType_t>(key.d_type), key.n, key.m, key.ldd);
+
+  CachedAlgo chosen{};
+  bool hit = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = cache().find(key);
+    if (it != cache().end()) {
+      chosen = it->second;
+      hit = true;
+      ++g_stats.hits;
+    }
+  }
+  if (!hit) {
+    Preference pref;
+    pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kWorkspaceBytes));
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_b);  // cuBLASLt's A is our B
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
+    if (key.deterministic) {
+      pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_NONE));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc.get(), la.get(), lb.get(), lc.get(),
+                                                             ld.get(), pref.get(), 1, &result, &found);
+    TG_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, "gemm: cublasLtMatmulAlgoGetHeuristic "
+             "failed with ", cublasGetStatusString(st), " for ", describe(key));
+    TG_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, "gemm: cuBLASLt has no algorithm for ", describe(key),
+             "; this combination of types, scaling modes and shape is not supported on this GPU");
+    chosen.algo = result.algo;
+    chosen.info.algo_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_ID);
+    chosen.info.tile_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
+    chosen.info.stages_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID);
+    chosen.info.split_k = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
+    chosen.info.reduction_scheme = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME);
+    chosen.info.workspace_bytes = result.workspaceSize;
+    std::lock_guard<std::mutex> lock(g_mutex);
+    cache().emplace(key, chosen);
+    ++g_stats.misses;
+  }
+  chosen.info.cache_hit = hit;
+  t_last = chosen.info;
+
+  const float alpha = opt.alpha, beta = opt.beta;
+  // cuBLASLt's A is our B and its B is our A (see the top of the file).
+  TG_CHECK_CUBLAS(cublasLtMatmul(ctx.handle, desc.get(), &alpha, ops.b, la.get(), ops.a, lb.get(), &beta, ops.c,
+                                 lc.get(), ops.out, ld.get(), &chosen.algo, ctx.workspace, kWorkspaceBytes, s));
+}
+
+Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, DType out, const GemmOptions& opt) {
+  Key k{};
+  TG_CHECK_CUDA(cudaGetDevice(&k.device));
+  k.m = d.m;
+  k.n = d.n;
+  k.k = d.k;
+  k.lda = d.lda;
+  k.ldb = d.ldb;
+  k.ldd = d.ldd;
+  k.a_type = cuda_type(a);
+  k.b_type = cuda_type(b);
+  k.d_type = cuda_type(out);
+  k.c_type = k.d_type;
+  k.a_mode = k.b_mode = -1;
+  k.beta_nonzero = opt.beta != 0.0f;
+  k.deterministic = opt.deterministic || gemm_deterministic();
+  k.align_a = alignment(ops.a);
+  k.align_b = alignment(ops.b);
+  k.align_c = ops.c ? alignment(ops.c) : 256;
+  k.align_d = alignment(ops.out);
+  return k;
+}
+
+void set_transposes(MatmulDesc& desc) {
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+}
+
+}  // namespace
+
+void gemm_warmup(Stream stream) {
+  int device = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&device));
+  (void)context(device, cuda_stream(stream));
+}
+
+GemmCacheStats gemm_cache_stats() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_stats;
+}
+
+GemmAlgoInfo gemm_last_algo() { return t_last; }
+
+void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions& opt, Stream stream) {
+  TG_NVTX_RANGE("gemm_bf16");
+  const detail::GemmDims d = detail::check_gemm(a, b, out, opt);
+  check_device(out, Device::CUDA, "cuda::gemm(out)");
+  const Operands ops{a.data, b.data, out.data, out.data};
+  const Key key = base_key(d, ops, a.dtype, b.dtype, out.dtype, opt);
+  MatmulDesc desc;
+  set_transposes(desc);
+  run(key, desc, ops, opt, stream);
+}
+
+void gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const GemmOptions& opt, Stream stream,
+              const TensorView& out_amax, const TensorView& out_scale) {
+  TG_NVTX_RANGE("gemm_fp8");
+  const detail::GemmDims d = detail::check_gemm_fp8(a, b, out, opt, out_amax, out_scale);
+  check_device(out, Device::CUDA, "cuda::gemm_fp8(out)");
+  const bool fp8_out = is_fp8(out.dtype);
+  // An FP8 out is never accumulated into (beta = 0, checked); cuBLASLt then wants C typed BF16 and unread.
+  const Operands ops{a.data.data, b.data.data, out.data, fp8_out ? nullptr : out.data};
+  Key key = base_key(d, ops, a.data.dtype, b.data.dtype, out.dtype, opt);
+  if (fp8_out) key.c_type = CUDA_R_16BF;
+  key.a_mode = scale_mode(b.mode);  // cuBLASLt's A is our B
+  key.b_mode = scale_mode(a.mode);
+  key.fast_accum = !opt.split_accumulate;
+  key.d_scale = fp8_out;
+  key.d_amax = !out_amax.empty();
+
+  MatmulDesc desc;
+  set_transposes(desc);
+  desc.set(CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(key.fast_accum ? 1 : 0));
+  desc.set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, key.a_mode);
+  desc.set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, key.b_mode);
+  desc.set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(b.scale_inv.data));
+  desc.set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(a.scale_inv.data));
+  if (fp8_out) desc.set(CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, static_cast<const void*>(out_scale.data));
+  if (key.d_amax) desc.set(CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, static_cast<void*>(out_amax.data));
+  run(key, desc, ops, opt, stream);
+}
+
+}  // namespace tg::kernels::cuda
