@@ -1,0 +1,664 @@
+// CUDA kernels of kernels/quantize (contract in quantize.h; the CPU twin quantize_cpu.cpp is the golden).
+//
+// Kernels
+//   cast_kernel            per-tensor, row-wise copy only: flat, 16 elements per thread step (16-byte FP8 stores),
+//                          two steps in flight, grid-stride; also the standalone amax (no stores).
+//   cast_transpose_kernel  everything with a column-wise copy, and all block modes. One 128x128 tile per block of
+//                          256 threads; each thread owns an 8x8 sub-tile (8 rows x one 16-byte vector of 8 columns):
+//                            - loads: 8 independent 16-byte loads; a warp covers 2 rows x 128 columns per load;
+//                            - row-wise FP8 straight from registers (8-byte stores, a warp writes 2 x 128 B);
+//                            - column-wise: an 8x8 byte transpose in registers (byte permutes), 8-byte stores into
+//                              a 128x128 B shared tile with the 8-byte chunk index XOR-swizzled by the column
+//                              group (conflict-free both ways), then 16-byte stores of 16 rows of one column;
+//                            - amax: per thread, warp shuffles, shared memory across warps; per tensor one atomic
+//                              per block.
+//   dequantize_kernel      8 elements per thread step.
+// Every kernel has an aligned (vector) and a general (element-wise, any shape) instantiation; the launcher picks.
+//
+// Amax is computed on the float bits with the sign cleared: for non-negative floats integer order is float order,
+// and every NaN is above inf, so an unsigned max propagates NaN (canonicalised to 0x7FFFFFFF at the end).
+#include <cuda_fp8.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/cuda/device_utils.cuh"
+#include "kernels/quantize/block_layout.h"
+#include "kernels/quantize/quantize.h"
+#include "kernels/recipe/scale_math.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+using dev::bf16_t;
+using dev::f16_t;
+
+constexpr uint32_t kCanonicalNan = 0x7FFFFFFFu;
+constexpr int kModePerTensor = 0, kMode1x128 = 1, kMode128x128 = 2;
+
+// ---- Elements ---------------------------------------------------------------------------------------------------
+// 8 consecutive input elements (16 bytes for BF16/F16, 32 bytes for F32).
+template <typename IT> struct Vec8 { uint4 u; };
+template <> struct Vec8<float> { float4 a, b; };
+
+template <typename IT>
+__device__ __forceinline__ Vec8<IT> load8(const IT* p) {
+  Vec8<IT> v;
+  if constexpr (sizeof(IT) == 4) {
+    v.a = __ldg(reinterpret_cast<const float4*>(p));
+    v.b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  } else {
+    v.u = __ldg(reinterpret_cast<const uint4*>(p));
+  }
+  return v;
+}
+
+template <typename IT>
+__device__ __forceinline__ Vec8<IT> zero8() {
+  Vec8<IT> v;
+  if constexpr (sizeof(IT) == 4) {
+    v.a = make_float4(0.f, 0.f, 0.f, 0.f);
+    v.b = v.a;
+  } else {
+    v.u = make_uint4(0u, 0u, 0u, 0u);
+  }
+  return v;
+}
+
+// Element-wise load of up to 8 elements (n valid, the rest zero: zero never raises an amax).
+template <typename IT>
+__device__ __forceinline__ Vec8<IT> load8_partial(const IT* p, int n) {
+  Vec8<IT> v = zero8<IT>();
+  IT* e = reinterpret_cast<IT*>(&v);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    if (k < n) e[k] = p[k];
+  }
+  return v;
+}
+
+// Element k of a Vec8 as float (exact).
+template <typename IT>
+__device__ __forceinline__ float elem(const Vec8<IT>& v, int k) {
+  if constexpr (sizeof(IT) == 4) {
+    const float f[8] = {v.a.x, v.a.y, v.a.z, v.a.w, v.b.x, v.b.y, v.b.z, v.b.w};
+    return f[k];
+  } else {
+    const uint32_t w[4] = {v.u.x, v.u.y, v.u.z, v.u.w};
+    const uint32_t h = (k & 1) ? (w[k >> 1] >> 16) : (w[k >> 1] & 0xFFFFu);
+    if constexpr (std::is_same_v<IT, bf16_t>) {
+      return __uint_as_float(h << 16);
+    } else {
+      return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+    }
+  }
+}
+
+// |v| as an order-preserving key: float bits with the sign cleared (NaN keys are above inf).
+__device__ __forceinline__ uint32_t abs_key(float v) { return __float_as_uint(v) & 0x7FFFFFFFu; }
+
+template <typename IT>
+__device__ __forceinline__ uint32_t abs_key8(const Vec8<IT>& v) {
+  uint32_t m = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) m = max(m, abs_key(elem(v, k)));
+  return m;
+}
+
+// The amax value of a key: the float itself, or the canonical NaN.
+__device__ __forceinline__ float key_to_amax(uint32_t key) {
+  return __uint_as_float(key > 0x7F800000u ? kCanonicalNan : key);
+}
+
+// Two products x * s, each rounded to FP32, to two FP8 codes (low byte = a): cvt.rn.satfinite.{e4m3,e5m2}x2.f32.
+template <bool kE5M2>
+__device__ __forceinline__ uint32_t cvt2(float a, float b, float s) {
+  const float2 p = make_float2(__fmul_rn(a, s), __fmul_rn(b, s));
+  return __nv_cvt_float2_to_fp8x2(p, __NV_SATFINITE, kE5M2 ? __NV_E5M2 : __NV_E4M3);
+}
+
+// 8 elements quantized with one scale -> 8 FP8 bytes (element k in byte k).
+template <bool kE5M2, typename IT>
+__device__ __forceinline__ uint2 quant8(const Vec8<IT>& v, float s) {
+  const uint32_t w0 = cvt2<kE5M2>(elem(v, 0), elem(v, 1), s), w1 = cvt2<kE5M2>(elem(v, 2), elem(v, 3), s);
+  const uint32_t w2 = cvt2<kE5M2>(elem(v, 4), elem(v, 5), s), w3 = cvt2<kE5M2>(elem(v, 6), elem(v, 7), s);
+  return make_uint2(w0 | (w1 << 16), w2 | (w3 << 16));
+}
+
+// 8 elements, element k quantized with its own scale s[k].
+template <bool kE5M2, typename IT>
+__device__ __forceinline__ uint2 quant8_cols(const Vec8<IT>& v, const float (&s)[8]) {
+  uint32_t w[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 p = make_float2(__fmul_rn(elem(v, 2 * k), s[2 * k]), __fmul_rn(elem(v, 2 * k + 1), s[2 * k + 1]));
+    w[k] = __nv_cvt_float2_to_fp8x2(p, __NV_SATFINITE, kE5M2 ? __NV_E5M2 : __NV_E4M3);
+  }
+  return make_uint2(w[0] | (w[1] << 16), w[2] | (w[3] << 16));
+}
+
+// 4x4 byte transpose: a[i] holds row i (byte j = column j); returns b[j] holding column j (byte i = row i).
+__device__ __forceinline__ void transpose4x4(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t& b0,
+                                             uint32_t& b1, uint32_t& b2, uint32_t& b3) {
+  const uint32_t t0 = __byte_perm(a0, a1, 0x5140), t1 = __byte_perm(a0, a1, 0x7362);
+  const uint32_t t2 = __byte_perm(a2, a3, 0x5140), t3 = __byte_perm(a2, a3, 0x7362);
+  b0 = __byte_perm(t0, t2, 0x5410);
+  b1 = __byte_perm(t0, t2, 0x7632);
+  b2 = __byte_perm(t1, t3, 0x5410);
+  b3 = __byte_perm(t1, t3, 0x7632);
+}
+
+// 8x8 byte transpose: r[i] = row i (8 bytes, byte j = column j) -> c[j] = column j (byte i = row i).
+__device__ __forceinline__ void transpose8x8(const uint2 (&r)[8], uint2 (&c)[8]) {
+  transpose4x4(r[0].x, r[1].x, r[2].x, r[3].x, c[0].x, c[1].x, c[2].x, c[3].x);  // rows 0-3, cols 0-3
+  transpose4x4(r[4].x, r[5].x, r[6].x, r[7].x, c[0].y, c[1].y, c[2].y, c[3].y);  // rows 4-7, cols 0-3
+  transpose4x4(r[0].y, r[1].y, r[2].y, r[3].y, c[4].x, c[5].x, c[6].x, c[7].x);  // rows 0-3, cols 4-7
+  transpose4x4(r[4].y, r[5].y, r[6].y, r[7].y, c[4].y, c[5].y, c[6].y, c[7].y);  // rows 4-7, cols 4-7
+}
+
+// Block-wide unsigned max (every thread gets the result). `scratch` holds >= blockDim.x / 32 words.
+__device__ __forceinline__ uint32_t block_max_u32(uint32_t v, uint32_t* scratch) {
+  v = __reduce_max_sync(0xFFFFFFFFu, v);
+  __syncthreads();  // scratch may be in use by the caller before this call
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+  __syncthreads();
+  uint32_t m = 0;
+  for (unsigned w = 0; w < blockDim.x / 32; ++w) m = max(m, scratch[w]);
+  return m;
+}
+
+// ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
+constexpr int kFlatThreads = 256;
+constexpr int kFlatVec = 16;    // elements per thread step: 16 FP8 bytes = one 16-byte store
+constexpr int kFlatUnroll = 2;  // steps whose loads are in flight together
+
+// kStore: write q (cast); otherwise amax only. kVec: x and q are 16-byte aligned (any n; the tail is element-wise).
+// Grid: any size (grid-stride). Block: kFlatThreads.
+template <typename IT, bool kE5M2, bool kStore, bool kVec>
+__global__ void __launch_bounds__(kFlatThreads)
+    cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
+                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
+  __shared__ uint32_t scratch[kFlatThreads / 32];
+  const float s = kStore ? *scale_ptr : 1.0f;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  uint32_t key = 0;
+  int64_t done = 0;  // elements covered by the vector loop
+  if constexpr (kVec) {
+    const int64_t nvec = n / kFlatVec;
+    done = nvec * kFlatVec;
+    for (int64_t v0 = tid; v0 < nvec; v0 += stride * kFlatUnroll) {
+      Vec8<IT> in[kFlatUnroll][2];
+#pragma unroll
+      for (int u = 0; u < kFlatUnroll; ++u) {
+        const int64_t v = v0 + u * stride;
+        if (v < nvec) {
+          in[u][0] = load8(x + v * kFlatVec);
+          in[u][1] = load8(x + v * kFlatVec + 8);
+        } else {
+          in[u][0] = zero8<IT>();
+          in[u][1] = zero8<IT>();
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kFlatUnroll; ++u) {
+        const int64_t v = v0 + u * stride;
+        key = max(key, max(abs_key8(in[u][0]), abs_key8(in[u][1])));
+        if constexpr (kStore) {
+          if (v < nvec) {
+            const uint2 lo = quant8<kE5M2>(in[u][0], s), hi = quant8<kE5M2>(in[u][1], s);
+            *reinterpret_cast<uint4*>(q + v * kFlatVec) = make_uint4(lo.x, lo.y, hi.x, hi.y);
+          }
+        }
+      }
+    }
+  }
+  for (int64_t i = done + tid; i < n; i += stride) {
+    const float v = dev::to_float(x[i]);
+    key = max(key, abs_key(v));
+    if constexpr (kStore) {
+      q[i] = static_cast<uint8_t>(
+          __nv_cvt_float_to_fp8(__fmul_rn(v, s), __NV_SATFINITE, kE5M2 ? __NV_E5M2 : __NV_E4M3));
+    }
+  }
+  if (amax != nullptr) {  // uniform: the barriers inside are safe
+    key = block_max_u32(key, scratch);
+    if (threadIdx.x == 0) {
+      dev::atomic_max_nonneg(amax, key_to_amax(key));  // compute_amax zeroed it before the launch
+    }
+  }
+  if constexpr (kStore) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      const float si = scale_reciprocal(s);
+      if (scale_inv != nullptr) *scale_inv = si;
+      if (scale_inv2 != nullptr) *scale_inv2 = si;
+    }
+  }
+}
+
+// ---- Fused cast + transpose, per-tensor and block modes ---------------------------------------------------------
+constexpr int kTile = 128;
+constexpr int kTileThreads = 256;
+
+struct TileArgs {
+  const void* x;               // [rows, cols]
+  uint8_t* q;                  // [rows, cols] row-wise FP8 or null
+  uint8_t* qt;                 // [cols, rows] column-wise FP8 or null
+  float* scale_inv;            // row-wise scale_inv (per tensor [1] or block layout) or null
+  float* scale_inv_t;          // column-wise scale_inv or null
+  const float* scale;          // per tensor: the scale
+  float* amax;                 // per tensor: max-reduced amax or null
+  int64_t rows, cols;
+  ScaleRule rule;              // block modes
+};
+
+// Grid: (ceil(cols / 128), ceil(rows / 128)); block: 256 threads; one 128x128 tile per block.
+// kAligned: rows % 16 == 0, cols % 16 == 0 and 16-byte aligned pointers (vector loads and stores);
+// otherwise every access is element-wise with bounds checks.
+template <typename IT, bool kE5M2, int kMode, bool kAligned>
+__global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const TileArgs a) {
+  // The transposed FP8 tile: row = column of x within the tile, 16 chunks of 8 bytes (8 rows of x each); chunk
+  // g of row c is stored at position g ^ (c / 8) so that both the 8-byte writes and the 16-byte reads below are
+  // bank-conflict free.
+  __shared__ alignas(16) uint8_t s_t[kTile][kTile];
+  __shared__ uint32_t s_colkey[kTileThreads / 32][kTile];  // 1x128: per-warp column amax keys
+  __shared__ float s_colscale[kTile];                      // 1x128: column scales
+  __shared__ uint32_t s_scratch[kTileThreads / 32];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int cv = tid & 15;  // this thread's 8-column vector within the tile
+  const int rg = tid >> 4;  // this thread's 8-row group within the tile; a warp holds rg 2w and 2w+1
+  const int64_t rows = a.rows, cols = a.cols;
+  const int64_t tile_r = static_cast<int64_t>(blockIdx.y) * kTile, tile_c = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t r0 = tile_r + rg * 8, c0 = tile_c + cv * 8;
+  const IT* x = static_cast<const IT*>(a.x);
+  const bool want_row = a.q != nullptr, want_col = a.qt != nullptr;
+
+  // 1. Load the 8x8 sub-tile (out-of-range elements read as 0).
+  const int ncols = c0 >= cols ? 0 : (cols - c0 >= 8 ? 8 : static_cast<int>(cols - c0));
+  Vec8<IT> v[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int64_t r = r0 + i;
+    if (r < rows && ncols > 0) {
+      if constexpr (kAligned) v[i] = load8(x + r * cols + c0);
+      else v[i] = load8_partial(x + r * cols + c0, ncols);
+    } else {
+      v[i] = zero8<IT>();
+    }
+  }
+
+  // 2. Scales.
+  float s_row[8];  // scale of each of the 8 rows (row-wise copy)
+  float s_col[8];  // 1x128: scale of each of the 8 columns (column-wise copy)
+  if constexpr (kMode == kModePerTensor) {
+    const float s = *a.scale;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s_row[i] = s;
+  } else if constexpr (kMode == kMode128x128) {
+    uint32_t key = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) key = max(key, abs_key8(v[i]));
+    key = block_max_u32(key, s_scratch);
+    const float s = scale_from_amax(key_to_amax(key), a.rule);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s_row[i] = s;
+    if (tid == 0) {
+      const float si = scale_reciprocal(s);
+      constexpr ScalingMode m = ScalingMode::kBlock128x128;
+      if (a.scale_inv != nullptr) a.scale_inv[block_scale_index(m, rows, cols, false, tile_r, tile_c)] = si;
+      if (a.scale_inv_t != nullptr) a.scale_inv_t[block_scale_index(m, rows, cols, true, tile_r, tile_c)] = si;
+    }
+  } else {  // kMode1x128
+    if (want_row) {
+      // Row strips: the 16 lanes of a half-warp hold the 128 columns of the same 8 rows.
+      uint32_t rk[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        rk[i] = abs_key8(v[i]);
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) rk[i] = max(rk[i], __shfl_xor_sync(0xFFFFFFFFu, rk[i], o));
+      }
+      // Lane cv < 8 of each half-warp computes the scale of row cv; the others fetch it.
+      uint32_t mine = rk[0];
+#pragma unroll
+      for (int i = 1; i < 8; ++i) mine = cv == i ? rk[i] : mine;
+      const float s_mine = scale_from_amax(key_to_amax(mine), a.rule);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s_row[i] = __shfl_sync(0xFFFFFFFFu, s_mine, (lane & 16) | i);
+      if (cv < 8 && r0 + cv < rows) {
+        a.scale_inv[block_scale_index(ScalingMode::kBlock1x128, rows, cols, false, r0 + cv, tile_c)] =
+            scale_reciprocal(s_mine);
+      }
+    }
+    if (want_col) {
+      // Column strips (128x1 blocks of x): reduce over the 8 rows here, the other half-warp, then the 8 warps.
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        uint32_t k = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) k = max(k, abs_key(elem(v[i], j)));
+        k = max(k, __shfl_xor_sync(0xFFFFFFFFu, k, 16));
+        if (lane < 16) s_colkey[warp][cv * 8 + j] = k;
+      }
+      __syncthreads();
+      if (tid < kTile) {
+        uint32_t k = s_colkey[0][tid];
+#pragma unroll
+        for (int w = 1; w < kTileThreads / 32; ++w) k = max(k, s_colkey[w][tid]);
+        const float s = scale_from_amax(key_to_amax(k), a.rule);
+        s_colscale[tid] = s;
+        if (tile_c + tid < cols) {
+          a.scale_inv_t[block_scale_index(ScalingMode::kBlock1x128, rows, cols, true, tile_r, tile_c + tid)] =
+              scale_reciprocal(s);
+        }
+      }
+      __syncthreads();
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s_col[j] = s_colscale[cv * 8 + j];
+    }
+  }
+
+  // 3. Row-wise FP8 (also the source of the transposed copy when both copies share the scale).
+  uint2 qr[8];
+  const bool need_qr = want_row || (want_col && kMode != kMode1x128);
+  if (need_qr) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      qr[i] = quant8<kE5M2>(v[i], s_row[i]);
+      const int64_t r = r0 + i;
+      if (want_row && r < rows && ncols > 0) {
+        uint8_t* dst = a.q + r * cols + c0;
+        if constexpr (kAligned) {
+          *reinterpret_cast<uint2*>(dst) = qr[i];
+        } else {
+          const uint8_t* b = reinterpret_cast<const uint8_t*>(&qr[i]);
+          for (int k = 0; k < ncols; ++k) dst[k] = b[k];
+        }
+      }
+    }
+  }
+
+  // 4. Column-wise FP8 through the swizzled shared tile.
+  if (want_col) {
+    uint2 qc[8];
+    if constexpr (kMode == kMode1x128) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) qc[i] = quant8_cols<kE5M2>(v[i], s_col);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) qc[i] = qr[i];
+    }
+    uint2 t[8];
+    transpose8x8(qc, t);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      *reinterpret_cast<uint2*>(&s_t[cv * 8 + j][8 * (rg ^ cv)]) = t[j];
+    }
+    __syncthreads();
+    // 128 tile columns x 8 chunks of 16 rows; a quarter-warp writes the 128 bytes of one output row.
+#pragma unroll
+    for (int p = 0; p < kTile * kTile / 16 / kTileThreads; ++p) {
+      const int id = tid + p * kTileThreads;
+      const int c = id >> 3, h = id & 7;  // tile column c, rows [16h, 16h + 16) of the tile
+      const int g = c >> 3;               // the column group that wrote row c of s_t
+      uint4 val = *reinterpret_cast<const uint4*>(&s_t[c][16 * (h ^ (g >> 1))]);
+      if (g & 1) val = make_uint4(val.z, val.w, val.x, val.y);  // chunks 2h, 2h+1 were stored swapped
+      const int64_t oc = tile_c + c, orow = tile_r + 16 * h;
+      if (oc < cols && orow < rows) {
+        uint8_t* dst = a.qt + oc * rows + orow;
+        if constexpr (kAligned) {
+          *reinterpret_cast<uint4*>(dst) = val;
+        } else {
+          const uint8_t* b = reinterpret_cast<const uint8_t*>(&val);
+          const int n = rows - orow >= 16 ? 16 : static_cast<int>(rows - orow);
+          for (int k = 0; k < n; ++k) dst[k] = b[k];
+        }
+      }
+    }
+  }
+
+  // 5. Per-tensor bookkeeping.
+  if constexpr (kMode == kModePerTensor) {
+    if (a.amax != nullptr) {  // uniform
+      uint32_t key = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) key = max(key, abs_key8(v[i]));
+      key = block_max_u32(key, s_scratch);
+      if (tid == 0) dev::atomic_max_nonneg(a.amax, key_to_amax(key));
+    }
+    if (blockIdx.x == 0 && blockIdx.y == 0 && tid == 0) {
+      const float si = scale_reciprocal(*a.scale);
+      if (a.scale_inv != nullptr) *a.scale_inv = si;
+      if (a.scale_inv_t != nullptr) *a.scale_inv_t = si;
+    }
+  }
+}
+
+// ---- Dequantize -------------------------------------------------------------------------------------------------
+constexpr int kDeqThreads = 256;
+
+template <typename OT>
+__device__ __forceinline__ void store_out(OT* p, float v) {
+  *p = dev::from_float<OT>(v);
+}
+
+// y [m, k] = decode(q) * scale_inv. kVec: k % 8 == 0 and 16-byte aligned y (8 elements per thread step).
+// Grid: any (grid-stride); block: kDeqThreads.
+template <typename OT, bool kE5M2, int kMode, bool kVec>
+__global__ void __launch_bounds__(kDeqThreads)
+    dequantize_kernel(const uint8_t* __restrict__ q, const float* __restrict__ s, OT* __restrict__ y, int64_t m,
+                      int64_t k) {
+  constexpr ScalingMode mode = kMode == kMode1x128     ? ScalingMode::kBlock1x128
+                               : kMode == kMode128x128 ? ScalingMode::kBlock128x128
+                                                       : ScalingMode::kPerTensor;
+  const __nv_fp8_interpretation_t fmt = kE5M2 ? __NV_E5M2 : __NV_E4M3;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const float s0 = kMode == kModePerTensor ? s[0] : 0.0f;
+  if constexpr (kVec) {
+    const uint32_t kv = static_cast<uint32_t>(k / 8);  // vectors per row
+    const int64_t nvec = m * (k / 8);
+    for (int64_t v = tid; v < nvec; v += stride) {
+      const uint32_t i = static_cast<uint32_t>(v) / kv, j = (static_cast<uint32_t>(v) - i * kv) * 8;
+      const float sc = kMode == kModePerTensor ? s0 : s[block_scale_offset(mode, m, k, i, j)];
+      const uint2 raw = *reinterpret_cast<const uint2*>(q + v * 8);
+      const uint32_t w[2] = {raw.x, raw.y};
+      alignas(16) OT out[8];
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const __half2 pair = __half2(__nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>((w[h >> 1] >> (16 * (h & 1))) & 0xFFFFu), fmt));
+        const float2 f = __half22float2(pair);
+        out[2 * h] = dev::from_float<OT>(__fmul_rn(f.x, sc));
+        out[2 * h + 1] = dev::from_float<OT>(__fmul_rn(f.y, sc));
+      }
+      if constexpr (sizeof(OT) == 4) {
+        reinterpret_cast<uint4*>(y + v * 8)[0] = reinterpret_cast<const uint4*>(out)[0];
+        reinterpret_cast<uint4*>(y + v * 8)[1] = reinterpret_cast<const uint4*>(out)[1];
+      } else {
+        *reinterpret_cast<uint4*>(y + v * 8) = *reinterpret_cast<const uint4*>(out);
+      }
+    }
+  } else {
+    const int64_t n = m * k;
+    for (int64_t e = tid; e < n; e += stride) {
+      const int64_t i = e / k, j = e - i * k;
+      const float sc = kMode == kModePerTensor ? s0 : s[block_scale_offset(mode, m, k, i, j)];
+      const float f = __half2float(__half(__nv_cvt_fp8_to_halfraw(q[e], fmt)));
+      store_out(y + e, __fmul_rn(f, sc));
+    }
+  }
+}
+
+// ---- Launch helpers ---------------------------------------------------------------------------------------------
+int sm_count() {
+  int dev = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  static int cached[64] = {};
+  if (dev < 64 && cached[dev] > 0) return cached[dev];
+  int n = 0;
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 64) cached[dev] = n;
+  return n;
+}
+
+bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Grid for grid-stride kernels: enough blocks for `work` items of `per_block`, at most `waves` blocks per SM.
+int flat_grid(int64_t work, int64_t per_block, int waves) {
+  const int64_t want = (work + per_block - 1) / per_block;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * waves;
+  return static_cast<int>(want < 1 ? 1 : (want < cap ? want : cap));
+}
+
+template <typename F>
+void dispatch_input(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::BF16: f(bf16_t{}); break;
+    case DType::F16: f(f16_t{}); break;
+    default: TG_FAIL("quantize: unsupported input dtype ", t, " (expected F32, BF16 or F16)");
+  }
+}
+
+template <typename F>
+void dispatch_fp8(DType t, F&& f) {
+  if (t == DType::E4M3) f(std::false_type{});
+  else if (t == DType::E5M2) f(std::true_type{});
+  else TG_FAIL("quantize: unsupported FP8 dtype ", t, " (expected F8_E4M3 or F8_E5M2)");
+}
+
+template <typename F>
+void dispatch_mode(ScalingMode m, F&& f) {
+  switch (m) {
+    case ScalingMode::kPerTensor: f(std::integral_constant<int, kModePerTensor>{}); break;
+    case ScalingMode::kBlock1x128: f(std::integral_constant<int, kMode1x128>{}); break;
+    case ScalingMode::kBlock128x128: f(std::integral_constant<int, kMode128x128>{}); break;
+  }
+}
+
+template <typename F>
+void dispatch_bool(bool b, F&& f) {
+  if (b) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+}  // namespace
+
+void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block, Stream stream) {
+  TG_NVTX_FN();
+  detail::check_quantize_args(x, out, Device::CUDA, "quantize");
+  const int64_t rows = x.shape[0], cols = x.shape[1];
+  const cudaStream_t st = cuda_stream(stream);
+  uint8_t* q = out.has_rowwise() ? out.data.ptr<uint8_t>() : nullptr;
+  uint8_t* qt = out.has_columnwise() ? out.columnwise_data.ptr<uint8_t>() : nullptr;
+  float* si = out.has_rowwise() ? out.scale_inv.ptr<float>() : nullptr;
+  float* si_t = out.has_columnwise() ? out.columnwise_scale_inv.ptr<float>() : nullptr;
+
+  if (out.mode == ScalingMode::kPerTensor && qt == nullptr) {
+    // Row-wise only: the flat kernel (any shape; the tail past the last 16-element vector is element-wise).
+    const int64_t n = rows * cols;
+    const bool vec = aligned16(x.data) && aligned16(q);
+    const int grid = flat_grid(n, static_cast<int64_t>(kFlatThreads) * kFlatVec * kFlatUnroll, 8);
+    float* amax = out.amax.empty() ? nullptr : out.amax.ptr<float>();
+    dispatch_input(x.dtype, [&](auto it) {
+      using IT = decltype(it);
+      dispatch_fp8(out.dtype(), [&](auto e5) {
+        dispatch_bool(vec, [&](auto v) {
+          cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value><<<grid, kFlatThreads, 0, st>>>(
+              static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si, nullptr, amax, n);
+        });
+      });
+    });
+    TG_CHECK_LAUNCH("cast_kernel");
+    return;
+  }
+
+  TileArgs a{};
+  a.x = x.data;
+  a.q = q;
+  a.qt = qt;
+  a.scale_inv = si;
+  // Per tensor, the column-wise scale_inv is usually the same buffer as the row-wise one: write it once.
+  a.scale_inv_t = (out.mode == ScalingMode::kPerTensor && si_t == si) ? nullptr : si_t;
+  a.scale = out.mode == ScalingMode::kPerTensor ? out.scale.ptr<const float>() : nullptr;
+  a.amax = (out.mode == ScalingMode::kPerTensor && !out.amax.empty()) ? out.amax.ptr<float>() : nullptr;
+  a.rows = rows;
+  a.cols = cols;
+  a.rule = ScaleRule{static_cast<float>(dtype_max(out.dtype())), block.amax_epsilon, block.power_2_scale,
+                     detail::input_dtype_max(x.dtype)};
+  if (rows == 0 || cols == 0) {
+    if (out.mode != ScalingMode::kPerTensor) return;  // no blocks, no scales
+  }
+  const int64_t gx = (cols + kTile - 1) / kTile, gy = (rows + kTile - 1) / kTile;
+  TG_CHECK(gy <= 65535, "quantize: at most ", 65535 * kTile, " rows per call, got ", rows);
+  const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(gy < 1 ? 1 : gy));
+  const bool aligned = rows % 16 == 0 && cols % 16 == 0 && aligned16(x.data) && aligned16(q) && aligned16(qt);
+  dispatch_input(x.dtype, [&](auto it) {
+    using IT = decltype(it);
+    dispatch_fp8(out.dtype(), [&](auto e5) {
+      dispatch_mode(out.mode, [&](auto mode) {
+        dispatch_bool(aligned, [&](auto al) {
+          cast_transpose_kernel<IT, decltype(e5)::value, decltype(mode)::value, decltype(al)::value>
+              <<<grid, kTileThreads, 0, st>>>(a);
+        });
+      });
+    });
+  });
+  TG_CHECK_LAUNCH("cast_transpose_kernel");
+}
+
+void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
+  TG_NVTX_FN();
+  detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
+  const cudaStream_t st = cuda_stream(stream);
+  TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  const bool vec = aligned16(x.data);
+  const int grid = flat_grid(n, static_cast<int64_t>(kFlatThreads) * kFlatVec * kFlatUnroll, 8);
+  dispatch_input(x.dtype, [&](auto it) {
+    using IT = decltype(it);
+    dispatch_bool(vec, [&](auto v) {
+      cast_kernel<IT, false, false, decltype(v)::value><<<grid, kFlatThreads, 0, st>>>(
+          static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr, amax.ptr<float>(), n);
+    });
+  });
+  TG_CHECK_LAUNCH("cast_kernel(amax)");
+}
+
+void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream stream) {
+  TG_NVTX_FN();
+  detail::check_dequantize_args(in, columnwise, y, Device::CUDA, "dequantize");
+  const TensorView& q = columnwise ? in.columnwise_data : in.data;
+  const TensorView& s = columnwise ? in.columnwise_scale_inv : in.scale_inv;
+  const int64_t m = q.shape[0], k = q.shape[1];
+  if (m * k == 0) return;
+  const bool vec = k % 8 == 0 && aligned16(y.data) && aligned16(q.data) && (m * (k / 8)) < (int64_t{1} << 32);
+  const int grid = flat_grid(vec ? m * (k / 8) : m * k, kDeqThreads, 8);
+  const cudaStream_t st = cuda_stream(stream);
+  auto launch = [&](auto ot) {
+    using OT = decltype(ot);
+    dispatch_fp8(q.dtype, [&](auto e5) {
+      dispatch_mode(in.mode, [&](auto mode) {
+        dispatch_bool(vec, [&](auto v) {
+          dequantize_kernel<OT, decltype(e5)::value, decltype(mode)::value, decltype(v)::value>
+              <<<grid, kDeqThreads, 0, st>>>(q.ptr<const uint8_t>(), s.ptr<const float>(), y.ptr<OT>(), m, k);
+        });
+      });
+    });
+  };
+  switch (y.dtype) {
+    case DType::F32: launch(float{}); break;
+    case DType::BF16: launch(bf16_t{}); break;
+    case DType::F16: launch(f16_t{}); break;
+    default: TG_FAIL("dequantize: unsupported output dtype ", y.dtype);
+  }
+  TG_CHECK_LAUNCH("dequantize_kernel");
+}
+
+}  // namespace tg::kernels::cuda

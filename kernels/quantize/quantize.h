@@ -1,0 +1,80 @@
+// FP8 quantization: per-tensor cast (+ fused transpose, + amax), block quantization (Float8BlockScaling 1x128 /
+// 128x128), standalone amax, dequantization. CPU twins (the golden, simple loops) and CUDA kernels share ONE
+// contract, bit for bit. Semantics are TE's (docs/transformer-engine.md section 2); deliberate differences are
+// marked "Differs from TE".
+//
+// Common rules
+//   - x is a contiguous 2-D view [rows, cols] (callers flatten leading dims) of F32, BF16 or F16.
+//   - Quantized value of x under scale s: q = satfinite_rne(fl32(x * s)), the product rounded to FP32 (RN), then
+//     rounded to E4M3/E5M2 to nearest even, saturating to the finite max (+-inf -> +-max), NaN -> NaN (0x7F), as
+//     common/numeric.h (cvt.rn.satfinite on the device).
+//   - amax of a set of values = max |x|, NaN-propagating: any NaN gives the canonical NaN 0x7FFFFFFF; an inf gives
+//     inf. Differs from TE, whose fmaxf-based reductions silently drop NaN: the recipe must see a NaN.
+//   - scale_inv = 1 / scale, an IEEE round-to-nearest division (scale_math.h scale_reciprocal).
+//   - The column-wise copy is the transpose [cols, rows] that TN-only Hopper FP8 GEMMs need for dgrad/wgrad.
+//
+// quantize, per-tensor (out.mode == kPerTensor; DelayedScaling and Float8CurrentScaling):
+//   reads s = out.scale[0] (device scalar, F32[1]); writes out.data[r, c] = q(x[r, c]) if row-wise data is
+//   present and out.columnwise_data[c, r] = q(x[r, c]) if column-wise data is present, both in ONE pass over x;
+//   writes out.scale_inv[0] = 1 / s (and out.columnwise_scale_inv[0] when it is a different buffer); if out.amax
+//   is present, max-reduces amax(x) into out.amax[0] (an integer atomic max on the float bits: the old value is
+//   kept if larger, NaN wins). `block` options are ignored.
+//
+// quantize, block (out.mode == kBlock1x128 or kBlock128x128; Float8BlockScaling). Scale tensors in the layout of
+//   kernels/quantize/block_layout.h (cuBLASLt VEC128_32F / BLK128x128_32F). Per block b of x:
+//     s_b = scale_from_amax(amax_b, {fp8_max, block.amax_epsilon, block.power_2_scale, value_for_inf})
+//   (scale_math.h: amax < eps -> eps; amax 0 / inf / NaN -> 1; fp8_max / amax rounded to nearest; overflow to inf
+//   -> value_for_inf = the largest finite value of x's dtype, as TE's compute_scale_from_types; power of two: the
+//   mantissa is cleared, rounding DOWN). Edge blocks cover only the elements that exist. Every element of a block
+//   is quantized with s_b and the block's scale_inv = 1 / s_b is stored.
+//     kBlock1x128   row-wise copy: 1x128 strips along each row of x. Column-wise copy: quantized from x
+//                   independently (NOT the transposed row-wise data) in 1x128 strips along the rows of x^T, i.e.
+//                   128x1 blocks of x, each with its own scale.
+//     kBlock128x128 one scale per 128x128 tile; the column-wise copy is the transposed row-wise data and its
+//                   scales are the transposed row-wise scales.
+//   out.scale and out.amax are not used.
+//
+// compute_amax: amax[0] = amax(x). The op zeroes amax first (it overwrites, it does not accumulate).
+//
+// dequantize: y = round_to(out.dtype, fl32(decode(q) * scale_inv)) for the row-wise copy (columnwise = false,
+//   y [rows, cols]) or the column-wise copy (columnwise = true, y [cols, rows], the copy as stored), any mode.
+//   y is F32, BF16 or F16. For tests and the CPU emulation of FP8 GEMMs.
+#pragma once
+
+#include "common/fp8_tensor.h"
+#include "common/tensor.h"
+
+namespace tg::kernels {
+
+// Options of block quantization; the defaults are Float8BlockScaling's (NVTE_FP8_BLOCK_SCALING_FP32_SCALES unset).
+struct BlockQuantOptions {
+  bool power_2_scale = true;  // round each block scale down to a power of two; false: plain FP32 scales
+  float amax_epsilon = 0.0f;  // floor for each block amax
+};
+
+void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block = {}, Stream stream = {});
+void compute_amax(const TensorView& x, const TensorView& amax, Stream stream = {});
+void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream stream = {});
+
+namespace cpu {
+void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block = {});
+void compute_amax(const TensorView& x, const TensorView& amax);
+void dequantize(const Fp8View& in, bool columnwise, const TensorView& y);
+}  // namespace cpu
+
+namespace cuda {
+void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block, Stream stream);
+void compute_amax(const TensorView& x, const TensorView& amax, Stream stream);
+void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream stream);
+}  // namespace cuda
+
+// Argument checks shared by the CPU twin and the CUDA launchers (same contract, same messages).
+namespace detail {
+void check_quantize_args(const TensorView& x, const Fp8View& out, Device device, const char* who);
+void check_amax_args(const TensorView& x, const TensorView& amax, Device device, const char* who);
+void check_dequantize_args(const Fp8View& in, bool columnwise, const TensorView& y, Device device, const char* who);
+// The largest finite value of x's dtype as float: block scaling's value_for_inf.
+float input_dtype_max(DType t);
+}  // namespace detail
+
+}  // namespace tg::kernels
