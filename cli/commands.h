@@ -16,5 +16,6 @@ struct Command {
 };
 
 int cmd_version(Args args);
+int cmd_prepare_data(Args args);
 
 }  // namespace tg::cli
