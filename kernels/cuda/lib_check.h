@@ -8,5 +8,5 @@
 
 #include "common/cuda_check.h"
 
-#define TG_CHECK_CUBLAS(expr) TG_CHECK_STATUS("cuBLASLt", expr, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+#define TG_CHECK_CUBLAS(expr) TG_CHECK_STATUS("cuBLASLt", expr, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString)
 #define TG_CHECK_CUDNN(expr) TG_CHECK_STATUS("cuDNN", expr, CUDNN_STATUS_SUCCESS, cudnnGetErrorString)

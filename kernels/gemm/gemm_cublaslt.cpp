@@ -234,7 +234,7 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc.get(), la.get(), lb.get(), lc.get(),
                                                              ld.get(), pref.get(), 1, &result, &found);
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, "gemm: cublasLtMatmulAlgoGetHeuristic "
-             "failed with ", cublasGetStatusString(st), " for ", describe(key));
+             "failed with ", cublasLtGetStatusString(st), " for ", describe(key));
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, "gemm: cuBLASLt has no algorithm for ", describe(key),
              "; this combination of types, scaling modes and shape is not supported on this GPU");
     chosen.algo = result.algo;
