@@ -1,0 +1,280 @@
+// CUDA quantize / amax / dequantize vs the CPU twin, BIT-EXACT: FP8 data, column-wise data, scale_inv (including
+// that block-scale padding is never written), amax. Shapes: awkward ones (1x1, 7x13, 129x77, 1000x1000: the
+// element-wise kernels; 144x272: the vector kernels with partial tiles) and the Gemma shapes (2048x2048,
+// 8192x3072 = [T, D] of Gemma-7B, 512x24576 = [T, F]); every input dtype; E4M3 and E5M2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/numeric.h"
+#include "kernels/quantize/block_layout.h"
+#include "kernels/quantize/quantize.h"
+#include "kernels/tests/gpu_test_util.h"
+#include "kernels/tests/quantize_test_util.h"
+
+namespace tg {
+namespace {
+
+using kernels::BlockQuantOptions;
+using testing::make_fp8;
+using testing::same_bytes;
+
+struct Dims {
+  int64_t rows, cols;
+};
+const Dims kSmallShapes[] = {{1, 1}, {7, 13}, {129, 77}, {144, 272}, {256, 384}, {1000, 1000}};
+const Dims kGemmaShapes[] = {{2048, 2048}, {8192, 3072}, {512, 24576}};
+const DType kInputs[] = {DType::F32, DType::BF16, DType::F16};
+const DType kFp8s[] = {DType::E4M3, DType::E5M2};
+
+std::string name_of(const Dims& d, DType in, DType fp8, ScalingMode mode, bool row, bool col, bool pow2) {
+  return std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " + std::string(dtype_name(in)) + "->" +
+         std::string(dtype_name(fp8)) + " " + std::string(scaling_mode_name(mode)) + (row ? " row" : "") +
+         (col ? " col" : "") + (mode == ScalingMode::kPerTensor ? "" : (pow2 ? " pow2" : " fp32-scales"));
+}
+
+// A per-tensor scale that saturates the largest values (x 2 past current scaling) and is not a power of two.
+float test_scale(const Tensor& x, DType fp8) {
+  float amax = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float a = std::fabs(testing::host_at(x, i));
+    if (std::isfinite(a) && a > amax) amax = a;
+  }
+  return amax > 0 ? static_cast<float>(dtype_max(fp8)) / amax * 2.74f : 1.0f;
+}
+
+void poison_all(const Fp8View& v) {
+  testing::poison(v.data, 0xAB);
+  testing::poison(v.columnwise_data, 0xAB);
+  testing::poison(v.scale_inv, 0xAB);
+  testing::poison(v.columnwise_scale_inv, 0xAB);
+}
+
+// Runs the CPU twin on x_host and the CUDA kernels on x_dev (same values) and compares every output.
+void compare_quantize(const Tensor& x_host, const TensorView& x_dev, ScalingMode mode, DType fp8, bool row, bool col,
+                      const BlockQuantOptions& opts, const std::string& what) {
+  const int64_t rows = x_host.shape()[0], cols = x_host.shape()[1];
+  Fp8Tensor cpu = make_fp8(mode, fp8, rows, cols, row, col, Device::CPU);
+  Fp8Tensor gpu = make_fp8(mode, fp8, rows, cols, row, col, Device::CUDA);
+  poison_all(cpu.view());
+  poison_all(gpu.view());
+  if (mode == ScalingMode::kPerTensor) {
+    const float s = test_scale(x_host, fp8);
+    const float amax0 = 0.25f;  // an old amax below max|x|: the max-reduce must replace it
+    for (const Fp8View* v : {&cpu.view(), &gpu.view()}) {
+      copy_bytes(v->scale, TensorView(const_cast<float*>(&s), DType::F32, {1}, Device::CPU));
+      copy_bytes(v->amax, TensorView(const_cast<float*>(&amax0), DType::F32, {1}, Device::CPU));
+    }
+  }
+  kernels::quantize(x_host, cpu.view(), opts);
+  kernels::quantize(x_dev, gpu.view(), opts);
+  const Fp8View& c = cpu.view();
+  const Fp8View& g = gpu.view();
+  EXPECT_TRUE(same_bytes(g.data, c.data, what + ": data"));
+  EXPECT_TRUE(same_bytes(g.columnwise_data, c.columnwise_data, what + ": columnwise_data"));
+  EXPECT_TRUE(same_bytes(g.scale_inv, c.scale_inv, what + ": scale_inv"));
+  EXPECT_TRUE(same_bytes(g.columnwise_scale_inv, c.columnwise_scale_inv, what + ": columnwise_scale_inv"));
+  if (mode == ScalingMode::kPerTensor) {
+    EXPECT_TRUE(same_bytes(g.amax, c.amax, what + ": amax"));
+  }
+}
+
+struct Config {
+  ScalingMode mode;
+  bool row, col, pow2;
+};
+const Config kAllConfigs[] = {
+    {ScalingMode::kPerTensor, true, false, true},      {ScalingMode::kPerTensor, false, true, true},
+    {ScalingMode::kPerTensor, true, true, true},       {ScalingMode::kBlock1x128, true, false, true},
+    {ScalingMode::kBlock1x128, false, true, true},     {ScalingMode::kBlock1x128, true, true, true},
+    {ScalingMode::kBlock1x128, true, true, false},     {ScalingMode::kBlock128x128, true, false, true},
+    {ScalingMode::kBlock128x128, false, true, true},   {ScalingMode::kBlock128x128, true, true, true},
+    {ScalingMode::kBlock128x128, true, true, false},
+};
+// The large shapes take the configurations the model uses (the CPU twin is the slow side of this test).
+const Config kGemmaConfigs[] = {
+    {ScalingMode::kPerTensor, true, false, true},   {ScalingMode::kPerTensor, true, true, true},
+    {ScalingMode::kBlock1x128, true, true, true},   {ScalingMode::kBlock128x128, true, true, true},
+    {ScalingMode::kBlock1x128, true, true, false},
+};
+
+template <std::size_t N>
+void sweep(const Dims& d, const Config (&configs)[N], uint32_t seed) {
+  for (DType in : kInputs) {
+    Tensor x = testing::random_varied(in, d.rows, d.cols, seed);
+    Tensor x_dev = x.to(Device::CUDA);
+    for (DType fp8 : kFp8s) {
+      for (const Config& cf : configs) {
+        compare_quantize(x, x_dev, cf.mode, fp8, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
+                         name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2));
+        if (::testing::Test::HasFailure()) return;  // one failing configuration is enough to read
+      }
+    }
+  }
+}
+
+TEST(QuantizeGpu, AwkwardShapesBitExact) {
+  TG_REQUIRE_CUDA();
+  uint32_t seed = 1;
+  for (const Dims& d : kSmallShapes) sweep(d, kAllConfigs, seed++);
+}
+
+TEST(QuantizeGpu, GemmaShapesBitExact) {
+  TG_REQUIRE_CUDA();
+  uint32_t seed = 100;
+  for (const Dims& d : kGemmaShapes) sweep(d, kGemmaConfigs, seed++);
+}
+
+// inf, NaN, all-zero blocks, FP32-subnormal and tiny-amax blocks (scale overflow -> value_for_inf), +-0.
+Tensor special_values(DType in, int64_t rows, int64_t cols, uint32_t seed) {
+  Tensor x = testing::random_varied(in, rows, cols, seed);
+  std::vector<float> v(static_cast<std::size_t>(rows * cols));
+  for (int64_t i = 0; i < rows * cols; ++i) v[static_cast<std::size_t>(i)] = testing::host_at(x, i);
+  auto at = [&](int64_t r, int64_t c) -> float& { return v[static_cast<std::size_t>((r % rows) * cols + c % cols)]; };
+  for (int64_t c = 0; c < cols && c < 128; ++c) at(1, c) = 0.0f;              // a zero 1x128 strip
+  for (int64_t r = 0; r < rows && r < 128; ++r) at(r, 2) = r % 2 ? -0.0f : 0.0f;  // a zero 128x1 strip
+  for (int64_t c = 0; c < cols && c < 128; ++c) at(3, c) = std::ldexp(1.0f, -130) * (c % 3 ? 1.0f : -0.5f);
+  at(5, 7) = INFINITY;
+  at(6, 9) = -INFINITY;
+  at(rows - 1, cols - 1) = NAN;
+  at(4, cols / 2) = NAN;
+  at(7, 3) = 1e30f;  // F16 and BF16 round this to inf / a huge value
+  return testing::host_tensor(in, {rows, cols}, v);
+}
+
+TEST(QuantizeGpu, SpecialValuesBitExact) {
+  TG_REQUIRE_CUDA();
+  for (const Dims& d : {Dims{256, 384}, Dims{300, 260}, Dims{16, 16}}) {
+    for (DType in : kInputs) {
+      Tensor x = special_values(in, d.rows, d.cols, 7);
+      Tensor x_dev = x.to(Device::CUDA);
+      for (DType fp8 : kFp8s) {
+        for (const Config& cf : kAllConfigs) {
+          compare_quantize(x, x_dev, cf.mode, fp8, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
+                           "special " + name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2));
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizeGpu, AmaxEpsilonBitExact) {
+  TG_REQUIRE_CUDA();
+  Tensor x = testing::random_varied(DType::BF16, 256, 256, 3);
+  Tensor x_dev = x.to(Device::CUDA);
+  for (ScalingMode mode : {ScalingMode::kBlock1x128, ScalingMode::kBlock128x128}) {
+    compare_quantize(x, x_dev, mode, DType::E4M3, true, true, BlockQuantOptions{.power_2_scale = false,
+                                                                                 .amax_epsilon = 0.5f},
+                     std::string("epsilon ") + std::string(scaling_mode_name(mode)));
+  }
+}
+
+// Input views whose data pointer is not 16-byte aligned take the element-wise kernels.
+TEST(QuantizeGpu, MisalignedInputBitExact) {
+  TG_REQUIRE_CUDA();
+  for (DType in : kInputs) {
+    const Dims d{256, 384};
+    Tensor x = testing::random_varied(in, d.rows, d.cols, 21);
+    Tensor big = Tensor::empty(in, {d.rows * d.cols + 8}, Device::CUDA);
+    TensorView x_dev(static_cast<char*>(big.data()) + dtype_size(in), in, {d.rows, d.cols}, Device::CUDA);
+    copy_bytes(x_dev, x);
+    for (const Config& cf : kAllConfigs) {
+      compare_quantize(x, x_dev, cf.mode, DType::E4M3, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
+                       "misaligned " + name_of(d, in, DType::E4M3, cf.mode, cf.row, cf.col, cf.pow2));
+    }
+  }
+}
+
+TEST(QuantizeGpu, ComputeAmaxBitExact) {
+  TG_REQUIRE_CUDA();
+  const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}};
+  for (DType in : kInputs) {
+    uint32_t seed = 50;
+    for (const Dims& d : shapes) {
+      for (bool special : {false, true}) {
+        Tensor x = special ? special_values(in, d.rows, d.cols, seed) : testing::random_varied(in, d.rows, d.cols, seed);
+        ++seed;
+        Tensor want = Tensor::empty(DType::F32, {1});
+        Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
+        testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
+        kernels::compute_amax(x, want);
+        kernels::compute_amax(x.to(Device::CUDA), got);
+        EXPECT_TRUE(same_bytes(got, want, "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) +
+                                              " " + std::string(dtype_name(in)) + (special ? " special" : "")));
+      }
+    }
+  }
+}
+
+// Copies every buffer of a host FP8 bundle into a device bundle of the same layout.
+void copy_fp8(const Fp8View& dst, const Fp8View& src) {
+  auto cp = [](const TensorView& d, const TensorView& s) {
+    if (!d.empty() && !s.empty()) copy_bytes(d, s);
+  };
+  cp(dst.data, src.data);
+  cp(dst.columnwise_data, src.columnwise_data);
+  cp(dst.scale_inv, src.scale_inv);
+  cp(dst.columnwise_scale_inv, src.columnwise_scale_inv);
+}
+
+// Bit-exact, except that two F32 NaNs are equal whatever their payloads.
+::testing::AssertionResult same_values(const TensorView& got, const TensorView& want, const std::string& what) {
+  if (got.dtype != DType::F32) return same_bytes(got, want, what);
+  Tensor g = Tensor::copy_of(got, Device::CPU);
+  Tensor w = Tensor::copy_of(want, Device::CPU);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < g.numel(); ++i) {
+    const float a = g.ptr<float>()[i], b = w.ptr<float>()[i];
+    if (!(std::isnan(a) && std::isnan(b)) && testing::bits(a) != testing::bits(b)) ++bad;
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " elements differ";
+}
+
+TEST(QuantizeGpu, DequantizeBitExact) {
+  TG_REQUIRE_CUDA();
+  for (const Dims& d : {Dims{7, 13}, Dims{256, 384}, Dims{300, 260}, Dims{2048, 2048}}) {
+    for (DType fp8 : kFp8s) {
+      for (ScalingMode mode : {ScalingMode::kPerTensor, ScalingMode::kBlock1x128, ScalingMode::kBlock128x128}) {
+        Tensor x = special_values(DType::BF16, d.rows, d.cols, 9);
+        Fp8Tensor q = make_fp8(mode, fp8, d.rows, d.cols, true, true, Device::CPU);
+        if (mode == ScalingMode::kPerTensor) q.view().scale.ptr<float>()[0] = test_scale(x, fp8);
+        kernels::quantize(x, q.view());
+        Fp8Tensor q_dev = make_fp8(mode, fp8, d.rows, d.cols, true, true, Device::CUDA);
+        copy_fp8(q_dev.view(), q.view());
+        for (bool colw : {false, true}) {
+          const Shape ys = colw ? Shape{d.cols, d.rows} : Shape{d.rows, d.cols};
+          for (DType out : kInputs) {
+            Tensor want = Tensor::empty(out, ys);
+            Tensor got = Tensor::empty(out, ys, Device::CUDA);
+            testing::poison(got, 0xAB);
+            kernels::dequantize(q.view(), colw, want);
+            kernels::dequantize(q_dev.view(), colw, got);
+            EXPECT_TRUE(same_values(got, want,
+                                    "dequantize " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
+                                        std::string(dtype_name(fp8)) + " " + std::string(scaling_mode_name(mode)) +
+                                        (colw ? " col" : " row") + " -> " + std::string(dtype_name(out))));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizeGpu, RejectsMixedDevicesAndBadShapes) {
+  TG_REQUIRE_CUDA();
+  Tensor x = Tensor::empty(DType::BF16, {4, 8}, Device::CUDA);
+  Fp8Tensor host_out = Fp8Tensor::per_tensor(DType::E4M3, 4, 8, true, false, Device::CPU);
+  EXPECT_THROW(kernels::quantize(x, host_out.view()), Error);
+  Fp8Tensor wrong_shape = Fp8Tensor::per_tensor(DType::E4M3, 8, 4, true, false, Device::CUDA);
+  EXPECT_THROW(kernels::quantize(x, wrong_shape.view()), Error);
+  Fp8Tensor blk = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 4, 16, true, true,
+                                                 Device::CUDA);
+  EXPECT_THROW(kernels::quantize(x, blk.view()), Error);
+  EXPECT_THROW(kernels::dequantize(blk.view(), true, Tensor::empty(DType::F32, {4, 16}, Device::CUDA)), Error);
+}
+
+}  // namespace
+}  // namespace tg
