@@ -78,15 +78,26 @@ inline const std::vector<float>& normal_table() {
 // Host matrix [rows, cols] of N(0, stddev^2) values rounded to `dtype` (BF16, F32 or FP8 codes).
 inline Tensor random_matrix(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float stddev = 1.0f) {
   Tensor t = Tensor::empty(dtype, {rows, cols});
+  // Encode the table once (the Gemma shapes need up to ~10^9 elements), then draw codes from it.
   const std::vector<float>& table = normal_table();
+  std::vector<uint32_t> codes(table.size());
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const float v = stddev * table[i];
+    if (dtype == DType::F32) std::memcpy(&codes[i], &v, 4);
+    else codes[i] = encode(dtype, v);
+  }
   Rng rng(seed);
   const int64_t n = rows * cols;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = stddev * table[rng.next() & 0xFFFF];
-    switch (dtype_size(dtype)) {
-      case 4: t.ptr<float>()[i] = v; break;
-      case 2: t.ptr<uint16_t>()[i] = static_cast<uint16_t>(encode(dtype, v)); break;
-      default: t.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(dtype, v));
+  const std::size_t es = dtype_size(dtype);
+  for (int64_t i = 0; i < n; i += 4) {
+    const uint64_t r = rng.next();  // four 16-bit draws per call
+    for (int64_t j = 0; j < 4 && i + j < n; ++j) {
+      const uint32_t c = codes[(r >> (16 * j)) & 0xFFFF];
+      switch (es) {
+        case 4: t.ptr<uint32_t>()[i + j] = c; break;
+        case 2: t.ptr<uint16_t>()[i + j] = static_cast<uint16_t>(c); break;
+        default: t.ptr<uint8_t>()[i + j] = static_cast<uint8_t>(c);
+      }
     }
   }
   return t;
