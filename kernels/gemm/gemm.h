@@ -56,8 +56,10 @@
 // One cublasLt handle per device, one 32 MiB workspace per (device, stream), created on the first
 // call (or by cuda::gemm_warmup) and reused; heuristic results are cached per (device, shape, row
 // strides, dtypes, scaling modes, options, pointer alignment). After the first call with a given key
-// on a given stream the call path allocates nothing, so it can be captured in a CUDA graph. Every
-// call opens an NVTX range and checks every cuBLASLt status (TG_CHECK_CUBLAS).
+// on a given stream the call path allocates nothing, so it can be captured in a CUDA graph (a captured
+// GEMM keeps using the workspace of the stream it was captured on: do not replay the graph while eager
+// GEMMs run on that stream). Every call opens an NVTX range and checks every cuBLASLt status
+// (TG_CHECK_CUBLAS); a shape/type combination cuBLASLt has no algorithm for is a tg::Error naming it.
 //
 // Deterministic mode (GemmOptions::deterministic, or set_gemm_deterministic(true) for every call)
 // restricts the heuristic to algorithms without split-K reduction (CUBLASLT_MATMUL_PREF_REDUCTION_

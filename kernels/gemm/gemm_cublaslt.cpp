@@ -171,6 +171,17 @@ int algo_config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttrib
   return static_cast<int>(v);
 }
 
+const char* type_name(int t) {
+  switch (t) {
+    case CUDA_R_32F: return "F32";
+    case CUDA_R_16BF: return "BF16";
+    case CUDA_R_16F: return "F16";
+    case CUDA_R_8F_E4M3: return "E4M3";
+    case CUDA_R_8F_E5M2: return "E5M2";
+    default: return "?";
+  }
+}
+
 std::string describe(const Key& k) {
   auto mode = [](int32_t m) {
     switch (m) {
@@ -182,12 +193,12 @@ std::string describe(const Key& k) {
     }
   };
   std::ostringstream os;
-  os << "out[M=" << k.m << ", N=" << k.n << "] = A[M, K=" << k.k << "] * B[N, K]^T with A type " << k.a_type
-     << " (" << mode(k.b_mode) << ", row stride " << k.lda << "), B type " << k.b_type << " (" << mode(k.a_mode)
-     << ", row stride " << k.ldb << "), out type " << k.d_type << " (row stride " << k.ldd
-     << "), fast_accum=" << k.fast_accum << ", deterministic=" << k.deterministic << ", pointer alignment A/B/C/D "
-     << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d << " bytes (cudaDataType_t codes; "
-     << "cuBLASLt " << cublasLtGetVersion() << ", device " << k.device << ")";
+  os << "out[M=" << k.m << ", N=" << k.n << "] = A[M, K=" << k.k << "] * B[N, K]^T with A " << type_name(k.a_type)
+     << " (" << mode(k.b_mode) << " scaling, row stride " << k.lda << "), B " << type_name(k.b_type) << " ("
+     << mode(k.a_mode) << " scaling, row stride " << k.ldb << "), out " << type_name(k.d_type) << " (row stride "
+     << k.ldd << "), fast_accum=" << k.fast_accum << ", deterministic=" << k.deterministic
+     << ", pointer alignment A/B/C/D " << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d
+     << " bytes (cuBLASLt " << cublasLtGetVersion() << ", device " << k.device << ")";
   return os.str();
 }
 
