@@ -1,0 +1,68 @@
+// Internal interfaces between the CUDA translation units of kernels/attention (not part of the API).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/tensor.h"
+#include "kernels/attention/attention.h"
+#include "kernels/attention/attention_args.h"
+
+namespace tg::kernels::cuda::attn_detail {
+
+// Device scratch: the caller's workspace when given (checked to be large enough), else a per-device cached
+// buffer that only grows (no allocation once warmed up). 256-byte aligned.
+void* scratch(const Workspace& ws, std::size_t bytes, const char* what);
+
+inline std::size_t align_up(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
+
+// Streaming multiprocessors of the current device (cached).
+int sm_count();
+
+// Everything the flash kernels need about one call (element strides; head stride is Dh everywhere).
+struct FlashArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  float* lse = nullptr;           // may be null in the forward (not saved)
+  const int32_t* cu_seqlens = nullptr;  // null: dense layout
+  attn::Strides sq, sk, sv, so;
+  // backward only
+  const void* dout = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  attn::Strides sdo, sdq, sdk, sdv;
+  attn::Dims d;
+  float scale = 0.0f;
+  bool causal = true;
+};
+
+void flash_fwd(const FlashArgs& a, Stream stream);
+std::size_t flash_bwd_workspace_bytes(const attn::Dims& d);
+void flash_bwd(const FlashArgs& a, void* workspace, Stream stream);
+
+// cuDNN fused attention (cudnn_sdpa.cpp).
+std::size_t cudnn_fwd_workspace_bytes(const FlashArgs& a);
+void cudnn_fwd(const FlashArgs& a, const Workspace& ws, Stream stream);
+std::size_t cudnn_bwd_workspace_bytes(const FlashArgs& a, bool deterministic);
+void cudnn_bwd(const FlashArgs& a, bool deterministic, const Workspace& ws, Stream stream);
+
+// Per-sequence lengths and ragged offsets for cuDNN (attention_aux.cu): from cu_seqlens (or the dense
+// length S when cu_seqlens is null) writes seqlens[b] = len_b (b < B; entries B..B_pad-1 = 0) and, for each
+// of n_offsets token strides, offsets[i][b] = start_b * stride_i (b <= B; entries up to B_pad = the last).
+constexpr int kMaxOffsetArrays = 10;  // 8 operands + Stats, with room
+struct RaggedArgs {
+  const int32_t* cu_seqlens = nullptr;
+  int B = 0;
+  int B_pad = 0;
+  int S = 0;
+  int32_t* seqlens = nullptr;
+  int n_offsets = 0;
+  int64_t stride[kMaxOffsetArrays] = {};
+  int64_t* offsets[kMaxOffsetArrays] = {};
+};
+void ragged_offsets(const RaggedArgs& a, Stream stream);
+
+}  // namespace tg::kernels::cuda::attn_detail

@@ -1,0 +1,495 @@
+// Decode attention over a KV cache (flash-decoding) and the KV-cache append, CUDA.
+//
+// decode_split_kernel: one block per (sequence, group of G query heads sharing one kv head, split of the
+// sequence). The G heads are processed together so every K / V row is read from HBM once per block:
+//   1. Q.K: 8 lanes share one key row (8 consecutive 16-byte chunks = 128 contiguous bytes per load),
+//      the dot products of the G heads are reduced over those 8 lanes with shuffles -> scores in smem.
+//   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
+//   3. P.V: a warp owns whole V rows (one 16-byte chunk per lane), each thread accumulates G x 8 outputs.
+// The block's partial (unnormalised output, m, l) goes to the workspace and decode_combine_kernel merges the
+// splits (or the block writes the final output when there is one split). Every reduction has a fixed
+// order: same inputs, same bits.
+//
+// Memory-bound by design: K and V are streamed once with 16-byte loads; q lives in smem as FP32.
+// FP8 E4M3 caches: the K scale is folded into the score multiplier, the V scale into the final output.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/attention/attention_cuda.h"
+#include "kernels/cuda/device_utils.cuh"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+using dev::bf16_t;
+using dev::e4m3_t;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+
+// ---- 8 consecutive elements ("a chunk") of a BF16 or E4M3 row ------------------------------------------
+template <typename T> struct Chunk;
+template <> struct Chunk<bf16_t> {
+  using Raw = uint4;  // 16 bytes
+  static __device__ __forceinline__ void to_float(const Raw& r, float (&f)[8]) {
+    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __bfloat1622float2(p[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+};
+template <> struct Chunk<e4m3_t> {
+  using Raw = uint2;  // 8 bytes
+  static __device__ __forceinline__ void to_float(const Raw& r, float (&f)[8]) {
+    const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __half2 h(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3));
+      const float2 x = __half22float2(h);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ typename Chunk<T>::Raw load_chunk(const T* p) {
+  return *reinterpret_cast<const typename Chunk<T>::Raw*>(p);
+}
+
+// Geometry of the kernel for head dim DH (shared by host and device).
+template <int DH>
+struct Geometry {
+  static constexpr int kChunks = DH / 8;                    // 8-element chunks per row
+  static constexpr int kLpr = kChunks < 8 ? kChunks : 8;    // Q.K: lanes per key row
+  static constexpr int kCpl = kChunks / kLpr;               // Q.K: chunks per lane
+  static constexpr int kKpi = 32 / kLpr;                    // Q.K: keys per warp per step
+  static constexpr int kTile = kWarps * kKpi > 64 ? kWarps * kKpi : 64;  // keys per tile
+  static constexpr int kQkSteps = kTile / (kWarps * kKpi);
+  static constexpr int kLpk = kChunks;                      // P.V: lanes per key row (one chunk each)
+  static constexpr int kKpw = 32 / kLpk;                    // P.V: keys per warp per step
+  static constexpr int kPvSteps = kTile / (kWarps * kKpw);
+  static_assert(DH % 8 == 0 && DH >= 16 && DH <= 256 && (kChunks & (kChunks - 1)) == 0, "unsupported head dim");
+};
+
+struct DecodeParams {
+  const bf16_t* q;        // [B, H, DH]
+  const void* k;          // [B, max_seq, Hkv, DH]
+  const void* v;
+  const float* k_scale;   // null for BF16
+  const float* v_scale;
+  const int32_t* seqlens; // [B]
+  bf16_t* out;            // [B, H, DH]
+  float* o_part;          // [B, H, splits, DH] (splits > 1)
+  float2* ml;             // [B, H, splits] (m, l)
+  int H, Hkv, g, max_seq;
+  int num_splits, chunk;  // chunk: keys per split, a multiple of the tile
+  bool per_head_scale;
+  float scale;
+};
+
+template <int DH, int G, typename T>
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) {
+  using Geo = Geometry<DH>;
+  using Raw = typename Chunk<T>::Raw;
+  __shared__ float q_s[G][DH];
+  __shared__ float p_s[G][Geo::kTile];
+  __shared__ float acc_s[G][DH];
+  __shared__ float alpha_s[G], m_s[G], l_s[G];
+
+  const int split = blockIdx.x;
+  const int groups_per_kv = p.g / G;
+  const int hk = blockIdx.y / groups_per_kv;
+  const int h0 = hk * p.g + (blockIdx.y % groups_per_kv) * G;  // first query head of the block
+  const int b = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  const int len = max(0, min(p.seqlens[b], p.max_seq));
+  const int begin = split * p.chunk;
+  // The last split runs to the sequence end, so a max_seqlen_hint below a length costs time, never keys.
+  const int end = split == p.num_splits - 1 ? len : min(len, begin + p.chunk);
+
+  for (int i = tid; i < G * DH; i += kThreads) {
+    q_s[i / DH][i % DH] = __bfloat162float(p.q[(static_cast<int64_t>(b) * p.H + h0) * DH + i]);
+    acc_s[i / DH][i % DH] = 0.0f;
+  }
+  if (tid < G) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  __syncthreads();
+
+  const int scale_idx = p.per_head_scale ? hk : 0;
+  const float s_mult = p.scale * (p.k_scale ? p.k_scale[scale_idx] : 1.0f);
+  const int64_t row_stride = static_cast<int64_t>(p.Hkv) * DH;
+  const int64_t seq_base = (static_cast<int64_t>(b) * p.max_seq * p.Hkv + hk) * DH;
+  const T* kb = static_cast<const T*>(p.k) + seq_base;
+  const T* vb = static_cast<const T*>(p.v) + seq_base;
+
+  float acc[G][8];
+#pragma unroll
+  for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[gi][e] = 0.0f;
+
+  for (int t0 = begin; t0 < end; t0 += Geo::kTile) {
+    // ---- 1. scores of the tile: all loads first, then the math
+    {
+      Raw kr[Geo::kQkSteps][Geo::kCpl];
+#pragma unroll
+      for (int it = 0; it < Geo::kQkSteps; ++it) {
+        const int key = t0 + it * kWarps * Geo::kKpi + warp * Geo::kKpi + lane / Geo::kLpr;
+#pragma unroll
+        for (int j = 0; j < Geo::kCpl; ++j) {
+          const int c = lane % Geo::kLpr + Geo::kLpr * j;
+          kr[it][j] = key < end ? load_chunk(kb + key * row_stride + c * 8) : Raw{};
+        }
+      }
+#pragma unroll
+      for (int it = 0; it < Geo::kQkSteps; ++it) {
+        float part[G];
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) part[gi] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < Geo::kCpl; ++j) {
+          const int c = lane % Geo::kLpr + Geo::kLpr * j;
+          float kf[8];
+          Chunk<T>::to_float(kr[it][j], kf);
+#pragma unroll
+          for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) part[gi] = fmaf(q_s[gi][c * 8 + e], kf[e], part[gi]);
+        }
+#pragma unroll
+        for (int off = Geo::kLpr / 2; off > 0; off >>= 1)
+#pragma unroll
+          for (int gi = 0; gi < G; ++gi) part[gi] += __shfl_xor_sync(kFull, part[gi], off);
+        const int key_local = it * kWarps * Geo::kKpi + warp * Geo::kKpi + lane / Geo::kLpr;
+        if (lane % Geo::kLpr == 0) {
+#pragma unroll
+          for (int gi = 0; gi < G; ++gi) p_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
+        }
+      }
+    }
+    __syncthreads();
+    // ---- 2. online softmax, one warp per head
+    for (int gi = warp; gi < G; gi += kWarps) {
+      float tmax = -INFINITY;
+      for (int i = lane; i < Geo::kTile; i += 32) tmax = fmaxf(tmax, p_s[gi][i]);
+      tmax = dev::warp_max(tmax);
+      const float m_old = m_s[gi];
+      const float m_new = fmaxf(m_old, tmax);  // finite: the tile holds at least one key < end
+      float sum = 0.0f;
+      for (int i = lane; i < Geo::kTile; i += 32) {
+        const float e = expf(p_s[gi][i] - m_new);
+        p_s[gi][i] = e;
+        sum += e;
+      }
+      sum = dev::warp_sum(sum);
+      if (lane == 0) {
+        const float alpha = expf(m_old - m_new);
+        alpha_s[gi] = alpha;
+        l_s[gi] = l_s[gi] * alpha + sum;
+        m_s[gi] = m_new;
+      }
+    }
+    __syncthreads();
+    // ---- 3. P.V of the tile
+    {
+      const int c = lane % Geo::kLpk;
+      Raw vr[Geo::kPvSteps];
+#pragma unroll
+      for (int it = 0; it < Geo::kPvSteps; ++it) {
+        const int key = t0 + it * kWarps * Geo::kKpw + warp * Geo::kKpw + lane / Geo::kLpk;
+        vr[it] = key < end ? load_chunk(vb + key * row_stride + c * 8) : Raw{};
+      }
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        const float alpha = alpha_s[gi];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[gi][e] *= alpha;
+      }
+#pragma unroll
+      for (int it = 0; it < Geo::kPvSteps; ++it) {
+        const int key_local = it * kWarps * Geo::kKpw + warp * Geo::kKpw + lane / Geo::kLpk;
+        float vf[8];
+        Chunk<T>::to_float(vr[it], vf);
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+          const float pp = p_s[gi][key_local];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[gi][e] = fmaf(pp, vf[e], acc[gi][e]);
+        }
+      }
+    }
+    __syncthreads();  // p_s / alpha_s are rewritten by the next tile
+  }
+
+  // ---- merge the per-thread partials in a fixed order: lanes sharing a chunk, then warp by warp
+#pragma unroll
+  for (int off = Geo::kLpk; off < 32; off <<= 1)
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[gi][e] += __shfl_xor_sync(kFull, acc[gi][e], off);
+  for (int w = 0; w < kWarps; ++w) {
+    if (warp == w && lane < Geo::kLpk) {
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc_s[gi][lane * 8 + e] += acc[gi][e];
+    }
+    __syncthreads();
+  }
+
+  const int64_t bh0 = static_cast<int64_t>(b) * p.H + h0;
+  if (p.num_splits == 1) {
+    const float vs = p.v_scale ? p.v_scale[scale_idx] : 1.0f;
+    for (int i = tid; i < G * DH; i += kThreads) {
+      const int gi = i / DH;
+      const float l = l_s[gi];
+      p.out[bh0 * DH + i] = __float2bfloat16_rn(l > 0.0f ? acc_s[gi][i % DH] / l * vs : 0.0f);
+    }
+  } else {
+    for (int i = tid; i < G * DH; i += kThreads) {
+      const int gi = i / DH;
+      p.o_part[((bh0 + gi) * p.num_splits + split) * DH + i % DH] = acc_s[gi][i % DH];
+    }
+    if (tid < G) p.ml[(bh0 + tid) * p.num_splits + split] = make_float2(m_s[tid], l_s[tid]);
+  }
+}
+
+// Merges the splits of one (sequence, head): out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale.
+__global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml,
+                                      bf16_t* __restrict__ out, const float* __restrict__ v_scale,
+                                      bool per_head_scale, int H, int g, int dh, int splits) {
+  const int64_t bh = blockIdx.x;
+  const float2* mlb = ml + bh * splits;
+  float M = -INFINITY;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, mlb[s].x);
+  float L = 0.0f;
+  if (M != -INFINITY) {
+    for (int s = 0; s < splits; ++s) L += mlb[s].y * expf(mlb[s].x - M);
+  }
+  const int hk = static_cast<int>(bh % H) / g;
+  const float vs = v_scale ? v_scale[per_head_scale ? hk : 0] : 1.0f;
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) {
+    float o = 0.0f;
+    if (L > 0.0f) {
+      for (int s = 0; s < splits; ++s) {
+        if (mlb[s].y > 0.0f) o += o_part[(bh * splits + s) * dh + d] * expf(mlb[s].x - M);
+      }
+      o = o / L * vs;
+    }
+    out[bh * dh + d] = __float2bfloat16_rn(o);
+  }
+}
+
+// ---- append ------------------------------------------------------------------------------------------------
+// One block per (sequence, K or V); each thread converts 8 consecutive elements of the new row.
+template <typename T>
+__global__ void kv_append_kernel(const bf16_t* __restrict__ k_new, const bf16_t* __restrict__ v_new,
+                                 const int32_t* __restrict__ positions, T* __restrict__ k_cache,
+                                 T* __restrict__ v_cache, const float* __restrict__ k_scale,
+                                 const float* __restrict__ v_scale, bool per_head_scale, int hkv, int dh,
+                                 int max_seq) {
+  const int b = blockIdx.x;
+  const bool is_v = blockIdx.y == 1;
+  const int pos = positions[b];
+  if (pos < 0 || pos >= max_seq) return;  // finished sequence / outside the cache: not written
+  const int64_t row = static_cast<int64_t>(hkv) * dh;
+  const bf16_t* src = (is_v ? v_new : k_new) + b * row;
+  T* dst = (is_v ? v_cache : k_cache) + (static_cast<int64_t>(b) * max_seq + pos) * row;
+  const float* scale = is_v ? v_scale : k_scale;
+  for (int64_t i = threadIdx.x; i < row / 8; i += blockDim.x) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(src + i * 8);
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      *reinterpret_cast<uint4*>(dst + i * 8) = raw;
+    } else {
+      const float s = scale[per_head_scale ? static_cast<int>(i * 8 / dh) : 0];
+      float f[8];
+      Chunk<bf16_t>::to_float(raw, f);
+      uint8_t codes[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) codes[e] = dev::from_float<e4m3_t>(f[e] / s).bits;  // RN division, SATFINITE
+      *reinterpret_cast<uint2*>(dst + i * 8) = *reinterpret_cast<const uint2*>(codes);
+    }
+  }
+}
+
+// ---- host side -------------------------------------------------------------------------------------------------
+int tile_for(int64_t dh) {
+  switch (dh) {
+    case 16: return Geometry<16>::kTile;
+    case 32: return Geometry<32>::kTile;
+    case 64: return Geometry<64>::kTile;
+    case 128: return Geometry<128>::kTile;
+    case 256: return Geometry<256>::kTile;
+    default: TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
+  }
+}
+
+int heads_per_block(int64_t g) { return g % 8 == 0 ? 8 : g % 4 == 0 ? 4 : g % 2 == 0 ? 2 : 1; }
+
+struct Plan {
+  int splits = 1;
+  int chunk = 0;
+  std::size_t workspace = 0;
+};
+
+Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* what) {
+  TG_CHECK(opt.max_seqlen_hint >= 0 && opt.max_seqlen_hint <= d.max_seq, what, ": max_seqlen_hint must be in [0, ",
+           d.max_seq, "], got ", opt.max_seqlen_hint);
+  TG_CHECK(opt.num_splits >= 0, what, ": num_splits must be >= 0, got ", opt.num_splits);
+  const int tile = tile_for(d.Dh);
+  const int64_t max_len = opt.max_seqlen_hint > 0 ? opt.max_seqlen_hint : d.max_seq;
+  const int64_t tiles = (max_len + tile - 1) / tile;
+  const int64_t blocks = d.B * d.Hkv * (d.H / d.Hkv / heads_per_block(d.H / d.Hkv));
+  int64_t splits = opt.num_splits;
+  if (splits == 0) {
+    // Enough blocks for two waves over the SMs; never split below one tile per split.
+    const int64_t target = 2 * static_cast<int64_t>(attn_detail::sm_count());
+    splits = (target + blocks - 1) / blocks;
+  }
+  splits = std::clamp<int64_t>(splits, 1, tiles);
+  Plan p;
+  const int64_t tiles_per_split = (tiles + splits - 1) / splits;
+  p.chunk = static_cast<int>(tiles_per_split * tile);
+  p.splits = static_cast<int>((max_len + p.chunk - 1) / p.chunk);
+  if (p.splits > 1) {
+    const std::size_t rows = static_cast<std::size_t>(d.B * d.H * p.splits);
+    p.workspace = attn_detail::align_up(rows * d.Dh * sizeof(float)) + attn_detail::align_up(rows * sizeof(float2));
+  }
+  return p;
+}
+
+template <int DH, int G>
+void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, cudaStream_t stream) {
+  if (fp8) {
+    decode_split_kernel<DH, G, e4m3_t><<<grid, kThreads, 0, stream>>>(prm);
+  } else {
+    decode_split_kernel<DH, G, bf16_t><<<grid, kThreads, 0, stream>>>(prm);
+  }
+}
+
+template <int DH>
+void launch_split_g(const DecodeParams& prm, int G, bool fp8, dim3 grid, cudaStream_t stream) {
+  switch (G) {
+    case 8: return launch_split<DH, 8>(prm, fp8, grid, stream);
+    case 4: return launch_split<DH, 4>(prm, fp8, grid, stream);
+    case 2: return launch_split<DH, 2>(prm, fp8, grid, stream);
+    default: return launch_split<DH, 1>(prm, fp8, grid, stream);
+  }
+}
+
+void check_aligned(const void* p, std::size_t bytes, const char* what, const char* name) {
+  TG_CHECK(reinterpret_cast<uintptr_t>(p) % bytes == 0, what, ": ", name, " must be ", bytes,
+           "-byte aligned (vector loads)");
+}
+
+}  // namespace
+
+std::size_t decode_attention_workspace_bytes(const TensorView& q, const KvCache& cache, const DecodeOptions& opt) {
+  constexpr const char* what = "decode_attention_workspace_bytes(cuda)";
+  const attn::DecodeDims d = attn::check_cache(cache, Device::CUDA, what);
+  TG_CHECK(q.ndim() == 3 && q.size(0) == d.B && q.size(2) == d.Dh, what, ": q must be [B, H, Dh], got ", q.shape);
+  attn::DecodeDims dq = d;
+  dq.H = q.size(1);
+  TG_CHECK(dq.H % d.Hkv == 0, what, ": H must be a multiple of Hkv");
+  return make_plan(dq, opt, what).workspace;
+}
+
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
+                      const DecodeOptions& opt, const TensorView& out, Stream stream) {
+  TG_NVTX_FN();
+  constexpr const char* what = "decode_attention(cuda)";
+  const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CUDA, what);
+  const Plan plan = make_plan(d, opt, what);
+  const std::size_t elem = d.fp8 ? 8 : 16;
+  check_aligned(cache.k.data, elem, what, "cache.k");
+  check_aligned(cache.v.data, elem, what, "cache.v");
+  const int g = static_cast<int>(d.H / d.Hkv);
+  const int G = heads_per_block(g);
+
+  DecodeParams prm{};
+  prm.q = q.ptr<const bf16_t>();
+  prm.k = cache.k.data;
+  prm.v = cache.v.data;
+  prm.k_scale = d.fp8 ? cache.k_scale.ptr<const float>() : nullptr;
+  prm.v_scale = d.fp8 ? cache.v_scale.ptr<const float>() : nullptr;
+  prm.seqlens = seqlens.ptr<const int32_t>();
+  prm.out = out.ptr<bf16_t>();
+  prm.H = static_cast<int>(d.H);
+  prm.Hkv = static_cast<int>(d.Hkv);
+  prm.g = g;
+  prm.max_seq = static_cast<int>(d.max_seq);
+  prm.num_splits = plan.splits;
+  prm.chunk = plan.chunk;
+  prm.per_head_scale = d.per_head_scale;
+  prm.scale = attn::resolve_scale(opt.scale, d.Dh, what);
+  if (plan.splits > 1) {
+    char* ws = static_cast<char*>(attn_detail::scratch(opt.workspace, plan.workspace, what));
+    const std::size_t rows = static_cast<std::size_t>(d.B * d.H * plan.splits);
+    prm.o_part = reinterpret_cast<float*>(ws);
+    prm.ml = reinterpret_cast<float2*>(ws + attn_detail::align_up(rows * d.Dh * sizeof(float)));
+  }
+  const cudaStream_t s = cuda_stream(stream);
+  const dim3 grid(plan.splits, static_cast<unsigned>(d.Hkv * (g / G)), static_cast<unsigned>(d.B));
+  switch (d.Dh) {
+    case 16: launch_split_g<16>(prm, G, d.fp8, grid, s); break;
+    case 32: launch_split_g<32>(prm, G, d.fp8, grid, s); break;
+    case 64: launch_split_g<64>(prm, G, d.fp8, grid, s); break;
+    case 128: launch_split_g<128>(prm, G, d.fp8, grid, s); break;
+    case 256: launch_split_g<256>(prm, G, d.fp8, grid, s); break;
+    default: TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
+  }
+  TG_CHECK_LAUNCH("decode_split_kernel");
+  if (plan.splits > 1) {
+    decode_combine_kernel<<<static_cast<unsigned>(d.B * d.H), 128, 0, s>>>(
+        prm.o_part, prm.ml, prm.out, prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
+    TG_CHECK_LAUNCH("decode_combine_kernel");
+  }
+}
+
+void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
+                     const KvCache& cache, Stream stream) {
+  TG_NVTX_FN();
+  constexpr const char* what = "kv_cache_append(cuda)";
+  const attn::DecodeDims d = attn::check_append(k_new, v_new, positions, cache, Device::CUDA, what);
+  TG_CHECK(d.Dh % 8 == 0, what, ": head dim must be a multiple of 8, got ", d.Dh);
+  const std::size_t elem = d.fp8 ? 8 : 16;
+  check_aligned(k_new.data, 16, what, "k_new");
+  check_aligned(v_new.data, 16, what, "v_new");
+  check_aligned(cache.k.data, elem, what, "cache.k");
+  check_aligned(cache.v.data, elem, what, "cache.v");
+  const dim3 grid(static_cast<unsigned>(d.B), 2);
+  const int threads = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(32, d.Hkv * d.Dh / 8)));
+  const cudaStream_t s = cuda_stream(stream);
+  if (d.fp8) {
+    kv_append_kernel<e4m3_t><<<grid, threads, 0, s>>>(
+        k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(),
+        cache.k.ptr<e4m3_t>(), cache.v.ptr<e4m3_t>(), cache.k_scale.ptr<const float>(),
+        cache.v_scale.ptr<const float>(), d.per_head_scale, static_cast<int>(d.Hkv), static_cast<int>(d.Dh),
+        static_cast<int>(d.max_seq));
+  } else {
+    kv_append_kernel<bf16_t><<<grid, threads, 0, s>>>(
+        k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(),
+        cache.k.ptr<bf16_t>(), cache.v.ptr<bf16_t>(), nullptr, nullptr, false, static_cast<int>(d.Hkv),
+        static_cast<int>(d.Dh), static_cast<int>(d.max_seq));
+  }
+  TG_CHECK_LAUNCH("kv_append_kernel");
+}
+
+}  // namespace tg::kernels::cuda
