@@ -144,7 +144,7 @@ struct TokenBatch {
 // SplitMix64 seeded by (seed, e). Step k is batch k % steps_per_epoch of epoch k / steps_per_epoch; the
 // last windows_per_epoch % B windows of each epoch's permutation are not used. batch(step) depends on
 // nothing else, so any step can be produced in any order (resume = ask for the next step).
-// Not thread-safe (it caches the current epoch's permutation).
+// Not thread-safe (it caches the current epoch's permutation); `data` must outlive the sampler.
 class BatchSampler {
  public:
   BatchSampler(const TokenDataset& data, uint64_t seed, int64_t batch, int64_t seq);
@@ -165,7 +165,7 @@ class BatchSampler {
 
 // The validation split in order: window i covers tokens [i*S, i*S + S + 1); every token after the first is
 // a target exactly once up to the tail that does not fill a window. Batches of B windows, the last one
-// possibly smaller; max_batches (> 0) keeps only the first ones.
+// possibly smaller; max_batches (> 0) keeps only the first ones. `data` must outlive this object.
 class ValidationBatches {
  public:
   ValidationBatches(const TokenDataset& data, int64_t batch, int64_t seq, int64_t max_batches = 0);

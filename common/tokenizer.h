@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +58,7 @@ struct DecodeOptions {
   bool skip_special = true;
 };
 
+// Immutable after loading: const methods may be called from several threads at once.
 class Tokenizer {
  public:
   // Parses a serialized ModelProto. Malformed or unsupported input throws tg::Error naming `source` (and
