@@ -2,6 +2,8 @@
 //
 // decode_split_kernel: one block per (sequence, group of G query heads sharing one kv head, split of the
 // sequence). The G heads are processed together so every K / V row is read from HBM once per block:
+//   0. K and V tiles (64 keys) stream through shared memory with cp.async, double-buffered: the next tile is
+//      in flight while the current one is used, so enough bytes are in flight even at one block per SM.
 //   1. Q.K: 8 lanes share one key row (8 consecutive 16-byte chunks = 128 contiguous bytes per load),
 //      the dot products of the G heads are reduced over those 8 lanes with shuffles -> scores in smem.
 //   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
@@ -10,7 +12,7 @@
 // splits (or the block writes the final output when there is one split). Every reduction has a fixed
 // order: same inputs, same bits.
 //
-// Memory-bound by design: K and V are streamed once with 16-byte loads; q lives in smem as FP32.
+// Memory-bound by design: K and V are streamed once (16-byte cp.async); q lives in smem as FP32.
 // FP8 E4M3 caches: the K scale is folded into the score multiplier, the V scale into the final output.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,11 +20,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/attention/attention_cuda.h"
+#include "kernels/attention/flash_common.cuh"
 #include "kernels/cuda/device_utils.cuh"
 
 namespace tg::kernels::cuda {
@@ -100,10 +106,38 @@ struct DecodeParams {
   float scale;
 };
 
+// Bytes of one K or V tile in shared memory.
+template <int DH, typename T>
+constexpr int tile_bytes() {
+  return Geometry<DH>::kTile * DH * static_cast<int>(sizeof(T));
+}
+// Dynamic shared memory of the split kernel: K and V tiles, double-buffered.
+template <int DH, typename T>
+constexpr int split_smem_bytes() {
+  return 4 * tile_bytes<DH, T>();
+}
+
+// Issues the cp.async copies of keys [t0, t0 + kTile) of one K or V head into a tile (rows >= end zero-filled).
+template <int DH, typename T>
+__device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T* base, int64_t row_stride, int t0,
+                                                   int end, int tid) {
+  constexpr int kRowBytes = DH * static_cast<int>(sizeof(T));
+  constexpr int kChunksPerRow = kRowBytes / 16;
+  constexpr int kTotal = Geometry<DH>::kTile * kChunksPerRow;
+  for (int i = tid; i < kTotal; i += kThreads) {
+    const int r = i / kChunksPerRow, c = i % kChunksPerRow;
+    const bool valid = t0 + r < end;
+    const unsigned char* src =
+        valid ? reinterpret_cast<const unsigned char*>(base + (t0 + r) * row_stride) + c * 16
+              : reinterpret_cast<const unsigned char*>(base);
+    flash::cp_async_16(tile + r * kRowBytes + c * 16, src, valid);
+  }
+}
+
 template <int DH, int G, typename T>
 __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) {
   using Geo = Geometry<DH>;
-  using Raw = typename Chunk<T>::Raw;
+  extern __shared__ __align__(16) unsigned char kv_smem[];  // [2 stages][K, V][kTile][DH] of T
   __shared__ float q_s[G][DH];
   __shared__ float p_s[G][Geo::kTile];
   __shared__ float acc_s[G][DH];
@@ -121,6 +155,18 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
   // The last split runs to the sequence end, so a max_seqlen_hint below a length costs time, never keys.
   const int end = split == p.num_splits - 1 ? len : min(len, begin + p.chunk);
 
+  const int64_t row_stride = static_cast<int64_t>(p.Hkv) * DH;
+  const int64_t seq_base = (static_cast<int64_t>(b) * p.max_seq * p.Hkv + hk) * DH;
+  const T* kb = static_cast<const T*>(p.k) + seq_base;
+  const T* vb = static_cast<const T*>(p.v) + seq_base;
+  auto k_tile = [&](int stage) { return kv_smem + (2 * stage) * tile_bytes<DH, T>(); };
+  auto v_tile = [&](int stage) { return kv_smem + (2 * stage + 1) * tile_bytes<DH, T>(); };
+  if (begin < end) {  // first tile in flight while q is staged
+    load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid);
+    load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid);
+  }
+  flash::cp_async_commit();
+
   for (int i = tid; i < G * DH; i += kThreads) {
     q_s[i / DH][i % DH] = __bfloat162float(p.q[(static_cast<int64_t>(b) * p.H + h0) * DH + i]);
     acc_s[i / DH][i % DH] = 0.0f;
@@ -129,14 +175,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
   }
-  __syncthreads();
 
   const int scale_idx = p.per_head_scale ? hk : 0;
   const float s_mult = p.scale * (p.k_scale ? p.k_scale[scale_idx] : 1.0f);
-  const int64_t row_stride = static_cast<int64_t>(p.Hkv) * DH;
-  const int64_t seq_base = (static_cast<int64_t>(b) * p.max_seq * p.Hkv + hk) * DH;
-  const T* kb = static_cast<const T*>(p.k) + seq_base;
-  const T* vb = static_cast<const T*>(p.v) + seq_base;
 
   float acc[G][8];
 #pragma unroll
@@ -144,43 +185,42 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[gi][e] = 0.0f;
 
-  for (int t0 = begin; t0 < end; t0 += Geo::kTile) {
-    // ---- 1. scores of the tile: all loads first, then the math
-    {
-      Raw kr[Geo::kQkSteps][Geo::kCpl];
+  int stage = 0;
+  for (int t0 = begin; t0 < end; t0 += Geo::kTile, stage ^= 1) {
+    // Prefetch the next tile into the other stage (free: the previous iteration ended with a barrier).
+    if (t0 + Geo::kTile < end) {
+      load_kv_tile_async<DH, T>(k_tile(stage ^ 1), kb, row_stride, t0 + Geo::kTile, end, tid);
+      load_kv_tile_async<DH, T>(v_tile(stage ^ 1), vb, row_stride, t0 + Geo::kTile, end, tid);
+    }
+    flash::cp_async_commit();
+    flash::cp_async_wait<1>();  // this tile's group has landed
+    __syncthreads();
+    const T* sk = reinterpret_cast<const T*>(k_tile(stage));
+    const T* sv = reinterpret_cast<const T*>(v_tile(stage));
+    // ---- 1. scores of the tile
 #pragma unroll
-      for (int it = 0; it < Geo::kQkSteps; ++it) {
-        const int key = t0 + it * kWarps * Geo::kKpi + warp * Geo::kKpi + lane / Geo::kLpr;
+    for (int it = 0; it < Geo::kQkSteps; ++it) {
+      const int key_local = it * kWarps * Geo::kKpi + warp * Geo::kKpi + lane / Geo::kLpr;
+      float part[G];
 #pragma unroll
-        for (int j = 0; j < Geo::kCpl; ++j) {
-          const int c = lane % Geo::kLpr + Geo::kLpr * j;
-          kr[it][j] = key < end ? load_chunk(kb + key * row_stride + c * 8) : Raw{};
-        }
+      for (int gi = 0; gi < G; ++gi) part[gi] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < Geo::kCpl; ++j) {
+        const int c = lane % Geo::kLpr + Geo::kLpr * j;
+        float kf[8];
+        Chunk<T>::to_float(load_chunk(sk + key_local * DH + c * 8), kf);
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+          for (int e = 0; e < 8; ++e) part[gi] = fmaf(q_s[gi][c * 8 + e], kf[e], part[gi]);
       }
 #pragma unroll
-      for (int it = 0; it < Geo::kQkSteps; ++it) {
-        float part[G];
+      for (int off = Geo::kLpr / 2; off > 0; off >>= 1)
 #pragma unroll
-        for (int gi = 0; gi < G; ++gi) part[gi] = 0.0f;
+        for (int gi = 0; gi < G; ++gi) part[gi] += __shfl_xor_sync(kFull, part[gi], off);
+      if (lane % Geo::kLpr == 0) {
 #pragma unroll
-        for (int j = 0; j < Geo::kCpl; ++j) {
-          const int c = lane % Geo::kLpr + Geo::kLpr * j;
-          float kf[8];
-          Chunk<T>::to_float(kr[it][j], kf);
-#pragma unroll
-          for (int gi = 0; gi < G; ++gi)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) part[gi] = fmaf(q_s[gi][c * 8 + e], kf[e], part[gi]);
-        }
-#pragma unroll
-        for (int off = Geo::kLpr / 2; off > 0; off >>= 1)
-#pragma unroll
-          for (int gi = 0; gi < G; ++gi) part[gi] += __shfl_xor_sync(kFull, part[gi], off);
-        const int key_local = it * kWarps * Geo::kKpi + warp * Geo::kKpi + lane / Geo::kLpr;
-        if (lane % Geo::kLpr == 0) {
-#pragma unroll
-          for (int gi = 0; gi < G; ++gi) p_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
-        }
+        for (int gi = 0; gi < G; ++gi) p_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
       }
     }
     __syncthreads();
@@ -209,12 +249,6 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
     // ---- 3. P.V of the tile
     {
       const int c = lane % Geo::kLpk;
-      Raw vr[Geo::kPvSteps];
-#pragma unroll
-      for (int it = 0; it < Geo::kPvSteps; ++it) {
-        const int key = t0 + it * kWarps * Geo::kKpw + warp * Geo::kKpw + lane / Geo::kLpk;
-        vr[it] = key < end ? load_chunk(vb + key * row_stride + c * 8) : Raw{};
-      }
 #pragma unroll
       for (int gi = 0; gi < G; ++gi) {
         const float alpha = alpha_s[gi];
@@ -225,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
       for (int it = 0; it < Geo::kPvSteps; ++it) {
         const int key_local = it * kWarps * Geo::kKpw + warp * Geo::kKpw + lane / Geo::kLpk;
         float vf[8];
-        Chunk<T>::to_float(vr[it], vf);
+        Chunk<T>::to_float(load_chunk(sv + key_local * DH + c * 8), vf);
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
           const float pp = p_s[gi][key_local];
@@ -234,8 +268,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
         }
       }
     }
-    __syncthreads();  // p_s / alpha_s are rewritten by the next tile
+    __syncthreads();  // the stage, p_s and alpha_s are rewritten next
   }
+  flash::cp_async_wait<0>();
 
   // ---- merge the per-thread partials in a fixed order: lanes sharing a chunk, then warp by warp
 #pragma unroll
@@ -244,6 +279,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
     for (int gi = 0; gi < G; ++gi)
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[gi][e] += __shfl_xor_sync(kFull, acc[gi][e], off);
+  __syncthreads();  // q_s / acc_s / m_s / l_s initialisation is visible (also when there was no tile)
   for (int w = 0; w < kWarps; ++w) {
     if (warp == w && lane < Geo::kLpk) {
 #pragma unroll
@@ -349,6 +385,52 @@ struct Plan {
   std::size_t workspace = 0;
 };
 
+template <int DH>
+const void* split_kernel_g(int G, bool fp8) {
+  switch (G) {
+    case 8: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 8, e4m3_t>)
+                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 8, bf16_t>);
+    case 4: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 4, e4m3_t>)
+                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 4, bf16_t>);
+    case 2: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 2, e4m3_t>)
+                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 2, bf16_t>);
+    default: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 1, e4m3_t>)
+                        : reinterpret_cast<const void*>(decode_split_kernel<DH, 1, bf16_t>);
+  }
+}
+const void* split_kernel(int64_t dh, int G, bool fp8) {
+  switch (dh) {
+    case 16: return split_kernel_g<16>(G, fp8);
+    case 32: return split_kernel_g<32>(G, fp8);
+    case 64: return split_kernel_g<64>(G, fp8);
+    case 128: return split_kernel_g<128>(G, fp8);
+    case 256: return split_kernel_g<256>(G, fp8);
+    default: TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
+  }
+}
+
+int split_smem(int64_t dh, bool fp8) { return 4 * tile_for(dh) * static_cast<int>(dh) * (fp8 ? 1 : 2); }
+
+// Resident blocks of the split kernel on the whole device (cached per kernel and device).
+int64_t resident_blocks(const void* kernel, int smem) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int64_t> cache;
+  int device = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({kernel, device});
+  if (it != cache.end()) return it->second;
+  int per_sm = 0;
+  TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+  const int64_t n = std::max(1, per_sm) * static_cast<int64_t>(attn_detail::sm_count());
+  cache[{kernel, device}] = n;
+  return n;
+}
+
+// Picks the split count that minimises (waves of blocks) x (tiles per split): enough blocks to fill the device,
+// without a mostly-empty last wave, and no split shorter than one tile. A small per-split cost (the partials and
+// the combine) breaks ties towards fewer splits.
 Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* what) {
   TG_CHECK(opt.max_seqlen_hint >= 0 && opt.max_seqlen_hint <= d.max_seq, what, ": max_seqlen_hint must be in [0, ",
            d.max_seq, "], got ", opt.max_seqlen_hint);
@@ -356,12 +438,20 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   const int tile = tile_for(d.Dh);
   const int64_t max_len = opt.max_seqlen_hint > 0 ? opt.max_seqlen_hint : d.max_seq;
   const int64_t tiles = (max_len + tile - 1) / tile;
-  const int64_t blocks = d.B * d.Hkv * (d.H / d.Hkv / heads_per_block(d.H / d.Hkv));
+  const int G = heads_per_block(d.H / d.Hkv);
+  const int64_t blocks = d.B * d.Hkv * (d.H / d.Hkv / G);
   int64_t splits = opt.num_splits;
   if (splits == 0) {
-    // Enough blocks for two waves over the SMs; never split below one tile per split.
-    const int64_t target = 2 * static_cast<int64_t>(attn_detail::sm_count());
-    splits = (target + blocks - 1) / blocks;
+    const int64_t slots = resident_blocks(split_kernel(d.Dh, G, d.fp8), split_smem(d.Dh, d.fp8));
+    double best = 0.0;
+    for (int64_t s = 1; s <= std::min<int64_t>(tiles, 256); ++s) {
+      const double waves = static_cast<double>((blocks * s + slots - 1) / slots);
+      const double cost = waves * static_cast<double>((tiles + s - 1) / s) + 0.05 * static_cast<double>(s);
+      if (s == 1 || cost < best) {
+        best = cost;
+        splits = s;
+      }
+    }
   }
   splits = std::clamp<int64_t>(splits, 1, tiles);
   Plan p;
@@ -375,12 +465,18 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   return p;
 }
 
+template <int DH, int G, typename T>
+void launch_split_t(const DecodeParams& prm, dim3 grid, cudaStream_t stream) {
+  constexpr int smem = split_smem_bytes<DH, T>();
+  TG_CHECK_CUDA(cudaFuncSetAttribute(decode_split_kernel<DH, G, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  decode_split_kernel<DH, G, T><<<grid, kThreads, smem, stream>>>(prm);
+}
 template <int DH, int G>
 void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, cudaStream_t stream) {
   if (fp8) {
-    decode_split_kernel<DH, G, e4m3_t><<<grid, kThreads, 0, stream>>>(prm);
+    launch_split_t<DH, G, e4m3_t>(prm, grid, stream);
   } else {
-    decode_split_kernel<DH, G, bf16_t><<<grid, kThreads, 0, stream>>>(prm);
+    launch_split_t<DH, G, bf16_t>(prm, grid, stream);
   }
 }
 
@@ -417,9 +513,8 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   constexpr const char* what = "decode_attention(cuda)";
   const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CUDA, what);
   const Plan plan = make_plan(d, opt, what);
-  const std::size_t elem = d.fp8 ? 8 : 16;
-  check_aligned(cache.k.data, elem, what, "cache.k");
-  check_aligned(cache.v.data, elem, what, "cache.v");
+  check_aligned(cache.k.data, 16, what, "cache.k");  // 16-byte cp.async of whole rows
+  check_aligned(cache.v.data, 16, what, "cache.v");
   const int g = static_cast<int>(d.H / d.Hkv);
   const int G = heads_per_block(g);
 
