@@ -1,0 +1,244 @@
+// CUDA scaled embedding: forward gather (one block per token), deterministic backward (the block of an
+// id's first occurrence accumulates all of that id's tokens in token order; embedding.h has the contract).
+// Out-of-range ids are recorded in the status buffer and never dereferenced.
+#include <climits>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/elementwise/elementwise.cuh"
+#include "kernels/embedding/embedding.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kIdsPerThread = 4;                          // ids compared per thread per scan step
+constexpr int kScanWindow = kThreads * kIdsPerThread;     // 512 token positions per scan step
+constexpr int kColChunks = 4;                             // 8-column chunks per thread per column window
+constexpr int kColWindow = kThreads * 8 * kColChunks;     // 4096 columns
+constexpr int kMatchUnroll = 8;                           // dout rows in flight per accumulation step
+
+struct Ids {
+  const void* p;
+  bool is64;
+  __device__ __forceinline__ int64_t operator[](int64_t t) const {
+    return is64 ? static_cast<const int64_t*>(p)[t] : static_cast<const int32_t*>(p)[t];
+  }
+};
+
+// status = {0, INT_MAX}: no bad id yet (a kernel, so that the whole call can be captured in a CUDA graph).
+__global__ void embedding_status_init_kernel(int* status) {
+  status[0] = 0;
+  status[1] = INT_MAX;
+}
+
+__device__ __forceinline__ void record_bad(int* status, int64_t t) {
+  atomicAdd(&status[0], 1);
+  atomicMin(&status[1], static_cast<int>(t));
+}
+
+// Grid: T blocks of 128 threads; block t writes out[t].
+template <typename E, typename O>
+__global__ void __launch_bounds__(kThreads)
+    embedding_forward_kernel(Ids ids, const E* __restrict__ table, int64_t ld_table, int64_t vocab, int64_t cols,
+                             float scale, O* __restrict__ out, int64_t ld_out, int* status, bool vec) {
+  const int64_t t = blockIdx.x;
+  const int64_t id = ids[t];
+  const bool bad = id < 0 || id >= vocab;
+  if (bad && threadIdx.x == 0) record_bad(status, t);
+  const int64_t chunks = (cols + 7) / 8;
+  O* orow = out + t * ld_out;
+  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c));
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (!bad) {
+      ew::unpack8(ew::load8_any(table + id * ld_table + 8 * c, n, vec), v);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = ieee::fmul(v[i], scale);
+    }
+    ew::store8_any(orow + 8 * c, v, n, vec);
+  }
+}
+
+// Block-wide exclusive prefix sum of `count` (blockDim.x == kThreads); returns this thread's offset and
+// sets `total`. Uses `warp_sums` (kThreads / 32 ints of shared memory). Synchronises.
+__device__ __forceinline__ int block_exclusive_scan(int count, int* warp_sums, int& total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = count;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int up = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+    if (lane >= o) incl += up;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  int before = 0;
+  total = 0;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) {
+    if (w < warp) before += warp_sums[w];
+    total += warp_sums[w];
+  }
+  return before + incl - count;
+}
+
+// Grid: T blocks of 128 threads. Block t exits unless t is the first occurrence of its id; otherwise it
+// adds the contributions of every token with that id, in increasing token order, to dtable[id].
+template <typename G>
+__global__ void __launch_bounds__(kThreads)
+    embedding_backward_kernel(Ids ids, int64_t tokens, const G* __restrict__ dout, int64_t ld_dout, float scale,
+                              float* __restrict__ dtable, int64_t ld_dtable, int64_t vocab, int64_t cols,
+                              int* status, bool vec, bool dtable_vec) {
+  __shared__ int list[kScanWindow];
+  __shared__ int warp_sums[kThreads / 32];
+  const int64_t t = blockIdx.x;
+  const int64_t id = ids[t];
+  if (id < 0 || id >= vocab) {  // uniform across the block
+    if (threadIdx.x == 0) record_bad(status, t);
+    return;
+  }
+  // Not the first occurrence: an earlier token's block does this id.
+  for (int64_t base = 0; base < t; base += kScanWindow) {
+    bool earlier = false;
+#pragma unroll
+    for (int k = 0; k < kIdsPerThread; ++k) {
+      const int64_t p = base + threadIdx.x * kIdsPerThread + k;
+      earlier |= p < t && ids[p] == id;
+    }
+    if (__syncthreads_or(earlier)) return;
+  }
+
+  const int64_t chunks = (cols + 7) / 8;
+  float* drow = dtable + id * ld_dtable;
+  for (int64_t w0 = 0; w0 < chunks; w0 += kThreads * kColChunks) {  // column windows of 4096
+    float acc[kColChunks][8];
+#pragma unroll
+    for (int k = 0; k < kColChunks; ++k) {
+      const int64_t c = w0 + threadIdx.x + k * kThreads;
+      if (c < chunks) {
+        ew::unpack8(ew::load8_any(drow + 8 * c, static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)),
+                                  dtable_vec),
+                    acc[k]);
+      }
+    }
+    for (int64_t base = t; base < tokens; base += kScanWindow) {
+      // This window's occurrences, in increasing token order, into list[0 .. total).
+      const int64_t first = base + threadIdx.x * kIdsPerThread;
+      unsigned mask = 0;
+#pragma unroll
+      for (int k = 0; k < kIdsPerThread; ++k) {
+        if (first + k < tokens && ids[first + k] == id) mask |= 1u << k;
+      }
+      int total = 0;
+      int slot = block_exclusive_scan(__popc(mask), warp_sums, total);
+#pragma unroll
+      for (int k = 0; k < kIdsPerThread; ++k) {
+        if (mask & (1u << k)) list[slot++] = static_cast<int>(first + k);
+      }
+      __syncthreads();
+      for (int m0 = 0; m0 < total; m0 += kMatchUnroll) {
+#pragma unroll
+        for (int k = 0; k < kColChunks; ++k) {
+          const int64_t c = w0 + threadIdx.x + k * kThreads;
+          if (c >= chunks) continue;
+          const int n = static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c));
+          ew::Pack8<G> rows[kMatchUnroll];
+#pragma unroll
+          for (int u = 0; u < kMatchUnroll; ++u) {  // independent loads first
+            if (m0 + u < total) rows[u] = ew::load8_any(dout + list[m0 + u] * ld_dout + 8 * c, n, vec);
+          }
+#pragma unroll
+          for (int u = 0; u < kMatchUnroll; ++u) {  // then the adds, in token order
+            if (m0 + u < total) {
+#pragma unroll
+              for (int i = 0; i < 8; ++i) acc[k][i] = ieee::fadd(acc[k][i], ieee::fmul(rows[u].get(i), scale));
+            }
+          }
+        }
+      }
+      __syncthreads();  // list and warp_sums are rewritten by the next window
+    }
+#pragma unroll
+    for (int k = 0; k < kColChunks; ++k) {
+      const int64_t c = w0 + threadIdx.x + k * kThreads;
+      if (c < chunks) {
+        ew::store8_any(drow + 8 * c, acc[k], static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)),
+                       dtable_vec);
+      }
+    }
+  }
+}
+
+bool rows_ok(const TensorView& t) { return t.strides[0] % 8 == 0 && ew::aligned16(t.data); }
+
+// The status buffer: the caller's, or a private one checked synchronously at the end.
+class StatusScope {
+ public:
+  StatusScope(const TensorView& status, Stream stream) : stream_(stream) {
+    if (status.empty()) {
+      own_ = Tensor::empty(DType::I32, Shape{2}, Device::CUDA);
+      view_ = own_.view();
+    } else {
+      view_ = status;
+    }
+    embedding_status_init_kernel<<<1, 1, 0, cuda_stream(stream)>>>(ptr());
+    TG_CHECK_LAUNCH("embedding_status_init_kernel");
+  }
+  int* ptr() const { return static_cast<int*>(view_.data); }
+  // With a private buffer: wait and throw on bad ids.
+  void finish(const TensorView& ids, int64_t vocab) const {
+    if (!own_.view().empty()) embedding_check_status(view_, ids, vocab, stream_);
+  }
+
+ private:
+  Stream stream_;
+  Tensor own_;
+  TensorView view_;
+};
+
+}  // namespace
+
+void embedding_forward(const TensorView& ids, const TensorView& table, float scale, const TensorView& out,
+                       const TensorView& status, Stream stream) {
+  TG_NVTX_FN();
+  embedding_detail::check_args(ids, table, out, scale, status, Device::CUDA, false, "embedding_forward");
+  StatusScope st(status, stream);
+  const int64_t t_count = ids.numel(), cols = table.shape[1];
+  if (t_count > 0 && cols > 0) {
+    const bool vec = cols % 8 == 0 && rows_ok(table) && rows_ok(out);
+    const Ids id_ref{ids.data, ids.dtype == DType::I64};
+    TG_DISPATCH_BF16_F32(table.dtype, "embedding_forward(table)", [&] {
+      using E = scalar_t;
+      TG_DISPATCH_BF16_F32(out.dtype, "embedding_forward(out)", [&] {
+        embedding_forward_kernel<E, scalar_t><<<static_cast<unsigned>(t_count), kThreads, 0, cuda_stream(stream)>>>(
+            id_ref, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
+            out.strides[0], st.ptr(), vec);
+      });
+    });
+    TG_CHECK_LAUNCH("embedding_forward_kernel");
+  }
+  st.finish(ids, table.shape[0]);
+}
+
+void embedding_backward(const TensorView& ids, const TensorView& dout, float scale, const TensorView& dtable,
+                        const TensorView& status, Stream stream) {
+  TG_NVTX_FN();
+  embedding_detail::check_args(ids, dtable, dout, scale, status, Device::CUDA, true, "embedding_backward");
+  StatusScope st(status, stream);
+  const int64_t t_count = ids.numel(), cols = dtable.shape[1];
+  if (t_count > 0 && cols > 0) {
+    const bool vec = cols % 8 == 0 && rows_ok(dout);
+    const bool dtable_vec = cols % 8 == 0 && rows_ok(dtable);
+    const Ids id_ref{ids.data, ids.dtype == DType::I64};
+    TG_DISPATCH_BF16_F32(dout.dtype, "embedding_backward(dout)", [&] {
+      embedding_backward_kernel<scalar_t><<<static_cast<unsigned>(t_count), kThreads, 0, cuda_stream(stream)>>>(
+          id_ref, t_count, dout.ptr<scalar_t>(), dout.strides[0], scale, dtable.ptr<float>(), dtable.strides[0],
+          dtable.shape[0], cols, st.ptr(), vec, dtable_vec);
+    });
+    TG_CHECK_LAUNCH("embedding_backward_kernel");
+  }
+  st.finish(ids, dtable.shape[0]);
+}
+
+}  // namespace tg::kernels::cuda

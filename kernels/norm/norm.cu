@@ -1,0 +1,543 @@
+// CUDA Gemma RMSNorm: one warp per row (the LANE ORDER of norm.h is the warp's natural reduction), the
+// row cached in registers as raw BF16 when D fits (else re-read), FP32 math through the IEEE helpers so
+// the CPU twin (norm_cpu.cpp) is matched bit for bit.
+#include <algorithm>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/elementwise/elementwise.cuh"
+#include "kernels/elementwise/fp8_out.h"
+#include "kernels/norm/norm.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+using ew::Pack8;
+using namespace ieee;  // NOLINT: fmul/fadd/ffma read like the formulas in norm.h
+
+constexpr int kFwdThreads = 256;  // 8 warps, one row each (or 4 rows each for the transposed FP8 tile)
+constexpr int kFwdWarps = kFwdThreads / 32;
+constexpr int kTileRows = 32;     // rows per block when the transposed FP8 copy is staged
+constexpr int kBwdThreads = 128;  // 4 warps: 2 groups of 16 rows x 2 accumulation chains
+constexpr int kBwdGroupsPerBlock = 2;
+
+struct WeightRef {
+  const void* w;
+  bool bf16;
+  bool vec;
+  // g = 1 + w for 8 elements starting at `off` (the first n valid).
+  __device__ __forceinline__ void gain8(int64_t off, int n, float (&g)[8]) const {
+    float f[8];
+    if (bf16) ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w) + off, n, vec), f);
+    else ew::unpack8(ew::load8_any(static_cast<const float*>(w) + off, n, vec), f);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) g[i] = fadd(1.0f, f[i]);
+  }
+};
+
+struct FwdArgs {
+  const void* x;
+  int64_t ldx;
+  void* residual;  // [T, D] in/out, or null
+  int64_t ldr;
+  WeightRef w;
+  void* y;  // high-precision output [T, D], or null (FP8 output)
+  int64_t ldy;
+  float* rstd;
+  uint32_t* amax;  // high-precision output's amax (optional)
+  int64_t rows, cols;
+  float eps, inv_d;
+  bool vec;      // 8-element vector access on x, residual and y
+  bool fp8_vec;  // 8-byte FP8 row stores
+  int rows_per_block;
+  int pitch;     // bytes per staged tile row; 0 = no transposed copy
+  ew::Fp8Out fp8;
+};
+
+__device__ __forceinline__ float warp_butterfly_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fadd(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+  return v;
+}
+
+__device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
+  if (n == 8) {  // p is 4-byte aligned (pitch and 8c are multiples of 4)
+    reinterpret_cast<uint32_t*>(p)[0] = q.x;
+    reinterpret_cast<uint32_t*>(p)[1] = q.y;
+  } else {
+    ew::store_fp8x8(p, q, n, false);
+  }
+}
+
+// Grid: ceil(T / rows_per_block) blocks of 256 threads; warp w of a block normalises rows w, w + 8, ...
+// of its block's rows. Dynamic shared memory: rows_per_block * pitch bytes when the transposed FP8 copy
+// is written. N > 0: chunks per lane cached in registers (N * 32 * 8 >= D); N == 0: re-read the row.
+template <typename T, typename Out, int N, bool kResidual>
+__global__ void __launch_bounds__(kFwdThreads) rmsnorm_forward_kernel(const FwdArgs a) {
+  constexpr bool kFp8 = !std::is_same_v<Out, T>;
+  extern __shared__ __align__(16) uint8_t tile[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * a.rows_per_block;
+  const int rows_here = static_cast<int>(min(static_cast<int64_t>(a.rows_per_block), a.rows - row0));
+  const int64_t chunks = (a.cols + 7) / 8;
+  float scale = 1.0f;
+  if constexpr (kFp8) scale = *a.fp8.scale;
+  uint32_t amax_bits = 0;
+
+  for (int rr = warp; rr < rows_here; rr += kFwdWarps) {
+    const int64_t t = row0 + rr;
+    const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+    T* rrow = kResidual ? static_cast<T*>(a.residual) + t * a.ldr : nullptr;
+    auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+    // h = x, or round(residual + x) written back to the residual stream.
+    auto add_residual = [&](int64_t c, int n, Pack8<T> xv, Pack8<T> rv) {
+      float h[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) h[i] = ew::round_to<T>(fadd(rv.get(i), xv.get(i)));
+      ew::store8_any(rrow + 8 * c, h, n, a.vec);
+      return ew::pack8<T>(h);
+    };
+
+    // Pass 1: sum of squares in the LANE ORDER (padding elements are +0 and add nothing to acc >= 0).
+    float acc = 0.0f;
+    [[maybe_unused]] Pack8<T> cache[N > 0 ? N : 1];
+    if constexpr (N > 0) {
+      [[maybe_unused]] Pack8<T> rcache[kResidual ? N : 1];
+#pragma unroll
+      for (int k = 0; k < N; ++k) {  // all loads first: N independent 16-byte loads in flight
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) {
+          cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+          if constexpr (kResidual) rcache[k] = ew::load8_any(rrow + 8 * c, valid(c), a.vec);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) {
+          if constexpr (kResidual) cache[k] = add_residual(c, valid(c), cache[k], rcache[k]);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc = ffma(cache[k].get(i), cache[k].get(i), acc);
+        }
+      }
+    } else {
+      for (int64_t c = lane; c < chunks; c += 32) {
+        Pack8<T> h = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+        if constexpr (kResidual) h = add_residual(c, valid(c), h, ew::load8_any(rrow + 8 * c, valid(c), a.vec));
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc = ffma(h.get(i), h.get(i), acc);
+      }
+    }
+    acc = warp_butterfly_sum(acc);
+    const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
+    if (lane == 0) a.rstd[t] = r;
+
+    // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store.
+    auto emit = [&](int64_t c, const Pack8<T>& h) {
+      const int n = valid(c);
+      float g[8], y[8];
+      a.w.gain8(8 * c, n, g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
+      if constexpr (!kFp8) {
+        ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
+        if (a.amax != nullptr) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            if (i < n) amax_bits = max(amax_bits, abs_bits(ew::round_to<T>(y[i])));
+          }
+        }
+      } else {
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          v[i] = ew::round_to<T>(y[i]);
+          if (i < n) amax_bits = max(amax_bits, abs_bits(v[i]));
+        }
+        const uint2 q = ew::quantize8<Out>(v, scale);
+        if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
+        if (a.pitch != 0) stage_fp8x8(tile + rr * a.pitch + 8 * c, q, n);
+      }
+    };
+    if constexpr (N > 0) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) emit(c, cache[k]);
+      }
+    } else {
+      for (int64_t c = lane; c < chunks; c += 32) {
+        emit(c, ew::load8_any((kResidual ? rrow : xrow) + 8 * c, valid(c), a.vec));
+      }
+    }
+  }
+
+  if constexpr (kFp8) {
+    if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
+    if (a.pitch != 0) {
+      __syncthreads();
+      ew::store_transposed_tile(tile, a.pitch, rows_here, static_cast<int>(a.cols), a.fp8.col_data, a.rows, row0,
+                                0);
+    }
+    ew::write_scale_inv(a.fp8);
+  } else {
+    if (a.amax != nullptr) ew::block_amax_commit(a.amax, amax_bits);
+  }
+}
+
+struct BwdArgs {
+  const void* dy;
+  int64_t lddy;
+  const void* x;
+  int64_t ldx;
+  WeightRef w;
+  const float* rstd;
+  void* dx;
+  int64_t lddx;
+  const void* dres;
+  int64_t lddr;
+  float* ws;  // [2 * groups, D]: group partials, then the chain-1 scratch rows
+  int64_t rows, cols, groups;
+  float inv_d;
+  bool vec;     // 8-element vector access on dy, x, dx, dres
+  bool ws_vec;  // ... and on the workspace
+};
+
+// Grid: ceil(groups / 2) blocks of 128 threads = 2 groups x 2 chains: warp w handles group
+// g = 2 * blockIdx.x + w / 2, chain s = w % 2, i.e. rows 16g + s, 16g + s + 2, ... in increasing order,
+// accumulating its dw chain (FMA, per lane-owned column) in registers (N > 0) or in the workspace
+// (N == 0: chain 0 in row g, chain 1 in scratch row groups + g). At the end the chain-1 warp hands its
+// partial to the chain-0 warp (shared memory, or the scratch row), which writes ws[g] = P0 + P1.
+// Dynamic shared memory (N > 0): 2 * D floats.
+template <typename T, int N, bool kDres>
+__global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const BwdArgs a) {
+  extern __shared__ __align__(16) float handoff[];  // [2][D]: chain-1 partials of the block's groups
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int chain = warp & 1, slot = warp >> 1;
+  const int64_t grp = static_cast<int64_t>(blockIdx.x) * kBwdGroupsPerBlock + slot;
+  const bool active = grp < a.groups;  // no early return: the block synchronises below
+  const int64_t chunks = (a.cols + 7) / 8;
+  const int64_t t_end = active ? min(a.rows, (grp + 1) * norm_detail::kBwdGroupRows) : 0;
+  float* wsrow = a.ws + (grp + (chain == 0 ? 0 : a.groups)) * a.cols;
+  auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+
+  [[maybe_unused]] float accw[N > 0 ? N : 1][8];
+  if constexpr (N > 0) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) accw[k][i] = 0.0f;
+    }
+  } else if (active) {
+    const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t c = lane; c < chunks; c += 32) ew::store8_any(wsrow + 8 * c, zero, valid(c), a.ws_vec);
+  }
+
+  for (int64_t t = grp * norm_detail::kBwdGroupRows + chain; t < t_end; t += norm_detail::kBwdChains) {
+    const float r = a.rstd[t];
+    const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+    const T* dyrow = static_cast<const T*>(a.dy) + t * a.lddy;
+    T* dxrow = static_cast<T*>(a.dx) + t * a.lddx;
+    const T* drrow = kDres ? static_cast<const T*>(a.dres) + t * a.lddr : nullptr;
+
+    // c = (sum dn * n) / D in the LANE ORDER; padding elements are skipped (acc may be -0).
+    float acc = 0.0f;
+    auto dot_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv) {
+      const int n = valid(c);
+      float g[8];
+      a.w.gain8(8 * c, n, g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (i < n) acc = ffma(fmul(dv.get(i), g[i]), fmul(xv.get(i), r), acc);
+      }
+    };
+    // dx = rstd * (dn - n * c), dw chain += dy * n.
+    auto grad_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv, float cc, float (&aw)[8]) {
+      const int n = valid(c);
+      float g[8], dx[8];
+      a.w.gain8(8 * c, n, g);
+      [[maybe_unused]] float dr[8];
+      if constexpr (kDres) ew::unpack8(ew::load8_any(drrow + 8 * c, n, a.vec), dr);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float nv = fmul(xv.get(i), r), dn = fmul(dv.get(i), g[i]);
+        dx[i] = fmul(r, fsub(dn, fmul(nv, cc)));
+        if constexpr (kDres) dx[i] = fadd(ew::round_to<T>(dx[i]), dr[i]);
+        if (i < n) aw[i] = ffma(dv.get(i), nv, aw[i]);
+      }
+      ew::store8_any(dxrow + 8 * c, dx, n, a.vec);
+    };
+
+    if constexpr (N > 0) {
+      Pack8<T> xc[N], dc[N];
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) {
+          xc[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+          dc[k] = ew::load8_any(dyrow + 8 * c, valid(c), a.vec);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        if (lane + 32 * k < chunks) dot_chunk(lane + 32 * k, xc[k], dc[k]);
+      }
+      const float cc = fmul(warp_butterfly_sum(acc), a.inv_d);
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        if (lane + 32 * k < chunks) grad_chunk(lane + 32 * k, xc[k], dc[k], cc, accw[k]);
+      }
+    } else {
+      for (int64_t c = lane; c < chunks; c += 32) {
+        dot_chunk(c, ew::load8_any(xrow + 8 * c, valid(c), a.vec), ew::load8_any(dyrow + 8 * c, valid(c), a.vec));
+      }
+      const float cc = fmul(warp_butterfly_sum(acc), a.inv_d);
+      for (int64_t c = lane; c < chunks; c += 32) {
+        float aw[8];
+        ew::unpack8(ew::load8_any(wsrow + 8 * c, valid(c), a.ws_vec), aw);
+        grad_chunk(c, ew::load8_any(xrow + 8 * c, valid(c), a.vec), ew::load8_any(dyrow + 8 * c, valid(c), a.vec),
+                   cc, aw);
+        ew::store8_any(wsrow + 8 * c, aw, valid(c), a.ws_vec);
+      }
+    }
+  }
+
+  // ws[g] = P0 + P1.
+  if constexpr (N > 0) {
+    float* mine = handoff + slot * a.cols;
+    if (active && chain == 1) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) ew::store8_any(mine + 8 * c, accw[k], valid(c), a.ws_vec);
+      }
+    }
+    __syncthreads();
+    if (active && chain == 0) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) {
+          float other[8], sum[8];
+          ew::unpack8(ew::load8_any(mine + 8 * c, valid(c), a.ws_vec), other);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) sum[i] = fadd(accw[k][i], other[i]);
+          ew::store8_any(wsrow + 8 * c, sum, valid(c), a.ws_vec);
+        }
+      }
+    }
+  } else {
+    __syncthreads();  // the chain-1 scratch row is complete and visible to the block
+    if (active && chain == 0) {
+      const float* other_row = a.ws + (grp + a.groups) * a.cols;
+      for (int64_t c = lane; c < chunks; c += 32) {
+        float p0[8], p1[8];
+        ew::unpack8(ew::load8_any(wsrow + 8 * c, valid(c), a.ws_vec), p0);
+        ew::unpack8(ew::load8_any(other_row + 8 * c, valid(c), a.ws_vec), p1);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) p0[i] = fadd(p0[i], p1[i]);
+        ew::store8_any(wsrow + 8 * c, p0, valid(c), a.ws_vec);
+      }
+    }
+  }
+}
+
+// dw[j] = sum over slices s (ascending) of sum over groups g = s, s + 32, ... (ascending) of ws[g, j].
+// Grid: ceil(D / 32) blocks of 32 columns x 32 slices.
+__global__ void __launch_bounds__(1024)
+    rmsnorm_dw_reduce_kernel(const float* __restrict__ ws, int64_t groups, int64_t cols, void* dw, bool dw_bf16) {
+  __shared__ float part[norm_detail::kReduceSlices][33];
+  const int cl = threadIdx.x & 31, s = threadIdx.x >> 5;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + cl;
+  float p = 0.0f;
+  if (j < cols) {
+#pragma unroll 4
+    for (int64_t g = s; g < groups; g += norm_detail::kReduceSlices) p = fadd(p, ws[g * cols + j]);
+  }
+  part[s][cl] = p;
+  __syncthreads();
+  if (s == 0 && j < cols) {
+    float total = part[0][cl];
+    for (int k = 1; k < norm_detail::kReduceSlices; ++k) total = fadd(total, part[k][cl]);
+    if (dw_bf16) static_cast<ew::bf16_t*>(dw)[j] = __float2bfloat16_rn(total);
+    else static_cast<float*>(dw)[j] = total;
+  }
+}
+
+// ---- launch helpers -------------------------------------------------------------------------------
+// Chunks per lane cached in registers for BF16 rows (F32 rows use the re-reading path).
+int cached_chunks(DType a, int64_t cols, bool backward) {
+  if (a != DType::BF16) return 0;
+  const int64_t per_lane = ((cols + 7) / 8 + 31) / 32;
+  for (int n : {2, 4, 8, 12, 16}) {
+    if (backward && n > 12) break;  // 12 chunks: x, dy and the dw partial use ~200 registers
+    if (per_lane <= n) return n;
+  }
+  return 0;
+}
+
+template <typename T, typename Out, bool kRes>
+void launch_forward(int n, const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t s) {
+  auto go = [&](auto kernel) {
+    if (smem > 48 * 1024) {
+      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<grid, kFwdThreads, smem, s>>>(a);
+  };
+  if constexpr (std::is_same_v<T, ew::bf16_t>) {
+    switch (n) {
+      case 2: go(rmsnorm_forward_kernel<T, Out, 2, kRes>); return;
+      case 4: go(rmsnorm_forward_kernel<T, Out, 4, kRes>); return;
+      case 8: go(rmsnorm_forward_kernel<T, Out, 8, kRes>); return;
+      case 12: go(rmsnorm_forward_kernel<T, Out, 12, kRes>); return;
+      case 16: go(rmsnorm_forward_kernel<T, Out, 16, kRes>); return;
+      default: break;
+    }
+  }
+  go(rmsnorm_forward_kernel<T, Out, 0, kRes>);
+}
+
+template <typename T, bool kDres>
+void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
+  // The register path hands chain 1's partial over in shared memory: 2 groups x D floats (<= 24 KiB).
+  const size_t smem = static_cast<size_t>(kBwdGroupsPerBlock) * static_cast<size_t>(a.cols) * sizeof(float);
+  if constexpr (std::is_same_v<T, ew::bf16_t>) {
+    switch (n) {
+      case 2: rmsnorm_backward_kernel<T, 2, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
+      case 4: rmsnorm_backward_kernel<T, 4, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
+      case 8: rmsnorm_backward_kernel<T, 8, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
+      case 12: rmsnorm_backward_kernel<T, 12, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
+      default: break;
+    }
+  }
+  rmsnorm_backward_kernel<T, 0, kDres><<<grid, kBwdThreads, 0, s>>>(a);
+}
+
+bool rows_vectorisable(const TensorView& t) {
+  return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data));
+}
+
+FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const TensorView& rstd,
+                     const TensorView& residual) {
+  FwdArgs a{};
+  a.x = x.data;
+  a.ldx = x.strides[0];
+  a.residual = residual.empty() ? nullptr : residual.data;
+  a.ldr = residual.empty() ? 0 : residual.strides[0];
+  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
+  a.rstd = rstd.ptr<float>();
+  a.rows = x.shape[0];
+  a.cols = x.shape[1];
+  a.eps = eps;
+  a.inv_d = fdiv(1.0f, static_cast<float>(a.cols));
+  a.vec = a.cols % 8 == 0 && rows_vectorisable(x) && rows_vectorisable(residual);
+  a.rows_per_block = kFwdWarps;
+  return a;
+}
+
+}  // namespace
+
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
+                     const TensorView& rstd, const TensorView& residual, const TensorView& amax, Stream stream) {
+  TG_NVTX_FN();
+  const DType a_type = norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CUDA, "rmsnorm_forward");
+  norm_detail::check_rows(y, x.shape[0], x.shape[1], a_type, Device::CUDA, "rmsnorm_forward(y)");
+  if (!amax.empty()) {
+    TG_CHECK(amax.dtype == DType::F32 && amax.numel() == 1 && amax.device == Device::CUDA,
+             "rmsnorm_forward: amax must be F32 [1] on the CUDA device, got ", amax.describe());
+  }
+  if (x.shape[0] == 0) return;
+  FwdArgs a = forward_args(x, w, eps, rstd, residual);
+  a.y = y.data;
+  a.ldy = y.strides[0];
+  a.vec = a.vec && rows_vectorisable(y);
+  a.amax = amax.empty() ? nullptr : static_cast<uint32_t*>(amax.data);
+  const dim3 grid(static_cast<unsigned>((a.rows + a.rows_per_block - 1) / a.rows_per_block));
+  const int n = cached_chunks(a_type, a.cols, false);
+  const cudaStream_t s = cuda_stream(stream);
+  TG_DISPATCH_BF16_F32(a_type, "rmsnorm_forward", [&] {
+    if (residual.empty()) launch_forward<scalar_t, scalar_t, false>(n, a, grid, 0, s);
+    else launch_forward<scalar_t, scalar_t, true>(n, a, grid, 0, s);
+  });
+  TG_CHECK_LAUNCH("rmsnorm_forward_kernel");
+}
+
+void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
+                         const TensorView& rstd, const TensorView& residual, Stream stream) {
+  TG_NVTX_FN();
+  const DType a_type =
+      norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CUDA, "rmsnorm_forward_fp8");
+  detail::check_fp8_output(out, x.shape[0], x.shape[1], Device::CUDA, "rmsnorm_forward_fp8(out)");
+  FwdArgs a = forward_args(x, w, eps, rstd, residual);
+  a.fp8 = ew::make_fp8_out(out);
+  a.fp8_vec = a.cols % 8 == 0 && (a.fp8.data == nullptr || (reinterpret_cast<uintptr_t>(a.fp8.data) & 7u) == 0);
+  size_t smem = 0;
+  if (out.has_columnwise()) {
+    a.rows_per_block = kTileRows;
+    int64_t pitch = (a.cols + 3) / 4 * 4;
+    if ((pitch / 4) % 2 == 0) pitch += 4;  // odd word pitch: the transposed reads are bank-conflict free
+    a.pitch = static_cast<int>(pitch);
+    smem = static_cast<size_t>(kTileRows) * static_cast<size_t>(pitch);
+    int dev = 0, max_smem = 0;
+    TG_CHECK_CUDA(cudaGetDevice(&dev));
+    TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    TG_CHECK(smem <= static_cast<size_t>(max_smem), "rmsnorm_forward_fp8: the transposed FP8 copy stages ",
+             kTileRows, " rows of D = ", a.cols, " bytes (", smem, " B) in shared memory, more than the device's ",
+             max_smem, " B; write the row-wise copy and transpose separately");
+  }
+  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, (a.rows + a.rows_per_block - 1) / a.rows_per_block)));
+  const int n = cached_chunks(a_type, a.cols, false);
+  const cudaStream_t s = cuda_stream(stream);
+  // T == 0 still launches one block: scale_inv is written and amax is left as it is.
+  TG_DISPATCH_BF16_F32(a_type, "rmsnorm_forward_fp8", [&] {
+    using T = scalar_t;
+    TG_DISPATCH_FP8(out.dtype(), "rmsnorm_forward_fp8(out)", [&] {
+      if (residual.empty()) launch_forward<T, scalar_t, false>(n, a, grid, smem, s);
+      else launch_forward<T, scalar_t, true>(n, a, grid, smem, s);
+    });
+  });
+  TG_CHECK_LAUNCH("rmsnorm_forward_kernel");
+}
+
+void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& w, const TensorView& rstd,
+                      const TensorView& dx, const TensorView& dw, const TensorView& workspace,
+                      const TensorView& dresidual, Stream stream) {
+  TG_NVTX_FN();
+  norm_detail::check_backward_args(dy, x, w, rstd, dx, dw, workspace, dresidual, Device::CUDA,
+                                   "rmsnorm_backward");
+  BwdArgs a{};
+  a.dy = dy.data;
+  a.lddy = dy.strides[0];
+  a.x = x.data;
+  a.ldx = x.strides[0];
+  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
+  a.rstd = rstd.ptr<float>();
+  a.dx = dx.data;
+  a.lddx = dx.strides[0];
+  a.dres = dresidual.empty() ? nullptr : dresidual.data;
+  a.lddr = dresidual.empty() ? 0 : dresidual.strides[0];
+  a.ws = workspace.ptr<float>();
+  a.rows = x.shape[0];
+  a.cols = x.shape[1];
+  a.groups = rmsnorm_backward_groups(a.rows);
+  a.inv_d = fdiv(1.0f, static_cast<float>(a.cols));
+  a.vec = a.cols % 8 == 0 && rows_vectorisable(dy) && rows_vectorisable(x) && rows_vectorisable(dx) &&
+          rows_vectorisable(dresidual);
+  a.ws_vec = a.cols % 8 == 0 && ew::aligned16(workspace.data);
+  const cudaStream_t s = cuda_stream(stream);
+  if (a.groups > 0) {
+    const dim3 grid(static_cast<unsigned>((a.groups + kBwdGroupsPerBlock - 1) / kBwdGroupsPerBlock));
+    const int n = cached_chunks(x.dtype, a.cols, true);
+    TG_DISPATCH_BF16_F32(x.dtype, "rmsnorm_backward", [&] {
+      if (dresidual.empty()) launch_backward<scalar_t, false>(n, a, grid, s);
+      else launch_backward<scalar_t, true>(n, a, grid, s);
+    });
+    TG_CHECK_LAUNCH("rmsnorm_backward_kernel");
+  }
+  rmsnorm_dw_reduce_kernel<<<static_cast<unsigned>((a.cols + 31) / 32), 1024, 0, s>>>(
+      a.ws, a.groups, a.cols, dw.data, dw.dtype == DType::BF16);
+  TG_CHECK_LAUNCH("rmsnorm_dw_reduce_kernel");
+}
+
+}  // namespace tg::kernels::cuda

@@ -1,0 +1,144 @@
+// CUDA split-half RoPE: one thread per (token, group of W consecutive pairs); it computes the W cos/sin
+// values once (FP64 sincos, ieee::sincos_angle) and rotates those pairs in every q head and k head of the
+// token, 4 heads per batch of loads. Bit-exact to rope_cpu.cpp.
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/elementwise/elementwise.cuh"
+#include "kernels/rope/rope.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kHeadBatch = 4;
+
+struct Heads {
+  void* base = nullptr;  // null: absent
+  int64_t token_stride = 0, head_stride = 0;
+  int64_t heads = 0;
+};
+
+struct Args {
+  Heads q, k;
+  const void* positions;
+  bool positions64;
+  const float* inv_freq;
+  int64_t tokens;
+  int64_t half;
+  float sign;  // +1 forward, -1 backward (the transposed rotation)
+};
+
+// W elements of A starting at p, as floats.
+template <typename A, int W> struct Lane;
+template <typename A> struct Lane<A, 8> {
+  static __device__ __forceinline__ void load(const A* p, float (&f)[8]) { ew::unpack8(ew::load8<A>(p), f); }
+  static __device__ __forceinline__ void store(A* p, const float (&f)[8]) { ew::store8<A>(p, f); }
+};
+template <typename A> struct Lane<A, 1> {
+  static __device__ __forceinline__ void load(const A* p, float (&f)[1]) { f[0] = dev::to_float<A>(*p); }
+  static __device__ __forceinline__ void store(A* p, const float (&f)[1]) { *p = dev::from_float<A>(f[0]); }
+};
+
+template <typename A, int W>
+__device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t i0, int64_t half, const float (&c)[W],
+                                             const float (&s)[W]) {
+  using namespace ieee;  // NOLINT
+  A* tok = static_cast<A*>(x.base) + t * x.token_stride + i0;
+  for (int64_t h0 = 0; h0 < x.heads; h0 += kHeadBatch) {
+    float x1[kHeadBatch][W], x2[kHeadBatch][W];
+#pragma unroll
+    for (int b = 0; b < kHeadBatch; ++b) {
+      if (h0 + b < x.heads) {
+        Lane<A, W>::load(tok + (h0 + b) * x.head_stride, x1[b]);
+        Lane<A, W>::load(tok + (h0 + b) * x.head_stride + half, x2[b]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kHeadBatch; ++b) {
+      if (h0 + b < x.heads) {
+        float o1[W], o2[W];
+#pragma unroll
+        for (int j = 0; j < W; ++j) {
+          o1[j] = fsub(ew::round_to<A>(fmul(x1[b][j], c[j])), ew::round_to<A>(fmul(x2[b][j], s[j])));
+          o2[j] = fadd(ew::round_to<A>(fmul(x2[b][j], c[j])), ew::round_to<A>(fmul(x1[b][j], s[j])));
+        }
+        Lane<A, W>::store(tok + (h0 + b) * x.head_stride, o1);
+        Lane<A, W>::store(tok + (h0 + b) * x.head_stride + half, o2);
+      }
+    }
+  }
+}
+
+// Grid: ceil(T * Dh/2 / W / 128) blocks of 128 threads; thread -> (token t, pairs i0 .. i0 + W - 1).
+template <typename A, int W>
+__global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
+  const int64_t groups = a.half / W;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t t = item / groups;
+  if (t >= a.tokens) return;
+  const int64_t i0 = (item - t * groups) * W;
+  const int64_t pos = a.positions64 ? static_cast<const int64_t*>(a.positions)[t]
+                                    : static_cast<const int32_t*>(a.positions)[t];
+  const float p = static_cast<float>(pos);
+  float c[W], s[W];
+#pragma unroll
+  for (int j = 0; j < W; ++j) {
+    const ieee::SinCos sc = ieee::sincos_angle(ieee::fmul(p, a.inv_freq[i0 + j]));
+    c[j] = ew::round_to<A>(sc.cos);
+    s[j] = ew::round_to<A>(a.sign * sc.sin);
+  }
+  if (a.q.base != nullptr) rotate_heads<A, W>(a.q, t, i0, a.half, c, s);
+  if (a.k.base != nullptr) rotate_heads<A, W>(a.k, t, i0, a.half, c, s);
+}
+
+Heads heads_of(const TensorView& x) {
+  if (x.empty()) return {};
+  return {x.data, x.strides[0], x.strides[1], x.shape[1]};
+}
+
+bool vec_ok(const TensorView& x) {
+  return x.empty() || (x.strides[0] % 8 == 0 && x.strides[1] % 8 == 0 && ew::aligned16(x.data));
+}
+
+void rope_apply(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
+                float sign, Stream stream, const char* what) {
+  const rope_detail::Dims dims = rope_detail::check_args(q, k, positions, inv_freq, Device::CUDA, what);
+  if (dims.tokens == 0) return;
+  Args a{};
+  a.q = heads_of(q);
+  a.k = heads_of(k);
+  a.positions = positions.data;
+  a.positions64 = positions.dtype == DType::I64;
+  a.inv_freq = inv_freq.ptr<float>();
+  a.tokens = dims.tokens;
+  a.half = dims.head_dim / 2;
+  a.sign = sign;
+  const bool vec = a.half % 8 == 0 && vec_ok(q) && vec_ok(k);
+  const int w = vec ? 8 : 1;
+  const int64_t items = dims.tokens * (a.half / w);
+  const int64_t blocks = (items + kThreads - 1) / kThreads;
+  TG_CHECK(blocks <= INT32_MAX, what, ": too many tokens for one launch (", dims.tokens, ")");
+  const DType dtype = q.empty() ? k.dtype : q.dtype;
+  TG_DISPATCH_BF16_F32(dtype, what, [&] {
+    if (vec) rope_kernel<scalar_t, 8><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+    else rope_kernel<scalar_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+  });
+  TG_CHECK_LAUNCH("rope_kernel");
+}
+
+}  // namespace
+
+void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
+                  Stream stream) {
+  TG_NVTX_FN();
+  rope_apply(q, k, positions, inv_freq, 1.0f, stream, "rope_forward");
+}
+
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
+                   const TensorView& inv_freq, Stream stream) {
+  TG_NVTX_FN();
+  rope_apply(dq, dk, positions, inv_freq, -1.0f, stream, "rope_backward");
+}
+
+}  // namespace tg::kernels::cuda

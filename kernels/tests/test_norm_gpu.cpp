@@ -1,0 +1,194 @@
+// CUDA Gemma RMSNorm vs its CPU twin, bit for bit: the row reductions use the contract's LANE ORDER and
+// the dw reduction its fixed two-level order (kernels/norm/norm.h), so every output - y, rstd, the updated
+// residual, FP8 data, the transposed copy, scale_inv, amax, dx, dw - must be identical.
+// Shapes: 1 and 7 tokens, D not a multiple of 8 (element path), D beyond the register cache (re-read
+// path), strided rows, partial 32-row tiles, and the Gemma-2B/7B hidden sizes.
+#include <gtest/gtest.h>
+
+#include "kernels/norm/norm.h"
+#include "kernels/tests/elementwise_test_util.h"
+
+namespace tg {
+namespace {
+
+struct Shape2 {
+  int64_t t, d;
+};
+const Shape2 kShapes[] = {{1, 2048}, {7, 3072}, {7, 37}, {33, 256}, {70, 3072}, {5, 4608}, {64, 2048},
+                          {3, 8},    {1, 1},    {40, 2304}, {19, 3584}, {256, 3072}};
+
+TEST(NormGpu, ForwardBitExactAllShapesAndDtypes) {
+  TG_REQUIRE_CUDA();
+  for (const Shape2 s : kShapes) {
+    for (DType a : {DType::BF16, DType::F32}) {
+      for (DType wt : {DType::BF16, DType::F32}) {
+        for (const bool with_res : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " x=" << a << " w=" << wt
+                                            << " residual=" << with_res);
+          Tensor x = testing::random_host(a, {s.t, s.d}, 1, 1.7f);
+          Tensor w = testing::random_host(wt, {s.d}, 2, 0.5f);
+          Tensor res = testing::random_host(a, {s.t, s.d}, 3, 3.0f);
+          Tensor y_c = Tensor::empty(a, {s.t, s.d}), r_c = Tensor::empty(DType::F32, {s.t});
+          Tensor res_c = Tensor::copy_of(res, Device::CPU);
+          Tensor amax_c = testing::scalar_f32(0.25f, Device::CPU);
+          kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c, with_res ? res_c.view() : TensorView{}, amax_c);
+
+          Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA), res_d = res.to(Device::CUDA);
+          Tensor y_d = Tensor::empty(a, {s.t, s.d}, Device::CUDA), r_d = Tensor::empty(DType::F32, {s.t}, Device::CUDA);
+          Tensor amax_d = testing::scalar_f32(0.25f, Device::CUDA);
+          kernels::rmsnorm_forward(xd, wd, 1e-6f, y_d, r_d, with_res ? res_d.view() : TensorView{}, amax_d);
+          ASSERT_TRUE(testing::bits_equal(y_d, y_c));
+          ASSERT_TRUE(testing::bits_equal(r_d, r_c));
+          ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+          if (with_res) {
+            ASSERT_TRUE(testing::bits_equal(res_d, res_c));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(NormGpu, ForwardStridedRows) {
+  TG_REQUIRE_CUDA();
+  // Row strides that keep (ld % 8 == 0) and break (ld odd) the vector path.
+  for (const int64_t ld : {int64_t{3080}, int64_t{3077}}) {
+    const int64_t t_count = 9, d = 3072;
+    Tensor x = testing::random_host(DType::BF16, {t_count, d}, 5);
+    Tensor w = testing::random_host(DType::BF16, {d}, 6, 0.5f);
+    Tensor y_c = Tensor::empty(DType::BF16, {t_count, d}), r_c = Tensor::empty(DType::F32, {t_count});
+    kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c);
+    testing::Strided xs = testing::strided_copy(x, ld, Device::CUDA);
+    testing::Strided ys = testing::strided_copy(Tensor::zeros(DType::BF16, {t_count, d}), ld, Device::CUDA);
+    Tensor wd = w.to(Device::CUDA), r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
+    kernels::rmsnorm_forward(xs.view, wd, 1e-6f, ys.view, r_d);
+    EXPECT_TRUE(testing::bits_equal(ys.view, y_c)) << "ld=" << ld;
+    EXPECT_TRUE(testing::bits_equal(r_d, r_c)) << "ld=" << ld;
+  }
+}
+
+TEST(NormGpu, Fp8ForwardBitExact) {
+  TG_REQUIRE_CUDA();
+  for (const Shape2 s : kShapes) {
+    for (DType fp8 : {DType::E4M3, DType::E5M2}) {
+      for (int layout = 0; layout < 3; ++layout) {  // rowwise, columnwise, both
+        const bool rowwise = layout != 1, columnwise = layout != 0;
+        for (const bool with_res : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " " << fp8 << " rowwise=" << rowwise
+                                            << " columnwise=" << columnwise << " residual=" << with_res);
+          Tensor x = testing::random_host(DType::BF16, {s.t, s.d}, 7, 2.0f);
+          Tensor w = testing::random_host(DType::BF16, {s.d}, 8, 0.5f);
+          Tensor res = testing::random_host(DType::BF16, {s.t, s.d}, 9);
+          const float scale = fp8 == DType::E4M3 ? 96.0f : 3000.0f;  // some values saturate
+          Fp8Tensor q_c = testing::fp8_output(fp8, s.t, s.d, rowwise, columnwise, scale, 0.125f, Device::CPU);
+          Fp8Tensor q_d = testing::fp8_output(fp8, s.t, s.d, rowwise, columnwise, scale, 0.125f, Device::CUDA);
+          Tensor r_c = Tensor::empty(DType::F32, {s.t}), r_d = Tensor::empty(DType::F32, {s.t}, Device::CUDA);
+          Tensor res_c = Tensor::copy_of(res, Device::CPU), res_d = res.to(Device::CUDA);
+          kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c, with_res ? res_c.view() : TensorView{});
+          kernels::rmsnorm_forward_fp8(x.to(Device::CUDA), w.to(Device::CUDA), 1e-6f, q_d.view(), r_d,
+                                       with_res ? res_d.view() : TensorView{});
+          if (rowwise) {
+            ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+          }
+          if (columnwise) {
+            ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+          }
+          ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+          ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+          ASSERT_TRUE(testing::bits_equal(r_d, r_c));
+          if (with_res) {
+            ASSERT_TRUE(testing::bits_equal(res_d, res_c));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(NormGpu, Fp8FromF32Input) {
+  TG_REQUIRE_CUDA();
+  const int64_t t_count = 45, d = 200;
+  Tensor x = testing::random_host(DType::F32, {t_count, d}, 10);
+  Tensor w = testing::random_host(DType::F32, {d}, 11, 0.5f);
+  Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, d, true, true, 200.0f, 0.0f, Device::CPU);
+  Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t_count, d, true, true, 200.0f, 0.0f, Device::CUDA);
+  Tensor r_c = Tensor::empty(DType::F32, {t_count}), r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
+  kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c);
+  kernels::rmsnorm_forward_fp8(x.to(Device::CUDA), w.to(Device::CUDA), 1e-6f, q_d.view(), r_d);
+  EXPECT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+  EXPECT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+  EXPECT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+}
+
+TEST(NormGpu, BackwardBitExact) {
+  TG_REQUIRE_CUDA();
+  for (const Shape2 s : kShapes) {
+    for (DType a : {DType::BF16, DType::F32}) {
+      for (const bool with_dres : {false, true}) {
+        for (DType dwt : {DType::F32, DType::BF16}) {
+          SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " " << a << " dres=" << with_dres
+                                            << " dw=" << dwt);
+          Tensor x = testing::random_host(a, {s.t, s.d}, 12, 1.3f);
+          Tensor dy = testing::random_host(a, {s.t, s.d}, 13);
+          Tensor dres = testing::random_host(a, {s.t, s.d}, 14);
+          Tensor w = testing::random_host(DType::BF16, {s.d}, 15, 0.4f);
+          Tensor y = Tensor::empty(a, {s.t, s.d}), rstd = Tensor::empty(DType::F32, {s.t});
+          kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd);
+          const Shape ws_shape{kernels::rmsnorm_backward_workspace_rows(s.t), s.d};
+          Tensor dx_c = Tensor::empty(a, {s.t, s.d}), dw_c = Tensor::empty(dwt, {s.d});
+          Tensor ws_c = Tensor::empty(DType::F32, ws_shape);
+          kernels::rmsnorm_backward(dy, x, w, rstd, dx_c, dw_c, ws_c, with_dres ? dres.view() : TensorView{});
+          Tensor dres_d = dres.to(Device::CUDA);
+          Tensor dx_d = Tensor::empty(a, {s.t, s.d}, Device::CUDA), dw_d = Tensor::empty(dwt, {s.d}, Device::CUDA);
+          Tensor ws_d = Tensor::empty(DType::F32, ws_shape, Device::CUDA);
+          kernels::rmsnorm_backward(dy.to(Device::CUDA), x.to(Device::CUDA), w.to(Device::CUDA),
+                                    rstd.to(Device::CUDA), dx_d, dw_d, ws_d,
+                                    with_dres ? dres_d.view() : TensorView{});
+          ASSERT_TRUE(testing::bits_equal(dx_d, dx_c));
+          ASSERT_TRUE(testing::bits_equal(dw_d, dw_c));
+          const int64_t groups = kernels::rmsnorm_backward_groups(s.t);
+          ASSERT_TRUE(testing::bits_equal(ws_d.view().slice_rows(0, groups), ws_c.view().slice_rows(0, groups)));
+        }
+      }
+    }
+  }
+}
+
+TEST(NormGpu, BackwardIsDeterministicAtGemmaShape) {
+  TG_REQUIRE_CUDA();
+  const int64_t t_count = 8192, d = 2048;
+  Tensor x = testing::random_host(DType::BF16, {t_count, d}, 16).to(Device::CUDA);
+  Tensor dy = testing::random_host(DType::BF16, {t_count, d}, 17).to(Device::CUDA);
+  Tensor w = testing::random_host(DType::F32, {d}, 18, 0.4f).to(Device::CUDA);
+  Tensor y = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
+  Tensor rstd = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
+  kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd);
+  Tensor ws = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(t_count), d}, Device::CUDA);
+  Tensor dx1 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA), dw1 = Tensor::empty(DType::F32, {d}, Device::CUDA);
+  Tensor dx2 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA), dw2 = Tensor::empty(DType::F32, {d}, Device::CUDA);
+  kernels::rmsnorm_backward(dy, x, w, rstd, dx1, dw1, ws);
+  kernels::rmsnorm_backward(dy, x, w, rstd, dx2, dw2, ws);
+  EXPECT_TRUE(testing::bits_equal(dx1, dx2));
+  EXPECT_TRUE(testing::bits_equal(dw1, dw2));
+  // The full Gemma-2B shape against the CPU twin as well.
+  Tensor dx_c = Tensor::empty(DType::BF16, {t_count, d}), dw_c = Tensor::empty(DType::F32, {d});
+  Tensor ws_c = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(t_count), d});
+  kernels::rmsnorm_backward(dy.to(Device::CPU), x.to(Device::CPU), w.to(Device::CPU), rstd.to(Device::CPU), dx_c,
+                            dw_c, ws_c);
+  EXPECT_TRUE(testing::bits_equal(dw1, dw_c));
+  EXPECT_TRUE(testing::bits_equal(dx1, dx_c));
+}
+
+TEST(NormGpu, RejectsHostTensorsAndBadShapes) {
+  TG_REQUIRE_CUDA();
+  Tensor x = Tensor::zeros(DType::BF16, {4, 8}, Device::CUDA);
+  Tensor w_host = Tensor::zeros(DType::BF16, {8});
+  Tensor y = Tensor::empty(DType::BF16, {4, 8}, Device::CUDA), r = Tensor::empty(DType::F32, {4}, Device::CUDA);
+  EXPECT_THROW(kernels::rmsnorm_forward(x, w_host, 1e-6f, y, r), Error);
+  EXPECT_THROW(kernels::rmsnorm_forward(x, Tensor::zeros(DType::BF16, {8}, Device::CUDA), 1e-6f,
+                                        Tensor::empty(DType::BF16, {4, 9}, Device::CUDA), r),
+               Error);
+}
+
+}  // namespace
+}  // namespace tg
