@@ -29,14 +29,18 @@ struct Args {
   float sign;  // +1 forward, -1 backward (the transposed rotation)
 };
 
-// W elements of A starting at p, as floats.
+// W elements of A starting at p: raw storage (a BF16 chunk of 8 is 4 registers) and conversions.
 template <typename A, int W> struct Lane;
 template <typename A> struct Lane<A, 8> {
-  static __device__ __forceinline__ void load(const A* p, float (&f)[8]) { ew::unpack8(ew::load8<A>(p), f); }
+  using Raw = ew::Pack8<A>;
+  static __device__ __forceinline__ Raw load(const A* p) { return ew::load8<A>(p); }
+  static __device__ __forceinline__ float get(const Raw& r, int j) { return r.get(j); }
   static __device__ __forceinline__ void store(A* p, const float (&f)[8]) { ew::store8<A>(p, f); }
 };
 template <typename A> struct Lane<A, 1> {
-  static __device__ __forceinline__ void load(const A* p, float (&f)[1]) { f[0] = dev::to_float<A>(*p); }
+  using Raw = A;
+  static __device__ __forceinline__ Raw load(const A* p) { return *p; }
+  static __device__ __forceinline__ float get(const Raw& r, int) { return dev::to_float<A>(r); }
   static __device__ __forceinline__ void store(A* p, const float (&f)[1]) { *p = dev::from_float<A>(f[0]); }
 };
 
@@ -44,14 +48,15 @@ template <typename A, int W>
 __device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t i0, int64_t half, const float (&c)[W],
                                              const float (&s)[W]) {
   using namespace ieee;  // NOLINT
+  using L = Lane<A, W>;
   A* tok = static_cast<A*>(x.base) + t * x.token_stride + i0;
   for (int64_t h0 = 0; h0 < x.heads; h0 += kHeadBatch) {
-    float x1[kHeadBatch][W], x2[kHeadBatch][W];
+    typename L::Raw x1[kHeadBatch], x2[kHeadBatch];
 #pragma unroll
-    for (int b = 0; b < kHeadBatch; ++b) {
+    for (int b = 0; b < kHeadBatch; ++b) {  // all loads of the batch first
       if (h0 + b < x.heads) {
-        Lane<A, W>::load(tok + (h0 + b) * x.head_stride, x1[b]);
-        Lane<A, W>::load(tok + (h0 + b) * x.head_stride + half, x2[b]);
+        x1[b] = L::load(tok + (h0 + b) * x.head_stride);
+        x2[b] = L::load(tok + (h0 + b) * x.head_stride + half);
       }
     }
 #pragma unroll
@@ -60,11 +65,12 @@ __device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t 
         float o1[W], o2[W];
 #pragma unroll
         for (int j = 0; j < W; ++j) {
-          o1[j] = fsub(ew::round_to<A>(fmul(x1[b][j], c[j])), ew::round_to<A>(fmul(x2[b][j], s[j])));
-          o2[j] = fadd(ew::round_to<A>(fmul(x2[b][j], c[j])), ew::round_to<A>(fmul(x1[b][j], s[j])));
+          const float a1 = L::get(x1[b], j), a2 = L::get(x2[b], j);
+          o1[j] = fsub(ew::round_to<A>(fmul(a1, c[j])), ew::round_to<A>(fmul(a2, s[j])));
+          o2[j] = fadd(ew::round_to<A>(fmul(a2, c[j])), ew::round_to<A>(fmul(a1, s[j])));
         }
-        Lane<A, W>::store(tok + (h0 + b) * x.head_stride, o1);
-        Lane<A, W>::store(tok + (h0 + b) * x.head_stride + half, o2);
+        L::store(tok + (h0 + b) * x.head_stride, o1);
+        L::store(tok + (h0 + b) * x.head_stride + half, o2);
       }
     }
   }

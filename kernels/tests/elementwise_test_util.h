@@ -52,6 +52,10 @@ inline std::vector<double> values(const TensorView& v) { return values(host_copy
 // Bit-for-bit equality of two views (any devices, same dtype and shape); reports the mismatch count and
 // the first mismatching element with both values.
 inline ::testing::AssertionResult bits_equal(const TensorView& got_v, const TensorView& want_v) {
+  if (got_v.empty() || want_v.empty()) {
+    if (got_v.empty() && want_v.empty()) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "one side is empty: " << got_v.describe() << " vs " << want_v.describe();
+  }
   if (got_v.dtype != want_v.dtype || !(got_v.shape == want_v.shape)) {
     return ::testing::AssertionFailure() << "dtype/shape differ: " << got_v.describe() << " vs "
                                          << want_v.describe();
