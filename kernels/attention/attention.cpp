@@ -34,9 +34,8 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
 }
 
 std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& out,
-                                          const TensorView& lse) {
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& out, const TensorView& lse) {
   if (q.device == Device::CPU) return 0;
 #if TEGEMMA_HAVE_CUDA
   return cuda::attention_fwd_workspace_bytes(q, k, v, cu_seqlens, max_seqlen, opt, out, lse);
@@ -47,9 +46,8 @@ std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView&
 
 std::size_t attention_bwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
                                           const TensorView& out, const TensorView& lse, const TensorView& dout,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& dq,
-                                          const TensorView& dk, const TensorView& dv) {
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& dq, const TensorView& dk, const TensorView& dv) {
   if (q.device == Device::CPU) return 0;
 #if TEGEMMA_HAVE_CUDA
   return cuda::attention_bwd_workspace_bytes(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, opt, dq, dk, dv);
@@ -68,8 +66,8 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
 #endif
 }
 
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out, Stream stream) {
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out, Stream stream) {
   if (q.device == Device::CPU) return cpu::decode_attention(q, cache, seqlens, opt, out);
 #if TEGEMMA_HAVE_CUDA
   cuda::decode_attention(q, cache, seqlens, opt, out, stream);

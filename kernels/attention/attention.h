@@ -67,7 +67,7 @@ struct Workspace {
 };
 
 struct AttentionOptions {
-  float scale = 0.0f;        // softmax scale; 0 selects Dh^-0.5 (Gemma 1)
+  float scale = 0.0f;  // softmax scale; 0 selects Dh^-0.5 (Gemma 1)
   bool causal = true;
   AttentionBackend backend = AttentionBackend::kCudnn;  // CUDA tensors only
   bool deterministic = false;  // backward: bitwise-reproducible algorithms only (cuDNN: dP workspace path)
@@ -91,14 +91,12 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
 // Device workspace the CUDA forward / backward need for this call's shape class (cuDNN: builds and caches
 // the plan). 0 for CPU tensors.
 std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& out,
-                                          const TensorView& lse);
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& out, const TensorView& lse);
 std::size_t attention_bwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
                                           const TensorView& out, const TensorView& lse, const TensorView& dout,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& dq,
-                                          const TensorView& dk, const TensorView& dv);
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
 // ---- KV cache and decode --------------------------------------------------------------------------------
 struct KvCache {
@@ -120,8 +118,8 @@ struct DecodeOptions {
   int num_splits = 0;  // CUDA split-K count; 0 = chosen from the shape (fill the SMs)
   Workspace workspace;
 };
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out, Stream stream = {});
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out, Stream stream = {});
 // Workspace the CUDA decode needs (split-K partials) for these shapes and options; 0 for CPU tensors.
 std::size_t decode_attention_workspace_bytes(const TensorView& q, const KvCache& cache, const DecodeOptions& opt);
 
@@ -133,8 +131,8 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
                    const AttentionOptions& opt, const TensorView& dq, const TensorView& dk, const TensorView& dv);
 void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
                      const KvCache& cache);
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out);
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out);
 }  // namespace cpu
 
 namespace cuda {
@@ -146,18 +144,16 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
                    const AttentionOptions& opt, const TensorView& dq, const TensorView& dk, const TensorView& dv,
                    Stream stream);
 std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& out,
-                                          const TensorView& lse);
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& out, const TensorView& lse);
 std::size_t attention_bwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
                                           const TensorView& out, const TensorView& lse, const TensorView& dout,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& dq,
-                                          const TensorView& dk, const TensorView& dv);
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& dq, const TensorView& dk, const TensorView& dv);
 void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
                      const KvCache& cache, Stream stream);
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out, Stream stream);
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out, Stream stream);
 std::size_t decode_attention_workspace_bytes(const TensorView& q, const KvCache& cache, const DecodeOptions& opt);
 }  // namespace cuda
 

@@ -6,8 +6,10 @@ namespace tg::kernels {
 
 const char* attention_backend_name(AttentionBackend b) {
   switch (b) {
-    case AttentionBackend::kCudnn: return "cudnn";
-    case AttentionBackend::kFlash: return "flash";
+    case AttentionBackend::kCudnn:
+      return "cudnn";
+    case AttentionBackend::kFlash:
+      return "flash";
   }
   return "?";
 }
@@ -76,8 +78,8 @@ Dims parse_dims(const TensorView& q, const TensorView& k, const TensorView& cu_s
     d.Dh = q.size(3);
     d.Hkv = k.size(2);
     d.T = d.B * d.S;
-    TG_CHECK(max_seqlen == 0 || max_seqlen == d.S, what, ": dense inputs: max_seqlen must be 0 or S = ", d.S,
-             ", got ", max_seqlen);
+    TG_CHECK(max_seqlen == 0 || max_seqlen == d.S, what, ": dense inputs: max_seqlen must be 0 or S = ", d.S, ", got ",
+             max_seqlen);
     TG_CHECK(d.B >= 1 && d.S >= 1, what, ": dense inputs need B >= 1 and S >= 1, got shape ", q.shape);
   }
   TG_CHECK(d.H >= 1 && d.Hkv >= 1 && d.H % d.Hkv == 0, what,
@@ -91,8 +93,8 @@ Shape kv_shape(const Dims& d) { return d.packed ? Shape{d.T, d.Hkv, d.Dh} : Shap
 Shape lse_shape(const Dims& d) { return d.packed ? Shape{d.T, d.H} : Shape{d.B, d.H, d.S}; }
 
 void check_lse(const TensorView& lse, const Dims& d, Device device, const char* what) {
-  TG_CHECK(lse.shape == lse_shape(d), what, ": lse must be F32 ", lse_shape(d),
-           d.packed ? " [T, H]" : " [B, H, S]", ", got shape ", lse.shape);
+  TG_CHECK(lse.shape == lse_shape(d), what, ": lse must be F32 ", lse_shape(d), d.packed ? " [T, H]" : " [B, H, S]",
+           ", got shape ", lse.shape);
   check_device(lse, device, what);
   check_dtype(lse, DType::F32, what);
   check_contiguous(lse, what);
@@ -186,15 +188,15 @@ DecodeDims check_cache(const KvCache& cache, Device device, const char* what) {
   return d;
 }
 
-DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                        const TensorView& out, Device device, const char* what) {
+DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const TensorView& out,
+                        Device device, const char* what) {
   DecodeDims d = check_cache(cache, device, what);
   TG_CHECK(q.ndim() == 3, what, ": q must be [B, H, Dh], got shape ", q.shape);
   TG_CHECK(q.size(0) == d.B, what, ": q batch ", q.size(0), " differs from the cache batch ", d.B);
   TG_CHECK(q.size(2) == d.Dh, what, ": q head dim ", q.size(2), " differs from the cache head dim ", d.Dh);
   d.H = q.size(1);
-  TG_CHECK(d.H >= 1 && d.H % d.Hkv == 0, what, ": query heads H must be a positive multiple of Hkv = ", d.Hkv,
-           ", got ", d.H);
+  TG_CHECK(d.H >= 1 && d.H % d.Hkv == 0, what, ": query heads H must be a positive multiple of Hkv = ", d.Hkv, ", got ",
+           d.H);
   check_device(q, device, what);
   check_dtype(q, DType::BF16, what);
   check_contiguous(q, what);

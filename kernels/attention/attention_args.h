@@ -20,9 +20,9 @@ struct Strides {
 
 struct Dims {
   bool packed = false;
-  int64_t B = 0;           // sequences
-  int64_t S = 0;           // dense: the sequence length; packed: max_seqlen (an upper bound)
-  int64_t T = 0;           // packed: total tokens; dense: B * S
+  int64_t B = 0;  // sequences
+  int64_t S = 0;  // dense: the sequence length; packed: max_seqlen (an upper bound)
+  int64_t T = 0;  // packed: total tokens; dense: B * S
   int64_t H = 0;
   int64_t Hkv = 0;
   int64_t Dh = 0;
@@ -55,8 +55,8 @@ struct DecodeDims {
   bool per_head_scale = false;
 };
 DecodeDims check_cache(const KvCache& cache, Device device, const char* what);
-DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                        const TensorView& out, Device device, const char* what);
+DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const TensorView& out,
+                        Device device, const char* what);
 DecodeDims check_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
                         const KvCache& cache, Device device, const char* what);
 

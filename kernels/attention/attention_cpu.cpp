@@ -49,8 +49,8 @@ Seqs read_seqs(const Dims& d, const TensorView& cu_seqlens, const char* what) {
   TG_CHECK(cu[d.B] == d.T, what, ": cu_seqlens[B] must equal the token count T = ", d.T, ", got ", cu[d.B]);
   for (int64_t b = 0; b < d.B; ++b) {
     const int64_t len = static_cast<int64_t>(cu[b + 1]) - cu[b];
-    TG_CHECK(len >= 0, what, ": cu_seqlens must be non-decreasing, got cu_seqlens[", b, "] = ", cu[b],
-             " > cu_seqlens[", b + 1, "] = ", cu[b + 1]);
+    TG_CHECK(len >= 0, what, ": cu_seqlens must be non-decreasing, got cu_seqlens[", b, "] = ", cu[b], " > cu_seqlens[",
+             b + 1, "] = ", cu[b + 1]);
     TG_CHECK(len <= d.S, what, ": sequence ", b, " has length ", len, " > max_seqlen ", d.S);
     s.start[b] = cu[b];
     s.len[b] = len;
@@ -201,7 +201,8 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
   for (int64_t b = 0; b < d.B; ++b) {
     if (pos[b] < 0 || pos[b] >= d.max_seq) continue;  // finished sequence / out of range: not written
     const int64_t dst = (b * d.max_seq + pos[b]) * row;
-    for (const auto& [src, dstt, sc] : {std::tuple{&k_new, &cache.k, &cache.k_scale}, std::tuple{&v_new, &cache.v, &cache.v_scale}}) {
+    for (const auto& [src, dstt, sc] :
+         {std::tuple{&k_new, &cache.k, &cache.k_scale}, std::tuple{&v_new, &cache.v, &cache.v_scale}}) {
       const uint16_t* in = src->ptr<const uint16_t>() + b * row;
       if (!d.fp8) {
         std::memcpy(dstt->ptr<uint16_t>() + dst, in, static_cast<size_t>(row) * sizeof(uint16_t));
@@ -219,8 +220,8 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
   }
 }
 
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out) {
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out) {
   constexpr const char* what = "decode_attention(cpu)";
   const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CPU, what);
   const float scale = attn::resolve_scale(opt.scale, d.Dh, what);

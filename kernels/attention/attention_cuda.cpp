@@ -1,5 +1,7 @@
 // CUDA prefill / training attention: argument checks, backend selection (cuDNN or our flash kernels) and the
 // cached device scratch buffer.
+#include "kernels/attention/attention_cuda.h"
+
 #include <cuda_runtime.h>
 
 #include <mutex>
@@ -7,7 +9,6 @@
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
-#include "kernels/attention/attention_cuda.h"
 
 namespace tg::kernels::cuda {
 
@@ -78,8 +79,8 @@ FlashArgs bwd_args(const TensorView& q, const TensorView& k, const TensorView& v
                    const AttentionOptions& opt, const TensorView& dq, const TensorView& dk, const TensorView& dv,
                    const char* what) {
   FlashArgs a;
-  a.d = attn::check_bwd(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, dq, dk, dv, Device::CUDA, attn::Io::kBf16,
-                        what);
+  a.d =
+      attn::check_bwd(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, dq, dk, dv, Device::CUDA, attn::Io::kBf16, what);
   a.q = q.data;
   a.k = k.data;
   a.v = v.data;
@@ -134,9 +135,8 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
 }
 
 std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& out,
-                                          const TensorView& lse) {
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& out, const TensorView& lse) {
   const FlashArgs a = fwd_args(q, k, v, cu_seqlens, max_seqlen, opt, out, lse, "attention_fwd_workspace_bytes(cuda)");
   if (a.d.T == 0 || opt.backend == AttentionBackend::kFlash) return 0;
   return attn_detail::cudnn_fwd_workspace_bytes(a);
@@ -144,11 +144,10 @@ std::size_t attention_fwd_workspace_bytes(const TensorView& q, const TensorView&
 
 std::size_t attention_bwd_workspace_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
                                           const TensorView& out, const TensorView& lse, const TensorView& dout,
-                                          const TensorView& cu_seqlens, int64_t max_seqlen,
-                                          const AttentionOptions& opt, const TensorView& dq,
-                                          const TensorView& dk, const TensorView& dv) {
-  const FlashArgs a = bwd_args(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, opt, dq, dk, dv,
-                               "attention_bwd_workspace_bytes(cuda)");
+                                          const TensorView& cu_seqlens, int64_t max_seqlen, const AttentionOptions& opt,
+                                          const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  const FlashArgs a =
+      bwd_args(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, opt, dq, dk, dv, "attention_bwd_workspace_bytes(cuda)");
   if (a.d.T == 0) return 0;
   if (opt.backend == AttentionBackend::kFlash) return attn_detail::flash_bwd_workspace_bytes(a.d);
   return attn_detail::cudnn_bwd_workspace_bytes(a, opt.deterministic);

@@ -25,7 +25,7 @@ struct FlashArgs {
   const void* k = nullptr;
   const void* v = nullptr;
   void* o = nullptr;
-  float* lse = nullptr;           // may be null in the forward (not saved)
+  float* lse = nullptr;                 // may be null in the forward (not saved)
   const int32_t* cu_seqlens = nullptr;  // null: dense layout
   attn::Strides sq, sk, sv, so;
   // backward only

@@ -87,12 +87,14 @@ class Desc {
 using Dims4 = std::array<int64_t, 4>;
 
 // Fixed tensor UIDs of the graphs (virtual tensors get UIDs from kFirstVirtual up).
+// clang-format off
 enum Uid : int64_t {
   kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kScale, kOne, kSeqQ, kSeqKV, kSoftmaxSum, kDQAccum,
-  kLowest0, kLowest1, kLowest2, kLowest3,
-  kOffset0 = 40,  // kOffset0 + i: ragged offset array i
+  kLowest0, kLowest1,   // by-value masking constants (padding, causal)
+  kOffset0 = 40,        // kOffset0 + i: ragged offset array i
   kFirstVirtual = 100,
 };
+// clang-format on
 
 // ---- graph construction ----------------------------------------------------------------------------------------
 class GraphBuilder {
@@ -154,7 +156,8 @@ class GraphBuilder {
     auto& pw = keep(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise descriptor mode " + std::to_string(mode));
     pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "POINTWISE_MODE");
     pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &compute, "POINTWISE_MATH_PREC");
-    if (mode == CUDNN_POINTWISE_GEN_INDEX) pw.set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "POINTWISE_AXIS");
+    if (mode == CUDNN_POINTWISE_GEN_INDEX)
+      pw.set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "POINTWISE_AXIS");
     pw.finalize();
     auto& op = keep(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR,
                     "pointwise operation " + std::to_string(ops_.size()) + " mode " + std::to_string(mode));
@@ -350,8 +353,8 @@ Tensors make_aux_tensors(GraphBuilder& gb, const Key& k, const Plan& p) {
   t.seq_q = gb.tensor(kSeqQ, CUDNN_DATA_INT32, {k.B, 1, 1, 1}, {1, 1, 1, 1}, false);
   t.seq_kv = gb.tensor(kSeqKV, CUDNN_DATA_INT32, {k.B, 1, 1, 1}, {1, 1, 1, 1}, false);
   for (std::size_t i = 0; i < p.offset_strides.size(); ++i) {
-    t.offsets.push_back(gb.tensor(kOffset0 + static_cast<int64_t>(i), CUDNN_DATA_INT64, {k.B + 1, 1, 1, 1},
-                                  {1, 1, 1, 1}, false));
+    t.offsets.push_back(
+        gb.tensor(kOffset0 + static_cast<int64_t>(i), CUDNN_DATA_INT64, {k.B + 1, 1, 1, 1}, {1, 1, 1, 1}, false));
   }
   return t;
 }
@@ -537,7 +540,8 @@ void make_plan(GraphBuilder& gb, cudnnBackendDescriptor_t graph, cudnnHandle_t h
       plan.set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, raw[i], "EXECUTION_PLAN_ENGINE_CONFIG");
       const cudnnStatus_t st = plan.try_finalize();
       if (st != CUDNN_STATUS_SUCCESS) {
-        tried += " [engine " + std::to_string(index) + ": " + cudnnGetErrorString(st) + " " + last_cudnn_message() + "]";
+        tried +=
+            " [engine " + std::to_string(index) + ": " + cudnnGetErrorString(st) + " " + last_cudnn_message() + "]";
         continue;
       }
       check(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n,
@@ -553,8 +557,8 @@ void make_plan(GraphBuilder& gb, cudnnBackendDescriptor_t graph, cudnnHandle_t h
 
 std::string describe(const Key& k) {
   return std::string(k.backward ? "backward" : "forward") + (k.packed ? " packed" : " dense") +
-         (k.causal ? " causal" : " non-causal") + (k.deterministic ? " deterministic" : "") + " B=" +
-         std::to_string(k.B) + " S=" + std::to_string(k.S) + " H=" + std::to_string(k.H) +
+         (k.causal ? " causal" : " non-causal") + (k.deterministic ? " deterministic" : "") +
+         " B=" + std::to_string(k.B) + " S=" + std::to_string(k.S) + " H=" + std::to_string(k.H) +
          " Hkv=" + std::to_string(k.Hkv) + " Dh=" + std::to_string(k.Dh);
 }
 
@@ -620,8 +624,8 @@ Plan& plan_for(State& s, const Key& key) {
 }
 
 void check_cudnn_args(const FlashArgs& a, bool backward, const char* what) {
-  TG_CHECK(a.d.Dh % 8 == 0 && a.d.Dh <= 256, what, ": cuDNN SDPA needs a head dim that is a multiple of 8 and <= 256, got ",
-           a.d.Dh);
+  TG_CHECK(a.d.Dh % 8 == 0 && a.d.Dh <= 256, what,
+           ": cuDNN SDPA needs a head dim that is a multiple of 8 and <= 256, got ", a.d.Dh);
   auto aligned = [&](const void* ptr, const attn::Strides& st, const char* name) {
     TG_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && st.token % 8 == 0 && st.batch % 8 == 0, what, ": ", name,
              " must be 16-byte aligned with token / batch strides that are multiples of 8 elements");
@@ -638,8 +642,7 @@ void check_cudnn_args(const FlashArgs& a, bool backward, const char* what) {
   }
 }
 
-void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace& ws, Stream stream,
-         const char* what) {
+void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace& ws, Stream stream, const char* what) {
   check_cudnn_args(a, backward, what);
   State& s = state();
   const Key key = make_key(a, backward, deterministic);
@@ -703,8 +706,8 @@ void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace&
   pack.finalize();
   cudnnHandle_t h = handle_for(s, key.device);
   check(cudnnSetStream(h, cs), "cudnnSetStream");
-  check(cudnnBackendExecute(h, p.plan, pack.get()), std::string(what) + ": execute (" + describe(key) +
-                                                        ", engine " + std::to_string(p.engine_index) + ")");
+  check(cudnnBackendExecute(h, p.plan, pack.get()),
+        std::string(what) + ": execute (" + describe(key) + ", engine " + std::to_string(p.engine_index) + ")");
 }
 
 std::size_t workspace_bytes(const FlashArgs& a, bool backward, bool deterministic, const char* what) {

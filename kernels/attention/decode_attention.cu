@@ -43,8 +43,10 @@ constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xffffffffu;
 
 // ---- 8 consecutive elements ("a chunk") of a BF16 or E4M3 row ------------------------------------------
-template <typename T> struct Chunk;
-template <> struct Chunk<bf16_t> {
+template <typename T>
+struct Chunk;
+template <>
+struct Chunk<bf16_t> {
   using Raw = uint4;  // 16 bytes
   static __device__ __forceinline__ void to_float(const Raw& r, float (&f)[8]) {
     const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&r);
@@ -56,7 +58,8 @@ template <> struct Chunk<bf16_t> {
     }
   }
 };
-template <> struct Chunk<e4m3_t> {
+template <>
+struct Chunk<e4m3_t> {
   using Raw = uint2;  // 8 bytes
   static __device__ __forceinline__ void to_float(const Raw& r, float (&f)[8]) {
     const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&r);
@@ -78,28 +81,28 @@ __device__ __forceinline__ typename Chunk<T>::Raw load_chunk(const T* p) {
 // Geometry of the kernel for head dim DH (shared by host and device).
 template <int DH>
 struct Geometry {
-  static constexpr int kChunks = DH / 8;                    // 8-element chunks per row
-  static constexpr int kLpr = kChunks < 8 ? kChunks : 8;    // Q.K: lanes per key row
-  static constexpr int kCpl = kChunks / kLpr;               // Q.K: chunks per lane
-  static constexpr int kKpi = 32 / kLpr;                    // Q.K: keys per warp per step
-  static constexpr int kTile = kWarps * kKpi > 64 ? kWarps * kKpi : 64;  // keys per tile
+  static constexpr int kChunks = DH / 8;                                // 8-element chunks per row
+  static constexpr int kLpr = kChunks < 8 ? kChunks : 8;                // Q.K: lanes per key row
+  static constexpr int kCpl = kChunks / kLpr;                           // Q.K: chunks per lane
+  static constexpr int kKpi = 32 / kLpr;                                // Q.K: keys per warp per step
+  static constexpr int kTile = (kWarps * kKpi) > 64 ? (kWarps * kKpi) : 64;  // keys per tile
   static constexpr int kQkSteps = kTile / (kWarps * kKpi);
-  static constexpr int kLpk = kChunks;                      // P.V: lanes per key row (one chunk each)
-  static constexpr int kKpw = 32 / kLpk;                    // P.V: keys per warp per step
+  static constexpr int kLpk = kChunks;    // P.V: lanes per key row (one chunk each)
+  static constexpr int kKpw = 32 / kLpk;  // P.V: keys per warp per step
   static constexpr int kPvSteps = kTile / (kWarps * kKpw);
   static_assert(DH % 8 == 0 && DH >= 16 && DH <= 256 && (kChunks & (kChunks - 1)) == 0, "unsupported head dim");
 };
 
 struct DecodeParams {
-  const bf16_t* q;        // [B, H, DH]
-  const void* k;          // [B, max_seq, Hkv, DH]
+  const bf16_t* q;  // [B, H, DH]
+  const void* k;    // [B, max_seq, Hkv, DH]
   const void* v;
-  const float* k_scale;   // null for BF16
+  const float* k_scale;  // null for BF16
   const float* v_scale;
-  const int32_t* seqlens; // [B]
-  bf16_t* out;            // [B, H, DH]
-  float* o_part;          // [B, H, splits, DH] (splits > 1)
-  float2* ml;             // [B, H, splits] (m, l)
+  const int32_t* seqlens;  // [B]
+  bf16_t* out;             // [B, H, DH]
+  float* o_part;           // [B, H, splits, DH] (splits > 1)
+  float2* ml;              // [B, H, splits] (m, l)
   int H, Hkv, g, max_seq;
   int num_splits, chunk;  // chunk: keys per split, a multiple of the tile
   bool per_head_scale;
@@ -127,9 +130,8 @@ __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T*
   for (int i = tid; i < kTotal; i += kThreads) {
     const int r = i / kChunksPerRow, c = i % kChunksPerRow;
     const bool valid = t0 + r < end;
-    const unsigned char* src =
-        valid ? reinterpret_cast<const unsigned char*>(base + (t0 + r) * row_stride) + c * 16
-              : reinterpret_cast<const unsigned char*>(base);
+    const unsigned char* src = valid ? reinterpret_cast<const unsigned char*>(base + (t0 + r) * row_stride) + c * 16
+                                     : reinterpret_cast<const unsigned char*>(base);
     flash::cp_async_16(tile + r * kRowBytes + c * 16, src, valid);
   }
 }
@@ -309,8 +311,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
 
 // Merges the splits of one (sequence, head): out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale.
 __global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml,
-                                      bf16_t* __restrict__ out, const float* __restrict__ v_scale,
-                                      bool per_head_scale, int H, int g, int dh, int splits) {
+                                      bf16_t* __restrict__ out, const float* __restrict__ v_scale, bool per_head_scale,
+                                      int H, int g, int dh, int splits) {
   const int64_t bh = blockIdx.x;
   const float2* mlb = ml + bh * splits;
   float M = -INFINITY;
@@ -339,8 +341,7 @@ template <typename T>
 __global__ void kv_append_kernel(const bf16_t* __restrict__ k_new, const bf16_t* __restrict__ v_new,
                                  const int32_t* __restrict__ positions, T* __restrict__ k_cache,
                                  T* __restrict__ v_cache, const float* __restrict__ k_scale,
-                                 const float* __restrict__ v_scale, bool per_head_scale, int hkv, int dh,
-                                 int max_seq) {
+                                 const float* __restrict__ v_scale, bool per_head_scale, int hkv, int dh, int max_seq) {
   const int b = blockIdx.x;
   const bool is_v = blockIdx.y == 1;
   const int pos = positions[b];
@@ -368,12 +369,18 @@ __global__ void kv_append_kernel(const bf16_t* __restrict__ k_new, const bf16_t*
 // ---- host side -------------------------------------------------------------------------------------------------
 int tile_for(int64_t dh) {
   switch (dh) {
-    case 16: return Geometry<16>::kTile;
-    case 32: return Geometry<32>::kTile;
-    case 64: return Geometry<64>::kTile;
-    case 128: return Geometry<128>::kTile;
-    case 256: return Geometry<256>::kTile;
-    default: TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
+    case 16:
+      return Geometry<16>::kTile;
+    case 32:
+      return Geometry<32>::kTile;
+    case 64:
+      return Geometry<64>::kTile;
+    case 128:
+      return Geometry<128>::kTile;
+    case 256:
+      return Geometry<256>::kTile;
+    default:
+      TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
   }
 }
 
@@ -388,24 +395,34 @@ struct Plan {
 template <int DH>
 const void* split_kernel_g(int G, bool fp8) {
   switch (G) {
-    case 8: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 8, e4m3_t>)
-                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 8, bf16_t>);
-    case 4: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 4, e4m3_t>)
-                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 4, bf16_t>);
-    case 2: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 2, e4m3_t>)
-                       : reinterpret_cast<const void*>(decode_split_kernel<DH, 2, bf16_t>);
-    default: return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 1, e4m3_t>)
-                        : reinterpret_cast<const void*>(decode_split_kernel<DH, 1, bf16_t>);
+    case 8:
+      return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 8, e4m3_t>)
+                 : reinterpret_cast<const void*>(decode_split_kernel<DH, 8, bf16_t>);
+    case 4:
+      return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 4, e4m3_t>)
+                 : reinterpret_cast<const void*>(decode_split_kernel<DH, 4, bf16_t>);
+    case 2:
+      return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 2, e4m3_t>)
+                 : reinterpret_cast<const void*>(decode_split_kernel<DH, 2, bf16_t>);
+    default:
+      return fp8 ? reinterpret_cast<const void*>(decode_split_kernel<DH, 1, e4m3_t>)
+                 : reinterpret_cast<const void*>(decode_split_kernel<DH, 1, bf16_t>);
   }
 }
 const void* split_kernel(int64_t dh, int G, bool fp8) {
   switch (dh) {
-    case 16: return split_kernel_g<16>(G, fp8);
-    case 32: return split_kernel_g<32>(G, fp8);
-    case 64: return split_kernel_g<64>(G, fp8);
-    case 128: return split_kernel_g<128>(G, fp8);
-    case 256: return split_kernel_g<256>(G, fp8);
-    default: TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
+    case 16:
+      return split_kernel_g<16>(G, fp8);
+    case 32:
+      return split_kernel_g<32>(G, fp8);
+    case 64:
+      return split_kernel_g<64>(G, fp8);
+    case 128:
+      return split_kernel_g<128>(G, fp8);
+    case 256:
+      return split_kernel_g<256>(G, fp8);
+    default:
+      TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
   }
 }
 
@@ -483,10 +500,14 @@ void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, cudaStream_t str
 template <int DH>
 void launch_split_g(const DecodeParams& prm, int G, bool fp8, dim3 grid, cudaStream_t stream) {
   switch (G) {
-    case 8: return launch_split<DH, 8>(prm, fp8, grid, stream);
-    case 4: return launch_split<DH, 4>(prm, fp8, grid, stream);
-    case 2: return launch_split<DH, 2>(prm, fp8, grid, stream);
-    default: return launch_split<DH, 1>(prm, fp8, grid, stream);
+    case 8:
+      return launch_split<DH, 8>(prm, fp8, grid, stream);
+    case 4:
+      return launch_split<DH, 4>(prm, fp8, grid, stream);
+    case 2:
+      return launch_split<DH, 2>(prm, fp8, grid, stream);
+    default:
+      return launch_split<DH, 1>(prm, fp8, grid, stream);
   }
 }
 
@@ -507,8 +528,8 @@ std::size_t decode_attention_workspace_bytes(const TensorView& q, const KvCache&
   return make_plan(dq, opt, what).workspace;
 }
 
-void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens,
-                      const DecodeOptions& opt, const TensorView& out, Stream stream) {
+void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
+                      const TensorView& out, Stream stream) {
   TG_NVTX_FN();
   constexpr const char* what = "decode_attention(cuda)";
   const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CUDA, what);
@@ -543,12 +564,23 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   const cudaStream_t s = cuda_stream(stream);
   const dim3 grid(plan.splits, static_cast<unsigned>(d.Hkv * (g / G)), static_cast<unsigned>(d.B));
   switch (d.Dh) {
-    case 16: launch_split_g<16>(prm, G, d.fp8, grid, s); break;
-    case 32: launch_split_g<32>(prm, G, d.fp8, grid, s); break;
-    case 64: launch_split_g<64>(prm, G, d.fp8, grid, s); break;
-    case 128: launch_split_g<128>(prm, G, d.fp8, grid, s); break;
-    case 256: launch_split_g<256>(prm, G, d.fp8, grid, s); break;
-    default: TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
+    case 16:
+      launch_split_g<16>(prm, G, d.fp8, grid, s);
+      break;
+    case 32:
+      launch_split_g<32>(prm, G, d.fp8, grid, s);
+      break;
+    case 64:
+      launch_split_g<64>(prm, G, d.fp8, grid, s);
+      break;
+    case 128:
+      launch_split_g<128>(prm, G, d.fp8, grid, s);
+      break;
+    case 256:
+      launch_split_g<256>(prm, G, d.fp8, grid, s);
+      break;
+    default:
+      TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
   }
   TG_CHECK_LAUNCH("decode_split_kernel");
   if (plan.splits > 1) {
@@ -574,15 +606,14 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
   const cudaStream_t s = cuda_stream(stream);
   if (d.fp8) {
     kv_append_kernel<e4m3_t><<<grid, threads, 0, s>>>(
-        k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(),
-        cache.k.ptr<e4m3_t>(), cache.v.ptr<e4m3_t>(), cache.k_scale.ptr<const float>(),
-        cache.v_scale.ptr<const float>(), d.per_head_scale, static_cast<int>(d.Hkv), static_cast<int>(d.Dh),
-        static_cast<int>(d.max_seq));
+        k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(), cache.k.ptr<e4m3_t>(),
+        cache.v.ptr<e4m3_t>(), cache.k_scale.ptr<const float>(), cache.v_scale.ptr<const float>(), d.per_head_scale,
+        static_cast<int>(d.Hkv), static_cast<int>(d.Dh), static_cast<int>(d.max_seq));
   } else {
-    kv_append_kernel<bf16_t><<<grid, threads, 0, s>>>(
-        k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(),
-        cache.k.ptr<bf16_t>(), cache.v.ptr<bf16_t>(), nullptr, nullptr, false, static_cast<int>(d.Hkv),
-        static_cast<int>(d.Dh), static_cast<int>(d.max_seq));
+    kv_append_kernel<bf16_t>
+        <<<grid, threads, 0, s>>>(k_new.ptr<const bf16_t>(), v_new.ptr<const bf16_t>(), positions.ptr<const int32_t>(),
+                                  cache.k.ptr<bf16_t>(), cache.v.ptr<bf16_t>(), nullptr, nullptr, false,
+                                  static_cast<int>(d.Hkv), static_cast<int>(d.Dh), static_cast<int>(d.max_seq));
   }
   TG_CHECK_LAUNCH("kv_append_kernel");
 }

@@ -67,8 +67,8 @@ __device__ __forceinline__ Seq seq_of(const KernelArgs& p, int b) {
 }
 // Row 0 of head h of sequence b of an operand.
 template <typename T>
-__device__ __forceinline__ T* head_base(T* base, const attn::Strides& st, const KernelArgs& p, int b, int start,
-                                        int h, int dh) {
+__device__ __forceinline__ T* head_base(T* base, const attn::Strides& st, const KernelArgs& p, int b, int start, int h,
+                                        int dh) {
   const int64_t off = p.cu ? static_cast<int64_t>(start) * st.token : static_cast<int64_t>(b) * st.batch;
   return base + off + static_cast<int64_t>(h) * dh;
 }
@@ -99,8 +99,7 @@ __device__ __forceinline__ void gemm_abt(float (&c)[NC / 8][4], const bf16* sX, 
 
 // c += P[0..15][0..KR) * Z[0..KR)[0..DH): P in accumulator layout (rounded to BF16 here), Z a padded smem tile.
 template <int DH, int KR>
-__device__ __forceinline__ void gemm_pz(float (&c)[DH / 8][4], const float (&p)[KR / 8][4], const bf16* sZ,
-                                        int lane) {
+__device__ __forceinline__ void gemm_pz(float (&c)[DH / 8][4], const float (&p)[KR / 8][4], const bf16* sZ, int lane) {
   constexpr int L = DH + 8;
 #pragma unroll
   for (int kk = 0; kk < KR / 16; ++kk) {
@@ -127,7 +126,8 @@ __device__ __forceinline__ void store_tile(const float (&c)[DH / 8][4], float f0
 #pragma unroll
   for (int n = 0; n < DH / 8; ++n) {
     const int col = n * 8 + 2 * t;
-    *reinterpret_cast<__nv_bfloat162*>(stage + (warp * 16 + g) * L + col) = __floats2bfloat162_rn(c[n][0] * f0, c[n][1] * f0);
+    *reinterpret_cast<__nv_bfloat162*>(stage + (warp * 16 + g) * L + col) =
+        __floats2bfloat162_rn(c[n][0] * f0, c[n][1] * f0);
     *reinterpret_cast<__nv_bfloat162*>(stage + (warp * 16 + g + 8) * L + col) =
         __floats2bfloat162_rn(c[n][2] * f1, c[n][3] * f1);
   }
@@ -256,8 +256,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(KernelArgs p) {
     }
   }
   __syncthreads();
-  store_tile<DH>(o, inv[0], inv[1], sQ, head_base(p.o, p.so, p, b, sq.start, h, DH), p.so.token, q0, sq.len, warp,
-                 lane, tid);
+  store_tile<DH>(o, inv[0], inv[1], sQ, head_base(p.o, p.so, p, b, sq.start, h, DH), p.so.token, q0, sq.len, warp, lane,
+                 tid);
 }
 
 // ---- backward -----------------------------------------------------------------------------------------------
@@ -344,8 +344,8 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_dq_kernel(KernelArgs p) {
     __syncthreads();  // K / V tiles are overwritten next
   }
   __syncthreads();
-  store_tile<DH>(dq, p.scale, p.scale, sQ, head_base(p.dq, p.sdq, p, b, sq.start, h, DH), p.sdq.token, q0, sq.len,
-                 warp, lane, tid);
+  store_tile<DH>(dq, p.scale, p.scale, sQ, head_base(p.dq, p.sdq, p, b, sq.start, h, DH), p.sdq.token, q0, sq.len, warp,
+                 lane, tid);
 }
 
 // MODE_DK = false: dV = sum_h sum_i P^T dout ; true: dK = scale sum_h sum_i dS^T q.
@@ -366,8 +366,7 @@ __global__ void __launch_bounds__(kThreads) flash_bwd_dkdv_kernel(KernelArgs p) 
   if (k0 >= sq.len) return;
   load_tile_async<kBc, DH, kThreads>(sK, head_base(p.k, p.sk, p, b, sq.start, hk, DH), p.sk.token, k0, sq.len, tid);
   if (MODE_DK) {
-    load_tile_async<kBc, DH, kThreads>(sV, head_base(p.v, p.sv, p, b, sq.start, hk, DH), p.sv.token, k0, sq.len,
-                                       tid);
+    load_tile_async<kBc, DH, kThreads>(sV, head_base(p.v, p.sv, p, b, sq.start, hk, DH), p.sv.token, k0, sq.len, tid);
   }
   cp_async_commit();
   const int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
@@ -509,12 +508,23 @@ void bwd_launch(const KernelArgs& k, cudaStream_t s) {
 template <bool CAUSAL, typename F>
 void by_head_dim(int64_t dh, F&& f) {
   switch (dh) {
-    case 16: f.template operator()<16, CAUSAL>(); break;
-    case 32: f.template operator()<32, CAUSAL>(); break;
-    case 64: f.template operator()<64, CAUSAL>(); break;
-    case 128: f.template operator()<128, CAUSAL>(); break;
-    case 256: f.template operator()<256, CAUSAL>(); break;
-    default: TG_FAIL("flash attention: unsupported head dim ", dh);
+    case 16:
+      f.template operator()<16, CAUSAL>();
+      break;
+    case 32:
+      f.template operator()<32, CAUSAL>();
+      break;
+    case 64:
+      f.template operator()<64, CAUSAL>();
+      break;
+    case 128:
+      f.template operator()<128, CAUSAL>();
+      break;
+    case 256:
+      f.template operator()<256, CAUSAL>();
+      break;
+    default:
+      TG_FAIL("flash attention: unsupported head dim ", dh);
   }
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace tg::kernels::cuda::flash {

@@ -20,10 +20,15 @@ namespace tg::testing {
 // Element i of a contiguous host tensor as double (BF16 / F32 / F64).
 inline double host_value(const TensorView& t, int64_t i) {
   switch (t.dtype) {
-    case DType::BF16: return bf16_bits_to_float(t.ptr<const uint16_t>()[i]);
-    case DType::F32: return t.ptr<const float>()[i];
-    case DType::F64: return t.ptr<const double>()[i];
-    default: ADD_FAILURE() << "host_value: unsupported dtype " << t.dtype; return 0.0;
+    case DType::BF16:
+      return bf16_bits_to_float(t.ptr<const uint16_t>()[i]);
+    case DType::F32:
+      return t.ptr<const float>()[i];
+    case DType::F64:
+      return t.ptr<const double>()[i];
+    default:
+      ADD_FAILURE() << "host_value: unsupported dtype " << t.dtype;
+      return 0.0;
   }
 }
 inline std::vector<double> to_double(const TensorView& t) {
@@ -36,9 +41,12 @@ inline std::vector<double> to_double(const TensorView& t) {
 inline Tensor host_tensor(DType dtype, Shape shape, const std::vector<double>& values) {
   Tensor t = Tensor::empty(dtype, shape);
   for (int64_t i = 0; i < t.numel(); ++i) {
-    if (dtype == DType::BF16) t.ptr<uint16_t>()[i] = float_to_bf16_bits(static_cast<float>(values[i]));
-    else if (dtype == DType::F32) t.ptr<float>()[i] = static_cast<float>(values[i]);
-    else ADD_FAILURE() << "host_tensor: unsupported dtype " << dtype;
+    if (dtype == DType::BF16)
+      t.ptr<uint16_t>()[i] = float_to_bf16_bits(static_cast<float>(values[i]));
+    else if (dtype == DType::F32)
+      t.ptr<float>()[i] = static_cast<float>(values[i]);
+    else
+      ADD_FAILURE() << "host_tensor: unsupported dtype " << dtype;
   }
   return t;
 }
@@ -86,7 +94,8 @@ inline RefAttention reference_attention(const std::vector<double>& q, const std:
         std::vector<double> s(static_cast<size_t>(len));
         for (int64_t j = 0; j < len; ++j) {
           double dot = 0.0;
-          for (int64_t c = 0; c < Dh; ++c) dot += q[((start + i) * H + h) * Dh + c] * kr[((start + j) * H + h) * Dh + c];
+          for (int64_t c = 0; c < Dh; ++c)
+            dot += q[((start + i) * H + h) * Dh + c] * kr[((start + j) * H + h) * Dh + c];
           s[j] = (causal && j > i) ? -std::numeric_limits<double>::infinity() : dot * scale;
         }
         const double m = *std::max_element(s.begin(), s.end());

@@ -228,8 +228,8 @@ TEST(AttentionCpu, StridedFusedQkvViewsMatchContiguousInputs) {
   };
   const FwdOut want = run_fwd(p, in, true);
   FwdOut got{Tensor::empty(DType::F32, {T, p.H, p.Dh}), Tensor::empty(DType::F32, {T, p.H})};
-  kernels::attention_fwd(view(0, p.H), view(wq, p.Hkv), view(wq + wkv, p.Hkv), in.cu, p.max_len(),
-                         AttentionOptions{}, got.out, got.lse);
+  kernels::attention_fwd(view(0, p.H), view(wq, p.Hkv), view(wq + wkv, p.Hkv), in.cu, p.max_len(), AttentionOptions{},
+                         got.out, got.lse);
   EXPECT_EQ(std::memcmp(got.out.data(), want.out.data(), want.out.nbytes()), 0);
   EXPECT_EQ(std::memcmp(got.lse.data(), want.lse.data(), want.lse.nbytes()), 0);
 }
@@ -411,8 +411,8 @@ TEST(AttentionCpu, DecodeMatchesFp64ReferenceBf16Cache) {
 }
 
 TEST(AttentionCpu, DecodeMatchesFp64ReferenceFp8Cache) {
-  check_decode(DType::E4M3, 1, 8, 2, 16);   // per-tensor scale
-  check_decode(DType::E4M3, 2, 8, 2, 16);   // per-head scales
+  check_decode(DType::E4M3, 1, 8, 2, 16);  // per-tensor scale
+  check_decode(DType::E4M3, 2, 8, 2, 16);  // per-head scales
   check_decode(DType::E4M3, 2, 8, 2, 256);
 }
 
@@ -451,7 +451,8 @@ TEST(AttentionCpu, AppendWritesRowsAtPositionsAndSkipsNegative) {
         const bool written = (b == 0 && pos == 4) || (b == 2 && pos == 0);
         for (int64_t i = 0; i < Hkv * Dh; ++i) {
           const int64_t at = (b * max_seq + pos) * Hkv * Dh + i;
-          for (auto [t, src, sc] : {std::tuple{&cache.k, &kv, &cache.k_scale}, std::tuple{&cache.v, &vv, &cache.v_scale}}) {
+          for (auto [t, src, sc] :
+               {std::tuple{&cache.k, &kv, &cache.k_scale}, std::tuple{&cache.v, &vv, &cache.v_scale}}) {
             uint32_t want = 0;
             if (written) {
               const float x = static_cast<float>((*src)[b * Hkv * Dh + i]);
@@ -476,15 +477,15 @@ TEST(AttentionCpu, RejectsBadArguments) {
   auto fwd = [&](const TensorView& q, const TensorView& k, const TensorView& cu, int64_t max_len, const TensorView& o,
                  const TensorView& l) { kernels::attention_fwd(q, k, in.tv, cu, max_len, opt, o, l); };
   EXPECT_NO_THROW(fwd(in.tq, in.tk, in.cu, 4, out, lse));
-  EXPECT_THROW(fwd(in.tq, in.tk, in.cu, 3, out, lse), Error);                      // a length > max_seqlen
-  EXPECT_THROW(fwd(in.tq, in.tk, TensorView{}, 4, out, lse), Error);               // packed without cu_seqlens
+  EXPECT_THROW(fwd(in.tq, in.tk, in.cu, 3, out, lse), Error);                           // a length > max_seqlen
+  EXPECT_THROW(fwd(in.tq, in.tk, TensorView{}, 4, out, lse), Error);                    // packed without cu_seqlens
   EXPECT_THROW(fwd(in.tq, in.tk, testing::cu_seqlens_of({4, 4}), 4, out, lse), Error);  // cu[B] != T
   Tensor bad_cu = testing::cu_seqlens_of({4, 3});
   bad_cu.ptr<int32_t>()[1] = 8;
-  EXPECT_THROW(fwd(in.tq, in.tk, bad_cu, 8, out, lse), Error);                     // decreasing
+  EXPECT_THROW(fwd(in.tq, in.tk, bad_cu, 8, out, lse), Error);  // decreasing
   Tensor k3 = Tensor::empty(DType::BF16, {7, 3, 16});
-  EXPECT_THROW(kernels::attention_fwd(in.tq, k3, k3, in.cu, 4, opt, out, lse), Error);  // H % Hkv != 0
-  EXPECT_THROW(fwd(in.tq, in.tk, in.cu, 4, out, Tensor::empty(DType::F32, {4, 7}).view()), Error);  // lse shape
+  EXPECT_THROW(kernels::attention_fwd(in.tq, k3, k3, in.cu, 4, opt, out, lse), Error);                  // H % Hkv != 0
+  EXPECT_THROW(fwd(in.tq, in.tk, in.cu, 4, out, Tensor::empty(DType::F32, {4, 7}).view()), Error);      // lse shape
   EXPECT_THROW(fwd(in.tq, in.tk, in.cu, 4, Tensor::empty(DType::F16, {7, 4, 16}).view(), lse), Error);  // dtype
   const TensorView strided_heads(in.tq.data(), DType::BF16, Shape{7, 2, 16}, Shape{64, 32, 1}, Device::CPU);
   EXPECT_THROW(kernels::attention_fwd(strided_heads, in.tk, in.tv, in.cu, 4, opt,

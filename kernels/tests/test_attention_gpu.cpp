@@ -137,17 +137,18 @@ Fwd cpu_fwd(const Case& c, bool causal) {
   return f;
 }
 Fwd gpu_fwd(const Case& c, AttentionBackend backend, bool causal) {
-  Fwd f{Tensor::zeros(DType::BF16, c.p.q_shape(), Device::CUDA), Tensor::zeros(DType::F32, c.p.lse_shape(), Device::CUDA)};
+  Fwd f{Tensor::zeros(DType::BF16, c.p.q_shape(), Device::CUDA),
+        Tensor::zeros(DType::F32, c.p.lse_shape(), Device::CUDA)};
   kernels::attention_fwd(c.q_d, c.k_d, c.v_d, c.cu_d_view(), c.max_seqlen(), options(backend, causal), f.out, f.lse);
   return f;
 }
 
 const std::vector<Problem>& forward_problems() {
   static const std::vector<Problem> problems = {
-      packed({1}, 8, 1, 16),          packed({7}, 8, 2, 16),           packed({33, 1, 7}, 8, 1, 256),
-      packed({130, 0, 65}, 8, 2, 256), packed({129, 3}, 8, 8, 256),    packed({200, 77}, 16, 16, 64),
-      packed({5, 66}, 4, 2, 128),     dense(2, 77, 8, 1, 256),         dense(3, 64, 4, 4, 16),
-      dense(1, 512, 8, 1, 256),  // a gemma-2b-like shape (MQA, Dh 256)
+      packed({1}, 8, 1, 16),           packed({7}, 8, 2, 16),       packed({33, 1, 7}, 8, 1, 256),
+      packed({130, 0, 65}, 8, 2, 256), packed({129, 3}, 8, 8, 256), packed({200, 77}, 16, 16, 64),
+      packed({5, 66}, 4, 2, 128),      dense(2, 77, 8, 1, 256),     dense(3, 64, 4, 4, 16),
+      dense(1, 512, 8, 1, 256),    // a gemma-2b-like shape (MQA, Dh 256)
       dense(1, 256, 16, 16, 256),  // a gemma-7b-like shape (MHA, Dh 256)
   };
   return problems;
@@ -192,8 +193,8 @@ void run_backward_suite(AttentionBackend backend, bool deterministic) {
   for (const Problem& p : problems) {
     const Case c = make_case(p, seed += 10);
     for (bool causal : {true, false}) {
-      const std::string what = name(p, causal, kernels::attention_backend_name(backend)) +
-                               (deterministic ? " deterministic" : "");
+      const std::string what =
+          name(p, causal, kernels::attention_backend_name(backend)) + (deterministic ? " deterministic" : "");
       SCOPED_TRACE(what);
       const Fwd f = cpu_fwd(c, causal);
       const Tensor dout = host_tensor(DType::BF16, p.q_shape(), random_values(p.q_shape().numel(), seed + 5));
@@ -204,22 +205,23 @@ void run_backward_suite(AttentionBackend backend, bool deterministic) {
       kernels::attention_bwd(c.q, c.k, c.v, f.out, f.lse, dout, c.cu_view(), c.max_seqlen(), opt, dq, dk, dv);
       const Tensor out_d = f.out.to(Device::CUDA), lse_d = f.lse.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
       try {  // one unsupported configuration must not hide the others
-      Tensor dq_d = Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA);
-      Tensor dk_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
-      Tensor dv_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
-      kernels::attention_bwd(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d, c.cu_d_view(), c.max_seqlen(), opt, dq_d, dk_d,
-                             dv_d);
-      expect_close_bf16(dq_d, dq, what + " dq");
-      expect_close_bf16(dk_d, dk, what + " dk");
-      expect_close_bf16(dv_d, dv, what + " dv");
-      if (deterministic || backend == AttentionBackend::kFlash) {
-        Tensor dq2 = Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA);
-        Tensor dk2 = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
-        Tensor dv2 = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
-        kernels::attention_bwd(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d, c.cu_d_view(), c.max_seqlen(), opt, dq2, dk2,
-                               dv2);
-        EXPECT_TRUE(same_bits(dq_d, dq2) && same_bits(dk_d, dk2) && same_bits(dv_d, dv2)) << "backward not deterministic";
-      }
+        Tensor dq_d = Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA);
+        Tensor dk_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+        Tensor dv_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+        kernels::attention_bwd(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d, c.cu_d_view(), c.max_seqlen(), opt, dq_d,
+                               dk_d, dv_d);
+        expect_close_bf16(dq_d, dq, what + " dq");
+        expect_close_bf16(dk_d, dk, what + " dk");
+        expect_close_bf16(dv_d, dv, what + " dv");
+        if (deterministic || backend == AttentionBackend::kFlash) {
+          Tensor dq2 = Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA);
+          Tensor dk2 = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+          Tensor dv2 = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+          kernels::attention_bwd(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d, c.cu_d_view(), c.max_seqlen(), opt, dq2,
+                                 dk2, dv2);
+          EXPECT_TRUE(same_bits(dq_d, dq2) && same_bits(dk_d, dk2) && same_bits(dv_d, dv2))
+              << "backward not deterministic";
+        }
       } catch (const Error& e) {
         ADD_FAILURE() << what << ": " << e.what();
       }
@@ -263,12 +265,12 @@ TEST(AttentionGpu, StridedFusedQkvMatchesContiguous) {
   }
   const Tensor qkv_d = qkv.to(Device::CUDA);
   auto view = [&](int64_t col, int64_t heads) {
-    return TensorView(qkv_d.ptr<uint16_t>() + col, DType::BF16, Shape{T, heads, p.Dh}, Shape{w, p.Dh, 1},
-                      Device::CUDA);
+    return TensorView(qkv_d.ptr<uint16_t>() + col, DType::BF16, Shape{T, heads, p.Dh}, Shape{w, p.Dh, 1}, Device::CUDA);
   };
   for (AttentionBackend backend : {AttentionBackend::kCudnn, AttentionBackend::kFlash}) {
     const Fwd want = gpu_fwd(c, backend, true);
-    Fwd got{Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA), Tensor::zeros(DType::F32, p.lse_shape(), Device::CUDA)};
+    Fwd got{Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA),
+            Tensor::zeros(DType::F32, p.lse_shape(), Device::CUDA)};
     kernels::attention_fwd(view(0, p.H), view(wq, p.Hkv), view(wq + wkv, p.Hkv), c.cu_d, p.max_len(),
                            options(backend, true), got.out, got.lse);
     EXPECT_TRUE(same_bits(got.out, want.out)) << kernels::attention_backend_name(backend);
@@ -280,10 +282,11 @@ TEST(AttentionGpu, CallerWorkspace) {
   TG_REQUIRE_CUDA();
   const Case c = make_case(packed({90, 40}, 8, 1, 256), 99);
   const Fwd want = gpu_fwd(c, AttentionBackend::kCudnn, true);
-  Fwd got{Tensor::zeros(DType::BF16, c.p.q_shape(), Device::CUDA), Tensor::zeros(DType::F32, c.p.lse_shape(), Device::CUDA)};
+  Fwd got{Tensor::zeros(DType::BF16, c.p.q_shape(), Device::CUDA),
+          Tensor::zeros(DType::F32, c.p.lse_shape(), Device::CUDA)};
   AttentionOptions opt = options(AttentionBackend::kCudnn, true);
-  const std::size_t bytes = kernels::attention_fwd_workspace_bytes(c.q_d, c.k_d, c.v_d, c.cu_d, c.max_seqlen(), opt,
-                                                                   got.out, got.lse);
+  const std::size_t bytes =
+      kernels::attention_fwd_workspace_bytes(c.q_d, c.k_d, c.v_d, c.cu_d, c.max_seqlen(), opt, got.out, got.lse);
   Buffer ws(std::max<std::size_t>(bytes, 256), Device::CUDA);
   opt.workspace = {ws.data(), ws.nbytes()};
   kernels::attention_fwd(c.q_d, c.k_d, c.v_d, c.cu_d, c.max_seqlen(), opt, got.out, got.lse);
@@ -301,16 +304,18 @@ TEST(AttentionGpu, RejectsBadArguments) {
   // a host tensor mixed with device tensors
   EXPECT_THROW(kernels::attention_fwd(c.q_d, c.k, c.v_d, c.cu_d, 9, AttentionOptions{}, out, TensorView{}), Error);
   // head dim 24: not a flash head dim
-  Tensor q24 = Tensor::zeros(DType::BF16, {9, 4, 24}, Device::CUDA), k24 = Tensor::zeros(DType::BF16, {9, 2, 24}, Device::CUDA);
+  Tensor q24 = Tensor::zeros(DType::BF16, {9, 4, 24}, Device::CUDA),
+         k24 = Tensor::zeros(DType::BF16, {9, 2, 24}, Device::CUDA);
   Tensor o24 = Tensor::empty(DType::BF16, {9, 4, 24}, Device::CUDA);
-  EXPECT_THROW(kernels::attention_fwd(q24, k24, k24, c.cu_d, 9, options(AttentionBackend::kFlash, true), o24,
-                                      TensorView{}),
-               Error);
+  EXPECT_THROW(
+      kernels::attention_fwd(q24, k24, k24, c.cu_d, 9, options(AttentionBackend::kFlash, true), o24, TensorView{}),
+      Error);
   // a misaligned view (token stride not a multiple of 8 elements)
   Tensor raw = Tensor::zeros(DType::BF16, {9 * 68}, Device::CUDA);
   const TensorView odd(raw.data(), DType::BF16, Shape{9, 4, 16}, Shape{68, 16, 1}, Device::CUDA);
   for (AttentionBackend backend : {AttentionBackend::kCudnn, AttentionBackend::kFlash}) {
-    EXPECT_THROW(kernels::attention_fwd(odd, c.k_d, c.v_d, c.cu_d, 9, options(backend, true), out, TensorView{}), Error);
+    EXPECT_THROW(kernels::attention_fwd(odd, c.k_d, c.v_d, c.cu_d, 9, options(backend, true), out, TensorView{}),
+                 Error);
   }
 }
 
@@ -321,8 +326,8 @@ struct Cache {
   KvCache view() const { return KvCache{k, v, k_scale, v_scale}; }
 };
 Cache make_cache(int64_t B, int64_t max_seq, int64_t Hkv, int64_t Dh, DType dtype, int64_t n_scales, Device device) {
-  Cache c{Tensor::zeros(dtype, {B, max_seq, Hkv, Dh}, device), Tensor::zeros(dtype, {B, max_seq, Hkv, Dh}, device), {},
-          {}};
+  Cache c{
+      Tensor::zeros(dtype, {B, max_seq, Hkv, Dh}, device), Tensor::zeros(dtype, {B, max_seq, Hkv, Dh}, device), {}, {}};
   if (dtype == DType::E4M3) {
     Tensor ks = Tensor::empty(DType::F32, {n_scales}), vs = Tensor::empty(DType::F32, {n_scales});
     for (int64_t i = 0; i < n_scales; ++i) {
@@ -429,10 +434,12 @@ TEST(AttentionGpu, DecodeEqualsLastRowOfPrefill) {
 TEST(AttentionGpu, DecodeRejectsBadArguments) {
   TG_REQUIRE_CUDA();
   const Cache gpu = make_cache(2, 16, 2, 24, DType::BF16, 0, Device::CUDA);
-  Tensor q = Tensor::zeros(DType::BF16, {2, 4, 24}, Device::CUDA), out = Tensor::zeros(DType::BF16, {2, 4, 24}, Device::CUDA);
+  Tensor q = Tensor::zeros(DType::BF16, {2, 4, 24}, Device::CUDA),
+         out = Tensor::zeros(DType::BF16, {2, 4, 24}, Device::CUDA);
   EXPECT_THROW(kernels::decode_attention(q, gpu.view(), i32({1, 1}, Device::CUDA), DecodeOptions{}, out), Error);
   const Cache ok = make_cache(2, 16, 2, 16, DType::BF16, 0, Device::CUDA);
-  Tensor q16 = Tensor::zeros(DType::BF16, {2, 4, 16}, Device::CUDA), o16 = Tensor::zeros(DType::BF16, {2, 4, 16}, Device::CUDA);
+  Tensor q16 = Tensor::zeros(DType::BF16, {2, 4, 16}, Device::CUDA),
+         o16 = Tensor::zeros(DType::BF16, {2, 4, 16}, Device::CUDA);
   DecodeOptions bad;
   bad.max_seqlen_hint = 17;
   EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), bad, o16), Error);
