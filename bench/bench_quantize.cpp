@@ -9,6 +9,8 @@
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
 //   dequantize           per-tensor E4M3 -> BF16, row-wise copy                  bytes: n + 2n
 //   d2d_copy             cudaMemcpyAsync of the BF16 tensor: the in-run copy ceiling (bytes read + written)
+// The ops through the fused cast+transpose kernel (cast_transpose, block*) also run as <op>_tile128: the same kernel
+// with 128-row tiles instead of the default 256 (kernels::cuda::tuning), to pick the faster default on the device.
 // n = rows * cols; every input is read once and every output written once (the FP8 bytes count 1 each).
 // Shapes: 8192x8192, and Gemma-7B's MLP activations [T = 8192, D = 3072] and [T, F = 24576], and 4096x2048.
 // Target (issue 3): hbm_roofline_frac >= 0.8 for cast_transpose / cast / block ops at 8192x8192 and the Gemma shapes.
@@ -81,6 +83,12 @@ void timed(benchmark::State& state, double bytes, F&& body) {
   }
 }
 
+// Sets the cast+transpose tile height for one benchmark and restores the default afterwards.
+struct TileRows {
+  explicit TileRows(int rows) { kernels::cuda::tuning::set_cast_transpose_tile_rows(rows); }
+  ~TileRows() { kernels::cuda::tuning::set_cast_transpose_tile_rows(256); }
+};
+
 // Per-tensor output with the current-scaling scale of the input (448 / amax), set once.
 Fp8Tensor per_tensor_out(const Dims& d, bool columnwise) {
   Fp8Tensor out = Fp8Tensor::per_tensor(DType::E4M3, d.rows, d.cols, true, columnwise, Device::CUDA);
@@ -93,7 +101,8 @@ Fp8Tensor per_tensor_out(const Dims& d, bool columnwise) {
   return out;
 }
 
-void bm_cast(benchmark::State& state, Dims d, bool columnwise) {
+void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
+  TileRows tr(tile_rows);
   Fp8Tensor out = per_tensor_out(d, columnwise);
   const double bytes = d.n() * 2 + d.n() * (columnwise ? 2 : 1);
   timed(state, bytes, [&] { kernels::quantize(input(d), out.view()); });
@@ -104,7 +113,8 @@ void bm_amax(benchmark::State& state, Dims d) {
   timed(state, d.n() * 2, [&] { kernels::compute_amax(input(d), amax); });
 }
 
-void bm_block(benchmark::State& state, Dims d, ScalingMode mode, bool columnwise) {
+void bm_block(benchmark::State& state, Dims d, ScalingMode mode, bool columnwise, int tile_rows) {
+  TileRows tr(tile_rows);
   Fp8Tensor out = kernels::make_block_fp8_tensor(mode, DType::E4M3, d.rows, d.cols, true, columnwise, Device::CUDA);
   const double blocks = mode == ScalingMode::kBlock1x128 ? d.n() / 128 : d.n() / (128.0 * 128.0);
   const double bytes = d.n() * 2 + (d.n() + blocks * 4) * (columnwise ? 2 : 1);
@@ -133,15 +143,18 @@ const bool registered = [] {
   for (const Dims& d : kShapes) {
     const std::string s = "/" + d.str();
     add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
-    add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false); });
-    add("quantize/cast_transpose/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, true); });
+    add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 256); });
     add("quantize/amax/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d); });
-    add("quantize/block1x128_row/bf16->e4m3" + s,
-        [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock1x128, false); });
-    add("quantize/block1x128/bf16->e4m3" + s,
-        [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock1x128, true); });
-    add("quantize/block128x128/bf16->e4m3" + s,
-        [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock128x128, true); });
+    for (int t : {256, 128}) {
+      const std::string v = t == 256 ? "" : "_tile128";
+      add("quantize/cast_transpose" + v + "/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, true, t); });
+      add("quantize/block1x128_row" + v + "/bf16->e4m3" + s,
+          [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock1x128, false, t); });
+      add("quantize/block1x128" + v + "/bf16->e4m3" + s,
+          [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock1x128, true, t); });
+      add("quantize/block128x128" + v + "/bf16->e4m3" + s,
+          [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock128x128, true, t); });
+    }
     add("quantize/dequantize/e4m3->bf16" + s, [=](benchmark::State& st) { bm_dequantize(st, d); });
   }
   return true;

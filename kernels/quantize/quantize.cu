@@ -19,6 +19,7 @@
 // and every NaN is above inf, so an unsigned max propagates NaN (canonicalised to 0x7FFFFFFF at the end).
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -240,8 +241,7 @@ __global__ void __launch_bounds__(kFlatThreads)
 }
 
 // ---- Fused cast + transpose, per-tensor and block modes ---------------------------------------------------------
-constexpr int kTile = 128;
-constexpr int kTileThreads = 256;
+constexpr int kTileCols = 128;  // columns of x per tile: 16 vectors of 8
 
 struct TileArgs {
   const void* x;               // [rows, cols]
@@ -255,25 +255,40 @@ struct TileArgs {
   ScaleRule rule;              // block modes
 };
 
-// Grid: (ceil(cols / 128), ceil(rows / 128)); block: 256 threads; one 128x128 tile per block.
+// One tile of kRows rows x 128 columns per block of 2 * kRows threads (kRows = 128 or 256: 1 or 2 blocks of 128
+// rows; taller tiles give longer contiguous runs in the transposed output). Thread t owns the 8x8 sub-tile at
+// row group rg = t / 16, column vector cv = t % 16; warp w holds row groups 2w and 2w + 1, so warps
+// [8h, 8h + 8) hold the 128-row half h of the tile.
+// Grid: (ceil(cols / 128), ceil(rows / kRows)).
 // kAligned: rows % 16 == 0, cols % 16 == 0 and 16-byte aligned pointers (vector loads and stores);
 // otherwise every access is element-wise with bounds checks.
-template <typename IT, bool kE5M2, int kMode, bool kAligned>
-__global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const TileArgs a) {
-  // The transposed FP8 tile: row = column of x within the tile, 16 chunks of 8 bytes (8 rows of x each); chunk
-  // g of row c is stored at position g ^ (c / 8) so that both the 8-byte writes and the 16-byte reads below are
-  // bank-conflict free.
-  __shared__ alignas(16) uint8_t s_t[kTile][kTile];
-  __shared__ uint32_t s_colkey[kTileThreads / 32][kTile];  // 1x128: per-warp column amax keys
-  __shared__ float s_colscale[kTile];                      // 1x128: column scales
-  __shared__ uint32_t s_scratch[kTileThreads / 32];
+// Registers: at most 64 per thread for 16-bit inputs (4 blocks of 256 or 2 of 512 threads per SM), 128 for F32.
+template <typename IT>
+constexpr int tile_min_blocks(int threads) {
+  return (sizeof(IT) == 4 ? 32768 : 65536) / (threads * 64);
+}
+
+template <typename IT, bool kE5M2, int kMode, bool kAligned, int kRows>
+__global__ void __launch_bounds__(2 * kRows, tile_min_blocks<IT>(2 * kRows)) cast_transpose_kernel(const TileArgs a) {
+  constexpr int kThreads = 2 * kRows, kWarps = kThreads / 32, kHalves = kRows / 128;
+  // The transposed FP8 tile: row c = column c of x within the tile, kRows / 8 chunks of 8 bytes (8 rows of x
+  // each). Chunk g of row c is stored at position g ^ (c / 8): both the 8-byte writes (a half-warp writes the 16
+  // column groups of one row group) and the 16-byte reads (a quarter-warp reads 128 contiguous bytes of one row)
+  // are bank-conflict free.
+  __shared__ alignas(16) uint8_t s_t[kTileCols][kRows];
+  __shared__ uint32_t s_colkey[kWarps][kTileCols];    // 1x128: per-warp column amax keys
+  __shared__ float s_colscale[kHalves][kTileCols];    // 1x128: column scales of each 128-row half
+  __shared__ uint32_t s_scratch[kWarps];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int cv = tid & 15;  // this thread's 8-column vector within the tile
-  const int rg = tid >> 4;  // this thread's 8-row group within the tile; a warp holds rg 2w and 2w+1
+  const int cv = tid & 15;     // this thread's 8-column vector within the tile
+  const int rg = tid >> 4;     // this thread's 8-row group within the tile
+  const int half = warp >> 3;  // this thread's 128-row half of the tile
   const int64_t rows = a.rows, cols = a.cols;
-  const int64_t tile_r = static_cast<int64_t>(blockIdx.y) * kTile, tile_c = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t tile_r = static_cast<int64_t>(blockIdx.y) * kRows;
+  const int64_t tile_c = static_cast<int64_t>(blockIdx.x) * kTileCols;
   const int64_t r0 = tile_r + rg * 8, c0 = tile_c + cv * 8;
+  const int64_t half_r = tile_r + 128 * half;  // first row of this thread's 128-row half
   const IT* x = static_cast<const IT*>(a.x);
   const bool want_row = a.q != nullptr, want_col = a.qt != nullptr;
 
@@ -299,19 +314,19 @@ __global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const Tile
 #pragma unroll
     for (int i = 0; i < 8; ++i) s_row[i] = s;
   } else if constexpr (kMode == kMode128x128) {
+    // One 128x128 block per half: reduce over the 8 warps of the half.
     uint32_t key = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) key = max(key, abs_key8(v[i]));
-    key = block_max_u32(key, s_scratch);
+    key = __reduce_max_sync(0xFFFFFFFFu, key);
+    if (lane == 0) s_scratch[warp] = key;
+    __syncthreads();
+    key = s_scratch[half * 8];
+#pragma unroll
+    for (int w = 1; w < 8; ++w) key = max(key, s_scratch[half * 8 + w]);
     const float s = scale_from_amax(key_to_amax(key), a.rule);
 #pragma unroll
     for (int i = 0; i < 8; ++i) s_row[i] = s;
-    if (tid == 0) {
-      const float si = scale_reciprocal(s);
-      constexpr ScalingMode m = ScalingMode::kBlock128x128;
-      if (a.scale_inv != nullptr) a.scale_inv[block_scale_index(m, rows, cols, false, tile_r, tile_c)] = si;
-      if (a.scale_inv_t != nullptr) a.scale_inv_t[block_scale_index(m, rows, cols, true, tile_r, tile_c)] = si;
-    }
   } else {  // kMode1x128
     if (want_row) {
       // Row strips: the 16 lanes of a half-warp hold the 128 columns of the same 8 rows.
@@ -335,7 +350,8 @@ __global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const Tile
       }
     }
     if (want_col) {
-      // Column strips (128x1 blocks of x): reduce over the 8 rows here, the other half-warp, then the 8 warps.
+      // Column strips (128x1 blocks of x): reduce over the 8 rows here, the other row group of the warp, then the
+      // 8 warps of the half.
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         uint32_t k = 0;
@@ -345,20 +361,21 @@ __global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const Tile
         if (lane < 16) s_colkey[warp][cv * 8 + j] = k;
       }
       __syncthreads();
-      if (tid < kTile) {
-        uint32_t k = s_colkey[0][tid];
+      if (tid < kHalves * kTileCols) {
+        const int c = tid & (kTileCols - 1), h = tid / kTileCols;
+        uint32_t k = s_colkey[h * 8][c];
 #pragma unroll
-        for (int w = 1; w < kTileThreads / 32; ++w) k = max(k, s_colkey[w][tid]);
+        for (int w = 1; w < 8; ++w) k = max(k, s_colkey[h * 8 + w][c]);
         const float s = scale_from_amax(key_to_amax(k), a.rule);
-        s_colscale[tid] = s;
-        if (tile_c + tid < cols) {
-          a.scale_inv_t[block_scale_index(ScalingMode::kBlock1x128, rows, cols, true, tile_r, tile_c + tid)] =
+        s_colscale[h][c] = s;
+        if (tile_c + c < cols && tile_r + 128 * h < rows) {
+          a.scale_inv_t[block_scale_index(ScalingMode::kBlock1x128, rows, cols, true, tile_r + 128 * h, tile_c + c)] =
               scale_reciprocal(s);
         }
       }
       __syncthreads();
 #pragma unroll
-      for (int j = 0; j < 8; ++j) s_col[j] = s_colscale[cv * 8 + j];
+      for (int j = 0; j < 8; ++j) s_col[j] = s_colscale[half][cv * 8 + j];
     }
   }
 
@@ -399,12 +416,13 @@ __global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const Tile
       *reinterpret_cast<uint2*>(&s_t[cv * 8 + j][8 * (rg ^ cv)]) = t[j];
     }
     __syncthreads();
-    // 128 tile columns x 8 chunks of 16 rows; a quarter-warp writes the 128 bytes of one output row.
+    // 128 tile columns x (kRows / 16) chunks of 16 rows; a quarter-warp writes 128 contiguous output bytes.
+    constexpr int kChunks = kRows / 16;
 #pragma unroll
-    for (int p = 0; p < kTile * kTile / 16 / kTileThreads; ++p) {
-      const int id = tid + p * kTileThreads;
-      const int c = id >> 3, h = id & 7;  // tile column c, rows [16h, 16h + 16) of the tile
-      const int g = c >> 3;               // the column group that wrote row c of s_t
+    for (int p = 0; p < kTileCols * kChunks / kThreads; ++p) {
+      const int id = tid + p * kThreads;
+      const int c = id / kChunks, h = id % kChunks;  // tile column c, rows [16h, 16h + 16) of the tile
+      const int g = c >> 3;                          // the column vector that wrote row c of s_t
       uint4 val = *reinterpret_cast<const uint4*>(&s_t[c][16 * (h ^ (g >> 1))]);
       if (g & 1) val = make_uint4(val.z, val.w, val.x, val.y);  // chunks 2h, 2h+1 were stored swapped
       const int64_t oc = tile_c + c, orow = tile_r + 16 * h;
@@ -421,7 +439,15 @@ __global__ void __launch_bounds__(kTileThreads) cast_transpose_kernel(const Tile
     }
   }
 
-  // 5. Per-tensor bookkeeping.
+  // 5. Scale bookkeeping (after the stores: fewer live registers).
+  if constexpr (kMode == kMode128x128) {
+    if ((tid & 255) == 0 && half_r < rows) {
+      const float si = scale_reciprocal(s_row[0]);
+      constexpr ScalingMode m = ScalingMode::kBlock128x128;
+      if (a.scale_inv != nullptr) a.scale_inv[block_scale_index(m, rows, cols, false, half_r, tile_c)] = si;
+      if (a.scale_inv_t != nullptr) a.scale_inv_t[block_scale_index(m, rows, cols, true, half_r, tile_c)] = si;
+    }
+  }
   if constexpr (kMode == kModePerTensor) {
     if (a.amax != nullptr) {  // uniform
       uint32_t key = 0;
@@ -508,10 +534,17 @@ int sm_count() {
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Grid for grid-stride kernels: enough blocks for `work` items of `per_block`, at most `waves` blocks per SM.
-int flat_grid(int64_t work, int64_t per_block, int waves) {
+// Grid for a grid-stride kernel: enough blocks for `work` items of `per_block` each, but never more than fit on
+// the device at once (blocks that wait for a second wave would run alone at the end).
+template <auto Kernel>
+int resident_grid(int threads, int64_t work, int64_t per_block) {
+  static const int per_sm = [threads] {
+    int n = 0;
+    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0));
+    return n < 1 ? 1 : n;
+  }();
   const int64_t want = (work + per_block - 1) / per_block;
-  const int64_t cap = static_cast<int64_t>(sm_count()) * waves;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * per_sm;
   return static_cast<int>(want < 1 ? 1 : (want < cap ? want : cap));
 }
 
@@ -563,13 +596,14 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
     // Row-wise only: the flat kernel (any shape; the tail past the last 16-element vector is element-wise).
     const int64_t n = rows * cols;
     const bool vec = aligned16(x.data) && aligned16(q);
-    const int grid = flat_grid(n, static_cast<int64_t>(kFlatThreads) * kFlatVec * kFlatUnroll, 8);
     float* amax = out.amax.empty() ? nullptr : out.amax.ptr<float>();
     dispatch_input(x.dtype, [&](auto it) {
       using IT = decltype(it);
       dispatch_fp8(out.dtype(), [&](auto e5) {
         dispatch_bool(vec, [&](auto v) {
-          cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value><<<grid, kFlatThreads, 0, st>>>(
+          constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value>;
+          const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
+          kernel<<<grid, kFlatThreads, 0, st>>>(
               static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si, nullptr, amax, n);
         });
       });
@@ -594,8 +628,9 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
   if (rows == 0 || cols == 0) {
     if (out.mode != ScalingMode::kPerTensor) return;  // no blocks, no scales
   }
-  const int64_t gx = (cols + kTile - 1) / kTile, gy = (rows + kTile - 1) / kTile;
-  TG_CHECK(gy <= 65535, "quantize: at most ", 65535 * kTile, " rows per call, got ", rows);
+  const int tile_rows = cuda::tuning::cast_transpose_tile_rows();
+  const int64_t gx = (cols + kTileCols - 1) / kTileCols, gy = (rows + tile_rows - 1) / tile_rows;
+  TG_CHECK(gy <= 65535, "quantize: at most ", int64_t{65535} * tile_rows, " rows per call, got ", rows);
   const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(gy < 1 ? 1 : gy));
   const bool aligned = rows % 16 == 0 && cols % 16 == 0 && aligned16(x.data) && aligned16(q) && aligned16(qt);
   dispatch_input(x.dtype, [&](auto it) {
@@ -603,8 +638,13 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
     dispatch_fp8(out.dtype(), [&](auto e5) {
       dispatch_mode(out.mode, [&](auto mode) {
         dispatch_bool(aligned, [&](auto al) {
-          cast_transpose_kernel<IT, decltype(e5)::value, decltype(mode)::value, decltype(al)::value>
-              <<<grid, kTileThreads, 0, st>>>(a);
+          constexpr bool kE5 = decltype(e5)::value, kAl = decltype(al)::value;
+          constexpr int kMode = decltype(mode)::value;
+          if (tile_rows == 256) {
+            cast_transpose_kernel<IT, kE5, kMode, kAl, 256><<<grid, 512, 0, st>>>(a);
+          } else {
+            cast_transpose_kernel<IT, kE5, kMode, kAl, 128><<<grid, 256, 0, st>>>(a);
+          }
         });
       });
     });
@@ -620,11 +660,12 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = aligned16(x.data);
-  const int grid = flat_grid(n, static_cast<int64_t>(kFlatThreads) * kFlatVec * kFlatUnroll, 8);
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
     dispatch_bool(vec, [&](auto v) {
-      cast_kernel<IT, false, false, decltype(v)::value><<<grid, kFlatThreads, 0, st>>>(
+      constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
+      const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
+      kernel<<<grid, kFlatThreads, 0, st>>>(
           static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr, amax.ptr<float>(), n);
     });
   });
@@ -639,15 +680,16 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
   const int64_t m = q.shape[0], k = q.shape[1];
   if (m * k == 0) return;
   const bool vec = k % 8 == 0 && aligned16(y.data) && aligned16(q.data) && (m * (k / 8)) < (int64_t{1} << 32);
-  const int grid = flat_grid(vec ? m * (k / 8) : m * k, kDeqThreads, 8);
+  const int64_t work = vec ? m * (k / 8) : m * k;
   const cudaStream_t st = cuda_stream(stream);
   auto launch = [&](auto ot) {
     using OT = decltype(ot);
     dispatch_fp8(q.dtype, [&](auto e5) {
       dispatch_mode(in.mode, [&](auto mode) {
         dispatch_bool(vec, [&](auto v) {
-          dequantize_kernel<OT, decltype(e5)::value, decltype(mode)::value, decltype(v)::value>
-              <<<grid, kDeqThreads, 0, st>>>(q.ptr<const uint8_t>(), s.ptr<const float>(), y.ptr<OT>(), m, k);
+          constexpr auto kernel = dequantize_kernel<OT, decltype(e5)::value, decltype(mode)::value, decltype(v)::value>;
+          const int grid = resident_grid<kernel>(kDeqThreads, work, kDeqThreads * 2);
+          kernel<<<grid, kDeqThreads, 0, st>>>(q.ptr<const uint8_t>(), s.ptr<const float>(), y.ptr<OT>(), m, k);
         });
       });
     });
@@ -660,5 +702,16 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
   }
   TG_CHECK_LAUNCH("dequantize_kernel");
 }
+
+namespace tuning {
+namespace {
+std::atomic<int> g_tile_rows{256};
+}  // namespace
+void set_cast_transpose_tile_rows(int rows) {
+  TG_CHECK(rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 128 or 256, got ", rows);
+  g_tile_rows.store(rows, std::memory_order_relaxed);
+}
+int cast_transpose_tile_rows() { return g_tile_rows.load(std::memory_order_relaxed); }
+}  // namespace tuning
 
 }  // namespace tg::kernels::cuda

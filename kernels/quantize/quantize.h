@@ -66,6 +66,12 @@ namespace cuda {
 void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block, Stream stream);
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream);
 void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream stream);
+// Tuning knob for benchmarks and tests (not for model code): the tile height of the fused cast+transpose kernel,
+// 128 or 256 rows (default 256). Results are identical; only speed differs.
+namespace tuning {
+void set_cast_transpose_tile_rows(int rows);
+int cast_transpose_tile_rows();
+}  // namespace tuning
 }  // namespace cuda
 
 // Argument checks shared by the CPU twin and the CUDA launchers (same contract, same messages).

@@ -1,7 +1,8 @@
 // CUDA quantize / amax / dequantize vs the CPU twin, BIT-EXACT: FP8 data, column-wise data, scale_inv (including
 // that block-scale padding is never written), amax. Shapes: awkward ones (1x1, 7x13, 129x77, 1000x1000: the
-// element-wise kernels; 144x272: the vector kernels with partial tiles) and the Gemma shapes (2048x2048,
-// 8192x3072 = [T, D] of Gemma-7B, 512x24576 = [T, F]); every input dtype; E4M3 and E5M2.
+// element-wise kernels; 144x272, 256x384: the vector kernels with partial and full tiles), each with both tile
+// heights of the cast+transpose kernel; and the Gemma shapes (2048x2048, 8192x3072 = [T, D] of Gemma-7B,
+// 512x24576 = [T, F]). Every input dtype; E4M3 and E5M2.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -100,15 +101,29 @@ const Config kGemmaConfigs[] = {
     {ScalingMode::kBlock1x128, true, true, false},
 };
 
+// Runs f for each tile height of the fused cast+transpose kernel (a speed knob: results must not depend on it).
+template <typename F>
+void for_each_tile_height(F&& f) {
+#if TEGEMMA_HAVE_CUDA
+  for (int rows : {128, 256}) {
+    kernels::cuda::tuning::set_cast_transpose_tile_rows(rows);
+    f(" tile" + std::to_string(rows));
+  }
+  kernels::cuda::tuning::set_cast_transpose_tile_rows(256);
+#else
+  f(std::string());
+#endif
+}
+
 template <std::size_t N>
-void sweep(const Dims& d, const Config (&configs)[N], uint32_t seed) {
+void sweep(const Dims& d, const Config (&configs)[N], uint32_t seed, const std::string& tag = "") {
   for (DType in : kInputs) {
     Tensor x = testing::random_varied(in, d.rows, d.cols, seed);
     Tensor x_dev = x.to(Device::CUDA);
     for (DType fp8 : kFp8s) {
       for (const Config& cf : configs) {
         compare_quantize(x, x_dev, cf.mode, fp8, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
-                         name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2));
+                         name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2) + tag);
         if (::testing::Test::HasFailure()) return;  // one failing configuration is enough to read
       }
     }
@@ -117,8 +132,10 @@ void sweep(const Dims& d, const Config (&configs)[N], uint32_t seed) {
 
 TEST(QuantizeGpu, AwkwardShapesBitExact) {
   TG_REQUIRE_CUDA();
-  uint32_t seed = 1;
-  for (const Dims& d : kSmallShapes) sweep(d, kAllConfigs, seed++);
+  for_each_tile_height([](const std::string& tag) {
+    uint32_t seed = 1;
+    for (const Dims& d : kSmallShapes) sweep(d, kAllConfigs, seed++, tag);
+  });
 }
 
 TEST(QuantizeGpu, GemmaShapesBitExact) {
@@ -146,18 +163,20 @@ Tensor special_values(DType in, int64_t rows, int64_t cols, uint32_t seed) {
 
 TEST(QuantizeGpu, SpecialValuesBitExact) {
   TG_REQUIRE_CUDA();
-  for (const Dims& d : {Dims{256, 384}, Dims{300, 260}, Dims{16, 16}}) {
-    for (DType in : kInputs) {
-      Tensor x = special_values(in, d.rows, d.cols, 7);
-      Tensor x_dev = x.to(Device::CUDA);
-      for (DType fp8 : kFp8s) {
-        for (const Config& cf : kAllConfigs) {
-          compare_quantize(x, x_dev, cf.mode, fp8, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
-                           "special " + name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2));
+  for_each_tile_height([](const std::string& tag) {
+    for (const Dims& d : {Dims{256, 384}, Dims{300, 260}, Dims{16, 16}, Dims{400, 144}}) {
+      for (DType in : kInputs) {
+        Tensor x = special_values(in, d.rows, d.cols, 7);
+        Tensor x_dev = x.to(Device::CUDA);
+        for (DType fp8 : kFp8s) {
+          for (const Config& cf : kAllConfigs) {
+            compare_quantize(x, x_dev, cf.mode, fp8, cf.row, cf.col, BlockQuantOptions{.power_2_scale = cf.pow2},
+                             "special " + name_of(d, in, fp8, cf.mode, cf.row, cf.col, cf.pow2) + tag);
+          }
         }
       }
     }
-  }
+  });
 }
 
 TEST(QuantizeGpu, AmaxEpsilonBitExact) {
