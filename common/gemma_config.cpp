@@ -231,6 +231,19 @@ GemmaConfig GemmaConfig::from_json_text(std::string_view text, std::string_view 
   r.get("max_position_embeddings", c.max_position_embeddings);
   r.get("rms_norm_eps", c.rms_norm_eps);
   r.get("rope_theta", c.rope_theta);
+  // transformers >= 5 writes the RoPE base as rope_parameters = {"rope_type": "default", "rope_theta": ...}
+  // instead of a top-level rope_theta (the reference fixtures do); a top-level rope_theta wins.
+  if (const json* rp = r.find("rope_parameters"); rp && rp->is_object() && !r.find("rope_theta")) {
+    const auto ty = rp->find("rope_type");
+    const std::string type = ty != rp->end() && ty->is_string() ? ty->get<std::string>() : "default";
+    if (type != "default") {
+      TG_FAIL(source, ": rope_parameters.rope_type '", type, "' is not supported (Gemma 1 uses 'default')");
+    }
+    if (const auto th = rp->find("rope_theta"); th != rp->end()) {
+      if (!th->is_number()) r.type_error("rope_parameters.rope_theta", "a number", *th);
+      c.rope_theta = th->get<double>();
+    }
+  }
   r.get("pad_token_id", c.pad_token_id);
   r.get("bos_token_id", c.bos_token_id);
   r.get("tie_word_embeddings", c.tie_word_embeddings);

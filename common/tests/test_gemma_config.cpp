@@ -219,6 +219,16 @@ TEST(GemmaConfig, EosMayBeAList) {
   EXPECT_EQ(GemmaConfig::from_json_text(c.to_json_text(), "round"), c);
 }
 
+TEST(GemmaConfig, RopeThetaFromTransformers5RopeParameters) {
+  // transformers >= 5 writes {"rope_parameters": {"rope_type": "default", "rope_theta": ...}}; a top-level
+  // rope_theta wins when both are present.
+  const std::string rp = R"({"rope_type": "default", "rope_theta": 5000.0})";
+  EXPECT_EQ(GemmaConfig::from_json_text(R"({"rope_parameters": )" + rp + "}", "cfg.json").rope_theta, 5000.0);
+  EXPECT_EQ(GemmaConfig::from_json_text(with_field("rope_parameters", rp), "cfg.json").rope_theta, 10000.0);
+  expect_bad(R"({"rope_parameters": {"rope_type": "linear", "rope_theta": 5000.0}})", {"rope_type 'linear'"});
+  expect_bad(R"({"rope_parameters": {"rope_theta": "big"}})", {"rope_parameters.rope_theta"});
+}
+
 TEST(GemmaConfig, ActivationRules) {
   auto act = [](const std::string& text) { return GemmaConfig::from_json_text(text, "cfg.json").hidden_activation; };
   // hidden_activation wins; tanh spellings and null are the tanh GELU.

@@ -1,0 +1,301 @@
+#include "impl/model.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+#include "common/nvtx.h"
+#include "impl/buffers.h"
+#include "impl/modules/layernorm_linear.h"
+#include "impl/modules/transformer_layer.h"
+#include "kernels/convert/convert.h"
+#include "kernels/embedding/embedding.h"
+#include "kernels/rope/rope.h"
+
+namespace tg::impl {
+
+namespace {
+
+// What an arena carve depends on.
+struct PlanKey {
+  int64_t tokens = 0, sequences = 0;
+  LogitsMode logits = LogitsMode::kNone;
+  bool training = false;
+  ScalingPhase phase = ScalingPhase::kInference;
+};
+
+int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+// A host F32 copy of rows [0, n) of a device/host BF16 [*, cols] view.
+Tensor to_host_f32(const TensorView& v, int64_t n) {
+  const Tensor host = Tensor::copy_of(v.slice_rows(0, n), Device::CPU);
+  Tensor out = Tensor::empty(DType::F32, host.shape(), Device::CPU);
+  kernels::convert(host.view(), out.view());
+  return out;
+}
+
+}  // namespace
+
+void check_model_shapes(const GemmaConfig& cfg, const Recipe& recipe, bool fp8_lm_head) {
+  cfg.validate("impl model");
+  if (!recipe.is_fp8()) {
+    TG_CHECK(!fp8_lm_head, "impl model: an FP8 lm_head needs an FP8 recipe, got 'bf16'");
+    return;
+  }
+  const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, q = cfg.q_dim();
+  const int64_t qkv = q + 2 * cfg.kv_dim();
+  struct Gemm {
+    const char* name;
+    int64_t n, k;
+  };
+  std::vector<Gemm> gemms{{"qkv", qkv, d}, {"o", d, q}, {"fc1", 2 * f, d}, {"fc2", d, f}};
+  if (fp8_lm_head) gemms.push_back({"lm_head", cfg.vocab_size, d});
+  const bool block = recipe.kind == RecipeKind::kBlock;
+  const int64_t k_multiple = block ? 128 : 16;
+  for (const Gemm& g : gemms) {
+    TG_CHECK(g.k % k_multiple == 0, "impl model: the ", g.name, " GEMM's reduction dimension K = ", g.k,
+             " must be a multiple of ", k_multiple, " under the ", recipe.name(), " recipe (",
+             block ? "every 1x128 / 128x128 scaling block full" : "cuBLASLt FP8 16-byte alignment",
+             "); hidden_size, num_attention_heads * head_dim and intermediate_size must all be");
+    TG_CHECK(g.n % 8 == 0, "impl model: the ", g.name, " GEMM's output width N = ", g.n,
+             " must be a multiple of 8 for FP8 GEMMs (16-byte aligned BF16 rows)");
+  }
+}
+
+struct GemmaForCausalLM::State {
+  ModelOptions opts;
+  ModelWeights w;
+  Precision precision;
+  Tensor inv_freq;  // F32 [Dh / 2]
+  float embed_scale = 1.0f;
+  std::vector<TransformerLayer> layers;
+  LayerNormLinear lm_head;
+  Arena arena;
+  PlanKey key;
+
+  // Every buffer of one forward, carved in a fixed order.
+  struct Views {
+    BatchView batch;
+    TensorView inputs;   // I32 [T + T + (B + 1) + B]: ids, positions, cu_seqlens, last rows (one upload)
+    TensorView status;   // I32 [2]: the embedding kernels' bad-id report (ids are checked on the host)
+    TensorView h;        // BF16 [rows, D]: the residual stream (inference: updated in place)
+    std::vector<TransformerLayer::Activations> layers;  // 1 shared set (inference) or L (training)
+    TensorView h_last;   // BF16 [lm_rows, D]: gathered last rows (kLastPerSequence)
+    LayerNormLinear::Activations lm;
+    TensorView logits;   // BF16 [lm_rows, V]
+    int64_t lm_rows = 0;  // rows the lm_head computes (padded under block scaling)
+    int64_t out_rows = 0; // rows returned
+  };
+  Views views;  // the last forward's
+
+  Views carve(Buffers& b, const PlanKey& k) const {
+    const int64_t d = w.config.hidden_size;
+    Views v;
+    BatchView& bv = v.batch;
+    bv.tokens = k.tokens;
+    bv.sequences = k.sequences;
+    bv.rows = round_up(k.tokens, precision.row_multiple());
+    v.inputs = b.alloc(DType::I32, {2 * k.tokens + 2 * k.sequences + 1});
+    if (!b.counting()) {
+      auto part = [&](int64_t begin, int64_t n) {
+        return TensorView(v.inputs.ptr<int32_t>() + begin, DType::I32, Shape{n}, v.inputs.device);
+      };
+      bv.token_ids = part(0, k.tokens);
+      bv.positions = part(k.tokens, k.tokens);
+      bv.cu_seqlens = part(2 * k.tokens, k.sequences + 1);
+      bv.last_rows = part(2 * k.tokens + k.sequences + 1, k.sequences);
+    }
+    v.status = b.alloc(DType::I32, {2});
+    v.h = b.alloc(DType::BF16, {bv.rows, d});
+    const std::size_t sets = k.training ? layers.size() : std::min<std::size_t>(layers.size(), 1);
+    for (std::size_t i = 0; i < sets; ++i) v.layers.push_back(layers[i].allocate(b, bv, precision, k.training));
+    if (k.logits != LogitsMode::kNone) {
+      const bool last = k.logits == LogitsMode::kLastPerSequence;
+      v.out_rows = last ? k.sequences : k.tokens;
+      v.lm_rows = last ? round_up(k.sequences, lm_head.site().fp8 ? precision.row_multiple() : 1) : bv.rows;
+      if (last) v.h_last = b.alloc(DType::BF16, {v.lm_rows, d});
+      v.lm = lm_head.allocate(b, v.lm_rows, precision, k.training);
+      v.logits = b.alloc(DType::BF16, {v.lm_rows, w.config.vocab_size});
+    }
+    return v;
+  }
+
+  // The views for this key, (re)allocating the arena if it is too small.
+  Views prepare(const PlanKey& k) {
+    Buffers counter;
+    carve(counter, k);
+    if (arena.capacity() < counter.bytes()) {
+      arena = Arena();  // free first: the old and new arenas need not coexist
+      arena = Arena(counter.bytes(), opts.device);
+    }
+    arena.reset();
+    Buffers b(arena);
+    key = k;
+    views = carve(b, k);
+    return views;
+  }
+};
+
+GemmaForCausalLM::GemmaForCausalLM(ModelWeights weights, const ModelOptions& opts) : s_(std::make_unique<State>()) {
+  State& s = *s_;
+  s.opts = opts;
+  s.w = std::move(weights);
+  const GemmaConfig& cfg = s.w.config;
+  TG_CHECK(s.w.device == opts.device, "GemmaForCausalLM: the weights live on ", s.w.device, ", the options ask for ",
+           opts.device);
+  TG_CHECK(opts.device == Device::CPU || cuda_available(),
+           "GemmaForCausalLM: --device cuda needs a CUDA build and a visible GPU");
+  TG_CHECK(s.w.storage == opts.storage, "GemmaForCausalLM: the weights were built with ",
+           weight_storage_name(s.w.storage), " storage, the options ask for ", weight_storage_name(opts.storage));
+  check_model_shapes(cfg, opts.recipe, opts.fp8_lm_head);
+  if (opts.recipe.is_fp8()) {
+    TG_CHECK(s.w.recipe == opts.recipe, "GemmaForCausalLM: the weights' FP8 copies were made for '",
+             s.w.recipe.to_string(), "', the model runs '", opts.recipe.to_string(), "'");
+    TG_CHECK(!opts.fp8_lm_head || s.w.lm_head.has_fp8, "GemmaForCausalLM: fp8_lm_head needs the FP8 copy of the ",
+             "embedding (build the weights with WeightOptions::fp8_lm_head)");
+  }
+
+  s.precision = Precision(opts.recipe, opts.device);
+  s.inv_freq = kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, opts.device);
+  s.embed_scale = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, &s.inv_freq,
+                          opts.attention);
+  }
+  s.lm_head = LayerNormLinear(&s.w.final_norm, &s.w.lm_head, s.precision.add_gemm("lm_head", opts.fp8_lm_head),
+                              static_cast<float>(cfg.rms_norm_eps));
+  s.precision.finalize();
+}
+
+namespace {
+WeightOptions weight_options(const ModelOptions& o) {
+  WeightOptions w;
+  w.device = o.device;
+  w.recipe = o.recipe;
+  w.storage = o.storage;
+  w.fp8_lm_head = o.fp8_lm_head;
+  w.stream = o.stream;
+  return w;
+}
+}  // namespace
+
+GemmaForCausalLM GemmaForCausalLM::load(const std::filesystem::path& dir, const ModelOptions& opts) {
+  check_model_shapes(load_config(dir), opts.recipe, opts.fp8_lm_head);  // before reading gigabytes
+  return GemmaForCausalLM(load_weights(dir, weight_options(opts)), opts);
+}
+
+GemmaForCausalLM GemmaForCausalLM::random(const GemmaConfig& cfg, uint64_t seed, const ModelOptions& opts,
+                                          const RandomInit& init) {
+  check_model_shapes(cfg, opts.recipe, opts.fp8_lm_head);
+  return GemmaForCausalLM(random_weights(cfg, seed, weight_options(opts), init), opts);
+}
+
+GemmaForCausalLM::GemmaForCausalLM(GemmaForCausalLM&&) noexcept = default;
+GemmaForCausalLM& GemmaForCausalLM::operator=(GemmaForCausalLM&&) noexcept = default;
+GemmaForCausalLM::~GemmaForCausalLM() = default;
+
+const GemmaConfig& GemmaForCausalLM::config() const { return s_->w.config; }
+const ModelOptions& GemmaForCausalLM::options() const { return s_->opts; }
+const ModelWeights& GemmaForCausalLM::weights() const { return s_->w; }
+ModelWeights& GemmaForCausalLM::weights() { return s_->w; }
+Precision& GemmaForCausalLM::precision() { return s_->precision; }
+const Precision& GemmaForCausalLM::precision() const { return s_->precision; }
+std::size_t GemmaForCausalLM::arena_bytes() const { return s_->arena.capacity(); }
+
+void GemmaForCausalLM::reserve(int64_t max_tokens, int64_t max_sequences, const ForwardOptions& opts) {
+  TG_CHECK(max_tokens >= 1 && max_sequences >= 1 && max_sequences <= max_tokens,
+           "reserve: expected 1 <= max_sequences <= max_tokens, got ", max_sequences, " and ", max_tokens);
+  PlanKey k{max_tokens, max_sequences, opts.logits, opts.training, s_->precision.phase()};
+  s_->prepare(k);
+}
+
+TensorView GemmaForCausalLM::forward(const Batch& batch, const ForwardOptions& opts,
+                                     const std::function<void(int64_t, const TensorView&)>& on_layer) {
+  State& s = *s_;
+  const GemmaConfig& cfg = s.w.config;
+  batch.validate(cfg.vocab_size, cfg.max_position_embeddings);
+  TG_CHECK(!opts.training || s.w.storage == WeightStorage::kMaster,
+           "forward: training needs master weights (the model holds FP8-only weights)");
+  const Stream stream = s.opts.stream;
+  const PlanKey k{batch.num_tokens(), batch.num_sequences(), opts.logits, opts.training, s.precision.phase()};
+  const State::Views v = s.prepare(k);
+  BatchView bv = v.batch;
+  bv.max_seqlen = batch.max_seqlen;
+  TG_NVTX_RANGE("GemmaForCausalLM::forward");
+
+  // One upload of every index array. The host staging vector lives until the (synchronous or stream-
+  // ordered pageable) copy has read it.
+  std::vector<int32_t> host;
+  host.reserve(static_cast<std::size_t>(v.inputs.numel()));
+  host.insert(host.end(), batch.tokens.begin(), batch.tokens.end());
+  host.insert(host.end(), batch.positions.begin(), batch.positions.end());
+  host.insert(host.end(), batch.cu_seqlens.begin(), batch.cu_seqlens.end());
+  const std::vector<int32_t> last = batch.last_token_rows();
+  host.insert(host.end(), last.begin(), last.end());
+  copy_bytes(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
+  sync_stream(stream);  // pageable host memory: make sure the copy is done before `host` goes away
+
+  kernels::embedding_forward(bv.token_ids, s.w.embed.view(), s.embed_scale, v.h.slice_rows(0, bv.tokens), v.status,
+                             stream);
+  if (bv.rows > bv.tokens) zero_bytes(v.h.slice_rows(bv.tokens, bv.rows), stream);
+
+  TensorView h = v.h;
+  for (std::size_t l = 0; l < s.layers.size(); ++l) {
+    const auto& act = v.layers[opts.training ? l : 0];
+    h = s.layers[l].forward(h, bv, act, s.precision, stream);
+    if (on_layer) on_layer(static_cast<int64_t>(l), h);
+  }
+  if (opts.logits == LogitsMode::kNone) return TensorView{};
+
+  TensorView x = h;
+  if (opts.logits == LogitsMode::kLastPerSequence) {
+    // The gather is the embedding kernel with the hidden states as the table and scale 1 (exact).
+    kernels::embedding_forward(bv.last_rows, h, 1.0f, v.h_last.slice_rows(0, bv.sequences), v.status, stream);
+    if (v.lm_rows > bv.sequences) zero_bytes(v.h_last.slice_rows(bv.sequences, v.lm_rows), stream);
+    x = v.h_last;
+  }
+  s.lm_head.forward(x, v.lm, v.logits, 0.0f, s.precision, stream);
+  return v.logits.slice_rows(0, v.out_rows);
+}
+
+ForwardOutput GemmaForCausalLM::run(const Batch& batch, const ForwardOptions& opts) {
+  ForwardOutput out;
+  const Stream stream = s_->opts.stream;
+  std::function<void(int64_t, const TensorView&)> on_layer;
+  if (opts.taps) {
+    on_layer = [&](int64_t, const TensorView& h) {
+      sync_stream(stream);
+      out.taps.push_back(to_host_f32(h, batch.num_tokens()));
+    };
+  }
+  const TensorView logits = forward(batch, opts, on_layer);
+  sync_stream(stream);
+  if (!logits.empty()) out.logits = to_host_f32(logits, logits.shape[0]);
+  const State::Views& v = s_->views;
+  if (opts.taps && !logits.empty() && !v.lm.ln_out.hp.empty()) {
+    out.final_hidden = to_host_f32(v.lm.ln_out.hp, v.out_rows);
+  }
+  return out;
+}
+
+void GemmaForCausalLM::begin_calibration() { s_->precision.begin_calibration(s_->opts.stream); }
+void GemmaForCausalLM::finish_calibration() { s_->precision.finish_calibration(s_->opts.stream); }
+
+void GemmaForCausalLM::calibrate(const std::vector<Batch>& batches) {
+  begin_calibration();
+  ForwardOptions fo;
+  fo.logits = s_->opts.fp8_lm_head ? LogitsMode::kLastPerSequence : LogitsMode::kNone;
+  for (const Batch& b : batches) forward(b, fo);
+  finish_calibration();
+  sync_stream(s_->opts.stream);
+}
+
+void GemmaForCausalLM::requantize_weights() {
+  quantize_weights(s_->w, s_->opts.recipe, s_->opts.fp8_lm_head, /*columnwise=*/false, s_->opts.stream);
+}
+
+void GemmaForCausalLM::save(const std::filesystem::path& dir, DType file_dtype) const {
+  sync_stream(s_->opts.stream);
+  save_checkpoint(dir, s_->w, file_dtype);
+}
+
+}  // namespace tg::impl

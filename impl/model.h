@@ -1,0 +1,111 @@
+// GemmaForCausalLM: the TE-style Gemma 1 of impl/ (gemma.md section 2), on the CPU (CPU twins: emulated FP8,
+// tiny models, CI) or CUDA (the product), in BF16 or under an FP8 recipe chosen at run time.
+//
+//   h      = embed[ids] * round_bf16(sqrt(D))                   kernels/embedding (one gather)
+//   h      = TransformerLayer_i(h)      i = 0 .. L-1            impl/modules/transformer_layer.h
+//   logits = LayerNormLinear(h; final_norm, embed)              the tied lm_head (BF16 by default, FP8 opt.)
+//            over every row, or only each sequence's last row (gathered first: generation's case)
+//
+// Inputs are packed varlen batches (impl/batch.h). Activations live in one Arena sized for the batch shape
+// (tokens, sequences, logits mode, training, scaling phase) on first use and re-carved on every forward: no
+// device allocation per forward after warm-up; a larger batch grows the arena once. Logits are BF16 on the
+// device (as HF's lm_head computes them) and F32 in ForwardOutput.
+//
+// Block scaling pads the token rows to a multiple of 128 (zero rows no attention reads); per-tensor FP8 and
+// BF16 run on exactly T rows.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "common/gemma_config.h"
+#include "common/tensor.h"
+#include "impl/batch.h"
+#include "impl/precision.h"
+#include "impl/recipe.h"
+#include "impl/weights.h"
+#include "kernels/attention/attention.h"
+
+namespace tg::impl {
+
+struct ModelOptions {
+  Recipe recipe;                                  // bf16 or an FP8 recipe
+  Device device = Device::CPU;
+  WeightStorage storage = WeightStorage::kMaster; // kFp8Only: inference without BF16 weight copies
+  bool fp8_lm_head = false;                       // the tied lm_head GEMM in FP8 too (an FP8 copy of embed)
+  kernels::AttentionBackend attention = kernels::AttentionBackend::kCudnn;  // CUDA only
+  Stream stream;                                  // every launch of the model goes here
+};
+
+enum class LogitsMode : uint8_t {
+  kAll,              // every token: [T, V]
+  kLastPerSequence,  // the last token of each sequence: [B, V] (HF logits_to_keep=1 per sequence)
+  kNone,             // stop after the layers (calibration without an FP8 lm_head, timing the body)
+};
+
+struct ForwardOptions {
+  LogitsMode logits = LogitsMode::kLastPerSequence;
+  bool taps = false;      // ForwardOutput::taps / final_hidden (host copies; for the parity harness)
+  bool training = false;  // keep per-layer activations and column-wise FP8 copies for the backward pass
+};
+
+struct ForwardOutput {
+  Tensor logits;               // host F32 [T or B, V] (empty for kNone)
+  std::vector<Tensor> taps;    // host F32 [T, D] per layer: the residual stream leaving layer i
+  Tensor final_hidden;         // host F32 [T or B, D]: the final norm's output (BF16 lm_head only)
+};
+
+class GemmaForCausalLM {
+ public:
+  // Weights must have been built for opts (device, recipe, storage, fp8_lm_head): load()/random() do that.
+  GemmaForCausalLM(ModelWeights weights, const ModelOptions& opts);
+  static GemmaForCausalLM load(const std::filesystem::path& dir, const ModelOptions& opts);
+  static GemmaForCausalLM random(const GemmaConfig& cfg, uint64_t seed, const ModelOptions& opts,
+                                 const RandomInit& init = {});
+  GemmaForCausalLM(GemmaForCausalLM&&) noexcept;
+  GemmaForCausalLM& operator=(GemmaForCausalLM&&) noexcept;
+  ~GemmaForCausalLM();
+
+  const GemmaConfig& config() const;
+  const ModelOptions& options() const;
+  const ModelWeights& weights() const;
+  ModelWeights& weights();  // training: change the masters, then requantize_weights()
+  Precision& precision();
+  const Precision& precision() const;
+
+  // The forward pass on the device. Returns the device logits BF16 [T or B, V] (an empty view for kNone),
+  // valid until the next forward. `on_layer(i, h)` (optional) sees each layer's output h [rows, D] on the
+  // device, in order (taps). Asynchronous on the model's stream.
+  TensorView forward(const Batch& batch, const ForwardOptions& opts,
+                     const std::function<void(int64_t, const TensorView&)>& on_layer = {});
+  // forward() plus host copies (synchronises).
+  ForwardOutput run(const Batch& batch, const ForwardOptions& opts);
+
+  // Sizes the arena now for batches up to these shapes (otherwise the first larger forward does).
+  void reserve(int64_t max_tokens, int64_t max_sequences, const ForwardOptions& opts);
+  std::size_t arena_bytes() const;
+
+  // Delayed scaling calibration (no-ops for other recipes): begin, forward calibration batches, finish.
+  void begin_calibration();
+  void finish_calibration();
+  // begin + one forward per batch + finish.
+  void calibrate(const std::vector<Batch>& batches);
+
+  // After changing the BF16 masters: new FP8 copies.
+  void requantize_weights();
+  // An HF checkpoint directory (needs master storage).
+  void save(const std::filesystem::path& dir, DType file_dtype = DType::BF16) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// Throws tg::Error naming the dimension if `cfg` cannot run under `recipe` (FP8 GEMM shape rules:
+// kernels/gemm/gemm.h; block scaling: every K a multiple of 128).
+void check_model_shapes(const GemmaConfig& cfg, const Recipe& recipe, bool fp8_lm_head);
+
+}  // namespace tg::impl
