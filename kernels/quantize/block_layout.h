@@ -67,8 +67,8 @@
 
 namespace tg::kernels {
 
-inline constexpr int64_t kBlockLen = 128;        // Float8BlockQuantizer.block_len
-inline constexpr int64_t kBlockScaleAlign = 4;   // scale rows padded to 4 floats = 16 bytes
+inline constexpr int64_t kBlockLen = 128;       // Float8BlockQuantizer.block_len
+inline constexpr int64_t kBlockScaleAlign = 4;  // scale rows padded to 4 floats = 16 bytes
 
 TG_BLOCK_LAYOUT_FN int64_t block_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 TG_BLOCK_LAYOUT_FN int64_t block_round_up(int64_t a, int64_t b) { return block_ceil_div(a, b) * b; }
@@ -98,8 +98,8 @@ TG_BLOCK_LAYOUT_FN int64_t block_operand_k(int64_t rows, int64_t cols, bool colu
   return columnwise ? rows : cols;
 }
 // Offset, in the row-wise (columnwise = false) or column-wise scale tensor, of the scale of X's element (r, c).
-TG_BLOCK_LAYOUT_FN int64_t block_scale_index(ScalingMode mode, int64_t rows, int64_t cols, bool columnwise,
-                                             int64_t r, int64_t c) {
+TG_BLOCK_LAYOUT_FN int64_t block_scale_index(ScalingMode mode, int64_t rows, int64_t cols, bool columnwise, int64_t r,
+                                             int64_t c) {
   return columnwise ? block_scale_offset(mode, cols, rows, c, r) : block_scale_offset(mode, rows, cols, r, c);
 }
 
@@ -117,9 +117,8 @@ inline Fp8Tensor make_block_fp8_tensor(ScalingMode mode, DType fp8, int64_t rows
                                        bool columnwise, Device device) {
   TG_CHECK(mode == ScalingMode::kBlock1x128 || mode == ScalingMode::kBlock128x128,
            "make_block_fp8_tensor: expected kBlock1x128 or kBlock128x128, got ", scaling_mode_name(mode));
-  return Fp8Tensor::with_layout(mode, fp8, rows, cols, rowwise, columnwise,
-                                block_scale_shape(mode, rows, cols, false), block_scale_shape(mode, rows, cols, true),
-                                device);
+  return Fp8Tensor::with_layout(mode, fp8, rows, cols, rowwise, columnwise, block_scale_shape(mode, rows, cols, false),
+                                block_scale_shape(mode, rows, cols, true), device);
 }
 
 // Throws unless the scale tensors of a block-scaled Fp8View have exactly this layout (F32, contiguous, shape).
@@ -144,11 +143,11 @@ inline void check_block_scales(const Fp8View& v, const char* what) {
 // Float8BlockScaling's tensor rule for GEMM operands: X [rows, cols] with rows % 128 == 0 and cols % 128 == 0
 // (TE: "last dim divisible by 128, product of the other dims divisible by 128"). Callers flatten to 2-D first.
 inline void check_block_gemm_operand(int64_t rows, int64_t cols, const char* what) {
-  TG_CHECK(cols % kBlockLen == 0, what, ": block-scaled FP8 needs the last dimension to be a multiple of ",
-           kBlockLen, ", got [", rows, ", ", cols, "]");
-  TG_CHECK(rows % kBlockLen == 0, what,
-           ": block-scaled FP8 needs the product of the leading dimensions to be a multiple of ", kBlockLen,
+  TG_CHECK(cols % kBlockLen == 0, what, ": block-scaled FP8 needs the last dimension to be a multiple of ", kBlockLen,
            ", got [", rows, ", ", cols, "]");
+  TG_CHECK(rows % kBlockLen == 0, what,
+           ": block-scaled FP8 needs the product of the leading dimensions to be a multiple of ", kBlockLen, ", got [",
+           rows, ", ", cols, "]");
 }
 
 }  // namespace tg::kernels

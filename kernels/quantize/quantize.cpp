@@ -80,8 +80,8 @@ void check_quantize_args(const TensorView& x, const Fp8View& out, Device device,
   if (out.has_rowwise()) check_fp8_copy(out.data, Shape{rows, cols}, device, arg(who, "out.data"));
   if (out.has_columnwise()) {
     check_fp8_copy(out.columnwise_data, Shape{cols, rows}, device, arg(who, "out.columnwise_data"));
-    TG_CHECK(!out.has_rowwise() || out.columnwise_data.dtype == out.data.dtype, who,
-             ": row-wise data is ", out.data.dtype, " but column-wise data is ", out.columnwise_data.dtype);
+    TG_CHECK(!out.has_rowwise() || out.columnwise_data.dtype == out.data.dtype, who, ": row-wise data is ",
+             out.data.dtype, " but column-wise data is ", out.columnwise_data.dtype);
   }
   switch (out.mode) {
     case ScalingMode::kPerTensor:

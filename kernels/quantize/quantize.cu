@@ -42,8 +42,14 @@ constexpr int kModePerTensor = 0, kMode1x128 = 1, kMode128x128 = 2;
 
 // ---- Elements ---------------------------------------------------------------------------------------------------
 // 8 consecutive input elements (16 bytes for BF16/F16, 32 bytes for F32).
-template <typename IT> struct Vec8 { uint4 u; };
-template <> struct Vec8<float> { float4 a, b; };
+template <typename IT>
+struct Vec8 {
+  uint4 u;
+};
+template <>
+struct Vec8<float> {
+  float4 a, b;
+};
 
 template <typename IT>
 __device__ __forceinline__ Vec8<IT> load8(const IT* p) {
@@ -221,8 +227,8 @@ __global__ void __launch_bounds__(kFlatThreads)
     const float v = dev::to_float(x[i]);
     key = max(key, abs_key(v));
     if constexpr (kStore) {
-      q[i] = static_cast<uint8_t>(
-          __nv_cvt_float_to_fp8(__fmul_rn(v, s), __NV_SATFINITE, kE5M2 ? __NV_E5M2 : __NV_E4M3));
+      q[i] =
+          static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fmul_rn(v, s), __NV_SATFINITE, kE5M2 ? __NV_E5M2 : __NV_E4M3));
     }
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
@@ -244,15 +250,15 @@ __global__ void __launch_bounds__(kFlatThreads)
 constexpr int kTileCols = 128;  // columns of x per tile: 16 vectors of 8
 
 struct TileArgs {
-  const void* x;               // [rows, cols]
-  uint8_t* q;                  // [rows, cols] row-wise FP8 or null
-  uint8_t* qt;                 // [cols, rows] column-wise FP8 or null
-  float* scale_inv;            // row-wise scale_inv (per tensor [1] or block layout) or null
-  float* scale_inv_t;          // column-wise scale_inv or null
-  const float* scale;          // per tensor: the scale
-  float* amax;                 // per tensor: max-reduced amax or null
+  const void* x;       // [rows, cols]
+  uint8_t* q;          // [rows, cols] row-wise FP8 or null
+  uint8_t* qt;         // [cols, rows] column-wise FP8 or null
+  float* scale_inv;    // row-wise scale_inv (per tensor [1] or block layout) or null
+  float* scale_inv_t;  // column-wise scale_inv or null
+  const float* scale;  // per tensor: the scale
+  float* amax;         // per tensor: max-reduced amax or null
   int64_t rows, cols;
-  ScaleRule rule;              // block modes
+  ScaleRule rule;  // block modes
 };
 
 // One tile of kRows rows x 128 columns per block of 2 * kRows threads (kRows = 128 or 256: 1 or 2 blocks of 128
@@ -276,8 +282,8 @@ __global__ void __launch_bounds__(2 * kRows, tile_min_blocks<IT>(2 * kRows)) cas
   // column groups of one row group) and the 16-byte reads (a quarter-warp reads 128 contiguous bytes of one row)
   // are bank-conflict free.
   __shared__ alignas(16) uint8_t s_t[kTileCols][kRows];
-  __shared__ uint32_t s_colkey[kWarps][kTileCols];    // 1x128: per-warp column amax keys
-  __shared__ float s_colscale[kHalves][kTileCols];    // 1x128: column scales of each 128-row half
+  __shared__ uint32_t s_colkey[kWarps][kTileCols];  // 1x128: per-warp column amax keys
+  __shared__ float s_colscale[kHalves][kTileCols];  // 1x128: column scales of each 128-row half
   __shared__ uint32_t s_scratch[kWarps];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -299,8 +305,11 @@ __global__ void __launch_bounds__(2 * kRows, tile_min_blocks<IT>(2 * kRows)) cas
   for (int i = 0; i < 8; ++i) {
     const int64_t r = r0 + i;
     if (r < rows && ncols > 0) {
-      if constexpr (kAligned) v[i] = load8(x + r * cols + c0);
-      else v[i] = load8_partial(x + r * cols + c0, ncols);
+      if constexpr (kAligned) {
+        v[i] = load8(x + r * cols + c0);
+      } else {
+        v[i] = load8_partial(x + r * cols + c0, ncols);
+      }
     } else {
       v[i] = zero8<IT>();
     }
@@ -551,33 +560,51 @@ int resident_grid(int threads, int64_t work, int64_t per_block) {
 template <typename F>
 void dispatch_input(DType t, F&& f) {
   switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::BF16: f(bf16_t{}); break;
-    case DType::F16: f(f16_t{}); break;
-    default: TG_FAIL("quantize: unsupported input dtype ", t, " (expected F32, BF16 or F16)");
+    case DType::F32:
+      f(float{});
+      break;
+    case DType::BF16:
+      f(bf16_t{});
+      break;
+    case DType::F16:
+      f(f16_t{});
+      break;
+    default:
+      TG_FAIL("quantize: unsupported input dtype ", t, " (expected F32, BF16 or F16)");
   }
 }
 
 template <typename F>
 void dispatch_fp8(DType t, F&& f) {
-  if (t == DType::E4M3) f(std::false_type{});
-  else if (t == DType::E5M2) f(std::true_type{});
-  else TG_FAIL("quantize: unsupported FP8 dtype ", t, " (expected F8_E4M3 or F8_E5M2)");
+  if (t == DType::E4M3)
+    f(std::false_type{});
+  else if (t == DType::E5M2)
+    f(std::true_type{});
+  else
+    TG_FAIL("quantize: unsupported FP8 dtype ", t, " (expected F8_E4M3 or F8_E5M2)");
 }
 
 template <typename F>
 void dispatch_mode(ScalingMode m, F&& f) {
   switch (m) {
-    case ScalingMode::kPerTensor: f(std::integral_constant<int, kModePerTensor>{}); break;
-    case ScalingMode::kBlock1x128: f(std::integral_constant<int, kMode1x128>{}); break;
-    case ScalingMode::kBlock128x128: f(std::integral_constant<int, kMode128x128>{}); break;
+    case ScalingMode::kPerTensor:
+      f(std::integral_constant<int, kModePerTensor>{});
+      break;
+    case ScalingMode::kBlock1x128:
+      f(std::integral_constant<int, kMode1x128>{});
+      break;
+    case ScalingMode::kBlock128x128:
+      f(std::integral_constant<int, kMode128x128>{});
+      break;
   }
 }
 
 template <typename F>
 void dispatch_bool(bool b, F&& f) {
-  if (b) f(std::true_type{});
-  else f(std::false_type{});
+  if (b)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
 }
 
 }  // namespace
@@ -603,8 +630,8 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
         dispatch_bool(vec, [&](auto v) {
           constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value>;
           const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
-          kernel<<<grid, kFlatThreads, 0, st>>>(
-              static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si, nullptr, amax, n);
+          kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si,
+                                                nullptr, amax, n);
         });
       });
     });
@@ -665,8 +692,8 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
     dispatch_bool(vec, [&](auto v) {
       constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
       const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
-      kernel<<<grid, kFlatThreads, 0, st>>>(
-          static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr, amax.ptr<float>(), n);
+      kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
+                                            amax.ptr<float>(), n);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");
@@ -695,10 +722,17 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
     });
   };
   switch (y.dtype) {
-    case DType::F32: launch(float{}); break;
-    case DType::BF16: launch(bf16_t{}); break;
-    case DType::F16: launch(f16_t{}); break;
-    default: TG_FAIL("dequantize: unsupported output dtype ", y.dtype);
+    case DType::F32:
+      launch(float{});
+      break;
+    case DType::BF16:
+      launch(bf16_t{});
+      break;
+    case DType::F16:
+      launch(f16_t{});
+      break;
+    default:
+      TG_FAIL("dequantize: unsupported output dtype ", y.dtype);
   }
   TG_CHECK_LAUNCH("dequantize_kernel");
 }

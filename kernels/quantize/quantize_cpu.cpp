@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "common/nvtx.h"
 #include "common/numeric.h"
+#include "common/nvtx.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/recipe/scale_math.h"
@@ -20,19 +20,30 @@ constexpr uint32_t kCanonicalNan = 0x7FFFFFFFu;
 
 float load(const TensorView& t, int64_t i) {
   switch (t.dtype) {
-    case DType::F32: return t.ptr<const float>()[i];
-    case DType::BF16: return bf16_bits_to_float(t.ptr<const uint16_t>()[i]);
-    case DType::F16: return f16_bits_to_float(t.ptr<const uint16_t>()[i]);
-    default: return decode(t.dtype, t.ptr<const uint8_t>()[i]);  // FP8
+    case DType::F32:
+      return t.ptr<const float>()[i];
+    case DType::BF16:
+      return bf16_bits_to_float(t.ptr<const uint16_t>()[i]);
+    case DType::F16:
+      return f16_bits_to_float(t.ptr<const uint16_t>()[i]);
+    default:
+      return decode(t.dtype, t.ptr<const uint8_t>()[i]);  // FP8
   }
 }
 
 void store(const TensorView& t, int64_t i, float v) {
   switch (t.dtype) {
-    case DType::F32: t.ptr<float>()[i] = v; break;
-    case DType::BF16: t.ptr<uint16_t>()[i] = float_to_bf16_bits(v); break;
-    case DType::F16: t.ptr<uint16_t>()[i] = float_to_f16_bits(v); break;
-    default: t.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(t.dtype, v));
+    case DType::F32:
+      t.ptr<float>()[i] = v;
+      break;
+    case DType::BF16:
+      t.ptr<uint16_t>()[i] = float_to_bf16_bits(v);
+      break;
+    case DType::F16:
+      t.ptr<uint16_t>()[i] = float_to_f16_bits(v);
+      break;
+    default:
+      t.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(t.dtype, v));
   }
 }
 
@@ -42,8 +53,10 @@ struct AmaxAcc {
   bool nan = false;
   void add(float v) {
     const float a = std::fabs(v);
-    if (std::isnan(a)) nan = true;
-    else if (a > m) m = a;
+    if (std::isnan(a))
+      nan = true;
+    else if (a > m)
+      m = a;
   }
   float value() const { return nan ? std::bit_cast<float>(kCanonicalNan) : m; }
 };
@@ -141,8 +154,10 @@ void quantize_block(const TensorView& x, const Fp8View& out, const BlockQuantOpt
 void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& block) {
   TG_NVTX_FN();
   detail::check_quantize_args(x, out, Device::CPU, "quantize");
-  if (out.mode == ScalingMode::kPerTensor) quantize_per_tensor(x, out);
-  else quantize_block(x, out, block);
+  if (out.mode == ScalingMode::kPerTensor)
+    quantize_per_tensor(x, out);
+  else
+    quantize_block(x, out, block);
 }
 
 void compute_amax(const TensorView& x, const TensorView& amax) {

@@ -26,9 +26,14 @@ inline Tensor host_tensor(DType dtype, Shape shape, const std::vector<float>& va
   for (int64_t i = 0; i < shape.numel(); ++i) {
     const float v = values[static_cast<std::size_t>(i)];
     switch (dtype_size(dtype)) {
-      case 4: t.ptr<float>()[i] = v; break;
-      case 2: t.ptr<uint16_t>()[i] = static_cast<uint16_t>(encode(dtype, v)); break;
-      default: t.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(dtype, v));
+      case 4:
+        t.ptr<float>()[i] = v;
+        break;
+      case 2:
+        t.ptr<uint16_t>()[i] = static_cast<uint16_t>(encode(dtype, v));
+        break;
+      default:
+        t.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(dtype, v));
     }
   }
   return t;
@@ -37,9 +42,12 @@ inline Tensor host_tensor(DType dtype, Shape shape, const std::vector<float>& va
 // Element i of a host tensor as float.
 inline float host_at(const TensorView& t, int64_t i) {
   switch (dtype_size(t.dtype)) {
-    case 4: return t.ptr<const float>()[i];
-    case 2: return decode(t.dtype, t.ptr<const uint16_t>()[i]);
-    default: return decode(t.dtype, t.ptr<const uint8_t>()[i]);
+    case 4:
+      return t.ptr<const float>()[i];
+    case 2:
+      return decode(t.dtype, t.ptr<const uint16_t>()[i]);
+    default:
+      return decode(t.dtype, t.ptr<const uint8_t>()[i]);
   }
 }
 
@@ -58,8 +66,8 @@ inline Tensor random_varied(DType dtype, int64_t rows, int64_t cols, uint32_t se
   std::vector<float> v(static_cast<std::size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
-      v[static_cast<std::size_t>(r * cols + c)] = normal(rng) * row_f[static_cast<std::size_t>(r)] *
-                                                  col_f[static_cast<std::size_t>(c)];
+      v[static_cast<std::size_t>(r * cols + c)] =
+          normal(rng) * row_f[static_cast<std::size_t>(r)] * col_f[static_cast<std::size_t>(c)];
     }
   }
   return host_tensor(dtype, {rows, cols}, v);
@@ -75,9 +83,9 @@ inline void poison(const TensorView& t, uint8_t b) {
 // Allocates the FP8 output bundle of a mode (per tensor: scale/amax scalars; block: block_layout.h).
 inline Fp8Tensor make_fp8(ScalingMode mode, DType fp8, int64_t rows, int64_t cols, bool rowwise, bool columnwise,
                           Device device) {
-  return mode == ScalingMode::kPerTensor ? Fp8Tensor::per_tensor(fp8, rows, cols, rowwise, columnwise, device)
-                                         : kernels::make_block_fp8_tensor(mode, fp8, rows, cols, rowwise, columnwise,
-                                                                          device);
+  return mode == ScalingMode::kPerTensor
+             ? Fp8Tensor::per_tensor(fp8, rows, cols, rowwise, columnwise, device)
+             : kernels::make_block_fp8_tensor(mode, fp8, rows, cols, rowwise, columnwise, device);
 }
 
 // Byte-exact comparison of two views of equal size; reports the first mismatches.

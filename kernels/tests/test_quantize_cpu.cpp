@@ -99,8 +99,8 @@ TEST(QuantizeCpu, PerTensorTransposeIsExact) {
       for (int64_t c = 0; c < cols; ++c) {
         const uint8_t q = byte_at(both.view().data, r * cols + c);
         ASSERT_EQ(q, encode(DType::E4M3, testing::host_at(x, r * cols + c) * 3.0f));
-        ASSERT_EQ(byte_at(both.view().columnwise_data, c * rows + r), q) << rows << "x" << cols << " at " << r << ","
-                                                                         << c;
+        ASSERT_EQ(byte_at(both.view().columnwise_data, c * rows + r), q)
+            << rows << "x" << cols << " at " << r << "," << c;
         ASSERT_EQ(byte_at(col_only.view().columnwise_data, c * rows + r), q);
       }
     }
@@ -130,8 +130,8 @@ std::vector<float> block_x_2x256() {
 
 TEST(QuantizeCpu, Block1x128RowwiseHandChecked) {
   Tensor x = host_tensor(DType::F32, {2, 256}, block_x_2x256());
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, false,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, false, Device::CPU);
   kernels::quantize(x, out.view());
   const float* si = out.view().scale_inv.ptr<float>();
   EXPECT_EQ(si[0], 1.0f / 128);
@@ -150,8 +150,8 @@ TEST(QuantizeCpu, Block1x128RowwiseHandChecked) {
 
 TEST(QuantizeCpu, Block1x128PlainFp32Scales) {
   Tensor x = host_tensor(DType::F32, {2, 256}, block_x_2x256());
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, false,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, false, Device::CPU);
   kernels::quantize(x, out.view(), BlockQuantOptions{.power_2_scale = false});
   const float s = 448.0f / 3.0f;  // 149.33333
   EXPECT_EQ(out.view().scale_inv.ptr<float>()[0], 1.0f / s);
@@ -167,8 +167,8 @@ TEST(QuantizeCpu, Block1x128PlainFp32Scales) {
 // Column-wise scale tensor [ceil(2/128), round_up(256, 4)] = [1, 256], entry of column c at c.
 TEST(QuantizeCpu, Block1x128ColumnwiseIsQuantizedFromTheSource) {
   Tensor x = host_tensor(DType::F32, {2, 256}, block_x_2x256());
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, true,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 2, 256, true, true, Device::CPU);
   kernels::quantize(x, out.view());
   const TensorView& qt = out.view().columnwise_data;
   const float* st = out.view().columnwise_scale_inv.ptr<float>();
@@ -204,8 +204,8 @@ TEST(QuantizeCpu, Block128x128HandChecked) {
   at(129, 200) = NAN;
   at(128, 259) = 448.0f;
   Tensor x = host_tensor(DType::F32, {R, C}, v);
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, DType::E4M3, R, C, true, true,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, DType::E4M3, R, C, true, true, Device::CPU);
   kernels::quantize(x, out.view());
   ASSERT_EQ(out.view().scale_inv.shape, (Shape{2, 4}));
   ASSERT_EQ(out.view().columnwise_scale_inv.shape, (Shape{3, 4}));
@@ -236,8 +236,8 @@ TEST(QuantizeCpu, BlockScaleOverflowUsesTheInputDtypeMax) {
   const float tiny = std::ldexp(1.0f, -130);
   Tensor x = host_tensor(DType::BF16, {1, 128}, std::vector<float>(128, tiny));
   for (bool pow2 : {true, false}) {
-    Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 1, 128, true, false,
-                                                   Device::CPU);
+    Fp8Tensor out =
+        kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 1, 128, true, false, Device::CPU);
     kernels::quantize(x, out.view(), BlockQuantOptions{.power_2_scale = pow2});
     const float bf16_max = std::bit_cast<float>(0x7F7F0000u);
     EXPECT_EQ(out.view().scale_inv.ptr<float>()[0], pow2 ? std::ldexp(1.0f, -127) : 1.0f / bf16_max);
@@ -247,20 +247,20 @@ TEST(QuantizeCpu, BlockScaleOverflowUsesTheInputDtypeMax) {
 
 TEST(QuantizeCpu, BlockAmaxEpsilonFloorsTheAmax) {
   Tensor x = host_tensor(DType::F32, {1, 128}, std::vector<float>(128, 0.5f));
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 1, 128, true, false,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 1, 128, true, false, Device::CPU);
   kernels::quantize(x, out.view(), BlockQuantOptions{.power_2_scale = true, .amax_epsilon = 1.0f});
   EXPECT_EQ(out.view().scale_inv.ptr<float>()[0], 1.0f / 256);  // amax 1 -> 448 -> 256
-  EXPECT_EQ(byte_at(out.view().data, 0), 0x70);                // 0.5 * 256 = 128
+  EXPECT_EQ(byte_at(out.view().data, 0), 0x70);                 // 0.5 * 256 = 128
 }
 
 TEST(QuantizeCpu, BlockE5M2UsesItsOwnMax) {
   Tensor x = host_tensor(DType::F32, {1, 128}, std::vector<float>(128, 1.0f));
-  Fp8Tensor out = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E5M2, 1, 128, true, false,
-                                                 Device::CPU);
+  Fp8Tensor out =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E5M2, 1, 128, true, false, Device::CPU);
   kernels::quantize(x, out.view());
   EXPECT_EQ(out.view().scale_inv.ptr<float>()[0], 1.0f / 32768);  // 57344 -> 2^15
-  EXPECT_EQ(byte_at(out.view().data, 0), 0x78);                  // 2^15 = E5M2 exp 30
+  EXPECT_EQ(byte_at(out.view().data, 0), 0x78);                   // 2^15 = E5M2 exp 30
 }
 
 // ---- Round trip ---------------------------------------------------------------------------------------------------
@@ -299,9 +299,9 @@ void check_round_trip(DType in_dtype, DType fp8, const RoundTripCase& rc, int64_
       const double yv = y.ptr<float>()[yi];
       const double err = std::fabs(yv - xv);
       if (err > atol + rtol * std::fabs(xv)) ++bad_te;
-      const double s_inv =
-          rc.mode == ScalingMode::kPerTensor ? sinv[0]
-                                             : sinv[kernels::block_scale_index(rc.mode, rows, cols, rc.columnwise, r, c)];
+      const double s_inv = rc.mode == ScalingMode::kPerTensor
+                               ? sinv[0]
+                               : sinv[kernels::block_scale_index(rc.mode, rows, cols, rc.columnwise, r, c)];
       const double tight = std::ldexp(std::fabs(xv), -(m + 1)) + std::ldexp(s_inv, emin - m - 1);
       if (err > tight + 1e-6 * std::fabs(xv)) ++bad_tight;  // FP32 roundings of x*s, 1/s, q*s_inv
     }
@@ -315,9 +315,12 @@ void check_round_trip(DType in_dtype, DType fp8, const RoundTripCase& rc, int64_
 TEST(QuantizeCpu, RoundTripWithinTheFp8ErrorBound) {
   for (DType in_dtype : {DType::F32, DType::BF16, DType::F16}) {
     for (DType fp8 : {DType::E4M3, DType::E5M2}) {
-      for (RoundTripCase rc : {RoundTripCase{ScalingMode::kPerTensor, false}, {ScalingMode::kPerTensor, true},
-                               {ScalingMode::kBlock1x128, false}, {ScalingMode::kBlock1x128, true},
-                               {ScalingMode::kBlock128x128, false}, {ScalingMode::kBlock128x128, true}}) {
+      for (RoundTripCase rc : {RoundTripCase{ScalingMode::kPerTensor, false},
+                               {ScalingMode::kPerTensor, true},
+                               {ScalingMode::kBlock1x128, false},
+                               {ScalingMode::kBlock1x128, true},
+                               {ScalingMode::kBlock128x128, false},
+                               {ScalingMode::kBlock128x128, true}}) {
         // F16 cannot hold the 2^-12 .. 2^12 spread well at the low end; its own subnormals are exact inputs anyway.
         check_round_trip(in_dtype, fp8, rc, 200, 300);
       }
@@ -371,10 +374,9 @@ TEST(BlockLayout, ShapesAndIndicesAreConsistent) {
             ASSERT_GE(i, 0);
             ASSERT_LT(i, n);
             // The block of (r, c): 1x128 row-wise (r, c/128); column-wise (r/128, c); 128x128 (r/128, c/128).
-            const std::pair<int64_t, int64_t> blk =
-                mode == ScalingMode::kBlock128x128 ? std::pair{r / 128, c / 128}
-                : colw                             ? std::pair{r / 128, c}
-                                                   : std::pair{r, c / 128};
+            const std::pair<int64_t, int64_t> blk = mode == ScalingMode::kBlock128x128 ? std::pair{r / 128, c / 128}
+                                                    : colw                             ? std::pair{r / 128, c}
+                                                                                       : std::pair{r, c / 128};
             auto [it, fresh] = by_block.emplace(blk, i);
             ASSERT_EQ(it->second, i) << "two indices for one block";
             if (fresh) {
@@ -386,8 +388,8 @@ TEST(BlockLayout, ShapesAndIndicesAreConsistent) {
         EXPECT_EQ(s[1] % 4, 0);
         const int64_t blocks = static_cast<int64_t>(used.size());
         const int64_t m = colw ? cols : rows, k = colw ? rows : cols;
-        const int64_t want_blocks = mode == ScalingMode::kBlock1x128 ? m * ((k + 127) / 128)
-                                                                     : ((m + 127) / 128) * ((k + 127) / 128);
+        const int64_t want_blocks =
+            mode == ScalingMode::kBlock1x128 ? m * ((k + 127) / 128) : ((m + 127) / 128) * ((k + 127) / 128);
         EXPECT_EQ(blocks, want_blocks);
         EXPECT_LT(n - blocks, 4 * s[0]);
       }
@@ -409,8 +411,8 @@ TEST(BlockLayout, ShapesAndIndicesAreConsistent) {
 }
 
 TEST(BlockLayout, AllocatorAndChecks) {
-  Fp8Tensor t = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 256, 384, true, true,
-                                               Device::CPU);
+  Fp8Tensor t =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 256, 384, true, true, Device::CPU);
   EXPECT_EQ(t.view().data.shape, (Shape{256, 384}));
   EXPECT_EQ(t.view().columnwise_data.shape, (Shape{384, 256}));
   EXPECT_EQ(t.view().scale_inv.shape, (Shape{3, 256}));
@@ -446,20 +448,25 @@ TEST(QuantizeCpu, RejectsBadArguments) {
   };
   EXPECT_NE(msg_of([&] { kernels::quantize(Tensor::empty(DType::BF16, {32}), out.view()); }).find("2-D"),
             std::string::npos);
-  EXPECT_NE(msg_of([&] { kernels::quantize(Tensor::empty(DType::I32, {4, 8}), out.view()); }).find("I32"),
+  EXPECT_NE(msg_of([&] {
+              kernels::quantize(Tensor::empty(DType::I32, {4, 8}), out.view());
+            }).find("I32"),
             std::string::npos);
-  EXPECT_NE(msg_of([&] { kernels::quantize(Tensor::empty(DType::BF16, {8, 4}), out.view()); }).find("out.data"),
+  EXPECT_NE(msg_of([&] {
+              kernels::quantize(Tensor::empty(DType::BF16, {8, 4}), out.view());
+            }).find("out.data"),
             std::string::npos);
   Fp8View no_scale = out.view();
   no_scale.scale = TensorView();
-  EXPECT_NE(msg_of([&] { kernels::quantize(Tensor::empty(DType::BF16, {4, 8}), no_scale); }).find("out.scale"),
+  EXPECT_NE(msg_of([&] {
+              kernels::quantize(Tensor::empty(DType::BF16, {4, 8}), no_scale);
+            }).find("out.scale"),
             std::string::npos);
   Fp8View nothing = out.view();
   nothing.data = TensorView();
   nothing.columnwise_data = TensorView();
   EXPECT_THROW(kernels::quantize(Tensor::empty(DType::BF16, {4, 8}), nothing), Error);
-  Fp8Tensor blk = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 4, 8, true, false,
-                                                 Device::CPU);
+  Fp8Tensor blk = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 4, 8, true, false, Device::CPU);
   EXPECT_THROW(kernels::quantize(Tensor::empty(DType::BF16, {4, 16}), blk.view()), Error);
   EXPECT_THROW(kernels::dequantize(out.view(), false, Tensor::empty(DType::F32, {8, 4})), Error);
   EXPECT_THROW(kernels::dequantize(blk.view(), true, Tensor::empty(DType::F32, {8, 4})), Error);  // no column copy

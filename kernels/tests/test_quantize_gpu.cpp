@@ -87,17 +87,17 @@ struct Config {
   bool row, col, pow2;
 };
 const Config kAllConfigs[] = {
-    {ScalingMode::kPerTensor, true, false, true},      {ScalingMode::kPerTensor, false, true, true},
-    {ScalingMode::kPerTensor, true, true, true},       {ScalingMode::kBlock1x128, true, false, true},
-    {ScalingMode::kBlock1x128, false, true, true},     {ScalingMode::kBlock1x128, true, true, true},
-    {ScalingMode::kBlock1x128, true, true, false},     {ScalingMode::kBlock128x128, true, false, true},
-    {ScalingMode::kBlock128x128, false, true, true},   {ScalingMode::kBlock128x128, true, true, true},
+    {ScalingMode::kPerTensor, true, false, true},    {ScalingMode::kPerTensor, false, true, true},
+    {ScalingMode::kPerTensor, true, true, true},     {ScalingMode::kBlock1x128, true, false, true},
+    {ScalingMode::kBlock1x128, false, true, true},   {ScalingMode::kBlock1x128, true, true, true},
+    {ScalingMode::kBlock1x128, true, true, false},   {ScalingMode::kBlock128x128, true, false, true},
+    {ScalingMode::kBlock128x128, false, true, true}, {ScalingMode::kBlock128x128, true, true, true},
     {ScalingMode::kBlock128x128, true, true, false},
 };
 // The large shapes take the configurations the model uses (the CPU twin is the slow side of this test).
 const Config kGemmaConfigs[] = {
-    {ScalingMode::kPerTensor, true, false, true},   {ScalingMode::kPerTensor, true, true, true},
-    {ScalingMode::kBlock1x128, true, true, true},   {ScalingMode::kBlock128x128, true, true, true},
+    {ScalingMode::kPerTensor, true, false, true},  {ScalingMode::kPerTensor, true, true, true},
+    {ScalingMode::kBlock1x128, true, true, true},  {ScalingMode::kBlock128x128, true, true, true},
     {ScalingMode::kBlock1x128, true, true, false},
 };
 
@@ -150,7 +150,7 @@ Tensor special_values(DType in, int64_t rows, int64_t cols, uint32_t seed) {
   std::vector<float> v(static_cast<std::size_t>(rows * cols));
   for (int64_t i = 0; i < rows * cols; ++i) v[static_cast<std::size_t>(i)] = testing::host_at(x, i);
   auto at = [&](int64_t r, int64_t c) -> float& { return v[static_cast<std::size_t>((r % rows) * cols + c % cols)]; };
-  for (int64_t c = 0; c < cols && c < 128; ++c) at(1, c) = 0.0f;              // a zero 1x128 strip
+  for (int64_t c = 0; c < cols && c < 128; ++c) at(1, c) = 0.0f;                  // a zero 1x128 strip
   for (int64_t r = 0; r < rows && r < 128; ++r) at(r, 2) = r % 2 ? -0.0f : 0.0f;  // a zero 128x1 strip
   for (int64_t c = 0; c < cols && c < 128; ++c) at(3, c) = std::ldexp(1.0f, -130) * (c % 3 ? 1.0f : -0.5f);
   at(5, 7) = INFINITY;
@@ -184,8 +184,8 @@ TEST(QuantizeGpu, AmaxEpsilonBitExact) {
   Tensor x = testing::random_varied(DType::BF16, 256, 256, 3);
   Tensor x_dev = x.to(Device::CUDA);
   for (ScalingMode mode : {ScalingMode::kBlock1x128, ScalingMode::kBlock128x128}) {
-    compare_quantize(x, x_dev, mode, DType::E4M3, true, true, BlockQuantOptions{.power_2_scale = false,
-                                                                                 .amax_epsilon = 0.5f},
+    compare_quantize(x, x_dev, mode, DType::E4M3, true, true,
+                     BlockQuantOptions{.power_2_scale = false, .amax_epsilon = 0.5f},
                      std::string("epsilon ") + std::string(scaling_mode_name(mode)));
   }
 }
@@ -213,15 +213,17 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
     uint32_t seed = 50;
     for (const Dims& d : shapes) {
       for (bool special : {false, true}) {
-        Tensor x = special ? special_values(in, d.rows, d.cols, seed) : testing::random_varied(in, d.rows, d.cols, seed);
+        Tensor x =
+            special ? special_values(in, d.rows, d.cols, seed) : testing::random_varied(in, d.rows, d.cols, seed);
         ++seed;
         Tensor want = Tensor::empty(DType::F32, {1});
         Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
         testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
         kernels::compute_amax(x, want);
         kernels::compute_amax(x.to(Device::CUDA), got);
-        EXPECT_TRUE(same_bytes(got, want, "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) +
-                                              " " + std::string(dtype_name(in)) + (special ? " special" : "")));
+        EXPECT_TRUE(same_bytes(got, want,
+                               "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
+                                   std::string(dtype_name(in)) + (special ? " special" : "")));
       }
     }
   }
@@ -289,8 +291,8 @@ TEST(QuantizeGpu, RejectsMixedDevicesAndBadShapes) {
   EXPECT_THROW(kernels::quantize(x, host_out.view()), Error);
   Fp8Tensor wrong_shape = Fp8Tensor::per_tensor(DType::E4M3, 8, 4, true, false, Device::CUDA);
   EXPECT_THROW(kernels::quantize(x, wrong_shape.view()), Error);
-  Fp8Tensor blk = kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 4, 16, true, true,
-                                                 Device::CUDA);
+  Fp8Tensor blk =
+      kernels::make_block_fp8_tensor(ScalingMode::kBlock1x128, DType::E4M3, 4, 16, true, true, Device::CUDA);
   EXPECT_THROW(kernels::quantize(x, blk.view()), Error);
   EXPECT_THROW(kernels::dequantize(blk.view(), true, Tensor::empty(DType::F32, {4, 16}, Device::CUDA)), Error);
 }
