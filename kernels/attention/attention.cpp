@@ -4,9 +4,11 @@
 
 namespace tg::kernels {
 
+#if !TEGEMMA_HAVE_CUDA
 namespace {
 [[noreturn]] void no_cuda(const char* what) { TG_FAIL(what, ": CUDA tensors in a build without CUDA"); }
 }  // namespace
+#endif
 
 void attention_fwd(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& cu_seqlens,
                    int64_t max_seqlen, const AttentionOptions& opt, const TensorView& out, const TensorView& lse,
