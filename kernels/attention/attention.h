@@ -47,6 +47,8 @@
 //   kFlash: our own flash-attention kernels (tensor cores, online softmax, K/V tiles in shared memory).
 //   Workspace: the caller's (Workspace{ptr, bytes}, sized by *_workspace_bytes) or, when empty, a buffer
 //   cached per device that grows on first use of a larger shape (warm up before CUDA-graph capture).
+//   The cached buffer is shared by every call on the device: concurrent calls on different streams must pass
+//   their own workspaces.
 #pragma once
 
 #include <cstddef>
