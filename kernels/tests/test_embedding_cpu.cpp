@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/numeric.h"
+#include "kernels/elementwise/ieee_math.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/tests/elementwise_test_util.h"
 
@@ -82,7 +83,7 @@ TEST(EmbeddingCpu, BackwardAccumulatesInTokenOrderIntoTheBuffer) {
       double exact = b[r * d + j];
       for (int64_t t = 0; t < t_count; ++t) {
         if (ids.ptr<int32_t>()[t] != r) continue;
-        acc = acc + static_cast<float>(g[t * d + j]) * 55.5f;
+        acc = kernels::ieee::fadd(acc, kernels::ieee::fmul(static_cast<float>(g[t * d + j]), 55.5f));  // no FMA
         exact += g[t * d + j] * 55.5;
       }
       ASSERT_EQ(got[r * d + j], acc) << r << "," << j;  // the contract's order, bit for bit
