@@ -139,11 +139,16 @@ GemmInput Precision::bind(const GemmInput& in, const GemmSite& site) const {
 
 void Precision::finish_cast(const GemmInput& in, Stream stream) const {
   switch (in.path) {
-    case InputPath::kCalibrate:
-      // Just-in-time scale from the running max of the slot (>= this batch's amax: nothing saturates).
-      kernels::current_scaling_scale(in.state_amax, in.fp8.scale, TensorView{}, delayed_rule(recipe_), stream);
-      kernels::quantize(in.hp, without_amax(in.fp8), {}, stream);
+    case InputPath::kCalibrate: {
+      // This batch's own amax gives the just-in-time scale (so each calibration forward is exactly a current-
+      // scaling forward, whatever the other batches were), and the cast max-reduces the same amax into the
+      // site's slot, which thereby accumulates the max over all calibration batches.
+      kernels::current_scaling_scale(in.fp8.amax, in.fp8.scale, TensorView{}, delayed_rule(recipe_), stream);
+      Fp8View cast = in.fp8;
+      cast.amax = in.state_amax;
+      kernels::quantize(in.hp, cast, {}, stream);
       return;
+    }
     case InputPath::kCurrent:
       CurrentScalingState(recipe_).compute_scale(in.fp8, ScalingDir::kForward, stream);
       kernels::quantize(in.hp, without_amax(in.fp8), {}, stream);
@@ -174,8 +179,6 @@ void Precision::rmsnorm(const TensorView& x, const TensorView& w, float eps, con
       kernels::rmsnorm_forward(x, w, eps, out.hp, rstd, {}, {}, stream);
       break;
     case InputPath::kCalibrate:
-      kernels::rmsnorm_forward(x, w, eps, out.hp, rstd, {}, out.state_amax, stream);
-      break;
     case InputPath::kCurrent:
       zero_bytes(out.fp8.amax, stream);
       kernels::rmsnorm_forward(x, w, eps, out.hp, rstd, {}, out.fp8.amax, stream);
@@ -196,8 +199,6 @@ void Precision::geglu(const TensorView& fc1, const GemmInput& unbound, const Gem
       kernels::geglu_forward_fp8(fc1, out.fp8, stream);
       return;
     case InputPath::kCalibrate:
-      kernels::geglu_forward(fc1, out.hp, out.state_amax, stream);
-      break;
     case InputPath::kCurrent:
       zero_bytes(out.fp8.amax, stream);
       kernels::geglu_forward(fc1, out.hp, out.fp8.amax, stream);
@@ -211,15 +212,7 @@ void Precision::quantize(const GemmInput& unbound, const GemmSite& site, Stream 
   switch (in.path) {
     case InputPath::kBf16: return;
     case InputPath::kDelayedFused: TG_FAIL("Precision::quantize: the input was allocated for a fused producer");
-    case InputPath::kCalibrate: {
-      // The slot must see this tensor's amax before the scale is taken from it: a throw-away cast (with the
-      // slot's previous scale; overwritten below) max-reduces it in. Calibration only.
-      Fp8View record = in.fp8;
-      record.amax = in.state_amax;
-      kernels::current_scaling_scale(in.state_amax, in.fp8.scale, TensorView{}, delayed_rule(recipe_), stream);
-      kernels::quantize(in.hp, record, {}, stream);
-      break;
-    }
+    case InputPath::kCalibrate:
     case InputPath::kCurrent:
       kernels::compute_amax(in.hp, in.fp8.amax, stream);
       break;

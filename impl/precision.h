@@ -14,10 +14,12 @@
 //
 // Delayed scaling phases:
 //   kInference   frozen scales; the casts record no amax (no atomics).
-//   kCalibrating TE's calibration, but accumulating: every FP8 input is cast with a just-in-time scale from
-//                the running max of its amax slot (so the calibration forward is an accurate FP8 forward, and
-//                works with FP8-only weights), and the slot max-accumulates over all calibration batches.
-//                finish_calibration() turns the slots into frozen scales (one launch).
+//   kCalibrating TE's calibration, but accumulating: each calibration forward is a current-scaling forward
+//                (every FP8 input cast with a just-in-time scale from its own amax: an accurate FP8 forward
+//                that also works with FP8-only weights, unlike TE's BF16 calibration pass), and each cast
+//                max-reduces that amax into its site's slot, which so accumulates the max over all batches
+//                (order-independent). finish_calibration() turns the slots into frozen scales (one launch):
+//                calibrated on one batch, delayed scaling then reproduces current scaling on it bit for bit.
 //   kTraining    the casts max-reduce the amax into the state's slots; update_forward() after each step.
 // Weights are quantized by impl/weights.h (their scale comes from their own amax).
 #pragma once
@@ -46,7 +48,7 @@ enum class InputPath : uint8_t {
   kBf16,         // BF16 GEMM: hp only
   kDelayedFused, // delayed: the producer casts with the state's scale (norm / GeGLU fused kernels); no hp
   kDelayedCast,  // delayed: hp, then one cast with the state's scale
-  kCalibrate,    // delayed while calibrating: hp, amax into the state's slot, just-in-time scale, cast
+  kCalibrate,    // delayed while calibrating: as kCurrent, and the cast max-reduces the amax into the slot
   kCurrent,      // current scaling: hp + amax, scale, cast
   kBlock,        // block scaling: hp, then the 1x128 block cast
 };
