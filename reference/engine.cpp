@@ -76,7 +76,7 @@ const GemmaConfig& Engine::config() const { return impl_->model.config(); }
 const EngineOptions& Engine::options() const { return impl_->opts; }
 
 ForwardResult Engine::forward(const ForwardRequest& req) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor ids = ids_to_torch(req.input_ids, "input_ids");
   TG_CHECK(ids.dim() == 2, "reference engine: input_ids must be [B, T]");
   check_vocab(ids, config().vocab_size);
@@ -114,7 +114,7 @@ Tensor Engine::logits(const std::vector<int64_t>& ids) const {
 }
 
 double Engine::loss(const TensorView& input_ids, const TensorView& labels) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor ids = ids_to_torch(input_ids, "input_ids");
   check_vocab(ids, config().vocab_size);
   const at::Tensor lab = labels.empty() ? ids : ids_to_torch(labels, "labels");

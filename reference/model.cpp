@@ -166,6 +166,11 @@ GemmaModel::GemmaModel(GemmaConfig cfg, GemmaWeights weights, AttentionImpl atte
            "GemmaModel: only the tanh GELU is implemented (Gemma was trained with it); config asks for '",
            cfg_.hidden_activation, "'");
   inv_freq_ = rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, w_.device());
+  // GemmaTextScaledWordEmbedding: embedding(ids) * tensor(sqrt(hidden)) (a float32 0-d tensor) cast to the
+  // weight dtype, so sqrt(2048) becomes 45.25 in BF16 before the multiply. Made on the device once (a host
+  // scalar copied per forward would synchronise).
+  const float normalizer = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
+  normalizer_ = at::full({}, normalizer, at::TensorOptions().dtype(at::kFloat).device(w_.device())).to(w_.dtype());
 }
 
 at::Tensor GemmaModel::forward(const ForwardArgs& a) const {
@@ -207,11 +212,7 @@ at::Tensor GemmaModel::forward(const ForwardArgs& a) const {
   at::Tensor mask;
   if (!sdpa_is_causal) mask = additive_causal_mask(batch, q_len, past, a.attention_mask, dt, dev);
 
-  // GemmaTextScaledWordEmbedding: embedding(ids) * tensor(sqrt(hidden)) (a float32 0-d tensor) cast to the
-  // weight dtype, so sqrt(2048) becomes 45.25 in BF16 before the multiply.
-  const float normalizer_f32 = static_cast<float>(std::sqrt(static_cast<double>(cfg_.hidden_size)));
-  const at::Tensor normalizer = at::scalar_tensor(normalizer_f32, at::TensorOptions().dtype(at::kFloat)).to(dev, dt);
-  at::Tensor h = at::embedding(w_.embed_tokens, ids, cfg_.pad_token_id) * normalizer;  // [B, T, D]
+  at::Tensor h = at::embedding(w_.embed_tokens, ids, cfg_.pad_token_id) * normalizer_;  // [B, T, D]
 
   const auto [cos, sin] = rope_cos_sin(inv_freq_, pos, dt);  // [B or 1, T, Dh]
   const double scaling = std::pow(static_cast<double>(dh), -0.5);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>  // c10::NoGradGuard
 
 #include <cstdint>
 #include <filesystem>
@@ -101,6 +102,8 @@ struct Taps {
   at::Tensor logits;                      // [B, T', V] (T' = T or logits_to_keep)
 };
 
+// Inputs may live on the CPU or on the model's device; on CUDA, pass device tensors to keep the forward free
+// of host synchronisation.
 struct ForwardArgs {
   at::Tensor input_ids;       // [B, T] int64
   // [B, T] int64. Undefined: cache length + arange(T) for every row (HF's default when position_ids is None;
@@ -132,7 +135,8 @@ class GemmaModel {
   GemmaConfig cfg_;
   GemmaWeights w_;
   AttentionImpl attention_;
-  at::Tensor inv_freq_;  // [Dh/2] fp32, on the weights' device
+  at::Tensor inv_freq_;    // [Dh/2] fp32, on the weights' device
+  at::Tensor normalizer_;  // 0-d sqrt(D) in the activation dtype, on the weights' device
 };
 
 // HF ForCausalLMLoss: logits upcast to FP32, labels shifted left by one (label t+1 is the target at t, the

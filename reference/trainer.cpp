@@ -141,7 +141,7 @@ StepStats Trainer::step(const std::vector<MicroBatch>& micro_batches) {
     if (!grads[i].defined()) grads[i] = at::zeros_like(*master_.named()[i].second);
   }
 
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   // clip_grad_norm_: total = ||(||g_i||)_i||, coef = min(max_norm / (total + 1e-6), 1), always applied.
   std::vector<at::Tensor> norms;
   norms.reserve(grads.size());
@@ -215,7 +215,7 @@ void Trainer::adamw_fused(const std::vector<at::Tensor>& grads, double lr) {
 
 at::Tensor Trainer::eval_loss(const MicroBatch& batch) const {
   check_batch(batch, cfg_.vocab_size);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const GemmaModel model = compute_model();
   ForwardArgs args;
   args.input_ids = to_device(batch.input_ids.to(at::kLong), device_);

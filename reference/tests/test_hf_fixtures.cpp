@@ -49,7 +49,7 @@ std::vector<std::vector<int64_t>> prompts(const Fixture& f) {
 }
 
 at::Tensor logits_of(const GemmaModel& m, const std::vector<int64_t>& p, Taps* taps = nullptr) {
-  at::NoGradGuard g;
+  c10::NoGradGuard g;
   ForwardArgs a;
   a.input_ids = long_1d(p).unsqueeze(0);
   a.taps = taps;
@@ -174,7 +174,7 @@ TEST_P(HfFixture, LeftPaddedBatchLogitsMatchHf) {
   const at::Tensor hf_f32 = fx().array("batch/logits_f32").index({real});
   const at::Tensor hf_bf16 = fx().array("batch/logits_bf16").index({real});
   for (const auto dtype : {at::kFloat, at::kBFloat16}) {
-    at::NoGradGuard g;
+    c10::NoGradGuard g;
     ForwardArgs a;
     a.input_ids = ids;
     a.attention_mask = mask;

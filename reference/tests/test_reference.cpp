@@ -41,7 +41,7 @@ GemmaModel tiny_model(at::ScalarType dtype, uint64_t seed = 7, GemmaConfig cfg =
 
 at::Tensor forward(const GemmaModel& m, const at::Tensor& ids, const at::Tensor& mask = {},
                    const at::Tensor& pos = {}, KVCache* cache = nullptr, Taps* taps = nullptr) {
-  at::NoGradGuard g;
+  c10::NoGradGuard g;
   ForwardArgs a;
   a.input_ids = ids;
   a.attention_mask = mask;
@@ -226,7 +226,7 @@ TEST_P(Precision, LastPositionLogitsAndTapsAreConsistent) {
   // The lm_head is the tied embedding (on the CPU BF16 products are computed in FP32 and rounded once).
   EXPECT_TRUE(at::equal(
       at::linear(taps.final_hidden.to(at::kFloat), m.weights().embed_tokens.to(at::kFloat)).to(m.dtype()), full));
-  at::NoGradGuard g;
+  c10::NoGradGuard g;
   ForwardArgs a;
   a.input_ids = ids;
   a.logits_to_keep = 1;
@@ -498,7 +498,7 @@ TEST(Trainer, GradientAccumulationEqualsOneBigBatch) {
   // The loss is the mean over the 9 + 4 targets of the batch.
   ForwardArgs fa;
   fa.input_ids = ids;
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   const double direct = causal_lm_loss(GemmaModel(c, w).forward(fa), labels).item<double>();
   EXPECT_NEAR(a.loss.item<double>(), direct, 1e-6 * direct);
 }
