@@ -27,13 +27,25 @@ Comparison& begin(Report& report, std::string kind, const CompareContext& ctx) {
 }
 
 void set_engines(Report& report, Comparison& c, const Engine& ref, const Engine& test) {
+  // Raw names first, so that an error below still says which engines were meant.
   c.reference = ref.name();
   c.test = test.name();
   c.reference_recipe = ref.precision();
   c.test_recipe = test.precision();
   c.reference = report.add_engine(ref);  // validates the recipe strings
   c.test = report.add_engine(test);
+  c.reference_recipe = canonical_recipe(c.reference_recipe);
+  c.test_recipe = canonical_recipe(c.test_recipe);
   c.precision = comparison_precision(c.reference_recipe, c.test_recipe);
+}
+
+std::vector<TokenIds> prompt_ids(const PromptSet& prompts) {
+  std::vector<TokenIds> ids = prompts.token_ids();
+  TG_CHECK(!ids.empty(), prompts.source, ": no prompts to run");
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    TG_CHECK(!ids[i].empty(), prompts.source, ": prompt ", prompts.prompts[i].id, " has no tokens (a text prompt ",
+             "that was not encoded?)");
+  return ids;
 }
 
 std::span<const float> values(const Tensor& t) { return {t.ptr<float>(), static_cast<std::size_t>(t.numel())}; }
@@ -130,7 +142,7 @@ Comparison& compare_forward(Report& report, Engine& ref, Engine& test, const Pro
   Comparison& c = begin(report, "forward", ctx);
   try {
     set_engines(report, c, ref, test);
-    const std::vector<TokenIds> ids = prompts.token_ids();
+    const std::vector<TokenIds> ids = prompt_ids(prompts);
     ForwardOptions fo;
     fo.want_taps = true;
     const ForwardResult rr = ref.forward(ids, fo);
@@ -173,7 +185,7 @@ Comparison& compare_generation(Report& report, Engine& ref, Engine& test, const 
   try {
     set_engines(report, c, ref, test);
     TG_CHECK(gen.max_new_tokens >= 1, "generation: max_new_tokens must be >= 1, got ", gen.max_new_tokens);
-    const std::vector<TokenIds> ids = prompts.token_ids();
+    const std::vector<TokenIds> ids = prompt_ids(prompts);
     const std::vector<TokenIds> rg = ref.generate_greedy(ids, gen);
     const std::vector<TokenIds> tg = test.generate_greedy(ids, gen);
     TG_CHECK(rg.size() == ids.size(), c.reference, " returned ", rg.size(), " generations for ", ids.size(),
@@ -247,6 +259,8 @@ Comparison& compare_loss(Report& report, const LossCurve& ref, std::string_view 
   try {
     c.reference = curve_label(ref_label, ref_recipe);
     c.test = curve_label(test_label, test_recipe);
+    c.reference_recipe = canonical_recipe(ref_recipe);
+    c.test_recipe = canonical_recipe(test_recipe);
     c.precision = comparison_precision(ref_recipe, test_recipe);
     const LossComparison lc = compare_loss_curves(ref, test);
     const Subject s{-1, "", -1, "loss"};
@@ -286,6 +300,7 @@ Comparison& check_loss_health(Report& report, const LossCurve& curve, std::strin
   c.test_recipe = std::string(recipe);
   try {
     c.test = curve_label(label, recipe);
+    c.test_recipe = canonical_recipe(recipe);
     c.precision = precision_of(recipe);
     judge_health(c, ctx.thresholds, curve, c.test);
     auto& se = c.series["loss.test"];

@@ -1,6 +1,6 @@
-// The comparisons the harness runs. Each adds one Comparison to the report and returns it; an engine that
-// throws, or returns results of the wrong shape, makes the comparison "error" (exit code 2) instead of
-// escaping, so the other comparisons still run.
+// The comparisons the harness runs. Each adds one Comparison to the report and returns it (the reference
+// is valid until the next comparison is added); an engine that throws, or returns results of the wrong
+// shape, makes the comparison "error" (exit code 2) instead of escaping, so the other comparisons still run.
 //
 //   compare_forward     per prompt: every layer's tap [S, D] (elementwise metrics) and the final logits
 //                       [S, V] (elementwise + next-token distributions: KL, top-1, top-5)
@@ -26,6 +26,8 @@ struct CompareContext {
   std::string size_class;  // tiny | small | 2b | 7b (size_class_of)
 };
 
+// `prompts` must be runnable (PromptSet::runnable) and should be validated for the model
+// (PromptSet::validate_for); an engine that rejects a token id makes the comparison "error".
 Comparison& compare_forward(Report& report, Engine& ref, Engine& test, const PromptSet& prompts,
                             const CompareContext& ctx);
 

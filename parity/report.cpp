@@ -279,12 +279,12 @@ void Report::set_prompts(const PromptSet& set) { prompts = set.summary_json(); }
 std::string Report::add_engine(const Engine& engine) {
   EngineInfo e;
   e.name = engine.name();
-  e.recipe = engine.precision();
+  e.recipe = canonical_recipe(engine.precision());
   e.precision = precision_of(e.recipe);
   e.label = e.name + "[" + e.precision + "]";
   e.provenance = engine.provenance();
   for (const auto& x : engines)
-    if (x.label == e.label) return e.label;
+    if (x.label == e.label && x.recipe == e.recipe) return e.label;
   engines.push_back(e);
   return e.label;
 }

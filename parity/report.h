@@ -121,7 +121,7 @@ struct Report {
   void set_model(const GemmaConfig& cfg, std::string_view source);
   void set_thresholds(const Thresholds& th);
   void set_prompts(const PromptSet& set);
-  // Records the engine (once per label) and returns its label "name[precision]".
+  // Records the engine (once per label and recipe) and returns its label "name[precision]".
   std::string add_engine(const Engine& engine);
 
   int exit_code() const;

@@ -111,6 +111,8 @@ std::string precision_of(std::string_view recipe) {
   return std::string(impl::Recipe::parse(recipe).name());
 }
 
+std::string canonical_recipe(std::string_view recipe) { return impl::Recipe::parse(recipe).to_string(); }
+
 std::string comparison_precision(std::string_view ref_recipe, std::string_view test_recipe) {
   const std::string r = precision_of(ref_recipe), t = precision_of(test_recipe);
   if (t == "bf16" && r != "bf16") return r;

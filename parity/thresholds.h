@@ -60,6 +60,8 @@ std::string size_class_of(const GemmaConfig& cfg);
 
 // "bf16", "delayed", "current" or "block" for a recipe string (impl::Recipe::parse syntax).
 std::string precision_of(std::string_view recipe);
+// The canonical form of a recipe string (every field explicit): what reports record.
+std::string canonical_recipe(std::string_view recipe);
 // The precision whose thresholds judge a comparison of two engines: the FP8 side if exactly one is FP8
 // (its quantization error dominates), the test side otherwise.
 std::string comparison_precision(std::string_view ref_recipe, std::string_view test_recipe);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "impl/recipe.h"
 #include "parity/compare.h"
 #include "parity/tests/fake_engine.h"
 
@@ -59,6 +60,10 @@ TEST(ParityCompare, ThrowingEngineIsAnErrorNotACrash) {
   EXPECT_EQ(r.comparisons.back().status(), "pass");
   EXPECT_EQ(r.exit_code(), 2);
   EXPECT_EQ(r.engines.size(), 3u);  // reference[bf16], impl[block], impl[bf16]
+  // Reports carry canonical recipe strings (every field explicit).
+  EXPECT_EQ(r.engines[1].recipe, impl::Recipe::parse("block").to_string());
+  EXPECT_EQ(r.comparisons[0].test_recipe, impl::Recipe::parse("block").to_string());
+  EXPECT_THAT(r.engines[1].recipe, HasSubstr("pow2="));
 }
 
 TEST(ParityCompare, MalformedResultsAreErrors) {
@@ -76,6 +81,13 @@ TEST(ParityCompare, MalformedResultsAreErrors) {
   FakeEngine bad_recipe("impl", "fp4", bf16());
   compare_forward(r, ref, bad_recipe, small_prompts(), {th, "tiny"});
   EXPECT_THAT(r.comparisons.back().error, HasSubstr("fp4"));
+  EXPECT_EQ(r.comparisons.back().title(), "reference[bf16] vs impl: forward");  // names the engine anyway
+  PromptSet none = small_prompts();
+  none.prompts.clear();
+  compare_forward(r, ref, ref, none, {th, "tiny"});
+  EXPECT_THAT(r.comparisons.back().error, HasSubstr("small.json: no prompts to run"));
+  const Comparison& g = compare_generation(r, ref, ref, none, {}, {th, "tiny"});
+  EXPECT_EQ(g.status(), "error");
   EXPECT_EQ(r.exit_code(), 2);
 }
 
