@@ -82,22 +82,31 @@ Trainer::Trainer(GemmaConfig cfg, const GemmaWeights& init, TrainConfig tc, at::
       state_step_.push_back(at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_)));
     }
   }
-}
-
-GemmaWeights Trainer::compute_weights() const {
+  // The compute weights: FP32 compute uses the master tensors themselves (detached aliases), BF16 compute
+  // rounded copies (refreshed before every step).
   const at::ScalarType dt = to_scalar_type(tc_.compute_dtype);
-  GemmaWeights w;
-  w.layers.resize(master_.layers.size());
-  auto dst = w.named();
+  GemmaWeights compute;
+  compute.layers.resize(master_.layers.size());
+  auto dst = compute.named();
   const auto src = master_.named();
   for (size_t i = 0; i < src.size(); ++i) {
-    // FP32 compute uses the master tensors themselves (a detached alias); BF16 compute a rounded copy.
     *dst[i].second = dt == at::kFloat ? src[i].second->detach() : src[i].second->to(dt);
+    dst[i].second->requires_grad_(true);
   }
-  return w;
+  model_ = std::make_unique<GemmaModel>(cfg_, std::move(compute), tc_.attention);
 }
 
-GemmaModel Trainer::compute_model() const { return GemmaModel(cfg_, compute_weights(), tc_.attention); }
+void Trainer::refresh_compute_weights() {
+  if (tc_.compute_dtype == DType::F32) return;  // aliases of the master: always current
+  c10::NoGradGuard no_grad;
+  auto dst = model_->weights().named();
+  const auto src = master_.named();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].second->copy_(*src[i].second);  // FP32 -> BF16, RNE
+}
+
+GemmaModel Trainer::compute_model() const {
+  return GemmaModel(cfg_, model_->weights().to(model_->dtype(), device_), tc_.attention);
+}
 
 StepStats Trainer::step(const std::vector<MicroBatch>& micro_batches) {
   TG_CHECK(static_cast<int64_t>(micro_batches.size()) == tc_.grad_accum_steps, "trainer: expected ",
@@ -111,9 +120,9 @@ StepStats Trainer::step(const std::vector<MicroBatch>& micro_batches) {
   }
   TG_CHECK(num_items > 0, "trainer: the micro-batches have no loss targets (all labels -100?)");
 
-  GemmaModel model(cfg_, compute_weights(), tc_.attention);
+  refresh_compute_weights();
+  GemmaModel& model = *model_;
   auto params = model.weights().named();
-  for (auto& [name, p] : params) p->requires_grad_(true);
 
   std::vector<at::Tensor> grads(params.size());  // FP32 accumulators
   at::Tensor loss_total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
@@ -213,10 +222,11 @@ void Trainer::adamw_fused(const std::vector<at::Tensor>& grads, double lr) {
 #endif
 }
 
-at::Tensor Trainer::eval_loss(const MicroBatch& batch) const {
+at::Tensor Trainer::eval_loss(const MicroBatch& batch) {
   check_batch(batch, cfg_.vocab_size);
   c10::NoGradGuard no_grad;
-  const GemmaModel model = compute_model();
+  refresh_compute_weights();
+  const GemmaModel& model = *model_;
   ForwardArgs args;
   args.input_ids = to_device(batch.input_ids.to(at::kLong), device_);
   const at::Tensor logits = model.forward(args);

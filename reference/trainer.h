@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "reference/model.h"
@@ -42,19 +43,19 @@ class Trainer {
   StepStats step(const std::vector<MicroBatch>& micro_batches);
 
   // Loss of the current weights on one batch (no gradient), computed like the training loss.
-  at::Tensor eval_loss(const MicroBatch& batch) const;
+  at::Tensor eval_loss(const MicroBatch& batch);
 
   double lr_at(int64_t step) const { return tc_.lr * lr_multiplier(tc_, step); }
   int64_t steps_done() const { return step_; }
   const GemmaWeights& master() const { return master_; }
   const GemmaConfig& config() const { return cfg_; }
   const TrainConfig& train_config() const { return tc_; }
-  // The model the next step would run (compute-dtype copy of the master weights), for evaluation/generation.
+  // A copy of the model the next step runs (compute dtype), for evaluation/generation.
   GemmaModel compute_model() const;
   bool uses_fused_adamw() const { return fused_; }
 
  private:
-  GemmaWeights compute_weights() const;
+  void refresh_compute_weights();
   void adamw_explicit(const std::vector<at::Tensor>& grads, double lr);
   void adamw_fused(const std::vector<at::Tensor>& grads, double lr);
 
@@ -62,6 +63,10 @@ class Trainer {
   TrainConfig tc_;
   at::Device device_;
   GemmaWeights master_;                // FP32
+  // The model the steps run, built once (no per-step allocation or host->device copy): its weights are
+  // leaf tensors that require grad; BF16 copies of the master refreshed in place before every step, or, for
+  // FP32 compute, aliases of the master tensors.
+  std::unique_ptr<GemmaModel> model_;
   std::vector<at::Tensor> exp_avg_;    // FP32, one per parameter in GemmaWeights::named() order
   std::vector<at::Tensor> exp_avg_sq_;
   std::vector<at::Tensor> state_step_; // fused path: per-parameter FP32 step counters (device)
