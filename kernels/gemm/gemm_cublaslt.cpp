@@ -238,7 +238,12 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
     if (key.deterministic) {
-      pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_NONE));
+      // Determinism comes from the cached (fixed) algorithm: cuBLASLt's split-K reductions run in a fixed order.
+      // The mask keeps split-K with a separate FP32 (compute type) reduction step, which tall-K shapes such as
+      // wgrad need (with NONE alone, FP8 64x64x65536 -> F32 has no algorithm on the H200, cuBLASLt 13.1), and
+      // excludes the schemes that accumulate partials in the output type (INPLACE, OUTPUT_TYPE).
+      pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+               static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
