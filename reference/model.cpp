@@ -16,6 +16,12 @@
 #else
 #define TG_REF_HAVE_SDPA 0
 #endif
+// ... and its enable_gqa argument from 2.5 on.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define TG_REF_HAVE_SDPA_GQA 1
+#else
+#define TG_REF_HAVE_SDPA_GQA 0
+#endif
 
 namespace tg::ref {
 
@@ -47,6 +53,29 @@ at::Tensor mm_linear(const at::Tensor& x, const at::Tensor& w) {
 at::Tensor mm_matmul(const at::Tensor& a, const at::Tensor& b) {
   if (!fp32_gemm(a)) return at::matmul(a, b);
   return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
+}
+
+// HF's sdpa_attention_forward (integrations/sdpa_attention.py): without a mask (causal, no padding, no cache)
+// is_causal=True and, for head_dim <= 256, the kv heads go in unexpanded with enable_gqa (where LibTorch has
+// it); otherwise repeat_kv and the additive mask. q [B, H, T, Dh], k/v [B, Hkv, S, Dh] -> [B, H, T, Dh].
+at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                          bool is_causal, double scaling, int64_t n_rep) {
+#if TG_REF_HAVE_SDPA
+  if (is_causal && k.size(-1) <= 256) {  // HF's use_gqa_in_sdpa: no mask and head_dim <= 256
+#if TG_REF_HAVE_SDPA_GQA
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scaling, /*enable_gqa=*/n_rep > 1);
+#else
+    return at::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), {}, 0.0, true, scaling);
+#endif
+  }
+  if (is_causal) {
+    return at::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), {}, 0.0, true, scaling);
+  }
+  return at::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, 0.0, false, scaling);
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)is_causal, (void)scaling, (void)n_rep;
+  TG_FAIL("reference: at::scaled_dot_product_attention needs LibTorch >= 2.1");
+#endif
 }
 
 std::string shape_str(at::IntArrayRef s) {
@@ -239,23 +268,17 @@ at::Tensor GemmaModel::forward(const ForwardArgs& a) const {
       k = a.cache->k[l].narrow(2, 0, kv_len);  // [B, Hkv, S, Dh]
       v = a.cache->v[l].narrow(2, 0, kv_len);
     }
-    const at::Tensor k_rep = repeat_kv(k, n_rep);  // [B, H, S, Dh]
-    const at::Tensor v_rep = repeat_kv(v, n_rep);
     at::Tensor attn;  // [B, H, T, Dh]
     if (!sdpa) {
-      // eager_attention_forward: scores in the activation dtype, + mask, softmax in fp32, cast back.
+      // eager_attention_forward: repeat_kv, scores in the activation dtype, + mask, softmax in fp32, cast back.
+      const at::Tensor k_rep = repeat_kv(k, n_rep);  // [B, H, S, Dh]
+      const at::Tensor v_rep = repeat_kv(v, n_rep);
       at::Tensor scores = mm_matmul(q, k_rep.transpose(2, 3)) * scaling;  // [B, H, T, S]
       scores = scores + mask;
       const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(dt);
       attn = mm_matmul(probs, v_rep);
     } else {
-#if TG_REF_HAVE_SDPA
-      attn = sdpa_is_causal
-                 ? at::scaled_dot_product_attention(q, k_rep, v_rep, {}, 0.0, /*is_causal=*/true, scaling)
-                 : at::scaled_dot_product_attention(q, k_rep, v_rep, mask, 0.0, /*is_causal=*/false, scaling);
-#else
-      TG_FAIL("unreachable: SDPA checked in the constructor");
-#endif
+      attn = sdpa_attention(q, k, v, mask, sdpa_is_causal, scaling, n_rep);
     }
     attn = attn.transpose(1, 2).contiguous().reshape({batch, q_len, n_heads * dh});
     h = residual + mm_linear(attn, lw.o_proj);

@@ -6,7 +6,9 @@ reference against on the CPU.
 Run (CPU is enough; about a minute):
     python3 -m venv /opt/hfenv && /opt/hfenv/bin/pip install torch transformers==5.17.0 safetensors numpy
     /opt/hfenv/bin/python reference/scripts/make_hf_fixtures.py            # writes reference/fixtures/
-On the GPU machine (transformers 5.17 in the system python3): python3 reference/scripts/make_hf_fixtures.py --out /tmp/fx
+On the GPU machine (transformers 5.17 in the system python3), to check that another torch reproduces the
+committed fixtures:
+    python3 reference/scripts/make_hf_fixtures.py --out /tmp/fx --compare reference/fixtures
 
 Every model directory holds config.json + safetensors as HF's save_pretrained writes them, expected.json (token
 ids, scalars, the parameters of every case) and expected.safetensors (float arrays, F32). manifest.json lists
@@ -338,10 +340,66 @@ def make_model(spec, out_dir, index):
     }
 
 
+def compare(new_dir, old_dir):
+    """Compares freshly made fixtures with committed ones: same weights, FP32 arrays within 1e-4 of the scale,
+    BF16 arrays within 5e-2, token lists equal (reported, since a near-tie may flip with another torch).
+    Returns the number of hard failures (weights or FP32 arrays)."""
+    failures = 0
+    for name in sorted(d for d in os.listdir(new_dir) if os.path.isdir(os.path.join(new_dir, d))):
+        a_dir, b_dir = os.path.join(new_dir, name), os.path.join(old_dir, name)
+        if not os.path.isdir(b_dir):
+            print(f"{name}: not in {old_dir}")
+            failures += 1
+            continue
+        for f in sorted(os.listdir(a_dir)):
+            if f.startswith("model") and f.endswith(".safetensors"):
+                same = open(os.path.join(a_dir, f), "rb").read() == open(os.path.join(b_dir, f), "rb").read()
+                if not same:
+                    print(f"{name}/{f}: weights differ")
+                    failures += 1
+        a = safetensors.torch.load_file(os.path.join(a_dir, "expected.safetensors"))
+        b = safetensors.torch.load_file(os.path.join(b_dir, "expected.safetensors"))
+        for key in sorted(a):
+            x, y = a[key], b[key]
+            finite = torch.isfinite(y)
+            if x.shape != y.shape or not torch.equal(torch.isfinite(x), finite):
+                print(f"{name}/{key}: shape or -inf pattern differs")
+                failures += 1
+                continue
+            err = float((x[finite] - y[finite]).abs().max() / y[finite].abs().max().clamp_min(1e-30))
+            tol = 5e-2 if "bf16" in key else 1e-4
+            if err > tol:
+                print(f"{name}/{key}: relative error {err:.2e} > {tol:.0e}")
+                failures += "bf16" not in key
+        ja = json.load(open(os.path.join(a_dir, "expected.json")))
+        jb = json.load(open(os.path.join(b_dir, "expected.json")))
+        for key in sorted(ja):
+            if "train" in key or "margins" in str(key):
+                continue
+            va, vb = ja[key], jb[key]
+            strip = lambda v: {k: w for k, w in v.items() if k != "margins"} if isinstance(v, dict) else v
+            if isinstance(va, list) and va and isinstance(va[0], dict):
+                va, vb = [strip(v) for v in va], [strip(v) for v in vb]
+            else:
+                va, vb = strip(va), strip(vb)
+            if va != vb:
+                print(f"{name}/{key}: tokens differ (check the margins: a near-tie may flip)")
+        for key in ("train/f32",):
+            for field in ("losses", "grad_norms"):
+                for u, v in zip(ja[key][field], jb[key][field]):
+                    if abs(u - v) > 1e-4 * abs(v):
+                        print(f"{name}/{key}/{field}: {u} vs {v}")
+                        failures += 1
+    print(f"compare: {failures} hard failure(s)")
+    return failures
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(here, "..", "fixtures"), help="output folder")
+    ap.add_argument("--compare", metavar="DIR", help="after writing, compare with the fixtures in DIR "
+                    "(e.g. reference/fixtures) and exit 1 on a hard difference")
     args = ap.parse_args()
     if transformers.__version__ != "5.17.0":
         print(f"warning: transformers {transformers.__version__}; the committed fixtures were made with 5.17.0",
@@ -378,6 +436,8 @@ def main():
         f.write("\n")
     total = sum(m["bytes"] for m in models.values())
     print(f"wrote {len(models)} models, {total / 1e6:.2f} MB, to {os.path.abspath(args.out)}")
+    if args.compare and compare(args.out, args.compare):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
