@@ -1,7 +1,7 @@
 // Generation, mirroring transformers 5.17 generation/utils.py: GenerationMixin._sample (greedy and
 // multinomial sampling) and the vectorised GenerationMixin._beam_search, with the logits processors of
-// generation/logits_process.py. The model runs on its device; the per-step bookkeeping (scores, token choice,
-// beams) runs on the CPU in FP32 exactly as HF does it on a CPU model.
+// generation/logits_process.py. Greedy/sampling keep their state on the model's device (the multinomial draw
+// alone runs on the CPU); beam search keeps its bookkeeping on the CPU, in FP32 as HF does on a CPU model.
 #include "reference/generate.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -74,9 +74,13 @@ struct Prepared {
 };
 
 GenerationOutput sample(const GemmaModel& model, Prepared p, const GenerationConfig& gen, bool keep_scores) {
+  // The loop state lives on the model's device (so a CUDA decode step moves B token ids to the host, not B x V
+  // logits); only the multinomial draw runs on the CPU, on a seeded CPU generator.
+  const at::Device dev = model.device();
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(dev);
   const int64_t batch = p.ids.size(0), prompt_len = p.ids.size(1);
   const int64_t max_length = prompt_len + gen.max_new_tokens;
-  const at::Tensor eos = long_tensor(p.eos);
+  const at::Tensor eos = long_tensor(p.eos).to(dev);
   const bool has_eos = !p.eos.empty();
   std::vector<int64_t> limits = gen.max_new_tokens_per_row;
   if (!limits.empty()) {
@@ -88,15 +92,14 @@ GenerationOutput sample(const GemmaModel& model, Prepared p, const GenerationCon
     }
   }
   const bool pad_finished = has_eos || !limits.empty();
-  TG_CHECK(!pad_finished || p.pad >= 0, "generate: finished rows need a pad token id");
-  at::Tensor row_limit = limits.empty() ? at::Tensor() : long_tensor(limits);
+  const at::Tensor row_limit = limits.empty() ? at::Tensor() : long_tensor(limits).to(dev);
 
   at::Generator rng = at::make_generator<at::CPUGeneratorImpl>(gen.seed);
-  KVCache cache = KVCache::allocate(model.config(), batch, max_length, model.dtype(), model.device());
-  at::Tensor ids = p.ids;
-  at::Tensor mask = p.mask;
+  KVCache cache = KVCache::allocate(model.config(), batch, max_length, model.dtype(), dev);
+  at::Tensor ids = p.ids.to(dev);
+  at::Tensor mask = p.mask.to(dev);
   at::Tensor pos = positions_from_mask(mask);
-  at::Tensor unfinished = at::ones({batch}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor unfinished = at::ones({batch}, i64);
   GenerationOutput out;
   out.prompt_length = prompt_len;
 
@@ -107,13 +110,15 @@ GenerationOutput sample(const GemmaModel& model, Prepared p, const GenerationCon
     mask = at::cat({mask, at::ones({batch, 1}, mask.options())}, 1);
     pos = at::cat({pos, pos.narrow(1, pos.size(1) - 1, 1) + 1}, 1);
 
-    const at::Tensor next_logits = logits.select(1, logits.size(1) - 1).to(at::kCPU, at::kFloat, false, true);
+    // logits[:, -1] copied and upcast to FP32, then the processors.
+    const at::Tensor next_logits = logits.select(1, logits.size(1) - 1).to(at::kFloat, false, /*copy=*/true);
     const at::Tensor scores = process_logits(ids, next_logits, gen, p.eos, prompt_len);
-    if (keep_scores) out.scores.push_back(scores);
+    if (keep_scores) out.scores.push_back(scores.to(at::kCPU));
 
     at::Tensor next;
     if (gen.do_sample) {
-      next = at::multinomial(at::softmax(scores, -1), 1, /*replacement=*/false, rng).squeeze(1);
+      const at::Tensor probs = at::softmax(scores, -1).to(at::kCPU);
+      next = at::multinomial(probs, 1, /*replacement=*/false, rng).squeeze(1).to(dev);
     } else {
       next = at::argmax(scores, -1);
     }
@@ -130,7 +135,7 @@ GenerationOutput sample(const GemmaModel& model, Prepared p, const GenerationCon
     const int64_t last = ids.size(1) - 1;
     logits = model.forward(step_args(ids.narrow(1, last, 1), pos.narrow(1, last, 1), mask, cache));
   }
-  out.sequences = ids;
+  out.sequences = ids.to(at::kCPU);
   return out;
 }
 
@@ -279,7 +284,7 @@ at::Tensor process_logits(const at::Tensor& ids, const at::Tensor& scores, const
   // MinLengthLogitsProcessor (min_length = prompt + min_new_tokens) and MinNewTokensLengthLogitsProcessor:
   // the same condition, EOS scores -> -inf.
   if (gen.min_new_tokens > 0 && !eos.empty() && ids.size(1) - prompt_length < gen.min_new_tokens) {
-    s = s.index_fill(1, long_tensor(eos), neg_inf);
+    s = s.index_fill(1, long_tensor(eos).to(s.device()), neg_inf);
   }
   if (!gen.do_sample) return s;
   // Warpers, in HF's order: temperature, top-k, top-p.
