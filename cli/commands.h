@@ -17,5 +17,6 @@ struct Command {
 
 int cmd_version(Args args);
 int cmd_prepare_data(Args args);
+int cmd_forward(Args args);
 
 }  // namespace tg::cli

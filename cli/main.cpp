@@ -13,6 +13,7 @@ namespace {
 constexpr tg::cli::Command kCommands[] = {
     {"version", "print version and provenance (commit, build, GPU, libraries) as JSON", tg::cli::cmd_version},
     {"prepare-data", "training data: build the corpus, tokenize it, inspect token files", tg::cli::cmd_prepare_data},
+    {"forward", "one forward pass on token ids: logits (.npy) + summary (impl or reference)", tg::cli::cmd_forward},
 };
 
 void print_help() {

@@ -79,11 +79,15 @@ void Batch::validate(int64_t vocab, int64_t max_positions) const {
   }
   TG_CHECK(max_seqlen == longest, "Batch: max_seqlen is ", max_seqlen, " but the longest sequence has ", longest,
            " tokens");
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t id = tokens[static_cast<std::size_t>(i)], p = positions[static_cast<std::size_t>(i)];
-    TG_CHECK(id >= 0 && id < vocab, "Batch: token ", i, " has id ", id, ", outside the vocabulary [0, ", vocab, ")");
-    TG_CHECK(p >= 0 && p < max_positions, "Batch: token ", i, " has position ", p, ", outside [0, ", max_positions,
-             ") (max_position_embeddings)");
+  for (int64_t b = 0; b < num_sequences(); ++b) {
+    for (int64_t i = cu_seqlens[static_cast<std::size_t>(b)]; i < cu_seqlens[static_cast<std::size_t>(b + 1)]; ++i) {
+      const int32_t id = tokens[static_cast<std::size_t>(i)], p = positions[static_cast<std::size_t>(i)];
+      const int64_t at = i - cu_seqlens[static_cast<std::size_t>(b)];
+      TG_CHECK(id >= 0 && id < vocab, "Batch: token ", i, " (sequence ", b, ", index ", at, ") has id ", id,
+               ", outside the vocabulary [0, ", vocab, ")");
+      TG_CHECK(p >= 0 && p < max_positions, "Batch: token ", i, " (sequence ", b, ", index ", at, ") has position ",
+               p, ", outside [0, ", max_positions, ") (max_position_embeddings)");
+    }
   }
 }
 

@@ -71,6 +71,7 @@ struct GemmaForCausalLM::State {
   LayerNormLinear lm_head;
   Arena arena;
   PlanKey key;
+  std::vector<int32_t> staging;  // host side of the per-forward index upload
 
   // Every buffer of one forward, carved in a fixed order.
   struct Views {
@@ -222,17 +223,16 @@ TensorView GemmaForCausalLM::forward(const Batch& batch, const ForwardOptions& o
   bv.max_seqlen = batch.max_seqlen;
   TG_NVTX_RANGE("GemmaForCausalLM::forward");
 
-  // One upload of every index array. The host staging vector lives until the (synchronous or stream-
-  // ordered pageable) copy has read it.
-  std::vector<int32_t> host;
-  host.reserve(static_cast<std::size_t>(v.inputs.numel()));
+  // One upload of every index array, from a staging vector the model keeps (so it outlives the copy).
+  std::vector<int32_t>& host = s.staging;
+  host.clear();
   host.insert(host.end(), batch.tokens.begin(), batch.tokens.end());
   host.insert(host.end(), batch.positions.begin(), batch.positions.end());
   host.insert(host.end(), batch.cu_seqlens.begin(), batch.cu_seqlens.end());
   const std::vector<int32_t> last = batch.last_token_rows();
   host.insert(host.end(), last.begin(), last.end());
+  // From pageable memory, cudaMemcpyAsync has consumed `host` when it returns (CUDA's API sync rules).
   copy_bytes(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
-  sync_stream(stream);  // pageable host memory: make sure the copy is done before `host` goes away
 
   kernels::embedding_forward(bv.token_ids, s.w.embed.view(), s.embed_scale, v.h.slice_rows(0, bv.tokens), v.status,
                              stream);

@@ -88,8 +88,8 @@ TEST(Batch, BadInputIsNamed) {
   expect_error([] { Batch::from_prompts({{1, 2}, {}}); }, "prompt 1 is empty");
   expect_error([] { Batch::from_padded({{1, 2}}, {{0, 0}}); }, "row 0 has no token");
   expect_error([] { Batch::from_padded({{1, 2}}, {{1, 2}}); }, "expected 0 or 1");
-  expect_error([] { Batch::from_prompts({{1, 99}}).validate(50, 8); }, "token 1 has id 99");
-  expect_error([] { Batch::from_prompts({{1, 2, 3}}).validate(50, 2); }, "token 2 has position 2");
+  expect_error([] { Batch::from_prompts({{1, 99}}).validate(50, 8); }, "(sequence 0, index 1) has id 99");
+  expect_error([] { Batch::from_prompts({{1, 2, 3}}).validate(50, 2); }, "(sequence 0, index 2) has position 2");
   Batch b = Batch::from_prompts({{1, 2}, {3}});
   b.max_seqlen = 1;
   expect_error([&] { b.validate(50, 8); }, "max_seqlen is 1");
@@ -478,7 +478,7 @@ TEST(Model, RejectsWhatItCannotRun) {
   o.fp8_lm_head = true;
   expect_error([&] { GemmaForCausalLM::random(testing::tiny_config(), 1, o); }, "FP8 lm_head needs an FP8 recipe");
   GemmaForCausalLM m = GemmaForCausalLM::random(testing::tiny_config(), 1, cpu_options());
-  expect_error([&] { m.run(Batch::from_prompts({{1, 512}}), ForwardOptions{}); }, "token 1 has id 512");
+  expect_error([&] { m.run(Batch::from_prompts({{1, 512}}), ForwardOptions{}); }, "(sequence 0, index 1) has id 512");
 }
 
 }  // namespace
