@@ -169,8 +169,10 @@ void bm_rope(benchmark::State& state, Model m, bool backward) {
                      Device::CUDA);
   const double bytes = 4.0 * kTokens * (m.h + m.hkv) * m.dh + 8.0 * kTokens;
   timed(state, bytes, [&] {
-    if (backward) kernels::rope_backward(q, k, pos, freq);
-    else kernels::rope_forward(q, k, pos, freq);
+    if (backward)
+      kernels::rope_backward(q, k, pos, freq);
+    else
+      kernels::rope_forward(q, k, pos, freq);
   });
 }
 
@@ -219,8 +221,8 @@ const bool registered = [] {
   for (const Model& m : kModels) {
     const std::string td = "/" + std::to_string(kTokens) + "x" + std::to_string(m.d);
     const std::string tf = "/" + std::to_string(kTokens) + "x" + std::to_string(m.f);
-    const std::string heads = "/" + std::to_string(kTokens) + "x" + std::to_string(m.h) + "+" +
-                              std::to_string(m.hkv) + "x" + std::to_string(m.dh);
+    const std::string heads = "/" + std::to_string(kTokens) + "x" + std::to_string(m.h) + "+" + std::to_string(m.hkv) +
+                              "x" + std::to_string(m.dh);
     add("rmsnorm/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16); });
     add("rmsnorm+residual/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16Residual); });
     add("rmsnorm/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8); });

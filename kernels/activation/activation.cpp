@@ -7,8 +7,7 @@ namespace activation_detail {
 void check_act(const TensorView& t, int64_t rows, int64_t cols, Device device, const char* what, const DType* dtype) {
   TG_CHECK(!t.empty(), what, ": missing tensor");
   TG_CHECK(t.ndim() == 2, what, ": expected a 2-D view, got ", t.describe());
-  TG_CHECK(t.shape[0] == rows && t.shape[1] == cols, what, ": expected shape [", rows, ", ", cols, "], got ",
-           t.shape);
+  TG_CHECK(t.shape[0] == rows && t.shape[1] == cols, what, ": expected shape [", rows, ", ", cols, "], got ", t.shape);
   TG_CHECK(t.strides[1] == 1 && t.strides[0] >= cols, what,
            ": expected unit column stride and row stride >= columns, got strides ", t.strides);
   TG_CHECK(t.dtype == DType::BF16 || t.dtype == DType::F32, what, ": expected BF16 or F32, got ", t.dtype);

@@ -17,11 +17,11 @@ using ew::Pack8;
 
 constexpr int kThreads = 256;
 constexpr int kTileRows = 64;
-constexpr int kTileCols = 128;                      // output columns per tile (16 chunks of 8)
-constexpr int kChunksPerRow = kTileCols / 8;        // 16
+constexpr int kTileCols = 128;                          // output columns per tile (16 chunks of 8)
+constexpr int kChunksPerRow = kTileCols / 8;            // 16
 constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 16
-constexpr int kPasses = kTileRows / kRowsPerPass;   // 4 chunks per thread
-constexpr int kPitch = kTileCols + 4;               // odd word pitch for the transposed reads
+constexpr int kPasses = kTileRows / kRowsPerPass;       // 4 chunks per thread
+constexpr int kPitch = kTileCols + 4;                   // odd word pitch for the transposed reads
 
 struct Args {
   const void* fc1;  // [T, 2F]
@@ -128,8 +128,8 @@ __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
       const int cols_here = static_cast<int>(min(static_cast<int64_t>(kTileCols), a.f - col0));
 #pragma unroll
       for (int h = 0; h < kHalves; ++h) {
-        ew::store_transposed_tile(&tile[h][0][0], kPitch, rows_here, cols_here, a.fp8.col_data, a.rows,
-                                  row0, h * a.f + col0);
+        ew::store_transposed_tile(&tile[h][0][0], kPitch, rows_here, cols_here, a.fp8.col_data, a.rows, row0,
+                                  h * a.f + col0);
       }
     }
     ew::write_scale_inv(a.fp8);
@@ -194,9 +194,8 @@ void geglu_forward_fp8(const TensorView& fc1, const Fp8View& out, Stream stream)
   const dim3 grid = grid_for(a.rows, f);  // at least one block: scale_inv is always written
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
     using A = scalar_t;
-    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)", [&] {
-      geglu_kernel<Dir::kForward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
-    });
+    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)",
+                    [&] { geglu_kernel<Dir::kForward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
@@ -236,9 +235,8 @@ void geglu_backward_fp8(const TensorView& dout, const TensorView& fc1, const Fp8
   const dim3 grid = grid_for(a.rows, f);
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
     using A = scalar_t;
-    TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)", [&] {
-      geglu_kernel<Dir::kBackward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
-    });
+    TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)",
+                    [&] { geglu_kernel<Dir::kBackward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }

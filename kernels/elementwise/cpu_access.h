@@ -12,24 +12,34 @@ namespace tg::kernels::cpu_access {
 
 inline float load_at(const TensorView& t, int64_t offset) {
   switch (t.dtype) {
-    case DType::F32: { float f; std::memcpy(&f, t.ptr<char>() + 4 * offset, 4); return f; }
-    case DType::BF16: case DType::F16: {
+    case DType::F32: {
+      float f;
+      std::memcpy(&f, t.ptr<char>() + 4 * offset, 4);
+      return f;
+    }
+    case DType::BF16:
+    case DType::F16: {
       uint16_t b;
       std::memcpy(&b, t.ptr<char>() + 2 * offset, 2);
       return decode(t.dtype, b);
     }
-    default: TG_FAIL("cpu_access: unsupported dtype ", t.dtype);
+    default:
+      TG_FAIL("cpu_access: unsupported dtype ", t.dtype);
   }
 }
 inline void store_at(const TensorView& t, int64_t offset, float v) {
   switch (t.dtype) {
-    case DType::F32: std::memcpy(t.ptr<char>() + 4 * offset, &v, 4); break;
-    case DType::BF16: case DType::F16: {
+    case DType::F32:
+      std::memcpy(t.ptr<char>() + 4 * offset, &v, 4);
+      break;
+    case DType::BF16:
+    case DType::F16: {
       const auto b = static_cast<uint16_t>(encode(t.dtype, v));
       std::memcpy(t.ptr<char>() + 2 * offset, &b, 2);
       break;
     }
-    default: TG_FAIL("cpu_access: unsupported dtype ", t.dtype);
+    default:
+      TG_FAIL("cpu_access: unsupported dtype ", t.dtype);
   }
 }
 // 2-D element (r, c) of a strided view.

@@ -21,36 +21,58 @@ using dev::bf16_t;
 
 // ---- 8 consecutive elements of a BF16 or F32 row ------------------------------------------------
 // Raw storage (so a row cached in registers costs 4 registers per chunk in BF16), converted on use.
-template <typename T> struct Pack8;
-template <> struct Pack8<bf16_t> {
+template <typename T>
+struct Pack8;
+template <>
+struct Pack8<bf16_t> {
   uint4 v;
   __device__ __forceinline__ float get(int i) const {
     const uint32_t word = (i >> 1) == 0 ? v.x : (i >> 1) == 1 ? v.y : (i >> 1) == 2 ? v.z : v.w;
     return __uint_as_float((i & 1) ? (word & 0xFFFF0000u) : (word << 16));
   }
 };
-template <> struct Pack8<float> {
+template <>
+struct Pack8<float> {
   float4 a, b;
   __device__ __forceinline__ float get(int i) const {
     switch (i) {
-      case 0: return a.x; case 1: return a.y; case 2: return a.z; case 3: return a.w;
-      case 4: return b.x; case 5: return b.y; case 6: return b.z; default: return b.w;
+      case 0:
+        return a.x;
+      case 1:
+        return a.y;
+      case 2:
+        return a.z;
+      case 3:
+        return a.w;
+      case 4:
+        return b.x;
+      case 5:
+        return b.y;
+      case 6:
+        return b.z;
+      default:
+        return b.w;
     }
   }
 };
 
 // Aligned vector load of 8 elements (16-byte aligned for BF16, 32 for F32 rows of a multiple of 8).
-template <typename T> __device__ __forceinline__ Pack8<T> load8(const T* p);
-template <> __device__ __forceinline__ Pack8<bf16_t> load8<bf16_t>(const bf16_t* p) {
+template <typename T>
+__device__ __forceinline__ Pack8<T> load8(const T* p);
+template <>
+__device__ __forceinline__ Pack8<bf16_t> load8<bf16_t>(const bf16_t* p) {
   return {*reinterpret_cast<const uint4*>(p)};
 }
-template <> __device__ __forceinline__ Pack8<float> load8<float>(const float* p) {
+template <>
+__device__ __forceinline__ Pack8<float> load8<float>(const float* p) {
   const float4* q = reinterpret_cast<const float4*>(p);
   return {q[0], q[1]};
 }
 // Element-wise load of the first n (0..8) elements; the rest read as 0.
-template <typename T> __device__ __forceinline__ Pack8<T> load8_partial(const T* p, int n);
-template <> __device__ __forceinline__ Pack8<bf16_t> load8_partial<bf16_t>(const bf16_t* p, int n) {
+template <typename T>
+__device__ __forceinline__ Pack8<T> load8_partial(const T* p, int n);
+template <>
+__device__ __forceinline__ Pack8<bf16_t> load8_partial<bf16_t>(const bf16_t* p, int n) {
   const uint16_t* s = reinterpret_cast<const uint16_t*>(p);
   uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
@@ -59,23 +81,28 @@ template <> __device__ __forceinline__ Pack8<bf16_t> load8_partial<bf16_t>(const
   }
   return {make_uint4(w[0], w[1], w[2], w[3])};
 }
-template <> __device__ __forceinline__ Pack8<float> load8_partial<float>(const float* p, int n) {
+template <>
+__device__ __forceinline__ Pack8<float> load8_partial<float>(const float* p, int n) {
   float f[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = i < n ? p[i] : 0.0f;
   return {make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7])};
 }
-template <typename T> __device__ __forceinline__ Pack8<T> load8_any(const T* p, int n, bool vec) {
+template <typename T>
+__device__ __forceinline__ Pack8<T> load8_any(const T* p, int n, bool vec) {
   return vec && n == 8 ? load8<T>(p) : load8_partial<T>(p, n);
 }
-template <typename T> __device__ __forceinline__ void unpack8(const Pack8<T>& pk, float (&f)[8]) {
+template <typename T>
+__device__ __forceinline__ void unpack8(const Pack8<T>& pk, float (&f)[8]) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = pk.get(i);
 }
 
 // 8 floats rounded to T (RNE) in raw storage.
-template <typename T> __device__ __forceinline__ Pack8<T> pack8(const float (&f)[8]);
-template <> __device__ __forceinline__ Pack8<bf16_t> pack8<bf16_t>(const float (&f)[8]) {
+template <typename T>
+__device__ __forceinline__ Pack8<T> pack8(const float (&f)[8]);
+template <>
+__device__ __forceinline__ Pack8<bf16_t> pack8<bf16_t>(const float (&f)[8]) {
   uint32_t w[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -84,22 +111,27 @@ template <> __device__ __forceinline__ Pack8<bf16_t> pack8<bf16_t>(const float (
   }
   return {make_uint4(w[0], w[1], w[2], w[3])};
 }
-template <> __device__ __forceinline__ Pack8<float> pack8<float>(const float (&f)[8]) {
+template <>
+__device__ __forceinline__ Pack8<float> pack8<float>(const float (&f)[8]) {
   return {make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7])};
 }
 
 // Stores of 8 floats rounded to T (RNE): vector (aligned) or the first n elements.
-template <typename T> __device__ __forceinline__ void store8(T* p, const float (&f)[8]);
-template <> __device__ __forceinline__ void store8<bf16_t>(bf16_t* p, const float (&f)[8]) {
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float (&f)[8]);
+template <>
+__device__ __forceinline__ void store8<bf16_t>(bf16_t* p, const float (&f)[8]) {
   *reinterpret_cast<uint4*>(p) = pack8<bf16_t>(f).v;
 }
-template <> __device__ __forceinline__ void store8<float>(float* p, const float (&f)[8]) {
+template <>
+__device__ __forceinline__ void store8<float>(float* p, const float (&f)[8]) {
   const Pack8<float> pk = pack8<float>(f);
   float4* q = reinterpret_cast<float4*>(p);
   q[0] = pk.a;
   q[1] = pk.b;
 }
-template <typename T> __device__ __forceinline__ void store8_any(T* p, const float (&f)[8], int n, bool vec) {
+template <typename T>
+__device__ __forceinline__ void store8_any(T* p, const float (&f)[8], int n, bool vec) {
   if (vec && n == 8) {
     store8<T>(p, f);
   } else {
@@ -111,7 +143,8 @@ template <typename T> __device__ __forceinline__ void store8_any(T* p, const flo
 }
 
 // The value a store to T holds (RNE; identity for F32).
-template <typename T> __device__ __forceinline__ float round_to(float x) {
+template <typename T>
+__device__ __forceinline__ float round_to(float x) {
   return dev::to_float<T>(dev::from_float<T>(x));
 }
 
@@ -122,7 +155,7 @@ struct Fp8Out {
   const float* scale = nullptr;
   float* scale_inv = nullptr;
   float* col_scale_inv = nullptr;
-  uint32_t* amax = nullptr;     // F32 [1] viewed as bits (max of non-negative floats = max of bits)
+  uint32_t* amax = nullptr;  // F32 [1] viewed as bits (max of non-negative floats = max of bits)
   int64_t rows = 0, cols = 0;
 };
 
@@ -140,7 +173,8 @@ inline Fp8Out make_fp8_out(const Fp8View& v) {
 }
 
 // 8 values -> 8 FP8 bytes (little-endian in a uint2): fp8(fmul(v, scale)), RNE, saturating.
-template <typename Fp8> __device__ __forceinline__ uint2 quantize8(const float (&v)[8], float scale) {
+template <typename Fp8>
+__device__ __forceinline__ uint2 quantize8(const float (&v)[8], float scale) {
   constexpr __nv_fp8_interpretation_t kind = std::is_same_v<Fp8, dev::e4m3_t> ? __NV_E4M3 : __NV_E5M2;
   uint32_t w[2] = {0, 0};
 #pragma unroll
@@ -238,15 +272,17 @@ __device__ __forceinline__ void store_transposed_tile(const uint8_t* tile, int p
 }  // namespace tg::kernels::ew
 
 // Runtime dtype -> BF16 or F32 element type (the activation types of the element-wise kernels).
-#define TG_DISPATCH_BF16_F32(dtype, what, ...)                                                  \
-  switch (dtype) {                                                                              \
-    TG_DISPATCH_FLOAT_CASE(F32, float, __VA_ARGS__)                                             \
-    TG_DISPATCH_FLOAT_CASE(BF16, ::tg::kernels::dev::bf16_t, __VA_ARGS__)                       \
-    default: TG_FAIL(what, ": unsupported dtype ", dtype, " (expected F32 or BF16)");           \
+#define TG_DISPATCH_BF16_F32(dtype, what, ...)                                 \
+  switch (dtype) {                                                             \
+    TG_DISPATCH_FLOAT_CASE(F32, float, __VA_ARGS__)                            \
+    TG_DISPATCH_FLOAT_CASE(BF16, ::tg::kernels::dev::bf16_t, __VA_ARGS__)      \
+    default:                                                                   \
+      TG_FAIL(what, ": unsupported dtype ", dtype, " (expected F32 or BF16)"); \
   }
-#define TG_DISPATCH_FP8(dtype, what, ...)                                                       \
-  switch (dtype) {                                                                              \
-    TG_DISPATCH_FLOAT_CASE(E4M3, ::tg::kernels::dev::e4m3_t, __VA_ARGS__)                       \
-    TG_DISPATCH_FLOAT_CASE(E5M2, ::tg::kernels::dev::e5m2_t, __VA_ARGS__)                       \
-    default: TG_FAIL(what, ": unsupported dtype ", dtype, " (expected F8_E4M3 or F8_E5M2)");    \
+#define TG_DISPATCH_FP8(dtype, what, ...)                                             \
+  switch (dtype) {                                                                    \
+    TG_DISPATCH_FLOAT_CASE(E4M3, ::tg::kernels::dev::e4m3_t, __VA_ARGS__)             \
+    TG_DISPATCH_FLOAT_CASE(E5M2, ::tg::kernels::dev::e5m2_t, __VA_ARGS__)             \
+    default:                                                                          \
+      TG_FAIL(what, ": unsupported dtype ", dtype, " (expected F8_E4M3 or F8_E5M2)"); \
   }

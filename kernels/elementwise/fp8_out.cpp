@@ -31,8 +31,8 @@ void check_fp8_output(const Fp8View& out, int64_t rows, int64_t cols, Device dev
   if (out.has_columnwise()) {
     TG_CHECK(is_fp8(out.columnwise_data.dtype), what, ": FP8 columnwise_data must be F8_E4M3 or F8_E5M2, got ",
              out.columnwise_data.dtype);
-    TG_CHECK(!out.has_rowwise() || out.columnwise_data.dtype == out.data.dtype, what,
-             ": columnwise_data dtype ", out.columnwise_data.dtype, " differs from data dtype ", out.data.dtype);
+    TG_CHECK(!out.has_rowwise() || out.columnwise_data.dtype == out.data.dtype, what, ": columnwise_data dtype ",
+             out.columnwise_data.dtype, " differs from data dtype ", out.data.dtype);
     check_device(out.columnwise_data, device, what);
     check_contiguous(out.columnwise_data, what);
     check_shape(out.columnwise_data, Shape{cols, rows}, what);

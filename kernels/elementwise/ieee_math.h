@@ -192,8 +192,7 @@ TG_IEEE_FN GeluValueGrad gelu_tanh_value_grad(float x) {
   const float left = fmul(0.5f, x);
   const float right = fadd(1.0f, t);
   const float left_d = fmul(0.5f, right);
-  const float right_d = fmul(fmul(fmul(left, fsub(1.0f, fmul(t, t))), kGeluBeta),
-                             ffma(3.0f * kGeluKappa, x2, 1.0f));
+  const float right_d = fmul(fmul(fmul(left, fsub(1.0f, fmul(t, t))), kGeluBeta), ffma(3.0f * kGeluKappa, x2, 1.0f));
   return {fmul(left, right), fadd(left_d, right_d)};
 }
 TG_IEEE_FN float gelu_tanh_grad(float x) { return gelu_tanh_value_grad(x).grad; }
@@ -208,8 +207,8 @@ struct SinCos {
 TG_IEEE_FN SinCos sincos_angle(float angle) {
   const double x = angle;
   const double k = drint(dmul(x, 6.36619772367581382433e-01));  // 2/pi
-  double r = dfma(k, -1.57079632673412561417e+00, x);              // pio2_1 (33 bits): exact product
-  r = dfma(k, -6.07710050650619224932e-11, r);                     // pio2_1t
+  double r = dfma(k, -1.57079632673412561417e+00, x);           // pio2_1 (33 bits): exact product
+  r = dfma(k, -6.07710050650619224932e-11, r);                  // pio2_1t
   const double z = dmul(r, r);
   // __kernel_sin(r) = r + r^3 (S1 + z S2 + ... ), __kernel_cos(r) = 1 - z/2 + z^2 (C1 + z C2 + ...)
   double ps = dfma(z, 1.58969099521155010221e-10, -2.50507602534068634195e-08);
@@ -226,9 +225,16 @@ TG_IEEE_FN SinCos sincos_angle(float angle) {
   const double c = dfma(dmul(z, z), pc, dfma(z, -0.5, 1.0));
   const int q = static_cast<int>(static_cast<int64_t>(k) & 3);
   double sv = s, cv = c;
-  if (q == 1) { sv = c; cv = -s; }
-  else if (q == 2) { sv = -s; cv = -c; }
-  else if (q == 3) { sv = -c; cv = s; }
+  if (q == 1) {
+    sv = c;
+    cv = -s;
+  } else if (q == 2) {
+    sv = -s;
+    cv = -c;
+  } else if (q == 3) {
+    sv = -c;
+    cv = s;
+  }
   return {static_cast<float>(sv), static_cast<float>(cv)};
 }
 

@@ -22,8 +22,8 @@ float embedding_scale(int64_t hidden, DType act) {
 namespace embedding_detail {
 
 void fail_bad_id(int64_t count, int64_t token, int64_t id, int64_t vocab, const char* what) {
-  TG_FAIL(what, ": ", count, " token(s) have an id outside [0, ", vocab, "); the first is token ", token,
-          " with id ", id);
+  TG_FAIL(what, ": ", count, " token(s) have an id outside [0, ", vocab, "); the first is token ", token, " with id ",
+          id);
 }
 
 void check_args(const TensorView& ids, const TensorView& rows, const TensorView& acts, float scale,
@@ -34,9 +34,9 @@ void check_args(const TensorView& ids, const TensorView& rows, const TensorView&
   check_device(ids, device, what);
   const int64_t t = ids.shape[0];
   const char* rows_name = backward ? "dtable" : "table";
-  TG_CHECK(!rows.empty() && rows.ndim() == 2 && rows.strides[1] == 1 && rows.strides[0] >= rows.shape[1], what,
-           ": ", rows_name, " must be a 2-D [V, D] view with unit column stride, got ", rows.describe(),
-           " strides ", rows.strides);
+  TG_CHECK(!rows.empty() && rows.ndim() == 2 && rows.strides[1] == 1 && rows.strides[0] >= rows.shape[1], what, ": ",
+           rows_name, " must be a 2-D [V, D] view with unit column stride, got ", rows.describe(), " strides ",
+           rows.strides);
   if (backward) {
     TG_CHECK(rows.dtype == DType::F32, what, ": dtable must be F32 (an FP32 accumulation buffer), got ", rows.dtype);
   } else {
@@ -46,12 +46,12 @@ void check_args(const TensorView& ids, const TensorView& rows, const TensorView&
   check_device(rows, device, what);
   const int64_t d = rows.shape[1];
   const char* acts_name = backward ? "dout" : "out";
-  TG_CHECK(!acts.empty() && acts.ndim() == 2 && acts.strides[1] == 1 && acts.strides[0] >= d, what, ": ",
-           acts_name, " must be a 2-D [T, D] view with unit column stride, got ", acts.describe());
+  TG_CHECK(!acts.empty() && acts.ndim() == 2 && acts.strides[1] == 1 && acts.strides[0] >= d, what, ": ", acts_name,
+           " must be a 2-D [T, D] view with unit column stride, got ", acts.describe());
   TG_CHECK(acts.shape[0] == t && acts.shape[1] == d, what, ": ", acts_name, " must be [", t, ", ", d, "], got ",
            acts.shape);
-  TG_CHECK(acts.dtype == DType::BF16 || acts.dtype == DType::F32, what, ": ", acts_name,
-           " must be BF16 or F32, got ", acts.dtype);
+  TG_CHECK(acts.dtype == DType::BF16 || acts.dtype == DType::F32, what, ": ", acts_name, " must be BF16 or F32, got ",
+           acts.dtype);
   check_device(acts, device, what);
   TG_CHECK(std::isfinite(scale), what, ": scale must be finite, got ", scale);
   TG_CHECK(t < INT_MAX, what, ": at most ", INT_MAX - 1, " tokens per call, got ", t);

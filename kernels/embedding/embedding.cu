@@ -13,11 +13,11 @@ namespace tg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kIdsPerThread = 4;                          // ids compared per thread per scan step
-constexpr int kScanWindow = kThreads * kIdsPerThread;     // 512 token positions per scan step
-constexpr int kColChunks = 4;                             // 8-column chunks per thread per column window
-constexpr int kColWindow = kThreads * 8 * kColChunks;     // 4096 columns
-constexpr int kMatchUnroll = 8;                           // dout rows in flight per accumulation step
+constexpr int kIdsPerThread = 4;                       // ids compared per thread per scan step
+constexpr int kScanWindow = kThreads * kIdsPerThread;  // 512 token positions per scan step
+constexpr int kColChunks = 4;                          // 8-column chunks per thread per column window
+constexpr int kColWindow = kThreads * 8 * kColChunks;  // 4096 columns
+constexpr int kMatchUnroll = 8;                        // dout rows in flight per accumulation step
 
 struct Ids {
   const void* p;
@@ -88,8 +88,8 @@ __device__ __forceinline__ int block_exclusive_scan(int count, int* warp_sums, i
 template <typename G>
 __global__ void __launch_bounds__(kThreads)
     embedding_backward_kernel(Ids ids, int64_t tokens, const G* __restrict__ dout, int64_t ld_dout, float scale,
-                              float* __restrict__ dtable, int64_t ld_dtable, int64_t vocab, int64_t cols,
-                              int* status, bool vec, bool dtable_vec) {
+                              float* __restrict__ dtable, int64_t ld_dtable, int64_t vocab, int64_t cols, int* status,
+                              bool vec, bool dtable_vec) {
   __shared__ int list[kScanWindow];
   __shared__ int warp_sums[kThreads / 32];
   const int64_t t = blockIdx.x;
@@ -117,9 +117,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kColChunks; ++k) {
       const int64_t c = w0 + threadIdx.x + k * kThreads;
       if (c < chunks) {
-        ew::unpack8(ew::load8_any(drow + 8 * c, static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)),
-                                  dtable_vec),
-                    acc[k]);
+        ew::unpack8(
+            ew::load8_any(drow + 8 * c, static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)), dtable_vec),
+            acc[k]);
       }
     }
     for (int64_t base = t; base < tokens; base += kScanWindow) {
@@ -163,8 +163,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kColChunks; ++k) {
       const int64_t c = w0 + threadIdx.x + k * kThreads;
       if (c < chunks) {
-        ew::store8_any(drow + 8 * c, acc[k], static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)),
-                       dtable_vec);
+        ew::store8_any(drow + 8 * c, acc[k], static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)), dtable_vec);
       }
     }
   }
@@ -212,8 +211,8 @@ void embedding_forward(const TensorView& ids, const TensorView& table, float sca
       using E = scalar_t;
       TG_DISPATCH_BF16_F32(out.dtype, "embedding_forward(out)", [&] {
         embedding_forward_kernel<E, scalar_t><<<static_cast<unsigned>(t_count), kThreads, 0, cuda_stream(stream)>>>(
-            id_ref, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
-            out.strides[0], st.ptr(), vec);
+            id_ref, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(), out.strides[0],
+            st.ptr(), vec);
       });
     });
     TG_CHECK_LAUNCH("embedding_forward_kernel");

@@ -9,8 +9,7 @@ namespace norm_detail {
 void check_rows(const TensorView& t, int64_t rows, int64_t cols, DType dtype, Device device, const char* what) {
   TG_CHECK(!t.empty(), what, ": missing tensor");
   TG_CHECK(t.ndim() == 2, what, ": expected a 2-D [T, D] view, got ", t.describe());
-  TG_CHECK(t.shape[0] == rows && t.shape[1] == cols, what, ": expected shape [", rows, ", ", cols, "], got ",
-           t.shape);
+  TG_CHECK(t.shape[0] == rows && t.shape[1] == cols, what, ": expected shape [", rows, ", ", cols, "], got ", t.shape);
   TG_CHECK(t.strides[1] == 1 && t.strides[0] >= cols, what,
            ": expected unit column stride and row stride >= D, got strides ", t.strides);
   TG_CHECK(t.dtype == dtype, what, ": expected dtype ", dtype, ", got ", t.dtype);
@@ -67,8 +66,8 @@ void check_backward_args(const TensorView& dy, const TensorView& x, const Tensor
 
 }  // namespace norm_detail
 
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual, const TensorView& amax, Stream stream) {
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual, const TensorView& amax, Stream stream) {
   if (x.device == Device::CPU) return cpu::rmsnorm_forward(x, w, eps, y, rstd, residual, amax);
 #if TEGEMMA_HAVE_CUDA
   cuda::rmsnorm_forward(x, w, eps, y, rstd, residual, amax, stream);

@@ -29,8 +29,10 @@ struct WeightRef {
   // g = 1 + w for 8 elements starting at `off` (the first n valid).
   __device__ __forceinline__ void gain8(int64_t off, int n, float (&g)[8]) const {
     float f[8];
-    if (bf16) ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w) + off, n, vec), f);
-    else ew::unpack8(ew::load8_any(static_cast<const float*>(w) + off, n, vec), f);
+    if (bf16)
+      ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w) + off, n, vec), f);
+    else
+      ew::unpack8(ew::load8_any(static_cast<const float*>(w) + off, n, vec), f);
 #pragma unroll
     for (int i = 0; i < 8; ++i) g[i] = fadd(1.0f, f[i]);
   }
@@ -51,7 +53,7 @@ struct FwdArgs {
   bool vec;      // 8-element vector access on x, residual and y
   bool fp8_vec;  // 8-byte FP8 row stores
   int rows_per_block;
-  int pitch;     // bytes per staged tile row; 0 = no transposed copy
+  int pitch;  // bytes per staged tile row; 0 = no transposed copy
   ew::Fp8Out fp8;
 };
 
@@ -177,8 +179,7 @@ __global__ void __launch_bounds__(kFwdThreads) rmsnorm_forward_kernel(const FwdA
     if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
     if (a.pitch != 0) {
       __syncthreads();
-      ew::store_transposed_tile(tile, a.pitch, rows_here, static_cast<int>(a.cols), a.fp8.col_data, a.rows, row0,
-                                0);
+      ew::store_transposed_tile(tile, a.pitch, rows_here, static_cast<int>(a.cols), a.fp8.col_data, a.rows, row0, 0);
     }
     ew::write_scale_inv(a.fp8);
   } else {
@@ -253,7 +254,7 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
       }
     };
     // dx = rstd * (dn - n * c), dw chain += dy * n.
-    auto grad_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv, float cc, float (&aw)[8]) {
+    auto grad_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv, float cc, float(&aw)[8]) {
       const int n = valid(c);
       float g[8], dx[8];
       a.w.gain8(8 * c, n, g);
@@ -296,8 +297,8 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
       for (int64_t c = lane; c < chunks; c += 32) {
         float aw[8];
         ew::unpack8(ew::load8_any(wsrow + 8 * c, valid(c), a.ws_vec), aw);
-        grad_chunk(c, ew::load8_any(xrow + 8 * c, valid(c), a.vec), ew::load8_any(dyrow + 8 * c, valid(c), a.vec),
-                   cc, aw);
+        grad_chunk(c, ew::load8_any(xrow + 8 * c, valid(c), a.vec), ew::load8_any(dyrow + 8 * c, valid(c), a.vec), cc,
+                   aw);
         ew::store8_any(wsrow + 8 * c, aw, valid(c), a.ws_vec);
       }
     }
@@ -360,8 +361,10 @@ __global__ void __launch_bounds__(1024)
   if (s == 0 && j < cols) {
     float total = part[0][cl];
     for (int k = 1; k < norm_detail::kReduceSlices; ++k) total = fadd(total, part[k][cl]);
-    if (dw_bf16) static_cast<ew::bf16_t*>(dw)[j] = __float2bfloat16_rn(total);
-    else static_cast<float*>(dw)[j] = total;
+    if (dw_bf16)
+      static_cast<ew::bf16_t*>(dw)[j] = __float2bfloat16_rn(total);
+    else
+      static_cast<float*>(dw)[j] = total;
   }
 }
 
@@ -387,12 +390,23 @@ void launch_forward(int n, const FwdArgs& a, dim3 grid, size_t smem, cudaStream_
   };
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
     switch (n) {
-      case 2: go(rmsnorm_forward_kernel<T, Out, 2, kRes>); return;
-      case 4: go(rmsnorm_forward_kernel<T, Out, 4, kRes>); return;
-      case 8: go(rmsnorm_forward_kernel<T, Out, 8, kRes>); return;
-      case 12: go(rmsnorm_forward_kernel<T, Out, 12, kRes>); return;
-      case 16: go(rmsnorm_forward_kernel<T, Out, 16, kRes>); return;
-      default: break;
+      case 2:
+        go(rmsnorm_forward_kernel<T, Out, 2, kRes>);
+        return;
+      case 4:
+        go(rmsnorm_forward_kernel<T, Out, 4, kRes>);
+        return;
+      case 8:
+        go(rmsnorm_forward_kernel<T, Out, 8, kRes>);
+        return;
+      case 12:
+        go(rmsnorm_forward_kernel<T, Out, 12, kRes>);
+        return;
+      case 16:
+        go(rmsnorm_forward_kernel<T, Out, 16, kRes>);
+        return;
+      default:
+        break;
     }
   }
   go(rmsnorm_forward_kernel<T, Out, 0, kRes>);
@@ -404,19 +418,26 @@ void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
   const size_t smem = static_cast<size_t>(kBwdGroupsPerBlock) * static_cast<size_t>(a.cols) * sizeof(float);
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
     switch (n) {
-      case 2: rmsnorm_backward_kernel<T, 2, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
-      case 4: rmsnorm_backward_kernel<T, 4, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
-      case 8: rmsnorm_backward_kernel<T, 8, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
-      case 12: rmsnorm_backward_kernel<T, 12, kDres><<<grid, kBwdThreads, smem, s>>>(a); return;
-      default: break;
+      case 2:
+        rmsnorm_backward_kernel<T, 2, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        return;
+      case 4:
+        rmsnorm_backward_kernel<T, 4, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        return;
+      case 8:
+        rmsnorm_backward_kernel<T, 8, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        return;
+      case 12:
+        rmsnorm_backward_kernel<T, 12, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        return;
+      default:
+        break;
     }
   }
   rmsnorm_backward_kernel<T, 0, kDres><<<grid, kBwdThreads, 0, s>>>(a);
 }
 
-bool rows_vectorisable(const TensorView& t) {
-  return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data));
-}
+bool rows_vectorisable(const TensorView& t) { return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data)); }
 
 FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const TensorView& rstd,
                      const TensorView& residual) {
@@ -438,8 +459,8 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
 
 }  // namespace
 
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual, const TensorView& amax, Stream stream) {
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   const DType a_type = norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CUDA, "rmsnorm_forward");
   norm_detail::check_rows(y, x.shape[0], x.shape[1], a_type, Device::CUDA, "rmsnorm_forward(y)");
@@ -457,8 +478,10 @@ void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const 
   const int n = cached_chunks(a_type, a.cols, false);
   const cudaStream_t s = cuda_stream(stream);
   TG_DISPATCH_BF16_F32(a_type, "rmsnorm_forward", [&] {
-    if (residual.empty()) launch_forward<scalar_t, scalar_t, false>(n, a, grid, 0, s);
-    else launch_forward<scalar_t, scalar_t, true>(n, a, grid, 0, s);
+    if (residual.empty())
+      launch_forward<scalar_t, scalar_t, false>(n, a, grid, 0, s);
+    else
+      launch_forward<scalar_t, scalar_t, true>(n, a, grid, 0, s);
   });
   TG_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
@@ -466,8 +489,7 @@ void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const 
 void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
                          const TensorView& rstd, const TensorView& residual, Stream stream) {
   TG_NVTX_FN();
-  const DType a_type =
-      norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CUDA, "rmsnorm_forward_fp8");
+  const DType a_type = norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CUDA, "rmsnorm_forward_fp8");
   detail::check_fp8_output(out, x.shape[0], x.shape[1], Device::CUDA, "rmsnorm_forward_fp8(out)");
   FwdArgs a = forward_args(x, w, eps, rstd, residual);
   a.fp8 = ew::make_fp8_out(out);
@@ -482,9 +504,9 @@ void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, co
     int dev = 0, max_smem = 0;
     TG_CHECK_CUDA(cudaGetDevice(&dev));
     TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    TG_CHECK(smem <= static_cast<size_t>(max_smem), "rmsnorm_forward_fp8: the transposed FP8 copy stages ",
-             kTileRows, " rows of D = ", a.cols, " bytes (", smem, " B) in shared memory, more than the device's ",
-             max_smem, " B; write the row-wise copy and transpose separately");
+    TG_CHECK(smem <= static_cast<size_t>(max_smem), "rmsnorm_forward_fp8: the transposed FP8 copy stages ", kTileRows,
+             " rows of D = ", a.cols, " bytes (", smem, " B) in shared memory, more than the device's ", max_smem,
+             " B; write the row-wise copy and transpose separately");
   }
   const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, (a.rows + a.rows_per_block - 1) / a.rows_per_block)));
   const int n = cached_chunks(a_type, a.cols, false);
@@ -493,8 +515,10 @@ void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, co
   TG_DISPATCH_BF16_F32(a_type, "rmsnorm_forward_fp8", [&] {
     using T = scalar_t;
     TG_DISPATCH_FP8(out.dtype(), "rmsnorm_forward_fp8(out)", [&] {
-      if (residual.empty()) launch_forward<T, scalar_t, false>(n, a, grid, smem, s);
-      else launch_forward<T, scalar_t, true>(n, a, grid, smem, s);
+      if (residual.empty())
+        launch_forward<T, scalar_t, false>(n, a, grid, smem, s);
+      else
+        launch_forward<T, scalar_t, true>(n, a, grid, smem, s);
     });
   });
   TG_CHECK_LAUNCH("rmsnorm_forward_kernel");
@@ -504,8 +528,7 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dx, const TensorView& dw, const TensorView& workspace,
                       const TensorView& dresidual, Stream stream) {
   TG_NVTX_FN();
-  norm_detail::check_backward_args(dy, x, w, rstd, dx, dw, workspace, dresidual, Device::CUDA,
-                                   "rmsnorm_backward");
+  norm_detail::check_backward_args(dy, x, w, rstd, dx, dw, workspace, dresidual, Device::CUDA, "rmsnorm_backward");
   BwdArgs a{};
   a.dy = dy.data;
   a.lddy = dy.strides[0];
@@ -530,13 +553,15 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
     const dim3 grid(static_cast<unsigned>((a.groups + kBwdGroupsPerBlock - 1) / kBwdGroupsPerBlock));
     const int n = cached_chunks(x.dtype, a.cols, true);
     TG_DISPATCH_BF16_F32(x.dtype, "rmsnorm_backward", [&] {
-      if (dresidual.empty()) launch_backward<scalar_t, false>(n, a, grid, s);
-      else launch_backward<scalar_t, true>(n, a, grid, s);
+      if (dresidual.empty())
+        launch_backward<scalar_t, false>(n, a, grid, s);
+      else
+        launch_backward<scalar_t, true>(n, a, grid, s);
     });
     TG_CHECK_LAUNCH("rmsnorm_backward_kernel");
   }
-  rmsnorm_dw_reduce_kernel<<<static_cast<unsigned>((a.cols + 31) / 32), 1024, 0, s>>>(
-      a.ws, a.groups, a.cols, dw.data, dw.dtype == DType::BF16);
+  rmsnorm_dw_reduce_kernel<<<static_cast<unsigned>((a.cols + 31) / 32), 1024, 0, s>>>(a.ws, a.groups, a.cols, dw.data,
+                                                                                      dw.dtype == DType::BF16);
   TG_CHECK_LAUNCH("rmsnorm_dw_reduce_kernel");
 }
 

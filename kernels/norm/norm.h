@@ -51,11 +51,11 @@ namespace tg::kernels {
 inline constexpr float kGemmaRmsNormEps = 1e-6f;
 
 namespace norm_detail {
-inline constexpr int kLanes = 32;          // lanes of the LANE ORDER
-inline constexpr int kChunk = 8;           // elements per chunk of the LANE ORDER
-inline constexpr int kBwdGroupRows = 16;   // rows per dw group partial (workspace row)
-inline constexpr int kBwdChains = 2;       // interleaved accumulation chains per group
-inline constexpr int kReduceSlices = 32;   // slices of the second dw pass
+inline constexpr int kLanes = 32;         // lanes of the LANE ORDER
+inline constexpr int kChunk = 8;          // elements per chunk of the LANE ORDER
+inline constexpr int kBwdGroupRows = 16;  // rows per dw group partial (workspace row)
+inline constexpr int kBwdChains = 2;      // interleaved accumulation chains per group
+inline constexpr int kReduceSlices = 32;  // slices of the second dw pass
 }  // namespace norm_detail
 
 // dw groups for T tokens, and the rows of the backward workspace (F32 [rows, D]): one partial per group
@@ -67,9 +67,8 @@ constexpr int64_t rmsnorm_backward_workspace_rows(int64_t tokens) { return 2 * r
 
 // y = RMSNorm(x) (or of residual + x, see above); optional amax F32 [1] max-reduced with max |y| (for
 // current scaling: the separate amax pass can be skipped).
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual = {}, const TensorView& amax = {},
-                     Stream stream = {});
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual = {}, const TensorView& amax = {}, Stream stream = {});
 // Fused RMSNorm -> per-tensor FP8 (row-wise and/or the transposed column-wise copy, scale_inv, amax).
 void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
                          const TensorView& rstd, const TensorView& residual = {}, Stream stream = {});
@@ -79,8 +78,8 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dresidual = {}, Stream stream = {});
 
 namespace cpu {
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual, const TensorView& amax);
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual, const TensorView& amax);
 void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
                          const TensorView& rstd, const TensorView& residual);
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& w, const TensorView& rstd,
@@ -88,8 +87,8 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dresidual);
 }  // namespace cpu
 namespace cuda {
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual, const TensorView& amax, Stream stream);
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual, const TensorView& amax, Stream stream);
 void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
                          const TensorView& rstd, const TensorView& residual, Stream stream);
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& w, const TensorView& rstd,

@@ -65,8 +65,8 @@ void forward_rows(const TensorView& x, const TensorView& w, float eps, const Ten
 
 }  // namespace
 
-void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y,
-                     const TensorView& rstd, const TensorView& residual, const TensorView& amax) {
+void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
+                     const TensorView& residual, const TensorView& amax) {
   TG_NVTX_FN();
   const DType a = norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CPU, "rmsnorm_forward");
   norm_detail::check_rows(y, x.shape[0], x.shape[1], a, Device::CPU, "rmsnorm_forward(y)");
@@ -86,8 +86,7 @@ void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const 
 void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, const Fp8View& out,
                          const TensorView& rstd, const TensorView& residual) {
   TG_NVTX_FN();
-  const DType a =
-      norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CPU, "rmsnorm_forward_fp8");
+  const DType a = norm_detail::check_forward_args(x, w, eps, rstd, residual, Device::CPU, "rmsnorm_forward_fp8");
   detail::check_fp8_output(out, x.shape[0], x.shape[1], Device::CPU, "rmsnorm_forward_fp8(out)");
   detail::Fp8OutputCpu q(out);
   forward_rows(x, w, eps, rstd, residual, [&](int64_t t, int64_t j, float v) { q.store(t, j, round_to(a, v)); });
@@ -98,8 +97,7 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dx, const TensorView& dw, const TensorView& workspace,
                       const TensorView& dresidual) {
   TG_NVTX_FN();
-  norm_detail::check_backward_args(dy, x, w, rstd, dx, dw, workspace, dresidual, Device::CPU,
-                                   "rmsnorm_backward");
+  norm_detail::check_backward_args(dy, x, w, rstd, dx, dw, workspace, dresidual, Device::CPU, "rmsnorm_backward");
   using norm_detail::kBwdGroupRows;
   using norm_detail::kReduceSlices;
   const DType a = x.dtype;

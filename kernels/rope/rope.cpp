@@ -31,8 +31,7 @@ namespace rope_detail {
 namespace {
 void check_heads(const TensorView& x, Device device, const char* what, const char* name) {
   TG_CHECK(x.ndim() == 3, what, ": ", name, " must be a 3-D [T, heads, Dh] view, got ", x.describe());
-  TG_CHECK(x.dtype == DType::BF16 || x.dtype == DType::F32, what, ": ", name, " must be BF16 or F32, got ",
-           x.dtype);
+  TG_CHECK(x.dtype == DType::BF16 || x.dtype == DType::F32, what, ": ", name, " must be BF16 or F32, got ", x.dtype);
   TG_CHECK(x.strides[2] == 1, what, ": ", name, " must have a unit innermost stride, got strides ", x.strides);
   TG_CHECK(x.strides[0] >= 0 && x.strides[1] >= 0, what, ": ", name, " has negative strides ", x.strides);
   check_device(x, device, what);
@@ -77,8 +76,8 @@ void rope_forward(const TensorView& q, const TensorView& k, const TensorView& po
 #endif
 }
 
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
-                   const TensorView& inv_freq, Stream stream) {
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
+                   Stream stream) {
   const Device d = dq.empty() ? dk.device : dq.device;
   if (d == Device::CPU) return cpu::rope_backward(dq, dk, positions, inv_freq);
 #if TEGEMMA_HAVE_CUDA

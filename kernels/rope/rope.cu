@@ -30,14 +30,17 @@ struct Args {
 };
 
 // W elements of A starting at p: raw storage (a BF16 chunk of 8 is 4 registers) and conversions.
-template <typename A, int W> struct Lane;
-template <typename A> struct Lane<A, 8> {
+template <typename A, int W>
+struct Lane;
+template <typename A>
+struct Lane<A, 8> {
   using Raw = ew::Pack8<A>;
   static __device__ __forceinline__ Raw load(const A* p) { return ew::load8<A>(p); }
   static __device__ __forceinline__ float get(const Raw& r, int j) { return r.get(j); }
   static __device__ __forceinline__ void store(A* p, const float (&f)[8]) { ew::store8<A>(p, f); }
 };
-template <typename A> struct Lane<A, 1> {
+template <typename A>
+struct Lane<A, 1> {
   using Raw = A;
   static __device__ __forceinline__ Raw load(const A* p) { return *p; }
   static __device__ __forceinline__ float get(const Raw& r, int) { return dev::to_float<A>(r); }
@@ -84,8 +87,8 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
   const int64_t t = item / groups;
   if (t >= a.tokens) return;
   const int64_t i0 = (item - t * groups) * W;
-  const int64_t pos = a.positions64 ? static_cast<const int64_t*>(a.positions)[t]
-                                    : static_cast<const int32_t*>(a.positions)[t];
+  const int64_t pos =
+      a.positions64 ? static_cast<const int64_t*>(a.positions)[t] : static_cast<const int32_t*>(a.positions)[t];
   const float p = static_cast<float>(pos);
   float c[W], s[W];
 #pragma unroll
@@ -127,8 +130,10 @@ void rope_apply(const TensorView& q, const TensorView& k, const TensorView& posi
   TG_CHECK(blocks <= INT32_MAX, what, ": too many tokens for one launch (", dims.tokens, ")");
   const DType dtype = q.empty() ? k.dtype : q.dtype;
   TG_DISPATCH_BF16_F32(dtype, what, [&] {
-    if (vec) rope_kernel<scalar_t, 8><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
-    else rope_kernel<scalar_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+    if (vec)
+      rope_kernel<scalar_t, 8><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+    else
+      rope_kernel<scalar_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
   });
   TG_CHECK_LAUNCH("rope_kernel");
 }
@@ -141,8 +146,8 @@ void rope_forward(const TensorView& q, const TensorView& k, const TensorView& po
   rope_apply(q, k, positions, inv_freq, 1.0f, stream, "rope_forward");
 }
 
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
-                   const TensorView& inv_freq, Stream stream) {
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
+                   Stream stream) {
   TG_NVTX_FN();
   rope_apply(dq, dk, positions, inv_freq, -1.0f, stream, "rope_backward");
 }

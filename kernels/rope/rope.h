@@ -19,7 +19,8 @@
 //   x'_(i+Dh/2)= round_A(round_A(x_(i+Dh/2) c) + round_A(x_i s))    product and the sum rounded to A
 // Pairs are (i, i + Dh/2), NOT (2i, 2i+1).
 // Backward (autograd through the same BF16 graph): the transposed rotation, i.e. the forward with s -> -s:
-//   dx_i = round_A(round_A(d_i c) + round_A(d_(i+Dh/2) s)), dx_(i+Dh/2) = round_A(round_A(d_(i+Dh/2) c) - round_A(d_i s)).
+//   dx_i = round_A(round_A(d_i c) + round_A(d_(i+Dh/2) s)), dx_(i+Dh/2) = round_A(round_A(d_(i+Dh/2) c) - round_A(d_i
+//   s)).
 //
 // Shapes: q [T, H, Dh] and k [T, Hkv, Dh] 3-D views with unit innermost stride (any token and head
 // strides: views into the fused QKV output [T, (H + 2 Hkv) Dh]); either may be empty; same T, Dh and
@@ -41,19 +42,18 @@ Tensor rope_inv_freq_table(int64_t head_dim, float theta, float scaling, Device 
 
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
                   Stream stream = {});
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
-                   const TensorView& inv_freq, Stream stream = {});
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
+                   Stream stream = {});
 
 namespace cpu {
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq);
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
-                   const TensorView& inv_freq);
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq);
 }  // namespace cpu
 namespace cuda {
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
                   Stream stream);
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions,
-                   const TensorView& inv_freq, Stream stream);
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
+                   Stream stream);
 }  // namespace cuda
 
 namespace rope_detail {

@@ -39,10 +39,19 @@ inline std::vector<double> values(const Tensor& t) {
   std::vector<double> v(static_cast<size_t>(t.numel()));
   for (int64_t i = 0; i < t.numel(); ++i) {
     switch (t.dtype()) {
-      case DType::F32: v[i] = t.ptr<float>()[i]; break;
-      case DType::BF16: case DType::F16: v[i] = decode(t.dtype(), t.ptr<uint16_t>()[i]); break;
-      case DType::E4M3: case DType::E5M2: v[i] = decode(t.dtype(), t.ptr<uint8_t>()[i]); break;
-      default: ADD_FAILURE() << "values: unsupported dtype " << t.dtype();
+      case DType::F32:
+        v[i] = t.ptr<float>()[i];
+        break;
+      case DType::BF16:
+      case DType::F16:
+        v[i] = decode(t.dtype(), t.ptr<uint16_t>()[i]);
+        break;
+      case DType::E4M3:
+      case DType::E5M2:
+        v[i] = decode(t.dtype(), t.ptr<uint8_t>()[i]);
+        break;
+      default:
+        ADD_FAILURE() << "values: unsupported dtype " << t.dtype();
     }
   }
   return v;
@@ -57,8 +66,7 @@ inline ::testing::AssertionResult bits_equal(const TensorView& got_v, const Tens
     return ::testing::AssertionFailure() << "one side is empty: " << got_v.describe() << " vs " << want_v.describe();
   }
   if (got_v.dtype != want_v.dtype || !(got_v.shape == want_v.shape)) {
-    return ::testing::AssertionFailure() << "dtype/shape differ: " << got_v.describe() << " vs "
-                                         << want_v.describe();
+    return ::testing::AssertionFailure() << "dtype/shape differ: " << got_v.describe() << " vs " << want_v.describe();
   }
   const Tensor got = host_copy(got_v), want = host_copy(want_v);
   const size_t es = dtype_size(got.dtype());
@@ -87,7 +95,8 @@ inline Strided strided_copy(const Tensor& host, int64_t ld, Device device) {
   const int64_t rows = host.shape()[0], cols = host.shape()[1];
   const size_t es = dtype_size(host.dtype());
   Tensor buf = Tensor::zeros(host.dtype(), Shape{rows, ld});
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(buf.ptr<char>() + r * ld * es, host.ptr<char>() + r * cols * es, cols * es);
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(buf.ptr<char>() + r * ld * es, host.ptr<char>() + r * cols * es, cols * es);
   Strided s{buf.to(device), {}};
   s.view = s.owner.view().slice_cols(0, cols);
   return s;
@@ -118,8 +127,10 @@ inline Tensor random_ids(DType dtype, int64_t n, int64_t lo, int64_t hi, uint32_
   std::uniform_int_distribution<int64_t> dist(lo, hi);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t v = dist(rng);
-    if (dtype == DType::I32) t.ptr<int32_t>()[i] = static_cast<int32_t>(v);
-    else t.ptr<int64_t>()[i] = v;
+    if (dtype == DType::I32)
+      t.ptr<int32_t>()[i] = static_cast<int32_t>(v);
+    else
+      t.ptr<int64_t>()[i] = v;
   }
   return t;
 }

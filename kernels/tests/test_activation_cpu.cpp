@@ -84,7 +84,7 @@ TEST(ActivationCpu, GateIsTheFirstHalf) {
   Tensor fc1 = fc1_from({1.0f}, {2.0f});
   Tensor out = Tensor::empty(DType::F32, {1, 1});
   kernels::geglu_forward(fc1, out);
-  EXPECT_NEAR(out.ptr<float>()[0], 2.0 * gelu_tanh_f64(1.0), 1e-6);       // gelu(gate) * up = 1.68238
+  EXPECT_NEAR(out.ptr<float>()[0], 2.0 * gelu_tanh_f64(1.0), 1e-6);     // gelu(gate) * up = 1.68238
   EXPECT_GT(std::fabs(out.ptr<float>()[0] - gelu_tanh_f64(2.0)), 0.2);  // not gelu(up) * gate = 1.95460
 }
 
@@ -204,10 +204,8 @@ TEST(ActivationCpu, RejectsBadArguments) {
   Tensor fc1 = Tensor::zeros(DType::BF16, {4, 16});
   EXPECT_NO_THROW(kernels::geglu_forward(fc1, Tensor::empty(DType::BF16, {4, 8})));
   EXPECT_THROW(kernels::geglu_forward(fc1, Tensor::empty(DType::BF16, {4, 16})), Error);
-  EXPECT_THROW(kernels::geglu_forward(Tensor::zeros(DType::BF16, {4, 15}), Tensor::empty(DType::BF16, {4, 7})),
-               Error);
-  EXPECT_THROW(kernels::geglu_forward(Tensor::zeros(DType::I32, {4, 16}), Tensor::empty(DType::BF16, {4, 8})),
-               Error);
+  EXPECT_THROW(kernels::geglu_forward(Tensor::zeros(DType::BF16, {4, 15}), Tensor::empty(DType::BF16, {4, 7})), Error);
+  EXPECT_THROW(kernels::geglu_forward(Tensor::zeros(DType::I32, {4, 16}), Tensor::empty(DType::BF16, {4, 8})), Error);
   EXPECT_THROW(kernels::geglu_backward(Tensor::zeros(DType::F32, {4, 8}), fc1, Tensor::empty(DType::BF16, {4, 16})),
                Error);  // dout must have fc1's dtype
   EXPECT_THROW(kernels::geglu_backward(Tensor::zeros(DType::BF16, {4, 8}), fc1, Tensor::empty(DType::BF16, {4, 8})),

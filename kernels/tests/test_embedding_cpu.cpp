@@ -20,15 +20,17 @@ using testing::values;
 Tensor ids_of(const std::vector<int64_t>& v, DType dtype = DType::I32) {
   Tensor t = Tensor::empty(dtype, {static_cast<int64_t>(v.size())});
   for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == DType::I32) t.ptr<int32_t>()[i] = static_cast<int32_t>(v[i]);
-    else t.ptr<int64_t>()[i] = v[i];
+    if (dtype == DType::I32)
+      t.ptr<int32_t>()[i] = static_cast<int32_t>(v[i]);
+    else
+      t.ptr<int64_t>()[i] = v[i];
   }
   return t;
 }
 
 TEST(EmbeddingCpu, ScaleIsSqrtDRoundedToTheActivationDtype) {
   // ../shared/docs/gemma.md section 2.1, table of rounded scales.
-  EXPECT_EQ(kernels::embedding_scale(3072, DType::BF16), 55.5f);   // not 55.4256
+  EXPECT_EQ(kernels::embedding_scale(3072, DType::BF16), 55.5f);  // not 55.4256
   EXPECT_EQ(kernels::embedding_scale(2048, DType::BF16), 45.25f);
   EXPECT_EQ(kernels::embedding_scale(640, DType::BF16), 25.25f);
   EXPECT_EQ(kernels::embedding_scale(1152, DType::BF16), 34.0f);

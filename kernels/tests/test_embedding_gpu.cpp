@@ -21,13 +21,13 @@ struct Case {
 
 TEST(EmbeddingGpu, ForwardAndBackwardBitExact) {
   TG_REQUIRE_CUDA();
-  const Case cases[] = {{1, 100, 2048, 99},    {7, 50, 3072, 3},   {33, 20, 37, 19}, {600, 1000, 3072, 30},
-                        {1025, 256, 128, 255}, {70, 10, 5000, 9},  {2, 5, 1, 4},     {2048, 32000, 2048, 31999}};
+  const Case cases[] = {{1, 100, 2048, 99},    {7, 50, 3072, 3},  {33, 20, 37, 19}, {600, 1000, 3072, 30},
+                        {1025, 256, 128, 255}, {70, 10, 5000, 9}, {2, 5, 1, 4},     {2048, 32000, 2048, 31999}};
   for (const Case c : cases) {
     for (DType e : {DType::BF16, DType::F32}) {
       for (DType id_type : {DType::I32, DType::I64}) {
-        SCOPED_TRACE(::testing::Message() << "T=" << c.t << " V=" << c.v << " D=" << c.d << " ids<=" << c.id_hi
-                                          << " " << e << " " << id_type);
+        SCOPED_TRACE(::testing::Message() << "T=" << c.t << " V=" << c.v << " D=" << c.d << " ids<=" << c.id_hi << " "
+                                          << e << " " << id_type);
         Tensor table = testing::random_host(e, {c.v, c.d}, 1);
         Tensor ids = testing::random_ids(id_type, c.t, 0, c.id_hi, 2);
         const float s = kernels::embedding_scale(c.d, DType::BF16);

@@ -17,15 +17,17 @@ using testing::values;
 Tensor from_values(DType dtype, Shape shape, const std::vector<float>& v) {
   Tensor t = Tensor::empty(dtype, shape);
   for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == DType::F32) t.ptr<float>()[i] = v[i];
-    else t.ptr<uint16_t>()[i] = static_cast<uint16_t>(encode(dtype, v[i]));
+    if (dtype == DType::F32)
+      t.ptr<float>()[i] = v[i];
+    else
+      t.ptr<uint16_t>()[i] = static_cast<uint16_t>(encode(dtype, v[i]));
   }
   return t;
 }
 
 // FP64 Gemma RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w).
-std::vector<double> rmsnorm_f64(const std::vector<double>& x, const std::vector<double>& w, int64_t t_count,
-                                int64_t d, double eps, std::vector<double>* rstd = nullptr) {
+std::vector<double> rmsnorm_f64(const std::vector<double>& x, const std::vector<double>& w, int64_t t_count, int64_t d,
+                                double eps, std::vector<double>* rstd = nullptr) {
   std::vector<double> y(x.size());
   for (int64_t t = 0; t < t_count; ++t) {
     double ss = 0;

@@ -14,8 +14,8 @@ namespace {
 struct Shape2 {
   int64_t t, d;
 };
-const Shape2 kShapes[] = {{1, 2048}, {7, 3072}, {7, 37}, {33, 256}, {70, 3072}, {5, 4608}, {64, 2048},
-                          {3, 8},    {1, 1},    {40, 2304}, {19, 3584}, {256, 3072}};
+const Shape2 kShapes[] = {{1, 2048},  {7, 3072}, {7, 37}, {33, 256},  {70, 3072}, {5, 4608},
+                          {64, 2048}, {3, 8},    {1, 1},  {40, 2304}, {19, 3584}, {256, 3072}};
 
 TEST(NormGpu, ForwardBitExactAllShapesAndDtypes) {
   TG_REQUIRE_CUDA();
@@ -23,8 +23,8 @@ TEST(NormGpu, ForwardBitExactAllShapesAndDtypes) {
     for (DType a : {DType::BF16, DType::F32}) {
       for (DType wt : {DType::BF16, DType::F32}) {
         for (const bool with_res : {false, true}) {
-          SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " x=" << a << " w=" << wt
-                                            << " residual=" << with_res);
+          SCOPED_TRACE(::testing::Message()
+                       << "T=" << s.t << " D=" << s.d << " x=" << a << " w=" << wt << " residual=" << with_res);
           Tensor x = testing::random_host(a, {s.t, s.d}, 1, 1.7f);
           Tensor w = testing::random_host(wt, {s.d}, 2, 0.5f);
           Tensor res = testing::random_host(a, {s.t, s.d}, 3, 3.0f);
@@ -128,8 +128,8 @@ TEST(NormGpu, BackwardBitExact) {
     for (DType a : {DType::BF16, DType::F32}) {
       for (const bool with_dres : {false, true}) {
         for (DType dwt : {DType::F32, DType::BF16}) {
-          SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " " << a << " dres=" << with_dres
-                                            << " dw=" << dwt);
+          SCOPED_TRACE(::testing::Message()
+                       << "T=" << s.t << " D=" << s.d << " " << a << " dres=" << with_dres << " dw=" << dwt);
           Tensor x = testing::random_host(a, {s.t, s.d}, 12, 1.3f);
           Tensor dy = testing::random_host(a, {s.t, s.d}, 13);
           Tensor dres = testing::random_host(a, {s.t, s.d}, 14);
@@ -143,9 +143,8 @@ TEST(NormGpu, BackwardBitExact) {
           Tensor dres_d = dres.to(Device::CUDA);
           Tensor dx_d = Tensor::empty(a, {s.t, s.d}, Device::CUDA), dw_d = Tensor::empty(dwt, {s.d}, Device::CUDA);
           Tensor ws_d = Tensor::empty(DType::F32, ws_shape, Device::CUDA);
-          kernels::rmsnorm_backward(dy.to(Device::CUDA), x.to(Device::CUDA), w.to(Device::CUDA),
-                                    rstd.to(Device::CUDA), dx_d, dw_d, ws_d,
-                                    with_dres ? dres_d.view() : TensorView{});
+          kernels::rmsnorm_backward(dy.to(Device::CUDA), x.to(Device::CUDA), w.to(Device::CUDA), rstd.to(Device::CUDA),
+                                    dx_d, dw_d, ws_d, with_dres ? dres_d.view() : TensorView{});
           ASSERT_TRUE(testing::bits_equal(dx_d, dx_c));
           ASSERT_TRUE(testing::bits_equal(dw_d, dw_c));
           const int64_t groups = kernels::rmsnorm_backward_groups(s.t);
@@ -166,8 +165,10 @@ TEST(NormGpu, BackwardIsDeterministicAtGemmaShape) {
   Tensor rstd = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
   kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd);
   Tensor ws = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(t_count), d}, Device::CUDA);
-  Tensor dx1 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA), dw1 = Tensor::empty(DType::F32, {d}, Device::CUDA);
-  Tensor dx2 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA), dw2 = Tensor::empty(DType::F32, {d}, Device::CUDA);
+  Tensor dx1 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA),
+         dw1 = Tensor::empty(DType::F32, {d}, Device::CUDA);
+  Tensor dx2 = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA),
+         dw2 = Tensor::empty(DType::F32, {d}, Device::CUDA);
   kernels::rmsnorm_backward(dy, x, w, rstd, dx1, dw1, ws);
   kernels::rmsnorm_backward(dy, x, w, rstd, dx2, dw2, ws);
   EXPECT_TRUE(testing::bits_equal(dx1, dx2));
@@ -175,8 +176,8 @@ TEST(NormGpu, BackwardIsDeterministicAtGemmaShape) {
   // The full Gemma-2B shape against the CPU twin as well.
   Tensor dx_c = Tensor::empty(DType::BF16, {t_count, d}), dw_c = Tensor::empty(DType::F32, {d});
   Tensor ws_c = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(t_count), d});
-  kernels::rmsnorm_backward(dy.to(Device::CPU), x.to(Device::CPU), w.to(Device::CPU), rstd.to(Device::CPU), dx_c,
-                            dw_c, ws_c);
+  kernels::rmsnorm_backward(dy.to(Device::CPU), x.to(Device::CPU), w.to(Device::CPU), rstd.to(Device::CPU), dx_c, dw_c,
+                            ws_c);
   EXPECT_TRUE(testing::bits_equal(dw1, dw_c));
   EXPECT_TRUE(testing::bits_equal(dx1, dx_c));
 }

@@ -19,13 +19,17 @@ using testing::values;
 Tensor positions_of(const std::vector<int64_t>& p, DType dtype = DType::I32) {
   Tensor t = Tensor::empty(dtype, {static_cast<int64_t>(p.size())});
   for (size_t i = 0; i < p.size(); ++i) {
-    if (dtype == DType::I32) t.ptr<int32_t>()[i] = static_cast<int32_t>(p[i]);
-    else t.ptr<int64_t>()[i] = p[i];
+    if (dtype == DType::I32)
+      t.ptr<int32_t>()[i] = static_cast<int32_t>(p[i]);
+    else
+      t.ptr<int64_t>()[i] = p[i];
   }
   return t;
 }
 
-Tensor inv_freq(int64_t dh, float theta = 10000.0f) { return kernels::rope_inv_freq_table(dh, theta, 1.0f, Device::CPU); }
+Tensor inv_freq(int64_t dh, float theta = 10000.0f) {
+  return kernels::rope_inv_freq_table(dh, theta, 1.0f, Device::CPU);
+}
 
 // FP64 split-half rotation of one head vector (pairs i, i + Dh/2) or the interleaved variant (2i, 2i+1).
 std::vector<double> rotate_f64(const std::vector<double>& x, double pos, const std::vector<float>& freq,
@@ -164,9 +168,8 @@ TEST(RopeCpu, BackwardIsTheTransposeByFiniteDifferences) {
     for (int64_t t = 0; t < t_count; ++t) {
       for (int64_t hh = 0; hh < heads; ++hh) {
         const int64_t o = (t * heads + hh) * dh;
-        const std::vector<double> y =
-            rotate_f64(std::vector<double>(xv.begin() + o, xv.begin() + o + dh), static_cast<double>(pos[t]), freq,
-                       false);
+        const std::vector<double> y = rotate_f64(std::vector<double>(xv.begin() + o, xv.begin() + o + dh),
+                                                 static_cast<double>(pos[t]), freq, false);
         for (int64_t i = 0; i < dh; ++i) l += gv[o + i] * y[i];
       }
     }

@@ -14,8 +14,8 @@ struct Case {
 };
 
 void run_case(const Case c, DType a, DType pos_type, bool backward) {
-  SCOPED_TRACE(::testing::Message() << "T=" << c.t << " H=" << c.h << " Hkv=" << c.hkv << " Dh=" << c.dh << " "
-                                    << a << " pos " << pos_type << (backward ? " backward" : " forward"));
+  SCOPED_TRACE(::testing::Message() << "T=" << c.t << " H=" << c.h << " Hkv=" << c.hkv << " Dh=" << c.dh << " " << a
+                                    << " pos " << pos_type << (backward ? " backward" : " forward"));
   const int64_t w = (c.h + 2 * c.hkv) * c.dh;
   Tensor qkv = testing::random_host(a, {c.t, w}, 1, 2.0f);
   Tensor pos = testing::random_ids(pos_type, c.t, -4, 8191, 2);  // includes left-padding positions (< 0)
@@ -25,8 +25,8 @@ void run_case(const Case c, DType a, DType pos_type, bool backward) {
   auto views = [&](const Tensor& buf) {
     const size_t es = dtype_size(a);
     const TensorView q(buf.data(), a, Shape{c.t, c.h, c.dh}, Shape{w, c.dh, 1}, buf.device());
-    const TensorView k(static_cast<char*>(buf.data()) + c.h * c.dh * es, a, Shape{c.t, c.hkv, c.dh},
-                       Shape{w, c.dh, 1}, buf.device());
+    const TensorView k(static_cast<char*>(buf.data()) + c.h * c.dh * es, a, Shape{c.t, c.hkv, c.dh}, Shape{w, c.dh, 1},
+                       buf.device());
     return std::pair{q, k};
   };
   auto [qc, kc] = views(qkv);
@@ -44,8 +44,8 @@ void run_case(const Case c, DType a, DType pos_type, bool backward) {
 
 TEST(RopeGpu, BitExactAgainstCpuTwin) {
   TG_REQUIRE_CUDA();
-  const Case cases[] = {{1, 8, 1, 256},  {7, 16, 16, 256}, {33, 8, 2, 256}, {5, 3, 1, 12},
-                        {9, 2, 2, 18},   {4, 4, 4, 64},    {1, 1, 1, 2},    {300, 8, 1, 256}};
+  const Case cases[] = {{1, 8, 1, 256}, {7, 16, 16, 256}, {33, 8, 2, 256}, {5, 3, 1, 12},
+                        {9, 2, 2, 18},  {4, 4, 4, 64},    {1, 1, 1, 2},    {300, 8, 1, 256}};
   for (const Case c : cases) {
     for (DType a : {DType::BF16, DType::F32}) {
       for (DType p : {DType::I32, DType::I64}) {
