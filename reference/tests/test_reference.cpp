@@ -173,7 +173,7 @@ class Precision : public ::testing::TestWithParam<at::ScalarType> {
 };
 
 TEST_P(Precision, KvCachedDecodeMatchesFullForward) {
-  const at::Tensor ids = at::randint(3, 131, {2, 11}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(3, 131, 2, 11);
   const at::Tensor full = forward(m(), ids);  // [2, 11, V]
   // Prefill 6 tokens, a chunk of 2, then 3 single-token steps.
   KVCache cache = KVCache::allocate(m().config(), 2, 16, m().dtype(), m().device());
@@ -216,7 +216,7 @@ TEST_P(Precision, LeftPaddedBatchMatchesSingleRows) {
 
 TEST_P(Precision, LastPositionLogitsAndTapsAreConsistent) {
   const GemmaModel& m = this->m();
-  const at::Tensor ids = at::randint(0, 131, {2, 9}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(0, 131, 2, 9);
   Taps taps;
   const at::Tensor full = forward(m, ids, {}, {}, nullptr, &taps);
   ASSERT_EQ(taps.layer_inputs.size(), 2u);
@@ -486,7 +486,7 @@ double max_weight_diff(const GemmaWeights& a, const GemmaWeights& b) {
 TEST(Trainer, GradientAccumulationEqualsOneBigBatch) {
   const GemmaConfig c = tiny_config();
   const GemmaWeights w = random_weights(c, 3, at::kFloat, at::kCPU, lively_init());
-  at::Tensor ids = at::randint(0, c.vocab_size, {2, 10}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor ids = random_ids(0, c.vocab_size, 2, 10);
   at::Tensor labels = ids.clone();
   labels[1].narrow(0, 2, 5).fill_(-100);  // unequal target counts per row: the token-weighted mean matters
   Trainer big(c, w, f32_train(1), at::kCPU), split(c, w, f32_train(2), at::kCPU);
@@ -524,7 +524,7 @@ TEST(Trainer, ClippingScalesTheGradientToMaxNorm) {
   // to the (clipped) gradient, so the weight change shrinks by the clipping factor max_norm / ||g||.
   const GemmaConfig c = tiny_config();
   const GemmaWeights w = random_weights(c, 3, at::kFloat, at::kCPU, lively_init());
-  const at::Tensor ids = at::randint(0, c.vocab_size, {2, 10}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(0, c.vocab_size, 2, 10);
   TrainConfig tc = f32_train(1);
   tc.weight_decay = 0;
   tc.eps = 100;
@@ -544,7 +544,7 @@ TEST(Trainer, WeightDecaySkipsNormWeights) {
   // Adam's step is ~0 with a huge eps, leaving only the decoupled decay p *= 1 - lr * wd.
   const GemmaConfig c = tiny_config();
   const GemmaWeights w = random_weights(c, 3, at::kFloat, at::kCPU, lively_init());
-  const at::Tensor ids = at::randint(0, c.vocab_size, {1, 8}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(0, c.vocab_size, 1, 8);
   TrainConfig tc = f32_train(1);
   tc.eps = 1e12;
   tc.lr = 0.1;
@@ -575,7 +575,7 @@ TEST(Trainer, WarmupCosineSchedule) {
 TEST(Trainer, Bf16TrainingLowersTheLossOnARepeatedBatch) {
   const GemmaConfig c = tiny_config();
   const GemmaWeights w = random_weights(c, 3, at::kFloat, at::kCPU, lively_init());
-  const at::Tensor ids = at::randint(0, c.vocab_size, {2, 16}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(0, c.vocab_size, 2, 16);
   TrainConfig tc;
   tc.lr = 3e-3;
   tc.total_steps = 30;

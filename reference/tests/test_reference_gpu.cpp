@@ -176,7 +176,7 @@ TEST(Gpu, SdpaMatchesExplicitAttentionOnCuda) {
   const GemmaConfig c = gemma_like();
   const GemmaWeights w = random_weights(c, 5, at::kBFloat16, kCuda, lively_init());
   const GemmaModel ex(c, w), sd(c, w, AttentionImpl::Sdpa), f32(c, w.to(at::kFloat, kCuda));
-  const at::Tensor ids = at::randint(3, c.vocab_size, {2, 64}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(3, c.vocab_size, 2, 64);
   expect_bf16_close(fwd(sd, ids), fwd(ex, ids), fwd(f32, ids), "causal (flash path)");
   const auto [pids, pmask] = left_pad({{2, 17, 40, 5}, {2, 5, 6, 7, 8, 9, 10, 11, 12}}, 0);
   const at::Tensor real = pmask.to(at::kBool);
@@ -198,7 +198,7 @@ TEST(Gpu, FusedAdamWMatchesExplicit) {
   tc.fused_adamw = true;
   Trainer fu(c, w, tc, kCuda);
   if (!fu.uses_fused_adamw()) GTEST_SKIP() << "fused AdamW needs LibTorch >= 2";
-  const at::Tensor ids = at::randint(0, c.vocab_size, {2, 12}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor ids = random_ids(0, c.vocab_size, 2, 12);
   for (int s = 0; s < 3; ++s) {
     ex.step({{ids, ids}});
     fu.step({{ids, ids}});
@@ -255,7 +255,7 @@ TEST(Gpu, ForwardAndTrainStepDoNotSynchronise) {
   const GemmaConfig c = tiny_config();
   const GemmaWeights w = random_weights(c, 3, at::kBFloat16, kCuda, lively_init());
   const GemmaModel m(c, w);
-  const at::Tensor ids = at::randint(0, c.vocab_size, {2, 12}, at::TensorOptions().dtype(at::kLong).device(kCuda));
+  const at::Tensor ids = random_ids(0, c.vocab_size, 2, 12).to(kCuda);
   KVCache cache = KVCache::allocate(c, 2, 16, at::kBFloat16, kCuda);
   TrainConfig tc;
   Trainer t(c, w, tc, kCuda);

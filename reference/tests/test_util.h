@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
 #include <fstream>
@@ -42,6 +43,12 @@ inline at::Tensor long_2d(const nlohmann::json& j) {
     for (const auto& v : r) flat.push_back(v.get<int64_t>());
   }
   return at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({rows, cols});
+}
+
+// Random token ids [rows, cols] in [lo, hi) from a seeded CPU generator (independent of test order).
+inline at::Tensor random_ids(int64_t lo, int64_t hi, int64_t rows, int64_t cols, uint64_t seed = 1) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randint(lo, hi, {rows, cols}, gen, at::TensorOptions().dtype(at::kLong));
 }
 
 inline at::Tensor long_1d(const std::vector<int64_t>& v) {
