@@ -47,6 +47,26 @@ Fp8View Buffers::alloc_fp8_block(ScalingMode mode, DType fp8, int64_t rows, int6
   return v;
 }
 
+void zero_async(const TensorView& t, Stream stream) {
+  check_contiguous(t, "zero_async");
+  if (t.device == Device::CPU || t.nbytes() == 0) return zero_bytes(t, stream);
+#if TEGEMMA_HAVE_CUDA
+  TG_CHECK_CUDA(cudaMemsetAsync(t.data, 0, t.nbytes(), cuda_stream(stream)));
+#endif
+}
+
+void copy_async(const TensorView& dst, const TensorView& src, Stream stream) {
+  check_contiguous(dst, "copy_async(dst)");
+  check_contiguous(src, "copy_async(src)");
+  TG_CHECK(dst.nbytes() == src.nbytes(), "copy_async: ", dst.describe(), " and ", src.describe(),
+           " differ in size");
+  if ((dst.device == Device::CPU && src.device == Device::CPU) || dst.nbytes() == 0) return copy_bytes(dst, src);
+#if TEGEMMA_HAVE_CUDA
+  // From pageable host memory the call returns once the source has been staged, so it may be reused then.
+  TG_CHECK_CUDA(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDefault, cuda_stream(stream)));
+#endif
+}
+
 void sync_stream(Stream stream) {
 #if TEGEMMA_HAVE_CUDA
   if (cuda_available()) TG_CHECK_CUDA(cudaStreamSynchronize(cuda_stream(stream)));

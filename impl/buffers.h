@@ -40,5 +40,9 @@ class Buffers {
 
 // Waits until `stream`'s work is done (no-op in builds without CUDA).
 void sync_stream(Stream stream);
+// Stream-ordered zero fill / copy that never block the host, also on the default stream (common's zero_bytes
+// and copy_bytes are synchronous there). Contiguous views; host views are done at once.
+void zero_async(const TensorView& t, Stream stream);
+void copy_async(const TensorView& dst, const TensorView& src, Stream stream);
 
 }  // namespace tg::impl

@@ -232,11 +232,11 @@ TensorView GemmaForCausalLM::forward(const Batch& batch, const ForwardOptions& o
   const std::vector<int32_t> last = batch.last_token_rows();
   host.insert(host.end(), last.begin(), last.end());
   // From pageable memory, cudaMemcpyAsync has consumed `host` when it returns (CUDA's API sync rules).
-  copy_bytes(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
+  copy_async(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
 
   kernels::embedding_forward(bv.token_ids, s.w.embed.view(), s.embed_scale, v.h.slice_rows(0, bv.tokens), v.status,
                              stream);
-  if (bv.rows > bv.tokens) zero_bytes(v.h.slice_rows(bv.tokens, bv.rows), stream);
+  if (bv.rows > bv.tokens) zero_async(v.h.slice_rows(bv.tokens, bv.rows), stream);
 
   TensorView h = v.h;
   for (std::size_t l = 0; l < s.layers.size(); ++l) {
@@ -250,7 +250,7 @@ TensorView GemmaForCausalLM::forward(const Batch& batch, const ForwardOptions& o
   if (opts.logits == LogitsMode::kLastPerSequence) {
     // The gather is the embedding kernel with the hidden states as the table and scale 1 (exact).
     kernels::embedding_forward(bv.last_rows, h, 1.0f, v.h_last.slice_rows(0, bv.sequences), v.status, stream);
-    if (v.lm_rows > bv.sequences) zero_bytes(v.h_last.slice_rows(bv.sequences, v.lm_rows), stream);
+    if (v.lm_rows > bv.sequences) zero_async(v.h_last.slice_rows(bv.sequences, v.lm_rows), stream);
     x = v.h_last;
   }
   s.lm_head.forward(x, v.lm, v.logits, 0.0f, s.precision, stream);

@@ -180,7 +180,7 @@ void Precision::rmsnorm(const TensorView& x, const TensorView& w, float eps, con
       break;
     case InputPath::kCalibrate:
     case InputPath::kCurrent:
-      zero_bytes(out.fp8.amax, stream);
+      zero_async(out.fp8.amax, stream);
       kernels::rmsnorm_forward(x, w, eps, out.hp, rstd, {}, out.fp8.amax, stream);
       break;
   }
@@ -200,7 +200,7 @@ void Precision::geglu(const TensorView& fc1, const GemmInput& unbound, const Gem
       return;
     case InputPath::kCalibrate:
     case InputPath::kCurrent:
-      zero_bytes(out.fp8.amax, stream);
+      zero_async(out.fp8.amax, stream);
       kernels::geglu_forward(fc1, out.hp, out.fp8.amax, stream);
       break;
   }

@@ -57,7 +57,7 @@ void DotProductAttention::forward(const TensorView& qkv, const BatchView& batch,
   opt.backend = backend_;
   const TensorView o = out.slice_rows(0, t).reshape({t, heads_, head_dim_});
   kernels::attention_fwd(q, k, v, batch.cu_seqlens, batch.max_seqlen, opt, o, a.lse, stream);
-  if (batch.rows > t) zero_bytes(out.slice_rows(t, batch.rows), stream);
+  if (batch.rows > t) zero_async(out.slice_rows(t, batch.rows), stream);
 }
 
 }  // namespace tg::impl

@@ -44,11 +44,11 @@ TensorView TransformerLayer::forward(const TensorView& h, const BatchView& batch
   p.quantize(a.attn_out, o_site_, stream);
 
   const TensorView h_mid = a.h_mid.empty() ? h : a.h_mid;
-  if (h_mid.data != h.data) copy_bytes(h_mid, h, stream);
+  if (h_mid.data != h.data) copy_async(h_mid, h, stream);
   p.linear(a.attn_out, *o_, h_mid, 1.0f, stream);
 
   const TensorView h_out = a.h_out.empty() ? h_mid : a.h_out;
-  if (h_out.data != h_mid.data) copy_bytes(h_out, h_mid, stream);
+  if (h_out.data != h_mid.data) copy_async(h_out, h_mid, stream);
   mlp_.forward(h_mid, a.mlp, h_out, p, stream);
   return h_out;
 }

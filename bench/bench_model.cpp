@@ -1,0 +1,296 @@
+// Prefill throughput of the whole model: the impl (tg::impl::GemmaForCausalLM) in BF16 and under each FP8
+// recipe, beside the LibTorch reference (tg::ref::Engine, BF16, SDPA attention where LibTorch has it) in the
+// same binary. Random weights at full depth; logits of the last position of each sequence only (generation's
+// prefill, HF logits_to_keep=1).
+//
+// Benchmark names: model/<shape>/<engine>/<B>x<S>, engine one of
+//   reference     LibTorch BF16 (registered first per shape: the later ones report speedup_vs_reference)
+//   impl_bf16     BF16 GEMMs (cuBLASLt), cuDNN attention, fused norms
+//   impl_delayed  FP8 DelayedScaling, calibrated once on the benchmark batch, FP8-only weights
+//   impl_current  FP8 Float8CurrentScaling, FP8-only weights
+//   impl_block    FP8 Float8BlockScaling (1x128 x 128x128), FP8-only weights
+// Shapes (issue 5): gemma-2b at B=8, S=2048 and gemma-7b at B=4, S=2048 (16384 and 8192 tokens).
+// Counters: tokens_per_second; flops (model FLOP/s: every GEMM incl. the lm_head rows, plus causal attention)
+// and gemm_roofline_frac against the BF16 or FP8 GEMM ceiling measured in this run (8192^3 through
+// kernels/gemm, benchmarks model/ceiling_*); speedup_vs_reference; weights_gib and arena_gib (impl memory);
+// sdpa (1 when the reference used at::scaled_dot_product_attention).
+// Targets: impl_bf16 >= 1.0x reference; impl_delayed and impl_current >= 1.6x reference.
+//
+// One model lives on the GPU at a time (7B in BF16 is 17 GB); each is built on its first benchmark and dropped
+// when the next engine or shape starts. Building (host-side random init) is not timed.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/common/bench_util.h"
+#include "common/cuda_check.h"
+#include "common/gemma_config.h"
+#include "impl/batch.h"
+#include "impl/model.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/quantize/quantize.h"
+#if TEGEMMA_BENCH_TORCH
+#include "reference/engine.h"
+#endif
+
+namespace tg::bench {
+namespace {
+
+struct Workload {
+  std::string preset;
+  int64_t batch, seqlen;
+  int64_t tokens() const { return batch * seqlen; }
+  std::string str() const { return preset + "/" + std::to_string(batch) + "x" + std::to_string(seqlen); }
+};
+
+// FLOPs of one prefill: the linear layers over every token, causal attention (QK^T and PV, half the square),
+// and the lm_head over the B last rows.
+double model_flops(const GemmaConfig& c, const Workload& w) {
+  const double t = static_cast<double>(w.tokens()), d = static_cast<double>(c.hidden_size);
+  const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
+  const double f = static_cast<double>(c.intermediate_size);
+  const double per_layer_linear = 2.0 * t * d * (q + 2 * kv) + 2.0 * t * q * d + 2.0 * t * d * 2 * f + 2.0 * t * f * d;
+  const double s = static_cast<double>(w.seqlen);
+  const double per_layer_attn = 2.0 * 2.0 * static_cast<double>(w.batch) * static_cast<double>(c.num_attention_heads) *
+                                (s * (s + 1) / 2) * static_cast<double>(c.head_dim);
+  const double lm_head = 2.0 * static_cast<double>(w.batch) * d * static_cast<double>(c.vocab_size);
+  return static_cast<double>(c.num_hidden_layers) * (per_layer_linear + per_layer_attn) + lm_head;
+}
+
+std::vector<std::vector<int64_t>> prompts(const GemmaConfig& c, const Workload& w, uint64_t seed) {
+  std::vector<std::vector<int64_t>> out;
+  uint64_t x = seed;
+  for (int64_t b = 0; b < w.batch; ++b) {
+    std::vector<int64_t> p{c.bos_token_id};
+    while (static_cast<int64_t>(p.size()) < w.seqlen) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(c.vocab_size - 3)));
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// ---- The one model on the GPU -------------------------------------------------------------------------------
+struct Loaded {
+  std::string key;  // "<workload>/<engine>"
+  std::optional<impl::GemmaForCausalLM> impl;
+#if TEGEMMA_BENCH_TORCH
+  std::optional<ref::Engine> ref;
+#endif
+};
+Loaded& loaded() {
+  static Loaded l;
+  return l;
+}
+void drop_loaded() {
+  loaded().impl.reset();
+#if TEGEMMA_BENCH_TORCH
+  loaded().ref.reset();
+#endif
+  loaded().key.clear();
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
+}
+
+std::map<std::string, double>& reference_tokens_per_second() {
+  static std::map<std::string, double> m;
+  return m;
+}
+
+void report(benchmark::State& state, const GemmaConfig& cfg, const Workload& w, Ceiling ceiling, double seconds,
+            const std::string& engine) {
+  set_tokens(state, static_cast<double>(w.tokens()));
+  set_roofline(state, 0.0, model_flops(cfg, w), ceiling);
+  const double tps = static_cast<double>(w.tokens()) * static_cast<double>(state.iterations()) / seconds;
+  if (engine == "reference") {
+    reference_tokens_per_second()[w.str()] = tps;
+  } else if (auto it = reference_tokens_per_second().find(w.str()); it != reference_tokens_per_second().end()) {
+    state.counters["speedup_vs_reference"] = tps / it->second;
+  }
+}
+
+void bm_impl(benchmark::State& state, Workload w, std::string recipe) {
+  if (!cuda_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const std::string key = w.str() + "/" + recipe;
+  const GemmaConfig cfg = GemmaConfig::preset(w.preset);
+  const impl::Batch batch = impl::Batch::from_prompts(prompts(cfg, w, 1));
+  impl::ForwardOptions fo;  // logits of the last position of each sequence
+  if (loaded().key != key) {
+    drop_loaded();
+    impl::ModelOptions o;
+    o.recipe = impl::Recipe::parse(recipe);
+    o.device = Device::CUDA;
+    // Inference: FP8 recipes keep FP8-only weights (no BF16 copies, no transposes).
+    o.storage = o.recipe.is_fp8() ? impl::WeightStorage::kFp8Only : impl::WeightStorage::kMaster;
+    loaded().impl.emplace(impl::GemmaForCausalLM::random(cfg, 7, o));
+    loaded().key = key;
+    impl::GemmaForCausalLM& m = *loaded().impl;
+    if (o.recipe.kind == impl::RecipeKind::kDelayed) m.calibrate({batch});
+    m.reserve(w.tokens(), w.batch, fo);
+    m.forward(batch, fo);  // warm-up: arena, cuDNN plans, GEMM heuristics
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+  }
+  impl::GemmaForCausalLM& m = *loaded().impl;
+  double seconds = 0;
+  for (auto _ : state) {
+    cudaEvent_t a, b;
+    TG_CHECK_CUDA(cudaEventCreate(&a));
+    TG_CHECK_CUDA(cudaEventCreate(&b));
+    TG_CHECK_CUDA(cudaEventRecord(a, nullptr));
+    m.forward(batch, fo);
+    TG_CHECK_CUDA(cudaEventRecord(b, nullptr));
+    TG_CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    TG_CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    TG_CHECK_CUDA(cudaEventDestroy(a));
+    TG_CHECK_CUDA(cudaEventDestroy(b));
+    state.SetIterationTime(ms * 1e-3);
+    seconds += ms * 1e-3;
+  }
+  const bool fp8 = impl::Recipe::parse(recipe).is_fp8();
+  report(state, cfg, w, fp8 ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm, seconds, "impl");
+  state.counters["weights_gib"] = static_cast<double>(m.weights().bytes()) / (1ull << 30);
+  state.counters["arena_gib"] = static_cast<double>(m.arena_bytes()) / (1ull << 30);
+}
+
+#if TEGEMMA_BENCH_TORCH
+void bm_reference(benchmark::State& state, Workload w) {
+  if (!cuda_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const std::string key = w.str() + "/reference";
+  const GemmaConfig cfg = GemmaConfig::preset(w.preset);
+  auto ps = prompts(cfg, w, 1);
+  std::vector<int64_t> ids;
+  for (const auto& p : ps) ids.insert(ids.end(), p.begin(), p.end());
+  ref::ForwardRequest req;
+  req.input_ids = TensorView(ids.data(), DType::I64, Shape{w.batch, w.seqlen}, Device::CPU);
+  req.last_position_only = true;
+  try {
+    if (loaded().key != key) {
+      drop_loaded();
+      ref::EngineOptions o;
+      o.dtype = DType::BF16;
+      o.device = Device::CUDA;
+      o.attention = ref::AttentionImpl::Sdpa;  // the fastest reference path (LibTorch >= 2.1)
+      try {
+        loaded().ref.emplace(ref::Engine::random(cfg, 7, o));
+        (void)loaded().ref->forward(req);  // warm-up
+      } catch (const Error&) {             // no SDPA in this LibTorch: HF's eager path
+        loaded().ref.reset();
+        o.attention = ref::AttentionImpl::Explicit;
+        loaded().ref.emplace(ref::Engine::random(cfg, 7, o));
+        (void)loaded().ref->forward(req);
+      }
+      loaded().key = key;
+    }
+  } catch (const Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const ref::Engine& e = *loaded().ref;
+  double seconds = 0;
+  for (auto _ : state) {
+    cudaEvent_t a, b;
+    TG_CHECK_CUDA(cudaEventCreate(&a));
+    TG_CHECK_CUDA(cudaEventCreate(&b));
+    TG_CHECK_CUDA(cudaEventRecord(a, nullptr));
+    (void)e.forward(req);  // ends with the [B, 1, V] logits copied to the host (small)
+    TG_CHECK_CUDA(cudaEventRecord(b, nullptr));
+    TG_CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    TG_CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    TG_CHECK_CUDA(cudaEventDestroy(a));
+    TG_CHECK_CUDA(cudaEventDestroy(b));
+    state.SetIterationTime(ms * 1e-3);
+    seconds += ms * 1e-3;
+  }
+  report(state, cfg, w, Ceiling::kBf16Gemm, seconds, "reference");
+  state.counters["sdpa"] = e.options().attention == ref::AttentionImpl::Sdpa ? 1 : 0;
+}
+#endif
+
+// ---- GEMM ceilings measured in this run (8192^3 through kernels/gemm), as bench_gemm does ---------------------
+void bm_ceiling(benchmark::State& state, bool fp8) {
+  if (!cuda_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  constexpr int64_t n = 8192;
+  const Tensor a = Tensor::zeros(DType::BF16, {n, n}, Device::CUDA), b = Tensor::zeros(DType::BF16, {n, n}, Device::CUDA);
+  Tensor out = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
+  Fp8Tensor qa = Fp8Tensor::per_tensor(DType::E4M3, n, n, true, false, Device::CUDA);
+  Fp8Tensor qb = Fp8Tensor::per_tensor(DType::E4M3, n, n, true, false, Device::CUDA);
+  if (fp8) {
+    // Non-zero data: GEMM power (and so clocks) depends on it.
+    std::vector<uint16_t> host(static_cast<std::size_t>(n) * n);
+    for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<uint16_t>(0x3C00u + (i * 2654435761u >> 22) % 512);
+    copy_bytes(a.view(), TensorView(host.data(), DType::BF16, {n, n}, Device::CPU));
+    kernels::quantize(a.view(), qa.view());
+    kernels::quantize(a.view(), qb.view());
+  }
+  kernels::GemmOptions opt;
+  opt.split_accumulate = false;
+  auto op = [&] {
+    if (fp8) {
+      kernels::gemm_fp8(qa.view(), qb.view(), out.view(), opt);
+    } else {
+      kernels::gemm(a.view(), b.view(), out.view());
+    }
+  };
+  op();
+  double seconds = 0;
+  for (auto _ : state) {
+    cudaEvent_t e0, e1;
+    TG_CHECK_CUDA(cudaEventCreate(&e0));
+    TG_CHECK_CUDA(cudaEventCreate(&e1));
+    TG_CHECK_CUDA(cudaEventRecord(e0, nullptr));
+    for (int i = 0; i < 10; ++i) op();
+    TG_CHECK_CUDA(cudaEventRecord(e1, nullptr));
+    TG_CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    TG_CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    TG_CHECK_CUDA(cudaEventDestroy(e0));
+    TG_CHECK_CUDA(cudaEventDestroy(e1));
+    state.SetIterationTime(ms * 1e-4);
+    seconds += ms * 1e-4;
+  }
+  const double flops = 2.0 * n * n * n;
+  set_measured_ceiling(fp8 ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm,
+                       flops * static_cast<double>(state.iterations()) / seconds);
+  set_roofline(state, 0.0, flops, fp8 ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm);
+}
+
+void add(const std::string& name, auto fn) {
+  benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+}
+
+const bool registered = [] {
+  add("model/ceiling_bf16/8192x8192x8192", [](benchmark::State& st) { bm_ceiling(st, false); });
+  add("model/ceiling_fp8/8192x8192x8192", [](benchmark::State& st) { bm_ceiling(st, true); });
+  for (const Workload& w : {Workload{"gemma-2b", 8, 2048}, Workload{"gemma-7b", 4, 2048}}) {
+#if TEGEMMA_BENCH_TORCH
+    add("model/" + w.preset + "/reference/" + std::to_string(w.batch) + "x" + std::to_string(w.seqlen),
+        [=](benchmark::State& st) { bm_reference(st, w); });
+#endif
+    for (const char* recipe : {"bf16", "delayed", "current", "block"}) {
+      add("model/" + w.preset + "/impl_" + recipe + "/" + std::to_string(w.batch) + "x" + std::to_string(w.seqlen),
+          [=](benchmark::State& st) { bm_impl(st, w, recipe); });
+    }
+  }
+  return true;
+}();
+
+}  // namespace
+}  // namespace tg::bench
+
+TG_BENCH_MAIN()
