@@ -4,7 +4,6 @@
 
 #include <cstring>
 #include <set>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/check.h"
@@ -110,25 +109,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_tensors(const
   return out;
 }
 
-GemmaConfig load_config(const std::filesystem::path& dir) {
-  const std::filesystem::path path = dir / "config.json";
-  GemmaConfig cfg = GemmaConfig::from_file(path);
-  // transformers 5.x writes the RoPE base as rope_parameters = {"rope_type": "default", "rope_theta": ...}
-  // instead of a top-level rope_theta. Read it here as long as common/gemma_config.cpp does not (the
-  // fixtures have a non-default theta, so a silent fallback to 10000 would fail their tests).
-  const nlohmann::json j = nlohmann::json::parse(read_file(path));
-  if (const auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object() && !j.contains("rope_theta")) {
-    const std::string type = rp->value("rope_type", std::string("default"));
-    TG_CHECK(type == "default", path.string(), ": rope_parameters.rope_type '", type,
-             "' is not supported (Gemma 1 uses the default RoPE)");
-    if (const auto th = rp->find("rope_theta"); th != rp->end()) {
-      TG_CHECK(th->is_number(), path.string(), ": rope_parameters.rope_theta must be a number");
-      cfg.rope_theta = th->get<double>();
-      cfg.validate(path.string());
-    }
-  }
-  return cfg;
-}
+GemmaConfig load_config(const std::filesystem::path& dir) { return GemmaConfig::from_file(dir / "config.json"); }
 
 GemmaWeights load_weights(const std::filesystem::path& dir, const GemmaConfig& cfg, at::ScalarType dtype,
                           at::Device device) {
