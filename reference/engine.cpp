@@ -161,7 +161,9 @@ void Engine::save(const std::filesystem::path& dir, DType file_dtype) const {
 // ---- TrainSession -----------------------------------------------------------------------------------------
 
 TrainSession::TrainSession(const Engine& init, const TrainConfig& tc) : opts_(init.options()) {
-  trainer_ = std::make_unique<Trainer>(init.config(), init.impl_->model.weights(), tc, torch_device(opts_));
+  TrainConfig t = tc;
+  t.attention = opts_.attention;  // the engine's choice (e.g. Sdpa for speed) carries over to training
+  trainer_ = std::make_unique<Trainer>(init.config(), init.impl_->model.weights(), t, torch_device(opts_));
 }
 TrainSession::TrainSession(TrainSession&&) noexcept = default;
 TrainSession& TrainSession::operator=(TrainSession&&) noexcept = default;

@@ -90,7 +90,8 @@ class Engine {
   friend class TrainSession;
 };
 
-// Training through the facade: FP32 master weights initialised from an Engine's weights.
+// Training through the facade: FP32 master weights initialised from an Engine's weights, on the engine's
+// device, with the engine's attention implementation (TrainConfig::attention is ignored here).
 class TrainSession {
  public:
   TrainSession(const Engine& init, const TrainConfig& tc);
