@@ -35,17 +35,16 @@ namespace tg::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // "2,651,9;2,5" -> {{2, 651, 9}, {2, 5}}: prompts separated by ';', ids by ','.
 std::vector<std::vector<int64_t>> parse_prompts(const std::string& text) {
   std::vector<std::vector<int64_t>> prompts(1);
   std::string cur;
   auto flush_id = [&](std::size_t pos) {
-    if (cur.empty()) throw UsageError("--tokens: empty token id at character " + std::to_string(pos) + " of '" +
-                                      text + "' (expected e.g. 2,651,9 or 2,651;2,5 for two prompts)");
+    if (cur.empty())
+      throw UsageError("--tokens: empty token id at character " + std::to_string(pos) + " of '" + text +
+                       "' (expected e.g. 2,651,9 or 2,651;2,5 for two prompts)");
     const auto v = parse_int(cur);
     if (!v) throw UsageError("--tokens: '" + cur + "' is not an integer token id");
     prompts.back().push_back(*v);
@@ -102,16 +101,19 @@ int cmd_forward(Args args) {
       .option("config", "random weights of a preset instead: tiny | small | gemma-2b | gemma-7b")
       .option("seed", "seed of the random weights (--config)", "0")
       .option("layers", "override num_hidden_layers of --config (reduced depth)")
-      .option("precision", "bf16 or an FP8 recipe (delayed[:...], current[:...], block[:...]); the reference "
-                           "also takes f32", "bf16")
+      .option("precision",
+              "bf16 or an FP8 recipe (delayed[:...], current[:...], block[:...]); the reference "
+              "also takes f32",
+              "bf16")
       .option("tokens", "token ids: 2,651,9 (one prompt) or 2,651;2,5,7 (prompts separated by ';')", "", true)
       .option("logits", "last (each prompt's last position: [B, V]) or all (every token, packed: [T, V])", "last")
       .option("dump-logits", "write the logits as a float32 .npy here")
       .option("device", "cpu or cuda", cuda_available() ? "cuda" : "cpu")
       .option("engine", "impl or reference (the LibTorch oracle)", "impl")
       .option("storage", "impl weights: master (BF16 + FP8 copies) or fp8-only (inference)", "master")
-      .option("calibrate-tokens", "delayed scaling: calibrate on these prompts (same syntax as --tokens); "
-                                  "default: the --tokens prompts themselves")
+      .option("calibrate-tokens",
+              "delayed scaling: calibrate on these prompts (same syntax as --tokens); "
+              "default: the --tokens prompts themselves")
       .option("save", "also write the (impl) model as an HF checkpoint directory here")
       .flag("fp8-lm-head", "run the tied lm_head GEMM in FP8 too")
       .flag("json", "print the summary as JSON");
@@ -123,9 +125,11 @@ int cmd_forward(Args args) {
   if (p.given("model") == p.given("config")) throw UsageError("give exactly one of --model DIR or --config NAME");
   if (p.given("layers") && !p.given("config")) throw UsageError("--layers applies to --config only");
   const std::string engine = p.get("engine");
-  if (engine != "impl" && engine != "reference") throw UsageError("--engine: expected impl or reference, got '" + engine + "'");
+  if (engine != "impl" && engine != "reference")
+    throw UsageError("--engine: expected impl or reference, got '" + engine + "'");
   const std::string logits_mode = p.get("logits");
-  if (logits_mode != "last" && logits_mode != "all") throw UsageError("--logits: expected last or all, got '" + logits_mode + "'");
+  if (logits_mode != "last" && logits_mode != "all")
+    throw UsageError("--logits: expected last or all, got '" + logits_mode + "'");
   const bool all = logits_mode == "all";
   const Device device = parse_device(p.get("device"));
   if (device == Device::CUDA && !cuda_available()) {
@@ -241,9 +245,12 @@ int cmd_forward(Args args) {
   }
   int64_t tokens = 0;
   for (const auto& pr : prompts) tokens += static_cast<int64_t>(pr.size());
-  j["config"] = {{"vocab_size", cfg.vocab_size},          {"hidden_size", cfg.hidden_size},
-                 {"intermediate_size", cfg.intermediate_size}, {"num_hidden_layers", cfg.num_hidden_layers},
-                 {"num_attention_heads", cfg.num_attention_heads}, {"num_key_value_heads", cfg.num_key_value_heads},
+  j["config"] = {{"vocab_size", cfg.vocab_size},
+                 {"hidden_size", cfg.hidden_size},
+                 {"intermediate_size", cfg.intermediate_size},
+                 {"num_hidden_layers", cfg.num_hidden_layers},
+                 {"num_attention_heads", cfg.num_attention_heads},
+                 {"num_key_value_heads", cfg.num_key_value_heads},
                  {"head_dim", cfg.head_dim}};
   j["num_prompts"] = prompts.size();
   j["num_tokens"] = tokens;
@@ -269,8 +276,8 @@ int cmd_forward(Args args) {
   std::printf("tegemma forward: %s %s on %s, %s\n", engine.c_str(), j["precision"].get<std::string>().c_str(),
               j["device"].get<std::string>().c_str(), j["model"].get<std::string>().c_str());
   std::printf("  %zu prompt(s), %lld tokens -> logits [%lld, %lld] (%s)\n", prompts.size(),
-              static_cast<long long>(tokens), static_cast<long long>(logits.shape()[0]),
-              static_cast<long long>(vocab), logits_mode.c_str());
+              static_cast<long long>(tokens), static_cast<long long>(logits.shape()[0]), static_cast<long long>(vocab),
+              logits_mode.c_str());
   std::printf("  load %.1f ms, calibrate %.1f ms, forward %.1f ms\n", load_ms, calibrate_ms, forward_ms);
   for (std::size_t b = 0; b < prompts.size(); ++b) {
     std::printf("  prompt %zu top-5:", b);

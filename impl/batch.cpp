@@ -65,16 +65,15 @@ Batch Batch::from_padded(const std::vector<std::vector<int64_t>>& input_ids,
 void Batch::validate(int64_t vocab, int64_t max_positions) const {
   const int64_t t = num_tokens();
   TG_CHECK(t > 0, "Batch: no tokens");
-  TG_CHECK(static_cast<int64_t>(positions.size()) == t, "Batch: ", t, " tokens but ", positions.size(),
-           " positions");
+  TG_CHECK(static_cast<int64_t>(positions.size()) == t, "Batch: ", t, " tokens but ", positions.size(), " positions");
   TG_CHECK(cu_seqlens.size() >= 2, "Batch: cu_seqlens needs B + 1 >= 2 entries, got ", cu_seqlens.size());
   TG_CHECK(cu_seqlens.front() == 0, "Batch: cu_seqlens[0] must be 0, got ", cu_seqlens.front());
-  TG_CHECK(cu_seqlens.back() == t, "Batch: cu_seqlens[B] must equal the token count ", t, ", got ",
-           cu_seqlens.back());
+  TG_CHECK(cu_seqlens.back() == t, "Batch: cu_seqlens[B] must equal the token count ", t, ", got ", cu_seqlens.back());
   int64_t longest = 0;
   for (int64_t b = 0; b < num_sequences(); ++b) {
-    TG_CHECK(seqlen(b) > 0, "Batch: sequence ", b, " is empty (cu_seqlens[", b, "] = ", cu_seqlens[static_cast<std::size_t>(b)],
-             ", cu_seqlens[", b + 1, "] = ", cu_seqlens[static_cast<std::size_t>(b + 1)], ")");
+    TG_CHECK(seqlen(b) > 0, "Batch: sequence ", b, " is empty (cu_seqlens[", b,
+             "] = ", cu_seqlens[static_cast<std::size_t>(b)], ", cu_seqlens[", b + 1,
+             "] = ", cu_seqlens[static_cast<std::size_t>(b + 1)], ")");
     longest = std::max(longest, seqlen(b));
   }
   TG_CHECK(max_seqlen == longest, "Batch: max_seqlen is ", max_seqlen, " but the longest sequence has ", longest,
@@ -85,8 +84,8 @@ void Batch::validate(int64_t vocab, int64_t max_positions) const {
       const int64_t at = i - cu_seqlens[static_cast<std::size_t>(b)];
       TG_CHECK(id >= 0 && id < vocab, "Batch: token ", i, " (sequence ", b, ", index ", at, ") has id ", id,
                ", outside the vocabulary [0, ", vocab, ")");
-      TG_CHECK(p >= 0 && p < max_positions, "Batch: token ", i, " (sequence ", b, ", index ", at, ") has position ",
-               p, ", outside [0, ", max_positions, ") (max_position_embeddings)");
+      TG_CHECK(p >= 0 && p < max_positions, "Batch: token ", i, " (sequence ", b, ", index ", at, ") has position ", p,
+               ", outside [0, ", max_positions, ") (max_position_embeddings)");
     }
   }
 }

@@ -26,7 +26,9 @@ struct Batch {
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int64_t num_sequences() const { return static_cast<int64_t>(cu_seqlens.size()) - 1; }
-  int64_t seqlen(int64_t b) const { return cu_seqlens[static_cast<std::size_t>(b + 1)] - cu_seqlens[static_cast<std::size_t>(b)]; }
+  int64_t seqlen(int64_t b) const {
+    return cu_seqlens[static_cast<std::size_t>(b + 1)] - cu_seqlens[static_cast<std::size_t>(b)];
+  }
   // Index (into tokens) of the last token of each sequence: the rows whose logits generation needs.
   std::vector<int32_t> last_token_rows() const;
 

@@ -58,8 +58,7 @@ void zero_async(const TensorView& t, Stream stream) {
 void copy_async(const TensorView& dst, const TensorView& src, Stream stream) {
   check_contiguous(dst, "copy_async(dst)");
   check_contiguous(src, "copy_async(src)");
-  TG_CHECK(dst.nbytes() == src.nbytes(), "copy_async: ", dst.describe(), " and ", src.describe(),
-           " differ in size");
+  TG_CHECK(dst.nbytes() == src.nbytes(), "copy_async: ", dst.describe(), " and ", src.describe(), " differ in size");
   if ((dst.device == Device::CPU && src.device == Device::CPU) || dst.nbytes() == 0) return copy_bytes(dst, src);
 #if TEGEMMA_HAVE_CUDA
   // From pageable host memory the call returns once the source has been staged, so it may be reused then.

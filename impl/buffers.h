@@ -17,7 +17,7 @@ namespace tg::impl {
 
 class Buffers {
  public:
-  Buffers() = default;                           // counting only: views have null data
+  Buffers() = default;  // counting only: views have null data
   explicit Buffers(Arena& arena) : arena_(&arena) {}
 
   TensorView alloc(DType dtype, Shape shape);

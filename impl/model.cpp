@@ -76,15 +76,15 @@ struct GemmaForCausalLM::State {
   // Every buffer of one forward, carved in a fixed order.
   struct Views {
     BatchView batch;
-    TensorView inputs;   // I32 [T + T + (B + 1) + B]: ids, positions, cu_seqlens, last rows (one upload)
-    TensorView status;   // I32 [2]: the embedding kernels' bad-id report (ids are checked on the host)
-    TensorView h;        // BF16 [rows, D]: the residual stream (inference: updated in place)
+    TensorView inputs;  // I32 [T + T + (B + 1) + B]: ids, positions, cu_seqlens, last rows (one upload)
+    TensorView status;  // I32 [2]: the embedding kernels' bad-id report (ids are checked on the host)
+    TensorView h;       // BF16 [rows, D]: the residual stream (inference: updated in place)
     std::vector<TransformerLayer::Activations> layers;  // 1 shared set (inference) or L (training)
-    TensorView h_last;   // BF16 [lm_rows, D]: gathered last rows (kLastPerSequence)
+    TensorView h_last;                                  // BF16 [lm_rows, D]: gathered last rows (kLastPerSequence)
     LayerNormLinear::Activations lm;
-    TensorView logits;   // BF16 [lm_rows, V]
-    int64_t lm_rows = 0;  // rows the lm_head computes (padded under block scaling)
-    int64_t out_rows = 0; // rows returned
+    TensorView logits;     // BF16 [lm_rows, V]
+    int64_t lm_rows = 0;   // rows the lm_head computes (padded under block scaling)
+    int64_t out_rows = 0;  // rows returned
   };
   Views views;  // the last forward's
 
@@ -159,8 +159,7 @@ GemmaForCausalLM::GemmaForCausalLM(ModelWeights weights, const ModelOptions& opt
   s.inv_freq = kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, opts.device);
   s.embed_scale = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, &s.inv_freq,
-                          opts.attention);
+    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, &s.inv_freq, opts.attention);
   }
   s.lm_head = LayerNormLinear(&s.w.final_norm, &s.w.lm_head, s.precision.add_gemm("lm_head", opts.fp8_lm_head),
                               static_cast<float>(cfg.rms_norm_eps));

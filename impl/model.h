@@ -32,12 +32,12 @@
 namespace tg::impl {
 
 struct ModelOptions {
-  Recipe recipe;                                  // bf16 or an FP8 recipe
+  Recipe recipe;  // bf16 or an FP8 recipe
   Device device = Device::CPU;
-  WeightStorage storage = WeightStorage::kMaster; // kFp8Only: inference without BF16 weight copies
-  bool fp8_lm_head = false;                       // the tied lm_head GEMM in FP8 too (an FP8 copy of embed)
+  WeightStorage storage = WeightStorage::kMaster;  // kFp8Only: inference without BF16 weight copies
+  bool fp8_lm_head = false;                        // the tied lm_head GEMM in FP8 too (an FP8 copy of embed)
   kernels::AttentionBackend attention = kernels::AttentionBackend::kCudnn;  // CUDA only
-  Stream stream;                                  // every launch of the model goes here
+  Stream stream;                                                            // every launch of the model goes here
 };
 
 enum class LogitsMode : uint8_t {
@@ -53,9 +53,9 @@ struct ForwardOptions {
 };
 
 struct ForwardOutput {
-  Tensor logits;               // host F32 [T or B, V] (empty for kNone)
-  std::vector<Tensor> taps;    // host F32 [T, D] per layer: the residual stream leaving layer i
-  Tensor final_hidden;         // host F32 [T or B, D]: the final norm's output (BF16 lm_head only)
+  Tensor logits;             // host F32 [T or B, V] (empty for kNone)
+  std::vector<Tensor> taps;  // host F32 [T, D] per layer: the residual stream leaving layer i
+  Tensor final_hidden;       // host F32 [T or B, D]: the final norm's output (BF16 lm_head only)
 };
 
 class GemmaForCausalLM {

@@ -29,9 +29,12 @@ Fp8View without_amax(Fp8View v) {
 
 const char* scaling_phase_name(ScalingPhase p) {
   switch (p) {
-    case ScalingPhase::kInference: return "inference";
-    case ScalingPhase::kCalibrating: return "calibrating";
-    case ScalingPhase::kTraining: return "training";
+    case ScalingPhase::kInference:
+      return "inference";
+    case ScalingPhase::kCalibrating:
+      return "calibrating";
+    case ScalingPhase::kTraining:
+      return "training";
   }
   return "?";
 }
@@ -91,7 +94,8 @@ GemmInput Precision::alloc_input(Buffers& b, const GemmSite& site, int64_t rows,
     return in;
   }
   switch (recipe_.kind) {
-    case RecipeKind::kBF16: TG_FAIL("Precision: an FP8 site '", site.name, "' under the bf16 recipe");
+    case RecipeKind::kBF16:
+      TG_FAIL("Precision: an FP8 site '", site.name, "' under the bf16 recipe");
     case RecipeKind::kDelayed:
       if (phase_ == ScalingPhase::kCalibrating) {
         in.path = InputPath::kCalibrate;
@@ -132,7 +136,8 @@ GemmInput Precision::bind(const GemmInput& in, const GemmSite& site) const {
                "the model is ", scaling_phase_name(phase_), " (re-plan the forward)");
       out.state_amax = delayed_->amax(site.refs.input);
       break;
-    default: break;
+    default:
+      break;
   }
   return out;
 }
@@ -160,7 +165,8 @@ void Precision::finish_cast(const GemmInput& in, Stream stream) const {
       kernels::quantize(in.hp, in.fp8, {}, stream);  // amax recorded into the slot when training
       return;
     case InputPath::kBf16:
-    case InputPath::kDelayedFused: return;
+    case InputPath::kDelayedFused:
+      return;
   }
 }
 
@@ -210,14 +216,17 @@ void Precision::geglu(const TensorView& fc1, const GemmInput& unbound, const Gem
 void Precision::quantize(const GemmInput& unbound, const GemmSite& site, Stream stream) const {
   const GemmInput in = bind(unbound, site);
   switch (in.path) {
-    case InputPath::kBf16: return;
-    case InputPath::kDelayedFused: TG_FAIL("Precision::quantize: the input was allocated for a fused producer");
+    case InputPath::kBf16:
+      return;
+    case InputPath::kDelayedFused:
+      TG_FAIL("Precision::quantize: the input was allocated for a fused producer");
     case InputPath::kCalibrate:
     case InputPath::kCurrent:
       kernels::compute_amax(in.hp, in.fp8.amax, stream);
       break;
     case InputPath::kBlock:
-    case InputPath::kDelayedCast: break;
+    case InputPath::kDelayedCast:
+      break;
   }
   finish_cast(in, stream);
 }

@@ -38,19 +38,19 @@
 namespace tg::impl {
 
 struct GemmSite {
-  std::string name;       // "layers.3.qkv", "lm_head"
-  bool fp8 = false;       // FP8 GEMM (false: BF16)
-  GemmScalingRefs refs;   // delayed scaling rows (valid when the recipe is delayed and fp8)
+  std::string name;      // "layers.3.qkv", "lm_head"
+  bool fp8 = false;      // FP8 GEMM (false: BF16)
+  GemmScalingRefs refs;  // delayed scaling rows (valid when the recipe is delayed and fp8)
 };
 
 // How a GemmInput is produced (chosen by Precision::alloc_input from the recipe and the phase).
 enum class InputPath : uint8_t {
-  kBf16,         // BF16 GEMM: hp only
-  kDelayedFused, // delayed: the producer casts with the state's scale (norm / GeGLU fused kernels); no hp
-  kDelayedCast,  // delayed: hp, then one cast with the state's scale
-  kCalibrate,    // delayed while calibrating: as kCurrent, and the cast max-reduces the amax into the slot
-  kCurrent,      // current scaling: hp + amax, scale, cast
-  kBlock,        // block scaling: hp, then the 1x128 block cast
+  kBf16,          // BF16 GEMM: hp only
+  kDelayedFused,  // delayed: the producer casts with the state's scale (norm / GeGLU fused kernels); no hp
+  kDelayedCast,   // delayed: hp, then one cast with the state's scale
+  kCalibrate,     // delayed while calibrating: as kCurrent, and the cast max-reduces the amax into the slot
+  kCurrent,       // current scaling: hp + amax, scale, cast
+  kBlock,         // block scaling: hp, then the 1x128 block cast
 };
 
 // The A operand of a GEMM: an activation [rows, K] in BF16 and/or FP8.
@@ -58,9 +58,9 @@ enum class InputPath : uint8_t {
 // bind the site's delayed-scaling scale and amax slot at call time.
 struct GemmInput {
   InputPath path = InputPath::kBf16;
-  TensorView hp;           // BF16 [rows, K] (empty for kDelayedFused)
-  Fp8View fp8;             // FP8 copy (FP8 paths); column-wise copy too when allocated for training
-  TensorView state_amax;   // kCalibrate: the site's amax slot (bound by the producer)
+  TensorView hp;          // BF16 [rows, K] (empty for kDelayedFused)
+  Fp8View fp8;            // FP8 copy (FP8 paths); column-wise copy too when allocated for training
+  TensorView state_amax;  // kCalibrate: the site's amax slot (bound by the producer)
   bool is_fp8() const { return path != InputPath::kBf16; }
 };
 
@@ -109,7 +109,7 @@ class Precision {
 
  private:
   GemmInput bind(const GemmInput& in, const GemmSite& site) const;  // the site's delayed-scaling slots
-  void finish_cast(const GemmInput& in, Stream stream) const;      // amax known -> scale -> cast
+  void finish_cast(const GemmInput& in, Stream stream) const;       // amax known -> scale -> cast
 
   Recipe recipe_;
   Device device_ = Device::CPU;

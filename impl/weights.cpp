@@ -91,18 +91,24 @@ LayerWeights make_layer(const GemmaConfig& c, int64_t l, Device device) {
 // The destination view of an HF tensor inside the fused weights.
 TensorView destination(ModelWeights& w, const HfTensor& t) {
   switch (t.slot) {
-    case Slot::kEmbed: return w.embed.view();
-    case Slot::kFinalNorm: return w.final_norm.view();
-    case Slot::kInputNorm: return w.layers[static_cast<std::size_t>(t.layer)].input_norm.view();
-    case Slot::kPostNorm: return w.layers[static_cast<std::size_t>(t.layer)].post_attention_norm.view();
+    case Slot::kEmbed:
+      return w.embed.view();
+    case Slot::kFinalNorm:
+      return w.final_norm.view();
+    case Slot::kInputNorm:
+      return w.layers[static_cast<std::size_t>(t.layer)].input_norm.view();
+    case Slot::kPostNorm:
+      return w.layers[static_cast<std::size_t>(t.layer)].post_attention_norm.view();
     case Slot::kQkv:
       return w.layers[static_cast<std::size_t>(t.layer)].qkv.master.view().slice_rows(t.rows_begin,
-                                                                                     t.rows_begin + t.shape[0]);
-    case Slot::kO: return w.layers[static_cast<std::size_t>(t.layer)].o.master.view();
+                                                                                      t.rows_begin + t.shape[0]);
+    case Slot::kO:
+      return w.layers[static_cast<std::size_t>(t.layer)].o.master.view();
     case Slot::kFc1:
       return w.layers[static_cast<std::size_t>(t.layer)].fc1.master.view().slice_rows(t.rows_begin,
-                                                                                     t.rows_begin + t.shape[0]);
-    case Slot::kFc2: return w.layers[static_cast<std::size_t>(t.layer)].fc2.master.view();
+                                                                                      t.rows_begin + t.shape[0]);
+    case Slot::kFc2:
+      return w.layers[static_cast<std::size_t>(t.layer)].fc2.master.view();
   }
   TG_FAIL("unreachable");
 }
@@ -161,14 +167,15 @@ uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
   return z ^ (z >> 31);
 }
 
-// Element i of a standard normal stream `key`: Box-Muller on one 64-bit hash per pair of elements.
-double normal_at(uint64_t key, int64_t i) {
-  const uint64_t r = mix64(key ^ mix64(static_cast<uint64_t>(i >> 1)));
+// Elements 2j and 2j + 1 of a standard normal stream `key`: Box-Muller on one 64-bit hash of the pair index.
+void normal_pair(uint64_t key, int64_t j, double& a, double& b) {
+  const uint64_t r = mix64(key ^ mix64(static_cast<uint64_t>(j)));
   const double u1 = (static_cast<double>(r >> 40) + 1.0) * 0x1p-24;  // (0, 1]
   const double u2 = static_cast<double>(r & 0xFFFFFFu) * 0x1p-24;    // [0, 1)
   const double radius = std::sqrt(-2.0 * std::log(u1));
   const double angle = 6.283185307179586 * u2;
-  return (i & 1) ? radius * std::sin(angle) : radius * std::cos(angle);
+  a = radius * std::cos(angle);
+  b = radius * std::sin(angle);
 }
 
 // Fills a host BF16 buffer with N(0, std) values of stream `key`, on all cores.
@@ -177,13 +184,19 @@ void fill_normal_bf16(uint16_t* out, int64_t n, uint64_t key, double std) {
     std::fill_n(out, n, uint16_t{0});
     return;
   }
+  const int64_t pairs = (n + 1) / 2;
   const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
-  const int64_t chunk = std::max<int64_t>((n + threads - 1) / threads, 1 << 16);
+  const int64_t chunk = std::max<int64_t>((pairs + threads - 1) / threads, 1 << 15);
   std::vector<std::thread> pool;
-  for (int64_t begin = 0; begin < n; begin += chunk) {
-    const int64_t end = std::min(n, begin + chunk);
+  for (int64_t begin = 0; begin < pairs; begin += chunk) {
+    const int64_t end = std::min(pairs, begin + chunk);
     pool.emplace_back([=] {
-      for (int64_t i = begin; i < end; ++i) out[i] = float_to_bf16_bits(static_cast<float>(std * normal_at(key, i)));
+      for (int64_t j = begin; j < end; ++j) {
+        double a, b;
+        normal_pair(key, j, a, b);
+        out[2 * j] = float_to_bf16_bits(static_cast<float>(std * a));
+        if (2 * j + 1 < n) out[2 * j + 1] = float_to_bf16_bits(static_cast<float>(std * b));
+      }
     });
   }
   for (auto& t : pool) t.join();
@@ -236,8 +249,8 @@ Fp8Tensor quantize_weight(const TensorView& master, const Recipe& recipe, bool c
   const int64_t n = master.shape[0], k = master.shape[1];
   const DType fp8 = recipe.fwd_dtype();
   if (recipe.kind == RecipeKind::kBlock) {
-    Fp8Tensor t = kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, fp8, n, k, true, columnwise,
-                                                 master.device);
+    Fp8Tensor t =
+        kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, fp8, n, k, true, columnwise, master.device);
     kernels::quantize(master, t.view(), kernels::BlockQuantOptions{recipe.power_2_scale, 0.0f}, stream);
     return t;
   }
@@ -296,8 +309,7 @@ ModelWeights load_weights(const std::filesystem::path& dir, const WeightOptions&
     }
     const SafetensorsEntry& e = reader.entry(t.name);
     if (e.shape != t.shape) {
-      problems.push_back("tensor " + t.name + ": expected shape " + shape_str(t.shape) + ", got " +
-                         shape_str(e.shape));
+      problems.push_back("tensor " + t.name + ": expected shape " + shape_str(t.shape) + ", got " + shape_str(e.shape));
     }
     if (!(e.dtype == DType::BF16 || e.dtype == DType::F32 || e.dtype == DType::F16)) {
       problems.push_back("tensor " + t.name + ": dtype " + e.dtype_name + " is not a weight dtype (BF16, F16, F32)");
@@ -325,7 +337,8 @@ ModelWeights load_weights(const std::filesystem::path& dir, const WeightOptions&
   }
   if (reader.contains("lm_head.weight")) {
     // Tied weights: an lm_head that differs from the embedding would be silently ignored otherwise.
-    const Tensor a = reader.load("lm_head.weight", DType::F32), b = reader.load("model.embed_tokens.weight", DType::F32);
+    const Tensor a = reader.load("lm_head.weight", DType::F32),
+                 b = reader.load("model.embed_tokens.weight", DType::F32);
     TG_CHECK(std::memcmp(a.data(), b.data(), a.nbytes()) == 0, "impl: checkpoint '", dir.string(),
              "': lm_head.weight differs from model.embed_tokens.weight, but Gemma ties them (untied heads are ",
              "not supported)");
@@ -357,8 +370,7 @@ ModelWeights load_weights(const std::filesystem::path& dir, const WeightOptions&
   return w;
 }
 
-ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightOptions& opts,
-                            const RandomInit& init) {
+ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightOptions& opts, const RandomInit& init) {
   check_options(cfg, opts);
   TG_CHECK(init.std >= 0 && init.norm_std >= 0, "random_weights: std and norm_std must be >= 0, got ", init.std,
            " and ", init.norm_std);
@@ -388,6 +400,30 @@ ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightO
   }
   fill_one(i++);
   finish_model(w, opts);
+  return w;
+}
+
+ModelWeights copy_weights(const ModelWeights& src, const WeightOptions& opts) {
+  TG_CHECK(src.storage == WeightStorage::kMaster, "copy_weights: the source holds FP8-only weights (no BF16 ",
+           "master to copy)");
+  check_options(src.config, opts);
+  ModelWeights w = empty_model(src.config, opts);
+  copy_async(w.embed.view(), src.embed.view(), opts.stream);
+  copy_async(w.final_norm.view(), src.final_norm.view(), opts.stream);
+  for (std::size_t l = 0; l < src.layers.size(); ++l) {
+    const LayerWeights& s = src.layers[l];
+    w.layers.push_back(make_layer(src.config, static_cast<int64_t>(l), opts.device));
+    LayerWeights& d = w.layers.back();
+    copy_async(d.input_norm.view(), s.input_norm.view(), opts.stream);
+    copy_async(d.post_attention_norm.view(), s.post_attention_norm.view(), opts.stream);
+    for (auto [dst, from] :
+         {std::pair{&d.qkv, &s.qkv}, std::pair{&d.o, &s.o}, std::pair{&d.fc1, &s.fc1}, std::pair{&d.fc2, &s.fc2}}) {
+      copy_async(dst->master.view(), from->master.view(), opts.stream);
+    }
+    finish_layer(d, opts);
+  }
+  finish_model(w, opts);
+  sync_stream(opts.stream);  // host sources (pageable) and the caller's expectations: done on return
   return w;
 }
 

@@ -73,11 +73,11 @@ struct ModelWeights {
   GemmaConfig config;
   Device device = Device::CPU;
   WeightStorage storage = WeightStorage::kMaster;
-  Recipe recipe;                    // the recipe the FP8 copies were made for (bf16: none)
-  Tensor embed;                     // BF16 [V, D]; the gather table and the tied BF16 lm_head
+  Recipe recipe;  // the recipe the FP8 copies were made for (bf16: none)
+  Tensor embed;   // BF16 [V, D]; the gather table and the tied BF16 lm_head
   std::vector<LayerWeights> layers;
-  Tensor final_norm;                // BF16 [D]
-  LinearWeight lm_head;             // [V, D]: master_view aliases embed; an FP8 copy when fp8_lm_head
+  Tensor final_norm;     // BF16 [D]
+  LinearWeight lm_head;  // [V, D]: master_view aliases embed; an FP8 copy when fp8_lm_head
 
   // Bytes of device memory the weights hold (BF16 and FP8 copies and their scales).
   std::size_t bytes() const;
@@ -86,10 +86,10 @@ struct ModelWeights {
 // What weights to build and where.
 struct WeightOptions {
   Device device = Device::CPU;
-  Recipe recipe;                    // FP8 copies are made for this recipe (none for bf16)
+  Recipe recipe;  // FP8 copies are made for this recipe (none for bf16)
   WeightStorage storage = WeightStorage::kMaster;
-  bool fp8_lm_head = false;         // also an FP8 copy of the tied lm_head (per-tensor recipes only)
-  bool columnwise = false;          // FP8 copies with the transposed copy too (training: dgrad)
+  bool fp8_lm_head = false;  // also an FP8 copy of the tied lm_head (per-tensor recipes only)
+  bool columnwise = false;   // FP8 copies with the transposed copy too (training: dgrad)
   Stream stream;
 };
 
@@ -112,6 +112,10 @@ GemmaConfig load_config(const std::filesystem::path& dir);
 ModelWeights load_weights(const std::filesystem::path& dir, const WeightOptions& opts);
 ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightOptions& opts,
                             const RandomInit& init = {});
+
+// A copy of master-storage weights built for `opts` (device, recipe, storage, FP8 lm_head): e.g. the same random
+// weights on another device or under another recipe, without generating or loading them again.
+ModelWeights copy_weights(const ModelWeights& src, const WeightOptions& opts);
 
 // Writes an HF checkpoint directory (config.json + model.safetensors, or shards + index above
 // max_shard_bytes): q/k/v and gate/up un-fused under their HF names, tensors stored as file_dtype (BF16 or

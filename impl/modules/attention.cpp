@@ -48,8 +48,7 @@ void DotProductAttention::forward(const TensorView& qkv, const BatchView& batch,
   const TensorView q = q_view(qkv, t), k = k_view(qkv, t), v = v_view(qkv, t);
   kernels::rope_forward(q, k, batch.positions, inv_freq_->view(), stream);
 
-  TG_CHECK(out.ndim() == 2 && out.shape[0] == batch.rows && out.shape[1] == heads_ * head_dim_ &&
-               out.is_contiguous(),
+  TG_CHECK(out.ndim() == 2 && out.shape[0] == batch.rows && out.shape[1] == heads_ * head_dim_ && out.is_contiguous(),
            "DotProductAttention: out must be a contiguous [", batch.rows, ", ", heads_ * head_dim_, "], got ",
            out.describe());
   kernels::AttentionOptions opt;

@@ -34,8 +34,8 @@ class LayerNormLinear {
   const LinearWeight& weight() const { return *weight_; }
 
  private:
-  const Tensor* norm_weight_ = nullptr;  // BF16 [K]
-  const LinearWeight* weight_ = nullptr; // [N, K]
+  const Tensor* norm_weight_ = nullptr;   // BF16 [K]
+  const LinearWeight* weight_ = nullptr;  // [N, K]
   GemmSite site_;
   float eps_ = 1e-6f;
 };

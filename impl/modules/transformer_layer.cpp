@@ -6,8 +6,8 @@
 
 namespace tg::impl {
 
-TransformerLayer::TransformerLayer(const GemmaConfig& cfg, const LayerWeights& w, int64_t index,
-                                   Precision& precision, const Tensor* inv_freq, kernels::AttentionBackend backend)
+TransformerLayer::TransformerLayer(const GemmaConfig& cfg, const LayerWeights& w, int64_t index, Precision& precision,
+                                   const Tensor* inv_freq, kernels::AttentionBackend backend)
     : index_(index) {
   const std::string p = "layers." + std::to_string(index) + ".";
   const float eps = static_cast<float>(cfg.rms_norm_eps);

@@ -36,12 +36,12 @@ class TransformerLayer {
 
   struct Activations {
     LayerNormLinear::Activations qkv;
-    TensorView qkv_out;                     // BF16 [rows, (H + 2 Hkv) Dh]: post-RoPE q, k and v
+    TensorView qkv_out;  // BF16 [rows, (H + 2 Hkv) Dh]: post-RoPE q, k and v
     DotProductAttention::Activations attn;
-    GemmInput attn_out;                     // [rows, H Dh]: attention output = the o-projection's input
-    TensorView h_mid;                       // training: BF16 [rows, D]; inference: empty (h in place)
+    GemmInput attn_out;  // [rows, H Dh]: attention output = the o-projection's input
+    TensorView h_mid;    // training: BF16 [rows, D]; inference: empty (h in place)
     LayerNormMLP::Activations mlp;
-    TensorView h_out;                       // training: BF16 [rows, D]; inference: empty (h in place)
+    TensorView h_out;  // training: BF16 [rows, D]; inference: empty (h in place)
   };
   Activations allocate(Buffers& b, const BatchView& batch, const Precision& p, bool training) const;
 

@@ -27,12 +27,13 @@ inline std::vector<std::string> fixture_names() { return {"mqa_f32", "gqa_bf16_s
 // One HF fixture: the checkpoint directory, its prompts and HF's recorded tensors (expected.safetensors).
 class Fixture {
  public:
-  explicit Fixture(const std::string& name)
-      : dir_(fixtures_dir() / name), expected_(dir_ / "expected.safetensors") {
+  explicit Fixture(const std::string& name) : dir_(fixtures_dir() / name), expected_(dir_ / "expected.safetensors") {
     json_ = nlohmann::json::parse(read_file(dir_ / "expected.json"));
   }
   const std::filesystem::path& dir() const { return dir_; }
-  std::vector<std::vector<int64_t>> prompts() const { return json_["prompts"].get<std::vector<std::vector<int64_t>>>(); }
+  std::vector<std::vector<int64_t>> prompts() const {
+    return json_["prompts"].get<std::vector<std::vector<int64_t>>>();
+  }
   const nlohmann::json& json() const { return json_; }
   Tensor array(const std::string& key) const { return expected_.load(key, DType::F32); }
 
@@ -42,9 +43,7 @@ class Fixture {
   nlohmann::json json_;
 };
 
-inline std::span<const float> span_of(const Tensor& t) {
-  return {t.ptr<float>(), static_cast<std::size_t>(t.numel())};
-}
+inline std::span<const float> span_of(const Tensor& t) { return {t.ptr<float>(), static_cast<std::size_t>(t.numel())}; }
 
 // max |a - b| / max |b|: the error relative to the scale of the expected tensor.
 inline double rel_err(std::span<const float> a, std::span<const float> b) {
@@ -66,13 +65,10 @@ inline std::span<const float> rows_of(const Tensor& t, int64_t begin, int64_t en
   return {t.ptr<float>() + begin * cols, static_cast<std::size_t>((end - begin) * cols)};
 }
 
-inline int64_t argmax(std::span<const float> row) {
-  return std::max_element(row.begin(), row.end()) - row.begin();
-}
+inline int64_t argmax(std::span<const float> row) { return std::max_element(row.begin(), row.end()) - row.begin(); }
 
 inline bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-         std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 // Small configs. tiny128: every GEMM dimension a multiple of 128 (block scaling), MQA, q width != hidden.

@@ -39,8 +39,7 @@ using testing::rows_of;
 constexpr double kBf16Ulps = 0.0078;  // 2 BF16 ulps (2^-7) relative to the logit scale
 
 std::filesystem::path temp_dir(const std::string& name) {
-  const auto d = std::filesystem::temp_directory_path() /
-                 ("tegemma_impl_" + name + "_" + std::to_string(::getpid()));
+  const auto d = std::filesystem::temp_directory_path() / ("tegemma_impl_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
@@ -208,16 +207,23 @@ std::filesystem::path edited_checkpoint(const std::string& tag, const std::strin
 }
 
 TEST(Weights, CheckpointProblemsNameTheHfTensor) {
-  expect_error([] { load_weights(edited_checkpoint("missing", "model.layers.1.self_attn.k_proj.weight", "", {}),
-                                 WeightOptions{}); },
-               "missing tensor model.layers.1.self_attn.k_proj.weight (expected shape [512, 64])");
-  expect_error([] { load_weights(edited_checkpoint("shape", "model.layers.0.mlp.up_proj.weight",
-                                                   "model.layers.0.mlp.up_proj.weight", {128, 65}),
-                                 WeightOptions{}); },
-               "tensor model.layers.0.mlp.up_proj.weight: expected shape [128, 64], got [128, 65]");
-  expect_error([] { load_weights(edited_checkpoint("extra", "", "model.layers.0.self_attn.q_norm.weight", {256}),
-                                 WeightOptions{}); },
-               "unexpected tensor model.layers.0.self_attn.q_norm.weight");
+  expect_error(
+      [] {
+        load_weights(edited_checkpoint("missing", "model.layers.1.self_attn.k_proj.weight", "", {}), WeightOptions{});
+      },
+      "missing tensor model.layers.1.self_attn.k_proj.weight (expected shape [512, 64])");
+  expect_error(
+      [] {
+        load_weights(edited_checkpoint("shape", "model.layers.0.mlp.up_proj.weight",
+                                       "model.layers.0.mlp.up_proj.weight", {128, 65}),
+                     WeightOptions{});
+      },
+      "tensor model.layers.0.mlp.up_proj.weight: expected shape [128, 64], got [128, 65]");
+  expect_error(
+      [] {
+        load_weights(edited_checkpoint("extra", "", "model.layers.0.self_attn.q_norm.weight", {256}), WeightOptions{});
+      },
+      "unexpected tensor model.layers.0.self_attn.q_norm.weight");
   expect_error([] { load_weights(edited_checkpoint("untied", "", "lm_head.weight", {}), WeightOptions{}); },
                "lm_head.weight differs from model.embed_tokens.weight");
   expect_error([] { load_weights(edited_checkpoint("noconfig", "", "", {}, false), WeightOptions{}); },
@@ -298,6 +304,30 @@ TEST(Weights, Fp8OnlyStorageKeepsNoMasterAndNoTranspose) {
   expect_error([&] { random_weights(testing::tiny_config(), 1, bad); }, "FP8-only storage needs an FP8 recipe");
 }
 
+TEST(Weights, CopyWeightsEqualsBuildingForTheTargetDirectly) {
+  const GemmaConfig c = testing::tiny128_config();
+  const ModelWeights master = random_weights(c, 9, WeightOptions{});
+  WeightOptions o;
+  o.recipe = Recipe::block();
+  o.storage = WeightStorage::kFp8Only;
+  o.fp8_lm_head = true;
+  const ModelWeights direct = random_weights(c, 9, o), copied = copy_weights(master, o);
+  EXPECT_TRUE(testing::bitwise_equal(copied.embed, direct.embed));
+  for (std::size_t l = 0; l < direct.layers.size(); ++l) {
+    for (auto [a, b] : {std::pair{&copied.layers[l].qkv, &direct.layers[l].qkv},
+                        std::pair{&copied.layers[l].fc2, &direct.layers[l].fc2}}) {
+      EXPECT_FALSE(a->has_master());
+      ASSERT_EQ(a->fp8_view().data.nbytes(), b->fp8_view().data.nbytes());
+      EXPECT_EQ(std::memcmp(a->fp8_view().data.data, b->fp8_view().data.data, a->fp8_view().data.nbytes()), 0);
+      EXPECT_EQ(
+          std::memcmp(a->fp8_view().scale_inv.data, b->fp8_view().scale_inv.data, a->fp8_view().scale_inv.nbytes()), 0);
+    }
+    EXPECT_TRUE(testing::bitwise_equal(copied.layers[l].input_norm, direct.layers[l].input_norm));
+  }
+  EXPECT_TRUE(copied.lm_head.has_fp8);
+  expect_error([&] { copy_weights(copied, WeightOptions{}); }, "FP8-only weights");
+}
+
 TEST(Weights, Fp8WeightScalesFollowTheRecipe) {
   const GemmaConfig c = testing::tiny128_config();
   const ModelWeights bf = random_weights(c, 3, WeightOptions{});
@@ -319,7 +349,8 @@ TEST(Weights, Fp8WeightScalesFollowTheRecipe) {
     kernels::dequantize(q.view(), false, deq.view());
     for (int64_t i = 0; i < master.numel(); ++i) {
       const float x = bf16_bits_to_float(master.ptr<uint16_t>()[i]);
-      ASSERT_LE(std::abs(deq.ptr<float>()[i] - x), std::max(std::abs(x) * 0.0625f, 0x1p-10f / want) * 1.001f) << r << " " << i;
+      ASSERT_LE(std::abs(deq.ptr<float>()[i] - x), std::max(std::abs(x) * 0.0625f, 0x1p-10f / want) * 1.001f)
+          << r << " " << i;
     }
   }
   // Block scaling: 128x128 tiles with power-of-two scales by default.
@@ -343,7 +374,8 @@ TEST_P(FixtureModel, Bf16LogitsAsCloseToHfFp32AsHfBf16) {
   int compared = 0;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     const ForwardOutput out = m.run(Batch::from_prompts({prompts[i]}), fo);
-    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)), hf16 = fx.array("logits_bf16/" + std::to_string(i));
+    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)),
+                 hf16 = fx.array("logits_bf16/" + std::to_string(i));
     ASSERT_EQ(out.logits.shape(), hf32.shape());
     const double ours = rel_err(out.logits, hf32), theirs = rel_err(hf16, hf32);
     EXPECT_LE(ours, 1.5 * theirs + kBf16Ulps) << "prompt " << i;

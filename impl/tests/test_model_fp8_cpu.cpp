@@ -48,7 +48,7 @@ using testing::Fixture;
 using testing::rows_of;
 using testing::span_of;
 
-constexpr double kUlpRatio = 16.0;     // E4M3 half-ulp 2^-4 over BF16's 2^-8
+constexpr double kUlpRatio = 16.0;  // E4M3 half-ulp 2^-4 over BF16's 2^-8
 constexpr double kRandomRelRmse = 0.06;
 constexpr double kRandomKl = 0.005;
 
@@ -129,8 +129,8 @@ std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, std::vector<int6
 
 RandomInit visible_init() {
   RandomInit init;
-  init.std = 0.05;     // larger than HF's 0.02 so that the logits are not all ~0 and top-1 means something
-  init.norm_std = 0.3; // non-zero norm weights: a missing "1 +" cannot hide
+  init.std = 0.05;      // larger than HF's 0.02 so that the logits are not all ~0 and top-1 means something
+  init.norm_std = 0.3;  // non-zero norm weights: a missing "1 +" cannot hide
   return init;
 }
 
@@ -160,7 +160,8 @@ TEST_P(FixtureFp8, WithinTheUlpRatioOfHfBf16Noise) {
   const ForwardOutput out = m.run(batch, all_logits());
   int64_t checked = 0;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
-    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)), hf16 = fx.array("logits_bf16/" + std::to_string(i));
+    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)),
+                 hf16 = fx.array("logits_bf16/" + std::to_string(i));
     const Tensor ours =
         Tensor::copy_of(out.logits.view().slice_rows(batch.cu_seqlens[i], batch.cu_seqlens[i + 1]), Device::CPU);
     const double n = rel_rmse(span_of(hf16), span_of(hf32)), e = rel_rmse(span_of(ours), span_of(hf32));
@@ -168,9 +169,10 @@ TEST_P(FixtureFp8, WithinTheUlpRatioOfHfBf16Noise) {
     const auto [c, wrong] = top1(hf32, ours, 4 * abs_rmse(span_of(ours), span_of(hf32)));
     EXPECT_EQ(wrong, 0) << fixture << " " << recipe << " prompt " << i;
     checked += c;
-    std::cout << "[impl " << recipe << "] " << fixture << " prompt " << i << ": rrmse vs HF f32 " << e
-              << " = " << e / n << " x HF bf16's " << n << ", top1 " << c - wrong << "/" << c << ", kl_last "
-              << kl(rows_of(hf32, hf32.shape()[0] - 1, hf32.shape()[0]), rows_of(ours, ours.shape()[0] - 1, ours.shape()[0]))
+    std::cout << "[impl " << recipe << "] " << fixture << " prompt " << i << ": rrmse vs HF f32 " << e << " = " << e / n
+              << " x HF bf16's " << n << ", top1 " << c - wrong << "/" << c << ", kl_last "
+              << kl(rows_of(hf32, hf32.shape()[0] - 1, hf32.shape()[0]),
+                    rows_of(ours, ours.shape()[0] - 1, ours.shape()[0]))
               << "\n";
   }
   // Top-1 is checked only where the margin is clear of the noise; on gqa_bf16_sharded no position is (its
@@ -221,14 +223,13 @@ TEST(Fp8Recipes, DelayedCalibratedOnABatchEqualsCurrentScalingOnItBitwise) {
     const bool fixture = which != "tiny128";
     std::optional<Fixture> fx;
     if (fixture) fx.emplace(which);
-    auto make = [&](const char* r) {
-      return fixture ? GemmaForCausalLM::load(fx->dir(), cpu_options(r)) : tiny128(r);
-    };
+    auto make = [&](const char* r) { return fixture ? GemmaForCausalLM::load(fx->dir(), cpu_options(r)) : tiny128(r); };
     GemmaForCausalLM delayed = make("delayed"), current = make("current");
     const Batch batch = fixture ? Batch::from_prompts(fx->prompts()) : tiny128_batch();
     delayed.calibrate({batch});
     EXPECT_TRUE(delayed.precision().calibrated());
-    EXPECT_TRUE(testing::bitwise_equal(delayed.run(batch, all_logits()).logits, current.run(batch, all_logits()).logits))
+    EXPECT_TRUE(
+        testing::bitwise_equal(delayed.run(batch, all_logits()).logits, current.run(batch, all_logits()).logits))
         << which;
   }
 }
@@ -284,7 +285,8 @@ TEST(Fp8Recipes, Fp8OnlyStorageGivesTheSameLogitsAsMasterStorage) {
     master.calibrate({batch});
     fp8_only.calibrate({batch});
     EXPECT_LT(fp8_only.weights().bytes(), master.weights().bytes());
-    EXPECT_TRUE(testing::bitwise_equal(master.run(batch, all_logits()).logits, fp8_only.run(batch, all_logits()).logits))
+    EXPECT_TRUE(
+        testing::bitwise_equal(master.run(batch, all_logits()).logits, fp8_only.run(batch, all_logits()).logits))
         << r;
   }
 }

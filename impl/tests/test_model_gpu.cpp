@@ -93,7 +93,8 @@ TEST_P(CudaFixture, AsCloseToHfFp32AsTheCpuCriteriaAsk) {
   m.calibrate({batch});
   const ForwardOutput out = m.run(batch, all_logits());
   for (std::size_t i = 0; i < prompts.size(); ++i) {
-    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)), hf16 = fx.array("logits_bf16/" + std::to_string(i));
+    const Tensor hf32 = fx.array("logits_f32/" + std::to_string(i)),
+                 hf16 = fx.array("logits_bf16/" + std::to_string(i));
     const auto ours = rows_of(out.logits, batch.cu_seqlens[i], batch.cu_seqlens[i + 1]);
     if (recipe == "bf16") {
       const double n = testing::rel_err(span_of(hf16), span_of(hf32));

@@ -101,8 +101,9 @@ std::pair<int64_t, int64_t> top1(std::span<const float> ref, std::span<const flo
   int64_t checked = 0, wrong = 0;
   const int64_t n = static_cast<int64_t>(ref.size()) / vocab;
   for (int64_t r = 0; r < n; ++r) {
-    const RowStats s = compare_logit_row(ref.subspan(static_cast<std::size_t>(r * vocab), static_cast<std::size_t>(vocab)),
-                                         test.subspan(static_cast<std::size_t>(r * vocab), static_cast<std::size_t>(vocab)));
+    const RowStats s =
+        compare_logit_row(ref.subspan(static_cast<std::size_t>(r * vocab), static_cast<std::size_t>(vocab)),
+                          test.subspan(static_cast<std::size_t>(r * vocab), static_cast<std::size_t>(vocab)));
     if (s.ref_margin < margin) continue;
     ++checked;
     wrong += s.ref_top1 != s.test_top1;
@@ -133,7 +134,7 @@ RefOut ref_forward(const ref::Engine& e, const std::vector<int64_t>& prompt) {
 
 struct Case {
   std::string name;
-  std::filesystem::path dir;              // HF checkpoint both sides load
+  std::filesystem::path dir;  // HF checkpoint both sides load
   std::vector<std::vector<int64_t>> prompts;
   std::vector<std::vector<int64_t>> calibration;  // delayed scaling's calibration prompts
   // FP8 top-1 must find positions with a clear margin (false where the logits are nearly flat: gqa fixture).
@@ -184,7 +185,8 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
     const auto ours = rows(out.logits, b, e);
     const auto l16 = span_of(r16.logits), l32 = span_of(r32.logits);
     const double n_max = max_rel(l16, l32), n_rms = rrmse(l16, l32);
-    const std::string where = c.name + " " + recipe + " prompt " + std::to_string(p) + " (" + std::to_string(t) + " tokens)";
+    const std::string where =
+        c.name + " " + recipe + " prompt " + std::to_string(p) + " (" + std::to_string(t) + " tokens)";
     if (!fp8) {
       EXPECT_LE(max_rel(ours, l16), 2 * n_max + kBf16Ulps) << where;
       EXPECT_LE(max_rel(ours, l32), 1.5 * n_max + kBf16Ulps) << where;
@@ -206,8 +208,8 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
     EXPECT_LE(k, fp8 ? 2 * kUlpRatio * kUlpRatio * k_ref + 1e-4 : 4 * k_ref + 1e-6) << where;
     std::cout << "[parity " << recipe << "] " << where << ": max_rel vs ref bf16 " << max_rel(ours, l16)
               << ", vs ref f32 " << max_rel(ours, l32) << " (ref bf16 " << n_max << "), rrmse vs f32 "
-              << rrmse(ours, l32) << " (ref bf16 " << n_rms << "), kl_last " << k << " (ref bf16 " << k_ref << "), top1 "
-              << ck - wrong << "/" << ck << "\n";
+              << rrmse(ours, l32) << " (ref bf16 " << n_rms << "), kl_last " << k << " (ref bf16 " << k_ref
+              << "), top1 " << ck - wrong << "/" << ck << "\n";
   }
   if (!fp8 || c.fp8_margins) {
     EXPECT_GT(checked, 0) << c.name << " " << recipe << ": no position had a clear margin; the top-1 check is vacuous";
@@ -336,12 +338,11 @@ TEST_P(ImplVsReferenceGpu, AllRecipesWithinTolerance) {
   std::filesystem::remove_all(c.dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ImplVsReferenceGpu, ::testing::Values("gemma-2b", "gemma-7b"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Shapes, ImplVsReferenceGpu, ::testing::Values("gemma-2b", "gemma-7b"), [](const auto& info) {
+  std::string s = info.param;
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+});
 #endif
 
 }  // namespace
