@@ -33,6 +33,7 @@
 #include "common/gemma_config.h"
 #include "impl/batch.h"
 #include "impl/model.h"
+#include "impl/scaling.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/quantize/quantize.h"
 #if TEGEMMA_BENCH_TORCH
@@ -242,20 +243,23 @@ void bm_ceiling(benchmark::State& state, bool fp8) {
     return;
   }
   constexpr int64_t n = 8192;
-  const Tensor a = Tensor::zeros(DType::BF16, {n, n}, Device::CUDA),
-               b = Tensor::zeros(DType::BF16, {n, n}, Device::CUDA);
+  // Random-looking data of both signs (GEMM power, and so the clocks, depend on the data: zeros would flatter).
+  std::vector<uint16_t> host(static_cast<std::size_t>(n) * n);
+  for (std::size_t i = 0; i < host.size(); ++i) {
+    const uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
+    host[i] = static_cast<uint16_t>(((h >> 31) << 15) | (0x3F00u + ((h >> 8) & 0xFFu)));  // +-[0.5, 1)
+  }
+  Tensor a = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
+  copy_bytes(a.view(), TensorView(host.data(), DType::BF16, {n, n}, Device::CPU));
+  const Tensor& b = a;
   Tensor out = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
   Fp8Tensor qa = Fp8Tensor::per_tensor(DType::E4M3, n, n, true, false, Device::CUDA);
-  Fp8Tensor qb = Fp8Tensor::per_tensor(DType::E4M3, n, n, true, false, Device::CUDA);
   if (fp8) {
-    // Non-zero data: GEMM power (and so clocks) depends on it.
-    std::vector<uint16_t> host(static_cast<std::size_t>(n) * n);
-    for (std::size_t i = 0; i < host.size(); ++i)
-      host[i] = static_cast<uint16_t>(0x3C00u + (i * 2654435761u >> 22) % 512);
-    copy_bytes(a.view(), TensorView(host.data(), DType::BF16, {n, n}, Device::CPU));
+    kernels::compute_amax(a.view(), qa.view().amax);
+    impl::CurrentScalingState(impl::Recipe::current()).compute_scale(qa.view(), impl::ScalingDir::kForward);
     kernels::quantize(a.view(), qa.view());
-    kernels::quantize(a.view(), qb.view());
   }
+  const Fp8Tensor& qb = qa;
   kernels::GemmOptions opt;
   opt.split_accumulate = false;
   auto op = [&] {

@@ -89,7 +89,7 @@ LayerWeights make_layer(const GemmaConfig& c, int64_t l, Device device) {
 }
 
 // The destination view of an HF tensor inside the fused weights.
-TensorView destination(ModelWeights& w, const HfTensor& t) {
+TensorView destination(const ModelWeights& w, const HfTensor& t) {
   switch (t.slot) {
     case Slot::kEmbed:
       return w.embed.view();
@@ -434,12 +434,11 @@ void save_checkpoint(const std::filesystem::path& dir, const ModelWeights& w, DT
   TG_CHECK(w.storage == WeightStorage::kMaster, "save_checkpoint: the model holds FP8-only weights (no BF16 ",
            "master); load it with master storage to save it");
   std::filesystem::create_directories(dir);
-  ModelWeights& mw = const_cast<ModelWeights&>(w);  // destination() hands out views; nothing is written
   std::vector<std::pair<std::string, TensorView>> named;
   std::vector<Tensor> converted;  // F32 copies must outlive write_checkpoint
   converted.reserve(hf_tensors(w.config).size());
   for (const HfTensor& t : hf_tensors(w.config)) {
-    const TensorView src = destination(mw, t).reshape(Shape(std::span<const int64_t>(t.shape)));
+    const TensorView src = destination(w, t).reshape(Shape(std::span<const int64_t>(t.shape)));
     if (file_dtype == DType::BF16) {
       named.emplace_back(t.name, src);
     } else {

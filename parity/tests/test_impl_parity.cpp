@@ -22,7 +22,7 @@
 //   top-1 (BF16 and FP8)            every position whose   must agree        4 sigma of the pair's measured noise
 //                                   ref FP32 top-2 margin
 //                                   >= 4 x abs RMSE
-//   KL(ref FP32 || impl), last      per sequence           BF16: 4 k + 1e-6  KL is ~Var(logit error) / 2, quadratic
+//   KL(ref FP32 || impl), last      per sequence           BF16: 4 k + 1e-5  KL is ~Var(logit error) / 2, quadratic
 //   position                                               FP8: 2 * 16^2 k   in the error: k = KL(ref FP32 || ref
 //                                                          + 1e-4            BF16) for the same row; ulp ratio
 //                                                                            squared for FP8
@@ -205,7 +205,7 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
     const auto last32 = rows(r32.logits, t - 1, t), last16 = rows(r16.logits, t - 1, t);
     const auto last_ours = rows(out.logits, e - 1, e);
     const double k_ref = kl_divergence(last32, last16), k = kl_divergence(last32, last_ours);
-    EXPECT_LE(k, fp8 ? 2 * kUlpRatio * kUlpRatio * k_ref + 1e-4 : 4 * k_ref + 1e-6) << where;
+    EXPECT_LE(k, fp8 ? 2 * kUlpRatio * kUlpRatio * k_ref + 1e-4 : 4 * k_ref + 1e-5) << where;
     std::cout << "[parity " << recipe << "] " << where << ": max_rel vs ref bf16 " << max_rel(ours, l16)
               << ", vs ref f32 " << max_rel(ours, l32) << " (ref bf16 " << n_max << "), rrmse vs f32 "
               << rrmse(ours, l32) << " (ref bf16 " << n_rms << "), kl_last " << k << " (ref bf16 " << k_ref
