@@ -16,8 +16,8 @@
 //                                                                            GEMM, FP32 attention scores)
 //   impl BF16 vs ref FP32           max rel err            1.5 n_max + 2^-7  as good an approximation of FP32 as
 //                                                                            the reference's BF16 (its own HF gate)
-//   impl FP8 vs ref FP32            rrmse, logits          32 n_rms          E4M3's half-ulp is 16x BF16's; 2x for
-//   (delayed, current, block)                                                the number of cast points (measured on
+//   impl FP8 vs ref FP32            rrmse, logits and      32 n_rms          E4M3's half-ulp is 16x BF16's; 2x for
+//   (delayed, current, block)       every layer tap                          the number of cast points (measured on
 //                                                                            the fixtures: 7x - 22x)
 //   top-1 (BF16 and FP8)            every position whose   must agree        4 sigma of the pair's measured noise
 //                                   ref FP32 top-2 margin
@@ -198,6 +198,10 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
       }
     } else {
       EXPECT_LE(rrmse(ours, l32), 2 * kUlpRatio * n_rms) << where;
+      for (std::size_t l = 0; l < r16.taps.size(); ++l) {
+        const double nl = rrmse(span_of(r16.taps[l]), span_of(r32.taps[l]));
+        EXPECT_LE(rrmse(rows(out.taps[l], b, e), span_of(r32.taps[l])), 2 * kUlpRatio * nl) << where << " layer " << l;
+      }
     }
     const auto [ck, wrong] = top1(l32, ours, vocab, 4 * abs_rmse(ours, l32));
     EXPECT_EQ(wrong, 0) << where;
