@@ -5,11 +5,15 @@
 // Tolerances (see test_model_cpu.cpp and test_model_fp8_cpu.cpp for the derivations):
 //   BF16 vs HF FP32 (fixtures)         max rel err <= 1.5 n + 2^-7      n = max rel err(HF BF16, HF FP32)
 //   FP8 vs HF FP32 (fixtures)          rrmse <= 2 * 16 * n_rms          E4M3/BF16 ulp ratio 16, x2
-//   CUDA vs CPU, same FP8 recipe       rrmse <= 0.03                    the casts are bit-exact between the CUDA
+//   CUDA vs CPU, BF16 (tiny128)        rrmse <= 0.02 (logits, taps)     two BF16 evaluations, each ~0.45% (rrmse)
+//                                                                       from FP32 on this model (measured: the
+//                                                                       reference's BF16 vs FP32), ~2x apart at
+//                                                                       most; 2x margin for GEMM/attention order
+//   CUDA vs CPU, same FP8 recipe       rrmse <= 0.04                    the casts are bit-exact between the CUDA
 //   (tiny128)                                                           kernels and their CPU twins; GEMM
 //                                                                       accumulation order (and fast accumulation
 //                                                                       in fprop) flips occasional E4M3 roundings:
-//                                                                       half the FP8 budget of the CPU tests
+//                                                                       2/3 of the FP8 budget of the CPU tests
 //   FP8 vs BF16 on a gemma-7b-wide     rrmse <= 0.125                   TE's FP8 rtol, used as an RMS bound
 //   2-layer model (CUDA)
 #include <gtest/gtest.h>
@@ -133,9 +137,10 @@ TEST_P(CudaVsCpu, SameRecipeCloseToTheCpuTwins) {
   const ForwardOutput a = cpu.run(batch, fo), b = gpu.run(batch, fo);
   const double e = rel_rmse(span_of(b.logits), span_of(a.logits));
   std::cout << "[cuda vs cpu] " << GetParam() << ": logits rrmse " << e << "\n";
-  EXPECT_LE(e, GetParam() == "bf16" ? 0.01 : 0.03);
+  const double tol = GetParam() == "bf16" ? 0.02 : 0.04;
+  EXPECT_LE(e, tol);
   for (std::size_t l = 0; l < a.taps.size(); ++l) {
-    EXPECT_LE(rel_rmse(span_of(b.taps[l]), span_of(a.taps[l])), GetParam() == "bf16" ? 0.01 : 0.03) << "layer " << l;
+    EXPECT_LE(rel_rmse(span_of(b.taps[l]), span_of(a.taps[l])), tol) << "layer " << l;
   }
   if (Recipe::parse(GetParam()).kind == RecipeKind::kDelayed) {
     // The calibrated scales agree (amaxes of the same activations up to the accumulation order).
