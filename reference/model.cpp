@@ -194,6 +194,12 @@ GemmaModel::GemmaModel(GemmaConfig cfg, GemmaWeights weights, AttentionImpl atte
   TG_CHECK(cfg_.hidden_activation == "gelu_pytorch_tanh" || cfg_.hidden_activation == "gelu_tanh",
            "GemmaModel: only the tanh GELU is implemented (Gemma was trained with it); config asks for '",
            cfg_.hidden_activation, "'");
+  // FP32 is the debug precision, so an FP32 model on CUDA pins cuBLAS to IEEE FP32 products. TF32 (off by
+  // default in LibTorch, but a caller or TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 can turn it on) rounds every
+  // product's inputs to 10 mantissa bits: ~1e-4 relative on the logits at Gemma's init scale instead of ~1e-7.
+  // Process-wide on purpose: a training step's backward runs on autograd's device threads, which a
+  // thread-local at::NoTF32Guard would not reach.
+  if (w_.device().is_cuda() && w_.dtype() == at::kFloat) at::globalContext().setAllowTF32CuBLAS(false);
   inv_freq_ = rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, w_.device());
   // GemmaTextScaledWordEmbedding: embedding(ids) * tensor(sqrt(hidden)) (a float32 0-d tensor) cast to the
   // weight dtype, so sqrt(2048) becomes 45.25 in BF16 before the multiply. Made on the device once (a host

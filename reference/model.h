@@ -64,7 +64,8 @@ GemmaWeights load_weights(const std::filesystem::path& dir, const GemmaConfig& c
 GemmaConfig load_config(const std::filesystem::path& dir);
 
 // Deterministic random weights: drawn in FP32 on the CPU from a generator seeded with `seed` (so the
-// values do not depend on the device), then converted to dtype/device.
+// values do not depend on the device), then converted to dtype/device. init.on_device: drawn in FP32 on the
+// (CUDA) device instead, from its reseeded default generator (fast; values specific to device and LibTorch).
 GemmaWeights random_weights(const GemmaConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device,
                             const RandomInit& init = {});
 
@@ -119,6 +120,7 @@ struct ForwardArgs {
 
 class GemmaModel {
  public:
+  // FP32 weights on CUDA set LibTorch's FP32 matmul precision to IEEE FP32 for the whole process (no TF32).
   GemmaModel(GemmaConfig cfg, GemmaWeights weights, AttentionImpl attention = AttentionImpl::Explicit);
 
   // Logits [B, T', V] in the activation dtype (= the weights' dtype), as HF's lm_head returns them.

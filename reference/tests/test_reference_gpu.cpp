@@ -2,7 +2,8 @@
 // device, CUDA against the CPU reference, SDPA against the explicit attention, fused against explicit AdamW,
 // and the absence of host synchronisation in the forward and the training step.
 //
-// Tolerances: FP32 as on the CPU (1e-4 vs HF; 1e-5 CUDA vs CPU: cuBLAS vs MKL summation order, TF32 off).
+// Tolerances: FP32 as on the CPU (1e-4 vs HF; 1e-5 CUDA vs CPU: cuBLAS vs MKL summation order, TF32 off;
+// the derivation is at CudaMatchesCpuWithPaddingAndCache).
 // BF16 results are compared relative to their own BF16 noise (distance from the FP32 result of the same
 // computation), as in test_reference.cpp / test_hf_fixtures.cpp, because cuBLAS, SDPA and the CPU path
 // accumulate in different orders and BF16 rounding flips propagate.
@@ -150,11 +151,22 @@ GemmaConfig gemma_like() {
   return c;
 }
 
+// FP32 on CUDA vs the CPU at the gemma-2b layer width, at Gemma's own init scale (std 0.02; non-zero norms so
+// that (1 + w) is exercised). Why not lively_init here: its std 0.25 is tuned for hidden 40-64; at hidden 2048
+// it makes attention scores O(100) (near one-hot softmax) and the residual stream O(1e3), which amplify the
+// FP32 summation-order difference of cuBLAS vs the CPU (each GEMM: ~sqrt(K) * 2^-24 ~ 4e-6 at K = 4096) to
+// 2e-5..1.2e-4 on the logits (2.35e-5 measured on the H200 at 0e6b217; an FP64 simulation of this model gave
+// 2.4e-5..8e-5 for FP32 vs FP64 and up to 1.2e-4 for two FP32 orders over 4 seeds). At std 0.02 the same
+// simulation gives 2e-7..4e-7 for any FP32 order and 1e-4 for TF32 products, so 1e-5 passes every FP32
+// order (25x margin) and fails TF32 (10x). TF32 is switched on before the model is built: the FP32 CUDA model
+// must pin IEEE FP32 itself (GemmaModel's constructor), whatever the caller set.
 TEST(Gpu, CudaMatchesCpuWithPaddingAndCache) {
   TG_REF_REQUIRE_CUDA();
-  no_tf32();
+  at::globalContext().setAllowTF32CuBLAS(true);
   const GemmaConfig c = gemma_like();
-  const GemmaWeights w = random_weights(c, 5, at::kFloat, at::kCPU, lively_init());
+  RandomInit init;
+  init.norm_std = 0.3;
+  const GemmaWeights w = random_weights(c, 5, at::kFloat, at::kCPU, init);
   const GemmaModel cpu(c, w), gpu(c, w.to(at::kFloat, kCuda));
   const auto [ids, mask] = left_pad({{2, 17, 40, 5}, {2, 5, 6, 7, 8, 9, 10, 11, 12}}, 0);
   const at::Tensor real = mask.to(at::kBool);
@@ -167,6 +179,33 @@ TEST(Gpu, CudaMatchesCpuWithPaddingAndCache) {
                               positions_from_mask(mask2).narrow(1, mask.size(1), 1));
   const at::Tensor full = fwd(cpu, at::cat({ids, long_1d({7, 8}).view({2, 1})}, 1), mask2);
   EXPECT_LE(rel_err(step.select(1, 0), full.select(1, -1)), 1e-5);
+}
+
+// Device-side random init (benchmarks): same shapes and init rules as the CPU draw, repeatable per seed.
+TEST(Gpu, RandomInitOnDevice) {
+  TG_REF_REQUIRE_CUDA();
+  const GemmaConfig c = gemma_like();
+  RandomInit init;
+  init.on_device = true;
+  const GemmaWeights a = random_weights(c, 9, at::kBFloat16, kCuda, init);
+  const GemmaWeights b = random_weights(c, 9, at::kBFloat16, kCuda, init);
+  const GemmaWeights other = random_weights(c, 10, at::kBFloat16, kCuda, init);
+  const auto shapes = expected_tensors(c);
+  const auto na = a.named(), nb = b.named(), no = other.named();
+  ASSERT_EQ(na.size(), shapes.size());
+  for (size_t i = 0; i < na.size(); ++i) {
+    const at::Tensor& t = *na[i].second;
+    EXPECT_TRUE(t.is_cuda() && t.scalar_type() == at::kBFloat16) << na[i].first;
+    EXPECT_EQ(t.sizes().vec(), shapes[i].second) << na[i].first;
+    EXPECT_TRUE(at::equal(t, *nb[i].second)) << na[i].first << ": same seed, different values";
+    if (t.dim() == 1) {
+      EXPECT_EQ(t.abs().max().item<double>(), 0.0) << na[i].first << ": HF inits RMSNorm weights to 0";
+    } else {
+      EXPECT_FALSE(at::equal(t, *no[i].second)) << na[i].first << ": another seed, same values";
+      EXPECT_NEAR(t.to(at::kFloat).std().item<double>(), 0.02, 0.02 * 0.05) << na[i].first;
+    }
+  }
+  EXPECT_EQ(a.embed_tokens[c.pad_token_id].abs().max().item<double>(), 0.0) << "padding row";
 }
 
 TEST(Gpu, SdpaMatchesExplicitAttentionOnCuda) {
