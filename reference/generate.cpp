@@ -126,11 +126,17 @@ GenerationOutput sample(const GemmaModel& model, Prepared p, const GenerationCon
     ids = at::cat({ids, next.unsqueeze(1)}, 1);
 
     // Stopping criteria: max length for all rows, EOS per row (+ the optional per-row limits).
-    at::Tensor done = hits_eos(next, eos);
-    if (ids.size(1) >= max_length) done.fill_(true);
-    if (row_limit.defined()) done = done.logical_or(row_limit.le(ids.size(1) - prompt_len));
-    unfinished = unfinished.logical_and(done.logical_not()).to(at::kLong);
-    if (unfinished.max().item<int64_t>() == 0) break;
+    if (!pad_finished) {
+      // Only the max length can stop: decided on the host, without reading the device (no per-step sync,
+      // so the CPU queues the next step while the GPU runs this one).
+      if (ids.size(1) >= max_length) break;
+    } else {
+      at::Tensor done = hits_eos(next, eos);
+      if (ids.size(1) >= max_length) done.fill_(true);
+      if (row_limit.defined()) done = done.logical_or(row_limit.le(ids.size(1) - prompt_len));
+      unfinished = unfinished.logical_and(done.logical_not()).to(at::kLong);
+      if (unfinished.max().item<int64_t>() == 0) break;
+    }
 
     const int64_t last = ids.size(1) - 1;
     logits = model.forward(step_args(ids.narrow(1, last, 1), pos.narrow(1, last, 1), mask, cache));

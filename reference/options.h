@@ -23,6 +23,10 @@ struct RandomInit {
   double std = 0.02;         // Linear and embedding weights
   double norm_std = 0.0;     // RMSNorm weights (HF: 0)
   bool zero_pad_row = true;  // embedding row pad_token_id := 0 (nn.Embedding(padding_idx))
+  // Draw on the target device (CUDA) instead of the CPU: seconds instead of minutes for gemma-7b, for
+  // benchmarks. The values then depend on the device and the LibTorch version (not only on the seed), and the
+  // device's default generator is reseeded with the seed.
+  bool on_device = false;
 };
 
 // HF generate() semantics (transformers 5.17 generation/utils.py). Defaults are HF's defaults, except that

@@ -10,6 +10,13 @@
 
 #include "common/check.h"
 
+// at::_foreach_mul_(TensorList, const Tensor&) (a device scalar, no host sync) exists from LibTorch 2.1 on.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define TG_REF_HAVE_FOREACH_MUL_TENSOR 1
+#else
+#define TG_REF_HAVE_FOREACH_MUL_TENSOR 0
+#endif
+
 namespace tg::ref {
 
 namespace {
@@ -151,15 +158,18 @@ StepStats Trainer::step(const std::vector<MicroBatch>& micro_batches) {
   }
 
   c10::NoGradGuard no_grad;
-  // clip_grad_norm_: total = ||(||g_i||)_i||, coef = min(max_norm / (total + 1e-6), 1), always applied.
-  std::vector<at::Tensor> norms;
-  norms.reserve(grads.size());
-  for (const at::Tensor& g : grads) norms.push_back(at::linalg_vector_norm(g, 2));
-  const at::Tensor total_norm = at::linalg_vector_norm(at::stack(norms), 2);
+  // clip_grad_norm_ (its foreach path, the default for CUDA tensors): total = ||(||g_i||)_i||,
+  // coef = min(max_norm / (total + 1e-6), 1), always applied. Multi-tensor kernels: a few launches for the
+  // whole model instead of two per parameter.
+  const at::Tensor total_norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
   if (tc_.max_grad_norm > 0) {
     // Python's `max_norm / (total_norm + 1e-6)` is total.reciprocal() * max_norm.
     const at::Tensor coef = (at::reciprocal(total_norm + 1e-6) * tc_.max_grad_norm).clamp_max(1.0);
+#if TG_REF_HAVE_FOREACH_MUL_TENSOR
+    at::_foreach_mul_(grads, coef);
+#else
     for (at::Tensor& g : grads) g.mul_(coef);
+#endif
   }
 
   const double lr = lr_at(step_);

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -165,8 +166,14 @@ GemmaWeights load_weights(const std::filesystem::path& dir, const GemmaConfig& c
 GemmaWeights random_weights(const GemmaConfig& cfg, uint64_t seed, at::ScalarType dtype, at::Device device,
                             const RandomInit& init) {
   cfg.validate();
+  const bool draw_on_device = init.on_device && !device.is_cpu();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  if (draw_on_device) {
+    gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  }
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(draw_on_device ? device : at::Device(at::kCPU));
   GemmaWeights w;
   w.layers.resize(static_cast<size_t>(cfg.num_hidden_layers));
   const auto shapes = expected_tensors(cfg);
