@@ -1,0 +1,549 @@
+// The HTML report: one file, inline CSS and SVG, no scripts, nothing fetched. It is also well-formed XML
+// (after the doctype), which the tests check.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "reports/format.h"
+#include "reports/report_model.h"
+#include "reports/svg.h"
+
+namespace tg::reports::model {
+
+namespace {
+
+std::string h(std::string_view s) { return xml_escape(s); }
+
+constexpr const char* kCss = R"css(
+body{margin:0;background:#eef0f3;color:#1f2328;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue","DejaVu Sans",Arial,sans-serif}
+main{max-width:940px;margin:0 auto;padding:22px 28px 48px;background:#fff}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:19px;margin:30px 0 8px;padding-top:10px;border-top:1px solid #e3e5e8}
+h3{font-size:15px;margin:18px 0 6px}
+p{margin:6px 0}
+.meta{color:#57606a;margin:0 0 10px}
+nav.toc{font-size:13px;margin:6px 0 14px}
+nav.toc a{margin-right:12px;color:#0969da;text-decoration:none;white-space:nowrap}
+.banner{border-radius:6px;padding:10px 16px;margin:8px 0;font-size:17px;font-weight:600}
+.pass{background:#dafbe1;border:1px solid #4ac26b}
+.fail{background:#ffebe9;border:1px solid #ff8182}
+.error{background:#fff8c5;border:1px solid #d4a72c}
+.none{background:#f6f8fa;border:1px solid #d0d7de}
+.chips{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}
+.chip{border-radius:6px;padding:6px 10px;font-size:13px}
+.chip b{font-size:14px}
+.omitted{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:6px 14px;margin:10px 0;color:#57606a;font-size:13px}
+.omitted ul{margin:4px 0;padding-left:18px}
+table{border-collapse:collapse;margin:8px 0;font-size:12.5px}
+th,td{border:1px solid #d8dee4;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.name{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:11.5px;word-break:break-all}
+table.heat td.num{min-width:64px}
+td.failcell{outline:2px solid #cf222e;outline-offset:-2px;font-weight:700}
+.note{color:#57606a;font-size:13px}
+figure{margin:12px 0}
+svg{max-width:100%;height:auto;display:block}
+details{margin:6px 0}
+details summary{cursor:pointer;color:#0969da}
+code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
+.bad{color:#cf222e;font-weight:600}
+.good{color:#1a7f37;font-weight:600}
+.legend span{display:inline-block;width:14px;height:12px;margin:0 4px -2px 10px;border:1px solid #ccc}
+)css";
+
+std::string status_word(const std::string& s) {
+  return s == "pass" ? "PASS" : s == "fail" ? "FAIL" : s == "error" ? "ERROR" : s;
+}
+
+std::string td_num(const std::string& s, const std::string& title = {}) {
+  return "<td class=\"num\"" + (title.empty() ? std::string() : " title=\"" + h(title) + "\"") + ">" + h(s) + "</td>";
+}
+
+// Heat-map colour: green (far inside the threshold) -> yellow -> orange (at it); red past it; grey: no threshold.
+std::string heat_color(const HeatCell& c) {
+  if (!c.present) return "#ffffff";
+  if (c.verdict == "fail" || c.severity > 1) return "#f8c0c0";
+  if (c.severity < 0) return "#f3f4f6";
+  struct Rgb {
+    double r, g, b;
+  };
+  const Rgb a{0xd4, 0xef, 0xdb}, mid{0xff, 0xf1, 0xb8}, e{0xfb, 0xc8, 0x8f};
+  const double t = std::clamp(c.severity, 0.0, 1.0);
+  const Rgb& p = t < 0.5 ? a : mid;
+  const Rgb& q = t < 0.5 ? mid : e;
+  const double u = t < 0.5 ? t * 2 : (t - 0.5) * 2;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<int>(p.r + (q.r - p.r) * u),
+                static_cast<int>(p.g + (q.g - p.g) * u), static_cast<int>(p.b + (q.b - p.b) * u));
+  return buf;
+}
+
+std::string cell_value(double v) { return fmt_sig(v, v > 0.99 && v < 1 ? 6 : 4); }
+
+std::string heat_table(const HeatTable& t, bool row_is_title) {
+  std::string s = "<table class=\"heat\"><tr><th>" + std::string(row_is_title ? "comparison" : "layer") + "</th>";
+  for (const auto& m : t.metrics) {
+    auto it = t.threshold_text.find(m);
+    const std::string th = it == t.threshold_text.end() || it->second.empty() ? "no threshold" : it->second;
+    s += "<th title=\"threshold " + h(th) + "\">" + h(m) + "<br/><span class=\"note\">" + h(th) + "</span></th>";
+  }
+  s += "</tr>";
+  for (std::size_t r = 0; r < t.rows.size(); ++r) {
+    s += "<tr><td>" + h(t.rows[r]) + "</td>";
+    for (const auto& c : t.cells[r]) {
+      if (!c.present) {
+        s += "<td class=\"num\">-</td>";
+        continue;
+      }
+      s += "<td class=\"num" + std::string(c.verdict == "fail" ? " failcell" : "") + "\" style=\"background:" +
+           heat_color(c) + "\" title=\"" + h(c.verdict + ": " + c.tooltip) + "\">" + h(cell_value(c.value)) +
+           (c.verdict == "near_tie" ? " *" : "") + "</td>";
+    }
+    s += "</tr>";
+  }
+  return s + "</table>";
+}
+
+std::string heat_legend() {
+  return "<p class=\"note legend\">Cell colour: value against its threshold<span style=\"background:#d4efdb\"></span>"
+         "well inside<span style=\"background:#fff1b8\"></span>half-way<span style=\"background:#fbc88f\"></span>at the "
+         "threshold<span style=\"background:#f8c0c0\"></span>violated (outlined)<span style=\"background:#f3f4f6\"></span>"
+         "no threshold (informational). Each cell is the worst value over the prompts; hover for where. "
+         "* marks a near-tie.</p>";
+}
+
+BarChart to_bar_chart(const ChartData& cd) {
+  BarChart c;
+  c.title = cd.title;
+  c.value_label = cd.value_label;
+  c.ref_lines = cd.ref_lines;
+  // Anchors (LibTorch, HF, the device copy) in greys so the project's own bars stand out.
+  c.colors = {{"at::_scaled_mm fast", "#4d4d4d"}, {"at::_scaled_mm split", "#8c8c8c"},
+              {"torch matmul (BF16)", "#b3b3b3"}, {"reference (LibTorch BF16)", "#4d4d4d"},
+              {"HF transformers", "#a6a6a6"},     {"d2d_copy", "#a6a6a6"}};
+  for (const auto& [g, items] : cd.groups) {
+    BarGroup bg{g, {}};
+    for (const auto* it : items) {
+      std::string tip = it->stat->name + "\n" + it->text + "; time " + fmt_time_ns(it->stat->time_ns);
+      if (it->frac) tip += "\n" + fmt_pct(*it->frac, 1) + " of the " + it->frac_of;
+      bg.bars.push_back({it->series, it->value, it->text, tip});
+    }
+    c.groups.push_back(std::move(bg));
+  }
+  return c;
+}
+
+std::string bench_table(const BenchSection& sec) {
+  std::string s = "<table><tr><th>benchmark</th><th>time</th><th>throughput</th><th>% of roofline</th>"
+                  "<th>tokens/s</th><th>noise</th></tr>";
+  for (const auto& it : sec.items) {
+    const auto& st = *it.stat;
+    auto tok = st.counters.find("tokens_per_second");
+    s += "<tr><td class=\"name\">" + h(st.name) + "</td>";
+    if (!st.error.empty()) {
+      s += "<td colspan=\"5\" class=\"bad\">error: " + h(st.error) + "</td></tr>";
+      continue;
+    }
+    s += td_num(fmt_time_ns(st.time_ns)) +
+         td_num(it.unit.empty() || it.unit == "tokens/s" ? "-" : fmt_sig(it.value, 4) + " " + it.unit) +
+         td_num(it.frac ? fmt_pct(*it.frac, 1) : "-", it.frac_of) +
+         td_num(tok == st.counters.end() ? "-" : fmt_si(tok->second)) +
+         td_num(st.noise ? fmt_pct(*st.noise, 1) : "-", st.noise_source) + "</tr>";
+  }
+  return s + "</table>";
+}
+
+void section_verdict(const Model& m, std::string& o) {
+  o += "<section id=\"verdict\"><h2>Verdict</h2>";
+  if (m.has_parity) {
+    o += "<div class=\"banner " + m.parity_status + "\">Parity: " + status_word(m.parity_status) + "</div>";
+    o += "<div class=\"chips\">";
+    for (const auto& v : m.verdicts) {
+      o += "<div class=\"chip " + v.status + "\"><b>" + h(v.precision) + "</b> " + status_word(v.status) + "<br/>" +
+           std::to_string(v.comparisons) + " comparisons, " + std::to_string(v.failed) + " failed, " +
+           std::to_string(v.errors) + " could not run; " + std::to_string(v.violations) + " violations, " +
+           std::to_string(v.near_ties) + " near-ties</div>";
+    }
+    o += "</div>";
+    for (const auto& v : m.verdicts)
+      if (!v.first_failure.empty()) o += "<p><b>" + h(v.precision) + "</b> first violation: " + h(v.first_failure) + "</p>";
+    for (const auto& e : m.parity_errors) o += "<p class=\"bad\">could not run: " + h(e) + "</p>";
+  } else {
+    o += "<div class=\"banner none\">Parity: not measured in these inputs</div>";
+  }
+  o += "<div class=\"chips\">";
+  for (const auto* f : m.gpu_tests) {
+    const int64_t other = static_cast<int64_t>(f->tests.size()) - f->passed() - f->failed();
+    o += "<div class=\"chip " + std::string(f->failed() ? "fail" : "pass") + "\"><b>GPU tests</b> " +
+         std::to_string(f->passed()) + " passed, " + std::to_string(f->failed()) + " failed" +
+         (other ? ", " + std::to_string(other) + " other" : "") + "<br/>" + h(f->path.filename().string()) +
+         (f->commit.empty() ? "" : ", commit " + h(f->commit)) + "</div>";
+  }
+  if (m.bench_files) {
+    o += "<div class=\"chip " + std::string(m.bench_errors.empty() ? "pass" : "error") + "\"><b>Benchmarks</b> " +
+         std::to_string(m.bench.stats().size()) + " in " + std::to_string(m.bench_files) + " files<br/>" +
+         std::to_string(m.bench_errors.size()) + " reported errors</div>";
+  }
+  if (m.bench_changes) {
+    const auto n = m.bench_changes->regressions();
+    o += "<div class=\"chip " + std::string(n ? "fail" : "pass") + "\"><b>Against the baseline</b> " +
+         std::to_string(n) + " regressions<br/>" + std::to_string(m.bench_changes->count(Change::kImprovement)) +
+         " faster</div>";
+  }
+  o += "</div>";
+  if (!m.missing.empty()) {
+    o += "<div class=\"omitted\">Not in this report (no data in the inputs; nothing is estimated):<ul>";
+    for (const auto& s : m.missing) o += "<li>" + h(s) + "</li>";
+    o += "</ul></div>";
+  }
+  o += "</section>";
+}
+
+void section_loss(const Model& m, std::string& o) {
+  const LossSection& L = m.loss;
+  if (L.curves.empty()) return;
+  o += "<section id=\"loss\"><h2>Loss curves</h2>";
+  LineChart c;
+  c.title = "Training loss";
+  c.x_label = "step";
+  c.y_label = "loss (cross-entropy, nats)";
+  bool any_val = false;
+  for (std::size_t i = 0; i < L.curves.size(); ++i) {
+    const auto& cv = L.curves[i];
+    c.series.push_back({cv.label, cv.loss, cv.is_reference ? "#222222" : palette(i), false, false});
+    any_val |= !cv.val_loss.empty();
+  }
+  for (std::size_t i = 0; i < L.curves.size(); ++i) {
+    const auto& cv = L.curves[i];
+    if (!cv.val_loss.empty())
+      c.series.push_back({cv.label + " validation", cv.val_loss, cv.is_reference ? "#222222" : palette(i), true, true});
+  }
+  o += "<figure>" + render_line_chart(c) + "</figure>";
+  if (any_val) o += "<p class=\"note\">Dashed lines with dots: validation loss.</p>";
+  if (L.reference >= 0 && !L.diffs.empty()) {
+    LineChart d;
+    d.title = "Difference to the reference: loss - " + L.curves[L.reference].label + " loss";
+    d.x_label = "step";
+    d.y_label = "loss difference (nats)";
+    d.y_reference = 0.0;
+    for (std::size_t i = 0, k = 0; i < L.curves.size(); ++i) {
+      if (static_cast<int>(i) == L.reference) continue;
+      d.series.push_back({L.diffs[k].first, L.diffs[k].second, palette(i), false, false});
+      ++k;
+    }
+    o += "<figure>" + render_line_chart(d) + "</figure>";
+  }
+  o += "<table><tr><th>curve</th><th>steps</th><th>final loss (mean of last 10%)</th><th>vs reference</th>"
+       "<th>final val loss</th><th>non-finite steps</th><th>tokens/s (median)</th><th>source</th></tr>";
+  for (const auto& cv : L.curves) {
+    const double ref = L.reference >= 0 ? L.curves[L.reference].final_loss : std::nan("");
+    o += "<tr><td>" + h(cv.label) + "</td>" + td_num(std::to_string(cv.loss.size())) + td_num(fmt_sig(cv.final_loss, 5)) +
+         td_num(cv.is_reference || !std::isfinite(ref) ? "-" : fmt_change(cv.final_loss / ref - 1)) +
+         td_num(cv.final_val ? fmt_sig(*cv.final_val, 5) : "-") + td_num(std::to_string(cv.nonfinite)) +
+         td_num(cv.tokens_per_s ? fmt_si(*cv.tokens_per_s) : "-") + "<td class=\"name\">" + h(cv.source) + "</td></tr>";
+  }
+  o += "</table>";
+  bool any_tps = false;
+  for (const auto& cv : L.curves) any_tps |= cv.tokens_per_s.has_value();
+  if (any_tps) {
+    BarChart b;
+    b.title = "Training throughput (median tokens/s after the first 10% of steps)";
+    b.value_label = "tokens/s (higher is better)";
+    BarGroup g{"training", {}};
+    for (const auto& cv : L.curves)
+      if (cv.tokens_per_s) g.bars.push_back({cv.label, *cv.tokens_per_s, fmt_si(*cv.tokens_per_s) + " tok/s", ""});
+    b.groups.push_back(g);
+    o += "<figure>" + render_bar_chart(b) + "</figure>";
+  }
+  for (const auto* c : L.comparisons) {
+    o += "<h3>" + h(c->title) + " <span class=\"" + (c->status == "pass" ? "good" : "bad") + "\">" +
+         status_word(c->status) + "</span></h3><table><tr><th>metric</th><th>subject</th><th>value</th>"
+         "<th>threshold</th><th>verdict</th><th>detail</th></tr>";
+    for (const auto& k : c->checks) {
+      auto th = c->thresholds.find(k.metric);
+      o += "<tr><td>" + h(k.metric) + "</td><td>" + h(k.part) + "</td>" + td_num(fmt_sig(k.value, 4)) +
+           td_num(th == c->thresholds.end() ? "-" : (th->second.bound == "min" ? ">= " : "<= ") + fmt_sig(th->second.value, 4)) +
+           "<td class=\"" + (k.verdict == "fail" ? "bad" : "") + "\">" + h(k.verdict) + "</td><td>" + h(k.detail) +
+           "</td></tr>";
+    }
+    o += "</table>";
+    for (const auto& n : c->notes) o += "<p class=\"note\">" + h(n) + "</p>";
+  }
+  o += "</section>";
+}
+
+void section_parity(const Model& m, std::string& o) {
+  if (m.heat.empty() && m.logits.rows.empty() && m.generation.empty()) return;
+  o += "<section id=\"parity\"><h2>Logits parity</h2>";
+  if (!m.logits.rows.empty() && !m.logits.metrics.empty()) {
+    o += "<h3>" + h(m.logits.title) + "</h3>" + heat_table(m.logits, true);
+  }
+  for (const auto& t : m.heat) {
+    o += std::string("<details") + (t.status == "pass" ? "" : " open=\"open\"") + "><summary>Per layer: " + h(t.title) +
+         " — " + status_word(t.status) + "</summary>" + heat_table(t, false) + "</details>";
+  }
+  if (!m.heat.empty() || !m.logits.rows.empty()) o += heat_legend();
+  if (!m.generation.empty()) {
+    o += "<h3 id=\"generation\">Generation agreement (greedy)</h3><table><tr><th>comparison</th><th>prompts</th>"
+         "<th>identical</th><th>near-tie divergences</th><th>hard divergences</th><th>mean token agreement</th>"
+         "<th>min</th><th>verdict</th></tr>";
+    BarChart b;
+    b.title = "Mean token agreement over prompts";
+    b.value_label = "token agreement (common prefix / longer generation, %)";
+    for (const auto& g : m.generation) {
+      o += "<tr><td>" + h(g.title) + "</td>" + td_num(std::to_string(g.prompts)) + td_num(std::to_string(g.identical)) +
+           td_num(std::to_string(g.near_ties)) + td_num(std::to_string(g.hard)) + td_num(fmt_pct(g.mean_agreement, 1)) +
+           td_num(fmt_pct(g.min_agreement, 1)) + "<td class=\"" + (g.status == "pass" ? "good" : "bad") + "\">" +
+           status_word(g.status) + "</td></tr>";
+      b.groups.push_back({g.title, {{"mean", g.mean_agreement * 100, fmt_pct(g.mean_agreement, 1) + " (" +
+                                                                          std::to_string(g.identical) + "/" +
+                                                                          std::to_string(g.prompts) + " identical)", ""}}});
+    }
+    o += "</table><figure>" + render_bar_chart(b) + "</figure>";
+    for (const auto& g : m.generation) {
+      o += "<details><summary>Per prompt: " + h(g.title) + "</summary><table><tr><th>prompt</th><th>metric</th>"
+           "<th>value</th><th>verdict</th><th>detail</th></tr>";
+      for (const auto& k : g.comparison->checks) {
+        o += "<tr><td>" + h(k.prompt_id.empty() ? std::to_string(k.prompt) : k.prompt_id) + "</td><td>" + h(k.metric) +
+             "</td>" + td_num(fmt_sig(k.value, 4)) + "<td>" + h(k.verdict) + "</td><td>" + h(k.detail) + "</td></tr>";
+      }
+      o += "</table></details>";
+    }
+  }
+  o += "</section>";
+}
+
+void section_bench(const Model& m, std::string& o) {
+  for (const auto& sec : m.sections) {
+    o += "<section id=\"" + sec.id + "\"><h2>" + h(sec.title) + "</h2>";
+    if (!sec.blurb.empty()) o += "<p class=\"note\">" + h(sec.blurb) + "</p>";
+    for (const auto& ch : sec.charts) o += "<figure id=\"" + ch.id + "\">" + render_bar_chart(to_bar_chart(ch)) + "</figure>";
+    if (sec.id == "workloads" && !m.workloads.rows.empty()) {
+      o += "<table><tr><th>workload</th>";
+      for (const auto& e : m.workloads.engines) o += "<th>" + h(e) + "</th>";
+      o += "</tr>";
+      for (const auto& r : m.workloads.rows) {
+        o += "<tr><td>" + h(r.workload) + "</td>";
+        for (const auto& e : m.workloads.engines) {
+          auto it = r.cell.find(e);
+          o += td_num(it == r.cell.end() ? "-" : it->second->text);
+        }
+        o += "</tr>";
+      }
+      o += "</table>";
+    }
+    if (sec.id == "gemm" && !m.gemm.rows.empty()) {
+      o += "<table><tr><th>shape (M x N x K)</th><th>unit</th>";
+      for (const auto& v : m.gemm.variants) o += "<th>" + h(v) + "</th>";
+      o += "<th>fp8_tensor_fast / at::_scaled_mm fast</th></tr>";
+      for (const auto& r : m.gemm.rows) {
+        o += "<tr><td>" + h(r.shape) + "</td><td>" + h(r.unit) + "</td>";
+        for (const auto& v : m.gemm.variants) {
+          auto it = r.value.find(v);
+          o += td_num(it == r.value.end() ? "-" : fmt_sig(it->second, 4));
+        }
+        o += td_num(r.ours_vs_anchor ? fmt_sig(*r.ours_vs_anchor, 3) + "x" : "-") + "</tr>";
+      }
+      o += "</table>";
+    }
+    o += "<details><summary>All " + std::to_string(sec.items.size()) + " benchmarks of this section</summary>" +
+         bench_table(sec) + "</details></section>";
+  }
+}
+
+void section_memory(const Model& m, std::string& o) {
+  if (m.memory.empty()) return;
+  o += "<section id=\"memory\"><h2>Memory</h2><table><tr><th>where</th><th>what</th><th>GiB</th><th>source</th></tr>";
+  BarChart b;
+  b.title = "Memory";
+  b.value_label = "GiB (lower is better)";
+  for (const auto& r : m.memory) {
+    o += "<tr><td>" + h(r.where) + "</td><td>" + h(r.what) + "</td>" + td_num(fmt_sig(r.gib, 4)) +
+         "<td class=\"name\">" + h(r.source) + "</td></tr>";
+    auto g = std::find_if(b.groups.begin(), b.groups.end(), [&](const BarGroup& x) { return x.label == r.where; });
+    if (g == b.groups.end()) {
+      b.groups.push_back({r.where, {}});
+      g = b.groups.end() - 1;
+    }
+    g->bars.push_back({r.what, r.gib, fmt_sig(r.gib, 3) + " GiB", ""});
+  }
+  o += "</table><figure>" + render_bar_chart(b) + "</figure></section>";
+}
+
+void section_tests(const Model& m, std::string& o) {
+  if (m.gpu_tests.empty() && m.bench_errors.empty()) return;
+  o += "<section id=\"tests\"><h2>GPU tests and benchmark errors</h2>";
+  for (const auto* f : m.gpu_tests) {
+    o += "<h3>" + h(f->path.string()) + "</h3><p>" + std::to_string(f->tests.size()) + " tests, " +
+         std::to_string(f->passed()) + " passed, <span class=\"" + (f->failed() ? "bad" : "good") + "\">" +
+         std::to_string(f->failed()) + " failed</span>" + (f->gpu.empty() ? "" : " on " + h(f->gpu)) +
+         (f->commit.empty() ? "" : " at commit <code>" + h(f->commit) + "</code>") +
+         (f->labels.empty() ? "" : ", labels " + h(f->labels)) + ".</p>";
+    if (!f->excluded.empty()) o += "<p class=\"note\">Excluded from this run: " + h(f->excluded) + "</p>";
+    if (f->failed()) {
+      o += "<p>Failing:</p><ul>";
+      for (const auto& t : f->tests)
+        if (t.status == "fail") o += "<li><code>" + h(t.name) + "</code></li>";
+      o += "</ul>";
+    }
+    o += "<details><summary>All tests</summary><table><tr><th>test</th><th>status</th><th>seconds</th></tr>";
+    for (const auto& t : f->tests) {
+      o += "<tr><td class=\"name\">" + h(t.name) + "</td><td class=\"" + (t.status == "fail" ? "bad" : "") + "\">" +
+           h(t.status == "run" ? "passed" : t.status) + "</td>" + td_num(fmt_sig(t.time_s, 3)) + "</tr>";
+    }
+    o += "</table></details>";
+  }
+  if (!m.bench_errors.empty()) {
+    o += "<h3>Benchmarks that reported an error</h3><table><tr><th>benchmark</th><th>error</th></tr>";
+    for (const auto* s : m.bench_errors)
+      o += "<tr><td class=\"name\">" + h(s->name) + "</td><td>" + h(s->error) + "</td></tr>";
+    o += "</table>";
+  }
+  o += "</section>";
+}
+
+void section_baseline(const Model& m, std::string& o) {
+  if (!m.has_baseline) return;
+  o += "<section id=\"baseline\"><h2>Changes against the baseline</h2><p>Baseline: commit <code>" +
+       h(m.baseline_commit.empty() ? "unknown" : m.baseline_commit) + "</code>" +
+       (m.baseline_gpu.empty() ? "" : " on " + h(m.baseline_gpu)) + (m.baseline_when.empty() ? "" : ", " + h(m.baseline_when)) +
+       ".</p>";
+  if (!m.verdict_changes.empty()) {
+    o += "<table><tr><th>recipe</th><th>baseline</th><th>now</th><th>violations then / now</th></tr>";
+    for (const auto& [now, then] : m.verdict_changes) {
+      o += "<tr><td>" + h(now.precision) + "</td><td>" + (then ? status_word(then->status) : "-") + "</td><td class=\"" +
+           (now.status == "pass" ? "good" : "bad") + "\">" + status_word(now.status) + "</td>" +
+           td_num((then ? std::to_string(then->violations) : "-") + " / " + std::to_string(now.violations)) + "</tr>";
+    }
+    o += "</table>";
+  }
+  if (!m.tests_newly_failing.empty() || !m.tests_fixed.empty()) {
+    o += "<p>GPU tests newly failing: ";
+    for (const auto& t : m.tests_newly_failing) o += "<code class=\"bad\">" + h(t) + "</code> ";
+    if (m.tests_newly_failing.empty()) o += "none";
+    o += "; fixed: ";
+    for (const auto& t : m.tests_fixed) o += "<code>" + h(t) + "</code> ";
+    if (m.tests_fixed.empty()) o += "none";
+    o += ".</p>";
+  }
+  if (!m.loss_changes.empty()) {
+    o += "<table><tr><th>curve</th><th>final loss, baseline</th><th>now</th><th>change</th></tr>";
+    for (const auto& [label, v] : m.loss_changes)
+      o += "<tr><td>" + h(label) + "</td>" + td_num(fmt_sig(v.first, 5)) + td_num(fmt_sig(v.second, 5)) +
+           td_num(fmt_change(v.second / v.first - 1)) + "</tr>";
+    o += "</table>";
+  }
+  if (!m.bench_changes) {
+    o += "<p class=\"note\">No benchmark comparison: the baseline or the current inputs have no benchmark JSON.</p></section>";
+    return;
+  }
+  const CompareResult& r = *m.bench_changes;
+  o += "<p>" + std::to_string(r.rows.size()) + " benchmarks: <span class=\"" + (r.regressions() ? "bad" : "good") + "\">" +
+       std::to_string(r.count(Change::kRegression)) + " regressions, " + std::to_string(r.count(Change::kNewError)) +
+       " new errors</span>, " + std::to_string(r.count(Change::kImprovement)) + " faster, " +
+       std::to_string(r.count(Change::kSame)) + " within the noise, " + std::to_string(r.count(Change::kAdded)) +
+       " added, " + std::to_string(r.count(Change::kRemoved)) + " removed. A change is flagged beyond max(" +
+       (r.options.threshold ? fmt_pct(*r.options.threshold, 1) : fmt_pct(r.options.floor_with_noise, 1)) + ", " +
+       fmt_sig(r.options.noise_k, 2) + " x the measured noise of the ratio); " + fmt_pct(r.options.default_threshold, 1) +
+       " where no noise was measured.</p>";
+  // The largest time changes, flagged ones first.
+  std::vector<const CompareRow*> rows;
+  for (const auto& row : r.rows)
+    if (row.change == Change::kSame || row.change == Change::kRegression || row.change == Change::kImprovement) rows.push_back(&row);
+  std::stable_sort(rows.begin(), rows.end(), [](const CompareRow* a, const CompareRow* b) {
+    if (a->flagged() != b->flagged()) return a->flagged();
+    return std::fabs(a->time_ratio - 1) > std::fabs(b->time_ratio - 1);
+  });
+  if (rows.size() > 24) rows.resize(24);
+  if (!rows.empty()) {
+    BarChart b;
+    b.title = "Largest time changes (new / old - 1; positive = slower)";
+    b.value_label = "time change (%)";
+    b.colors = {{"regression", "#d7191c"}, {"faster", "#1a9641"}, {"within noise", "#9e9e9e"}};
+    for (const auto* row : rows) {
+      const std::string kind = row->change == Change::kRegression ? "regression"
+                               : row->change == Change::kImprovement ? "faster" : "within noise";
+      b.groups.push_back({row->name, {{kind, (row->time_ratio - 1) * 100,
+                                       fmt_change(row->time_ratio - 1) + " (threshold " + fmt_pct(row->threshold, 1) + ")",
+                                       fmt_time_ns(row->old_ns) + " -> " + fmt_time_ns(row->new_ns)}}});
+    }
+    o += "<figure>" + render_bar_chart(b) + "</figure>";
+  }
+  o += "<details" + std::string(r.regressions() ? " open=\"open\"" : "") + "><summary>Every benchmark</summary><table>"
+       "<tr><th>benchmark</th><th>old</th><th>new</th><th>new/old</th><th>throughput new/old</th><th>noise</th>"
+       "<th>threshold</th><th>change</th></tr>";
+  for (const auto& row : r.rows) {
+    const bool ratio = row.change == Change::kSame || row.change == Change::kRegression || row.change == Change::kImprovement;
+    o += "<tr><td class=\"name\">" + h(row.name) + "</td>" +
+         td_num(row.change == Change::kAdded ? "-" : fmt_time_ns(row.old_ns)) +
+         td_num(row.change == Change::kRemoved ? "-" : fmt_time_ns(row.new_ns)) +
+         td_num(ratio ? fmt_sig(row.time_ratio, 4) : "-") +
+         td_num(ratio && !row.counter.empty() ? fmt_sig(row.counter_ratio, 4) + " (" + row.counter + ")" : "-") +
+         td_num(row.noise ? fmt_pct(*row.noise, 1) : "-", row.noise_source) + td_num(ratio ? fmt_pct(row.threshold, 1) : "-") +
+         "<td class=\"" + (row.flagged() ? "bad" : "") + "\">" + h(to_string(row.change)) +
+         (row.error.empty() ? "" : ": " + h(row.error)) + "</td></tr>";
+  }
+  o += "</table></details></section>";
+}
+
+void section_provenance(const Model& m, std::string& o) {
+  o += "<section id=\"provenance\"><h2>Provenance</h2>";
+  if (m.provenance.empty()) {
+    o += "<p class=\"note\">The inputs carry no provenance.</p>";
+  } else {
+    o += "<table><tr><th>field</th><th>value</th><th>from</th></tr>";
+    for (const auto& r : m.provenance) {
+      for (std::size_t i = 0; i < r.values.size(); ++i) {
+        const auto& [v, files] = r.values[i];
+        const std::string decoded = decode_version(r.key, v);
+        std::string from;
+        for (const auto& f : files) from += (from.empty() ? "" : ", ") + f;
+        o += "<tr><td>" + (i == 0 ? h(r.key) : "") + "</td><td>" + h(decoded) +
+             (decoded != v ? " <span class=\"note\">(" + h(v) + ")</span>" : "") + "</td><td class=\"note\">" + h(from) +
+             "</td></tr>";
+      }
+    }
+    o += "</table>";
+  }
+  o += "<p class=\"note\">Inputs: ";
+  for (const auto& i : m.inputs) o += "<code>" + h(i) + "</code> ";
+  o += "</p>";
+  for (const auto& s : m.skipped) o += "<p class=\"note\">Skipped: " + h(s) + "</p>";
+  o += "</section>";
+}
+
+}  // namespace
+
+std::string render_html(const Model& m) {
+  std::string o = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/><title>" +
+                  h(m.title) + "</title><style>" + kCss + "</style></head><body><main>";
+  o += "<header><h1>" + h(m.title) + "</h1><p class=\"meta\">";
+  std::string meta;
+  if (!m.commit.empty()) meta += "commit <code>" + h(m.commit) + "</code>";
+  if (!m.gpu.empty()) meta += (meta.empty() ? "" : " · ") + h(m.gpu);
+  if (!m.when.empty()) meta += (meta.empty() ? "" : " · ") + std::string("run ") + h(m.when);
+  meta += (meta.empty() ? "" : " · ") + std::string("generated ") + h(m.generated_at);
+  o += meta + "</p></header><nav class=\"toc\">";
+  o += "<a href=\"#verdict\">Verdict</a>";
+  if (!m.loss.curves.empty()) o += "<a href=\"#loss\">Loss curves</a>";
+  if (!m.heat.empty() || !m.logits.rows.empty() || !m.generation.empty()) o += "<a href=\"#parity\">Logits parity</a>";
+  for (const auto& s : m.sections) o += "<a href=\"#" + s.id + "\">" + h(s.title) + "</a>";
+  if (!m.memory.empty()) o += "<a href=\"#memory\">Memory</a>";
+  if (!m.gpu_tests.empty() || !m.bench_errors.empty()) o += "<a href=\"#tests\">GPU tests</a>";
+  if (m.has_baseline) o += "<a href=\"#baseline\">Baseline</a>";
+  o += "<a href=\"#provenance\">Provenance</a></nav>";
+  section_verdict(m, o);
+  section_baseline(m, o);
+  section_loss(m, o);
+  section_parity(m, o);
+  section_bench(m, o);
+  section_memory(m, o);
+  section_tests(m, o);
+  section_provenance(m, o);
+  o += "</main></body></html>\n";
+  return o;
+}
+
+}  // namespace tg::reports::model

@@ -1,0 +1,229 @@
+// The Markdown summary: short enough for a CI job summary or a PR comment; the HTML has the detail.
+#include <algorithm>
+#include <cmath>
+
+#include "reports/format.h"
+#include "reports/report_model.h"
+
+namespace tg::reports::model {
+
+namespace {
+
+std::string upper(const std::string& s) {
+  return s == "pass" ? "PASS" : s == "fail" ? "FAIL" : s == "error" ? "ERROR" : s;
+}
+
+std::string row(const std::vector<std::string>& cells) {
+  std::string s = "|";
+  for (const auto& c : cells) s += " " + md_cell(c) + " |";
+  return s + "\n";
+}
+
+std::string header(const std::vector<std::string>& cells) {
+  std::string s = row(cells) + "|";
+  for (std::size_t i = 0; i < cells.size(); ++i) s += i == 0 ? " --- |" : " ---: |";
+  return s + "\n";
+}
+
+// Median and extremes of the roofline fractions of a section ("quantize: 48 benchmarks, median 87% ...").
+void kernel_summary(const Model& m, std::string& o) {
+  std::string rows;
+  for (const auto& sec : m.sections) {
+    if (sec.id == "workloads" || sec.id == "gemm") continue;
+    for (const char* unit : {"TFLOP/s", "TB/s"}) {
+      std::vector<const BenchItem*> items;
+      for (const auto& it : sec.items)
+        if (it.unit == unit && it.frac && std::isfinite(it.value)) items.push_back(&it);
+      if (items.empty()) continue;
+      std::sort(items.begin(), items.end(), [](const BenchItem* a, const BenchItem* b) { return *a->frac < *b->frac; });
+      const BenchItem* med = items[items.size() / 2];
+      rows += row({sec.title + " (" + unit + ")", std::to_string(items.size()), fmt_pct(*med->frac),
+                   fmt_pct(*items.back()->frac) + " `" + items.back()->stat->name + "`",
+                   fmt_pct(*items.front()->frac) + " `" + items.front()->stat->name + "`"});
+    }
+  }
+  if (rows.empty()) return;
+  o += "\n### Kernels: fraction of the roofline\n\n";
+  o += header({"section", "benchmarks", "median", "best", "worst"}) + rows;
+}
+
+}  // namespace
+
+std::string render_markdown(const Model& m) {
+  std::string o = "## " + m.title + "\n\n";
+  std::string meta;
+  if (!m.commit.empty()) meta += "commit `" + m.commit + "`";
+  if (!m.gpu.empty()) meta += (meta.empty() ? "" : " · ") + m.gpu;
+  if (!m.when.empty()) meta += (meta.empty() ? "" : " · ") + std::string("run ") + m.when;
+  meta += (meta.empty() ? "" : " · ") + std::string("generated ") + m.generated_at;
+  o += meta + "\n\n";
+
+  if (m.has_parity) {
+    o += "**Parity: " + upper(m.parity_status) + "**";
+    for (const auto& v : m.verdicts) o += " · " + v.precision + " " + upper(v.status);
+    o += "\n\n" + header({"recipe", "verdict", "comparisons", "failed", "could not run", "violations", "near-ties",
+                          "first violation"});
+    for (const auto& v : m.verdicts) {
+      o += row({v.precision, upper(v.status), std::to_string(v.comparisons), std::to_string(v.failed),
+                std::to_string(v.errors), std::to_string(v.violations), std::to_string(v.near_ties),
+                v.first_failure.empty() ? "-" : v.first_failure});
+    }
+    o += "\n";
+  } else {
+    o += "**Parity:** not measured in these inputs.\n\n";
+  }
+  for (const auto* f : m.gpu_tests) {
+    o += "**GPU tests** (`" + f->path.filename().string() + "`" + (f->commit.empty() ? "" : ", commit " + f->commit) +
+         "): " + std::to_string(f->passed()) + " passed, " + std::to_string(f->failed()) + " failed of " +
+         std::to_string(f->tests.size()) + ".";
+    if (f->failed()) {
+      o += " Failing:";
+      for (const auto& t : f->tests)
+        if (t.status == "fail") o += " `" + t.name + "`";
+    }
+    o += "\n\n";
+  }
+  if (m.bench_files) {
+    o += "**Benchmarks:** " + std::to_string(m.bench.stats().size()) + " in " + std::to_string(m.bench_files) +
+         " files; " + std::to_string(m.bench_errors.size()) + " reported an error";
+    for (const auto* s : m.bench_errors) o += (s == m.bench_errors.front() ? ": " : ", ") + std::string("`") + s->name + "`";
+    o += ".\n\n";
+  }
+
+  if (m.bench_changes) {
+    const CompareResult& r = *m.bench_changes;
+    o += "### Against the baseline (commit " + (m.baseline_commit.empty() ? "unknown" : "`" + m.baseline_commit + "`") +
+         ")\n\n" + std::to_string(r.regressions()) + " regressions, " + std::to_string(r.count(Change::kImprovement)) +
+         " faster, " + std::to_string(r.count(Change::kSame)) + " within the noise.\n\n";
+    std::string rows;
+    for (const auto& x : r.rows) {
+      if (!x.flagged() && x.change != Change::kImprovement) continue;
+      const bool ratio = x.change == Change::kRegression || x.change == Change::kImprovement;
+      rows += row({"`" + x.name + "`", fmt_time_ns(x.old_ns), x.change == Change::kNewError ? "error" : fmt_time_ns(x.new_ns),
+                   ratio ? fmt_change(x.time_ratio - 1) : "-", ratio ? fmt_pct(x.threshold, 1) : "-",
+                   std::string(to_string(x.change)) + (x.error.empty() ? "" : ": " + x.error)});
+    }
+    if (!rows.empty()) o += header({"benchmark", "old", "new", "time change", "threshold", "verdict"}) + rows + "\n";
+  } else if (m.has_baseline) {
+    o += "### Against the baseline\n\nNo benchmark comparison (no benchmark JSON on one side).\n\n";
+  }
+  if (m.has_baseline && !m.tests_newly_failing.empty()) {
+    o += "GPU tests newly failing:";
+    for (const auto& t : m.tests_newly_failing) o += " `" + t + "`";
+    o += "\n\n";
+  }
+
+  if (!m.workloads.rows.empty()) {
+    o += "### Throughput per workload\n\n";
+    std::vector<std::string> cols = {"workload"};
+    cols.insert(cols.end(), m.workloads.engines.begin(), m.workloads.engines.end());
+    o += header(cols);
+    for (const auto& r : m.workloads.rows) {
+      std::vector<std::string> cells = {r.workload};
+      for (const auto& e : m.workloads.engines) {
+        auto it = r.cell.find(e);
+        cells.push_back(it == r.cell.end() ? "-" : it->second->text);
+      }
+      o += row(cells);
+    }
+    o += "\nCells: tokens/s · % of the GEMM ceiling · speedup over the reference.\n";
+  }
+  if (!m.gemm.rows.empty()) {
+    o += "\n### GEMM throughput by shape\n\n";
+    std::vector<std::string> cols = {"shape (M x N x K)", "unit"};
+    cols.insert(cols.end(), m.gemm.variants.begin(), m.gemm.variants.end());
+    cols.push_back("ours / _scaled_mm");
+    o += header(cols);
+    for (const auto& r : m.gemm.rows) {
+      std::vector<std::string> cells = {r.shape, r.unit};
+      for (const auto& v : m.gemm.variants) {
+        auto it = r.value.find(v);
+        cells.push_back(it == r.value.end() ? "-" : fmt_sig(it->second, 4));
+      }
+      cells.push_back(r.ours_vs_anchor ? fmt_sig(*r.ours_vs_anchor, 3) + "x" : "-");
+      o += row(cells);
+    }
+    o += "\n`ours / _scaled_mm`: fp8_tensor_fast over at::_scaled_mm with fast accumulation, same shape.\n";
+  }
+  kernel_summary(m, o);
+
+  if (!m.loss.curves.empty()) {
+    o += "\n### Loss\n\n" + header({"curve", "steps", "final loss", "vs reference", "final val loss", "non-finite",
+                                     "tokens/s"});
+    const double ref = m.loss.reference >= 0 ? m.loss.curves[m.loss.reference].final_loss : std::nan("");
+    for (const auto& c : m.loss.curves) {
+      o += row({c.label, std::to_string(c.loss.size()), fmt_sig(c.final_loss, 5),
+                c.is_reference || !std::isfinite(ref) ? "-" : fmt_change(c.final_loss / ref - 1),
+                c.final_val ? fmt_sig(*c.final_val, 5) : "-", std::to_string(c.nonfinite),
+                c.tokens_per_s ? fmt_si(*c.tokens_per_s) : "-"});
+    }
+  }
+  if (!m.logits.rows.empty() && !m.logits.metrics.empty()) {
+    o += "\n### Final logits (worst over prompts)\n\n";
+    std::vector<std::string> cols = {"comparison"};
+    for (const auto& mt : m.logits.metrics) {
+      auto it = m.logits.threshold_text.find(mt);
+      cols.push_back(mt + (it == m.logits.threshold_text.end() || it->second.empty() ? "" : " (" + it->second + ")"));
+    }
+    o += header(cols);
+    for (std::size_t r = 0; r < m.logits.rows.size(); ++r) {
+      std::vector<std::string> cells = {m.logits.rows[r]};
+      for (const auto& c : m.logits.cells[r])
+        cells.push_back(!c.present ? "-" : fmt_sig(c.value, 4) + (c.verdict == "fail" ? " **FAIL**" : ""));
+      o += row(cells);
+    }
+  }
+  if (!m.heat.empty()) {
+    o += "\n### Per-layer taps\n\n" + header({"comparison", "verdict", "earliest failing layer", "worst cells"});
+    for (const auto& t : m.heat) {
+      std::string first = "-", worst;
+      for (std::size_t r = 0; r < t.rows.size() && first == "-"; ++r)
+        for (std::size_t k = 0; k < t.metrics.size(); ++k)
+          if (t.cells[r][k].verdict == "fail") {
+            first = t.rows[r] + " " + t.metrics[k];
+            break;
+          }
+      for (std::size_t k = 0; k < t.metrics.size(); ++k) {
+        double best = -2;
+        std::string at;
+        for (std::size_t r = 0; r < t.rows.size(); ++r)
+          if (t.cells[r][k].present && t.cells[r][k].severity > best) best = t.cells[r][k].severity, at = t.rows[r] + " " + fmt_sig(t.cells[r][k].value, 4);
+        if (best >= 0) worst += (worst.empty() ? "" : "; ") + t.metrics[k] + " " + at;
+      }
+      o += row({t.title, upper(t.status), first, worst.empty() ? "-" : worst});
+    }
+  }
+  if (!m.generation.empty()) {
+    o += "\n### Generation agreement\n\n" + header({"comparison", "prompts", "identical", "near-tie", "hard",
+                                                     "mean agreement", "verdict"});
+    for (const auto& g : m.generation)
+      o += row({g.title, std::to_string(g.prompts), std::to_string(g.identical), std::to_string(g.near_ties),
+                std::to_string(g.hard), fmt_pct(g.mean_agreement, 1), upper(g.status)});
+  }
+  if (!m.memory.empty()) {
+    o += "\n### Memory\n\n" + header({"where", "what", "GiB"});
+    for (const auto& r : m.memory) o += row({r.where, r.what, fmt_sig(r.gib, 4)});
+  }
+  if (!m.missing.empty()) {
+    o += "\n<details><summary>Not in this report (no data in the inputs)</summary>\n\n";
+    for (const auto& s : m.missing) o += "- " + s + "\n";
+    o += "\n</details>\n";
+  }
+  o += "\n<details><summary>Provenance</summary>\n\n" + header({"field", "value"});
+  for (const auto& r : m.provenance) {
+    std::string v;
+    for (const auto& [val, files] : r.values) {
+      v += (v.empty() ? "" : "; ") + decode_version(r.key, val);
+      if (r.values.size() > 1) {
+        std::string from;
+        for (const auto& f : files) from += (from.empty() ? "" : ", ") + f;
+        v += " (" + from + ")";
+      }
+    }
+    o += row({r.key, v});
+  }
+  o += "\n</details>\n";
+  return o;
+}
+
+}  // namespace tg::reports::model

@@ -1,0 +1,749 @@
+#include "reports/report_model.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <tuple>
+
+#include "common/gemma_config.h"
+#include "common/provenance.h"
+#include "reports/format.h"
+
+namespace tg::reports::model {
+
+namespace {
+
+constexpr const char* kRecipeOrder[] = {"bf16", "delayed", "current", "block"};
+
+int recipe_rank(const std::string& p) {
+  for (int i = 0; i < 4; ++i)
+    if (p == kRecipeOrder[i]) return i;
+  return 4;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::optional<double> counter(const BenchStat& s, const char* k) {
+  auto it = s.counters.find(k);
+  if (it == s.counters.end() || !std::isfinite(it->second)) return std::nullopt;
+  return it->second;
+}
+
+double ctx_double(const std::map<std::string, std::string>* ctx, const char* key, double fallback) {
+  if (!ctx) return fallback;
+  auto it = ctx->find(key);
+  if (it == ctx->end()) return fallback;
+  try {
+    return std::stod(it->second);
+  } catch (...) {
+    return fallback;
+  }
+}
+
+// ---- parity ----------------------------------------------------------------------------------------
+
+bool lower_is_worse(const ParityComparison& c, const std::string& metric) {
+  if (auto it = c.thresholds.find(metric); it != c.thresholds.end() && !it->second.bound.empty()) {
+    return it->second.bound == "min";
+  }
+  for (const char* m : {"cosine", "agreement", "overlap"})
+    if (metric.find(m) != std::string::npos) return true;
+  return false;
+}
+
+int verdict_rank(const std::string& v) { return v == "fail" ? 3 : v == "near_tie" ? 2 : v == "pass" ? 1 : 0; }
+
+std::string threshold_text(const ParityComparison& c, const std::string& metric) {
+  auto it = c.thresholds.find(metric);
+  if (it == c.thresholds.end() || it->second.bound == "param") return "";
+  return (it->second.bound == "min" ? ">= " : "<= ") + fmt_sig(it->second.value, 4);
+}
+
+double severity(const ParityComparison& c, const std::string& metric, double v) {
+  auto it = c.thresholds.find(metric);
+  if (it == c.thresholds.end() || it->second.bound == "param" || it->second.bound.empty()) return -1;
+  if (!std::isfinite(v)) return 2;
+  const double t = it->second.value;
+  if (it->second.bound == "min") return t < 1 ? std::max(0.0, (1 - v) / (1 - t)) : (v >= t ? 0 : 2);
+  return t > 0 ? std::max(0.0, v / t) : (v > 0 ? 2 : 0);
+}
+
+std::string where(const ParityCheck& k) {
+  std::string s;
+  if (k.layer >= 0) s = "layer " + std::to_string(k.layer);
+  else if (!k.part.empty()) s = k.part;
+  if (k.prompt >= 0) s += (s.empty() ? "" : ", ") + std::string("prompt ") + std::to_string(k.prompt) +
+                          (k.prompt_id.empty() ? "" : " (" + k.prompt_id + ")");
+  return s;
+}
+
+std::vector<std::string> ordered_metrics(const std::set<std::string>& present, std::initializer_list<const char*> pref) {
+  std::vector<std::string> out;
+  for (const char* m : pref)
+    if (present.count(m)) out.push_back(m);
+  for (const auto& m : present)
+    if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+  return out;
+}
+
+void fill_cell(HeatCell& cell, const ParityComparison& c, const ParityCheck& k, int& n) {
+  ++n;
+  const bool worse = !cell.present || (lower_is_worse(c, k.metric) ? k.value < cell.value : k.value > cell.value) ||
+                     (std::isnan(k.value) && !std::isnan(cell.value));
+  const std::string verdict = verdict_rank(k.verdict) > verdict_rank(cell.verdict) ? k.verdict : cell.verdict;
+  if (worse) {
+    cell.value = k.value;
+    cell.tooltip = "worst at " + where(k) + (k.detail.empty() ? "" : ": " + k.detail);
+  }
+  cell.present = true;
+  cell.verdict = verdict;
+  cell.severity = severity(c, k.metric, cell.value);
+}
+
+void analyze_parity(const ResultSet& rs, Model& m) {
+  std::map<std::string, RecipeVerdict> by;
+  for (const auto& f : rs.parity) {
+    m.has_parity = true;
+    for (const auto& e : f.errors) m.parity_errors.push_back(f.path.string() + ": " + e);
+    for (const auto& c : f.comparisons) {
+      const std::string p = c.precision.empty() ? "(unknown)" : c.precision;
+      RecipeVerdict& v = by[p];
+      v.precision = p;
+      ++v.comparisons;
+      v.failed += c.status == "fail";
+      v.errors += c.status == "error";
+      if (!c.error.empty()) m.parity_errors.push_back(c.title + ": " + c.error);
+      for (const auto& k : c.checks) {
+        v.near_ties += k.verdict == "near_tie";
+        if (k.verdict != "fail") continue;
+        if (v.violations++ == 0) {
+          v.first_failure = c.title + ": " + where(k) + " " + k.metric + " " + fmt_sig(k.value, 4) +
+                            (threshold_text(c, k.metric).empty() ? "" : " (threshold " + threshold_text(c, k.metric) + ")");
+        }
+      }
+    }
+  }
+  for (auto& [p, v] : by) v.status = v.failed ? "fail" : v.errors ? "error" : "pass";
+  for (const auto& [p, v] : by) m.verdicts.push_back(v);
+  std::stable_sort(m.verdicts.begin(), m.verdicts.end(),
+                   [](const auto& a, const auto& b) { return recipe_rank(a.precision) < recipe_rank(b.precision); });
+  if (m.has_parity) {
+    bool fail = false, error = !m.parity_errors.empty();
+    for (const auto& v : m.verdicts) fail |= v.status == "fail", error |= v.status == "error";
+    for (const auto& f : rs.parity) error |= f.status == "error";
+    m.parity_status = fail ? "fail" : error || m.verdicts.empty() ? "error" : "pass";
+  }
+
+  // Per-layer heat maps and the cross-comparison logits table.
+  std::set<std::string> logits_metrics;
+  std::vector<const ParityComparison*> forward;
+  for (const auto& f : rs.parity)
+    for (const auto& c : f.comparisons)
+      if (c.kind == "forward") forward.push_back(&c);
+  for (const auto* c : forward)
+    for (const auto& k : c->checks)
+      if (k.part == "logits") logits_metrics.insert(k.metric);
+  m.logits.title = "Final logits, worst over prompts";
+  m.logits.metrics = ordered_metrics(logits_metrics, {"logits.kl_max", "logits.kl_mean", "logits.top1_agreement",
+                                                      "logits.top1_hard_disagreements",
+                                                      "logits.top1_near_tie_disagreements", "logits.top5_overlap",
+                                                      "logits.cosine", "logits.rmse_over_range",
+                                                      "logits.max_abs_err", "logits.mismatch_fraction"});
+  for (const auto* c : forward) {
+    HeatTable t;
+    t.title = c->title;
+    t.status = c->status;
+    std::set<std::string> metrics;
+    int max_layer = -1;
+    for (const auto& k : c->checks) {
+      if (k.layer < 0) continue;
+      metrics.insert(k.metric);
+      max_layer = std::max(max_layer, k.layer);
+    }
+    t.metrics = ordered_metrics(metrics, {"tap.cosine", "tap.rmse_over_range", "tap.max_abs_err", "tap.max_rel_err",
+                                          "tap.mismatch_fraction", "tap.nonfinite"});
+    for (const auto& mt : t.metrics) t.threshold_text[mt] = threshold_text(*c, mt);
+    for (int l = 0; l <= max_layer; ++l) t.rows.push_back("layer " + std::to_string(l));
+    t.cells.assign(t.rows.size(), std::vector<HeatCell>(t.metrics.size()));
+    std::map<std::pair<int, std::size_t>, int> counts;
+    for (const auto& k : c->checks) {
+      if (k.layer < 0) continue;
+      const std::size_t col = std::find(t.metrics.begin(), t.metrics.end(), k.metric) - t.metrics.begin();
+      fill_cell(t.cells[k.layer][col], *c, k, counts[{k.layer, col}]);
+    }
+    for (auto& [rc, n] : counts) t.cells[rc.first][rc.second].tooltip += " (" + std::to_string(n) + " prompts)";
+    if (!t.rows.empty()) m.heat.push_back(std::move(t));
+
+    m.logits.rows.push_back(c->title);
+    m.logits.cells.emplace_back(m.logits.metrics.size());
+    std::map<std::size_t, int> n;
+    for (const auto& k : c->checks) {
+      auto it = std::find(m.logits.metrics.begin(), m.logits.metrics.end(), k.metric);
+      if (k.part != "logits" || it == m.logits.metrics.end()) continue;
+      const std::size_t col = it - m.logits.metrics.begin();
+      fill_cell(m.logits.cells.back()[col], *c, k, n[col]);
+      m.logits.threshold_text[k.metric] = threshold_text(*c, k.metric);
+    }
+  }
+
+  for (const auto& f : rs.parity) {
+    for (const auto& c : f.comparisons) {
+      if (c.kind != "generation") continue;
+      GenerationRow g;
+      g.title = c.title;
+      g.status = c.status;
+      g.comparison = &c;
+      std::vector<double> agree;
+      for (const auto& k : c.checks) {
+        if (k.metric == "generation.token_agreement") agree.push_back(k.value);
+        if (k.metric != "generation.first_divergence_step") continue;
+        ++g.prompts;
+        g.identical += k.value < 0;
+        g.near_ties += k.verdict == "near_tie";
+        g.hard += k.verdict == "fail";
+      }
+      for (double a : agree) g.mean_agreement += a / static_cast<double>(agree.size()), g.min_agreement = std::min(g.min_agreement, a);
+      if (agree.empty()) g.min_agreement = std::nan(""), g.mean_agreement = std::nan("");
+      m.generation.push_back(g);
+    }
+  }
+}
+
+// ---- loss curves -------------------------------------------------------------------------------------
+
+void finish_curve(Curve& c) {
+  std::vector<double> finite;
+  for (const auto& [s, l] : c.loss) {
+    if (std::isfinite(l)) finite.push_back(l);
+    else ++c.nonfinite;
+  }
+  const std::size_t tail = std::max<std::size_t>(1, finite.size() / 10);
+  c.final_loss = std::nan("");
+  if (!finite.empty()) {
+    double sum = 0;
+    for (std::size_t i = finite.size() - tail; i < finite.size(); ++i) sum += finite[i];
+    c.final_loss = sum / static_cast<double>(tail);
+  }
+  for (auto it = c.val_loss.rbegin(); it != c.val_loss.rend(); ++it) {
+    if (std::isfinite(it->second)) {
+      c.final_val = it->second;
+      break;
+    }
+  }
+}
+
+Curve new_curve(const std::string& label, const std::string& source) {
+  Curve c;
+  c.label = label;
+  c.source = source;
+  return c;
+}
+
+void split_label(const std::string& label, std::string& engine, std::string& recipe) {
+  const auto b = label.find('[');
+  engine = label.substr(0, b);
+  recipe = b == std::string::npos ? "" : label.substr(b + 1, label.find_first_of(":]", b + 1) - b - 1);
+}
+
+void analyze_loss(const ResultSet& rs, Model& m) {
+  LossSection& L = m.loss;
+  std::set<std::string> labels;
+  for (const auto& log : rs.train) {
+    if (!labels.insert(log.label).second) continue;
+    Curve c = new_curve(log.label, log.path.string());
+    c.engine = log.engine;
+    c.recipe = log.recipe;
+    std::vector<double> tps;
+    for (std::size_t i = 0; i < log.points.size(); ++i) {
+      const auto& p = log.points[i];
+      if (p.loss) c.loss.emplace_back(double(p.step), *p.loss);
+      if (p.val_loss) c.val_loss.emplace_back(double(p.step), *p.val_loss);
+      if (p.tokens_per_s && i >= log.points.size() / 10) tps.push_back(*p.tokens_per_s);
+      for (const auto& [k, v] : p.memory_gib) {
+        auto it = std::find_if(m.memory.begin(), m.memory.end(),
+                               [&](const MemoryRow& r) { return r.source == c.source && r.what == k; });
+        if (it == m.memory.end()) m.memory.push_back({"training: " + log.label, k, c.source, v});
+        else it->gib = std::max(it->gib, v);
+      }
+    }
+    if (!tps.empty()) c.tokens_per_s = median(tps);
+    finish_curve(c);
+    L.curves.push_back(std::move(c));
+  }
+  for (const auto& f : rs.parity) {
+    for (const auto& cmp : f.comparisons) {
+      if (cmp.kind != "loss_curve" && cmp.kind != "loss_health") continue;
+      L.comparisons.push_back(&cmp);
+      for (const auto& [series, label] : {std::pair<const char*, const std::string*>{"loss.reference", &cmp.reference},
+                                          std::pair<const char*, const std::string*>{"loss.test", &cmp.test}}) {
+        auto it = cmp.series.find(series);
+        if (it == cmp.series.end() || label->empty() || !labels.insert(*label).second) continue;
+        Curve c = new_curve(*label, f.path.string());
+        split_label(*label, c.engine, c.recipe);
+        c.loss = it->second;
+        finish_curve(c);
+        L.curves.push_back(std::move(c));
+      }
+    }
+  }
+  std::stable_sort(L.curves.begin(), L.curves.end(), [](const Curve& a, const Curve& b) {
+    auto rank = [](const Curve& c) { return (c.engine == "reference" ? 0 : c.engine == "impl" ? 10 : 20) + recipe_rank(c.recipe); };
+    return rank(a) < rank(b);
+  });
+  for (std::size_t i = 0; i < L.curves.size(); ++i) {
+    if (L.curves[i].engine == "reference" && (L.curves[i].recipe.empty() || L.curves[i].recipe == "bf16")) {
+      L.reference = static_cast<int>(i);
+      L.curves[i].is_reference = true;
+      break;
+    }
+  }
+  if (L.reference < 0) return;
+  std::map<double, double> ref;
+  for (const auto& [s, l] : L.curves[L.reference].loss) ref[s] = l;
+  for (std::size_t i = 0; i < L.curves.size(); ++i) {
+    if (static_cast<int>(i) == L.reference) continue;
+    std::vector<std::pair<double, double>> d;
+    for (const auto& [s, l] : L.curves[i].loss) {
+      auto it = ref.find(s);
+      if (it != ref.end()) d.emplace_back(s, l - it->second);
+    }
+    L.diffs.emplace_back(L.curves[i].label, std::move(d));
+  }
+}
+
+// ---- benchmarks ----------------------------------------------------------------------------------
+
+// "gemm/bf16/bf16xbf16->bf16/8192x2560x2048/manual_time" -> {"gemm", "bf16", "bf16xbf16->bf16", "8192x2560x2048"}
+std::vector<std::string> name_parts(const std::string& name) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char c : name + "/") {
+    if (c != '/') {
+      cur += c;
+      continue;
+    }
+    parts.push_back(cur);
+    cur.clear();
+  }
+  while (parts.size() > 1) {
+    const std::string& last = parts.back();
+    if (last == "manual_time" || last == "real_time" || last == "process_time" || last.find(':') != std::string::npos)
+      parts.pop_back();
+    else
+      break;
+  }
+  return parts;
+}
+
+// The Gemma layer a GEMM shape M x N x K belongs to, from the presets' dimensions ("gemma-2b QKV").
+std::string gemma_gemm_role(const std::string& shape) {
+  int64_t m = 0, n = 0, k = 0;
+  if (std::sscanf(shape.c_str(), "%" SCNd64 "x%" SCNd64 "x%" SCNd64, &m, &n, &k) != 3) return "";
+  for (const char* p : {"gemma-2b", "gemma-7b"}) {
+    const GemmaConfig c = GemmaConfig::preset(p);
+    const int64_t D = c.hidden_size, F = c.intermediate_size, Dh = c.head_dim;
+    const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads;
+    const std::pair<const char*, std::pair<int64_t, int64_t>> roles[] = {
+        {"QKV", {(H + 2 * Hkv) * Dh, D}}, {"attention out", {D, H * Dh}}, {"fc1 (gate+up)", {2 * F, D}},
+        {"fc2", {D, F}},                  {"lm_head", {c.vocab_size, D}}};
+    for (const auto& [role, nk] : roles)
+      if (nk.first == n && nk.second == k) return std::string(p) + " " + role + (m <= 64 ? ", decode" : "");
+  }
+  return "";
+}
+
+std::string engine_display(const std::string& e) {
+  if (e == "reference") return "reference (LibTorch BF16)";
+  if (e.rfind("impl_", 0) == 0) return "impl " + e.substr(5);
+  if (e == "hf" || e.rfind("hf_", 0) == 0) return "HF transformers" + (e.size() > 3 ? " " + e.substr(3) : "");
+  return e;
+}
+
+std::string gemm_display(const std::string& v) {
+  if (v == "torch_scaled_mm_fast") return "at::_scaled_mm fast";
+  if (v == "torch_scaled_mm_split") return "at::_scaled_mm split";
+  if (v == "torch_matmul") return "torch matmul (BF16)";
+  return v;
+}
+
+bool is_fp8_name(const std::string& n) {
+  return n.find("e4m3") != std::string::npos || n.find("fp8") != std::string::npos ||
+         n.find("delayed") != std::string::npos || n.find("current") != std::string::npos ||
+         n.find("block") != std::string::npos;
+}
+
+struct Placement {
+  std::string section, group, series;
+};
+
+Placement place(const std::vector<std::string>& p) {
+  const std::string& fam = p[0];
+  auto join = [&](std::size_t from, std::size_t to) {
+    std::string s;
+    for (std::size_t i = from; i < to && i < p.size(); ++i) s += (s.empty() ? "" : " ") + p[i];
+    return s;
+  };
+  if (fam == "model" || fam == "train" || fam == "generate" || fam == "e2e") {
+    if (p.size() >= 2 && p[1].rfind("ceiling", 0) == 0) return {"workloads", "", p[1]};
+    if (p.size() == 4) return {"workloads", p[1] + " " + fam + " " + p[3], engine_display(p[2])};
+    return {"workloads", join(1, p.size() - 1), p.back()};
+  }
+  if (fam == "gemm" && p.size() == 4) {
+    if (p[1].rfind("ceiling", 0) == 0) return {"gemm", "", p[1]};
+    const std::string role = gemma_gemm_role(p[3]);
+    return {"gemm", p[3] + (role.empty() ? "" : " (" + role + ")"), gemm_display(p[1])};
+  }
+  if (fam == "quantize" && p.size() == 4) return {"quantize", p[3], p[1] + (p[2].find("e4m3->") == 0 ? " " + p[2] : "")};
+  if (fam == "attention" && p.size() >= 2) {
+    if (p[1] == "decode" && p.size() == 6) return {"attention", p[2] + " decode, " + p[3] + " KV cache, " + p[4], p[5]};
+    if (p[1] == "kv_append") return {"attention", "", join(1, p.size())};
+    if (p.size() == 6) return {"attention", p[2] + " " + p[1] + " " + p[5], p[3] + " " + p[4]};
+    return {"attention", join(1, p.size() - 1), p.back()};
+  }
+  static const std::set<std::string> kElementwise = {"rmsnorm", "rmsnorm+residual", "rmsnorm_bwd", "geglu", "geglu_bwd",
+                                                     "rope", "rope_bwd", "embedding", "embedding_bwd", "layernorm",
+                                                     "softmax", "cross_entropy", "adamw"};
+  const std::string section = kElementwise.count(fam) ? "elementwise" : "other";
+  if (p.size() == 1) return {section, fam, fam};
+  if (p.size() == 2) return {section, fam, p[1]};
+  return {section, fam + " " + p.back(), join(1, p.size() - 1)};
+}
+
+void measure(BenchItem& it, const std::vector<std::string>& parts, const BenchSet& set) {
+  const BenchStat& s = *it.stat;
+  const auto* ctx = set.context_of(s.name);
+  const auto tokens = counter(s, "tokens_per_second"), flops = counter(s, "flops");
+  const auto bytes = counter(s, "bytes_per_second"), gfrac = counter(s, "gemm_roofline_frac");
+  const auto hfrac = counter(s, "hbm_roofline_frac");
+  it.speedup_vs_reference = counter(s, "speedup_vs_reference");
+  const double hbm = ctx_double(ctx, "hbm_roofline_bytes_per_second", 4.1e12);
+  const bool fp8 = is_fp8_name(s.name);
+  const double ceil = ctx_double(ctx, fp8 ? "fp8_gemm_ceiling_flops" : "bf16_gemm_ceiling_flops", std::nan(""));
+  const std::string ceil_text = std::string(fp8 ? "FP8" : "BF16") + " GEMM ceiling" +
+                                (std::isfinite(ceil) ? " (" + fmt_sig(ceil / 1e12, 4) + " TFLOP/s)" : "");
+  if (!s.error.empty()) {
+    it.value = std::nan("");
+    it.text = "error";
+    it.unit = tokens ? "tokens/s" : flops ? "TFLOP/s" : bytes ? "TB/s" : "";
+    return;
+  }
+  if (parts[0] == "model" || parts[0] == "train" || parts[0] == "generate" || parts[0] == "e2e") {
+    if (tokens) {
+      it.unit = "tokens/s";
+      it.value = *tokens;
+      it.frac = gfrac;
+      it.frac_of = ceil_text;
+      it.text = fmt_si(*tokens) + " tok/s" + (gfrac ? " · " + fmt_pct(*gfrac) : "") +
+                (it.speedup_vs_reference ? " · " + fmt_sig(*it.speedup_vs_reference, 3) + "x ref" : "");
+      return;
+    }
+  }
+  if (flops && (!hfrac || (gfrac && *gfrac >= *hfrac))) {
+    it.unit = "TFLOP/s";
+    it.value = *flops / 1e12;
+    it.frac = gfrac;
+    it.frac_of = ceil_text;
+    it.text = fmt_sig(it.value, 4) + " TF/s" + (gfrac ? " · " + fmt_pct(*gfrac) : "");
+  } else if (bytes) {
+    it.unit = "TB/s";
+    it.value = *bytes / 1e12;
+    it.frac = hfrac;
+    it.frac_of = "HBM roofline (" + fmt_sig(hbm / 1e12, 3) + " TB/s)";
+    it.text = fmt_sig(it.value, 3) + " TB/s" + (hfrac ? " · " + fmt_pct(*hfrac) : "");
+  } else if (tokens) {
+    it.unit = "tokens/s";
+    it.value = *tokens;
+    it.text = fmt_si(*tokens) + " tok/s";
+  } else {
+    it.unit = "";
+    it.value = s.time_ns;
+    it.text = fmt_time_ns(s.time_ns);
+  }
+}
+
+// Ceiling reference lines for a TFLOP/s chart: the ceilings its benchmarks were divided by, marked
+// "measured" when a ceiling benchmark of the same run reproduces the value.
+std::vector<RefLine> ceiling_lines(const std::vector<const BenchItem*>& items, const BenchSet& set) {
+  std::vector<RefLine> out;
+  std::set<std::string> done;
+  for (const auto* it : items) {
+    const auto* ctx = set.context_of(it->stat->name);
+    for (const auto& [key, which, ceiling_bench] : {std::tuple{"bf16_gemm_ceiling_flops", "BF16", "ceiling_bf16"},
+                                                    std::tuple{"fp8_gemm_ceiling_flops", "FP8", "ceiling_fp8"}}) {
+      if (std::string(which) == "FP8" && !is_fp8_name(it->stat->name)) continue;
+      const double v = ctx_double(ctx, key, std::nan(""));
+      if (!std::isfinite(v)) continue;
+      bool measured = false;
+      for (const auto& s : set.stats()) {
+        const auto f = counter(s, "flops");
+        if (s.name.find(ceiling_bench) != std::string::npos && f && std::fabs(*f / v - 1) < 0.01) measured = true;
+      }
+      const std::string label = std::string(which) + " ceiling " + fmt_sig(v / 1e12, 4) + " TF/s (" +
+                                (measured ? "measured in this run" : "documented") + ")";
+      if (done.insert(label).second) out.push_back({v / 1e12, label, which == std::string("BF16") ? "#2c7bb6" : "#d7191c"});
+    }
+  }
+  return out;
+}
+
+void analyze_bench(const ResultSet& rs, Model& m) {
+  m.bench = BenchSet(rs.bench);
+  m.bench_files = static_cast<int>(rs.bench.size());
+  struct Def {
+    const char* id;
+    const char* title;
+    const char* blurb;
+  };
+  static const Def kDefs[] = {
+      {"workloads", "Throughput per workload",
+       "End-to-end benchmarks: impl per recipe beside the LibTorch reference and the HF transformers anchor. "
+       "Labels: tokens/s, % of the GEMM ceiling, speedup over the reference."},
+      {"gemm", "GEMMs",
+       "TFLOP/s by shape (M x N x K) for every GEMM variant beside the at::_scaled_mm / torch matmul anchors; dashed "
+       "lines are the ceilings the fractions are computed against. Shapes that are memory-bound (decode, small M) "
+       "are charted in TB/s against the HBM roofline."},
+      {"attention", "Attention", "Prefill and training passes in TFLOP/s (fraction of the BF16 GEMM ceiling); decode "
+                                 "in TB/s of KV cache and weights read (fraction of the HBM roofline)."},
+      {"quantize", "Quantize and cast kernels", "Achieved bandwidth and fraction of the HBM roofline; d2d_copy is "
+                                                "the device-to-device copy measured in the same run."},
+      {"elementwise", "Norms, activations, RoPE, embedding", "Achieved bandwidth and fraction of the HBM roofline."},
+      {"other", "Other benchmarks", ""},
+  };
+  for (const auto& d : kDefs) m.sections.push_back(BenchSection{d.id, d.title, d.blurb, {}, {}});
+  auto section = [&](const std::string& id) -> BenchSection& {
+    for (auto& s : m.sections)
+      if (s.id == id) return s;
+    return m.sections.back();
+  };
+  for (const auto& s : m.bench.stats()) {
+    const auto parts = name_parts(s.name);
+    const Placement pl = place(parts);
+    BenchItem it;
+    it.stat = &s;
+    it.group = pl.group;
+    it.series = pl.series;
+    measure(it, parts, m.bench);
+    section(pl.section).items.push_back(std::move(it));
+    if (!s.error.empty()) m.bench_errors.push_back(&s);
+    for (const auto& [k, v] : s.counters) {
+      if (k.size() > 4 && k.ends_with("_gib"))
+        m.memory.push_back({pl.group.empty() ? s.name : pl.group, pl.series + " " + k, s.sources.front(), v});
+    }
+  }
+  std::erase_if(m.sections, [](const BenchSection& s) { return s.items.empty(); });
+
+  for (auto& sec : m.sections) {
+    std::vector<std::string> units;
+    for (const auto& it : sec.items)
+      if (!it.group.empty() && !it.unit.empty() && std::find(units.begin(), units.end(), it.unit) == units.end())
+        units.push_back(it.unit);
+    for (const auto& unit : units) {
+      ChartData ch;
+      ch.id = sec.id + "-" + (unit == "TFLOP/s" ? "tflops" : unit == "TB/s" ? "tbs" : "tokens");
+      ch.unit = unit;
+      std::vector<const BenchItem*> all;
+      for (const auto& it : sec.items) {
+        if (it.group.empty() || it.unit != unit) continue;
+        auto g = std::find_if(ch.groups.begin(), ch.groups.end(), [&](const auto& x) { return x.first == it.group; });
+        if (g == ch.groups.end()) ch.groups.emplace_back(it.group, std::vector<const BenchItem*>{&it});
+        else g->second.push_back(&it);
+        all.push_back(&it);
+      }
+      if (unit == "TFLOP/s") {
+        ch.title = sec.title + ": TFLOP/s" + (sec.id == "gemm" ? " by shape" : "");
+        ch.value_label = "TFLOP/s (higher is better); labels: TFLOP/s · % of the GEMM ceiling";
+        ch.ref_lines = ceiling_lines(all, m.bench);
+      } else if (unit == "TB/s") {
+        ch.title = sec.title + (sec.id == "gemm" ? ", memory-bound shapes" : "") + ": TB/s";
+        ch.value_label = "TB/s (higher is better); labels: TB/s · % of the HBM roofline";
+        const double hbm = ctx_double(m.bench.context_of(all.front()->stat->name), "hbm_roofline_bytes_per_second", 4.1e12);
+        ch.ref_lines.push_back({hbm / 1e12, "HBM roofline " + fmt_sig(hbm / 1e12, 3) + " TB/s", "#d7191c"});
+      } else {
+        ch.title = sec.title + ": tokens/s";
+        ch.value_label = "tokens/s (higher is better)";
+      }
+      sec.charts.push_back(std::move(ch));
+    }
+  }
+
+  for (const auto& sec : m.sections) {
+    if (sec.id == "gemm") {
+      for (const auto& it : sec.items) {
+        if (it.group.empty()) continue;
+        if (std::find(m.gemm.variants.begin(), m.gemm.variants.end(), it.series) == m.gemm.variants.end())
+          m.gemm.variants.push_back(it.series);
+        auto r = std::find_if(m.gemm.rows.begin(), m.gemm.rows.end(), [&](const auto& x) { return x.shape == it.group; });
+        if (r == m.gemm.rows.end()) {
+          m.gemm.rows.push_back({it.group, "", it.unit, {}, std::nullopt});
+          r = m.gemm.rows.end() - 1;
+        }
+        if (std::isfinite(it.value) && it.unit == r->unit) r->value[it.series] = it.value;
+      }
+      for (auto& r : m.gemm.rows) {
+        auto a = r.value.find("fp8_tensor_fast"), b = r.value.find("at::_scaled_mm fast");
+        if (a != r.value.end() && b != r.value.end() && b->second > 0) r.ours_vs_anchor = a->second / b->second;
+      }
+    }
+    if (sec.id == "workloads") {
+      for (const auto& it : sec.items) {
+        if (it.group.empty()) continue;
+        if (std::find(m.workloads.engines.begin(), m.workloads.engines.end(), it.series) == m.workloads.engines.end())
+          m.workloads.engines.push_back(it.series);
+        auto r = std::find_if(m.workloads.rows.begin(), m.workloads.rows.end(),
+                              [&](const auto& x) { return x.workload == it.group; });
+        if (r == m.workloads.rows.end()) {
+          m.workloads.rows.push_back({it.group, {}});
+          r = m.workloads.rows.end() - 1;
+        }
+        r->cell[it.series] = &it;
+      }
+    }
+  }
+}
+
+// ---- provenance --------------------------------------------------------------------------------------
+
+void add_prov(std::vector<ProvenanceRow>& rows, const std::string& key, const std::string& value, const std::string& file) {
+  if (value.empty()) return;
+  auto r = std::find_if(rows.begin(), rows.end(), [&](const ProvenanceRow& x) { return x.key == key; });
+  if (r == rows.end()) {
+    rows.push_back({key, {}});
+    r = rows.end() - 1;
+  }
+  auto v = std::find_if(r->values.begin(), r->values.end(), [&](const auto& x) { return x.first == value; });
+  if (v == r->values.end()) r->values.push_back({value, {file}});
+  else if (std::find(v->second.begin(), v->second.end(), file) == v->second.end()) v->second.push_back(file);
+}
+
+std::vector<ProvenanceRow> collect_provenance(const ResultSet& rs) {
+  std::vector<ProvenanceRow> rows;
+  static const std::set<std::string> kSkip = {"executable", "date", "host_name", "num_cpus", "mhz_per_cpu",
+                                              "cpu_scaling_enabled", "json_schema_version"};
+  for (const auto& f : rs.bench) {
+    for (const auto& [k, v] : f.context) {
+      if (kSkip.count(k)) continue;
+      std::string key = k.rfind("tegemma_", 0) == 0 ? k.substr(8) : k;
+      if (key == "torch_version") key = "torch";
+      if (key == "library_build_type") key = "benchmark_library_build";
+      add_prov(rows, key, v, f.path.filename().string());
+    }
+  }
+  for (const auto& f : rs.parity)
+    for (const auto& [k, v] : f.provenance) add_prov(rows, k, v, f.path.filename().string());
+  for (const auto& f : rs.gpu_tests) {
+    add_prov(rows, "commit", f.commit, f.path.filename().string());
+    add_prov(rows, "gpu", f.gpu, f.path.filename().string());
+  }
+  for (const auto& f : rs.summaries) add_prov(rows, "commit", f.fields.count("commit") ? f.fields.at("commit") : "",
+                                              f.path.filename().string());
+  static const std::vector<std::string> kOrder = {
+      "gpu", "gpu_cc", "gpu_sm_count", "cuda_driver", "cuda_runtime", "cublaslt", "cudnn", "cudnn_compiled", "torch",
+      "libtorch", "commit", "version", "build_type", "compiler", "host", "when", "sm_clock_mhz_before",
+      "sm_clock_mhz_after", "hbm_roofline_bytes_per_second", "bf16_gemm_ceiling_flops", "fp8_gemm_ceiling_flops",
+      "benchmark_library_build"};
+  auto rank = [&](const std::string& k) {
+    auto it = std::find(kOrder.begin(), kOrder.end(), k);
+    return it == kOrder.end() ? kOrder.size() : static_cast<std::size_t>(it - kOrder.begin());
+  };
+  std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) {
+    return rank(a.key) != rank(b.key) ? rank(a.key) < rank(b.key) : a.key < b.key;
+  });
+  return rows;
+}
+
+std::string most_common(const std::vector<ProvenanceRow>& rows, const std::string& key) {
+  for (const auto& r : rows) {
+    if (r.key != key) continue;
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < r.values.size(); ++i)
+      if (r.values[i].second.size() > r.values[best].second.size()) best = i;
+    return r.values.empty() ? "" : r.values[best].first;
+  }
+  return "";
+}
+
+std::string earliest(const std::vector<ProvenanceRow>& rows, const std::string& key) {
+  std::string out;
+  for (const auto& r : rows)
+    if (r.key == key)
+      for (const auto& v : r.values)
+        if (out.empty() || v.first < out) out = v.first;
+  return out;
+}
+
+}  // namespace
+
+Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& opts) {
+  Model m;
+  m.title = opts.title;
+  m.generated_at = opts.generated_at.empty() ? utc_now_iso8601() : opts.generated_at;
+  for (const auto& p : cur.inputs) m.inputs.push_back(p.string());
+  m.skipped = cur.skipped;
+  analyze_parity(cur, m);
+  analyze_loss(cur, m);
+  analyze_bench(cur, m);
+  for (const auto& f : cur.gpu_tests) m.gpu_tests.push_back(&f);
+  m.provenance = collect_provenance(cur);
+  m.commit = most_common(m.provenance, "commit");
+  m.gpu = most_common(m.provenance, "gpu");
+  m.when = earliest(m.provenance, "when");
+
+  if (!m.has_parity) m.missing.push_back("Parity verdict: no parity report (JSON with \"schema\": \"tegemma.parity\") in the inputs.");
+  if (m.loss.curves.empty())
+    m.missing.push_back("Loss curves: no training logs (*.jsonl) and no parity loss comparison in the inputs.");
+  else if (m.loss.reference < 0)
+    m.missing.push_back("Loss difference to the reference: no reference[bf16] curve in the inputs.");
+  if (m.heat.empty()) m.missing.push_back("Per-layer logits parity: no forward comparison with per-layer taps in the inputs.");
+  if (m.generation.empty()) m.missing.push_back("Generation agreement: no generation comparison in the inputs.");
+  if (m.workloads.rows.empty())
+    m.missing.push_back("Throughput per workload: no end-to-end benchmarks (model/<preset>/<engine>/<BxS>) in the inputs.");
+  if (m.gemm.rows.empty()) m.missing.push_back("GEMM TFLOP/s: no gemm/ benchmarks in the inputs.");
+  if (m.memory.empty())
+    m.missing.push_back("Memory: no memory figures (benchmark counters or training-log fields ending in _gib) in the inputs.");
+  if (m.gpu_tests.empty()) m.missing.push_back("GPU tests: no gpu_tests.json in the inputs.");
+
+  if (base) {
+    m.has_baseline = true;
+    const auto bprov = collect_provenance(*base);
+    m.baseline_commit = most_common(bprov, "commit");
+    m.baseline_gpu = most_common(bprov, "gpu");
+    m.baseline_when = earliest(bprov, "when");
+    if (!base->bench.empty() && !cur.bench.empty()) {
+      m.bench_changes = compare_bench(BenchSet(base->bench), m.bench, opts.compare);
+      m.bench_changes->old_source = "baseline";
+      m.bench_changes->new_source = "current";
+    }
+    Model b;
+    analyze_parity(*base, b);
+    for (const auto& v : m.verdicts) {
+      std::optional<RecipeVerdict> then;
+      for (const auto& w : b.verdicts)
+        if (w.precision == v.precision) then = w;
+      m.verdict_changes.emplace_back(v, then);
+    }
+    std::map<std::string, std::string> before;
+    for (const auto& f : base->gpu_tests)
+      for (const auto& t : f.tests) before[t.name] = t.status;
+    for (const auto* f : m.gpu_tests) {
+      for (const auto& t : f->tests) {
+        auto it = before.find(t.name);
+        if (t.status == "fail" && (it == before.end() || it->second != "fail")) m.tests_newly_failing.push_back(t.name);
+        if (t.status == "run" && it != before.end() && it->second == "fail") m.tests_fixed.push_back(t.name);
+      }
+    }
+    analyze_loss(*base, b);
+    for (const auto& c : m.loss.curves)
+      for (const auto& d : b.loss.curves)
+        if (c.label == d.label) m.loss_changes.push_back({c.label, {d.final_loss, c.final_loss}});
+  }
+  return m;
+}
+
+}  // namespace tg::reports::model

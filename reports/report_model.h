@@ -1,0 +1,173 @@
+// Internal to reports/: what the HTML and the Markdown renderers both show, computed once from the inputs so
+// the two outputs never disagree. Nothing here is invented: every figure comes from an input file, and a
+// section whose inputs are absent has `present == false` plus the note that says what is missing.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reports/bench_compare.h"
+#include "reports/inputs.h"
+#include "reports/report.h"
+#include "reports/svg.h"
+
+namespace tg::reports::model {
+
+// ---- parity verdicts -------------------------------------------------------------------------------
+
+struct RecipeVerdict {
+  std::string precision;  // bf16 | delayed | current | block (the precision whose thresholds judged it)
+  std::string status;     // pass | fail | error
+  int comparisons = 0, failed = 0, errors = 0;
+  int64_t violations = 0, near_ties = 0;
+  std::string first_failure;  // "impl[delayed] forward: layer 3 tap.cosine 0.97 (min 0.99)"
+};
+
+// ---- loss curves -----------------------------------------------------------------------------------
+
+struct Curve {
+  std::string label, engine, recipe, source;
+  std::vector<std::pair<double, double>> loss;      // (step, loss)
+  std::vector<std::pair<double, double>> val_loss;  // (step, val_loss)
+  std::optional<double> tokens_per_s;               // median after the first 10% of steps (warm-up)
+  int64_t nonfinite = 0;
+  double final_loss = 0;  // mean of the last 10% of finite training losses (at least one)
+  std::optional<double> final_val;
+  bool is_reference = false;
+};
+
+struct LossSection {
+  std::vector<Curve> curves;
+  int reference = -1;  // index into curves
+  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> diffs;  // label -> (step, test - ref)
+  std::vector<const ParityComparison*> comparisons;  // loss_curve / loss_health comparisons (their checks)
+};
+
+// ---- parity tables ---------------------------------------------------------------------------------
+
+struct HeatCell {
+  bool present = false;
+  double value = 0;
+  std::string verdict;    // the worst verdict over prompts
+  double severity = -1;   // value relative to its threshold, 0 (best) .. 1 (at the threshold) .. >1; -1: none
+  std::string tooltip;
+};
+
+struct HeatTable {
+  std::string title;  // the comparison's title
+  std::string status;
+  std::vector<std::string> metrics;   // columns
+  std::vector<std::string> rows;      // "layer 0", ..., "logits"
+  std::vector<std::vector<HeatCell>> cells;
+  std::map<std::string, std::string> threshold_text;  // metric -> ">= 0.99" / "<= 0.1"
+};
+
+struct GenerationRow {
+  std::string title, status;
+  int prompts = 0, identical = 0, near_ties = 0, hard = 0;
+  double mean_agreement = 0, min_agreement = 1;
+  const ParityComparison* comparison = nullptr;
+};
+
+// ---- benchmarks ------------------------------------------------------------------------------------
+
+struct BenchItem {
+  const BenchStat* stat = nullptr;
+  std::string group, series;  // chart placement
+  std::string unit;           // "TFLOP/s" | "TB/s" | "tokens/s" | "" (time only)
+  double value = 0;           // in `unit`
+  std::optional<double> frac; // fraction of the roofline for its unit
+  std::string frac_of;        // "BF16 GEMM ceiling", "HBM 4.1 TB/s", ...
+  std::optional<double> speedup_vs_reference;
+  std::string text;           // value label
+};
+
+struct ChartData {
+  std::string id, title, value_label, unit;
+  std::vector<std::pair<std::string, std::vector<const BenchItem*>>> groups;
+  std::vector<RefLine> ref_lines;
+};
+
+struct BenchSection {
+  std::string id, title, blurb;
+  std::vector<BenchItem> items;  // every benchmark of the section, in input order
+  std::vector<ChartData> charts;
+};
+
+struct GemmTable {
+  std::vector<std::string> variants;  // columns, first appearance
+  struct Row {
+    std::string shape, annotation, unit;
+    std::map<std::string, double> value;  // variant -> value in unit
+    std::optional<double> ours_vs_anchor;  // fp8_tensor_fast / torch_scaled_mm_fast
+  };
+  std::vector<Row> rows;
+};
+
+struct WorkloadTable {
+  std::vector<std::string> engines;  // columns
+  struct Row {
+    std::string workload;
+    std::map<std::string, const BenchItem*> cell;
+  };
+  std::vector<Row> rows;
+};
+
+struct MemoryRow {
+  std::string where, what, source;  // "gemma-2b 8x2048", "impl_delayed weights_gib", file
+  double gib = 0;
+};
+
+// ---- provenance ------------------------------------------------------------------------------------
+
+struct ProvenanceRow {
+  std::string key;
+  std::vector<std::pair<std::string, std::vector<std::string>>> values;  // value -> files that say so
+};
+
+// ---- the whole report ------------------------------------------------------------------------------
+
+struct Model {
+  std::string title, generated_at;
+  std::string commit, gpu, when;  // the headline provenance (most common values)
+  std::vector<std::string> inputs, skipped, missing;  // missing: one line per omitted section
+
+  bool has_parity = false;
+  std::string parity_status;  // pass | fail | error (all parity files together)
+  std::vector<RecipeVerdict> verdicts;
+  std::vector<std::string> parity_errors;
+
+  LossSection loss;
+  std::vector<HeatTable> heat;          // per forward comparison (per-layer taps)
+  HeatTable logits;                      // one row per forward comparison (final logits, worst over prompts)
+  std::vector<GenerationRow> generation;
+
+  BenchSet bench;
+  std::vector<BenchSection> sections;   // workloads, gemm, quantize, elementwise, attention, other
+  GemmTable gemm;
+  WorkloadTable workloads;
+  std::vector<const BenchStat*> bench_errors;
+  int bench_files = 0;
+
+  std::vector<MemoryRow> memory;
+  std::vector<const GpuTestsFile*> gpu_tests;
+  std::vector<ProvenanceRow> provenance;
+
+  // Baseline comparison.
+  bool has_baseline = false;
+  std::string baseline_commit, baseline_gpu, baseline_when;
+  std::optional<CompareResult> bench_changes;
+  std::vector<std::pair<RecipeVerdict, std::optional<RecipeVerdict>>> verdict_changes;  // now, then
+  std::vector<std::string> tests_newly_failing, tests_fixed;
+  std::vector<std::pair<std::string, std::pair<double, double>>> loss_changes;  // label -> (then, now) final loss
+};
+
+Model analyze(const ResultSet& current, const ResultSet* baseline, const ReportOptions& opts);
+
+std::string render_html(const Model& m);
+std::string render_markdown(const Model& m);
+
+}  // namespace tg::reports::model
