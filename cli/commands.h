@@ -18,5 +18,7 @@ struct Command {
 int cmd_version(Args args);
 int cmd_prepare_data(Args args);
 int cmd_forward(Args args);
+int cmd_report(Args args);
+int cmd_bench(Args args);
 
 }  // namespace tg::cli

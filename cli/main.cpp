@@ -14,6 +14,8 @@ constexpr tg::cli::Command kCommands[] = {
     {"version", "print version and provenance (commit, build, GPU, libraries) as JSON", tg::cli::cmd_version},
     {"prepare-data", "training data: build the corpus, tokenize it, inspect token files", tg::cli::cmd_prepare_data},
     {"forward", "one forward pass on token ids: logits (.npy) + summary (impl or reference)", tg::cli::cmd_forward},
+    {"report", "result directories -> one HTML report (inline SVG) + a Markdown summary", tg::cli::cmd_report},
+    {"bench", "bench compare OLD.json NEW.json: per-benchmark ratios, regressions beyond the noise", tg::cli::cmd_bench},
 };
 
 void print_help() {
