@@ -350,6 +350,8 @@ void add(const std::string& name, int iterations, std::function<void(benchmark::
 }
 
 const bool registered = [] {
+  add_context("torch_version", TORCH_VERSION);
+  add_context("reference_attention", ref::sdpa_available() ? "sdpa" : "explicit");
   add("e2e/ceiling/reference/bf16/8192x8192x8192", 20, bm_ceiling);  // 10 GEMMs (~15 ms) each
   // Ordered so that each model is built once: gemma-2b training state, gemma-2b, then gemma-7b.
   const std::vector<Workload> workloads = {

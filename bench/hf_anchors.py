@@ -183,6 +183,8 @@ def memory_counters(device):
 
 
 def release(device):
+    if hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()  # compiled decode steps of the previous model (and their CUDA graph pools)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -405,7 +407,16 @@ def main(argv=None):
             elif kind == "prefill":
                 secs, extra = run_prefill(preset, b, s, iters, device)
             else:
-                secs, extra = run_decode(preset, b, s, n_new, iters, device, args.compile)
+                try:
+                    secs, extra = run_decode(preset, b, s, n_new, iters, device, args.compile)
+                except Exception as e:  # noqa: BLE001 -- torch.compile unusable here: measure HF eager instead
+                    if args.compile == "off" or device.type != "cuda":
+                        raise
+                    traceback.print_exc()
+                    print("hf_anchors: torch.compile failed; measuring with --compile off", file=sys.stderr)
+                    release(device)
+                    secs, extra = run_decode(preset, b, s, n_new, iters, device, "off")
+                    extra["label"] = f"torch.compile failed ({type(e).__name__}); eager static cache"
         except Exception as e:  # noqa: BLE001 -- reported like a benchmark's SkipWithError, the run goes on
             traceback.print_exc()
             benchmarks.append(error_entry(name, family, f"{type(e).__name__}: {e}"[:500]))
