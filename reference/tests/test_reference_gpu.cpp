@@ -155,11 +155,11 @@ GemmaConfig gemma_like() {
 // that (1 + w) is exercised). Why not lively_init here: its std 0.25 is tuned for hidden 40-64; at hidden 2048
 // it makes attention scores O(100) (near one-hot softmax) and the residual stream O(1e3), which amplify the
 // FP32 summation-order difference of cuBLAS vs the CPU (each GEMM: ~sqrt(K) * 2^-24 ~ 4e-6 at K = 4096) to
-// 2e-5..1.2e-4 on the logits (2.35e-5 measured on the H200 at 0e6b217; an FP64 simulation of this model gave
-// 2.4e-5..8e-5 for FP32 vs FP64 and up to 1.2e-4 for two FP32 orders over 4 seeds). At std 0.02 the same
-// simulation gives 2e-7..4e-7 for any FP32 order and 1e-4 for TF32 products, so 1e-5 passes every FP32
-// order (25x margin) and fails TF32 (10x). TF32 is switched on before the model is built: the FP32 CUDA model
-// must pin IEEE FP32 itself (GemmaModel's constructor), whatever the caller set.
+// 1e-5..1e-4 on the logits (2.35e-5 measured on the H200 at 0e6b217, against 1e-5). At std 0.02 the FP64
+// simulation of this model in reference/scripts/fp32_order_noise.py gives 1.5e-7..3.6e-7 for any FP32 order
+// and ~1e-4 for TF32 products, so 1e-5 passes every FP32 order (~30x margin) and fails TF32 (~10x). TF32 is
+// switched on before the model is built: the FP32 CUDA model must pin IEEE FP32 itself (GemmaModel's
+// constructor), whatever the caller set.
 TEST(Gpu, CudaMatchesCpuWithPaddingAndCache) {
   TG_REF_REQUIRE_CUDA();
   at::globalContext().setAllowTF32CuBLAS(true);
