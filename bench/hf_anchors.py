@@ -318,20 +318,21 @@ def sm_clock_mhz():
 
 
 def commit():
+    """TEGEMMA_COMMIT, else the .commit of a ci/snapshot.sh tree (inside another checkout, git would name the
+    outer one), else git."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.environ.get("TEGEMMA_COMMIT"):
         return os.environ["TEGEMMA_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-        if out.returncode == 0:
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open(os.path.join(root, ".commit")) as f:  # ci/snapshot.sh
+        with open(os.path.join(root, ".commit")) as f:
             return f.read().strip()
     except OSError:
+        pass
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
