@@ -25,7 +25,7 @@ std::string printf_str(const char* fmt, double v, int prec) {
 
 }  // namespace
 
-std::string fmt_sig(double v, int sig) {
+std::string fmt_sig(double v, int sig, bool trim) {
   if (auto s = nonfinite(v)) return *s;
   if (v == 0) return "0";
   const double a = std::fabs(v);
@@ -36,7 +36,7 @@ std::string fmt_sig(double v, int sig) {
   // Rounding can add a digit (9.996 -> "10.00"); drop the extra decimal so the width stays `sig`.
   if (decimals > 0 && std::fabs(std::stod(s)) >= std::pow(10.0, mag + 1)) s = printf_str("%.*f", v, decimals - 1);
   // Trailing zeros say nothing here ("686" not "686.0", "0.99" not "0.9900").
-  if (s.find('.') != std::string::npos) {
+  if (trim && s.find('.') != std::string::npos) {
     while (s.back() == '0') s.pop_back();
     if (s.back() == '.') s.pop_back();
   }
@@ -60,6 +60,8 @@ std::string fmt_pct(double frac, int decimals) {
   return printf_str("%.*f", frac * 100, decimals) + "%";
 }
 
+std::string fmt_frac(double frac) { return fmt_pct(frac, std::fabs(frac) < 0.1 ? 1 : 0); }
+
 std::string fmt_change(double frac) {
   if (auto s = nonfinite(frac)) return *s;
   return printf_str("%+.*f", frac * 100, 1) + "%";
@@ -74,7 +76,12 @@ std::string fmt_time_ns(double ns) {
   return fmt_sig(ns / 1e9, 4) + " s";
 }
 
-std::string decode_version(std::string_view key, std::string_view value) {
+std::string pretty_value(std::string_view key, std::string_view value) {
+  if (key.ends_with("_flops") || key.ends_with("bytes_per_second")) {
+    const auto d = parse_double(value);
+    if (!d) return std::string(value);
+    return key.ends_with("_flops") ? fmt_sig(*d / 1e12, 4) + " TFLOP/s" : fmt_sig(*d / 1e12, 4) + " TB/s";
+  }
   const auto n = parse_int(value);
   if (!n || *n < 1000) return std::string(value);
   const int64_t v = *n;

@@ -14,6 +14,22 @@ namespace {
 
 std::string h(std::string_view s) { return xml_escape(s); }
 
+// Escaped, with line-break opportunities after '_' and '/' (long identifiers in narrow table headers).
+std::string breakable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    out += xml_escape(std::string_view(&c, 1));
+    if (c == '_' || c == '/') out += "<wbr/>";
+  }
+  return out;
+}
+
+std::string ratio_text(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fx", r);
+  return buf;
+}
+
 constexpr const char* kCss = R"css(
 body{margin:0;background:#eef0f3;color:#1f2328;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue","DejaVu Sans",Arial,sans-serif}
 main{max-width:940px;margin:0 auto;padding:22px 28px 48px;background:#fff}
@@ -38,6 +54,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:12.5px}
 th,td{border:1px solid #d8dee4;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f6f8fa;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.numw{text-align:right;font-variant-numeric:tabular-nums}
 td.name{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:11.5px;word-break:break-all}
 table.heat td.num{min-width:64px}
 td.failcell{outline:2px solid #cf222e;outline-offset:-2px;font-weight:700}
@@ -49,6 +66,8 @@ details summary{cursor:pointer;color:#0969da}
 code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
 .bad{color:#cf222e;font-weight:600}
 .good{color:#1a7f37;font-weight:600}
+.scroll{overflow-x:auto;max-width:100%}
+table.gemm th{min-width:48px}
 .legend span{display:inline-block;width:14px;height:12px;margin:0 4px -2px 10px;border:1px solid #ccc}
 )css";
 
@@ -125,7 +144,9 @@ BarChart to_bar_chart(const ChartData& cd) {
   for (const auto& [g, items] : cd.groups) {
     BarGroup bg{g, {}};
     for (const auto* it : items) {
-      std::string tip = it->stat->name + "\n" + it->text + "; time " + fmt_time_ns(it->stat->time_ns);
+      std::string tip = it->stat->name + "\n";
+      if (!it->stat->error.empty()) tip += "error: " + it->stat->error;
+      else tip += it->text + "; time " + fmt_time_ns(it->stat->time_ns);
       if (it->frac) tip += "\n" + fmt_pct(*it->frac, 1) + " of the " + it->frac_of;
       bg.bars.push_back({it->series, it->value, it->text, tip});
     }
@@ -192,6 +213,7 @@ void section_verdict(const Model& m, std::string& o) {
          " faster</div>";
   }
   o += "</div>";
+  for (const auto& w : m.warnings) o += "<p class=\"bad\">" + h(w) + "</p>";
   if (!m.missing.empty()) {
     o += "<div class=\"omitted\">Not in this report (no data in the inputs; nothing is estimated):<ul>";
     for (const auto& s : m.missing) o += "<li>" + h(s) + "</li>";
@@ -209,11 +231,13 @@ void section_loss(const Model& m, std::string& o) {
   c.x_label = "step";
   c.y_label = "loss (cross-entropy, nats)";
   bool any_val = false;
+  // The reference goes last, so it is drawn on top of curves that follow it closely.
   for (std::size_t i = 0; i < L.curves.size(); ++i) {
     const auto& cv = L.curves[i];
-    c.series.push_back({cv.label, cv.loss, cv.is_reference ? "#222222" : palette(i), false, false});
+    if (!cv.is_reference) c.series.push_back({cv.label, cv.loss, palette(i), false, false});
     any_val |= !cv.val_loss.empty();
   }
+  if (L.reference >= 0) c.series.push_back({L.curves[L.reference].label, L.curves[L.reference].loss, "#222222", false, false});
   for (std::size_t i = 0; i < L.curves.size(); ++i) {
     const auto& cv = L.curves[i];
     if (!cv.val_loss.empty())
@@ -251,6 +275,8 @@ void section_loss(const Model& m, std::string& o) {
     b.title = "Training throughput (median tokens/s after the first 10% of steps)";
     b.value_label = "tokens/s (higher is better)";
     BarGroup g{"training", {}};
+    for (std::size_t i = 0; i < L.curves.size(); ++i)  // the line chart's colours
+      b.colors.push_back({L.curves[i].label, L.curves[i].is_reference ? "#222222" : palette(i)});
     for (const auto& cv : L.curves)
       if (cv.tokens_per_s) g.bars.push_back({cv.label, *cv.tokens_per_s, fmt_si(*cv.tokens_per_s) + " tok/s", ""});
     b.groups.push_back(g);
@@ -320,32 +346,48 @@ void section_bench(const Model& m, std::string& o) {
     if (!sec.blurb.empty()) o += "<p class=\"note\">" + h(sec.blurb) + "</p>";
     for (const auto& ch : sec.charts) o += "<figure id=\"" + ch.id + "\">" + render_bar_chart(to_bar_chart(ch)) + "</figure>";
     if (sec.id == "workloads" && !m.workloads.rows.empty()) {
-      o += "<table><tr><th>workload</th>";
+      o += "<div class=\"scroll\"><table><tr><th>workload</th>";
       for (const auto& e : m.workloads.engines) o += "<th>" + h(e) + "</th>";
       o += "</tr>";
       for (const auto& r : m.workloads.rows) {
         o += "<tr><td>" + h(r.workload) + "</td>";
         for (const auto& e : m.workloads.engines) {
           auto it = r.cell.find(e);
-          o += td_num(it == r.cell.end() ? "-" : it->second->text);
+          if (it == r.cell.end()) {
+            o += td_num("-");
+            continue;
+          }
+          const BenchItem& b = *it->second;
+          if (!b.stat->error.empty()) {
+            o += "<td class=\"num bad\">error</td>";
+            continue;
+          }
+          std::string sub;
+          if (b.frac) sub = fmt_frac(*b.frac) + " of the GEMM ceiling";
+          if (b.speedup_vs_reference) sub += (sub.empty() ? "" : ", ") + fmt_sig(*b.speedup_vs_reference, 3) + "x ref";
+          o += "<td class=\"numw\"><b>" + h(fmt_si(b.value)) + " tok/s</b>" +
+               (sub.empty() ? "" : "<br/><span class=\"note\">" + h(sub) + "</span>") + "</td>";
         }
         o += "</tr>";
       }
-      o += "</table>";
+      o += "</table></div>";
     }
     if (sec.id == "gemm" && !m.gemm.rows.empty()) {
-      o += "<table><tr><th>shape (M x N x K)</th><th>unit</th>";
-      for (const auto& v : m.gemm.variants) o += "<th>" + h(v) + "</th>";
-      o += "<th>fp8_tensor_fast / at::_scaled_mm fast</th></tr>";
+      o += "<div class=\"scroll\"><table class=\"gemm\"><tr><th>shape (M x N x K)</th><th>unit</th>";
+      for (const auto& v : m.gemm.variants) o += "<th>" + breakable(v) + "</th>";
+      o += "<th>ours / <wbr/>_scaled_mm</th></tr>";
       for (const auto& r : m.gemm.rows) {
-        o += "<tr><td>" + h(r.shape) + "</td><td>" + h(r.unit) + "</td>";
+        o += "<tr><td>" + h(r.shape) + (r.annotation.empty() ? "" : "<br/><span class=\"note\">" + h(r.annotation) + "</span>") +
+             "</td><td>" + h(r.unit) + "</td>";
         for (const auto& v : m.gemm.variants) {
           auto it = r.value.find(v);
-          o += td_num(it == r.value.end() ? "-" : fmt_sig(it->second, 4));
+          if (r.errors.count(v)) o += "<td class=\"num bad\">error</td>";
+          else o += td_num(it == r.value.end() ? "-" : fmt_sig(it->second, 4, false));
         }
-        o += td_num(r.ours_vs_anchor ? fmt_sig(*r.ours_vs_anchor, 3) + "x" : "-") + "</tr>";
+        o += td_num(r.ours_vs_anchor ? ratio_text(*r.ours_vs_anchor) : "-") + "</tr>";
       }
-      o += "</table>";
+      o += "</table></div><p class=\"note\">ours / _scaled_mm: fp8_tensor_fast over at::_scaled_mm with fast "
+           "accumulation on the same shape (the LibTorch anchor, cuBLASLt underneath).</p>";
     }
     o += "<details><summary>All " + std::to_string(sec.items.size()) + " benchmarks of this section</summary>" +
          bench_table(sec) + "</details></section>";
@@ -476,8 +518,10 @@ void section_baseline(const Model& m, std::string& o) {
   for (const auto& row : r.rows) {
     const bool ratio = row.change == Change::kSame || row.change == Change::kRegression || row.change == Change::kImprovement;
     o += "<tr><td class=\"name\">" + h(row.name) + "</td>" +
-         td_num(row.change == Change::kAdded ? "-" : fmt_time_ns(row.old_ns)) +
-         td_num(row.change == Change::kRemoved ? "-" : fmt_time_ns(row.new_ns)) +
+         td_num(row.change == Change::kAdded ? "-" : row.change == Change::kFixed || row.change == Change::kStillError
+                                                         ? "error" : fmt_time_ns(row.old_ns)) +
+         td_num(row.change == Change::kRemoved ? "-" : row.change == Change::kNewError || row.change == Change::kStillError
+                                                           ? "error" : fmt_time_ns(row.new_ns)) +
          td_num(ratio ? fmt_sig(row.time_ratio, 4) : "-") +
          td_num(ratio && !row.counter.empty() ? fmt_sig(row.counter_ratio, 4) + " (" + row.counter + ")" : "-") +
          td_num(row.noise ? fmt_pct(*row.noise, 1) : "-", row.noise_source) + td_num(ratio ? fmt_pct(row.threshold, 1) : "-") +
@@ -496,9 +540,8 @@ void section_provenance(const Model& m, std::string& o) {
     for (const auto& r : m.provenance) {
       for (std::size_t i = 0; i < r.values.size(); ++i) {
         const auto& [v, files] = r.values[i];
-        const std::string decoded = decode_version(r.key, v);
-        std::string from;
-        for (const auto& f : files) from += (from.empty() ? "" : ", ") + f;
+        const std::string decoded = pretty_value(r.key, v);
+        const std::string from = describe_files(m, files);
         o += "<tr><td>" + (i == 0 ? h(r.key) : "") + "</td><td>" + h(decoded) +
              (decoded != v ? " <span class=\"note\">(" + h(v) + ")</span>" : "") + "</td><td class=\"note\">" + h(from) +
              "</td></tr>";

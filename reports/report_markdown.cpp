@@ -1,6 +1,7 @@
 // The Markdown summary: short enough for a CI job summary or a PR comment; the HTML has the detail.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "reports/format.h"
 #include "reports/report_model.h"
@@ -19,9 +20,10 @@ std::string row(const std::vector<std::string>& cells) {
   return s + "\n";
 }
 
-std::string header(const std::vector<std::string>& cells) {
+// A table header; the first `left` columns are left-aligned (text), the others right-aligned (numbers).
+std::string header(const std::vector<std::string>& cells, std::size_t left = 1) {
   std::string s = row(cells) + "|";
-  for (std::size_t i = 0; i < cells.size(); ++i) s += i == 0 ? " --- |" : " ---: |";
+  for (std::size_t i = 0; i < cells.size(); ++i) s += i < left ? " --- |" : " ---: |";
   return s + "\n";
 }
 
@@ -83,6 +85,7 @@ std::string render_markdown(const Model& m) {
     }
     o += "\n\n";
   }
+  for (const auto& w : m.warnings) o += "**Warning:** " + w + "\n\n";
   if (m.bench_files) {
     o += "**Benchmarks:** " + std::to_string(m.bench.stats().size()) + " in " + std::to_string(m.bench_files) +
          " files; " + std::to_string(m.bench_errors.size()) + " reported an error";
@@ -135,12 +138,14 @@ std::string render_markdown(const Model& m) {
     cols.push_back("ours / _scaled_mm");
     o += header(cols);
     for (const auto& r : m.gemm.rows) {
-      std::vector<std::string> cells = {r.shape, r.unit};
+      std::vector<std::string> cells = {r.group, r.unit};
       for (const auto& v : m.gemm.variants) {
         auto it = r.value.find(v);
-        cells.push_back(it == r.value.end() ? "-" : fmt_sig(it->second, 4));
+        cells.push_back(r.errors.count(v) ? "error" : it == r.value.end() ? "-" : fmt_sig(it->second, 4, false));
       }
-      cells.push_back(r.ours_vs_anchor ? fmt_sig(*r.ours_vs_anchor, 3) + "x" : "-");
+      char ratio[32];
+      if (r.ours_vs_anchor) std::snprintf(ratio, sizeof ratio, "%.2fx", *r.ours_vs_anchor);
+      cells.push_back(r.ours_vs_anchor ? ratio : "-");
       o += row(cells);
     }
     o += "\n`ours / _scaled_mm`: fp8_tensor_fast over at::_scaled_mm with fast accumulation, same shape.\n";
@@ -209,16 +214,12 @@ std::string render_markdown(const Model& m) {
     for (const auto& s : m.missing) o += "- " + s + "\n";
     o += "\n</details>\n";
   }
-  o += "\n<details><summary>Provenance</summary>\n\n" + header({"field", "value"});
+  o += "\n<details><summary>Provenance</summary>\n\n" + header({"field", "value"}, 2);
   for (const auto& r : m.provenance) {
     std::string v;
     for (const auto& [val, files] : r.values) {
-      v += (v.empty() ? "" : "; ") + decode_version(r.key, val);
-      if (r.values.size() > 1) {
-        std::string from;
-        for (const auto& f : files) from += (from.empty() ? "" : ", ") + f;
-        v += " (" + from + ")";
-      }
+      v += (v.empty() ? "" : "; ") + pretty_value(r.key, val);
+      if (r.values.size() > 1) v += " (" + describe_files(m, files) + ")";
     }
     o += row({r.key, v});
   }

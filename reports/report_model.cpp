@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <tuple>
 
@@ -430,7 +431,7 @@ void measure(BenchItem& it, const std::vector<std::string>& parts, const BenchSe
                                 (std::isfinite(ceil) ? " (" + fmt_sig(ceil / 1e12, 4) + " TFLOP/s)" : "");
   if (!s.error.empty()) {
     it.value = std::nan("");
-    it.text = "error";
+    it.text = "error: no result (see the benchmark errors)";
     it.unit = tokens ? "tokens/s" : flops ? "TFLOP/s" : bytes ? "TB/s" : "";
     return;
   }
@@ -440,7 +441,7 @@ void measure(BenchItem& it, const std::vector<std::string>& parts, const BenchSe
       it.value = *tokens;
       it.frac = gfrac;
       it.frac_of = ceil_text;
-      it.text = fmt_si(*tokens) + " tok/s" + (gfrac ? " · " + fmt_pct(*gfrac) : "") +
+      it.text = fmt_si(*tokens) + " tok/s" + (gfrac ? " · " + fmt_frac(*gfrac) : "") +
                 (it.speedup_vs_reference ? " · " + fmt_sig(*it.speedup_vs_reference, 3) + "x ref" : "");
       return;
     }
@@ -450,13 +451,13 @@ void measure(BenchItem& it, const std::vector<std::string>& parts, const BenchSe
     it.value = *flops / 1e12;
     it.frac = gfrac;
     it.frac_of = ceil_text;
-    it.text = fmt_sig(it.value, 4) + " TF/s" + (gfrac ? " · " + fmt_pct(*gfrac) : "");
+    it.text = fmt_sig(it.value, 4, false) + " TF/s" + (gfrac ? " · " + fmt_frac(*gfrac) : "");
   } else if (bytes) {
     it.unit = "TB/s";
     it.value = *bytes / 1e12;
     it.frac = hfrac;
     it.frac_of = "HBM roofline (" + fmt_sig(hbm / 1e12, 3) + " TB/s)";
-    it.text = fmt_sig(it.value, 3) + " TB/s" + (hfrac ? " · " + fmt_pct(*hfrac) : "");
+    it.text = fmt_sig(it.value, 3, false) + " TB/s" + (hfrac ? " · " + fmt_frac(*hfrac) : "");
   } else if (tokens) {
     it.unit = "tokens/s";
     it.value = *tokens;
@@ -480,14 +481,17 @@ std::vector<RefLine> ceiling_lines(const std::vector<const BenchItem*>& items, c
       if (std::string(which) == "FP8" && !is_fp8_name(it->stat->name)) continue;
       const double v = ctx_double(ctx, key, std::nan(""));
       if (!std::isfinite(v)) continue;
+      // bench/ sets the context's ceiling from its ceiling benchmark when that ran first in the same binary.
       bool measured = false;
+      const std::string& file = it->stat->sources.front();
       for (const auto& s : set.stats()) {
-        const auto f = counter(s, "flops");
-        if (s.name.find(ceiling_bench) != std::string::npos && f && std::fabs(*f / v - 1) < 0.01) measured = true;
+        if (s.name.find(ceiling_bench) != std::string::npos && s.error.empty() &&
+            std::find(s.sources.begin(), s.sources.end(), file) != s.sources.end())
+          measured = true;
       }
       const std::string label = std::string(which) + " ceiling " + fmt_sig(v / 1e12, 4) + " TF/s (" +
                                 (measured ? "measured in this run" : "documented") + ")";
-      if (done.insert(label).second) out.push_back({v / 1e12, label, which == std::string("BF16") ? "#2c7bb6" : "#d7191c"});
+      if (done.insert(label).second) out.push_back({v / 1e12, label, std::string(which) == "BF16" ? "#2c7bb6" : "#d7191c"});
     }
   }
   return out;
@@ -544,6 +548,9 @@ void analyze_bench(const ResultSet& rs, Model& m) {
     for (const auto& it : sec.items)
       if (!it.group.empty() && !it.unit.empty() && std::find(units.begin(), units.end(), it.unit) == units.end())
         units.push_back(it.unit);
+    // A benchmark that errored has no unit: it still gets its row in the section's first chart, saying so.
+    for (auto& it : sec.items)
+      if (!it.stat->error.empty() && !it.group.empty() && it.unit.empty() && !units.empty()) it.unit = units.front();
     for (const auto& unit : units) {
       ChartData ch;
       ch.id = sec.id + "-" + (unit == "TFLOP/s" ? "tflops" : unit == "TB/s" ? "tbs" : "tokens");
@@ -579,12 +586,19 @@ void analyze_bench(const ResultSet& rs, Model& m) {
         if (it.group.empty()) continue;
         if (std::find(m.gemm.variants.begin(), m.gemm.variants.end(), it.series) == m.gemm.variants.end())
           m.gemm.variants.push_back(it.series);
-        auto r = std::find_if(m.gemm.rows.begin(), m.gemm.rows.end(), [&](const auto& x) { return x.shape == it.group; });
+        auto r = std::find_if(m.gemm.rows.begin(), m.gemm.rows.end(), [&](const auto& x) { return x.group == it.group; });
         if (r == m.gemm.rows.end()) {
-          m.gemm.rows.push_back({it.group, "", it.unit, {}, std::nullopt});
+          GemmTable::Row row;
+          row.group = it.group;
+          const auto paren = it.group.find(" (");
+          row.shape = it.group.substr(0, paren);
+          if (paren != std::string::npos) row.annotation = it.group.substr(paren + 2, it.group.size() - paren - 3);
+          row.unit = it.unit;
+          m.gemm.rows.push_back(row);
           r = m.gemm.rows.end() - 1;
         }
-        if (std::isfinite(it.value) && it.unit == r->unit) r->value[it.series] = it.value;
+        if (!it.stat->error.empty()) r->errors.insert(it.series);
+        else if (std::isfinite(it.value) && it.unit == r->unit) r->value[it.series] = it.value;
       }
       for (auto& r : m.gemm.rows) {
         auto a = r.value.find("fp8_tensor_fast"), b = r.value.find("at::_scaled_mm fast");
@@ -658,6 +672,24 @@ std::vector<ProvenanceRow> collect_provenance(const ResultSet& rs) {
   return rows;
 }
 
+// Files whose SM clock after the run is well below the others': the GPU may have throttled during it.
+void clock_warnings(const ResultSet& rs, Model& m) {
+  double best = 0;
+  std::vector<std::pair<std::string, double>> after;
+  for (const auto& f : rs.bench) {
+    auto it = f.context.find("sm_clock_mhz_after");
+    if (it == f.context.end()) continue;
+    const double v = std::atof(it->second.c_str());
+    if (v <= 0) continue;
+    after.emplace_back(f.path.filename().string(), v);
+    best = std::max(best, v);
+  }
+  for (const auto& [file, v] : after)
+    if (v < 0.9 * best)
+      m.warnings.push_back(file + ": SM clock " + fmt_sig(v, 4) + " MHz after the run, below the " + fmt_sig(best, 4) +
+                           " MHz of other runs (throttling?): its figures may be low.");
+}
+
 std::string most_common(const std::vector<ProvenanceRow>& rows, const std::string& key) {
   for (const auto& r : rows) {
     if (r.key != key) continue;
@@ -680,6 +712,15 @@ std::string earliest(const std::vector<ProvenanceRow>& rows, const std::string& 
 
 }  // namespace
 
+std::string describe_files(const Model& m, const std::vector<std::string>& files) {
+  const std::set<std::string> s(files.begin(), files.end());
+  if (s == m.provenance_files && s.size() > 1) return "all inputs";
+  if (s == m.bench_file_names && s.size() > 1) return "all " + std::to_string(s.size()) + " benchmark files";
+  std::string out;
+  for (const auto& f : files) out += (out.empty() ? "" : ", ") + f;
+  return out;
+}
+
 Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& opts) {
   Model m;
   m.title = opts.title;
@@ -691,6 +732,10 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
   analyze_bench(cur, m);
   for (const auto& f : cur.gpu_tests) m.gpu_tests.push_back(&f);
   m.provenance = collect_provenance(cur);
+  for (const auto& f : cur.bench) m.bench_file_names.insert(f.path.filename().string());
+  for (const auto& r : m.provenance)
+    for (const auto& [v, files] : r.values) m.provenance_files.insert(files.begin(), files.end());
+  clock_warnings(cur, m);
   m.commit = most_common(m.provenance, "commit");
   m.gpu = most_common(m.provenance, "gpu");
   m.when = earliest(m.provenance, "when");

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,8 +101,10 @@ struct BenchSection {
 struct GemmTable {
   std::vector<std::string> variants;  // columns, first appearance
   struct Row {
-    std::string shape, annotation, unit;
+    std::string group;                    // the chart's group label: "8192x2560x2048 (gemma-2b QKV)"
+    std::string shape, annotation, unit;  // "8192x2560x2048", "gemma-2b QKV", "TFLOP/s"
     std::map<std::string, double> value;  // variant -> value in unit
+    std::set<std::string> errors;         // variants whose benchmark reported an error
     std::optional<double> ours_vs_anchor;  // fp8_tensor_fast / torch_scaled_mm_fast
   };
   std::vector<Row> rows;
@@ -155,6 +158,8 @@ struct Model {
   std::vector<MemoryRow> memory;
   std::vector<const GpuTestsFile*> gpu_tests;
   std::vector<ProvenanceRow> provenance;
+  std::set<std::string> provenance_files, bench_file_names;  // for "all inputs" in the provenance table
+  std::vector<std::string> warnings;                          // e.g. a run whose SM clock dropped
 
   // Baseline comparison.
   bool has_baseline = false;
@@ -164,6 +169,9 @@ struct Model {
   std::vector<std::string> tests_newly_failing, tests_fixed;
   std::vector<std::pair<std::string, std::pair<double, double>>> loss_changes;  // label -> (then, now) final loss
 };
+
+// "all inputs", "all 4 benchmark files" or the file names.
+std::string describe_files(const Model& m, const std::vector<std::string>& files);
 
 Model analyze(const ResultSet& current, const ResultSet* baseline, const ReportOptions& opts);
 

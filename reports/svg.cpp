@@ -74,6 +74,7 @@ void SvgWriter::text(double x, double y, std::string_view s, const TextStyle& st
   if (std::string_view(st.anchor) != "start") body_ += std::string(" text-anchor=\"") + st.anchor + "\"";
   if (st.bold) body_ += " font-weight=\"bold\"";
   body_ += std::string(" fill=\"") + st.fill + "\"";
+  if (st.halo) body_ += " stroke=\"#ffffff\" stroke-width=\"3\" stroke-linejoin=\"round\" paint-order=\"stroke\"";
   if (st.rotate != 0) body_ += " transform=\"rotate(" + num(st.rotate) + " " + num(x) + " " + num(y) + ")\"";
   body_ += ">" + xml_escape(s) + tooltip_el(tooltip) + "</text>";
 }
@@ -284,7 +285,7 @@ std::string render_line_chart(const LineChart& c) {
   }
   for (const auto& it : legend.items) {
     if (it.marker) svg.circle(it.x + 11, it.y - 4, 3.5, it.color);
-    else svg.line(it.x, it.y - 4, it.x + 22, it.y - 4, it.color, 2.5, it.dashed ? "6 4" : "");
+    if (!it.marker || it.dashed) svg.line(it.x, it.y - 4, it.x + 22, it.y - 4, it.color, 2.5, it.dashed ? "6 4" : "");
     svg.text(it.x + 30, it.y, it.name, {.size = 12});
   }
   return svg.finish(height);
@@ -302,7 +303,8 @@ std::string render_bar_chart(const BarChart& c) {
       if (!color.count(b.series)) color[b.series] = palette(next++);
       if (std::isfinite(b.value)) lo = std::min(lo, b.value), hi = std::max(hi, b.value);
       label_w = std::max(label_w, text_width(b.series, 12));
-      text_w = std::max(text_w, text_width(b.text, 11.5));
+      // Labels of bars without a value start at zero, inside the plot: they need no room on the right.
+      if (std::isfinite(b.value)) text_w = std::max(text_w, text_width(b.text, 11.5));
     }
   }
   for (const auto& r : c.ref_lines) lo = std::min(lo, r.value), hi = std::max(hi, r.value);
@@ -365,7 +367,7 @@ std::string render_bar_chart(const BarChart& c) {
 
   double y = y0;
   for (const auto& g : c.groups) {
-    svg.text(8, y + 14, fit_text(g.label, 12.5, c.width - 16), {.size = 12.5, .bold = true}, g.label);
+    svg.text(8, y + 14, fit_text(g.label, 12.5, c.width - 16), {.size = 12.5, .bold = true, .halo = true}, g.label);
     y += header_h;
     for (const auto& b : g.bars) {
       const std::string tip = b.tooltip.empty() ? b.series + ": " + b.text : b.tooltip;
@@ -375,10 +377,10 @@ std::string render_bar_chart(const BarChart& c) {
         svg.rect(a, y, std::max(e - a, 1.0), bar_h, color[b.series], tip);
         // Negative bars grow leftwards; their label goes right of the zero line, where no bar is.
         const double tx = b.value >= 0 ? e + 4 : px(0) + 4;
-        svg.text(tx, y + bar_h - 2.5, b.text, {.size = 11.5, .fill = "#333"});
+        svg.text(tx, y + bar_h - 2.5, b.text, {.size = 11.5, .fill = "#333", .halo = true});
       } else {
         svg.text(px(0) + 4, y + bar_h - 2.5, b.text.empty() ? "no value" : b.text,
-                 {.size = 11.5, .fill = "#c0392b"}, tip);
+                 {.size = 11.5, .fill = "#c0392b", .halo = true}, tip);
       }
       y += bar_step;
     }
@@ -387,7 +389,7 @@ std::string render_bar_chart(const BarChart& c) {
   for (std::size_t i = 0; i < c.ref_lines.size(); ++i) {
     const auto& rl = c.ref_lines[i];
     svg.line(px(rl.value), y_axis_top, px(rl.value), y1, rl.color, 1.5, "5 3");
-    svg.text(placed[i].l, ref_top + 11 + placed[i].row * 15, rl.label, {.size = 11, .fill = rl.color.c_str()});
+    svg.text(placed[i].l, ref_top + 11 + placed[i].row * 15, rl.label, {.size = 11, .fill = rl.color.c_str(), .halo = true});
   }
   return svg.finish(height);
 }

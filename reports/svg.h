@@ -22,6 +22,7 @@ struct TextStyle {
   bool bold = false;
   const char* fill = "#222";
   double rotate = 0;             // degrees, around the anchor point
+  bool halo = false;             // a white outline under the glyphs: stays readable over grid and reference lines
 };
 
 // Builds one <svg> element. Coordinates are in pixels; numbers are written with at most 2 decimals.

@@ -155,7 +155,7 @@ TEST_F(FixtureReport, MarkdownHasTheSummaryTables) {
   EXPECT_TRUE(contains(md, "**Parity: FAIL** · bf16 PASS · delayed FAIL"));
   EXPECT_TRUE(contains(md, "| delayed | FAIL | 3 | 1 | 0 | 1 | 2 | reference[bf16] vs impl[delayed]: forward: layer 1"));
   EXPECT_TRUE(contains(md, "| bf16 | PASS | 1 | 0 | 0 | 0 | 0 | - |"));
-  EXPECT_TRUE(contains(md, "| 8192x2560x2048 (gemma-2b QKV) | TFLOP/s | 660.9 | 1096 | 977.8 | 1033 | - | 1.06x |")) << md;
+  EXPECT_TRUE(contains(md, "| 8192x2560x2048 (gemma-2b QKV) | TFLOP/s | 660.9 | 1096 | 977.8 | 1033 | error | 1.06x |")) << md;
   EXPECT_TRUE(contains(md, "| gemma-2b model 8x2048 | 41k tok/s · 31% |"));
   EXPECT_TRUE(contains(md, "| impl[delayed] | 60 |"));
   EXPECT_TRUE(contains(md, "**GPU tests** (`gpu_tests.json`, commit fixa00000001): 2 passed, 1 failed of 3. Failing: `GemmGpu.Planted`"));

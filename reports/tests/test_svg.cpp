@@ -49,10 +49,15 @@ TEST(Format, NumbersReadTheSameEverywhere) {
   EXPECT_EQ(fmt_change(-0.031), "-3.1%");
   EXPECT_EQ(fmt_time_ns(829562.1), "829.6 us");
   EXPECT_EQ(fmt_time_ns(1627640), "1.628 ms");
-  EXPECT_EQ(decode_version("cuda_driver", "13000"), "13.0");
-  EXPECT_EQ(decode_version("cublaslt", "130100"), "13.1.0");
-  EXPECT_EQ(decode_version("cudnn", "91900"), "9.19.0");
-  EXPECT_EQ(decode_version("gpu", "NVIDIA H200"), "NVIDIA H200");
+  EXPECT_EQ(pretty_value("cuda_driver", "13000"), "13.0");
+  EXPECT_EQ(pretty_value("cublaslt", "130100"), "13.1.0");
+  EXPECT_EQ(pretty_value("cudnn", "91900"), "9.19.0");
+  EXPECT_EQ(pretty_value("gpu", "NVIDIA H200"), "NVIDIA H200");
+  EXPECT_EQ(pretty_value("bf16_gemm_ceiling_flops", "685637645750646.500000"), "685.6 TFLOP/s");
+  EXPECT_EQ(pretty_value("hbm_roofline_bytes_per_second", "4100000000000.000000"), "4.1 TB/s");
+  EXPECT_EQ(fmt_sig(3.004, 3, false), "3.00");
+  EXPECT_EQ(fmt_frac(0.9017), "90%");
+  EXPECT_EQ(fmt_frac(0.0135), "1.4%");
   EXPECT_EQ(xml_escape("a<b & \"c\">'"), "a&lt;b &amp; &quot;c&quot;&gt;&#39;");
   EXPECT_EQ(md_cell("a|b\nc"), "a\\|b c");
 }
