@@ -363,7 +363,7 @@ void section_bench(const Model& m, std::string& o) {
             continue;
           }
           std::string sub;
-          if (b.frac) sub = fmt_frac(*b.frac) + " of the GEMM ceiling";
+          if (b.frac) sub = fmt_frac(*b.frac) + " of the " + b.frac_of;
           if (b.speedup_vs_reference) sub += (sub.empty() ? "" : ", ") + fmt_sig(*b.speedup_vs_reference, 3) + "x ref";
           o += "<td class=\"numw\"><b>" + h(fmt_si(b.value)) + " tok/s</b>" +
                (sub.empty() ? "" : "<br/><span class=\"note\">" + h(sub) + "</span>") + "</td>";

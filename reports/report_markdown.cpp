@@ -129,7 +129,7 @@ std::string render_markdown(const Model& m) {
       }
       o += row(cells);
     }
-    o += "\nCells: tokens/s · % of the GEMM ceiling · speedup over the reference.\n";
+    o += "\nCells: tokens/s · % of the roofline that binds (the GEMM ceiling for train and prefill, HBM for decode) · speedup over the reference.\n";
   }
   if (!m.gemm.rows.empty()) {
     o += "\n### GEMM throughput by shape\n\n";

@@ -391,6 +391,12 @@ Placement place(const std::vector<std::string>& p) {
     for (std::size_t i = from; i < to && i < p.size(); ++i) s += (s.empty() ? "" : " ") + p[i];
     return s;
   };
+  if (fam == "e2e" && p.size() >= 5) {  // e2e/<workload>/<engine>/<dtype or recipe>/<preset>/<shape...>
+    if (p[1] == "ceiling") return {"workloads", "", join(1, p.size())};
+    const std::string series = p[2] == "impl" ? "impl " + p[3]
+                               : engine_display(p[2]) + (p[3] == "bf16" ? "" : " " + p[3]);
+    return {"workloads", p[4] + " " + p[1] + " " + join(5, p.size()), series};
+  }
   if (fam == "model" || fam == "train" || fam == "generate" || fam == "e2e") {
     if (p.size() >= 2 && p[1].rfind("ceiling", 0) == 0) return {"workloads", "", p[1]};
     if (p.size() == 4) return {"workloads", p[1] + " " + fam + " " + p[3], engine_display(p[2])};
@@ -439,9 +445,11 @@ void measure(BenchItem& it, const std::vector<std::string>& parts, const BenchSe
     if (tokens) {
       it.unit = "tokens/s";
       it.value = *tokens;
-      it.frac = gfrac;
-      it.frac_of = ceil_text;
-      it.text = fmt_si(*tokens) + " tok/s" + (gfrac ? " · " + fmt_frac(*gfrac) : "") +
+      // The roofline that binds: HBM for decode (bytes counted), the GEMM ceiling for train and prefill.
+      const bool hbm_bound = hfrac && (!gfrac || *hfrac > *gfrac);
+      it.frac = hbm_bound ? hfrac : gfrac;
+      it.frac_of = hbm_bound ? "HBM roofline (" + fmt_sig(hbm / 1e12, 3) + " TB/s)" : ceil_text;
+      it.text = fmt_si(*tokens) + " tok/s" + (it.frac ? " · " + fmt_frac(*it.frac) + (hbm_bound ? " HBM" : " GEMM") : "") +
                 (it.speedup_vs_reference ? " · " + fmt_sig(*it.speedup_vs_reference, 3) + "x ref" : "");
       return;
     }
@@ -476,8 +484,7 @@ std::vector<RefLine> ceiling_lines(const std::vector<const BenchItem*>& items, c
   std::set<std::string> done;
   for (const auto* it : items) {
     const auto* ctx = set.context_of(it->stat->name);
-    for (const auto& [key, which, ceiling_bench] : {std::tuple{"bf16_gemm_ceiling_flops", "BF16", "ceiling_bf16"},
-                                                    std::tuple{"fp8_gemm_ceiling_flops", "FP8", "ceiling_fp8"}}) {
+    for (const auto& [key, which] : {std::pair{"bf16_gemm_ceiling_flops", "BF16"}, std::pair{"fp8_gemm_ceiling_flops", "FP8"}}) {
       if (std::string(which) == "FP8" && !is_fp8_name(it->stat->name)) continue;
       const double v = ctx_double(ctx, key, std::nan(""));
       if (!std::isfinite(v)) continue;
@@ -485,8 +492,8 @@ std::vector<RefLine> ceiling_lines(const std::vector<const BenchItem*>& items, c
       bool measured = false;
       const std::string& file = it->stat->sources.front();
       for (const auto& s : set.stats()) {
-        if (s.name.find(ceiling_bench) != std::string::npos && s.error.empty() &&
-            std::find(s.sources.begin(), s.sources.end(), file) != s.sources.end())
+        const bool ceiling = s.name.find("/ceiling") != std::string::npos && is_fp8_name(s.name) == (std::string(which) == "FP8");
+        if (ceiling && s.error.empty() && std::find(s.sources.begin(), s.sources.end(), file) != s.sources.end())
           measured = true;
       }
       const std::string label = std::string(which) + " ceiling " + fmt_sig(v / 1e12, 4) + " TF/s (" +
@@ -508,7 +515,8 @@ void analyze_bench(const ResultSet& rs, Model& m) {
   static const Def kDefs[] = {
       {"workloads", "Throughput per workload",
        "End-to-end benchmarks: impl per recipe beside the LibTorch reference and the HF transformers anchor. "
-       "Labels: tokens/s, % of the GEMM ceiling, speedup over the reference."},
+       "Labels: tokens/s, % of the roofline that binds (the GEMM ceiling for train and prefill, HBM for decode), "
+       "speedup over the reference."},
       {"gemm", "GEMMs",
        "TFLOP/s by shape (M x N x K) for every GEMM variant beside the at::_scaled_mm / torch matmul anchors; dashed "
        "lines are the ceilings the fractions are computed against. Shapes that are memory-bound (decode, small M) "

@@ -49,14 +49,14 @@ std::string error_of(F f) {
 
 TEST(Inputs, FixtureRunIsReadByKind) {
   const ResultSet rs = load_results({kFixtures / "run_a"});
-  EXPECT_EQ(rs.bench.size(), 2u);
+  EXPECT_EQ(rs.bench.size(), 3u);
   EXPECT_EQ(rs.parity.size(), 1u);
   EXPECT_EQ(rs.train.size(), 3u);
   EXPECT_EQ(rs.gpu_tests.size(), 1u);
   ASSERT_EQ(rs.skipped.size(), 1u);
   EXPECT_NE(rs.skipped[0].find("notes.json"), std::string::npos);
 
-  const BenchFile& gemm = rs.bench[0];  // sorted by path: bench_gemm before bench_model
+  const BenchFile& gemm = rs.bench[1];  // sorted by path: bench_e2e, bench_gemm, bench_model
   EXPECT_EQ(gemm.path.filename(), "bench_gemm.json");
   EXPECT_EQ(gemm.context.at("tegemma_gpu"), "NVIDIA H200");
   EXPECT_EQ(gemm.context.at("num_cpus"), "16");           // numbers kept in their JSON form

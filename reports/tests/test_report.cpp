@@ -114,10 +114,14 @@ TEST_F(FixtureReport, NumbersFromTheFixturesAppear) {
   EXPECT_TRUE(contains(charts, "16x256000x3072 (gemma-7b lm_head, decode)"));
   EXPECT_TRUE(contains(charts, "HBM roofline 4.1 TB/s"));
   // Workloads: impl per recipe, the reference and the HF anchor, with speedups.
-  EXPECT_TRUE(contains(charts, "78.9k tok/s · 35% · 1.92x ref"));
+  EXPECT_TRUE(contains(charts, "78.9k tok/s · 35% GEMM · 1.92x ref"));
   EXPECT_TRUE(contains(charts, "reference (LibTorch BF16)"));
   EXPECT_TRUE(contains(charts, "HF transformers"));
   EXPECT_TRUE(contains(charts, "gemma-2b model 8x2048"));
+  // End-to-end names of bench_reference / hf_anchors.py: the decode workload is bound by HBM, not the GEMMs.
+  EXPECT_TRUE(contains(charts, "gemma-2b decode B1 P128+N256\n"));
+  EXPECT_TRUE(contains(charts, "122 tok/s · 45% HBM")) << charts;
+  EXPECT_TRUE(contains(html, "reference (LibTorch BF16) peak_allocated_gib"));
   // Per-layer heat map: the failing cell, outlined, and the threshold in the header.
   EXPECT_TRUE(contains(html, "failcell"));
   EXPECT_TRUE(contains(html, ">0.9712</td>"));
@@ -156,7 +160,7 @@ TEST_F(FixtureReport, MarkdownHasTheSummaryTables) {
   EXPECT_TRUE(contains(md, "| delayed | FAIL | 3 | 1 | 0 | 1 | 2 | reference[bf16] vs impl[delayed]: forward: layer 1"));
   EXPECT_TRUE(contains(md, "| bf16 | PASS | 1 | 0 | 0 | 0 | 0 | - |"));
   EXPECT_TRUE(contains(md, "| 8192x2560x2048 (gemma-2b QKV) | TFLOP/s | 660.9 | 1096 | 977.8 | 1033 | error | 1.06x |")) << md;
-  EXPECT_TRUE(contains(md, "| gemma-2b model 8x2048 | 41k tok/s · 31% |"));
+  EXPECT_TRUE(contains(md, "| gemma-2b model 8x2048 | 41k tok/s · 31% GEMM |"));
   EXPECT_TRUE(contains(md, "| impl[delayed] | 60 |"));
   EXPECT_TRUE(contains(md, "**GPU tests** (`gpu_tests.json`, commit fixa00000001): 2 passed, 1 failed of 3. Failing: `GemmGpu.Planted`"));
   EXPECT_TRUE(contains(md, "| reference[bf16] vs impl[delayed]: generation | 2 | 1 | 1 | 0 | 81.2% | PASS |"));
