@@ -543,7 +543,8 @@ void section_provenance(const Model& m, std::string& o) {
         const std::string decoded = pretty_value(r.key, v);
         const std::string from = describe_files(m, files);
         o += "<tr><td>" + (i == 0 ? h(r.key) : "") + "</td><td>" + h(decoded) +
-             (decoded != v ? " <span class=\"note\">(" + h(v) + ")</span>" : "") + "</td><td class=\"note\">" + h(from) +
+             (decoded != v && r.key.find("ceiling") == std::string::npos && r.key.find("roofline") == std::string::npos
+                  ? " <span class=\"note\">(" + h(v) + ")</span>" : "") + "</td><td class=\"note\">" + h(from) +
              "</td></tr>";
       }
     }

@@ -756,7 +756,8 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
   if (m.heat.empty()) m.missing.push_back("Per-layer logits parity: no forward comparison with per-layer taps in the inputs.");
   if (m.generation.empty()) m.missing.push_back("Generation agreement: no generation comparison in the inputs.");
   if (m.workloads.rows.empty())
-    m.missing.push_back("Throughput per workload: no end-to-end benchmarks (model/<preset>/<engine>/<BxS>) in the inputs.");
+    m.missing.push_back("Throughput per workload: no end-to-end benchmarks (e2e/... or model/<preset>/<engine>/<BxS>) "
+                        "in the inputs.");
   if (m.gemm.rows.empty()) m.missing.push_back("GEMM TFLOP/s: no gemm/ benchmarks in the inputs.");
   if (m.memory.empty())
     m.missing.push_back("Memory: no memory figures (benchmark counters or training-log fields ending in _gib) in the inputs.");
