@@ -44,6 +44,10 @@ const json& need(const json& j, std::string_view key, const Where& w) {
   return *it;
 }
 
+void need_array(const json& j, const Where& w) {
+  if (!j.is_array()) bad(w, "expected an array, got " + describe(j));
+}
+
 const json* opt(const json& j, std::string_view key) {
   auto it = j.find(std::string(key));
   return it == j.end() || it->is_null() ? nullptr : &*it;
@@ -194,8 +198,9 @@ ParityFile parse_parity(const json& j, const fs::path& source) {
     f.model_source = opt_str(*m, "source", root.at("model"));
     f.size_class = opt_str(*m, "size_class", root.at("model"));
   }
-  if (const json* p = opt(j, "prompts"); p && p->contains("ids")) {
+  if (const json* p = opt(j, "prompts"); p && p->is_object() && p->contains("ids")) {
     const Where w = root.at("prompts").at("ids");
+    need_array((*p)["ids"], w);
     for (std::size_t i = 0; i < (*p)["ids"].size(); ++i) f.prompt_ids.push_back(as_str((*p)["ids"][i], w.at(i)));
   }
   const json& cs = need(j, "comparisons", root);
@@ -259,11 +264,13 @@ ParityFile parse_parity(const json& j, const fs::path& source) {
       }
     }
     if (const json* n = opt(cj, "notes")) {
+      need_array(*n, w.at("notes"));
       for (std::size_t k = 0; k < n->size(); ++k) c.notes.push_back(as_str((*n)[k], w.at("notes").at(k)));
     }
     f.comparisons.push_back(std::move(c));
   }
   if (const json* e = opt(j, "errors")) {
+    need_array(*e, root.at("errors"));
     for (std::size_t k = 0; k < e->size(); ++k) f.errors.push_back(as_str((*e)[k], root.at("errors").at(k)));
   }
   return f;
@@ -372,14 +379,7 @@ TrainLog parse_train_log(const std::string& text, const fs::path& source) {
 
 // ---- loading -------------------------------------------------------------------------------------
 
-void load_file(const fs::path& path, ResultSet& out) {
-  const std::string ext = path.extension().string();
-  if (ext == ".jsonl") {
-    out.train.push_back(parse_train_log(read_file(path), path));
-    return;
-  }
-  TG_CHECK(ext == ".json", path.string(), ": not a result file (expected .json or .jsonl)");
-  const json j = parse_json_text(read_file(path), path);
+static void load_parsed(const json& j, const fs::path& path, ResultSet& out) {
   switch (detect_kind(j)) {
     case FileKind::kBench: out.bench.push_back(parse_bench(j, path)); break;
     case FileKind::kParity: out.parity.push_back(parse_parity(j, path)); break;
@@ -392,6 +392,18 @@ void load_file(const fs::path& path, ResultSet& out) {
       }
       out.skipped.push_back(path.string() + ": " + why);
     }
+  }
+}
+
+void load_file(const fs::path& path, ResultSet& out) {
+  const std::string ext = path.extension().string();
+  TG_CHECK(ext == ".json" || ext == ".jsonl", path.string(), ": not a result file (expected .json or .jsonl)");
+  const std::string text = read_file(path);
+  try {
+    if (ext == ".jsonl") out.train.push_back(parse_train_log(text, path));
+    else load_parsed(parse_json_text(text, path), path, out);
+  } catch (const json::exception& e) {  // a reader missed a type check: still name the file
+    TG_FAIL(path.string(), ": unexpected JSON structure: ", e.what());
   }
 }
 

@@ -162,6 +162,13 @@ TEST(Inputs, MissingAndMistypedFieldsAreNamedWithTheirPath) {
   e = error_of([&] { load_results({verdict}); });
   EXPECT_NE(e.find("comparisons[0].checks[0].verdict: expected pass, fail, near_tie or info"), std::string::npos) << e;
 
+  const fs::path notes = s.write("i.json", R"({"schema": "tegemma.parity", "schema_version": 1, "status": "pass",
+      "exit_code": 0, "provenance": {}, "comparisons": [{"kind": "forward", "reference": "r", "test": "t",
+      "reference_recipe": "bf16", "test_recipe": "bf16", "precision": "bf16", "size_class": "tiny", "status": "pass",
+      "checks": [], "notes": "not a list"}]})");
+  e = error_of([&] { load_results({notes}); });
+  EXPECT_NE(e.find("i.json: comparisons[0].notes: expected an array, got string"), std::string::npos) << e;
+
   const fs::path tests = s.write("h.json", R"({"tests": [{"name": "A.b"}]})");
   e = error_of([&] { load_results({tests}); });
   EXPECT_NE(e.find("h.json: tests[0].status: missing"), std::string::npos) << e;
