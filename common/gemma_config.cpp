@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_util.h"
 #include "common/file_io.h"
 
 namespace tg {
@@ -33,23 +34,6 @@ constexpr const char* kGemma23Fields[] = {
     "text_config",           "vision_config",          "use_bidirectional_attention",
 };
 
-std::string type_of(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "the number " + v.dump();
-    case json::value_t::string: {
-      std::string s = v.get<std::string>();
-      if (s.size() > 60) s = s.substr(0, 60) + "...";
-      return "the string " + json(s).dump(-1, ' ', true, json::error_handler_t::replace);
-    }
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    default: return v.type_name();
-  }
-}
 
 // The config as read: checks each field's JSON type and names the field on a mismatch.
 struct Reader {
@@ -61,7 +45,7 @@ struct Reader {
     return it == obj.end() ? nullptr : &*it;
   }
   [[noreturn]] void type_error(const char* key, const char* expected, const json& v) const {
-    TG_FAIL(source, ": field '", key, "': expected ", expected, ", got ", type_of(v));
+    TG_FAIL(source, ": field '", key, "': expected ", expected, ", got ", json_describe(v));
   }
   int64_t as_int(const char* key, const json& v) const {
     if (v.is_number_unsigned()) {
@@ -168,36 +152,7 @@ void GemmaConfig::validate(std::string_view source) const {
 
 // ---- parsing -------------------------------------------------------------------------------------
 GemmaConfig GemmaConfig::from_json_text(std::string_view text, std::string_view source) {
-  // nlohmann treats a NUL byte as the end of input and would ignore whatever follows it.
-  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    TG_FAIL(source, ": invalid JSON: NUL byte at offset ", nul);
-  }
-  json root;
-  {
-    // Duplicate keys are an error (nlohmann would keep one silently); nesting is bounded so that a
-    // hostile file cannot build a deep DOM.
-    std::vector<std::set<std::string>> open;
-    auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-      if (ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) {
-        if (depth > 16) TG_FAIL(source, ": JSON nests deeper than 16 levels");
-        if (ev == json::parse_event_t::object_start) open.emplace_back();
-      } else if (ev == json::parse_event_t::object_end) {
-        if (!open.empty()) open.pop_back();
-      } else if (ev == json::parse_event_t::key) {
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!open.empty() && !open.back().insert(k).second) {
-          TG_FAIL(source, ": duplicate key ", json(k).dump(-1, ' ', true, json::error_handler_t::replace));
-        }
-      }
-      return true;
-    };
-    try {
-      root = json::parse(text.begin(), text.end(), cb);
-    } catch (const json::exception& e) {
-      TG_FAIL(source, ": invalid JSON: ", e.what());
-    }
-  }
-  if (!root.is_object()) TG_FAIL(source, ": a config must be a JSON object, got ", type_of(root));
+  const json root = parse_json_strict(text, source, "config", /*max_depth=*/16).root;
   const Reader r{root, source};
 
   GemmaConfig c;
@@ -288,7 +243,7 @@ GemmaConfig GemmaConfig::from_json_text(std::string_view text, std::string_view 
   r.get("attention_dropout", dropout);
   if (dropout != 0.0) TG_FAIL(source, ": attention_dropout ", dropout, " is not supported (only 0)");
   if (const json* rs = r.find("rope_scaling"); rs && !rs->is_null()) {
-    TG_FAIL(source, ": rope_scaling is not supported yet (Gemma 1 uses none), got ", type_of(*rs));
+    TG_FAIL(source, ": rope_scaling is not supported yet (Gemma 1 uses none), got ", json_describe(*rs));
   }
 
   c.validate(source);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_util.h"
 #include "common/numeric.h"
 
 namespace tg {
@@ -61,145 +62,18 @@ std::string all_dtype_names() {
   return s;
 }
 
-// ---- text helpers ------------------------------------------------------------------------------
-// Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). Returns the offset of the
-// first bad byte, or npos.
-std::size_t invalid_utf8_at(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;  // overlong
-      if (c == 0xED) hi = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;  // overlong
-      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    if (p[i + 1] < lo || p[i + 1] > hi) return i;
-    for (std::size_t k = 2; k < len; ++k) {
-      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
-    }
-    i += len;
-  }
-  return std::string_view::npos;
-}
-
-// A name or value quoted for an error message: control bytes and non-UTF-8 escaped, long text cut.
-std::string quote_name(std::string_view s) {
-  constexpr std::size_t kMax = 120;
-  std::string out = "'";
-  const bool utf8 = invalid_utf8_at(s) == std::string_view::npos;
-  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7F || (c >= 0x80 && !utf8)) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out + "'";
-}
-
-// What a JSON value is, for "expected X, got Y" messages. Never dumps containers (they may be huge).
-std::string describe(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "the number " + v.dump();
-    case json::value_t::string: return "the string " + quote_name(v.get_ref<const std::string&>());
-    case json::value_t::array: return "an array of " + std::to_string(v.size());
-    case json::value_t::object: return "an object";
-    default: return v.type_name();
-  }
-}
-
-// ---- strict JSON parsing -----------------------------------------------------------------------
-// nlohmann keeps one of two equal keys silently; a callback sees every key as it is read, so
-// duplicates are caught here. It also bounds the nesting depth (a valid header nests 3 deep) so a
-// hostile header cannot build a deep DOM.
-struct StrictJson {
-  json root;
-  std::vector<std::string> top_keys;  // keys of the root object, in file order
-};
-
-StrictJson parse_json_strict(std::string_view text, std::string_view source, std::string_view what, int max_depth) {
-  // nlohmann treats a NUL byte as the end of input and ignores whatever follows it; JSON text never
-  // holds a raw NUL, so refuse it rather than silently parse a prefix.
-  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    TG_FAIL(source, ": invalid JSON in the ", what, ": NUL byte at offset ", nul);
-  }
-  StrictJson out;
-  std::vector<std::set<std::string>> open;  // keys seen in each open object
-  std::string current_top;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-    switch (ev) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth > max_depth) TG_FAIL(source, ": ", what, " nests deeper than ", max_depth, " levels");
-        if (ev == json::parse_event_t::object_start) open.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open.empty()) open.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!open.empty() && !open.back().insert(k).second) {
-          if (depth == 1) TG_FAIL(source, ": duplicate key ", quote_name(k), " in the ", what);
-          TG_FAIL(source, ": duplicate key ", quote_name(k), " inside ", quote_name(current_top), " in the ", what);
-        }
-        if (depth == 1) {
-          current_top = k;
-          out.top_keys.push_back(k);
-        }
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    out.root = json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const json::exception& e) {
-    TG_FAIL(source, ": invalid JSON in the ", what, ": ", quote_name(e.what()));
-  }
-  if (!out.root.is_object()) TG_FAIL(source, ": the ", what, " must be a JSON object, got ", describe(out.root));
-  return out;
-}
-
 // ---- entry validation --------------------------------------------------------------------------
 struct Ctx {
   std::string_view source;
   std::string_view tensor;
 };
 
-#define ST_FAIL(ctx, ...) TG_FAIL((ctx).source, ": tensor ", quote_name((ctx).tensor), ": ", __VA_ARGS__)
+#define ST_FAIL(ctx, ...) TG_FAIL((ctx).source, ": tensor ", json_quote((ctx).tensor), ": ", __VA_ARGS__)
 
 uint64_t get_u64(const Ctx& ctx, const json& v, std::string_view field) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   if (v.is_number_integer()) ST_FAIL(ctx, field, " must not be negative, got ", v.get<int64_t>());
-  ST_FAIL(ctx, field, " must hold non-negative integers, got ", describe(v));
+  ST_FAIL(ctx, field, " must hold non-negative integers, got ", json_describe(v));
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -209,13 +83,13 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 SafetensorsEntry parse_entry(const Ctx& ctx, const json& v, uint64_t data_size) {
-  if (!v.is_object()) ST_FAIL(ctx, "expected an object {dtype, shape, data_offsets}, got ", describe(v));
+  if (!v.is_object()) ST_FAIL(ctx, "expected an object {dtype, shape, data_offsets}, got ", json_describe(v));
   const json *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
   for (auto it = v.begin(); it != v.end(); ++it) {
     if (it.key() == "dtype") dtype = &it.value();
     else if (it.key() == "shape") shape = &it.value();
     else if (it.key() == "data_offsets") offsets = &it.value();
-    else ST_FAIL(ctx, "unexpected field ", quote_name(it.key()), " (expected only dtype, shape, data_offsets)");
+    else ST_FAIL(ctx, "unexpected field ", json_quote(it.key()), " (expected only dtype, shape, data_offsets)");
   }
   if (!dtype) ST_FAIL(ctx, "missing field 'dtype'");
   if (!shape) ST_FAIL(ctx, "missing field 'shape'");
@@ -223,15 +97,15 @@ SafetensorsEntry parse_entry(const Ctx& ctx, const json& v, uint64_t data_size) 
 
   SafetensorsEntry e;
   e.name = std::string(ctx.tensor);
-  if (!dtype->is_string()) ST_FAIL(ctx, "dtype must be a string, got ", describe(*dtype));
+  if (!dtype->is_string()) ST_FAIL(ctx, "dtype must be a string, got ", json_describe(*dtype));
   const auto& dname = dtype->get_ref<const std::string&>();
   const StDType* st = find_st_dtype(dname);
-  if (!st) ST_FAIL(ctx, "unknown dtype ", quote_name(dname), " (expected one of ", all_dtype_names(), ")");
+  if (!st) ST_FAIL(ctx, "unknown dtype ", json_quote(dname), " (expected one of ", all_dtype_names(), ")");
   e.dtype_name = dname;
   e.dtype = st->dtype;
   e.element_size = st->size;
 
-  if (!shape->is_array()) ST_FAIL(ctx, "shape must be an array of integers, got ", describe(*shape));
+  if (!shape->is_array()) ST_FAIL(ctx, "shape must be an array of integers, got ", json_describe(*shape));
   // The product of the non-zero dimensions must fit in int64 so that no partial product overflows
   // anywhere downstream (Shape::numel multiplies left to right).
   uint64_t nonzero_product = 1;
@@ -255,7 +129,7 @@ SafetensorsEntry parse_entry(const Ctx& ctx, const json& v, uint64_t data_size) 
   }
 
   if (!offsets->is_array() || offsets->size() != 2) {
-    ST_FAIL(ctx, "data_offsets must be an array of two integers [begin, end], got ", describe(*offsets));
+    ST_FAIL(ctx, "data_offsets must be an array of two integers [begin, end], got ", json_describe(*offsets));
   }
   e.begin = get_u64(ctx, (*offsets)[0], "data_offsets");
   e.end = get_u64(ctx, (*offsets)[1], "data_offsets");
@@ -272,10 +146,10 @@ SafetensorsEntry parse_entry(const Ctx& ctx, const json& v, uint64_t data_size) 
 }
 
 void parse_metadata(std::string_view source, const json& v, std::map<std::string, std::string>& out) {
-  if (!v.is_object()) TG_FAIL(source, ": __metadata__ must be an object of strings, got ", describe(v));
+  if (!v.is_object()) TG_FAIL(source, ": __metadata__ must be an object of strings, got ", json_describe(v));
   for (auto it = v.begin(); it != v.end(); ++it) {
     if (!it.value().is_string()) {
-      TG_FAIL(source, ": __metadata__ ", quote_name(it.key()), " must be a string, got ", describe(it.value()));
+      TG_FAIL(source, ": __metadata__ ", json_quote(it.key()), " must be a string, got ", json_describe(it.value()));
     }
     out[it.key()] = it.value().get<std::string>();
   }
@@ -293,15 +167,15 @@ void check_tiling(std::string_view source, const std::vector<SafetensorsEntry>& 
   for (std::size_t i : order) {
     const SafetensorsEntry& e = tensors[i];
     if (e.begin < cursor) {
-      TG_FAIL(source, ": tensor ", quote_name(e.name), " [", e.begin, ", ", e.end, ") overlaps tensor ",
-              quote_name(prev->name), " [", prev->begin, ", ", prev->end, ")");
+      TG_FAIL(source, ": tensor ", json_quote(e.name), " [", e.begin, ", ", e.end, ") overlaps tensor ",
+              json_quote(prev->name), " [", prev->begin, ", ", prev->end, ")");
     }
     if (e.begin > cursor) {
       if (prev) {
         TG_FAIL(source, ": gap of ", e.begin - cursor, " unused bytes [", cursor, ", ", e.begin, ") between tensor ",
-                quote_name(prev->name), " and tensor ", quote_name(e.name), " (tensors must tile the data buffer)");
+                json_quote(prev->name), " and tensor ", json_quote(e.name), " (tensors must tile the data buffer)");
       }
-      TG_FAIL(source, ": the data buffer starts with ", e.begin, " unused bytes before tensor ", quote_name(e.name),
+      TG_FAIL(source, ": the data buffer starts with ", e.begin, " unused bytes before tensor ", json_quote(e.name),
               " (tensors must tile the data buffer)");
     }
     cursor = e.end;
@@ -310,7 +184,7 @@ void check_tiling(std::string_view source, const std::vector<SafetensorsEntry>& 
   if (cursor != data_size) {
     if (prev) {
       TG_FAIL(source, ": ", data_size - cursor, " unused bytes at the end of the data buffer after tensor ",
-              quote_name(prev->name), " (tensors must tile the data buffer up to the end of the file)");
+              json_quote(prev->name), " (tensors must tile the data buffer up to the end of the file)");
     }
     TG_FAIL(source, ": ", data_size, " bytes of data but no tensors");
   }
@@ -415,14 +289,14 @@ void convert_host(const uint8_t* src, DType from, void* dst, DType to, int64_t n
 
 Tensor SafetensorsFile::load(std::string_view name, DType dtype, Device device) const {
   const SafetensorsEntry* e = find(name);
-  TG_CHECK(e, path().string(), ": no tensor named ", quote_name(name));
+  TG_CHECK(e, path().string(), ": no tensor named ", json_quote(name));
   const std::string src = path().string();
   if (!e->dtype) {
-    TG_FAIL(src, ": tensor ", quote_name(name), " has dtype ", e->dtype_name,
+    TG_FAIL(src, ": tensor ", json_quote(name), " has dtype ", e->dtype_name,
             ": unsupported dtype for loading (loadable: ", "F32, BF16, F16, F8_E4M3, F8_E5M2, F8_E8M0, F64, I32, I64, U8)");
   }
   if (e->shape.size() > static_cast<std::size_t>(Shape::kMaxDims)) {
-    TG_FAIL(src, ": tensor ", quote_name(name), " has ", e->shape.size(), " dimensions; at most ", Shape::kMaxDims,
+    TG_FAIL(src, ": tensor ", json_quote(name), " has ", e->shape.size(), " dimensions; at most ", Shape::kMaxDims,
             " can be loaded");
   }
   const DType from = *e->dtype;
@@ -434,7 +308,7 @@ Tensor SafetensorsFile::load(std::string_view name, DType dtype, Device device) 
     return Tensor::copy_of(v, device);
   }
   if (!is_16_or_32(from) || !is_16_or_32(dtype)) {
-    TG_FAIL(src, ": tensor ", quote_name(name), " is ", from, " and cannot be loaded as ", dtype,
+    TG_FAIL(src, ": tensor ", json_quote(name), " is ", from, " and cannot be loaded as ", dtype,
             " (conversions exist among BF16, F16 and F32 only)");
   }
   Tensor host = Tensor::empty(dtype, shape, Device::CPU);
@@ -451,7 +325,7 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 CheckpointReader::CheckpointReader(const std::filesystem::path& dir) : dir_(dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  TG_CHECK(fs::is_directory(dir, ec), "checkpoint ", quote_name(dir.string()), " is not a directory");
+  TG_CHECK(fs::is_directory(dir, ec), "checkpoint ", json_quote(dir.string()), " is not a directory");
   const fs::path single = dir / kSingleName, index = dir / kIndexName;
   if (fs::exists(single, ec)) {
     files_.push_back(std::make_unique<SafetensorsFile>(single));
@@ -459,7 +333,7 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& dir) : dir_(dir)
     return;
   }
   if (!fs::exists(index, ec)) {
-    TG_FAIL("checkpoint directory ", quote_name(dir.string()), " has neither ", kSingleName, " nor ", kIndexName,
+    TG_FAIL("checkpoint directory ", json_quote(dir.string()), " has neither ", kSingleName, " nor ", kIndexName,
             " (looked for ", single.string(), " and ", index.string(), ")");
   }
   const std::string source = index.string();
@@ -471,40 +345,40 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& dir) : dir_(dir)
   const json& root = doc.root;
   auto wm = root.find("weight_map");
   if (wm == root.end()) TG_FAIL(source, ": missing \"weight_map\"");
-  if (!wm->is_object()) TG_FAIL(source, ": \"weight_map\" must be an object, got ", describe(*wm));
+  if (!wm->is_object()) TG_FAIL(source, ": \"weight_map\" must be an object, got ", json_describe(*wm));
 
   std::map<std::string, std::size_t> shard_index;  // shard file name -> files_ index
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     const std::string& tensor = it.key();
     if (!it.value().is_string()) {
-      TG_FAIL(source, ": weight_map[", quote_name(tensor), "] must be a shard file name, got ", describe(it.value()));
+      TG_FAIL(source, ": weight_map[", json_quote(tensor), "] must be a shard file name, got ", json_describe(it.value()));
     }
     const std::string& shard = it.value().get_ref<const std::string&>();
     if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
         shard.find('\0') != std::string::npos) {
-      TG_FAIL(source, ": weight_map[", quote_name(tensor), "] = ", quote_name(shard),
+      TG_FAIL(source, ": weight_map[", json_quote(tensor), "] = ", json_quote(shard),
               " is not a plain file name in the checkpoint directory");
     }
     auto [si, inserted] = shard_index.emplace(shard, files_.size());
     if (inserted) {
       const fs::path shard_path = dir / shard;
       if (!fs::exists(shard_path, ec)) {
-        TG_FAIL(source, ": tensor ", quote_name(tensor), " is mapped to shard ", quote_name(shard), ", but ",
+        TG_FAIL(source, ": tensor ", json_quote(tensor), " is mapped to shard ", json_quote(shard), ", but ",
                 shard_path.string(), " does not exist");
       }
       files_.push_back(std::make_unique<SafetensorsFile>(shard_path));
     }
     if (!files_[si->second]->find(tensor)) {
-      TG_FAIL(source, ": tensor ", quote_name(tensor), " is mapped to shard ", quote_name(shard), ", but ",
+      TG_FAIL(source, ": tensor ", json_quote(tensor), " is mapped to shard ", json_quote(shard), ", but ",
               files_[si->second]->path().string(), " does not contain it");
     }
     where_.emplace(tensor, si->second);
   }
   if (auto md = root.find("metadata"); md != root.end() && !md->is_null()) {
-    if (!md->is_object()) TG_FAIL(source, ": \"metadata\" must be an object, got ", describe(*md));
+    if (!md->is_object()) TG_FAIL(source, ": \"metadata\" must be an object, got ", json_describe(*md));
     if (auto ts = md->find("total_size"); ts != md->end()) {
       if (!ts->is_number_unsigned()) {
-        TG_FAIL(source, ": metadata.total_size must be a non-negative integer, got ", describe(*ts));
+        TG_FAIL(source, ": metadata.total_size must be a non-negative integer, got ", json_describe(*ts));
       }
       uint64_t sum = 0;
       for (const auto& [name, fi] : where_) sum += files_[fi]->find(name)->nbytes();
@@ -527,7 +401,7 @@ std::vector<std::string> CheckpointReader::names() const {
 
 const SafetensorsFile& CheckpointReader::file_of(std::string_view name) const {
   auto it = where_.find(name);
-  TG_CHECK(it != where_.end(), "checkpoint ", quote_name(dir_.string()), ": no tensor named ", quote_name(name));
+  TG_CHECK(it != where_.end(), "checkpoint ", json_quote(dir_.string()), ": no tensor named ", json_quote(name));
   return *files_[it->second];
 }
 
@@ -542,12 +416,12 @@ SafetensorsWriter::SafetensorsWriter() { metadata_["format"] = "pt"; }
 
 void SafetensorsWriter::add(std::string name, const TensorView& t) {
   TG_CHECK(name != "__metadata__", "SafetensorsWriter: '__metadata__' is reserved and cannot name a tensor");
-  TG_CHECK(invalid_utf8_at(name) == std::string_view::npos, "SafetensorsWriter: tensor name ", quote_name(name),
+  TG_CHECK(invalid_utf8_at(name) == std::string_view::npos, "SafetensorsWriter: tensor name ", json_quote(name),
            " is not valid UTF-8");
-  TG_CHECK(!names_.count(name), "SafetensorsWriter: tensor ", quote_name(name), " added twice");
-  TG_CHECK(t.is_contiguous(), "SafetensorsWriter: tensor ", quote_name(name), " (", t.describe(),
+  TG_CHECK(!names_.count(name), "SafetensorsWriter: tensor ", json_quote(name), " added twice");
+  TG_CHECK(t.is_contiguous(), "SafetensorsWriter: tensor ", json_quote(name), " (", t.describe(),
            ") must be contiguous");
-  TG_CHECK(t.data != nullptr || t.numel() == 0, "SafetensorsWriter: tensor ", quote_name(name), " has no data");
+  TG_CHECK(t.data != nullptr || t.numel() == 0, "SafetensorsWriter: tensor ", json_quote(name), " has no data");
   st_dtype_rank(t.dtype);  // throws for a dtype without a safetensors name
   names_.insert(name);
   tensors_.emplace_back(std::move(name), t);
@@ -555,7 +429,7 @@ void SafetensorsWriter::add(std::string name, const TensorView& t) {
 
 void SafetensorsWriter::add_metadata(std::string key, std::string value) {
   TG_CHECK(invalid_utf8_at(key) == std::string_view::npos && invalid_utf8_at(value) == std::string_view::npos,
-           "SafetensorsWriter: metadata ", quote_name(key), " is not valid UTF-8");
+           "SafetensorsWriter: metadata ", json_quote(key), " is not valid UTF-8");
   metadata_[std::move(key)] = std::move(value);
 }
 
@@ -618,7 +492,7 @@ void write_checkpoint(const std::filesystem::path& dir,
     // Checked up front so that no shard is written for a call that must fail.
     std::set<std::string_view> seen;
     for (const auto& [name, t] : tensors) {
-      TG_CHECK(seen.insert(name).second, "write_checkpoint: tensor ", quote_name(name), " given twice");
+      TG_CHECK(seen.insert(name).second, "write_checkpoint: tensor ", json_quote(name), " given twice");
     }
   }
   std::vector<std::vector<std::size_t>> shards;

@@ -209,7 +209,7 @@ TEST(GemmaConfig, WrongJsonTypesNameTheField) {
   expect_bad(with_field("hidden_act", "[\"gelu\"]"), {"'hidden_act'", "a string"});
   expect_bad("[1, 2]", {"JSON object"});
   expect_bad("{\"hidden_size\": ", {"invalid JSON"});
-  expect_bad("{\"hidden_size\": 1, \"hidden_size\": 2}", {"duplicate key \"hidden_size\""});
+  expect_bad("{\"hidden_size\": 1, \"hidden_size\": 2}", {"duplicate key 'hidden_size'"});
   expect_bad(std::string("{}\0{\"model_type\": \"gemma2\"}", 27), {"NUL byte at offset 2"});
 }
 
