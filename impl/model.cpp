@@ -66,6 +66,7 @@ struct GemmaForCausalLM::State {
   ModelWeights w;
   Precision precision;
   Tensor inv_freq;  // F32 [Dh / 2]
+  Tensor fault_inv_freq;  // test-only (opts.fault rope_swap): the faulty layer's table
   float embed_scale = 1.0f;
   std::vector<TransformerLayer> layers;
   LayerNormLinear lm_head;
@@ -155,11 +156,15 @@ GemmaForCausalLM::GemmaForCausalLM(ModelWeights weights, const ModelOptions& opt
              "embedding (build the weights with WeightOptions::fp8_lm_head)");
   }
 
+  inject_weight_fault(opts.fault, s.w, opts.stream);  // test-only, inert by default
+  inject_scale_fault(opts.fault, s.w, opts.stream);
   s.precision = Precision(opts.recipe, opts.device);
   s.inv_freq = kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, opts.device);
+  if (opts.fault.kind == FaultInjection::Kind::kRopeSwap) s.fault_inv_freq = faulty_rope_table(s.inv_freq);
   s.embed_scale = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, &s.inv_freq, opts.attention);
+    const Tensor* freq = opts.fault.hits(FaultInjection::Kind::kRopeSwap, l) ? &s.fault_inv_freq : &s.inv_freq;
+    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, freq, opts.attention);
   }
   s.lm_head = LayerNormLinear(&s.w.final_norm, &s.w.lm_head, s.precision.add_gemm("lm_head", opts.fp8_lm_head),
                               static_cast<float>(cfg.rms_norm_eps));
@@ -290,6 +295,7 @@ void GemmaForCausalLM::calibrate(const std::vector<Batch>& batches) {
 
 void GemmaForCausalLM::requantize_weights() {
   quantize_weights(s_->w, s_->opts.recipe, s_->opts.fp8_lm_head, /*columnwise=*/false, s_->opts.stream);
+  inject_scale_fault(s_->opts.fault, s_->w, s_->opts.stream);  // test-only, inert by default
 }
 
 void GemmaForCausalLM::save(const std::filesystem::path& dir, DType file_dtype) const {

@@ -24,6 +24,7 @@
 #include "common/gemma_config.h"
 #include "common/tensor.h"
 #include "impl/batch.h"
+#include "impl/fault_injection.h"
 #include "impl/precision.h"
 #include "impl/recipe.h"
 #include "impl/weights.h"
@@ -38,6 +39,7 @@ struct ModelOptions {
   bool fp8_lm_head = false;                        // the tied lm_head GEMM in FP8 too (an FP8 copy of embed)
   kernels::AttentionBackend attention = kernels::AttentionBackend::kCudnn;  // CUDA only
   Stream stream;                                                            // every launch of the model goes here
+  FaultInjection fault;  // TEST-ONLY planted bug for the parity harness (impl/fault_injection.h); inert by default
 };
 
 enum class LogitsMode : uint8_t {
