@@ -20,5 +20,6 @@ int cmd_prepare_data(Args args);
 int cmd_forward(Args args);
 int cmd_report(Args args);
 int cmd_bench(Args args);
+int cmd_parity(Args args);
 
 }  // namespace tg::cli

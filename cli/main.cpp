@@ -16,6 +16,7 @@ constexpr tg::cli::Command kCommands[] = {
     {"forward", "one forward pass on token ids: logits (.npy) + summary (impl or reference)", tg::cli::cmd_forward},
     {"report", "result directories -> one HTML report (inline SVG) + a Markdown summary", tg::cli::cmd_report},
     {"bench", "bench compare OLD.json NEW.json: per-benchmark ratios, regressions beyond the noise", tg::cli::cmd_bench},
+    {"parity", "impl vs reference and FP8 vs BF16: taps, logits, generations, loss curves (CI)", tg::cli::cmd_parity},
 };
 
 void print_help() {

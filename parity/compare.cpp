@@ -67,9 +67,20 @@ std::string at(int64_t i, int64_t cols, const char* col_name, std::span<const fl
          fmt(r[i]) + ", test " + fmt(t[i]) + ")";
 }
 
-// The elementwise metrics of one array pair: scope "tap" or "logits".
+// Mismatches of one part (a layer's taps, or the logits) summed over prompts: the mismatch fraction is judged on
+// the pool, because a share of elements is meaningless on one short prompt (a 1-token prompt of the tiny model has
+// 64 tap elements, so any threshold under 1/64 would fail on a single element).
+struct MismatchPool {
+  int64_t mismatches = 0, count = 0, prompts = 0;
+  double worst = -1.0;  // the worst single prompt's fraction
+  std::string worst_prompt;
+};
+
+// The elementwise metrics of one array pair: scope "tap" or "logits". The per-prompt mismatch fraction is
+// recorded as info and added to `pool`.
 void judge_arrays(Comparison& c, const Thresholds& th, const Subject& s, const std::string& scope,
-                  std::span<const float> r, std::span<const float> t, int64_t cols, const char* col_name) {
+                  std::span<const float> r, std::span<const float> t, int64_t cols, const char* col_name,
+                  MismatchPool& pool) {
   const ArrayStats st = compare_arrays(r, t);
   const double rtol = c.param(th, scope + ".rtol"), atol = c.param(th, scope + ".atol");
   const int64_t mism = count_mismatches(r, t, rtol, atol);
@@ -82,14 +93,33 @@ void judge_arrays(Comparison& c, const Thresholds& th, const Subject& s, const s
   c.judge(th, s, scope + ".rmse_over_range", st.rmse_over_range,
           "rmse " + fmt(st.rmse) + ", reference range " + fmt(st.ref_range));
   c.judge(th, s, scope + ".cosine", st.cosine);
-  c.judge(th, s, scope + ".mismatch_fraction", double(mism) / double(st.count),
-          std::to_string(mism) + " of " + std::to_string(st.count) + " elements beyond atol " + fmt(atol) +
-              " + rtol " + fmt(rtol) + " x |ref|");
+  const double frac = double(mism) / double(st.count);
+  c.add({s, scope + ".mismatch_fraction", frac, Verdict::kInfo, "",
+         std::to_string(mism) + " of " + std::to_string(st.count) + " elements beyond atol " + fmt(atol) + " + rtol " +
+             fmt(rtol) + " x |ref| (judged pooled over prompts)"});
+  pool.mismatches += mism;
+  pool.count += st.count;
+  ++pool.prompts;
+  if (frac > pool.worst) {
+    pool.worst = frac;
+    pool.worst_prompt = s.describe();
+  }
+}
+
+// The judged mismatch fraction of one part, pooled over the prompts (subject without a prompt).
+void judge_pool(Comparison& c, const Thresholds& th, const Subject& s, const std::string& scope,
+                const MismatchPool& pool) {
+  if (pool.prompts == 0) return;
+  c.judge(th, s, scope + ".mismatch_fraction", double(pool.mismatches) / double(pool.count),
+          std::to_string(pool.mismatches) + " of " + std::to_string(pool.count) + " elements over " +
+              std::to_string(pool.prompts) + " prompts beyond atol " + fmt(c.param(th, scope + ".atol")) + " + rtol " +
+              fmt(c.param(th, scope + ".rtol")) + " x |ref|; worst " + pool.worst_prompt + " with " +
+              fmt(pool.worst));
 }
 
 void judge_logits(Comparison& c, const Thresholds& th, const Subject& s, std::span<const float> r,
-                  std::span<const float> t, int64_t vocab) {
-  judge_arrays(c, th, s, "logits", r, t, vocab, "token");
+                  std::span<const float> t, int64_t vocab, MismatchPool& pool) {
+  judge_arrays(c, th, s, "logits", r, t, vocab, "token", pool);
   const double margin = c.param(th, "logits.near_tie_margin");
   const LogitsStats ls = compare_logits(r, t, vocab, margin);
   auto row = [&](int64_t i) {
@@ -106,12 +136,16 @@ void judge_logits(Comparison& c, const Thresholds& th, const Subject& s, std::sp
   c.judge(th, s, "logits.kl_mean", ls.kl_mean, "over " + std::to_string(ls.rows) + " positions");
   c.judge(th, s, "logits.top1_agreement", ls.top1_agreement,
           std::to_string(ls.top1_disagreements) + " of " + std::to_string(ls.rows) + " positions disagree");
+  const std::string largest =
+      ls.top1_disagreements > 1 ? "; the largest gap is " + fmt(ls.max_disagreement_gap) + " at position " +
+                                      std::to_string(ls.max_gap_row)
+                                : "";
   c.judge(th, s, "logits.top1_hard_disagreements", double(ls.top1_hard_disagreements),
-          ls.first_hard_row >= 0 ? "first at " + disagreement(ls.first_hard_row) : "");
+          ls.first_hard_row >= 0 ? "first at " + disagreement(ls.first_hard_row) + largest : "");
   c.judge(th, s, "logits.top5_overlap", ls.top5_overlap);
   const int64_t ties = ls.top1_disagreements - ls.top1_hard_disagreements;
   c.add({s, "logits.top1_near_tie_disagreements", double(ties), ties > 0 ? Verdict::kNearTie : Verdict::kInfo,
-         "logits.near_tie_margin", ties > 0 ? "first at " + disagreement(ls.first_near_tie_row) : ""});
+         "logits.near_tie_margin", ties > 0 ? "first at " + disagreement(ls.first_near_tie_row) + largest : ""});
 }
 
 void judge_health(Comparison& c, const Thresholds& th, const LossCurve& curve, std::string_view label) {
@@ -151,6 +185,8 @@ Comparison& compare_forward(Report& report, Engine& ref, Engine& test, const Pro
              ids.size(), " prompts");
     TG_CHECK(tr.prompts.size() == ids.size(), c.test, " returned ", tr.prompts.size(), " results for ", ids.size(),
              " prompts");
+    std::vector<MismatchPool> tap_pools;  // per layer
+    MismatchPool logits_pool;
     for (std::size_t p = 0; p < ids.size(); ++p) {
       const PromptForward& r = rr.prompts[p];
       const PromptForward& t = tr.prompts[p];
@@ -167,12 +203,17 @@ Comparison& compare_forward(Report& report, Engine& ref, Engine& test, const Pro
         check_output(r.taps[l], S, -1, c.reference + " tap of " + lname);
         check_output(t.taps[l], S, r.taps[l].shape()[1], c.test + " tap of " + lname);
         const Subject s{static_cast<int>(p), prompts.prompts[p].id, static_cast<int>(l), "layer." + std::to_string(l)};
+        if (tap_pools.size() <= l) tap_pools.resize(l + 1);
         judge_arrays(c, ctx.thresholds, s, "tap", values(r.taps[l]), values(t.taps[l]), r.taps[l].shape()[1],
-                     "channel");
+                     "channel", tap_pools[l]);
       }
       const Subject s{static_cast<int>(p), prompts.prompts[p].id, -1, "logits"};
-      judge_logits(c, ctx.thresholds, s, values(r.logits), values(t.logits), V);
+      judge_logits(c, ctx.thresholds, s, values(r.logits), values(t.logits), V, logits_pool);
     }
+    for (std::size_t l = 0; l < tap_pools.size(); ++l) {
+      judge_pool(c, ctx.thresholds, {-1, "", static_cast<int>(l), "layer." + std::to_string(l)}, "tap", tap_pools[l]);
+    }
+    judge_pool(c, ctx.thresholds, {-1, "", -1, "logits"}, "logits", logits_pool);
   } catch (const std::exception& e) {
     c.error = e.what();
   }

@@ -192,6 +192,10 @@ LogitsStats compare_logits(std::span<const float> ref, std::span<const float> te
       continue;
     }
     ++s.top1_disagreements;
+    if (s.max_gap_row < 0 || rs.ref_gap_to_test_top1 > s.max_disagreement_gap || std::isnan(rs.ref_gap_to_test_top1)) {
+      s.max_disagreement_gap = rs.ref_gap_to_test_top1;
+      s.max_gap_row = row;
+    }
     // A NaN gap (non-finite logits) is a hard disagreement: `!(gap < margin)`.
     if (!(rs.ref_gap_to_test_top1 < near_tie_margin)) {
       ++s.top1_hard_disagreements;

@@ -81,6 +81,8 @@ struct LogitsStats {
   int64_t top1_hard_disagreements = 0;
   int64_t first_hard_row = -1;        // first row of a hard disagreement
   int64_t first_near_tie_row = -1;    // first row of a near-tie disagreement
+  double max_disagreement_gap = 0.0;  // the largest ref[ref_top1] - ref[test_top1] over the disagreements
+  int64_t max_gap_row = -1;           // its row (-1: no disagreement)
   double top5_overlap = 1.0;          // mean over rows of |top5(r) ∩ top5(t)| / k
   std::vector<double> ref_margins;    // the reference's top-2 margin at each row
 };

@@ -14,6 +14,9 @@
 namespace tg::parity {
 namespace {
 
+// The general (TE-derived) thresholds: the tiny class's are calibrated on the real ci models (thresholds.json).
+constexpr const char* kSize = "small";
+
 using ::testing::HasSubstr;
 using fake::FakeEngine;
 using fake::FakeOptions;
@@ -49,14 +52,14 @@ TEST(ParityCompare, ThrowingEngineIsAnErrorNotACrash) {
   o.throw_in_forward = true;
   FakeEngine ref("reference", "bf16", bf16()), bad("impl", "block", o);
   Report r;
-  const Comparison& c = compare_forward(r, ref, bad, small_prompts(), {th, "tiny"});
+  const Comparison& c = compare_forward(r, ref, bad, small_prompts(), {th, kSize});
   EXPECT_EQ(c.status(), "error");
   EXPECT_THAT(c.error, HasSubstr("impl: simulated failure"));
   EXPECT_EQ(r.exit_code(), 2);
   EXPECT_THAT(r.summary(), HasSubstr("ERROR reference[bf16] vs impl[block]: forward"));
   // The next comparison still runs.
   FakeEngine good("impl", "bf16", bf16());
-  compare_forward(r, ref, good, small_prompts(), {th, "tiny"});
+  compare_forward(r, ref, good, small_prompts(), {th, kSize});
   EXPECT_EQ(r.comparisons.back().status(), "pass");
   EXPECT_EQ(r.exit_code(), 2);
   EXPECT_EQ(r.engines.size(), 3u);  // reference[bf16], impl[block], impl[bf16]
@@ -73,20 +76,20 @@ TEST(ParityCompare, MalformedResultsAreErrors) {
   o.drop_tap = 1;
   FakeEngine fewer("impl", "bf16", o);
   Report r;
-  compare_forward(r, ref, fewer, small_prompts(), {th, "tiny"});
+  compare_forward(r, ref, fewer, small_prompts(), {th, kSize});
   EXPECT_THAT(r.comparisons.back().error, HasSubstr("prompt 0 (a): reference[bf16] returned 3 taps, impl[bf16] 2"));
   WrongDtypeEngine wrong("impl", "bf16", bf16());
-  compare_forward(r, ref, wrong, small_prompts(), {th, "tiny"});
+  compare_forward(r, ref, wrong, small_prompts(), {th, kSize});
   EXPECT_THAT(r.comparisons.back().error, HasSubstr("impl[bf16] logits of prompt 0 (a): expected F32, got BF16"));
   FakeEngine bad_recipe("impl", "fp4", bf16());
-  compare_forward(r, ref, bad_recipe, small_prompts(), {th, "tiny"});
+  compare_forward(r, ref, bad_recipe, small_prompts(), {th, kSize});
   EXPECT_THAT(r.comparisons.back().error, HasSubstr("fp4"));
   EXPECT_EQ(r.comparisons.back().title(), "reference[bf16] vs impl: forward");  // names the engine anyway
   PromptSet none = small_prompts();
   none.prompts.clear();
-  compare_forward(r, ref, ref, none, {th, "tiny"});
+  compare_forward(r, ref, ref, none, {th, kSize});
   EXPECT_THAT(r.comparisons.back().error, HasSubstr("small.json: no prompts to run"));
-  const Comparison& g = compare_generation(r, ref, ref, none, {}, {th, "tiny"});
+  const Comparison& g = compare_generation(r, ref, ref, none, {}, {th, kSize});
   EXPECT_EQ(g.status(), "error");
   EXPECT_EQ(r.exit_code(), 2);
 }
@@ -102,7 +105,7 @@ GenRun run_generation(FakeEngine& ref, FakeEngine& test, const Thresholds& th) {
   GenRun g;
   GenerateOptions gen;
   gen.max_new_tokens = 8;
-  compare_generation(g.report, ref, test, small_prompts(), gen, {th, "tiny"});
+  compare_generation(g.report, ref, test, small_prompts(), gen, {th, kSize});
   return g;
 }
 

@@ -98,14 +98,14 @@ TEST(ParityThresholds, LookupOrder) {
 
 TEST(ParityThresholds, OverrideReplacesOnlyItsEntries) {
   Thresholds t = Thresholds::builtin();
-  const double before_fp8 = t.get("tap.cosine", "delayed", "tiny").value;
+  const double before_fp8 = t.get("tap.cosine", "delayed", "small").value;
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "tegemma_parity_thresholds_test";
   std::filesystem::create_directories(dir);
   write_file_atomic(dir / "override.json", file_with(kEntry));
   const Thresholds r = Thresholds::resolve(dir / "override.json");
-  EXPECT_EQ(r.get("tap.cosine", "bf16", "tiny").value, 0.9);
-  EXPECT_EQ(r.get("tap.cosine", "bf16", "tiny").source, (dir / "override.json").string());
-  EXPECT_EQ(r.get("tap.cosine", "delayed", "tiny").value, before_fp8);  // untouched
+  EXPECT_EQ(r.get("tap.cosine", "bf16", "small").value, 0.9);
+  EXPECT_EQ(r.get("tap.cosine", "bf16", "small").source, (dir / "override.json").string());
+  EXPECT_EQ(r.get("tap.cosine", "delayed", "small").value, before_fp8);  // untouched
   ASSERT_EQ(r.sources().size(), 2u);
   EXPECT_EQ(r.sources()[1].second, 3);
   EXPECT_EQ(r.thresholds_version(), t.thresholds_version());
