@@ -133,8 +133,8 @@ int cmd_parity(Args args) {
   nlohmann::json run{{"command", cmdline}};
 
   parity::SuiteOptions o;
-  o.suite = suite;
   const bool own_models = p.given("model") || p.given("config");
+  o.suite = own_models ? "custom" : suite;  // the report's run.suite: --model / --config replace the suite's models
   std::string device = p.given("device") ? p.get("device")
                        : own_models     ? (have_gpu ? "cuda" : "cpu")
                        : suite == "full" ? "cuda"

@@ -113,8 +113,8 @@ void judge_pool(Comparison& c, const Thresholds& th, const Subject& s, const std
   c.judge(th, s, scope + ".mismatch_fraction", double(pool.mismatches) / double(pool.count),
           std::to_string(pool.mismatches) + " of " + std::to_string(pool.count) + " elements over " +
               std::to_string(pool.prompts) + " prompts beyond atol " + fmt(c.param(th, scope + ".atol")) + " + rtol " +
-              fmt(c.param(th, scope + ".rtol")) + " x |ref|; worst " + pool.worst_prompt + " with " +
-              fmt(pool.worst));
+              fmt(c.param(th, scope + ".rtol")) + " x |ref|" +
+              (pool.mismatches > 0 ? "; worst " + pool.worst_prompt + " with " + fmt(pool.worst) : ""));
 }
 
 void judge_logits(Comparison& c, const Thresholds& th, const Subject& s, std::span<const float> r,

@@ -72,7 +72,7 @@ std::vector<ModelCase> suite_models(const std::string& suite, const std::filesys
                                     uint64_t seed, int64_t layers);
 
 struct SuiteOptions {
-  std::string suite = "ci";        // ci | full | none
+  std::string suite = "ci";        // ci | full | none | custom (--model / --config): recorded in run.suite
   std::vector<ModelCase> models;   // what runs (suite_models() or --model / --config)
   // Recipe strings (impl::Recipe::parse). Empty: bf16, delayed, current and block, each only where the model's
   // shapes allow it. Given: every one must run (a model that cannot is a comparison error, exit 2). bf16 is
