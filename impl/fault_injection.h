@@ -9,7 +9,7 @@
 //                              rounding)
 //   rope_swap[:layer=N]        rotate_half with its halves swapped, cat(x2, -x1) instead of cat(-x2, x1): the
 //                              rotation by -angle, planted as a negated frequency table for the layer's RoPE
-//                              (cos is even, sin odd: bit for bit the swapped rotation). Position 0 is unaffected
+//                              (cos is even and sin odd: the swapped rotation). Position 0 is unaffected
 //   fp8_scale_x2[:layer=N]     the layer's fc2 (MLP down projection) FP8 weight scale_inv doubled, so the FP8
 //                              GEMM's output is 2x; re-applied after every (re)quantization. FP8 recipes only
 //                              (inert under bf16: no scale exists)
