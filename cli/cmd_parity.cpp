@@ -136,7 +136,7 @@ int cmd_parity(Args args) {
   const bool own_models = p.given("model") || p.given("config");
   o.suite = own_models ? "custom" : suite;  // the report's run.suite: --model / --config replace the suite's models
   std::string device = p.given("device") ? p.get("device")
-                       : own_models     ? (have_gpu ? "cuda" : "cpu")
+                       : own_models      ? (have_gpu ? "cuda" : "cpu")
                        : suite == "full" ? "cuda"
                                          : "cpu";
   if (device != "cpu" && device != "cuda") throw UsageError("--device: expected cpu or cuda, got '" + device + "'");
@@ -187,7 +187,8 @@ int cmd_parity(Args args) {
     std::printf("SKIP  %s[%s]: %s\n", s.value("model", "").c_str(), s.value("precision", "").c_str(),
                 s.value("reason", "").c_str());
   }
-  if (o.fault.active()) std::printf("NOTE  TEST-ONLY planted bug in every impl engine: %s\n", o.fault.to_string().c_str());
+  if (o.fault.active())
+    std::printf("NOTE  TEST-ONLY planted bug in every impl engine: %s\n", o.fault.to_string().c_str());
   std::printf("%s", report.summary(so).c_str());
   if (!out.empty()) {
     report.write(out);

@@ -15,10 +15,14 @@ constexpr const char* kForms = "rmsnorm_w|rope_swap|fp8_scale_x2[:layer=N]";
 
 const char* kind_name(FaultInjection::Kind k) {
   switch (k) {
-    case FaultInjection::Kind::kNone: return "none";
-    case FaultInjection::Kind::kRmsNormWeight: return "rmsnorm_w";
-    case FaultInjection::Kind::kRopeSwap: return "rope_swap";
-    case FaultInjection::Kind::kFp8ScaleX2: return "fp8_scale_x2";
+    case FaultInjection::Kind::kNone:
+      return "none";
+    case FaultInjection::Kind::kRmsNormWeight:
+      return "rmsnorm_w";
+    case FaultInjection::Kind::kRopeSwap:
+      return "rope_swap";
+    case FaultInjection::Kind::kFp8ScaleX2:
+      return "fp8_scale_x2";
   }
   return "?";
 }
@@ -57,11 +61,11 @@ FaultInjection FaultInjection::parse(std::string_view spec) {
   TG_CHECK(f.active(), "fault injection '", spec, "': unknown fault '", name, "' (expected ", kForms, ")");
   if (colon == std::string_view::npos) return f;
   const std::string_view opt = spec.substr(colon + 1);
-  TG_CHECK(opt.starts_with("layer="), "fault injection '", spec, "': unknown option '", opt, "' (expected ",
-           kForms, ")");
+  TG_CHECK(opt.starts_with("layer="), "fault injection '", spec, "': unknown option '", opt, "' (expected ", kForms,
+           ")");
   const auto layer = parse_int(opt.substr(6));
-  TG_CHECK(layer && *layer >= 0, "fault injection '", spec, "': layer must be an integer >= 0, got '",
-           opt.substr(6), "'");
+  TG_CHECK(layer && *layer >= 0, "fault injection '", spec, "': layer must be an integer >= 0, got '", opt.substr(6),
+           "'");
   f.layer = *layer;
   return f;
 }

@@ -133,10 +133,9 @@ struct ReferenceEngine::Impl {
   ref::Engine engine;
 };
 
-ReferenceEngine::ReferenceEngine(const std::filesystem::path& dir, const ReferenceEngineOptions& opts)
-    : opts_(opts) {
-  TG_CHECK(opts.dtype == DType::BF16 || opts.dtype == DType::F32, opts.name,
-           ": the reference runs BF16 or F32, got ", opts.dtype);
+ReferenceEngine::ReferenceEngine(const std::filesystem::path& dir, const ReferenceEngineOptions& opts) : opts_(opts) {
+  TG_CHECK(opts.dtype == DType::BF16 || opts.dtype == DType::F32, opts.name, ": the reference runs BF16 or F32, got ",
+           opts.dtype);
   ref::EngineOptions eo;
   eo.dtype = opts.dtype;
   eo.device = opts.device;
@@ -176,8 +175,7 @@ ForwardResult ReferenceEngine::forward(const std::vector<TokenIds>& prompts, con
   return r;
 }
 
-std::vector<TokenIds> ReferenceEngine::generate_greedy(const std::vector<TokenIds>& prompts,
-                                                       const GenerateOptions& g) {
+std::vector<TokenIds> ReferenceEngine::generate_greedy(const std::vector<TokenIds>& prompts, const GenerateOptions& g) {
   ref::GenerationConfig gc;
   gc.max_new_tokens = g.max_new_tokens;
   gc.do_sample = false;

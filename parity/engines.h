@@ -34,7 +34,7 @@
 namespace tg::parity {
 
 struct ImplEngineOptions {
-  std::string name = "impl";  // report label prefix: "<name>[<precision>]"
+  std::string name = "impl";    // report label prefix: "<name>[<precision>]"
   std::string recipe = "bf16";  // impl::Recipe::parse syntax
   Device device = Device::CPU;
   impl::WeightStorage storage = impl::WeightStorage::kMaster;  // kFp8Only: FP8 recipes only

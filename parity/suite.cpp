@@ -140,7 +140,9 @@ class CachingEngine : public Engine {
   std::vector<int32_t> gen_eos_;
 };
 
-std::filesystem::path default_fixtures_dir() { return std::filesystem::path(TEGEMMA_SOURCE_DIR) / "reference" / "fixtures"; }
+std::filesystem::path default_fixtures_dir() {
+  return std::filesystem::path(TEGEMMA_SOURCE_DIR) / "reference" / "fixtures";
+}
 
 // Seeded random token prompts (BOS first) for delayed scaling's calibration.
 std::vector<TokenIds> calibration_prompts(int64_t vocab, uint64_t seed) {
@@ -265,8 +267,8 @@ void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report
   std::map<std::pair<std::string, std::string>, const Curve*> by_run;  // (engine, precision)
   for (const auto& c : curves) {
     const auto key = std::make_pair(c.engine, precision_of(c.recipe));
-    TG_CHECK(!by_run.count(key), "--loss-curves: two logs of ", key.first, "[", key.second, "]: ",
-             by_run[key]->path.string(), " and ", c.path.string());
+    TG_CHECK(!by_run.count(key), "--loss-curves: two logs of ", key.first, "[", key.second,
+             "]: ", by_run[key]->path.string(), " and ", c.path.string());
     by_run[key] = &c;
   }
   std::string size = o.loss_size;
@@ -275,8 +277,9 @@ void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report
   nlohmann::json notes = nlohmann::json::array();
   if (size.empty()) {
     size = "small";
-    notes.push_back("the loss logs do not say their model's size (a \"size_class\" or \"num_params\" key) and "
-                    "--loss-size was not given: judged with the small (= general) loss thresholds");
+    notes.push_back(
+        "the loss logs do not say their model's size (a \"size_class\" or \"num_params\" key) and "
+        "--loss-size was not given: judged with the small (= general) loss thresholds");
   }
   const CompareContext ctx{th, size};
   std::set<const Curve*> paired;
@@ -304,8 +307,7 @@ void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report
     if (o.log) o.log("  " + report.comparisons.back().status() + ": " + report.comparisons.back().title());
   }
   nlohmann::json files = nlohmann::json::array();
-  for (const auto& c : curves)
-    files.push_back({{"path", c.path.string()}, {"engine", c.engine}, {"recipe", c.recipe}});
+  for (const auto& c : curves) files.push_back({{"path", c.path.string()}, {"engine", c.engine}, {"recipe", c.recipe}});
   report.run["loss_curves"] = {{"files", files}, {"size_class", size}, {"notes", notes}};
 }
 
@@ -349,8 +351,8 @@ Model prepare_model(const ModelCase& c, const SuiteOptions& o, const PromptSet& 
   if (builtin_prompts && max_id >= cfg.vocab_size) {
     for (auto& p : m.prompts.prompts)
       for (auto& t : p.tokens) t = static_cast<int32_t>(t % cfg.vocab_size);
-    report.run["prompt_folding"][c.name] = "default prompt ids reduced modulo the vocabulary size " +
-                                            std::to_string(cfg.vocab_size);
+    report.run["prompt_folding"][c.name] =
+        "default prompt ids reduced modulo the vocabulary size " + std::to_string(cfg.vocab_size);
   }
   m.prompts.validate_for(cfg.vocab_size, cfg.max_position_embeddings - o.generate);
   return m;
@@ -392,8 +394,8 @@ ModelCase checkpoint_case(const std::filesystem::path& dir) {
   return c;
 }
 
-std::vector<ModelCase> suite_models(const std::string& suite, const std::filesystem::path& fixtures_dir,
-                                    uint64_t seed, int64_t layers) {
+std::vector<ModelCase> suite_models(const std::string& suite, const std::filesystem::path& fixtures_dir, uint64_t seed,
+                                    int64_t layers) {
   std::vector<ModelCase> out;
   if (suite == "ci") {
     out.push_back(preset_case("tiny", 0, seed));
@@ -413,7 +415,8 @@ std::vector<ModelCase> suite_models(const std::string& suite, const std::filesys
       out.push_back(c);
     }
   } else if (suite == "full") {
-    for (const char* p : {"gemma-2b", "gemma-7b"}) out.push_back(preset_case(p, layers > 0 ? layers : kFullSuiteLayers, seed));
+    for (const char* p : {"gemma-2b", "gemma-7b"})
+      out.push_back(preset_case(p, layers > 0 ? layers : kFullSuiteLayers, seed));
   } else {
     TG_CHECK(suite == "none", "--suite: expected ci, full or none, got '", suite, "'");
   }
@@ -454,11 +457,10 @@ Report run_suite(const SuiteOptions& o) {
     TG_CHECK(!o.models.empty() || !o.loss_curves.empty(), "nothing to compare: no models (--suite none) and no ",
              "--loss-curves");
   } catch (const std::exception& e) {
-    report.errors.push_back(e.what());
+    report.errors.push_back(plain(e.what()));
     return report;
   }
   report.run["precisions"] = recipes;
-  report.set_prompts(base.runnable());
 
   const bool multi = o.models.size() > 1;
   nlohmann::json cases = nlohmann::json::array();
@@ -534,8 +536,8 @@ Report run_suite(const SuiteOptions& o) {
         try {
           impl::check_model_shapes(cfg, r, o.fp8_lm_head);
         } catch (const std::exception& e) {
-          report.run["skipped"].push_back({{"model", mc.name}, {"precision", std::string(r.name())},
-                                           {"reason", plain(e.what())}});
+          report.run["skipped"].push_back(
+              {{"model", mc.name}, {"precision", std::string(r.name())}, {"reason", plain(e.what())}});
           log("  skipped " + std::string(r.name()) + ": " + plain(e.what()));
           continue;
         }
@@ -555,7 +557,7 @@ Report run_suite(const SuiteOptions& o) {
     try {
       run_loss_curves(o, th, report);
     } catch (const std::exception& e) {
-      report.errors.push_back(std::string("loss curves: ") + e.what());
+      report.errors.push_back("loss curves: " + plain(e.what()));
     }
   }
 

@@ -68,12 +68,12 @@ ModelCase preset_case(const std::string& preset, int64_t layers, uint64_t seed);
 // An HF checkpoint directory.
 ModelCase checkpoint_case(const std::filesystem::path& dir);
 // The suite's models (see the header comment). `layers` > 0 overrides the full suite's depth.
-std::vector<ModelCase> suite_models(const std::string& suite, const std::filesystem::path& fixtures_dir,
-                                    uint64_t seed, int64_t layers);
+std::vector<ModelCase> suite_models(const std::string& suite, const std::filesystem::path& fixtures_dir, uint64_t seed,
+                                    int64_t layers);
 
 struct SuiteOptions {
-  std::string suite = "ci";        // ci | full | none | custom (--model / --config): recorded in run.suite
-  std::vector<ModelCase> models;   // what runs (suite_models() or --model / --config)
+  std::string suite = "ci";       // ci | full | none | custom (--model / --config): recorded in run.suite
+  std::vector<ModelCase> models;  // what runs (suite_models() or --model / --config)
   // Recipe strings (impl::Recipe::parse). Empty: bf16, delayed, current and block, each only where the model's
   // shapes allow it. Given: every one must run (a model that cannot is a comparison error, exit 2). bf16 is
   // always run: it is the baseline of the FP8 rows.
@@ -85,9 +85,9 @@ struct SuiteOptions {
   std::filesystem::path thresholds_file;  // empty: the built-in thresholds only
   int generate = 16;                      // new tokens per greedy generation; 0: no generation comparisons
   std::vector<std::filesystem::path> loss_curves;
-  std::string loss_size;                  // size class for the loss thresholds; empty: from the logs, else small
+  std::string loss_size;  // size class for the loss thresholds; empty: from the logs, else small
   uint64_t calibration_seed = 1;
-  impl::FaultInjection fault;             // TEST-ONLY: planted into every impl engine (impl/fault_injection.h)
+  impl::FaultInjection fault;                   // TEST-ONLY: planted into every impl engine (impl/fault_injection.h)
   std::function<void(const std::string&)> log;  // progress lines; empty: silent
 };
 
