@@ -22,7 +22,7 @@ constexpr tg::cli::Command kCommands[] = {
 void print_help() {
   std::printf("tegemma: FP8 (Transformer-Engine-style) Gemma beside a LibTorch BF16 reference\n\n"
               "usage: tegemma <command> [options]   (tegemma <command> --help for its options)\n\ncommands:\n");
-  for (const auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
+  for (const auto& c : kCommands) std::printf("  %-13s %s\n", c.name, c.summary);
   std::printf("\nexit codes: 0 ok, 1 a check failed, 2 could not run (bad input)\n");
 }
 
