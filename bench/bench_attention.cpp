@@ -45,35 +45,6 @@ struct Model {
 const Model kGemma2b{"gemma-2b", 8, 1, 256};
 const Model kGemma7b{"gemma-7b", 16, 16, 256};
 
-// Fills a device tensor by tiling a pseudo-random N(0, 1)-like pattern (sum of 4 uniforms), in its dtype.
-Tensor random_device(DType dtype, Shape shape, uint64_t seed) {
-  Tensor t = Tensor::empty(dtype, shape, Device::CUDA);
-  const std::size_t elem = dtype_size(dtype);
-  const std::size_t pattern_elems = std::size_t{4} << 20;
-  std::vector<uint8_t> pattern(pattern_elems * elem);
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ seed;
-  for (std::size_t i = 0; i < pattern_elems; ++i) {
-    double acc = 0;
-    for (int k = 0; k < 4; ++k) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      acc += static_cast<double>(s >> 11) * 0x1.0p-53;
-    }
-    const float x = static_cast<float>((acc - 2.0) * 1.7320508);
-    if (dtype == DType::BF16) {
-      reinterpret_cast<uint16_t*>(pattern.data())[i] = float_to_bf16_bits(x);
-    } else if (dtype == DType::E4M3) {
-      pattern[i] = static_cast<uint8_t>(encode(DType::E4M3, x));
-    } else {
-      reinterpret_cast<float*>(pattern.data())[i] = x;
-    }
-  }
-  const std::size_t total = t.nbytes();
-  for (std::size_t off = 0; off < total; off += pattern.size()) {
-    const std::size_t n = std::min(pattern.size(), total - off);
-    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), n, cudaMemcpyHostToDevice));
-  }
-  return t;
-}
 
 Tensor cu_seqlens(int64_t B, int64_t S) {
   Tensor cu = Tensor::empty(DType::I32, {B + 1});

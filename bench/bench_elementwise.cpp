@@ -46,23 +46,7 @@ struct Model {
 };
 const Model kModels[] = {{"2b", 2048, 16384, 8, 1, 256}, {"7b", 3072, 24576, 16, 16, 256}};
 
-// A BF16 device tensor of `n` elements, filled by tiling a pseudo-random pattern (about N(0, 1)).
-Tensor random_bf16(Shape shape) {
-  Tensor t = Tensor::empty(DType::BF16, shape, Device::CUDA);
-  static std::vector<uint16_t> pattern = [] {
-    std::vector<uint16_t> p(8u << 20);
-    std::mt19937 rng(1234);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (auto& v : p) v = float_to_bf16_bits(dist(rng));
-    return p;
-  }();
-  const size_t total = t.nbytes(), chunk = pattern.size() * 2;
-  for (size_t off = 0; off < total; off += chunk) {
-    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), std::min(chunk, total - off),
-                             cudaMemcpyHostToDevice));
-  }
-  return t;
-}
+Tensor random_bf16(Shape shape) { return random_device(DType::BF16, shape, 1234); }
 
 Fp8Tensor fp8_out(DType fp8, int64_t rows, int64_t cols, bool columnwise, float scale) {
   Fp8Tensor q = Fp8Tensor::per_tensor(fp8, rows, cols, true, columnwise, Device::CUDA);
@@ -159,7 +143,7 @@ void bm_geglu_bwd(benchmark::State& state, Model m, ActOut mode) {
 void bm_rope(benchmark::State& state, Model m, bool backward) {
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
   Tensor qkv = random_bf16({kTokens, w});
-  Tensor pos = Tensor::empty(DType::I64, {kTokens});
+  Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
   std::vector<int64_t> p(kTokens);
   for (int64_t t = 0; t < kTokens; ++t) p[t] = t % 2048;
   copy_bytes(pos.view(), TensorView(p.data(), DType::I64, Shape{kTokens}, Device::CPU));

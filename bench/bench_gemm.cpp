@@ -69,34 +69,13 @@ std::vector<GemmShape> shapes() {
 }
 
 // ---- Device operands, made once per (dtype, shape) and kept for the whole run -----------------------------------
-// Filled by tiling a 16 MiB host pattern of N(0, 1) values in the target dtype: GEMM power (and so clocks) depends
-// on the data, so zeros would flatter every number.
+// Filled by bench_util's random_device (never zeros: they would flatter every number).
 const TensorView& device_matrix(DType dtype, int64_t rows, int64_t cols, int salt) {
   static std::map<std::tuple<int, int64_t, int64_t, int>, Tensor> cache;
   const auto key = std::make_tuple(static_cast<int>(dtype), rows, cols, salt);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.view();
-  Tensor t = Tensor::empty(dtype, {rows, cols}, Device::CUDA);
-  const std::size_t chunk = 16u << 20;
-  std::vector<uint8_t> pattern(chunk);
-  uint64_t s = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(salt + 1);
-  const std::size_t esize = dtype_size(dtype);
-  for (std::size_t i = 0; i < chunk / esize; ++i) {
-    // Irwin-Hall(4) approximation of N(0, 1): plenty for a benchmark.
-    double acc = 0.0;
-    for (int r = 0; r < 4; ++r) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      acc += static_cast<double>(s >> 11) * 0x1.0p-53;
-    }
-    const float v = static_cast<float>((acc - 2.0) * 1.7320508);
-    const uint32_t bits = encode(dtype, v);
-    std::memcpy(pattern.data() + i * esize, &bits, esize);  // little-endian low bytes
-  }
-  const std::size_t total = t.nbytes();
-  for (std::size_t off = 0; off < total; off += chunk) {
-    const std::size_t n = std::min(chunk, total - off);
-    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), n, cudaMemcpyHostToDevice));
-  }
+  Tensor t = random_device(dtype, {rows, cols}, static_cast<uint64_t>(salt));
   return cache.emplace(key, std::move(t)).first->second.view();
 }
 

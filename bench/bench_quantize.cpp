@@ -41,28 +41,12 @@ struct Dims {
 
 const Dims kShapes[] = {{8192, 8192}, {8192, 3072}, {8192, 24576}, {4096, 2048}};
 
-// A BF16 device tensor filled by tiling a 16 MiB pseudo-random pattern (sum of 4 uniforms: about N(0, 1)).
+// The BF16 input of a shape, made once (bench_util's random_device).
 const Tensor& input(const Dims& d) {
   static std::map<std::pair<int64_t, int64_t>, Tensor> cache;
   auto it = cache.find({d.rows, d.cols});
   if (it != cache.end()) return it->second;
-  Tensor t = Tensor::empty(DType::BF16, {d.rows, d.cols}, Device::CUDA);
-  const std::size_t chunk_elems = 8u << 20;
-  std::vector<uint16_t> pattern(chunk_elems);
-  uint64_t s = 0x9E3779B97F4A7C15ull;
-  for (auto& p : pattern) {
-    double acc = 0;
-    for (int k = 0; k < 4; ++k) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      acc += static_cast<double>(s >> 11) * 0x1.0p-53;
-    }
-    p = float_to_bf16_bits(static_cast<float>((acc - 2.0) * 1.7320508));
-  }
-  const std::size_t total = t.nbytes();
-  for (std::size_t off = 0; off < total; off += chunk_elems * 2) {
-    const std::size_t n = std::min(chunk_elems * 2, total - off);
-    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), n, cudaMemcpyHostToDevice));
-  }
+  Tensor t = random_device(DType::BF16, {d.rows, d.cols}, 1);
   return cache.emplace(std::make_pair(d.rows, d.cols), std::move(t)).first->second;
 }
 

@@ -2,7 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -13,6 +15,7 @@
 
 #include "common/cuda_check.h"
 #include "common/file_io.h"
+#include "common/numeric.h"
 #include "kernels/provenance.h"
 
 namespace tg::bench {
@@ -103,6 +106,27 @@ int sm_clock_mhz() {
   constexpr int kClockSm = 1;
   if (handle(0, &dev) != 0 || clock(dev, kClockSm, &mhz) != 0) return -1;
   return static_cast<int>(mhz);
+}
+
+Tensor random_device(DType dtype, Shape shape, uint64_t seed) {
+  Tensor t = Tensor::empty(dtype, shape, Device::CUDA);
+  const std::size_t esize = dtype_size(dtype);
+  std::vector<uint8_t> pattern((std::size_t{16} << 20) / esize * esize);
+  uint64_t s = 0x9E3779B97F4A7C15ull ^ (seed * 0xD1B54A32D192ED03ull);
+  for (std::size_t i = 0; i < pattern.size() / esize; ++i) {
+    double acc = 0.0;
+    for (int r = 0; r < 4; ++r) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      acc += static_cast<double>(s >> 11) * 0x1.0p-53;
+    }
+    const uint32_t bits = encode(dtype, static_cast<float>((acc - 2.0) * 1.7320508));
+    std::memcpy(pattern.data() + i * esize, &bits, esize);  // little-endian: the low bytes
+  }
+  for (std::size_t off = 0; off < t.nbytes(); off += pattern.size()) {
+    const std::size_t n = std::min(pattern.size(), t.nbytes() - off);
+    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), n, cudaMemcpyHostToDevice));
+  }
+  return t;
 }
 
 void add_context(const std::string& key, const std::string& value) { benchmark::AddCustomContext(key, value); }
