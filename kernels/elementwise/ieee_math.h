@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/float_bits.h"
+
 #if defined(__FAST_MATH__) && !defined(__CUDA_ARCH__)
 #error "kernels/elementwise/ieee_math.h needs IEEE float semantics on the host: do not build with -ffast-math"
 #endif
@@ -105,24 +107,8 @@ TG_IEEE_FN double drint(double a) {
   return std::nearbyint(a);
 #endif
 }
-TG_IEEE_FN uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-#endif
-}
-TG_IEEE_FN float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-#endif
-}
+using ::tg::kernels::bits_float;  // kernels/float_bits.h
+using ::tg::kernels::float_bits;
 // |x| with the sign bit cleared (NaN stays NaN).
 TG_IEEE_FN float fabs_bits(float x) { return bits_float(float_bits(x) & 0x7FFFFFFFu); }
 // The amax key of x: |x|'s bits, every NaN mapped to the canonical 0x7FFFFFFF. For non-negative floats

@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/float_bits.h"
+
 #if defined(__FAST_MATH__) && !defined(__CUDA_ARCH__)
 #error "kernels/recipe/scale_math.h needs IEEE float semantics on the host: do not build with -ffast-math"
 #endif
@@ -46,29 +48,10 @@ struct ScaleRule {
   float value_for_inf = FLT_MAX;   // the scale when fp8_max / amax overflows
 };
 
-TG_SCALE_FN uint32_t scale_float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  return u;
-#endif
-}
-
-TG_SCALE_FN float scale_bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-#endif
-}
 
 // True for +-inf and NaN (exponent all ones); a bit test, so it holds under fast-math too.
-TG_SCALE_FN bool scale_is_inf_or_nan(float x) { return (scale_float_bits(x) & 0x7F800000u) == 0x7F800000u; }
-TG_SCALE_FN bool scale_is_inf(float x) { return (scale_float_bits(x) & 0x7FFFFFFFu) == 0x7F800000u; }
+TG_SCALE_FN bool scale_is_inf_or_nan(float x) { return (float_bits(x) & 0x7F800000u) == 0x7F800000u; }
+TG_SCALE_FN bool scale_is_inf(float x) { return (float_bits(x) & 0x7FFFFFFFu) == 0x7F800000u; }
 
 // a / b rounded to nearest even. On the device __fdiv_rn is spelled out (as TE does) so that the result
 // does not depend on --use_fast_math / -prec-div; on the host `/` is the IEEE division.
@@ -91,7 +74,7 @@ TG_SCALE_FN float scale_mul_rn(float a, float b) {
 
 // Rounds a positive scale down to a power of two by clearing the mantissa bits (TE's 0xFF800000 mask).
 // Scales reaching this are normal floats (fp8_max / amax >= 448 / FLT_MAX), so the result is never 0.
-TG_SCALE_FN float round_down_pow2(float scale) { return scale_bits_float(scale_float_bits(scale) & 0xFF800000u); }
+TG_SCALE_FN float round_down_pow2(float scale) { return bits_float(float_bits(scale) & 0xFF800000u); }
 
 // The scale the quantizer multiplies by: current scaling (per tensor) and block scaling (per block).
 TG_SCALE_FN float scale_from_amax(float amax, const ScaleRule& rule) {
@@ -112,7 +95,7 @@ TG_SCALE_FN float block_scale_from_amax(float block_amax, float fp8_max, bool po
 
 // fp8_max * 2^-margin: the value an amax maps to under delayed scaling. Exact for margin in [0, 64].
 TG_SCALE_FN float delayed_scaled_max(float fp8_max, int margin) {
-  return scale_mul_rn(fp8_max, scale_bits_float(static_cast<uint32_t>(127 - margin) << 23));
+  return scale_mul_rn(fp8_max, bits_float(static_cast<uint32_t>(127 - margin) << 23));
 }
 
 // Delayed scaling's new scale from the amax chosen by the history algorithm.
