@@ -1,8 +1,9 @@
-# tegemma_add_test(<name> LABEL cpu|gpu SOURCES <files...> LIBS <targets...>)
+# tegemma_add_test(<name> LABEL cpu|gpu SOURCES <files...> LIBS <targets...> [RUN_SERIAL])
 # One GoogleTest executable; every test in it is registered with ctest under the given label.
 # GPU tests GTEST_SKIP when no device is present, so the `gpu` label is safe to run anywhere.
+# RUN_SERIAL: ctest -j runs no other test beside these (tests that measure device-wide free memory).
 function(tegemma_add_test name)
-  cmake_parse_arguments(T "" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "RUN_SERIAL" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
   if(NOT TEGEMMA_TESTS)
     return()
   endif()
@@ -16,6 +17,10 @@ function(tegemma_add_test name)
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE TEGEMMA_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   tegemma_target_warnings(${name})
-  gtest_discover_tests(${name} PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
+  set(serial FALSE)
+  if(T_RUN_SERIAL)
+    set(serial TRUE)
+  endif()
+  gtest_discover_tests(${name} PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT} RUN_SERIAL ${serial}
                        DISCOVERY_TIMEOUT 60)
 endfunction()

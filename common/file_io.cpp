@@ -57,6 +57,22 @@ void AtomicFile::write(const void* data, std::size_t n) {
     TG_CHECK(w > 0, "cannot write '", tmp_.string(), "': ", os_error());
     p += w;
     n -= static_cast<std::size_t>(w);
+    written_ += static_cast<uint64_t>(w);
+  }
+}
+
+void AtomicFile::write_at(uint64_t offset, const void* data, std::size_t n) {
+  TG_CHECK(fd_ >= 0 && !committed_, "AtomicFile: write to '", path_.string(), "' after commit");
+  TG_CHECK(offset <= written_ && n <= written_ - offset, "AtomicFile::write_at: [", offset, ", ", offset + n,
+           ") of '", path_.string(), "' is past the ", written_, " bytes written");
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    TG_CHECK(w > 0, "cannot write '", tmp_.string(), "': ", os_error());
+    p += w;
+    n -= static_cast<std::size_t>(w);
+    offset += static_cast<uint64_t>(w);
   }
 }
 

@@ -28,6 +28,9 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
   void write(const void* data, std::size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
+  // Overwrites n bytes at `offset` of what was already written (a header whose values are known only
+  // after the data, e.g. checksums); offset + n must not pass the end of what was written.
+  void write_at(uint64_t offset, const void* data, std::size_t n);
   void commit();
   const std::filesystem::path& path() const { return path_; }
 
@@ -35,6 +38,7 @@ class AtomicFile {
   std::filesystem::path path_, tmp_;
   int fd_ = -1;
   bool committed_ = false;
+  uint64_t written_ = 0;
 };
 
 // A read-only memory map of a whole file (empty files map to an empty span).

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/checksum.h"
 #include "common/json_util.h"
 #include "common/numeric.h"
 
@@ -190,6 +191,26 @@ void check_tiling(std::string_view source, const std::vector<SafetensorsEntry>& 
   }
 }
 
+// Each "xxh64:<name>" metadata key must name a tensor of the file and hold 16 hex digits: a header whose
+// checksum entries are damaged is refused here rather than when a tensor is loaded.
+void check_checksum_keys(std::string_view source, const SafetensorsHeader& h) {
+  const auto first = h.metadata.lower_bound(std::string(kSafetensorsChecksumPrefix));
+  for (auto it = first; it != h.metadata.end() && it->first.starts_with(kSafetensorsChecksumPrefix); ++it) {
+    const std::string_view tensor = std::string_view(it->first).substr(kSafetensorsChecksumPrefix.size());
+    const bool known = std::any_of(h.tensors.begin(), h.tensors.end(),
+                                   [&](const SafetensorsEntry& e) { return e.name == tensor; });
+    if (!known) {
+      TG_FAIL(source, ": __metadata__ records a checksum for tensor ", json_quote(tensor),
+              ", which the file does not contain (corrupt header)");
+    }
+    uint64_t digest = 0;
+    if (!parse_xxh64_hex(it->second, digest)) {
+      TG_FAIL(source, ": __metadata__ ", json_quote(it->first), " must be 16 hex digits (an XXH64), got ",
+              json_quote(it->second), " (corrupt header)");
+    }
+  }
+}
+
 }  // namespace
 
 int64_t SafetensorsEntry::numel() const {
@@ -238,6 +259,7 @@ SafetensorsHeader parse_safetensors(std::span<const uint8_t> bytes, std::string_
     h.tensors.push_back(parse_entry(Ctx{source, name}, v, data_size));
   }
   check_tiling(source, h.tensors, data_size);
+  check_checksum_keys(source, h);
   return h;
 }
 
@@ -245,6 +267,30 @@ SafetensorsHeader parse_safetensors(std::span<const uint8_t> bytes, std::string_
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path) {
   header_ = parse_safetensors(map_.bytes(), path.string());
   for (std::size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
+  for (const auto& [key, value] : header_.metadata) {
+    uint64_t digest = 0;
+    if (key.starts_with(kSafetensorsChecksumPrefix) && parse_xxh64_hex(value, digest)) {
+      checksums_.emplace(key.substr(kSafetensorsChecksumPrefix.size()), digest);  // validated by the parser
+    }
+  }
+}
+
+void SafetensorsFile::verify(std::string_view name) const {
+  auto it = checksums_.find(name);
+  if (it == checksums_.end()) return;
+  const SafetensorsEntry* e = find(name);
+  TG_CHECK(e, path().string(), ": no tensor named ", json_quote(name));
+  const uint64_t actual = xxh64(bytes(*e));
+  if (actual != it->second) {
+    TG_FAIL(path().string(), ": tensor ", json_quote(name), " is corrupted: its ", e->nbytes(),
+            " bytes hash to xxh64 ", xxh64_hex(actual), " but the header records ", xxh64_hex(it->second),
+            " (the file was damaged after it was written; restore it from a good copy)");
+  }
+}
+
+std::size_t SafetensorsFile::verify_all() const {
+  for (const auto& [name, digest] : checksums_) verify(name);
+  return checksums_.size();
 }
 
 const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
@@ -299,6 +345,7 @@ Tensor SafetensorsFile::load(std::string_view name, DType dtype, Device device) 
     TG_FAIL(src, ": tensor ", json_quote(name), " has ", e->shape.size(), " dimensions; at most ", Shape::kMaxDims,
             " can be loaded");
   }
+  verify(name);
   const DType from = *e->dtype;
   const Shape shape{std::span<const int64_t>(e->shape)};
   const auto raw = bytes(*e);
@@ -411,6 +458,16 @@ Tensor CheckpointReader::load(std::string_view name, DType dtype, Device device)
   return file_of(name).load(name, dtype, device);
 }
 
+std::size_t CheckpointReader::verify_checksums() const {
+  std::size_t n = 0;
+  for (const auto& [name, fi] : where_) {
+    if (!files_[fi]->has_checksum(name)) continue;
+    files_[fi]->verify(name);
+    ++n;
+  }
+  return n;
+}
+
 // ---- SafetensorsWriter --------------------------------------------------------------------------
 SafetensorsWriter::SafetensorsWriter() { metadata_["format"] = "pt"; }
 
@@ -448,37 +505,56 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   });
 
   // Compact JSON in the Rust writer's layout: __metadata__ first, then tensors in data order, each
-  // {"dtype","shape","data_offsets"}.
-  std::string header = "{";
-  if (!metadata_.empty()) header += "\"__metadata__\":" + json(metadata_).dump() + ",";
-  uint64_t offset = 0;
-  for (std::size_t i : order) {
-    const auto& [name, t] = tensors_[i];
-    const uint64_t nb = t.nbytes();
-    header += json(name).dump() + ":{\"dtype\":\"" + std::string(dtype_name(t.dtype)) + "\",\"shape\":" +
-              json(t.shape.vec()).dump() + ",\"data_offsets\":[" + std::to_string(offset) + "," +
-              std::to_string(offset + nb) + "]},";
-    offset += nb;
-  }
-  if (header.size() > 1) header.pop_back();  // trailing comma
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  TG_CHECK(header.size() <= kSafetensorsMaxHeader, "SafetensorsWriter: header of ", header.size(),
+  // {"dtype","shape","data_offsets"}. Checksums are known only once the bytes went through the hash, so the
+  // header is first written with placeholders of the same length and rewritten at the end.
+  auto make_header = [&](const std::vector<uint64_t>& digests) {
+    std::map<std::string, std::string> metadata = metadata_;
+    if (checksums_) {
+      for (std::size_t k = 0; k < order.size(); ++k) {
+        metadata[std::string(kSafetensorsChecksumPrefix) + tensors_[order[k]].first] = xxh64_hex(digests[k]);
+      }
+    }
+    std::string header = "{";
+    if (!metadata.empty()) header += "\"__metadata__\":" + json(metadata).dump() + ",";
+    uint64_t offset = 0;
+    for (std::size_t i : order) {
+      const auto& [name, t] = tensors_[i];
+      const uint64_t nb = t.nbytes();
+      header += json(name).dump() + ":{\"dtype\":\"" + std::string(dtype_name(t.dtype)) + "\",\"shape\":" +
+                json(t.shape.vec()).dump() + ",\"data_offsets\":[" + std::to_string(offset) + "," +
+                std::to_string(offset + nb) + "]},";
+      offset += nb;
+    }
+    if (header.size() > 1) header.pop_back();  // trailing comma
+    header += "}";
+    header.append((8 - header.size() % 8) % 8, ' ');
+    return header;
+  };
+  std::vector<uint64_t> digests(order.size(), 0);
+  const std::string placeholder = make_header(digests);
+  TG_CHECK(placeholder.size() <= kSafetensorsMaxHeader, "SafetensorsWriter: header of ", placeholder.size(),
            " bytes for ", path.string(), " exceeds the format's limit");
 
   AtomicFile f(path);
-  const uint64_t n = header.size();
+  const uint64_t n = placeholder.size();
   f.write(&n, 8);
-  f.write(header);
-  for (std::size_t i : order) {
-    const TensorView& t = tensors_[i].second;
-    if (t.nbytes() == 0) continue;
-    if (t.device == Device::CPU) {
-      f.write(t.data, t.nbytes());
-    } else {
-      const Tensor host = Tensor::copy_of(t, Device::CPU);
-      f.write(host.data(), host.nbytes());
+  f.write(placeholder);
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    const TensorView& t = tensors_[order[k]].second;
+    Tensor host;
+    const void* data = t.data;
+    if (t.device != Device::CPU && t.nbytes() > 0) {
+      host = Tensor::copy_of(t, Device::CPU);
+      data = host.data();
     }
+    const std::span<const uint8_t> bytes(static_cast<const uint8_t*>(data), t.nbytes());
+    if (checksums_) digests[k] = xxh64(bytes);
+    if (!bytes.empty()) f.write(bytes.data(), bytes.size());
+  }
+  if (checksums_) {
+    const std::string header = make_header(digests);
+    TG_CHECK_EQ(header.size(), placeholder.size(), "SafetensorsWriter: checksum header length");
+    f.write_at(8, header.data(), header.size());
   }
   f.commit();
 }
@@ -509,6 +585,7 @@ void write_checkpoint(const std::filesystem::path& dir,
   std::error_code ec;
   if (shards.size() <= 1) {
     SafetensorsWriter w;
+    w.set_checksums(true);
     for (const auto& [name, t] : tensors) w.add(name, t);
     w.write(dir / kSingleName);
     fs::remove(dir / kIndexName, ec);
@@ -525,6 +602,7 @@ void write_checkpoint(const std::filesystem::path& dir,
   uint64_t total_size = 0;
   for (std::size_t k = 0; k < total; ++k) {
     SafetensorsWriter w;
+    w.set_checksums(true);
     for (std::size_t i : shards[k]) {
       w.add(tensors[i].first, tensors[i].second);
       weight_map[tensors[i].first] = shard_name(k);

@@ -8,6 +8,12 @@
 // truncated files, a header longer than the file or over 100 MB, invalid JSON or UTF-8, unknown dtypes,
 // negative/overflowing shapes, offsets out of bounds, overlapping or not tiling the buffer, byte counts
 // that disagree with shape x dtype, duplicate names. Every error names the file and the tensor.
+//
+// Checksums: files that write_checkpoint writes carry, per tensor, the XXH64 of its bytes in __metadata__
+// under the key "xxh64:<tensor name>" (16 hex digits; common/checksum.h). The parser checks that each such
+// key names a tensor of the file and holds 16 hex digits; SafetensorsFile::load verifies the tensor's bytes
+// against it before returning them, so flipped bytes on disk are an error naming the file and the tensor,
+// never silently wrong weights. Files without these keys (HF's, other tools') load as before.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +52,7 @@ struct SafetensorsHeader {
 };
 
 inline constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
+inline constexpr std::string_view kSafetensorsChecksumPrefix = "xxh64:";  // __metadata__ key prefix
 
 // Parses and validates a whole safetensors file held in memory. `source` names it in errors.
 // Every dtype of the format parses (BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64,
@@ -67,13 +74,22 @@ class SafetensorsFile {
   // Loads a tensor as a new contiguous `dtype` tensor on `device`. The same dtype is a plain copy (any
   // dtype with a DType); BF16/F16/F32 convert among each other on the host (exact widening, or
   // round-to-nearest-even as common/numeric.h). Throws naming the file and tensor if it is absent,
-  // has no DType ("unsupported dtype for loading"), cannot convert, or has more than 6 dimensions.
+  // has no DType ("unsupported dtype for loading"), cannot convert, or has more than 6 dimensions, or
+  // if its bytes do not match the checksum the header records for it.
   Tensor load(std::string_view name, DType dtype, Device device = Device::CPU) const;
+
+  // Checksums (see the top of this file). has_checksum: the header records one for `name`.
+  // verify(name): throws naming the file and tensor if the bytes do not match (no-op without a checksum).
+  // verify_all(): verifies every tensor that has one; returns how many were checked.
+  bool has_checksum(std::string_view name) const { return checksums_.find(name) != checksums_.end(); }
+  void verify(std::string_view name) const;
+  std::size_t verify_all() const;
 
  private:
   MappedFile map_;
   SafetensorsHeader header_;
   std::map<std::string, std::size_t, std::less<>> index_;
+  std::map<std::string, uint64_t, std::less<>> checksums_;  // tensor name -> XXH64 recorded in the header
 };
 
 // An HF checkpoint directory: model.safetensors (preferred when both exist, as HF does), or shards
@@ -89,6 +105,9 @@ class CheckpointReader {
   const SafetensorsEntry& entry(std::string_view name) const;
   Tensor load(std::string_view name, DType dtype, Device device = Device::CPU) const;
   const std::filesystem::path& dir() const { return dir_; }
+  // Verifies every tensor with a recorded checksum, in every file (reads the whole checkpoint once);
+  // throws at the first mismatch. Returns how many tensors were checked (0 for an HF checkpoint).
+  std::size_t verify_checksums() const;
 
  private:
   const SafetensorsFile& file_of(std::string_view name) const;
@@ -107,6 +126,9 @@ class SafetensorsWriter {
   // UTF-8 and not "__metadata__"; the view must be contiguous.
   void add(std::string name, const TensorView& t);
   void add_metadata(std::string key, std::string value);  // replaces an existing key
+  // Also record each tensor's XXH64 as "xxh64:<name>" metadata (off by default, so the bytes match HF's
+  // writer exactly; write_checkpoint turns it on). Computed from the bytes as they are written.
+  void set_checksums(bool on) { checksums_ = on; }
   void write(const std::filesystem::path& path) const;
   uint64_t total_bytes() const;
 
@@ -114,6 +136,7 @@ class SafetensorsWriter {
   std::vector<std::pair<std::string, TensorView>> tensors_;
   std::set<std::string, std::less<>> names_;
   std::map<std::string, std::string> metadata_;
+  bool checksums_ = false;
 };
 
 // Writes an HF-style checkpoint directory: one model.safetensors, or, when the tensors exceed
@@ -122,6 +145,7 @@ class SafetensorsWriter {
 // would overflow the current one; a tensor larger than the limit gets a shard of its own). Every file
 // is written atomically and the index last; afterwards a stale model.safetensors (when sharded) or a
 // stale index (when single-file) is removed so the reader cannot pick up the previous checkpoint.
+// Every tensor's XXH64 is recorded in its file's header (see the top of this file) and verified on load.
 void write_checkpoint(const std::filesystem::path& dir, const std::vector<std::pair<std::string, TensorView>>& tensors,
                       uint64_t max_shard_bytes = 5ull << 30);
 
