@@ -45,18 +45,20 @@ void check_block_operand_scales(const Fp8View& t, Device device, const char* nam
   TG_CHECK(aligned16(t.scale_inv.data), name, ": scale_inv pointer must be 16-byte aligned");
 }
 
-// Shape/stride agreement of a * b^T -> out.
-detail::GemmDims check_dims(const TensorView& a, const TensorView& b, const TensorView& out, const char* op) {
+// Shape/stride agreement of a * b^T -> out (a stored [K, M] if trans_a, b stored [K, N] if trans_b).
+detail::GemmDims check_dims(const TensorView& a, const TensorView& b, const TensorView& out, const char* op,
+                            bool trans_a = false, bool trans_b = false) {
   check_matrix(a, op, "A");
   check_matrix(b, op, "B");
   check_matrix(out, op, "out");
   TG_CHECK(a.device == b.device && a.device == out.device, op, ": A, B and out must be on one device, got A on ",
            a.device, ", B on ", b.device, ", out on ", out.device);
   detail::GemmDims d;
-  d.m = a.shape[0];
-  d.k = a.shape[1];
-  d.n = b.shape[0];
-  TG_CHECK(b.shape[1] == d.k, op, ": A is [M, K] = ", a.shape, " and B must be [N, K] with the same K, got B ",
+  d.m = a.shape[trans_a ? 1 : 0];
+  d.k = a.shape[trans_a ? 0 : 1];
+  d.n = b.shape[trans_b ? 1 : 0];
+  TG_CHECK(b.shape[trans_b ? 0 : 1] == d.k, op, ": A is ", trans_a ? "[K, M] (transpose_a)" : "[M, K]", " = ",
+           a.shape, " and B must be ", trans_b ? "[K, N] (transpose_b)" : "[N, K]", " with the same K, got B ",
            b.shape, " (out = A * B^T)");
   TG_CHECK(out.shape[0] == d.m && out.shape[1] == d.n, op, ": out must be [M, N] = [", d.m, ", ", d.n, "], got ",
            out.shape);
@@ -85,8 +87,8 @@ Fp8View as_columnwise(const Fp8View& t) {
 
 namespace detail {
 
-GemmDims check_gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions&) {
-  const GemmDims d = check_dims(a, b, out, "gemm");
+GemmDims check_gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions& opt) {
+  const GemmDims d = check_dims(a, b, out, "gemm", opt.transpose_a, opt.transpose_b);
   check_dtype(a, DType::BF16, "gemm(A)");
   check_dtype(b, DType::BF16, "gemm(B)");
   TG_CHECK(out.dtype == DType::BF16 || out.dtype == DType::F32, "gemm: out must be BF16 or F32, got ", out.dtype);
@@ -96,6 +98,8 @@ GemmDims check_gemm(const TensorView& a, const TensorView& b, const TensorView& 
 GemmDims check_gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const GemmOptions& opt,
                         const TensorView& out_amax, const TensorView& out_scale) {
   const char* op = "gemm_fp8";
+  TG_CHECK(!opt.transpose_a && !opt.transpose_b, op, ": FP8 GEMMs are TN only (Hopper); transpose_a / transpose_b ",
+           "are for BF16 gemm: pass as_columnwise(...) copies instead");
   TG_CHECK(a.has_rowwise(), op, ": A has no row-wise data; pass as_columnwise(A) to use its transposed copy");
   TG_CHECK(b.has_rowwise(), op, ": B has no row-wise data; pass as_columnwise(B) to use its transposed copy");
   const GemmDims d = check_dims(a.data, b.data, out, op);

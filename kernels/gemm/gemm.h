@@ -17,6 +17,11 @@
 // ---- gemm: BF16 x BF16 ----------------------------------------------------------------------------
 // A, B BF16; out BF16 or F32. FP32 accumulation (CUBLAS_COMPUTE_32F), FP32 epilogue
 // alpha * acc + beta * out, one rounding to out's dtype.
+// BF16 only: GemmOptions::transpose_a / transpose_b take an operand as stored TRANSPOSED (A given as
+// [K, M], B as [K, N]; cuBLASLt's N / T layouts, no copy), which the BF16 backward needs:
+//     dgrad    dx[T, K]  = dy[T, N] * W[N, K]          gemm(dy, W, dx, {.transpose_b = true})
+//     wgrad    dW[N, K] += dy[T, N]^T * x[T, K]        gemm(dy, x, dW, {.beta = 1, .transpose_a = true,
+//                                                                        .transpose_b = true})
 //
 // ---- gemm_fp8: FP8 x FP8 --------------------------------------------------------------------------
 // A and B are Fp8Views (their row-wise `data` [rows, cols] and `scale_inv` are used; as_columnwise()
@@ -91,9 +96,14 @@ struct GemmOptions {
   bool split_accumulate = true;
   // Only reproducible algorithms (no split-K reduction); see above. The CPU twin is always deterministic.
   bool deterministic = false;
+  // BF16 gemm only (FP8 GEMMs are TN only: pass as_columnwise copies instead): the operand is stored
+  // transposed, A as [K, M] and/or B as [K, N] (see "gemm: BF16 x BF16").
+  bool transpose_a = false;
+  bool transpose_b = false;
 };
 
-// out[M, N] = alpha * a[M, K] * b[N, K]^T + beta * out. a, b BF16; out BF16 or F32.
+// out[M, N] = alpha * a[M, K] * b[N, K]^T + beta * out. a, b BF16; out BF16 or F32. With transpose_a / _b,
+// a is [K, M] / b is [K, N] as stored (out = a^T ... / ... b).
 void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions& opt = {},
           Stream stream = {});
 

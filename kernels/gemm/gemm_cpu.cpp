@@ -64,6 +64,15 @@ std::vector<double> dequantize(const TensorView& data, ScalingMode mode, const T
   return v;
 }
 
+// The transpose of a row-major [rows, cols] double matrix.
+std::vector<double> transposed(const std::vector<double>& v, int64_t rows, int64_t cols) {
+  std::vector<double> t(v.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) t[static_cast<std::size_t>(j * rows + i)] = v[static_cast<std::size_t>(i * cols + j)];
+  }
+  return t;
+}
+
 // out = alpha * A * B^T + beta * out over exact double operands; returns max |v| over the results v
 // (before out_scale). out_scale != 1 multiplies v before the final rounding (FP8 outputs).
 double gemm_f64(const std::vector<double>& a, const std::vector<double>& b, const detail::GemmDims& d,
@@ -90,7 +99,10 @@ void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const
   TG_NVTX_FN();
   const detail::GemmDims d = detail::check_gemm(a, b, out, opt);
   check_device(out, Device::CPU, "cpu::gemm(out)");
-  gemm_f64(dequantize(a, ScalingMode::kPerTensor, {}), dequantize(b, ScalingMode::kPerTensor, {}), d, out, opt, 1.0);
+  std::vector<double> av = dequantize(a, ScalingMode::kPerTensor, {}), bv = dequantize(b, ScalingMode::kPerTensor, {});
+  if (opt.transpose_a) av = transposed(av, d.k, d.m);  // stored [K, M] -> [M, K]
+  if (opt.transpose_b) bv = transposed(bv, d.k, d.n);  // stored [K, N] -> [N, K]
+  gemm_f64(av, bv, d, out, opt, 1.0);
 }
 
 void gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const GemmOptions& opt,

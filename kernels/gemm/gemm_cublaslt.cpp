@@ -144,9 +144,11 @@ struct Key {
   int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
   bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
   uint32_t align_a, align_b, align_c, align_d;
+  bool trans_a, trans_b;  // BF16 only: our A stored [K, M] / our B stored [K, N]
   auto tie() const {
     return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
-                    beta_nonzero, d_scale, d_amax, deterministic, align_a, align_b, align_c, align_d);
+                    beta_nonzero, d_scale, d_amax, deterministic, align_a, align_b, align_c, align_d, trans_a,
+                    trans_b);
   }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
@@ -197,7 +199,7 @@ std::string describe(const Key& k) {
      << " (" << mode(k.b_mode) << " scaling, row stride " << k.lda << "), B " << type_name(k.b_type) << " ("
      << mode(k.a_mode) << " scaling, row stride " << k.ldb << "), out " << type_name(k.d_type) << " (row stride "
      << k.ldd << "), fast_accum=" << k.fast_accum << ", deterministic=" << k.deterministic
-     << ", pointer alignment A/B/C/D " << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d
+     << ", transpose_a=" << k.trans_a << ", transpose_b=" << k.trans_b << ", pointer alignment A/B/C/D " << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d
      << " bytes (cuBLASLt " << cublasLtGetVersion() << ", device " << k.device << ")";
   return os.str();
 }
@@ -213,9 +215,12 @@ struct Operands {
 void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const GemmOptions& opt, Stream stream) {
   const cudaStream_t s = cuda_stream(stream);
   const Context ctx = context(key.device, s);
-  // cuBLASLt's view: A = our B (k x n_ours... K x N), B = our A (K x M), C/D = N x M.
-  const MatrixLayout la(static_cast<cudaDataType_t>(key.b_type), key.k, key.n, key.ldb);
-  const MatrixLayout lb(static_cast<cudaDataType_t>(key.a_type), key.k, key.m, key.lda);
+  // cuBLASLt's view: A = our B (K x N, op T; or N x K, op N when our B is stored [K, N]), B = our A (K x M,
+  // op N; or M x K, op T when our A is stored [K, M]), C/D = N x M.
+  const MatrixLayout la(static_cast<cudaDataType_t>(key.b_type), key.trans_b ? key.n : key.k,
+                        key.trans_b ? key.k : key.n, key.ldb);
+  const MatrixLayout lb(static_cast<cudaDataType_t>(key.a_type), key.trans_a ? key.m : key.k,
+                        key.trans_a ? key.k : key.m, key.lda);
   const MatrixLayout lc(static_cast<cudaDataType_t>(key.c_type), key.n, key.m, key.ldd);
   const MatrixLayout ld(static_cast<cudaDataType_t>(key.d_type), key.n, key.m, key.ldd);
 
@@ -293,12 +298,15 @@ Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, D
   k.align_b = alignment(ops.b);
   k.align_c = ops.c ? alignment(ops.c) : 256;
   k.align_d = alignment(ops.out);
+  k.trans_a = opt.transpose_a;
+  k.trans_b = opt.transpose_b;
   return k;
 }
 
-void set_transposes(MatmulDesc& desc) {
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
-  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+// TN by default; a transposed-stored operand flips its op (cuBLASLt's A is our B, its B our A).
+void set_transposes(MatmulDesc& desc, const Key& key) {
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, key.trans_b ? CUBLAS_OP_N : CUBLAS_OP_T);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N);
 }
 
 }  // namespace
@@ -323,7 +331,7 @@ void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const
   const Operands ops{a.data, b.data, out.data, out.data};
   const Key key = base_key(d, ops, a.dtype, b.dtype, out.dtype, opt);
   MatmulDesc desc;
-  set_transposes(desc);
+  set_transposes(desc, key);
   run(key, desc, ops, opt, stream);
 }
 
@@ -344,7 +352,7 @@ void gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const G
   key.d_amax = !out_amax.empty();
 
   MatmulDesc desc;
-  set_transposes(desc);
+  set_transposes(desc, key);
   desc.set(CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(key.fast_accum ? 1 : 0));
   desc.set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, key.a_mode);
   desc.set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, key.b_mode);
