@@ -1,6 +1,7 @@
 #include "impl/model.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/check.h"
 #include "common/nvtx.h"
@@ -9,11 +10,16 @@
 #include "impl/modules/transformer_layer.h"
 #include "kernels/convert/convert.h"
 #include "kernels/embedding/embedding.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/loss/loss.h"
 #include "kernels/rope/rope.h"
 
 namespace tg::impl {
 
 namespace {
+
+// The loss head of a plan (forward_backward / loss): none, the loss alone, or the loss and the backward.
+enum class LossPlan : uint8_t { kNone, kEval, kTrain };
 
 // What an arena carve depends on.
 struct PlanKey {
@@ -21,6 +27,8 @@ struct PlanKey {
   LogitsMode logits = LogitsMode::kNone;
   bool training = false;
   ScalingPhase phase = ScalingPhase::kInference;
+  LossPlan loss = LossPlan::kNone;
+  int64_t chunk = 0;  // lm_head rows per chunk (loss plans)
 };
 
 int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
@@ -72,7 +80,8 @@ struct GemmaForCausalLM::State {
   LayerNormLinear lm_head;
   Arena arena;
   PlanKey key;
-  std::vector<int32_t> staging;  // host side of the per-forward index upload
+  std::vector<int32_t> staging;         // host side of the per-forward index upload
+  std::vector<int32_t> target_staging;  // host side of the targets' upload (loss plans)
 
   // Every buffer of one forward, carved in a fixed order.
   struct Views {
@@ -83,9 +92,15 @@ struct GemmaForCausalLM::State {
     std::vector<TransformerLayer::Activations> layers;  // 1 shared set (inference) or L (training)
     TensorView h_last;                                  // BF16 [lm_rows, D]: gathered last rows (kLastPerSequence)
     LayerNormLinear::Activations lm;
-    TensorView logits;     // BF16 [lm_rows, V]
+    TensorView logits;     // BF16 [lm_rows, V] (loss plans: [chunk, V], overwritten by its gradient)
     int64_t lm_rows = 0;   // rows the lm_head computes (padded under block scaling)
     int64_t out_rows = 0;  // rows returned
+    // Loss plans (forward_backward / loss):
+    TensorView targets;   // I32 [T]
+    TensorView row_loss;  // F32 [chunk]
+    TensorView dh[2];     // BF16 [rows, D] x 2: the residual-stream gradient, ping-pong between layers
+    TransformerLayer::BackwardBuffers layer_bw;  // shared by every layer
+    LayerNormLinear::BackwardBuffers lm_bw;      // the final norm's backward (d_ln = the lm_head's dgrad)
   };
   Views views;  // the last forward's
 
@@ -95,7 +110,7 @@ struct GemmaForCausalLM::State {
     BatchView& bv = v.batch;
     bv.tokens = k.tokens;
     bv.sequences = k.sequences;
-    bv.rows = round_up(k.tokens, precision.row_multiple());
+    bv.rows = round_up(k.tokens, k.training ? precision.training_row_multiple() : precision.row_multiple());
     v.inputs = b.alloc(DType::I32, {2 * k.tokens + 2 * k.sequences + 1});
     if (!b.counting()) {
       auto part = [&](int64_t begin, int64_t n) {
@@ -118,7 +133,91 @@ struct GemmaForCausalLM::State {
       v.lm = lm_head.allocate(b, v.lm_rows, precision, k.training);
       v.logits = b.alloc(DType::BF16, {v.lm_rows, w.config.vocab_size});
     }
+    if (k.loss != LossPlan::kNone) {
+      v.lm = lm_head.allocate(b, bv.rows, precision, /*training=*/false);  // BF16 lm_head: ln_out in BF16
+      v.targets = b.alloc(DType::I32, {k.tokens});
+      v.logits = b.alloc(DType::BF16, {k.chunk, w.config.vocab_size});
+      v.row_loss = b.alloc(DType::F32, {k.chunk});
+      if (k.loss == LossPlan::kTrain) {
+        v.dh[0] = b.alloc(DType::BF16, {bv.rows, d});
+        v.dh[1] = b.alloc(DType::BF16, {bv.rows, d});
+        v.layer_bw = layers[0].allocate_backward(b, bv, precision);
+        v.lm_bw = lm_head.allocate_backward(b, bv.rows);
+      }
+    }
     return v;
+  }
+
+  // Uploads the batch's indices (one copy), runs the embedding and the layers on the views of `v`; returns
+  // the residual stream leaving the last layer.
+  TensorView body(const Batch& batch, const Views& v, const BatchView& bv, bool training,
+                  const std::function<void(int64_t, const TensorView&)>& on_layer) {
+    const Stream stream = opts.stream;
+    // One upload of every index array, from a staging vector the model keeps (so it outlives the copy).
+    std::vector<int32_t>& host = staging;
+    host.clear();
+    host.insert(host.end(), batch.tokens.begin(), batch.tokens.end());
+    host.insert(host.end(), batch.positions.begin(), batch.positions.end());
+    host.insert(host.end(), batch.cu_seqlens.begin(), batch.cu_seqlens.end());
+    const std::vector<int32_t> last = batch.last_token_rows();
+    host.insert(host.end(), last.begin(), last.end());
+    // From pageable memory, cudaMemcpyAsync has consumed `host` when it returns (CUDA's API sync rules).
+    copy_async(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
+
+    kernels::embedding_forward(bv.token_ids, w.embed.view(), embed_scale, v.h.slice_rows(0, bv.tokens), v.status,
+                               stream);
+    if (bv.rows > bv.tokens) zero_async(v.h.slice_rows(bv.tokens, bv.rows), stream);
+
+    TensorView h = v.h;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const auto& act = v.layers[training ? l : 0];
+      h = layers[l].forward(h, bv, act, precision, stream);
+      if (on_layer) on_layer(static_cast<int64_t>(l), h);
+    }
+    return h;
+  }
+
+  // The lm_head's loss over the rows [0, T) chunk by chunk (and with `grads`, its backward: the lm_head's
+  // dgrad into d_ln, its wgrad into grads->embed, then the final norm's backward into v.dh[0]).
+  void lm_loss(const Views& v, const BatchView& bv, const TensorView& h, float scale, const TensorView& loss_sum,
+               const ModelGrads* grads) {
+    const Stream stream = opts.stream;
+    lm_head.norm_forward(h, v.lm, precision, stream);
+    const TensorView ln = v.lm.ln_out.hp;
+    const TensorView d_ln = grads ? v.lm_bw.d_ln : TensorView{};
+    const int64_t chunk = v.logits.shape[0];
+    for (int64_t r0 = 0; r0 < bv.tokens; r0 += chunk) {
+      TG_NVTX_RANGE("lm_head chunk");
+      const int64_t r1 = std::min(bv.tokens, r0 + chunk), c = r1 - r0;
+      const TensorView logits = v.logits.slice_rows(0, c);
+      kernels::gemm(ln.slice_rows(r0, r1), w.embed.view(), logits, {}, stream);
+      kernels::cross_entropy(logits, v.targets.slice_rows(r0, r1), scale, grads ? logits : TensorView{},
+                             v.row_loss.slice_rows(0, c), loss_sum, stream);
+      if (!grads) continue;
+      kernels::GemmOptions dgrad;
+      dgrad.transpose_b = true;  // d_ln = dlogits E
+      kernels::gemm(logits, w.embed.view(), d_ln.slice_rows(r0, r1), dgrad, stream);
+      kernels::GemmOptions wgrad;
+      wgrad.beta = 1.0f;
+      wgrad.transpose_a = wgrad.transpose_b = true;  // dE += dlogits^T ln
+      kernels::gemm(logits, ln.slice_rows(r0, r1), grads->embed, wgrad, stream);
+    }
+    if (!grads) return;
+    if (bv.rows > bv.tokens) zero_async(d_ln.slice_rows(bv.tokens, bv.rows), stream);
+    lm_head.norm_backward(h, v.lm, d_ln, v.dh[0], TensorView{}, v.lm_bw, grads->final_norm, stream);
+  }
+
+  // Host checks and the upload of a loss plan's targets.
+  void upload_targets(const Views& v, const Batch& batch, const std::vector<int32_t>& targets) {
+    TG_CHECK(static_cast<int64_t>(targets.size()) == batch.num_tokens(), "GemmaForCausalLM: ", targets.size(),
+             " targets for a batch of ", batch.num_tokens(), " tokens (one per token: the next token, or -100)");
+    const int64_t vocab = w.config.vocab_size;
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      TG_CHECK(targets[i] == kernels::kIgnoreIndex || (targets[i] >= 0 && targets[i] < vocab), "GemmaForCausalLM: ",
+               "target ", i, " is ", targets[i], ", expected -100 (ignored) or a token id in [0, ", vocab, ")");
+    }
+    target_staging = targets;
+    copy_async(v.targets, TensorView(target_staging.data(), DType::I32, v.targets.shape, Device::CPU), opts.stream);
   }
 
   // The views for this key, (re)allocating the arena if it is too small.
@@ -165,6 +264,7 @@ GemmaForCausalLM::GemmaForCausalLM(ModelWeights weights, const ModelOptions& opt
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const Tensor* freq = opts.fault.hits(FaultInjection::Kind::kRopeSwap, l) ? &s.fault_inv_freq : &s.inv_freq;
     s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, freq, opts.attention);
+    s.layers.back().set_deterministic(opts.deterministic);
   }
   s.lm_head = LayerNormLinear(&s.w.final_norm, &s.w.lm_head, s.precision.add_gemm("lm_head", opts.fp8_lm_head),
                               static_cast<float>(cfg.rms_norm_eps));
@@ -226,28 +326,7 @@ TensorView GemmaForCausalLM::forward(const Batch& batch, const ForwardOptions& o
   BatchView bv = v.batch;
   bv.max_seqlen = batch.max_seqlen;
   TG_NVTX_RANGE("GemmaForCausalLM::forward");
-
-  // One upload of every index array, from a staging vector the model keeps (so it outlives the copy).
-  std::vector<int32_t>& host = s.staging;
-  host.clear();
-  host.insert(host.end(), batch.tokens.begin(), batch.tokens.end());
-  host.insert(host.end(), batch.positions.begin(), batch.positions.end());
-  host.insert(host.end(), batch.cu_seqlens.begin(), batch.cu_seqlens.end());
-  const std::vector<int32_t> last = batch.last_token_rows();
-  host.insert(host.end(), last.begin(), last.end());
-  // From pageable memory, cudaMemcpyAsync has consumed `host` when it returns (CUDA's API sync rules).
-  copy_async(v.inputs, TensorView(host.data(), DType::I32, v.inputs.shape, Device::CPU), stream);
-
-  kernels::embedding_forward(bv.token_ids, s.w.embed.view(), s.embed_scale, v.h.slice_rows(0, bv.tokens), v.status,
-                             stream);
-  if (bv.rows > bv.tokens) zero_async(v.h.slice_rows(bv.tokens, bv.rows), stream);
-
-  TensorView h = v.h;
-  for (std::size_t l = 0; l < s.layers.size(); ++l) {
-    const auto& act = v.layers[opts.training ? l : 0];
-    h = s.layers[l].forward(h, bv, act, s.precision, stream);
-    if (on_layer) on_layer(static_cast<int64_t>(l), h);
-  }
+  const TensorView h = s.body(batch, v, bv, opts.training, on_layer);
   if (opts.logits == LogitsMode::kNone) return TensorView{};
 
   TensorView x = h;
@@ -279,6 +358,80 @@ ForwardOutput GemmaForCausalLM::run(const Batch& batch, const ForwardOptions& op
     out.final_hidden = to_host_f32(v.lm.ln_out.hp, v.out_rows);
   }
   return out;
+}
+
+int64_t GemmaForCausalLM::loss_chunk_rows(int64_t tokens) const {
+  TG_CHECK(tokens >= 1, "loss_chunk_rows: expected tokens >= 1, got ", tokens);
+  int64_t c = s_->opts.loss_chunk_rows;
+  if (c <= 0) {  // about 256 MiB of BF16 logits, in multiples of 64 rows
+    const int64_t budget = (int64_t{256} << 20) / (2 * s_->w.config.vocab_size);
+    c = std::max<int64_t>(64, budget / 64 * 64);
+  }
+  return std::min(c, tokens);
+}
+
+void GemmaForCausalLM::forward_backward(const Batch& batch, const std::vector<int32_t>& targets, float scale,
+                                        const ModelGrads& grads, const TensorView& loss_sum) {
+  State& s = *s_;
+  const GemmaConfig& cfg = s.w.config;
+  batch.validate(cfg.vocab_size, cfg.max_position_embeddings);
+  TG_CHECK(s.w.storage == WeightStorage::kMaster, "forward_backward: training needs master weights (the model ",
+           "holds FP8-only weights)");
+  TG_CHECK(!s.opts.fp8_lm_head, "forward_backward: training runs the tied lm_head in BF16 (the embedding table ",
+           "is its weight); build the model without fp8_lm_head");
+  TG_CHECK(static_cast<int64_t>(grads.layers.size()) == cfg.num_hidden_layers, "forward_backward: grads have ",
+           grads.layers.size(), " layers, the model ", cfg.num_hidden_layers);
+  const Stream stream = s.opts.stream;
+  PlanKey k{batch.num_tokens(), batch.num_sequences(), LogitsMode::kNone, true, s.precision.phase()};
+  k.loss = LossPlan::kTrain;
+  k.chunk = loss_chunk_rows(batch.num_tokens());
+  const State::Views v = s.prepare(k);
+  BatchView bv = v.batch;
+  bv.max_seqlen = batch.max_seqlen;
+  TG_NVTX_RANGE("GemmaForCausalLM::forward_backward");
+  s.upload_targets(v, batch, targets);
+  const TensorView h = s.body(batch, v, bv, /*training=*/true, {});
+  s.lm_loss(v, bv, h, scale, loss_sum, &grads);
+
+  // The layers in reverse; dh ping-pongs between the two buffers (a layer's dh_in must not alias its dh_out).
+  TensorView dh = v.dh[0], other = v.dh[1];
+  for (int64_t l = static_cast<int64_t>(s.layers.size()) - 1; l >= 0; --l) {
+    const auto i = static_cast<std::size_t>(l);
+    const TensorView h_in = l == 0 ? v.h : v.layers[i - 1].h_out;
+    s.layers[i].backward(h_in, bv, v.layers[i], dh, other, v.layer_bw, grads.layers[i], s.precision, stream);
+    std::swap(dh, other);
+  }
+  // The embedding's scatter-add joins the lm_head's wgrad in the tied F32 buffer (ids were checked on the host).
+  kernels::embedding_backward(bv.token_ids, dh.slice_rows(0, bv.tokens), s.embed_scale, grads.embed, v.status,
+                              stream);
+}
+
+void GemmaForCausalLM::loss(const Batch& batch, const std::vector<int32_t>& targets, float scale,
+                            const TensorView& loss_sum) {
+  State& s = *s_;
+  const GemmaConfig& cfg = s.w.config;
+  batch.validate(cfg.vocab_size, cfg.max_position_embeddings);
+  TG_CHECK(!s.opts.fp8_lm_head, "loss: computed with the BF16 lm_head (the embedding table); build the model ",
+           "without fp8_lm_head");
+  // Evaluation must not feed the delayed-scaling amax histories: run it in the inference phase.
+  const bool was_training = s.precision.phase() == ScalingPhase::kTraining;
+  if (was_training) s.precision.set_training(false);
+  PlanKey k{batch.num_tokens(), batch.num_sequences(), LogitsMode::kNone, false, s.precision.phase()};
+  k.loss = LossPlan::kEval;
+  k.chunk = loss_chunk_rows(batch.num_tokens());
+  try {
+    const State::Views v = s.prepare(k);
+    BatchView bv = v.batch;
+    bv.max_seqlen = batch.max_seqlen;
+    TG_NVTX_RANGE("GemmaForCausalLM::loss");
+    s.upload_targets(v, batch, targets);
+    const TensorView h = s.body(batch, v, bv, /*training=*/false, {});
+    s.lm_loss(v, bv, h, scale, loss_sum, nullptr);
+  } catch (...) {
+    if (was_training) s.precision.set_training(true);
+    throw;
+  }
+  if (was_training) s.precision.set_training(true);
 }
 
 void GemmaForCausalLM::begin_calibration() { s_->precision.begin_calibration(s_->opts.stream); }

@@ -25,6 +25,7 @@
 #include "common/tensor.h"
 #include "impl/batch.h"
 #include "impl/fault_injection.h"
+#include "impl/grads.h"
 #include "impl/precision.h"
 #include "impl/recipe.h"
 #include "impl/weights.h"
@@ -39,6 +40,12 @@ struct ModelOptions {
   bool fp8_lm_head = false;                        // the tied lm_head GEMM in FP8 too (an FP8 copy of embed)
   kernels::AttentionBackend attention = kernels::AttentionBackend::kCudnn;  // CUDA only
   Stream stream;                                                            // every launch of the model goes here
+  // Training: bitwise-reproducible attention backward (cuDNN's deterministic algorithm). The GEMMs' switch is
+  // process-wide (kernels::set_gemm_deterministic); the trainer sets both.
+  bool deterministic = false;
+  // Training / loss: rows of the lm_head per chunk (its [rows, V] logits buffer, the cross-entropy and the two
+  // backward GEMMs run chunk by chunk); 0 picks about 256 MiB of BF16 logits.
+  int64_t loss_chunk_rows = 0;
   FaultInjection fault;  // TEST-ONLY planted bug for the parity harness (impl/fault_injection.h); inert by default
 };
 
@@ -95,6 +102,23 @@ class GemmaForCausalLM {
   void finish_calibration();
   // begin + one forward per batch + finish.
   void calibrate(const std::vector<Batch>& batches);
+
+  // ---- Training (impl/trainer.h drives these; impl/README.md "Training") ----
+  // One micro-batch: the forward with every activation backward needs, the cross-entropy of the lm_head's
+  // logits against `targets` (I32 [T] host: the next token of each position, -100 = ignored) chunk by chunk
+  // (kernels/loss: no [T, V] FP32 copy; the logits buffer is chunk x V BF16 and is overwritten by its
+  // gradient), and the backward into `grads` (ADDED to: gradient accumulation). loss_sum (F32 [1] on the
+  // model's device) += scale * the sum of the token losses; scale = 1 / the number of non-ignored targets of
+  // the whole optimizer step. Asynchronous on the model's stream. Needs master storage, a BF16 lm_head,
+  // precision().set_training(true) for delayed scaling, and column-wise FP8 weight copies
+  // (quantize_weights(..., columnwise = true)) under an FP8 recipe.
+  void forward_backward(const Batch& batch, const std::vector<int32_t>& targets, float scale, const ModelGrads& grads,
+                        const TensorView& loss_sum);
+  // The same loss without the backward (validation): no activations kept, and under delayed scaling the
+  // frozen scales of the inference phase (no amax recorded).
+  void loss(const Batch& batch, const std::vector<int32_t>& targets, float scale, const TensorView& loss_sum);
+  // Rows per lm_head chunk for a batch of `tokens` (ModelOptions::loss_chunk_rows resolved).
+  int64_t loss_chunk_rows(int64_t tokens) const;
 
   // After changing the BF16 masters: new FP8 copies.
   void requantize_weights();

@@ -83,6 +83,10 @@ void Precision::update_forward(Stream stream) {
   if (delayed_ && phase_ == ScalingPhase::kTraining) delayed_->update_forward(stream);
 }
 
+void Precision::update_backward(Stream stream) {
+  if (delayed_ && phase_ == ScalingPhase::kTraining) delayed_->update_backward(stream);
+}
+
 GemmInput Precision::alloc_input(Buffers& b, const GemmSite& site, int64_t rows, int64_t cols, bool producer_fused,
                                  bool columnwise) const {
   TG_CHECK(finalized_, "Precision::alloc_input: finalize() first");
@@ -247,6 +251,117 @@ void Precision::linear(const GemmInput& x, const LinearWeight& w, const TensorVi
   a.columnwise_data = b.columnwise_data = TensorView{};  // the forward reads the row-wise copies
   a.columnwise_scale_inv = b.columnwise_scale_inv = TensorView{};
   kernels::gemm_fp8(a, b, out, opt, stream);
+}
+
+// ---- Backward ------------------------------------------------------------------------------------------------
+
+GradInput Precision::alloc_grad(Buffers& b, const GemmSite& site, int64_t rows, int64_t cols, bool producer_fused,
+                                bool own_hp) const {
+  TG_CHECK(finalized_, "Precision::alloc_grad: finalize() first");
+  GradInput g;
+  if (!site.fp8) {
+    g.path = GradPath::kBf16;
+    if (own_hp) g.hp = b.alloc(DType::BF16, {rows, cols});
+    return g;
+  }
+  const DType fp8 = recipe_.bwd_dtype();
+  switch (recipe_.kind) {
+    case RecipeKind::kBF16:
+      TG_FAIL("Precision: an FP8 site '", site.name, "' under the bf16 recipe");
+    case RecipeKind::kDelayed:
+      g.path = producer_fused ? GradPath::kDelayedFused : GradPath::kFp8Cast;
+      if (!producer_fused && own_hp) g.hp = b.alloc(DType::BF16, {rows, cols});
+      g.fp8 = b.alloc_fp8_per_tensor(fp8, rows, cols, /*columnwise=*/true, /*own_scale=*/false);
+      return g;
+    case RecipeKind::kCurrent:
+      g.path = GradPath::kFp8Cast;
+      if (own_hp) g.hp = b.alloc(DType::BF16, {rows, cols});
+      g.fp8 = b.alloc_fp8_per_tensor(fp8, rows, cols, /*columnwise=*/true, /*own_scale=*/true);
+      return g;
+    case RecipeKind::kBlock:
+      g.path = GradPath::kFp8Cast;
+      if (own_hp) g.hp = b.alloc(DType::BF16, {rows, cols});
+      g.fp8 = b.alloc_fp8_block(ScalingMode::kBlock1x128, fp8, rows, cols, /*columnwise=*/true);
+      return g;
+  }
+  TG_FAIL("unreachable");
+}
+
+GradInput Precision::bind_grad(const GradInput& g, const GemmSite& site) const {
+  GradInput out = g;
+  if (g.is_fp8() && recipe_.kind == RecipeKind::kDelayed) {
+    TG_CHECK(site.refs.grad_output.valid(), "Precision: GEMM '", site.name, "' has no delayed-scaling rows");
+    TG_CHECK(phase_ == ScalingPhase::kTraining, "Precision: a backward pass under delayed scaling needs the ",
+             "training phase (set_training(true)), the model is ", scaling_phase_name(phase_));
+    delayed_->attach(out.fp8, site.refs.grad_output);  // its scale; the cast max-reduces into its amax slot
+  }
+  return out;
+}
+
+void Precision::quantize_grad(const GradInput& unbound, const GemmSite& site, Stream stream) const {
+  if (unbound.path != GradPath::kFp8Cast) return;
+  const GradInput g = bind_grad(unbound, site);
+  TG_CHECK(!g.hp.empty(), "Precision::quantize_grad: GEMM '", site.name, "': the gradient has no BF16 source ",
+           "(bind it with GradInput::with_hp)");
+  switch (recipe_.kind) {
+    case RecipeKind::kDelayed:
+      kernels::quantize(g.hp, g.fp8, {}, stream);  // the state's scale; amax recorded for update_backward()
+      return;
+    case RecipeKind::kCurrent:
+      kernels::compute_amax(g.hp, g.fp8.amax, stream);
+      CurrentScalingState(recipe_).compute_scale(g.fp8, ScalingDir::kBackward, stream);
+      kernels::quantize(g.hp, without_amax(g.fp8), {}, stream);
+      return;
+    case RecipeKind::kBlock:
+      kernels::quantize(g.hp, g.fp8, kernels::BlockQuantOptions{recipe_.power_2_scale, 0.0f}, stream);
+      return;
+    case RecipeKind::kBF16:
+      break;
+  }
+  TG_FAIL("Precision::quantize_grad: GEMM '", site.name, "' has an FP8 gradient under the bf16 recipe");
+}
+
+void Precision::geglu_backward(const TensorView& dout, const TensorView& fc1, const GradInput& dfc1,
+                               const GemmSite& site, Stream stream) const {
+  if (dfc1.path == GradPath::kDelayedFused) {
+    kernels::geglu_backward_fp8(dout, fc1, bind_grad(dfc1, site).fp8, stream);
+    return;
+  }
+  kernels::geglu_backward(dout, fc1, dfc1.hp, stream);
+  quantize_grad(dfc1, site, stream);
+}
+
+void Precision::dgrad(const GradInput& dy, const LinearWeight& w, const TensorView& dx, Stream stream) const {
+  if (!dy.is_fp8()) {
+    TG_CHECK(w.has_master(), "Precision::dgrad: '", w.name, "' has no BF16 weight");
+    kernels::GemmOptions opt;
+    opt.transpose_b = true;  // W [N, K] as stored: dx = dy W
+    kernels::gemm(dy.hp, w.master_view, dx, opt, stream);
+    return;
+  }
+  TG_CHECK(w.has_fp8 && w.fp8_view().has_columnwise(), "Precision::dgrad: '", w.name, "' has no column-wise FP8 ",
+           "copy (the TN-only dgrad GEMM reads W^T): quantize the weights with columnwise = true for training");
+  kernels::GemmOptions opt;
+  opt.split_accumulate = recipe_.split_dgrad || recipe_.kind == RecipeKind::kBlock;
+  Fp8View a = dy.fp8;
+  a.columnwise_data = TensorView{};
+  a.columnwise_scale_inv = TensorView{};
+  kernels::gemm_fp8(a, kernels::as_columnwise(w.fp8_view()), dx, opt, stream);
+}
+
+void Precision::wgrad(const GradInput& dy, const GemmInput& x, const TensorView& dw, Stream stream) const {
+  kernels::GemmOptions opt;
+  opt.beta = 1.0f;  // accumulate: micro-batches, and the tied embedding's two contributions
+  if (!dy.is_fp8()) {
+    TG_CHECK(!x.hp.empty(), "Precision::wgrad: the GEMM input has no BF16 copy");
+    opt.transpose_a = opt.transpose_b = true;  // dy [rows, N] and x [rows, K] as stored: dW = dy^T x
+    kernels::gemm(dy.hp, x.hp, dw, opt, stream);
+    return;
+  }
+  TG_CHECK(x.is_fp8() && x.fp8.has_columnwise(), "Precision::wgrad: the GEMM input has no column-wise FP8 copy ",
+           "(allocate it with columnwise = true: ForwardOptions::training)");
+  opt.split_accumulate = recipe_.split_wgrad || recipe_.kind == RecipeKind::kBlock;
+  kernels::gemm_fp8(kernels::as_columnwise(dy.fp8), kernels::as_columnwise(x.fp8), dw, opt, stream);
 }
 
 }  // namespace tg::impl

@@ -24,6 +24,7 @@
 // Weights are quantized by impl/weights.h (their scale comes from their own amax).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -64,6 +65,31 @@ struct GemmInput {
   bool is_fp8() const { return path != InputPath::kBf16; }
 };
 
+// The gradient operand dy [rows, N] of a GEMM's backward (dgrad: dx = dy W, wgrad: dW += dy^T x), by recipe:
+//
+//   path            produced by                                   FP8 copies (bwd dtype: E5M2 under HYBRID)
+//   kBf16           the upstream op writes hp                      none (BF16 GEMMs)
+//   kFp8Cast        hp, then quantize_grad():                      row-wise (dgrad) + column-wise (wgrad)
+//                     delayed: one cast+transpose with the state's grad_output scale (amax recorded)
+//                     current: amax, scale (bwd rule), cast+transpose
+//                     block:   both 1x128 copies quantized from hp (TE: never transpose 1-D blocks)
+//   kDelayedFused   geglu_backward writes the FP8 copies itself     (delayed scaling only; no hp)
+// hp may be the caller's buffer (the residual-stream gradients dh: allocated with own_hp = false and bound
+// with with_hp() at call time), so one set of backward buffers serves every layer.
+enum class GradPath : uint8_t { kBf16, kFp8Cast, kDelayedFused };
+
+struct GradInput {
+  GradPath path = GradPath::kBf16;
+  TensorView hp;  // BF16 [rows, N]
+  Fp8View fp8;    // row-wise + column-wise copies (FP8 paths)
+  bool is_fp8() const { return path != GradPath::kBf16; }
+  GradInput with_hp(const TensorView& t) const {
+    GradInput g = *this;
+    g.hp = t;
+    return g;
+  }
+};
+
 enum class ScalingPhase : uint8_t { kInference, kCalibrating, kTraining };
 const char* scaling_phase_name(ScalingPhase p);
 
@@ -91,7 +117,8 @@ class Precision {
   void finish_calibration(Stream stream = {});
   bool calibrated() const { return calibrated_; }
   void set_training(bool on);
-  void update_forward(Stream stream = {});  // training: one fused launch after a forward
+  void update_forward(Stream stream = {});   // training: one fused launch after a forward
+  void update_backward(Stream stream = {});  // training: one fused launch after a backward (grad_output rows)
 
   // A GEMM input [rows, cols] for GEMMs like `site` (its path follows the recipe, the phase and site.fp8).
   // producer_fused: the producer is RMSNorm or GeGLU (can fuse the cast); columnwise: also the transposed
@@ -107,8 +134,30 @@ class Precision {
   // out [rows, N] = x W^T + beta * out (BF16 out; beta 1 accumulates into the residual stream).
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, Stream stream) const;
 
+  // ---- Backward (training; the weights need their column-wise FP8 copies: quantize_weights(columnwise)) ----
+  // The gradient operand of GEMMs like `site` [rows, cols]. producer_fused: GeGLU's backward produces it
+  // (delayed scaling fuses the cast); own_hp = false: hp is bound later with GradInput::with_hp.
+  GradInput alloc_grad(Buffers& b, const GemmSite& site, int64_t rows, int64_t cols, bool producer_fused,
+                       bool own_hp = true) const;
+  // After the upstream op wrote dy.hp: the FP8 copies (no-op for kBf16 and kDelayedFused).
+  void quantize_grad(const GradInput& dy, const GemmSite& site, Stream stream) const;
+  // dfc1 [rows, 2F] = GeGLU backward of dout [rows, F] (BF16) at fc1 (the forward's input), in dfc1's format.
+  void geglu_backward(const TensorView& dout, const TensorView& fc1, const GradInput& dfc1, const GemmSite& site,
+                      Stream stream) const;
+  // dgrad: dx [rows, K] = dy W (BF16, overwritten). FP8: dy row-wise x W column-wise, the recipe's dgrad
+  // accumulation (split unless fast was asked; block: always split).
+  void dgrad(const GradInput& dy, const LinearWeight& w, const TensorView& dx, Stream stream) const;
+  // wgrad: dw [N, K] += dy^T x (F32 accumulation buffer). FP8: dy column-wise x x column-wise (the input's copy
+  // made in the forward cast), the recipe's wgrad accumulation. The GEMM's K is the row count: per-tensor FP8
+  // needs rows % 16 == 0 and block scaling rows % 128 == 0 (training_row_multiple() pads to it).
+  void wgrad(const GradInput& dy, const GemmInput& x, const TensorView& dw, Stream stream) const;
+  // Token rows of a training batch are padded to a multiple of this: row_multiple(), and 16 for per-tensor FP8
+  // (the wgrad GEMMs reduce over the rows: cuBLASLt's FP8 K % 16 rule).
+  int64_t training_row_multiple() const { return is_fp8() ? std::max<int64_t>(row_multiple(), 16) : 1; }
+
  private:
   GemmInput bind(const GemmInput& in, const GemmSite& site) const;  // the site's delayed-scaling slots
+  GradInput bind_grad(const GradInput& g, const GemmSite& site) const;
   void finish_cast(const GemmInput& in, Stream stream) const;       // amax known -> scale -> cast
 
   Recipe recipe_;

@@ -248,25 +248,46 @@ Fp8Tensor quantize_weight(const TensorView& master, const Recipe& recipe, bool c
   TG_CHECK(master.ndim() == 2, "quantize_weight: expected a 2-D [N, K] weight, got ", master.describe());
   const int64_t n = master.shape[0], k = master.shape[1];
   const DType fp8 = recipe.fwd_dtype();
+  Fp8Tensor t = recipe.kind == RecipeKind::kBlock
+                    ? kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, fp8, n, k, true, columnwise,
+                                                     master.device)
+                    : Fp8Tensor::per_tensor(fp8, n, k, true, columnwise, master.device);
+  requantize_weight(master, t.view(), recipe, stream);
+  return t;
+}
+
+void requantize_weight(const TensorView& master, const Fp8View& out, const Recipe& recipe, Stream stream) {
+  TG_CHECK(recipe.is_fp8(), "requantize_weight: the recipe '", recipe.name(), "' has no FP8 weights");
   if (recipe.kind == RecipeKind::kBlock) {
-    Fp8Tensor t =
-        kernels::make_block_fp8_tensor(ScalingMode::kBlock128x128, fp8, n, k, true, columnwise, master.device);
-    kernels::quantize(master, t.view(), kernels::BlockQuantOptions{recipe.power_2_scale, 0.0f}, stream);
-    return t;
+    TG_CHECK(out.mode == ScalingMode::kBlock128x128, "requantize_weight: block scaling needs a 128x128 copy, got ",
+             scaling_mode_name(out.mode));
+    kernels::quantize(master, out, kernels::BlockQuantOptions{recipe.power_2_scale, 0.0f}, stream);
+    return;
   }
-  Fp8Tensor t = Fp8Tensor::per_tensor(fp8, n, k, true, columnwise, master.device);
-  kernels::compute_amax(master, t.view().amax, stream);
+  TG_CHECK(out.mode == ScalingMode::kPerTensor && !out.amax.empty() && !out.scale.empty(),
+           "requantize_weight: per-tensor scaling needs a per-tensor copy with its own scale and amax");
+  kernels::compute_amax(master, out.amax, stream);
   kernels::ScaleRule rule;
   if (recipe.kind == RecipeKind::kCurrent) {
     rule = CurrentScalingState(recipe).rule(ScalingDir::kForward);
   } else {  // delayed: fp8_max * 2^-margin / amax, what the history gives an unchanged weight
-    rule.fp8_max = kernels::delayed_scaled_max(fp8_max(fp8), recipe.margin);
+    rule.fp8_max = kernels::delayed_scaled_max(fp8_max(recipe.fwd_dtype()), recipe.margin);
   }
-  kernels::current_scaling_scale(t.view().amax, t.view().scale, TensorView{}, rule, stream);
-  Fp8View cast = t.view();
+  kernels::current_scaling_scale(out.amax, out.scale, TensorView{}, rule, stream);
+  Fp8View cast = out;
   cast.amax = TensorView{};  // already known
   kernels::quantize(master, cast, {}, stream);
-  return t;
+}
+
+void refresh_fp8_weights(ModelWeights& w, Stream stream) {
+  TG_CHECK(w.storage == WeightStorage::kMaster, "refresh_fp8_weights: FP8-only weights have no BF16 master");
+  auto one = [&](LinearWeight& lin) {
+    if (lin.has_fp8) requantize_weight(lin.master_view, lin.fp8_view(), w.recipe, stream);
+  };
+  for (LayerWeights& lw : w.layers) {
+    for (LinearWeight* lin : {&lw.qkv, &lw.o, &lw.fc1, &lw.fc2}) one(*lin);
+  }
+  one(w.lm_head);
 }
 
 void quantize_weights(ModelWeights& w, const Recipe& recipe, bool fp8_lm_head, bool columnwise, Stream stream) {

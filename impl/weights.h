@@ -129,5 +129,10 @@ void quantize_weights(ModelWeights& w, const Recipe& recipe, bool fp8_lm_head, b
 
 // The FP8 copy of one weight from a BF16 [N, K] source (see the header comment for the scale rules).
 Fp8Tensor quantize_weight(const TensorView& master, const Recipe& recipe, bool columnwise, Stream stream = {});
+// The same into an existing copy made by quantize_weight for this recipe and shape (its row-wise and, if it
+// has one, column-wise data rewritten): no allocation, no host sync (training, after every optimizer step).
+void requantize_weight(const TensorView& master, const Fp8View& out, const Recipe& recipe, Stream stream = {});
+// requantize_weight for every linear weight that has an FP8 copy (the FP8 lm_head's too).
+void refresh_fp8_weights(ModelWeights& w, Stream stream = {});
 
 }  // namespace tg::impl

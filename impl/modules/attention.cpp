@@ -59,4 +59,28 @@ void DotProductAttention::forward(const TensorView& qkv, const BatchView& batch,
   if (batch.rows > t) zero_async(out.slice_rows(t, batch.rows), stream);
 }
 
+void DotProductAttention::backward(const TensorView& qkv, const TensorView& out, const TensorView& dout,
+                                   const BatchView& batch, const Activations& a, const TensorView& dqkv,
+                                   Stream stream) const {
+  TG_NVTX_FN();
+  const int64_t t = batch.tokens, width = heads_ * head_dim_;
+  TG_CHECK(!a.lse.empty(), "DotProductAttention::backward: no saved lse (run the forward with training = true)");
+  for (const TensorView* v : {&out, &dout}) {
+    TG_CHECK(v->ndim() == 2 && v->shape[0] == batch.rows && v->shape[1] == width && v->is_contiguous(),
+             "DotProductAttention::backward: out and dout must be contiguous [", batch.rows, ", ", width, "], got ",
+             v->describe());
+  }
+  kernels::AttentionOptions opt;
+  opt.causal = true;
+  opt.backend = backend_;
+  opt.deterministic = deterministic_;
+  const TensorView o = out.slice_rows(0, t).reshape({t, heads_, head_dim_});
+  const TensorView d_o = dout.slice_rows(0, t).reshape({t, heads_, head_dim_});
+  const TensorView dq = q_view(dqkv, t), dk = k_view(dqkv, t), dv = v_view(dqkv, t);
+  kernels::attention_bwd(q_view(qkv, t), k_view(qkv, t), v_view(qkv, t), o, a.lse, d_o, batch.cu_seqlens,
+                         batch.max_seqlen, opt, dq, dk, dv, stream);
+  kernels::rope_backward(dq, dk, batch.positions, inv_freq_->view(), stream);
+  if (batch.rows > t) zero_async(dqkv.slice_rows(t, batch.rows), stream);
+}
+
 }  // namespace tg::impl

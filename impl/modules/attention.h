@@ -34,6 +34,15 @@ class DotProductAttention {
   void forward(const TensorView& qkv, const BatchView& batch, const Activations& a, const TensorView& out,
                Stream stream) const;
 
+  // Backward (training). qkv: the forward's post-RoPE qkv; out: its output [rows, H Dh]; dout: out's gradient
+  // [rows, H Dh] (BF16). Writes dqkv [rows, (H + 2 Hkv) Dh] BF16: attention_bwd's dq, dk, dv (the g query heads
+  // of a kv head summed into it) as strided views, then RoPE's backward on dq and dk in place: the gradient of
+  // the QKV projection's output. Padding rows [T, rows) are zeroed (they feed the qkv GEMMs' backward).
+  void backward(const TensorView& qkv, const TensorView& out, const TensorView& dout, const BatchView& batch,
+                const Activations& a, const TensorView& dqkv, Stream stream) const;
+  // Bitwise-reproducible attention backward (cuDNN's deterministic algorithm; training with --deterministic).
+  void set_deterministic(bool on) { deterministic_ = on; }
+
   // The q, k, v views of the first `tokens` rows of a fused QKV tensor: [T, H, Dh], [T, Hkv, Dh], [T, Hkv, Dh].
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
@@ -45,6 +54,7 @@ class DotProductAttention {
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   kernels::AttentionBackend backend_ = kernels::AttentionBackend::kCudnn;
   const Tensor* inv_freq_ = nullptr;  // F32 [Dh / 2]
+  bool deterministic_ = false;
 };
 
 }  // namespace tg::impl

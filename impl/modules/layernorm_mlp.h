@@ -4,8 +4,12 @@
 //   g = gelu_tanh(f[:, :F]) * f[:, F:]            fused with the FP8 cast of g (recipe permitting)
 //   out += g W2^T                                 W2 [D, F]; beta = 1 accumulates into the residual stream
 //
-// Backward will need: x (the caller's residual), rstd, m's and g's column-wise FP8 copies (wgrad), and
-// fc1_out (GeGLU's backward recomputes the GELU from it).
+// Backward (training), from dout (the gradient of out, which the residual add passes through unchanged):
+//   d_g   = dout W2,           dW2 += dout^T g          (FP8: dout's E5M2 copies; g's column-wise copy)
+//   d_f   = GeGLU'(d_g; f)                              (recomputes the GELU from fc1_out; delayed scaling
+//                                                        fuses the FP8 cast+transpose of d_f)
+//   d_m   = d_f W1,            dW1 += d_f^T m
+//   dx    = RMSNorm'(d_m; x) + dout,  dw_norm += ...    (the residual branch joins in the norm kernel)
 #pragma once
 
 #include <cstdint>
@@ -34,6 +38,25 @@ class LayerNormMLP {
   // out [rows, D] += MLP(RMSNorm(x)). x BF16 [rows, D]; x may be out itself (it is read before out is written).
   void forward(const TensorView& x, const Activations& a, const TensorView& out, const Precision& p,
                Stream stream) const;
+
+  struct Grads {
+    TensorView norm;  // F32 [D]
+    TensorView fc1;   // F32 [2F, D]
+    TensorView fc2;   // F32 [D, F]
+  };
+  struct BackwardBuffers {
+    GradInput dy_fc2;      // FP8 copies of dout (hp bound at call time)
+    TensorView d_act;      // BF16 [rows, F]: d_g
+    GradInput d_fc1;       // [rows, 2F]: d_f
+    TensorView d_ln;       // BF16 [rows, D]: d_m
+    TensorView dw;         // F32 [D]
+    TensorView workspace;  // F32 norm backward workspace
+  };
+  BackwardBuffers allocate_backward(Buffers& b, int64_t rows, const Precision& p) const;
+  // x: the forward's input; dout BF16 [rows, D]: out's gradient. Writes dx BF16 [rows, D] (must not alias
+  // dout) = the gradient reaching x through both the MLP and the residual; adds the weight gradients to g.
+  void backward(const TensorView& x, const Activations& a, const TensorView& dout, const TensorView& dx,
+                const BackwardBuffers& bw, const Grads& g, const Precision& p, Stream stream) const;
 
   const GemmSite& fc1_site() const { return fc1_site_; }
   const GemmSite& fc2_site() const { return fc2_site_; }

@@ -53,4 +53,35 @@ TensorView TransformerLayer::forward(const TensorView& h, const BatchView& batch
   return h_out;
 }
 
+TransformerLayer::BackwardBuffers TransformerLayer::allocate_backward(Buffers& b, const BatchView& batch,
+                                                                       const Precision& p) const {
+  const int64_t rows = batch.rows, d = o_->out_features;
+  BackwardBuffers bw;
+  bw.qkv = qkv_.allocate_backward(b, rows);
+  bw.d_qkv = p.alloc_grad(b, qkv_.site(), rows, qkv_.weight().out_features, /*producer_fused=*/false);
+  bw.d_attn = b.alloc(DType::BF16, {rows, o_->in_features});
+  bw.dy_o = p.alloc_grad(b, o_site_, rows, d, /*producer_fused=*/false, /*own_hp=*/false);
+  bw.dh_mid = b.alloc(DType::BF16, {rows, d});
+  bw.mlp = mlp_.allocate_backward(b, rows, p);
+  return bw;
+}
+
+void TransformerLayer::backward(const TensorView& h, const BatchView& batch, const Activations& a,
+                                const TensorView& dh_out, const TensorView& dh_in, const BackwardBuffers& bw,
+                                const LayerGrads& g, const Precision& p, Stream stream) const {
+  const std::string name = "layer " + std::to_string(index_) + " backward";
+  TG_NVTX_RANGE(name.c_str());
+  TG_CHECK(!a.h_mid.empty(), "TransformerLayer::backward: no training activations (forward with training = true)");
+  TG_CHECK(dh_in.data != dh_out.data, "TransformerLayer::backward: dh_in must not alias dh_out");
+  mlp_.backward(a.h_mid, a.mlp, dh_out, bw.dh_mid, bw.mlp, {g.post_attention_norm, g.fc1, g.fc2}, p, stream);
+
+  const GradInput dy_o = bw.dy_o.with_hp(bw.dh_mid);
+  p.quantize_grad(dy_o, o_site_, stream);
+  p.dgrad(dy_o, *o_, bw.d_attn, stream);
+  p.wgrad(dy_o, a.attn_out, g.o, stream);
+
+  attention_.backward(a.qkv_out, a.attn_out.hp, bw.d_attn, batch, a.attn, bw.d_qkv.hp, stream);
+  qkv_.backward(h, a.qkv, bw.d_qkv, dh_in, bw.dh_mid, bw.qkv, {g.input_norm, g.qkv}, p, stream);
+}
+
 }  // namespace tg::impl

@@ -11,6 +11,13 @@
 // Inference updates h in place (h_mid = h_out = h). Training keeps each layer's input, h_mid and output as
 // separate buffers (the norms' backward needs their inputs), at the cost of one copy before each
 // accumulating GEMM.
+//
+// Backward (training), from dh_out:
+//   dh_mid = LayerNormMLP'(dh_out) + dh_out                      (impl/modules/layernorm_mlp.h)
+//   d_a    = dh_mid W_o,  dW_o += dh_mid^T a                     the o-projection's dgrad / wgrad
+//   d_qkv  = RoPE'(attention'(d_a))                              (impl/modules/attention.h)
+//   dh_in  = LayerNormLinear'(d_qkv) + dh_mid                    (impl/modules/layernorm_linear.h)
+// Every backward buffer is shared by all layers (the backward runs one layer at a time).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +25,7 @@
 #include "common/gemma_config.h"
 #include "common/tensor.h"
 #include "impl/buffers.h"
+#include "impl/grads.h"
 #include "impl/modules/attention.h"
 #include "impl/modules/common.h"
 #include "impl/modules/layernorm_linear.h"
@@ -49,6 +57,22 @@ class TransformerLayer {
   // (h itself in inference).
   TensorView forward(const TensorView& h, const BatchView& batch, const Activations& a, const Precision& p,
                      Stream stream) const;
+
+  struct BackwardBuffers {
+    LayerNormLinear::BackwardBuffers qkv;
+    GradInput d_qkv;    // [rows, (H + 2 Hkv) Dh]: the QKV projection's output gradient
+    TensorView d_attn;  // BF16 [rows, H Dh]: the attention output's gradient (o dgrad)
+    GradInput dy_o;     // FP8 copies of dh_mid (hp bound at call time)
+    TensorView dh_mid;  // BF16 [rows, D]
+    LayerNormMLP::BackwardBuffers mlp;
+  };
+  BackwardBuffers allocate_backward(Buffers& b, const BatchView& batch, const Precision& p) const;
+  // h: the layer's input in the forward; a: its training activations; dh_out BF16 [rows, D]: the gradient of
+  // its output. Writes dh_in BF16 [rows, D] (must not alias dh_out) and adds the weight gradients to g.
+  void backward(const TensorView& h, const BatchView& batch, const Activations& a, const TensorView& dh_out,
+                const TensorView& dh_in, const BackwardBuffers& bw, const LayerGrads& g, const Precision& p,
+                Stream stream) const;
+  void set_deterministic(bool on) { attention_.set_deterministic(on); }
 
   int64_t index() const { return index_; }
 

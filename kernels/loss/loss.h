@@ -22,7 +22,7 @@
 // Precision: the CPU twin (the golden) evaluates the sum of exponentials, log_s and every exp in FP64 and
 // rounds at the end (row_loss to F32, dlogits through F32 to D, as the GEMM twins do). The CUDA kernel works in FP32 (expf / logf, within 2 ulp;
 // per-thread partial sums merged as an online softmax), so GPU results are compared with a tolerance
-// (kernels/tests/test_loss_gpu.cpp), not bit for bit.
+// (kernels/tests/test_train_kernels_gpu.cpp), not bit for bit.
 //
 // Memory: dlogits may be the logits view itself (in place: each element is read before it is overwritten,
 // so the lm_head needs one [T, V] buffer in total) or empty (evaluation: loss only). Callers bound the
