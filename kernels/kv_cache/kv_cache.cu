@@ -1,0 +1,186 @@
+// kernels/kv_cache on CUDA. All three are memory-bound copies; the FP8 conversion uses the same RN division
+// and SATFINITE E4M3 rounding as the CPU twin (and as kv_append_kernel).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/cuda_check.h"
+#include "common/nvtx.h"
+#include "kernels/cuda/device_utils.cuh"
+#include "kernels/elementwise/ieee_math.h"
+#include "kernels/kv_cache/kv_cache.h"
+
+namespace tg::kernels::cuda {
+
+namespace {
+
+using dev::bf16_t;
+using dev::e4m3_t;
+
+struct WriteArgs {
+  const bf16_t* k;
+  const bf16_t* v;
+  const bf16_t* q;
+  bf16_t* q_out;
+  int64_t k_stride, v_stride, q_stride;  // token strides (elements)
+  const int32_t* slots;
+  const int32_t* positions;
+  void* k_cache;
+  void* v_cache;
+  const float* k_scale;
+  const float* v_scale;
+  bool per_head_scale;
+  int B, max_seq, Hkv, Dh, H;
+};
+
+// grid (T, 3): y = 0 K, 1 V, 2 q copy (when q is given). Element-wise loops: any Dh, any alignment.
+template <bool kFp8>
+__global__ void kv_cache_write_kernel(WriteArgs a) {
+  const int t = blockIdx.x;
+  if (blockIdx.y == 2) {
+    if (a.q == nullptr) return;
+    const int n = a.H * a.Dh;
+    const bf16_t* src = a.q + t * a.q_stride;
+    bf16_t* dst = a.q_out + static_cast<int64_t>(t) * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+    return;
+  }
+  const int slot = a.slots[t], pos = a.positions[t];
+  if (slot < 0 || slot >= a.B || pos < 0 || pos >= a.max_seq) return;
+  const bool is_v = blockIdx.y == 1;
+  const bf16_t* src = (is_v ? a.v : a.k) + t * (is_v ? a.v_stride : a.k_stride);
+  const int n = a.Hkv * a.Dh;
+  const int64_t dst = (static_cast<int64_t>(slot) * a.max_seq + pos) * n;
+  if constexpr (kFp8) {
+    const float* scale = is_v ? a.v_scale : a.k_scale;
+    uint8_t* out = static_cast<uint8_t*>(is_v ? a.v_cache : a.k_cache) + dst;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const float s = scale[a.per_head_scale ? i / a.Dh : 0];
+      out[i] = dev::from_float<e4m3_t>(ieee::fdiv(__bfloat162float(src[i]), s)).bits;
+    }
+  } else {
+    bf16_t* out = static_cast<bf16_t*>(is_v ? a.v_cache : a.k_cache) + dst;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = src[i];
+  }
+}
+
+// dst row (b, j) = src row (index ? index[b] : b, j) for j < length; rows of row_bytes bytes, strides in rows.
+// One block per (j, b); 4-byte words when row_bytes allows (it does for every Gemma shape), bytes otherwise.
+__global__ void copy_rows_kernel(const char* __restrict__ src, char* __restrict__ dst,
+                                 const int32_t* __restrict__ index, int B, int64_t src_seq_rows, int64_t dst_seq_rows,
+                                 int64_t row_bytes) {
+  const int j = blockIdx.x, b = blockIdx.y;
+  int from = b;
+  if (index != nullptr) from = index[b];
+  char* out = dst + (b * dst_seq_rows + j) * row_bytes;
+  if (from < 0 || from >= B) {  // an invalid source row becomes zeros (the CPU twin rejects it)
+    for (int64_t i = threadIdx.x; i < row_bytes; i += blockDim.x) out[i] = 0;
+    return;
+  }
+  const char* in = src + (from * src_seq_rows + j) * row_bytes;
+  if (row_bytes % 4 == 0) {
+    const int64_t words = row_bytes / 4;
+    for (int64_t i = threadIdx.x; i < words; i += blockDim.x) {
+      reinterpret_cast<uint32_t*>(out)[i] = reinterpret_cast<const uint32_t*>(in)[i];
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < row_bytes; i += blockDim.x) out[i] = in[i];
+  }
+}
+
+// grid (ceil(T / kRowsPerBlock), Hkv): block (tb, h) reduces head h over its rows, one atomic per block.
+constexpr int kRowsPerBlock = 16;
+__global__ void kv_rows_amax_kernel(const bf16_t* __restrict__ x, int64_t stride, int T, int Dh, bool per_head,
+                                    float* __restrict__ amax) {
+  const int h = blockIdx.y;
+  const int t0 = blockIdx.x * kRowsPerBlock, t1 = min(T, t0 + kRowsPerBlock);
+  uint32_t m = 0;
+  for (int t = t0; t < t1; ++t) {
+    const bf16_t* row = x + t * stride + static_cast<int64_t>(h) * Dh;
+    for (int c = threadIdx.x; c < Dh; c += blockDim.x) m = max(m, ieee::abs_bits(__bfloat162float(row[c])));
+  }
+  for (int o = 16; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  __shared__ uint32_t warp_m[32];
+  if ((threadIdx.x & 31) == 0) warp_m[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) m = max(m, warp_m[w]);
+    atomicMax(reinterpret_cast<unsigned int*>(amax + (per_head ? h : 0)), m);
+  }
+}
+
+}  // namespace
+
+void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
+                    const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream) {
+  TG_NVTX_FN();
+  constexpr const char* what = "kv_cache_write(cuda)";
+  const auto d = kv_cache_detail::check_write(k, v, slots, positions, cache, q, q_out, Device::CUDA, what);
+  WriteArgs a{};
+  a.k = k.ptr<const bf16_t>();
+  a.v = v.ptr<const bf16_t>();
+  a.k_stride = k.strides[0];
+  a.v_stride = v.strides[0];
+  if (!q.empty()) {
+    a.q = q.ptr<const bf16_t>();
+    a.q_out = q_out.ptr<bf16_t>();
+    a.q_stride = q.strides[0];
+  }
+  a.slots = slots.ptr<const int32_t>();
+  a.positions = positions.ptr<const int32_t>();
+  a.k_cache = cache.k.data;
+  a.v_cache = cache.v.data;
+  a.k_scale = d.fp8 ? cache.k_scale.ptr<const float>() : nullptr;
+  a.v_scale = d.fp8 ? cache.v_scale.ptr<const float>() : nullptr;
+  a.per_head_scale = d.per_head_scale;
+  a.B = static_cast<int>(d.B);
+  a.max_seq = static_cast<int>(d.max_seq);
+  a.Hkv = static_cast<int>(d.Hkv);
+  a.Dh = static_cast<int>(d.Dh);
+  a.H = static_cast<int>(d.H);
+  const dim3 grid(static_cast<unsigned>(d.T), q.empty() ? 2u : 3u);
+  const int threads = static_cast<int>(std::clamp<int64_t>(std::max(d.Hkv, d.H) * d.Dh, 32, 256));
+  const cudaStream_t s = cuda_stream(stream);
+  if (d.fp8) {
+    kv_cache_write_kernel<true><<<grid, threads, 0, s>>>(a);
+  } else {
+    kv_cache_write_kernel<false><<<grid, threads, 0, s>>>(a);
+  }
+  TG_CHECK_LAUNCH("kv_cache_write_kernel");
+}
+
+void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
+                      Stream stream) {
+  TG_NVTX_FN();
+  constexpr const char* what = "kv_cache_reorder(cuda)";
+  const auto d = kv_cache_detail::check_reorder(cache, src, length, scratch, Device::CUDA, what);
+  if (length == 0) return;
+  const cudaStream_t s = cuda_stream(stream);
+  const dim3 grid(static_cast<unsigned>(length), static_cast<unsigned>(d.B));
+  const int threads = static_cast<int>(std::clamp<int64_t>(d.row_bytes / 4, 32, 256));
+  for (const TensorView* t : {&cache.k, &cache.v}) {
+    // Gather into the scratch ([B, length] rows), then copy back (the sources overlap the destinations).
+    copy_rows_kernel<<<grid, threads, 0, s>>>(static_cast<const char*>(t->data), static_cast<char*>(scratch.data),
+                                              src.ptr<const int32_t>(), static_cast<int>(d.B), d.max_seq, length,
+                                              d.row_bytes);
+    TG_CHECK_LAUNCH("copy_rows_kernel");
+    copy_rows_kernel<<<grid, threads, 0, s>>>(static_cast<const char*>(scratch.data), static_cast<char*>(t->data),
+                                              nullptr, static_cast<int>(d.B), length, d.max_seq, d.row_bytes);
+    TG_CHECK_LAUNCH("copy_rows_kernel");
+  }
+}
+
+void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream) {
+  TG_NVTX_FN();
+  constexpr const char* what = "kv_rows_amax(cuda)";
+  const int64_t slots = kv_cache_detail::check_amax(x, amax, Device::CUDA, what);
+  const int64_t t = x.shape[0], heads = x.shape[1], dh = x.shape[2];
+  const dim3 grid(static_cast<unsigned>((t + kRowsPerBlock - 1) / kRowsPerBlock), static_cast<unsigned>(heads));
+  const int threads = static_cast<int>(std::clamp<int64_t>((dh + 31) / 32 * 32, 32, 256));
+  kv_rows_amax_kernel<<<grid, threads, 0, cuda_stream(stream)>>>(
+      x.ptr<const bf16_t>(), x.strides[0], static_cast<int>(t), static_cast<int>(dh), slots > 1, amax.ptr<float>());
+  TG_CHECK_LAUNCH("kv_rows_amax_kernel");
+}
+
+}  // namespace tg::kernels::cuda

@@ -1,0 +1,120 @@
+// kernels/kv_cache on CUDA against the CPU twin, byte for byte: writes (BF16 and E4M3 per tensor / per head, with
+// the q copy, skipped rows), the beam reorder and the amax, at Gemma's shapes (MQA and MHA, head_dim 256) and
+// awkward ones (head_dim 24, three kv heads, odd token counts).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/kv_cache/kv_cache.h"
+
+namespace tg::kernels {
+namespace {
+
+struct Shape4 {
+  int64_t t, h, hkv, dh, b, s;
+};
+
+TensorView heads(const Tensor& buf, int64_t t, int64_t w, int64_t col, int64_t n, int64_t dh) {
+  return TensorView(buf.ptr<uint16_t>() + col, DType::BF16, Shape{t, n, dh}, Shape{w, dh, 1}, buf.device());
+}
+
+bool same(const Tensor& gpu, const Tensor& cpu) {
+  const Tensor g = gpu.to(Device::CPU);
+  return g.nbytes() == cpu.nbytes() && std::memcmp(g.data(), cpu.data(), cpu.nbytes()) == 0;
+}
+
+TEST(KvCacheGpu, WriteMatchesCpu) {
+  TG_REQUIRE_CUDA();
+  for (const Shape4& c : {Shape4{13, 8, 1, 256, 4, 40}, Shape4{7, 16, 16, 256, 3, 9}, Shape4{5, 6, 3, 24, 2, 8},
+                          Shape4{64, 4, 2, 32, 64, 2}}) {
+    for (int mode = 0; mode < 3; ++mode) {  // BF16, E4M3 per tensor, E4M3 per head
+      const DType dt = mode == 0 ? DType::BF16 : DType::E4M3;
+      const int64_t w = (c.h + 2 * c.hkv) * c.dh;
+      const Tensor qkv = testing::random_host(DType::BF16, {c.t, w}, 3, 4.0f);
+      std::mt19937 rng(static_cast<uint32_t>(c.t + mode));
+      std::vector<int32_t> slot(static_cast<std::size_t>(c.t)), pos(static_cast<std::size_t>(c.t));
+      std::set<std::pair<int32_t, int32_t>> used;  // one writer per cache row (two would race on the GPU)
+      for (int64_t i = 0; i < c.t; ++i) {
+        int32_t sl = static_cast<int32_t>(rng() % (c.b + 1)) - (i % 5 == 4 ? static_cast<int32_t>(c.b) + 1 : 0);
+        const int32_t ps = static_cast<int32_t>(rng() % (c.s + 2)) - 1;  // -1 and s: skipped
+        if (!used.insert({sl, ps}).second) sl = -1;
+        slot[static_cast<std::size_t>(i)] = sl;
+        pos[static_cast<std::size_t>(i)] = ps;
+      }
+      const Tensor slots = Tensor::copy_of(TensorView(slot.data(), DType::I32, Shape{c.t}), Device::CPU);
+      const Tensor positions = Tensor::copy_of(TensorView(pos.data(), DType::I32, Shape{c.t}), Device::CPU);
+      Tensor kc = testing::random_host(dt, {c.b, c.s, c.hkv, c.dh}, 5),
+             vc = testing::random_host(dt, {c.b, c.s, c.hkv, c.dh}, 6);
+      const int64_t ns = mode == 2 ? c.hkv : 1;
+      Tensor ks = Tensor::empty(DType::F32, {ns}), vs = Tensor::empty(DType::F32, {ns});
+      for (int64_t i = 0; i < ns; ++i) {
+        ks.ptr<float>()[i] = 0.004f * static_cast<float>(i + 1);
+        vs.ptr<float>()[i] = 0.007f / static_cast<float>(i + 1);
+      }
+      Tensor q_out = Tensor::zeros(DType::BF16, {c.t, c.h, c.dh});
+      const auto cache = [&](Tensor& k, Tensor& v, const Tensor& a, const Tensor& b) {
+        return KvCache{k.view(), v.view(), dt == DType::E4M3 ? a.view() : TensorView{},
+                       dt == DType::E4M3 ? b.view() : TensorView{}};
+      };
+      Tensor qkv_g = qkv.to(Device::CUDA), kc_g = kc.to(Device::CUDA), vc_g = vc.to(Device::CUDA);
+      const Tensor ks_g = ks.to(Device::CUDA), vs_g = vs.to(Device::CUDA), slots_g = slots.to(Device::CUDA),
+                   pos_g = positions.to(Device::CUDA);
+      Tensor q_out_g = q_out.to(Device::CUDA);
+      cpu::kv_cache_write(heads(qkv, c.t, w, c.h * c.dh, c.hkv, c.dh),
+                          heads(qkv, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh), slots.view(), positions.view(),
+                          cache(kc, vc, ks, vs), heads(qkv, c.t, w, 0, c.h, c.dh), q_out.view());
+      kv_cache_write(heads(qkv_g, c.t, w, c.h * c.dh, c.hkv, c.dh),
+                     heads(qkv_g, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh), slots_g.view(), pos_g.view(),
+                     cache(kc_g, vc_g, ks_g, vs_g), heads(qkv_g, c.t, w, 0, c.h, c.dh), q_out_g.view());
+      const std::string what =
+          "T=" + std::to_string(c.t) + " Dh=" + std::to_string(c.dh) + " mode " + std::to_string(mode);
+      EXPECT_TRUE(same(kc_g, kc)) << what << ": k cache";
+      EXPECT_TRUE(same(vc_g, vc)) << what << ": v cache";
+      EXPECT_TRUE(same(q_out_g, q_out)) << what << ": q";
+    }
+  }
+}
+
+TEST(KvCacheGpu, ReorderAndAmaxMatchCpu) {
+  TG_REQUIRE_CUDA();
+  for (DType dt : {DType::BF16, DType::E4M3}) {
+    const int64_t b = 6, s = 17, hkv = 2, dh = 256, length = 11;
+    Tensor kc = testing::random_host(dt, {b, s, hkv, dh}, 21), vc = testing::random_host(dt, {b, s, hkv, dh}, 22);
+    Tensor sc = Tensor::empty(DType::F32, {1});
+    sc.ptr<float>()[0] = 0.5f;
+    const std::vector<int32_t> src_v{5, 5, 0, 2, 2, 1};
+    const Tensor src =
+        Tensor::copy_of(TensorView(const_cast<int32_t*>(src_v.data()), DType::I32, Shape{b}), Device::CPU);
+    const int64_t bytes = b * length * hkv * dh * static_cast<int64_t>(dtype_size(dt));
+    Tensor scratch = Tensor::empty(DType::U8, {bytes}), scratch_g = Tensor::empty(DType::U8, {bytes}, Device::CUDA);
+    Tensor kc_g = kc.to(Device::CUDA), vc_g = vc.to(Device::CUDA);
+    const Tensor sc_g = sc.to(Device::CUDA), src_g = src.to(Device::CUDA);
+    const bool fp8 = dt == DType::E4M3;
+    cpu::kv_cache_reorder(KvCache{kc.view(), vc.view(), fp8 ? sc.view() : TensorView{}, fp8 ? sc.view() : TensorView{}},
+                          src.view(), length, scratch.view());
+    kv_cache_reorder(
+        KvCache{kc_g.view(), vc_g.view(), fp8 ? sc_g.view() : TensorView{}, fp8 ? sc_g.view() : TensorView{}},
+        src_g.view(), length, scratch_g.view());
+    EXPECT_TRUE(same(kc_g, kc)) << "k reorder";
+    EXPECT_TRUE(same(vc_g, vc)) << "v reorder";
+  }
+  const int64_t t = 37, hkv = 3, dh = 24, w = 5 * hkv * dh;
+  const Tensor x = testing::random_host(DType::BF16, {t, w}, 8, 6.0f);
+  const Tensor x_g = x.to(Device::CUDA);
+  for (int64_t slots : {int64_t{1}, hkv}) {
+    Tensor a = Tensor::zeros(DType::F32, {slots});
+    Tensor a_g = Tensor::zeros(DType::F32, {slots}, Device::CUDA);
+    cpu::kv_rows_amax(heads(x, t, w, 2 * dh, hkv, dh), a.view());
+    kv_rows_amax(heads(x_g, t, w, 2 * dh, hkv, dh), a_g.view());
+    EXPECT_TRUE(same(a_g, a)) << slots << " amax slots";
+  }
+}
+
+}  // namespace
+}  // namespace tg::kernels
