@@ -21,5 +21,6 @@ int cmd_forward(Args args);
 int cmd_report(Args args);
 int cmd_bench(Args args);
 int cmd_parity(Args args);
+int cmd_train(Args args);
 
 }  // namespace tg::cli
