@@ -22,6 +22,7 @@
 
 #include "common/data.h"
 #include "common/file_io.h"
+#include "impl/optimizer.h"
 #include "impl/trainer.h"
 #include "model_test_util.h"
 
@@ -93,6 +94,48 @@ TEST(TrainCpu, NanGradientSkipsTheStepAndLeavesWeightsAlone) {
   const StepResult next = t->step(batch_at(sampler, 3));
   EXPECT_FALSE(next.skipped);
   EXPECT_EQ(t->optimizer().adam_state().to(Device::CPU).ptr<double>()[0], 3.0);
+}
+
+// Gradient accumulation: two micro-batches accumulated equal one batch holding both (the same per-token math;
+// only the FP32 order of the weight-gradient sums differs: <= 1e-5 relative; an overwrite instead of an add in
+// any wgrad, norm or embedding gradient would lose half of it).
+TEST(TrainCpu, AccumulatedMicroBatchesEqualOneBatch) {
+  const TokenDataset data(tokens_path());
+  const TokenBatch a = BatchSampler(data, 1, 2, 24).batch(0), b = BatchSampler(data, 1, 2, 24).batch(1);
+  TokenBatch both = a;
+  both.rows = 4;
+  both.tokens.insert(both.tokens.end(), b.tokens.begin(), b.tokens.end());
+  auto grads_of = [&](const std::vector<TokenBatch>& mbs, const std::string& recipe) {
+    ModelOptions o;
+    o.recipe = Recipe::parse(recipe);
+    GemmaForCausalLM model = GemmaForCausalLM::random(testing::tiny_config(), 3, o);
+    model.precision().set_training(true);
+    if (o.recipe.is_fp8()) quantize_weights(model.weights(), o.recipe, false, true);
+    Optimizer opt(model, {});
+    opt.zero_grads();
+    Tensor loss = Tensor::zeros(DType::F32, {1});
+    int64_t n = 0;
+    for (const TokenBatch& w : mbs) n += TrainBatch::from_windows(w).num_targets();
+    for (const TokenBatch& w : mbs) {
+      const TrainBatch t = TrainBatch::from_windows(w);
+      model.forward_backward(t.batch, t.targets, 1.0f / static_cast<float>(n), opt.grads(), loss.view());
+    }
+    std::vector<Tensor> out;
+    for (const Parameter& p : opt.parameters()) out.push_back(Tensor::copy_of(p.grad, Device::CPU));
+    out.push_back(std::move(loss));
+    return out;
+  };
+  // BF16, and current scaling (its per-tensor amax is per micro-batch, so only BF16 is exact per token).
+  const auto acc = grads_of({a, b}, "bf16"), one = grads_of({both}, "bf16");
+  for (std::size_t i = 0; i < acc.size(); ++i) {
+    double se = 0, sr = 0;
+    for (int64_t j = 0; j < acc[i].numel(); ++j) {
+      const double d = acc[i].ptr<float>()[j] - one[i].ptr<float>()[j];
+      se += d * d;
+      sr += static_cast<double>(one[i].ptr<float>()[j]) * one[i].ptr<float>()[j];
+    }
+    EXPECT_LE(std::sqrt(se / sr), 1e-5) << (i + 1 == acc.size() ? std::string("loss") : "parameter " + std::to_string(i));
+  }
 }
 
 // Loss curves of every recipe on the same data and init; FP8 within 3% of BF16 (see the header).
