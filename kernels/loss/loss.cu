@@ -28,8 +28,9 @@ __device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
 
 // Row t of logits: lse by an online softmax (each thread keeps its running max and sum over the columns
 // j = tid, tid + blockDim, ...; then a warp-shuffle and shared-memory merge), row_loss, then the gradient.
+// logits and dlogits may be the same buffer (in place): neither is __restrict__.
 template <typename In, typename Out>
-__global__ void cross_entropy_kernel(const In* __restrict__ logits, int64_t ld_in, const int32_t* __restrict__ targets,
+__global__ void cross_entropy_kernel(const In* logits, int64_t ld_in, const int32_t* __restrict__ targets,
                                      float scale, Out* dlogits, int64_t ld_out, float* __restrict__ row_loss,
                                      int64_t vocab) {
   const int64_t t = blockIdx.x;
