@@ -145,7 +145,7 @@ int cmd_train(Args args) {
       .option("val-every", "validation loss every K steps (0: only at the end)", "0")
       .option("val-batches", "validation batches (of --batch x --seq) per evaluation", "8")
       .option("ckpt-every", "impl: checkpoint every K steps (0: only at the end and on Ctrl-C)", "0")
-      .option("loss-chunk", "impl: lm_head rows per chunk (0: ~256 MiB of logits)", "0")
+      .option("loss-chunk", "impl: lm_head rows per chunk (0: ~1 GiB of logits)", "0")
       .option("out", "output directory (train.jsonl, run.json, checkpoints/)", "", true)
       .flag("resume", "impl: continue from --out's latest checkpoint (same arguments)")
       .flag("deterministic", "bitwise-reproducible GEMM and attention algorithms (exact resume on a GPU)")

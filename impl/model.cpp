@@ -363,8 +363,8 @@ ForwardOutput GemmaForCausalLM::run(const Batch& batch, const ForwardOptions& op
 int64_t GemmaForCausalLM::loss_chunk_rows(int64_t tokens) const {
   TG_CHECK(tokens >= 1, "loss_chunk_rows: expected tokens >= 1, got ", tokens);
   int64_t c = s_->opts.loss_chunk_rows;
-  if (c <= 0) {  // about 256 MiB of BF16 logits, in multiples of 64 rows
-    const int64_t budget = (int64_t{256} << 20) / (2 * s_->w.config.vocab_size);
+  if (c <= 0) {  // about 1 GiB of BF16 logits, in multiples of 64 rows
+    const int64_t budget = (int64_t{1} << 30) / (2 * s_->w.config.vocab_size);
     c = std::max<int64_t>(64, budget / 64 * 64);
   }
   return std::min(c, tokens);

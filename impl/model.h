@@ -44,7 +44,9 @@ struct ModelOptions {
   // process-wide (kernels::set_gemm_deterministic); the trainer sets both.
   bool deterministic = false;
   // Training / loss: rows of the lm_head per chunk (its [rows, V] logits buffer, the cross-entropy and the two
-  // backward GEMMs run chunk by chunk); 0 picks about 256 MiB of BF16 logits.
+  // backward GEMMs run chunk by chunk); 0 picks about 1 GiB of BF16 logits (gemma: 2048 rows of 256k). Each
+  // chunk re-reads and re-writes the F32 embedding gradient in its wgrad GEMM (2 GB for gemma-2b): fewer,
+  // larger chunks trade logits memory for that traffic.
   int64_t loss_chunk_rows = 0;
   FaultInjection fault;  // TEST-ONLY planted bug for the parity harness (impl/fault_injection.h); inert by default
 };
