@@ -22,5 +22,6 @@ int cmd_report(Args args);
 int cmd_bench(Args args);
 int cmd_parity(Args args);
 int cmd_train(Args args);
+int cmd_generate(Args args);
 
 }  // namespace tg::cli

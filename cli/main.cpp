@@ -17,6 +17,8 @@ constexpr tg::cli::Command kCommands[] = {
     {"report", "result directories -> one HTML report (inline SVG) + a Markdown summary", tg::cli::cmd_report},
     {"bench", "bench compare OLD.json NEW.json: per-benchmark ratios, regressions beyond the noise", tg::cli::cmd_bench},
     {"parity", "impl vs reference and FP8 vs BF16: taps, logits, generations, loss curves (CI)", tg::cli::cmd_parity},
+    {"generate", "KV-cached generation: greedy, sampling, beam search; text or token ids, streaming",
+     tg::cli::cmd_generate},
     {"train", "train impl (bf16 or an FP8 recipe) or the reference: JSON-lines log, checkpoints, resume", tg::cli::cmd_train},
 };
 

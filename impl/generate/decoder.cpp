@@ -1,0 +1,293 @@
+#include "impl/generate/decoder.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/check.h"
+#include "common/nvtx.h"
+#include "impl/scaling.h"
+#include "kernels/attention/attention.h"
+#include "kernels/embedding/embedding.h"
+#include "kernels/kv_cache/kv_cache.h"
+#include "kernels/rope/rope.h"
+
+namespace tg::impl {
+
+namespace {
+int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+// Row r of an F32 [2, S] tensor as [S].
+TensorView row_of(const TensorView& t, int64_t r) {
+  const int64_t s = t.shape[1];
+  return TensorView(t.ptr<float>() + r * s, DType::F32, Shape{s}, t.device);
+}
+
+void zero_view(const TensorView& t, Stream stream) {
+  if (!t.empty()) zero_async(t, stream);
+}
+void zero_input(const GemmInput& in, Stream stream) {
+  zero_view(in.hp, stream);
+  zero_view(in.fp8.data, stream);
+}
+}  // namespace
+
+GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
+  GemmSite s;
+  s.name = name;
+  s.fp8 = fp8 && p.is_fp8();
+  if (!s.fp8 || p.delayed() == nullptr) return s;
+  const DelayedScalingState& st = *p.delayed();
+  for (int i = 0; i + 2 < st.num_forward(); ++i) {
+    const ScalingRef r{ScalingDir::kForward, i};
+    if (st.name(r) != name + ".input") continue;
+    s.refs.input = r;
+    s.refs.weight = ScalingRef{ScalingDir::kForward, i + 1};
+    s.refs.output = ScalingRef{ScalingDir::kForward, i + 2};
+    return s;
+  }
+  TG_FAIL("Decoder: the model registered no delayed-scaling rows for GEMM '", name, "'");
+}
+
+Decoder::Decoder(GemmaForCausalLM& model) : model_(&model) {
+  const GemmaConfig& cfg = model.config();
+  const Precision& p = model.precision();
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string n = "layers." + std::to_string(l) + ".";
+    sites_.push_back(LayerSites{find_gemm_site(p, n + "qkv", true), find_gemm_site(p, n + "o", true),
+                                find_gemm_site(p, n + "fc1", true), find_gemm_site(p, n + "fc2", true)});
+  }
+  lm_site_ = find_gemm_site(p, "lm_head", model.options().fp8_lm_head);
+  inv_freq_ =
+      kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, model.options().device);
+  embed_scale_ = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
+}
+
+Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
+  const GemmaConfig& c = config();
+  const Precision& p = model_->precision();
+  const ModelWeights& w = model_->weights();
+  const int64_t d = c.hidden_size, f = c.intermediate_size;
+  Acts a;
+  a.rows = rows;
+  a.lm_rows = lm_rows;
+  a.h = b.alloc(DType::BF16, {rows, d});
+  a.rstd = b.alloc(DType::F32, {rows});
+  a.ln = p.alloc_input(b, sites_[0].qkv, rows, d, /*producer_fused=*/true, /*columnwise=*/false);
+  a.qkv = b.alloc(DType::BF16, {rows, w.layers[0].qkv.out_features});
+  a.attn = p.alloc_input(b, sites_[0].o, rows, c.q_dim(), /*producer_fused=*/false, false);
+  a.fc1 = b.alloc(DType::BF16, {rows, 2 * f});
+  a.act = p.alloc_input(b, sites_[0].fc2, rows, f, /*producer_fused=*/true, false);
+  a.x_last = b.alloc(DType::BF16, {lm_rows, d});
+  a.lm_rstd = b.alloc(DType::F32, {lm_rows});
+  a.lm_in = p.alloc_input(b, lm_site_, lm_rows, d, /*producer_fused=*/true, false);
+  a.logits = b.alloc(DType::BF16, {lm_rows, c.vocab_size});
+  a.status = b.alloc(DType::I32, {2});
+  return a;
+}
+
+TensorView Decoder::q_view(const TensorView& qkv, int64_t tokens) const {
+  const GemmaConfig& c = config();
+  return TensorView(qkv.data, qkv.dtype, Shape{tokens, c.num_attention_heads, c.head_dim},
+                    Shape{qkv.strides[0], c.head_dim, 1}, qkv.device);
+}
+TensorView Decoder::k_view(const TensorView& qkv, int64_t tokens) const {
+  const GemmaConfig& c = config();
+  return TensorView(static_cast<char*>(qkv.data) + c.q_dim() * static_cast<int64_t>(dtype_size(qkv.dtype)), qkv.dtype,
+                    Shape{tokens, c.num_key_value_heads, c.head_dim}, Shape{qkv.strides[0], c.head_dim, 1}, qkv.device);
+}
+TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
+  const GemmaConfig& c = config();
+  return TensorView(static_cast<char*>(qkv.data) + (c.q_dim() + c.kv_dim()) * static_cast<int64_t>(dtype_size(qkv.dtype)),
+                    qkv.dtype, Shape{tokens, c.num_key_value_heads, c.head_dim}, Shape{qkv.strides[0], c.head_dim, 1},
+                    qkv.device);
+}
+
+// TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
+// attention supplied by the caller.
+template <typename Attend>
+void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
+                    Stream stream) const {
+  const GemmaConfig& c = config();
+  const Precision& p = model_->precision();
+  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
+  const LayerSites& s = sites_[static_cast<std::size_t>(l)];
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
+  p.linear(a.ln, lw.qkv, a.qkv, 0.0f, stream);
+  const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
+  kernels::rope_forward(q, k, positions, inv_freq_.view(), stream);
+  attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
+  if (a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
+  p.quantize(a.attn, s.o, stream);
+  p.linear(a.attn, lw.o, a.h, 1.0f, stream);
+  p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
+  p.linear(a.ln, lw.fc1, a.fc1, 0.0f, stream);
+  p.geglu(a.fc1, a.act, s.fc2, stream);
+  p.linear(a.act, lw.fc2, a.h, 1.0f, stream);
+}
+
+void Decoder::lm_head(const Acts& a, const TensorView& x, Stream stream) const {
+  const Precision& p = model_->precision();
+  const ModelWeights& w = model_->weights();
+  p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
+  p.linear(a.lm_in, w.lm_head, a.logits, 0.0f, stream);
+}
+
+TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slots, const KvCacheSet& cache,
+                            KvScaleMode scales, Stream stream) {
+  TG_NVTX_RANGE("Decoder::prefill");
+  const GemmaConfig& c = config();
+  const Precision& p = model_->precision();
+  batch.validate(c.vocab_size, std::min(c.max_position_embeddings, cache.max_seq()));
+  const int64_t t = batch.num_tokens(), nseq = batch.num_sequences();
+  TG_CHECK(static_cast<int64_t>(slots.size()) == nseq, "prefill: ", slots.size(), " cache slots for ", nseq,
+           " sequences");
+  for (int32_t s : slots) {
+    TG_CHECK(s >= 0 && s < cache.max_batch(), "prefill: cache slot ", s, " outside [0, ", cache.max_batch(), ")");
+  }
+  TG_CHECK(p.phase() == ScalingPhase::kInference, "prefill: the model's scaling phase is ",
+           scaling_phase_name(p.phase()), "; generation needs inference (finish the calibration first)");
+  const int64_t rows = round_up(t, p.row_multiple());
+  const int64_t lm_rows = round_up(nseq, lm_site_.fp8 ? p.row_multiple() : 1);
+
+  // ids | positions | cu_seqlens | last rows | per-token cache slot: one upload.
+  const int64_t n_inputs = 3 * t + 2 * nseq + 1;
+  Buffers counter;
+  carve(counter, rows, lm_rows);
+  counter.alloc(DType::I32, {n_inputs});
+  if (prefill_arena_.capacity() < counter.bytes()) {
+    prefill_arena_ = Arena();
+    prefill_arena_ = Arena(counter.bytes(), model_->options().device);
+  }
+  prefill_arena_.reset();
+  Buffers b(prefill_arena_);
+  const Acts a = carve(b, rows, lm_rows);
+  const TensorView inputs = b.alloc(DType::I32, {n_inputs});
+  auto part = [&](int64_t begin, int64_t n) {
+    return TensorView(inputs.ptr<int32_t>() + begin, DType::I32, Shape{n}, inputs.device);
+  };
+  const TensorView ids = part(0, t), positions = part(t, t), cu_seqlens = part(2 * t, nseq + 1);
+  const TensorView last_rows = part(2 * t + nseq + 1, nseq), token_slots = part(2 * t + 2 * nseq + 1, t);
+  staging_.clear();
+  staging_.insert(staging_.end(), batch.tokens.begin(), batch.tokens.end());
+  staging_.insert(staging_.end(), batch.positions.begin(), batch.positions.end());
+  staging_.insert(staging_.end(), batch.cu_seqlens.begin(), batch.cu_seqlens.end());
+  const std::vector<int32_t> last = batch.last_token_rows();
+  staging_.insert(staging_.end(), last.begin(), last.end());
+  for (int64_t s = 0; s < nseq; ++s) staging_.insert(staging_.end(), batch.seqlen(s), slots[static_cast<std::size_t>(s)]);
+  // From pageable memory the copy has consumed the staging vector when it returns (CUDA's API sync rules).
+  copy_async(inputs, TensorView(staging_.data(), DType::I32, inputs.shape, Device::CPU), stream);
+
+  const ModelWeights& w = model_->weights();
+  kernels::embedding_forward(ids, w.embed.view(), embed_scale_, a.h.slice_rows(0, t), a.status, stream);
+  if (rows > t) zero_async(a.h.slice_rows(t, rows), stream);
+
+  kernels::AttentionOptions attn;
+  attn.causal = true;
+  attn.backend = model_->options().attention;
+  const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out) {
+    const kernels::KvCache kv = cache.layer(l, cache.max_batch());
+    if (cache.fp8() && scales != KvScaleMode::kFrozen) {
+      const TensorView amax = cache.amax(l);
+      if (scales == KvScaleMode::kFromPrompt) zero_async(amax, stream);
+      kernels::kv_rows_amax(k, row_of(amax, 0), stream);
+      kernels::kv_rows_amax(v, row_of(amax, 1), stream);
+      if (scales == KvScaleMode::kFromPrompt) cache.update_scales(l, stream);
+    }
+    kernels::kv_cache_write(k, v, token_slots, positions, kv, {}, {}, stream);
+    kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, t, positions, attend, stream);
+
+  // The gather of each sequence's last row is the embedding kernel with the hidden states as the table (exact).
+  kernels::embedding_forward(last_rows, a.h, 1.0f, a.x_last.slice_rows(0, nseq), a.status, stream);
+  if (lm_rows > nseq) zero_async(a.x_last.slice_rows(nseq, lm_rows), stream);
+  lm_head(a, a.x_last, stream);
+  return a.logits.slice_rows(0, nseq);
+}
+
+std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, int64_t max_tokens,
+                                                                 const KvCacheSet& cache, Stream stream) const {
+  const GemmaConfig& c = config();
+  const Precision& p = model_->precision();
+  TG_CHECK(batch >= 1 && batch <= cache.max_batch(), "decode: ", batch, " sequences do not fit the KV cache's ",
+           cache.max_batch(), " slots");
+  TG_CHECK(max_tokens >= 1, "decode: max_tokens must be >= 1, got ", max_tokens);
+  const Device dev = model_->options().device;
+  const int64_t rows = round_up(batch, p.row_multiple());
+  kernels::DecodeOptions dopt;
+  const kernels::KvCache kv0 = cache.layer(0, batch);
+  const TensorView q_shape(nullptr, DType::BF16, Shape{batch, c.num_attention_heads, c.head_dim}, dev);
+  const std::size_t ws = kernels::decode_attention_workspace_bytes(q_shape, kv0, dopt);
+  const int64_t words = kernels::seen_words(c.vocab_size);
+
+  auto sb = std::make_unique<StepBuffers>();
+  sb->batch = batch;
+  const auto carve_all = [&](Buffers& b) {
+    sb->acts = carve(b, rows, rows);
+    sb->ints = b.alloc(DType::I32, {8 * batch});
+    sb->state.out_tokens = b.alloc(DType::I32, {batch, max_tokens});
+    sb->state.seen = b.alloc(DType::I32, {batch, words});
+    sb->params = b.alloc(DType::U8, {static_cast<int64_t>(sizeof(kernels::SamplingParams))});
+    sb->q = b.alloc(DType::BF16, {batch, c.num_attention_heads, c.head_dim});
+    const TensorView w = ws > 0 ? b.alloc(DType::U8, {static_cast<int64_t>(ws)}) : TensorView{};
+    sb->attention_workspace = kernels::Workspace{w.data, ws};
+  };
+  Buffers counter;
+  carve_all(counter);
+  sb->arena = Arena(counter.bytes(), dev);
+  Buffers b(sb->arena);
+  carve_all(b);
+  auto part = [&](int64_t i) {
+    return TensorView(sb->ints.ptr<int32_t>() + i * batch, DType::I32, Shape{batch}, dev);
+  };
+  kernels::DecodeState& st = sb->state;
+  st.tokens = part(0);
+  st.positions = part(1);
+  st.seqlens = part(2);
+  st.last = part(3);
+  st.finished = part(4);
+  st.generated = part(5);
+  st.max_new = part(6);
+  sb->slots = part(7);
+
+  // Zeros everywhere that padding rows or an idle state could be read before being written.
+  const Acts& a = sb->acts;
+  for (const TensorView& v : {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q}) {
+    zero_view(v, stream);
+  }
+  for (const GemmInput* in : {&a.ln, &a.attn, &a.act, &a.lm_in}) zero_input(*in, stream);
+  std::vector<int32_t> slot_ids(static_cast<std::size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) slot_ids[static_cast<std::size_t>(i)] = static_cast<int32_t>(i);
+  copy_async(sb->slots, TensorView(slot_ids.data(), DType::I32, Shape{batch}, Device::CPU), stream);
+  kernels::SamplingParams off;
+  off.mode = kernels::SamplingMode::kOff;
+  copy_async(sb->params, TensorView(&off, DType::U8, sb->params.shape, Device::CPU), stream);
+  sync_stream(stream);  // the host vectors above die here
+  return sb;
+}
+
+void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream) const {
+  TG_NVTX_RANGE("Decoder::step");
+  const GemmaConfig& c = config();
+  const Acts& a = sb.acts;
+  const int64_t nseq = sb.batch;
+  TG_CHECK(model_->precision().phase() == ScalingPhase::kInference, "decode: the model's scaling phase is ",
+           scaling_phase_name(model_->precision().phase()), "; generation needs inference");
+  kernels::embedding_forward(sb.state.tokens, model_->weights().embed.view(), embed_scale_, a.h.slice_rows(0, nseq),
+                             a.status, stream);
+  kernels::DecodeOptions dopt;
+  dopt.workspace = sb.attention_workspace;
+  const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out) {
+    const kernels::KvCache kv = cache.layer(l, nseq);
+    kernels::kv_cache_write(k, v, sb.slots, sb.state.positions, kv, q, sb.q, stream);
+    kernels::decode_attention(sb.q, kv, sb.state.seqlens, dopt, out, stream);
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, nseq, sb.state.positions, attend, stream);
+  lm_head(a, a.h, stream);
+  kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
+}
+
+}  // namespace tg::impl

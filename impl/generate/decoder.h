@@ -1,0 +1,114 @@
+// The model's forward pass for generation, in two shapes:
+//
+//   prefill  packed prompts (impl/batch.h: only real tokens, cu_seqlens): every layer as GemmaForCausalLM::forward
+//            runs it (same modules' ops, same order, same precision paths), plus one kernels::kv_cache_write per
+//            layer that stores the post-RoPE K and V of every prompt token in its sequence's cache slot; logits of
+//            each prompt's last token only. Nothing is computed for padding because there is none.
+//   step     one token per sequence at its own position, from device state only (kernels/sampling's
+//            DecodeState: tokens, positions, lengths): embedding gather, per layer norm(+cast) -> QKV GEMM (M = B)
+//            -> RoPE -> kv_cache_write (+ q to contiguous) -> decode_attention over the cache -> o-proj + residual
+//            -> MLP, final norm, lm_head, then sample_tokens, which advances the state. No host value is read and
+//            nothing is allocated, so the generator captures it once in a CUDA graph and replays it.
+//
+// Built from the model's weights, its Precision (recipe, delayed-scaling state: the GEMM sites are looked up by
+// the names the model registered, "layers.<i>.qkv" ...) and kernels; the model's own forward is not touched.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/tensor.h"
+#include "impl/batch.h"
+#include "impl/buffers.h"
+#include "impl/kv_cache.h"
+#include "impl/model.h"
+#include "impl/precision.h"
+#include "kernels/sampling/sampling.h"
+
+namespace tg::impl {
+
+// How a prefill treats an FP8 cache's scales (impl/kv_cache.h).
+enum class KvScaleMode : uint8_t {
+  kFrozen,      // calibrated: use the scales as they are
+  kFromPrompt,  // set each layer's scales from this prompt batch's K / V amax before writing
+  kAccumulate,  // calibration: max-reduce the amax, leave the scales
+};
+
+class Decoder {
+ public:
+  // Activations of one forward over `rows` token rows (site-independent buffers, shared by the layers).
+  struct Acts {
+    int64_t rows = 0, lm_rows = 0;
+    TensorView h;        // BF16 [rows, D]: the residual stream
+    TensorView rstd;     // F32 [rows]
+    GemmInput ln;        // [rows, D]: the QKV and fc1 GEMM inputs
+    TensorView qkv;      // BF16 [rows, (H + 2 Hkv) Dh]
+    GemmInput attn;      // [rows, H Dh]: attention output = o-proj input
+    TensorView fc1;      // BF16 [rows, 2F]
+    GemmInput act;       // [rows, F]
+    TensorView x_last;   // BF16 [lm_rows, D]: prefill: each sequence's last row (decode: h itself)
+    TensorView lm_rstd;  // F32 [lm_rows]
+    GemmInput lm_in;     // [lm_rows, D]
+    TensorView logits;   // BF16 [lm_rows, V]
+    TensorView status;   // I32 [2]: embedding bad-id report (never read: ids are checked or sampled)
+  };
+
+  // Everything one decode step of B sequences reads and writes (one arena; the graph's fixed addresses).
+  struct StepBuffers {
+    int64_t batch = 0;
+    Arena arena;
+    Acts acts;
+    TensorView ints;          // I32 [8 B]: tokens | positions | seqlens | last | finished | generated | max_new | slots
+    kernels::DecodeState state;
+    TensorView slots;         // I32 [B]: 0 .. B-1 (the cache slot of row b)
+    TensorView params;        // U8 [sizeof(SamplingParams)]
+    TensorView q;             // BF16 [B, H, Dh]: contiguous q for decode_attention
+    kernels::Workspace attention_workspace;
+  };
+
+  explicit Decoder(GemmaForCausalLM& model);
+
+  // Logits [B, V] (device BF16, valid until the next prefill) of each sequence's last token; sequence b's K / V go
+  // to cache slot slots[b]. Asynchronous on `stream`.
+  TensorView prefill(const Batch& batch, const std::vector<int32_t>& slots, const KvCacheSet& cache, KvScaleMode scales,
+                     Stream stream);
+
+  // Step buffers for `batch` sequences whose outputs hold up to `max_tokens` new tokens each.
+  std::unique_ptr<StepBuffers> make_step_buffers(int64_t batch, int64_t max_tokens, const KvCacheSet& cache,
+                                                 Stream stream) const;
+  // Enqueues one decode step (see the header comment). Capturable.
+  void step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream) const;
+
+  const GemmaConfig& config() const { return model_->config(); }
+  GemmaForCausalLM& model() const { return *model_; }
+
+ private:
+  struct LayerSites {
+    GemmSite qkv, o, fc1, fc2;
+  };
+  Acts carve(Buffers& b, int64_t rows, int64_t lm_rows) const;
+  // One layer over acts.h's first `tokens` rows; `attend` runs the attention (and the cache write) into
+  // acts.attn.hp [tokens, H Dh].
+  template <typename Attend>
+  void layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
+             Stream stream) const;
+  void lm_head(const Acts& a, const TensorView& x, Stream stream) const;
+  TensorView q_view(const TensorView& qkv, int64_t tokens) const;
+  TensorView k_view(const TensorView& qkv, int64_t tokens) const;
+  TensorView v_view(const TensorView& qkv, int64_t tokens) const;
+
+  GemmaForCausalLM* model_;
+  std::vector<LayerSites> sites_;
+  GemmSite lm_site_;
+  Tensor inv_freq_;  // F32 [Dh / 2]
+  float embed_scale_ = 1.0f;
+  // Prefill buffers: grown on demand, re-carved per call (not captured).
+  Arena prefill_arena_;
+  std::vector<int32_t> staging_;
+};
+
+// The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
+GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);
+
+}  // namespace tg::impl

@@ -1,0 +1,107 @@
+// KV-cached generation with the impl model: HF generate() semantics (impl/generate/generation.h), greedy,
+// sampling (temperature, top-k, top-p, repetition penalty, min_new_tokens, per-sequence EOS and budgets) and beam
+// search, on the CUDA backend (the product) or the CPU backend (CI: the same steps, eagerly).
+//
+//   prefill   the real prompt tokens only, packed (no padding anywhere), through Decoder::prefill: K / V into the
+//             cache, logits of each prompt's last token, the first token selected on the device.
+//   decode    Decoder::step for all B sequences at once: captured ONCE per batch size in a CUDA graph and
+//             replayed (GeneratorOptions::cuda_graph; eager otherwise: the same kernels, bit for bit). The state
+//             (tokens, positions, lengths, EOS flags, budgets, the RNG counter = tokens generated) lives on the
+//             device and the step advances it itself; the host only reads back each step's B tokens and EOS
+//             flags, asynchronously, `lookahead` steps behind, to stream text and to stop once every sequence
+//             is finished. Finished sequences stop writing the cache and attending (length 0).
+//   beam      host-side bookkeeping (impl/generate/beam_search.h) over the device logits; the cache rows are
+//             reordered by parent beam on the device; each step's forward is the same captured graph with
+//             selection off (tokens and positions uploaded by the host).
+//
+// Precision: whatever the model runs (bf16, delayed / current / block FP8, FP8-only weights, FP8 lm_head).
+// Delayed scaling must be calibrated first (Generator::calibrate or GemmaForCausalLM::calibrate): generation
+// with the initial scales of 1 is refused. The KV cache is BF16 or FP8 E4M3 (impl/kv_cache.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "impl/batch.h"
+#include "impl/generate/cuda_runtime_utils.h"
+#include "impl/generate/decoder.h"
+#include "impl/generate/generation.h"
+#include "impl/kv_cache.h"
+#include "impl/model.h"
+
+namespace tg::impl {
+
+struct GeneratorOptions {
+  int64_t max_batch = 1;         // KV cache slots: prompts x num_beams per generate() call
+  int64_t max_seq = 0;           // positions per sequence (prompt + new tokens); 0 = max_position_embeddings
+  DType kv_dtype = DType::BF16;  // BF16 or E4M3 (impl/kv_cache.h)
+  bool kv_per_head_scale = true;
+  float kv_headroom = 2.0f;
+  bool cuda_graph = true;    // CUDA: replay a captured decode step (false: launch the same kernels eagerly)
+  int64_t lookahead = 4;     // CUDA: decode steps in flight before the host waits for the oldest one's flags
+};
+
+class Generator {
+ public:
+  // The model must outlive the generator. Its stream is synchronised once; the generator then works on a
+  // stream of its own (CUDA graphs cannot capture the legacy default stream).
+  Generator(GemmaForCausalLM& model, const GeneratorOptions& opts = {});
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
+
+  // Generates for unpadded prompts (token ids). Bad input -> tg::Error naming it: an empty prompt list or
+  // prompt, a token id outside the vocabulary, a prompt + max_new_tokens beyond the context (max_seq), more
+  // sequences (prompts x num_beams) than the cache's max_batch, inconsistent generation parameters, an
+  // uncalibrated delayed-scaling model.
+  GenerationResult generate(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg,
+                            const TokenCallback& on_token = {});
+
+  // Delayed scaling: the model's calibration (GemmaForCausalLM::calibrate) on these batches; an FP8 cache:
+  // its scales from the same prompts' K / V, frozen afterwards.
+  void calibrate(const std::vector<Batch>& batches);
+
+  // ---- Teacher forcing (tests, parity): the cache and the steps without selection --------------------------
+  // Prefill of the prompts into cache slots 0 .. B-1: host F32 logits [B, V] of each prompt's last token.
+  Tensor prefill_logits(const std::vector<std::vector<int64_t>>& prompts);
+  // One decode step of B = tokens.size() sequences (slots 0 .. B-1): sequence b feeds tokens[b] at
+  // positions[b] (-1: the row is idle: no cache write, no attention). Host F32 logits [B, V].
+  Tensor step_logits(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions);
+
+  const KvCacheSet& cache() const { return cache_; }
+  const GeneratorOptions& options() const { return opts_; }
+  Stream stream() const { return stream_; }
+  bool uses_graphs() const { return graphs_; }
+  int64_t graph_captures() const { return captures_; }
+  int64_t decode_steps_run() const { return steps_run_; }
+
+ private:
+  struct Plan {
+    std::unique_ptr<Decoder::StepBuffers> sb;
+    CudaGraph graph;
+    kernels::SamplingParams params;  // the host copy of what sb->params holds
+  };
+  Plan& plan(int64_t batch);
+  void run_step(Plan& p);
+  void set_params(Plan& p, const kernels::SamplingParams& params);
+  KvScaleMode prefill_scale_mode() const;
+  GenerationResult sample_loop(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg,
+                               const std::vector<int64_t>& eos, int64_t pad, const TokenCallback& on_token);
+  GenerationResult beam_loop(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg,
+                             const std::vector<int64_t>& eos, int64_t pad, const TokenCallback& on_token);
+  Tensor logits_to_host(const TensorView& logits) const;
+
+  GemmaForCausalLM* model_;
+  GeneratorOptions opts_;
+  OwnedStream owned_stream_;
+  Stream stream_;
+  bool cuda_ = false, graphs_ = false;
+  KvCacheSet cache_;
+  Decoder decoder_;
+  std::map<int64_t, Plan> plans_;
+  int64_t captures_ = 0, steps_run_ = 0;
+};
+
+}  // namespace tg::impl
