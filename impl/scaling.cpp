@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
+#include <sstream>
 #include <utility>
 
 #include "common/nvtx.h"
+#include "impl/buffers.h"
 #include "kernels/recipe/recipe.h"
 
 namespace tg::impl {
@@ -105,6 +108,51 @@ void DelayedScalingState::finish_calibration(Stream stream) {
   calibrating_ = false;
   // Forward and backward rows in one launch; tensors that never ran keep their scales.
   update_rows(0, num_forward() + num_backward(), stream);
+}
+
+std::vector<NonFiniteAmax> DelayedScalingState::nonfinite_amaxes(Stream stream) const {
+  TG_CHECK(allocated_, "DelayedScalingState::nonfinite_amaxes: not allocated yet (call allocate())");
+  std::vector<NonFiniteAmax> found;
+  if (history_.numel() == 0) return found;
+  Tensor host;
+  const float* h = history_.ptr<float>();
+  if (device_ != Device::CPU) {
+    sync_stream(stream);  // the last update was queued on `stream`
+    host = Tensor::copy_of(history_.view(), Device::CPU);
+    h = host.ptr<float>();
+  }
+  const int64_t len = history_len();
+  for (int64_t row = 0; row < num_forward() + num_backward(); ++row) {
+    const float* w = h + row * len;
+    // Most recent first: the staging slot (this step), then the window from newest (L-1) to oldest (1).
+    int64_t slot = -1;
+    if (!std::isfinite(w[0])) {
+      slot = 0;
+    } else {
+      for (int64_t i = len - 1; i >= 1; --i) {
+        if (!std::isfinite(w[i])) {
+          slot = i;
+          break;
+        }
+      }
+    }
+    if (slot < 0) continue;
+    const bool fwd = row < num_forward();
+    found.push_back({fwd ? forward_names_[row] : backward_names_[row - num_forward()],
+                     fwd ? ScalingDir::kForward : ScalingDir::kBackward, w[slot], slot});
+  }
+  return found;
+}
+
+std::string describe(const std::vector<NonFiniteAmax>& found) {
+  std::ostringstream os;
+  os << found.size() << " FP8 tensor" << (found.size() == 1 ? "" : "s")
+     << " with a non-finite amax (scale kept)";
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    os << (i == 0 ? ": " : ", ") << found[i].name << " (" << (std::isnan(found[i].value) ? "nan" : found[i].value < 0 ? "-inf" : "inf")
+       << ", slot " << found[i].slot << ")";
+  }
+  return os.str();
 }
 
 void DelayedScalingState::check_ref(ScalingRef r, const char* what) const {

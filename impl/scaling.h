@@ -54,6 +54,22 @@ struct GemmScalingRefs {
   ScalingRef grad_output, grad_input;  // backward
 };
 
+// A tensor whose amax window holds inf or NaN: an overflow upstream (a diverging loss, a bad batch). The
+// recipe never turns it into a scale: an inf amax keeps the previous scale for as long as it stays in the
+// window; a NaN is skipped by algo=max (the scale comes from the window's finite amaxes) and keeps the
+// previous scale under algo=most_recent (kernels/recipe/recipe.h). Reported so that the training loop can log
+// it rather than train on with a frozen scale unnoticed.
+struct NonFiniteAmax {
+  std::string name;      // the registered name, e.g. "layer3.fc1.input"
+  ScalingDir dir = ScalingDir::kForward;
+  float value = 0.0f;    // the most recent non-finite amax in the window (inf or NaN)
+  int64_t slot = 0;      // its index in the tensor's history: 0 = this step's staging slot (not applied
+                         // yet), L-1 = the amax the last update applied, smaller = older
+};
+
+// One line for a log: "2 FP8 tensors with a non-finite amax (scale kept): a (inf, slot 0), b (nan, slot 3)".
+std::string describe(const std::vector<NonFiniteAmax>& found);
+
 // Device layout (see kernels/recipe/recipe.h): N = num_forward + num_backward rows, forward tensors first.
 //   amax_history F32 [N, L], scale F32 [N], scale_inv F32 [N], fp8_max F32 [N].
 class DelayedScalingState {
@@ -75,6 +91,11 @@ class DelayedScalingState {
   // No-ops while calibrating.
   void update_forward(Stream stream = {});
   void update_backward(Stream stream = {});
+
+  // Every tensor whose amax window (staging slot included) holds inf or NaN, in row order. Copies the
+  // histories to the host (a sync): call it when logging, e.g. after update_forward()/update_backward() or
+  // before them to see this step's amaxes (with amax_history_len 1 only before: an update clears the slot).
+  std::vector<NonFiniteAmax> nonfinite_amaxes(Stream stream = {}) const;
 
   void begin_calibration(Stream stream = {});
   void finish_calibration(Stream stream = {});

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# compute-sanitizer over the gpu-labelled GoogleTest binaries (issue 11), on the H200:
+#   memcheck   out-of-bounds / misaligned device accesses, invalid frees, CUDA API errors, device leaks
+#              (--leak-check full)
+#   racecheck  shared-memory data hazards (--racecheck-report all: hazards and the race analysis)
+#   initcheck  reads of device global memory that was never written
+#   synccheck  invalid uses of __syncthreads / __syncwarp / cuda::barrier (divergent barriers and the like)
+#
+#   ci/gpu_sanitize.sh [--src DIR] [--out DIR] [--tools memcheck,racecheck,initcheck,synccheck]
+#                      [--budget SECONDS] [--binaries REGEX] [--exclude GTEST_PATTERNS] [--no-build]
+#
+# Every tool runs each test binary once (one process: CUDA context, cuBLASLt/cuDNN handles and kernels are
+# set up once), with --gtest_filter leaving out the tests listed in EXCLUDE below (the sizes that make a
+# sanitized run take hours, and the tests that make CUDA API calls fail on purpose); --exclude replaces that
+# list. A tool gets --budget seconds (default 540) for all its binaries; a binary still running when the
+# budget is spent is killed and recorded as "timeout", later ones as "not_run".
+# With several GPUs the tools run side by side, one GPU each (CUDA_VISIBLE_DEVICES), so that all four fit in
+# one device call on a 4-GPU machine; with one GPU they run one after the other (one call per tool then:
+# --tools memcheck, ...).
+#
+# Output, in --out (default out/gpu_sanitize): <tool>/<binary>.log (compute-sanitizer's report),
+# <tool>/<binary>.gtest.json, <tool>/<binary>.stdout, and summary.json:
+#   {"commit", "sanitizer_version", "gpus", "exclude", "budget_seconds",
+#    "tools": {"memcheck": {"seconds", "errors", "clean", "binaries": [{"binary", "status", "rc", "seconds",
+#              "errors", "tests_run", "tests_failed", "first_errors": [...]}]}}, "clean"}
+# status: clean | errors (sanitizer findings) | test_failed (tests failed, no findings) | timeout | not_run |
+# crashed. Exit code 0 when every tool is clean on every binary, 1 otherwise, 2 when it could not run.
+#
+# compute-sanitizer is looked up as $COMPUTE_SANITIZER, on PATH, beside nvcc, under /usr/local/cuda*, and in
+# Python's nvidia.* packages (the PyPI wheel nvidia-cuda-sanitizer-api puts it in nvidia/cu13/bin).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+src=$root out=${OUT:-$root/out}/gpu_sanitize tools=memcheck,racecheck,initcheck,synccheck budget=540
+binaries="" build_it=1
+# Left out under every tool (gtest negative patterns), each for a reason:
+#   *EveryFloat32* *EveryLowPrecision* *CurrentScalingEveryFloat32*   2^32-input sweeps (30-70 s natively)
+#   *GemmaShape* Gemma/* *8192x* *x8192* *49152* *256000* *Gemma7b* *7b*   full Gemma-sized tensors and GEMMs:
+#                       the same kernels run at the awkward small shapes of the other instances
+#   *TrainingShape* *AtGemmaShape* *SpotCheck*   training-sized activations (same kernels at small shapes)
+#   *ImplVsReferenceGpu*  whole gemma-2b/7b models at depth, both engines (60 s natively)
+#   GpuAllocation.*     asks for 1 PiB on purpose: memcheck reports the failing cudaMalloc (an API error), which
+#                       is what that test wants; it runs in the plain GPU suite
+EXCLUDE='*EveryFloat32*:*EveryLowPrecision*:*GemmaShape*:Gemma/*:*8192x*:*x8192*:*49152*:*256000*:*Gemma7b*:*7b*'
+EXCLUDE+=':*TrainingShape*:*AtGemmaShape*:*SpotCheck*:*ImplVsReferenceGpu*:GpuAllocation.*'
+while [ $# -gt 0 ]; do
+  case $1 in
+    --src) src=$(cd "$2" && pwd); shift 2;;
+    --out) out=$2; shift 2;;
+    --tools) tools=$2; shift 2;;
+    --budget) budget=$2; shift 2;;
+    --binaries) binaries=$2; shift 2;;
+    --exclude) EXCLUDE=$2; shift 2;;
+    --no-build) build_it=0; shift;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0;;
+    *) echo "gpu_sanitize: unknown argument $1 (see --help)" >&2; exit 2;;
+  esac
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+source "$root/ci/deps.sh"
+build=${TEGEMMA_BUILD_DIR:-/tmp/tegemma-gpu-build}   # the GPU suite's: a warm machine reuses its build
+
+find_sanitizer() {
+  local c
+  for c in "${COMPUTE_SANITIZER:-}" "$(command -v compute-sanitizer 2>/dev/null)" \
+           "$(dirname "$(command -v nvcc 2>/dev/null || echo /nonexistent/nvcc)")/compute-sanitizer" \
+           /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+           /usr/local/cuda-*/bin/compute-sanitizer /usr/local/cuda-*/compute-sanitizer/compute-sanitizer \
+           $(python3 -c 'import nvidia, glob, os
+for p in nvidia.__path__: print(" ".join(glob.glob(os.path.join(p, "*", "bin", "compute-sanitizer"))))' 2>/dev/null); do
+    if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+cs=$(find_sanitizer) || {
+  echo "gpu_sanitize: compute-sanitizer not found (set COMPUTE_SANITIZER; see the top of this script)" >&2
+  echo '{"error": "compute-sanitizer not found"}' > "$out/summary.json"
+  exit 2
+}
+cs_args=()
+# The PyPI wheel keeps the injection libraries in ../lib rather than beside the binary.
+if [ -e "$(dirname "$cs")/../lib/libTreeLauncherTargetInjection.so" ]; then
+  cs_args+=(--injection-path "$(cd "$(dirname "$cs")/../lib" && pwd)")
+fi
+cs_version=$("$cs" --version 2>/dev/null | grep -o 'Version [0-9.]*' | head -1)
+echo "== compute-sanitizer: $cs ($cs_version)"
+
+if [ $build_it = 1 ]; then
+  t0=$(date +%s)
+  if ! tegemma_build "$build" "$src" -DTEGEMMA_CUDA=ON > "$out/build.log" 2>&1; then
+    tail -40 "$out/build.log"
+    echo '{"error": "build failed"}' > "$out/summary.json"
+    exit 2
+  fi
+  echo "== build ok in $(( $(date +%s) - t0 ))s"
+fi
+
+# The gtest binaries behind the gpu label, with their working directories (fixtures are found from there).
+ctest --test-dir "$build" -N -L gpu --show-only=json-v1 > "$out/ctest_gpu.json" || exit 2
+mapfile -t bins < <(python3 - "$out/ctest_gpu.json" "$binaries" <<'PY'
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+want = re.compile(sys.argv[2]) if sys.argv[2] else None
+seen = {}
+for t in d["tests"]:
+    cmd = t.get("command") or []
+    if len(cmd) < 2 or not any(a.startswith("--gtest_filter=") for a in cmd[1:]):
+        continue  # not a GoogleTest case
+    wd = next((p["value"] for p in t.get("properties", []) if p["name"] == "WORKING_DIRECTORY"), ".")
+    if want and not want.search(cmd[0]):
+        continue
+    seen.setdefault(cmd[0], wd)
+for b, wd in seen.items():
+    print(f"{b}\t{wd}")
+PY
+)
+[ ${#bins[@]} -gt 0 ] || { echo "gpu_sanitize: no gpu test binaries found in $build" >&2; exit 2; }
+echo "== ${#bins[@]} test binaries; excluded: $EXCLUDE"
+
+tool_args() {
+  case $1 in
+    memcheck) echo "--leak-check full";;
+    racecheck) echo "--racecheck-report all";;
+    initcheck) echo "";;
+    synccheck) echo "";;
+    *) echo "gpu_sanitize: unknown tool $1" >&2; return 1;;
+  esac
+}
+
+# Runs one tool over every binary within the budget; writes $out/<tool>/results.tsv.
+run_tool() {
+  local tool=$1 gpu=$2 dir="$out/$1" extra
+  extra=$(tool_args "$tool") || return 2
+  mkdir -p "$dir"
+  : > "$dir/results.tsv"
+  local start end left rc b wd name t0
+  start=$(date +%s)
+  end=$(( start + budget ))
+  for entry in "${bins[@]}"; do
+    b=${entry%%$'\t'*}
+    wd=${entry#*$'\t'}
+    name=$(basename "$b")
+    left=$(( end - $(date +%s) ))
+    if [ $left -le 5 ]; then
+      printf '%s\tnot_run\t-1\t0\n' "$name" >> "$dir/results.tsv"
+      continue
+    fi
+    t0=$(date +%s)
+    # shellcheck disable=SC2086  # $extra is a list of options
+    (cd "$wd" && CUDA_VISIBLE_DEVICES=$gpu timeout --kill-after=20 "$left" \
+       "$cs" --tool "$tool" $extra "${cs_args[@]}" --error-exitcode 86 --print-limit 50 \
+       --log-file "$dir/$name.log" \
+       "$b" --gtest_filter="*-$EXCLUDE" --gtest_output="json:$dir/$name.gtest.json" \
+       > "$dir/$name.stdout" 2>&1)
+    rc=$?
+    printf '%s\t%s\t%s\t%s\n' "$name" "ran" "$rc" "$(( $(date +%s) - t0 ))" >> "$dir/results.tsv"
+    echo "   $tool $name: rc $rc, $(( $(date +%s) - t0 ))s"
+  done
+  echo "== $tool done in $(( $(date +%s) - start ))s"
+}
+
+IFS=, read -r -a tool_list <<< "$tools"
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') || ngpu=0
+[ "$ngpu" -ge 1 ] || { echo "gpu_sanitize: no GPU" >&2; echo '{"error": "no GPU"}' > "$out/summary.json"; exit 2; }
+t_all=$(date +%s)
+if [ "$ngpu" -ge 2 ]; then
+  echo "== ${#tool_list[@]} tools side by side on $ngpu GPUs, ${budget}s each"
+  pids=()
+  for i in "${!tool_list[@]}"; do
+    run_tool "${tool_list[$i]}" $(( i % ngpu )) > "$out/${tool_list[$i]}.progress.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  cat "$out"/*.progress.log
+else
+  for t in "${tool_list[@]}"; do run_tool "$t" 0; done
+fi
+
+commit=$(cd "$src" && (git rev-parse --short=12 HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown))
+python3 - "$out" "$commit" "$cs_version" "$ngpu" "$EXCLUDE" "$budget" "$(( $(date +%s) - t_all ))" "${tool_list[@]}" <<'PY'
+import json, os, re, sys
+out, commit, version, ngpu, exclude, budget, seconds = sys.argv[1:8]
+tools = sys.argv[8:]
+summary = {"commit": commit, "sanitizer_version": version, "gpus": int(ngpu), "exclude": exclude,
+           "budget_seconds": int(budget), "wall_seconds": int(seconds), "tools": {}}
+all_clean = True
+for tool in tools:
+    d = os.path.join(out, tool)
+    rows = []
+    for line in open(os.path.join(d, "results.tsv")):
+        name, state, rc, secs = line.rstrip("\n").split("\t")
+        rc, secs = int(rc), int(secs)
+        log = os.path.join(d, name + ".log")
+        text = open(log, errors="replace").read() if os.path.exists(log) else ""
+        # "ERROR SUMMARY: 3 errors" (memcheck, initcheck, synccheck); racecheck: "RACECHECK SUMMARY: 2 hazards
+        # displayed (1 error, 1 warning)"
+        m = re.search(r"ERROR SUMMARY: (\d+) error", text)
+        errors = int(m.group(1)) if m else 0
+        m = re.search(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?, (\d+) warnings?\)", text)
+        if m:
+            errors = int(m.group(1)) + int(m.group(2))
+        first = [l.strip() for l in text.splitlines() if re.match(r"=+ (Invalid|Uninitialized|Error|Race|"
+                 r"Barrier|Leaked|Program hit|Warning|Memcheck|Racecheck|Synccheck|Initcheck)", l.strip())][:8]
+        run = failed = 0
+        gj = os.path.join(d, name + ".gtest.json")
+        if os.path.exists(gj):
+            try:
+                g = json.load(open(gj))
+                run = g.get("tests", 0) - g.get("disabled", 0)
+                failed = g.get("failures", 0)
+            except ValueError:
+                pass
+        if state == "not_run":
+            status = "not_run"
+        elif rc in (124, 137):
+            status = "timeout"
+        elif errors > 0 or rc == 86:
+            status = "errors"
+        elif failed > 0 or rc == 1:
+            status = "test_failed"
+        elif rc != 0:
+            status = "crashed"
+        else:
+            status = "clean"
+        rows.append({"binary": name, "status": status, "rc": rc, "seconds": secs, "errors": errors,
+                     "tests_run": run, "tests_failed": failed, "first_errors": first})
+    clean = all(r["status"] == "clean" for r in rows)
+    all_clean &= clean
+    summary["tools"][tool] = {"seconds": sum(r["seconds"] for r in rows), "errors": sum(r["errors"] for r in rows),
+                              "clean": clean, "binaries": rows}
+summary["clean"] = all_clean
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+for tool, t in summary["tools"].items():
+    print(f"{tool:10s} {'clean' if t['clean'] else 'NOT CLEAN':9s} errors {t['errors']:4d}  {t['seconds']:4d}s  " +
+          " ".join(f"{r['binary']}={r['status']}" for r in t["binaries"]))
+sys.exit(0 if all_clean else 1)
+PY
