@@ -3,20 +3,26 @@
 # configure with torch's CMake prefix, build on all cores, run ctest -L gpu (and cpu), run the
 # benchmarks, and write JSON results.
 #
-#   ci/gpu_suite.sh [--src DIR] [--out DIR] [--bench quick|full|none] [--tests REGEX] [--no-cpu]
+#   ci/gpu_suite.sh [--src DIR] [--out DIR] [--bench quick|full|none] [--tests REGEX] [--exclude REGEX]
+#                   [--benches bench_a,bench_b] [--bench-filter REGEX] [--no-cpu]
 #
 # --src: the source tree (default: this repository; the device calls build a `git archive` snapshot of a
 #        commit so the results name exactly what ran). Results: OUT/ctest_gpu.xml (JUnit), OUT/summary.json,
 #        OUT/bench_*.json (Google Benchmark JSON), OUT/build.log.
+# --tests / --exclude: ctest -R / -E regexes. --benches: only these benchmark binaries (default all);
+# --bench-filter: passed to each as --benchmark_filter.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-src=$root out=${OUT:-$root/out/gpu} bench=quick tests="" cpu=1
+src=$root out=${OUT:-$root/out/gpu} bench=quick tests="" exclude="" benches="" bfilter="" cpu=1
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
     --out) out=$2; shift 2;;
     --bench) bench=$2; shift 2;;
     --tests) tests=$2; shift 2;;
+    --exclude) exclude=$2; shift 2;;
+    --benches) benches=$2; shift 2;;
+    --bench-filter) bfilter=$2; shift 2;;
     --no-cpu) cpu=0; shift;;
     *) echo "gpu_suite: unknown argument $1" >&2; exit 2;;
   esac
@@ -37,6 +43,7 @@ rc=0
 labels=gpu; [ $cpu = 1 ] && labels="gpu|cpu"
 targs=(--test-dir "$build" -L "$labels" --output-on-failure --timeout 900 --output-junit "$out/ctest.xml")
 [ -n "$tests" ] && targs+=(-R "$tests")
+[ -n "$exclude" ] && targs+=(-E "$exclude")
 ctest "${targs[@]}" > "$out/ctest.log" 2>&1 || rc=1
 grep -E "tests passed|tests failed|\*\*\*Failed|Skipped|Not Run" "$out/ctest.log" | tail -30
 t_test=$(( $(date +%s) - t0 - t_build ))
@@ -44,7 +51,9 @@ if [ "$bench" != none ]; then
   for b in "$build"/bench/bench_*; do
     [ -x "$b" ] || continue
     name=$(basename "$b")
+    [ -n "$benches" ] && [[ ",$benches," != *",$name,"* ]] && continue
     args=(--benchmark_out="$out/$name.json" --benchmark_out_format=json --benchmark_min_warmup_time=0.05)
+    [ -n "$bfilter" ] && args+=(--benchmark_filter="$bfilter")
     [ "$bench" = quick ] && args+=(--benchmark_min_time=0.05s --benchmark_repetitions=1)
     [ "$bench" = full ] && args+=(--benchmark_min_time=0.2s --benchmark_repetitions=3 --benchmark_report_aggregates_only=true)
     echo "== $name"
