@@ -177,48 +177,79 @@ __device__ __forceinline__ uint32_t block_max_u32(uint32_t v, uint32_t* scratch)
   return m;
 }
 
+// Max-reduces an amax key into *amax (float bits, atomicMax on int: a negative old value is replaced, NaN wins).
+// Only this kernel's atomics write *amax while it runs, so the value only grows: a plain read that is already >= the
+// block's value means the atomic would be a no-op. Skipping it spares most of the same-address atomics, which the L2
+// serialises at the very end of the kernel, when every block finishes at once.
+__device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
+  const int v = __float_as_int(key_to_amax(key));
+  if (v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
+}
+
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
 constexpr int kFlatThreads = 256;
-constexpr int kFlatVec = 16;    // elements per thread step: 16 FP8 bytes = one 16-byte store
-constexpr int kFlatUnroll = 2;  // steps whose loads are in flight together
+constexpr int kFlatUnroll = 4;  // 16-byte loads in flight per thread (64 bytes)
+
+// Elements per 16-byte input vector: 8 for BF16/F16 (8 FP8 bytes out), 4 for F32 (4 bytes out).
+template <typename IT>
+constexpr int kFlatVecElems = 16 / static_cast<int>(sizeof(IT));
+
+// The amax key of one 16-byte input vector.
+template <typename IT>
+__device__ __forceinline__ uint32_t abs_key16(const uint4& u) {
+  if constexpr (sizeof(IT) == 4) {
+    return max(max(u.x & 0x7FFFFFFFu, u.y & 0x7FFFFFFFu), max(u.z & 0x7FFFFFFFu, u.w & 0x7FFFFFFFu));
+  } else {
+    return abs_key8(Vec8<IT>{u});
+  }
+}
+
+// Quantizes one 16-byte input vector (vector index v) into q.
+template <bool kE5M2, typename IT>
+__device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4& u, float s) {
+  if constexpr (sizeof(IT) == 4) {
+    const uint32_t lo = cvt2<kE5M2>(__uint_as_float(u.x), __uint_as_float(u.y), s);
+    const uint32_t hi = cvt2<kE5M2>(__uint_as_float(u.z), __uint_as_float(u.w), s);
+    reinterpret_cast<uint32_t*>(q)[v] = lo | (hi << 16);
+  } else {
+    reinterpret_cast<uint2*>(q)[v] = quant8<kE5M2>(Vec8<IT>{u}, s);
+  }
+}
 
 // kStore: write q (cast); otherwise amax only. kVec: x and q are 16-byte aligned (any n; the tail is element-wise).
-// Grid: any size (grid-stride). Block: kFlatThreads.
+// The unit is one 16-byte input vector, thread t of the grid takes vectors t, t + stride, ... (kFlatUnroll of them
+// per loop step, all loads issued before any use): every warp-wide load covers 512 contiguous bytes (whole 32-byte
+// sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
+// contiguous bytes.
+// Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
 template <typename IT, bool kE5M2, bool kStore, bool kVec>
 __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
   __shared__ uint32_t scratch[kFlatThreads / 32];
+  constexpr int kEl = kFlatVecElems<IT>;
   const float s = kStore ? *scale_ptr : 1.0f;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   uint32_t key = 0;
   int64_t done = 0;  // elements covered by the vector loop
   if constexpr (kVec) {
-    const int64_t nvec = n / kFlatVec;
-    done = nvec * kFlatVec;
+    const uint4* xv = reinterpret_cast<const uint4*>(x);
+    const int64_t nvec = n / kEl;
+    done = nvec * kEl;
     for (int64_t v0 = tid; v0 < nvec; v0 += stride * kFlatUnroll) {
-      Vec8<IT> in[kFlatUnroll][2];
+      uint4 in[kFlatUnroll];
 #pragma unroll
       for (int u = 0; u < kFlatUnroll; ++u) {
         const int64_t v = v0 + u * stride;
-        if (v < nvec) {
-          in[u][0] = load8(x + v * kFlatVec);
-          in[u][1] = load8(x + v * kFlatVec + 8);
-        } else {
-          in[u][0] = zero8<IT>();
-          in[u][1] = zero8<IT>();
-        }
+        in[u] = v < nvec ? __ldg(xv + v) : make_uint4(0u, 0u, 0u, 0u);  // zero never raises the amax
       }
 #pragma unroll
       for (int u = 0; u < kFlatUnroll; ++u) {
-        const int64_t v = v0 + u * stride;
-        key = max(key, max(abs_key8(in[u][0]), abs_key8(in[u][1])));
+        key = max(key, abs_key16<IT>(in[u]));
         if constexpr (kStore) {
-          if (v < nvec) {
-            const uint2 lo = quant8<kE5M2>(in[u][0], s), hi = quant8<kE5M2>(in[u][1], s);
-            *reinterpret_cast<uint4*>(q + v * kFlatVec) = make_uint4(lo.x, lo.y, hi.x, hi.y);
-          }
+          const int64_t v = v0 + u * stride;
+          if (v < nvec) quant_store16<kE5M2, IT>(q, v, in[u], s);
         }
       }
     }
@@ -233,9 +264,7 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if (threadIdx.x == 0) {
-      dev::atomic_max_nonneg(amax, key_to_amax(key));  // compute_amax zeroed it before the launch
-    }
+    if (threadIdx.x == 0) amax_max(amax, key);  // compute_amax zeroed it before the launch
   }
   if constexpr (kStore) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -463,7 +492,7 @@ __global__ void __launch_bounds__(2 * kRows, tile_min_blocks<IT>(2 * kRows)) cas
 #pragma unroll
       for (int i = 0; i < 8; ++i) key = max(key, abs_key8(v[i]));
       key = block_max_u32(key, s_scratch);
-      if (tid == 0) dev::atomic_max_nonneg(a.amax, key_to_amax(key));
+      if (tid == 0) amax_max(a.amax, key);
     }
     if (blockIdx.x == 0 && blockIdx.y == 0 && tid == 0) {
       const float si = scale_reciprocal(*a.scale);
@@ -629,7 +658,8 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
       dispatch_fp8(out.dtype(), [&](auto e5) {
         dispatch_bool(vec, [&](auto v) {
           constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value>;
-          const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
+          constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
+          const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
           kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si,
                                                 nullptr, amax, n);
         });
@@ -691,7 +721,8 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
     using IT = decltype(it);
     dispatch_bool(vec, [&](auto v) {
       constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
-      const int grid = resident_grid<kernel>(kFlatThreads, n, int64_t{kFlatThreads} * kFlatVec * kFlatUnroll);
+      constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
+      const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
       kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
                                             amax.ptr<float>(), n);
     });

@@ -5,6 +5,7 @@
 // 512x24576 = [T, F]). Every input dtype; E4M3 and E5M2.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -54,8 +55,9 @@ void poison_all(const Fp8View& v) {
 }
 
 // Runs the CPU twin on x_host and the CUDA kernels on x_dev (same values) and compares every output.
+// amax0: the old per-tensor amax (0.25 is below max|x| of the random inputs: the max-reduce must replace it).
 void compare_quantize(const Tensor& x_host, const TensorView& x_dev, ScalingMode mode, DType fp8, bool row, bool col,
-                      const BlockQuantOptions& opts, const std::string& what) {
+                      const BlockQuantOptions& opts, const std::string& what, float amax0 = 0.25f) {
   const int64_t rows = x_host.shape()[0], cols = x_host.shape()[1];
   Fp8Tensor cpu = make_fp8(mode, fp8, rows, cols, row, col, Device::CPU);
   Fp8Tensor gpu = make_fp8(mode, fp8, rows, cols, row, col, Device::CUDA);
@@ -63,7 +65,6 @@ void compare_quantize(const Tensor& x_host, const TensorView& x_dev, ScalingMode
   poison_all(gpu.view());
   if (mode == ScalingMode::kPerTensor) {
     const float s = test_scale(x_host, fp8);
-    const float amax0 = 0.25f;  // an old amax below max|x|: the max-reduce must replace it
     for (const Fp8View* v : {&cpu.view(), &gpu.view()}) {
       copy_bytes(v->scale, TensorView(const_cast<float*>(&s), DType::F32, {1}, Device::CPU));
       copy_bytes(v->amax, TensorView(const_cast<float*>(&amax0), DType::F32, {1}, Device::CPU));
@@ -190,6 +191,29 @@ TEST(QuantizeGpu, AmaxEpsilonBitExact) {
   }
 }
 
+// The per-tensor amax is max-reduced into the old value with the device's int atomicMax semantics (the kernels skip
+// the atomic when a plain read already shows a value at least as large): an old value above max|x|, +inf and the
+// canonical NaN are kept; a negative old value (a negative int) and one below max|x| are replaced. Both kernels:
+// the flat one (row-wise only, one resident wave of many blocks) and the fused one (with a column-wise copy).
+TEST(QuantizeGpu, PerTensorAmaxMaxReducesIntoOldValue) {
+  TG_REQUIRE_CUDA();
+  const float olds[] = {0.25f, 1e30f, -2.0f, INFINITY, std::bit_cast<float>(0x7FFFFFFFu), 0.0f};
+  for (const Dims& d : {Dims{7, 13}, Dims{2048, 1024}}) {
+    for (DType in : {DType::BF16, DType::F32}) {
+      Tensor x = testing::random_varied(in, d.rows, d.cols, 77);
+      Tensor x_dev = x.to(Device::CUDA);
+      for (float old : olds) {
+        for (bool col : {false, true}) {
+          compare_quantize(x, x_dev, ScalingMode::kPerTensor, DType::E4M3, true, col, BlockQuantOptions{},
+                           "old amax " + std::to_string(old) + " " +
+                               name_of(d, in, DType::E4M3, ScalingMode::kPerTensor, true, col, true),
+                           old);
+        }
+      }
+    }
+  }
+}
+
 // Input views whose data pointer is not 16-byte aligned take the element-wise kernels.
 TEST(QuantizeGpu, MisalignedInputBitExact) {
   TG_REQUIRE_CUDA();
@@ -208,7 +232,7 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
 
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();
-  const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}};
+  const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}, {1031, 4097}};
   for (DType in : kInputs) {
     uint32_t seed = 50;
     for (const Dims& d : shapes) {
@@ -225,6 +249,26 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
                                "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
                                    std::string(dtype_name(in)) + (special ? " special" : "")));
       }
+    }
+  }
+}
+
+// One nonzero element, at the first, a middle, the last vector-loop and the last (tail) position of a shape whose
+// element count is not a multiple of the vector width: the amax must come from whichever block of the resident
+// grid holds it (the other blocks see only zeros and so never raise the running max).
+TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
+  TG_REQUIRE_CUDA();
+  const int64_t rows = 1031, cols = 4097, n = rows * cols;
+  for (DType in : kInputs) {
+    for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
+      std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
+      v[static_cast<std::size_t>(p)] = -3.5f;
+      Tensor x = testing::host_tensor(in, {rows, cols}, v);
+      Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
+      testing::poison(got, 0x7F);
+      kernels::compute_amax(x.to(Device::CUDA), got);
+      const float g = Tensor::copy_of(got, Device::CPU).ptr<float>()[0];
+      EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p;
     }
   }
 }
