@@ -25,8 +25,9 @@
 //                                   16 FP8)                                  the reference's error (see top1())
 //   KL(ref FP32 || impl), last      per sequence           BF16: 4 k + 1e-5  KL is ~Var(logit error) / 2, quadratic
 //   position                                               FP8: 2 * 16^2 k   in the error: k = KL(ref FP32 || ref
-//                                                          + 1e-4            BF16) for the same row; ulp ratio
-//                                                                            squared for FP8
+//                                                          + 1e-4            BF16), the largest over the case's
+//                                                                            prompts (one row's KL is noisy);
+//                                                                            ulp ratio squared for FP8
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -40,7 +41,10 @@
 #include <string>
 #include <vector>
 
+#include <execinfo.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <nlohmann/json.hpp>
 
@@ -200,10 +204,21 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
   const Batch batch = Batch::from_prompts(c.prompts);  // all prompts in one packed batch
   const impl::ForwardOutput out = m.run(batch, fo);
 
+  // The reference's own last-position KL, per prompt first: a single row's KL swings with its distribution
+  // (measured 1.6e-5 to 7.8e-5 over gemma-7b's prompts), so the bound uses the case's largest.
+  std::vector<RefOut> r16s, r32s;
+  double k_ref_max = 0;
+  for (std::size_t p = 0; p < c.prompts.size(); ++p) {
+    r16s.push_back(ref_forward(ref_bf16, c.prompts[p]));
+    r32s.push_back(ref_forward(ref_f32, c.prompts[p]));
+    const int64_t t = static_cast<int64_t>(c.prompts[p].size());
+    k_ref_max = std::max(k_ref_max, kl_divergence(rows(r32s.back().logits, t - 1, t), rows(r16s.back().logits, t - 1, t)));
+  }
   int64_t checked = 0;
   for (std::size_t p = 0; p < c.prompts.size(); ++p) {
     const int64_t b = batch.cu_seqlens[p], e = batch.cu_seqlens[p + 1], t = e - b;
-    const RefOut r16 = ref_forward(ref_bf16, c.prompts[p]), r32 = ref_forward(ref_f32, c.prompts[p]);
+    const RefOut& r16 = r16s[p];
+    const RefOut& r32 = r32s[p];
     const auto ours = rows(out.logits, b, e);
     const auto l16 = span_of(r16.logits), l32 = span_of(r32.logits);
     const double n_max = max_rel(l16, l32), n_rms = rrmse(l16, l32);
@@ -232,11 +247,11 @@ void compare_case(const Case& c, const std::string& recipe, Device device, const
     const auto last32 = rows(r32.logits, t - 1, t), last16 = rows(r16.logits, t - 1, t);
     const auto last_ours = rows(out.logits, e - 1, e);
     const double k_ref = kl_divergence(last32, last16), k = kl_divergence(last32, last_ours);
-    EXPECT_LE(k, fp8 ? 2 * kUlpRatio * kUlpRatio * k_ref + 1e-4 : 4 * k_ref + 1e-5) << where;
+    EXPECT_LE(k, fp8 ? 2 * kUlpRatio * kUlpRatio * k_ref_max + 1e-4 : 4 * k_ref_max + 1e-5) << where;
     std::cout << "[parity " << recipe << "] " << where << ": max_rel vs ref bf16 " << max_rel(ours, l16)
               << ", vs ref f32 " << max_rel(ours, l32) << " (ref bf16 " << n_max << "), rrmse vs f32 "
               << rrmse(ours, l32) << " (ref bf16 " << n_rms << "), kl_last " << k << " (ref bf16 " << k_ref
-              << "), top1 " << ck - wrong << "/" << ck << "\n";
+              << "), top1 " << ck - wrong << "/" << ck << std::endl;  // flushed: a crash must not eat it
   }
   if (!fp8 || c.fp8_margins) {
     EXPECT_GT(checked, 0) << c.name << " " << recipe << ": no position had a clear margin; the top-1 check is vacuous";
@@ -333,6 +348,21 @@ TEST(ImplCheckpoint, ImplSavedCheckpointLoadsInTheReferenceUnchanged) {
 
 #else
 // ---- GPU: gemma-2b / gemma-7b shapes at reduced depth ---------------------------------------------------------
+
+// This binary once died of SIGSEGV after its checks passed (LibTorch's CUDA and ours in one process): print the
+// stack before dying so the log names the frame.
+void print_stack_and_die(int sig) {
+  void* frames[64];
+  const int n = ::backtrace(frames, 64);
+  ::backtrace_symbols_fd(frames, n, 2);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+const bool g_stack_on_crash = [] {
+  std::signal(SIGSEGV, print_stack_and_die);
+  std::signal(SIGABRT, print_stack_and_die);
+  return true;
+}();
 
 class ImplVsReferenceGpu : public ::testing::TestWithParam<std::string> {};
 
