@@ -106,7 +106,7 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 // attention supplied by the caller.
 template <typename Attend>
 void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-                    Stream stream) const {
+                    bool clear_pad_rows, Stream stream) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
@@ -117,7 +117,7 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& 
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   kernels::rope_forward(q, k, positions, inv_freq_.view(), stream);
   attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
-  if (a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
+  if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   p.quantize(a.attn, s.o, stream);
   p.linear(a.attn, lw.o, a.h, 1.0f, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
@@ -198,7 +198,7 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
     kernels::kv_cache_write(k, v, token_slots, positions, kv, {}, {}, stream);
     kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
   };
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, t, positions, attend, stream);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, t, positions, attend, /*clear_pad_rows=*/true, stream);
 
   // The gather of each sequence's last row is the embedding kernel with the hidden states as the table (exact).
   kernels::embedding_forward(last_rows, a.h, 1.0f, a.x_last.slice_rows(0, nseq), a.status, stream);
@@ -208,14 +208,19 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
 }
 
 std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, int64_t max_tokens,
-                                                                 const KvCacheSet& cache, Stream stream) const {
+                                                                 const KvCacheSet& cache, Stream stream,
+                                                                 int64_t row_multiple) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   TG_CHECK(batch >= 1 && batch <= cache.max_batch(), "decode: ", batch, " sequences do not fit the KV cache's ",
            cache.max_batch(), " slots");
   TG_CHECK(max_tokens >= 1, "decode: max_tokens must be >= 1, got ", max_tokens);
   const Device dev = model_->options().device;
-  const int64_t rows = round_up(batch, p.row_multiple());
+  TG_CHECK(row_multiple >= 0, "decode: row_multiple must be >= 0, got ", row_multiple);
+  const int64_t rows = round_up(batch, row_multiple > 0 ? row_multiple : p.row_multiple());
+  // The lm_head's rows: a BF16 lm_head needs no padding (its GEMM takes any M), so a padded step does not pay for
+  // rows x V logits it never reads (block scaling: 128 rows of the 256k-wide GEMM at batch 1).
+  const int64_t lm_rows = lm_site_.fp8 ? rows : batch;
   kernels::DecodeOptions dopt;
   const kernels::KvCache kv0 = cache.layer(0, batch);
   const TensorView q_shape(nullptr, DType::BF16, Shape{batch, c.num_attention_heads, c.head_dim}, dev);
@@ -225,7 +230,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   auto sb = std::make_unique<StepBuffers>();
   sb->batch = batch;
   const auto carve_all = [&](Buffers& b) {
-    sb->acts = carve(b, rows, rows);
+    sb->acts = carve(b, rows, lm_rows);
     sb->ints = b.alloc(DType::I32, {8 * batch});
     sb->state.out_tokens = b.alloc(DType::I32, {batch, max_tokens});
     sb->state.seen = b.alloc(DType::I32, {batch, words});
@@ -285,8 +290,10 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     kernels::kv_cache_write(k, v, sb.slots, sb.state.positions, kv, q, sb.q, stream);
     kernels::decode_attention(sb.q, kv, sb.state.seqlens, dopt, out, stream);
   };
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, nseq, sb.state.positions, attend, stream);
-  lm_head(a, a.h, stream);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    layer(l, a, nseq, sb.state.positions, attend, /*clear_pad_rows=*/false, stream);
+  }
+  lm_head(a, a.h.slice_rows(0, a.lm_rows), stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 

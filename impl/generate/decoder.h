@@ -74,9 +74,14 @@ class Decoder {
   TensorView prefill(const Batch& batch, const std::vector<int32_t>& slots, const KvCacheSet& cache, KvScaleMode scales,
                      Stream stream);
 
-  // Step buffers for `batch` sequences whose outputs hold up to `max_tokens` new tokens each.
+  // Step buffers for `batch` sequences whose outputs hold up to `max_tokens` new tokens each. The GEMMs run on
+  // round_up(batch, row_multiple) rows (zero padding rows that stay zero); 0 = the precision's row_multiple().
+  // Block scaling's 128 is what its prefill / training operands need; a decode step's row-wise 1x128 operands
+  // only need cuBLASLt's M % 8 (kernels/gemm), so the generator asks for kCompactBlockRows first: 8x less
+  // GEMM work per step at batch 1.
+  static constexpr int64_t kCompactBlockRows = 16;
   std::unique_ptr<StepBuffers> make_step_buffers(int64_t batch, int64_t max_tokens, const KvCacheSet& cache,
-                                                 Stream stream) const;
+                                                 Stream stream, int64_t row_multiple = 0) const;
   // Enqueues one decode step (see the header comment). Capturable.
   void step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream) const;
 
@@ -90,9 +95,11 @@ class Decoder {
   Acts carve(Buffers& b, int64_t rows, int64_t lm_rows) const;
   // One layer over acts.h's first `tokens` rows; `attend` runs the attention (and the cache write) into
   // acts.attn.hp [tokens, H Dh].
+  // clear_pad_rows: zero the attention output's padding rows (rows >= tokens) first; the prefill re-carves its
+  // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   template <typename Attend>
   void layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-             Stream stream) const;
+             bool clear_pad_rows, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, Stream stream) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;

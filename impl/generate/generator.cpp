@@ -94,17 +94,38 @@ Generator::Plan& Generator::plan(int64_t batch) {
   const auto it = plans_.find(batch);
   if (it != plans_.end()) return it->second;
   Plan p;
-  p.sb = decoder_.make_step_buffers(batch, cache_.max_seq(), cache_, stream_);
-  p.params.mode = kernels::SamplingMode::kOff;  // make_step_buffers wrote this
   // Every row idle: position -1 (no cache write), length 0 (no attention).
   std::vector<int32_t> idle(static_cast<std::size_t>(3 * batch), 0);
   std::fill(idle.begin() + batch, idle.begin() + 2 * batch, -1);
-  copy_async(p.sb->ints.slice_rows(0, 3 * batch), host_i32(idle), stream_);
-  if (graphs_) {
+  const auto make = [&](int64_t row_multiple) {
+    p.sb = decoder_.make_step_buffers(batch, cache_.max_seq(), cache_, stream_, row_multiple);
+    p.params.mode = kernels::SamplingMode::kOff;  // make_step_buffers wrote this
+    copy_async(p.sb->ints.slice_rows(0, 3 * batch), host_i32(idle), stream_);
+  };
+  const bool block = model_->precision().recipe().kind == RecipeKind::kBlock;
+  make(block ? Decoder::kCompactBlockRows : 0);
+  if (cuda_) {
+    p.ring = PinnedBuffer(static_cast<std::size_t>((opts_.lookahead + 1) * 2 * batch) * sizeof(int32_t));
+    p.ready.resize(static_cast<std::size_t>(opts_.lookahead + 1));
+    p.ev0 = std::make_unique<CudaEvent>();
+    p.ev_first = std::make_unique<CudaEvent>();
+    p.ev_end = std::make_unique<CudaEvent>();
     // One eager run first: cuBLASLt's heuristics and workspaces, kernel attributes and every other lazy
-    // initialisation happen outside the capture. Idle rows make it side-effect free.
-    decoder_.step(*p.sb, cache_, stream_);
-    sync_stream(stream_);
+    // initialisation happen outside any capture. Idle rows make it side-effect free. Block scaling's compact
+    // padding falls back to the recipe's 128 rows if cuBLASLt has no algorithm for it (a host-side tg::Error
+    // from the GEMM's heuristic, raised before that GEMM is launched).
+    try {
+      decoder_.step(*p.sb, cache_, stream_);
+      sync_stream(stream_);
+    } catch (const Error&) {
+      if (!block) throw;
+      sync_stream(stream_);
+      make(0);
+      decoder_.step(*p.sb, cache_, stream_);
+      sync_stream(stream_);
+    }
+  }
+  if (graphs_) {
     p.graph.capture(stream_, [&] { decoder_.step(*p.sb, cache_, stream_); });
     ++captures_;
   }
@@ -277,13 +298,7 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
   };
   const TensorView flags = sb.ints.slice_rows(3 * batch, 5 * batch);
   const auto t0 = Clock::now();
-  std::unique_ptr<CudaEvent> ev0, ev_first, ev_end;
-  if (cuda_) {
-    ev0 = std::make_unique<CudaEvent>();
-    ev_first = std::make_unique<CudaEvent>();
-    ev_end = std::make_unique<CudaEvent>();
-    ev0->record(stream_);
-  }
+  if (cuda_) p.ev0->record(stream_);
   set_params(p, sp);
   copy_async(sb.ints.slice_rows(0, 7 * batch), host_i32(ints), stream_);
   if (!seen.empty()) copy_async(sb.state.seen, TensorView(seen.data(), DType::I32, sb.state.seen.shape, Device::CPU), stream_);
@@ -307,12 +322,11 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
     res.timing.decode_ms = ms_between(t_first, Clock::now());
   } else {
     // Read-backs run `lookahead` steps behind the launches through a ring of pinned slots.
-    ev_first->record(stream_);
+    p.ev_first->record(stream_);
     const int64_t ring = opts_.lookahead + 1;
-    PinnedBuffer pinned(static_cast<std::size_t>(ring * 2 * batch) * sizeof(int32_t));
-    std::vector<CudaEvent> ready(static_cast<std::size_t>(ring));
+    std::vector<CudaEvent>& ready = p.ready;
     const auto slot = [&](int64_t k) {
-      return pinned.view(DType::I32, Shape{ring * 2 * batch}).slice_rows((k % ring) * 2 * batch, (k % ring + 1) * 2 * batch);
+      return p.ring.view(DType::I32, Shape{ring * 2 * batch}).slice_rows((k % ring) * 2 * batch, (k % ring + 1) * 2 * batch);
     };
     const auto read_back = [&](int64_t k) {
       copy_async(slot(k), flags, stream_);
@@ -334,10 +348,10 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
       ready[static_cast<std::size_t>(k % ring)].wait();
       if (consume(slot(k).ptr<const int32_t>())) done = true;
     }
-    ev_end->record(stream_);
-    ev_end->wait();
-    res.timing.prefill_ms = ev_first->since(*ev0);
-    res.timing.decode_ms = ev_end->since(*ev_first);
+    p.ev_end->record(stream_);
+    p.ev_end->wait();
+    res.timing.prefill_ms = p.ev_first->since(*p.ev0);
+    res.timing.decode_ms = p.ev_end->since(*p.ev_first);
   }
   res.timing.decode_steps = steps;
 

@@ -82,6 +82,11 @@ class Generator {
     std::unique_ptr<Decoder::StepBuffers> sb;
     CudaGraph graph;
     kernels::SamplingParams params;  // the host copy of what sb->params holds
+    // CUDA: the read-back ring (lookahead + 1 slots of last | finished [2 B], page-locked) and its events, made
+    // once per batch size: cudaMallocHost / cudaFreeHost per generate() would cost a device synchronisation.
+    PinnedBuffer ring;
+    std::vector<CudaEvent> ready;
+    std::unique_ptr<CudaEvent> ev0, ev_first, ev_end;
   };
   Plan& plan(int64_t batch);
   void run_step(Plan& p);

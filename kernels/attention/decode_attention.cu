@@ -2,8 +2,8 @@
 //
 // decode_split_kernel: one block per (sequence, group of G query heads sharing one kv head, split of the
 // sequence). The G heads are processed together so every K / V row is read from HBM once per block:
-//   0. K and V tiles (64 keys) stream through shared memory with cp.async, double-buffered: the next tile is
-//      in flight while the current one is used, so enough bytes are in flight even at one block per SM.
+//   0. K and V tiles (32 keys for head dims >= 64) stream through shared memory with cp.async, double-buffered:
+//      the next tile is in flight while the current one is used, and several blocks share an SM.
 //   1. Q.K: 8 lanes share one key row (8 consecutive 16-byte chunks = 128 contiguous bytes per load),
 //      the dot products of the G heads are reduced over those 8 lanes with shuffles -> scores in smem.
 //   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
@@ -85,12 +85,17 @@ struct Geometry {
   static constexpr int kLpr = kChunks < 8 ? kChunks : 8;                // Q.K: lanes per key row
   static constexpr int kCpl = kChunks / kLpr;                           // Q.K: chunks per lane
   static constexpr int kKpi = 32 / kLpr;                                // Q.K: keys per warp per step
-  static constexpr int kTile = (kWarps * kKpi) > 64 ? (kWarps * kKpi) : 64;  // keys per tile
+  // Keys per tile: one Q.K step of all warps (32 for DH >= 64). Small tiles keep a block's shared memory at
+  // 4 x 32 x DH x 2 bytes (64 KiB for BF16 DH 256: 2-3 resident blocks per SM, each with a tile in flight, where
+  // 64-key tiles allowed one), shorten a split's critical path and let short contexts split over more SMs.
+  static constexpr int kTile = kWarps * kKpi;
   static constexpr int kQkSteps = kTile / (kWarps * kKpi);
   static constexpr int kLpk = kChunks;    // P.V: lanes per key row (one chunk each)
   static constexpr int kKpw = 32 / kLpk;  // P.V: keys per warp per step
   static constexpr int kPvSteps = kTile / (kWarps * kKpw);
   static_assert(DH % 8 == 0 && DH >= 16 && DH <= 256 && (kChunks & (kChunks - 1)) == 0, "unsupported head dim");
+  static_assert(kQkSteps >= 1 && kTile % (kWarps * kKpi) == 0, "Q.K: whole steps per tile");
+  static_assert(kPvSteps >= 1 && kTile % (kWarps * kKpw) == 0, "P.V: whole steps per tile");
 };
 
 struct DecodeParams {
@@ -315,10 +320,14 @@ __global__ void decode_combine_kernel(const float* __restrict__ o_part, const fl
                                       int H, int g, int dh, int splits) {
   const int64_t bh = blockIdx.x;
   const float2* mlb = ml + bh * splits;
+  // The loops over the splits are unrolled so that several independent loads are in flight per thread (the
+  // combine is latency-bound: few blocks at small batch); the accumulation order stays s = 0, 1, 2, ...
   float M = -INFINITY;
+#pragma unroll 8
   for (int s = 0; s < splits; ++s) M = fmaxf(M, mlb[s].x);
   float L = 0.0f;
   if (M != -INFINITY) {
+#pragma unroll 8
     for (int s = 0; s < splits; ++s) L += mlb[s].y * expf(mlb[s].x - M);
   }
   const int hk = static_cast<int>(bh % H) / g;
@@ -326,6 +335,7 @@ __global__ void decode_combine_kernel(const float* __restrict__ o_part, const fl
   for (int d = threadIdx.x; d < dh; d += blockDim.x) {
     float o = 0.0f;
     if (L > 0.0f) {
+#pragma unroll 8
       for (int s = 0; s < splits; ++s) {
         if (mlb[s].y > 0.0f) o += o_part[(bh * splits + s) * dh + d] * expf(mlb[s].x - M);
       }
