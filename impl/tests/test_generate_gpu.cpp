@@ -86,6 +86,8 @@ struct GpuCase {
   bool fp8() const { return recipe != "bf16"; }
 };
 
+void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name(); }
+
 std::vector<GpuCase> every_case() {
   return {{"bf16", DType::BF16},         {"bf16", DType::E4M3},          {"delayed", DType::BF16},
           {"delayed", DType::E4M3},      {"delayed", DType::BF16, true}, {"current", DType::BF16},
@@ -208,9 +210,9 @@ int64_t compare_decode(const std::vector<Tensor>& test, const std::vector<Tensor
 
 // ---- graph replay == eager, bit for bit --------------------------------------------------------------------------
 
-class GraphVsEager : public ::testing::TestWithParam<GpuCase> {};
+class GenerateGraphVsEager : public ::testing::TestWithParam<GpuCase> {};
 
-TEST_P(GraphVsEager, ReplayEqualsEagerBitForBit) {
+TEST_P(GenerateGraphVsEager, ReplayEqualsEagerBitForBit) {
   TG_REQUIRE_CUDA();
   const DeterministicGemms det;
   const GpuCase c = GetParam();
@@ -254,13 +256,13 @@ TEST_P(GraphVsEager, ReplayEqualsEagerBitForBit) {
   EXPECT_EQ(eager.graph_captures(), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Precisions, GraphVsEager, ::testing::ValuesIn(every_case()), case_name);
+INSTANTIATE_TEST_SUITE_P(Precisions, GenerateGraphVsEager, ::testing::ValuesIn(every_case()), case_name);
 
 // ---- CUDA vs the CPU backend --------------------------------------------------------------------------------------
 
-class CudaVsCpuDecode : public ::testing::TestWithParam<GpuCase> {};
+class GenerateCudaVsCpu : public ::testing::TestWithParam<GpuCase> {};
 
-TEST_P(CudaVsCpuDecode, LogitsWithinToleranceAndConfidentGreedyTokensEqual) {
+TEST_P(GenerateCudaVsCpu, LogitsWithinToleranceAndConfidentGreedyTokensEqual) {
   TG_REQUIRE_CUDA();
   const GpuCase c = GetParam();
   GemmaForCausalLM cpu = make_model(c, Device::CPU), gpu = make_model(c, Device::CUDA);
@@ -281,7 +283,7 @@ TEST_P(CudaVsCpuDecode, LogitsWithinToleranceAndConfidentGreedyTokensEqual) {
   EXPECT_GE(confident, 1) << "no step was confident enough to compare tokens: the check is vacuous";
 }
 
-INSTANTIATE_TEST_SUITE_P(Precisions, CudaVsCpuDecode, ::testing::ValuesIn(every_case()), case_name);
+INSTANTIATE_TEST_SUITE_P(Precisions, GenerateCudaVsCpu, ::testing::ValuesIn(every_case()), case_name);
 
 // ---- batched (HF: left-padded) == one by one, on CUDA -------------------------------------------------------------
 
@@ -428,9 +430,9 @@ TEST(GenerateCuda, NoDeviceAllocationWhileDecodingAndOneCapturePerBatchSize) {
 
 // ---- the real head geometries at full width ----------------------------------------------------------------------
 
-class GemmaWidth : public ::testing::TestWithParam<std::string> {};
+class GenerateGemmaWidth : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(GemmaWidth, DecodeEqualsTheFullForwardAndGraphEqualsEager) {
+TEST_P(GenerateGemmaWidth, DecodeEqualsTheFullForwardAndGraphEqualsEager) {
   TG_REQUIRE_CUDA();
   const DeterministicGemms det;
   GemmaConfig cfg = GemmaConfig::preset(GetParam());
@@ -472,7 +474,7 @@ TEST_P(GemmaWidth, DecodeEqualsTheFullForwardAndGraphEqualsEager) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, GemmaWidth, ::testing::Values("gemma-2b", "gemma-7b"));
+INSTANTIATE_TEST_SUITE_P(Presets, GenerateGemmaWidth, ::testing::Values("gemma-2b", "gemma-7b"));
 
 }  // namespace
 }  // namespace tg::impl

@@ -109,7 +109,7 @@ struct DecodeParams {
   float* o_part;           // [B, H, splits, DH] (splits > 1)
   float2* ml;              // [B, H, splits] (m, l)
   int H, Hkv, g, max_seq;
-  int num_splits, chunk;  // chunk: keys per split, a multiple of the tile
+  int num_splits, chunk;  // chunk: the most keys per split (a multiple of the tile), for the longest sequence
   bool per_head_scale;
   float scale;
 };
@@ -158,9 +158,15 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
   const int len = max(0, min(p.seqlens[b], p.max_seq));
-  const int begin = split * p.chunk;
+  // The plan's chunk is sized for the longest possible sequence (max_seq or the hint). This sequence's own
+  // length is spread over all the splits instead (whole tiles each, never more than the plan's chunk), so a
+  // decode step captured once in a CUDA graph for max_seq keeps a short context on many SMs. A pure function of
+  // (len, plan): same inputs, same bits.
+  const int per_split = (len + p.num_splits - 1) / p.num_splits;
+  const int chunk = min(p.chunk, max(Geo::kTile, (per_split + Geo::kTile - 1) / Geo::kTile * Geo::kTile));
+  const int begin = split * chunk;
   // The last split runs to the sequence end, so a max_seqlen_hint below a length costs time, never keys.
-  const int end = split == p.num_splits - 1 ? len : min(len, begin + p.chunk);
+  const int end = split == p.num_splits - 1 ? len : min(len, begin + chunk);
 
   const int64_t row_stride = static_cast<int64_t>(p.Hkv) * DH;
   const int64_t seq_base = (static_cast<int64_t>(b) * p.max_seq * p.Hkv + hk) * DH;
