@@ -1,6 +1,11 @@
 // CUDA Gemma RMSNorm: one warp per row (the LANE ORDER of norm.h is the warp's natural reduction), the
 // row cached in registers as raw BF16 when D fits (else re-read), FP32 math through the IEEE helpers so
 // the CPU twin (norm_cpu.cpp) is matched bit for bit.
+// Bandwidth (the forward is memory-bound: ~3 bytes of HBM traffic per FLOP-light element): the forward
+// grid is persistent (as many blocks as fit on the device, each looping over row groups), so g = 1 + w
+// is staged ONCE per block in shared memory as FP32 and every row reads it from there. Re-reading w from
+// global memory per 8-element chunk, after the previous chunk's store (which may alias w as far as the
+// compiler knows), made every row a chain of D/256 dependent L2 round trips.
 #include <algorithm>
 
 #include "common/cuda_check.h"
@@ -53,9 +58,31 @@ struct FwdArgs {
   bool vec;      // 8-element vector access on x, residual and y
   bool fp8_vec;  // 8-byte FP8 row stores
   int rows_per_block;
-  int pitch;  // bytes per staged tile row; 0 = no transposed copy
+  int pitch;       // bytes per staged tile row; 0 = no transposed copy
+  int gain_bytes;  // shared memory for g = 1 + w: chunks * 8 floats (a multiple of 32 bytes)
   ew::Fp8Out fp8;
 };
+
+// FP32 g = 1 + w for the padded row (chunks * 8 elements, zeros past D) into shared memory. All threads.
+__device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, float* g) {
+  const int64_t padded = (cols + 7) / 8 * 8;
+  for (int64_t j = threadIdx.x; j < padded; j += blockDim.x) {
+    float v = 0.0f;
+    if (j < cols)
+      v = ieee::fadd(
+          1.0f, w.bf16 ? __bfloat162float(static_cast<const ew::bf16_t*>(w.w)[j]) : static_cast<const float*>(w.w)[j]);
+    g[j] = v;
+  }
+  __syncthreads();
+}
+
+// g for the 8 elements of chunk c (two 16-byte shared-memory loads; padding reads as 0).
+__device__ __forceinline__ void gain8_smem(const float* g, int64_t c, float (&out)[8]) {
+  const float4* p = reinterpret_cast<const float4*>(g + 8 * c);
+  const float4 lo = p[0], hi = p[1];
+  out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
+  out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
+}
 
 __device__ __forceinline__ float warp_butterfly_sum(float v) {
 #pragma unroll
@@ -72,115 +99,135 @@ __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
   }
 }
 
-// Grid: ceil(T / rows_per_block) blocks of 256 threads; warp w of a block normalises rows w, w + 8, ...
-// of its block's rows. Dynamic shared memory: rows_per_block * pitch bytes when the transposed FP8 copy
-// is written. N > 0: chunks per lane cached in registers (N * 32 * 8 >= D); N == 0: re-read the row.
+// Persistent grid of 256-thread blocks: block b handles the row groups b, b + gridDim.x, ... of
+// rows_per_block rows each; warp w of a block normalises rows w, w + 8, ... of the group. Dynamic shared
+// memory: gain_bytes for g, then rows_per_block * pitch bytes when the transposed FP8 copy is written.
+// N > 0: chunks per lane cached in registers (N * 32 * 8 >= D); N == 0: re-read the row.
+// Resident blocks per SM asked of the register allocator (4 = 64 registers, 3 = 80, 2 = 128), as many as
+// the cached row allows without spilling (the residual variant holds two rows while it loads, the FP8
+// epilogue needs a few more registers), so that >= 16 warps per SM keep >= 64 KB of loads in flight.
+constexpr int fwd_min_blocks(int n, bool residual, bool fp8) {
+  if (residual) return n <= 2 ? 4 : n <= 4 ? 3 : n <= 12 ? 2 : 1;
+  if (fp8) return n <= 8 ? 3 : 2;
+  return n <= 8 ? 4 : n <= 12 ? 3 : 2;
+}
+
 template <typename T, typename Out, int N, bool kResidual>
-__global__ void __launch_bounds__(kFwdThreads) rmsnorm_forward_kernel(const FwdArgs a) {
+__global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>))
+    rmsnorm_forward_kernel(const FwdArgs a) {
   constexpr bool kFp8 = !std::is_same_v<Out, T>;
-  extern __shared__ __align__(16) uint8_t tile[];
+  extern __shared__ __align__(16) uint8_t smem[];
+  float* gsm = reinterpret_cast<float*>(smem);
+  uint8_t* tile = smem + a.gain_bytes;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * a.rows_per_block;
-  const int rows_here = static_cast<int>(min(static_cast<int64_t>(a.rows_per_block), a.rows - row0));
   const int64_t chunks = (a.cols + 7) / 8;
+  const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
   float scale = 1.0f;
   if constexpr (kFp8) scale = *a.fp8.scale;
   uint32_t amax_bits = 0;
+  stage_gain(a.w, a.cols, gsm);
 
-  for (int rr = warp; rr < rows_here; rr += kFwdWarps) {
-    const int64_t t = row0 + rr;
-    const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
-    T* rrow = kResidual ? static_cast<T*>(a.residual) + t * a.ldr : nullptr;
-    auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
-    // h = x, or round(residual + x) written back to the residual stream.
-    auto add_residual = [&](int64_t c, int n, Pack8<T> xv, Pack8<T> rv) {
-      float h[8];
+  for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
+    const int64_t row0 = grp * a.rows_per_block;
+    const int rows_here = static_cast<int>(min(static_cast<int64_t>(a.rows_per_block), a.rows - row0));
+    for (int rr = warp; rr < rows_here; rr += kFwdWarps) {
+      const int64_t t = row0 + rr;
+      const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+      T* rrow = kResidual ? static_cast<T*>(a.residual) + t * a.ldr : nullptr;
+      auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+      // h = x, or round(residual + x) written back to the residual stream.
+      auto add_residual = [&](int64_t c, int n, Pack8<T> xv, Pack8<T> rv) {
+        float h[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) h[i] = ew::round_to<T>(fadd(rv.get(i), xv.get(i)));
-      ew::store8_any(rrow + 8 * c, h, n, a.vec);
-      return ew::pack8<T>(h);
-    };
+        for (int i = 0; i < 8; ++i) h[i] = ew::round_to<T>(fadd(rv.get(i), xv.get(i)));
+        ew::store8_any(rrow + 8 * c, h, n, a.vec);
+        return ew::pack8<T>(h);
+      };
 
-    // Pass 1: sum of squares in the LANE ORDER (padding elements are +0 and add nothing to acc >= 0).
-    float acc = 0.0f;
-    [[maybe_unused]] Pack8<T> cache[N > 0 ? N : 1];
-    if constexpr (N > 0) {
-      [[maybe_unused]] Pack8<T> rcache[kResidual ? N : 1];
+      // Pass 1: sum of squares in the LANE ORDER (padding elements are +0 and add nothing to acc >= 0).
+      float acc = 0.0f;
+      [[maybe_unused]] Pack8<T> cache[N > 0 ? N : 1];
+      if constexpr (N > 0) {
+        [[maybe_unused]] Pack8<T> rcache[kResidual ? N : 1];
 #pragma unroll
-      for (int k = 0; k < N; ++k) {  // all loads first: N independent 16-byte loads in flight
-        const int64_t c = lane + 32 * k;
-        if (c < chunks) {
-          cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
-          if constexpr (kResidual) rcache[k] = ew::load8_any(rrow + 8 * c, valid(c), a.vec);
+        for (int k = 0; k < N; ++k) {  // all loads first: N independent 16-byte loads in flight
+          const int64_t c = lane + 32 * k;
+          if (c < chunks) {
+            cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+            if constexpr (kResidual) rcache[k] = ew::load8_any(rrow + 8 * c, valid(c), a.vec);
+          }
         }
-      }
 #pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const int64_t c = lane + 32 * k;
-        if (c < chunks) {
-          if constexpr (kResidual) cache[k] = add_residual(c, valid(c), cache[k], rcache[k]);
+        for (int k = 0; k < N; ++k) {
+          const int64_t c = lane + 32 * k;
+          if (c < chunks) {
+            if constexpr (kResidual) cache[k] = add_residual(c, valid(c), cache[k], rcache[k]);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc = ffma(cache[k].get(i), cache[k].get(i), acc);
-        }
-      }
-    } else {
-      for (int64_t c = lane; c < chunks; c += 32) {
-        Pack8<T> h = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
-        if constexpr (kResidual) h = add_residual(c, valid(c), h, ew::load8_any(rrow + 8 * c, valid(c), a.vec));
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc = ffma(h.get(i), h.get(i), acc);
-      }
-    }
-    acc = warp_butterfly_sum(acc);
-    const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
-    if (lane == 0) a.rstd[t] = r;
-
-    // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store.
-    auto emit = [&](int64_t c, const Pack8<T>& h) {
-      const int n = valid(c);
-      float g[8], y[8];
-      a.w.gain8(8 * c, n, g);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
-      if constexpr (!kFp8) {
-        ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
-        if (a.amax != nullptr) {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            if (i < n) amax_bits = max(amax_bits, abs_bits(ew::round_to<T>(y[i])));
+            for (int i = 0; i < 8; ++i) acc = ffma(cache[k].get(i), cache[k].get(i), acc);
           }
         }
       } else {
-        float v[8];
+        for (int64_t c = lane; c < chunks; c += 32) {
+          Pack8<T> h = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+          if constexpr (kResidual) h = add_residual(c, valid(c), h, ew::load8_any(rrow + 8 * c, valid(c), a.vec));
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          v[i] = ew::round_to<T>(y[i]);
-          if (i < n) amax_bits = max(amax_bits, abs_bits(v[i]));
+          for (int i = 0; i < 8; ++i) acc = ffma(h.get(i), h.get(i), acc);
         }
-        const uint2 q = ew::quantize8<Out>(v, scale);
-        if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
-        if (a.pitch != 0) stage_fp8x8(tile + rr * a.pitch + 8 * c, q, n);
       }
-    };
-    if constexpr (N > 0) {
+      acc = warp_butterfly_sum(acc);
+      const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
+      if (lane == 0) a.rstd[t] = r;
+
+      // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store.
+      auto emit = [&](int64_t c, const Pack8<T>& h) {
+        const int n = valid(c);
+        float g[8], y[8];
+        gain8_smem(gsm, c, g);
 #pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const int64_t c = lane + 32 * k;
-        if (c < chunks) emit(c, cache[k]);
+        for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
+        if constexpr (!kFp8) {
+          ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
+          if (a.amax != nullptr) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              if (i < n) amax_bits = max(amax_bits, abs_bits(ew::round_to<T>(y[i])));
+            }
+          }
+        } else {
+          float v[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            v[i] = ew::round_to<T>(y[i]);
+            if (i < n) amax_bits = max(amax_bits, abs_bits(v[i]));
+          }
+          const uint2 q = ew::quantize8<Out>(v, scale);
+          if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
+          if (a.pitch != 0) stage_fp8x8(tile + rr * a.pitch + 8 * c, q, n);
+        }
+      };
+      if constexpr (N > 0) {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const int64_t c = lane + 32 * k;
+          if (c < chunks) emit(c, cache[k]);
+        }
+      } else {
+        for (int64_t c = lane; c < chunks; c += 32) {
+          emit(c, ew::load8_any((kResidual ? rrow : xrow) + 8 * c, valid(c), a.vec));
+        }
       }
-    } else {
-      for (int64_t c = lane; c < chunks; c += 32) {
-        emit(c, ew::load8_any((kResidual ? rrow : xrow) + 8 * c, valid(c), a.vec));
+    }
+    if constexpr (kFp8) {
+      if (a.pitch != 0) {  // the group's tile is complete: write its transpose, then reuse the tile
+        __syncthreads();
+        ew::store_transposed_tile(tile, a.pitch, rows_here, static_cast<int>(a.cols), a.fp8.col_data, a.rows, row0, 0);
+        __syncthreads();
       }
     }
   }
 
   if constexpr (kFp8) {
     if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
-    if (a.pitch != 0) {
-      __syncthreads();
-      ew::store_transposed_tile(tile, a.pitch, rows_here, static_cast<int>(a.cols), a.fp8.col_data, a.rows, row0, 0);
-    }
     ew::write_scale_inv(a.fp8);
   } else {
     if (a.amax != nullptr) ew::block_amax_commit(a.amax, amax_bits);
@@ -380,13 +427,22 @@ int cached_chunks(DType a, int64_t cols, bool backward) {
   return 0;
 }
 
+// Launches a persistent grid: min(row groups, blocks resident on the device at once), at least 1 block
+// (the FP8 variant writes scale_inv even for T == 0).
 template <typename T, typename Out, bool kRes>
-void launch_forward(int n, const FwdArgs& a, dim3 grid, size_t smem, cudaStream_t s) {
+void launch_forward(int n, const FwdArgs& a, size_t smem, cudaStream_t s) {
   auto go = [&](auto kernel) {
     if (smem > 48 * 1024) {
       TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     }
-    kernel<<<grid, kFwdThreads, smem, s>>>(a);
+    int dev = 0, sms = 0, per_sm = 0;
+    TG_CHECK_CUDA(cudaGetDevice(&dev));
+    TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, smem));
+    const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
+    const int64_t blocks =
+        std::max<int64_t>(1, std::min<int64_t>(groups, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+    kernel<<<dim3(static_cast<unsigned>(blocks)), kFwdThreads, smem, s>>>(a);
   };
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
     switch (n) {
@@ -437,6 +493,16 @@ void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
   rmsnorm_backward_kernel<T, 0, kDres><<<grid, kBwdThreads, 0, s>>>(a);
 }
 
+// The forward's shared memory (g, plus the 32-row FP8 tile for the transposed copy) must fit one block.
+void check_smem(size_t smem, int64_t cols, const char* what) {
+  int dev = 0, max_smem = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  TG_CHECK(smem <= static_cast<size_t>(max_smem), what, ": D = ", cols, " needs ", smem,
+           " B of shared memory per block (FP32 1 + w, and for the transposed FP8 copy a tile of ", kTileRows,
+           " rows of D bytes), more than the device's ", max_smem, " B");
+}
+
 bool rows_vectorisable(const TensorView& t) { return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data)); }
 
 FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const TensorView& rstd,
@@ -454,6 +520,7 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
   a.inv_d = fdiv(1.0f, static_cast<float>(a.cols));
   a.vec = a.cols % 8 == 0 && rows_vectorisable(x) && rows_vectorisable(residual);
   a.rows_per_block = kFwdWarps;
+  a.gain_bytes = static_cast<int>((a.cols + 7) / 8 * 8 * sizeof(float));
   return a;
 }
 
@@ -474,14 +541,15 @@ void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const 
   a.ldy = y.strides[0];
   a.vec = a.vec && rows_vectorisable(y);
   a.amax = amax.empty() ? nullptr : static_cast<uint32_t*>(amax.data);
-  const dim3 grid(static_cast<unsigned>((a.rows + a.rows_per_block - 1) / a.rows_per_block));
+  const size_t smem = static_cast<size_t>(a.gain_bytes);
+  check_smem(smem, a.cols, "rmsnorm_forward");
   const int n = cached_chunks(a_type, a.cols, false);
   const cudaStream_t s = cuda_stream(stream);
   TG_DISPATCH_BF16_F32(a_type, "rmsnorm_forward", [&] {
     if (residual.empty())
-      launch_forward<scalar_t, scalar_t, false>(n, a, grid, 0, s);
+      launch_forward<scalar_t, scalar_t, false>(n, a, smem, s);
     else
-      launch_forward<scalar_t, scalar_t, true>(n, a, grid, 0, s);
+      launch_forward<scalar_t, scalar_t, true>(n, a, smem, s);
   });
   TG_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
@@ -494,21 +562,15 @@ void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, co
   FwdArgs a = forward_args(x, w, eps, rstd, residual);
   a.fp8 = ew::make_fp8_out(out);
   a.fp8_vec = a.cols % 8 == 0 && (a.fp8.data == nullptr || (reinterpret_cast<uintptr_t>(a.fp8.data) & 7u) == 0);
-  size_t smem = 0;
+  size_t smem = static_cast<size_t>(a.gain_bytes);
   if (out.has_columnwise()) {
     a.rows_per_block = kTileRows;
     int64_t pitch = (a.cols + 3) / 4 * 4;
     if ((pitch / 4) % 2 == 0) pitch += 4;  // odd word pitch: the transposed reads are bank-conflict free
     a.pitch = static_cast<int>(pitch);
-    smem = static_cast<size_t>(kTileRows) * static_cast<size_t>(pitch);
-    int dev = 0, max_smem = 0;
-    TG_CHECK_CUDA(cudaGetDevice(&dev));
-    TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    TG_CHECK(smem <= static_cast<size_t>(max_smem), "rmsnorm_forward_fp8: the transposed FP8 copy stages ", kTileRows,
-             " rows of D = ", a.cols, " bytes (", smem, " B) in shared memory, more than the device's ", max_smem,
-             " B; write the row-wise copy and transpose separately");
+    smem += static_cast<size_t>(kTileRows) * static_cast<size_t>(pitch);
   }
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, (a.rows + a.rows_per_block - 1) / a.rows_per_block)));
+  check_smem(smem, a.cols, "rmsnorm_forward_fp8");
   const int n = cached_chunks(a_type, a.cols, false);
   const cudaStream_t s = cuda_stream(stream);
   // T == 0 still launches one block: scale_inv is written and amax is left as it is.
@@ -516,9 +578,9 @@ void rmsnorm_forward_fp8(const TensorView& x, const TensorView& w, float eps, co
     using T = scalar_t;
     TG_DISPATCH_FP8(out.dtype(), "rmsnorm_forward_fp8(out)", [&] {
       if (residual.empty())
-        launch_forward<T, scalar_t, false>(n, a, grid, smem, s);
+        launch_forward<T, scalar_t, false>(n, a, smem, s);
       else
-        launch_forward<T, scalar_t, true>(n, a, grid, smem, s);
+        launch_forward<T, scalar_t, true>(n, a, smem, s);
     });
   });
   TG_CHECK_LAUNCH("rmsnorm_forward_kernel");

@@ -2,7 +2,8 @@
 // the dw reduction its fixed two-level order (kernels/norm/norm.h), so every output - y, rstd, the updated
 // residual, FP8 data, the transposed copy, scale_inv, amax, dx, dw - must be identical.
 // Shapes: 1 and 7 tokens, D not a multiple of 8 (element path), D beyond the register cache (re-read
-// path), strided rows, partial 32-row tiles, and the Gemma-2B/7B hidden sizes.
+// path), strided rows, partial 32-row tiles, the Gemma-2B/7B hidden sizes, and more rows than the
+// persistent forward grid holds at once.
 #include <gtest/gtest.h>
 
 #include "kernels/norm/norm.h"
@@ -103,6 +104,54 @@ TEST(NormGpu, Fp8ForwardBitExact) {
           }
         }
       }
+    }
+  }
+}
+
+// The forward's grid is persistent (as many blocks as are resident on the device, each looping over row
+// groups, g = 1 + w staged once in shared memory). T = 13001 is more rows than an H200 holds at once in
+// every variant (BF16: at most 4 blocks x 8 rows x 132 SMs = 4224; transposed FP8: 3 x 32 x 132 = 12672),
+// so blocks take several groups and the last group is partial; at the Gemma widths, 2304 (9 chunks per
+// lane: the 12-chunk cache only partly used), and 3077 (the element path). w is F32 here (master weights).
+TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
+  TG_REQUIRE_CUDA();
+  const int64_t t_count = 13001;
+  for (const int64_t d : {int64_t{2048}, int64_t{3072}, int64_t{2304}, int64_t{3077}}) {
+    Tensor x = testing::random_host(DType::BF16, {t_count, d}, 21, 1.9f);
+    Tensor w = testing::random_host(DType::F32, {d}, 22, 0.5f);
+    Tensor res = testing::random_host(DType::BF16, {t_count, d}, 23);
+    Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA);
+    for (const bool with_res : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "D=" << d << " residual=" << with_res);
+      Tensor y_c = Tensor::empty(DType::BF16, {t_count, d}), r_c = Tensor::empty(DType::F32, {t_count});
+      Tensor res_c = Tensor::copy_of(res, Device::CPU), amax_c = testing::scalar_f32(0.0f, Device::CPU);
+      kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c, with_res ? res_c.view() : TensorView{}, amax_c);
+      Tensor y_d = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
+      Tensor r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA), res_d = res.to(Device::CUDA);
+      Tensor amax_d = testing::scalar_f32(0.0f, Device::CUDA);
+      kernels::rmsnorm_forward(xd, wd, 1e-6f, y_d, r_d, with_res ? res_d.view() : TensorView{}, amax_d);
+      ASSERT_TRUE(testing::bits_equal(y_d, y_c));
+      ASSERT_TRUE(testing::bits_equal(r_d, r_c));
+      ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+      if (with_res) {
+        ASSERT_TRUE(testing::bits_equal(res_d, res_c));
+      }
+    }
+    for (int layout = 0; layout < 2; ++layout) {  // rowwise only; rowwise + transposed copy
+      const bool columnwise = layout == 1;
+      SCOPED_TRACE(::testing::Message() << "D=" << d << " fp8 columnwise=" << columnwise);
+      Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CPU);
+      Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CUDA);
+      Tensor r_c = Tensor::empty(DType::F32, {t_count}), r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
+      kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c);
+      kernels::rmsnorm_forward_fp8(xd, wd, 1e-6f, q_d.view(), r_d);
+      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+      if (columnwise) {
+        ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+      }
+      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+      ASSERT_TRUE(testing::bits_equal(r_d, r_c));
     }
   }
 }
