@@ -1,4 +1,4 @@
-// CUDA scaled embedding: forward gather (one block per token), deterministic backward (the block of an
+// CUDA scaled embedding: forward gather (one warp per token), deterministic backward (the block of an
 // id's first occurrence accumulates all of that id's tokens in token order; embedding.h has the contract).
 // Out-of-range ids are recorded in the status buffer and never dereferenced.
 #include <climits>
@@ -13,6 +13,8 @@ namespace tg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int kFwdThreads = 256;  // forward: 8 warps, one token each
+constexpr int kFwdWarps = kFwdThreads / 32;
 constexpr int kIdsPerThread = 4;                       // ids compared per thread per scan step
 constexpr int kScanWindow = kThreads * kIdsPerThread;  // 512 token positions per scan step
 constexpr int kColChunks = 4;                          // 8-column chunks per thread per column window
@@ -38,26 +40,50 @@ __device__ __forceinline__ void record_bad(int* status, int64_t t) {
   atomicMin(&status[1], static_cast<int>(t));
 }
 
-// Grid: T blocks of 128 threads; block t writes out[t].
+// Grid: ceil(T / 8) blocks of 256 threads; warp w of block b writes out[8b + w]. Each lane issues all
+// its loads of a window of U chunks (the whole row for D <= 256 U) before the first store, so a warp
+// has the row in flight at once (4-6 KB for Gemma's BF16 rows; 128-192 KB per SM at full occupancy):
+// the gather is a chain of two dependent loads (id, then the row), and only many rows in flight
+// hide it. (One 128-thread block per token kept 2 chunks per thread in flight and paid a block
+// launch per 4 KB.)
+template <typename E>
+constexpr int fwd_window() {
+  return sizeof(E) == 2 ? 12 : 6;  // 48 registers of raw row either way
+}
 template <typename E, typename O>
-__global__ void __launch_bounds__(kThreads)
-    embedding_forward_kernel(Ids ids, const E* __restrict__ table, int64_t ld_table, int64_t vocab, int64_t cols,
-                             float scale, O* __restrict__ out, int64_t ld_out, int* status, bool vec) {
-  const int64_t t = blockIdx.x;
+__global__ void __launch_bounds__(kFwdThreads)
+    embedding_forward_kernel(Ids ids, int64_t tokens, const E* __restrict__ table, int64_t ld_table, int64_t vocab,
+                             int64_t cols, float scale, O* __restrict__ out, int64_t ld_out, int* status, bool vec) {
+  constexpr int kU = fwd_window<E>();
+  const int lane = threadIdx.x & 31;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kFwdWarps + (threadIdx.x >> 5);
+  if (t >= tokens) return;  // no block-wide synchronisation below
   const int64_t id = ids[t];
   const bool bad = id < 0 || id >= vocab;
-  if (bad && threadIdx.x == 0) record_bad(status, t);
+  if (bad && lane == 0) record_bad(status, t);
   const int64_t chunks = (cols + 7) / 8;
+  const E* src = table + (bad ? 0 : id) * ld_table;
   O* orow = out + t * ld_out;
-  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c));
-    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (!bad) {
-      ew::unpack8(ew::load8_any(table + id * ld_table + 8 * c, n, vec), v);
+  auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)); };
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * kU) {
+    ew::Pack8<E> row[kU];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = ieee::fmul(v[i], scale);
+    for (int k = 0; k < kU; ++k) {  // all loads first
+      const int64_t c = c0 + 32 * k;
+      if (c < chunks && !bad) row[k] = ew::load8_any(src + 8 * c, valid(c), vec);
     }
-    ew::store8_any(orow + 8 * c, v, n, vec);
+#pragma unroll
+    for (int k = 0; k < kU; ++k) {
+      const int64_t c = c0 + 32 * k;
+      if (c >= chunks) continue;
+      float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      if (!bad) {
+        ew::unpack8(row[k], v);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = ieee::fmul(v[i], scale);
+      }
+      ew::store8_any(orow + 8 * c, v, valid(c), vec);
+    }
   }
 }
 
@@ -210,9 +236,10 @@ void embedding_forward(const TensorView& ids, const TensorView& table, float sca
     TG_DISPATCH_BF16_F32(table.dtype, "embedding_forward(table)", [&] {
       using E = scalar_t;
       TG_DISPATCH_BF16_F32(out.dtype, "embedding_forward(out)", [&] {
-        embedding_forward_kernel<E, scalar_t><<<static_cast<unsigned>(t_count), kThreads, 0, cuda_stream(stream)>>>(
-            id_ref, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(), out.strides[0],
-            st.ptr(), vec);
+        const auto blocks = static_cast<unsigned>((t_count + kFwdWarps - 1) / kFwdWarps);
+        embedding_forward_kernel<E, scalar_t><<<blocks, kFwdThreads, 0, cuda_stream(stream)>>>(
+            id_ref, t_count, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
+            out.strides[0], st.ptr(), vec);
       });
     });
     TG_CHECK_LAUNCH("embedding_forward_kernel");

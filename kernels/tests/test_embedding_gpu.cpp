@@ -21,8 +21,12 @@ struct Case {
 
 TEST(EmbeddingGpu, ForwardAndBackwardBitExact) {
   TG_REQUIRE_CUDA();
-  const Case cases[] = {{1, 100, 2048, 99},    {7, 50, 3072, 3},  {33, 20, 37, 19}, {600, 1000, 3072, 30},
-                        {1025, 256, 128, 255}, {70, 10, 5000, 9}, {2, 5, 1, 4},     {2048, 32000, 2048, 31999}};
+  // The forward runs one warp per token, 8 per block, loading windows of 12 (BF16) / 6 (F32) chunks of 8
+  // per lane: T not a multiple of 8, D = 5000 (several windows), D = 3077 (element path, partial last
+  // chunk), and T = 8193 x D = 3072 (the Gemma-7B row over more blocks than are resident at once).
+  const Case cases[] = {{1, 100, 2048, 99},    {7, 50, 3072, 3},        {33, 20, 37, 19}, {600, 1000, 3072, 30},
+                        {1025, 256, 128, 255}, {70, 10, 5000, 9},       {2, 5, 1, 4},     {2048, 32000, 2048, 31999},
+                        {9, 40, 3077, 39},     {8193, 3000, 3072, 2999}};
   for (const Case c : cases) {
     for (DType e : {DType::BF16, DType::F32}) {
       for (DType id_type : {DType::I32, DType::I64}) {
