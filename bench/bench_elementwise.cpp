@@ -3,27 +3,39 @@
 // F = 16384 / 24576, head_dim 256 with (H, Hkv) = (8, 1) / (16, 16). Target: hbm_roofline_frac >= 0.8.
 //
 // Names: <op>/<in>-><out>[+t]/<shape>; "+t" = the FP8 output also writes its transposed copy.
-// Bytes per iteration count every tensor the op must read or write once (FP8 bytes 1 each; small vectors
-// such as w, rstd and ids included); they do NOT count implementation scratch traffic (the norm backward's
-// dw partials: 2 * T/16 * D * 4 bytes, about 8% on top), so the fraction is of the op's minimal traffic.
+// Bytes per launch count every tensor the op must read or write once (FP8 bytes 1 each; small vectors
+// such as w, rstd and ids included, and the FP8 scalars: scale read, scale_inv written (twice with the
+// transposed copy), amax read and written); they do NOT count implementation scratch traffic (the norm
+// backward's dw partials: 2 * T/16 * D * 4 bytes, about 8% on top), so the fraction is of the op's
+// minimal traffic.
 //   rmsnorm            x 2TD + y 2TD + w 2D + rstd 4T          (+residual: + 2TD read + 2TD write)
-//   rmsnorm ->e4m3     x 2TD + q TD (+ TD transposed) + w + rstd
+//   rmsnorm ->e4m3     x 2TD + q TD (+ TD transposed) + w + rstd + FP8 scalars
 //   rmsnorm_bwd        dy 2TD + x 2TD + dx 2TD + w 2D + rstd 4T + dw 4D
-//   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF)
-//   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF)
+//   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF, + FP8 scalars)
+//   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
 //   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T
 //   embedding          rows 2TD + out 2TD + ids 4T
 //   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T; ids uniform over V = 256000
 //                      ("uniform") or with every other token the same id ("hot": the serial worst case)
-// Inputs are pseudo-random BF16 around N(0, 1); L2 is flushed before every timed iteration.
+//   copy               cudaMemcpy device to device of the rmsnorm / geglu activation: read + write, the
+//                      ceiling this timing method reaches at that size
+// Inputs are pseudo-random BF16 around N(0, 1).
+// Timing: each op gets `sets` independent copies of its buffers, enough that one rotation through them
+// touches >= 4x the L2 (so every launch reads its inputs from HBM, and the dirty lines a launch leaves in
+// L2 are written back during the next launches, inside the timed window, as in a model's stream of
+// kernels). A timed iteration runs back-to-back launches cycling through the sets (>= 0.5 GB of traffic),
+// and reports the time per launch. No L2 flush: a flush (memset) leaves ~50 MB of dirty lines whose
+// write-back landed in the first timed launch (about 10 us, a third of a 2048-wide RMSNorm).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/common/bench_util.h"
@@ -54,75 +66,135 @@ Fp8Tensor fp8_out(DType fp8, int64_t rows, int64_t cols, bool columnwise, float 
   return q;
 }
 
+// FP8 per-tensor scalars: scale read, scale_inv written (twice with the transposed copy), amax read + written.
+double fp8_scalar_bytes(bool columnwise) { return 4.0 + 4.0 * (columnwise ? 2 : 1) + 8.0; }
+
+// Buffer sets so that one rotation touches >= 4x the L2 (bytes: one launch's traffic), at most 64.
+int rotation_sets(double bytes) {
+  int dev = 0, l2 = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  const double sets = std::ceil(4.0 * l2 / std::max(bytes, 1.0));
+  return static_cast<int>(std::clamp(sets, 1.0, 64.0));
+}
+
+// Times body(set) for set = 0, 1, ..., sets - 1, 0, 1, ... back to back: per-launch time and counters.
 template <typename F>
-void timed(benchmark::State& state, double bytes, F&& body) {
+void timed(benchmark::State& state, double bytes, int sets, F&& body) {
   try {
-    body();
-    body();
+    for (int i = 0; i < sets; ++i) body(i);  // warm-up: every set once
     TG_CHECK_CUDA(cudaDeviceSynchronize());
+    const int rounds = static_cast<int>(std::max(1.0, std::ceil(5e8 / (bytes * sets))));
+    const int launches = rounds * sets;
+    cudaEvent_t start{}, stop{};
+    TG_CHECK_CUDA(cudaEventCreate(&start));
+    TG_CHECK_CUDA(cudaEventCreate(&stop));
     for (auto _ : state) {
-      CudaEventTimer timer(state, nullptr, /*flush_l2=*/true);
-      body();
+      TG_CHECK_CUDA(cudaEventRecord(start));
+      for (int k = 0; k < launches; ++k) body(k % sets);
+      TG_CHECK_CUDA(cudaEventRecord(stop));
+      TG_CHECK_CUDA(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      TG_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+      state.SetIterationTime(static_cast<double>(ms) / 1000.0 / launches);
     }
+    TG_CHECK_CUDA(cudaEventDestroy(start));
+    TG_CHECK_CUDA(cudaEventDestroy(stop));
     set_roofline(state, bytes, 0);
     set_tokens(state, static_cast<double>(kTokens));
+    state.counters["buffer_sets"] = sets;
+    state.counters["launches_per_iter"] = launches;
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
 }
 
+// n copies of make(i) (each set gets its own seed, so no two sets share data).
+template <typename M>
+auto make_sets(int n, M&& make) {
+  std::vector<decltype(make(0))> v;
+  v.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v.push_back(make(i));
+  return v;
+}
+
 // ---- RMSNorm ----------------------------------------------------------------------------------------
 enum class NormOut { kBf16, kBf16Residual, kFp8, kFp8T };
 
+struct NormSet {
+  Tensor x, res, y, rstd;
+  Fp8Tensor q;
+};
+
 void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode) {
   const double td = static_cast<double>(kTokens) * m.d;
-  Tensor x = random_bf16({kTokens, m.d}), w = random_bf16({m.d}), res = random_bf16({kTokens, m.d});
-  Tensor y = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
-  Tensor rstd = Tensor::empty(DType::F32, {kTokens}, Device::CUDA);
+  const bool fp8 = mode == NormOut::kFp8 || mode == NormOut::kFp8T, t = mode == NormOut::kFp8T;
+  const bool with_res = mode == NormOut::kBf16Residual;
   const double common = 2 * td + 2.0 * m.d + 4.0 * kTokens;
-  switch (mode) {
-    case NormOut::kBf16:
-      timed(state, common + 2 * td, [&] { kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd); });
-      break;
-    case NormOut::kBf16Residual:
-      timed(state, common + 2 * td + 4 * td, [&] { kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd, res); });
-      break;
-    case NormOut::kFp8:
-    case NormOut::kFp8T: {
-      const bool t = mode == NormOut::kFp8T;
-      Fp8Tensor q = fp8_out(DType::E4M3, kTokens, m.d, t, 64.0f);
-      timed(state, common + td * (t ? 2 : 1), [&] { kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q.view(), rstd); });
-      break;
-    }
-  }
+  const double bytes =
+      fp8 ? common + td * (t ? 2 : 1) + fp8_scalar_bytes(t) : common + 2 * td + (with_res ? 4 * td : 0);
+  Tensor w = random_bf16({m.d});
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    NormSet s;
+    s.x = random_device(DType::BF16, {kTokens, m.d}, 1234 + i);
+    if (with_res) s.res = random_device(DType::BF16, {kTokens, m.d}, 5678 + i);
+    if (fp8)
+      s.q = fp8_out(DType::E4M3, kTokens, m.d, t, 64.0f);
+    else
+      s.y = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
+    s.rstd = Tensor::empty(DType::F32, {kTokens}, Device::CUDA);
+    return s;
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    NormSet& s = sets[static_cast<size_t>(i)];
+    if (fp8)
+      kernels::rmsnorm_forward_fp8(s.x, w, 1e-6f, s.q.view(), s.rstd);
+    else
+      kernels::rmsnorm_forward(s.x, w, 1e-6f, s.y, s.rstd, with_res ? s.res.view() : TensorView{});
+  });
 }
+
+struct NormBwdSet {
+  Tensor x, dy, rstd, dx, dw, ws;
+};
 
 void bm_rmsnorm_bwd(benchmark::State& state, Model m) {
   const double td = static_cast<double>(kTokens) * m.d;
-  Tensor x = random_bf16({kTokens, m.d}), dy = random_bf16({kTokens, m.d}), w = random_bf16({m.d});
-  Tensor y = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
-  Tensor rstd = Tensor::empty(DType::F32, {kTokens}, Device::CUDA);
-  kernels::rmsnorm_forward(x, w, 1e-6f, y, rstd);
-  Tensor dx = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
-  Tensor dw = Tensor::empty(DType::F32, {m.d}, Device::CUDA);
-  Tensor ws = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(kTokens), m.d}, Device::CUDA);
   const double bytes = 6 * td + 2.0 * m.d + 4.0 * kTokens + 4.0 * m.d;
-  timed(state, bytes, [&] { kernels::rmsnorm_backward(dy, x, w, rstd, dx, dw, ws); });
+  Tensor w = random_bf16({m.d});
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    NormBwdSet s;
+    s.x = random_device(DType::BF16, {kTokens, m.d}, 1234 + i);
+    s.dy = random_device(DType::BF16, {kTokens, m.d}, 4321 + i);
+    s.rstd = Tensor::empty(DType::F32, {kTokens}, Device::CUDA);
+    Tensor y = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
+    kernels::rmsnorm_forward(s.x, w, 1e-6f, y, s.rstd);
+    s.dx = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
+    s.dw = Tensor::empty(DType::F32, {m.d}, Device::CUDA);
+    s.ws = Tensor::empty(DType::F32, {kernels::rmsnorm_backward_workspace_rows(kTokens), m.d}, Device::CUDA);
+    return s;
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    NormBwdSet& s = sets[static_cast<size_t>(i)];
+    kernels::rmsnorm_backward(s.dy, s.x, w, s.rstd, s.dx, s.dw, s.ws);
+  });
 }
 
 // ---- GeGLU ------------------------------------------------------------------------------------------
 enum class ActOut { kBf16, kFp8, kFp8T };
 
+// The GeGLU activations are 0.4-1.2 GB per launch, far beyond L2: one set, launches back to back.
 void bm_geglu(benchmark::State& state, Model m, ActOut mode) {
   const double tf = static_cast<double>(kTokens) * m.f;
   Tensor fc1 = random_bf16({kTokens, 2 * m.f});
   if (mode == ActOut::kBf16) {
     Tensor out = Tensor::empty(DType::BF16, {kTokens, m.f}, Device::CUDA);
-    timed(state, 4 * tf + 2 * tf, [&] { kernels::geglu_forward(fc1, out); });
+    timed(state, 4 * tf + 2 * tf, 1, [&](int) { kernels::geglu_forward(fc1, out); });
   } else {
     const bool t = mode == ActOut::kFp8T;
     Fp8Tensor q = fp8_out(DType::E4M3, kTokens, m.f, t, 64.0f);
-    timed(state, 4 * tf + tf * (t ? 2 : 1), [&] { kernels::geglu_forward_fp8(fc1, q.view()); });
+    timed(state, 4 * tf + tf * (t ? 2 : 1) + fp8_scalar_bytes(t), 1,
+          [&](int) { kernels::geglu_forward_fp8(fc1, q.view()); });
   }
 }
 
@@ -131,12 +203,26 @@ void bm_geglu_bwd(benchmark::State& state, Model m, ActOut mode) {
   Tensor fc1 = random_bf16({kTokens, 2 * m.f}), dout = random_bf16({kTokens, m.f});
   if (mode == ActOut::kBf16) {
     Tensor d = Tensor::empty(DType::BF16, {kTokens, 2 * m.f}, Device::CUDA);
-    timed(state, 6 * tf + 4 * tf, [&] { kernels::geglu_backward(dout, fc1, d); });
+    timed(state, 6 * tf + 4 * tf, 1, [&](int) { kernels::geglu_backward(dout, fc1, d); });
   } else {
     const bool t = mode == ActOut::kFp8T;
     Fp8Tensor q = fp8_out(DType::E5M2, kTokens, 2 * m.f, t, 1024.0f);
-    timed(state, 6 * tf + 2 * tf * (t ? 2 : 1), [&] { kernels::geglu_backward_fp8(dout, fc1, q.view()); });
+    timed(state, 6 * tf + 2 * tf * (t ? 2 : 1) + fp8_scalar_bytes(t), 1,
+          [&](int) { kernels::geglu_backward_fp8(dout, fc1, q.view()); });
   }
+}
+
+// Device-to-device copy of `elements` BF16 values (read + written), timed like the kernels.
+void bm_copy(benchmark::State& state, int64_t elements) {
+  const double bytes = 4.0 * static_cast<double>(elements);
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    return std::pair<Tensor, Tensor>(random_device(DType::BF16, {elements}, 99 + i),
+                                     Tensor::empty(DType::BF16, {elements}, Device::CUDA));
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    auto& s = sets[static_cast<size_t>(i)];
+    TG_CHECK_CUDA(cudaMemcpyAsync(s.second.data(), s.first.data(), s.first.nbytes(), cudaMemcpyDeviceToDevice));
+  });
 }
 
 // ---- RoPE -------------------------------------------------------------------------------------------
@@ -152,7 +238,7 @@ void bm_rope(benchmark::State& state, Model m, bool backward) {
   const TensorView k(qkv.ptr<uint16_t>() + m.h * m.dh, DType::BF16, Shape{kTokens, m.hkv, m.dh}, Shape{w, m.dh, 1},
                      Device::CUDA);
   const double bytes = 4.0 * kTokens * (m.h + m.hkv) * m.dh + 8.0 * kTokens;
-  timed(state, bytes, [&] {
+  timed(state, bytes, 1, [&](int) {  // in place on 20-50 MB: the output of one launch is the next one's input
     if (backward)
       kernels::rope_backward(q, k, pos, freq);
     else
@@ -163,9 +249,9 @@ void bm_rope(benchmark::State& state, Model m, bool backward) {
 // ---- Embedding --------------------------------------------------------------------------------------
 constexpr int64_t kVocab = 256000;
 
-Tensor ids_device(bool hot, int64_t* distinct) {
+Tensor ids_device(bool hot, int64_t* distinct, uint32_t seed = 99) {
   std::vector<int32_t> ids(kTokens);
-  std::mt19937 rng(99);
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<int32_t> dist(0, kVocab - 1);
   for (int64_t t = 0; t < kTokens; ++t) ids[t] = hot && t % 2 == 0 ? 7 : dist(rng);
   *distinct = static_cast<int64_t>(std::set<int32_t>(ids.begin(), ids.end()).size());
@@ -174,15 +260,21 @@ Tensor ids_device(bool hot, int64_t* distinct) {
   return t;
 }
 
+// Each set has its own ids (a rotation gathers different table rows) and output.
 void bm_embedding(benchmark::State& state, Model m) {
-  int64_t distinct = 0;
-  Tensor ids = ids_device(false, &distinct);
   Tensor table = random_bf16({kVocab, m.d});
-  Tensor out = Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA);
   Tensor status = Tensor::empty(DType::I32, {2}, Device::CUDA);
-  const float s = kernels::embedding_scale(m.d, DType::BF16);
-  const double bytes = 4.0 * kTokens * m.d + 4.0 * kTokens;
-  timed(state, bytes, [&] { kernels::embedding_forward(ids, table, s, out, status); });
+  const float scale = kernels::embedding_scale(m.d, DType::BF16);
+  const double bytes = 4.0 * kTokens * m.d + 4.0 * kTokens + 8.0;  // + the status reset and its update
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    int64_t distinct = 0;
+    return std::pair<Tensor, Tensor>(ids_device(false, &distinct, 99 + static_cast<uint32_t>(i)),
+                                     Tensor::empty(DType::BF16, {kTokens, m.d}, Device::CUDA));
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    auto& s = sets[static_cast<size_t>(i)];
+    kernels::embedding_forward(s.first, table, scale, s.second, status);
+  });
 }
 
 void bm_embedding_bwd(benchmark::State& state, Model m, bool hot) {
@@ -193,7 +285,7 @@ void bm_embedding_bwd(benchmark::State& state, Model m, bool hot) {
   Tensor status = Tensor::empty(DType::I32, {2}, Device::CUDA);
   const float s = kernels::embedding_scale(m.d, DType::BF16);
   const double bytes = 2.0 * kTokens * m.d + 8.0 * m.d * static_cast<double>(distinct) + 4.0 * kTokens;
-  timed(state, bytes, [&] { kernels::embedding_backward(ids, dout, s, acc, status); });
+  timed(state, bytes, 1, [&](int) { kernels::embedding_backward(ids, dout, s, acc, status); });
   state.counters["distinct_ids"] = static_cast<double>(distinct);
 }
 
@@ -222,6 +314,8 @@ const bool registered = [] {
     add("embedding/bf16->bf16" + td, [=](benchmark::State& s) { bm_embedding(s, m); });
     add("embedding_bwd/uniform/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, false); });
     add("embedding_bwd/hot/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, true); });
+    add("copy/bf16" + td, [=](benchmark::State& s) { bm_copy(s, kTokens * m.d); });
+    add("copy/bf16" + tf, [=](benchmark::State& s) { bm_copy(s, kTokens * m.f); });
   }
   return true;
 }();
