@@ -219,6 +219,11 @@ int cmd_train(Args args) {
     std::fprintf(stderr, "tegemma train: TEST-ONLY: a NaN gradient is injected at step %lld\n",
                  static_cast<long long>(*k));
   }
+  if (const char* env = std::getenv("TEGEMMA_TEST_HANG_IN_CHECKPOINT"); env != nullptr && *env != '\0') {
+    const auto k = parse_int(env);
+    TG_CHECK(k.has_value() && *k >= 0, "TEGEMMA_TEST_HANG_IN_CHECKPOINT: expected a step count, got '", env, "'");
+    to.hang_in_checkpoint_at_step = *k;  // TEST-ONLY (impl/trainer.h): the checkpoint of step k never finishes
+  }
 
   // The run's description: also the checkpoint metadata a resume must match.
   const nlohmann::json data_meta = {{"checksum", data.header().checksum},

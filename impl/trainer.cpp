@@ -1,10 +1,12 @@
 #include "impl/trainer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
-#include <cstdio>
+#include <cstdio>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28, _GNU_SOURCE: g++'s default)
 #include <cstring>
 #include <limits>
 #include <numbers>
@@ -42,6 +44,33 @@ TensorView host_rows(const Tensor& host_flat, const Tensor& device_flat, const T
   Shape shape = device_view.shape;
   shape[0] = r1 - r0;
   return TensorView(host_flat.ptr<float>() + offset + r0 * cols, DType::F32, shape, Device::CPU);
+}
+
+// fsync of a directory: makes the renames inside it durable (a power loss after save_checkpoint returns keeps
+// the new checkpoint and the files in it).
+void fsync_dir(const std::filesystem::path& d) {
+  const int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  TG_CHECK(fd >= 0, "cannot open directory '", d.string(), "': ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  TG_CHECK(rc == 0, "cannot flush directory '", d.string(), "': ", std::strerror(err));
+}
+
+// Renames the finished temporary directory to `dir`. When `dir` already exists (a second save of the same
+// step) the two are swapped atomically, so `dir` -- which out/checkpoints/latest may name -- is never missing;
+// only where the file system cannot swap is the old one removed first.
+void move_into_place(const std::filesystem::path& tmp, const std::filesystem::path& dir) {
+  if (::rename(tmp.c_str(), dir.c_str()) == 0) return;
+  TG_CHECK(errno == ENOTEMPTY || errno == EEXIST, "cannot rename '", tmp.string(), "' to '", dir.string(),
+           "': ", std::strerror(errno));
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    std::filesystem::remove_all(tmp);  // now the old checkpoint
+    return;
+  }
+  std::filesystem::remove_all(dir);
+  TG_CHECK(::rename(tmp.c_str(), dir.c_str()) == 0, "cannot rename '", tmp.string(), "' to '", dir.string(),
+           "': ", std::strerror(errno));
 }
 
 nlohmann::json options_json(const TrainOptions& o) {
@@ -252,6 +281,12 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir, const nlohmann::
   sums["optimizer.safetensors/adam_state"] = hex64(checksum(adam.view()));
   wm.write(tmp / "model.safetensors");
   wo.write(tmp / "optimizer.safetensors");
+  if (opts_.hang_in_checkpoint_at_step >= 0 && steps_ == opts_.hang_in_checkpoint_at_step) {
+    std::fprintf(stderr, "tegemma train: TEST-ONLY: hanging inside the checkpoint write of step %lld (%s)\n",
+                 static_cast<long long>(steps_), tmp.c_str());
+    std::fflush(stderr);
+    for (;;) ::pause();  // until SIGKILL (SIGINT only sets the training loop's flag)
+  }
   GemmaConfig cfg = model_.config();
   cfg.torch_dtype = "float32";
   write_file_atomic(tmp / "config.json", cfg.to_json_text());
@@ -282,8 +317,9 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir, const nlohmann::
                           {"meta", meta},
                           {"checksums", sums}};
   write_file_atomic(tmp / "trainer_state.json", state.dump(2) + "\n");
-  if (fs::exists(dir)) fs::remove_all(dir);  // an older save of the same step
-  fs::rename(tmp, dir);
+  fsync_dir(tmp);
+  move_into_place(tmp, dir);
+  fsync_dir(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
 }
 
 nlohmann::json Trainer::load_checkpoint(const std::filesystem::path& dir) {
@@ -365,11 +401,20 @@ std::filesystem::path save_run_checkpoint(const Trainer& t, const std::filesyste
   t.save_checkpoint(dir, meta);
   write_file_atomic(root / "latest", std::string(name) + "\n");
   // Keep the newest two (a checkpoint of the small model is ~2 GB; the previous one guards against a bad disk).
-  std::vector<fs::path> all;
+  // Temporary directories and files left by a save that was killed (step-N.tmp-PID, latest.tmp.*) go too:
+  // this save is complete, so none of them is in use (one run per output directory).
+  std::vector<fs::path> all, stale;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp-") == std::string::npos) all.push_back(e.path());
+    if (n.rfind("step-", 0) == 0 && n.find(".tmp-") != std::string::npos) {
+      stale.push_back(e.path());
+    } else if (n.rfind("latest.tmp.", 0) == 0) {
+      stale.push_back(e.path());
+    } else if (e.is_directory() && n.rfind("step-", 0) == 0) {
+      all.push_back(e.path());
+    }
   }
+  for (const fs::path& p : stale) fs::remove_all(p);
   std::sort(all.begin(), all.end());
   for (std::size_t i = 0; i + 2 < all.size(); ++i) {
     if (all[i] != dir) fs::remove_all(all[i]);

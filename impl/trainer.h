@@ -11,8 +11,10 @@
 // Schedule: HF get_cosine_schedule_with_warmup (linear warmup from 0, cosine to min_lr_ratio * lr), the same
 // function as the reference trainer's (reference/trainer.cpp lr_multiplier).
 //
-// Checkpoint directory (save_checkpoint; written as <dir>.tmp-<pid> and renamed into place, so a crash
-// leaves the previous checkpoint or the new one, never half of one):
+// Checkpoint directory (save_checkpoint; written as <dir>.tmp-<pid>, every file flushed, then renamed into place
+// and the parent directory flushed, so a crash -- SIGKILL or power loss -- leaves the previous checkpoint or the
+// new one, never half of one; out/checkpoints/latest moves only after the rename; tested by
+// cli/tests/train_kill_check.sh, which SIGKILLs a run inside a checkpoint write and resumes it):
 //   config.json, model.safetensors   the FP32 master weights under their HF names (an HF checkpoint: loads
 //                                    with load_weights / the reference / transformers)
 //   optimizer.safetensors            exp_avg.<HF name>, exp_avg_sq.<HF name> (F32), adam_state (F64 [3])
@@ -55,6 +57,10 @@ struct TrainOptions {
   // TEST-ONLY: before the optimizer step of this 0-based step, one gradient element is set to NaN (the step must
   // be skipped and logged). -1: off. The CLI sets it from TEGEMMA_INJECT_NAN_GRAD_STEP (cli/cmd_train.cpp).
   int64_t inject_nan_grad_at_step = -1;
+  // TEST-ONLY: save_checkpoint at this step count stops half way (model.safetensors and optimizer.safetensors
+  // written into the temporary directory, trainer_state.json not) and waits forever, for a test to SIGKILL the
+  // process there. -1: off. The CLI sets it from TEGEMMA_TEST_HANG_IN_CHECKPOINT (cli/tests/train_kill_check.sh).
+  int64_t hang_in_checkpoint_at_step = -1;
 };
 
 // HF get_cosine_schedule_with_warmup (num_cycles 0.5), with an optional floor: lr at 0-based `step`.
@@ -123,7 +129,8 @@ class Trainer {
 // The checkpoint directory written last by a run with output directory `out` (out/checkpoints/latest), or an
 // empty path when there is none.
 std::filesystem::path latest_checkpoint(const std::filesystem::path& out);
-// out/checkpoints/step-<step, 8 digits>; save_checkpoint there and point out/checkpoints/latest at it.
+// out/checkpoints/step-<step, 8 digits>; save_checkpoint there and point out/checkpoints/latest at it. Then keeps
+// the newest two step-* directories and removes temporary directories left by a killed save.
 std::filesystem::path save_run_checkpoint(const Trainer& t, const std::filesystem::path& out, const nlohmann::json& meta);
 
 }  // namespace tg::impl
