@@ -22,7 +22,8 @@ build=${TEGEMMA_SANITIZE_BUILD:-$root/build-asan}
 EXCLUDE=''
 
 t0=$(date +%s)
-tegemma_build "$build" "$root" -DTEGEMMA_SANITIZE=ON -DTEGEMMA_CUDA=OFF -DTEGEMMA_BENCH=OFF -DCMAKE_CXX_FLAGS=-g1
+tegemma_build "$build" "$root" -DTEGEMMA_SANITIZE=ON -DTEGEMMA_CUDA=OFF -DTEGEMMA_GPU_TESTS=OFF -DTEGEMMA_BENCH=OFF \
+  -DCMAKE_CXX_FLAGS=-g1
 t_build=$(( $(date +%s) - t0 ))
 
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:detect_invalid_pointer_pairs=0:print_summary=1
