@@ -12,6 +12,8 @@
 #      cleaned up and the newest two checkpoints are kept;
 #   3. a run killed inside its FIRST checkpoint write has nothing to resume: --resume fails with a message that
 #      says so (exit 2, as every error), and a fresh run in the same directory works.
+#   4. --resume refuses, naming the problem (exit 2): other data arguments than the checkpoint's, and a checkpoint
+#      whose model.safetensors lost a bit after it was written (the per-tensor checksum in trainer_state.json).
 # usage: train_kill_check.sh TEGEMMA_BIN SOURCE_DIR WORK_DIR
 set -euo pipefail
 bin=$1 src=$2 work=$3
@@ -85,3 +87,21 @@ grep -q "has no checkpoint" "$c.resume.err" || fail "unclear --resume error: $(c
 diff <(losses "$work/a/train.jsonl") <(losses "$c/train.jsonl") > /dev/null ||
   fail "a fresh run over a killed run's directory does not equal the uninterrupted run"
 echo "ok: killed inside the first save: --resume says there is no checkpoint; a fresh run in the same directory works"
+
+# 4. bad resumes: other data arguments; a damaged checkpoint.
+other_seed=()
+for a in "${common[@]}"; do [ "$a" = 7 ] && other_seed+=(8) || other_seed+=("$a"); done   # --seed 7 -> 8
+set +e; "$bin" train "${other_seed[@]}" --out "$b" --resume > /dev/null 2> "$b.seed.err"; rc=$?; set -e
+[ "$rc" -eq 2 ] && grep -q "was written with other data arguments" "$b.seed.err" ||
+  fail "--resume with another --seed: exit $rc, $(cat "$b.seed.err")"
+python3 - "$ck/step-00000020/model.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[-5] ^= 0x04                      # one bit of the last tensor's data
+open(p, "wb").write(bytes(b))
+PY
+set +e; "$bin" train "${common[@]}" --out "$b" --resume > /dev/null 2> "$b.corrupt.err"; rc=$?; set -e
+[ "$rc" -eq 2 ] && grep -q "is corrupt (checksum" "$b.corrupt.err" ||
+  fail "--resume from a damaged checkpoint: exit $rc, $(cat "$b.corrupt.err")"
+echo "ok: --resume with other data arguments or from a damaged checkpoint is refused with the reason"
