@@ -27,20 +27,9 @@ constexpr int kTileRows = 32;     // rows per block when the transposed FP8 copy
 constexpr int kBwdThreads = 128;  // 4 warps: 2 groups of 16 rows x 2 accumulation chains
 constexpr int kBwdGroupsPerBlock = 2;
 
-struct WeightRef {
+struct WeightRef {  // w: BF16 or F32 [D]; kernels stage g = 1 + w in shared memory (stage_gain)
   const void* w;
   bool bf16;
-  bool vec;
-  // g = 1 + w for 8 elements starting at `off` (the first n valid).
-  __device__ __forceinline__ void gain8(int64_t off, int n, float (&g)[8]) const {
-    float f[8];
-    if (bf16)
-      ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w) + off, n, vec), f);
-    else
-      ew::unpack8(ew::load8_any(static_cast<const float*>(w) + off, n, vec), f);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) g[i] = fadd(1.0f, f[i]);
-  }
 };
 
 struct FwdArgs {
@@ -248,19 +237,39 @@ struct BwdArgs {
   float* ws;  // [2 * groups, D]: group partials, then the chain-1 scratch rows
   int64_t rows, cols, groups;
   float inv_d;
-  bool vec;     // 8-element vector access on dy, x, dx, dres
-  bool ws_vec;  // ... and on the workspace
+  bool vec;        // 8-element vector access on dy, x, dx, dres
+  bool ws_vec;     // ... and on the workspace
+  int gain_bytes;  // shared memory for g = 1 + w (as in the forward)
 };
+
+// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the backward).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
 
 // Grid: ceil(groups / 2) blocks of 128 threads = 2 groups x 2 chains: warp w handles group
 // g = 2 * blockIdx.x + w / 2, chain s = w % 2, i.e. rows 16g + s, 16g + s + 2, ... in increasing order,
 // accumulating its dw chain (FMA, per lane-owned column) in registers (N > 0) or in the workspace
 // (N == 0: chain 0 in row g, chain 1 in scratch row groups + g). At the end the chain-1 warp hands its
 // partial to the chain-0 warp (shared memory, or the scratch row), which writes ws[g] = P0 + P1.
-// Dynamic shared memory (N > 0): 2 * D floats.
-template <typename T, int N, bool kDres>
+// kAsync (N > 0 and a.vec): a warp's rows are double-buffered in shared memory by cp.async, so the next
+// row's x and dy (8-12 KB) are in flight while the current one is computed: with only 16 rows per dw
+// group and 2 chains, a T = 8192 grid has ~8 warps per SM, each a serial chain of 8 rows, and without
+// the prefetch each row paid a full HBM round trip with nothing else in flight. Each lane copies and
+// reads back only its own chunks, so the thread's cp.async.wait_group is all the synchronisation needed.
+// Dynamic shared memory: gain_bytes for g, then (kAsync) 4 warps x 2 buffers x {x, dy} x chunks * 8
+// elements, or (N > 0) 2 * D floats of handoff. The kAsync handoff reuses the chain-1 warp's buffers.
+template <typename T, int N, bool kDres, bool kAsync>
 __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const BwdArgs a) {
-  extern __shared__ __align__(16) float handoff[];  // [2][D]: chain-1 partials of the block's groups
+  extern __shared__ __align__(16) uint8_t bsm[];
+  float* gsm = reinterpret_cast<float*>(bsm);
+  float* handoff = reinterpret_cast<float*>(bsm + a.gain_bytes);  // [2][D]: chain-1 partials (N > 0, !kAsync)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int chain = warp & 1, slot = warp >> 1;
   const int64_t grp = static_cast<int64_t>(blockIdx.x) * kBwdGroupsPerBlock + slot;
@@ -269,6 +278,10 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
   const int64_t t_end = active ? min(a.rows, (grp + 1) * norm_detail::kBwdGroupRows) : 0;
   float* wsrow = a.ws + (grp + (chain == 0 ? 0 : a.groups)) * a.cols;
   auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+  stage_gain(a.w, a.cols, gsm);
+  // kAsync: this warp's buffers [2][{x, dy}][chunks * 8] (buffer b, tensor k at (2b + k) * pitch).
+  const int64_t pitch = chunks * 8;
+  [[maybe_unused]] T* rowbuf = reinterpret_cast<T*>(bsm + a.gain_bytes) + static_cast<int64_t>(warp) * 4 * pitch;
 
   [[maybe_unused]] float accw[N > 0 ? N : 1][8];
   if constexpr (N > 0) {
@@ -282,8 +295,39 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
     for (int64_t c = lane; c < chunks; c += 32) ew::store8_any(wsrow + 8 * c, zero, valid(c), a.ws_vec);
   }
 
-  for (int64_t t = grp * norm_detail::kBwdGroupRows + chain; t < t_end; t += norm_detail::kBwdChains) {
-    const float r = a.rstd[t];
+  const int64_t t_first = grp * norm_detail::kBwdGroupRows + chain;
+  // kAsync: copies of row t into buffer b (one commit group per row).
+  [[maybe_unused]] auto prefetch = [&](int64_t t, int b) {
+    const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+    const T* dyrow = static_cast<const T*>(a.dy) + t * a.lddy;
+#pragma unroll
+    for (int k = 0; k < (N > 0 ? N : 1); ++k) {
+      const int64_t c = lane + 32 * k;
+      if (c < chunks) {
+        cp_async16(rowbuf + (2 * b) * pitch + 8 * c, xrow + 8 * c);
+        cp_async16(rowbuf + (2 * b + 1) * pitch + 8 * c, dyrow + 8 * c);
+      }
+    }
+    cp_async_commit();
+  };
+  if constexpr (kAsync) {
+    if (t_first < t_end) prefetch(t_first, 0);
+  }
+  float r_next = t_first < t_end ? a.rstd[t_first] : 0.0f;
+  int buf = 0;
+
+  for (int64_t t = t_first; t < t_end; t += norm_detail::kBwdChains, buf ^= 1) {
+    const float r = r_next;
+    const bool more = t + norm_detail::kBwdChains < t_end;
+    if (more) r_next = a.rstd[t + norm_detail::kBwdChains];  // in flight during this row
+    if constexpr (kAsync) {
+      if (more) {
+        prefetch(t + norm_detail::kBwdChains, buf ^ 1);
+        cp_async_wait<1>();  // this row's group is complete, the next one may still be in flight
+      } else {
+        cp_async_wait<0>();
+      }
+    }
     const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
     const T* dyrow = static_cast<const T*>(a.dy) + t * a.lddy;
     T* dxrow = static_cast<T*>(a.dx) + t * a.lddx;
@@ -294,7 +338,7 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
     auto dot_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv) {
       const int n = valid(c);
       float g[8];
-      a.w.gain8(8 * c, n, g);
+      gain8_smem(gsm, c, g);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         if (i < n) acc = ffma(fmul(dv.get(i), g[i]), fmul(xv.get(i), r), acc);
@@ -304,7 +348,7 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
     auto grad_chunk = [&](int64_t c, const Pack8<T>& xv, const Pack8<T>& dv, float cc, float(&aw)[8]) {
       const int n = valid(c);
       float g[8], dx[8];
-      a.w.gain8(8 * c, n, g);
+      gain8_smem(gsm, c, g);
       [[maybe_unused]] float dr[8];
       if constexpr (kDres) ew::unpack8(ew::load8_any(drrow + 8 * c, n, a.vec), dr);
 #pragma unroll
@@ -323,8 +367,13 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
       for (int k = 0; k < N; ++k) {
         const int64_t c = lane + 32 * k;
         if (c < chunks) {
-          xc[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
-          dc[k] = ew::load8_any(dyrow + 8 * c, valid(c), a.vec);
+          if constexpr (kAsync) {  // whole chunks (a.vec: D % 8 == 0)
+            xc[k] = {*reinterpret_cast<const uint4*>(rowbuf + (2 * buf) * pitch + 8 * c)};
+            dc[k] = {*reinterpret_cast<const uint4*>(rowbuf + (2 * buf + 1) * pitch + 8 * c)};
+          } else {
+            xc[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+            dc[k] = ew::load8_any(dyrow + 8 * c, valid(c), a.vec);
+          }
         }
       }
 #pragma unroll
@@ -353,7 +402,10 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
 
   // ws[g] = P0 + P1.
   if constexpr (N > 0) {
-    float* mine = handoff + slot * a.cols;
+    // kAsync: the chain-1 warp's row buffers (4 * chunks * 8 BF16 >= chunks * 8 floats), idle by now.
+    float* mine = kAsync
+                      ? reinterpret_cast<float*>(reinterpret_cast<T*>(bsm + a.gain_bytes) + (2 * slot + 1) * 4 * pitch)
+                      : handoff + slot * a.cols;
     if (active && chain == 1) {
 #pragma unroll
       for (int k = 0; k < N; ++k) {
@@ -427,6 +479,18 @@ int cached_chunks(DType a, int64_t cols, bool backward) {
   return 0;
 }
 
+// Shared memory per block: FP32 g = 1 + w (4 * D bytes), plus the forward's 32-row FP8 tile for the
+// transposed copy (32 * D bytes) or the backward's row buffers (up to 32 * D bytes) - it must fit.
+void check_smem(size_t smem, int64_t cols, const char* what) {
+  int dev = 0, max_smem = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  TG_CHECK(smem <= static_cast<size_t>(max_smem), what, ": D = ", cols, " needs ", smem,
+           " B of shared memory per block (FP32 1 + w, and the staging buffers of this variant), more than the "
+           "device's ",
+           max_smem, " B");
+}
+
 // Launches a persistent grid: min(row groups, blocks resident on the device at once), at least 1 block
 // (the FP8 variant writes scale_inv even for T == 0).
 template <typename T, typename Out, bool kRes>
@@ -470,37 +534,46 @@ void launch_forward(int n, const FwdArgs& a, size_t smem, cudaStream_t s) {
 
 template <typename T, bool kDres>
 void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
-  // The register path hands chain 1's partial over in shared memory: 2 groups x D floats (<= 24 KiB).
-  const size_t smem = static_cast<size_t>(kBwdGroupsPerBlock) * static_cast<size_t>(a.cols) * sizeof(float);
+  const auto gain = static_cast<size_t>(a.gain_bytes);
+  const size_t chunk_elems = static_cast<size_t>((a.cols + 7) / 8 * 8);
+  auto go = [&](auto kernel, size_t smem) {
+    check_smem(smem, a.cols, "rmsnorm_backward");
+    if (smem > 48 * 1024) {
+      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<grid, kBwdThreads, smem, s>>>(a);
+  };
+  // Register path: BF16 rows of at most 12 chunks per lane. Vectorisable rows are prefetched (kAsync) into
+  // 4 warps x 2 buffers x {x, dy} (<= 96 KiB at D = 3072); otherwise chain 1's partial goes through
+  // 2 groups x D floats of shared memory.
+  const size_t async_smem = gain + (kBwdThreads / 32) * 4 * chunk_elems * sizeof(T);
+  const size_t sync_smem = gain + static_cast<size_t>(kBwdGroupsPerBlock) * static_cast<size_t>(a.cols) * sizeof(float);
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
+    auto pick = [&](auto n_tag) {
+      constexpr int kN = decltype(n_tag)::value;
+      if (a.vec)
+        go(rmsnorm_backward_kernel<T, kN, kDres, true>, async_smem);
+      else
+        go(rmsnorm_backward_kernel<T, kN, kDres, false>, sync_smem);
+    };
     switch (n) {
       case 2:
-        rmsnorm_backward_kernel<T, 2, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        pick(std::integral_constant<int, 2>{});
         return;
       case 4:
-        rmsnorm_backward_kernel<T, 4, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        pick(std::integral_constant<int, 4>{});
         return;
       case 8:
-        rmsnorm_backward_kernel<T, 8, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        pick(std::integral_constant<int, 8>{});
         return;
       case 12:
-        rmsnorm_backward_kernel<T, 12, kDres><<<grid, kBwdThreads, smem, s>>>(a);
+        pick(std::integral_constant<int, 12>{});
         return;
       default:
         break;
     }
   }
-  rmsnorm_backward_kernel<T, 0, kDres><<<grid, kBwdThreads, 0, s>>>(a);
-}
-
-// The forward's shared memory (g, plus the 32-row FP8 tile for the transposed copy) must fit one block.
-void check_smem(size_t smem, int64_t cols, const char* what) {
-  int dev = 0, max_smem = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&dev));
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  TG_CHECK(smem <= static_cast<size_t>(max_smem), what, ": D = ", cols, " needs ", smem,
-           " B of shared memory per block (FP32 1 + w, and for the transposed FP8 copy a tile of ", kTileRows,
-           " rows of D bytes), more than the device's ", max_smem, " B");
+  go(rmsnorm_backward_kernel<T, 0, kDres, false>, gain);
 }
 
 bool rows_vectorisable(const TensorView& t) { return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data)); }
@@ -512,7 +585,7 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
   a.ldx = x.strides[0];
   a.residual = residual.empty() ? nullptr : residual.data;
   a.ldr = residual.empty() ? 0 : residual.strides[0];
-  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
+  a.w = {w.data, w.dtype == DType::BF16};
   a.rstd = rstd.ptr<float>();
   a.rows = x.shape[0];
   a.cols = x.shape[1];
@@ -596,7 +669,7 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   a.lddy = dy.strides[0];
   a.x = x.data;
   a.ldx = x.strides[0];
-  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
+  a.w = {w.data, w.dtype == DType::BF16};
   a.rstd = rstd.ptr<float>();
   a.dx = dx.data;
   a.lddx = dx.strides[0];
@@ -610,6 +683,7 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   a.vec = a.cols % 8 == 0 && rows_vectorisable(dy) && rows_vectorisable(x) && rows_vectorisable(dx) &&
           rows_vectorisable(dresidual);
   a.ws_vec = a.cols % 8 == 0 && ew::aligned16(workspace.data);
+  a.gain_bytes = static_cast<int>((a.cols + 7) / 8 * 8 * sizeof(float));
   const cudaStream_t s = cuda_stream(stream);
   if (a.groups > 0) {
     const dim3 grid(static_cast<unsigned>((a.groups + kBwdGroupsPerBlock - 1) / kBwdGroupsPerBlock));

@@ -37,8 +37,10 @@
 // rstd F32 [T]; dw [D] F32 or BF16; workspace F32 [rmsnorm_backward_workspace_rows(T), D] (rows
 // 0 .. ceil(T/16)-1 hold the group partials, the rest is scratch); eps > 0.
 // The CUDA kernels vectorise when D and every row stride are multiples of 8 and the pointers are 16-byte
-// aligned, and fall back to element access otherwise (same results). The transposed FP8 copy needs
-// 32 * D bytes of shared memory per block (D <= 7000 or so).
+// aligned, and fall back to element access otherwise (same results). They stage g = 1 + w in shared
+// memory (4 * D bytes per block); the transposed FP8 copy needs another 32 * D bytes (so D <= 6300 or
+// so on the H200), the vectorised BF16 backward up to 32 * D (D <= 3072 takes that path). A D too large
+// for the device is a tg::Error.
 #pragma once
 
 #include <cstdint>
