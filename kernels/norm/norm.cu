@@ -65,6 +65,8 @@ __device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, flo
   __syncthreads();
 }
 
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // g for the 8 elements of chunk c (two 16-byte shared-memory loads; padding reads as 0).
 __device__ __forceinline__ void gain8_smem(const float* g, int64_t c, float (&out)[8]) {
   const float4* p = reinterpret_cast<const float4*>(g + 8 * c);
@@ -114,6 +116,17 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
   float scale = 1.0f;
   if constexpr (kFp8) scale = *a.fp8.scale;
   uint32_t amax_bits = 0;
+  {  // the warp's first row (and residual row) on its way into L2 while the block stages g: a line per lane
+    const int64_t t = static_cast<int64_t>(blockIdx.x) * a.rows_per_block + warp;
+    if (blockIdx.x < groups && t < a.rows) {
+      const auto* xrow = reinterpret_cast<const char*>(static_cast<const T*>(a.x) + t * a.ldx);
+      [[maybe_unused]] const auto* rrow = reinterpret_cast<const char*>(static_cast<const T*>(a.residual) + t * a.ldr);
+      for (int64_t off = 128 * lane; off < a.cols * static_cast<int64_t>(sizeof(T)); off += 32 * 128) {
+        prefetch_l2(xrow + off);
+        if constexpr (kResidual) prefetch_l2(rrow + off);
+      }
+    }
+  }
   stage_gain(a.w, a.cols, gsm);
 
   for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
@@ -278,23 +291,9 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
   const int64_t t_end = active ? min(a.rows, (grp + 1) * norm_detail::kBwdGroupRows) : 0;
   float* wsrow = a.ws + (grp + (chain == 0 ? 0 : a.groups)) * a.cols;
   auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
-  stage_gain(a.w, a.cols, gsm);
   // kAsync: this warp's buffers [2][{x, dy}][chunks * 8] (buffer b, tensor k at (2b + k) * pitch).
   const int64_t pitch = chunks * 8;
   [[maybe_unused]] T* rowbuf = reinterpret_cast<T*>(bsm + a.gain_bytes) + static_cast<int64_t>(warp) * 4 * pitch;
-
-  [[maybe_unused]] float accw[N > 0 ? N : 1][8];
-  if constexpr (N > 0) {
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) accw[k][i] = 0.0f;
-    }
-  } else if (active) {
-    const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t c = lane; c < chunks; c += 32) ew::store8_any(wsrow + 8 * c, zero, valid(c), a.ws_vec);
-  }
-
   const int64_t t_first = grp * norm_detail::kBwdGroupRows + chain;
   // kAsync: copies of row t into buffer b (one commit group per row).
   [[maybe_unused]] auto prefetch = [&](int64_t t, int b) {
@@ -310,9 +309,23 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
     }
     cp_async_commit();
   };
-  if constexpr (kAsync) {
+  if constexpr (kAsync) {  // the first row is in flight while the block stages g
     if (t_first < t_end) prefetch(t_first, 0);
   }
+  stage_gain(a.w, a.cols, gsm);
+
+  [[maybe_unused]] float accw[N > 0 ? N : 1][8];
+  if constexpr (N > 0) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) accw[k][i] = 0.0f;
+    }
+  } else if (active) {
+    const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t c = lane; c < chunks; c += 32) ew::store8_any(wsrow + 8 * c, zero, valid(c), a.ws_vec);
+  }
+
   float r_next = t_first < t_end ? a.rstd[t_first] : 0.0f;
   int buf = 0;
 
