@@ -14,8 +14,8 @@
 //   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF, + FP8 scalars)
 //   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
 //   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T
-//   embedding          rows 2TD + out 2TD + ids 4T
-//   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T; ids uniform over V = 256000
+//   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
+//   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over V = 256000
 //                      ("uniform") or with every other token the same id ("hot": the serial worst case)
 //   copy               cudaMemcpy device to device of the rmsnorm / geglu activation: read + write, the
 //                      ceiling this timing method reaches at that size
@@ -226,19 +226,23 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 }
 
 // ---- RoPE -------------------------------------------------------------------------------------------
+// In place: each set is its own fused QKV buffer (q and k are strided views into it; v is untouched).
 void bm_rope(benchmark::State& state, Model m, bool backward) {
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
-  Tensor qkv = random_bf16({kTokens, w});
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
   std::vector<int64_t> p(kTokens);
   for (int64_t t = 0; t < kTokens; ++t) p[t] = t % 2048;
   copy_bytes(pos.view(), TensorView(p.data(), DType::I64, Shape{kTokens}, Device::CPU));
   Tensor freq = kernels::rope_inv_freq_table(m.dh, 10000.0f, 1.0f, Device::CUDA);
-  const TensorView q(qkv.data(), DType::BF16, Shape{kTokens, m.h, m.dh}, Shape{w, m.dh, 1}, Device::CUDA);
-  const TensorView k(qkv.ptr<uint16_t>() + m.h * m.dh, DType::BF16, Shape{kTokens, m.hkv, m.dh}, Shape{w, m.dh, 1},
-                     Device::CUDA);
   const double bytes = 4.0 * kTokens * (m.h + m.hkv) * m.dh + 8.0 * kTokens;
-  timed(state, bytes, 1, [&](int) {  // in place on 20-50 MB: the output of one launch is the next one's input
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    return random_device(DType::BF16, {kTokens, w}, 1234 + i);
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    Tensor& qkv = sets[static_cast<size_t>(i)];
+    const TensorView q(qkv.data(), DType::BF16, Shape{kTokens, m.h, m.dh}, Shape{w, m.dh, 1}, Device::CUDA);
+    const TensorView k(qkv.ptr<uint16_t>() + m.h * m.dh, DType::BF16, Shape{kTokens, m.hkv, m.dh}, Shape{w, m.dh, 1},
+                       Device::CUDA);
     if (backward)
       kernels::rope_backward(q, k, pos, freq);
     else
@@ -277,15 +281,24 @@ void bm_embedding(benchmark::State& state, Model m) {
   });
 }
 
+// Sets: own ids (so own rows of the accumulation buffer) and dout; the buffer itself is shared (1-2 GB).
 void bm_embedding_bwd(benchmark::State& state, Model m, bool hot) {
-  int64_t distinct = 0;
-  Tensor ids = ids_device(hot, &distinct);
-  Tensor dout = random_bf16({kTokens, m.d});
   Tensor acc = Tensor::zeros(DType::F32, {kVocab, m.d}, Device::CUDA);
   Tensor status = Tensor::empty(DType::I32, {2}, Device::CUDA);
   const float s = kernels::embedding_scale(m.d, DType::BF16);
-  const double bytes = 2.0 * kTokens * m.d + 8.0 * m.d * static_cast<double>(distinct) + 4.0 * kTokens;
-  timed(state, bytes, 1, [&](int) { kernels::embedding_backward(ids, dout, s, acc, status); });
+  int64_t distinct = 0;
+  (void)ids_device(hot, &distinct);  // the per-launch traffic of the first set sizes the rotation
+  auto bytes_for = [&](int64_t d) { return 2.0 * kTokens * m.d + 8.0 * m.d * static_cast<double>(d) + 4.0 * kTokens; };
+  const double bytes = bytes_for(distinct) + 8.0;  // + the status reset and its update
+  auto sets = make_sets(rotation_sets(bytes), [&](int i) {
+    int64_t dist = 0;
+    Tensor ids = ids_device(hot, &dist, 99 + static_cast<uint32_t>(i));
+    return std::pair<Tensor, Tensor>(std::move(ids), random_device(DType::BF16, {kTokens, m.d}, 777 + i));
+  });
+  timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
+    auto& set = sets[static_cast<size_t>(i)];
+    kernels::embedding_backward(set.first, set.second, s, acc, status);
+  });
   state.counters["distinct_ids"] = static_cast<double>(distinct);
 }
 
