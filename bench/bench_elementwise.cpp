@@ -15,8 +15,8 @@
 //   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
 //   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T
 //   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
-//   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over V = 256000
-//                      ("uniform") or with every other token the same id ("hot": the serial worst case)
+//   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over
+//                      V = 256000 ("uniform") or with every other token the same id ("hot": the serial worst case)
 //   copy               cudaMemcpy device to device of the rmsnorm / geglu activation: read + write, the
 //                      ceiling this timing method reaches at that size
 // Inputs are pseudo-random BF16 around N(0, 1).
@@ -24,8 +24,9 @@
 // touches >= 4x the L2 (so every launch reads its inputs from HBM, and the dirty lines a launch leaves in
 // L2 are written back during the next launches, inside the timed window, as in a model's stream of
 // kernels). A timed iteration runs back-to-back launches cycling through the sets (>= 0.5 GB of traffic),
-// and reports the time per launch. No L2 flush: a flush (memset) leaves ~50 MB of dirty lines whose
-// write-back landed in the first timed launch (about 10 us, a third of a 2048-wide RMSNorm).
+// and reports the time per launch. No L2 flush: a flush (memset) leaves up to ~50 MB of dirty lines whose
+// write-back lands in the timed launch (the 2026-11-30 quantize amax timings against size fit a fixed
+// ~10-14 us per launch, most of a 2048-wide RMSNorm's 16 us ideal).
 #include <cuda_runtime.h>
 
 #include <algorithm>
