@@ -4,14 +4,15 @@
 // staged in shared memory when the transposed copy is wanted, and written transposed at the end.
 // All math through the IEEE helpers: bit-exact to activation_cpu.cpp.
 //
-// The BF16 forward at scale (T * F >= 2^22, vectorisable rows) takes geglu_forward_lut_kernel instead:
-// GeGLU is compute-bound there, not memory-bound (~50 instructions per element, most of them the
-// tanh's rational function and its IEEE division: ~200 us of issue time at Gemma-2B shapes against
-// 164 us of HBM time for the FP8 output). With a BF16 gate there are only 2^16 possible inputs, and
-// a = round_BF16(gelu(g)) depends on nothing else, so each block first tabulates a for the gate values
-// that matter (|g| in [2^-16, 2^5): 5376 entries, 10.5 KB of shared memory, computed by the same device
-// function) and then looks a up; any gate outside the table (zeros, tiny, huge, inf, NaN) is computed
-// directly. The table is a cache of the exact function, so the results are the same bits.
+// BF16 fc1 at scale (T * F >= 2^22, vectorisable rows) takes geglu_lut_kernel instead: GeGLU is
+// compute-bound there, not memory-bound (~50 instructions per element, most of them the tanh's rational
+// function and its IEEE division: ~200 us of issue time at Gemma-2B shapes against 164 us of HBM time
+// for the FP8 output). With a BF16 gate there are only 2^16 possible inputs, and a = round_BF16(gelu(g))
+// (and the backward's FP32 gelu'(g)) depend on nothing else, so each block first tabulates them for the
+// gate values that matter (|g| in [2^-16, 2^4): 5120 entries, 10 KB of shared memory, 30 KB with the
+// gradient, computed by the same device functions) and then looks them up; any gate outside the table
+// (zeros, tiny, huge, inf, NaN) is computed directly. The table is a cache of the exact function, so
+// the results are the same bits.
 #include <algorithm>
 
 #include "common/cuda_check.h"
@@ -150,11 +151,11 @@ __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
   }
 }
 
-// ---- The table-driven BF16 forward ------------------------------------------------------------------
+// ---- The table-driven BF16 kernels -----------------------------------------------------------------
 constexpr int kLutExpLo = 127 - 16;                    // biased exponent of 2^-16
-constexpr int kLutExps = 21;                           // 2^-16 .. 2^5 (exclusive)
+constexpr int kLutExps = 20;                           // 2^-16 .. 2^4 (exclusive)
 constexpr int kLutHalf = kLutExps * 128;               // entries per sign
-constexpr int kLutEntries = 2 * kLutHalf;              // 5376
+constexpr int kLutEntries = 2 * kLutHalf;              // 5120
 constexpr int64_t kLutMinElements = int64_t{1} << 22;  // below this, tabulating costs more than it saves
 
 // Raw BF16 bits of gate element i of a chunk.
@@ -162,15 +163,26 @@ __device__ __forceinline__ uint32_t bf16_bits(const Pack8<bf16_t>& p, int i) {
   const uint32_t word = (i >> 1) == 0 ? p.v.x : (i >> 1) == 1 ? p.v.y : (i >> 1) == 2 ? p.v.z : p.v.w;
   return (i & 1) ? word >> 16 : word & 0xFFFFu;
 }
+// Table offset of a BF16 gate (by its bits), or a value >= kLutEntries when it is outside the table.
+__device__ __forceinline__ uint32_t lut_offset(uint32_t bits) {
+  const uint32_t off = (bits & 0x7FFFu) - (static_cast<uint32_t>(kLutExpLo) << 7);
+  return off < static_cast<uint32_t>(kLutHalf) ? off + (bits >> 15) * kLutHalf : 0xFFFFFFFFu;
+}
 
 // Persistent grid of 256-thread blocks over the same 64 x 128 tiles as geglu_kernel (tile k: rows
 // 64 (k / tiles_x), columns 128 (k % tiles_x)); block b takes tiles b, b + gridDim.x, ... Needs a.vec.
-template <typename Out>
-__global__ void __launch_bounds__(kThreads) geglu_forward_lut_kernel(const Args a) {
+// Tables (static shared memory): round_BF16(gelu(g)) as BF16 bits, and for the backward gelu'(g) in FP32.
+// Register budget: the forward keeps 4 blocks per SM (64 registers, 32 KB of loads in flight per block);
+// the backward 2 (its 12 loads per thread put 48 KB per block in flight; 3 blocks would spill).
+template <Dir kDir, typename Out>
+__global__ void __launch_bounds__(kThreads, kDir == Dir::kForward ? 4 : 2) geglu_lut_kernel(const Args a) {
   using A = bf16_t;
   constexpr bool kFp8 = std::is_same_v<Out, dev::e4m3_t> || std::is_same_v<Out, dev::e5m2_t>;
-  __shared__ uint16_t lut[kLutEntries];
-  __shared__ __align__(16) uint8_t tile[kFp8 ? kTileRows : 1][kFp8 ? kPitch : 4];
+  constexpr bool kBwd = kDir == Dir::kBackward;
+  constexpr int kHalves = kBwd ? 2 : 1;  // backward writes [d_gate | d_up]
+  __shared__ uint16_t lut_val[kLutEntries];
+  __shared__ float lut_grad[kBwd ? kLutEntries : 1];
+  __shared__ __align__(16) uint8_t tile[kFp8 ? kHalves : 1][kFp8 ? kTileRows : 1][kFp8 ? kPitch : 4];
   const int cc = threadIdx.x % kChunksPerRow, ro = threadIdx.x / kChunksPerRow;
   const int64_t tiles_x = (a.f + kTileCols - 1) / kTileCols;
   const int64_t tiles = tiles_x * ((a.rows + kTileRows - 1) / kTileRows);
@@ -180,6 +192,7 @@ __global__ void __launch_bounds__(kThreads) geglu_forward_lut_kernel(const Args 
   uint32_t amax_bits = 0;  // max of |v| bits, NaN not yet canonical (see the end)
 
   Pack8<A> g[kPasses], u[kPasses];
+  [[maybe_unused]] Pack8<A> d[kBwd ? kPasses : 1];
   auto load_tile = [&](int64_t k) {
     const int64_t row0 = k / tiles_x * kTileRows, col = k % tiles_x * kTileCols + 8 * cc;
 #pragma unroll
@@ -189,16 +202,23 @@ __global__ void __launch_bounds__(kThreads) geglu_forward_lut_kernel(const Args 
         const A* row = static_cast<const A*>(a.fc1) + t * a.ld_fc1;
         g[p] = ew::load8<A>(row + col);
         u[p] = ew::load8<A>(row + a.f + col);
+        if constexpr (kBwd) d[p] = ew::load8<A>(static_cast<const A*>(a.dout) + t * a.ld_dout + col);
       }
     }
   };
-  // The first tile's loads are in flight while the block fills its table.
+  // The first tile's loads are in flight while the block fills its tables.
   if (blockIdx.x < tiles) load_tile(blockIdx.x);
   for (int e = threadIdx.x; e < kLutEntries; e += kThreads) {
     const uint32_t bits =
         (e >= kLutHalf ? 0x8000u : 0u) + (static_cast<uint32_t>(kLutExpLo) << 7) + static_cast<uint32_t>(e % kLutHalf);
     const float x = __uint_as_float(bits << 16);
-    lut[e] = __bfloat16_as_ushort(__float2bfloat16_rn(ieee::gelu_tanh(x)));
+    if constexpr (kBwd) {
+      const ieee::GeluValueGrad vg = ieee::gelu_tanh_value_grad(x);
+      lut_val[e] = __bfloat16_as_ushort(__float2bfloat16_rn(vg.value));
+      lut_grad[e] = vg.grad;
+    } else {
+      lut_val[e] = __bfloat16_as_ushort(__float2bfloat16_rn(ieee::gelu_tanh(x)));
+    }
   }
   __syncthreads();
 
@@ -210,44 +230,63 @@ __global__ void __launch_bounds__(kThreads) geglu_forward_lut_kernel(const Args 
       const int r = ro + p * kRowsPerPass;
       const int64_t t = row0 + r;
       if (t >= a.rows || col >= a.f) continue;
-      float act[8], v[8];
+      float act[8], v[kHalves][8];
+      [[maybe_unused]] float grad[8];
       bool miss = false;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        const uint32_t bits = bf16_bits(g[p], i);
-        const uint32_t off = (bits & 0x7FFFu) - (static_cast<uint32_t>(kLutExpLo) << 7);
-        const bool hit = off < static_cast<uint32_t>(kLutHalf);
+        const uint32_t off = lut_offset(bf16_bits(g[p], i));
+        const bool hit = off < static_cast<uint32_t>(kLutEntries);
         miss |= !hit;
-        act[i] = __uint_as_float(static_cast<uint32_t>(lut[hit ? off + (bits >> 15) * kLutHalf : 0]) << 16);
+        act[i] = __uint_as_float(static_cast<uint32_t>(lut_val[hit ? off : 0]) << 16);
+        if constexpr (kBwd) grad[i] = lut_grad[hit ? off : 0];
       }
-      if (miss) {  // rare: recompute the elements outside the table
+      if (miss) {  // rare: compute the elements outside the table
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-          const uint32_t off = (bf16_bits(g[p], i) & 0x7FFFu) - (static_cast<uint32_t>(kLutExpLo) << 7);
-          if (off >= static_cast<uint32_t>(kLutHalf)) act[i] = ew::round_to<A>(ieee::gelu_tanh(g[p].get(i)));
+          if (lut_offset(bf16_bits(g[p], i)) < static_cast<uint32_t>(kLutEntries)) continue;
+          if constexpr (kBwd) {
+            const ieee::GeluValueGrad vg = ieee::gelu_tanh_value_grad(g[p].get(i));
+            act[i] = ew::round_to<A>(vg.value);
+            grad[i] = vg.grad;
+          } else {
+            act[i] = ew::round_to<A>(ieee::gelu_tanh(g[p].get(i)));
+          }
         }
       }
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = ieee::fmul(act[i], u[p].get(i));
-      if constexpr (!kFp8) {
-        ew::store8<Out>(static_cast<Out*>(a.out) + t * a.ld_out + col, v);
-        if (a.amax != nullptr) {
-#pragma unroll
-          for (int i = 0; i < 8; ++i)
-            amax_bits = max(amax_bits, ieee::float_bits(ew::round_to<Out>(v[i])) & 0x7FFFFFFFu);
+      for (int i = 0; i < 8; ++i) {
+        if constexpr (kBwd) {  // the operation order of geglu_kernel's backward
+          const float da = ew::round_to<A>(ieee::fmul(d[p].get(i), u[p].get(i)));
+          v[0][i] = ieee::fmul(da, grad[i]);
+          v[kHalves - 1][i] = ieee::fmul(d[p].get(i), act[i]);
+        } else {
+          v[0][i] = ieee::fmul(act[i], u[p].get(i));
         }
-      } else {
+      }
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          v[i] = ew::round_to<A>(v[i]);
-          amax_bits = max(amax_bits, ieee::float_bits(v[i]) & 0x7FFFFFFFu);
-        }
-        const uint2 q = ew::quantize8<Out>(v, scale);
-        if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.fp8.cols + col, q, 8, a.fp8_vec);
-        if (stage) {
-          uint32_t* dst = reinterpret_cast<uint32_t*>(&tile[kFp8 ? r : 0][8 * cc]);
-          dst[0] = q.x;
-          dst[1] = q.y;
+      for (int h = 0; h < kHalves; ++h) {
+        const int64_t out_col = h * a.f + col;
+        if constexpr (!kFp8) {
+          ew::store8<Out>(static_cast<Out*>(a.out) + t * a.ld_out + out_col, v[h]);
+          if (a.amax != nullptr) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+              amax_bits = max(amax_bits, ieee::float_bits(ew::round_to<Out>(v[h][i])) & 0x7FFFFFFFu);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            v[h][i] = ew::round_to<A>(v[h][i]);
+            amax_bits = max(amax_bits, ieee::float_bits(v[h][i]) & 0x7FFFFFFFu);
+          }
+          const uint2 q = ew::quantize8<Out>(v[h], scale);
+          if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.fp8.cols + out_col, q, 8, a.fp8_vec);
+          if (stage) {
+            uint32_t* dst = reinterpret_cast<uint32_t*>(&tile[kFp8 ? h : 0][kFp8 ? r : 0][8 * cc]);
+            dst[0] = q.x;
+            dst[1] = q.y;
+          }
         }
       }
     }
@@ -256,7 +295,11 @@ __global__ void __launch_bounds__(kThreads) geglu_forward_lut_kernel(const Args 
         __syncthreads();
         const int rows_here = static_cast<int>(min(static_cast<int64_t>(kTileRows), a.rows - row0));
         const int cols_here = static_cast<int>(min(static_cast<int64_t>(kTileCols), a.f - col0));
-        ew::store_transposed_tile(&tile[0][0], kPitch, rows_here, cols_here, a.fp8.col_data, a.rows, row0, col0);
+#pragma unroll
+        for (int h = 0; h < kHalves; ++h) {
+          ew::store_transposed_tile(&tile[h][0][0], kPitch, rows_here, cols_here, a.fp8.col_data, a.rows, row0,
+                                    h * a.f + col0);
+        }
         __syncthreads();
       }
     }
@@ -276,17 +319,17 @@ bool use_lut(const TensorView& fc1, const Args& a) {
   return fc1.dtype == DType::BF16 && a.vec && a.rows * a.f >= kLutMinElements;
 }
 
-// Launches geglu_forward_lut_kernel<Out> on a persistent grid (min(tiles, resident blocks)).
-template <typename Out>
+// Launches geglu_lut_kernel<kDir, Out> on a persistent grid (min(tiles, resident blocks)).
+template <Dir kDir, typename Out>
 void launch_lut(const Args& a, cudaStream_t s) {
   int dev = 0, sms = 0, per_sm = 0;
   TG_CHECK_CUDA(cudaGetDevice(&dev));
   TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, geglu_forward_lut_kernel<Out>, kThreads, 0));
+  TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, geglu_lut_kernel<kDir, Out>, kThreads, 0));
   const int64_t tiles = (a.f + kTileCols - 1) / kTileCols * ((a.rows + kTileRows - 1) / kTileRows);
   const int64_t blocks =
       std::max<int64_t>(1, std::min<int64_t>(tiles, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-  geglu_forward_lut_kernel<Out><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a);
+  geglu_lut_kernel<kDir, Out><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a);
 }
 
 bool rows_ok(const TensorView& t) { return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data)); }
@@ -327,8 +370,9 @@ void geglu_forward(const TensorView& fc1, const TensorView& out, const TensorVie
   a.vec = a.vec && rows_ok(out);
   a.amax = amax.empty() ? nullptr : static_cast<uint32_t*>(amax.data);
   if (use_lut(fc1, a)) {
-    TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)", [&] { launch_lut<scalar_t>(a, cuda_stream(stream)); });
-    TG_CHECK_LAUNCH("geglu_forward_lut_kernel");
+    TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)",
+                         [&] { launch_lut<Dir::kForward, scalar_t>(a, cuda_stream(stream)); });
+    TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
   const dim3 grid = grid_for(a.rows, f);
@@ -348,8 +392,9 @@ void geglu_forward_fp8(const TensorView& fc1, const Fp8View& out, Stream stream)
   Args a = base_args(fc1, f);
   set_fp8(a, out);
   if (use_lut(fc1, a)) {
-    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)", [&] { launch_lut<scalar_t>(a, cuda_stream(stream)); });
-    TG_CHECK_LAUNCH("geglu_forward_lut_kernel");
+    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)",
+                    [&] { launch_lut<Dir::kForward, scalar_t>(a, cuda_stream(stream)); });
+    TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
   const dim3 grid = grid_for(a.rows, f);  // at least one block: scale_inv is always written
@@ -373,6 +418,12 @@ void geglu_backward(const TensorView& dout, const TensorView& fc1, const TensorV
   a.out = dfc1.data;
   a.ld_out = dfc1.strides[0];
   a.vec = a.vec && rows_ok(dout) && rows_ok(dfc1);
+  if (use_lut(fc1, a)) {
+    TG_DISPATCH_BF16_F32(dfc1.dtype, "geglu_backward(dfc1)",
+                         [&] { launch_lut<Dir::kBackward, scalar_t>(a, cuda_stream(stream)); });
+    TG_CHECK_LAUNCH("geglu_lut_kernel");
+    return;
+  }
   const dim3 grid = grid_for(a.rows, f);
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward(fc1)", [&] {
     using A = scalar_t;
@@ -393,6 +444,12 @@ void geglu_backward_fp8(const TensorView& dout, const TensorView& fc1, const Fp8
   a.ld_dout = dout.strides[0];
   a.vec = a.vec && rows_ok(dout);
   set_fp8(a, dfc1);
+  if (use_lut(fc1, a)) {
+    TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)",
+                    [&] { launch_lut<Dir::kBackward, scalar_t>(a, cuda_stream(stream)); });
+    TG_CHECK_LAUNCH("geglu_lut_kernel");
+    return;
+  }
   const dim3 grid = grid_for(a.rows, f);
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
     using A = scalar_t;

@@ -1,7 +1,7 @@
 // CUDA GeGLU vs its CPU twin, bit for bit (element-wise, the same IEEE operation sequence on both sides):
 // forward / backward, BF16 / F32 / FP8 outputs with and without the transposed copy, awkward shapes
 // (1 and 7 tokens, F not a multiple of 8, partial 64x128 tiles, strided rows) and Gemma shapes, and the
-// table-driven BF16 forward used at T * F >= 2^22 (every BF16 gate value, partial tiles, looping blocks).
+// table-driven BF16 kernels used at T * F >= 2^22 (every BF16 gate value, partial tiles, looping blocks).
 #include <gtest/gtest.h>
 
 #include "kernels/activation/activation.h"
@@ -93,7 +93,7 @@ TEST(ActivationGpu, StridedRows) {
 TEST(ActivationGpu, GemmaTrainingShapeSpotCheck) {
   TG_REQUIRE_CUDA();
   // Gemma-2B MLP at 1024 tokens (the full 8192 x 16384 CPU twin is slow); T * F >= 2^22, so this is the
-  // table-driven forward (ForwardTablePath* below cover its edges).
+  // table-driven kernel (TablePath* below cover its edges).
   const int64_t t_count = 1024, f = 16384;
   Tensor fc1 = testing::random_host(DType::BF16, {t_count, 2 * f}, 6, 2.0f);
   Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, f, true, true, 100.0f, 0.0f, Device::CPU);
@@ -105,65 +105,86 @@ TEST(ActivationGpu, GemmaTrainingShapeSpotCheck) {
   EXPECT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
 }
 
-// The BF16 forward with T * F >= 2^22 and vectorisable rows runs geglu_forward_lut_kernel: a per-block
-// table of round_BF16(gelu(g)) for |g| in [2^-16, 2^5), direct computation outside it. Every BF16 gate
-// pattern (all 65536, 64 times: zeros, denormals, tiny, huge, +inf, both signs) except the NaN-producing
-// ones (NaN, -inf; see below) against the CPU twin, for every output type and FP8 layout.
-TEST(ActivationGpu, ForwardTablePathEveryBf16Gate) {
+// BF16 fc1 with T * F >= 2^22 and vectorisable rows runs geglu_lut_kernel: a per-block table of
+// round_BF16(gelu(g)) (and the backward's FP32 gelu'(g)) for |g| in [2^-16, 2^4), direct computation
+// outside it. Every BF16 gate pattern (all 65536, 64 times: zeros, denormals, tiny, huge, +inf, both
+// signs) except the NaN-producing ones (see below) against the CPU twin, forward and backward, for every
+// output type and FP8 layout.
+TEST(ActivationGpu, TablePathEveryBf16Gate) {
   TG_REQUIRE_CUDA();
   const int64_t t_count = 256, f = 16384;  // T * F = 2^22: the smallest size that takes the table
   Tensor fc1 = testing::random_host(DType::BF16, {t_count, 2 * f}, 11, 2.0f);
-  auto* raw = fc1.ptr<uint16_t>();
-  for (int64_t t = 0; t < t_count; ++t) {
-    for (int64_t j = 0; j < f; ++j) {
-      auto bits = static_cast<uint16_t>((t * f + j) * 40503 & 0xFFFF);  // odd multiplier: a permutation
-      // Gates whose GELU is NaN (NaN, -inf) become finite: an F32 NaN's payload is not part of the contract
-      // (x86 keeps the operand's, CUDA returns the canonical NaN), so they would differ for that reason alone.
-      if ((bits & 0x7F80u) == 0x7F80u && (bits & 0x7Fu) != 0) bits ^= 0x0080u;
-      if (bits == 0xFF80u) bits = 0xFF7Fu;
-      raw[t * 2 * f + j] = bits;
-      if (raw[t * 2 * f + f + j] == 0) raw[t * 2 * f + f + j] = 0x3F80u;  // up != 0: inf * 0 would be NaN
+  Tensor dout = testing::random_host(DType::BF16, {t_count, f}, 13);
+  for (const bool backward : {false, true}) {
+    auto* raw = fc1.ptr<uint16_t>();
+    for (int64_t t = 0; t < t_count; ++t) {
+      for (int64_t j = 0; j < f; ++j) {
+        auto bits = static_cast<uint16_t>((t * f + j) * 40503 & 0xFFFF);  // odd multiplier: a permutation
+        // Gates whose result is NaN become finite: an F32 NaN's payload is not part of the contract (x86
+        // keeps an operand's or makes a negative default NaN, CUDA returns the canonical NaN), so they would
+        // differ for that reason alone. Forward: NaN and -inf gates. Backward: also |g| >= 2^64 (g * g
+        // overflows and gelu' is 0 * inf).
+        if ((bits & 0x7F80u) == 0x7F80u && (bits & 0x7Fu) != 0) bits ^= 0x0080u;
+        if (bits == 0xFF80u) bits = 0xFF7Fu;
+        if (backward && (bits & 0x7F80u) > (190u << 7)) bits = static_cast<uint16_t>((bits & 0x807Fu) | (190u << 7));
+        raw[t * 2 * f + j] = bits;
+        if (raw[t * 2 * f + f + j] == 0) raw[t * 2 * f + f + j] = 0x3F80u;  // up != 0: inf * 0 would be NaN
+      }
     }
-  }
-  Tensor fc1_d = fc1.to(Device::CUDA);
-  for (DType o : {DType::BF16, DType::F32}) {
-    SCOPED_TRACE(::testing::Message() << "out=" << o);
-    Tensor out_c = Tensor::empty(o, {t_count, f}), amax_c = testing::scalar_f32(0.0f, Device::CPU);
-    Tensor out_d = Tensor::empty(o, {t_count, f}, Device::CUDA), amax_d = testing::scalar_f32(0.0f, Device::CUDA);
-    kernels::geglu_forward(fc1, out_c, amax_c);
-    kernels::geglu_forward(fc1_d, out_d, amax_d);
-    ASSERT_TRUE(testing::bits_equal(out_d, out_c));
-    ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
-  }
-  for (DType fp8 : {DType::E4M3, DType::E5M2}) {
-    for (int layout = 0; layout < 3; ++layout) {
-      const bool rowwise = layout != 1, columnwise = layout != 0;
-      SCOPED_TRACE(::testing::Message() << fp8 << " rowwise=" << rowwise << " columnwise=" << columnwise);
-      Fp8Tensor q_c = testing::fp8_output(fp8, t_count, f, rowwise, columnwise, 50.0f, 0.0f, Device::CPU);
-      Fp8Tensor q_d = testing::fp8_output(fp8, t_count, f, rowwise, columnwise, 50.0f, 0.0f, Device::CUDA);
-      kernels::geglu_forward_fp8(fc1, q_c.view());
-      kernels::geglu_forward_fp8(fc1_d, q_d.view());
-      if (rowwise) {
-        ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+    Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
+    const int64_t cols = backward ? 2 * f : f;
+    for (DType o : {DType::BF16, DType::F32}) {
+      SCOPED_TRACE(::testing::Message() << "backward=" << backward << " out=" << o);
+      Tensor out_c = Tensor::empty(o, {t_count, cols}), out_d = Tensor::empty(o, {t_count, cols}, Device::CUDA);
+      if (backward) {
+        kernels::geglu_backward(dout, fc1, out_c);
+        kernels::geglu_backward(dout_d, fc1_d, out_d);
+      } else {
+        Tensor amax_c = testing::scalar_f32(0.0f, Device::CPU), amax_d = testing::scalar_f32(0.0f, Device::CUDA);
+        kernels::geglu_forward(fc1, out_c, amax_c);
+        kernels::geglu_forward(fc1_d, out_d, amax_d);
+        ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
       }
-      if (columnwise) {
-        ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+      ASSERT_TRUE(testing::bits_equal(out_d, out_c));
+    }
+    for (DType fp8 : {DType::E4M3, DType::E5M2}) {
+      for (int layout = 0; layout < 3; ++layout) {
+        const bool rowwise = layout != 1, columnwise = layout != 0;
+        SCOPED_TRACE(::testing::Message() << "backward=" << backward << " " << fp8 << " rowwise=" << rowwise
+                                          << " columnwise=" << columnwise);
+        const float scale = fp8 == DType::E4M3 ? 50.0f : 2000.0f;  // some values saturate
+        Fp8Tensor q_c = testing::fp8_output(fp8, t_count, cols, rowwise, columnwise, scale, 0.0f, Device::CPU);
+        Fp8Tensor q_d = testing::fp8_output(fp8, t_count, cols, rowwise, columnwise, scale, 0.0f, Device::CUDA);
+        if (backward) {
+          kernels::geglu_backward_fp8(dout, fc1, q_c.view());
+          kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
+        } else {
+          kernels::geglu_forward_fp8(fc1, q_c.view());
+          kernels::geglu_forward_fp8(fc1_d, q_d.view());
+        }
+        if (rowwise) {
+          ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+        }
+        if (columnwise) {
+          ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+        }
+        ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
       }
-      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
     }
   }
 }
 
 // The table path on finite random data (a meaningful amax) at partial tiles in both directions
 // (300 = 4 x 64 + 44 rows, 14000 = 109 x 128 + 48 columns), the Gemma-7B width, and more tiles than
-// the persistent grid holds at once (so blocks loop).
-TEST(ActivationGpu, ForwardTablePathShapes) {
+// the persistent grid holds at once (so blocks loop), forward and backward.
+TEST(ActivationGpu, TablePathShapes) {
   TG_REQUIRE_CUDA();
   const Case cases[] = {{300, 14000}, {171, 24576}, {2048, 16384}};
   for (const Case c : cases) {
     SCOPED_TRACE(::testing::Message() << "T=" << c.t << " F=" << c.f);
     Tensor fc1 = testing::random_host(DType::BF16, {c.t, 2 * c.f}, 12, 2.5f);
-    Tensor fc1_d = fc1.to(Device::CUDA);
+    Tensor dout = testing::random_host(DType::BF16, {c.t, c.f}, 14);
+    Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
     Tensor out_c = Tensor::empty(DType::BF16, {c.t, c.f}), amax_c = testing::scalar_f32(0.5f, Device::CPU);
     Tensor out_d = Tensor::empty(DType::BF16, {c.t, c.f}, Device::CUDA);
     Tensor amax_d = testing::scalar_f32(0.5f, Device::CUDA);
@@ -171,14 +192,29 @@ TEST(ActivationGpu, ForwardTablePathShapes) {
     kernels::geglu_forward(fc1_d, out_d, amax_d);
     ASSERT_TRUE(testing::bits_equal(out_d, out_c));
     ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
-    Fp8Tensor q_c = testing::fp8_output(DType::E4M3, c.t, c.f, true, true, 100.0f, 0.25f, Device::CPU);
-    Fp8Tensor q_d = testing::fp8_output(DType::E4M3, c.t, c.f, true, true, 100.0f, 0.25f, Device::CUDA);
-    kernels::geglu_forward_fp8(fc1, q_c.view());
-    kernels::geglu_forward_fp8(fc1_d, q_d.view());
-    ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
-    ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
-    ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
-    ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+    Tensor d_c = Tensor::empty(DType::BF16, {c.t, 2 * c.f}),
+           d_d = Tensor::empty(DType::BF16, {c.t, 2 * c.f}, Device::CUDA);
+    kernels::geglu_backward(dout, fc1, d_c);
+    kernels::geglu_backward(dout_d, fc1_d, d_d);
+    ASSERT_TRUE(testing::bits_equal(d_d, d_c));
+    for (const bool backward : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "fp8 backward=" << backward);
+      const int64_t cols = backward ? 2 * c.f : c.f;
+      const DType fp8 = backward ? DType::E5M2 : DType::E4M3;
+      Fp8Tensor q_c = testing::fp8_output(fp8, c.t, cols, true, true, backward ? 4096.0f : 100.0f, 0.25f, Device::CPU);
+      Fp8Tensor q_d = testing::fp8_output(fp8, c.t, cols, true, true, backward ? 4096.0f : 100.0f, 0.25f, Device::CUDA);
+      if (backward) {
+        kernels::geglu_backward_fp8(dout, fc1, q_c.view());
+        kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
+      } else {
+        kernels::geglu_forward_fp8(fc1, q_c.view());
+        kernels::geglu_forward_fp8(fc1_d, q_d.view());
+      }
+      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+    }
   }
 }
 
