@@ -41,17 +41,17 @@ __device__ __forceinline__ void record_bad(int* status, int64_t t) {
 }
 
 // Grid: ceil(T / 8) blocks of 256 threads; warp w of block b writes out[8b + w]. Each lane issues all
-// its loads of a window of U chunks (the whole row for D <= 256 U) before the first store, so a warp
-// has the row in flight at once (4-6 KB for Gemma's BF16 rows; 128-192 KB per SM at full occupancy):
-// the gather is a chain of two dependent loads (id, then the row), and only many rows in flight
-// hide it. (One 128-thread block per token kept 2 chunks per thread in flight and paid a block
+// its loads of a window of U chunks (U = 8 BF16 / 4 F32: a whole 2048-wide BF16 row) before the first
+// store, so a warp has 4 KB of the row in flight at once, and 4 blocks per SM (64 registers) make that
+// 128 KB per SM: the gather is a chain of two dependent loads (id, then the row), and only many rows in
+// flight hide it. (One 128-thread block per token kept 2 chunks per thread in flight and paid a block
 // launch per 4 KB.)
 template <typename E>
 constexpr int fwd_window() {
-  return sizeof(E) == 2 ? 12 : 6;  // 48 registers of raw row either way
+  return sizeof(E) == 2 ? 8 : 4;  // 32 registers of raw row either way
 }
 template <typename E, typename O>
-__global__ void __launch_bounds__(kFwdThreads)
+__global__ void __launch_bounds__(kFwdThreads, 4)
     embedding_forward_kernel(Ids ids, int64_t tokens, const E* __restrict__ table, int64_t ld_table, int64_t vocab,
                              int64_t cols, float scale, O* __restrict__ out, int64_t ld_out, int* status, bool vec) {
   constexpr int kU = fwd_window<E>();

@@ -21,7 +21,7 @@ struct Case {
 
 TEST(EmbeddingGpu, ForwardAndBackwardBitExact) {
   TG_REQUIRE_CUDA();
-  // The forward runs one warp per token, 8 per block, loading windows of 12 (BF16) / 6 (F32) chunks of 8
+  // The forward runs one warp per token, 8 per block, loading windows of 8 (BF16) / 4 (F32) chunks of 8
   // per lane: T not a multiple of 8, D = 5000 (several windows), D = 3077 (element path, partial last
   // chunk), and T = 8193 x D = 3072 (the Gemma-7B row over more blocks than are resident at once).
   const Case cases[] = {{1, 100, 2048, 99},    {7, 50, 3072, 3},        {33, 20, 37, 19}, {600, 1000, 3072, 30},
