@@ -27,6 +27,10 @@
 //                                                      rounding, 2^-4 / sqrt(3), per layer): both backends write
 //                                                      identical codes for identical K / V, so only elements whose
 //                                                      BF16 inputs already differ can round apart; a loose bound.
+//   + FP8 lm_head                      + 0.018         one more E4M3 cast (the final norm's output): where the
+//                                                      backends' inputs differ its roundings can part, one E4M3
+//                                                      rounding's RMS, 2^-4 / sqrt(12) (H200: 0.047 measured
+//                                                      against the 0.04 of the FP8 recipe alone)
 //   max-norm rel_err <= 2 x the rrmse bound: the largest of V errors over the largest of V logits; for these
 //     near-Gaussian rows both maxima sit ~3 sigma out, the factor 2 covers the spread of the error's maximum.
 //   Greedy agreement: tokens must agree wherever the CPU's top-2 margin exceeds 2 d, d the largest difference of
@@ -166,6 +170,7 @@ bool all_finite(const Tensor& t) {
 double order_tolerance(const GpuCase& c, int64_t layers) {
   double tol = c.fp8() ? 0.04 : 0.02;
   if (c.kv == DType::E4M3) tol += 0.036 * static_cast<double>(layers);
+  if (c.fp8_head) tol += 0.018;
   return tol;
 }
 
