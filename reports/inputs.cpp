@@ -338,7 +338,10 @@ TrainLog parse_train_log(const std::string& text, const fs::path& source) {
   log.path = source;
   label_from_stem(source.stem().string(), log);
   std::map<int64_t, TrainPoint> by_step;
-  std::map<int64_t, std::set<std::string>> seen;  // step -> keys given (a key twice for one step is an error)
+  // step -> measurement keys given (one twice for a step is an error). `tegemma train` writes a step's training
+  // record and its validation record as two lines: the descriptive keys (engine, recipe, ...) repeat, and must
+  // agree with the rest of the log.
+  std::map<int64_t, std::set<std::string>> seen;
   std::istringstream in(text);
   std::string line;
   std::string label, engine, recipe;
@@ -354,12 +357,20 @@ TrainLog parse_train_log(const std::string& text, const fs::path& source) {
     p.step = step;
     for (const auto& [k, v] : j.items()) {
       if (k == "step") continue;
+      auto same = [&](std::string& field) {
+        const std::string value = as_str(v, w.at(k));
+        if (!field.empty() && field != value) bad(w.at(k), "\"" + value + "\" differs from \"" + field + "\" earlier in the log");
+        field = value;
+      };
+      if (k == "label") { same(label); continue; }
+      if (k == "engine") { same(engine); continue; }
+      if (k == "recipe") { same(recipe); continue; }
+      const bool measurement = k == "loss" || k == "val_loss" || k == "grad_norm" || k == "lr" || k == "tokens_per_s" ||
+                               k == "tokens_per_second" || (k.size() > 4 && k.ends_with("_gib"));
+      if (!measurement) continue;  // other descriptive fields (num_params, fp8 statistics, ...) are not plotted
       if (!seen[step].insert(k).second) bad(w.at(k), "given twice for step " + std::to_string(step));
       if (k == "loss") p.loss = as_value(v, w.at(k), true);
       else if (k == "val_loss") p.val_loss = as_value(v, w.at(k), true);
-      else if (k == "label") label = as_str(v, w.at(k));
-      else if (k == "engine") engine = as_str(v, w.at(k));
-      else if (k == "recipe") recipe = as_str(v, w.at(k));
       else if (v.is_null()) continue;
       else if (k == "grad_norm") p.grad_norm = as_num(v, w.at(k));
       else if (k == "lr") p.lr = as_num(v, w.at(k));

@@ -108,6 +108,23 @@ TEST(Inputs, TrainLogLabelsComeFromTheStemOrTheRecords) {
   EXPECT_TRUE(std::isinf(*named.points[0].loss));
 }
 
+TEST(Inputs, TrainLogTakesTheTrainersTrainingAndValidationLinesOfOneStep) {
+  // `tegemma train` writes a step's training record and, every K steps, its validation record as two lines.
+  const TrainLog l = parse_train_log(
+      "{\"engine\": \"impl\", \"recipe\": \"bf16\", \"step\": 99, \"loss\": 4.5, \"num_params\": 10, \"lr\": 0.001}\n"
+      "{\"engine\": \"impl\", \"recipe\": \"bf16\", \"step\": 99, \"val_loss\": 4.75}\n",
+      "train.jsonl");
+  ASSERT_EQ(l.points.size(), 1u);
+  EXPECT_EQ(*l.points[0].loss, 4.5);
+  EXPECT_EQ(*l.points[0].val_loss, 4.75);
+  EXPECT_EQ(l.label, "impl[bf16]");
+  const std::string e = error_of([] {
+    parse_train_log("{\"engine\": \"impl\", \"step\": 0, \"loss\": 1}\n{\"engine\": \"reference\", \"step\": 1, \"loss\": 1}\n",
+                    "mixed.jsonl");
+  });
+  EXPECT_NE(e.find("mixed.jsonl:2: engine: \"reference\" differs from \"impl\""), std::string::npos) << e;
+}
+
 TEST(Inputs, MalformedJsonNamesTheFile) {
   Scratch s;
   const fs::path f = s.write("bench_broken.json", "{\"context\": {}, \"benchmarks\": [");
