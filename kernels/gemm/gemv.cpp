@@ -1,0 +1,116 @@
+// gemv dispatcher and the argument checks shared by the CPU twin and the CUDA kernel.
+#include "kernels/gemm/gemv.h"
+
+#include <cstdint>
+
+#include "common/nvtx.h"
+
+namespace tg::kernels {
+
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+void check_matrix(const TensorView& t, const char* name) {
+  TG_CHECK(!t.empty(), "gemv: ", name, " is empty (null data)");
+  TG_CHECK(t.ndim() == 2, "gemv: ", name, " must be 2-D, got ", t.describe());
+  TG_CHECK(t.strides[1] == 1, "gemv: ", name, " must have unit inner stride (row-major), got strides ", t.strides,
+           " for ", t.describe());
+  TG_CHECK(t.strides[0] >= t.shape[1] && t.strides[0] >= 1, "gemv: ", name, " row stride ", t.strides[0],
+           " is shorter than its rows (", t.shape[1], ") in ", t.describe());
+}
+
+// An operand's format: BF16 without a scale, or E4M3 with an F32 [1] scale_inv on the operand's device.
+void check_operand(const GemvOperand& o, const char* name) {
+  check_matrix(o.data, name);
+  const DType dt = o.data.dtype;
+  TG_CHECK(dt == DType::BF16 || dt == DType::E4M3, "gemv: ", name, " must be BF16 or F8_E4M3, got ", dt);
+  if (dt == DType::BF16) {
+    TG_CHECK(o.scale_inv.empty(), "gemv: ", name, " is BF16 and takes no scale_inv, got ", o.scale_inv.describe());
+    return;
+  }
+  TG_CHECK(!o.scale_inv.empty(), "gemv: ", name, " is F8_E4M3 and needs its per-tensor scale_inv (F32 [1])");
+  TG_CHECK(o.scale_inv.dtype == DType::F32 && o.scale_inv.numel() == 1, "gemv: ", name,
+           " scale_inv must be F32 with one element (per-tensor scaling; block-scaled weights go to gemm_fp8), got ",
+           o.scale_inv.describe());
+  TG_CHECK(o.scale_inv.device == o.data.device, "gemv: ", name, " scale_inv is on ", o.scale_inv.device,
+           ", its data on ", o.data.device);
+}
+
+}  // namespace
+
+GemvOperand GemvOperand::fp8(const Fp8View& v) {
+  TG_CHECK(v.mode == ScalingMode::kPerTensor, "gemv: FP8 operands must be per-tensor scaled, got ",
+           scaling_mode_name(v.mode), " (block-scaled weights go to gemm_fp8)");
+  TG_CHECK(v.has_rowwise(), "gemv: the FP8 operand has no row-wise data");
+  return GemvOperand{v.data, v.scale_inv};
+}
+
+namespace detail {
+
+GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual) {
+  check_operand(x, "x");
+  check_operand(w, "W");
+  check_matrix(out, "out");
+  const Device dev = out.device;
+  TG_CHECK(x.data.device == dev && w.data.device == dev, "gemv: x, W and out must be on one device, got x on ",
+           x.data.device, ", W on ", w.data.device, ", out on ", dev);
+  TG_CHECK(!(x.data.dtype == DType::E4M3 && w.data.dtype == DType::BF16), "gemv: an F8_E4M3 x needs F8_E4M3 ",
+           "weights (the FP8 GEMM's operand pair); BF16 weights take a BF16 x");
+  GemvDims d;
+  d.m = x.data.shape[0];
+  d.k = x.data.shape[1];
+  d.n = w.data.shape[0];
+  TG_CHECK(w.data.shape[1] == d.k, "gemv: x is [M, K] = ", x.data.shape, " and W must be [N, K] with the same K, got W ",
+           w.data.shape, " (out = x W^T)");
+  TG_CHECK(out.shape[0] == d.m && out.shape[1] == d.n, "gemv: out must be [M, N] = [", d.m, ", ", d.n, "], got ",
+           out.shape);
+  TG_CHECK(d.m >= 1 && d.n >= 1 && d.k >= 1, "gemv: empty product [M, N, K] = [", d.m, ", ", d.n, ", ", d.k, "]");
+  TG_CHECK(d.m <= kGemvMaxRows, "gemv: M = ", d.m, " rows, at most ", kGemvMaxRows,
+           " are supported (decode batches; larger M goes to gemm / gemm_fp8)");
+  TG_CHECK(out.dtype == DType::BF16 || out.dtype == DType::F32, "gemv: out must be BF16 or F32, got ", out.dtype);
+
+  // 16-byte vectors of W (8 BF16 or 16 E4M3 elements) and the matching x elements.
+  const int64_t wbytes = static_cast<int64_t>(dtype_size(w.data.dtype));
+  const int64_t xbytes = static_cast<int64_t>(dtype_size(x.data.dtype));
+  const int64_t vec = 16 / wbytes;
+  TG_CHECK(d.k % vec == 0, "gemv: K = ", d.k, " must be a multiple of ", vec, " for ", w.data.dtype,
+           " weights (read in 16-byte vectors of ", vec, " elements that never straddle a row); use gemm / gemm_fp8");
+  TG_CHECK(x.data.strides[0] * xbytes % 16 == 0, "gemv: x's row stride ", x.data.strides[0], " x ", xbytes,
+           " bytes must be a multiple of 16 bytes");
+  TG_CHECK(w.data.strides[0] * wbytes % 16 == 0, "gemv: W's row stride ", w.data.strides[0], " x ", wbytes,
+           " bytes must be a multiple of 16 bytes");
+  TG_CHECK(aligned16(x.data.data), "gemv: x's data pointer ", x.data.data, " must be 16-byte aligned");
+  TG_CHECK(aligned16(w.data.data), "gemv: W's data pointer ", w.data.data, " must be 16-byte aligned");
+  TG_CHECK(out.data != x.data.data && out.data != w.data.data, "gemv: out must not alias x or W");
+  d.ldx = x.data.strides[0];
+  d.ldw = w.data.strides[0];
+  d.ldo = out.strides[0];
+  if (!residual.empty()) {
+    check_matrix(residual, "residual");
+    TG_CHECK(residual.device == dev, "gemv: residual is on ", residual.device, ", out on ", dev);
+    TG_CHECK(residual.dtype == out.dtype, "gemv: residual must have out's dtype ", out.dtype, ", got ",
+             residual.dtype);
+    TG_CHECK(residual.shape[0] == d.m && residual.shape[1] == d.n, "gemv: residual must be [M, N] = [", d.m, ", ",
+             d.n, "], got ", residual.shape);
+    TG_CHECK(residual.data != out.data || residual.strides[0] == out.strides[0],
+             "gemv: residual aliases out with another row stride (", residual.strides[0], " vs ", out.strides[0], ")");
+    d.ldr = residual.strides[0];
+  }
+  return d;
+}
+
+}  // namespace detail
+
+void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
+          const TensorView& residual, Stream stream) {
+  if (out.device == Device::CPU) return cpu::gemv(x, w, out, opt, residual);
+#if TEGEMMA_HAVE_CUDA
+  cuda::gemv(x, w, out, opt, residual, stream);
+#else
+  (void)stream;
+  TG_FAIL("gemv: CUDA tensors in a build without CUDA");
+#endif
+}
+
+}  // namespace tg::kernels

@@ -1,0 +1,97 @@
+// gemv: weight-streaming skinny GEMM for decode (M = 1 .. 16 token rows), in the GEMM's layout y = x * W^T:
+//
+//     out[M, N] = alpha * x[M, K] . W[N, K]^T  (+ residual[M, N])
+//
+// Why a kernel of our own: at M <= 16 a decode step's GEMMs are pure weight streaming (W is N*K bytes, x and out a
+// few KB), but cuBLASLt runs them as tensor-core tiles padded to >= 16/64 rows and reached 58-73% of HBM on the
+// Gemma-7b MLP shapes at M = 1 (docs/bench_log.md). This kernel reads every weight byte exactly once with 16-byte
+// streaming loads and does the arithmetic on the CUDA cores.
+//
+// ---- Operands ----------------------------------------------------------------------------------------------------
+//   x    BF16 [M, K], or E4M3 [M, K] with a per-tensor F32 [1] scale_inv (the FP8 GEMM's A operand, as the
+//        delayed / current recipes' producers write it). 1 <= M <= kGemvMaxRows.
+//   W    BF16 [N, K], or E4M3 [N, K] with a per-tensor F32 [1] scale_inv (an Fp8View's row-wise copy, kPerTensor).
+//        Pairs: BF16 x with BF16 or E4M3 W; E4M3 x with E4M3 W. Block-scaled weights are not supported (use gemm_fp8).
+//   out  BF16 or F32 [M, N] (any row stride >= N, unit inner stride).
+//   residual  optional, out's dtype and shape; it may be `out` itself (the residual stream: h += x W^T). Any other
+//        overlap of out with x, W or residual is not allowed.
+// Vector rules (tg::Error naming the rule otherwise; kernels::gemm takes any shape): x and W row-major with unit
+// inner stride, 16-byte aligned data pointers and row strides that are multiples of 16 bytes, and K a multiple of
+// 16 / sizeof(W element) (8 for BF16 W, 16 for E4M3 W) -- W is read in 16-byte vectors that never straddle a row.
+//
+// ---- Numerics (the contract) -------------------------------------------------------------------------------------
+// x stays in its own format: a BF16 x is NOT quantized to E4M3 for E4M3 weights; W's codes are dequantized on the
+// fly. So with BF16 x and E4M3 W the result is sum_k x_k * (q_k * w_scale_inv) -- deliberately not the FP8 GEMM's
+// sum_k E4M3(x_k * x_scale) * ..., which also rounds x. (The decoder passes the FP8 GEMM's own E4M3 x when the
+// site is FP8, so its numbers stay the FP8 forward's; see impl/generate/decoder.h.)
+//   CUDA: every product x_k * q_k is exact in FP32 (at most 8 x 8 significant bits); each lane accumulates its
+//   K / 32 products in FP32 (fmaf, ascending k within its 16-byte chunks, chunks lane, lane + 32, ...), a fixed
+//   xor-butterfly sums the 32 lanes, then v = acc * ((alpha * x_scale_inv) * w_scale_inv) (FP32), + residual
+//   (FP32), one rounding to out's dtype (RNE). No atomics, no split-K across blocks: bitwise reproducible for a
+//   given shape on a given GPU.
+//   CPU twin (cpu::gemv): every x_k and w_k dequantized exactly in double (code * scale_inv), products accumulated
+//   in DOUBLE in ascending k, v = alpha * acc + residual in double, one rounding (double -> float -> out dtype).
+//   That is exactly cpu::gemm / cpu::gemm_fp8's arithmetic (with beta = 1 when residual == out), so on the CPU
+//   backend the decoder's GEMV path gives the GEMM path's bits.
+//   CUDA vs twin: the only differences are FP32 roundings. A lane sums at most L = ceil(K / (32 c)) * c products
+//   (c = 8 BF16 / 16 E4M3 elements per chunk), the butterfly adds 5 levels, the scale product, the multiply and the
+//   residual add 4 more, so to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
+//   |residual|); out's rounding may then differ by one ulp at a rounding boundary. kernels/tests/test_gemv_gpu.cpp
+//   checks exactly that bound.
+//
+// ---- CUDA design -------------------------------------------------------------------------------------------------
+// One warp owns kCols (1, 2 or 4) adjacent output columns n and streams their W rows [n, 0 .. K) in 16-byte chunks:
+// lane l takes chunks l, l + 32, ... and keeps 8 chunk loads (128 bytes) in flight per iteration (ld.global.cs:
+// the weights are read once). x is read through the read-only L1 path (every warp of an SM reads the same x, a
+// few KB to 48 KB at M = 1) and reused across the warp's kCols columns; the accumulators are kRows x kCols floats
+// in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
+// memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
+// shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
+#pragma once
+
+#include <cstdint>
+
+#include "common/fp8_tensor.h"
+#include "common/tensor.h"
+
+namespace tg::kernels {
+
+inline constexpr int64_t kGemvMaxRows = 16;
+
+// One GEMV operand: BF16 data (scale_inv empty) or per-tensor E4M3 data with its F32 [1] scale_inv.
+struct GemvOperand {
+  TensorView data;
+  TensorView scale_inv;
+
+  static GemvOperand bf16(const TensorView& t) { return GemvOperand{t, TensorView{}}; }
+  // The row-wise copy of a per-tensor FP8 tensor (tg::Error for block scaling or a missing row-wise copy).
+  static GemvOperand fp8(const Fp8View& v);
+};
+
+struct GemvOptions {
+  float alpha = 1.0f;
+};
+
+// out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.
+void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
+          const TensorView& residual = {}, Stream stream = {});
+
+namespace cpu {
+void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
+          const TensorView& residual = {});
+}
+namespace cuda {
+void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
+          const TensorView& residual, Stream stream);
+}
+
+namespace detail {
+struct GemvDims {
+  int64_t m = 0, n = 0, k = 0;
+  int64_t ldx = 0, ldw = 0, ldo = 0, ldr = 0;  // row strides in elements (ldr = 0 without residual)
+};
+// The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
+GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
+}  // namespace detail
+
+}  // namespace tg::kernels

@@ -1,0 +1,229 @@
+// CPU twin of kernels/gemm/gemv against hand-checked values and an independent FP64 loop (the twin accumulates in
+// double in ascending k and rounds once, so its output must equal round(FP64 in the same order) bit for bit); its
+// bitwise agreement with cpu::gemm / cpu::gemm_fp8 (what the decoder's CPU path relies on); the argument checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/numeric.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/gemm/gemv.h"
+#include "kernels/tests/gemm_test_util.h"
+
+namespace tg::kernels {
+namespace {
+
+using testing::element;
+using testing::make_fp8_operand;
+using testing::random_matrix;
+using testing::scalar_f32;
+
+Tensor bf16_matrix(const std::vector<float>& v, int64_t rows, int64_t cols) {
+  Tensor t = Tensor::empty(DType::BF16, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) t.ptr<uint16_t>()[i] = float_to_bf16_bits(v[static_cast<std::size_t>(i)]);
+  return t;
+}
+
+uint32_t bits_at(const TensorView& t, int64_t i, int64_t j) {
+  const char* p = static_cast<const char*>(t.data) + (i * t.strides[0] + j) * static_cast<int64_t>(dtype_size(t.dtype));
+  uint32_t u = 0;
+  std::memcpy(&u, p, dtype_size(t.dtype));
+  return u;
+}
+
+uint32_t expected_bits(DType out, double v) {
+  const float f = static_cast<float>(v);
+  if (out == DType::F32) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  }
+  return encode(out, f);
+}
+
+// ---- Hand-checked values ---------------------------------------------------------------------------------------
+
+TEST(GemvCpu, Bf16HandChecked) {
+  // x = [[1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1]]
+  // W = [[1, 0, 0, 0, 0, 0, 0, -1], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [2, 0, 2, 0, 2, 0, 2, 0]]
+  // x W^T = [[1 - 8, 18, 2 (1 + 3 + 5 + 7) = 32], [0, 4, 8]] = [[-7, 18, 32], [0, 4, 8]]
+  const Tensor x = bf16_matrix({1, 2, 3, 4, 5, 6, 7, 8, 1, 1, 1, 1, 1, 1, 1, 1}, 2, 8);
+  const Tensor w = bf16_matrix({1, 0, 0, 0, 0, 0, 0, -1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 2, 0, 2, 0, 2, 0, 2, 0},
+                               3, 8);
+  Tensor out = Tensor::empty(DType::F32, {2, 3});
+  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view());
+  const float want[] = {-7, 18, 32, 0, 4, 8};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out.ptr<float>()[i], want[i]) << i;
+
+  // alpha = 0.5 and a residual that is out itself: out = 0.5 x W^T + out.
+  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), {.alpha = 0.5f}, out.view());
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out.ptr<float>()[i], 1.5f * want[i]) << i;
+}
+
+TEST(GemvCpu, E4m3WeightsHandChecked) {
+  // W codes 1, 2, -1.5, 0.5 (exact in E4M3) with scale_inv 0.25; x BF16 stays BF16 (x = 1.0078125 is NOT an E4M3
+  // value: a GEMV that quantized x would give 1 instead).
+  const float codes[] = {1, 2, -1.5, 0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  Tensor w = Tensor::empty(DType::E4M3, {1, 16});
+  for (int i = 0; i < 16; ++i) w.ptr<uint8_t>()[i] = static_cast<uint8_t>(encode(DType::E4M3, codes[i]));
+  const Tensor ws = scalar_f32(0.25f, Device::CPU);
+  std::vector<float> xv(16, 0.0f);
+  xv[0] = 1.0078125f;  // 1 + 2^-7: BF16-exact
+  xv[1] = 2;
+  xv[2] = 4;
+  xv[3] = -8;
+  const Tensor x = bf16_matrix(xv, 1, 16);
+  Tensor out = Tensor::empty(DType::F32, {1, 1});
+  gemv(GemvOperand::bf16(x.view()), GemvOperand{w.view(), ws.view()}, out.view());
+  // 0.25 (1.0078125 + 4 - 6 - 4) = 0.25 * -4.9921875
+  EXPECT_EQ(out.ptr<float>()[0], 0.25f * -4.9921875f);
+}
+
+TEST(GemvCpu, E4m3PairHandChecked) {
+  // Both operands E4M3 (the FP8 GEMM's pair): (sum q_x q_w) * sx * sw. x codes [3, -2], W codes [[1, 1], [0.5, 4]].
+  Tensor x = Tensor::zeros(DType::E4M3, {1, 16}), w = Tensor::zeros(DType::E4M3, {2, 16});
+  x.ptr<uint8_t>()[0] = static_cast<uint8_t>(encode(DType::E4M3, 3.0f));
+  x.ptr<uint8_t>()[1] = static_cast<uint8_t>(encode(DType::E4M3, -2.0f));
+  const float wc[] = {1, 1, 0.5, 4};
+  w.ptr<uint8_t>()[0] = static_cast<uint8_t>(encode(DType::E4M3, wc[0]));
+  w.ptr<uint8_t>()[1] = static_cast<uint8_t>(encode(DType::E4M3, wc[1]));
+  w.ptr<uint8_t>()[16] = static_cast<uint8_t>(encode(DType::E4M3, wc[2]));
+  w.ptr<uint8_t>()[17] = static_cast<uint8_t>(encode(DType::E4M3, wc[3]));
+  const Tensor sx = scalar_f32(0.5f, Device::CPU), sw = scalar_f32(0.125f, Device::CPU);
+  Tensor out = Tensor::empty(DType::BF16, {1, 2});
+  gemv(GemvOperand{x.view(), sx.view()}, GemvOperand{w.view(), sw.view()}, out.view());
+  // (3 - 2) / 16 = 0.0625; (1.5 - 8) / 16 = -0.40625 (both BF16-exact)
+  EXPECT_EQ(bf16_bits_to_float(out.ptr<uint16_t>()[0]), 0.0625f);
+  EXPECT_EQ(bf16_bits_to_float(out.ptr<uint16_t>()[1]), -0.40625f);
+}
+
+// ---- Against an independent FP64 loop ----------------------------------------------------------------------------
+
+struct Case {
+  DType x, w, out;
+  int64_t m, n, k;
+  bool residual;
+  float alpha;
+};
+
+std::string case_name(const Case& c) {
+  return std::string(dtype_name(c.x)) + "x" + std::string(dtype_name(c.w)) + "->" + std::string(dtype_name(c.out)) +
+         " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
+         (c.residual ? " +residual" : "");
+}
+
+TEST(GemvCpu, MatchesFp64BitForBit) {
+  const std::vector<Case> cases = {
+      {DType::BF16, DType::BF16, DType::BF16, 1, 37, 8, false, 1.0f},
+      {DType::BF16, DType::BF16, DType::F32, 3, 29, 296, true, 0.75f},
+      {DType::BF16, DType::E4M3, DType::BF16, 1, 41, 592, true, 1.0f},
+      {DType::BF16, DType::E4M3, DType::F32, 16, 7, 48, false, -2.0f},
+      {DType::E4M3, DType::E4M3, DType::BF16, 5, 33, 2048, true, 1.0f},
+      {DType::E4M3, DType::E4M3, DType::F32, 2, 3, 16, false, 1.0f},
+  };
+  uint64_t seed = 1;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(case_name(c));
+    // Operands: BF16 ~ N(0, 1); E4M3 codes ~ N(0, 1) with a non-power-of-two scale_inv.
+    Tensor xd = random_matrix(c.x, c.m, c.k, ++seed), wd = random_matrix(c.w, c.n, c.k, ++seed);
+    const Tensor xs = scalar_f32(0.37f, Device::CPU), ws = scalar_f32(0.021f, Device::CPU);
+    const GemvOperand x{xd.view(), c.x == DType::E4M3 ? xs.view() : TensorView{}};
+    const GemvOperand w{wd.view(), c.w == DType::E4M3 ? ws.view() : TensorView{}};
+    Tensor res = random_matrix(c.out, c.m, c.n, ++seed);
+    Tensor out = Tensor::empty(c.out, {c.m, c.n});
+    gemv(x, w, out.view(), {.alpha = c.alpha}, c.residual ? res.view() : TensorView{});
+    const double sx = c.x == DType::E4M3 ? 0.37f : 1.0, sw = c.w == DType::E4M3 ? 0.021f : 1.0;
+    int bad = 0;
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t j = 0; j < c.n; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < c.k; ++k) acc += (element(xd.view(), i, k) * sx) * (element(wd.view(), j, k) * sw);
+        double v = static_cast<double>(c.alpha) * acc;
+        if (c.residual) v += element(res.view(), i, j);
+        if (bits_at(out.view(), i, j) != expected_bits(c.out, v) && ++bad <= 5) {
+          ADD_FAILURE() << "out[" << i << ", " << j << "] = " << element(out.view(), i, j) << ", FP64 " << v;
+        }
+      }
+    }
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+// ---- The same bits as the GEMM twins (the decoder switches between them on the CPU backend) ----------------------
+
+TEST(GemvCpu, EqualsTheGemmTwinsBitForBit) {
+  const int64_t m = 3, n = 48, k = 256;  // N % 8: the FP8 GEMM's BF16 out rule
+  // BF16: out = x W^T + out (beta = 1) against gemv with residual = out.
+  {
+    const Tensor x = random_matrix(DType::BF16, m, k, 11), w = random_matrix(DType::BF16, n, k, 12);
+    Tensor a = random_matrix(DType::BF16, m, n, 13), b = random_matrix(DType::BF16, m, n, 13);
+    gemm(x.view(), w.view(), a.view(), {.beta = 1.0f});
+    gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), b.view(), {}, b.view());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.view().nbytes()), 0) << "BF16";
+  }
+  // Per-tensor FP8 pair, BF16 out, overwrite.
+  {
+    const auto xo = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, m, k, 21, 0.3, false, false);
+    const auto wo = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, n, k, 22, 0.02, false, false);
+    Tensor a = Tensor::empty(DType::BF16, {m, n}), b = Tensor::empty(DType::BF16, {m, n});
+    gemm_fp8(xo.view(Device::CPU), wo.view(Device::CPU), a.view());
+    gemv(GemvOperand::fp8(xo.view(Device::CPU)), GemvOperand::fp8(wo.view(Device::CPU)), b.view());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.view().nbytes()), 0) << "FP8";
+  }
+}
+
+// ---- Bad input -----------------------------------------------------------------------------------------------------
+
+TEST(GemvCpu, BadInputIsAClearError) {
+  const Tensor x = random_matrix(DType::BF16, 2, 32, 1), w = random_matrix(DType::BF16, 5, 32, 2);
+  const Tensor w8 = random_matrix(DType::E4M3, 5, 32, 3), s = scalar_f32(1.0f, Device::CPU);
+  Tensor out = Tensor::empty(DType::BF16, {2, 5});
+  const GemvOperand bx = GemvOperand::bf16(x.view()), bw = GemvOperand::bf16(w.view());
+
+  // K not a multiple of the vector width.
+  const Tensor x12 = random_matrix(DType::BF16, 2, 12, 4), w12 = random_matrix(DType::BF16, 5, 12, 5);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x12.view()), GemvOperand::bf16(w12.view()), out.view()),
+                      "must be a multiple of 8");
+  const Tensor x24 = random_matrix(DType::BF16, 2, 24, 4), w24 = random_matrix(DType::E4M3, 5, 24, 5);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x24.view()), GemvOperand{w24.view(), s.view()}, out.view()),
+                      "must be a multiple of 16");
+  // Too many rows.
+  const Tensor x17 = random_matrix(DType::BF16, 17, 32, 6);
+  Tensor out17 = Tensor::empty(DType::BF16, {17, 5});
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x17.view()), bw, out17.view()), "at most 16");
+  // Formats and scales.
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand{w8.view().slice_rows(0, 2), s.view()}, bw, out.view()),
+                      "needs F8_E4M3 weights");
+  TG_EXPECT_THROW_MSG(gemv(bx, GemvOperand{w8.view(), TensorView{}}, out.view()), "needs its per-tensor scale_inv");
+  TG_EXPECT_THROW_MSG(gemv(bx, GemvOperand{w.view(), s.view()}, out.view()), "takes no scale_inv");
+  const auto blk = make_fp8_operand(DType::E4M3, ScalingMode::kBlock128x128, 128, 128, 7, 0.02, false);
+  TG_EXPECT_THROW_MSG(GemvOperand::fp8(blk.view(Device::CPU)), "per-tensor");
+  // Shapes.
+  Tensor out_bad = Tensor::empty(DType::BF16, {2, 4});
+  TG_EXPECT_THROW_MSG(gemv(bx, bw, out_bad.view()), "out must be [M, N] = [2, 5]");
+  const Tensor w_k = random_matrix(DType::BF16, 5, 40, 8);
+  TG_EXPECT_THROW_MSG(gemv(bx, GemvOperand::bf16(w_k.view()), out.view()), "with the same K");
+  Tensor res32 = Tensor::empty(DType::F32, {2, 5});
+  TG_EXPECT_THROW_MSG(gemv(bx, bw, out.view(), {}, res32.view()), "residual must have out's dtype");
+  // Alignment: a column slice starting one element in is not 16-byte aligned.
+  const Tensor xw = random_matrix(DType::BF16, 2, 48, 9);
+  const TensorView shifted(static_cast<uint16_t*>(const_cast<void*>(xw.data())) + 8, DType::BF16, Shape{2, 32},
+                           Shape{48, 1}, Device::CPU);
+  EXPECT_NO_THROW(gemv(GemvOperand::bf16(shifted), bw, out.view()));  // 8 elements = 16 bytes in: fine
+  const TensorView odd(static_cast<uint16_t*>(const_cast<void*>(xw.data())) + 1, DType::BF16, Shape{2, 32},
+                       Shape{48, 1}, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(odd), bw, out.view()), "16-byte aligned");
+  const TensorView stride(const_cast<void*>(xw.data()), DType::BF16, Shape{2, 32}, Shape{36, 1}, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(stride), bw, out.view()), "row stride 36 x 2 bytes");
+  // Aliasing.
+  Tensor sq = random_matrix(DType::BF16, 2, 8, 10);
+  const Tensor w8x8 = random_matrix(DType::BF16, 8, 8, 11);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(sq.view()), GemvOperand::bf16(w8x8.view()), sq.view()),
+                      "must not alias");
+}
+
+}  // namespace
+}  // namespace tg::kernels

@@ -1,0 +1,159 @@
+// CUDA gemv against its CPU twin (kernels/gemm/gemv.h):
+//   bound (gemv.h, "CUDA vs twin"): |gpu - cpu| <= (L + 9) 2^-24 (|alpha s| sum_k |x_k w_k| + |residual|) + one ulp of
+//   out's format at max(|gpu|, |cpu|), L = ceil(K / (32 c)) c the longest per-lane FP32 sum (c = 8 BF16 / 16 E4M3
+//   elements per 16-byte chunk). The FP32 part is the standard sequential-summation bound for the lane's L terms
+//   plus the 5 butterfly levels and the 4 epilogue roundings (products are exact); the ulp is a rounding-boundary
+//   flip of the final BF16/F32 rounding, which both sides perform from slightly different values.
+//   Shapes: awkward (N odd, K tails that leave lanes idle, every row tile 1..16, both column widths), the Gemma
+//   decode shapes (2b and 7b: QKV, O, fc1, fc2, lm_head) at M = 1 and a few at M = 4 / 16, in-place residual,
+//   determinism (two runs, same bits), K not a multiple of the vector width (rejected).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "common/numeric.h"
+#include "kernels/gemm/gemv.h"
+#include "kernels/tests/gemm_test_util.h"
+#include "kernels/tests/gpu_test_util.h"
+
+namespace tg::kernels {
+namespace {
+
+using testing::element;
+using testing::random_matrix;
+using testing::scalar_f32;
+
+struct Case {
+  DType x, w, out;
+  int64_t m, n, k;
+  bool residual = false;
+  float alpha = 1.0f;
+};
+
+std::string case_name(const Case& c) {
+  return std::string(dtype_name(c.x)) + "x" + std::string(dtype_name(c.w)) + "->" + std::string(dtype_name(c.out)) +
+         " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) +
+         (c.residual ? " +residual" : "");
+}
+
+// One ulp of `dt` at magnitude |v| (normal range; the smallest normal's ulp below it).
+double ulp(DType dt, double v) {
+  const int mant = dt == DType::F32 ? 23 : 7;
+  const int min_exp = -126;
+  const int e = v == 0.0 ? min_exp : std::max(min_exp, std::ilogb(v));
+  return std::ldexp(1.0, e - mant);
+}
+
+// Runs one case on both backends and checks the bound. Scales: x ~ N(0, 1) (E4M3 x: codes ~ N(0, 1) times 0.37),
+// W ~ N(0, 1) BF16 or E4M3 codes times 0.021 (a non-power-of-two per-tensor scale).
+void check_case(const Case& c, uint64_t seed) {
+  SCOPED_TRACE(case_name(c));
+  const Tensor xd = random_matrix(c.x, c.m, c.k, seed), wd = random_matrix(c.w, c.n, c.k, seed + 1);
+  const Tensor res = random_matrix(c.out, c.m, c.n, seed + 2);
+  const float sxv = 0.37f, swv = 0.021f;
+  const Tensor sx = scalar_f32(sxv, Device::CPU), sw = scalar_f32(swv, Device::CPU);
+  const bool xq = c.x == DType::E4M3, wq = c.w == DType::E4M3;
+
+  // CPU twin (the golden).
+  Tensor want = Tensor::copy_of(res.view(), Device::CPU);
+  const GemvOperand xh{xd.view(), xq ? sx.view() : TensorView{}}, wh{wd.view(), wq ? sw.view() : TensorView{}};
+  cpu::gemv(xh, wh, want.view(), {.alpha = c.alpha}, c.residual ? want.view() : TensorView{});
+
+  // CUDA, residual in place as the decoder uses it.
+  const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
+  const Tensor sxg = sx.to(Device::CUDA), swg = sw.to(Device::CUDA);
+  Tensor got_d = res.to(Device::CUDA);
+  const GemvOperand xo{xg.view(), xq ? sxg.view() : TensorView{}}, wo{wg.view(), wq ? swg.view() : TensorView{}};
+  gemv(xo, wo, got_d.view(), {.alpha = c.alpha}, c.residual ? got_d.view() : TensorView{});
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
+  const Tensor got = got_d.to(Device::CPU);
+
+  // sum_k |x_k w_k| per (row, column), for the bound.
+  const int64_t c_elems = wq ? 16 : 8;
+  const int64_t lane_terms = (c.k / c_elems + 31) / 32 * c_elems;
+  const double eps = std::ldexp(static_cast<double>(lane_terms + 9), -24);
+  const double s = std::fabs(static_cast<double>(c.alpha)) * (xq ? sxv : 1.0) * (wq ? swv : 1.0);
+  std::vector<double> xa(static_cast<std::size_t>(c.m * c.k));
+  for (int64_t i = 0; i < c.m; ++i) {
+    for (int64_t k = 0; k < c.k; ++k) xa[static_cast<std::size_t>(i * c.k + k)] = std::fabs(element(xd.view(), i, k));
+  }
+  int bad = 0;
+  double worst = 0;
+  std::vector<double> wa(static_cast<std::size_t>(c.k));
+  for (int64_t j = 0; j < c.n; ++j) {
+    for (int64_t k = 0; k < c.k; ++k) wa[static_cast<std::size_t>(k)] = std::fabs(element(wd.view(), j, k));
+    for (int64_t i = 0; i < c.m; ++i) {
+      double mag = 0;
+      for (int64_t k = 0; k < c.k; ++k) mag += xa[static_cast<std::size_t>(i * c.k + k)] * wa[static_cast<std::size_t>(k)];
+      const double r = c.residual ? std::fabs(element(res.view(), i, j)) : 0.0;
+      const double g = element(got.view(), i, j), w = element(want.view(), i, j);
+      const double bound = eps * (s * mag + r) + ulp(c.out, std::max(std::fabs(g), std::fabs(w)));
+      const double err = std::fabs(g - w);
+      worst = std::max(worst, err / bound);
+      if (!(err <= bound) && ++bad <= 5) {
+        ADD_FAILURE() << "out[" << i << ", " << j << "]: CUDA " << g << ", CPU twin " << w << ", bound " << bound;
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0);
+  std::cout << "[gemv] " << case_name(c) << ": worst |gpu - cpu| / bound = " << worst << "\n";
+
+  // Deterministic: a second run gives the same bits.
+  Tensor again_d = res.to(Device::CUDA);
+  gemv(xo, wo, again_d.view(), {.alpha = c.alpha}, c.residual ? again_d.view() : TensorView{});
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
+  const Tensor again = again_d.to(Device::CPU);
+  EXPECT_EQ(std::memcmp(again.data(), got.data(), got.view().nbytes()), 0) << "two runs differ";
+}
+
+TEST(GemvGpu, AwkwardShapesEveryRowTile) {
+  TG_REQUIRE_CUDA();
+  uint64_t seed = 100;
+  // N = 8451 > 132 * 64 selects the 2- / 4-column warps (with a partial last group); smaller N the 1-column warps.
+  for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 16}) {
+    check_case({DType::BF16, DType::BF16, DType::BF16, m, 37, 296, true, 1.0f}, seed += 3);
+    check_case({DType::BF16, DType::E4M3, DType::F32, m, 8451, 592, false, 0.5f}, seed += 3);
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 8453, 16, true, 1.0f}, seed += 3);
+  }
+  // K tails: chunks not a multiple of 32 x the unroll (lanes past the end), K shorter than one warp's sweep.
+  for (int64_t k : {8, 24, 264, 4104}) check_case({DType::BF16, DType::BF16, DType::F32, 2, 129, k}, seed += 3);
+  for (int64_t k : {16, 48, 528, 8208}) check_case({DType::BF16, DType::E4M3, DType::BF16, 1, 131, k, true}, seed += 3);
+}
+
+TEST(GemvGpu, GemmaDecodeShapes) {
+  TG_REQUIRE_CUDA();
+  struct S {
+    int64_t n, k;
+  };
+  // 2b: QKV 2560, O 2048, fc1 32768 (x K 2048), fc2 2048 x 16384; 7b: QKV 12288, O 3072 x 4096, fc1 49152, fc2
+  // 3072 x 24576; lm_head 256000 x 2048 / 3072.
+  const std::vector<S> fp8 = {{2560, 2048}, {2048, 2048}, {32768, 2048}, {2048, 16384},
+                              {12288, 3072}, {3072, 4096}, {49152, 3072}, {3072, 24576}};
+  uint64_t seed = 500;
+  for (const S& s : fp8) check_case({DType::BF16, DType::E4M3, DType::BF16, 1, s.n, s.k, true}, seed += 3);
+  for (const S& s : fp8) check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, s.n, s.k, true}, seed += 3);
+  check_case({DType::BF16, DType::BF16, DType::BF16, 1, 256000, 2048}, seed += 3);
+  check_case({DType::BF16, DType::BF16, DType::BF16, 1, 256000, 3072}, seed += 3);
+  check_case({DType::BF16, DType::E4M3, DType::BF16, 1, 256000, 3072}, seed += 3);
+  // Batched decode rows.
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, seed += 3);
+  check_case({DType::BF16, DType::BF16, DType::BF16, 4, 3072, 4096, true}, seed += 3);
+}
+
+TEST(GemvGpu, OddKIsRejected) {
+  TG_REQUIRE_CUDA();
+  Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
+  Tensor out = Tensor::zeros(DType::BF16, {1, 8}, Device::CUDA);
+  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view()),
+                      "K = 3077 must be a multiple of 8");
+}
+
+}  // namespace
+}  // namespace tg::kernels
