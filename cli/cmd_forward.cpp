@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/args.h"
 #include "common/check.h"
@@ -33,37 +34,6 @@
 namespace tg::cli {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-// "2,651,9;2,5" -> {{2, 651, 9}, {2, 5}}: prompts separated by ';', ids by ','.
-std::vector<std::vector<int64_t>> parse_prompts(const std::string& text) {
-  std::vector<std::vector<int64_t>> prompts(1);
-  std::string cur;
-  auto flush_id = [&](std::size_t pos) {
-    if (cur.empty())
-      throw UsageError("--tokens: empty token id at character " + std::to_string(pos) + " of '" + text +
-                       "' (expected e.g. 2,651,9 or 2,651;2,5 for two prompts)");
-    const auto v = parse_int(cur);
-    if (!v) throw UsageError("--tokens: '" + cur + "' is not an integer token id");
-    prompts.back().push_back(*v);
-    cur.clear();
-  };
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == ',') {
-      flush_id(i);
-    } else if (c == ';') {
-      flush_id(i);
-      prompts.emplace_back();
-    } else if (c != ' ') {
-      cur += c;
-    }
-  }
-  flush_id(text.size());
-  return prompts;
-}
 
 struct Top {
   int64_t id;
@@ -135,7 +105,7 @@ int cmd_forward(Args args) {
   if (device == Device::CUDA && !cuda_available()) {
     throw UsageError("--device cuda: no CUDA device is visible (or this build has no CUDA backend)");
   }
-  const auto prompts = parse_prompts(p.get("tokens"));
+  const auto prompts = parse_token_prompts(p.get("tokens"));
   const std::string precision = p.get("precision");
 
   const auto t_load = Clock::now();
@@ -170,7 +140,7 @@ int cmd_forward(Args args) {
     if (p.given("save")) m.save(p.get("save"));
     if (o.recipe.kind == impl::RecipeKind::kDelayed) {
       const auto t = Clock::now();
-      const auto calib = p.given("calibrate-tokens") ? parse_prompts(p.get("calibrate-tokens")) : prompts;
+      const auto calib = p.given("calibrate-tokens") ? parse_token_prompts(p.get("calibrate-tokens")) : prompts;
       m.calibrate({impl::Batch::from_prompts(calib)});
       calibrate_ms = ms_since(t);
       j["calibration_prompts"] = calib.size();

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/args.h"
 #include "common/check.h"
@@ -31,37 +32,6 @@ namespace tg::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-// "2,651,9;2,5" -> {{2, 651, 9}, {2, 5}}.
-std::vector<std::vector<int64_t>> parse_token_prompts(const std::string& text) {
-  std::vector<std::vector<int64_t>> prompts(1);
-  std::string cur;
-  auto flush = [&](std::size_t pos) {
-    if (cur.empty()) {
-      throw UsageError("--tokens: empty token id at character " + std::to_string(pos) + " of '" + text +
-                       "' (expected e.g. 2,651,9 or 2,651;2,5 for two prompts)");
-    }
-    const auto v = parse_int(cur);
-    if (!v) throw UsageError("--tokens: '" + cur + "' is not an integer token id");
-    prompts.back().push_back(*v);
-    cur.clear();
-  };
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == ',') {
-      flush(i);
-    } else if (c == ';') {
-      flush(i);
-      prompts.emplace_back();
-    } else if (c != ' ') {
-      cur += c;
-    }
-  }
-  flush(text.size());
-  return prompts;
-}
 
 std::vector<std::string> read_prompt_lines(const std::string& path) {
   const std::string text = read_file(path);
