@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -206,6 +207,29 @@ TEST_P(ResumeCpu, ResumedRunEqualsUninterruptedBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Recipes, ResumeCpu, ::testing::Values("bf16", "delayed", "current", "block"));
+
+// A second save of the same step swaps the new directory in (out/checkpoints/latest names it throughout), and a
+// save removes the temporary directories that a killed save left behind (cli/tests/train_kill_check.sh kills one).
+TEST(TrainCpu, ASecondSaveOfAStepReplacesItAndStaleTempDirsGo) {
+  const TokenDataset data(tokens_path());
+  const BatchSampler sampler(data, 3, 2, 16);
+  auto t = make_trainer(testing::tiny_config(), "bf16");
+  t->step(batch_at(sampler, 0));
+  const fs::path out = temp_dir("resave");
+  const fs::path dir = save_run_checkpoint(*t, out, {{"save", 1}});
+  fs::create_directories(out / "checkpoints" / "step-00000001.tmp-999999");  // as a SIGKILLed save leaves it
+  write_file_atomic(out / "checkpoints" / "step-00000001.tmp-999999" / "model.safetensors", "partial");
+  EXPECT_EQ(save_run_checkpoint(*t, out, {{"save", 2}}), dir);
+  EXPECT_EQ(latest_checkpoint(out), dir);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out / "checkpoints")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step-00000001"}));
+  auto u = make_trainer(testing::tiny_config(), "bf16");
+  EXPECT_EQ(u->load_checkpoint(dir), (nlohmann::json{{"save", 2}}));  // the second save's, complete
+  EXPECT_EQ(u->steps_done(), 1);
+  fs::remove_all(out);
+}
 
 TEST(TrainCpu, CheckpointIsAnHfCheckpointAndCorruptionIsNamed) {
   const TokenDataset data(tokens_path());
