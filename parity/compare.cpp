@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <optional>
 
 #include "common/check.h"
 
@@ -291,7 +292,7 @@ Comparison& compare_generation(Report& report, Engine& ref, Engine& test, const 
 
 Comparison& compare_loss(Report& report, const LossCurve& ref, std::string_view ref_label,
                          std::string_view ref_recipe, const LossCurve& test, std::string_view test_label,
-                         std::string_view test_recipe, const CompareContext& ctx) {
+                         std::string_view test_recipe, const CompareContext& ctx, const NoiseRun& noise) {
   Comparison& c = begin(report, "loss_curve", ctx);
   c.reference = std::string(ref_label);
   c.test = std::string(test_label);
@@ -303,27 +304,89 @@ Comparison& compare_loss(Report& report, const LossCurve& ref, std::string_view 
     c.reference_recipe = canonical_recipe(ref_recipe);
     c.test_recipe = canonical_recipe(test_recipe);
     c.precision = comparison_precision(ref_recipe, test_recipe);
-    const LossComparison lc = compare_loss_curves(ref, test);
+    const auto nwin = static_cast<int64_t>(c.param(ctx.thresholds, "loss.windows"));
+    const LossComparison lc = compare_loss_curves(ref, test, nwin);
+
+    // The noise run's distances to the reference, over the same steps (else the fixed thresholds judge).
+    std::optional<LossComparison> nc;
+    if (noise.curve) {
+      nc = compare_loss_curves(ref, *noise.curve, nwin);
+      if (nc->steps != lc.steps) {
+        c.notes.push_back("the noise run " + noise.label + " does not have a training loss at exactly the " +
+                          std::to_string(lc.common_steps) + " steps the pair shares (it has " +
+                          std::to_string(nc->common_steps) + " in common with the reference): judged with the " +
+                          "fixed thresholds instead");
+        nc.reset();
+      } else if (lc.final_val_step && nc->final_val_step != lc.final_val_step) {
+        c.notes.push_back("the noise run " + noise.label + " has no validation loss at step " +
+                          std::to_string(*lc.final_val_step) + ": judged with the fixed thresholds instead");
+        nc.reset();
+      }
+    }
+    double k = 0.0, floor = 0.0;
+    if (nc) {
+      k = c.param(ctx.thresholds, "loss.noise_k");
+      floor = c.param(ctx.thresholds, "loss.noise_floor");
+      c.notes.push_back("noise-relative verdicts: each distance must be <= loss.noise_k " + fmt(k) +
+                        " x the same distance between " + c.reference + " and the noise run " + noise.label +
+                        " + loss.noise_floor " + fmt(floor));
+    }
+    // A distance of the pair: judged noise-relative when there is a noise run, else by its fixed threshold
+    // (info where it has none).
+    auto distance = [&](const Subject& s, const std::string& metric, double d, double d_noise, std::string detail) {
+      if (!nc) {
+        c.judge(ctx.thresholds, s, metric, d, std::move(detail));
+        return;
+      }
+      const double limit = k * d_noise + floor;
+      Check ch{s, metric, d, d <= limit ? Verdict::kPass : Verdict::kFail, "loss.noise_k",  // NaN fails
+               detail + "; noise (" + c.reference + " vs " + noise.label + ") " + fmt(d_noise) + ": limit " +
+                   fmt(k) + " x " + fmt(d_noise) + " + " + fmt(floor) + " = " + fmt(limit)};
+      ch.limit = limit;
+      c.add(std::move(ch));
+      c.add({s, "loss.noise." + metric.substr(metric.find('.') + 1), d_noise, Verdict::kInfo, "",
+             noise.label + " vs " + c.reference});
+    };
+
     const Subject s{-1, "", -1, "loss"};
     c.judge(ctx.thresholds, s, "loss.max_abs_step_diff", lc.max_abs_step_diff,
             "at step " + std::to_string(lc.max_abs_step_diff_step));
     c.judge(ctx.thresholds, s, "loss.mean_abs_step_diff", lc.mean_abs_step_diff,
             "over " + std::to_string(lc.common_steps) + " common steps");
-    c.judge(ctx.thresholds, s, "loss.tail_mean_rel_diff", lc.tail_mean_rel_diff,
-            "mean of the last " + std::to_string(lc.tail_steps) + " steps: ref " + fmt(lc.tail_mean_ref) + ", test " +
-                fmt(lc.tail_mean_test));
+    distance(s, "loss.tail_mean_rel_diff", lc.tail_mean_rel_diff, nc ? nc->tail_mean_rel_diff : 0.0,
+             "mean of the last " + std::to_string(lc.tail_steps) + " steps: ref " + fmt(lc.tail_mean_ref) +
+                 ", test " + fmt(lc.tail_mean_test));
     if (lc.final_val_step) {
-      c.judge(ctx.thresholds, s, "loss.final_val_ratio", lc.final_val_ratio,
-              "step " + std::to_string(*lc.final_val_step) + ": ref " + fmt(lc.final_val_ref) + ", test " +
-                  fmt(lc.final_val_test));
+      const std::string at = "step " + std::to_string(*lc.final_val_step) + ": ref " + fmt(lc.final_val_ref) +
+                             ", test " + fmt(lc.final_val_test);
+      if (nc) {
+        c.add({s, "loss.final_val_ratio", lc.final_val_ratio, Verdict::kInfo, "", at + " (judged noise-relative)"});
+      } else {
+        c.judge(ctx.thresholds, s, "loss.final_val_ratio", lc.final_val_ratio, at);
+      }
+      distance(s, "loss.final_val_rel_diff", lc.final_val_rel_diff, nc ? nc->final_val_rel_diff : 0.0, at);
+      distance(s, "loss.min_val_rel_diff", lc.min_val_rel_diff, nc ? nc->min_val_rel_diff : 0.0,
+               "over " + std::to_string(lc.val_steps) + " validation steps: ref " + fmt(lc.min_val_ref) +
+                   ", test " + fmt(lc.min_val_test));
     } else {
       c.notes.push_back("no step has a validation loss in both curves: loss.final_val_ratio not measured");
+    }
+    for (std::size_t w = 0; w < lc.windows.size(); ++w) {
+      const auto& win = lc.windows[w];
+      distance({-1, "", -1, "loss.window." + std::to_string(w)}, "loss.window_mean_abs_rel_diff",
+               win.mean_abs_rel_diff, nc ? nc->windows[w].mean_abs_rel_diff : 0.0,
+               "steps " + std::to_string(win.first_step) + "-" + std::to_string(win.last_step));
     }
     auto& diff = c.series["loss.step_diff"];
     for (std::size_t i = 0; i < lc.steps.size(); ++i) diff.emplace_back(double(lc.steps[i]), lc.step_diffs[i]);
     for (const auto& [curve, name] : {std::pair{&ref, "loss.reference"}, std::pair{&test, "loss.test"}}) {
       auto& se = c.series[name];
       for (const auto& pt : curve->points)
+        if (pt.loss) se.emplace_back(double(pt.step), *pt.loss);
+    }
+    if (nc) {
+      auto& se = c.series["loss.noise"];
+      for (const auto& pt : noise.curve->points)
         if (pt.loss) se.emplace_back(double(pt.step), *pt.loss);
     }
     judge_health(c, ctx.thresholds, ref, c.reference);

@@ -292,7 +292,8 @@ LossCurve read_loss_curve(const std::filesystem::path& path) {
   return parse_loss_curve(read_file(path), path.string());
 }
 
-LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test) {
+LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test, int64_t windows) {
+  TG_CHECK(windows >= 1, "compare_loss_curves: windows must be >= 1, got ", windows);
   LossComparison c;
   std::map<int64_t, double> test_loss, test_val;
   for (const auto& p : test.points) {
@@ -313,6 +314,10 @@ LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test) 
         c.final_val_step = p.step;
         c.final_val_ref = *p.val_loss;
         c.final_val_test = it->second;
+        // fmin: a NaN on one side does not hide the other's minimum (nonfinite losses are judged elsewhere).
+        c.min_val_ref = c.val_steps == 0 ? *p.val_loss : std::fmin(c.min_val_ref, *p.val_loss);
+        c.min_val_test = c.val_steps == 0 ? it->second : std::fmin(c.min_val_test, it->second);
+        ++c.val_steps;
       }
     }
   }
@@ -346,7 +351,23 @@ LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test) 
   c.tail_mean_ref = sr / double(c.tail_steps);
   c.tail_mean_test = stt / double(c.tail_steps);
   c.tail_mean_rel_diff = std::fabs(c.tail_mean_test - c.tail_mean_ref) / std::fabs(c.tail_mean_ref);
-  if (c.final_val_step) c.final_val_ratio = c.final_val_test / c.final_val_ref;
+  if (c.final_val_step) {
+    c.final_val_ratio = c.final_val_test / c.final_val_ref;
+    c.final_val_rel_diff = std::fabs(c.final_val_test - c.final_val_ref) / std::fabs(c.final_val_ref);
+    c.min_val_rel_diff = std::fabs(c.min_val_test - c.min_val_ref) / std::fabs(c.min_val_ref);
+  }
+  const int64_t nw = std::min(windows, c.common_steps);
+  for (int64_t w = 0; w < nw; ++w) {
+    const int64_t lo = c.common_steps * w / nw, hi = c.common_steps * (w + 1) / nw;  // [lo, hi), hi > lo
+    LossComparison::Window win;
+    win.first_step = c.steps[lo];
+    win.last_step = c.steps[hi - 1];
+    win.steps = hi - lo;
+    double sum = 0.0;
+    for (int64_t i = lo; i < hi; ++i) sum += std::fabs(c.step_diffs[i]) / std::fabs(ref_loss.at(c.steps[i]));
+    win.mean_abs_rel_diff = sum / double(win.steps);
+    c.windows.push_back(win);
+  }
   return c;
 }
 

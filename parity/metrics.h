@@ -135,9 +135,21 @@ struct LossComparison {
   std::optional<int64_t> final_val_step; // last step where both have a validation loss
   double final_val_ref = 0.0, final_val_test = 0.0;
   double final_val_ratio = 0.0;          // final_val_test / final_val_ref
+  double final_val_rel_diff = 0.0;       // |final_val_test - final_val_ref| / |final_val_ref|
+  int64_t val_steps = 0;                 // steps where both have a validation loss
+  double min_val_ref = 0.0, min_val_test = 0.0;  // each curve's minimum over those steps
+  double min_val_rel_diff = 0.0;         // |min_val_test - min_val_ref| / |min_val_ref|
+  // The common steps cut into `windows` contiguous windows of (nearly) equal length, in order: where along
+  // the run two curves part (a per-step difference is too noisy to read, a whole-run mean hides the when).
+  struct Window {
+    int64_t first_step = 0, last_step = 0, steps = 0;
+    double mean_abs_rel_diff = 0.0;      // mean over its steps of |test - ref| / |ref|
+  };
+  std::vector<Window> windows;
 };
-// Throws tg::Error when the curves share no step with a training loss.
-LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test);
+// `windows` >= 1 (fewer when there are fewer common steps). Throws tg::Error when the curves share no step
+// with a training loss.
+LossComparison compare_loss_curves(const LossCurve& ref, const LossCurve& test, int64_t windows = 5);
 
 struct CurveHealth {
   int64_t steps = 0;                     // steps with a training loss

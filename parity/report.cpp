@@ -197,6 +197,7 @@ nlohmann::json Comparison::to_json() const {
                          {"value", number_to_json(c.value)},
                          {"verdict", to_string(c.verdict)}};
     if (!c.threshold_metric.empty()) cj["threshold_metric"] = c.threshold_metric;
+    if (!std::isnan(c.limit)) cj["limit"] = number_to_json(c.limit);
     if (!c.detail.empty()) cj["detail"] = c.detail;
     cs.push_back(std::move(cj));
   }
@@ -234,6 +235,7 @@ Comparison Comparison::from_json(const nlohmann::json& j) {
     ch.verdict = verdict_from_string(str_member(cj, "verdict", where));
     ch.threshold_metric = opt_str(cj, "threshold_metric");
     ch.detail = opt_str(cj, "detail");
+    if (cj.contains("limit")) ch.limit = number_from_json(cj["limit"], where + " " + ch.metric + ".limit");
     c.checks.push_back(std::move(ch));
   }
   if (j.contains("series")) {
@@ -456,7 +458,9 @@ std::string Report::summary(const SummaryOptions& opts) const {
         os << "        " << (b.subject.layer >= 0 ? "layer " + std::to_string(b.subject.layer) : b.subject.part)
            << ": " << b.metric << " = " << fmt(b.value);
         auto it = c.thresholds.find(b.judged_by());
-        if (it != c.thresholds.end()) {
+        if (!std::isnan(b.limit)) {
+          os << " (max " << fmt(b.limit) << ", noise-relative)";
+        } else if (it != c.thresholds.end()) {
           const Threshold& t = it->second;
           os << " (" << (t.bound == Bound::kMin ? "min " : t.bound == Bound::kMax ? "max " : "")
              << (b.threshold_metric.empty() ? "" : b.threshold_metric + " ") << fmt(t.value) << ", "

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
@@ -53,6 +54,10 @@ struct Check {
   Verdict verdict = Verdict::kInfo;
   std::string threshold_metric;  // the threshold that judged it, when not `metric` itself ("" = metric)
   std::string detail;            // where the worst element is, the values there, ...
+  // A bound computed for this check from measured data (the noise-relative loss verdicts: k x the noise
+  // run's distance + a floor; compare.h), which `value` must not exceed. NaN: the threshold's value is the
+  // bound.
+  double limit = std::numeric_limits<double>::quiet_NaN();
   const std::string& judged_by() const { return threshold_metric.empty() ? metric : threshold_metric; }
 };
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -275,6 +276,99 @@ TEST(ParityCompare, DivergingCurveFailsHealth) {
   Report short_run;
   check_loss_health(short_run, make_curve(5, 1.0), "impl", "bf16", {th, "tiny"});
   EXPECT_THAT(short_run.comparisons[0].notes, ::testing::Contains(HasSubstr("spikes were not looked for")));
+}
+
+// The noise-relative verdict. ref: the make_curve shape; the noise run: the reference with another init
+// seed, modelled as a steady 1% offset with a wiggle (validation 2.53 vs 2.5: 1.2%).
+LossCurve scaled(const LossCurve& c, double factor, double wiggle = 0.0, std::optional<double> val = {}) {
+  LossCurve out = c;
+  for (auto& p : out.points) {
+    if (p.loss) *p.loss *= factor + wiggle * std::sin(double(p.step));
+    p.val_loss.reset();
+  }
+  if (val) out.points.back().val_loss = *val;
+  return out;
+}
+
+TEST(ParityCompare, ImplWithinNoisePassesNoiseRelative) {
+  const Thresholds th = Thresholds::builtin();
+  const LossCurve ref = make_curve(200, 1.0, 2.5);
+  const LossCurve noise = scaled(ref, 1.01, 0.003, 2.53);
+  // 1.5% above the reference: over the fixed 1% bf16 threshold, within 2 x the 1% noise + 0.25%.
+  const LossCurve impl = scaled(ref, 1.015, 0.0, 2.53);
+  Report fixed;
+  compare_loss(fixed, ref, "reference", "bf16", impl, "impl", "bf16", {th, "small"});
+  EXPECT_EQ(fixed.exit_code(), 1) << "the fallback: fixed thresholds";
+  EXPECT_THAT(fixed.summary(), HasSubstr("loss.tail_mean_rel_diff = 0.015 (max 0.01, bf16/any)"));
+
+  Report r;
+  const Comparison& c =
+      compare_loss(r, ref, "reference", "bf16", impl, "impl", "bf16", {th, "small"}, {&noise, "reference_seed2[bf16]"});
+  EXPECT_EQ(c.status(), "pass") << r.summary();
+  EXPECT_EQ(c.thresholds.at("loss.noise_k").value, 2.0);
+  EXPECT_EQ(c.thresholds.at("loss.noise_floor").value, 0.0025);
+  EXPECT_EQ(c.thresholds.count("loss.tail_mean_rel_diff"), 0u) << "the fixed threshold is not consulted";
+  auto check = [&](const std::string& metric, const std::string& part = "loss") -> const Check& {
+    for (const auto& ch : c.checks)
+      if (ch.metric == metric && ch.subject.part == part) return ch;
+    ADD_FAILURE() << "no check " << metric << " on " << part;
+    return c.checks.front();
+  };
+  const Check& tail = check("loss.tail_mean_rel_diff");
+  EXPECT_EQ(tail.verdict, Verdict::kPass);
+  EXPECT_NEAR(tail.value, 0.015, 1e-9);
+  const double noise_tail = check("loss.noise.tail_mean_rel_diff").value;
+  EXPECT_NEAR(noise_tail, 0.01, 0.003);
+  EXPECT_DOUBLE_EQ(tail.limit, 2.0 * noise_tail + 0.0025);
+  EXPECT_EQ(check("loss.noise.tail_mean_rel_diff").verdict, Verdict::kInfo);
+  EXPECT_EQ(check("loss.final_val_rel_diff").verdict, Verdict::kPass);
+  EXPECT_NEAR(check("loss.noise.final_val_rel_diff").value, 0.012, 1e-9);
+  EXPECT_EQ(check("loss.min_val_rel_diff").verdict, Verdict::kPass);
+  EXPECT_EQ(check("loss.final_val_ratio").verdict, Verdict::kInfo);
+  for (int w = 0; w < 5; ++w)
+    EXPECT_EQ(check("loss.window_mean_abs_rel_diff", "loss.window." + std::to_string(w)).verdict, Verdict::kPass);
+  EXPECT_THAT(c.notes, ::testing::Contains(HasSubstr("noise-relative verdicts")));
+  EXPECT_EQ(c.series.at("loss.noise").size(), 200u);
+  // The limit survives the JSON round trip.
+  const Comparison back = Comparison::from_json(c.to_json());
+  EXPECT_DOUBLE_EQ(back.checks[2].limit, c.checks[2].limit);
+  EXPECT_TRUE(std::isnan(back.checks[0].limit));
+}
+
+TEST(ParityCompare, PlantedFivePercentOffsetFailsNoiseRelative) {
+  const Thresholds th = Thresholds::builtin();
+  const LossCurve ref = make_curve(200, 1.0, 2.5);
+  const LossCurve noise = scaled(ref, 1.01, 0.003, 2.53);
+  const LossCurve impl = scaled(ref, 1.05, 0.0, 2.625);  // a planted bug: every loss 5% high
+  Report r;
+  compare_loss(r, ref, "reference", "bf16", impl, "impl", "bf16", {th, "small"}, {&noise, "reference_seed2[bf16]"});
+  EXPECT_EQ(r.exit_code(), 1);
+  const std::string s = r.summary();
+  EXPECT_THAT(s, HasSubstr("FAIL  reference[bf16] vs impl[bf16]: loss_curve"));
+  EXPECT_THAT(s, HasSubstr("loss: loss.tail_mean_rel_diff = 0.05 (max 0.02"));
+  EXPECT_THAT(s, HasSubstr("noise-relative): mean of the last 20 steps"));
+  EXPECT_THAT(s, HasSubstr("noise (reference[bf16] vs reference_seed2[bf16]) 0.01"));
+  EXPECT_THAT(s, HasSubstr("loss: loss.final_val_rel_diff = 0.05 (max 0.0265, noise-relative)"));
+  EXPECT_THAT(s, HasSubstr("loss.window.0: loss.window_mean_abs_rel_diff = 0.05"));
+  EXPECT_THAT(s, HasSubstr("loss.window.4: loss.window_mean_abs_rel_diff = 0.05"));
+  // The same 5% with a noise run 3x noisier is within 2 x noise + floor: the verdict follows the measured noise.
+  const LossCurve loud_noise = scaled(ref, 1.03, 0.003, 2.575);
+  Report loud;
+  compare_loss(loud, ref, "reference", "bf16", impl, "impl", "bf16", {th, "small"},
+               {&loud_noise, "reference_seed2[bf16]"});
+  EXPECT_EQ(loud.exit_code(), 0) << loud.summary();
+}
+
+TEST(ParityCompare, NoiseRunOverOtherStepsFallsBackToFixedThresholds) {
+  const Thresholds th = Thresholds::builtin();
+  const LossCurve ref = make_curve(200, 1.0, 2.5);
+  LossCurve short_noise = scaled(make_curve(100, 1.0), 1.01, 0.0, 2.53);
+  Report r;
+  const Comparison& c = compare_loss(r, ref, "reference", "bf16", scaled(ref, 1.015, 0.0, 2.53), "impl", "bf16",
+                                     {th, "small"}, {&short_noise, "reference_seed2[bf16]"});
+  EXPECT_EQ(c.status(), "fail") << "fixed 1% bf16 threshold";
+  EXPECT_THAT(c.notes, ::testing::Contains(HasSubstr("judged with the fixed thresholds instead")));
+  EXPECT_EQ(c.thresholds.at("loss.tail_mean_rel_diff").value, 0.01);
 }
 
 TEST(ParityCompare, UnrelatedCurvesAreAnError) {

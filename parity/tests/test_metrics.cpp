@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "common/check.h"
@@ -280,6 +281,44 @@ TEST(ParityMetrics, CompareLossCurvesHandComputed) {
   LossCurve other = curve({1.0});
   other.points[0].step = 100;
   EXPECT_THAT(error_of([&] { compare_loss_curves(curve({1.0}), other); }), HasSubstr("share no step"));
+}
+
+TEST(ParityMetrics, CompareLossCurvesWindowsAndMinimumValidation) {
+  // 10 steps in 3 windows: [0, 3), [3, 6), [6, 10) (lo = 10 w / 3). ref = 4 everywhere; test = 4.4 at steps
+  // 0-2 (|rel| 0.1), 4 at 3-5, 3.8 at 6-9 (0.05).
+  std::vector<double> r(10, 4.0), t;
+  for (int i = 0; i < 10; ++i) t.push_back(i < 3 ? 4.4 : i < 6 ? 4.0 : 3.8);
+  LossCurve rc = curve(r), tc = curve(t);
+  // Validation at steps 2, 5, 9: ref 5, 3, 4 (min 3); test 5.5, 3.3, 4.2 (min 3.3); the test's step-7 value
+  // has no reference partner and does not count.
+  for (auto [step, rv, tv] : {std::tuple{2, 5.0, 5.5}, {5, 3.0, 3.3}, {9, 4.0, 4.2}}) {
+    rc.points[step].val_loss = rv;
+    tc.points[step].val_loss = tv;
+  }
+  tc.points[7].val_loss = 1.0;
+  const LossComparison c = compare_loss_curves(rc, tc, 3);
+  ASSERT_EQ(c.windows.size(), 3u);
+  EXPECT_EQ(c.windows[0].first_step, 0);
+  EXPECT_EQ(c.windows[0].last_step, 2);
+  EXPECT_EQ(c.windows[1].first_step, 3);
+  EXPECT_EQ(c.windows[1].last_step, 5);
+  EXPECT_EQ(c.windows[2].first_step, 6);
+  EXPECT_EQ(c.windows[2].last_step, 9);
+  EXPECT_EQ(c.windows[2].steps, 4);
+  EXPECT_NEAR(c.windows[0].mean_abs_rel_diff, 0.1, 1e-12);
+  EXPECT_DOUBLE_EQ(c.windows[1].mean_abs_rel_diff, 0.0);
+  EXPECT_NEAR(c.windows[2].mean_abs_rel_diff, 0.05, 1e-12);
+  EXPECT_EQ(c.val_steps, 3);
+  EXPECT_DOUBLE_EQ(c.min_val_ref, 3.0);
+  EXPECT_DOUBLE_EQ(c.min_val_test, 3.3);
+  EXPECT_NEAR(c.min_val_rel_diff, 0.1, 1e-12);
+  EXPECT_NEAR(c.final_val_rel_diff, 0.05, 1e-12);  // step 9: |4.2 - 4| / 4
+  // More windows than steps: one per step. A lower test validation loss is a distance too (two-sided).
+  const LossComparison s = compare_loss_curves(curve({4.0, 2.0}, 2.0), curve({4.0, 1.0}, 1.5), 5);
+  ASSERT_EQ(s.windows.size(), 2u);
+  EXPECT_DOUBLE_EQ(s.windows[1].mean_abs_rel_diff, 0.5);
+  EXPECT_DOUBLE_EQ(s.final_val_rel_diff, 0.25);
+  EXPECT_THAT(error_of([&] { compare_loss_curves(rc, tc, 0); }), HasSubstr("windows must be >= 1"));
 }
 
 TEST(ParityMetrics, CompareLossCurvesDivergedRunIsNaN) {
