@@ -9,7 +9,9 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <string>
 #include <utility>
 
 #include "common/check.h"
@@ -191,6 +193,7 @@ struct Curve {
   std::filesystem::path path;
   LossCurve curve;
   std::string engine, recipe, size_class;
+  std::optional<int64_t> init_seed;  // the random init's seed, where the log says it
 };
 
 // engine / recipe / size class from the records' keys (the first record that has them), else from the file
@@ -212,6 +215,8 @@ Curve read_curve(const std::filesystem::path& path) {
     take("engine", c.engine);
     take("recipe", c.recipe);
     take("size_class", c.size_class);
+    if (!c.init_seed && j.contains("init_seed") && j["init_seed"].is_number_integer())
+      c.init_seed = j["init_seed"].get<int64_t>();
     if (c.size_class.empty() && j.contains("num_params") && j["num_params"].is_number_integer()) {
       const int64_t n = j["num_params"].get<int64_t>();  // size_class_of's rule (thresholds.h), by count
       c.size_class = n < 50'000'000 ? "tiny" : n < 1'000'000'000 ? "small" : n < 5'000'000'000 ? "2b" : "7b";
@@ -224,6 +229,9 @@ Curve read_curve(const std::filesystem::path& path) {
     if (c.engine.empty() && (t == "reference" || t == "ref")) c.engine = "reference";
     if (c.engine.empty() && t == "impl") c.engine = "impl";
     if (c.recipe.empty() && (t == "bf16" || t == "delayed" || t == "current" || t == "block")) c.recipe = t;
+    if (!c.init_seed && t.size() > 4 && t.rfind("seed", 0) == 0 &&
+        t.find_first_not_of("0123456789", 4) == std::string::npos && t.size() <= 4 + 18)
+      c.init_seed = std::stoll(t.substr(4));  // reference_bf16_seed2.jsonl
     tok.clear();
   };
   for (char ch : stem + "_") {
@@ -261,11 +269,53 @@ std::vector<std::filesystem::path> expand_curve_paths(const std::vector<std::fil
   return out;
 }
 
+std::string seed_text(const std::optional<int64_t>& seed) {
+  return seed ? std::to_string(*seed) : std::string("unknown");
+}
+
+// The reference[bf16] logs: the reference, and at most one noise run (the reference again with another init
+// seed; compare.h). The reference is the one whose init seed is the impl runs' (that of impl[bf16], else of
+// any impl log; "unknown" matches "unknown"); with no impl log, the one with the smallest known seed.
+std::pair<const Curve*, const Curve*> reference_and_noise(const std::vector<Curve>& curves) {
+  std::vector<const Curve*> refs;
+  const Curve* impl_any = nullptr;
+  const Curve* impl_bf16 = nullptr;
+  for (const auto& c : curves) {
+    if (c.engine == "reference" && precision_of(c.recipe) == "bf16") refs.push_back(&c);
+    if (c.engine == "impl" && !impl_any) impl_any = &c;
+    if (c.engine == "impl" && precision_of(c.recipe) == "bf16") impl_bf16 = &c;
+  }
+  if (refs.empty()) return {nullptr, nullptr};
+  if (refs.size() == 1) return {refs[0], nullptr};
+  std::string listing;
+  for (const Curve* r : refs) listing += "\n  " + r->path.string() + " (init seed " + seed_text(r->init_seed) + ")";
+  TG_CHECK(refs.size() == 2, "--loss-curves: ", refs.size(), " logs of reference[bf16]; at most two (the ",
+           "reference and one noise run with another init seed):", listing);
+  TG_CHECK(refs[0]->init_seed != refs[1]->init_seed, "--loss-curves: two logs of reference[bf16] with the same ",
+           "init seed (", seed_text(refs[0]->init_seed), "); a noise run needs another (an \"init_seed\" key in ",
+           "its records, or a file name token seed<N>):", listing);
+  const Curve* main = impl_bf16 ? impl_bf16 : impl_any;
+  std::optional<int64_t> want;
+  if (main) {
+    want = main->init_seed;
+  } else {
+    TG_CHECK(refs[0]->init_seed && refs[1]->init_seed, "--loss-curves: two logs of reference[bf16] and no impl ",
+             "log: cannot tell which is the reference:", listing);
+    want = std::min(*refs[0]->init_seed, *refs[1]->init_seed);
+  }
+  for (int i = 0; i < 2; ++i)
+    if (refs[i]->init_seed == want) return {refs[i], refs[1 - i]};
+  TG_FAIL("--loss-curves: two logs of reference[bf16], and neither has the init seed of ", main->path.string(),
+          " (", seed_text(want), "): cannot tell the reference from the noise run:", listing);
+}
+
 void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report) {
   std::vector<Curve> curves;
   for (const auto& p : expand_curve_paths(o.loss_curves)) curves.push_back(read_curve(p));
+  const auto [ref, noise] = reference_and_noise(curves);
   std::map<std::pair<std::string, std::string>, const Curve*> by_run;  // (engine, precision)
   for (const auto& c : curves) {
+    if (&c == noise) continue;
     const auto key = std::make_pair(c.engine, precision_of(c.recipe));
     TG_CHECK(!by_run.count(key), "--loss-curves: two logs of ", key.first, "[", key.second,
              "]: ", by_run[key]->path.string(), " and ", c.path.string());
@@ -282,11 +332,12 @@ void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report
         "--loss-size was not given: judged with the small (= general) loss thresholds");
   }
   const CompareContext ctx{th, size};
+  const std::string noise_label = noise ? "reference_seed" + seed_text(noise->init_seed) + "[bf16]" : "";
   std::set<const Curve*> paired;
-  auto pair = [&](const Curve* ref, const Curve* test) {
-    if (!ref || !test || ref == test) return;
-    compare_loss(report, ref->curve, ref->engine, ref->recipe, test->curve, test->engine, test->recipe, ctx);
-    paired.insert(ref);
+  auto pair = [&](const Curve* r, const Curve* test, const NoiseRun& nr) {
+    if (!r || !test || r == test) return;
+    compare_loss(report, r->curve, r->engine, r->recipe, test->curve, test->engine, test->recipe, ctx, nr);
+    paired.insert(r);
     paired.insert(test);
     if (o.log) o.log("  " + report.comparisons.back().status() + ": " + report.comparisons.back().title());
   };
@@ -294,20 +345,30 @@ void run_loss_curves(const SuiteOptions& o, const Thresholds& th, Report& report
     auto it = by_run.find({e, p});
     return it == by_run.end() ? nullptr : it->second;
   };
-  const Curve* ref = find("reference", "bf16");
   const Curve* impl_bf16 = find("impl", "bf16");
   for (const auto& c : curves) {
     if (c.engine != "impl") continue;
-    pair(ref, &c);
-    if (precision_of(c.recipe) != "bf16") pair(impl_bf16, &c);
+    const bool bf16 = precision_of(c.recipe) == "bf16";
+    // The noise run judges "impl BF16 tracks the reference within noise"; the FP8 rows keep their fixed gates.
+    pair(ref, &c, bf16 && noise ? NoiseRun{&noise->curve, noise_label} : NoiseRun{});
+    if (!bf16) pair(impl_bf16, &c, {});
   }
+  if (noise && !impl_bf16)
+    notes.push_back("a noise run (" + noise->path.string() + ") but no impl[bf16] log: the noise run judges nothing");
   for (const auto& c : curves) {
     if (paired.count(&c)) continue;
-    check_loss_health(report, c.curve, c.engine, c.recipe, ctx);
+    // The noise run's own health (NaN, spikes) is judged here: a diverged noise run must not pass silently.
+    check_loss_health(report, c.curve, &c == noise ? "reference_seed" + seed_text(c.init_seed) : c.engine, c.recipe,
+                      ctx);
     if (o.log) o.log("  " + report.comparisons.back().status() + ": " + report.comparisons.back().title());
   }
   nlohmann::json files = nlohmann::json::array();
-  for (const auto& c : curves) files.push_back({{"path", c.path.string()}, {"engine", c.engine}, {"recipe", c.recipe}});
+  for (const auto& c : curves) {
+    nlohmann::json f = {{"path", c.path.string()}, {"engine", c.engine}, {"recipe", c.recipe},
+                        {"role", &c == noise ? "noise" : "run"}};
+    if (c.init_seed) f["init_seed"] = *c.init_seed;
+    files.push_back(std::move(f));
+  }
   report.run["loss_curves"] = {{"files", files}, {"size_class", size}, {"notes", notes}};
 }
 

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -227,6 +228,63 @@ TEST(ParitySuiteLoss, AnUnidentifiedLogIsACouldNotRun) {
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_THAT(r.errors[0], HasSubstr("run.jsonl: cannot tell which engine wrote this loss curve"));
   EXPECT_EQ(run_loss({dir / "missing"}).exit_code(), 2);
+  std::filesystem::remove_all(dir);
+}
+
+// A log of `tegemma train`: 60 steps, loss = factor x (2 + 6 exp(-i/10)), validation at the last step.
+std::string train_log(const std::string& engine, const std::string& recipe, int init_seed, double factor) {
+  std::string out;
+  for (int i = 0; i < 60; ++i) {
+    const double l = factor * (2.0 + 6.0 * std::exp(-i / 10.0));
+    out += "{\"step\": " + std::to_string(i) + ", \"loss\": " + std::to_string(l) + ", \"engine\": \"" + engine +
+           "\", \"recipe\": \"" + recipe + "\", \"init_seed\": " + std::to_string(init_seed) + "}\n";
+  }
+  out += "{\"step\": 59, \"val_loss\": " + std::to_string(factor * 2.5) + "}\n";
+  return out;
+}
+
+TEST(ParitySuiteLoss, ANoiseRunIsFoundByItsInitSeedAndJudgesImplBf16) {
+  // train.jsonl in per-run directories, as ci/train_curves.sh writes them: the logs' keys say who is who.
+  const auto dir = std::filesystem::temp_directory_path() / "tegemma_parity_suite_noise";
+  std::filesystem::remove_all(dir);
+  auto log = [&](const std::string& run, const std::string& text) {
+    std::filesystem::create_directories(dir / run);
+    write_file_atomic(dir / run / "train.jsonl", text);
+    return dir / run / "train.jsonl";
+  };
+  const auto ref = log("reference_bf16", train_log("reference", "bf16", 1, 1.0));
+  const auto noise = log("reference_seed2", train_log("reference", "bf16", 2, 1.02));
+  const auto impl = log("impl_bf16", train_log("impl", "bf16", 1, 1.015));
+  const auto fp8 = log("impl_delayed", train_log("impl", "delayed", 1, 1.018));
+  // The noise run listed first: the reference is still the one with the impl runs' init seed.
+  Report r = run_loss({noise, ref, impl, fp8});
+  SCOPED_TRACE(r.summary());
+  EXPECT_EQ(r.exit_code(), 0);
+  std::vector<std::string> titles;
+  for (const auto& c : r.comparisons) titles.push_back(c.title());
+  EXPECT_THAT(titles, ::testing::UnorderedElementsAre("reference[bf16] vs impl[bf16]: loss_curve",
+                                                      "reference[bf16] vs impl[delayed]: loss_curve",
+                                                      "impl[bf16] vs impl[delayed]: loss_curve",
+                                                      "reference_seed2[bf16]: loss_health"));
+  for (const auto& c : r.comparisons) {
+    const bool noise_judged = c.thresholds.count("loss.noise_k") > 0;
+    EXPECT_EQ(noise_judged, c.title() == "reference[bf16] vs impl[bf16]: loss_curve") << c.title();
+  }
+  int roles = 0;
+  for (const auto& f : r.run["loss_curves"]["files"]) roles += f["role"] == "noise" && f["init_seed"] == 2;
+  EXPECT_EQ(roles, 1);
+  // A planted 5% offset in impl bf16 fails, naming the metric.
+  const auto bad = log("impl_bf16", train_log("impl", "bf16", 1, 1.05));
+  const Report b = run_loss({ref, noise, bad});
+  EXPECT_EQ(b.exit_code(), 1);
+  EXPECT_THAT(b.summary(), HasSubstr("loss: loss.tail_mean_rel_diff = 0.05"));
+  EXPECT_THAT(b.summary(), HasSubstr("noise-relative"));
+  // Two reference logs of one init seed cannot be told apart.
+  const auto same = log("reference_again", train_log("reference", "bf16", 1, 1.0));
+  const Report e = run_loss({ref, same, impl});
+  EXPECT_EQ(e.exit_code(), 2);
+  ASSERT_EQ(e.errors.size(), 1u);
+  EXPECT_THAT(e.errors[0], HasSubstr("two logs of reference[bf16] with the same init seed (1)"));
   std::filesystem::remove_all(dir);
 }
 
