@@ -29,6 +29,7 @@
 #include "common/cuda_check.h"
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/gemm/gemv.h"
 #include "kernels/quantize/block_layout.h"
 
 #if TEGEMMA_BENCH_TORCH
@@ -254,6 +255,69 @@ const bool registered = [] {
         [=](benchmark::State& st) { bm_torch_scaled_mm(st, s, false); });
 #endif
 #endif
+  }
+  return true;
+}();
+
+// =================================================================================================================
+// ---- Decode GEMV (kernels/gemm/gemv.h) beside cuBLASLt at decode M ------------------------------------------------
+// =================================================================================================================
+// Names: gemv/<impl>/<x>x<W>->bf16/<M>x<N>x<K>, impl one of
+//   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
+//                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
+//   cublaslt_bf16     kernels::gemm, BF16
+//   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
+// on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
+// cuBLASLt alone at M = 64. bytes = W + x + out once, so hbm_roofline_frac is the fraction of 4.1 TB/s; L2 is
+// flushed before every timed call (a decode step streams each weight from HBM once).
+struct GemvShape {
+  const char* what;
+  int64_t n, k;
+};
+const std::vector<GemvShape>& gemv_shapes() {
+  static const std::vector<GemvShape> s = {
+      {"2b.qkv", 2560, 2048},  {"2b.o", 2048, 2048},   {"2b.fc1", 32768, 2048},  {"2b.fc2", 2048, 16384},
+      {"2b.lm_head", 256000, 2048}, {"7b.qkv", 12288, 3072}, {"7b.o", 3072, 4096}, {"7b.fc1", 49152, 3072},
+      {"7b.fc2", 3072, 24576}, {"7b.lm_head", 256000, 3072},
+  };
+  return s;
+}
+
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype) {
+  const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
+  kernels::GemvOperand x, w;
+  if (xq) {
+    x = kernels::GemvOperand::fp8(per_tensor_operand(s.m, s.k, 3));
+  } else {
+    x = kernels::GemvOperand::bf16(device_matrix(DType::BF16, s.m, s.k, 1));
+  }
+  if (wq) {
+    w = kernels::GemvOperand::fp8(per_tensor_operand(s.n, s.k, 4));
+  } else {
+    w = kernels::GemvOperand::bf16(device_matrix(DType::BF16, s.n, s.k, 2));
+  }
+  const TensorView out = device_out(DType::BF16, s.m, s.n);
+  time_gemm(state, s, bytes_moved(s, xq ? 1 : 2, wq ? 1 : 2, 2), wq ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm,
+            [=] { kernels::gemv(x, w, out); });
+}
+
+const bool gemv_registered = [] {
+  for (const GemvShape& g : gemv_shapes()) {
+    for (int64_t m : {1, 4, 16, 64}) {
+      const GemmShape s{m, g.n, g.k};
+      const std::string shape = "/" + s.str();
+      if (m <= kernels::kGemvMaxRows) {
+        add("gemv/gemv/bf16xbf16->bf16" + shape,
+            [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::BF16); });
+        add("gemv/gemv/bf16xe4m3->bf16" + shape,
+            [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
+        add("gemv/gemv/e4m3xe4m3->bf16" + shape,
+            [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
+      }
+      add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });
+      add("gemv/cublaslt_fp8_fast/e4m3xe4m3->bf16" + shape,
+          [=](benchmark::State& st) { st.SetLabel(g.what); bm_fp8_tensor(st, s, true); });
+    }
   }
   return true;
 }();

@@ -1,6 +1,10 @@
 #include "impl/generate/decoder.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "common/check.h"
@@ -8,6 +12,7 @@
 #include "impl/scaling.h"
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
+#include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/rope/rope.h"
 
@@ -29,7 +34,56 @@ void zero_input(const GemmInput& in, Stream stream) {
   zero_view(in.hp, stream);
   zero_view(in.fp8.data, stream);
 }
+
+std::atomic<int64_t>& gemv_max_rows_setting() {
+  static std::atomic<int64_t> rows = [] {
+    const char* env = std::getenv("TEGEMMA_DECODE_GEMV_MAX_ROWS");
+    if (env == nullptr || *env == '\0') return kDefaultDecodeGemvMaxRows;
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    TG_CHECK(end != env && *end == '\0' && v >= 0, "TEGEMMA_DECODE_GEMV_MAX_ROWS must be an integer >= 0, got '",
+             env, "'");
+    return std::min<int64_t>(v, kernels::kGemvMaxRows);
+  }();
+  return rows;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// kernels::gemv's vector rules (gemv.h) for x [M, K] and W [N, K]; false sends the GEMM to cuBLASLt instead.
+bool gemv_vectors_fit(const TensorView& x, const TensorView& w) {
+  const int64_t xb = static_cast<int64_t>(dtype_size(x.dtype)), wb = static_cast<int64_t>(dtype_size(w.dtype));
+  return x.ndim() == 2 && w.ndim() == 2 && x.strides[1] == 1 && w.strides[1] == 1 && x.shape[1] % (16 / wb) == 0 &&
+         x.strides[0] * xb % 16 == 0 && w.strides[0] * wb % 16 == 0 && aligned16(x.data) && aligned16(w.data);
+}
+
+// The GEMV operands of x W^T when gemv can take them: the GEMM's own A operand (BF16 hp, or the per-tensor E4M3
+// copy with its scale_inv) and the weight it would read (BF16 master, or the per-tensor E4M3 copy).
+struct GemvPair {
+  kernels::GemvOperand x, w;
+};
+std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w) {
+  if (!x.is_fp8()) {
+    if (!w.has_master() || x.hp.empty() || !gemv_vectors_fit(x.hp, w.master_view)) return std::nullopt;
+    return GemvPair{kernels::GemvOperand::bf16(x.hp), kernels::GemvOperand::bf16(w.master_view)};
+  }
+  if (!w.has_fp8) return std::nullopt;
+  const Fp8View& wf = w.fp8_view();
+  const bool per_tensor = x.fp8.mode == ScalingMode::kPerTensor && wf.mode == ScalingMode::kPerTensor;
+  if (!per_tensor || !x.fp8.has_rowwise() || !wf.has_rowwise() || x.fp8.data.dtype != DType::E4M3 ||
+      wf.data.dtype != DType::E4M3 || !gemv_vectors_fit(x.fp8.data, wf.data)) {
+    return std::nullopt;
+  }
+  return GemvPair{kernels::GemvOperand::fp8(x.fp8), kernels::GemvOperand::fp8(wf)};
+}
 }  // namespace
+
+void set_decode_gemv_max_rows(int64_t rows) {
+  TG_CHECK(rows >= 0 && rows <= kernels::kGemvMaxRows, "set_decode_gemv_max_rows: expected 0 .. ",
+           kernels::kGemvMaxRows, ", got ", rows);
+  gemv_max_rows_setting().store(rows);
+}
+int64_t decode_gemv_max_rows() { return gemv_max_rows_setting().load(); }
 
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
   GemmSite s;
@@ -106,31 +160,43 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 // attention supplied by the caller.
 template <typename Attend>
 void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-                    bool clear_pad_rows, Stream stream) const {
+                    bool clear_pad_rows, bool gemv, Stream stream) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
-  p.linear(a.ln, lw.qkv, a.qkv, 0.0f, stream);
+  linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   kernels::rope_forward(q, k, positions, inv_freq_.view(), stream);
   attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   p.quantize(a.attn, s.o, stream);
-  p.linear(a.attn, lw.o, a.h, 1.0f, stream);
+  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  p.linear(a.ln, lw.fc1, a.fc1, 0.0f, stream);
+  linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
   p.geglu(a.fc1, a.act, s.fc2, stream);
-  p.linear(a.act, lw.fc2, a.h, 1.0f, stream);
+  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
 }
 
-void Decoder::lm_head(const Acts& a, const TensorView& x, Stream stream) const {
+void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
   const Precision& p = model_->precision();
   const ModelWeights& w = model_->weights();
   p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
-  p.linear(a.lm_in, w.lm_head, a.logits, 0.0f, stream);
+  linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
+}
+
+void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
+                     Stream stream) const {
+  if (gemv && (beta == 0.0f || beta == 1.0f)) {
+    if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
+      // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
+      kernels::gemv(ops->x, ops->w, out, {}, beta == 1.0f ? out : TensorView{}, stream);
+      return;
+    }
+  }
+  model_->precision().linear(x, w, out, beta, stream);
 }
 
 TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slots, const KvCacheSet& cache,
@@ -198,12 +264,14 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
     kernels::kv_cache_write(k, v, token_slots, positions, kv, {}, {}, stream);
     kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
   };
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer(l, a, t, positions, attend, /*clear_pad_rows=*/true, stream);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    layer(l, a, t, positions, attend, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
+  }
 
   // The gather of each sequence's last row is the embedding kernel with the hidden states as the table (exact).
   kernels::embedding_forward(last_rows, a.h, 1.0f, a.x_last.slice_rows(0, nseq), a.status, stream);
   if (lm_rows > nseq) zero_async(a.x_last.slice_rows(nseq, lm_rows), stream);
-  lm_head(a, a.x_last, stream);
+  lm_head(a, a.x_last, /*gemv=*/false, stream);
   return a.logits.slice_rows(0, nseq);
 }
 
@@ -290,10 +358,12 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     kernels::kv_cache_write(k, v, sb.slots, sb.state.positions, kv, q, sb.q, stream);
     kernels::decode_attention(sb.q, kv, sb.state.seqlens, dopt, out, stream);
   };
+  // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).
+  const int64_t gemv_rows = decode_gemv_max_rows();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, nseq, sb.state.positions, attend, /*clear_pad_rows=*/false, stream);
+    layer(l, a, nseq, sb.state.positions, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
-  lm_head(a, a.h.slice_rows(0, a.lm_rows), stream);
+  lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 

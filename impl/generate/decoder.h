@@ -9,6 +9,12 @@
 //            -> RoPE -> kv_cache_write (+ q to contiguous) -> decode_attention over the cache -> o-proj + residual
 //            -> MLP, final norm, lm_head, then sample_tokens, which advances the state. No host value is read and
 //            nothing is allocated, so the generator captures it once in a CUDA graph and replays it.
+//            A step's GEMMs with at most decode_gemv_max_rows() rows run as kernels::gemv (weight streaming on the
+//            CUDA cores) instead of cuBLASLt, when the weight is BF16 or per-tensor E4M3 (block scaling keeps
+//            cuBLASLt). The GEMV gets the GEMM's own A operand: BF16 for a BF16 site, the producer's E4M3 copy and
+//            scale_inv for an FP8 site -- so a step computes the FP8 forward's products, only the FP32 summation
+//            order differs (on the CPU backend the twins give the GEMM twins' bits: decode == forward still holds
+//            bit for bit). The prefill always uses the GEMMs (its logits are the model forward's).
 //
 // Built from the model's weights, its Precision (recipe, delayed-scaling state: the GEMM sites are looked up by
 // the names the model registered, "layers.<i>.qkv" ...) and kernels; the model's own forward is not touched.
@@ -97,10 +103,16 @@ class Decoder {
   // acts.attn.hp [tokens, H Dh].
   // clear_pad_rows: zero the attention output's padding rows (rows >= tokens) first; the prefill re-carves its
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
+  // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
+  // run on cuBLASLt.
   template <typename Attend>
   void layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-             bool clear_pad_rows, Stream stream) const;
-  void lm_head(const Acts& a, const TensorView& x, Stream stream) const;
+             bool clear_pad_rows, bool gemv, Stream stream) const;
+  void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
+  // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
+  // Precision::linear.
+  void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
+              Stream stream) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
   TensorView v_view(const TensorView& qkv, int64_t tokens) const;
@@ -114,6 +126,15 @@ class Decoder {
   Arena prefill_arena_;
   std::vector<int32_t> staging_;
 };
+
+// Decode-step GEMMs of M <= this many rows use kernels::gemv (see the header comment); 0 turns it off, at most
+// kernels::kGemvMaxRows. Process-wide, read each time a step is enqueued (a captured graph keeps the choice it was
+// captured with). Default kDefaultDecodeGemvMaxRows, or TEGEMMA_DECODE_GEMV_MAX_ROWS from the environment when set
+// (read once; for A/B runs without a rebuild). 4: from the CUDA-core budget of an FP8 weight byte (gemv.h: the FMAs
+// and conversions of M = 4 rows still fit under the HBM rate; at M = 8 they do not); the benchmark decides.
+inline constexpr int64_t kDefaultDecodeGemvMaxRows = 4;
+void set_decode_gemv_max_rows(int64_t rows);
+int64_t decode_gemv_max_rows();
 
 // The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);
