@@ -1,6 +1,7 @@
 // CUDA scaled embedding: forward gather (one warp per token), deterministic backward (the block of an
 // id's first occurrence accumulates all of that id's tokens in token order; embedding.h has the contract).
 // Out-of-range ids are recorded in the status buffer and never dereferenced.
+#include <algorithm>
 #include <climits>
 
 #include "common/cuda_check.h"
@@ -11,6 +12,8 @@
 namespace tg::kernels::cuda {
 
 namespace {
+
+using ew::bf16_t;
 
 constexpr int kThreads = 128;
 constexpr int kFwdThreads = 256;  // forward: 8 warps, one token each
@@ -85,6 +88,113 @@ __global__ void __launch_bounds__(kFwdThreads, 4)
       ew::store8_any(orow + 8 * c, v, valid(c), vec);
     }
   }
+}
+
+// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the async forward).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Async forward (BF16 table, vectorisable rows): a persistent grid whose warp w (of W in all) gathers
+// tokens w, w + W, ... . One token per warp and one warp per 8 KB of loads left each warp a chain of two
+// dependent round trips (id, then the row) followed by its stores, and the 1024-block grid of T = 8192
+// ran as two lock-step waves of that chain (68-75% of HBM bandwidth). Here a warp loads the ids of its
+// next 32 tokens with one load per lane, and the rows pass through a ring of 2 buffers in shared memory
+// (cp.async, 2048 columns per buffer: a "unit" is one token's window of 2048 columns): while unit u is
+// scaled and stored, units u + 1 and u + 2 are in flight. Each lane copies and reads back only its own
+// chunks, so the thread's cp.async.wait_group is all the synchronisation needed.
+constexpr int kAsyncU = 8;                         // chunks per lane per unit
+constexpr int kAsyncUnitElems = 32 * kAsyncU * 8;  // 2048 columns
+constexpr size_t kAsyncSmem = static_cast<size_t>(kFwdWarps) * 2 * kAsyncUnitElems * sizeof(bf16_t);
+
+template <typename O>
+__global__ void __launch_bounds__(kFwdThreads, 3)
+    embedding_forward_async_kernel(Ids ids, int64_t tokens, const bf16_t* __restrict__ table, int64_t ld_table,
+                                   int64_t vocab, int64_t cols, float scale, O* __restrict__ out, int64_t ld_out,
+                                   int* status) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  bf16_t* ring = reinterpret_cast<bf16_t*>(smem) + warp * 2 * kAsyncUnitElems;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kFwdWarps;
+  const int64_t gw = static_cast<int64_t>(blockIdx.x) * kFwdWarps + warp;
+  const int64_t chunks = cols / 8;  // cols % 8 == 0 here
+  const int64_t windows = (chunks + 32 * kAsyncU - 1) / (32 * kAsyncU);
+  const int64_t my_tokens = gw < tokens ? (tokens - 1 - gw) / warps + 1 : 0;
+
+  // Producer state: the next unit to copy (the warp's pk-th token, window pw); lane l holds the id of the
+  // warp's token id_base + l (-1: absent or out of range, recorded once when its batch is loaded).
+  int64_t pk = 0, pw = 0, id_base = -32, id_reg = -1;
+  int64_t buf_id0 = -1, buf_id1 = -1;  // the id whose unit each buffer holds (-1: zeros)
+  auto prefetch_next = [&](int b) {
+    int64_t id = -1;
+    if (pk < my_tokens) {
+      if ((pk & ~int64_t{31}) != id_base) {  // warp-uniform: the next batch of 32 ids
+        id_base = pk & ~int64_t{31};
+        const int64_t k = id_base + lane;
+        id_reg = -1;
+        if (k < my_tokens) {
+          const int64_t t = gw + k * warps;
+          id_reg = ids[t];
+          if (id_reg < 0 || id_reg >= vocab) {
+            record_bad(status, t);
+            id_reg = -1;
+          }
+        }
+      }
+      id = __shfl_sync(0xFFFFFFFFu, id_reg, static_cast<int>(pk & 31));
+      if (id >= 0) {
+        const bf16_t* src = table + id * ld_table;
+#pragma unroll
+        for (int k = 0; k < kAsyncU; ++k) {
+          const int64_t c = pw * 32 * kAsyncU + lane + 32 * k;
+          if (c < chunks) cp_async16(ring + b * kAsyncUnitElems + 8 * (lane + 32 * k), src + 8 * c);
+        }
+      }
+      if (++pw == windows) {
+        pw = 0;
+        ++pk;
+      }
+    }
+    if (b == 0)
+      buf_id0 = id;
+    else
+      buf_id1 = id;
+    cp_async_commit();
+  };
+  prefetch_next(0);
+  prefetch_next(1);
+
+  int buf = 0;
+  for (int64_t k = 0; k < my_tokens; ++k) {
+    O* orow = out + (gw + k * warps) * ld_out;
+    for (int64_t w = 0; w < windows; ++w) {
+      cp_async_wait<1>();  // this unit has landed; the next one may still be in flight
+      const bool live = (buf == 0 ? buf_id0 : buf_id1) >= 0;
+      float v[kAsyncU][8];
+#pragma unroll
+      for (int u = 0; u < kAsyncU; ++u) {
+        const int64_t c = w * 32 * kAsyncU + lane + 32 * u;
+        ew::Pack8<bf16_t> p{make_uint4(0, 0, 0, 0)};
+        if (live && c < chunks) p = {*reinterpret_cast<const uint4*>(ring + buf * kAsyncUnitElems + 8 * (lane + 32 * u))};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[u][i] = ieee::fmul(p.get(i), scale);  // 0 * scale = 0 for a bad id
+      }
+      prefetch_next(buf);  // the buffer's reads are consumed: it takes the unit two ahead
+#pragma unroll
+      for (int u = 0; u < kAsyncU; ++u) {
+        const int64_t c = w * 32 * kAsyncU + lane + 32 * u;
+        if (c < chunks) ew::store8_any(orow + 8 * c, v[u], 8, true);
+      }
+      buf ^= 1;
+    }
+  }
+  cp_async_wait<0>();  // no copy outlives the block
 }
 
 // Block-wide exclusive prefix sum of `count` (blockDim.x == kThreads); returns this thread's offset and
@@ -236,8 +346,26 @@ void embedding_forward(const TensorView& ids, const TensorView& table, float sca
     TG_DISPATCH_BF16_F32(table.dtype, "embedding_forward(table)", [&] {
       using E = scalar_t;
       TG_DISPATCH_BF16_F32(out.dtype, "embedding_forward(out)", [&] {
-        const auto blocks = static_cast<unsigned>((t_count + kFwdWarps - 1) / kFwdWarps);
-        embedding_forward_kernel<E, scalar_t><<<blocks, kFwdThreads, 0, cuda_stream(stream)>>>(
+        const int64_t warp_blocks = (t_count + kFwdWarps - 1) / kFwdWarps;
+        if constexpr (std::is_same_v<E, bf16_t>) {
+          if (vec) {  // persistent grid: as many blocks as are resident at once
+            const auto kernel = embedding_forward_async_kernel<scalar_t>;
+            int dev = 0, sms = 0, per_sm = 0;
+            TG_CHECK_CUDA(cudaGetDevice(&dev));
+            TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+            TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(kAsyncSmem)));
+            TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, kAsyncSmem));
+            const auto blocks = static_cast<unsigned>(
+                std::min<int64_t>(warp_blocks, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+            kernel<<<blocks, kFwdThreads, kAsyncSmem, cuda_stream(stream)>>>(
+                id_ref, t_count, table.ptr<bf16_t>(), table.strides[0], table.shape[0], cols, scale,
+                out.ptr<scalar_t>(), out.strides[0], st.ptr());
+            return;
+          }
+        }
+        embedding_forward_kernel<E, scalar_t><<<static_cast<unsigned>(warp_blocks), kFwdThreads, 0,
+                                                cuda_stream(stream)>>>(
             id_ref, t_count, table.ptr<E>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
             out.strides[0], st.ptr(), vec);
       });

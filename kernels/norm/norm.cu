@@ -6,6 +6,15 @@
 // is staged ONCE per block in shared memory as FP32 and every row reads it from there. Re-reading w from
 // global memory per 8-element chunk, after the previous chunk's store (which may alias w as far as the
 // compiler knows), made every row a chain of D/256 dependent L2 round trips.
+// Latency (measured on the H200 at T = 8192: each warp of the persistent grid owns only 2-4 rows): a
+// warp that loads its row, reduces, computes and stores before it issues the next row's loads turns the
+// kernel into 2-4 lock-step rounds of "burst of reads, then compute, then stores", with HBM idle in
+// between (the FP8 variant, at 3 blocks per SM, did 3 rounds where the BF16 one did 2, and was slower
+// although it writes half the bytes). So vectorisable BF16 rows are staged by cp.async in a per-warp
+// double buffer in shared memory (kAsync): the warp's next row is in flight while the current one is
+// computed, and the first row is requested before the block stages g. The FP8 epilogue is kept short
+// (it was ~18 instructions per element): amax tracks max |y| in FP32 (one max.NaN per element) and
+// rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
 
 #include "common/cuda_check.h"
@@ -30,6 +39,7 @@ constexpr int kBwdGroupsPerBlock = 2;
 struct WeightRef {  // w: BF16 or F32 [D]; kernels stage g = 1 + w in shared memory (stage_gain)
   const void* w;
   bool bf16;
+  bool vec;  // D % 8 == 0 and w 16-byte aligned: 8-element loads
 };
 
 struct FwdArgs {
@@ -49,23 +59,48 @@ struct FwdArgs {
   int rows_per_block;
   int pitch;       // bytes per staged tile row; 0 = no transposed copy
   int gain_bytes;  // shared memory for g = 1 + w: chunks * 8 floats (a multiple of 32 bytes)
+  int stage_off;   // kAsync: byte offset of the per-warp row buffers (after g and the tile)
+  int stages;      // kAsync: row buffers per warp (1 or 2) = rows in flight ahead of the current one
   ew::Fp8Out fp8;
 };
 
-// FP32 g = 1 + w for the padded row (chunks * 8 elements, zeros past D) into shared memory. All threads.
+// FP32 g = 1 + w for the padded row (chunks * 8 elements, zeros past D) into shared memory. All threads;
+// 8 elements per thread per step, so the loads of a step are independent (D = 2048 is one step).
 __device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, float* g) {
-  const int64_t padded = (cols + 7) / 8 * 8;
-  for (int64_t j = threadIdx.x; j < padded; j += blockDim.x) {
-    float v = 0.0f;
-    if (j < cols)
-      v = ieee::fadd(
-          1.0f, w.bf16 ? __bfloat162float(static_cast<const ew::bf16_t*>(w.w)[j]) : static_cast<const float*>(w.w)[j]);
-    g[j] = v;
+  const int64_t chunks = (cols + 7) / 8;
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c));
+    float v[8];
+    if (w.bf16)
+      ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w.w) + 8 * c, n, w.vec), v);
+    else
+      ew::unpack8(ew::load8_any(static_cast<const float*>(w.w) + 8 * c, n, w.vec), v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = i < n ? ieee::fadd(1.0f, v[i]) : 0.0f;
+    float4* p = reinterpret_cast<float4*>(g + 8 * c);
+    p[0] = make_float4(v[0], v[1], v[2], v[3]);
+    p[1] = make_float4(v[4], v[5], v[6], v[7]);
   }
   __syncthreads();
 }
 
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the kAsync kernels).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// max(m, |y|) that propagates NaN (the amax of the forward; m >= 0 or NaN).
+__device__ __forceinline__ float max_abs_nan(float m, float y) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(fabsf(y)));
+  return r;
+}
 
 // g for the 8 elements of chunk c (two 16-byte shared-memory loads; padding reads as 0).
 __device__ __forceinline__ void gain8_smem(const float* g, int64_t c, float (&out)[8]) {
@@ -92,21 +127,32 @@ __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
 
 // Persistent grid of 256-thread blocks: block b handles the row groups b, b + gridDim.x, ... of
 // rows_per_block rows each; warp w of a block normalises rows w, w + 8, ... of the group. Dynamic shared
-// memory: gain_bytes for g, then rows_per_block * pitch bytes when the transposed FP8 copy is written.
+// memory: gain_bytes for g, then rows_per_block * pitch bytes when the transposed FP8 copy is written,
+// then (kAsync) the row buffers at stage_off: per warp `stages` buffers x {x[, residual]} x D elements.
 // N > 0: chunks per lane cached in registers (N * 32 * 8 >= D); N == 0: re-read the row.
+// kAsync (BF16, N > 0, vectorisable rows): the warp's rows come through its ring of S = stages buffers:
+// row j is copied into buffer j % S; once row j is in registers (and consumed by pass 1, so no read of
+// the buffer is outstanding) the copy of row j + S is issued into the same buffer, so S rows are in
+// flight while row j is computed. Each lane copies and reads back only its own chunks, so the thread's
+// cp.async.wait_group is all the synchronisation needed.
 // Resident blocks per SM asked of the register allocator (4 = 64 registers, 3 = 80, 2 = 128), as many as
 // the cached row allows without spilling (the residual variant holds two rows while it loads, the FP8
-// epilogue needs a few more registers), so that >= 16 warps per SM keep >= 64 KB of loads in flight.
-constexpr int fwd_min_blocks(int n, bool residual, bool fp8) {
+// epilogue needs a few more registers); kAsync kernels are limited by shared memory first.
+constexpr int fwd_min_blocks(int n, bool residual, bool fp8, bool async) {
+  if (async) {
+    if (residual) return n <= 4 ? 3 : n <= 12 ? 2 : 1;
+    return n <= 8 ? 3 : n <= 12 ? 2 : 1;
+  }
   if (residual) return n <= 2 ? 4 : n <= 4 ? 3 : n <= 12 ? 2 : 1;
   if (fp8) return n <= 8 ? 3 : 2;
   return n <= 8 ? 4 : n <= 12 ? 3 : 2;
 }
 
-template <typename T, typename Out, int N, bool kResidual>
-__global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>))
+template <typename T, typename Out, int N, bool kResidual, bool kAsync>
+__global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
     rmsnorm_forward_kernel(const FwdArgs a) {
   constexpr bool kFp8 = !std::is_same_v<Out, T>;
+  static_assert(!kAsync || (N > 0 && std::is_same_v<T, ew::bf16_t>), "kAsync: BF16 rows cached in registers");
   extern __shared__ __align__(16) uint8_t smem[];
   float* gsm = reinterpret_cast<float*>(smem);
   uint8_t* tile = smem + a.gain_bytes;
@@ -115,17 +161,43 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
   const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
   float scale = 1.0f;
   if constexpr (kFp8) scale = *a.fp8.scale;
-  uint32_t amax_bits = 0;
-  {  // the warp's first row (and residual row) on its way into L2 while the block stages g: a line per lane
-    const int64_t t = static_cast<int64_t>(blockIdx.x) * a.rows_per_block + warp;
-    if (blockIdx.x < groups && t < a.rows) {
-      const auto* xrow = reinterpret_cast<const char*>(static_cast<const T*>(a.x) + t * a.ldx);
-      [[maybe_unused]] const auto* rrow = reinterpret_cast<const char*>(static_cast<const T*>(a.residual) + t * a.ldr);
-      for (int64_t off = 128 * lane; off < a.cols * static_cast<int64_t>(sizeof(T)); off += 32 * 128) {
-        prefetch_l2(xrow + off);
-        if constexpr (kResidual) prefetch_l2(rrow + off);
+  float amax_y = 0.0f;  // max |y| over this thread's elements (FP32, before the rounding to A)
+
+  // kAsync: this warp's buffers, buffer b of tensor k (0 = x, 1 = residual) at (kTensors * b + k) * cols.
+  constexpr int kTensors = kResidual ? 2 : 1;
+  [[maybe_unused]] int buf = 0;  // the buffer of the warp's current row (rows go round the ring in order)
+  [[maybe_unused]] T* rowbuf =
+      reinterpret_cast<T*>(smem + a.stage_off) + static_cast<int64_t>(warp) * a.stages * kTensors * a.cols;
+  // kAsync: the next row this warp copies, in the order of the loops below (group pf_grp, the warp's
+  // pf_i-th row of it).
+  [[maybe_unused]] int64_t pf_grp = blockIdx.x;
+  [[maybe_unused]] int pf_i = 0;
+  // Copies of the warp's next row (if any) into buffer b: one commit group per call (possibly empty).
+  [[maybe_unused]] auto prefetch_next = [&](int b) {
+    const int64_t t = pf_grp * a.rows_per_block + warp + kFwdWarps * pf_i;
+    const bool live = pf_grp < groups && t < a.rows;
+    if (++pf_i * kFwdWarps == a.rows_per_block) {
+      pf_i = 0;
+      pf_grp += gridDim.x;
+    }
+    if (live) {
+      const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const int64_t c = lane + 32 * k;
+        if (c < chunks) {
+          cp_async16(rowbuf + (kTensors * b) * a.cols + 8 * c, xrow + 8 * c);
+          if constexpr (kResidual) {
+            cp_async16(rowbuf + (kTensors * b + 1) * a.cols + 8 * c,
+                       static_cast<const T*>(a.residual) + t * a.ldr + 8 * c);
+          }
+        }
       }
     }
+    cp_async_commit();
+  };
+  if constexpr (kAsync) {  // in flight while the block stages g
+    for (int b = 0; b < a.stages; ++b) prefetch_next(b);
   }
   stage_gain(a.w, a.cols, gsm);
 
@@ -145,6 +217,12 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
         ew::store8_any(rrow + 8 * c, h, n, a.vec);
         return ew::pack8<T>(h);
       };
+      if constexpr (kAsync) {
+        if (a.stages == 2)
+          cp_async_wait<1>();  // row j has landed; row j + 1 may still be in flight
+        else
+          cp_async_wait<0>();
+      }
 
       // Pass 1: sum of squares in the LANE ORDER (padding elements are +0 and add nothing to acc >= 0).
       float acc = 0.0f;
@@ -155,8 +233,16 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
         for (int k = 0; k < N; ++k) {  // all loads first: N independent 16-byte loads in flight
           const int64_t c = lane + 32 * k;
           if (c < chunks) {
-            cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
-            if constexpr (kResidual) rcache[k] = ew::load8_any(rrow + 8 * c, valid(c), a.vec);
+            if constexpr (kAsync) {
+              if constexpr (std::is_same_v<T, ew::bf16_t>) {
+                cache[k] = {*reinterpret_cast<const uint4*>(rowbuf + (kTensors * buf) * a.cols + 8 * c)};
+                if constexpr (kResidual)
+                  rcache[k] = {*reinterpret_cast<const uint4*>(rowbuf + (kTensors * buf + 1) * a.cols + 8 * c)};
+              }
+            } else {
+              cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+              if constexpr (kResidual) rcache[k] = ew::load8_any(rrow + 8 * c, valid(c), a.vec);
+            }
           }
         }
 #pragma unroll
@@ -167,6 +253,10 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
 #pragma unroll
             for (int i = 0; i < 8; ++i) acc = ffma(cache[k].get(i), cache[k].get(i), acc);
           }
+        }
+        if constexpr (kAsync) {  // the buffer's reads are consumed: it takes the row `stages` ahead
+          prefetch_next(buf);
+          buf = (buf + 1) & (a.stages - 1);
         }
       } else {
         for (int64_t c = lane; c < chunks; c += 32) {
@@ -180,7 +270,8 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
       const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
       if (lane == 0) a.rstd[t] = r;
 
-      // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store.
+      // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store. Padding elements give y = 0 (h = 0,
+      // g = 0, r finite), or NaN only when the row has a NaN: the amax needs no mask.
       auto emit = [&](int64_t c, const Pack8<T>& h) {
         const int n = valid(c);
         float g[8], y[8];
@@ -191,16 +282,15 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
           ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
           if (a.amax != nullptr) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-              if (i < n) amax_bits = max(amax_bits, abs_bits(ew::round_to<T>(y[i])));
-            }
+            for (int i = 0; i < 8; ++i) amax_y = max_abs_nan(amax_y, y[i]);
           }
         } else {
+          const Pack8<T> vp = ew::pack8<T>(y);  // V = round_A(y), the value the BF16 kernel stores
           float v[8];
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
-            v[i] = ew::round_to<T>(y[i]);
-            if (i < n) amax_bits = max(amax_bits, abs_bits(v[i]));
+            v[i] = vp.get(i);
+            amax_y = max_abs_nan(amax_y, y[i]);
           }
           const uint2 q = ew::quantize8<Out>(v, scale);
           if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
@@ -227,7 +317,11 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
       }
     }
   }
+  if constexpr (kAsync) cp_async_wait<0>();  // no copy outlives the block (the last group is empty)
 
+  // amax over V = round_A(y): RN is monotonic and odd, so max |round_A(y)| = round_A(max |y|); abs_bits
+  // maps a NaN to the canonical key.
+  const uint32_t amax_bits = abs_bits(ew::round_to<T>(amax_y));
   if constexpr (kFp8) {
     if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
     ew::write_scale_inv(a.fp8);
@@ -254,17 +348,6 @@ struct BwdArgs {
   bool ws_vec;     // ... and on the workspace
   int gain_bytes;  // shared memory for g = 1 + w (as in the forward)
 };
-
-// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the backward).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
 
 // Grid: ceil(groups / 2) blocks of 128 threads = 2 groups x 2 chains: warp w handles group
 // g = 2 * blockIdx.x + w / 2, chain s = w % 2, i.e. rows 16g + s, 16g + s + 2, ... in increasing order,
@@ -507,42 +590,74 @@ void check_smem(size_t smem, int64_t cols, const char* what) {
 // Launches a persistent grid: min(row groups, blocks resident on the device at once), at least 1 block
 // (the FP8 variant writes scale_inv even for T == 0).
 template <typename T, typename Out, bool kRes>
-void launch_forward(int n, const FwdArgs& a, size_t smem, cudaStream_t s) {
-  auto go = [&](auto kernel) {
-    if (smem > 48 * 1024) {
-      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
+  int dev = 0, sms = 0, max_smem = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  auto go = [&](auto kernel, size_t bytes) {
+    if (bytes > 48 * 1024) {
+      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     }
-    int dev = 0, sms = 0, per_sm = 0;
-    TG_CHECK_CUDA(cudaGetDevice(&dev));
-    TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, smem));
+    int per_sm = 0;
+    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, bytes));
     const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
     const int64_t blocks =
         std::max<int64_t>(1, std::min<int64_t>(groups, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-    kernel<<<dim3(static_cast<unsigned>(blocks)), kFwdThreads, smem, s>>>(a);
+    kernel<<<dim3(static_cast<unsigned>(blocks)), kFwdThreads, bytes, s>>>(a);
   };
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
+    // kAsync when the rows are vectorisable and the per-warp row buffers fit next to g (and the tile):
+    // two buffers per warp unless one buffer lets more blocks share an SM.
+    a.stage_off = static_cast<int>(smem);
+    auto async_smem = [&](int stages) {
+      return smem + static_cast<size_t>(kFwdWarps) * stages * (kRes ? 2 : 1) * static_cast<size_t>(a.cols) * sizeof(T);
+    };
+    auto pick = [&](auto n_tag) {
+      constexpr int kN = decltype(n_tag)::value;
+      const auto kernel = rmsnorm_forward_kernel<T, Out, kN, kRes, true>;
+      auto resident = [&](int stages) {  // blocks per SM with this many buffers (0: does not fit)
+        const size_t bytes = async_smem(stages);
+        if (bytes > static_cast<size_t>(max_smem)) return 0;
+        if (bytes > 48 * 1024) {
+          TG_CHECK_CUDA(
+              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+        }
+        int per_sm = 0;
+        TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, bytes));
+        return per_sm;
+      };
+      if (a.vec) {
+        const int two = resident(2), one = resident(1);
+        if (two > 0 || one > 0) {
+          a.stages = two >= one ? 2 : 1;
+          go(kernel, async_smem(a.stages));
+          return;
+        }
+      }
+      go(rmsnorm_forward_kernel<T, Out, kN, kRes, false>, smem);
+    };
     switch (n) {
       case 2:
-        go(rmsnorm_forward_kernel<T, Out, 2, kRes>);
+        pick(std::integral_constant<int, 2>{});
         return;
       case 4:
-        go(rmsnorm_forward_kernel<T, Out, 4, kRes>);
+        pick(std::integral_constant<int, 4>{});
         return;
       case 8:
-        go(rmsnorm_forward_kernel<T, Out, 8, kRes>);
+        pick(std::integral_constant<int, 8>{});
         return;
       case 12:
-        go(rmsnorm_forward_kernel<T, Out, 12, kRes>);
+        pick(std::integral_constant<int, 12>{});
         return;
       case 16:
-        go(rmsnorm_forward_kernel<T, Out, 16, kRes>);
+        pick(std::integral_constant<int, 16>{});
         return;
       default:
         break;
     }
   }
-  go(rmsnorm_forward_kernel<T, Out, 0, kRes>);
+  go(rmsnorm_forward_kernel<T, Out, 0, kRes, false>, smem);
 }
 
 template <typename T, bool kDres>
@@ -598,7 +713,7 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
   a.ldx = x.strides[0];
   a.residual = residual.empty() ? nullptr : residual.data;
   a.ldr = residual.empty() ? 0 : residual.strides[0];
-  a.w = {w.data, w.dtype == DType::BF16};
+  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
   a.rstd = rstd.ptr<float>();
   a.rows = x.shape[0];
   a.cols = x.shape[1];
@@ -682,7 +797,7 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   a.lddy = dy.strides[0];
   a.x = x.data;
   a.ldx = x.strides[0];
-  a.w = {w.data, w.dtype == DType::BF16};
+  a.w = {w.data, w.dtype == DType::BF16, x.shape[1] % 8 == 0 && ew::aligned16(w.data)};
   a.rstd = rstd.ptr<float>();
   a.dx = dx.data;
   a.lddx = dx.strides[0];

@@ -39,8 +39,10 @@
 // The CUDA kernels vectorise when D and every row stride are multiples of 8 and the pointers are 16-byte
 // aligned, and fall back to element access otherwise (same results). They stage g = 1 + w in shared
 // memory (4 * D bytes per block); the transposed FP8 copy needs another 32 * D bytes (so D <= 6300 or
-// so on the H200), the vectorised BF16 backward up to 32 * D (D <= 3072 takes that path). A D too large
-// for the device is a tg::Error.
+// so on the H200), the vectorised BF16 backward up to 32 * D (D <= 3072 takes that path). The vectorised
+// BF16 forward also stages its rows (cp.async ring of 1-2 rows per warp, 16-64 * D bytes) when that fits,
+// and falls back to direct loads (same results) when it does not. A D too large for the device is a
+// tg::Error.
 #pragma once
 
 #include <cstdint>
