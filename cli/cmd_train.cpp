@@ -5,7 +5,7 @@
 // Output directory (--out):
 //   train.jsonl     one JSON object per step: {"step", "loss", "grad_norm", "clip_coef", "lr", "tokens",
 //                   "tokens_per_s", "skipped", "engine", "recipe" (the kind: bf16 | delayed | current | block),
-//                   "num_params"} (+ "fp8": scale/amax of a few tensors under an
+//                   "num_params", "init_seed" (random init only)} (+ "fp8": scale/amax of a few tensors under an
 //                   FP8 recipe), and {"step", "val_loss", "engine", "recipe"} every --val-every steps ("step" is
 //                   the 0-based step just finished; a validation record follows its step's record)
 //   run.json        the run: arguments, model config, data, provenance; at the end the summary
@@ -13,7 +13,8 @@
 //                   position, per-tensor checksums), `latest`; every --ckpt-every steps, at the end, on Ctrl-C
 //   init/           --engine reference: the initial weights handed to the reference (an HF checkpoint)
 //   final/          --engine reference: the trained weights (BF16 HF checkpoint)
-// Initial weights: --init DIR (an HF checkpoint: fine-tuning) or the impl's seeded random init (--seed); the
+// Initial weights: --init DIR (an HF checkpoint: fine-tuning) or the impl's seeded random init (--init-seed,
+// default --seed; another --init-seed with the same --seed is the run-to-run noise run of ci/train_curves.sh); the
 // reference gets the same weights through init/ (the two engines' random generators differ).
 // Data order: BatchSampler(seed, batch, seq) of common/data.h; step k uses micro-batches k*A .. k*A+A-1 (A =
 // --grad-accum), so a resumed run continues the exact order. The reference sees each window of S+1 tokens as
@@ -142,6 +143,7 @@ int cmd_train(Args args) {
       .option("eps", "AdamW epsilon", "1e-8")
       .option("max-grad-norm", "clip the global gradient norm to this (<= 0: off)", "1.0")
       .option("seed", "random init and data order", "0")
+      .option("init-seed", "random init only (default: --seed): a noise run keeps --seed's data order with another init")
       .option("val-every", "validation loss every K steps (0: only at the end)", "0")
       .option("val-batches", "validation batches (of --batch x --seq) per evaluation", "8")
       .option("ckpt-every", "impl: checkpoint every K steps (0: only at the end and on Ctrl-C)", "0")
@@ -175,6 +177,8 @@ int cmd_train(Args args) {
                 accum = p.get_int("grad-accum", 1), val_every = p.get_int("val-every", 0),
                 val_batches = p.get_int("val-batches", 1), ckpt_every = p.get_int("ckpt-every", 0);
   const uint64_t seed = static_cast<uint64_t>(p.get_int("seed", 0));
+  if (p.given("init-seed") && p.given("init")) throw UsageError("--init-seed applies to a random init (--config), not --init");
+  const uint64_t init_seed = p.given("init-seed") ? static_cast<uint64_t>(p.get_int("init-seed", 0)) : seed;
   const fs::path out(p.get("out"));
   const bool quiet = p.flag_set("quiet");
 
@@ -240,7 +244,7 @@ int cmd_train(Args args) {
                         {"recipe_spec", impl_engine ? recipe.to_string() : "bf16"},
                         {"num_params", cfg.num_params()},
                         {"device", device == Device::CUDA ? "cuda" : "cpu"},
-                        {"init", p.given("init") ? p.get("init") : "random:seed=" + std::to_string(seed)},
+                        {"init", p.given("init") ? p.get("init") : "random:seed=" + std::to_string(init_seed)},
                         {"config", nlohmann::json::parse(cfg.to_json_text())},
                         {"data", data_meta},
                         {"data_path", fs::absolute(p.get("data")).string()},
@@ -260,7 +264,7 @@ int cmd_train(Args args) {
   mo.loss_chunk_rows = p.get_int("loss-chunk", 0);
   auto build_model = [&]() {
     if (p.given("init")) return impl::GemmaForCausalLM::load(p.get("init"), mo);
-    return impl::GemmaForCausalLM::random(cfg, seed, mo);
+    return impl::GemmaForCausalLM::random(cfg, init_seed, mo);
   };
 
   std::signal(SIGINT, on_sigint);
@@ -349,6 +353,8 @@ int cmd_train(Args args) {
     const auto t0 = Clock::now();
     const std::vector<TokenBatch> windows = micro_windows(step);
     nlohmann::json rec = {{"step", step}, {"engine", engine}, {"recipe", recipe_name}, {"num_params", cfg.num_params()}};
+    // Which random init this run started from: parity tells a noise run (another --init-seed) by it.
+    if (!p.given("init")) rec["init_seed"] = init_seed;
     int64_t tokens = 0;
     if (impl_engine) {
       std::vector<impl::TrainBatch> mbs;
