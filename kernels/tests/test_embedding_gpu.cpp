@@ -65,6 +65,40 @@ TEST(EmbeddingGpu, HotIdAtTrainingShape) {
   EXPECT_TRUE(testing::bits_equal(acc_d, acc_c));
 }
 
+// The BF16 forward on vectorisable rows runs a persistent grid (at most ~3200 warps on an H200) whose
+// warps load their ids 32 at a time: T = 200003 gives each warp more than 32 tokens (several id batches)
+// and an uneven count; bad ids far into the sequence are reported once each and give zero rows.
+TEST(EmbeddingGpu, ForwardPersistentWarpsManyTokens) {
+  TG_REQUIRE_CUDA();
+  const int64_t t_count = 200003, v = 5000, d = 64;
+  Tensor table = testing::random_host(DType::BF16, {v, d}, 11);
+  Tensor ids = testing::random_ids(DType::I32, t_count, 0, v - 1, 12);
+  const float s = kernels::embedding_scale(d, DType::BF16);
+  Tensor out_c = Tensor::empty(DType::BF16, {t_count, d});
+  kernels::embedding_forward(ids, table, s, out_c);
+  Tensor table_d = table.to(Device::CUDA), out_d = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
+  kernels::embedding_forward(ids.to(Device::CUDA), table_d, s, out_d);
+  ASSERT_TRUE(testing::bits_equal(out_d, out_c));
+
+  Tensor bad = Tensor::copy_of(ids, Device::CPU);
+  bad.ptr<int32_t>()[150001] = -1;
+  bad.ptr<int32_t>()[199999] = static_cast<int32_t>(v);
+  Tensor status = Tensor::empty(DType::I32, {2}, Device::CUDA);
+  kernels::embedding_forward(bad.to(Device::CUDA), table_d, s, out_d, status);
+  const Tensor st = status.to(Device::CPU);
+  EXPECT_EQ(st.ptr<int32_t>()[0], 2);
+  EXPECT_EQ(st.ptr<int32_t>()[1], 150001);
+  const Tensor got = out_d.to(Device::CPU);
+  const auto* g = static_cast<const uint16_t*>(got.data());
+  const auto* want = static_cast<const uint16_t*>(out_c.data());
+  int64_t mismatches = 0;
+  for (int64_t t = 0; t < t_count; ++t) {
+    const bool is_bad = t == 150001 || t == 199999;
+    for (int64_t j = 0; j < d; ++j) mismatches += g[t * d + j] != (is_bad ? uint16_t{0} : want[t * d + j]);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(EmbeddingGpu, BadIdsAreReportedNotRead) {
   TG_REQUIRE_CUDA();
   Tensor table = testing::random_host(DType::BF16, {10, 16}, 7).to(Device::CUDA);

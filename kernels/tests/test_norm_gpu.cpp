@@ -156,6 +156,42 @@ TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
   }
 }
 
+// The forward's amax is max |y| in FP32 rounded to A once per thread (RN is monotonic), with max.NaN on
+// the device, and padding chunks are not masked: rows with a NaN, an inf (rstd = 0, y = inf * 0 = NaN)
+// and huge values (y rounds to inf in BF16) must still give the CPU twin's amax bits (the canonical NaN
+// when any row has one), also at D = 37 (partial chunks) and at the Gemma width (the cp.async path).
+TEST(NormGpu, ForwardAmaxSpecialValues) {
+  TG_REQUIRE_CUDA();
+  for (const int64_t d : {int64_t{37}, int64_t{2048}}) {
+    for (int special = 0; special < 3; ++special) {  // NaN, inf, overflow to inf
+      SCOPED_TRACE(::testing::Message() << "D=" << d << " special=" << special);
+      const int64_t t_count = 300;
+      Tensor x = testing::random_host(DType::BF16, {t_count, d}, 31, 1.5f);
+      auto* xp = static_cast<uint16_t*>(x.data());
+      const uint16_t bits = special == 0 ? 0x7FC0 : special == 1 ? 0xFF80 : 0x7F7F;  // NaN, -inf, max finite
+      xp[123 * d + d / 2] = bits;
+      Tensor w = testing::random_host(DType::BF16, {d}, 32, 0.5f);
+      if (special == 2) static_cast<uint16_t*>(w.data())[d / 2] = 0x4300;  // 1 + w = 129: y overflows BF16
+      Tensor y_c = Tensor::empty(DType::BF16, {t_count, d}), r_c = Tensor::empty(DType::F32, {t_count});
+      Tensor amax_c = testing::scalar_f32(0.0f, Device::CPU);
+      kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c, {}, amax_c);
+      Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA);
+      Tensor y_d = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
+      Tensor r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA), amax_d = testing::scalar_f32(0.0f, Device::CUDA);
+      kernels::rmsnorm_forward(xd, wd, 1e-6f, y_d, r_d, {}, amax_d);
+      ASSERT_TRUE(testing::bits_equal(y_d, y_c));
+      ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+      Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, d, true, true, 96.0f, 0.0f, Device::CPU);
+      Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t_count, d, true, true, 96.0f, 0.0f, Device::CUDA);
+      kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c);
+      kernels::rmsnorm_forward_fp8(xd, wd, 1e-6f, q_d.view(), r_d);
+      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+    }
+  }
+}
+
 TEST(NormGpu, Fp8FromF32Input) {
   TG_REQUIRE_CUDA();
   const int64_t t_count = 45, d = 200;
