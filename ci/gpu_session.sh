@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One device call of at most 10 minutes that always returns its results: builds the snapshot, then runs the
+# stages asked for, each cut by a timeout computed from one deadline, and packs only small result files into
+# $OUT/results.tgz before the deadline (checkpoints and build trees never go into $OUT: a device call whose
+# $OUT is too large returns nothing).
+#
+#   ci/gpu_session.sh [--deadline S] [--tests REGEX] [--exclude REGEX] [--curves RUNS] [--benches LIST]
+#                     [--bench-filter REGEX] [--sanitize TOOL] [--src DIR]
+#
+#   --deadline S      seconds from the start by which results.tgz must be written (default 560)
+#   --tests REGEX     ctest -L gpu -R REGEX (none: no tests); --exclude REGEX: ctest -E
+#   --curves RUNS     comma list for ci/train_curves.sh (e.g. reference,reference_seed2,bf16), run in the
+#                     background beside the tests (not beside benchmarks); DATA/STEPS/... from the environment
+#   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings)
+#   --sanitize TOOL   ci/gpu_sanitize.sh --tools TOOL over the kernels' gpu tests with what time is left
+#
+# Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
+#   .gpu_src/ci/gpu_session.sh --src .gpu_src --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --src) src=$(cd "$2" && pwd); shift 2;;
+    --deadline) deadline=$2; shift 2;;
+    --tests) tests=$2; shift 2;;
+    --exclude) exclude=$2; shift 2;;
+    --curves) curves=$2; shift 2;;
+    --benches) benches=$2; shift 2;;
+    --bench-filter) bfilter=$2; shift 2;;
+    --sanitize) sanitize=$2; shift 2;;
+    *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
+  esac
+done
+t0=$(date +%s)
+left() { echo $(( deadline - ($(date +%s) - t0) )); }
+out=/tmp/gpu_session_out; rm -rf "$out"; mkdir -p "$out"
+build=${TEGEMMA_BUILD_DIR:-$PWD/.gpu_build}
+pack() {
+  echo "== packing at $(( $(date +%s) - t0 ))s"
+  tar czf "${OUT:-/tmp}/results.tgz" -C "$out" . && ls -la "${OUT:-/tmp}/results.tgz"
+}
+trap pack EXIT
+source "$src/ci/deps.sh"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
+if ! timeout "$(( $(left) - 30 ))" bash -c "source '$src/ci/deps.sh'; tegemma_build '$build' '$src' -DTEGEMMA_CUDA=ON" \
+     > "$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"; exit 1
+fi
+echo "== build done at $(( $(date +%s) - t0 ))s"
+bin=$build/cli/tegemma
+cpid=""
+if [ -n "$curves" ]; then
+  cdir=$build/curves; rm -rf "$cdir"
+  ( PARALLEL=1 timeout "$(( $(left) - 40 ))" "$src/ci/train_curves.sh" "$bin" "$cdir" ${curves//,/ } > "$out/curves.log" 2>&1 ) &
+  cpid=$!
+fi
+if [ -n "$tests" ]; then
+  targs=(--test-dir "$build" -L gpu -R "$tests" --output-on-failure --timeout 300 --output-junit "$out/ctest.xml")
+  [ -n "$exclude" ] && targs+=(-E "$exclude")
+  timeout "$(( $(left) - 60 ))" ctest "${targs[@]}" > "$out/ctest.log" 2>&1
+  grep -E "tests passed|\*\*\*|SEGFAULT" "$out/ctest.log" | tail -20
+  echo "== tests done at $(( $(date +%s) - t0 ))s"
+fi
+if [ -n "$cpid" ]; then
+  wait "$cpid"
+  mkdir -p "$out/curves"
+  (cd "$build/curves" && cp --parents */train.jsonl */run.json "$out/curves/" 2>/dev/null; cp *.log parity_loss.json parity.txt "$out/curves/" 2>/dev/null)
+  tail -12 "$out/curves/parity.txt" 2>/dev/null
+  echo "== curves done at $(( $(date +%s) - t0 ))s"
+fi
+for b in ${benches//,/ }; do
+  [ "$(left)" -gt 45 ] || { echo "== no time left for $b"; break; }
+  args=(--benchmark_out="$out/$b.json" --benchmark_out_format=json --benchmark_min_time=0.05s
+        --benchmark_min_warmup_time=0.05)
+  [ -n "$bfilter" ] && args+=(--benchmark_filter="$bfilter")
+  timeout "$(( $(left) - 30 ))" "$build/bench/$b" "${args[@]}" > "$out/$b.log" 2>&1
+  echo "== $b rc=$? at $(( $(date +%s) - t0 ))s"
+done
+if [ -n "$sanitize" ] && [ "$(left)" -gt 90 ]; then
+  TEGEMMA_BUILD_DIR=$build timeout "$(( $(left) - 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" --tools "$sanitize" \
+    --budget "$(( $(left) - 45 ))" --no-build --binaries 'kernels/tests' > "$out/sanitize.log" 2>&1
+  tail -5 "$out/sanitize.log"
+fi
