@@ -32,4 +32,10 @@ std::vector<std::vector<int64_t>> parse_token_prompts(const std::string& text) {
   return prompts;
 }
 
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::CPU;
+  if (s == "cuda") return Device::CUDA;
+  throw UsageError("--device: expected cpu or cuda, got '" + s + "'");
+}
+
 }  // namespace tg::cli

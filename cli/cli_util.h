@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/tensor.h"
+
 namespace tg::cli {
 
 using Clock = std::chrono::steady_clock;
@@ -16,5 +18,8 @@ inline double ms_since(Clock::time_point t0) {
 // "--tokens 2,651,9;2,5" -> {{2, 651, 9}, {2, 5}}: prompts separated by ';', ids by ','. Ids are checked against
 // the vocabulary later, by the model. Empty ids or non-integers -> UsageError naming the character position.
 std::vector<std::vector<int64_t>> parse_token_prompts(const std::string& text);
+
+// "--device cpu|cuda" -> Device; anything else -> UsageError.
+Device parse_device(const std::string& s);
 
 }  // namespace tg::cli

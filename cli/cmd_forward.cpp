@@ -57,12 +57,6 @@ std::vector<Top> top5(const float* row, int64_t vocab) {
   return out;
 }
 
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::CPU;
-  if (s == "cuda") return Device::CUDA;
-  throw UsageError("--device: expected cpu or cuda, got '" + s + "'");
-}
-
 }  // namespace
 
 int cmd_forward(Args args) {

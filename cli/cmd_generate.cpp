@@ -49,12 +49,6 @@ std::vector<std::string> read_prompt_lines(const std::string& path) {
   return lines;
 }
 
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::CPU;
-  if (s == "cuda") return Device::CUDA;
-  throw UsageError("--device: expected cpu or cuda, got '" + s + "'");
-}
-
 impl::EarlyStopping parse_early_stopping(const std::string& s) {
   if (s == "false") return impl::EarlyStopping::kFalse;
   if (s == "true") return impl::EarlyStopping::kTrue;

@@ -36,6 +36,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/args.h"
 #include "common/check.h"
@@ -56,16 +57,9 @@ namespace tg::cli {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted.store(true); }
-
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::CPU;
-  if (s == "cuda") return Device::CUDA;
-  throw UsageError("--device: expected cpu or cuda, got '" + s + "'");
-}
 
 // A preset name, or a config.json file (or an HF directory holding one).
 GemmaConfig config_from(const std::string& s) {

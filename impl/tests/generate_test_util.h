@@ -33,22 +33,6 @@ inline RandomInit visible_init() {
   return init;
 }
 
-// Deterministic prompts: BOS then ids in [3, vocab).
-inline std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, const std::vector<int64_t>& lengths,
-                                                        uint64_t seed) {
-  std::vector<std::vector<int64_t>> out;
-  uint64_t x = seed;
-  for (int64_t n : lengths) {
-    std::vector<int64_t> p{2};
-    while (static_cast<int64_t>(p.size()) < n) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - 3)));
-    }
-    out.push_back(p);
-  }
-  return out;
-}
-
 inline double rel_rmse(std::span<const float> test, std::span<const float> ref) {
   double se = 0, sr = 0;
   for (std::size_t i = 0; i < ref.size(); ++i) {

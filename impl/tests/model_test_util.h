@@ -67,6 +67,22 @@ inline std::span<const float> rows_of(const Tensor& t, int64_t begin, int64_t en
 
 inline int64_t argmax(std::span<const float> row) { return std::max_element(row.begin(), row.end()) - row.begin(); }
 
+// Deterministic prompts: BOS (2) then ids in [3, vocab), one per requested length.
+inline std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, const std::vector<int64_t>& lengths,
+                                                        uint64_t seed) {
+  std::vector<std::vector<int64_t>> out;
+  uint64_t x = seed;
+  for (int64_t n : lengths) {
+    std::vector<int64_t> p{2};
+    while (static_cast<int64_t>(p.size()) < n) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - 3)));
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
 inline bool bitwise_equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }

@@ -46,6 +46,7 @@ namespace {
 
 using testing::Fixture;
 using testing::rows_of;
+using testing::random_prompts;
 using testing::span_of;
 
 constexpr double kUlpRatio = 16.0;  // E4M3 half-ulp 2^-4 over BF16's 2^-8
@@ -111,20 +112,6 @@ std::pair<int64_t, int64_t> top1(const Tensor& ref, const Tensor& test, double m
     wrong += testing::argmax(rows_of(test, t, t + 1)) != testing::argmax(r);
   }
   return {checked, wrong};
-}
-
-std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, std::vector<int64_t> lengths, uint64_t seed) {
-  std::vector<std::vector<int64_t>> out;
-  uint64_t x = seed;
-  for (int64_t n : lengths) {
-    std::vector<int64_t> p{2};
-    while (static_cast<int64_t>(p.size()) < n) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - 3)));
-    }
-    out.push_back(p);
-  }
-  return out;
 }
 
 RandomInit visible_init() {

@@ -36,6 +36,7 @@ namespace {
 
 using testing::Fixture;
 using testing::rows_of;
+using testing::random_prompts;
 using testing::span_of;
 
 ModelOptions options(const std::string& recipe, Device device,
@@ -60,20 +61,6 @@ double rel_rmse(std::span<const float> test, std::span<const float> ref) {
     sr += static_cast<double>(ref[i]) * ref[i];
   }
   return std::sqrt(se / sr);
-}
-
-std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, std::vector<int64_t> lengths, uint64_t seed) {
-  std::vector<std::vector<int64_t>> out;
-  uint64_t x = seed;
-  for (int64_t n : lengths) {
-    std::vector<int64_t> p{2};
-    while (static_cast<int64_t>(p.size()) < n) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - 3)));
-    }
-    out.push_back(p);
-  }
-  return out;
 }
 
 RandomInit visible_init() {

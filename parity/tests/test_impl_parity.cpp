@@ -53,6 +53,7 @@
 #include "common/gemma_config.h"
 #include "impl/batch.h"
 #include "impl/model.h"
+#include "impl/tests/model_test_util.h"
 #include "parity/metrics.h"
 #include "reference/engine.h"
 
@@ -65,6 +66,7 @@ using impl::GemmaForCausalLM;
 using impl::LogitsMode;
 using impl::ModelOptions;
 using impl::Recipe;
+using impl::testing::random_prompts;
 
 constexpr double kBf16Ulps = 0.0078125;  // 2^-7: two BF16 ulps at the tensor's scale
 constexpr double kUlpRatio = 16.0;
@@ -166,20 +168,6 @@ struct Case {
   // FP8 top-1 must find positions with a clear margin (false where the logits are nearly flat: gqa fixture).
   bool fp8_margins = true;
 };
-
-std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, const std::vector<int64_t>& lengths, uint64_t seed) {
-  std::vector<std::vector<int64_t>> out;
-  uint64_t x = seed;
-  for (int64_t n : lengths) {
-    std::vector<int64_t> p{2};
-    while (static_cast<int64_t>(p.size()) < n) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      p.push_back(3 + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - 3)));
-    }
-    out.push_back(p);
-  }
-  return out;
-}
 
 std::vector<std::vector<int64_t>> fixture_prompts(const std::filesystem::path& dir) {
   // expected.json's "prompts" (read with the impl's own JSON dependency, no torch).
