@@ -110,7 +110,9 @@ class Preference {
 
 // ---- Per-device handle, per-(device, stream) workspace ---------------------------------------------------------
 // One workspace per stream, not per device: two streams running GEMMs at the same time must not share scratch
-// memory (split-K partials live there). Both live until process exit.
+// memory (split-K partials live there). Both are never destroyed (as cuDNN's state in kernels/attention): a
+// cudaFree from a static destructor would run after the CUDA runtime, or LibTorch's, has begun tearing down
+// (a suspect for the SIGSEGV at exit of test_impl_parity_gpu, which loads both).
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
@@ -119,8 +121,8 @@ struct Context {
 std::mutex g_mutex;  // guards the maps below and the cache counters
 
 Context context(int device, cudaStream_t stream) {
-  static std::map<int, cublasLtHandle_t> handles;
-  static std::map<std::pair<int, cudaStream_t>, Buffer> workspaces;
+  static auto& handles = *new std::map<int, cublasLtHandle_t>();
+  static auto& workspaces = *new std::map<std::pair<int, cudaStream_t>, Buffer>();
   std::lock_guard<std::mutex> lock(g_mutex);
   Context c;
   auto h = handles.find(device);
