@@ -9,8 +9,9 @@
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
 //   dequantize           per-tensor E4M3 -> BF16, row-wise copy                  bytes: n + 2n
 //   d2d_copy             cudaMemcpyAsync of the BF16 tensor: the in-run copy ceiling (bytes read + written)
-// The ops through the fused cast+transpose kernel (cast_transpose, block*) also run as <op>_tile128: the same kernel
-// with 128-row tiles instead of the default 256 (kernels::cuda::tuning), to pick the faster default on the device.
+// The ops through the fused cast+transpose kernel (cast_transpose, block*) run with the default tile height (by
+// size, kernels/quantize/quantize.h) and also as <op>_tile128 / <op>_tile256 (kernels::cuda::tuning), so each run
+// shows whether the size rule picked the faster one.
 // n = rows * cols; every input is read once and every output written once (the FP8 bytes count 1 each).
 // Shapes: 8192x8192, and Gemma-7B's MLP activations [T = 8192, D = 3072] and [T, F = 24576], and 4096x2048.
 // Target (issue 3): hbm_roofline_frac >= 0.8 for cast_transpose / cast / block ops at 8192x8192 and the Gemma shapes.
@@ -130,7 +131,7 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
 // Sets the cast+transpose tile height for one benchmark and restores the default afterwards.
 struct TileRows {
   explicit TileRows(int rows) { kernels::cuda::tuning::set_cast_transpose_tile_rows(rows); }
-  ~TileRows() { kernels::cuda::tuning::set_cast_transpose_tile_rows(256); }
+  ~TileRows() { kernels::cuda::tuning::set_cast_transpose_tile_rows(0); }
 };
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
@@ -202,10 +203,10 @@ const bool registered = [] {
   for (const Dims& d : kShapes) {
     const std::string s = "/" + d.str();
     add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
-    add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 256); });
+    add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 0); });
     add("quantize/amax/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d); });
-    for (int t : {256, 128}) {
-      const std::string v = t == 256 ? "" : "_tile128";
+    for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it
+      const std::string v = t == 0 ? "" : "_tile" + std::to_string(t);
       add("quantize/cast_transpose" + v + "/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, true, t); });
       add("quantize/block1x128_row" + v + "/bf16->e4m3" + s,
           [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock1x128, false, t); });

@@ -685,7 +685,8 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
   if (rows == 0 || cols == 0) {
     if (out.mode != ScalingMode::kPerTensor) return;  // no blocks, no scales
   }
-  const int tile_rows = cuda::tuning::cast_transpose_tile_rows();
+  const int tile_setting = cuda::tuning::cast_transpose_tile_rows();
+  const int tile_rows = tile_setting != 0 ? tile_setting : (rows * cols < (int64_t{1} << 26) ? 128 : 256);
   const int64_t gx = (cols + kTileCols - 1) / kTileCols, gy = (rows + tile_rows - 1) / tile_rows;
   TG_CHECK(gy <= 65535, "quantize: at most ", int64_t{65535} * tile_rows, " rows per call, got ", rows);
   const dim3 grid(static_cast<unsigned>(gx < 1 ? 1 : gx), static_cast<unsigned>(gy < 1 ? 1 : gy));
@@ -770,10 +771,10 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 
 namespace tuning {
 namespace {
-std::atomic<int> g_tile_rows{256};
+std::atomic<int> g_tile_rows{0};  // 0: by size (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
-  TG_CHECK(rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 128 or 256, got ", rows);
+  TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
   g_tile_rows.store(rows, std::memory_order_relaxed);
 }
 int cast_transpose_tile_rows() { return g_tile_rows.load(std::memory_order_relaxed); }

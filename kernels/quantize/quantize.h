@@ -67,7 +67,9 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream);
 void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream stream);
 // Tuning knob for benchmarks and tests (not for model code): the tile height of the fused cast+transpose kernel,
-// 128 or 256 rows (default 256). Results are identical; only speed differs.
+// 128 or 256 rows, or 0 = by size (the default): 128 below 2^26 elements, where the extra blocks fill the
+// last wave (H200 at 8192x3072: 81.9% vs 79.7% of HBM for block 1x128), else 256 (8192x24576: 93.5% vs 92.5%).
+// Results are identical; only speed differs.
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();

@@ -110,7 +110,7 @@ void for_each_tile_height(F&& f) {
     kernels::cuda::tuning::set_cast_transpose_tile_rows(rows);
     f(" tile" + std::to_string(rows));
   }
-  kernels::cuda::tuning::set_cast_transpose_tile_rows(256);
+  kernels::cuda::tuning::set_cast_transpose_tile_rows(0);  // back to the default (by size)
 #else
   f(std::string());
 #endif

@@ -137,7 +137,9 @@ TEST(RecipeGpu, DelayedArgumentErrors) {
   Tensor s_host = Tensor::zeros(DType::F32, {3});
   EXPECT_NO_THROW(delayed_scaling_update(h, s, s, s, AmaxHistoryAlgo::kMax, 0));
   EXPECT_THROW(delayed_scaling_update(h, s_host, s, s, AmaxHistoryAlgo::kMax, 0), Error);
+#if TEGEMMA_HAVE_CUDA  // the cuda:: launcher exists only in a CUDA build
   EXPECT_THROW(cuda::delayed_scaling_update(h.to(Device::CPU), s, s, s, AmaxHistoryAlgo::kMax, 0, {}), Error);
+#endif
   EXPECT_THROW(current_scaling_scale(s, s_host, TensorView{}, ScaleRule{}), Error);
 }
 
