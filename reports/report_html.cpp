@@ -38,7 +38,7 @@ h2{font-size:19px;margin:30px 0 8px;padding-top:10px;border-top:1px solid #e3e5e
 h3{font-size:15px;margin:18px 0 6px}
 p{margin:6px 0}
 .meta{color:#57606a;margin:0 0 10px}
-nav.toc{font-size:13px;margin:6px 0 14px}
+nav.toc{font-size:13px;margin:6px 0 14px;display:flex;flex-wrap:wrap;row-gap:4px}
 nav.toc a{margin-right:12px;color:#0969da;text-decoration:none;white-space:nowrap}
 .banner{border-radius:6px;padding:10px 16px;margin:8px 0;font-size:17px;font-weight:600}
 .pass{background:#dafbe1;border:1px solid #4ac26b}
@@ -137,6 +137,7 @@ BarChart to_bar_chart(const ChartData& cd) {
   c.title = cd.title;
   c.value_label = cd.value_label;
   c.ref_lines = cd.ref_lines;
+  c.per_group_scale = cd.per_group_scale;
   // Anchors (LibTorch, HF, the device copy) in greys so the project's own bars stand out.
   c.colors = {{"at::_scaled_mm fast", "#4d4d4d"}, {"at::_scaled_mm split", "#8c8c8c"},
               {"torch matmul (BF16)", "#b3b3b3"}, {"reference (LibTorch BF16)", "#4d4d4d"},

@@ -88,6 +88,7 @@ struct BenchItem {
 
 struct ChartData {
   std::string id, title, value_label, unit;
+  bool per_group_scale = false;  // bars relative to each group's best (BarChart::per_group_scale)
   std::vector<std::pair<std::string, std::vector<const BenchItem*>>> groups;
   std::vector<RefLine> ref_lines;
 };

@@ -294,6 +294,21 @@ std::string render_line_chart(const LineChart& c) {
 // ---- bar chart -----------------------------------------------------------------------------------
 
 std::string render_bar_chart(const BarChart& c) {
+  if (c.per_group_scale) {
+    BarChart rel = c;
+    rel.per_group_scale = false;
+    rel.ref_lines.clear();
+    for (auto& g : rel.groups) {
+      double top = 0;
+      for (const auto& b : g.bars) {
+        if (std::isfinite(b.value)) top = std::max(top, std::abs(b.value));
+      }
+      for (auto& b : g.bars) {
+        if (std::isfinite(b.value)) b.value = top > 0 ? 100.0 * b.value / top : 0.0;
+      }
+    }
+    return render_bar_chart(rel);
+  }
   std::map<std::string, std::string> color;
   for (const auto& [k, v] : c.colors) color[k] = v;
   std::size_t next = 0;

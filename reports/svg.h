@@ -106,6 +106,9 @@ struct BarChart {
   // Fixed colours by series name; series not listed take palette colours in order of first appearance.
   std::vector<std::pair<std::string, std::string>> colors;
   double width = 880;
+  // Each group's bars as % of that group's largest value (groups of very different magnitudes, e.g. decode at
+  // 400 tok/s beside prefill at 200k tok/s); the value labels keep the absolute figures. Reference lines dropped.
+  bool per_group_scale = false;
 };
 std::string render_bar_chart(const BarChart& chart);
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "reports/format.h"
 #include "reports/svg.h"
@@ -194,6 +195,37 @@ TEST(BarChart, NegativeValuesAndErrorsDrawSensibly) {
   EXPECT_TRUE(overlaps(texts).empty()) << overlaps(texts).front();
   EXPECT_NE(svg.find(">error<"), std::string::npos);
   EXPECT_NE(svg.find(">-3.1%<"), std::string::npos);
+}
+
+// Widths of the <rect> bars drawn with `fill`, in document order.
+std::vector<double> bar_widths(const std::string& svg, const std::string& fill) {
+  std::vector<double> out;
+  for (std::size_t at = svg.find("<rect"); at != std::string::npos; at = svg.find("<rect", at + 1)) {
+    const std::size_t end = svg.find('>', at);
+    const std::string tag = svg.substr(at, end - at);
+    if (tag.find("fill=\"" + fill + "\"") == std::string::npos) continue;
+    const std::size_t w = tag.find("width=\"");
+    if (w != std::string::npos) out.push_back(std::stod(tag.substr(w + 7)));
+  }
+  return out;
+}
+
+TEST(BarChart, PerGroupScaleGivesEachGroupsBestTheSameLength) {
+  BarChart c;
+  c.title = "tokens/s";
+  c.value_label = "% of the fastest in each workload";
+  c.colors = {{"impl", "#123456"}};
+  c.groups = {{"decode", {{"impl", 400, "400 tok/s", ""}, {"ref", 100, "100 tok/s", ""}}},
+              {"prefill", {{"impl", 200000, "200k tok/s", ""}, {"ref", 150000, "150k tok/s", ""}}}};
+  c.per_group_scale = true;
+  const std::string svg = render_bar_chart(c);
+  EXPECT_EQ(xml_problem(svg), "");
+  const std::vector<double> w = bar_widths(svg, "#123456");
+  ASSERT_EQ(w.size(), 2u) << svg;
+  EXPECT_NEAR(w[0], w[1], 0.5);  // 400 and 200k are each their group's best
+  EXPECT_GT(w[0], 100);
+  EXPECT_NE(svg.find(">400 tok/s<"), std::string::npos);  // labels keep the absolute figures
+  EXPECT_NE(svg.find(">200k tok/s<"), std::string::npos);
 }
 
 }  // namespace
