@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/tests/test_temp_dir.h"
 #include "common/checksum.h"
 #include "common/file_io.h"
 #include "common/safetensors.h"
@@ -22,14 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto d = fs::temp_directory_path() /
-           ("tegemma_ck_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir() { return ::tg::testing::test_temp_dir("tegemma_ck_"); }
 
 std::span<const uint8_t> as_bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 

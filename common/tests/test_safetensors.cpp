@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/tests/test_temp_dir.h"
 #include "common/file_io.h"
 #include "common/numeric.h"
 #include "common/safetensors.h"
@@ -23,14 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto d = fs::temp_directory_path() /
-           ("tegemma_st_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir() { return ::tg::testing::test_temp_dir("tegemma_st_"); }
 
 // A safetensors file from a header text and raw data (no padding: exactly what the test says).
 std::string st_file(const std::string& header, const std::string& data = "") {

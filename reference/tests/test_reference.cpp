@@ -11,6 +11,7 @@
 #include <cmath>
 #include <set>
 
+#include "common/tests/test_temp_dir.h"
 #include "common/check.h"
 #include "common/numeric.h"
 #include "reference/engine.h"
@@ -26,14 +27,7 @@ namespace fs = std::filesystem;
 // FP32 self-consistency: GEMM blocking differences only.
 constexpr double kF32SelfRel = 1e-5;
 
-fs::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path d = fs::temp_directory_path() /
-               ("tegemma_ref_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir() { return ::tg::testing::test_temp_dir("tegemma_ref_"); }
 
 GemmaModel tiny_model(at::ScalarType dtype, uint64_t seed = 7, GemmaConfig cfg = tiny_config()) {
   return GemmaModel(cfg, random_weights(cfg, seed, dtype, at::kCPU, lively_init()));
