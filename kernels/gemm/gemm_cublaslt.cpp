@@ -244,17 +244,13 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
-    if (key.deterministic) {
-      // Determinism comes from the cached (fixed) algorithm: cuBLASLt's split-K reductions run in a fixed order.
-      // The mask keeps split-K with a separate FP32 (compute type) reduction step, which tall-K shapes such as
-      // wgrad need (with NONE alone, FP8 64x64x65536 -> F32 has no algorithm on the H200, cuBLASLt 13.1), and
-      // excludes the schemes that accumulate partials in the output type (INPLACE, OUTPUT_TYPE).
-      pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-               static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
-    } else if (key.d_type != CUDA_R_32F) {
-      // The contract is FP32 accumulation: split-K partials summed in a BF16/FP8 output (INPLACE, OUTPUT_TYPE)
-      // would round every partial (the likely cause of a 3-ulp miss vs the twin at [256, 2048, 512] on the H200;
-      // to be confirmed by GemmTransposeGpu).
+    if (key.deterministic || key.d_type != CUDA_R_32F) {
+      // Split-K only with a separate FP32 (compute type) reduction step; never the schemes that accumulate
+      // partials in the output type (INPLACE, OUTPUT_TYPE). Deterministic mode: determinism comes from the cached
+      // (fixed) algorithm, and tall-K shapes such as wgrad need split-K (with NONE alone, FP8 64x64x65536 -> F32
+      // has no algorithm on the H200, cuBLASLt 13.1). BF16/FP8 outputs: the contract is FP32 accumulation, and a
+      // reduction in the output type would round every partial (the likely cause of a 3-ulp miss vs the twin at
+      // [256, 2048, 512] on the H200; to be confirmed by GemmTransposeGpu).
       pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     }
