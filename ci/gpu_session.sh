@@ -11,7 +11,8 @@
 #   --tests REGEX     ctest -L gpu -R REGEX (none: no tests); --exclude REGEX: ctest -E
 #   --curves RUNS     comma list for ci/train_curves.sh (e.g. reference,reference_seed2,bf16), run in the
 #                     background beside the tests (not beside benchmarks); DATA/STEPS/... from the environment
-#   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings)
+#   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings); an item
+#                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
 #   --sanitize TOOL   ci/gpu_sanitize.sh --tools TOOL over the kernels' gpu tests with what time is left
 #
 # Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
@@ -69,11 +70,14 @@ if [ -n "$cpid" ]; then
   tail -12 "$out/curves/parity.txt" 2>/dev/null
   echo "== curves done at $(( $(date +%s) - t0 ))s"
 fi
-for b in ${benches//,/ }; do
+IFS=, read -ra bench_items <<< "$benches"
+for item in "${bench_items[@]}"; do
+  b=${item%%:*} f=$bfilter
+  [ "$item" != "$b" ] && f=${item#*:}
   [ "$(left)" -gt 45 ] || { echo "== no time left for $b"; break; }
   args=(--benchmark_out="$out/$b.json" --benchmark_out_format=json --benchmark_min_time=0.05s
         --benchmark_min_warmup_time=0.05)
-  [ -n "$bfilter" ] && args+=(--benchmark_filter="$bfilter")
+  [ -n "$f" ] && args+=(--benchmark_filter="$f")
   timeout "$(( $(left) - 30 ))" "$build/bench/$b" "${args[@]}" > "$out/$b.log" 2>&1
   echo "== $b rc=$? at $(( $(date +%s) - t0 ))s"
 done
