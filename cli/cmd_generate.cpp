@@ -21,6 +21,7 @@
 #include "common/check.h"
 #include "common/file_io.h"
 #include "common/gemma_config.h"
+#include "common/progress.h"
 #include "common/tokenizer.h"
 #include "impl/batch.h"
 #include "impl/generate/generator.h"
@@ -93,7 +94,8 @@ int cmd_generate(Args args) {
       .option("max-batch", "KV cache sequence slots (default: prompts x beams)")
       .flag("no-cuda-graph", "launch the decode step eagerly instead of replaying a CUDA graph")
       .option("device", "cpu or cuda", cuda_available() ? "cuda" : "cpu")
-      .flag("json", "print ids, text and timing as JSON");
+      .flag("json", "print ids, text and timing as JSON")
+      .flag("quiet", "no progress line on stderr (it is shown only on a TTY, and never while text streams)");
   p.parse(args);
   if (p.help_requested()) {
     std::printf("%s", p.usage().c_str());
@@ -228,12 +230,24 @@ int cmd_generate(Args args) {
     std::printf("%s", texts.empty() ? "" : texts[0].c_str());
     std::fflush(stdout);
   }
+  // Progress (tokens, tok/s, ETA) on a TTY's stderr unless --quiet or the text itself streams to the terminal.
+  const int64_t rows = static_cast<int64_t>(prompts.size()) * (gc.num_beams > 1 ? gc.num_return_sequences : 1);
+  Progress progress("generate", rows * gc.max_new_tokens, p.flag_set("quiet") || stream);
+  int64_t produced = 0;
   const impl::TokenCallback on_token = [&](int64_t, int32_t t) {
+    if (progress.enabled()) {
+      ++produced;
+      const double s = progress.elapsed_seconds();
+      char status[64];
+      std::snprintf(status, sizeof status, "%.1f tok/s", s > 0 ? static_cast<double>(produced) / s : 0.0);
+      progress.update(produced, status);
+    }
     if (!sd) return;
     std::printf("%s", sd->push(t).c_str());
     std::fflush(stdout);
   };
   const impl::GenerationResult r = gen.generate(prompts, gc, on_token);
+  progress.finish();
   if (sd) std::printf("%s\n", sd->finish().c_str());
 
   const auto text_of = [&](const std::vector<int64_t>& ids) {

@@ -1,5 +1,6 @@
 #include "common/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -152,6 +153,15 @@ void check_contiguous(const TensorView& t, const char* what) {
 }
 
 // ---- Buffer -------------------------------------------------------------------------------------
+namespace {
+std::atomic<std::size_t>& live_device_bytes() {
+  static std::atomic<std::size_t> bytes{0};
+  return bytes;
+}
+}  // namespace
+
+std::size_t device_bytes_in_use() { return live_device_bytes().load(); }
+
 void Buffer::Deleter::operator()(void* p) const {
   if (!p) return;
   if (device == Device::CPU) {
@@ -160,6 +170,7 @@ void Buffer::Deleter::operator()(void* p) const {
   }
 #if TEGEMMA_HAVE_CUDA
   (void)cudaFree(p);  // never throw from a destructor
+  live_device_bytes() -= bytes;
 #endif
 }
 
@@ -183,7 +194,8 @@ Buffer::Buffer(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(dev
     TG_FAIL("cannot allocate ", nbytes, " bytes on CUDA: this build has no CUDA backend (TEGEMMA_CUDA=OFF)");
 #endif
   }
-  ptr_ = std::unique_ptr<void, Deleter>(p, Deleter{device});
+  if (device != Device::CPU) live_device_bytes() += n;
+  ptr_ = std::unique_ptr<void, Deleter>(p, Deleter{device, n});
 }
 
 // ---- Tensor -------------------------------------------------------------------------------------

@@ -100,6 +100,10 @@ void check_contiguous(const TensorView& t, const char* what);
 
 // Owning, move-only byte buffer on the host (64-byte aligned) or the device (cudaMalloc).
 // A failed device allocation throws tg::Error saying how much was asked and how much is free.
+// Bytes of this process's live device Buffers (what cudaMalloc gave them and cudaFree has not taken back). Exact,
+// unlike the device-wide free memory, which other processes move: the leak checks of the fault tests use it.
+std::size_t device_bytes_in_use();
+
 class Buffer {
  public:
   Buffer() = default;
@@ -112,6 +116,7 @@ class Buffer {
  private:
   struct Deleter {
     Device device = Device::CPU;
+    std::size_t bytes = 0;  // what was allocated (device_bytes_in_use() accounting)
     void operator()(void* p) const;
   };
   std::unique_ptr<void, Deleter> ptr_{nullptr, Deleter{}};

@@ -1,10 +1,14 @@
 // Faults (issue 11): a device allocation larger than the free memory fails with a tg::Error that says how
 // much was asked and how much is free, and leaks nothing -- neither the failed request nor what the same
-// scope had already allocated; the device stays usable afterwards. RUN_SERIAL: it reads device-wide free memory.
+// scope had already allocated; the device stays usable afterwards. Leaks are judged by device_bytes_in_use()
+// (this process's live device buffers, exact); device-wide free memory, which other processes on the same GPU
+// move (the loss-curve runs beside the tests in ci/gpu_session.sh), only brackets the free figure the message
+// reports.
 #include <gtest/gtest.h>
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <regex>
@@ -19,8 +23,8 @@ namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr std::size_t kPiB = std::size_t{1} << 50;
-// cudaFree gives whole allocations back to the driver (no caching allocator here), so free memory returns to
-// its value; the slack only absorbs driver bookkeeping. Any buffer leaked below is >= 64 MiB.
+// The driver's free-memory figure is reported in whole MiB-ish granules and moves with other processes: the
+// message's free value must lie within [min - slack, max + slack] of the figures read just before and after.
 constexpr std::size_t kSlack = std::size_t{2} << 20;
 
 std::size_t free_bytes() {
@@ -29,51 +33,54 @@ std::size_t free_bytes() {
   return free_b;
 }
 
-std::size_t diff(std::size_t a, std::size_t b) { return a > b ? a - b : b - a; }
-
 TEST(GpuAllocation, LargerThanFreeMemoryNamesBothSizesAndLeaksNothing) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device (gpu test)";
   // Context and allocator warm-up, so that the baseline does not move for reasons of its own.
   { const Tensor warm = Tensor::zeros(DType::F32, {1024}, Device::CUDA); }
-  const std::size_t free0 = free_bytes();
+  const std::size_t live0 = device_bytes_in_use();
 
   std::string msg;
-  std::size_t free_held = 0;
+  std::size_t free_before = 0, free_after = 0;
   {
     // Buffers the scope already holds when the big request fails (a model's first tensors).
     std::vector<Tensor> held;
     held.push_back(Tensor::zeros(DType::F32, {int64_t{64} << 20}, Device::CUDA));  // 256 MiB
     held.push_back(Tensor::zeros(DType::BF16, {int64_t{32} << 20}, Device::CUDA));  // 64 MiB
-    free_held = free_bytes();
-    EXPECT_GE(free0 - free_held, std::size_t{320} << 20) << "the held buffers are real allocations";
+    const std::size_t live_held = device_bytes_in_use();
+    EXPECT_EQ(live_held - live0, std::size_t{320} << 20) << "the held buffers are counted";
+    free_before = free_bytes();
     try {
       held.push_back(Tensor::empty(DType::U8, {static_cast<int64_t>(kPiB)}, Device::CUDA));  // 1 PiB
       ADD_FAILURE() << "a 1 PiB allocation succeeded";
     } catch (const Error& e) {
       msg = e.what();
     }
-    EXPECT_LE(diff(free_bytes(), free_held), kSlack) << "the failed request holds nothing";
+    free_after = free_bytes();
+    EXPECT_EQ(device_bytes_in_use(), live_held) << "the failed request holds nothing";
     // No sticky error: the device still allocates, computes and copies.
     const Tensor after = Tensor::zeros(DType::F32, {4096}, Device::CUDA);
     const Tensor host = Tensor::copy_of(after.view(), Device::CPU);
     EXPECT_EQ(host.ptr<float>()[4095], 0.0f);
   }
-  EXPECT_LE(diff(free_bytes(), free0), kSlack) << "everything the scope allocated went back";
+  EXPECT_EQ(device_bytes_in_use(), live0) << "everything the scope allocated went back";
 
-  // What was asked, in bytes and GiB, and what is free, in GiB, as measured while the held buffers were live.
+  // What was asked, in bytes and GiB, and what is free, in GiB, as measured at the failure (held buffers live).
   EXPECT_NE(msg.find(std::to_string(kPiB) + " bytes"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(1.04858e+06 GiB)"), std::string::npos) << msg;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(msg, m, std::regex(R"(; ([0-9.e+]+) GiB free of ([0-9.e+]+) GiB)"))) << msg;
   const double said_free = std::strtod(m[1].str().c_str(), nullptr);
-  EXPECT_NEAR(said_free, static_cast<double>(free_held) / kGiB, 0.01) << msg;
+  const double lo = static_cast<double>(std::min(free_before, free_after) - kSlack) / kGiB;
+  const double hi = static_cast<double>(std::max(free_before, free_after) + kSlack) / kGiB;
+  EXPECT_GE(said_free, lo - 0.01) << msg;  // 0.01: the message prints 6 significant digits of GiB
+  EXPECT_LE(said_free, hi + 0.01) << msg;
   EXPECT_GT(std::strtod(m[2].str().c_str(), nullptr), said_free) << msg;
 }
 
 TEST(GpuAllocation, AFailedStepInTheMiddleOfBuildingReleasesTheEarlierOnes) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device (gpu test)";
   { const Tensor warm = Tensor::zeros(DType::F32, {1024}, Device::CUDA); }
-  const std::size_t free0 = free_bytes();
+  const std::size_t live0 = device_bytes_in_use();
   // A builder that allocates several tensors and fails on the third (as loading a model too large for the
   // device does): the exception unwinds through the partly built object.
   struct Weights {
@@ -87,11 +94,11 @@ TEST(GpuAllocation, AFailedStepInTheMiddleOfBuildingReleasesTheEarlierOnes) {
     return w;
   };
   EXPECT_THROW(build(), Error);
-  EXPECT_LE(diff(free_bytes(), free0), kSlack);
+  EXPECT_EQ(device_bytes_in_use(), live0);
   // Twice more: a leak per failure would accumulate.
   EXPECT_THROW(build(), Error);
   EXPECT_THROW(build(), Error);
-  EXPECT_LE(diff(free_bytes(), free0), kSlack);
+  EXPECT_EQ(device_bytes_in_use(), live0);
 }
 
 }  // namespace

@@ -21,6 +21,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "common/cuda_check.h"
@@ -186,6 +188,32 @@ __device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
   if (v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
 }
 
+// *amax = key_to_amax(max over the grid's block keys), overwriting, in the kernel itself (no memset launch before
+// it): block b stores its key in ws[1 + b], then takes a ticket from the counter ws[0]; the block that draws the
+// last ticket (all other partials are visible to it: each block fences before its ticket) reduces the partials,
+// writes *amax and resets the counter to 0 for the next launch on this workspace. ws holds 1 + gridDim.x words
+// and is used by one launch at a time (one workspace per stream: compute_amax). Every thread of the block calls.
+__device__ __forceinline__ void amax_overwrite(float* amax, uint32_t key, uint32_t* ws, uint32_t* scratch) {
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    ws[1 + blockIdx.x] = key;
+    __threadfence();
+    last = atomicAdd(ws, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  uint32_t m = 0;
+  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
+    m = max(m, *reinterpret_cast<const volatile uint32_t*>(ws + 1 + b));
+  }
+  m = block_max_u32(m, scratch);
+  if (threadIdx.x == 0) {
+    *amax = key_to_amax(m);
+    ws[0] = 0;
+  }
+}
+
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
 constexpr int kFlatThreads = 256;
 constexpr int kFlatUnroll = 4;  // 16-byte loads in flight per thread (64 bytes)
@@ -222,10 +250,13 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
+// amax_ws: nullptr = max-reduce into *amax (the cast; compute_amax's fallback after a memset); otherwise
+// compute_amax's overwrite: see amax_overwrite().
 template <typename IT, bool kE5M2, bool kStore, bool kVec>
 __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
-                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
+                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax,
+                uint32_t* __restrict__ amax_ws, int64_t n) {
   __shared__ uint32_t scratch[kFlatThreads / 32];
   constexpr int kEl = kFlatVecElems<IT>;
   const float s = kStore ? *scale_ptr : 1.0f;
@@ -264,7 +295,11 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if (threadIdx.x == 0) amax_max(amax, key);  // compute_amax zeroed it before the launch
+    if (amax_ws != nullptr) {
+      amax_overwrite(amax, key, amax_ws, scratch);
+    } else if (threadIdx.x == 0) {
+      amax_max(amax, key);
+    }
   }
   if constexpr (kStore) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -661,7 +696,7 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
           constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
           const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
           kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si,
-                                                nullptr, amax, n);
+                                                nullptr, amax, nullptr, n);
         });
       });
     });
@@ -710,12 +745,45 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
   TG_CHECK_LAUNCH("cast_transpose_kernel");
 }
 
+namespace {
+// compute_amax's reduction workspaces (amax_overwrite): one per (device, stream), so that launches on different
+// streams never share a counter; 1 + kMaxAmaxBlocks zeroed words each, made on the first call outside a stream
+// capture and kept for the process (like the library handles). A first call during a capture, which must not
+// allocate, takes the memset + max-reduce path instead.
+constexpr int kMaxAmaxBlocks = 8192;
+uint32_t* amax_workspace(cudaStream_t st) {
+  struct Key {
+    int device;
+    cudaStream_t stream;
+    bool operator<(const Key& o) const { return device != o.device ? device < o.device : stream < o.stream; }
+  };
+  static std::mutex mu;
+  static auto* spaces = new std::map<Key, Buffer>();  // immortal: no teardown-order hazards at exit
+  int device = 0;
+  TG_CHECK_CUDA(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = spaces->find(Key{device, st});
+  if (it != spaces->end()) return static_cast<uint32_t*>(it->second.data());
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  TG_CHECK_CUDA(cudaStreamIsCapturing(st, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) return nullptr;
+  Buffer b((1 + kMaxAmaxBlocks) * sizeof(uint32_t), Device::CUDA);
+  TG_CHECK_CUDA(cudaMemsetAsync(b.data(), 0, b.nbytes(), st));
+  auto* p = static_cast<uint32_t*>(b.data());
+  spaces->emplace(Key{device, st}, std::move(b));
+  return p;
+}
+}  // namespace
+
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
   const cudaStream_t st = cuda_stream(stream);
-  TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
   const int64_t n = x.numel();
+  // An empty tensor's amax is 0; otherwise the kernel overwrites amax itself (no memset launch before it) unless
+  // this stream has no workspace (see amax_workspace).
+  uint32_t* ws = n > 0 ? amax_workspace(st) : nullptr;
+  if (ws == nullptr) TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
   if (n == 0) return;
   const bool vec = aligned16(x.data);
   dispatch_input(x.dtype, [&](auto it) {
@@ -724,8 +792,10 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
       constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
       constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
       const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
+      TG_CHECK(grid <= kMaxAmaxBlocks, "compute_amax: grid of ", grid, " blocks exceeds the workspace's ",
+               kMaxAmaxBlocks);
       kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-                                            amax.ptr<float>(), n);
+                                            amax.ptr<float>(), ws, n);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");

@@ -34,7 +34,8 @@
 //                   scales are the transposed row-wise scales.
 //   out.scale and out.amax are not used.
 //
-// compute_amax: amax[0] = amax(x). The op zeroes amax first (it overwrites, it does not accumulate).
+// compute_amax: amax[0] = amax(x). It overwrites (it does not accumulate), in the kernel itself: a self-resetting
+//   reduction workspace per stream replaces a memset launch (quantize.cu: amax_overwrite).
 //
 // dequantize: y = round_to(out.dtype, fl32(decode(q) * scale_inv)) for the row-wise copy (columnwise = false,
 //   y [rows, cols]) or the column-wise copy (columnwise = true, y [cols, rows], the copy as stored), any mode.

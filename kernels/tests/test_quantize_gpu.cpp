@@ -5,11 +5,14 @@
 // 512x24576 = [T, F]). Every input dtype; E4M3 and E5M2.
 #include <gtest/gtest.h>
 
+#include <cuda_runtime.h>
+
 #include <bit>
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.h"
 #include "common/numeric.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
@@ -271,6 +274,60 @@ TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
       EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p;
     }
   }
+}
+
+// compute_amax overwrites through a per-stream, self-resetting reduction workspace (quantize.cu: amax_overwrite):
+// launches of different grid sizes interleaved on two streams each give their own tensor's amax (a counter left
+// unreset, or shared between the streams, would mix them); on a stream first used inside a capture (no workspace
+// may be allocated there) the captured memset + max-reduce path gives the same values on every replay.
+TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
+  TG_REQUIRE_CUDA();
+  const Dims shapes[] = {{8192, 3072}, {1, 1}, {1031, 4097}, {7, 13}};
+  std::vector<Tensor> xs;
+  std::vector<float> want;
+  for (int i = 0; i < 8; ++i) {
+    const Dims& d = shapes[i % 4];
+    std::vector<float> v(static_cast<std::size_t>(d.rows * d.cols), 0.25f);
+    v[v.size() / 3] = -(100.0f - 10.0f * static_cast<float>(i));  // descending: accumulating would keep 100
+    xs.push_back(testing::host_tensor(DType::BF16, {d.rows, d.cols}, v).to(Device::CUDA));
+    want.push_back(100.0f - 10.0f * static_cast<float>(i));
+  }
+  cudaStream_t raw[2] = {nullptr, nullptr};
+  // Blocking streams: ordered after poison() on the legacy stream.
+  for (cudaStream_t& r : raw) TG_CHECK_CUDA(cudaStreamCreate(&r));
+  Tensor got = Tensor::empty(DType::F32, {8}, Device::CUDA);
+  for (int round = 0; round < 3; ++round) {
+    testing::poison(got, 0x7F);
+    for (int i = 0; i < 8; ++i) {
+      const TensorView out(got.ptr<float>() + i, DType::F32, Shape{1}, Device::CUDA);
+      kernels::compute_amax(xs[static_cast<std::size_t>(i)], out, Stream{raw[i % 2]});
+    }
+    for (cudaStream_t r : raw) TG_CHECK_CUDA(cudaStreamSynchronize(r));
+    const Tensor h = Tensor::copy_of(got, Device::CPU);
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "round " << round << " #" << i;
+  }
+  // A stream never used before, first used inside a global-mode capture.
+  cudaStream_t fresh = nullptr;
+  TG_CHECK_CUDA(cudaStreamCreate(&fresh));
+  cudaGraph_t graph = nullptr;
+  TG_CHECK_CUDA(cudaStreamBeginCapture(fresh, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < 8; ++i) {
+    const TensorView out(got.ptr<float>() + i, DType::F32, Shape{1}, Device::CUDA);
+    kernels::compute_amax(xs[static_cast<std::size_t>(i)], out, Stream{fresh});
+  }
+  TG_CHECK_CUDA(cudaStreamEndCapture(fresh, &graph));
+  cudaGraphExec_t exec = nullptr;
+  TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 2; ++replay) {
+    testing::poison(got, 0x7F);
+    TG_CHECK_CUDA(cudaGraphLaunch(exec, fresh));
+    TG_CHECK_CUDA(cudaStreamSynchronize(fresh));
+    const Tensor h = Tensor::copy_of(got, Device::CPU);
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "replay " << replay << " #" << i;
+  }
+  TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
+  TG_CHECK_CUDA(cudaGraphDestroy(graph));
+  for (cudaStream_t r : {raw[0], raw[1], fresh}) TG_CHECK_CUDA(cudaStreamDestroy(r));
 }
 
 // Copies every buffer of a host FP8 bundle into a device bundle of the same layout.
