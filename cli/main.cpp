@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "common/args.h"
 #include "common/check.h"
+#include "common/crash_handler.h"
 
 namespace {
 
@@ -32,6 +33,7 @@ void print_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tg::install_crash_handler("tegemma");
   if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help") {
     print_help();
     return argc < 2 ? 2 : 0;

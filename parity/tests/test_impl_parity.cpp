@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -41,18 +42,10 @@
 #include <string>
 #include <vector>
 
-#include <dlfcn.h>
-#include <execinfo.h>
-#include <link.h>
-#include <ucontext.h>
-#include <unistd.h>
-
-#include <csignal>
-#include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/crash_handler.h"
 #include "common/file_io.h"
 #include "common/gemma_config.h"
 #include "impl/batch.h"
@@ -342,62 +335,12 @@ TEST(ImplCheckpoint, ImplSavedCheckpointLoadsInTheReferenceUnchanged) {
 // ---- GPU: gemma-2b / gemma-7b shapes at reduced depth ---------------------------------------------------------
 
 // This binary dies of SIGSEGV after its checks pass (LibTorch's CUDA and ours in one process): a jump to address 0
-// (cuda-gdb on the H200: pc 0, no unwindable frame). The handler prints what a jump to 0 leaves behind -- the
-// return address at the stack pointer, resolved with dladdr -- plus the usual backtrace, so the log names the
-// caller; and each stage of the test's teardown is announced on stderr.
-void print_address(const char* what, const void* a) {
-  Dl_info info{};
-  if (a != nullptr && ::dladdr(a, &info) != 0) {
-    std::fprintf(stderr, "%s %p: %s (%s+%#lx)\n", what, a, info.dli_fname != nullptr ? info.dli_fname : "?",
-                 info.dli_sname != nullptr ? info.dli_sname : "?",
-                 static_cast<unsigned long>(static_cast<const char*>(a) -
-                                            static_cast<const char*>(info.dli_sname != nullptr ? info.dli_saddr
-                                                                                               : info.dli_fbase)));
-  } else {
-    std::fprintf(stderr, "%s %p: (no object)\n", what, a);
-  }
-}
-void print_stack_and_die(int sig, siginfo_t* si, void* uc) {
-  const auto* ctx = static_cast<const ucontext_t*>(uc);
-#if defined(__x86_64__)
-  const auto* sp = reinterpret_cast<void* const*>(ctx->uc_mcontext.gregs[REG_RSP]);
-  print_address("crash: pc", reinterpret_cast<const void*>(ctx->uc_mcontext.gregs[REG_RIP]));
-  print_address("crash: fault address", si->si_addr);
-  for (int i = 0; i < 4; ++i) print_address("crash: stack word (return address?)", sp[i]);
-#else
-  (void)ctx;
-  (void)si;
-#endif
-  void* frames[64];
-  const int n = ::backtrace(frames, 64);
-  ::backtrace_symbols_fd(frames, n, 2);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-const bool g_stack_on_crash = [] {
-  struct sigaction sa {};
-  sa.sa_sigaction = print_stack_and_die;
-  sa.sa_flags = SA_SIGINFO;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, nullptr);
-  sigaction(SIGABRT, &sa, nullptr);
+// (cuda-gdb on the H200: pc 0, no unwindable frame). common/crash_handler prints the caller's return address; each
+// stage of the test's teardown is announced on stderr.
+const bool g_crash_handler = [] {
+  install_crash_handler("test_impl_parity_gpu");
   return true;
 }();
-// The CUDA-side libraries the process has loaded (two copies of one of them would explain a teardown crash).
-void print_cuda_libraries() {
-  ::dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void*) {
-        const std::string name = info->dlpi_name != nullptr ? info->dlpi_name : "";
-        for (const char* lib : {"cudnn", "cublas", "cudart", "libcuda.", "nvrtc", "gomp", "torch_cuda", "c10_cuda"}) {
-          if (name.find(lib) != std::string::npos) {
-            std::fprintf(stderr, "loaded: %s\n", name.c_str());
-            break;
-          }
-        }
-        return 0;
-      },
-      nullptr);
-}
 
 class ImplVsReferenceGpu : public ::testing::TestWithParam<std::string> {};
 
