@@ -14,12 +14,15 @@
 #   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings); an item
 #                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
 #   --sanitize TOOL   ci/gpu_sanitize.sh --tools TOOL over the kernels' gpu tests with what time is left
+#   --parity SUITE    `tegemma parity --suite SUITE --device cuda` in the background beside the tests (parity_SUITE.json
+#                     and .log in the results)
+# ctest runs CTEST_PARALLEL (default 8) tests at once: the GPU tests' CPU twins dominate their time.
 #
 # Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
 #   .gpu_src/ci/gpu_session.sh --src .gpu_src --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize=""
+src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --benches) benches=$2; shift 2;;
     --bench-filter) bfilter=$2; shift 2;;
     --sanitize) sanitize=$2; shift 2;;
+    --parity) parity=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -56,8 +60,15 @@ if [ -n "$curves" ]; then
   ( PARALLEL=1 timeout "$(( $(left) - 40 ))" "$src/ci/train_curves.sh" "$bin" "$cdir" ${curves//,/ } > "$out/curves.log" 2>&1 ) &
   cpid=$!
 fi
+ppid_=""
+if [ -n "$parity" ]; then
+  ( timeout "$(( $(left) - 60 ))" "$bin" parity --suite "$parity" --device cuda --out "$out/parity_$parity.json" \
+      > "$out/parity_$parity.log" 2>&1; echo "parity rc=$?" >> "$out/parity_$parity.log" ) &
+  ppid_=$!
+fi
 if [ -n "$tests" ]; then
-  targs=(--test-dir "$build" -L gpu -R "$tests" --output-on-failure --timeout 300 --output-junit "$out/ctest.xml")
+  targs=(--test-dir "$build" -L gpu -R "$tests" --output-on-failure --timeout 300 --output-junit "$out/ctest.xml"
+         -j "${CTEST_PARALLEL:-8}")
   [ -n "$exclude" ] && targs+=(-E "$exclude")
   timeout "$(( $(left) - 60 ))" ctest "${targs[@]}" > "$out/ctest.log" 2>&1
   grep -E "tests passed|\*\*\*|SEGFAULT" "$out/ctest.log" | tail -20
@@ -71,6 +82,11 @@ if [ -n "$cpid" ]; then
   echo "== curves done at $(( $(date +%s) - t0 ))s"
 fi
 IFS=, read -ra bench_items <<< "$benches"
+if [ -n "$ppid_" ]; then
+  wait "$ppid_"
+  tail -3 "$out/parity_$parity.log"
+  echo "== parity done at $(( $(date +%s) - t0 ))s"
+fi
 for item in "${bench_items[@]}"; do
   b=${item%%:*} f=$bfilter
   [ "$item" != "$b" ] && f=${item#*:}

@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
+
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
@@ -67,16 +69,48 @@ __device__ __forceinline__ void load_x8(const GemvParams& p, int r, int64_t k, f
   }
 }
 
-// Warp w of the grid owns columns [w * kCols, w * kCols + kCols). Lane l accumulates chunks l, l + 32, ... of those
-// W rows against the matching x elements of every row r < m; a fixed butterfly then sums the lanes.
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols>
+// The x elements of W chunk `chunk` for row 0 (kRows == 1 preloads them next to the W loads): E4M3 x with E4M3 W
+// is one 16-byte vector (16 codes), BF16 x is one (BF16 W: 8 elements) or two (E4M3 W: 16 elements) vectors.
+template <bool kWE4m3, bool kXE4m3>
+__device__ __forceinline__ void load_x_chunk(const GemvParams& p, int64_t chunk, uint4 (&xv)[2]) {
+  if constexpr (kXE4m3) {
+    xv[0] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x)) + chunk);
+  } else if constexpr (kWE4m3) {
+    const uint4* row = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x));
+    xv[0] = __ldg(row + 2 * chunk);
+    xv[1] = __ldg(row + 2 * chunk + 1);
+  } else {
+    xv[0] = __ldg(reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x)) + chunk);
+  }
+}
+// The 8 floats of x piece h (8-element half of a 16-element chunk, or the whole 8-element chunk).
+template <bool kXE4m3>
+__device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)[8]) {
+  if constexpr (kXE4m3) {
+    unpack8<true>(xv[0], h, f);
+  } else {
+    unpack8<false>(xv[h], 0, f);
+  }
+}
+
+// A column group (kCols adjacent output columns) is owned by kSplit warps of one block that split its W rows' K
+// chunks: warp part s, lane l takes chunks s * 32 + l, + 32 kSplit, ... (every warp-wide load still covers 512
+// contiguous bytes). Each lane accumulates its chunks against the matching x elements of every row r < m; a fixed
+// butterfly sums the lanes, then (kSplit > 1) part 0 adds the parts' sums in order 0 .. kSplit - 1 through shared
+// memory: a fixed order, so the result is bitwise reproducible. kRows == 1 loads x next to W (both in flight
+// before any use); more rows read x per piece through L1 (re-used across the kCols columns).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
-  const int lane = threadIdx.x % 32;
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * kCols;
-  if (col0 >= p.n) return;  // whole warps only: no block-level synchronisation below
+  constexpr int kGroups = kWarps / kSplit;      // column groups per block
+  constexpr int kStride = 32 * kSplit;          // chunk stride of one lane
+  constexpr bool kPreloadX = kRows == 1;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int group = warp / kSplit, part = warp % kSplit;
+  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kGroups + group) * kCols;
+  if (kSplit == 1 && col0 >= p.n) return;  // whole warps, no block synchronisation when kSplit == 1
 
   // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free.
   const uint4* wrow[kCols];
@@ -93,17 +127,29 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.0f;
   }
 
-  for (int base = lane; base < p.chunks; base += 32 * kUnroll) {
+  for (int base = part * 32 + lane; base < p.chunks; base += kStride * kUnroll) {
     uint4 wv[kUnroll][kCols];
+    uint4 xv[kPreloadX ? kUnroll : 1][2];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + 32 * u;
+      const int chunk = base + kStride * u;
 #pragma unroll
       for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < p.chunks ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
     }
+    if constexpr (kPreloadX) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int chunk = base + kStride * u;
+        if (chunk < p.chunks) {
+          load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);
+        } else {
+          xv[u][0] = xv[u][1] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + 32 * u;
+      const int chunk = base + kStride * u;
       if (chunk >= p.chunks) break;  // the row's tail: lanes past the end stop (uniform until the last iteration)
 #pragma unroll
       for (int h = 0; h < kHalves; ++h) {
@@ -115,7 +161,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
         for (int r = 0; r < kRows; ++r) {
           if (r >= p.m) break;
           float xf[8];
-          load_x8<kXE4m3>(p, r, k, xf);
+          if constexpr (kPreloadX) {
+            unpack_x<kXE4m3>(xv[u], h, xf);
+          } else {
+            load_x8<kXE4m3>(p, r, k, xf);
+          }
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
 #pragma unroll
@@ -129,15 +179,41 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   float scale = p.alpha;
   if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
   if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
+  __shared__ float parts[kSplit > 1 ? kWarps : 1][kRows][kCols];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
-      const float sum = dev::warp_sum(acc[r][c]);  // every lane holds the same total (xor butterfly)
+      const float s = dev::warp_sum(acc[r][c]);  // every lane holds the same total (xor butterfly)
+      if constexpr (kSplit > 1) {
+        if (lane == 0) parts[warp][r][c] = s;
+      } else {
+        acc[r][c] = s;
+      }
+    }
+  }
+  if constexpr (kSplit > 1) {
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        float s = parts[warp][r][c];
+#pragma unroll
+        for (int q = 1; q < kSplit; ++q) s += parts[warp + q][r][c];
+        acc[r][c] = s;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
       const int64_t col = col0 + c;
       // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
       if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
-        float v = sum * scale;
+        float v = acc[r][c] * scale;
         if (p.out_f32) {
           if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
           static_cast<float*>(p.out)[r * p.ldo + col] = v;
@@ -159,16 +235,37 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
+// Warps per column (K split), for one-column warps: the smallest of 1, 2, 4 that gives >= 48 warps per SM-sized
+// slice (the N = 2048 - 3072 decode GEMMs would otherwise run 16-23 warps per SM, each streaming a long row with
+// its loads' latency exposed), as long as every lane keeps >= 1 chunk. tuning::set_gemv_split() forces one.
+std::atomic<int> g_forced_split{0};
+int split_for(int64_t n, int64_t chunks) {
+  if (const int f = g_forced_split.load(); f > 0) return f;
+  constexpr int64_t kWantWarps = 132 * 48;
+  int split = 1;
+  while (split < 4 && n * split < kWantWarps && chunks >= 64 * split) split *= 2;
+  return split;
+}
+
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
-  const int64_t warps = (p.n + cols - 1) / cols;
-  const unsigned blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  if (cols == 1) {
-    gemv_kernel<kWE4m3, kXE4m3, kRows, 1><<<blocks, kThreads, 0, stream>>>(p);
+  if (cols != 1) {
+    const int64_t warps = (p.n + cols - 1) / cols;
+    const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
+    gemv_kernel<kWE4m3, kXE4m3, kRows, kWide, 1><<<blocks, kThreads, 0, stream>>>(p);
+    return;
+  }
+  const int split = split_for(p.n, p.chunks);
+  const int64_t groups_per_block = kWarps / split;
+  const auto blocks = static_cast<unsigned>((p.n + groups_per_block - 1) / groups_per_block);
+  if (split == 4) {
+    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 4><<<blocks, kThreads, 0, stream>>>(p);
+  } else if (split == 2) {
+    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 2><<<blocks, kThreads, 0, stream>>>(p);
   } else {
-    gemv_kernel<kWE4m3, kXE4m3, kRows, kWide><<<blocks, kThreads, 0, stream>>>(p);
+    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 1><<<blocks, kThreads, 0, stream>>>(p);
   }
 }
 
@@ -218,5 +315,13 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   }
   TG_CHECK_LAUNCH("gemv_kernel");
 }
+
+namespace tuning {
+void set_gemv_split(int split) {
+  TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_split: expected 0 (auto), 1, 2 or 4, got ",
+           split);
+  g_forced_split.store(split);
+}
+}  // namespace tuning
 
 }  // namespace tg::kernels::cuda

@@ -189,27 +189,20 @@ __device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
 }
 
 // *amax = key_to_amax(max over the grid's block keys), overwriting, in the kernel itself (no memset launch before
-// it): block b stores its key in ws[1 + b], then takes a ticket from the counter ws[0]; the block that draws the
-// last ticket (all other partials are visible to it: each block fences before its ticket) reduces the partials,
-// writes *amax and resets the counter to 0 for the next launch on this workspace. ws holds 1 + gridDim.x words
-// and is used by one launch at a time (one workspace per stream: compute_amax). Every thread of the block calls.
-__device__ __forceinline__ void amax_overwrite(float* amax, uint32_t key, uint32_t* ws, uint32_t* scratch) {
-  __shared__ bool last;
-  if (threadIdx.x == 0) {
-    ws[1 + blockIdx.x] = key;
-    __threadfence();
-    last = atomicAdd(ws, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) return;
+// it). ws[1] is a running max (float bits, 0 between launches) that every block max-reduces into as amax_max does
+// (skipping the atomic when it would not raise it); then the block fences and takes a ticket from the counter
+// ws[0]. The block that draws the last ticket sees every block's contribution (each fenced before its ticket), so
+// it copies ws[1] to *amax and resets ws[1] and ws[0] to 0 for the next launch on this workspace: O(1) work in the
+// last block. A workspace serves one launch at a time (one per stream: compute_amax). Thread 0 of each block calls.
+__device__ __forceinline__ void amax_overwrite(float* amax, uint32_t key, uint32_t* ws) {
+  float* running = reinterpret_cast<float*>(ws + 1);
+  amax_max(running, key);
   __threadfence();
-  uint32_t m = 0;
-  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
-    m = max(m, *reinterpret_cast<const volatile uint32_t*>(ws + 1 + b));
-  }
-  m = block_max_u32(m, scratch);
-  if (threadIdx.x == 0) {
-    *amax = key_to_amax(m);
+  if (atomicAdd(ws, 1u) == gridDim.x - 1) {
+    __threadfence();
+    volatile float* r = running;
+    *amax = *r;
+    *r = 0.0f;
     ws[0] = 0;
   }
 }
@@ -295,10 +288,12 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if (amax_ws != nullptr) {
-      amax_overwrite(amax, key, amax_ws, scratch);
-    } else if (threadIdx.x == 0) {
-      amax_max(amax, key);
+    if (threadIdx.x == 0) {
+      if (amax_ws != nullptr) {
+        amax_overwrite(amax, key, amax_ws);
+      } else {
+        amax_max(amax, key);
+      }
     }
   }
   if constexpr (kStore) {
@@ -747,11 +742,12 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
 
 namespace {
 // compute_amax's reduction workspaces (amax_overwrite): one per (device, stream), so that launches on different
-// streams never share a counter; 1 + kMaxAmaxBlocks zeroed words each, made on the first call outside a stream
-// capture and kept for the process (like the library handles). A first call during a capture, which must not
-// allocate, takes the memset + max-reduce path instead.
-constexpr int kMaxAmaxBlocks = 8192;
+// streams never share a counter; two zeroed words each (ticket counter, running max), made on the first call
+// outside a stream capture and kept for the process (like the library handles). A first call during a capture,
+// which must not allocate, takes the memset + max-reduce path instead (as does tuning::set_amax_memset(true)).
+std::atomic<bool> g_amax_memset{false};  // tuning::set_amax_memset
 uint32_t* amax_workspace(cudaStream_t st) {
+  if (g_amax_memset.load()) return nullptr;
   struct Key {
     int device;
     cudaStream_t stream;
@@ -767,13 +763,17 @@ uint32_t* amax_workspace(cudaStream_t st) {
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   TG_CHECK_CUDA(cudaStreamIsCapturing(st, &capturing));
   if (capturing != cudaStreamCaptureStatusNone) return nullptr;
-  Buffer b((1 + kMaxAmaxBlocks) * sizeof(uint32_t), Device::CUDA);
+  Buffer b(2 * sizeof(uint32_t), Device::CUDA);
   TG_CHECK_CUDA(cudaMemsetAsync(b.data(), 0, b.nbytes(), st));
   auto* p = static_cast<uint32_t*>(b.data());
   spaces->emplace(Key{device, st}, std::move(b));
   return p;
 }
 }  // namespace
+
+namespace tuning {
+void set_amax_memset(bool on) { g_amax_memset.store(on); }
+}  // namespace tuning
 
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
@@ -792,8 +792,6 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
       constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
       constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
       const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-      TG_CHECK(grid <= kMaxAmaxBlocks, "compute_amax: grid of ", grid, " blocks exceeds the workspace's ",
-               kMaxAmaxBlocks);
       kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
                                             amax.ptr<float>(), ws, n);
     });

@@ -74,6 +74,9 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
+// compute_amax: true = zero amax with a memset launch, then max-reduce (the path before the in-kernel overwrite);
+// for A/B benchmarks. Results are identical.
+void set_amax_memset(bool on);
 }  // namespace tuning
 }  // namespace cuda
 
