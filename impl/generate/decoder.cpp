@@ -14,6 +14,7 @@
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope.h"
 
 namespace tg::impl {
@@ -84,6 +85,17 @@ void set_decode_gemv_max_rows(int64_t rows) {
   gemv_max_rows_setting().store(rows);
 }
 int64_t decode_gemv_max_rows() { return gemv_max_rows_setting().load(); }
+
+bool decode_programmatic_launch() {
+  static const bool on = [] {
+    const char* env = std::getenv("TEGEMMA_DECODE_PDL");
+    if (env == nullptr || *env == '\0') return true;
+    const std::string v = env;
+    TG_CHECK(v == "0" || v == "1", "TEGEMMA_DECODE_PDL must be 0 or 1, got '", v, "'");
+    return v == "1";
+  }();
+  return on;
+}
 
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
   GemmSite s;
@@ -343,6 +355,9 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
 
 void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream) const {
   TG_NVTX_RANGE("Decoder::step");
+  // Programmatic dependent launch for the step's own kernels (kernels/launch/programmatic_launch.h): each one's
+  // launch overlaps the tail of the one before it. Off on the CPU backend (nothing to launch).
+  const kernels::ProgrammaticLaunchScope pdl(model_->options().device == Device::CUDA && decode_programmatic_launch());
   const GemmaConfig& c = config();
   const Acts& a = sb.acts;
   const int64_t nseq = sb.batch;

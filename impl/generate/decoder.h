@@ -9,6 +9,8 @@
 //            -> RoPE -> kv_cache_write (+ q to contiguous) -> decode_attention over the cache -> o-proj + residual
 //            -> MLP, final norm, lm_head, then sample_tokens, which advances the state. No host value is read and
 //            nothing is allocated, so the generator captures it once in a CUDA graph and replays it.
+//            Its kernels launch with programmatic dependent launch (decode_programmatic_launch()): each starts
+//            while the one before it drains and waits on the device for its results.
 //            A step's GEMMs with at most decode_gemv_max_rows() rows run as kernels::gemv (weight streaming on the
 //            CUDA cores) instead of cuBLASLt, when the weight is BF16 or per-tensor E4M3 (block scaling keeps
 //            cuBLASLt). The GEMV gets the GEMM's own A operand: BF16 for a BF16 site, the producer's E4M3 copy and
@@ -135,6 +137,11 @@ class Decoder {
 inline constexpr int64_t kDefaultDecodeGemvMaxRows = 4;
 void set_decode_gemv_max_rows(int64_t rows);
 int64_t decode_gemv_max_rows();
+
+// Whether decode steps launch their kernels with programmatic dependent launch (kernels/launch/
+// programmatic_launch.h): on unless TEGEMMA_DECODE_PDL=0 in the environment (read once; for A/B runs). Results are
+// the same bits either way; only the gaps between the kernels differ.
+bool decode_programmatic_launch();
 
 // The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);

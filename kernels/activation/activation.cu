@@ -20,6 +20,7 @@
 #include "kernels/activation/activation.h"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/elementwise/fp8_out.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -55,6 +56,8 @@ enum class Dir { kForward, kBackward };
 // Out: the high-precision output type, or an FP8 tag type (then the epilogue of fp8_out.h).
 template <Dir kDir, typename A, typename Out>
 __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   constexpr bool kFp8 = std::is_same_v<Out, dev::e4m3_t> || std::is_same_v<Out, dev::e5m2_t>;
   constexpr int kHalves = kDir == Dir::kForward ? 1 : 2;  // backward writes [d_gate | d_up]
   __shared__ __align__(16) uint8_t tile[kFp8 ? kHalves : 1][kFp8 ? kTileRows : 1][kFp8 ? kPitch : 4];
@@ -379,7 +382,7 @@ void geglu_forward(const TensorView& fc1, const TensorView& out, const TensorVie
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward(fc1)", [&] {
     using A = scalar_t;
     TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)", [&] {
-      geglu_kernel<Dir::kForward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
+      launch(geglu_kernel<Dir::kForward, A, scalar_t>, grid, kThreads, 0, cuda_stream(stream), a);
     });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
@@ -401,7 +404,7 @@ void geglu_forward_fp8(const TensorView& fc1, const Fp8View& out, Stream stream)
   TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
     using A = scalar_t;
     TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)",
-                    [&] { geglu_kernel<Dir::kForward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a); });
+                    [&] { launch(geglu_kernel<Dir::kForward, A, scalar_t>, grid, kThreads, 0, cuda_stream(stream), a); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }

@@ -30,6 +30,7 @@
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -143,6 +144,8 @@ __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T*
 
 template <int DH, int G, typename T>
 __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   using Geo = Geometry<DH>;
   extern __shared__ __align__(16) unsigned char kv_smem[];  // [2 stages][K, V][kTile][DH] of T
   __shared__ float q_s[G][DH];
@@ -324,6 +327,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
 __global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml,
                                       bf16_t* __restrict__ out, const float* __restrict__ v_scale, bool per_head_scale,
                                       int H, int g, int dh, int splits) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   const int64_t bh = blockIdx.x;
   const float2* mlb = ml + bh * splits;
   // The loops over the splits are unrolled so that several independent loads are in flight per thread (the
@@ -502,7 +507,7 @@ template <int DH, int G, typename T>
 void launch_split_t(const DecodeParams& prm, dim3 grid, cudaStream_t stream) {
   constexpr int smem = split_smem_bytes<DH, T>();
   TG_CHECK_CUDA(cudaFuncSetAttribute(decode_split_kernel<DH, G, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  decode_split_kernel<DH, G, T><<<grid, kThreads, smem, stream>>>(prm);
+  launch(decode_split_kernel<DH, G, T>, grid, kThreads, smem, stream, prm);
 }
 template <int DH, int G>
 void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, cudaStream_t stream) {
@@ -600,8 +605,8 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   }
   TG_CHECK_LAUNCH("decode_split_kernel");
   if (plan.splits > 1) {
-    decode_combine_kernel<<<static_cast<unsigned>(d.B * d.H), 128, 0, s>>>(
-        prm.o_part, prm.ml, prm.out, prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
+    launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), 128, 0, s, prm.o_part, prm.ml, prm.out,
+           prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
     TG_CHECK_LAUNCH("decode_combine_kernel");
   }
 }

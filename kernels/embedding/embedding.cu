@@ -8,6 +8,7 @@
 #include "common/nvtx.h"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/embedding/embedding.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -34,6 +35,8 @@ struct Ids {
 
 // status = {0, INT_MAX}: no bad id yet (a kernel, so that the whole call can be captured in a CUDA graph).
 __global__ void embedding_status_init_kernel(int* status) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   status[0] = 0;
   status[1] = INT_MAX;
 }
@@ -118,6 +121,8 @@ __global__ void __launch_bounds__(kFwdThreads, 3)
     embedding_forward_async_kernel(Ids ids, int64_t tokens, const bf16_t* __restrict__ table, int64_t ld_table,
                                    int64_t vocab, int64_t cols, float scale, O* __restrict__ out, int64_t ld_out,
                                    int* status) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   extern __shared__ __align__(16) uint8_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   bf16_t* ring = reinterpret_cast<bf16_t*>(smem) + warp * 2 * kAsyncUnitElems;
@@ -317,7 +322,7 @@ class StatusScope {
     } else {
       view_ = status;
     }
-    embedding_status_init_kernel<<<1, 1, 0, cuda_stream(stream)>>>(ptr());
+    launch(embedding_status_init_kernel, 1, 1, 0, cuda_stream(stream), ptr());
     TG_CHECK_LAUNCH("embedding_status_init_kernel");
   }
   int* ptr() const { return static_cast<int*>(view_.data); }
@@ -358,9 +363,9 @@ void embedding_forward(const TensorView& ids, const TensorView& table, float sca
             TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, kAsyncSmem));
             const auto blocks = static_cast<unsigned>(
                 std::min<int64_t>(warp_blocks, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-            kernel<<<blocks, kFwdThreads, kAsyncSmem, cuda_stream(stream)>>>(
-                id_ref, t_count, table.ptr<bf16_t>(), table.strides[0], table.shape[0], cols, scale,
-                out.ptr<scalar_t>(), out.strides[0], st.ptr());
+            launch(kernel, blocks, kFwdThreads, kAsyncSmem, cuda_stream(stream), id_ref, t_count,
+                   table.ptr<bf16_t>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
+                   out.strides[0], st.ptr());
             return;
           }
         }

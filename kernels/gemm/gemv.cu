@@ -9,6 +9,7 @@
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/gemm/gemv.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -107,6 +108,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kGroups = kWarps / kSplit;      // column groups per block
   constexpr int kStride = 32 * kSplit;          // chunk stride of one lane
   constexpr bool kPreloadX = kRows == 1;
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group = warp / kSplit, part = warp % kSplit;
   const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kGroups + group) * kCols;
@@ -254,18 +257,18 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols != 1) {
     const int64_t warps = (p.n + cols - 1) / cols;
     const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-    gemv_kernel<kWE4m3, kXE4m3, kRows, kWide, 1><<<blocks, kThreads, 0, stream>>>(p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide, 1>, blocks, kThreads, 0, stream, p);
     return;
   }
   const int split = split_for(p.n, p.chunks);
   const int64_t groups_per_block = kWarps / split;
   const auto blocks = static_cast<unsigned>((p.n + groups_per_block - 1) / groups_per_block);
   if (split == 4) {
-    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 4><<<blocks, kThreads, 0, stream>>>(p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 4>, blocks, kThreads, 0, stream, p);
   } else if (split == 2) {
-    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 2><<<blocks, kThreads, 0, stream>>>(p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 2>, blocks, kThreads, 0, stream, p);
   } else {
-    gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 1><<<blocks, kThreads, 0, stream>>>(p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 1>, blocks, kThreads, 0, stream, p);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/elementwise/ieee_math.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -37,6 +38,8 @@ struct WriteArgs {
 // grid (T, 3): y = 0 K, 1 V, 2 q copy (when q is given). Element-wise loops: any Dh, any alignment.
 template <bool kFp8>
 __global__ void kv_cache_write_kernel(WriteArgs a) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   const int t = blockIdx.x;
   if (blockIdx.y == 2) {
     if (a.q == nullptr) return;
@@ -143,9 +146,9 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
   const int threads = static_cast<int>(std::clamp<int64_t>(std::max(d.Hkv, d.H) * d.Dh, 32, 256));
   const cudaStream_t s = cuda_stream(stream);
   if (d.fp8) {
-    kv_cache_write_kernel<true><<<grid, threads, 0, s>>>(a);
+    launch(kv_cache_write_kernel<true>, grid, threads, 0, s, a);
   } else {
-    kv_cache_write_kernel<false><<<grid, threads, 0, s>>>(a);
+    launch(kv_cache_write_kernel<false>, grid, threads, 0, s, a);
   }
   TG_CHECK_LAUNCH("kv_cache_write_kernel");
 }

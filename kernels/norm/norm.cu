@@ -22,6 +22,7 @@
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/elementwise/fp8_out.h"
 #include "kernels/norm/norm.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -151,6 +152,8 @@ constexpr int fwd_min_blocks(int n, bool residual, bool fp8, bool async) {
 template <typename T, typename Out, int N, bool kResidual, bool kAsync>
 __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
     rmsnorm_forward_kernel(const FwdArgs a) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   constexpr bool kFp8 = !std::is_same_v<Out, T>;
   static_assert(!kAsync || (N > 0 && std::is_same_v<T, ew::bf16_t>), "kAsync: BF16 rows cached in registers");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -604,7 +607,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
     const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
     const int64_t blocks =
         std::max<int64_t>(1, std::min<int64_t>(groups, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
-    kernel<<<dim3(static_cast<unsigned>(blocks)), kFwdThreads, bytes, s>>>(a);
+    launch(kernel, dim3(static_cast<unsigned>(blocks)), kFwdThreads, bytes, s, a);
   };
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
     // kAsync when the rows are vectorisable and the per-warp row buffers fit next to g (and the tile):

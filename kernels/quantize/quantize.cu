@@ -31,6 +31,7 @@
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/recipe/scale_math.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -250,6 +251,8 @@ __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax,
                 uint32_t* __restrict__ amax_ws, int64_t n) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   __shared__ uint32_t scratch[kFlatThreads / 32];
   constexpr int kEl = kFlatVecElems<IT>;
   const float s = kStore ? *scale_ptr : 1.0f;
@@ -690,8 +693,8 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
           constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value>;
           constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
           const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-          kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(), si,
-                                                nullptr, amax, nullptr, n);
+          launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(),
+                 si, nullptr, amax, nullptr, n);
         });
       });
     });
@@ -792,8 +795,8 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
       constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
       constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
       const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-      kernel<<<grid, kFlatThreads, 0, st>>>(static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-                                            amax.ptr<float>(), ws, n);
+      launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
+             amax.ptr<float>(), ws, n);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");

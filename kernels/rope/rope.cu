@@ -5,6 +5,7 @@
 #include "common/nvtx.h"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/rope/rope.h"
+#include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -82,6 +83,8 @@ __device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t 
 // Grid: ceil(T * Dh/2 / W / 128) blocks of 128 threads; thread -> (token t, pairs i0 .. i0 + W - 1).
 template <typename A, int W>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
   const int64_t groups = a.half / W;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t t = item / groups;
@@ -131,9 +134,9 @@ void rope_apply(const TensorView& q, const TensorView& k, const TensorView& posi
   const DType dtype = q.empty() ? k.dtype : q.dtype;
   TG_DISPATCH_BF16_F32(dtype, what, [&] {
     if (vec)
-      rope_kernel<scalar_t, 8><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+      launch(rope_kernel<scalar_t, 8>, static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream), a);
     else
-      rope_kernel<scalar_t, 1><<<static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream)>>>(a);
+      launch(rope_kernel<scalar_t, 1>, static_cast<unsigned>(blocks), kThreads, 0, cuda_stream(stream), a);
   });
   TG_CHECK_LAUNCH("rope_kernel");
 }

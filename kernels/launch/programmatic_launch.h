@@ -1,0 +1,32 @@
+// Programmatic dependent launch (PDL, Hopper): a kernel launched with it may start while the kernel before it in the
+// stream is still running -- its blocks are scheduled, its launch latency hidden -- and waits on the device
+// (griddepcontrol.wait, dev::pdl_wait) until that kernel has completed and its writes are visible. A decode step is
+// ~200 small dependent kernels, so the launch gaps between them are a real share of its time.
+//
+// Host side: which launches use it. A ProgrammaticLaunchScope turns it on for the launches that the calling thread
+// makes through kernels::cuda::launch (kernels/launch/launch.cuh) while the scope lives; the decoder opens one around
+// a decode step. Launches outside a scope, and kernels launched with <<<>>>, are ordinary stream-ordered launches.
+//
+// The rule that keeps it correct: every kernel launched through kernels::cuda::launch calls dev::pdl_wait() before it
+// reads or writes any memory that an earlier kernel of the stream touches (by convention, as its first statement), and
+// may call dev::pdl_launch_dependents() (the next kernel's blocks may then be scheduled; they still wait in their own
+// pdl_wait for this kernel's completion). A kernel after one that never triggers starts when that one completes.
+#pragma once
+
+namespace tg::kernels {
+
+class ProgrammaticLaunchScope {
+ public:
+  explicit ProgrammaticLaunchScope(bool on = true);
+  ~ProgrammaticLaunchScope();
+  ProgrammaticLaunchScope(const ProgrammaticLaunchScope&) = delete;
+  ProgrammaticLaunchScope& operator=(const ProgrammaticLaunchScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True while a ProgrammaticLaunchScope(true) is open on this thread.
+bool programmatic_launch_enabled();
+
+}  // namespace tg::kernels
