@@ -265,7 +265,7 @@ const bool registered = [] {
 // Names: gemv/<impl>/<x>x<W>->bf16/<M>x<N>x<K>, impl one of
 //   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
-//   gemv_split1       kernels::gemv with one warp per column forced (no K split), e4m3xe4m3 at M = 1: the A/B
+//   gemv_split4       kernels::gemv with 4 warps splitting each column's K (tuning::set_gemv_split), e4m3xe4m3, M = 1
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -317,9 +317,9 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
-        if (m == 1) {  // A/B of the K split: one warp per column (the design before the split)
-          add("gemv/gemv_split1/e4m3xe4m3->bf16" + shape,
-              [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3, 1); });
+        if (m == 1) {  // A/B of the K split (off by default): 4 warps per column
+          add("gemv/gemv_split4/e4m3xe4m3->bf16" + shape,
+              [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3, 4); });
         }
       }
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });

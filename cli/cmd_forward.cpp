@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/file_io.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "common/args.h"
@@ -177,7 +178,7 @@ int cmd_forward(Args args) {
     ro.dtype = precision == "f32" ? DType::F32 : DType::BF16;
     ro.device = device;
     const ref::Engine e = ref::Engine::load(dir, ro);
-    if (!temp.empty()) std::filesystem::remove_all(temp);
+    if (!temp.empty()) tg::remove_tree(temp);
     load_ms = ms_since(t_load);
     cfg = e.config();
     const int64_t v = cfg.vocab_size;

@@ -290,7 +290,7 @@ int cmd_train(Args args) {
 #if TEGEMMA_HAVE_TORCH
     fs::remove(log_path);
     const fs::path init = out / "init";
-    fs::remove_all(init);
+    tg::remove_tree(init);
     build_model().save(init);  // BF16: exactly the impl's initial weights
     ref::EngineOptions eo;
     eo.dtype = DType::BF16;

@@ -1,11 +1,13 @@
 #include "common/file_io.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -127,6 +129,37 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     size_ = std::exchange(o.size_, 0);
   }
   return *this;
+}
+
+namespace {
+thread_local std::string t_remove_failed;  // the entry nftw could not remove (remove_tree's message)
+}  // namespace
+
+void remove_tree(const std::filesystem::path& path, std::error_code& ec) noexcept {
+  ec.clear();
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) ec = std::error_code(errno, std::generic_category());
+    return;
+  }
+  t_remove_failed.clear();
+  const auto remove_one = [](const char* entry, const struct stat*, int, struct FTW*) -> int {
+    if (std::remove(entry) == 0 || errno == ENOENT) return 0;
+    t_remove_failed = entry;
+    return errno != 0 ? errno : EIO;
+  };
+  // FTW_DEPTH: children before their directory; FTW_PHYS: a symlink is removed, never followed.
+  const int rc = ::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS);
+  if (rc != 0) ec = std::error_code(rc > 0 ? rc : errno, std::generic_category());
+}
+
+void remove_tree(const std::filesystem::path& path) {
+  std::error_code ec;
+  remove_tree(path, ec);
+  if (ec) {
+    TG_FAIL("cannot remove ", t_remove_failed.empty() ? path.string() : t_remove_failed, " (removing ",
+            path.string(), "): ", ec.message());
+  }
 }
 
 }  // namespace tg

@@ -8,11 +8,20 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace tg {
 
 // Reads a whole file; throws tg::Error naming the path and the OS error.
 std::string read_file(const std::filesystem::path& path);
+
+// Removes `path` and everything under it (like std::filesystem::remove_all, which the project does not call:
+// in a process that also loads PyTorch's pip LibTorch, the std::filesystem symbols bind to libtorch.so's own
+// copies, and its remove_all jumps to address 0 -- seen on the H200, 2026-11-30). POSIX nftw + remove, links not
+// followed. A missing path is not an error. Throws tg::Error naming the entry that could not be removed; the
+// error_code overload reports it there instead and never throws.
+void remove_tree(const std::filesystem::path& path);
+void remove_tree(const std::filesystem::path& path, std::error_code& ec) noexcept;
 
 // Writes `bytes` to `path` atomically: a temp file in the same directory is written, flushed and
 // renamed over `path`. On any failure the temp file is removed and `path` is left untouched.

@@ -65,10 +65,10 @@ void move_into_place(const std::filesystem::path& tmp, const std::filesystem::pa
   TG_CHECK(errno == ENOTEMPTY || errno == EEXIST, "cannot rename '", tmp.string(), "' to '", dir.string(),
            "': ", std::strerror(errno));
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
-    std::filesystem::remove_all(tmp);  // now the old checkpoint
+    tg::remove_tree(tmp);  // now the old checkpoint
     return;
   }
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
   TG_CHECK(::rename(tmp.c_str(), dir.c_str()) == 0, "cannot rename '", tmp.string(), "' to '", dir.string(),
            "': ", std::strerror(errno));
 }
@@ -256,7 +256,7 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir, const nlohmann::
   sync_stream(model_.options().stream);
   const Optimizer& opt = *optimizer_;
   const fs::path tmp = dir.string() + ".tmp-" + std::to_string(::getpid());
-  fs::remove_all(tmp);
+  tg::remove_tree(tmp);
   fs::create_directories(tmp);
   nlohmann::json sums = nlohmann::json::object();
 
@@ -414,10 +414,10 @@ std::filesystem::path save_run_checkpoint(const Trainer& t, const std::filesyste
       all.push_back(e.path());
     }
   }
-  for (const fs::path& p : stale) fs::remove_all(p);
+  for (const fs::path& p : stale) tg::remove_tree(p);
   std::sort(all.begin(), all.end());
   for (std::size_t i = 0; i + 2 < all.size(); ++i) {
-    if (all[i] != dir) fs::remove_all(all[i]);
+    if (all[i] != dir) tg::remove_tree(all[i]);
   }
   return dir;
 }

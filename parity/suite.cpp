@@ -45,14 +45,14 @@ class TempDir {
  public:
   explicit TempDir(const std::string& name)
       : path_(std::filesystem::temp_directory_path() / ("tegemma_parity_" + std::to_string(::getpid()) + "_" + name)) {
-    std::filesystem::remove_all(path_);
+    tg::remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    tg::remove_tree(path_, ec);
   }
   const std::filesystem::path& path() const { return path_; }
 

@@ -156,7 +156,7 @@ TEST(CheckpointChecksum, WrittenForEveryTensorAndVerifiedOnLoad) {
   EXPECT_EQ(CheckpointReader(dir).verify_checksums(), m.names.size());
   const auto loaded = load_all(dir, m);
   for (std::size_t i = 0; i < m.names.size(); ++i) EXPECT_EQ(loaded[i], m.data[i]) << m.names[i];
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(CheckpointChecksum, ShardsCarryTheirOwnChecksums) {
@@ -174,7 +174,7 @@ TEST(CheckpointChecksum, ShardsCarryTheirOwnChecksums) {
     EXPECT_EQ(f.verify_all(), f.header().tensors.size());
   }
   EXPECT_EQ(shards, 4);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(CheckpointChecksum, AFlippedByteInATensorNamesTheFileAndTensor) {
@@ -203,7 +203,7 @@ TEST(CheckpointChecksum, AFlippedByteInATensorNamesTheFileAndTensor) {
       }
     }
   }
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 // The property behind the feature: one flipped bit ANYWHERE in a file we wrote -- length, header, checksum
@@ -234,7 +234,7 @@ TEST(CheckpointChecksum, EveryFlippedBitIsDetectedOrHarmless) {
   const SafetensorsHeader h = parse_safetensors(as_bytes(good), "good");
   EXPECT_GE(static_cast<uint64_t>(refused), good.size() - h.data_offset) << "every data byte at least";
   std::printf("%zu positions: %d refused, %d harmless\n", good.size(), refused, harmless);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(CheckpointChecksum, TruncatedShardIsRefusedNamingIt) {
@@ -255,7 +255,7 @@ TEST(CheckpointChecksum, TruncatedShardIsRefusedNamingIt) {
   // The message says what happened for the common case, a copy cut short inside the data.
   overwrite(shard, good.substr(0, good.size() - 1));
   expect_error([&] { CheckpointReader r(dir); }, {shard.string(), "truncated"});
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(CheckpointChecksum, DamagedChecksumEntriesAreRefused) {
@@ -285,7 +285,7 @@ TEST(CheckpointChecksum, DamagedChecksumEntriesAreRefused) {
   }
   const SafetensorsFile f(file);
   expect_error([&] { f.load("t", DType::U8); }, {file.string(), "'t'", "corrupted"});
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(CheckpointChecksum, FilesWithoutChecksumsStillLoad) {
@@ -301,7 +301,7 @@ TEST(CheckpointChecksum, FilesWithoutChecksumsStillLoad) {
   EXPECT_EQ(CheckpointReader(dir).verify_checksums(), 0u);
   const auto loaded = load_all(dir, m);
   for (std::size_t i = 0; i < m.names.size(); ++i) EXPECT_EQ(loaded[i], m.data[i]) << m.names[i];
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(AtomicFile, WriteAtOverwritesOnlyWhatWasWritten) {
@@ -317,7 +317,7 @@ TEST(AtomicFile, WriteAtOverwritesOnlyWhatWasWritten) {
     f.commit();
   }
   EXPECT_EQ(read_file(file), "Hello World");
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 }  // namespace

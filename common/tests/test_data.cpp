@@ -31,7 +31,7 @@ class TempDir {
                                                                std::to_string(counter_++))) {
     std::filesystem::create_directories(path_);
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() { tg::remove_tree(path_); }
   std::filesystem::path operator/(const std::string& s) const { return path_ / s; }
 
  private:

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <vector>
@@ -29,7 +30,7 @@ TEST(FileIo, AtomicWriteReplacesOnlyOnCommit) {
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "leftover " << e.path();
   }
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(FileIo, MissingFileErrorNamesThePath) {
@@ -56,7 +57,34 @@ TEST(Npy, WriteReadRoundTrip) {
   EXPECT_EQ((raw.size() - v.size() * 4) % 64, 0u);
   EXPECT_EQ(raw[raw.size() - v.size() * 4 - 1], '\n');
   EXPECT_THROW(write_npy_f32(dir / "c.npy", v, Shape{4}), Error);
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
+}
+
+
+// remove_tree: a nested tree with files goes; a symlink inside is removed, never followed (its target outside
+// the tree survives); a missing path is not an error; a file (not a directory) is removed too.
+TEST(RemoveTree, RemovesNestedTreesWithoutFollowingLinks) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("tg_remove_tree_" + std::to_string(::getpid()));
+  const fs::path outside = root.string() + "_outside";
+  tg::remove_tree(root);
+  tg::remove_tree(outside);
+  fs::create_directories(root / "a" / "b" / "c");
+  fs::create_directories(outside);
+  write_file_atomic(root / "a" / "f1", "one");
+  write_file_atomic(root / "a" / "b" / "c" / "f2", "two");
+  write_file_atomic(outside / "keep", "kept");
+  fs::create_directory_symlink(outside, root / "a" / "link");
+  tg::remove_tree(root);
+  EXPECT_FALSE(fs::exists(root));
+  EXPECT_EQ(read_file(outside / "keep"), "kept");
+  EXPECT_NO_THROW(tg::remove_tree(root));  // missing: nothing to do
+  std::error_code ec;
+  tg::remove_tree(outside / "keep", ec);  // a plain file
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_FALSE(fs::exists(outside / "keep"));
+  tg::remove_tree(outside);
+  EXPECT_FALSE(fs::exists(outside));
 }
 
 }  // namespace

@@ -301,7 +301,7 @@ TEST(GemmaConfig, FromFile) {
   write_file_atomic(dir / "bad.json", with_field("model_type", "\"gemma2\""));
   expect_error([&] { GemmaConfig::from_file(dir / "bad.json"); }, {(dir / "bad.json").string(), "Gemma 2/3"});
   expect_error([&] { GemmaConfig::from_file(dir / "missing.json"); }, {"missing.json"});
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 }  // namespace

@@ -122,7 +122,7 @@ TEST(Safetensors, WriteReadRoundTripAllFormsOfTensor) {
   EXPECT_EQ(on_disk, (std::vector<std::string>{"ids.i64", "scalar.f32", "w.f32", "ä/ünïcode name", "scalar.bf16",
                                                 "w.bf16", "w.f16", "w.e4m3", "w.e5m2", "mask.u8"}));
   EXPECT_EQ(f.header().tensors.front().name, "ids.i64") << "header order follows data order";
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(Safetensors, EmptyFileRoundTrip) {
@@ -136,7 +136,7 @@ TEST(Safetensors, EmptyFileRoundTrip) {
   const auto h = parse_safetensors(as_bytes(st_file("{}      ")), "min");
   EXPECT_TRUE(h.tensors.empty());
   EXPECT_EQ(h.data_offset, 16u);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 // ---- the format spec, byte by byte ----------------------------------------------------------------
@@ -186,7 +186,7 @@ TEST(Safetensors, HandBuiltFileMatchesSpecAndWriter) {
   const Tensor a = f.load("a", DType::F32);
   EXPECT_EQ(a.ptr<float>()[0], 1.5f);
   EXPECT_EQ(a.ptr<float>()[1], -0.25f);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(Safetensors, EveryFormatDtypeParses) {
@@ -411,7 +411,7 @@ TEST(SafetensorsBad, ErrorsFromAFileNameThePath) {
   write_file_atomic(path, st_file(R"({"layer.0.w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", "short"));
   expect_error([&] { SafetensorsFile f(path); }, {path.string(), "'layer.0.w'", "beyond the data buffer"});
   expect_error([&] { SafetensorsFile f(dir / "missing.safetensors"); }, {"missing.safetensors"});
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 // ---- converting loads ---------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ TEST(SafetensorsLoad, Bf16ToF32IsExactForEveryPattern) {
     // fp32 = bf16 << 16 (the definition of BF16), NaN payloads included.
     ASSERT_EQ(std::bit_cast<uint32_t>(t.ptr<float>()[i]), i << 16) << "bf16 0x" << std::hex << i;
   }
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(SafetensorsLoad, F32ToBf16RoundsToNearestEven) {
@@ -467,7 +467,7 @@ TEST(SafetensorsLoad, F32ToBf16RoundsToNearestEven) {
   }
   EXPECT_EQ(b[cases.size()] & 0x7F80, 0x7F80);
   EXPECT_NE(b[cases.size()] & 0x7F, 0) << "NaN must stay NaN";
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(SafetensorsLoad, F16AndBf16ConvertThroughExactFloat) {
@@ -491,7 +491,7 @@ TEST(SafetensorsLoad, F16AndBf16ConvertThroughExactFloat) {
   }
   EXPECT_EQ(h32.ptr<float>()[3], 65504.0f);
   EXPECT_TRUE(std::isinf(h32.ptr<float>()[7])) << "70000 overflows F16";
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(SafetensorsLoad, UnalignedDataIsReadSafely) {
@@ -512,7 +512,7 @@ TEST(SafetensorsLoad, UnalignedDataIsReadSafely) {
     EXPECT_EQ(x32.ptr<float>()[i], v[i]);
     EXPECT_EQ(x16.ptr<uint16_t>()[i], float_to_bf16_bits(v[i]));
   }
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(SafetensorsLoad, ErrorsNameFileAndTensor) {
@@ -530,7 +530,7 @@ TEST(SafetensorsLoad, ErrorsNameFileAndTensor) {
   const Tensor q = f.load("q", DType::E4M3);  // same dtype: a plain copy
   EXPECT_EQ(e4m3_bits_to_float(q.ptr<uint8_t>()[0]), 1.0f);
   EXPECT_EQ(e4m3_bits_to_float(q.ptr<uint8_t>()[1]), 2.0f);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 // ---- checkpoints ------------------------------------------------------------------------------------------
@@ -571,7 +571,7 @@ TEST(Checkpoint, SingleFileRoundTrip) {
   for (std::size_t i = 0; i < m.names.size(); ++i) {
     EXPECT_EQ(raw(r.load(m.names[i], DType::BF16)), m.data[i]) << m.names[i];
   }
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(Checkpoint, ShardedRoundTripAndIndex) {
@@ -616,7 +616,7 @@ TEST(Checkpoint, ShardedRoundTripAndIndex) {
   write_checkpoint(dir, m.views, 2048);
   EXPECT_FALSE(fs::exists(dir / "model.safetensors"));
   EXPECT_EQ(CheckpointReader(dir).names().size(), m.names.size());
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(Checkpoint, WriterRefusesDuplicatesBeforeWritingAnything) {
@@ -632,7 +632,7 @@ TEST(Checkpoint, WriterRefusesDuplicatesBeforeWritingAnything) {
   expect_error([&] { w.add("bad\xff", m.views[1].second); }, {"UTF-8"});
   const TensorView strided = TensorView(m.data[1].data(), DType::BF16, Shape{16, 16}).slice_cols(0, 8);
   expect_error([&] { w.add("strided", strided); }, {"'strided'", "contiguous"});
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 class CheckpointBad : public ::testing::Test {
@@ -643,7 +643,7 @@ class CheckpointBad : public ::testing::Test {
     write_checkpoint(dir_, model_.views, 2048);
     index_ = read_file(dir_ / "model.safetensors.index.json");
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { tg::remove_tree(dir_); }
   void set_index(const std::string& text) { write_file_atomic(dir_ / "model.safetensors.index.json", text); }
   fs::path dir_;
   Model model_;

@@ -7,13 +7,15 @@
 #include <filesystem>
 #include <string>
 
+#include "common/file_io.h"
+
 namespace tg::testing {
 
 inline std::filesystem::path test_temp_dir(const std::string& prefix) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   const auto d = std::filesystem::temp_directory_path() /
                  (prefix + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name());
-  std::filesystem::remove_all(d);
+  tg::remove_tree(d);
   std::filesystem::create_directories(d);
   return d;
 }

@@ -40,7 +40,7 @@ constexpr double kBf16Ulps = 0.0078;  // 2 BF16 ulps (2^-7) relative to the logi
 
 std::filesystem::path temp_dir(const std::string& name) {
   const auto d = std::filesystem::temp_directory_path() / ("tegemma_impl_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
+  tg::remove_tree(d);
   std::filesystem::create_directories(d);
   return d;
 }
@@ -173,8 +173,8 @@ TEST_P(FixtureWeights, SaveRoundTripsThroughHfNames) {
   const ModelWeights back32 = load_weights(dir32, WeightOptions{});
   EXPECT_TRUE(same(back32.layers[0].fc1.master, w.layers[0].fc1.master));
   EXPECT_TRUE(same(back32.embed, w.embed));
-  std::filesystem::remove_all(dir);
-  std::filesystem::remove_all(dir32);
+  tg::remove_tree(dir);
+  tg::remove_tree(dir32);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureWeights, ::testing::ValuesIn(testing::fixture_names()));

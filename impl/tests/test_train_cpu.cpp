@@ -43,7 +43,7 @@ GemmaConfig tiny128_512() {
 
 fs::path temp_dir(const std::string& name) {
   const fs::path d = fs::temp_directory_path() / ("tegemma_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  tg::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -203,7 +203,7 @@ TEST_P(ResumeCpu, ResumedRunEqualsUninterruptedBitForBit) {
   EXPECT_TRUE(testing::bitwise_equal(a->optimizer().masters().to(Device::CPU), c->optimizer().masters().to(Device::CPU)));
   EXPECT_TRUE(
       testing::bitwise_equal(a->optimizer().exp_avg_sq().to(Device::CPU), c->optimizer().exp_avg_sq().to(Device::CPU)));
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Recipes, ResumeCpu, ::testing::Values("bf16", "delayed", "current", "block"));
@@ -228,7 +228,7 @@ TEST(TrainCpu, ASecondSaveOfAStepReplacesItAndStaleTempDirsGo) {
   auto u = make_trainer(testing::tiny_config(), "bf16");
   EXPECT_EQ(u->load_checkpoint(dir), (nlohmann::json{{"save", 2}}));  // the second save's, complete
   EXPECT_EQ(u->steps_done(), 1);
-  fs::remove_all(out);
+  tg::remove_tree(out);
 }
 
 TEST(TrainCpu, CheckpointIsAnHfCheckpointAndCorruptionIsNamed) {
@@ -265,7 +265,7 @@ TEST(TrainCpu, CheckpointIsAnHfCheckpointAndCorruptionIsNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("written under 'delayed"), std::string::npos) << e.what();
   }
-  fs::remove_all(out);
+  tg::remove_tree(out);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_io.h"
 #include "common/data.h"
 #include "impl/optimizer.h"
 #include "impl/trainer.h"
@@ -113,7 +114,7 @@ TEST_P(TrainGpu, DeterministicResumeIsBitExact) {
     for (int64_t s = 0; s < 4; ++s) a_losses.push_back(a->step(batch(s)).loss);
   }
   const fs::path dir = fs::temp_directory_path() / ("tegemma_train_gpu_" + recipe + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
   {
     auto b = make_trainer(recipe, Device::CUDA, true);
     for (int64_t s = 0; s < 2; ++s) ASSERT_EQ(b->step(batch(s)).loss, a_losses[s]) << "step " << s << " not repeatable";
@@ -122,7 +123,7 @@ TEST_P(TrainGpu, DeterministicResumeIsBitExact) {
   auto c = make_trainer(recipe, Device::CUDA, true);
   c->load_checkpoint(latest_checkpoint(dir));
   for (int64_t s = 2; s < 4; ++s) EXPECT_EQ(c->step(batch(s)).loss, a_losses[s]) << recipe << " step " << s;
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 }  // namespace

@@ -16,7 +16,11 @@
 //
 // ---- gemm: BF16 x BF16 ----------------------------------------------------------------------------
 // A, B BF16; out BF16 or F32. FP32 accumulation (CUBLAS_COMPUTE_32F), FP32 epilogue
-// alpha * acc + beta * out, one rounding to out's dtype.
+// alpha * acc + beta * out, one rounding to out's dtype -- except that with a BF16 out and beta != 0 cuBLASLt may
+// round alpha * acc to BF16 before it adds beta * out (H200, cuBLASLt 13.1: 3 BF16 ulps of the result off the
+// single-rounding twin at [256, 2048, 512], where |acc| >> |result|; reduction scheme forced to FP32 or not), i.e.
+// the result may carry one more rounding, of half a BF16 ulp of |alpha * acc| (the LibTorch reference's
+// `h + x @ W.T` rounds there too).
 // BF16 only: GemmOptions::transpose_a / transpose_b take an operand as stored TRANSPOSED (A given as
 // [K, M], B as [K, N]; cuBLASLt's N / T layouts, no copy), which the BF16 backward needs:
 //     dgrad    dx[T, K]  = dy[T, N] * W[N, K]          gemm(dy, W, dx, {.transpose_b = true})

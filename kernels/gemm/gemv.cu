@@ -238,16 +238,15 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
-// Warps per column (K split), for one-column warps: the smallest of 1, 2, 4 that gives >= 48 warps per SM-sized
-// slice (the N = 2048 - 3072 decode GEMMs would otherwise run 16-23 warps per SM, each streaming a long row with
-// its loads' latency exposed), as long as every lane keeps >= 1 chunk. tuning::set_gemv_split() forces one.
+// Warps per column (K split) for one-column warps: 1 unless tuning::set_gemv_split() forces 2 or 4. The split
+// (S warps of a block share one column's K) measured no faster on the H200 (2026-11-30, bench_gemm, M = 1, E4M3):
+// 2b fc2 (N 2048, K 16384) 15.39 us split 4 vs 15.40 us one warp per column; slower on the small ones (2b qkv
+// 8.86 vs 6.78 us, o 8.03 vs 6.50 us, 7b o 11.08 vs 9.71 us). What remains of those kernels' time beyond the
+// weight bytes is the fixed cost of a launch, which the decoder's programmatic launches attack instead.
 std::atomic<int> g_forced_split{0};
-int split_for(int64_t n, int64_t chunks) {
-  if (const int f = g_forced_split.load(); f > 0) return f;
-  constexpr int64_t kWantWarps = 132 * 48;
-  int split = 1;
-  while (split < 4 && n * split < kWantWarps && chunks >= 64 * split) split *= 2;
-  return split;
+int split_for(int64_t, int64_t) {
+  const int f = g_forced_split.load();
+  return f > 0 ? f : 1;
 }
 
 template <bool kWE4m3, bool kXE4m3, int kRows>

@@ -45,10 +45,11 @@
 // One warp owns kCols (1, 2 or 4) adjacent output columns n and streams their W rows [n, 0 .. K) in 16-byte chunks:
 // lane l takes chunks l, l + 32, ... and keeps 8 chunk loads (128 bytes) in flight per iteration (ld.global.cs:
 // the weights are read once). Narrow outputs (N < 132 * 64: the 2b / 7b QKV, O and fc2 GEMMs) use one-column
-// warps, and where that leaves < 48 warps per SM, S = 2 or 4 warps of a block split one column's K (chunks
-// s * 32 + l, + 32 S, ...) and add their sums in a fixed order through shared memory: on the H200 the 2b fc2
-// (N 2048, K 16384) ran 16 warps per SM at ~37% of HBM with one warp per column (ncu, 2026-11-30). At M = 1 the
-// x elements of each chunk are loaded next to its W chunk, before any use. x is read through the read-only L1 path (every warp of an SM reads the same x, a
+// warps. tuning::set_gemv_split(S) makes S = 2 or 4 warps of a block split one column's K (chunks s * 32 + l,
+// + 32 S, ...) and add their sums in a fixed order through shared memory; off by default: no faster on the H200
+// (gemv.cu, split_for). At M = 1 the x elements of each chunk are loaded next to its W chunk, before any use.
+// H200 (bench_gemm, M = 1, E4M3 x E4M3, one kernel timed alone): 2b fc1 72% of HBM, fc2 53%, lm_head 98%; 7b fc1
+// 84%, fc2 70%, lm_head 99%; the small QKV / O GEMMs are 6.5-10 us of launch and ramp for 4-25 MB. x is read through the read-only L1 path (every warp of an SM reads the same x, a
 // few KB to 48 KB at M = 1) and reused across the warp's kCols columns; the accumulators are kRows x kCols floats
 // in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
@@ -92,8 +93,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 }
 
 namespace cuda::tuning {
-// Forces the K split S of one-column warps (0: automatic, see the design note; 1, 2 or 4). Results stay within
-// the contract's bound whatever S; for A/B benchmarks.
+// Forces the K split S of one-column warps (0: the default, 1; or 2, 4). Results stay within the contract's bound
+// whatever S; for A/B benchmarks.
 void set_gemv_split(int split);
 }  // namespace cuda::tuning
 

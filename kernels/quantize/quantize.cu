@@ -21,8 +21,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <type_traits>
 
 #include "common/cuda_check.h"
@@ -189,25 +187,6 @@ __device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
   if (v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
 }
 
-// *amax = key_to_amax(max over the grid's block keys), overwriting, in the kernel itself (no memset launch before
-// it). ws[1] is a running max (float bits, 0 between launches) that every block max-reduces into as amax_max does
-// (skipping the atomic when it would not raise it); then the block fences and takes a ticket from the counter
-// ws[0]. The block that draws the last ticket sees every block's contribution (each fenced before its ticket), so
-// it copies ws[1] to *amax and resets ws[1] and ws[0] to 0 for the next launch on this workspace: O(1) work in the
-// last block. A workspace serves one launch at a time (one per stream: compute_amax). Thread 0 of each block calls.
-__device__ __forceinline__ void amax_overwrite(float* amax, uint32_t key, uint32_t* ws) {
-  float* running = reinterpret_cast<float*>(ws + 1);
-  amax_max(running, key);
-  __threadfence();
-  if (atomicAdd(ws, 1u) == gridDim.x - 1) {
-    __threadfence();
-    volatile float* r = running;
-    *amax = *r;
-    *r = 0.0f;
-    ws[0] = 0;
-  }
-}
-
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
 constexpr int kFlatThreads = 256;
 constexpr int kFlatUnroll = 4;  // 16-byte loads in flight per thread (64 bytes)
@@ -244,13 +223,10 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
-// amax_ws: nullptr = max-reduce into *amax (the cast; compute_amax's fallback after a memset); otherwise
-// compute_amax's overwrite: see amax_overwrite().
 template <typename IT, bool kE5M2, bool kStore, bool kVec>
 __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
-                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax,
-                uint32_t* __restrict__ amax_ws, int64_t n) {
+                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   __shared__ uint32_t scratch[kFlatThreads / 32];
@@ -291,13 +267,7 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if (threadIdx.x == 0) {
-      if (amax_ws != nullptr) {
-        amax_overwrite(amax, key, amax_ws);
-      } else {
-        amax_max(amax, key);
-      }
-    }
+    if (threadIdx.x == 0) amax_max(amax, key);  // compute_amax zeroed it before the launch
   }
   if constexpr (kStore) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -694,7 +664,7 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
           constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
           const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
           launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(),
-                 si, nullptr, amax, nullptr, n);
+                 si, nullptr, amax, n);
         });
       });
     });
@@ -743,50 +713,15 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
   TG_CHECK_LAUNCH("cast_transpose_kernel");
 }
 
-namespace {
-// compute_amax's reduction workspaces (amax_overwrite): one per (device, stream), so that launches on different
-// streams never share a counter; two zeroed words each (ticket counter, running max), made on the first call
-// outside a stream capture and kept for the process (like the library handles). A first call during a capture,
-// which must not allocate, takes the memset + max-reduce path instead (as does tuning::set_amax_memset(true)).
-std::atomic<bool> g_amax_memset{false};  // tuning::set_amax_memset
-uint32_t* amax_workspace(cudaStream_t st) {
-  if (g_amax_memset.load()) return nullptr;
-  struct Key {
-    int device;
-    cudaStream_t stream;
-    bool operator<(const Key& o) const { return device != o.device ? device < o.device : stream < o.stream; }
-  };
-  static std::mutex mu;
-  static auto* spaces = new std::map<Key, Buffer>();  // immortal: no teardown-order hazards at exit
-  int device = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&device));
-  const std::lock_guard<std::mutex> lock(mu);
-  const auto it = spaces->find(Key{device, st});
-  if (it != spaces->end()) return static_cast<uint32_t*>(it->second.data());
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  TG_CHECK_CUDA(cudaStreamIsCapturing(st, &capturing));
-  if (capturing != cudaStreamCaptureStatusNone) return nullptr;
-  Buffer b(2 * sizeof(uint32_t), Device::CUDA);
-  TG_CHECK_CUDA(cudaMemsetAsync(b.data(), 0, b.nbytes(), st));
-  auto* p = static_cast<uint32_t*>(b.data());
-  spaces->emplace(Key{device, st}, std::move(b));
-  return p;
-}
-}  // namespace
-
-namespace tuning {
-void set_amax_memset(bool on) { g_amax_memset.store(on); }
-}  // namespace tuning
-
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
   const cudaStream_t st = cuda_stream(stream);
+  // Zeroed by a memset node, then max-reduced. An in-kernel overwrite (each block's max into a running word, a
+  // ticket counter, the last block copies and resets) measured slower on the H200: 74.2% vs 76.9% of HBM at
+  // 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays.
+  TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
   const int64_t n = x.numel();
-  // An empty tensor's amax is 0; otherwise the kernel overwrites amax itself (no memset launch before it) unless
-  // this stream has no workspace (see amax_workspace).
-  uint32_t* ws = n > 0 ? amax_workspace(st) : nullptr;
-  if (ws == nullptr) TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
   if (n == 0) return;
   const bool vec = aligned16(x.data);
   dispatch_input(x.dtype, [&](auto it) {
@@ -796,7 +731,7 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
       constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
       const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
       launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-             amax.ptr<float>(), ws, n);
+             amax.ptr<float>(), n);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");

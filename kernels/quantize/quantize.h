@@ -34,8 +34,7 @@
 //                   scales are the transposed row-wise scales.
 //   out.scale and out.amax are not used.
 //
-// compute_amax: amax[0] = amax(x). It overwrites (it does not accumulate), in the kernel itself: a self-resetting
-//   reduction workspace per stream replaces a memset launch (quantize.cu: amax_overwrite).
+// compute_amax: amax[0] = amax(x). The op zeroes amax first (it overwrites, it does not accumulate).
 //
 // dequantize: y = round_to(out.dtype, fl32(decode(q) * scale_inv)) for the row-wise copy (columnwise = false,
 //   y [rows, cols]) or the column-wise copy (columnwise = true, y [cols, rows], the copy as stored), any mode.
@@ -74,9 +73,6 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
-// compute_amax: true = zero amax with a memset launch, then max-reduce (the path before the in-kernel overwrite);
-// for A/B benchmarks. Results are identical.
-void set_amax_memset(bool on);
 }  // namespace tuning
 }  // namespace cuda
 

@@ -276,10 +276,9 @@ TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
   }
 }
 
-// compute_amax overwrites through a per-stream, self-resetting reduction workspace (quantize.cu: amax_overwrite):
-// launches of different grid sizes interleaved on two streams each give their own tensor's amax (a counter left
-// unreset, or shared between the streams, would mix them); on a stream first used inside a capture (no workspace
-// may be allocated there) the captured memset + max-reduce path gives the same values on every replay.
+// compute_amax overwrites (memset node + max-reduce): launches of different grid sizes interleaved on two streams
+// each give their own tensor's amax (descending values: an accumulating op would keep the first), and a captured
+// graph of the same calls gives the same values on every replay.
 TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
   TG_REQUIRE_CUDA();
   const Dims shapes[] = {{8192, 3072}, {1, 1}, {1031, 4097}, {7, 13}};

@@ -235,9 +235,13 @@ TEST(GemmTransposeGpu, MatchesTheTwin) {
               for (int64_t kk = 0; kk < c.k; ++kk) mag += std::fabs(at(a, ta, i, kk, c.m) * at(b, tb, j, kk, c.n));
               const double w = value(want, i * c.n + j), g = value(got, i * c.n + j);
               // FP32 accumulation error (K terms, 2^-24 each, relative to sum |a b|), plus for a BF16 output one
-              // BF16 ulp of w: two FP32 sums that differ in the last bits can round to neighbouring BF16 values.
-              const double ulp16 = w == 0.0 ? 0.0 : std::ldexp(1.0, std::ilogb(w) - 7);
-              const double bound = c.k * 0x1p-24 * mag + (out_t == DType::BF16 ? ulp16 : 0.0);
+              // BF16 ulp of w (two FP32 sums that differ in the last bits can round to neighbouring BF16 values)
+              // and half a BF16 ulp of the product |w - old| (gemm.h: with beta != 0 cuBLASLt may round
+              // alpha * acc to BF16 before adding beta * out).
+              const auto ulp_of = [](double v) { return v == 0.0 ? 0.0 : std::ldexp(1.0, std::ilogb(v) - 7); };
+              const double prod = std::fabs(w - value(old, i * c.n + j));
+              const double bound =
+                  c.k * 0x1p-24 * mag + (out_t == DType::BF16 ? ulp_of(w) + 0.5 * ulp_of(prod) : 0.0);
               ASSERT_LE(std::fabs(g - w), bound) << "out[" << i << ", " << j << "] [M, N, K] = [" << c.m << ", "
                                                  << c.n << ", " << c.k << "] ta " << ta << " tb " << tb << " "
                                                  << out_t;

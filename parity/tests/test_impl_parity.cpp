@@ -73,7 +73,7 @@ std::filesystem::path fixture_dir(const std::string& name) { return source_dir()
 
 std::filesystem::path temp_dir(const std::string& name) {
   const auto d = std::filesystem::temp_directory_path() / ("tegemma_parity_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
+  tg::remove_tree(d);
   std::filesystem::create_directories(d);
   return d;
 }
@@ -327,7 +327,7 @@ TEST(ImplCheckpoint, ImplSavedCheckpointLoadsInTheReferenceUnchanged) {
     const Tensor la = a.logits(prompt), lb = b.logits(prompt);
     ASSERT_EQ(la.shape(), lb.shape());
     EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.nbytes()), 0) << name;
-    std::filesystem::remove_all(saved);
+    tg::remove_tree(saved);
   }
 }
 
@@ -378,7 +378,7 @@ TEST_P(ImplVsReferenceGpu, AllRecipesWithinTolerance) {
   std::fprintf(stderr, "[teardown] reference f32 destroyed\n");
   r16.reset();
   std::fprintf(stderr, "[teardown] reference bf16 destroyed\n");
-  std::filesystem::remove_all(c.dir);
+  tg::remove_tree(c.dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ImplVsReferenceGpu, ::testing::Values("gemma-2b", "gemma-7b"), [](const auto& info) {

@@ -225,7 +225,7 @@ TEST(ParitySuiteLoss, AnUnidentifiedLogIsACouldNotRun) {
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_THAT(r.errors[0], HasSubstr("run.jsonl: cannot tell which engine wrote this loss curve"));
   EXPECT_EQ(run_loss({dir / "missing"}).exit_code(), 2);
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 // A log of `tegemma train`: 60 steps, loss = factor x (2 + 6 exp(-i/10)), validation at the last step.
@@ -243,7 +243,7 @@ std::string train_log(const std::string& engine, const std::string& recipe, int 
 TEST(ParitySuiteLoss, ANoiseRunIsFoundByItsInitSeedAndJudgesImplBf16) {
   // train.jsonl in per-run directories, as ci/train_curves.sh writes them: the logs' keys say who is who.
   const auto dir = std::filesystem::temp_directory_path() / "tegemma_parity_suite_noise";
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
   auto log = [&](const std::string& run, const std::string& text) {
     std::filesystem::create_directories(dir / run);
     write_file_atomic(dir / run / "train.jsonl", text);
@@ -282,7 +282,7 @@ TEST(ParitySuiteLoss, ANoiseRunIsFoundByItsInitSeedAndJudgesImplBf16) {
   EXPECT_EQ(e.exit_code(), 2);
   ASSERT_EQ(e.errors.size(), 1u);
   EXPECT_THAT(e.errors[0], HasSubstr("two logs of reference[bf16] with the same init seed (1)"));
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(ParitySuite, NothingToCompareIsACouldNotRun) {

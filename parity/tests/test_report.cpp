@@ -168,7 +168,7 @@ TEST(ParityReport, JsonRoundTrip) {
   std::filesystem::create_directories(dir);
   r.write(dir / "parity.json");
   EXPECT_EQ(Report::load(dir / "parity.json").to_json(), j);
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(ParityReport, FromJsonRejectsOtherSchemas) {

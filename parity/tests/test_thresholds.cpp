@@ -113,7 +113,7 @@ TEST(ParityThresholds, OverrideReplacesOnlyItsEntries) {
   // No override: the builtin set.
   EXPECT_EQ(Thresholds::resolve({}).size(), t.size());
   EXPECT_THAT(error_of([&] { Thresholds::resolve(dir / "missing.json"); }), HasSubstr("missing.json"));
-  std::filesystem::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(ParityThresholds, ToJsonRoundTrips) {

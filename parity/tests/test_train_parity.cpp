@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_io.h"
 #include "common/data.h"
 #include "impl/model.h"
 #include "impl/optimizer.h"
@@ -41,7 +42,7 @@ fs::path tokens_path() { return fs::path(TEGEMMA_SOURCE_DIR) / "assets" / "fortu
 
 fs::path temp_dir(const std::string& name) {
   const fs::path d = fs::temp_directory_path() / ("tegemma_train_parity_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  tg::remove_tree(d);
   fs::create_directories(d);
   return d;
 }
@@ -103,7 +104,7 @@ TEST(TrainParityCpu, OneStepGradientsMatchTheReference) {
     }
   }
   EXPECT_EQ(checked, 2 + 9 * cfg.num_hidden_layers);
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 TEST(TrainParityCpu, LossCurveTracksTheReference) {
@@ -149,7 +150,7 @@ TEST(TrainParityCpu, LossCurveTracksTheReference) {
   EXPECT_LE(d_impl, 2 * d_ref + 1e-3);
   EXPECT_LE(std::fabs(tail_impl - tail_ref) / tail_ref, 0.01);
   EXPECT_LT(tail_impl, std::log(512.0) - 0.5) << "the model did not learn";
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 }  // namespace

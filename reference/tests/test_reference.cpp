@@ -11,6 +11,7 @@
 #include <cmath>
 #include <set>
 
+#include "common/file_io.h"
 #include "common/tests/test_temp_dir.h"
 #include "common/check.h"
 #include "common/numeric.h"
@@ -272,7 +273,7 @@ class Checkpoint : public ::testing::Test {
     weights_ = random_weights(cfg_, 11, at::kFloat, at::kCPU, lively_init());
     save_checkpoint(dir_, cfg_, weights_, DType::F32);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { tg::remove_tree(dir_); }
   std::string load_error() const {
     return error_of([&] { load_weights(dir_, load_config(dir_), at::kFloat, at::kCPU); });
   }

@@ -22,10 +22,10 @@ class Scratch {
   Scratch() {
     dir_ = fs::temp_directory_path() / ("tegemma_reports_" + std::to_string(::getpid()) + "_" +
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    tg::remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  ~Scratch() { fs::remove_all(dir_); }
+  ~Scratch() { tg::remove_tree(dir_); }
   fs::path write(const std::string& name, const std::string& text) const {
     write_file_atomic(dir_ / name, text);
     return dir_ / name;

@@ -216,7 +216,7 @@ TEST(Report, NothingToReportIsAnError) {
 
 TEST(Report, WritesBothFilesAtomically) {
   const fs::path dir = fs::temp_directory_path() / ("tegemma_report_write_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
   RenderedReport r{"<!DOCTYPE html>\n<html/>", "## md\n", 0};
   write_report(r, dir / "sub" / "report.html", dir / "report.md");
   EXPECT_EQ(read_file(dir / "sub" / "report.html"), r.html);
@@ -226,7 +226,7 @@ TEST(Report, WritesBothFilesAtomically) {
   r.html = "changed";
   EXPECT_THROW(write_report(r, dir / "sub" / "report.html", dir / "blocker" / "report.md"), std::exception);
   EXPECT_EQ(read_file(dir / "report.md"), "## md\n");
-  fs::remove_all(dir);
+  tg::remove_tree(dir);
 }
 
 }  // namespace
