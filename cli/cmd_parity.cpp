@@ -17,6 +17,7 @@
 #include "common/check.h"
 #include "common/tensor.h"
 #include "impl/fault_injection.h"
+#include "parity/rejudge.h"
 #include "parity/report.h"
 #include "parity/suite.h"
 
@@ -78,6 +79,33 @@ int could_not_run(const std::string& why, const std::string& out, const nlohmann
 
 }  // namespace
 
+// --rejudge REPORT: the recorded measurements judged by the thresholds of this build (or --thresholds FILE).
+int rejudge_report(const ArgParser& p) {
+  for (const char* o : {"model", "config", "layers", "precisions", "prompts", "loss-curves", "loss-size", "device"}) {
+    if (p.given(o)) throw UsageError(std::string("--rejudge runs nothing: --") + o + " does not apply");
+  }
+  const std::string out = p.get("out");
+  nlohmann::json run{{"command", "tegemma parity --rejudge " + p.get("rejudge")}};
+  parity::Report r;
+  try {
+    const parity::Report recorded = parity::Report::load(p.get("rejudge"));
+    const parity::Thresholds th = parity::Thresholds::resolve(p.given("thresholds") ? p.get("thresholds") : "");
+    r = parity::rejudge(recorded, th);
+  } catch (const Error& e) {
+    return could_not_run(e.what(), out, run);
+  }
+  parity::SummaryOptions so;
+  so.color = ::isatty(::fileno(stdout)) != 0;
+  std::printf("%s", r.summary(so).c_str());
+  std::printf("rejudged: %lld check verdicts changed\n",
+              static_cast<long long>(r.run["rejudged"]["changed_checks"].get<int64_t>()));
+  if (!out.empty()) {
+    r.write(out);
+    std::printf("parity report: %s\n", out.c_str());
+  }
+  return r.exit_code();
+}
+
 int cmd_parity(Args args) {
   const bool have_gpu = cuda_available();
   ArgParser p("tegemma parity",
@@ -105,6 +133,8 @@ int cmd_parity(Args args) {
               "training logs of `tegemma train` (JSON lines), comma-separated files or directories of *.jsonl")
       .option("loss-size", "size class for the loss thresholds (tiny|small|2b|7b); default: from the logs")
       .option("fixtures", "the HF fixtures directory of --suite ci (default: reference/fixtures of the source tree)")
+      .option("rejudge", "a recorded report JSON: judge its measured values again with the thresholds (built-in, "
+                         "or --thresholds) instead of running anything; --out writes the re-judged report")
       .flag("quiet", "no progress lines (the summary is still printed)");
   p.parse(args);
   if (p.help_requested()) {
@@ -115,6 +145,7 @@ int cmd_parity(Args args) {
         impl::FaultInjection::kEnvVar);
     return 0;
   }
+  if (p.given("rejudge")) return rejudge_report(p);
   if (p.given("model") && p.given("config")) throw UsageError("give at most one of --model DIR and --config NAME");
   const std::string suite = p.get("suite");
   if (suite != "ci" && suite != "full" && suite != "none")

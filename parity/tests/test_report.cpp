@@ -13,6 +13,7 @@
 #include "common/file_io.h"
 #include "common/gemma_config.h"
 #include "parity/prompts.h"
+#include "parity/rejudge.h"
 #include "parity/report.h"
 #include "parity/thresholds.h"
 
@@ -249,6 +250,53 @@ TEST(ParityReport, SummaryShowsErrors) {
   const std::string s = r.summary();
   EXPECT_THAT(s, HasSubstr("ERROR reference[bf16] vs impl[block]: forward (block, small): could not run: impl: out of memory"));
   EXPECT_THAT(s, HasSubstr("parity: ERROR (exit 2): 1 comparison, 1 could not run"));
+}
+
+
+// --rejudge: recorded values judged again by another threshold set (parity/rejudge.h).
+TEST(ParityRejudge, BoundsAreJudgedAgainParametersAndComputedLimitsAreNot) {
+  const Thresholds th = Thresholds::builtin();
+  Report r = Report::create();
+  r.set_thresholds(th);
+  Comparison c = make_comparison("forward");
+  c.judge(th, kLayer1, "tap.cosine", 0.99);          // fail under the built-in 0.999
+  c.judge(th, kLayer1, "tap.rmse_over_range", 0.001);  // pass
+  c.param(th, "tap.atol");
+  Check loss;                                          // a noise-relative verdict: its own computed limit
+  loss.metric = "loss.tail_mean_rel_diff";
+  loss.value = 0.5;
+  loss.limit = 0.1;
+  loss.verdict = Verdict::kFail;
+  c.add(loss);
+  r.comparisons.push_back(c);
+  ASSERT_EQ(r.exit_code(), 1);
+
+  const auto looser = [&](double cosine, double atol) {
+    Thresholds t = th;
+    t.override_with(Thresholds::parse(
+        R"({"schema_version": 1, "thresholds_version": 99, "thresholds": {
+             "tap.cosine": {"bf16": {"small": {"value": )" + std::to_string(cosine) + R"(, "reason": "test"}}},
+             "tap.atol": {"bf16": {"small": {"value": )" + std::to_string(atol) + R"(, "reason": "test"}}}}})",
+        "test-override"));
+    return t;
+  };
+  const Report again = rejudge(r, looser(0.98, 0.1));
+  const Comparison& a = again.comparisons[0];
+  EXPECT_EQ(a.checks[0].verdict, Verdict::kPass);  // 0.99 >= 0.98 now
+  EXPECT_EQ(a.checks[1].verdict, Verdict::kPass);
+  EXPECT_EQ(a.checks[2].verdict, Verdict::kFail);  // the computed limit is kept
+  EXPECT_EQ(a.thresholds.at("tap.cosine").value, 0.98);
+  EXPECT_EQ(again.run["rejudged"]["changed_checks"], 1);
+  ASSERT_EQ(again.thresholds["sources"].size(), 2u);  // the built-in set, then the override
+  EXPECT_EQ(again.thresholds["sources"][1]["thresholds_version"], 99);
+  EXPECT_EQ(again.run["rejudged"]["from"]["thresholds_version"], th.thresholds_version());
+  // Stricter: the pass turns into a fail.
+  EXPECT_EQ(rejudge(r, looser(0.9999, 0.1)).comparisons[0].checks[0].verdict, Verdict::kFail);
+  // A parameter changed: the measured values depend on it, so it is refused.
+  EXPECT_THAT(error_of([&] { rejudge(r, looser(0.98, 0.5)); }), HasSubstr("parameter tap.atol"));
+  // The re-judged report survives its own schema round trip.
+  const Report back = Report::from_json(again.to_json(), "rejudged");
+  EXPECT_EQ(back.status(), again.status());
 }
 
 }  // namespace
