@@ -81,7 +81,8 @@ int could_not_run(const std::string& why, const std::string& out, const nlohmann
 
 // --rejudge REPORT: the recorded measurements judged by the thresholds of this build (or --thresholds FILE).
 int rejudge_report(const ArgParser& p) {
-  for (const char* o : {"model", "config", "layers", "precisions", "prompts", "loss-curves", "loss-size", "device"}) {
+  for (const char* o :
+       {"model", "config", "add-model", "layers", "precisions", "prompts", "loss-curves", "loss-size", "device"}) {
     if (p.given(o)) throw UsageError(std::string("--rejudge runs nothing: --") + o + " does not apply");
   }
   const std::string out = p.get("out");
@@ -117,6 +118,8 @@ int cmd_parity(Args args) {
            have_gpu ? "full" : "ci")
       .option("model", "an HF Gemma checkpoint directory instead of the suite's models")
       .option("config", "random weights of a preset instead: tiny | small | gemma-2b | gemma-7b")
+      .option("add-model", "checkpoint directories compared beside the suite's models, comma-separated (e.g. the "
+                           "trained small model of the loss-curve runs: <run>/checkpoints/<latest>)")
       .option("layers", "reduced depth: num_hidden_layers of --config, or of the full suite's models")
       .option("seed", "seed of the random weights", "0")
       .option("precisions",
@@ -198,6 +201,9 @@ int cmd_parity(Args args) {
       o.models.push_back(parity::preset_case(p.get("config"), layers, seed));
     } else {
       o.models = parity::suite_models(suite, p.get("fixtures"), seed, layers);
+    }
+    if (p.given("add-model")) {
+      for (const auto& dir : split_paths(p.get("add-model"))) o.models.push_back(parity::checkpoint_case(dir));
     }
   } catch (const Error& e) {
     return could_not_run(e.what(), out, run);
