@@ -15,14 +15,16 @@
 #                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
 #   --sanitize TOOL   ci/gpu_sanitize.sh --tools TOOL over the kernels' gpu tests with what time is left
 #   --parity SUITE    `tegemma parity --suite SUITE --device cuda` in the background beside the tests (parity_SUITE.json
-#                     and .log in the results)
+#                     and .log in the results); with --curves it runs after the curves instead, with the trained
+#                     small model (the impl bf16 run's last checkpoint) added (--add-model)
+#   --hf-roundtrip    ci/hf_roundtrip.sh (HF transformers loads a tegemma-saved checkpoint) after the benchmarks
 # ctest runs CTEST_PARALLEL (default 8) tests at once: the GPU tests' CPU twins dominate their time.
 #
 # Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
 #   .gpu_src/ci/gpu_session.sh --src .gpu_src --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity=""
+src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     --bench-filter) bfilter=$2; shift 2;;
     --sanitize) sanitize=$2; shift 2;;
     --parity) parity=$2; shift 2;;
+    --hf-roundtrip) hfrt=1; shift;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -61,10 +64,13 @@ if [ -n "$curves" ]; then
   cpid=$!
 fi
 ppid_=""
-if [ -n "$parity" ]; then
-  ( timeout "$(( $(left) - 60 ))" "$bin" parity --suite "$parity" --device cuda --out "$out/parity_$parity.json" \
+run_parity() {  # [extra parity flags...]
+  ( timeout "$(( $(left) - 60 ))" "$bin" parity --suite "$parity" --device cuda --out "$out/parity_$parity.json" "$@" \
       > "$out/parity_$parity.log" 2>&1; echo "parity rc=$?" >> "$out/parity_$parity.log" ) &
   ppid_=$!
+}
+if [ -n "$parity" ] && [ -z "$curves" ]; then
+  run_parity
 fi
 if [ -n "$tests" ]; then
   targs=(--test-dir "$build" -L gpu -R "$tests" --output-on-failure --timeout 300 --output-junit "$out/ctest.xml"
@@ -80,6 +86,12 @@ if [ -n "$cpid" ]; then
   (cd "$build/curves" && cp --parents */train.jsonl */run.json "$out/curves/" 2>/dev/null; cp *.log parity_loss.json parity.txt "$out/curves/" 2>/dev/null)
   tail -12 "$out/curves/parity.txt" 2>/dev/null
   echo "== curves done at $(( $(date +%s) - t0 ))s"
+  if [ -n "$parity" ]; then
+    trained=""
+    latest="$build/curves/impl_bf16/checkpoints/latest"
+    [ -f "$latest" ] && trained="$build/curves/impl_bf16/checkpoints/$(tr -d '[:space:]' < "$latest")"
+    if [ -n "$trained" ] && [ -d "$trained" ]; then run_parity --add-model "$trained"; else run_parity; fi
+  fi
 fi
 IFS=, read -ra bench_items <<< "$benches"
 if [ -n "$ppid_" ]; then
@@ -97,6 +109,10 @@ for item in "${bench_items[@]}"; do
   timeout "$(( $(left) - 30 ))" "$build/bench/$b" "${args[@]}" > "$out/$b.log" 2>&1
   echo "== $b rc=$? at $(( $(date +%s) - t0 ))s"
 done
+if [ "$hfrt" = 1 ] && [ "$(left)" -gt 60 ]; then
+  timeout "$(( $(left) - 30 ))" "$src/ci/hf_roundtrip.sh" "$bin" "$out/hf_roundtrip" cuda > "$out/hf_roundtrip.log" 2>&1
+  echo "== hf roundtrip rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_roundtrip.log"
+fi
 if [ -n "$sanitize" ] && [ "$(left)" -gt 90 ]; then
   TEGEMMA_BUILD_DIR=$build timeout "$(( $(left) - 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" --tools "$sanitize" \
     --budget "$(( $(left) - 45 ))" --no-build --binaries 'kernels/tests' > "$out/sanitize.log" 2>&1
