@@ -18,13 +18,14 @@
 #                     and .log in the results); with --curves it runs after the curves instead, with the trained
 #                     small model (the impl bf16 run's last checkpoint) added (--add-model)
 #   --hf-roundtrip    ci/hf_roundtrip.sh (HF transformers loads a tegemma-saved checkpoint) after the benchmarks
+#   --bench-suite S   ci/bench_sets.sh's quick or full suite after the tests (instead of, or before, --benches)
 # ctest runs CTEST_PARALLEL (default 8) tests at once: the GPU tests' CPU twins dominate their time.
 #
 # Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
 #   .gpu_src/ci/gpu_session.sh --src .gpu_src --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0
+src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
     --sanitize) sanitize=$2; shift 2;;
     --parity) parity=$2; shift 2;;
     --hf-roundtrip) hfrt=1; shift;;
+    --bench-suite) bsuite=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -98,6 +100,11 @@ if [ -n "$ppid_" ]; then
   wait "$ppid_"
   tail -3 "$out/parity_$parity.log"
   echo "== parity done at $(( $(date +%s) - t0 ))s"
+fi
+if [ -n "$bsuite" ] && [ "$(left)" -gt 60 ]; then
+  timeout "$(( $(left) - 30 ))" "$src/ci/bench_sets.sh" "$bsuite" "$build" "$out/bench_$bsuite" \
+      > "$out/bench_suite_$bsuite.log" 2>&1
+  echo "== bench suite $bsuite rc=$? at $(( $(date +%s) - t0 ))s"
 fi
 for item in "${bench_items[@]}"; do
   b=${item%%:*} f=$bfilter

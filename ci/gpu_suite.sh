@@ -47,7 +47,11 @@ targs=(--test-dir "$build" -L "$labels" --output-on-failure --timeout 900 --outp
 ctest "${targs[@]}" > "$out/ctest.log" 2>&1 || rc=1
 grep -E "tests passed|tests failed|\*\*\*Failed|Skipped|Not Run" "$out/ctest.log" | tail -30
 t_test=$(( $(date +%s) - t0 - t_build ))
-if [ "$bench" != none ]; then
+if [ "$bench" != none ] && [ -z "$benches" ] && [ -z "$bfilter" ]; then
+  # The suites as ci/bench_sets.sh defines them (quick: the headline workloads, < 2 min; full: everything).
+  source "$src/ci/bench_sets.sh"
+  tegemma_bench_suite "$bench" "$build" "$out" || rc=1
+elif [ "$bench" != none ]; then
   for b in "$build"/bench/bench_*; do
     [ -x "$b" ] || continue
     name=$(basename "$b")
