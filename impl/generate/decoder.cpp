@@ -171,8 +171,8 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
 // attention supplied by the caller.
 template <typename Attend>
-void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-                    bool clear_pad_rows, bool gemv, Stream stream) const {
+void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
+                    Stream stream) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
@@ -181,7 +181,6 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& 
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
-  kernels::rope_forward(q, k, positions, inv_freq_.view(), stream);
   attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   p.quantize(a.attn, s.o, stream);
@@ -263,8 +262,10 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
   kernels::AttentionOptions attn;
   attn.causal = true;
   attn.backend = model_->options().attention;
+  // RoPE in place on q and k (the attention below reads them), the cache write, the packed causal attention.
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out) {
+    kernels::rope_forward(q, k, positions, inv_freq_.view(), stream);
     const kernels::KvCache kv = cache.layer(l, cache.max_batch());
     if (cache.fp8() && scales != KvScaleMode::kFrozen) {
       const TensorView amax = cache.amax(l);
@@ -277,7 +278,7 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
     kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
   };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, t, positions, attend, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
+    layer(l, a, t, attend, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
   }
 
   // The gather of each sequence's last row is the embedding kernel with the hidden states as the table (exact).
@@ -367,16 +368,18 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
                              a.status, stream);
   kernels::DecodeOptions dopt;
   dopt.workspace = sb.attention_workspace;
+  // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
+  // place: nothing else reads them), then the attention over the cache.
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out) {
     const kernels::KvCache kv = cache.layer(l, nseq);
-    kernels::kv_cache_write(k, v, sb.slots, sb.state.positions, kv, q, sb.q, stream);
+    kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_.view(), kv, q, sb.q, stream);
     kernels::decode_attention(sb.q, kv, sb.state.seqlens, dopt, out, stream);
   };
   // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).
   const int64_t gemv_rows = decode_gemv_max_rows();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, nseq, sb.state.positions, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
+    layer(l, a, nseq, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);

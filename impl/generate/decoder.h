@@ -6,7 +6,8 @@
 //            each prompt's last token only. Nothing is computed for padding because there is none.
 //   step     one token per sequence at its own position, from device state only (kernels/sampling's
 //            DecodeState: tokens, positions, lengths): embedding gather, per layer norm(+cast) -> QKV GEMM (M = B)
-//            -> RoPE -> kv_cache_write (+ q to contiguous) -> decode_attention over the cache -> o-proj + residual
+//            -> kv_cache_write_rope (RoPE + cache append + q to contiguous, one kernel) -> decode_attention over
+//            the cache -> o-proj + residual
 //            -> MLP, final norm, lm_head, then sample_tokens, which advances the state. No host value is read and
 //            nothing is allocated, so the generator captures it once in a CUDA graph and replays it.
 //            Its kernels launch with programmatic dependent launch (decode_programmatic_launch()): each starts
@@ -101,15 +102,15 @@ class Decoder {
     GemmSite qkv, o, fc1, fc2;
   };
   Acts carve(Buffers& b, int64_t rows, int64_t lm_rows) const;
-  // One layer over acts.h's first `tokens` rows; `attend` runs the attention (and the cache write) into
-  // acts.attn.hp [tokens, H Dh].
+  // One layer over acts.h's first `tokens` rows; `attend` applies RoPE, writes the cache and runs the attention
+  // into acts.attn.hp [tokens, H Dh].
   // clear_pad_rows: zero the attention output's padding rows (rows >= tokens) first; the prefill re-carves its
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
   // run on cuBLASLt.
   template <typename Attend>
-  void layer(int64_t l, const Acts& a, int64_t tokens, const TensorView& positions, const Attend& attend,
-             bool clear_pad_rows, bool gemv, Stream stream) const;
+  void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
+             Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.

@@ -59,6 +59,18 @@ WriteDims check_write(const TensorView& k, const TensorView& v, const TensorView
   return d;
 }
 
+WriteDims check_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                           const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                           const TensorView& q, const TensorView& q_out, Device device, const char* what) {
+  const WriteDims d = check_write(k, v, slots, positions, cache, q, q_out, device, what);
+  TG_CHECK(d.Dh % 2 == 0, what, ": RoPE needs an even head dim, got ", d.Dh);
+  TG_CHECK(!inv_freq.empty() && inv_freq.dtype == DType::F32 && inv_freq.shape == Shape{d.Dh / 2}, what,
+           ": inv_freq must be F32 [Dh / 2 = ", d.Dh / 2, "], got ", inv_freq.describe());
+  check_contiguous(inv_freq, what);
+  check_device(inv_freq, device, what);
+  return d;
+}
+
 ReorderDims check_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
                           Device device, const char* what) {
   const attn::DecodeDims c = attn::check_cache(cache, device, what);
@@ -103,6 +115,18 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
 #else
   (void)stream;
   no_cuda("kv_cache_write");
+#endif
+}
+
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q, const TensorView& q_out, Stream stream) {
+  if (k.device == Device::CPU) return cpu::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out);
+#if TEGEMMA_HAVE_CUDA
+  cuda::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, stream);
+#else
+  (void)stream;
+  no_cuda("kv_cache_write_rope");
 #endif
 }
 

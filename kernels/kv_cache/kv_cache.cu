@@ -11,6 +11,7 @@
 #include "kernels/elementwise/ieee_math.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/launch.cuh"
+#include "kernels/rope/rope_math.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -33,9 +34,26 @@ struct WriteArgs {
   const float* v_scale;
   bool per_head_scale;
   int B, max_seq, Hkv, Dh, H;
+  const float* inv_freq;  // null: no RoPE (kv_cache_write); else kv_cache_write_rope's table [Dh / 2]
 };
 
-// grid (T, 3): y = 0 K, 1 V, 2 q copy (when q is given). Element-wise loops: any Dh, any alignment.
+// Element i of a row [heads, Dh] (head stride Dh), RoPE-rotated at `pos` when a.inv_freq is set: element d < Dh/2 of
+// a head pairs with d + Dh/2 (rope.h), each thread computing its own element's pair (rope_dev: rope_kernel's
+// arithmetic, so the bytes match rope_forward + the plain write), rounded to BF16 as rope_forward's store does.
+__device__ __forceinline__ bf16_t row_element(const WriteArgs& a, const bf16_t* row, int i, float pos) {
+  if (a.inv_freq == nullptr) return row[i];
+  const int half = a.Dh / 2, d = i % a.Dh, j = d % half;
+  const bool first = d < half;
+  const float self = __bfloat162float(row[i]), partner = __bfloat162float(row[first ? i + half : i - half]);
+  float c, s;
+  rope_dev::cos_sin<bf16_t>(pos, a.inv_freq[j], 1.0f, c, s);
+  const float x1 = first ? self : partner, x2 = first ? partner : self;
+  return dev::from_float<bf16_t>(first ? rope_dev::rotated_first<bf16_t>(x1, x2, c, s)
+                                       : rope_dev::rotated_second<bf16_t>(x1, x2, c, s));
+}
+
+// grid (T, 3): y = 0 K, 1 V, 2 q copy (when q is given), K and q RoPE-rotated on the way when a.inv_freq is set.
+// Element-wise loops: any Dh, any alignment.
 template <bool kFp8>
 __global__ void kv_cache_write_kernel(WriteArgs a) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
@@ -46,12 +64,15 @@ __global__ void kv_cache_write_kernel(WriteArgs a) {
     const int n = a.H * a.Dh;
     const bf16_t* src = a.q + t * a.q_stride;
     bf16_t* dst = a.q_out + static_cast<int64_t>(t) * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+    const float qpos = static_cast<float>(a.positions[t]);  // rope_forward rotates every token's q
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = row_element(a, src, i, qpos);
     return;
   }
   const int slot = a.slots[t], pos = a.positions[t];
   if (slot < 0 || slot >= a.B || pos < 0 || pos >= a.max_seq) return;
   const bool is_v = blockIdx.y == 1;
+  WriteArgs r = a;
+  if (is_v) r.inv_freq = nullptr;  // V is not rotated
   const bf16_t* src = (is_v ? a.v : a.k) + t * (is_v ? a.v_stride : a.k_stride);
   const int n = a.Hkv * a.Dh;
   const int64_t dst = (static_cast<int64_t>(slot) * a.max_seq + pos) * n;
@@ -60,11 +81,11 @@ __global__ void kv_cache_write_kernel(WriteArgs a) {
     uint8_t* out = static_cast<uint8_t*>(is_v ? a.v_cache : a.k_cache) + dst;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const float s = scale[a.per_head_scale ? i / a.Dh : 0];
-      out[i] = dev::from_float<e4m3_t>(ieee::fdiv(__bfloat162float(src[i]), s)).bits;
+      out[i] = dev::from_float<e4m3_t>(ieee::fdiv(__bfloat162float(row_element(r, src, i, pos)), s)).bits;
     }
   } else {
     bf16_t* out = static_cast<bf16_t*>(is_v ? a.v_cache : a.k_cache) + dst;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = src[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = row_element(r, src, i, static_cast<float>(pos));
   }
 }
 
@@ -115,11 +136,11 @@ __global__ void kv_rows_amax_kernel(const bf16_t* __restrict__ x, int64_t stride
 
 }  // namespace
 
-void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
-                    const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream) {
-  TG_NVTX_FN();
-  constexpr const char* what = "kv_cache_write(cuda)";
-  const auto d = kv_cache_detail::check_write(k, v, slots, positions, cache, q, q_out, Device::CUDA, what);
+namespace {
+// The launch behind kv_cache_write and kv_cache_write_rope (inv_freq null: no rotation).
+void write_rows(const kv_cache_detail::WriteDims& d, const TensorView& k, const TensorView& v, const TensorView& slots,
+                const TensorView& positions, const float* inv_freq, const KvCache& cache, const TensorView& q,
+                const TensorView& q_out, Stream stream) {
   WriteArgs a{};
   a.k = k.ptr<const bf16_t>();
   a.v = v.ptr<const bf16_t>();
@@ -142,6 +163,7 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
   a.Hkv = static_cast<int>(d.Hkv);
   a.Dh = static_cast<int>(d.Dh);
   a.H = static_cast<int>(d.H);
+  a.inv_freq = inv_freq;
   const dim3 grid(static_cast<unsigned>(d.T), q.empty() ? 2u : 3u);
   const int threads = static_cast<int>(std::clamp<int64_t>(std::max(d.Hkv, d.H) * d.Dh, 32, 256));
   const cudaStream_t s = cuda_stream(stream);
@@ -151,6 +173,24 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
     launch(kv_cache_write_kernel<false>, grid, threads, 0, s, a);
   }
   TG_CHECK_LAUNCH("kv_cache_write_kernel");
+}
+}  // namespace
+
+void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
+                    const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream) {
+  TG_NVTX_FN();
+  const auto d = kv_cache_detail::check_write(k, v, slots, positions, cache, q, q_out, Device::CUDA,
+                                              "kv_cache_write(cuda)");
+  write_rows(d, k, v, slots, positions, nullptr, cache, q, q_out, stream);
+}
+
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q, const TensorView& q_out, Stream stream) {
+  TG_NVTX_FN();
+  const auto d = kv_cache_detail::check_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, Device::CUDA,
+                                                   "kv_cache_write_rope(cuda)");
+  write_rows(d, k, v, slots, positions, inv_freq.ptr<const float>(), cache, q, q_out, stream);
 }
 
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,

@@ -11,6 +11,10 @@
 //                    splits its fused QKV projection output in this one kernel.
 //                    k, v, q are views with a unit innermost stride and head stride Dh (any token stride),
 //                    e.g. column slices of the fused QKV output [T, (H + 2 Hkv) Dh]; BF16.
+//   kv_cache_write_rope  kv_cache_write of RoPE-rotated k and q: kernels/rope's forward at `positions` (inv_freq
+//                    the rope_inv_freq table, F32 [Dh / 2]) applied to the values written, q and k themselves left
+//                    as they are. The decode step's rope_forward + kv_cache_write in one kernel: the same bytes as
+//                    rope_forward on q and k followed by kv_cache_write (which is exactly what the CPU twin does).
 //   kv_cache_reorder cache[b, 0:length] = cache[src[b], 0:length] for every b (K and V) -- beam search's
 //                    reorder by parent beam (and fanning a prompt's prefill out to its beams), through a caller
 //                    scratch buffer of at least B * length * Hkv * Dh cache elements (U8 bytes, contiguous).
@@ -30,6 +34,9 @@ namespace tg::kernels {
 
 void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
                     const KvCache& cache, const TensorView& q = {}, const TensorView& q_out = {}, Stream stream = {});
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q = {}, const TensorView& q_out = {}, Stream stream = {});
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
                       Stream stream = {});
 void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream = {});
@@ -37,6 +44,9 @@ void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream = {
 namespace cpu {
 void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
                     const KvCache& cache, const TensorView& q, const TensorView& q_out);
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q, const TensorView& q_out);
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch);
 void kv_rows_amax(const TensorView& x, const TensorView& amax);
 }  // namespace cpu
@@ -44,6 +54,9 @@ void kv_rows_amax(const TensorView& x, const TensorView& amax);
 namespace cuda {
 void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
                     const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream);
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q, const TensorView& q_out, Stream stream);
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
                       Stream stream);
 void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream);
@@ -57,6 +70,10 @@ struct WriteDims {
 WriteDims check_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
                       const KvCache& cache, const TensorView& q, const TensorView& q_out, Device device,
                       const char* what);
+// check_write plus the RoPE table: inv_freq F32 [Dh / 2], contiguous, on `device`; Dh even.
+WriteDims check_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                           const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                           const TensorView& q, const TensorView& q_out, Device device, const char* what);
 struct ReorderDims {
   int64_t B = 0, max_seq = 0, row_bytes = 0;  // row_bytes: Hkv * Dh * element size
 };

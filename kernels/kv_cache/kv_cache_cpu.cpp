@@ -6,6 +6,7 @@
 #include "common/numeric.h"
 #include "kernels/elementwise/ieee_math.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/rope/rope.h"
 
 namespace tg::kernels::cpu {
 
@@ -46,6 +47,29 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
       }
     }
   }
+}
+
+// rope_forward on copies of q and k, then kv_cache_write: the definition of the fused op.
+void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
+                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                         const TensorView& q, const TensorView& q_out) {
+  kv_cache_detail::check_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, Device::CPU,
+                                    "kv_cache_write_rope(cpu)");
+  // Contiguous copies of the [T, heads, Dh] row views (head stride Dh, any token stride; check_write's rule).
+  const auto rows_copy = [](const TensorView& x) {
+    Tensor c = Tensor::empty(x.dtype, x.shape, Device::CPU);
+    const std::size_t row_bytes = static_cast<std::size_t>(x.shape[1] * x.shape[2]) * dtype_size(x.dtype);
+    for (int64_t t = 0; t < x.shape[0]; ++t) {
+      std::memcpy(static_cast<char*>(c.data()) + static_cast<std::size_t>(t) * row_bytes,
+                  static_cast<const char*>(x.data) + t * x.strides[0] * static_cast<int64_t>(dtype_size(x.dtype)),
+                  row_bytes);
+    }
+    return c;
+  };
+  Tensor k_rot = rows_copy(k);
+  Tensor q_rot = q.empty() ? Tensor() : rows_copy(q);
+  cpu::rope_forward(q.empty() ? TensorView{} : q_rot.view(), k_rot.view(), positions, inv_freq);
+  cpu::kv_cache_write(k_rot.view(), v, slots, positions, cache, q.empty() ? TensorView{} : q_rot.view(), q_out);
 }
 
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch) {

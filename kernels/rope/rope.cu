@@ -4,8 +4,9 @@
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/elementwise/elementwise.cuh"
-#include "kernels/rope/rope.h"
 #include "kernels/launch/launch.cuh"
+#include "kernels/rope/rope.h"
+#include "kernels/rope/rope_math.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -51,7 +52,6 @@ struct Lane<A, 1> {
 template <typename A, int W>
 __device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t i0, int64_t half, const float (&c)[W],
                                              const float (&s)[W]) {
-  using namespace ieee;  // NOLINT
   using L = Lane<A, W>;
   A* tok = static_cast<A*>(x.base) + t * x.token_stride + i0;
   for (int64_t h0 = 0; h0 < x.heads; h0 += kHeadBatch) {
@@ -70,8 +70,8 @@ __device__ __forceinline__ void rotate_heads(const Heads& x, int64_t t, int64_t 
 #pragma unroll
         for (int j = 0; j < W; ++j) {
           const float a1 = L::get(x1[b], j), a2 = L::get(x2[b], j);
-          o1[j] = fsub(ew::round_to<A>(fmul(a1, c[j])), ew::round_to<A>(fmul(a2, s[j])));
-          o2[j] = fadd(ew::round_to<A>(fmul(a2, c[j])), ew::round_to<A>(fmul(a1, s[j])));
+          o1[j] = rope_dev::rotated_first<A>(a1, a2, c[j], s[j]);
+          o2[j] = rope_dev::rotated_second<A>(a1, a2, c[j], s[j]);
         }
         L::store(tok + (h0 + b) * x.head_stride, o1);
         L::store(tok + (h0 + b) * x.head_stride + half, o2);
@@ -96,9 +96,7 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
   float c[W], s[W];
 #pragma unroll
   for (int j = 0; j < W; ++j) {
-    const ieee::SinCos sc = ieee::sincos_angle(ieee::fmul(p, a.inv_freq[i0 + j]));
-    c[j] = ew::round_to<A>(sc.cos);
-    s[j] = ew::round_to<A>(a.sign * sc.sin);
+    rope_dev::cos_sin<A>(p, a.inv_freq[i0 + j], a.sign, c[j], s[j]);
   }
   if (a.q.base != nullptr) rotate_heads<A, W>(a.q, t, i0, a.half, c, s);
   if (a.k.base != nullptr) rotate_heads<A, W>(a.k, t, i0, a.half, c, s);

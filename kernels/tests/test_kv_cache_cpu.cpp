@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "gpu_test_util.h"
 #include "kernels/attention/attention.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/rope/rope.h"
 
 namespace tg::kernels {
 namespace {
@@ -84,6 +86,53 @@ TEST(KvCacheWrite, Bf16PackedRowsLandAtTheirSlotAndPosition) {
       ASSERT_EQ(q_out.ptr<uint16_t>()[t * 4 * dh + i], x.q().ptr<uint16_t>()[t * x.q().strides[0] + i]);
     }
   }
+}
+
+// kv_cache_write_rope == rope_forward (in place on a copy of the fused QKV buffer) + kv_cache_write, byte for byte,
+// for a BF16 and a per-head E4M3 cache; its own q / k inputs stay unrotated; a wrong table is named.
+TEST(KvCacheWrite, RopeFusedEqualsRopeThenWrite) {
+  const int64_t h = 4, hkv = 2, dh = 24, b = 3, s = 9;
+  const Tensor slots = i32({2, 2, 0, -1, 1}), pos = i32({0, 7, 3, 2, 8});
+  const Tensor inv_freq = rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CPU);
+  for (const DType dt : {DType::BF16, DType::E4M3}) {
+    const Qkv x = make_qkv(5, h, hkv, dh, 7);
+    const Tensor before = Tensor::copy_of(x.buf.view(), Device::CPU);
+    Tensor scale = Tensor::empty(DType::F32, {hkv});
+    scale.ptr<float>()[0] = 0.01f;
+    scale.ptr<float>()[1] = 0.02f;
+    const auto make_cache = [&](Tensor& k, Tensor& v) {
+      return KvCache{k.view(), v.view(), dt == DType::E4M3 ? scale.view() : TensorView{},
+                     dt == DType::E4M3 ? scale.view() : TensorView{}};
+    };
+    Tensor k1 = filled(dt, {b, s, hkv, dh}, 0x11), v1 = filled(dt, {b, s, hkv, dh}, 0x11);
+    Tensor k2 = filled(dt, {b, s, hkv, dh}, 0x11), v2 = filled(dt, {b, s, hkv, dh}, 0x11);
+    Tensor q1 = Tensor::empty(DType::BF16, {5, h, dh}), q2 = Tensor::empty(DType::BF16, {5, h, dh});
+    cpu::kv_cache_write_rope(x.k(), x.v(), slots.view(), pos.view(), inv_freq.view(), make_cache(k1, v1), x.q(),
+                             q1.view());
+    EXPECT_EQ(std::memcmp(x.buf.data(), before.data(), before.nbytes()), 0) << "the inputs were rotated in place";
+    const Qkv y{Tensor::copy_of(x.buf.view(), Device::CPU), x.t, x.h, x.hkv, x.dh};
+    cpu::rope_forward(y.q(), y.k(), pos.view(), inv_freq.view());
+    cpu::kv_cache_write(y.k(), y.v(), slots.view(), pos.view(), make_cache(k2, v2), y.q(), q2.view());
+    EXPECT_EQ(std::memcmp(k1.data(), k2.data(), k1.nbytes()), 0) << dt;
+    EXPECT_EQ(std::memcmp(v1.data(), v2.data(), v1.nbytes()), 0) << dt;
+    EXPECT_EQ(std::memcmp(q1.data(), q2.data(), q1.nbytes()), 0) << dt;
+    // Token 1 sits at position 7 (position 0 rotates by nothing): its q heads must differ from the input's.
+    EXPECT_NE(std::memcmp(q1.ptr<uint16_t>() + h * dh, x.q().ptr<uint16_t>() + x.q().strides[0],
+                          static_cast<std::size_t>(h * dh) * sizeof(uint16_t)),
+              0)
+        << "q was not rotated";
+  }
+  const Qkv x = make_qkv(5, h, hkv, dh, 7);
+  Tensor kc = filled(DType::BF16, {b, s, hkv, dh}, 0), vc = filled(DType::BF16, {b, s, hkv, dh}, 0);
+  const Tensor short_table = rope_inv_freq_table(dh - 2, 10000.0f, 1.0f, Device::CPU);
+  std::string msg = "no error";
+  try {
+    cpu::kv_cache_write_rope(x.k(), x.v(), slots.view(), pos.view(), short_table.view(),
+                             KvCache{kc.view(), vc.view(), {}, {}}, {}, {});
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("inv_freq must be F32 [Dh / 2 = 12]"), std::string::npos) << msg;
 }
 
 TEST(KvCacheWrite, E4m3MatchesKvCacheAppendAndTheRule) {

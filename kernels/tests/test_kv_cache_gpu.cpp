@@ -1,5 +1,5 @@
 // kernels/kv_cache on CUDA against the CPU twin, byte for byte: writes (BF16 and E4M3 per tensor / per head, with
-// the q copy, skipped rows), the beam reorder and the amax, at Gemma's shapes (MQA and MHA, head_dim 256) and
+// the q copy, skipped rows; plain and with RoPE fused), the beam reorder and the amax, at Gemma's shapes (MQA and MHA, head_dim 256) and
 // awkward ones (head_dim 24, three kv heads, odd token counts).
 #include <gtest/gtest.h>
 
@@ -12,6 +12,7 @@
 
 #include "gpu_test_util.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/rope/rope.h"
 
 namespace tg::kernels {
 namespace {
@@ -29,10 +30,15 @@ bool same(const Tensor& gpu, const Tensor& cpu) {
   return g.nbytes() == cpu.nbytes() && std::memcmp(g.data(), cpu.data(), cpu.nbytes()) == 0;
 }
 
+// kv_cache_write, and kv_cache_write_rope (RoPE fused into the write: the CPU twin is rope_forward on copies, then
+// the write), whose q and k inputs must come out untouched.
 TEST(KvCacheGpu, WriteMatchesCpu) {
   TG_REQUIRE_CUDA();
   for (const Shape4& c : {Shape4{13, 8, 1, 256, 4, 40}, Shape4{7, 16, 16, 256, 3, 9}, Shape4{5, 6, 3, 24, 2, 8},
                           Shape4{64, 4, 2, 32, 64, 2}}) {
+   for (const bool rope : {false, true}) {
+    const Tensor inv_freq = rope_inv_freq_table(c.dh, 10000.0f, 1.0f, Device::CPU);
+    const Tensor inv_freq_g = inv_freq.to(Device::CUDA);
     for (int mode = 0; mode < 3; ++mode) {  // BF16, E4M3 per tensor, E4M3 per head
       const DType dt = mode == 0 ? DType::BF16 : DType::E4M3;
       const int64_t w = (c.h + 2 * c.hkv) * c.dh;
@@ -66,18 +72,28 @@ TEST(KvCacheGpu, WriteMatchesCpu) {
       const Tensor ks_g = ks.to(Device::CUDA), vs_g = vs.to(Device::CUDA), slots_g = slots.to(Device::CUDA),
                    pos_g = positions.to(Device::CUDA);
       Tensor q_out_g = q_out.to(Device::CUDA);
-      cpu::kv_cache_write(heads(qkv, c.t, w, c.h * c.dh, c.hkv, c.dh),
-                          heads(qkv, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh), slots.view(), positions.view(),
-                          cache(kc, vc, ks, vs), heads(qkv, c.t, w, 0, c.h, c.dh), q_out.view());
-      kv_cache_write(heads(qkv_g, c.t, w, c.h * c.dh, c.hkv, c.dh),
-                     heads(qkv_g, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh), slots_g.view(), pos_g.view(),
-                     cache(kc_g, vc_g, ks_g, vs_g), heads(qkv_g, c.t, w, 0, c.h, c.dh), q_out_g.view());
-      const std::string what =
-          "T=" + std::to_string(c.t) + " Dh=" + std::to_string(c.dh) + " mode " + std::to_string(mode);
+      const TensorView k_h = heads(qkv, c.t, w, c.h * c.dh, c.hkv, c.dh),
+                       v_h = heads(qkv, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh), q_h = heads(qkv, c.t, w, 0, c.h, c.dh);
+      const TensorView k_g = heads(qkv_g, c.t, w, c.h * c.dh, c.hkv, c.dh),
+                       v_g = heads(qkv_g, c.t, w, (c.h + c.hkv) * c.dh, c.hkv, c.dh),
+                       q_g = heads(qkv_g, c.t, w, 0, c.h, c.dh);
+      if (rope) {
+        cpu::kv_cache_write_rope(k_h, v_h, slots.view(), positions.view(), inv_freq.view(), cache(kc, vc, ks, vs), q_h,
+                                 q_out.view());
+        kv_cache_write_rope(k_g, v_g, slots_g.view(), pos_g.view(), inv_freq_g.view(), cache(kc_g, vc_g, ks_g, vs_g),
+                            q_g, q_out_g.view());
+      } else {
+        cpu::kv_cache_write(k_h, v_h, slots.view(), positions.view(), cache(kc, vc, ks, vs), q_h, q_out.view());
+        kv_cache_write(k_g, v_g, slots_g.view(), pos_g.view(), cache(kc_g, vc_g, ks_g, vs_g), q_g, q_out_g.view());
+      }
+      const std::string what = std::string(rope ? "rope " : "") + "T=" + std::to_string(c.t) +
+                               " Dh=" + std::to_string(c.dh) + " mode " + std::to_string(mode);
       EXPECT_TRUE(same(kc_g, kc)) << what << ": k cache";
       EXPECT_TRUE(same(vc_g, vc)) << what << ": v cache";
       EXPECT_TRUE(same(q_out_g, q_out)) << what << ": q";
+      EXPECT_TRUE(same(qkv_g, qkv)) << what << ": the q / k / v inputs changed";
     }
+   }
   }
 }
 
