@@ -203,6 +203,18 @@ ParityFile parse_parity(const json& j, const fs::path& source) {
     need_array((*p)["ids"], w);
     for (std::size_t i = 0; i < (*p)["ids"].size(); ++i) f.prompt_ids.push_back(as_str((*p)["ids"][i], w.at(i)));
   }
+  if (const json* t = opt(j, "thresholds"); t && t->is_object() && t->contains("thresholds_version")) {
+    f.thresholds_version = as_int((*t)["thresholds_version"], root.at("thresholds").at("thresholds_version"));
+  }
+  if (const json* r = opt(j, "run"); r && r->is_object() && r->contains("rejudged")) {
+    const Where w = root.at("run").at("rejudged");
+    const json& rj = (*r)["rejudged"];
+    need_object(rj, w);
+    if (rj.contains("from") && rj["from"].is_object() && rj["from"].contains("thresholds_version")) {
+      f.rejudged_from_version = as_int(rj["from"]["thresholds_version"], w.at("from").at("thresholds_version"));
+    }
+    if (rj.contains("changed_checks")) f.rejudged_changed_checks = as_int(rj["changed_checks"], w.at("changed_checks"));
+  }
   const json& cs = need(j, "comparisons", root);
   if (!cs.is_array()) bad(root.at("comparisons"), "expected an array, got " + describe(cs));
   for (std::size_t ci = 0; ci < cs.size(); ++ci) {

@@ -75,6 +75,9 @@ struct ParityFile {
   std::vector<std::string> prompt_ids;
   std::vector<ParityComparison> comparisons;
   std::vector<std::string> errors;
+  int64_t thresholds_version = 0;          // the set that judged the verdicts (0: not recorded)
+  int64_t rejudged_from_version = 0;       // `tegemma parity --rejudge`: the set the run was judged with first (0: none)
+  int64_t rejudged_changed_checks = 0;
 };
 
 // ---- training logs (JSON lines, one object per step) ----------------------------------------------

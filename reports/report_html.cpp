@@ -191,6 +191,7 @@ void section_verdict(const Model& m, std::string& o) {
     for (const auto& v : m.verdicts)
       if (!v.first_failure.empty()) o += "<p><b>" + h(v.precision) + "</b> first violation: " + h(v.first_failure) + "</p>";
     for (const auto& e : m.parity_errors) o += "<p class=\"bad\">could not run: " + h(e) + "</p>";
+    for (const auto& n : m.parity_notes) o += "<p>Verdicts: " + h(n) + "</p>";
   } else {
     o += "<div class=\"banner none\">Parity: not measured in these inputs</div>";
   }

@@ -71,6 +71,7 @@ std::string render_markdown(const Model& m) {
                 v.first_failure.empty() ? "-" : v.first_failure});
     }
     o += "\n";
+    for (const auto& n : m.parity_notes) o += "Verdicts: " + n + "\n\n";
   } else {
     o += "**Parity:** not measured in these inputs.\n\n";
   }

@@ -113,6 +113,14 @@ void analyze_parity(const ResultSet& rs, Model& m) {
   for (const auto& f : rs.parity) {
     m.has_parity = true;
     for (const auto& e : f.errors) m.parity_errors.push_back(f.path.string() + ": " + e);
+    if (f.rejudged_from_version > 0) {
+      m.parity_notes.push_back(f.path.filename().string() + ": re-judged with thresholds v" +
+                               std::to_string(f.thresholds_version) + " (the run was judged with v" +
+                               std::to_string(f.rejudged_from_version) + "; " +
+                               std::to_string(f.rejudged_changed_checks) + " check verdicts changed)");
+    } else if (f.thresholds_version > 0) {
+      m.parity_notes.push_back(f.path.filename().string() + ": thresholds v" + std::to_string(f.thresholds_version));
+    }
     for (const auto& c : f.comparisons) {
       const std::string p = c.precision.empty() ? "(unknown)" : c.precision;
       RecipeVerdict& v = by[p];

@@ -143,6 +143,9 @@ struct Model {
   std::string parity_status;  // pass | fail | error (all parity files together)
   std::vector<RecipeVerdict> verdicts;
   std::vector<std::string> parity_errors;
+  // Which thresholds judged the verdicts, per parity file: "thresholds v4" or, after `tegemma parity --rejudge`,
+  // "re-judged with thresholds v4 (the run was judged with v3; 280 check verdicts changed)".
+  std::vector<std::string> parity_notes;
 
   LossSection loss;
   std::vector<HeatTable> heat;          // per forward comparison (per-layer taps)

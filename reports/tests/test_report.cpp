@@ -3,9 +3,12 @@
 // the Markdown has the expected table rows; sections without data are replaced by a note; --baseline flags
 // the planted regression.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "common/check.h"
 #include "common/file_io.h"
@@ -182,6 +185,26 @@ TEST_F(FixtureReport, BaselineFlagsThePlantedRegression) {
   EXPECT_TRUE(contains(html, "<b>Against the baseline</b> 2 regressions"));
   // The reference loss curve is in both runs: its final loss is compared.
   EXPECT_TRUE(contains(html, "<th>final loss, baseline</th>"));
+}
+
+// Which thresholds judged the verdicts: the version of the run, and after `tegemma parity --rejudge` the version it
+// was first judged with and how many verdicts the re-judge changed.
+TEST_F(FixtureReport, VerdictsNameTheirThresholds) {
+  EXPECT_TRUE(contains(plain_->html, "<p>Verdicts: parity.json: thresholds v1</p>"));
+  EXPECT_TRUE(contains(plain_->markdown, "Verdicts: parity.json: thresholds v1"));
+  nlohmann::json j = nlohmann::json::parse(read_file(kFixtures / "run_a" / "parity.json"));
+  j["thresholds"]["thresholds_version"] = 4;
+  j["run"]["rejudged"] = {{"from", {{"thresholds_version", 1}}}, {"changed_checks", 3}};
+  const fs::path dir = fs::temp_directory_path() / ("tegemma_report_rejudged_" + std::to_string(::getpid()));
+  tg::remove_tree(dir);
+  fs::create_directories(dir);
+  write_file_atomic(dir / "parity_rejudged.json", j.dump());
+  const RenderedReport r = render_report(load_results({dir}), nullptr, fixed_time());
+  const std::string note =
+      "parity_rejudged.json: re-judged with thresholds v4 (the run was judged with v1; 3 check verdicts changed)";
+  EXPECT_TRUE(contains(r.html, note)) << note;
+  EXPECT_TRUE(contains(r.markdown, note)) << note;
+  tg::remove_tree(dir);
 }
 
 TEST(Report, SectionsWithoutDataAreOmittedWithANote) {
