@@ -20,6 +20,7 @@
 #include "kernels/activation/activation.h"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/elementwise/fp8_out.h"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -325,13 +326,9 @@ bool use_lut(const TensorView& fc1, const Args& a) {
 // Launches geglu_lut_kernel<kDir, Out> on a persistent grid (min(tiles, resident blocks)).
 template <Dir kDir, typename Out>
 void launch_lut(const Args& a, cudaStream_t s) {
-  int dev = 0, sms = 0, per_sm = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&dev));
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, geglu_lut_kernel<kDir, Out>, kThreads, 0));
+  const int per_sm = resident_blocks(reinterpret_cast<const void*>(geglu_lut_kernel<kDir, Out>), kThreads, 0);
   const int64_t tiles = (a.f + kTileCols - 1) / kTileCols * ((a.rows + kTileRows - 1) / kTileRows);
-  const int64_t blocks =
-      std::max<int64_t>(1, std::min<int64_t>(tiles, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(tiles, static_cast<int64_t>(per_sm) * sm_count()));
   geglu_lut_kernel<kDir, Out><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a);
 }
 

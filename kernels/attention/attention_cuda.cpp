@@ -9,6 +9,7 @@
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
+#include "kernels/launch/device_info.h"
 
 namespace tg::kernels::cuda {
 
@@ -34,19 +35,7 @@ void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
   return buf.data();
 }
 
-int sm_count() {
-  static std::mutex mu;
-  static std::unordered_map<int, int> counts;
-  int device = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = counts.find(device);
-  if (it != counts.end()) return it->second;
-  int n = 0;
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  counts[device] = n;
-  return n;
-}
+int sm_count() { return cuda::sm_count(); }
 
 }  // namespace attn_detail
 

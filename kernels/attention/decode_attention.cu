@@ -30,6 +30,7 @@
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/attention/flash_common.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -449,21 +450,9 @@ const void* split_kernel(int64_t dh, int G, bool fp8) {
 
 int split_smem(int64_t dh, bool fp8) { return 4 * tile_for(dh) * static_cast<int>(dh) * (fp8 ? 1 : 2); }
 
-// Resident blocks of the split kernel on the whole device (cached per kernel and device).
-int64_t resident_blocks(const void* kernel, int smem) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, int64_t> cache;
-  int device = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find({kernel, device});
-  if (it != cache.end()) return it->second;
-  int per_sm = 0;
-  TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-  const int64_t n = std::max(1, per_sm) * static_cast<int64_t>(attn_detail::sm_count());
-  cache[{kernel, device}] = n;
-  return n;
+// Resident blocks of the split kernel on the whole device (launch/device_info.h caches the occupancy).
+int64_t device_resident_blocks(const void* kernel, int smem) {
+  return static_cast<int64_t>(resident_blocks(kernel, kThreads, static_cast<std::size_t>(smem))) * sm_count();
 }
 
 // Picks the split count that minimises (waves of blocks) x (tiles per split): enough blocks to fill the device,
@@ -480,7 +469,7 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   const int64_t blocks = d.B * d.Hkv * (d.H / d.Hkv / G);
   int64_t splits = opt.num_splits;
   if (splits == 0) {
-    const int64_t slots = resident_blocks(split_kernel(d.Dh, G, d.fp8), split_smem(d.Dh, d.fp8));
+    const int64_t slots = device_resident_blocks(split_kernel(d.Dh, G, d.fp8), split_smem(d.Dh, d.fp8));
     double best = 0.0;
     for (int64_t s = 1; s <= std::min<int64_t>(tiles, 256); ++s) {
       const double waves = static_cast<double>((blocks * s + slots - 1) / slots);
@@ -506,7 +495,8 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
 template <int DH, int G, typename T>
 void launch_split_t(const DecodeParams& prm, dim3 grid, cudaStream_t stream) {
   constexpr int smem = split_smem_bytes<DH, T>();
-  TG_CHECK_CUDA(cudaFuncSetAttribute(decode_split_kernel<DH, G, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  (void)resident_blocks(reinterpret_cast<const void*>(decode_split_kernel<DH, G, T>), kThreads,
+                        static_cast<std::size_t>(smem));  // raises the kernel's shared-memory limit (once)
   launch(decode_split_kernel<DH, G, T>, grid, kThreads, smem, stream, prm);
 }
 template <int DH, int G>

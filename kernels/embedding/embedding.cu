@@ -8,6 +8,7 @@
 #include "common/nvtx.h"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/embedding/embedding.h"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -355,14 +356,9 @@ void embedding_forward(const TensorView& ids, const TensorView& table, float sca
         if constexpr (std::is_same_v<E, bf16_t>) {
           if (vec) {  // persistent grid: as many blocks as are resident at once
             const auto kernel = embedding_forward_async_kernel<scalar_t>;
-            int dev = 0, sms = 0, per_sm = 0;
-            TG_CHECK_CUDA(cudaGetDevice(&dev));
-            TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-            TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(kAsyncSmem)));
-            TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, kAsyncSmem));
-            const auto blocks = static_cast<unsigned>(
-                std::min<int64_t>(warp_blocks, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+            const int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, kAsyncSmem);
+            const auto blocks =
+                static_cast<unsigned>(std::min<int64_t>(warp_blocks, static_cast<int64_t>(per_sm) * sm_count()));
             launch(kernel, blocks, kFwdThreads, kAsyncSmem, cuda_stream(stream), id_ref, t_count,
                    table.ptr<bf16_t>(), table.strides[0], table.shape[0], cols, scale, out.ptr<scalar_t>(),
                    out.strides[0], st.ptr());

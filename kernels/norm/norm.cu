@@ -22,6 +22,7 @@
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/elementwise/fp8_out.h"
 #include "kernels/norm/norm.h"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -581,9 +582,7 @@ int cached_chunks(DType a, int64_t cols, bool backward) {
 // Shared memory per block: FP32 g = 1 + w (4 * D bytes), plus the forward's 32-row FP8 tile for the
 // transposed copy (32 * D bytes) or the backward's row buffers (up to 32 * D bytes) - it must fit.
 void check_smem(size_t smem, int64_t cols, const char* what) {
-  int dev = 0, max_smem = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&dev));
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const int max_smem = max_smem_per_block();
   TG_CHECK(smem <= static_cast<size_t>(max_smem), what, ": D = ", cols, " needs ", smem,
            " B of shared memory per block (FP32 1 + w, and the staging buffers of this variant), more than the "
            "device's ",
@@ -594,16 +593,9 @@ void check_smem(size_t smem, int64_t cols, const char* what) {
 // (the FP8 variant writes scale_inv even for T == 0).
 template <typename T, typename Out, bool kRes>
 void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
-  int dev = 0, sms = 0, max_smem = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&dev));
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const int sms = sm_count(), max_smem = max_smem_per_block();
   auto go = [&](auto kernel, size_t bytes) {
-    if (bytes > 48 * 1024) {
-      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    }
-    int per_sm = 0;
-    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, bytes));
+    const int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);
     const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
     const int64_t blocks =
         std::max<int64_t>(1, std::min<int64_t>(groups, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
@@ -622,13 +614,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
       auto resident = [&](int stages) {  // blocks per SM with this many buffers (0: does not fit)
         const size_t bytes = async_smem(stages);
         if (bytes > static_cast<size_t>(max_smem)) return 0;
-        if (bytes > 48 * 1024) {
-          TG_CHECK_CUDA(
-              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-        }
-        int per_sm = 0;
-        TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFwdThreads, bytes));
-        return per_sm;
+        return resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);
       };
       if (a.vec) {
         const int two = resident(2), one = resident(1);
@@ -669,9 +655,7 @@ void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
   const size_t chunk_elems = static_cast<size_t>((a.cols + 7) / 8 * 8);
   auto go = [&](auto kernel, size_t smem) {
     check_smem(smem, a.cols, "rmsnorm_backward");
-    if (smem > 48 * 1024) {
-      TG_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    }
+    (void)resident_blocks(reinterpret_cast<const void*>(kernel), kBwdThreads, smem);  // raises the smem limit once
     kernel<<<grid, kBwdThreads, smem, s>>>(a);
   };
   // Register path: BF16 rows of at most 12 chunks per lane. Vectorisable rows are prefetched (kAsync) into

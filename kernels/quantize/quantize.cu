@@ -29,6 +29,7 @@
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/recipe/scale_math.h"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -562,16 +563,6 @@ __global__ void __launch_bounds__(kDeqThreads)
 }
 
 // ---- Launch helpers ---------------------------------------------------------------------------------------------
-int sm_count() {
-  int dev = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&dev));
-  static int cached[64] = {};
-  if (dev < 64 && cached[dev] > 0) return cached[dev];
-  int n = 0;
-  TG_CHECK_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  if (dev < 64) cached[dev] = n;
-  return n;
-}
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -579,11 +570,7 @@ bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_
 // the device at once (blocks that wait for a second wave would run alone at the end).
 template <auto Kernel>
 int resident_grid(int threads, int64_t work, int64_t per_block) {
-  static const int per_sm = [threads] {
-    int n = 0;
-    TG_CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0));
-    return n < 1 ? 1 : n;
-  }();
+  const int per_sm = resident_blocks(reinterpret_cast<const void*>(Kernel), threads, 0);
   const int64_t want = (work + per_block - 1) / per_block;
   const int64_t cap = static_cast<int64_t>(sm_count()) * per_sm;
   return static_cast<int>(want < 1 ? 1 : (want < cap ? want : cap));
