@@ -265,7 +265,6 @@ const bool registered = [] {
 // Names: gemv/<impl>/<x>x<W>->bf16/<M>x<N>x<K>, impl one of
 //   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
-//   gemv_split4       kernels::gemv with 4 warps splitting each column's K (tuning::set_gemv_split), e4m3xe4m3, M = 1
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -284,8 +283,7 @@ const std::vector<GemvShape>& gemv_shapes() {
   return s;
 }
 
-// split: 0 = gemv's automatic K split of one-column warps, else forced (kernels::cuda::tuning::set_gemv_split).
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int split = 0) {
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype) {
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -299,10 +297,8 @@ void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype,
     w = kernels::GemvOperand::bf16(device_matrix(DType::BF16, s.n, s.k, 2));
   }
   const TensorView out = device_out(DType::BF16, s.m, s.n);
-  kernels::cuda::tuning::set_gemv_split(split);
   time_gemm(state, s, bytes_moved(s, xq ? 1 : 2, wq ? 1 : 2, 2), wq ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm,
             [=] { kernels::gemv(x, w, out); });
-  kernels::cuda::tuning::set_gemv_split(0);
 }
 
 const bool gemv_registered = [] {
@@ -317,10 +313,6 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
-        if (m == 1) {  // A/B of the K split (off by default): 4 warps per column
-          add("gemv/gemv_split4/e4m3xe4m3->bf16" + shape,
-              [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3, 4); });
-        }
       }
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });
       add("gemv/cublaslt_fp8_fast/e4m3xe4m3->bf16" + shape,

@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 #include <execinfo.h>
-#include <link.h>
 #include <signal.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -67,21 +66,6 @@ void install_crash_handler(const char* program) {
   sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaction(sig, &sa, nullptr);
-}
-
-void print_cuda_libraries() {
-  ::dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void*) {
-        const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
-        for (const char* lib : {"cudnn", "cublas", "cudart", "libcuda.", "nvrtc", "gomp", "torch_cuda", "c10_cuda"}) {
-          if (std::strstr(name, lib) != nullptr) {
-            std::fprintf(stderr, "loaded: %s\n", name);
-            break;
-          }
-        }
-        return 0;
-      },
-      nullptr);
 }
 
 }  // namespace tg

@@ -12,9 +12,4 @@ namespace tg {
 // says more). `program` prefixes the report.
 void install_crash_handler(const char* program);
 
-// Prints the loaded shared objects whose path contains one of the CUDA / LibTorch library names (cudnn, cublas,
-// cudart, libcuda, nvrtc, gomp, torch_cuda, c10_cuda) to stderr: two copies of one library are a classic
-// source of crashes when LibTorch's CUDA and ours share a process.
-void print_cuda_libraries();
-
 }  // namespace tg

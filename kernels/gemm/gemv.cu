@@ -3,8 +3,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <atomic>
-
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
@@ -94,26 +92,21 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
   }
 }
 
-// A column group (kCols adjacent output columns) is owned by kSplit warps of one block that split its W rows' K
-// chunks: warp part s, lane l takes chunks s * 32 + l, + 32 kSplit, ... (every warp-wide load still covers 512
-// contiguous bytes). Each lane accumulates its chunks against the matching x elements of every row r < m; a fixed
-// butterfly sums the lanes, then (kSplit > 1) part 0 adds the parts' sums in order 0 .. kSplit - 1 through shared
-// memory: a fixed order, so the result is bitwise reproducible. kRows == 1 loads x next to W (both in flight
-// before any use); more rows read x per piece through L1 (re-used across the kCols columns).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit>
+// Warp w of the grid owns columns [w * kCols, w * kCols + kCols). Lane l accumulates chunks l, l + 32, ... of those
+// W rows against the matching x elements of every row r < m; a fixed butterfly then sums the lanes. kRows == 1
+// loads x next to W (both in flight before any use); more rows read x per piece through L1 (re-used across the
+// kCols columns).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
-  constexpr int kGroups = kWarps / kSplit;      // column groups per block
-  constexpr int kStride = 32 * kSplit;          // chunk stride of one lane
   constexpr bool kPreloadX = kRows == 1;
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int group = warp / kSplit, part = warp % kSplit;
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kGroups + group) * kCols;
-  if (kSplit == 1 && col0 >= p.n) return;  // whole warps, no block synchronisation when kSplit == 1
+  const int lane = threadIdx.x % 32;
+  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * kCols;
+  if (col0 >= p.n) return;  // whole warps only: no block-level synchronisation below
 
   // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free.
   const uint4* wrow[kCols];
@@ -130,19 +123,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.0f;
   }
 
-  for (int base = part * 32 + lane; base < p.chunks; base += kStride * kUnroll) {
+  for (int base = lane; base < p.chunks; base += 32 * kUnroll) {
     uint4 wv[kUnroll][kCols];
     uint4 xv[kPreloadX ? kUnroll : 1][2];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + kStride * u;
+      const int chunk = base + 32 * u;
 #pragma unroll
       for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < p.chunks ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
     }
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int chunk = base + kStride * u;
+        const int chunk = base + 32 * u;
         if (chunk < p.chunks) {
           load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);
         } else {
@@ -152,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + kStride * u;
+      const int chunk = base + 32 * u;
       if (chunk >= p.chunks) break;  // the row's tail: lanes past the end stop (uniform until the last iteration)
 #pragma unroll
       for (int h = 0; h < kHalves; ++h) {
@@ -182,32 +175,10 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   float scale = p.alpha;
   if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
   if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
-  __shared__ float parts[kSplit > 1 ? kWarps : 1][kRows][kCols];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      const float s = dev::warp_sum(acc[r][c]);  // every lane holds the same total (xor butterfly)
-      if constexpr (kSplit > 1) {
-        if (lane == 0) parts[warp][r][c] = s;
-      } else {
-        acc[r][c] = s;
-      }
-    }
-  }
-  if constexpr (kSplit > 1) {
-    __syncthreads();
-    if (part != 0) return;
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        float s = parts[warp][r][c];
-#pragma unroll
-        for (int q = 1; q < kSplit; ++q) s += parts[warp + q][r][c];
-        acc[r][c] = s;
-      }
-    }
+    for (int c = 0; c < kCols; ++c) acc[r][c] = dev::warp_sum(acc[r][c]);  // xor butterfly: every lane has it
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -238,36 +209,16 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
-// Warps per column (K split) for one-column warps: 1 unless tuning::set_gemv_split() forces 2 or 4. The split
-// (S warps of a block share one column's K) measured no faster on the H200 (2026-11-30, bench_gemm, M = 1, E4M3):
-// 2b fc2 (N 2048, K 16384) 15.39 us split 4 vs 15.40 us one warp per column; slower on the small ones (2b qkv
-// 8.86 vs 6.78 us, o 8.03 vs 6.50 us, 7b o 11.08 vs 9.71 us). What remains of those kernels' time beyond the
-// weight bytes is the fixed cost of a launch, which the decoder's programmatic launches attack instead.
-std::atomic<int> g_forced_split{0};
-int split_for(int64_t, int64_t) {
-  const int f = g_forced_split.load();
-  return f > 0 ? f : 1;
-}
-
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
+  const int64_t warps = (p.n + cols - 1) / cols;
+  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  if (cols != 1) {
-    const int64_t warps = (p.n + cols - 1) / cols;
-    const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide, 1>, blocks, kThreads, 0, stream, p);
-    return;
-  }
-  const int split = split_for(p.n, p.chunks);
-  const int64_t groups_per_block = kWarps / split;
-  const auto blocks = static_cast<unsigned>((p.n + groups_per_block - 1) / groups_per_block);
-  if (split == 4) {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 4>, blocks, kThreads, 0, stream, p);
-  } else if (split == 2) {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 2>, blocks, kThreads, 0, stream, p);
+  if (cols == 1) {
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks, kThreads, 0, stream, p);
   } else {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, 1>, blocks, kThreads, 0, stream, p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks, kThreads, 0, stream, p);
   }
 }
 
@@ -317,13 +268,5 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   }
   TG_CHECK_LAUNCH("gemv_kernel");
 }
-
-namespace tuning {
-void set_gemv_split(int split) {
-  TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_split: expected 0 (auto), 1, 2 or 4, got ",
-           split);
-  g_forced_split.store(split);
-}
-}  // namespace tuning
 
 }  // namespace tg::kernels::cuda

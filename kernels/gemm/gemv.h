@@ -33,11 +33,9 @@
 //   in DOUBLE in ascending k, v = alpha * acc + residual in double, one rounding (double -> float -> out dtype).
 //   That is exactly cpu::gemm / cpu::gemm_fp8's arithmetic (with beta = 1 when residual == out), so on the CPU
 //   backend the decoder's GEMV path gives the GEMM path's bits.
-//   CUDA vs twin: the only differences are FP32 roundings. A lane sums at most L' = ceil(K / (32 c S)) * c products
-//   (c = 8 BF16 / 16 E4M3 elements per chunk, S the warps that split one column's K, below), the butterfly adds 5
-//   levels, the S - 1 part additions at most 3, the scale product, the multiply and the residual add 4 more. S > 1
-//   only when every lane keeps >= 2 chunks, so L' + 12 <= L + 9 with L = ceil(K / (32 c)) * c (the one-warp
-//   count), and to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
+//   CUDA vs twin: the only differences are FP32 roundings. A lane sums at most L = ceil(K / (32 c)) * c products
+//   (c = 8 BF16 / 16 E4M3 elements per chunk), the butterfly adds 5 levels, the scale product, the multiply and the
+//   residual add 4 more, so to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
 //   |residual|); out's rounding may then differ by one ulp at a rounding boundary. kernels/tests/test_gemv_gpu.cpp
 //   checks exactly that bound.
 //
@@ -45,9 +43,10 @@
 // One warp owns kCols (1, 2 or 4) adjacent output columns n and streams their W rows [n, 0 .. K) in 16-byte chunks:
 // lane l takes chunks l, l + 32, ... and keeps 8 chunk loads (128 bytes) in flight per iteration (ld.global.cs:
 // the weights are read once). Narrow outputs (N < 132 * 64: the 2b / 7b QKV, O and fc2 GEMMs) use one-column
-// warps. tuning::set_gemv_split(S) makes S = 2 or 4 warps of a block split one column's K (chunks s * 32 + l,
-// + 32 S, ...) and add their sums in a fixed order through shared memory; off by default: no faster on the H200
-// (gemv.cu, split_for). At M = 1 the x elements of each chunk are loaded next to its W chunk, before any use.
+// warps. Splitting one column's K over 2-4 warps of a block (sums added in a fixed order through shared memory) was
+// tried and measured no faster on the H200 (2026-11-30: 2b fc2 15.39 vs 15.40 us, slower on the small QKV / O),
+// so each column stays one warp's. At M = 1 the x elements of each chunk are loaded next to its W chunk, before
+// any use.
 // H200 (bench_gemm, M = 1, E4M3 x E4M3, one kernel timed alone): 2b fc1 72% of HBM, fc2 53%, lm_head 98%; 7b fc1
 // 84%, fc2 70%, lm_head 99%; the small QKV / O GEMMs are 6.5-10 us of launch and ramp for 4-25 MB. x is read through the read-only L1 path (every warp of an SM reads the same x, a
 // few KB to 48 KB at M = 1) and reused across the warp's kCols columns; the accumulators are kRows x kCols floats
@@ -91,12 +90,6 @@ namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 }
-
-namespace cuda::tuning {
-// Forces the K split S of one-column warps (0: the default, 1; or 2, 4). Results stay within the contract's bound
-// whatever S; for A/B benchmarks.
-void set_gemv_split(int split);
-}  // namespace cuda::tuning
 
 namespace detail {
 struct GemvDims {
