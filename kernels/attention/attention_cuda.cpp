@@ -9,7 +9,6 @@
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
-#include "kernels/launch/device_info.h"
 
 namespace tg::kernels::cuda {
 
@@ -34,8 +33,6 @@ void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
   }
   return buf.data();
 }
-
-int sm_count() { return cuda::sm_count(); }
 
 }  // namespace attn_detail
 

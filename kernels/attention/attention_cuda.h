@@ -16,9 +16,6 @@ void* scratch(const Workspace& ws, std::size_t bytes, const char* what);
 
 inline std::size_t align_up(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
 
-// Streaming multiprocessors of the current device (cached).
-int sm_count();
-
 // Everything the flash kernels need about one call (element strides; head stride is Dh everywhere).
 struct FlashArgs {
   const void* q = nullptr;

@@ -14,6 +14,17 @@
 
 namespace tg::kernels::dev {
 
+// ---- Asynchronous 16-byte copies global -> shared (cp.async, Ampere and later) ------------------------------------
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
 // ---- Element types ------------------------------------------------------------------------------
 // FP8 values are moved as raw bytes; these tags give them distinct C++ types for templates.
 struct e4m3_t { uint8_t bits; };

@@ -15,6 +15,9 @@ namespace tg::kernels::cuda {
 
 namespace {
 
+using dev::cp_async16;
+using dev::cp_async_commit;
+using dev::cp_async_wait;
 using ew::bf16_t;
 
 constexpr int kThreads = 128;
@@ -92,17 +95,6 @@ __global__ void __launch_bounds__(kFwdThreads, 4)
       ew::store8_any(orow + 8 * c, v, valid(c), vec);
     }
   }
-}
-
-// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the async forward).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // Async forward (BF16 table, vectorisable rows): a persistent grid whose warp w (of W in all) gathers

@@ -29,6 +29,9 @@ namespace tg::kernels::cuda {
 
 namespace {
 
+using dev::cp_async16;
+using dev::cp_async_commit;
+using dev::cp_async_wait;
 using ew::Pack8;
 using namespace ieee;  // NOLINT: fmul/fadd/ffma read like the formulas in norm.h
 
@@ -84,17 +87,6 @@ __device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, flo
     p[1] = make_float4(v[4], v[5], v[6], v[7]);
   }
   __syncthreads();
-}
-
-// Ampere-style asynchronous 16-byte copies global -> shared (the row prefetch of the kAsync kernels).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // max(m, |y|) that propagates NaN (the amax of the forward; m >= 0 or NaN).

@@ -114,6 +114,25 @@ inline double element(const TensorView& t, int64_t i, int64_t j) {
   }
 }
 
+// The stored bits of element (i, j) of a 2-D view (row stride in elements), widened to 32 bits.
+inline uint32_t bits_at(const TensorView& t, int64_t i, int64_t j) {
+  const char* p = static_cast<const char*>(t.data) + (i * t.strides[0] + j) * static_cast<int64_t>(dtype_size(t.dtype));
+  uint32_t u = 0;
+  std::memcpy(&u, p, dtype_size(t.dtype));
+  return u;
+}
+
+// The bits a single rounding of the value v (double) through float to `out` produces: what the CPU twins store.
+inline uint32_t expected_bits(DType out, double v) {
+  const float f = static_cast<float>(v);
+  if (out == DType::F32) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  }
+  return encode(out, f);
+}
+
 inline Tensor scalar_f32(float v, Device device) {
   Tensor h = Tensor::empty(DType::F32, {1});
   h.ptr<float>()[0] = v;

@@ -18,28 +18,12 @@
 namespace tg::kernels {
 namespace {
 
+using testing::bits_at;
 using testing::element;
+using testing::expected_bits;
 using testing::make_fp8_operand;
 using testing::random_matrix;
 using testing::scalar_f32;
-
-// Expected bits of out[i, j] for the value v (double): what a single rounding through float produces.
-uint32_t expected_bits(DType out, double v) {
-  const float f = static_cast<float>(v);
-  if (out == DType::F32) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-  }
-  return encode(out, f);
-}
-
-uint32_t bits_at(const TensorView& t, int64_t i, int64_t j) {
-  const char* p = static_cast<const char*>(t.data) + (i * t.strides[0] + j) * static_cast<int64_t>(dtype_size(t.dtype));
-  uint32_t u = 0;
-  std::memcpy(&u, p, dtype_size(t.dtype));
-  return u;
-}
 
 struct Shape3 {
   int64_t m, n, k;

@@ -16,7 +16,9 @@
 namespace tg::kernels {
 namespace {
 
+using testing::bits_at;
 using testing::element;
+using testing::expected_bits;
 using testing::make_fp8_operand;
 using testing::random_matrix;
 using testing::scalar_f32;
@@ -25,23 +27,6 @@ Tensor bf16_matrix(const std::vector<float>& v, int64_t rows, int64_t cols) {
   Tensor t = Tensor::empty(DType::BF16, {rows, cols});
   for (int64_t i = 0; i < rows * cols; ++i) t.ptr<uint16_t>()[i] = float_to_bf16_bits(v[static_cast<std::size_t>(i)]);
   return t;
-}
-
-uint32_t bits_at(const TensorView& t, int64_t i, int64_t j) {
-  const char* p = static_cast<const char*>(t.data) + (i * t.strides[0] + j) * static_cast<int64_t>(dtype_size(t.dtype));
-  uint32_t u = 0;
-  std::memcpy(&u, p, dtype_size(t.dtype));
-  return u;
-}
-
-uint32_t expected_bits(DType out, double v) {
-  const float f = static_cast<float>(v);
-  if (out == DType::F32) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-  }
-  return encode(out, f);
 }
 
 // ---- Hand-checked values ---------------------------------------------------------------------------------------
