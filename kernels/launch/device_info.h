@@ -13,8 +13,9 @@ int sm_count();
 // The opt-in maximum of dynamic shared memory per block on the current device (bytes).
 int max_smem_per_block();
 // Blocks of `kernel` resident per multiprocessor with `threads` threads and `smem` bytes of dynamic shared memory
-// (at least 1). Above 48 KB the kernel's dynamic shared-memory limit is raised first (to the largest size asked
-// for so far, so that a launch sized earlier keeps its room).
+// (at least 1). When the kernel's static plus this dynamic shared memory pass 48 KB, its dynamic limit is raised
+// first (to the largest size asked for so far, so that a launch sized earlier keeps its room). Call it before
+// launching any kernel with dynamic shared memory.
 int resident_blocks(const void* kernel, int threads, std::size_t smem);
 
 }  // namespace tg::kernels::cuda

@@ -29,6 +29,10 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 }  // namespace dev
 
 namespace cuda {
+// Throws the refused launch's error naming the kernel (cudaFuncGetName), its grid, block and dynamic shared memory,
+// and clears the sticky-free launch error.
+[[noreturn]] void launch_failed(cudaError_t err, const void* kernel, dim3 grid, dim3 block, std::size_t smem);
+
 // kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-stream-serialization attribute while a
 // ProgrammaticLaunchScope is open on this thread. Errors are checked like TG_CHECK_LAUNCH.
 template <typename... KernelArgs, typename... Args>
@@ -44,7 +48,10 @@ void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t sm
   cfg.stream = stream;
   cfg.attrs = programmatic_launch_enabled() ? &attr : nullptr;
   cfg.numAttrs = programmatic_launch_enabled() ? 1 : 0;
-  TG_CHECK_CUDA(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) [[unlikely]] {
+    launch_failed(err, reinterpret_cast<const void*>(kernel), grid, block, smem);
+  }
 }
 }  // namespace cuda
 
