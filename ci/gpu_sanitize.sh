@@ -176,7 +176,8 @@ else
   for t in "${tool_list[@]}"; do run_tool "$t" 0; done
 fi
 
-commit=$(cd "$src" && (git rev-parse --short=12 HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown))
+# A ci/snapshot.sh export names its commit in .commit; it wins over git, which would answer the enclosing checkout.
+commit=$(cd "$src" && (cat .commit 2>/dev/null || git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
 python3 - "$out" "$commit" "$cs_version" "$ngpu" "$EXCLUDE" "$budget" "$(( $(date +%s) - t_all ))" "${tool_list[@]}" <<'PY'
 import json, os, re, sys
 out, commit, version, ngpu, exclude, budget, seconds = sys.argv[1:8]

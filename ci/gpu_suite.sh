@@ -65,7 +65,8 @@ elif [ "$bench" != none ]; then
     tail -40 "$out/$name.log"
   done
 fi
-commit=$(cd "$src" && (git rev-parse --short=12 HEAD 2>/dev/null || cat .commit 2>/dev/null || echo unknown))
+# A ci/snapshot.sh export names its commit in .commit; it wins over git, which would answer the enclosing checkout.
+commit=$(cd "$src" && (cat .commit 2>/dev/null || git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
 cat > "$out/summary.json" <<JSON
 {"commit": "$commit", "ctest_rc": $rc, "build_seconds": $t_build, "test_seconds": $t_test,
  "total_seconds": $(( $(date +%s) - t0 )), "labels": "$labels", "bench": "$bench"}
