@@ -155,6 +155,10 @@ class Precision {
   // (the wgrad GEMMs reduce over the rows: cuBLASLt's FP8 K % 16 rule).
   int64_t training_row_multiple() const { return is_fp8() ? std::max<int64_t>(row_multiple(), 16) : 1; }
 
+  // `in` bound to `site`'s delayed-scaling slots (its fp8.scale, and the amax slot while training), as the producers
+  // see it: for a consumer that produces the input itself (the decoder's fused GEMV, kernels/gemm/gemv.h).
+  GemmInput bound(const GemmInput& in, const GemmSite& site) const { return bind(in, site); }
+
  private:
   GemmInput bind(const GemmInput& in, const GemmSite& site) const;  // the site's delayed-scaling slots
   GradInput bind_grad(const GradInput& g, const GemmSite& site) const;

@@ -168,11 +168,73 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
                     qkv.device);
 }
 
+namespace {
+bool decode_fusion_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("TEGEMMA_DECODE_FUSED");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  return on;
+}
+bool fusable_weight(const LinearWeight& w) {
+  if (!w.has_fp8) return false;
+  const Fp8View& v = w.fp8_view();
+  return v.mode == ScalingMode::kPerTensor && v.has_rowwise() && v.data.dtype == DType::E4M3 && v.data.size(1) % 16 == 0;
+}
+}  // namespace
+
+template <typename Attend>
+bool Decoder::fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const {
+  const GemmaConfig& c = config();
+  const Precision& p = model_->precision();
+  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
+  const LayerSites& s = sites_[static_cast<std::size_t>(l)];
+  const bool qualifies = decode_fusion_enabled() && p.delayed() != nullptr && p.phase() == ScalingPhase::kInference &&
+                         a.rows <= kernels::kGemvFusedMaxRows && a.ln.path == InputPath::kDelayedFused &&
+                         a.attn.path == InputPath::kDelayedCast && a.act.path == InputPath::kDelayedFused &&
+                         s.qkv.fp8 && s.o.fp8 && s.fc1.fp8 && s.fc2.fp8 && fusable_weight(lw.qkv) &&
+                         fusable_weight(lw.o) && fusable_weight(lw.fc1) && fusable_weight(lw.fc2);
+  if (!qualifies) return false;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  kernels::GemvFusedArgs qkv;
+  qkv.x = a.h;
+  qkv.prologue = kernels::GemvPrologue::kRmsNorm;
+  qkv.norm_weight = lw.input_norm.view();
+  qkv.eps = eps;
+  qkv.x_scale = p.bound(a.ln, s.qkv).fp8.scale;
+  qkv.w = kernels::GemvOperand::fp8(lw.qkv.fp8_view());
+  qkv.out = a.qkv;
+  kernels::gemv_fused(qkv, stream);
+  const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
+  attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
+  kernels::GemvFusedArgs o;
+  o.x = a.attn.hp;
+  o.prologue = kernels::GemvPrologue::kCast;
+  o.x_scale = p.bound(a.attn, s.o).fp8.scale;
+  o.w = kernels::GemvOperand::fp8(lw.o.fp8_view());
+  o.out = a.h;
+  o.residual = a.h;
+  kernels::gemv_fused(o, stream);
+  kernels::GemvFusedArgs fc1;
+  fc1.x = a.h;
+  fc1.prologue = kernels::GemvPrologue::kRmsNorm;
+  fc1.norm_weight = lw.post_attention_norm.view();
+  fc1.eps = eps;
+  fc1.x_scale = p.bound(a.ln, s.fc1).fp8.scale;
+  fc1.w = kernels::GemvOperand::fp8(lw.fc1.fp8_view());
+  fc1.act = p.bound(a.act, s.fc2).fp8;
+  fc1.act.amax = TensorView{};
+  kernels::gemv_fused(fc1, stream);
+  linear(a.act, lw.fc2, a.h, 1.0f, /*gemv=*/true, stream);
+  return true;
+}
+
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
 // attention supplied by the caller.
 template <typename Attend>
 void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
                     Stream stream) const {
+  if (gemv && !clear_pad_rows && fused_layer(l, a, tokens, attend, stream)) return;
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];

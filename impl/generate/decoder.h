@@ -111,6 +111,12 @@ class Decoder {
   template <typename Attend>
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
              Stream stream) const;
+  // The decode step's layer as four gemv_fused / gemv kernels and the attention (delayed scaling, inference,
+  // rows <= kGemvFusedMaxRows, per-tensor E4M3 weights): RMSNorm + cast + QKV, cast + O + residual, RMSNorm + cast +
+  // fc1 + GeGLU + cast, fc2 + residual -- the same bits as the unfused layer (kernels/gemm/gemv.h). False (nothing
+  // run) when the layer does not qualify or TEGEMMA_DECODE_FUSED=0.
+  template <typename Attend>
+  bool fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.

@@ -3,10 +3,15 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/elementwise/elementwise.cuh"
 #include "kernels/gemm/gemv.h"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
 namespace tg::kernels::cuda {
@@ -29,7 +34,76 @@ struct GemvParams {
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
+  bool prefetch;  // bulk-prefetch the warp's W rows into L2 before waiting on the previous kernel (PDL)
+  // gemv_fused (kPro != kNone): x is BF16 [m, k] at x (row stride ldx); its E4M3 copy is staged in shared memory.
+  const float* x_scale;
+  const __nv_bfloat16* norm_w;  // kRmsNorm: [k]
+  float eps, inv_k;
+  int k;
+  // GeGLU epilogue (kGeglu): W = [gate; up] with n = 2F rows; act [m, F] E4M3 (row stride F), scale, scale_inv.
+  uint8_t* act;
+  const float* act_scale;
+  float* act_scale_inv;
 };
+
+enum Prologue : int { kNone = 0, kCast = 1, kNorm = 2 };
+
+// x element loads: through the read-only path from global memory, plain loads from the shared-memory copy.
+template <bool kShared, typename T>
+__device__ __forceinline__ T ldx(const T* p) {
+  if constexpr (kShared) {
+    return *p;
+  } else {
+    return __ldg(p);
+  }
+}
+
+// Starts an L2 prefetch of `bytes` bytes at p (16-byte aligned, a multiple of 16; sm_90 bulk prefetch, no registers
+// and no completion to wait for).
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+// gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k], one warp per row,
+// in the exact arithmetic of rmsnorm_forward_fp8 / quantize (see gemv.h). Every thread of the block takes part.
+template <int kPro>
+__device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int chunks = p.k / 8;  // 8-element BF16 chunks
+  const float scale = *p.x_scale;
+  for (int r = warp; r < p.m; r += kWarps) {
+    const uint4* row = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx);
+    float rstd = 1.0f;
+    if constexpr (kPro == kNorm) {
+      float acc = 0.0f;
+      for (int c = lane; c < chunks; c += 32) {
+        const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc = ieee::ffma(h.get(i), h.get(i), acc);
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc = ieee::fadd(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, o));
+      rstd = ieee::fdiv(1.0f, ieee::fsqrt(ieee::fadd(ieee::fmul(acc, p.inv_k), p.eps)));
+    }
+    for (int c = lane; c < chunks; c += 32) {
+      const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
+      float v[8];
+      if constexpr (kPro == kNorm) {
+        const ew::Pack8<ew::bf16_t> w{__ldg(reinterpret_cast<const uint4*>(p.norm_w) + c)};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          v[i] = ew::round_to<ew::bf16_t>(ieee::fmul(ieee::fmul(h.get(i), rstd), ieee::fadd(1.0f, w.get(i))));
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = h.get(i);
+      }
+      *reinterpret_cast<uint2*>(xs + static_cast<int64_t>(r) * p.k + 8 * c) = ew::quantize8<dev::e4m3_t>(v, scale);
+    }
+  }
+}
 
 // Two BF16 in a 32-bit word -> floats (exact).
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -56,11 +130,11 @@ __device__ __forceinline__ void unpack8(const uint4& v, int half, float (&f)[8])
 }
 
 // 8 consecutive x elements of row r starting at element k (16-byte aligned for BF16, 8-byte for E4M3) -> floats.
-template <bool kXE4m3>
+template <bool kXE4m3, bool kShared>
 __device__ __forceinline__ void load_x8(const GemvParams& p, int r, int64_t k, float (&f)[8]) {
   if constexpr (kXE4m3) {
     const uint8_t* row = static_cast<const uint8_t*>(p.x) + static_cast<int64_t>(r) * p.ldx;
-    const uint2 v = __ldg(reinterpret_cast<const uint2*>(row + k));
+    const uint2 v = ldx<kShared>(reinterpret_cast<const uint2*>(row + k));
     unpack8<true>(make_uint4(v.x, v.y, 0u, 0u), 0, f);
   } else {
     const __nv_bfloat16* row = static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx;
@@ -70,10 +144,10 @@ __device__ __forceinline__ void load_x8(const GemvParams& p, int r, int64_t k, f
 
 // The x elements of W chunk `chunk` for row 0 (kRows == 1 preloads them next to the W loads): E4M3 x with E4M3 W
 // is one 16-byte vector (16 codes), BF16 x is one (BF16 W: 8 elements) or two (E4M3 W: 16 elements) vectors.
-template <bool kWE4m3, bool kXE4m3>
+template <bool kWE4m3, bool kXE4m3, bool kShared>
 __device__ __forceinline__ void load_x_chunk(const GemvParams& p, int64_t chunk, uint4 (&xv)[2]) {
   if constexpr (kXE4m3) {
-    xv[0] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x)) + chunk);
+    xv[0] = ldx<kShared>(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x)) + chunk);
   } else if constexpr (kWE4m3) {
     const uint4* row = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x));
     xv[0] = __ldg(row + 2 * chunk);
@@ -96,25 +170,49 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // W rows against the matching x elements of every row r < m; a fixed butterfly then sums the lanes. kRows == 1
 // loads x next to W (both in flight before any use); more rows read x per piece through L1 (re-used across the
 // kCols columns).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols>
+//
+// gemv_fused: kPro stages x's E4M3 codes in shared memory first (stage_x; the one block-wide barrier, before any warp
+// may leave), and kGeglu makes warp w own output column w of act from W rows w (gate) and w + F (up) (kCols == 2).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
   constexpr bool kPreloadX = kRows == 1;
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  constexpr bool kStaged = kPro != kNone;
+  static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
+  static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
   const int lane = threadIdx.x % 32;
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * kCols;
-  if (col0 >= p.n) return;  // whole warps only: no block-level synchronisation below
+  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t col0 = kGeglu ? warp_id : warp_id * kCols;
+  const int64_t n_out = kGeglu ? p.n / 2 : p.n;
+  const int64_t col_step = kGeglu ? p.n / 2 : 1;
 
   // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free.
   const uint4* wrow[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
-    const int64_t col = col0 + c < p.n ? col0 + c : p.n - 1;
+    const int64_t col = col0 < n_out ? col0 + c * col_step : p.n - 1;
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
+  // The weights do not depend on the previous kernel: start streaming them into L2 before waiting for it.
+  if (p.prefetch && col0 < n_out) {
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      if (lane == c) prefetch_l2(wrow[c], static_cast<uint32_t>(p.chunks) * 16u);
+    }
+  }
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
+  GemvParams q = p;
+  if constexpr (kStaged) {
+    extern __shared__ __align__(16) uint8_t xs[];
+    stage_x<kPro>(p, xs);
+    __syncthreads();
+    q.x = xs;
+    q.ldx = p.k;
+  }
+  if (col0 >= n_out) return;  // whole warps only: no block-level synchronisation below
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -137,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
       for (int u = 0; u < kUnroll; ++u) {
         const int chunk = base + 32 * u;
         if (chunk < p.chunks) {
-          load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);
+          load_x_chunk<kWE4m3, kXE4m3, kStaged>(q, chunk, xv[u]);
         } else {
           xv[u][0] = xv[u][1] = make_uint4(0, 0, 0, 0);
         }
@@ -160,7 +258,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
           if constexpr (kPreloadX) {
             unpack_x<kXE4m3>(xv[u], h, xf);
           } else {
-            load_x8<kXE4m3>(p, r, k, xf);
+            load_x8<kXE4m3, kStaged>(q, r, k, xf);
           }
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
@@ -173,27 +271,47 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   }
 
   float scale = p.alpha;
-  if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
+  if constexpr (kStaged) {
+    scale *= ieee::fdiv(1.0f, *p.x_scale);  // the scale_inv the unfused producer writes
+  } else {
+    if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
+  }
   if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c) acc[r][c] = dev::warp_sum(acc[r][c]);  // xor butterfly: every lane has it
   }
+  if constexpr (kGeglu) {
+    // The unfused chain: fc1 = BF16(acc * scale); a = BF16(gelu_tanh(gate)) * up -> BF16 -> E4M3(a * act_scale).
+    const float act_scale = *p.act_scale;
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < kRows; ++r) {
+      if (r < p.m && lane == r % 32) {
+        const float g = ew::round_to<ew::bf16_t>(acc[r][0] * scale);
+        const float u = ew::round_to<ew::bf16_t>(acc[r][1] * scale);
+        const float a = ew::round_to<ew::bf16_t>(ieee::fmul(ew::round_to<ew::bf16_t>(ieee::gelu_tanh(g)), u));
+        p.act[static_cast<int64_t>(r) * n_out + col0] = static_cast<uint8_t>(
+            __nv_cvt_float_to_fp8(ieee::fmul(a, act_scale), __NV_SATFINITE, __NV_E4M3));
+      }
+    }
+    if (col0 == 0 && lane == 0 && p.act_scale_inv != nullptr) *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
+  } else {
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      const int64_t col = col0 + c;
-      // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-      if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
-        float v = acc[r][c] * scale;
-        if (p.out_f32) {
-          if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
-          static_cast<float*>(p.out)[r * p.ldo + col] = v;
-        } else {
-          if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
-          static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int64_t col = col0 + c;
+        // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
+        if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
+          float v = acc[r][c] * scale;
+          if (p.out_f32) {
+            if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
+            static_cast<float*>(p.out)[r * p.ldo + col] = v;
+          } else {
+            if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
+            static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
+          }
         }
       }
     }
@@ -222,8 +340,48 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   }
 }
 
+// gemv_fused: E4M3 x staged in shared memory (m * k bytes), E4M3 W; kGeglu pairs gate / up rows in each warp.
+template <int kPro, bool kGeglu, int kRows>
+void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
+  const int cols = kGeglu ? 2 : columns_per_warp(p.n, kRows);
+  const int64_t warps = kGeglu ? p.n / 2 : (p.n + cols - 1) / cols;
+  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
+  const std::size_t smem = static_cast<std::size_t>(p.m) * static_cast<std::size_t>(p.k);
+  constexpr int kWide = kRows >= 4 ? 4 : 2;
+  auto go = [&](auto kernel) {
+    (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
+    launch(kernel, blocks, kThreads, smem, stream, p);
+  };
+  if constexpr (kGeglu) {
+    go(gemv_kernel<true, true, kRows, 2, kPro, true>);
+  } else {
+    if (cols == 1) {
+      go(gemv_kernel<true, true, kRows, 1, kPro, false>);
+    } else {
+      go(gemv_kernel<true, true, kRows, kWide, kPro, false>);
+    }
+  }
+}
+template <int kPro, bool kGeglu>
+void launch_fused(const GemvParams& p, cudaStream_t stream) {
+  static_assert(kGemvFusedMaxRows == 4, "launch_fused() instantiates row tiles up to 4");
+  if (p.m <= 1) return launch_fused_rows<kPro, kGeglu, 1>(p, stream);
+  if (p.m <= 2) return launch_fused_rows<kPro, kGeglu, 2>(p, stream);
+  launch_fused_rows<kPro, kGeglu, 4>(p, stream);
+}
+
+// TEGEMMA_GEMV_PREFETCH=0 turns the L2 prefetch of the weights off (it is on only under programmatic launch, where
+// the kernel starts before the previous one ends; measured in docs/bench_log.md).
+bool prefetch_weights() {
+  static const bool on = [] {
+    const char* env = std::getenv("TEGEMMA_GEMV_PREFETCH");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  return on && programmatic_launch_enabled();
+}
+
 template <bool kWE4m3, bool kXE4m3>
-void launch(const GemvParams& p, cudaStream_t stream) {
+void dispatch(const GemvParams& p, cudaStream_t stream) {
   if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream);
   if (p.m <= 2) return launch_rows<kWE4m3, kXE4m3, 2>(p, stream);
   if (p.m <= 4) return launch_rows<kWE4m3, kXE4m3, 4>(p, stream);
@@ -258,15 +416,65 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
+  p.prefetch = prefetch_weights();
   const cudaStream_t s = cuda_stream(stream);
   if (!w_fp8) {
-    launch<false, false>(p, s);
+    dispatch<false, false>(p, s);
   } else if (!x_fp8) {
-    launch<true, false>(p, s);
+    dispatch<true, false>(p, s);
   } else {
-    launch<true, true>(p, s);
+    dispatch<true, true>(p, s);
   }
   TG_CHECK_LAUNCH("gemv_kernel");
+}
+
+void gemv_fused(const GemvFusedArgs& a, Stream stream) {
+  TG_NVTX_FN();
+  const detail::GemvDims d = detail::check_gemv_fused(a);
+  check_device(a.x, Device::CUDA, "cuda::gemv_fused(x)");
+  const bool geglu = !a.act.data.empty();
+  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_fused: N = ", d.n, ", K = ", d.k, " is beyond the kernel's int range");
+  const std::size_t smem = static_cast<std::size_t>(d.m * d.k);
+  TG_CHECK(smem <= static_cast<std::size_t>(max_smem_per_block()), "gemv_fused: the staged x needs M x K = ", smem,
+           " bytes of shared memory, the device has ", max_smem_per_block());
+  GemvParams p{};
+  p.x = a.x.data;
+  p.w = a.w.data.data;
+  p.w_scale_inv = a.w.scale_inv.ptr<const float>();
+  p.ldx = d.ldx;
+  p.ldw = d.ldw;
+  p.m = static_cast<int>(d.m);
+  p.n = static_cast<int>(d.n);
+  p.k = static_cast<int>(d.k);
+  p.chunks = static_cast<int>(d.k / 16);
+  p.alpha = 1.0f;
+  p.prefetch = prefetch_weights();
+  p.x_scale = a.x_scale.ptr<const float>();
+  p.norm_w = a.prologue == GemvPrologue::kRmsNorm ? a.norm_weight.ptr<const __nv_bfloat16>() : nullptr;
+  p.eps = a.eps;
+  p.inv_k = 1.0f / static_cast<float>(d.k);  // as rmsnorm_forward's inv_d (one IEEE division)
+  if (geglu) {
+    p.act = static_cast<uint8_t*>(a.act.data.data);
+    p.act_scale = a.act.scale.ptr<const float>();
+    p.act_scale_inv = a.act.scale_inv.empty() ? nullptr : a.act.scale_inv.ptr<float>();
+  } else {
+    p.out = a.out.data;
+    p.residual = a.residual.empty() ? nullptr : a.residual.data;
+    p.ldo = d.ldo;
+    p.ldr = d.ldr;
+  }
+  const cudaStream_t s = cuda_stream(stream);
+  if (a.prologue == GemvPrologue::kRmsNorm) {
+    if (geglu) {
+      launch_fused<kNorm, true>(p, s);
+    } else {
+      launch_fused<kNorm, false>(p, s);
+    }
+  } else {
+    TG_CHECK(!geglu, "gemv_fused: the GeGLU epilogue follows an RMSNorm prologue (fc1); cast + GeGLU is not built");
+    launch_fused<kCast, false>(p, s);
+  }
+  TG_CHECK_LAUNCH("gemv_kernel (fused)");
 }
 
 }  // namespace tg::kernels::cuda

@@ -82,13 +82,47 @@ struct GemvOptions {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
           const TensorView& residual = {}, Stream stream = {});
 
+// ---- gemv_fused: the decode step's producer -> GEMV -> consumer chains in one kernel ------------------------------
+// A delayed-scaling FP8 decode step runs, per layer, RMSNorm -> E4M3 cast -> GEMV (QKV, fc1), attention -> cast ->
+// GEMV (O) and fc1 GEMV -> GeGLU -> E4M3 cast: at M = 1 each producer is a kernel of a few microseconds around a few
+// KB of data. gemv_fused computes the chain in the GEMV kernel, bit for bit what the unfused kernels compute:
+//   prologue (x: BF16 [M, K]; the E4M3 copy xq lives in shared memory, never in global memory)
+//     kCast     xq = kernels::quantize(x) with the per-tensor `x_scale` (E4M3(x * scale), RN, saturating)
+//     kRmsNorm  xq = kernels::rmsnorm_forward_fp8(x, norm_weight, eps) with `x_scale`: the row's sum of squares in
+//               the norm kernel's own order (lane l: 8-element chunks l, l + 32, ..., fmaf ascending; the same xor
+//               butterfly), rstd = 1 / sqrt(ss / K + eps), y = (x * rstd) * (1 + w), BF16, then E4M3
+//   product     y = gemv(xq with scale_inv = 1 / x_scale, W) (+ residual): gemv's arithmetic above
+//   epilogue    act empty: out = y (BF16).  act set (GeGLU; W is fc1 = [gate; up], N = 2F):
+//               act.data [M, F] = kernels::geglu_forward_fp8(y) with act.scale (y rounded to BF16 first, as the
+//               unfused GEMV stores it); act.scale_inv written with 1 / act.scale; out is not used.
+// Operands: x BF16, W E4M3 per-tensor, M <= kGemvFusedMaxRows, K a multiple of 16, the gemv vector rules;
+// norm_weight BF16 [K]; x_scale F32 [1]; act E4M3 per-tensor [M, N / 2] with scale (and scale_inv) F32 [1].
+// CPU twin: the unfused CPU kernels in sequence (so CUDA fused vs CPU fused has gemv's CUDA-vs-twin bound, and
+// CUDA fused vs CUDA unfused is bitwise: kernels/tests/test_gemv_gpu.cpp checks both).
+inline constexpr int64_t kGemvFusedMaxRows = 4;
+enum class GemvPrologue : uint8_t { kCast, kRmsNorm };
+struct GemvFusedArgs {
+  TensorView x;  // BF16 [M, K]
+  GemvPrologue prologue = GemvPrologue::kCast;
+  TensorView norm_weight;  // kRmsNorm: BF16 [K]
+  float eps = 0.0f;
+  TensorView x_scale;  // F32 [1]
+  GemvOperand w;       // E4M3 [N, K] with its scale_inv
+  TensorView out;      // BF16 [M, N] (without act)
+  TensorView residual;  // optional, as gemv's (without act)
+  Fp8View act;          // GeGLU epilogue: E4M3 [M, N / 2]
+};
+void gemv_fused(const GemvFusedArgs& a, Stream stream = {});
+
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual = {});
+void gemv_fused(const GemvFusedArgs& a);
 }
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
+void gemv_fused(const GemvFusedArgs& a, Stream stream);
 }
 
 namespace detail {
@@ -98,6 +132,8 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
+// gemv_fused's checks; the dims are those of the GEMV (n = W's rows).
+GemvDims check_gemv_fused(const GemvFusedArgs& a);
 }  // namespace detail
 
 }  // namespace tg::kernels
