@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # compute-sanitizer over the gpu-labelled GoogleTest binaries (issue 11), on the H200:
 #   memcheck   out-of-bounds / misaligned device accesses, invalid frees, CUDA API errors, device leaks
-#              (--leak-check full)
+#              (--leak-check full; the kernels' process-lifetime cuBLASLt / cuDNN / attention-scratch state is
+#              freed after each binary's last test by kernels::release_library_state, from
+#              kernels/tests/gpu_test_environment.cpp, so a leak reported is a real one)
 #   racecheck  shared-memory data hazards (--racecheck-report all: hazards and the race analysis)
 #   initcheck  reads of device global memory that was never written
 #   synccheck  invalid uses of __syncthreads / __syncwarp / cuda::barrier (divergent barriers and the like)

@@ -2,6 +2,45 @@
 # One GoogleTest executable; every test in it is registered with ctest under the given label.
 # GPU tests GTEST_SKIP when no device is present, so the `gpu` label is safe to run anywhere.
 # RUN_SERIAL: ctest -j runs no other test beside these (tests that measure device-wide free memory).
+# A gpu test whose LIBS link tegemma_kernels (directly or through impl/, parity/, ...) also gets
+# kernels/tests/gpu_test_environment.cpp: after its last test it calls kernels::release_library_state(), so that
+# compute-sanitizer's leak check sees no cuBLASLt / cuDNN / attention scratch state left (kernels/library_state.h).
+# Tests that do not link the kernels (reference/, common/) are left alone.
+
+# Sets <out> to TRUE when one of the given libraries is tegemma_kernels or links it, directly or transitively
+# (through the link libraries of the project's own targets; imported targets are not followed).
+function(_tegemma_links_kernels out)
+  set(pending ${ARGN})
+  set(seen "")
+  while(pending)
+    list(POP_FRONT pending lib)
+    if(lib STREQUAL "tegemma_kernels")
+      set(${out} TRUE PARENT_SCOPE)
+      return()
+    endif()
+    if(NOT TARGET "${lib}" OR "${lib}" IN_LIST seen)
+      continue()  # (not a target: a file, a flag, a generator expression)
+    endif()
+    list(APPEND seen "${lib}")
+    get_target_property(imported ${lib} IMPORTED)
+    if(imported)
+      continue()
+    endif()
+    get_target_property(aliased ${lib} ALIASED_TARGET)
+    if(aliased)
+      list(APPEND pending ${aliased})
+      continue()
+    endif()
+    foreach(prop LINK_LIBRARIES INTERFACE_LINK_LIBRARIES)
+      get_target_property(libs ${lib} ${prop})
+      if(libs)
+        list(APPEND pending ${libs})
+      endif()
+    endforeach()
+  endwhile()
+  set(${out} FALSE PARENT_SCOPE)
+endfunction()
+
 function(tegemma_add_test name)
   cmake_parse_arguments(T "RUN_SERIAL" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
   if(NOT TEGEMMA_TESTS)
@@ -19,6 +58,19 @@ function(tegemma_add_test name)
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE TEGEMMA_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  if(T_LABEL STREQUAL "gpu")
+    _tegemma_links_kernels(with_kernels ${T_LIBS})
+    if(with_kernels)
+      if(NOT TARGET tegemma_gpu_test_environment)
+        # An OBJECT library: its object file goes into each executable directly (never dropped by the linker, as
+        # an unreferenced archive member would be), and it is compiled once.
+        add_library(tegemma_gpu_test_environment OBJECT ${PROJECT_SOURCE_DIR}/kernels/tests/gpu_test_environment.cpp)
+        target_link_libraries(tegemma_gpu_test_environment PUBLIC tegemma_kernels GTest::gtest)
+        tegemma_target_warnings(tegemma_gpu_test_environment)
+      endif()
+      target_link_libraries(${name} PRIVATE tegemma_gpu_test_environment)
+    endif()
+  endif()
   tegemma_target_warnings(${name})
   set(serial FALSE)
   if(T_RUN_SERIAL)

@@ -46,7 +46,8 @@
 //           throws tg::Error with the cuDNN status and message; there is no silent fallback.
 //   kFlash: our own flash-attention kernels (tensor cores, online softmax, K/V tiles in shared memory).
 //   Workspace: the caller's (Workspace{ptr, bytes}, sized by *_workspace_bytes) or, when empty, a buffer
-//   cached per device that grows on first use of a larger shape (warm up before CUDA-graph capture).
+//   cached per device that grows on first use of a larger shape (warm up before CUDA-graph capture; freed with the
+//   cuDNN handles and plans by kernels::release_library_state(), kernels/library_state.h).
 //   The cached buffer is shared by every call on the device: concurrent calls on different streams must pass
 //   their own workspaces.
 #pragma once

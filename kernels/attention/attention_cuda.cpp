@@ -5,14 +5,32 @@
 #include <cuda_runtime.h>
 
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
+#include "kernels/cuda/device_sync.h"
 
 namespace tg::kernels::cuda {
 
 namespace attn_detail {
+
+namespace {
+
+// The cached scratch buffers, per device. Never destroyed (a cudaFree from a static destructor would run after the
+// CUDA runtime, or LibTorch, has begun tearing down); release_attention_state() frees the buffers while CUDA is
+// alive.
+struct Scratch {
+  std::mutex mu;
+  std::unordered_map<int, Buffer> buffers;
+};
+Scratch& scratch_state() {
+  static auto& s = *new Scratch();
+  return s;
+}
+
+}  // namespace
 
 void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
   if (!ws.empty()) {
@@ -20,18 +38,28 @@ void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
     TG_CHECK(reinterpret_cast<uintptr_t>(ws.data) % 256 == 0, what, ": the workspace must be 256-byte aligned");
     return ws.data;
   }
-  static std::mutex mu;
-  static std::unordered_map<int, Buffer>* buffers = new std::unordered_map<int, Buffer>();
+  Scratch& s = scratch_state();
   int device = 0;
   TG_CHECK_CUDA(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  Buffer& buf = (*buffers)[device];
+  std::lock_guard<std::mutex> lock(s.mu);
+  Buffer& buf = s.buffers[device];
   if (buf.nbytes() < bytes) {
     // Growing frees the old buffer; cudaFree waits for the work that may still use it.
     buf = Buffer();
     buf = Buffer(align_up(bytes, std::size_t{1} << 20), Device::CUDA);
   }
   return buf.data();
+}
+
+void release_attention_state() {
+  release_cudnn_state();
+  Scratch& s = scratch_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  std::set<int> devices;
+  for (const auto& [device, buffer] : s.buffers) devices.insert(device);
+  if (devices.empty()) return;  // nothing was created
+  state_release::synchronize_devices(devices);  // throws before anything is freed
+  s.buffers.clear();  // cudaFree (Buffer)
 }
 
 }  // namespace attn_detail

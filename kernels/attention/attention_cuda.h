@@ -11,8 +11,14 @@
 namespace tg::kernels::cuda::attn_detail {
 
 // Device scratch: the caller's workspace when given (checked to be large enough), else a per-device cached
-// buffer that only grows (no allocation once warmed up). 256-byte aligned.
+// buffer that only grows (no allocation once warmed up) until release_attention_state(). 256-byte aligned.
 void* scratch(const Workspace& ws, std::size_t bytes, const char* what);
+
+// Frees the attention library state of every device: the cuDNN state (release_cudnn_state) and the cached scratch
+// buffers (after cudaDeviceSynchronize on each device that has one); the next call creates them again. Part of
+// tg::kernels::release_library_state() (kernels/library_state.h), whose rules apply. Does nothing when nothing
+// was created.
+void release_attention_state();
 
 inline std::size_t align_up(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
 
@@ -45,6 +51,9 @@ std::size_t cudnn_fwd_workspace_bytes(const FlashArgs& a);
 void cudnn_fwd(const FlashArgs& a, const Workspace& ws, Stream stream);
 std::size_t cudnn_bwd_workspace_bytes(const FlashArgs& a, bool deterministic);
 void cudnn_bwd(const FlashArgs& a, bool deterministic, const Workspace& ws, Stream stream);
+// Destroys the cached SDPA plans (their descriptors) and the cuDNN handles (cudnnDestroy) of every device, after
+// cudaDeviceSynchronize on each device that has some; called by release_attention_state().
+void release_cudnn_state();
 
 // Per-sequence lengths and ragged offsets for cuDNN (attention_aux.cu): from cu_seqlens (or the dense
 // length S when cu_seqlens is null) writes seqlens[b] = len_b (b < B; entries B..B_pad-1 = 0) and, for each

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -36,6 +37,7 @@
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/attention/attention_cuda.h"
+#include "kernels/cuda/device_sync.h"
 
 namespace tg::kernels::cuda::attn_detail {
 
@@ -568,8 +570,10 @@ struct State {
   std::unordered_map<int, cudnnHandle_t> handles;
   std::map<Key, std::unique_ptr<Plan>> plans;
 };
+// Never destroyed: a cudnnDestroy / descriptor destruction from a static destructor would run after the CUDA
+// runtime (or LibTorch) has begun tearing down. release_cudnn_state() empties it while CUDA is alive.
 State& state() {
-  static State* s = new State();  // never destroyed: handles outlive static destruction order problems
+  static State* s = new State();
   return *s;
 }
 
@@ -719,6 +723,25 @@ std::size_t workspace_bytes(const FlashArgs& a, bool backward, bool deterministi
 }
 
 }  // namespace
+
+void release_cudnn_state() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  std::set<int> devices;
+  for (const auto& [device, handle] : s.handles) devices.insert(device);
+  for (const auto& [key, plan] : s.plans) devices.insert(key.device);
+  if (devices.empty()) return;  // nothing was created
+  state_release::synchronize_devices(devices);  // throws before anything is freed
+  s.plans.clear();  // their descriptors (the execution plans name the handles: before them)
+  cudnnStatus_t first_error = CUDNN_STATUS_SUCCESS;
+  for (const auto& [device, handle] : s.handles) {
+    const state_release::CurrentDevice current(device);
+    const cudnnStatus_t st = cudnnDestroy(handle);
+    if (st != CUDNN_STATUS_SUCCESS && first_error == CUDNN_STATUS_SUCCESS) first_error = st;
+  }
+  s.handles.clear();
+  check(first_error, "cudnnDestroy");  // (the maps are empty either way)
+}
 
 std::size_t cudnn_fwd_workspace_bytes(const FlashArgs& a) {
   return workspace_bytes(a, false, false, "attention_fwd_workspace_bytes(cuda, cudnn)");

@@ -63,7 +63,8 @@
 //
 // ---- CUDA side ------------------------------------------------------------------------------------
 // One cublasLt handle per device, one 32 MiB workspace per (device, stream), created on the first
-// call (or by cuda::gemm_warmup) and reused; heuristic results are cached per (device, shape, row
+// call (or by cuda::gemm_warmup) and reused until cuda::release_gemm_state() (called by
+// kernels::release_library_state()); heuristic results are cached per (device, shape, row
 // strides, dtypes, scaling modes, options, pointer alignment). After the first call with a given key
 // on a given stream the call path allocates nothing, so it can be captured in a CUDA graph (a captured
 // GEMM keeps using the workspace of the stream it was captured on: do not replay the graph while eager
@@ -139,6 +140,12 @@ inline constexpr std::size_t kWorkspaceBytes = 32u << 20;
 // Creates the current device's cublasLt handle and `stream`'s workspace now (they are otherwise made by
 // the first GEMM on that stream). Call it before capturing GEMMs on a new stream into a CUDA graph.
 void gemm_warmup(Stream stream = {});
+
+// Frees the cuBLASLt state of every device: the heuristic cache, the workspaces (after cudaDeviceSynchronize on
+// each device that has some) and the handles (cublasLtDestroy); the next GEMM creates them again. Part of
+// tg::kernels::release_library_state() (kernels/library_state.h), whose rules apply: no GEMM in flight, no CUDA
+// graph that captured a GEMM left to replay. Does nothing when nothing was created.
+void release_gemm_state();
 
 // Heuristic-cache counters since process start (all threads, all devices).
 struct GemmCacheStats {

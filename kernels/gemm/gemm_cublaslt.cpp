@@ -19,12 +19,14 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <tuple>
 #include <utility>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
+#include "kernels/cuda/device_sync.h"
 #include "kernels/cuda/lib_check.h"
 #include "kernels/gemm/gemm.h"
 
@@ -110,20 +112,31 @@ class Preference {
 
 // ---- Per-device handle, per-(device, stream) workspace ---------------------------------------------------------
 // One workspace per stream, not per device: two streams running GEMMs at the same time must not share scratch
-// memory (split-K partials live there). Both are never destroyed (as cuDNN's state in kernels/attention): a
-// cudaFree from a static destructor would run after the CUDA runtime, or LibTorch's, has begun tearing down
-// (a suspect for the SIGSEGV at exit of test_impl_parity_gpu, which loads both).
+// memory (split-K partials live there). The containers are never destroyed (as cuDNN's state in kernels/attention):
+// a cudaFree from a static destructor would run after the CUDA runtime, or LibTorch's, has begun tearing down
+// (a suspect for the SIGSEGV at exit of test_impl_parity_gpu, which loads both). Their contents are freed by
+// release_gemm_state() (kernels/library_state.h), which the program calls while CUDA is alive; the next GEMM
+// creates them again.
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
 };
 
-std::mutex g_mutex;  // guards the maps below and the cache counters
+std::mutex g_mutex;  // guards the maps below, the heuristic cache and the cache counters
+
+struct Contexts {
+  std::map<int, cublasLtHandle_t> handles;
+  std::map<std::pair<int, cudaStream_t>, Buffer> workspaces;
+};
+Contexts& contexts() {
+  static auto& c = *new Contexts();  // never destroyed (see above)
+  return c;
+}
 
 Context context(int device, cudaStream_t stream) {
-  static auto& handles = *new std::map<int, cublasLtHandle_t>();
-  static auto& workspaces = *new std::map<std::pair<int, cudaStream_t>, Buffer>();
   std::lock_guard<std::mutex> lock(g_mutex);
+  auto& handles = contexts().handles;
+  auto& workspaces = contexts().workspaces;
   Context c;
   auto h = handles.find(device);
   if (h == handles.end()) {
@@ -160,7 +173,7 @@ struct CachedAlgo {
   GemmAlgoInfo info;
 };
 
-std::map<Key, CachedAlgo>& cache() {
+std::map<Key, CachedAlgo>& cache() {  // guarded by g_mutex; emptied by release_gemm_state()
   static std::map<Key, CachedAlgo> c;
   return c;
 }
@@ -319,6 +332,26 @@ void gemm_warmup(Stream stream) {
   int device = 0;
   TG_CHECK_CUDA(cudaGetDevice(&device));
   (void)context(device, cuda_stream(stream));
+}
+
+void release_gemm_state() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Contexts& c = contexts();
+  std::set<int> devices;
+  for (const auto& [device, handle] : c.handles) devices.insert(device);
+  for (const auto& [key, workspace] : c.workspaces) devices.insert(key.first);
+  if (devices.empty()) return;  // nothing was created (the heuristic cache fills only once a handle exists)
+  state_release::synchronize_devices(devices);  // throws before anything is freed
+  cache().clear();
+  c.workspaces.clear();  // cudaFree (Buffer)
+  cublasStatus_t first_error = CUBLAS_STATUS_SUCCESS;
+  for (const auto& [device, handle] : c.handles) {
+    const state_release::CurrentDevice current(device);
+    const cublasStatus_t st = cublasLtDestroy(handle);
+    if (st != CUBLAS_STATUS_SUCCESS && first_error == CUBLAS_STATUS_SUCCESS) first_error = st;
+  }
+  c.handles.clear();
+  TG_CHECK_CUBLAS(first_error);  // (the maps are empty either way)
 }
 
 GemmCacheStats gemm_cache_stats() {
