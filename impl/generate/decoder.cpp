@@ -365,6 +365,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   // rows x V logits it never reads (block scaling: 128 rows of the 256k-wide GEMM at batch 1).
   const int64_t lm_rows = lm_site_.fp8 ? rows : batch;
   kernels::DecodeOptions dopt;
+  dopt.combine_in_split = decode_fusion_enabled();
   const kernels::KvCache kv0 = cache.layer(0, batch);
   const TensorView q_shape(nullptr, DType::BF16, Shape{batch, c.num_attention_heads, c.head_dim}, dev);
   const std::size_t ws = kernels::decode_attention_workspace_bytes(q_shape, kv0, dopt);
@@ -387,6 +388,8 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   sb->arena = Arena(counter.bytes(), dev);
   Buffers b(sb->arena);
   carve_all(b);
+  // The attention's split counters (combine_in_split) start at zero; the kernel leaves them there.
+  if (ws > 0) zero_async(TensorView(sb->attention_workspace.data, DType::U8, Shape{static_cast<int64_t>(ws)}, dev), stream);
   auto part = [&](int64_t i) {
     return TensorView(sb->ints.ptr<int32_t>() + i * batch, DType::I32, Shape{batch}, dev);
   };
@@ -429,6 +432,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   kernels::embedding_forward(sb.state.tokens, model_->weights().embed.view(), embed_scale_, a.h.slice_rows(0, nseq),
                              a.status, stream);
   kernels::DecodeOptions dopt;
+  dopt.combine_in_split = decode_fusion_enabled();  // as make_step_buffers sized and zeroed the workspace
   dopt.workspace = sb.attention_workspace;
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache.
