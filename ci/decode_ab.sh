@@ -3,9 +3,9 @@
 #   ci/decode_ab.sh BUILD_DIR OUT_DIR [FILTER]
 # runs bench_generate's batch-1 decode (default: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) three times:
-#   fused.json       the default: gemv_fused chains, in-split attention combine, L2 weight prefetch
-#   noprefetch.json  TEGEMMA_GEMV_PREFETCH=0
-#   unfused.json     TEGEMMA_DECODE_FUSED=0 TEGEMMA_GEMV_PREFETCH=0 (the separate norm / cast / GeGLU / combine kernels)
+#   fused.json       TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=1 (every experiment)
+#   noprefetch.json  the same without the L2 weight prefetch
+#   unfused.json     the default (the separate norm / cast / GeGLU / combine kernels)
 # and prints tokens/s per benchmark side by side (summary.txt).
 set -uo pipefail
 build=$1 out=$2
@@ -17,9 +17,9 @@ run() {  # name env...
     --benchmark_out_format=json --benchmark_min_warmup_time=0 > "$out/$name.log" 2>&1
   echo "== $name rc=$?"
 }
-run fused TEGEMMA_DECODE_FUSED=1
-run noprefetch TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_PREFETCH=0
-run unfused TEGEMMA_DECODE_FUSED=0 TEGEMMA_GEMV_PREFETCH=0
+run fused TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=1
+run noprefetch TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=0
+run unfused TEGEMMA_DECODE_FUSED=0 TEGEMMA_DECODE_ATTN_MERGE=0 TEGEMMA_GEMV_PREFETCH=0
 python3 - "$out" <<'PY' | tee "$out/summary.txt"
 import json, os, sys
 out = sys.argv[1]

@@ -169,11 +169,22 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 }
 
 namespace {
+// Opt-in (=1) experiments, off by default because the H200 measured them slower (2026-11-30, gemma-2b B1 decode,
+// delayed + FP8 head: unfused 642 tok/s, gemv_fused chains + in-split merge 547, docs/bench_log.md):
+//   TEGEMMA_DECODE_FUSED        the layer as gemv_fused chains (fused_layer): every block re-derives the staged x
+//                               before its first weight load, which costs more than the kernels it removes;
+//   TEGEMMA_DECODE_ATTN_MERGE   the attention's splits merged by their last block (combine_in_split): one block
+//                               merges all 8 heads of gemma-2b's group serially, slower than the combine kernel.
+bool env_flag(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::string(env) == "1";
+}
 bool decode_fusion_enabled() {
-  static const bool on = [] {
-    const char* env = std::getenv("TEGEMMA_DECODE_FUSED");
-    return env == nullptr || std::string(env) != "0";
-  }();
+  static const bool on = env_flag("TEGEMMA_DECODE_FUSED");
+  return on;
+}
+bool decode_attention_merge_in_split() {
+  static const bool on = env_flag("TEGEMMA_DECODE_ATTN_MERGE");
   return on;
 }
 bool fusable_weight(const LinearWeight& w) {
@@ -365,7 +376,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   // rows x V logits it never reads (block scaling: 128 rows of the 256k-wide GEMM at batch 1).
   const int64_t lm_rows = lm_site_.fp8 ? rows : batch;
   kernels::DecodeOptions dopt;
-  dopt.combine_in_split = decode_fusion_enabled();
+  dopt.combine_in_split = decode_attention_merge_in_split();
   const kernels::KvCache kv0 = cache.layer(0, batch);
   const TensorView q_shape(nullptr, DType::BF16, Shape{batch, c.num_attention_heads, c.head_dim}, dev);
   const std::size_t ws = kernels::decode_attention_workspace_bytes(q_shape, kv0, dopt);
@@ -432,7 +443,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   kernels::embedding_forward(sb.state.tokens, model_->weights().embed.view(), embed_scale_, a.h.slice_rows(0, nseq),
                              a.status, stream);
   kernels::DecodeOptions dopt;
-  dopt.combine_in_split = decode_fusion_enabled();  // as make_step_buffers sized and zeroed the workspace
+  dopt.combine_in_split = decode_attention_merge_in_split();  // as make_step_buffers sized and zeroed the workspace
   dopt.workspace = sb.attention_workspace;
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache.

@@ -114,7 +114,8 @@ class Decoder {
   // The decode step's layer as four gemv_fused / gemv kernels and the attention (delayed scaling, inference,
   // rows <= kGemvFusedMaxRows, per-tensor E4M3 weights): RMSNorm + cast + QKV, cast + O + residual, RMSNorm + cast +
   // fc1 + GeGLU + cast, fc2 + residual -- the same bits as the unfused layer (kernels/gemm/gemv.h). False (nothing
-  // run) when the layer does not qualify or TEGEMMA_DECODE_FUSED=0.
+  // run) when the layer does not qualify or without TEGEMMA_DECODE_FUSED=1 (off by default: measured slower, see
+  // decoder.cpp).
   template <typename Attend>
   bool fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;

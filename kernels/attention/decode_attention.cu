@@ -276,6 +276,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
         sum += e;
       }
       sum = dev::warp_sum(sum);
+      __syncwarp();  // every lane's read of m_s[gi] above happens before lane 0 rewrites it (racecheck: a hazard)
       if (lane == 0) {
         const float alpha = expf(m_old - m_new);
         alpha_s[gi] = alpha;

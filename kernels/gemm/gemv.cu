@@ -370,12 +370,13 @@ void launch_fused(const GemvParams& p, cudaStream_t stream) {
   launch_fused_rows<kPro, kGeglu, 4>(p, stream);
 }
 
-// TEGEMMA_GEMV_PREFETCH=0 turns the L2 prefetch of the weights off (it is on only under programmatic launch, where
-// the kernel starts before the previous one ends; measured in docs/bench_log.md).
+// TEGEMMA_GEMV_PREFETCH=1 turns on the L2 bulk prefetch of each warp's weight rows before the PDL wait (only under
+// programmatic launch, where the kernel starts before the previous one ends). Off by default: measured slower on the
+// H200 (2026-11-30, gemma-2b B1 decode bf16 447 -> 412 tok/s, delayed + FP8 head 547 -> 513; docs/bench_log.md).
 bool prefetch_weights() {
   static const bool on = [] {
     const char* env = std::getenv("TEGEMMA_GEMV_PREFETCH");
-    return env == nullptr || std::string(env) != "0";
+    return env != nullptr && std::string(env) == "1";
   }();
   return on && programmatic_launch_enabled();
 }
