@@ -1,37 +1,48 @@
 #!/usr/bin/env bash
-# The decode step's fusions measured against each other in one run (issue 7), on the GPU machine:
+# The decode step's opt-in experiments measured against the default in one run (issue 7), on the GPU machine:
 #   ci/decode_ab.sh BUILD_DIR OUT_DIR [FILTER]
-# runs bench_generate's batch-1 decode (default: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
-# delayed+fp8head) three times:
-#   fused.json       TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=1 (every experiment)
-#   noprefetch.json  the same without the L2 weight prefetch
-#   unfused.json     the default (the separate norm / cast / GeGLU / combine kernels)
-# and prints tokens/s per benchmark side by side (summary.txt).
+# runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
+# delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
+# (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
+#   default       none set: the separate norm / cast / GeGLU / combine kernels
+#   early_w       TEGEMMA_GEMV_EARLY_W=1: each GEMV's first weight loads before the PDL wait
+#   fused         TEGEMMA_DECODE_FUSED=1: the layer as gemv_fused chains
+#   fused_early_w both of the above
+#   merge         TEGEMMA_DECODE_ATTN_MERGE=1: the attention's splits merged by their last block
+#   prefetch      TEGEMMA_GEMV_PREFETCH=1: L2 bulk prefetch of the weights before the PDL wait
+# CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
 filter=${3:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}
+configs=${CONFIGS:-default early_w fused fused_early_w merge prefetch}
 mkdir -p "$out"
-run() {  # name env...
-  local name=$1; shift
-  env "$@" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$name.json" \
-    --benchmark_out_format=json --benchmark_min_warmup_time=0 > "$out/$name.log" 2>&1
-  echo "== $name rc=$?"
-}
-run fused TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=1
-run noprefetch TEGEMMA_DECODE_FUSED=1 TEGEMMA_DECODE_ATTN_MERGE=1 TEGEMMA_GEMV_PREFETCH=0
-run unfused TEGEMMA_DECODE_FUSED=0 TEGEMMA_DECODE_ATTN_MERGE=0 TEGEMMA_GEMV_PREFETCH=0
-python3 - "$out" <<'PY' | tee "$out/summary.txt"
+for cfg in $configs; do
+  envs=()
+  case $cfg in
+    default) ;;
+    early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
+    fused) envs=(TEGEMMA_DECODE_FUSED=1) ;;
+    fused_early_w) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_EARLY_W=1) ;;
+    merge) envs=(TEGEMMA_DECODE_ATTN_MERGE=1) ;;
+    prefetch) envs=(TEGEMMA_GEMV_PREFETCH=1) ;;
+    *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
+  esac
+  env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \
+    --benchmark_out_format=json --benchmark_min_warmup_time=0 > "$out/$cfg.log" 2>&1
+  echo "== $cfg rc=$?"
+done
+python3 - "$out" $configs <<'PY' | tee "$out/summary.txt"
 import json, os, sys
-out = sys.argv[1]
-runs = ["fused", "noprefetch", "unfused"]
+out, runs = sys.argv[1], sys.argv[2:]
 rows = {}
 for r in runs:
     p = os.path.join(out, r + ".json")
     if not os.path.exists(p):
         continue
     for b in json.load(open(p)).get("benchmarks", []):
-        rows.setdefault(b["name"], {})[r] = b.get("decode_tokens_per_second", b.get("tokens_per_second", 0.0))
-print("%-70s %10s %10s %10s" % ("benchmark (decode tok/s)", *runs))
+        rows.setdefault(b["name"].split("/iterations")[0], {})[r] = b.get("decode_tokens_per_second", 0.0)
+print("decode tokens/s" + "".join("%14s" % r for r in runs))
 for name, v in rows.items():
-    print("%-70s %10s %10s %10s" % (name[:70], *("%.1f" % v[r] if r in v else "-" for r in runs)))
+    print(name)
+    print(" " * 15 + "".join("%14s" % ("%.1f" % v[r] if r in v else "-") for r in runs))
 PY

@@ -35,6 +35,7 @@ struct GemvParams {
   float alpha;
   bool out_f32;
   bool prefetch;  // bulk-prefetch the warp's W rows into L2 before waiting on the previous kernel (PDL)
+  bool early_w;   // issue the first iteration's W loads (registers) before waiting on the previous kernel (PDL)
   // gemv_fused (kPro != kNone): x is BF16 [m, k] at x (row stride ldx); its E4M3 copy is staged in shared memory.
   const float* x_scale;
   const __nv_bfloat16* norm_w;  // kRmsNorm: [k]
@@ -66,17 +67,22 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 #endif
 }
 
-// gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k], one warp per row,
-// in the exact arithmetic of rmsnorm_forward_fp8 / quantize (see gemv.h). Every thread of the block takes part.
+// gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k] in the exact
+// arithmetic of rmsnorm_forward_fp8 / quantize (see gemv.h): the sums of squares one warp per row (the norm kernel's
+// order), the element-wise pass over the whole block. Every thread of the block takes part.
 template <int kPro>
 __device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
+  __shared__ float rstd_s[kGemvFusedMaxRows];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunks = p.k / 8;  // 8-element BF16 chunks
   const float scale = *p.x_scale;
-  for (int r = warp; r < p.m; r += kWarps) {
-    const uint4* row = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx);
-    float rstd = 1.0f;
-    if constexpr (kPro == kNorm) {
+  auto row_of = [&](int r) {
+    return reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx);
+  };
+  if constexpr (kPro == kNorm) {
+    // Pass 1, one warp per row: the row's sum of squares in the norm kernel's order, then rstd.
+    for (int r = warp; r < p.m; r += kWarps) {
+      const uint4* row = row_of(r);
       float acc = 0.0f;
       for (int c = lane; c < chunks; c += 32) {
         const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
@@ -85,23 +91,27 @@ __device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) acc = ieee::fadd(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, o));
-      rstd = ieee::fdiv(1.0f, ieee::fsqrt(ieee::fadd(ieee::fmul(acc, p.inv_k), p.eps)));
+      if (lane == 0) rstd_s[r] = ieee::fdiv(1.0f, ieee::fsqrt(ieee::fadd(ieee::fmul(acc, p.inv_k), p.eps)));
     }
-    for (int c = lane; c < chunks; c += 32) {
-      const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
-      float v[8];
-      if constexpr (kPro == kNorm) {
-        const ew::Pack8<ew::bf16_t> w{__ldg(reinterpret_cast<const uint4*>(p.norm_w) + c)};
+    __syncthreads();
+  }
+  // Pass 2, element-wise over the whole block: y (BF16), then the E4M3 codes.
+  for (int i = threadIdx.x; i < p.m * chunks; i += kThreads) {
+    const int r = i / chunks, c = i % chunks;
+    const ew::Pack8<ew::bf16_t> h{__ldg(row_of(r) + c)};
+    float v[8];
+    if constexpr (kPro == kNorm) {
+      const float rstd = rstd_s[r];
+      const ew::Pack8<ew::bf16_t> w{__ldg(reinterpret_cast<const uint4*>(p.norm_w) + c)};
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          v[i] = ew::round_to<ew::bf16_t>(ieee::fmul(ieee::fmul(h.get(i), rstd), ieee::fadd(1.0f, w.get(i))));
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[i] = h.get(i);
+      for (int e = 0; e < 8; ++e) {
+        v[e] = ew::round_to<ew::bf16_t>(ieee::fmul(ieee::fmul(h.get(e), rstd), ieee::fadd(1.0f, w.get(e))));
       }
-      *reinterpret_cast<uint2*>(xs + static_cast<int64_t>(r) * p.k + 8 * c) = ew::quantize8<dev::e4m3_t>(v, scale);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = h.get(e);
     }
+    *reinterpret_cast<uint2*>(xs + static_cast<int64_t>(r) * p.k + 8 * c) = ew::quantize8<dev::e4m3_t>(v, scale);
   }
 }
 
@@ -171,8 +181,8 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // loads x next to W (both in flight before any use); more rows read x per piece through L1 (re-used across the
 // kCols columns).
 //
-// gemv_fused: kPro stages x's E4M3 codes in shared memory first (stage_x; the one block-wide barrier, before any warp
-// may leave), and kGeglu makes warp w own output column w of act from W rows w (gate) and w + F (up) (kCols == 2).
+// gemv_fused: kPro stages x's E4M3 codes in shared memory first (stage_x and its barriers, before any warp may
+// leave), and kGeglu makes warp w own output column w of act from W rows w (gate) and w + F (up) (kCols == 2).
 template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
@@ -202,6 +212,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
       if (lane == c) prefetch_l2(wrow[c], static_cast<uint32_t>(p.chunks) * 16u);
     }
   }
+  // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
+  uint4 wv[kUnroll][kCols];
+  auto load_w = [&](int base) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int chunk = base + 32 * u;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < p.chunks ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // early_w: the first iteration's weights are requested before the wait (they never depend on the previous
+  // kernel), so under PDL their latency overlaps the previous kernel's tail and gemv_fused's prologue.
+  const bool early = p.early_w && col0 < n_out;
+  if (early) load_w(lane);
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   GemvParams q = p;
@@ -222,14 +246,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   }
 
   for (int base = lane; base < p.chunks; base += 32 * kUnroll) {
-    uint4 wv[kUnroll][kCols];
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + 32 * u;
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < p.chunks ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
-    }
+    if (!early || base != lane) load_w(base);
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -370,6 +388,16 @@ void launch_fused(const GemvParams& p, cudaStream_t stream) {
   launch_fused_rows<kPro, kGeglu, 4>(p, stream);
 }
 
+// TEGEMMA_GEMV_EARLY_W=1: the first weight loads before the PDL wait (GemvParams::early_w). Opt-in until measured
+// (ci/decode_ab.sh).
+bool early_weights() {
+  static const bool on = [] {
+    const char* env = std::getenv("TEGEMMA_GEMV_EARLY_W");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return on;
+}
+
 // TEGEMMA_GEMV_PREFETCH=1 turns on the L2 bulk prefetch of each warp's weight rows before the PDL wait (only under
 // programmatic launch, where the kernel starts before the previous one ends). Off by default: measured slower on the
 // H200 (2026-11-30, gemma-2b B1 decode bf16 447 -> 412 tok/s, delayed + FP8 head 547 -> 513; docs/bench_log.md).
@@ -418,6 +446,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
   p.prefetch = prefetch_weights();
+  p.early_w = early_weights();
   const cudaStream_t s = cuda_stream(stream);
   if (!w_fp8) {
     dispatch<false, false>(p, s);
@@ -450,6 +479,7 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream) {
   p.chunks = static_cast<int>(d.k / 16);
   p.alpha = 1.0f;
   p.prefetch = prefetch_weights();
+  p.early_w = early_weights();
   p.x_scale = a.x_scale.ptr<const float>();
   p.norm_w = a.prologue == GemvPrologue::kRmsNorm ? a.norm_weight.ptr<const __nv_bfloat16>() : nullptr;
   p.eps = a.eps;
