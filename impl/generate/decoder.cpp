@@ -206,34 +206,29 @@ bool Decoder::fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend
                          s.qkv.fp8 && s.o.fp8 && s.fc1.fp8 && s.fc2.fp8 && fusable_weight(lw.qkv) &&
                          fusable_weight(lw.o) && fusable_weight(lw.fc1) && fusable_weight(lw.fc2);
   if (!qualifies) return false;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  kernels::GemvFusedArgs qkv;
-  qkv.x = a.h;
-  qkv.prologue = kernels::GemvPrologue::kRmsNorm;
-  qkv.norm_weight = lw.input_norm.view();
-  qkv.eps = eps;
-  qkv.x_scale = p.bound(a.ln, s.qkv).fp8.scale;
-  qkv.w = kernels::GemvOperand::fp8(lw.qkv.fp8_view());
+  // x (BF16 [rows, K]) -> the site's E4M3 input (RMSNorm with norm_weight first, or a plain cast) -> x W^T.
+  const auto fused_args = [&](const TensorView& x, const TensorView& norm_weight, const GemmInput& in,
+                              const GemmSite& site, const LinearWeight& w) {
+    kernels::GemvFusedArgs f;
+    f.x = x;
+    f.prologue = norm_weight.empty() ? kernels::GemvPrologue::kCast : kernels::GemvPrologue::kRmsNorm;
+    f.norm_weight = norm_weight;
+    f.eps = static_cast<float>(c.rms_norm_eps);
+    f.x_scale = p.bound(in, site).fp8.scale;
+    f.w = kernels::GemvOperand::fp8(w.fp8_view());
+    return f;
+  };
+  kernels::GemvFusedArgs qkv = fused_args(a.h, lw.input_norm.view(), a.ln, s.qkv, lw.qkv);
   qkv.out = a.qkv;
   kernels::gemv_fused(qkv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
-  kernels::GemvFusedArgs o;
-  o.x = a.attn.hp;
-  o.prologue = kernels::GemvPrologue::kCast;
-  o.x_scale = p.bound(a.attn, s.o).fp8.scale;
-  o.w = kernels::GemvOperand::fp8(lw.o.fp8_view());
+  kernels::GemvFusedArgs o = fused_args(a.attn.hp, TensorView{}, a.attn, s.o, lw.o);
   o.out = a.h;
-  o.residual = a.h;
+  o.residual = a.h;  // the residual stream: h += attn W_o^T
   kernels::gemv_fused(o, stream);
-  kernels::GemvFusedArgs fc1;
-  fc1.x = a.h;
-  fc1.prologue = kernels::GemvPrologue::kRmsNorm;
-  fc1.norm_weight = lw.post_attention_norm.view();
-  fc1.eps = eps;
-  fc1.x_scale = p.bound(a.ln, s.fc1).fp8.scale;
-  fc1.w = kernels::GemvOperand::fp8(lw.fc1.fp8_view());
-  fc1.act = p.bound(a.act, s.fc2).fp8;
+  kernels::GemvFusedArgs fc1 = fused_args(a.h, lw.post_attention_norm.view(), a.ln, s.fc1, lw.fc1);
+  fc1.act = p.bound(a.act, s.fc2).fp8;  // GeGLU + cast to fc2's input
   fc1.act.amax = TensorView{};
   kernels::gemv_fused(fc1, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, /*gemv=*/true, stream);
