@@ -57,6 +57,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.numw{text-align:right;font-variant-numeric:tabular-nums}
 td.name{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:11.5px;word-break:break-all}
 table.heat td.num{min-width:64px}
+table.heat .lim{color:#57606a;font-size:10.5px;white-space:nowrap}
+figcaption{margin:2px 0 0 30px}
 td.failcell{outline:2px solid #cf222e;outline-offset:-2px;font-weight:700}
 .note{color:#57606a;font-size:13px}
 figure{margin:12px 0}
@@ -64,12 +66,31 @@ svg{max-width:100%;height:auto;display:block}
 details{margin:6px 0}
 details summary{cursor:pointer;color:#0969da}
 code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
+.nw{white-space:nowrap}
 .bad{color:#cf222e;font-weight:600}
 .good{color:#1a7f37;font-weight:600}
 .scroll{overflow-x:auto;max-width:100%}
+.wide{margin-left:calc(50% - 50vw + 20px);margin-right:calc(50% - 50vw + 20px);display:flex;justify-content:center}
+.wide>.scroll{width:max-content;min-width:min(940px,calc(100vw - 56px));background:#fff}
 table.gemm th{min-width:48px}
 .legend span{display:inline-block;width:14px;height:12px;margin:0 4px -2px 10px;border:1px solid #ccc}
 )css";
+
+// "commit <code>abc</code> · NVIDIA H200 · run 2026-..." or, for inputs of several commits, each commit with what
+// its files are and the time range of all of them. Hovering a commit shows its full hash and its files.
+std::string provenance_line(const RunProvenance& p) {
+  std::string out = describe_commits(p, [](const std::string& text, const InputCommit& c) {
+    std::string files;
+    for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f;
+    return "<code title=\"" + h(c.commit + ": " + files) + "\">" + h(text) + "</code>";
+  });
+  std::string gpus;
+  for (const auto& g : p.gpus) gpus += (gpus.empty() ? "" : " / ") + g;
+  if (!gpus.empty()) out += (out.empty() ? "" : " · ") + std::string("<span class=\"nw\">") + h(gpus) + "</span>";
+  const std::string when = describe_when(p);
+  if (!when.empty()) out += (out.empty() ? "" : " · ") + std::string("<span class=\"nw\">") + h(when) + "</span>";
+  return out;
+}
 
 std::string status_word(const std::string& s) {
   return s == "pass" ? "PASS" : s == "fail" ? "FAIL" : s == "error" ? "ERROR" : s;
@@ -100,36 +121,54 @@ std::string heat_color(const HeatCell& c) {
 
 std::string cell_value(double v) { return fmt_sig(v, v > 0.99 && v < 1 ? 6 : 4); }
 
-std::string heat_table(const HeatTable& t, bool row_is_title) {
-  std::string s = "<table class=\"heat\"><tr><th>" + std::string(row_is_title ? "comparison" : "layer") + "</th>";
+// A heat-map table in a horizontally scrolling box (a window narrower than the table scrolls the table, not the
+// page). The box starts as wide as the page column and grows, centred, up to the window's width minus 20 px on each
+// side: the final-logits table (a dozen metric columns) is wider than the 940 px column and needs no scrolling in a
+// window of 1280 px. `prefix`: a metric prefix every column shares ("logits."), left out of the headers (the caller says so).
+// A column whose rows are judged by different thresholds says "threshold per row" in its header, and each of
+// its cells shows its own threshold under the value.
+std::string heat_table(const HeatTable& t, bool row_is_title, const std::string& prefix = {}) {
+  std::string s = "<div class=\"wide\"><div class=\"scroll\"><table class=\"heat\"><tr><th>" +
+                  std::string(row_is_title ? "comparison" : "layer") + "</th>";
+  std::vector<bool> per_row;
   for (const auto& m : t.metrics) {
+    const bool mixed = t.limit_per_row.count(m) > 0;
+    per_row.push_back(mixed);
+    const std::string shown = !prefix.empty() && m.rfind(prefix, 0) == 0 ? m.substr(prefix.size()) : m;
     auto it = t.threshold_text.find(m);
-    const std::string th = it == t.threshold_text.end() || it->second.empty() ? "no threshold" : it->second;
-    s += "<th title=\"threshold " + h(th) + "\">" + h(m) + "<br/><span class=\"note\">" + h(th) + "</span></th>";
+    const std::string th = mixed ? "threshold per row"
+                           : it == t.threshold_text.end() || it->second.empty() ? "no threshold" : it->second;
+    s += "<th title=\"" + h(m + ": " + (mixed ? "each row is judged by its comparison's own threshold, shown under the value"
+                                            : "threshold " + th)) +
+         "\">" + breakable(shown) + "<br/><span class=\"note\">" + h(th) + "</span></th>";
   }
   s += "</tr>";
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
-    s += "<tr><td>" + h(t.rows[r]) + "</td>";
-    for (const auto& c : t.cells[r]) {
+    s += "<tr><td>" + (row_is_title ? breakable(t.rows[r]) : h(t.rows[r])) + "</td>";
+    for (std::size_t k = 0; k < t.cells[r].size(); ++k) {
+      const HeatCell& c = t.cells[r][k];
       if (!c.present) {
         s += "<td class=\"num\">-</td>";
         continue;
       }
+      const std::string limit = c.limit.empty() ? "no threshold" : c.limit;
       s += "<td class=\"num" + std::string(c.verdict == "fail" ? " failcell" : "") + "\" style=\"background:" +
-           heat_color(c) + "\" title=\"" + h(c.verdict + ": " + c.tooltip) + "\">" + h(cell_value(c.value)) +
-           (c.verdict == "near_tie" ? " *" : "") + "</td>";
+           heat_color(c) + "\" title=\"" + h(c.verdict + ": " + c.tooltip + "; " + (c.limit.empty() ? "" : "threshold ") + limit) + "\">" +
+           h(cell_value(c.value)) + (c.verdict == "near_tie" ? " *" : "") +
+           (per_row[k] ? "<br/><span class=\"lim\">" + h(limit) + "</span>" : "") + "</td>";
     }
     s += "</tr>";
   }
-  return s + "</table>";
+  return s + "</table></div></div>";
 }
 
 std::string heat_legend() {
   return "<p class=\"note legend\">Cell colour: value against its threshold<span style=\"background:#d4efdb\"></span>"
          "well inside<span style=\"background:#fff1b8\"></span>half-way<span style=\"background:#fbc88f\"></span>at the "
          "threshold<span style=\"background:#f8c0c0\"></span>violated (outlined)<span style=\"background:#f3f4f6\"></span>"
-         "no threshold (informational). Each cell is the worst value over the prompts; hover for where. "
-         "* marks a near-tie.</p>";
+         "no threshold (informational). Each cell is the worst value over the prompts, except for a metric judged once "
+         "over all prompts pooled (mismatch_fraction), whose cell is that judged value; hover for where and the "
+         "threshold. * marks a near-tie.</p>";
 }
 
 BarChart to_bar_chart(const ChartData& cd) {
@@ -227,6 +266,7 @@ void section_verdict(const Model& m, std::string& o) {
 void section_loss(const Model& m, std::string& o) {
   const LossSection& L = m.loss;
   if (L.curves.empty()) return;
+  std::string raw_diff_chart;
   o += "<section id=\"loss\"><h2>Loss curves</h2>";
   LineChart c;
   c.title = "Training loss";
@@ -248,17 +288,50 @@ void section_loss(const Model& m, std::string& o) {
   o += "<figure>" + render_line_chart(c) + "</figure>";
   if (any_val) o += "<p class=\"note\">Dashed lines with dots: validation loss.</p>";
   if (L.reference >= 0 && !L.diffs.empty()) {
+    const std::string& ref = L.curves[L.reference].label;
+    const bool smoothed = L.smooth_window > 1;
+    const std::string window = std::to_string(L.smooth_window) + " steps";
+    // The per-step differences carry the batch noise of both runs; their moving mean shows the drift under it.
+    // Validation losses are measured on the same held-out batches by both runs: their differences need no smoothing.
     LineChart d;
-    d.title = "Difference to the reference: loss - " + L.curves[L.reference].label + " loss";
+    d.title = "Difference to the reference: loss - " + ref + " loss" + (smoothed ? ", moving mean over " + window : "");
     d.x_label = "step";
     d.y_label = "loss difference (nats)";
     d.y_reference = 0.0;
+    LineChart raw = d;
+    raw.title = "Difference to the reference, every step (no smoothing): loss - " + ref + " loss";
+    raw.y_label = "loss difference (nats)";
+    raw.series.clear();
+    bool any_val = false;
     for (std::size_t i = 0, k = 0; i < L.curves.size(); ++i) {
       if (static_cast<int>(i) == L.reference) continue;
-      d.series.push_back({L.diffs[k].first, L.diffs[k].second, palette(i), false, false});
-      ++k;
+      const LossDiff& diff = L.diffs[k++];
+      d.series.push_back({diff.label, smoothed ? diff.smoothed : diff.raw, palette(i), false, false});
+      raw.series.push_back({diff.label, diff.raw, palette(i), false, false});
+      any_val |= !diff.val.empty();
     }
-    o += "<figure>" + render_line_chart(d) + "</figure>";
+    for (std::size_t i = 0, k = 0; i < L.curves.size(); ++i) {
+      if (static_cast<int>(i) == L.reference) continue;
+      const LossDiff& diff = L.diffs[k++];
+      if (!diff.val.empty()) {
+        Series v{diff.label + " validation", diff.val, palette(i), false, true};
+        v.line = false;  // dots: a line through 20 noisy validation points would hide the smoothed curves
+        d.series.push_back(std::move(v));
+      }
+    }
+    o += "<figure id=\"loss-diff\">" + render_line_chart(d) + "<figcaption class=\"note\">";
+    if (smoothed) {
+      o += "Solid lines: the training-loss difference at each step averaged over the " + window + " centred on it "
+           "(a moving mean over about 5% of the " + std::to_string(L.diff_steps) + " steps; the first and last " +
+           std::to_string(L.smooth_window / 2) + " steps have no full window and are not drawn). The per-step "
+           "differences also carry the batch-to-batch noise of both runs; they are charted unsmoothed below the table.";
+    } else {
+      o += "Solid lines: the training-loss difference at each step (too few steps to smooth).";
+    }
+    if (any_val) o += " Dots: the validation-loss difference at each validation step (not smoothed).";
+    o += "</figcaption></figure>";
+    if (smoothed) raw_diff_chart = "<details><summary>The per-step differences, unsmoothed</summary><figure id=\"loss-diff-raw\">" +
+                                   render_line_chart(raw) + "</figure></details>";
   }
   o += "<table><tr><th>curve</th><th>steps</th><th>final loss (mean of last 10%)</th><th>vs reference</th>"
        "<th>final val loss</th><th>non-finite steps</th><th>tokens/s (median)</th><th>source</th></tr>";
@@ -269,7 +342,7 @@ void section_loss(const Model& m, std::string& o) {
          td_num(cv.final_val ? fmt_sig(*cv.final_val, 5) : "-") + td_num(std::to_string(cv.nonfinite)) +
          td_num(cv.tokens_per_s ? fmt_si(*cv.tokens_per_s) : "-") + "<td class=\"name\">" + h(cv.source) + "</td></tr>";
   }
-  o += "</table>";
+  o += "</table>" + raw_diff_chart;
   bool any_tps = false;
   for (const auto& cv : L.curves) any_tps |= cv.tokens_per_s.has_value();
   if (any_tps) {
@@ -305,7 +378,11 @@ void section_parity(const Model& m, std::string& o) {
   if (m.heat.empty() && m.logits.rows.empty() && m.generation.empty()) return;
   o += "<section id=\"parity\"><h2>Logits parity</h2>";
   if (!m.logits.rows.empty() && !m.logits.metrics.empty()) {
-    o += "<h3>" + h(m.logits.title) + "</h3>" + heat_table(m.logits, true);
+    o += "<h3>" + h(m.logits.title) + "</h3><p class=\"note\">Columns: the <code>logits.*</code> metrics. Each row is "
+         "one comparison, judged by the thresholds of its precision and model size";
+    if (!m.logits.limit_per_row.empty())
+      o += "; a column whose rows have different thresholds shows each row's under its value";
+    o += ".</p>" + heat_table(m.logits, true, "logits.");
   }
   for (const auto& t : m.heat) {
     o += std::string("<details") + (t.status == "pass" ? "" : " open=\"open\"") + "><summary>Per layer: " + h(t.title) +
@@ -449,10 +526,9 @@ void section_tests(const Model& m, std::string& o) {
 
 void section_baseline(const Model& m, std::string& o) {
   if (!m.has_baseline) return;
-  o += "<section id=\"baseline\"><h2>Changes against the baseline</h2><p>Baseline: commit <code>" +
-       h(m.baseline_commit.empty() ? "unknown" : m.baseline_commit) + "</code>" +
-       (m.baseline_gpu.empty() ? "" : " on " + h(m.baseline_gpu)) + (m.baseline_when.empty() ? "" : ", " + h(m.baseline_when)) +
-       ".</p>";
+  const std::string line = provenance_line(m.baseline);
+  o += "<section id=\"baseline\"><h2>Changes against the baseline</h2><p>Baseline: " +
+       (line.empty() ? std::string("no commit recorded") : line) + ".</p>";
   if (!m.verdict_changes.empty()) {
     o += "<table><tr><th>recipe</th><th>baseline</th><th>now</th><th>violations then / now</th></tr>";
     for (const auto& [now, then] : m.verdict_changes) {
@@ -566,11 +642,8 @@ std::string render_html(const Model& m) {
                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/><title>" +
                   h(m.title) + "</title><style>" + kCss + "</style></head><body><main>";
   o += "<header><h1>" + h(m.title) + "</h1><p class=\"meta\">";
-  std::string meta;
-  if (!m.commit.empty()) meta += "commit <code>" + h(m.commit) + "</code>";
-  if (!m.gpu.empty()) meta += (meta.empty() ? "" : " · ") + h(m.gpu);
-  if (!m.when.empty()) meta += (meta.empty() ? "" : " · ") + std::string("run ") + h(m.when);
-  meta += (meta.empty() ? "" : " · ") + std::string("generated ") + h(m.generated_at);
+  std::string meta = provenance_line(m.run);
+  meta += (meta.empty() ? "" : " · ") + std::string("<span class=\"nw\">generated ") + h(m.generated_at) + "</span>";
   o += meta + "</p></header><nav class=\"toc\">";
   o += "<a href=\"#verdict\">Verdict</a>";
   if (!m.loss.curves.empty()) o += "<a href=\"#loss\">Loss curves</a>";

@@ -49,14 +49,31 @@ void kernel_summary(const Model& m, std::string& o) {
   o += header({"section", "benchmarks", "median", "best", "worst"}) + rows;
 }
 
+// "commit `abc` · NVIDIA H200 · run ..." or every commit of the inputs with what its files are, and their time range.
+std::string provenance_line(const RunProvenance& p) {
+  std::string out = describe_commits(p, [](const std::string& text, const InputCommit&) { return "`" + text + "`"; });
+  std::string gpus;
+  for (const auto& g : p.gpus) gpus += (gpus.empty() ? "" : " / ") + g;
+  if (!gpus.empty()) out += (out.empty() ? "" : " · ") + gpus;
+  const std::string when = describe_when(p);
+  if (!when.empty()) out += (out.empty() ? "" : " · ") + when;
+  return out;
+}
+
+// "### Against the baseline (commit `abc`)", or for a baseline assembled from several runs the heading and a line
+// with each of its commits.
+std::string baseline_heading(const Model& m) {
+  if (m.baseline.commits.size() == 1)
+    return "### Against the baseline (commit `" + m.baseline.commits.front().commit + "`)\n\n";
+  const std::string line = provenance_line(m.baseline);
+  return "### Against the baseline\n\nBaseline: " + (line.empty() ? std::string("no commit recorded") : line) + ".\n\n";
+}
+
 }  // namespace
 
 std::string render_markdown(const Model& m) {
   std::string o = "## " + m.title + "\n\n";
-  std::string meta;
-  if (!m.commit.empty()) meta += "commit `" + m.commit + "`";
-  if (!m.gpu.empty()) meta += (meta.empty() ? "" : " · ") + m.gpu;
-  if (!m.when.empty()) meta += (meta.empty() ? "" : " · ") + std::string("run ") + m.when;
+  std::string meta = provenance_line(m.run);
   meta += (meta.empty() ? "" : " · ") + std::string("generated ") + m.generated_at;
   o += meta + "\n\n";
 
@@ -96,9 +113,9 @@ std::string render_markdown(const Model& m) {
 
   if (m.bench_changes) {
     const CompareResult& r = *m.bench_changes;
-    o += "### Against the baseline (commit " + (m.baseline_commit.empty() ? "unknown" : "`" + m.baseline_commit + "`") +
-         ")\n\n" + std::to_string(r.regressions()) + " regressions, " + std::to_string(r.count(Change::kImprovement)) +
-         " faster, " + std::to_string(r.count(Change::kSame)) + " within the noise.\n\n";
+    o += baseline_heading(m) + std::to_string(r.regressions()) + " regressions, " +
+         std::to_string(r.count(Change::kImprovement)) + " faster, " + std::to_string(r.count(Change::kSame)) +
+         " within the noise.\n\n";
     std::string rows;
     for (const auto& x : r.rows) {
       if (!x.flagged() && x.change != Change::kImprovement) continue;
@@ -109,7 +126,7 @@ std::string render_markdown(const Model& m) {
     }
     if (!rows.empty()) o += header({"benchmark", "old", "new", "time change", "threshold", "verdict"}) + rows + "\n";
   } else if (m.has_baseline) {
-    o += "### Against the baseline\n\nNo benchmark comparison (no benchmark JSON on one side).\n\n";
+    o += baseline_heading(m) + "No benchmark comparison (no benchmark JSON on one side).\n\n";
   }
   if (m.has_baseline && !m.tests_newly_failing.empty()) {
     o += "GPU tests newly failing:";
@@ -166,16 +183,24 @@ std::string render_markdown(const Model& m) {
   }
   if (!m.logits.rows.empty() && !m.logits.metrics.empty()) {
     o += "\n### Final logits (worst over prompts)\n\n";
+    // A column whose rows are judged by different thresholds gets each row's threshold in its cells.
     std::vector<std::string> cols = {"comparison"};
+    std::vector<bool> per_row;
     for (const auto& mt : m.logits.metrics) {
+      per_row.push_back(m.logits.limit_per_row.count(mt) > 0);
       auto it = m.logits.threshold_text.find(mt);
-      cols.push_back(mt + (it == m.logits.threshold_text.end() || it->second.empty() ? "" : " (" + it->second + ")"));
+      cols.push_back(mt + (per_row.back() ? " (threshold per row)"
+                           : it == m.logits.threshold_text.end() || it->second.empty() ? "" : " (" + it->second + ")"));
     }
     o += header(cols);
     for (std::size_t r = 0; r < m.logits.rows.size(); ++r) {
       std::vector<std::string> cells = {m.logits.rows[r]};
-      for (const auto& c : m.logits.cells[r])
-        cells.push_back(!c.present ? "-" : fmt_sig(c.value, 4) + (c.verdict == "fail" ? " **FAIL**" : ""));
+      for (std::size_t k = 0; k < m.logits.cells[r].size(); ++k) {
+        const HeatCell& c = m.logits.cells[r][k];
+        cells.push_back(!c.present ? "-"
+                                   : fmt_sig(c.value, 4) + (c.verdict == "fail" ? " **FAIL**" : "") +
+                                         (per_row[k] ? " (" + (c.limit.empty() ? std::string("no threshold") : c.limit) + ")" : ""));
+      }
       o += row(cells);
     }
   }

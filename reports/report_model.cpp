@@ -94,18 +94,58 @@ std::vector<std::string> ordered_metrics(const std::set<std::string>& present, s
   return out;
 }
 
-void fill_cell(HeatCell& cell, const ParityComparison& c, const ParityCheck& k, int& n) {
-  ++n;
-  const bool worse = !cell.present || (lower_is_worse(c, k.metric) ? k.value < cell.value : k.value > cell.value) ||
-                     (std::isnan(k.value) && !std::isnan(cell.value));
-  const std::string verdict = verdict_rank(k.verdict) > verdict_rank(cell.verdict) ? k.verdict : cell.verdict;
-  if (worse) {
-    cell.value = k.value;
-    cell.tooltip = "worst at " + where(k) + (k.detail.empty() ? "" : ": " + k.detail);
+bool is_worse(const ParityComparison& c, const ParityCheck& k, double than) {
+  return (lower_is_worse(c, k.metric) ? k.value < than : k.value > than) || (std::isnan(k.value) && !std::isnan(than));
+}
+
+// One heat-map cell from its checks (the prompts of one metric at one layer, or at the logits). Some metrics are
+// judged once over all prompts pooled, with each prompt's own value as an unjudged "info" check (mismatch_fraction:
+// the share of elements beyond the allclose tolerance); then the cell shows and colours the judged value, and the
+// worst single prompt, which no threshold applies to, is named in the tooltip. Otherwise the cell is the worst value
+// over the prompts.
+void fill_cell(HeatCell& cell, const ParityComparison& c, const std::vector<const ParityCheck*>& checks) {
+  bool judged = false;
+  for (const auto* k : checks) judged |= k->verdict != "info";
+  int n = 0;
+  const ParityCheck* worst_info = nullptr;
+  for (const auto* k : checks) {
+    if (judged && k->verdict == "info") {
+      if (!worst_info || is_worse(c, *k, worst_info->value)) worst_info = k;
+      continue;
+    }
+    ++n;
+    if (!cell.present || is_worse(c, *k, cell.value)) {
+      cell.value = k->value;
+      const std::string w = where(*k);
+      cell.tooltip = (w.empty() ? "" : (k->prompt >= 0 ? "worst at " : "at ") + w) +
+                     (k->detail.empty() ? "" : (w.empty() ? "" : ": ") + k->detail);
+    }
+    if (verdict_rank(k->verdict) > verdict_rank(cell.verdict) || !cell.present) cell.verdict = k->verdict;
+    cell.present = true;
   }
-  cell.present = true;
-  cell.verdict = verdict;
-  cell.severity = severity(c, k.metric, cell.value);
+  if (!cell.present) return;
+  if (n > 1) cell.tooltip += " (" + std::to_string(n) + " prompts)";
+  if (worst_info)
+    cell.tooltip += "; judged pooled over the prompts; worst single prompt (not judged) " + fmt_sig(worst_info->value, 4) +
+                    " at " + where(*worst_info);
+  cell.severity = severity(c, checks.front()->metric, cell.value);
+  cell.limit = threshold_text(c, checks.front()->metric);
+}
+
+// A column's header shows its threshold only when every row of it is judged by that one threshold.
+void column_limits(HeatTable& t) {
+  for (std::size_t col = 0; col < t.metrics.size(); ++col) {
+    std::set<std::string> limits;
+    for (const auto& row : t.cells)
+      if (row[col].present) limits.insert(row[col].limit);
+    const std::string& mt = t.metrics[col];
+    if (limits.size() > 1) {
+      t.limit_per_row.insert(mt);
+      t.threshold_text.erase(mt);
+    } else if (limits.size() == 1) {
+      t.threshold_text[mt] = *limits.begin();
+    }
+  }
 }
 
 void analyze_parity(const ResultSet& rs, Model& m) {
@@ -181,26 +221,28 @@ void analyze_parity(const ResultSet& rs, Model& m) {
     for (const auto& mt : t.metrics) t.threshold_text[mt] = threshold_text(*c, mt);
     for (int l = 0; l <= max_layer; ++l) t.rows.push_back("layer " + std::to_string(l));
     t.cells.assign(t.rows.size(), std::vector<HeatCell>(t.metrics.size()));
-    std::map<std::pair<int, std::size_t>, int> counts;
+    std::map<std::pair<int, std::size_t>, std::vector<const ParityCheck*>> by_cell;
     for (const auto& k : c->checks) {
       if (k.layer < 0) continue;
       const std::size_t col = std::find(t.metrics.begin(), t.metrics.end(), k.metric) - t.metrics.begin();
-      fill_cell(t.cells[k.layer][col], *c, k, counts[{k.layer, col}]);
+      by_cell[{k.layer, col}].push_back(&k);
     }
-    for (auto& [rc, n] : counts) t.cells[rc.first][rc.second].tooltip += " (" + std::to_string(n) + " prompts)";
+    for (const auto& [rc, checks] : by_cell) fill_cell(t.cells[rc.first][rc.second], *c, checks);
+    column_limits(t);
     if (!t.rows.empty()) m.heat.push_back(std::move(t));
 
     m.logits.rows.push_back(c->title);
     m.logits.cells.emplace_back(m.logits.metrics.size());
-    std::map<std::size_t, int> n;
+    std::map<std::size_t, std::vector<const ParityCheck*>> by_col;
     for (const auto& k : c->checks) {
       auto it = std::find(m.logits.metrics.begin(), m.logits.metrics.end(), k.metric);
       if (k.part != "logits" || it == m.logits.metrics.end()) continue;
-      const std::size_t col = it - m.logits.metrics.begin();
-      fill_cell(m.logits.cells.back()[col], *c, k, n[col]);
-      m.logits.threshold_text[k.metric] = threshold_text(*c, k.metric);
+      by_col[it - m.logits.metrics.begin()].push_back(&k);
     }
+    for (const auto& [col, checks] : by_col) fill_cell(m.logits.cells.back()[col], *c, checks);
   }
+  // One row per comparison: its precision and size class pick its thresholds, so a column may mix several.
+  column_limits(m.logits);
 
   for (const auto& f : rs.parity) {
     for (const auto& c : f.comparisons) {
@@ -226,6 +268,28 @@ void analyze_parity(const ResultSet& rs, Model& m) {
 }
 
 // ---- loss curves -------------------------------------------------------------------------------------
+
+// The mean of the `window` values centred on each point (odd window), for the points with a whole window on both
+// sides: no point is the mean of fewer values than the others. Non-finite values are left out of their
+// windows; a window with no finite value gives NaN (a gap in the line).
+std::vector<std::pair<double, double>> moving_mean(const std::vector<std::pair<double, double>>& pts, int window) {
+  const std::size_t n = pts.size(), w = static_cast<std::size_t>(std::max(1, window)), half = w / 2;
+  std::vector<std::pair<double, double>> out;
+  if (n < w) return out;
+  std::vector<double> sum(n + 1, 0.0);
+  std::vector<std::size_t> finite(n + 1, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const bool ok = std::isfinite(pts[i].second);
+    sum[i + 1] = sum[i] + (ok ? pts[i].second : 0.0);
+    finite[i + 1] = finite[i] + (ok ? 1 : 0);
+  }
+  for (std::size_t i = half; i + half < n; ++i) {
+    const std::size_t a = i - half, b = i + half + 1;
+    const std::size_t k = finite[b] - finite[a];
+    out.emplace_back(pts[i].first, k ? (sum[b] - sum[a]) / static_cast<double>(k) : std::nan(""));
+  }
+  return out;
+}
 
 void finish_curve(Curve& c) {
   std::vector<double> finite;
@@ -314,17 +378,30 @@ void analyze_loss(const ResultSet& rs, Model& m) {
     }
   }
   if (L.reference < 0) return;
-  std::map<double, double> ref;
+  std::map<double, double> ref, ref_val;
   for (const auto& [s, l] : L.curves[L.reference].loss) ref[s] = l;
+  for (const auto& [s, l] : L.curves[L.reference].val_loss) ref_val[s] = l;
+  std::size_t longest = 0;
   for (std::size_t i = 0; i < L.curves.size(); ++i) {
     if (static_cast<int>(i) == L.reference) continue;
-    std::vector<std::pair<double, double>> d;
+    LossDiff d;
+    d.label = L.curves[i].label;
     for (const auto& [s, l] : L.curves[i].loss) {
       auto it = ref.find(s);
-      if (it != ref.end()) d.emplace_back(s, l - it->second);
+      if (it != ref.end()) d.raw.emplace_back(s, l - it->second);
     }
-    L.diffs.emplace_back(L.curves[i].label, std::move(d));
+    for (const auto& [s, l] : L.curves[i].val_loss) {
+      auto it = ref_val.find(s);
+      if (it != ref_val.end()) d.val.emplace_back(s, l - it->second);
+    }
+    longest = std::max(longest, d.raw.size());
+    L.diffs.push_back(std::move(d));
   }
+  // About 5% of the steps, odd so that each mean is centred on its step: 101 for a 2000-step run.
+  L.diff_steps = static_cast<int>(longest);
+  L.smooth_window = std::max(1, static_cast<int>(std::lround(0.05 * static_cast<double>(longest))));
+  if (L.smooth_window % 2 == 0) ++L.smooth_window;
+  for (auto& d : L.diffs) d.smoothed = moving_mean(d.raw, L.smooth_window);
 }
 
 // ---- benchmarks ----------------------------------------------------------------------------------
@@ -708,27 +785,102 @@ void clock_warnings(const ResultSet& rs, Model& m) {
                            " MHz of other runs (throttling?): its figures may be low.");
 }
 
-std::string most_common(const std::vector<ProvenanceRow>& rows, const std::string& key) {
-  for (const auto& r : rows) {
-    if (r.key != key) continue;
-    std::size_t best = 0;
-    for (std::size_t i = 1; i < r.values.size(); ++i)
-      if (r.values[i].second.size() > r.values[best].second.size()) best = i;
-    return r.values.empty() ? "" : r.values[best].first;
+// What a parity file holds, for the header line: "parity" (forward / generation comparisons), "loss curves"
+// (loss_curve / loss_health comparisons: `tegemma parity --loss-curves`), or both.
+std::vector<std::string> parity_kinds(const ParityFile& f) {
+  bool parity = f.comparisons.empty(), loss = false;
+  for (const auto& c : f.comparisons) {
+    if (c.kind == "loss_curve" || c.kind == "loss_health") loss = true;
+    else parity = true;
   }
-  return "";
-}
-
-std::string earliest(const std::vector<ProvenanceRow>& rows, const std::string& key) {
-  std::string out;
-  for (const auto& r : rows)
-    if (r.key == key)
-      for (const auto& v : r.values)
-        if (out.empty() || v.first < out) out = v.first;
+  std::vector<std::string> out;
+  if (parity) out.push_back("parity");
+  if (loss) out.push_back("loss curves");
   return out;
 }
 
+// Every commit, GPU and time of the inputs: a report may combine files of several runs (benchmarks of one commit,
+// parity of another), and its header must say so rather than show one of them.
+RunProvenance run_provenance(const ResultSet& rs, const std::vector<ProvenanceRow>& rows) {
+  RunProvenance p;
+  auto add = [&](const std::string& commit, const std::vector<std::string>& kinds, const std::filesystem::path& file) {
+    if (commit.empty()) return;
+    auto it = std::find_if(p.commits.begin(), p.commits.end(), [&](const InputCommit& c) { return c.commit == commit; });
+    if (it == p.commits.end()) {
+      p.commits.push_back({commit, {}, {}});
+      it = p.commits.end() - 1;
+    }
+    for (const auto& k : kinds)
+      if (std::find(it->kinds.begin(), it->kinds.end(), k) == it->kinds.end()) it->kinds.push_back(k);
+    it->files.push_back(file.filename().string());
+  };
+  auto ctx = [](const std::map<std::string, std::string>& m, const char* k) {
+    auto it = m.find(k);
+    return it == m.end() ? std::string() : it->second;
+  };
+  for (const auto& f : rs.bench) {
+    const std::string c = ctx(f.context, "tegemma_commit");
+    add(c.empty() ? ctx(f.context, "commit") : c, {"benchmarks"}, f.path);
+  }
+  for (const auto& f : rs.parity) add(ctx(f.provenance, "commit"), parity_kinds(f), f.path);
+  for (const auto& f : rs.gpu_tests) add(f.commit, {"GPU tests"}, f.path);
+  for (const auto& f : rs.summaries) add(ctx(f.fields, "commit"), {"CI summary"}, f.path);
+  std::stable_sort(p.commits.begin(), p.commits.end(),
+                   [](const InputCommit& a, const InputCommit& b) { return a.files.size() > b.files.size(); });
+  for (const auto& r : rows) {
+    if (r.key == "gpu") {
+      std::vector<std::pair<std::string, std::size_t>> v;
+      for (const auto& [value, files] : r.values) v.emplace_back(value, files.size());
+      std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+      for (const auto& [value, n] : v) p.gpus.push_back(value);
+    }
+    if (r.key == "when") {
+      for (const auto& [value, files] : r.values) {
+        if (p.first_when.empty() || value < p.first_when) p.first_when = value;
+        if (p.last_when.empty() || value > p.last_when) p.last_when = value;
+      }
+    }
+  }
+  return p;
+}
+
 }  // namespace
+
+std::string describe_commits(const RunProvenance& p,
+                             const std::function<std::string(const std::string& text, const InputCommit& c)>& code) {
+  if (p.commits.empty()) return "";
+  if (p.commits.size() == 1) return "commit " + code(p.commits.front().commit, p.commits.front());
+  std::string out = "inputs from " + std::to_string(p.commits.size()) + " commits: ";
+  for (std::size_t i = 0; i < p.commits.size(); ++i) {
+    const InputCommit& c = p.commits[i];
+    std::string kinds;
+    for (const auto& k : c.kinds) kinds += (kinds.empty() ? "" : ", ") + k;
+    // Seven hex digits, as the run folders (reports/runs/<date>-<gpu>-<commit>) and `git log --oneline` name them;
+    // a suffix such as "-dirty" (a build from a modified checkout) is kept.
+    const std::size_t hex = c.commit.find_first_not_of("0123456789abcdefABCDEF");
+    const std::string shown =
+        hex == std::string::npos ? c.commit.substr(0, 7) : hex > 7 ? c.commit.substr(0, 7) + c.commit.substr(hex) : c.commit;
+    out += (i ? ", " : "") + code(shown, c) + " (" + kinds + ")";
+  }
+  return out;
+}
+
+std::string describe_when(const RunProvenance& p) {
+  if (p.first_when.empty()) return "";
+  if (p.first_when == p.last_when) return "run " + p.first_when;
+  // "2026-11-30T08:05:59Z": the same UTC day gives "runs 2026-11-30 08:05–11:01 UTC".
+  auto iso_utc = [](const std::string& t) {
+    return t.size() >= 17 && t[4] == '-' && t[7] == '-' && t[10] == 'T' && t[13] == ':' && t.back() == 'Z';
+  };
+  const std::string& a = p.first_when;
+  const std::string& b = p.last_when;
+  if (iso_utc(a) && iso_utc(b)) {
+    if (a.compare(0, 10, b, 0, 10) == 0)
+      return "runs " + a.substr(0, 10) + " " + a.substr(11, 5) + "–" + b.substr(11, 5) + " UTC";
+    return "runs " + a.substr(0, 10) + " " + a.substr(11, 5) + " – " + b.substr(0, 10) + " " + b.substr(11, 5) + " UTC";
+  }
+  return "runs " + a + " – " + b;
+}
 
 std::string describe_files(const Model& m, const std::vector<std::string>& files) {
   const std::set<std::string> s(files.begin(), files.end());
@@ -754,9 +906,7 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
   for (const auto& r : m.provenance)
     for (const auto& [v, files] : r.values) m.provenance_files.insert(files.begin(), files.end());
   clock_warnings(cur, m);
-  m.commit = most_common(m.provenance, "commit");
-  m.gpu = most_common(m.provenance, "gpu");
-  m.when = earliest(m.provenance, "when");
+  m.run = run_provenance(cur, m.provenance);
 
   if (!m.has_parity) m.missing.push_back("Parity verdict: no parity report (JSON with \"schema\": \"tegemma.parity\") in the inputs.");
   if (m.loss.curves.empty())
@@ -775,10 +925,7 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
 
   if (base) {
     m.has_baseline = true;
-    const auto bprov = collect_provenance(*base);
-    m.baseline_commit = most_common(bprov, "commit");
-    m.baseline_gpu = most_common(bprov, "gpu");
-    m.baseline_when = earliest(bprov, "when");
+    m.baseline = run_provenance(*base, collect_provenance(*base));
     if (!base->bench.empty() && !cur.bench.empty()) {
       m.bench_changes = compare_bench(BenchSet(base->bench), m.bench, opts.compare);
       m.bench_changes->old_source = "baseline";

@@ -3,6 +3,7 @@
 // section whose inputs are absent has `present == false` plus the note that says what is missing.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -40,10 +41,23 @@ struct Curve {
   bool is_reference = false;
 };
 
+// One curve's difference to the reference curve, at the steps both have.
+struct LossDiff {
+  std::string label;
+  std::vector<std::pair<double, double>> raw;       // (step, loss - reference loss), per training step
+  std::vector<std::pair<double, double>> smoothed;  // centered moving mean of `raw` over LossSection::smooth_window
+  std::vector<std::pair<double, double>> val;       // (step, val_loss - reference val_loss), unsmoothed
+};
+
 struct LossSection {
   std::vector<Curve> curves;
   int reference = -1;  // index into curves
-  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> diffs;  // label -> (step, test - ref)
+  // Per-step training-loss differences carry the batch-to-batch noise of both runs (about +-0.1 nats on the
+  // small config), which hides differences of a few 0.1%: the chart plots their moving mean over this many steps
+  // (odd, about 5% of the longest difference series; 1 = no smoothing).
+  int smooth_window = 1;
+  int diff_steps = 0;              // the most common steps of any difference series
+  std::vector<LossDiff> diffs;     // one per non-reference curve, in curve order
   std::vector<const ParityComparison*> comparisons;  // loss_curve / loss_health comparisons (their checks)
 };
 
@@ -54,6 +68,7 @@ struct HeatCell {
   double value = 0;
   std::string verdict;    // the worst verdict over prompts
   double severity = -1;   // value relative to its threshold, 0 (best) .. 1 (at the threshold) .. >1; -1: none
+  std::string limit;      // the threshold that judged this cell (its comparison's): ">= 0.99", "" = none
   std::string tooltip;
 };
 
@@ -63,7 +78,12 @@ struct HeatTable {
   std::vector<std::string> metrics;   // columns
   std::vector<std::string> rows;      // "layer 0", ..., "logits"
   std::vector<std::vector<HeatCell>> cells;
-  std::map<std::string, std::string> threshold_text;  // metric -> ">= 0.99" / "<= 0.1"
+  // metric -> the threshold of every cell of that column (">= 0.99", "<= 0.1", "" = none), when they all share
+  // one. A column whose rows are judged by different thresholds (the final-logits table: one row per comparison,
+  // each with its precision's and size's limits) is in limit_per_row instead and has no entry here: each of its
+  // cells shows its own limit.
+  std::map<std::string, std::string> threshold_text;
+  std::set<std::string> limit_per_row;
 };
 
 struct GenerationRow {
@@ -134,9 +154,31 @@ struct ProvenanceRow {
 
 // ---- the whole report ------------------------------------------------------------------------------
 
+// The commits the inputs were measured at, for the header line: one entry per commit, with what its files are.
+struct InputCommit {
+  std::string commit;              // as the files write it (12 hex digits)
+  std::vector<std::string> kinds;  // "benchmarks", "parity", "loss curves", "GPU tests", "CI summary"
+  std::vector<std::string> files;  // file names
+};
+
+// Where and when the inputs of one side (the current run or the baseline) were measured.
+struct RunProvenance {
+  std::vector<InputCommit> commits;  // most files first, then first seen
+  std::vector<std::string> gpus;     // distinct values, most files first
+  std::string first_when, last_when; // the earliest and the latest "when" of any input (ISO 8601 UTC)
+};
+
+// "commit `75e96646184e`" for one commit, else "inputs from 3 commits: 75e9664 (benchmarks), c0fd767 (parity), ...";
+// `code` wraps each hash (HTML: <code title=...>, Markdown: backquotes) and gets the hash and its files.
+std::string describe_commits(const RunProvenance& p,
+                             const std::function<std::string(const std::string& text, const InputCommit& c)>& code);
+// "run 2026-11-30T08:05:59Z" for one time, "runs 2026-11-30 08:05-11:01 UTC" for a range of one day, else
+// "runs 2026-11-29 23:10 - 2026-11-30 01:00 UTC"; "" when no input carries a time.
+std::string describe_when(const RunProvenance& p);
+
 struct Model {
   std::string title, generated_at;
-  std::string commit, gpu, when;  // the headline provenance (most common values)
+  RunProvenance run;               // the header line: every commit and GPU of the inputs, and their time range
   std::vector<std::string> inputs, skipped, missing;  // missing: one line per omitted section
 
   bool has_parity = false;
@@ -167,7 +209,7 @@ struct Model {
 
   // Baseline comparison.
   bool has_baseline = false;
-  std::string baseline_commit, baseline_gpu, baseline_when;
+  RunProvenance baseline;
   std::optional<CompareResult> bench_changes;
   std::vector<std::pair<RecipeVerdict, std::optional<RecipeVerdict>>> verdict_changes;  // now, then
   std::vector<std::string> tests_newly_failing, tests_fixed;

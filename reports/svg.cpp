@@ -184,7 +184,7 @@ Legend layout_legend(const std::vector<Series>& series, double x0, double x1, do
       x = x0;
       y += 20;
     }
-    lg.items.push_back({s.name, s.color.empty() ? palette(i) : s.color, s.dashed, s.markers, x, y});
+    lg.items.push_back({s.name, s.color.empty() ? palette(i) : s.color, s.dashed && s.line, s.markers || !s.line, x, y});
     x += w;
   }
   lg.height = series.empty() ? 0 : y - y0 + 20;
@@ -269,8 +269,8 @@ std::string render_line_chart(const LineChart& c) {
     std::vector<std::pair<double, double>> seg;
     auto flush = [&] {
       const auto pts = decimate(seg, x1 - x0);
-      if (pts.size() == 1) svg.circle(pts[0].first, pts[0].second, 2.5, color);
-      if (pts.size() > 1) svg.polyline(pts, color, 1.8, s.dashed ? "6 4" : "");
+      if (pts.size() == 1 && s.line && !s.markers) svg.circle(pts[0].first, pts[0].second, 2.5, color);
+      if (pts.size() > 1 && s.line) svg.polyline(pts, color, 1.8, s.dashed ? "6 4" : "");
       seg.clear();
     };
     for (const auto& [x, y] : s.points) {
@@ -279,7 +279,7 @@ std::string render_line_chart(const LineChart& c) {
         continue;
       }
       seg.emplace_back(px(x), py(y));
-      if (s.markers) svg.circle(px(x), py(y), 3, color, s.name + ": x " + fmt_sig(x, 6) + ", y " + fmt_sig(y, 5));
+      if (s.markers || !s.line) svg.circle(px(x), py(y), 3, color, s.name + ": x " + fmt_sig(x, 6) + ", y " + fmt_sig(y, 5));
     }
     flush();
   }

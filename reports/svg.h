@@ -72,6 +72,7 @@ struct Series {
   std::string color;                              // empty: palette by position
   bool dashed = false;
   bool markers = false;                           // draw a dot on every point (sparse series: validation)
+  bool line = true;                               // false: the dots alone (with markers), no line through them
 };
 
 struct LineChart {

@@ -1,7 +1,9 @@
 // The report generator on fixture runs, checked structurally: the HTML is well-formed (and each SVG on its
 // own), self-contained, has the expected sections, shows the fixture's numbers and the charts' axis labels;
 // the Markdown has the expected table rows; sections without data are replaced by a note; --baseline flags
-// the planted regression.
+// the planted regression. And what issue 10's session-4 report got wrong: the header names every commit of the
+// inputs and their time range; a heat-table header shows a threshold only when every row has it (else each cell
+// shows its own); wide heat tables sit in scrolling boxes; the loss difference is a moving mean, window stated.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -10,9 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <functional>
+
 #include "common/check.h"
 #include "common/file_io.h"
 #include "reports/report.h"
+#include "reports/report_model.h"
 #include "reports/tests/xml_check.h"
 
 namespace tg::reports {
@@ -39,6 +45,36 @@ std::string chart_text(const std::string& html) {
   for (const auto& svg : svg_elements(html))
     for (const auto& t : svg_texts(svg)) all += t.text + "\n";
   return all;
+}
+
+std::size_t count(const std::string& s, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + what.size())) ++n;
+  return n;
+}
+
+// A copy of run_a in a fresh temporary directory, with its parity report and bench_gemm.json edited by `edit`.
+// Removed by the destructor.
+struct EditedRun {
+  fs::path dir;
+  EditedRun(const std::string& tag, const std::function<void(nlohmann::json& parity, nlohmann::json& gemm)>& edit) {
+    dir = fs::temp_directory_path() / ("tegemma_report_" + tag + "_" + std::to_string(::getpid()));
+    tg::remove_tree(dir);
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(kFixtures / "run_a")) fs::copy_file(e.path(), dir / e.path().filename());
+    nlohmann::json parity = nlohmann::json::parse(read_file(dir / "parity.json"));
+    nlohmann::json gemm = nlohmann::json::parse(read_file(dir / "bench_gemm.json"));
+    edit(parity, gemm);
+    write_file_atomic(dir / "parity.json", parity.dump());
+    write_file_atomic(dir / "bench_gemm.json", gemm.dump());
+  }
+  ~EditedRun() { tg::remove_tree(dir); }
+};
+
+// The header text of the report (title, provenance line).
+std::string header_of(const std::string& html) {
+  const auto a = html.find("<header>"), b = html.find("</header>");
+  return a == std::string::npos || b == std::string::npos ? "" : html.substr(a, b - a);
 }
 
 class FixtureReport : public ::testing::Test {
@@ -249,6 +285,195 @@ TEST(Report, WritesBothFilesAtomically) {
   r.html = "changed";
   EXPECT_THROW(write_report(r, dir / "sub" / "report.html", dir / "blocker" / "report.md"), std::exception);
   EXPECT_EQ(read_file(dir / "report.md"), "## md\n");
+  tg::remove_tree(dir);
+}
+
+// ---- the header line names every commit of the inputs (issue 10: the session-4 report paired one commit with
+// another input's time) -------------------------------------------------------------------------------------
+
+TEST_F(FixtureReport, OneCommitIsNamedWithTheTimeRangeOfItsFiles) {
+  // run_a: every file at fixa00000001; benchmarks at 10:00, the parity run at 09:00.
+  const std::string head = header_of(plain_->html);
+  EXPECT_TRUE(contains(head, "commit <code title=\"fixa00000001: bench_e2e.json, bench_gemm.json, bench_model.json, "
+                             "parity.json, gpu_tests.json\">fixa00000001</code>"))
+      << head;
+  EXPECT_TRUE(contains(head, "runs 2026-12-01 09:00–10:00 UTC")) << head;
+  EXPECT_FALSE(contains(head, "inputs from"));
+  EXPECT_TRUE(contains(plain_->markdown, "commit `fixa00000001` · NVIDIA H200 · runs 2026-12-01 09:00–10:00 UTC · "
+                                         "generated 2026-12-01T12:00:00Z\n"))
+      << plain_->markdown.substr(0, 300);
+}
+
+TEST(ReportProvenance, TitleListsEachInputCommit) {
+  // bench_gemm.json measured at another commit, the parity report at a third (built from a modified checkout),
+  // the evening before: the header must list all three and the whole time range, not one commit and one time.
+  EditedRun run("commits", [](nlohmann::json& parity, nlohmann::json& gemm) {
+    gemm["context"]["tegemma_commit"] = "75e96646184e";
+    gemm["context"]["tegemma_when"] = "2026-12-01T11:08:00Z";
+    parity["provenance"]["commit"] = "c0fd76780f23-dirty";
+    parity["provenance"]["when"] = "2026-11-30T23:10:00Z";
+  });
+  const RenderedReport r = render_report(load_results({run.dir}), nullptr, fixed_time());
+  EXPECT_EQ(testing::xml_problem(r.html), "");
+  const std::string head = header_of(r.html);
+  // Most files first (fixa00000001: two benchmark files and the GPU tests), then in the order read; what each
+  // commit's files are; seven hex digits, a "-dirty" suffix kept; the full hash and the files on hover.
+  EXPECT_TRUE(contains(head, "inputs from 3 commits: <code title=\"fixa00000001: bench_e2e.json, bench_model.json, "
+                             "gpu_tests.json\">fixa00000001</code> (benchmarks, GPU tests), "
+                             "<code title=\"75e96646184e: bench_gemm.json\">75e9664</code> (benchmarks), "
+                             "<code title=\"c0fd76780f23-dirty: parity.json\">c0fd767-dirty</code> (parity, loss curves)"))
+      << head;
+  EXPECT_TRUE(contains(head, "runs 2026-11-30 23:10 – 2026-12-01 11:08 UTC")) << head;
+  EXPECT_FALSE(contains(head, "commit <code"));
+  EXPECT_TRUE(contains(r.markdown, "inputs from 3 commits: `fixa00000001` (benchmarks, GPU tests), `75e9664` "
+                                   "(benchmarks), `c0fd767-dirty` (parity, loss curves) · NVIDIA H200 · runs "
+                                   "2026-11-30 23:10 – 2026-12-01 11:08 UTC · generated"))
+      << r.markdown.substr(0, 400);
+
+  // The same inputs as a baseline: its line lists them too.
+  const ResultSet cur = load_results({kFixtures / "run_b"});
+  const ResultSet base = load_results({run.dir});
+  const RenderedReport c = render_report(cur, &base, fixed_time());
+  EXPECT_TRUE(contains(c.html, "<p>Baseline: inputs from 3 commits: <code title=\"fixa00000001: "));
+  EXPECT_TRUE(contains(c.markdown, "### Against the baseline\n\nBaseline: inputs from 3 commits: `fixa00000001` "
+                                   "(benchmarks, GPU tests), `75e9664` (benchmarks), `c0fd767-dirty` (parity, loss curves)"))
+      << c.markdown;
+}
+
+// ---- heat tables: one threshold per column only when every row has it ----------------------------------------
+
+TEST_F(FixtureReport, UniformColumnShowsItsThresholdInTheHeader) {
+  // Both forward comparisons of run_a have logits.kl_max <= 0.01: the header says so, the cells do not repeat it.
+  const std::string& html = plain_->html;
+  EXPECT_TRUE(contains(html, "kl_<wbr/>max<br/><span class=\"note\">&lt;= 0.01</span></th>")) << html;
+  EXPECT_FALSE(contains(html, "threshold per row"));
+  EXPECT_FALSE(contains(html, "<span class=\"lim\">"));
+  EXPECT_TRUE(contains(plain_->markdown, "| logits.kl_max (<= 0.01) |"));
+}
+
+TEST(ReportHeat, ColumnWithDifferentThresholdsShowsEachRowsOwn) {
+  // The delayed comparison judged by a looser kl_max limit (as FP8 rows are beside bf16 ones): the column header
+  // must not show either limit as the column's, and each row's cell carries its own.
+  EditedRun run("limits", [](nlohmann::json& parity, nlohmann::json&) {
+    auto& c = parity["comparisons"][1];
+    ASSERT_EQ(c["title"], "reference[bf16] vs impl[delayed]: forward");
+    c["thresholds"]["logits.kl_max"]["value"] = 0.125;
+  });
+  const RenderedReport r = render_report(load_results({run.dir}), nullptr, fixed_time());
+  const std::string& html = r.html;
+  EXPECT_EQ(testing::xml_problem(html), "");
+  EXPECT_TRUE(contains(html, "kl_<wbr/>max<br/><span class=\"note\">threshold per row</span></th>")) << html;
+  EXPECT_FALSE(contains(html, "<span class=\"note\">&lt;= 0.125</span></th>"));
+  EXPECT_FALSE(contains(html, "kl_<wbr/>max<br/><span class=\"note\">&lt;= 0.01</span></th>"));
+  EXPECT_EQ(count(html, "<span class=\"lim\">&lt;= 0.01</span>"), 1u);   // the bf16 row
+  EXPECT_EQ(count(html, "<span class=\"lim\">&lt;= 0.125</span>"), 1u);  // the delayed row
+  EXPECT_TRUE(contains(html, "; threshold &lt;= 0.125\">"));               // and in its tooltip
+  // top5_overlap has one limit for both rows: still in its header.
+  EXPECT_TRUE(contains(html, "top5_<wbr/>overlap<br/><span class=\"note\">&gt;= 0.8</span></th>"));
+  EXPECT_TRUE(contains(r.markdown, "| logits.kl_max (threshold per row) |")) << r.markdown;
+  EXPECT_TRUE(contains(r.markdown, " (<= 0.125) |"));
+  EXPECT_TRUE(contains(r.markdown, " (<= 0.01) |"));
+  EXPECT_FALSE(contains(r.markdown, "logits.kl_max (<= 0.01)"));
+}
+
+TEST(ReportHeat, PooledMetricShowsItsJudgedValue) {
+  // mismatch_fraction is judged once over all prompts pooled; each prompt's own value is an unjudged info check.
+  // The cell is the judged value (coloured against the threshold); the worst prompt is in the tooltip only.
+  EditedRun run("pooled", [](nlohmann::json& parity, nlohmann::json&) {
+    auto& c = parity["comparisons"][1];
+    c["thresholds"]["logits.mismatch_fraction"] = {{"metric", "logits.mismatch_fraction"}, {"precision", "fp8"},
+                                                   {"size", "any"}, {"value", 0.01}, {"bound", "max"},
+                                                   {"reason", "fixture"}, {"source", "fixture"}};
+    c["checks"].push_back({{"subject", {{"prompt", 0}, {"prompt_id", "len01"}, {"part", "logits"}}},
+                           {"metric", "logits.mismatch_fraction"}, {"value", 0.03}, {"verdict", "info"}});
+    c["checks"].push_back({{"subject", {{"prompt", 1}, {"prompt_id", "len08"}, {"part", "logits"}}},
+                           {"metric", "logits.mismatch_fraction"}, {"value", 0.002}, {"verdict", "info"}});
+    c["checks"].push_back({{"subject", {{"part", "logits"}}}, {"metric", "logits.mismatch_fraction"},
+                           {"value", 0.005}, {"verdict", "pass"}, {"detail", "pooled over 2 prompts"}});
+  });
+  const RenderedReport r = render_report(load_results({run.dir}), nullptr, fixed_time());
+  EXPECT_EQ(testing::xml_problem(r.html), "");
+  EXPECT_TRUE(contains(r.html, "title=\"pass: at logits: pooled over 2 prompts; judged pooled over the prompts; worst "
+                               "single prompt (not judged) 0.03 at logits, prompt 0 (len01); threshold &lt;= 0.01\">"
+                               "0.005</td>"))
+      << r.html.substr(r.html.find("<table class=\"heat\">"), 6000);
+  EXPECT_FALSE(contains(r.html, ">0.03</td>"));
+}
+
+TEST_F(FixtureReport, HeatTablesSitInScrollingBoxes) {
+  // Wide tables (the final-logits one has a dozen metric columns) scroll inside their box instead of running off
+  // the page; the box may grow past the 940 px column up to the window's width.
+  for (const auto* r : {plain_, compared_}) {
+    const std::size_t tables = count(r->html, "<table class=\"heat\">");
+    EXPECT_GE(tables, 3u);  // final logits + a per-layer table for each of the two forward comparisons
+    EXPECT_EQ(count(r->html, "<div class=\"wide\"><div class=\"scroll\"><table class=\"heat\">"), tables);
+    EXPECT_TRUE(contains(r->html, ".scroll{overflow-x:auto"));
+    EXPECT_TRUE(contains(r->html, ".wide{margin-left:calc(50% - 50vw + 20px)"));
+  }
+}
+
+// ---- loss differences: a moving mean shows what the batch noise hides ------------------------------------------
+
+TEST_F(FixtureReport, LossDifferenceIsSmoothedWithItsWindowStated) {
+  const model::Model m = model::analyze(*current_, nullptr, fixed_time());
+  const auto& L = m.loss;
+  ASSERT_GE(L.reference, 0);
+  EXPECT_EQ(L.diff_steps, 60);
+  EXPECT_EQ(L.smooth_window, 3);  // 5% of 60 steps, odd
+  ASSERT_EQ(L.diffs.size(), L.curves.size() - 1);
+  for (const auto& d : L.diffs) {
+    SCOPED_TRACE(d.label);
+    ASSERT_EQ(d.smoothed.size(), d.raw.size() - 2);  // no point without a whole window
+    for (std::size_t i = 0; i < d.smoothed.size(); ++i) {
+      EXPECT_EQ(d.smoothed[i].first, d.raw[i + 1].first);
+      double sum = 0;
+      int n = 0;
+      for (std::size_t j = i; j < i + 3; ++j)
+        if (std::isfinite(d.raw[j].second)) sum += d.raw[j].second, ++n;
+      // impl[delayed] has a NaN loss at step 33: the windows around it average the two finite values.
+      EXPECT_TRUE(std::isfinite(d.smoothed[i].second)) << "step " << d.smoothed[i].first;
+      EXPECT_NEAR(d.smoothed[i].second, sum / n, 1e-12);
+    }
+    EXPECT_EQ(d.val.size(), 3u);  // a validation record every 20 steps in both logs
+  }
+  const std::string charts = chart_text(plain_->html);
+  EXPECT_TRUE(contains(charts, "Difference to the reference: loss - reference[bf16] loss, moving mean over 3 steps\n"))
+      << charts;
+  EXPECT_TRUE(contains(charts, "impl[delayed] validation\n"));
+  EXPECT_TRUE(contains(plain_->html, "averaged over the 3 steps centred on it"));
+  // The raw per-step differences stay available, unsmoothed, in their own chart.
+  EXPECT_TRUE(contains(charts, "Difference to the reference, every step (no smoothing): loss - reference[bf16] loss\n"));
+  EXPECT_TRUE(contains(plain_->html, "<figure id=\"loss-diff-raw\">"));
+}
+
+TEST(ReportLoss, MovingMeanRevealsADifferenceUnderTheBatchNoise) {
+  // 2000 steps; the test curve sits 0.01 nats (0.33%) above the reference, under +-0.1 nats of alternating
+  // batch noise. The raw differences span 0.2 nats; their moving mean over 101 steps (5%) is within 0.001 of 0.01
+  // (one unpaired noise value of 0.1 in 101).
+  const fs::path dir = fs::temp_directory_path() / ("tegemma_report_smooth_" + std::to_string(::getpid()));
+  tg::remove_tree(dir);
+  fs::create_directories(dir);
+  std::string ref, test;
+  for (int s = 0; s < 2000; ++s) {
+    const double noise = s % 2 ? 0.1 : -0.1;
+    ref += "{\"step\": " + std::to_string(s) + ", \"loss\": 3.0}\n";
+    test += "{\"step\": " + std::to_string(s) + ", \"loss\": " + std::to_string(3.01 + noise) + "}\n";
+  }
+  write_file_atomic(dir / "train_reference_bf16.jsonl", ref);
+  write_file_atomic(dir / "train_impl_delayed.jsonl", test);
+  const ResultSet rs = load_results({dir});
+  const model::Model m = model::analyze(rs, nullptr, fixed_time());
+  ASSERT_EQ(m.loss.diffs.size(), 1u);
+  EXPECT_EQ(m.loss.smooth_window, 101);
+  const auto& d = m.loss.diffs.front();
+  ASSERT_EQ(d.smoothed.size(), 2000u - 100u);
+  EXPECT_EQ(d.smoothed.front().first, 50);
+  EXPECT_EQ(d.smoothed.back().first, 1949);
+  for (const auto& [step, v] : d.smoothed) EXPECT_NEAR(v, 0.01, 0.1 / 101 + 1e-9) << "step " << step;
+  const RenderedReport r = render_report(rs, nullptr, fixed_time());
+  EXPECT_TRUE(contains(chart_text(r.html), "moving mean over 101 steps\n"));
+  EXPECT_TRUE(contains(r.html, "averaged over the 101 steps centred on it (a moving mean over about 5% of the 2000 "
+                               "steps; the first and last 50 steps have no full window and are not drawn)"));
   tg::remove_tree(dir);
 }
 
