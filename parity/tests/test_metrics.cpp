@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/tests/test_error.h"
 #include "parity/metrics.h"
 
 namespace tg::parity {
@@ -17,15 +18,7 @@ using ::testing::HasSubstr;
 constexpr float kNaNf = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInff = std::numeric_limits<float>::infinity();
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tg::testing::error_of;
 
 // ---- compare_arrays / count_mismatches --------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/file_io.h"
+#include "common/tests/test_error.h"
 #include "impl/fault_injection.h"
 #include "parity/engines.h"
 #include "parity/suite.h"
@@ -28,14 +29,7 @@ using Fault = impl::FaultInjection;
 
 std::filesystem::path data_dir() { return std::filesystem::path(TEGEMMA_SOURCE_DIR) / "parity" / "tests" / "data"; }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tg::testing::error_of;
 
 // ---- fault specs ----------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/tests/test_error.h"
 #include "common/file_io.h"
 #include "common/gemma_config.h"
 #include "parity/prompts.h"
@@ -18,15 +19,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tg::testing::error_of;
 
 TEST(ParityPrompts, DefaultSetCoversLengthsOneToSixtyFour) {
   const PromptSet set = PromptSet::builtin();

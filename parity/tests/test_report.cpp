@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/tests/test_error.h"
 #include "common/file_io.h"
 #include "common/gemma_config.h"
 #include "parity/prompts.h"
@@ -23,15 +24,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tg::testing::error_of;
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 

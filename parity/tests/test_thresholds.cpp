@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/tests/test_error.h"
 #include "common/file_io.h"
 #include "common/gemma_config.h"
 #include "parity/thresholds.h"
@@ -17,15 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using tg::testing::error_of;
 
 // A minimal valid file with one entry.
 std::string file_with(const std::string& thresholds, const std::string& top = "") {
