@@ -1,15 +1,11 @@
 #include "common/cuda_check.h"
 
-#include <cstdlib>
-#include <string>
+#include "common/env.h"
 
 namespace tg::detail {
 
 void check_launch(const char* name, const char* file, int line) {
-  static const bool sync = [] {
-    const char* v = std::getenv("TEGEMMA_SYNC_LAUNCHES");
-    return v && std::string(v) == "1";
-  }();
+  static const bool sync = env_switch("TEGEMMA_SYNC_LAUNCHES", false);
   cudaError_t err = cudaGetLastError();
   if (err == cudaSuccess && sync) err = cudaDeviceSynchronize();
   if (err != cudaSuccess) {

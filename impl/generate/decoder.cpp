@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/env.h"
 #include "common/nvtx.h"
 #include "impl/scaling.h"
 #include "kernels/attention/attention.h"
@@ -87,13 +88,7 @@ void set_decode_gemv_max_rows(int64_t rows) {
 int64_t decode_gemv_max_rows() { return gemv_max_rows_setting().load(); }
 
 bool decode_programmatic_launch() {
-  static const bool on = [] {
-    const char* env = std::getenv("TEGEMMA_DECODE_PDL");
-    if (env == nullptr || *env == '\0') return true;
-    const std::string v = env;
-    TG_CHECK(v == "0" || v == "1", "TEGEMMA_DECODE_PDL must be 0 or 1, got '", v, "'");
-    return v == "1";
-  }();
+  static const bool on = env_switch("TEGEMMA_DECODE_PDL", true);
   return on;
 }
 
@@ -175,16 +170,12 @@ namespace {
 //                               before its first weight load, which costs more than the kernels it removes;
 //   TEGEMMA_DECODE_ATTN_MERGE   the attention's splits merged by their last block (combine_in_split): one block
 //                               merges all 8 heads of gemma-2b's group serially, slower than the combine kernel.
-bool env_flag(const char* name) {
-  const char* env = std::getenv(name);
-  return env != nullptr && std::string(env) == "1";
-}
 bool decode_fusion_enabled() {
-  static const bool on = env_flag("TEGEMMA_DECODE_FUSED");
+  static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);
   return on;
 }
 bool decode_attention_merge_in_split() {
-  static const bool on = env_flag("TEGEMMA_DECODE_ATTN_MERGE");
+  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_MERGE", false);
   return on;
 }
 bool fusable_weight(const LinearWeight& w) {

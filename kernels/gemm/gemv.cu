@@ -3,10 +3,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "common/cuda_check.h"
+#include "common/env.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/elementwise/elementwise.cuh"
@@ -391,10 +389,7 @@ void launch_fused(const GemvParams& p, cudaStream_t stream) {
 // TEGEMMA_GEMV_EARLY_W=1: the first weight loads before the PDL wait (GemvParams::early_w). Opt-in until measured
 // (ci/decode_ab.sh).
 bool early_weights() {
-  static const bool on = [] {
-    const char* env = std::getenv("TEGEMMA_GEMV_EARLY_W");
-    return env != nullptr && std::string(env) == "1";
-  }();
+  static const bool on = env_switch("TEGEMMA_GEMV_EARLY_W", false);
   return on;
 }
 
@@ -402,10 +397,7 @@ bool early_weights() {
 // programmatic launch, where the kernel starts before the previous one ends). Off by default: measured slower on the
 // H200 (2026-11-30, gemma-2b B1 decode bf16 447 -> 412 tok/s, delayed + FP8 head 547 -> 513; docs/bench_log.md).
 bool prefetch_weights() {
-  static const bool on = [] {
-    const char* env = std::getenv("TEGEMMA_GEMV_PREFETCH");
-    return env != nullptr && std::string(env) == "1";
-  }();
+  static const bool on = env_switch("TEGEMMA_GEMV_PREFETCH", false);
   return on && programmatic_launch_enabled();
 }
 

@@ -1,0 +1,11 @@
+// On/off switches read from the environment (the A/B and debugging knobs: TEGEMMA_DECODE_PDL,
+// TEGEMMA_DECODE_FUSED, TEGEMMA_GEMV_EARLY_W, TEGEMMA_SYNC_LAUNCHES, ...).
+#pragma once
+
+namespace tg {
+
+// `name` unset or empty: `default_on`; "0": off; "1": on; anything else is a tg::Error naming the variable and
+// the value (a misspelt switch must not silently run the other configuration). Callers cache the answer.
+bool env_switch(const char* name, bool default_on);
+
+}  // namespace tg
