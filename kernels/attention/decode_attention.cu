@@ -9,7 +9,8 @@
 //   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
 //   3. P.V: a warp owns whole V rows (one 16-byte chunk per lane), each thread accumulates G x 8 outputs.
 // The block's partial (unnormalised output, m, l) goes to the workspace and decode_combine_kernel merges the
-// splits (or the block writes the final output when there is one split). Every reduction has a fixed
+// splits (or the block writes the final output when there is one split; with combine_in_split the group's last
+// split block merges them itself, through the same merge_splits). Every reduction has a fixed
 // order: same inputs, same bits.
 //
 // Memory-bound by design: K and V are streamed once (16-byte cp.async); q lives in smem as FP32.
