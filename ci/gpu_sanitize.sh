@@ -9,7 +9,17 @@
 #   synccheck  invalid uses of __syncthreads / __syncwarp / cuda::barrier (divergent barriers and the like)
 #
 #   ci/gpu_sanitize.sh [--src DIR] [--out DIR] [--tools memcheck,racecheck,initcheck,synccheck]
-#                      [--budget SECONDS] [--binaries REGEX] [--exclude GTEST_PATTERNS] [--no-build]
+#                      [--budget SECONDS] [--binaries REGEX] [--exclude GTEST_PATTERNS] [--no-build] [--gpus 0,1]
+#
+# Which kernels each tool checks: memcheck and initcheck every kernel (a vendor kernel reading out of bounds or
+# uninitialised memory would be reading OUR buffers); racecheck and synccheck only the project's kernels
+# (--kernel-name kns=_ZN2tg: everything under namespace tg), because they model synchronisation through
+# __syncthreads / __syncwarp / named barriers, while cuDNN's and cuBLASLt's Hopper kernels are warp-specialised
+# (TMA loads and wgmma, producer and consumer warps synchronised through mbarriers): session 5's racecheck of
+# test_attention_gpu reported thousands of "Potential RAW hazard" on cuDNN's
+# cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16 kernel (a write late in the kernel by thread 0,
+# a read early by thread 320: the next tile's mbarrier-ordered reuse), which is closed source and not ours to fix.
+# The vendor kernels still run (unchecked), so every test still checks its results.
 #
 # Every tool runs each test binary once (one process: CUDA context, cuBLASLt/cuDNN handles and kernels are
 # set up once), with --gtest_filter leaving out the tests listed in EXCLUDE below (the sizes that make a
@@ -33,16 +43,18 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root out=${OUT:-$root/out}/gpu_sanitize tools=memcheck,racecheck,initcheck,synccheck budget=540
-binaries="" build_it=1
+binaries="" build_it=1 gpus=""
 # Left out under every tool (gtest negative patterns), each for a reason:
 #   *EveryFloat32* *EveryLowPrecision* *CurrentScalingEveryFloat32*   2^32-input sweeps (30-70 s natively)
-#   *GemmaShape* Gemma/* *8192x* *x8192* *49152* *256000* *Gemma7b* *7b*   full Gemma-sized tensors and GEMMs:
+#   *GemmaShape* *GemmaDecodeShapes* Gemma/* *8192x* *x8192* *49152* *256000* *Gemma7b* *7b*   full Gemma-sized
+#                       tensors, GEMMs and decode GEMVs (GemvGpu.GemmaDecodeShapes: 69 s natively):
 #                       the same kernels run at the awkward small shapes of the other instances
 #   *TrainingShape* *AtGemmaShape* *SpotCheck*   training-sized activations (same kernels at small shapes)
 #   *ImplVsReferenceGpu*  whole gemma-2b/7b models at depth, both engines (60 s natively)
 #   GpuAllocation.*     asks for 1 PiB on purpose: memcheck reports the failing cudaMalloc (an API error), which
 #                       is what that test wants; it runs in the plain GPU suite
-EXCLUDE='*EveryFloat32*:*EveryLowPrecision*:*GemmaShape*:Gemma/*:*8192x*:*x8192*:*49152*:*256000*:*Gemma7b*:*7b*'
+EXCLUDE='*EveryFloat32*:*EveryLowPrecision*:*GemmaShape*:*GemmaDecodeShapes*:Gemma/*:*8192x*:*x8192*:*49152*:*256000*'
+EXCLUDE+=':*Gemma7b*:*7b*'
 EXCLUDE+=':*TrainingShape*:*AtGemmaShape*:*SpotCheck*:*ImplVsReferenceGpu*:GpuAllocation.*'
 while [ $# -gt 0 ]; do
   case $1 in
@@ -53,6 +65,7 @@ while [ $# -gt 0 ]; do
     --binaries) binaries=$2; shift 2;;
     --exclude) EXCLUDE=$2; shift 2;;
     --no-build) build_it=0; shift;;
+    --gpus) gpus=$2; shift 2;;
     -h|--help) sed -n '2,33p' "$0"; exit 0;;
     *) echo "gpu_sanitize: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
@@ -122,9 +135,9 @@ echo "== ${#bins[@]} test binaries; excluded: $EXCLUDE"
 tool_args() {
   case $1 in
     memcheck) echo "--leak-check full";;
-    racecheck) echo "--racecheck-report all";;
+    racecheck) echo "--racecheck-report all --kernel-name kns=_ZN2tg";;
     initcheck) echo "";;
-    synccheck) echo "";;
+    synccheck) echo "--kernel-name kns=_ZN2tg";;
     *) echo "gpu_sanitize: unknown tool $1" >&2; return 1;;
   esac
 }
@@ -164,12 +177,15 @@ run_tool() {
 IFS=, read -r -a tool_list <<< "$tools"
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') || ngpu=0
 [ "$ngpu" -ge 1 ] || { echo "gpu_sanitize: no GPU" >&2; echo '{"error": "no GPU"}' > "$out/summary.json"; exit 2; }
+# --gpus: the GPUs this run may use (physical indices; e.g. the last one while benchmarks hold the first). With one
+# GPU given explicitly the tools still run side by side on it (each is mostly host-bound under instrumentation).
+if [ -n "$gpus" ]; then IFS=, read -r -a gpu_list <<< "$gpus"; else mapfile -t gpu_list < <(seq 0 $(( ngpu - 1 ))); fi
 t_all=$(date +%s)
-if [ "$ngpu" -ge 2 ]; then
-  echo "== ${#tool_list[@]} tools side by side on $ngpu GPUs, ${budget}s each"
+if [ ${#gpu_list[@]} -ge 2 ] || [ -n "$gpus" ]; then
+  echo "== ${#tool_list[@]} tools side by side on GPUs ${gpu_list[*]}, ${budget}s each"
   pids=()
   for i in "${!tool_list[@]}"; do
-    run_tool "${tool_list[$i]}" $(( i % ngpu )) > "$out/${tool_list[$i]}.progress.log" 2>&1 &
+    run_tool "${tool_list[$i]}" "${gpu_list[$(( i % ${#gpu_list[@]} ))]}" > "$out/${tool_list[$i]}.progress.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
@@ -230,7 +246,8 @@ for tool in tools:
     clean = all(r["status"] == "clean" for r in rows)
     all_clean &= clean
     summary["tools"][tool] = {"seconds": sum(r["seconds"] for r in rows), "errors": sum(r["errors"] for r in rows),
-                              "clean": clean, "binaries": rows}
+                              "clean": clean, "kernels_checked": "namespace tg only" if tool in ("racecheck", "synccheck")
+                              else "all", "binaries": rows}
 summary["clean"] = all_clean
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 for tool, t in summary["tools"].items():

@@ -13,19 +13,28 @@
 #                     background beside the tests (not beside benchmarks); DATA/STEPS/... from the environment
 #   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings); an item
 #                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
-#   --sanitize TOOL   ci/gpu_sanitize.sh --tools TOOL over the kernels' gpu tests with what time is left
+#   --sanitize TOOLS  ci/gpu_sanitize.sh --tools TOOLS (side by side) over the gpu test binaries with what time is left
+#                     (--sanitize-binaries REGEX: only the binaries whose path matches, e.g. 'kernels/tests')
 #   --parity SUITE    `tegemma parity --suite SUITE --device cuda` in the background beside the tests (parity_SUITE.json
 #                     and .log in the results); with --curves it runs after the curves instead, with the trained
 #                     small model (the impl bf16 run's last checkpoint) added (--add-model)
 #   --hf-roundtrip    ci/hf_roundtrip.sh (HF transformers loads a tegemma-saved checkpoint) after the benchmarks
-#   --bench-suite S   ci/bench_sets.sh's quick or full suite after the tests (instead of, or before, --benches)
+#   --bench-suite S   ci/bench_sets.sh's suites after the tests, in order (quick, full or quick,full)
+#   --hf-anchors      bench/hf_anchors.py (HF transformers on the end-to-end workloads, --compile off: eager decode,
+#                     no torch.compile minutes inside a device call) -> hf_anchors.json
+#   --decode-ab CFGS  ci/decode_ab.sh with CONFIGS=CFGS (comma list) after the benchmarks -> decode_ab/
+#   --profile-decode  ncu per-kernel durations of gemma-2b decode steps inside the CUDA graph -> ncu_decode.csv
+# Two GPUs or more: --sanitize and --hf-anchors run on the last GPU (the "side lane", in the background from the
+# end of the build), everything else on GPU 0, so a 2-GPU machine does the sanitizers beside the benchmarks. One GPU:
+# the side lane's stages run after the others, on it.
 # ctest runs CTEST_PARALLEL (default 8) tests at once: the GPU tests' CPU twins dominate their time.
 #
-# Device command (carry .gpu_src from ci/snapshot.sh, plus the docs corpus when --curves uses it):
-#   .gpu_src/ci/gpu_session.sh --src .gpu_src --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
+# Device command, from a committed working tree (echo the commit into .commit first: the tree travels without .git):
+#   S=$PWD; $S/ci/gpu_session.sh --src $S --tests 'Gemv|Norm' --benches bench_gemm,bench_elementwise
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
+hfa=0 dab="" prof=0 sbins=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -39,6 +48,10 @@ while [ $# -gt 0 ]; do
     --parity) parity=$2; shift 2;;
     --hf-roundtrip) hfrt=1; shift;;
     --bench-suite) bsuite=$2; shift 2;;
+    --hf-anchors) hfa=1; shift;;
+    --decode-ab) dab=$2; shift 2;;
+    --profile-decode) prof=1; shift;;
+    --sanitize-binaries) sbins=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -59,6 +72,27 @@ if ! timeout "$(( $(left) - 30 ))" bash -c "source '$src/ci/deps.sh'; tegemma_bu
 fi
 echo "== build done at $(( $(date +%s) - t0 ))s"
 bin=$build/cli/tegemma
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') || ngpu=1
+side_lane() {  # GPU $1: HF anchors, then the sanitizers with the time left
+  if [ "$hfa" = 1 ] && [ "$(left)" -gt 90 ]; then
+    ( export CUDA_VISIBLE_DEVICES=$1 PYTHONUNBUFFERED=1
+      timeout "$(( $(left) - 40 ))" python3 "$src/bench/hf_anchors.py" --compile off --out "$out/hf_anchors.json" ) \
+      > "$out/hf_anchors.log" 2>&1
+    echo "== hf anchors rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_anchors.log"
+  fi
+  if [ -n "$sanitize" ] && [ "$(left)" -gt 90 ]; then
+    TEGEMMA_BUILD_DIR=$build timeout "$(( $(left) - 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" \
+      --tools "$sanitize" --gpus "$1" --budget "$(( $(left) - 45 ))" --no-build ${sbins:+--binaries "$sbins"} \
+      > "$out/sanitize.log" 2>&1
+    tail -6 "$out/sanitize.log"
+  fi
+}
+spid=""
+if [ "$ngpu" -ge 2 ]; then
+  side_lane $(( ngpu - 1 )) > "$out/side_lane.log" 2>&1 &
+  spid=$!
+  export CUDA_VISIBLE_DEVICES=0
+fi
 cpid=""
 if [ -n "$curves" ]; then
   cdir=$build/curves; rm -rf "$cdir"
@@ -101,11 +135,12 @@ if [ -n "$ppid_" ]; then
   tail -3 "$out/parity_$parity.log"
   echo "== parity done at $(( $(date +%s) - t0 ))s"
 fi
-if [ -n "$bsuite" ] && [ "$(left)" -gt 60 ]; then
-  timeout "$(( $(left) - 30 ))" "$src/ci/bench_sets.sh" "$bsuite" "$build" "$out/bench_$bsuite" \
-      > "$out/bench_suite_$bsuite.log" 2>&1
-  echo "== bench suite $bsuite rc=$? at $(( $(date +%s) - t0 ))s"
-fi
+IFS=, read -ra suites <<< "$bsuite"
+for su in "${suites[@]}"; do
+  [ "$(left)" -gt 60 ] || { echo "== no time left for bench suite $su"; break; }
+  timeout "$(( $(left) - 30 ))" "$src/ci/bench_sets.sh" "$su" "$build" "$out/bench_$su" > "$out/bench_suite_$su.log" 2>&1
+  echo "== bench suite $su rc=$? at $(( $(date +%s) - t0 ))s"
+done
 for item in "${bench_items[@]}"; do
   b=${item%%:*} f=$bfilter
   [ "$item" != "$b" ] && f=${item#*:}
@@ -120,8 +155,24 @@ if [ "$hfrt" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 30 ))" "$src/ci/hf_roundtrip.sh" "$bin" "$out/hf_roundtrip" cuda > "$out/hf_roundtrip.log" 2>&1
   echo "== hf roundtrip rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_roundtrip.log"
 fi
-if [ -n "$sanitize" ] && [ "$(left)" -gt 90 ]; then
-  TEGEMMA_BUILD_DIR=$build timeout "$(( $(left) - 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" --tools "$sanitize" \
-    --budget "$(( $(left) - 45 ))" --no-build --binaries 'kernels/tests' > "$out/sanitize.log" 2>&1
-  tail -5 "$out/sanitize.log"
+if [ -n "$dab" ] && [ "$(left)" -gt 60 ]; then
+  CONFIGS=${dab//,/ } timeout "$(( $(left) - 30 ))" "$src/ci/decode_ab.sh" "$build" "$out/decode_ab" > "$out/decode_ab.log" 2>&1
+  echo "== decode A/B rc=$? at $(( $(date +%s) - t0 ))s"; cat "$out/decode_ab/summary.txt" 2>/dev/null
+fi
+if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
+  # Per-kernel durations inside the CUDA graph (--graph-profiling node), caches and clocks left alone, so the
+  # figures are those of the replayed step rather than of cold, isolated launches (session 3 flushed caches).
+  # Prompt 128 tokens, 8 new: the last ~130 x 7 rows are decode-step kernels.
+  ids=$(seq -s, 2 129)
+  timeout "$(( $(left) - 30 ))" ncu --graph-profiling node --cache-control none --clock-control none \
+    --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_decode.log" \
+    "$bin" generate --config gemma-2b --precision delayed --fp8-lm-head --tokens "$ids" --max-new-tokens 8 --ignore-eos \
+    --device cuda --quiet > "$out/ncu_decode.csv" 2> "$out/ncu_decode.err"
+  echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/ncu_decode.err"
+fi
+if [ -n "$spid" ]; then
+  wait "$spid"
+  cat "$out/side_lane.log"
+elif [ "$hfa" = 1 ] || [ -n "$sanitize" ]; then
+  side_lane 0
 fi
