@@ -8,13 +8,11 @@
 #   early_w       TEGEMMA_GEMV_EARLY_W=1: each GEMV's first weight loads before the PDL wait
 #   fused         TEGEMMA_DECODE_FUSED=1: the layer as gemv_fused chains
 #   fused_early_w both of the above
-#   merge         TEGEMMA_DECODE_ATTN_MERGE=1: the attention's splits merged by their last block
-#   prefetch      TEGEMMA_GEMV_PREFETCH=1: L2 bulk prefetch of the weights before the PDL wait
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
 filter=${3:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}
-configs=${CONFIGS:-default early_w fused fused_early_w merge prefetch}
+configs=${CONFIGS:-default early_w fused fused_early_w}
 mkdir -p "$out"
 for cfg in $configs; do
   envs=()
@@ -23,8 +21,6 @@ for cfg in $configs; do
     early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
     fused) envs=(TEGEMMA_DECODE_FUSED=1) ;;
     fused_early_w) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_EARLY_W=1) ;;
-    merge) envs=(TEGEMMA_DECODE_ATTN_MERGE=1) ;;
-    prefetch) envs=(TEGEMMA_GEMV_PREFETCH=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -164,18 +164,13 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 }
 
 namespace {
-// Opt-in (=1) experiments, off by default because the H200 measured them slower (2026-11-30, gemma-2b B1 decode,
+// Opt-in (=1) experiment, off by default because the H200 measured it slower (2026-11-30, gemma-2b B1 decode,
 // delayed + FP8 head: unfused 642 tok/s, gemv_fused chains + in-split merge 547, docs/bench_log.md):
 //   TEGEMMA_DECODE_FUSED        the layer as gemv_fused chains (fused_layer): every block re-derives the staged x
-//                               before its first weight load, which costs more than the kernels it removes;
-//   TEGEMMA_DECODE_ATTN_MERGE   the attention's splits merged by their last block (combine_in_split): one block
-//                               merges all 8 heads of gemma-2b's group serially, slower than the combine kernel.
+//                               before its first weight load, which costs more than the kernels it removes.
+// Removed, measured slower in session 4/5: the in-split attention merge (547 vs 642) and the GEMV L2 prefetch (-8%).
 bool decode_fusion_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);
-  return on;
-}
-bool decode_attention_merge_in_split() {
-  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_MERGE", false);
   return on;
 }
 bool fusable_weight(const LinearWeight& w) {
@@ -362,7 +357,6 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   // rows x V logits it never reads (block scaling: 128 rows of the 256k-wide GEMM at batch 1).
   const int64_t lm_rows = lm_site_.fp8 ? rows : batch;
   kernels::DecodeOptions dopt;
-  dopt.combine_in_split = decode_attention_merge_in_split();
   const kernels::KvCache kv0 = cache.layer(0, batch);
   const TensorView q_shape(nullptr, DType::BF16, Shape{batch, c.num_attention_heads, c.head_dim}, dev);
   const std::size_t ws = kernels::decode_attention_workspace_bytes(q_shape, kv0, dopt);
@@ -385,8 +379,6 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   sb->arena = Arena(counter.bytes(), dev);
   Buffers b(sb->arena);
   carve_all(b);
-  // The attention's split counters (combine_in_split) start at zero; the kernel leaves them there.
-  if (ws > 0) zero_async(TensorView(sb->attention_workspace.data, DType::U8, Shape{static_cast<int64_t>(ws)}, dev), stream);
   auto part = [&](int64_t i) {
     return TensorView(sb->ints.ptr<int32_t>() + i * batch, DType::I32, Shape{batch}, dev);
   };
@@ -429,7 +421,6 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   kernels::embedding_forward(sb.state.tokens, model_->weights().embed.view(), embed_scale_, a.h.slice_rows(0, nseq),
                              a.status, stream);
   kernels::DecodeOptions dopt;
-  dopt.combine_in_split = decode_attention_merge_in_split();  // as make_step_buffers sized and zeroed the workspace
   dopt.workspace = sb.attention_workspace;
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache.

@@ -115,15 +115,10 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
 
 // out [B, H, Dh] BF16 = attention of q [B, H, Dh] BF16 over the first seqlens[b] (I32 [B]) cache rows.
 // max_seqlen_hint (host): an upper bound on every seqlens[b] that sizes the split-K grid; 0 = max_seq.
-// combine_in_split (CUDA, split-K): the last split block of each (sequence, head group) to finish merges the splits
-// itself (a counter per group in the workspace, reset by that block), instead of a second kernel; the same
-// arithmetic in the same order, so the same bits. It needs the caller's workspace, sized with the same options and
-// zeroed once before its first use (the kernel leaves the counters at zero again).
 struct DecodeOptions {
   float scale = 0.0f;  // 0 selects Dh^-0.5
   int64_t max_seqlen_hint = 0;
   int num_splits = 0;  // CUDA split-K count; 0 = chosen from the shape (fill the SMs)
-  bool combine_in_split = false;
   Workspace workspace;
 };
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,

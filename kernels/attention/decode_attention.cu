@@ -9,8 +9,7 @@
 //   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
 //   3. P.V: a warp owns whole V rows (one 16-byte chunk per lane), each thread accumulates G x 8 outputs.
 // The block's partial (unnormalised output, m, l) goes to the workspace and decode_combine_kernel merges the
-// splits (or the block writes the final output when there is one split; with combine_in_split the group's last
-// split block merges them itself, through the same merge_splits). Every reduction has a fixed
+// splits (or the block writes the final output when there is one split). Every reduction has a fixed
 // order: same inputs, same bits.
 //
 // Memory-bound by design: K and V are streamed once (16-byte cp.async); q lives in smem as FP32.
@@ -111,7 +110,6 @@ struct DecodeParams {
   bf16_t* out;             // [B, H, DH]
   float* o_part;           // [B, H, splits, DH] (splits > 1)
   float2* ml;              // [B, H, splits] (m, l)
-  unsigned* counters;      // [B, head groups]: splits finished (combine_in_split), else null
   int H, Hkv, g, max_seq;
   int num_splits, chunk;  // chunk: the most keys per split (a multiple of the tile), for the longest sequence
   bool per_head_scale;
@@ -146,8 +144,8 @@ __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T*
 }
 
 // out[bh, d] of the merged splits: sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale, s = 0, 1, ... in order
-// (explicit fmaf: the separate combine kernel and the in-split merge give the same bits). The partials were written
-// by other blocks: read through L2 (ld.global.cg), never a stale L1 line.
+// (explicit fmaf: the compiler's contraction choices cannot change the bits). The partials were written by the
+// split kernel's blocks: read through L2 (ld.global.cg).
 __device__ __forceinline__ float merge_splits(const float* o_part, const float2* mlb, int64_t bh, int splits, int dh,
                                               int d, float vs) {
   float M = -INFINITY;
@@ -344,28 +342,6 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
       p.o_part[((bh0 + gi) * p.num_splits + split) * DH + i % DH] = acc_s[gi][i % DH];
     }
     if (tid < G) p.ml[(bh0 + tid) * p.num_splits + split] = make_float2(m_s[tid], l_s[tid]);
-    if (p.counters != nullptr) {
-      // The last of the group's splits to arrive merges them (threadfence-reduction pattern): publish this block's
-      // partials, count it, and let the block that completes the count read everyone's.
-      __shared__ bool last;
-      __threadfence();
-      __syncthreads();
-      if (tid == 0) {
-        unsigned* counter = p.counters + static_cast<int64_t>(b) * gridDim.y + blockIdx.y;
-        last = atomicAdd(counter, 1u) == static_cast<unsigned>(p.num_splits - 1);
-        if (last) *counter = 0u;  // every split of the group has counted: ready for the next call
-      }
-      __syncthreads();
-      if (last) {
-        __threadfence();
-        const float vs = p.v_scale ? p.v_scale[scale_idx] : 1.0f;
-        for (int i = tid; i < G * DH; i += kThreads) {
-          const int64_t bh = bh0 + i / DH;
-          p.out[bh * DH + i % DH] = __float2bfloat16_rn(
-              merge_splits(p.o_part, p.ml + bh * p.num_splits, bh, p.num_splits, DH, i % DH, vs));
-        }
-      }
-    }
   }
 }
 
@@ -514,7 +490,6 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   if (p.splits > 1) {
     const std::size_t rows = static_cast<std::size_t>(d.B * d.H * p.splits);
     p.workspace = attn_detail::align_up(rows * d.Dh * sizeof(float)) + attn_detail::align_up(rows * sizeof(float2));
-    if (opt.combine_in_split) p.workspace += attn_detail::align_up(static_cast<std::size_t>(blocks) * sizeof(unsigned));
   }
   return p;
 }
@@ -572,8 +547,6 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   constexpr const char* what = "decode_attention(cuda)";
   const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CUDA, what);
   const Plan plan = make_plan(d, opt, what);
-  TG_CHECK(!opt.combine_in_split || plan.splits == 1 || !opt.workspace.empty(), what,
-           ": combine_in_split needs the caller's workspace (its split counters are zeroed once by the caller)");
   check_aligned(cache.k.data, 16, what, "cache.k");  // 16-byte cp.async of whole rows
   check_aligned(cache.v.data, 16, what, "cache.v");
   const int g = static_cast<int>(d.H / d.Hkv);
@@ -600,10 +573,6 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
     const std::size_t rows = static_cast<std::size_t>(d.B * d.H * plan.splits);
     prm.o_part = reinterpret_cast<float*>(ws);
     prm.ml = reinterpret_cast<float2*>(ws + attn_detail::align_up(rows * d.Dh * sizeof(float)));
-    if (opt.combine_in_split) {
-      prm.counters = reinterpret_cast<unsigned*>(ws + attn_detail::align_up(rows * d.Dh * sizeof(float)) +
-                                                 attn_detail::align_up(rows * sizeof(float2)));
-    }
   }
   const cudaStream_t s = cuda_stream(stream);
   const dim3 grid(plan.splits, static_cast<unsigned>(d.Hkv * (g / G)), static_cast<unsigned>(d.B));
@@ -627,7 +596,7 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
       TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
   }
   TG_CHECK_LAUNCH("decode_split_kernel");
-  if (plan.splits > 1 && !opt.combine_in_split) {
+  if (plan.splits > 1) {
     launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), 128, 0, s, prm.o_part, prm.ml, prm.out,
            prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
     TG_CHECK_LAUNCH("decode_combine_kernel");

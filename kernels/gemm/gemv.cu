@@ -32,7 +32,6 @@ struct GemvParams {
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
-  bool prefetch;  // bulk-prefetch the warp's W rows into L2 before waiting on the previous kernel (PDL)
   bool early_w;   // issue the first iteration's W loads (registers) before waiting on the previous kernel (PDL)
   // gemv_fused (kPro != kNone): x is BF16 [m, k] at x (row stride ldx); its E4M3 copy is staged in shared memory.
   const float* x_scale;
@@ -55,14 +54,6 @@ __device__ __forceinline__ T ldx(const T* p) {
   } else {
     return __ldg(p);
   }
-}
-
-// Starts an L2 prefetch of `bytes` bytes at p (16-byte aligned, a multiple of 16; sm_90 bulk prefetch, no registers
-// and no completion to wait for).
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
 }
 
 // gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k] in the exact
@@ -202,13 +193,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   for (int c = 0; c < kCols; ++c) {
     const int64_t col = col0 < n_out ? col0 + c * col_step : p.n - 1;
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
-  }
-  // The weights do not depend on the previous kernel: start streaming them into L2 before waiting for it.
-  if (p.prefetch && col0 < n_out) {
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      if (lane == c) prefetch_l2(wrow[c], static_cast<uint32_t>(p.chunks) * 16u);
-    }
   }
   // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
   uint4 wv[kUnroll][kCols];
@@ -393,14 +377,6 @@ bool early_weights() {
   return on;
 }
 
-// TEGEMMA_GEMV_PREFETCH=1 turns on the L2 bulk prefetch of each warp's weight rows before the PDL wait (only under
-// programmatic launch, where the kernel starts before the previous one ends). Off by default: measured slower on the
-// H200 (2026-11-30, gemma-2b B1 decode bf16 447 -> 412 tok/s, delayed + FP8 head 547 -> 513; docs/bench_log.md).
-bool prefetch_weights() {
-  static const bool on = env_switch("TEGEMMA_GEMV_PREFETCH", false);
-  return on && programmatic_launch_enabled();
-}
-
 template <bool kWE4m3, bool kXE4m3>
 void dispatch(const GemvParams& p, cudaStream_t stream) {
   if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream);
@@ -437,7 +413,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
-  p.prefetch = prefetch_weights();
   p.early_w = early_weights();
   const cudaStream_t s = cuda_stream(stream);
   if (!w_fp8) {
@@ -470,7 +445,6 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream) {
   p.k = static_cast<int>(d.k);
   p.chunks = static_cast<int>(d.k / 16);
   p.alpha = 1.0f;
-  p.prefetch = prefetch_weights();
   p.early_w = early_weights();
   p.x_scale = a.x_scale.ptr<const float>();
   p.norm_w = a.prologue == GemvPrologue::kRmsNorm ? a.norm_weight.ptr<const __nv_bfloat16>() : nullptr;

@@ -53,10 +53,10 @@
 // in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
 // shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
-// Opt-in launch experiments (environment, read once; off by default until measured faster, docs/bench_log.md):
+// Opt-in launch experiment (environment, read once; off by default until measured faster, docs/bench_log.md):
 // TEGEMMA_GEMV_EARLY_W=1 issues each warp's first weight loads before the PDL wait (griddepcontrol.wait), so their
-// latency overlaps the previous kernel; TEGEMMA_GEMV_PREFETCH=1 bulk-prefetches the weight rows into L2 there
-// instead (measured 8% slower on the decode step). Neither changes a result bit.
+// latency overlaps the previous kernel; it changes no result bit. An L2 bulk prefetch of the weight rows there was
+// measured 8% slower on the decode step and removed.
 #pragma once
 
 #include <cstdint>
