@@ -2,6 +2,7 @@
 // and a Markdown summary for a CI job summary or a PR comment, from result directories (reports/inputs.h).
 //
 // Sections, each omitted with a one-line note when the inputs have nothing for it: parity verdict per recipe,
+// the headline table (the end-to-end workloads: impl FP8 and BF16, reference, HF, roofline, issue 7's targets),
 // loss curves and their difference to the reference, per-layer logits parity (heat-map tables), generation
 // agreement, end-to-end throughput per workload, GEMM TFLOP/s by shape with the at::_scaled_mm anchor and the
 // measured ceilings, kernel throughput as a fraction of the roofline, memory, GPU tests, benchmark errors,

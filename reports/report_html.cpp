@@ -73,6 +73,7 @@ code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;backgr
 .wide{margin-left:calc(50% - 50vw + 20px);margin-right:calc(50% - 50vw + 20px);display:flex;justify-content:center}
 .wide>.scroll{width:max-content;min-width:min(940px,calc(100vw - 56px));background:#fff}
 table.gemm th{min-width:48px}
+table.headline td:first-child{min-width:215px}
 .legend span{display:inline-block;width:14px;height:12px;margin:0 4px -2px 10px;border:1px solid #ccc}
 )css";
 
@@ -259,6 +260,80 @@ void section_verdict(const Model& m, std::string& o) {
     o += "<div class=\"omitted\">Not in this report (no data in the inputs; nothing is estimated):<ul>";
     for (const auto& s : m.missing) o += "<li>" + h(s) + "</li>";
     o += "</ul></div>";
+  }
+  o += "</section>";
+}
+
+// The end-to-end workloads the project is judged by, one row each, right after the verdict. Each cell's tooltip
+// names the benchmark and the files it came from, so a reader can check any figure against its input.
+void section_headline(const Model& m, std::string& o) {
+  const Headline& H = m.headline;
+  if (H.rows.empty()) return;
+  o += "<section id=\"headline\"><h2>Headline</h2><p class=\"note\">The end-to-end workloads, impl FP8 (the delayed "
+       "recipe) beside impl BF16, the LibTorch reference and the HF transformers anchor. The unit is under each "
+       "workload; a cell is the benchmark's median (its <code>_median</code> aggregate when written), hover for the "
+       "benchmark and its file. - : no input has that benchmark.</p>";
+  o += "<div class=\"scroll\"><table class=\"headline\"><tr><th>workload</th><th>impl FP8 (delayed)</th><th>impl BF16</th>"
+       "<th>LibTorch reference</th><th>HF transformers</th><th>impl FP8 / reference</th>"
+       "<th>% of roofline (impl FP8)</th><th>target (met?)</th></tr>";
+  auto cell = [&](const HeadlineRow& r, const HeadlineCell& c, const std::string& variant) {
+    if (!c.present) return td_num("-");
+    std::string tip = c.bench;
+    if (!c.counter.empty()) tip += "\n" + c.counter;
+    std::string files;
+    for (const auto& f : c.files) files += (files.empty() ? "" : ", ") + f;
+    tip += "\n" + files;
+    if (!c.value) {
+      tip += c.error.empty() ? "\nno " + r.unit + " figure" : "\nerror: " + c.error;
+      return "<td class=\"num" + std::string(c.error.empty() ? "" : " bad") + "\" title=\"" + h(tip) + "\">" +
+             h(headline_value(r, c)) + "</td>";
+    }
+    return "<td class=\"numw\" title=\"" + h(tip) + "\">" + h(headline_value(r, c)) +
+           (variant.empty() ? "" : "<br/><span class=\"note\">" + h(variant) + "</span>") + "</td>";
+  };
+  for (const auto& r : H.rows) {
+    o += "<tr><td>" + h(r.workload) + "<br/><span class=\"note\">" + h(r.unit) +
+         (r.higher_is_better ? ", higher is better" : ", lower is better") + "</span></td>";
+    o += cell(r, r.impl_fp8, r.fp8_recipe == "delayed" ? "" : r.fp8_recipe);
+    o += cell(r, r.impl_bf16, "") + cell(r, r.reference, "") + cell(r, r.hf, "");
+    o += td_num(r.vs_reference ? ratio_text(*r.vs_reference) : "-");
+    o += td_num(r.roofline_frac ? fmt_frac(*r.roofline_frac) : "-", headline_roofline_note(r));
+    if (!r.target) o += td_num("-");
+    else
+      o += "<td class=\"num " + std::string(r.target_met() ? "good" : r.target_reached ? "bad" : "") + "\" title=\"" +
+           h("target of " + r.target_source) + "\">" + h(headline_target(r)) + "</td>";
+    o += "</tr>";
+  }
+  o += "</table></div><div class=\"note\"><p>impl FP8 / reference: above 1, impl is faster (time rows divide the "
+       "reference's time by impl's). Target: impl FP8 against the target, with the fraction of it reached. "
+       "% of roofline: impl FP8's benchmark against the ceiling that binds it, the weight-bandwidth roofline for "
+       "decode, the GEMM ceiling for prefill, training and the time to first token:</p><ul>";
+  for (const auto& r : H.rows) {
+    const std::string note = headline_roofline_note(r);
+    o += "<li>" + h(r.workload) + ": " + h(note) + "</li>";
+  }
+  o += "</ul>";
+  if (const auto multi = headline_multi_file_cells(H); !multi.empty()) {
+    o += "<p>Cells that are the median over several files (repeated runs, or runs of different commits: the header "
+         "lists them):</p><ul>";
+    for (const auto& x : multi) o += "<li>" + h(x) + "</li>";
+    o += "</ul>";
+  }
+  if (H.any_fallback_counter)
+    o += "<p>* the benchmark reports no <code>decode_tokens_per_second</code>: the cell is its "
+         "<code>tokens_per_second</code>, end to end with the prefill, which a decode-only figure would exceed.</p>";
+  o += "</div>";
+  bool any_target = false;
+  for (const auto& r : H.rows) any_target |= r.target_reached.has_value();
+  if (any_target) {
+    o += "<h3>Largest gaps to targets</h3>";
+    if (H.gaps.empty()) {
+      o += "<p class=\"good\">Every target measured in these inputs is met.</p>";
+    } else {
+      o += "<ol>";
+      for (std::size_t i : H.gaps) o += "<li>" + h(headline_gap(H.rows[i])) + "</li>";
+      o += "</ol>";
+    }
   }
   o += "</section>";
 }
@@ -646,6 +721,7 @@ std::string render_html(const Model& m) {
   meta += (meta.empty() ? "" : " · ") + std::string("<span class=\"nw\">generated ") + h(m.generated_at) + "</span>";
   o += meta + "</p></header><nav class=\"toc\">";
   o += "<a href=\"#verdict\">Verdict</a>";
+  if (!m.headline.rows.empty()) o += "<a href=\"#headline\">Headline</a>";
   if (!m.loss.curves.empty()) o += "<a href=\"#loss\">Loss curves</a>";
   if (!m.heat.empty() || !m.logits.rows.empty() || !m.generation.empty()) o += "<a href=\"#parity\">Logits parity</a>";
   for (const auto& s : m.sections) o += "<a href=\"#" + s.id + "\">" + h(s.title) + "</a>";
@@ -654,6 +730,7 @@ std::string render_html(const Model& m) {
   if (m.has_baseline) o += "<a href=\"#baseline\">Baseline</a>";
   o += "<a href=\"#provenance\">Provenance</a></nav>";
   section_verdict(m, o);
+  section_headline(m, o);
   section_baseline(m, o);
   section_loss(m, o);
   section_parity(m, o);

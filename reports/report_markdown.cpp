@@ -69,6 +69,45 @@ std::string baseline_heading(const Model& m) {
   return "### Against the baseline\n\nBaseline: " + (line.empty() ? std::string("no commit recorded") : line) + ".\n\n";
 }
 
+// The headline table, compact: units in the workload column, the ceilings and the gaps to the targets below it.
+void headline(const Model& m, std::string& o) {
+  const Headline& H = m.headline;
+  if (H.rows.empty()) return;
+  o += "### Headline\n\n" + header({"workload", "impl FP8 (delayed)", "impl BF16", "LibTorch reference", "HF transformers",
+                                     "impl FP8 / reference", "% of roofline (impl FP8)", "target (met?)"});
+  for (const auto& r : H.rows) {
+    char ratio[32] = "-";
+    if (r.vs_reference) std::snprintf(ratio, sizeof ratio, "%.2fx", *r.vs_reference);
+    const std::string fp8 = headline_value(r, r.impl_fp8);
+    o += row({r.workload + " (" + r.unit + (r.higher_is_better ? ")" : ", lower is better)"),
+              fp8 + (r.fp8_recipe.empty() || r.fp8_recipe == "delayed" || !r.impl_fp8.value ? "" : " (" + r.fp8_recipe + ")"),
+              headline_value(r, r.impl_bf16), headline_value(r, r.reference), headline_value(r, r.hf), ratio,
+              r.roofline_frac ? fmt_frac(*r.roofline_frac) : "-", headline_target(r)});
+  }
+  o += "\nimpl FP8 / reference > 1: impl is faster (time rows: reference time / impl time). % of roofline, impl FP8's "
+       "benchmark:";
+  for (const auto& r : H.rows) {
+    const std::string note = headline_roofline_note(r);
+    o += " " + r.workload + ": " + note + ";";
+  }
+  o.back() = '.';
+  o += "\n";
+  if (const auto multi = headline_multi_file_cells(H); !multi.empty()) {
+    o += "\nMedian over several files:";
+    for (const auto& x : multi) o += " " + x + ";";
+    o.back() = '.';
+    o += "\n";
+  }
+  if (H.any_fallback_counter)
+    o += "\n\\* no `decode_tokens_per_second` in the benchmark: its `tokens_per_second`, end to end with the prefill (a decode-only figure would be higher).\n";
+  if (!H.gaps.empty()) {
+    o += "\nLargest gaps to targets:\n\n";
+    for (std::size_t i = 0; i < H.gaps.size(); ++i)
+      o += std::to_string(i + 1) + ". " + headline_gap(H.rows[H.gaps[i]]) + "\n";
+  }
+  o += "\n";
+}
+
 }  // namespace
 
 std::string render_markdown(const Model& m) {
@@ -110,6 +149,8 @@ std::string render_markdown(const Model& m) {
     for (const auto* s : m.bench_errors) o += (s == m.bench_errors.front() ? ": " : ", ") + std::string("`") + s->name + "`";
     o += ".\n\n";
   }
+
+  headline(m, o);
 
   if (m.bench_changes) {
     const CompareResult& r = *m.bench_changes;

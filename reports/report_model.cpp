@@ -717,6 +717,271 @@ void analyze_bench(const ResultSet& rs, Model& m) {
   }
 }
 
+// ---- headline ------------------------------------------------------------------------------------------
+
+// The key a headline name is matched against: the run name without an aggregate suffix and without the trailing
+// iterations:N / min_time:... / manual_time parts ("e2e/decode/impl/delayed/gemma-2b/B1/P128+N256"). Matching the
+// whole key, not a string prefix, keeps `impl/delayed` from also taking `impl/delayed+fp8kv`.
+std::string headline_key(const BenchEntry& e) {
+  std::string n = e.run_name;
+  // A file without run_name names an aggregate "<run>_median": the suffix is not part of the benchmark.
+  if (e.run_type == "aggregate" && !e.aggregate_name.empty() && n == e.name && n.ends_with("_" + e.aggregate_name))
+    n.resize(n.size() - e.aggregate_name.size() - 1);
+  std::string key;
+  for (const auto& p : name_parts(n)) key += (key.empty() ? "" : "/") + p;
+  return key;
+}
+
+// One benchmark as the input files hold it.
+struct HeadlineReading {
+  bool found = false;
+  std::optional<double> time_ns;
+  std::map<std::string, double> counters;
+  std::string run_name, error;
+  std::vector<std::string> files;
+  const BenchFile* first = nullptr;  // its context names the ceilings the fractions were computed against
+};
+
+// Per file: Google Benchmark's `_median` aggregate when the file has one (the median over its repetitions, robust
+// to one slow repetition, which `_mean` is not), else the median of its repetitions, else its `_mean` aggregate.
+// Over files (repeated runs of one suite): the median of those.
+HeadlineReading read_headline(const std::vector<BenchFile>& files, const std::string& key) {
+  HeadlineReading r;
+  std::vector<double> times;
+  std::map<std::string, std::vector<double>> counters;
+  for (const auto& f : files) {
+    const BenchEntry *med = nullptr, *mean = nullptr;
+    std::vector<const BenchEntry*> reps;
+    std::string error;
+    bool here = false;
+    for (const auto& e : f.entries) {
+      if (headline_key(e) != key) continue;
+      here = true;
+      if (r.run_name.empty() || e.run_type != "aggregate") r.run_name = e.run_name;
+      if (!e.error.empty()) {
+        if (error.empty()) error = e.error;
+      } else if (e.run_type != "aggregate") {
+        reps.push_back(&e);
+      } else if (e.aggregate_name == "median") {
+        med = &e;
+      } else if (e.aggregate_name == "mean") {
+        mean = &e;
+      }
+    }
+    if (!here) continue;
+    r.found = true;
+    r.files.push_back(f.path.filename().string());
+    if (!r.first) r.first = &f;
+    if (!med && reps.empty() && !mean) {
+      if (r.error.empty()) r.error = error;
+      continue;
+    }
+    if (med || (reps.empty() && mean)) {
+      const BenchEntry* agg = med ? med : mean;
+      times.push_back(agg->real_time_ns);
+      for (const auto& [k, v] : agg->counters) counters[k].push_back(v);
+    } else {
+      std::vector<double> t;
+      std::map<std::string, std::vector<double>> c;
+      for (const auto* e : reps) {
+        t.push_back(e->real_time_ns);
+        for (const auto& [k, v] : e->counters) c[k].push_back(v);
+      }
+      times.push_back(median(t));
+      for (const auto& [k, v] : c) counters[k].push_back(median(v));
+    }
+  }
+  if (!times.empty()) {
+    r.time_ns = median(times);
+    for (const auto& [k, v] : counters) r.counters[k] = median(v);
+    r.error.clear();  // some file has a result
+  }
+  return r;
+}
+
+enum class HeadlineMeasure { kTokens, kDecodeTokens, kSeconds, kMillis };
+
+struct HeadlineSpec {
+  std::string workload;
+  HeadlineMeasure measure;
+  bool hbm_bound;  // decode: the weight-bandwidth roofline; prefill, train and TTFT: the GEMM ceiling
+  // Candidate names per engine, the first one any input holds wins (e.g. the FP8 lm_head variant before plain
+  // delayed; bench_model's reference before bench_reference's).
+  std::vector<std::string> fp8, bf16, reference, hf;
+  std::optional<double> target;
+  std::string target_text;
+};
+
+// The headline workloads, in the order they are shown. Targets are issue 7's (bench/bench_generate.cpp lists them).
+std::vector<HeadlineSpec> headline_specs() {
+  std::vector<HeadlineSpec> s;
+  for (const auto& [preset, bxs] : {std::pair<std::string, std::string>{"gemma-2b", "8x2048"}, {"gemma-7b", "4x2048"}}) {
+    const std::string x = "B" + bxs.substr(0, bxs.find('x')) + "xS" + bxs.substr(bxs.find('x') + 1);  // B8xS2048
+    const std::string m = "model/" + preset + "/";
+    s.push_back({"prefill " + preset + " " + bxs, HeadlineMeasure::kTokens, false,
+                 {m + "impl_delayed/" + bxs}, {m + "impl_bf16/" + bxs},
+                 {m + "reference/" + bxs, "e2e/prefill/reference/bf16/" + preset + "/" + x},
+                 {"e2e/prefill/hf/bf16/" + preset + "/" + x, m + "hf/" + bxs}, std::nullopt, ""});
+  }
+  {
+    const std::string t = "/gemma-2b/B4xS2048";
+    s.push_back({"train step gemma-2b 4x2048", HeadlineMeasure::kTokens, false, {"e2e/train_step/impl/delayed" + t},
+                 {"e2e/train_step/impl/bf16" + t}, {"e2e/train_step/reference/bf16" + t}, {"e2e/train_step/hf/bf16" + t},
+                 std::nullopt, ""});
+  }
+  for (const auto& [preset, target] : {std::pair<std::string, double>{"gemma-2b", 1200}, {"gemma-7b", 380}}) {
+    const std::string shape = "/" + preset + "/B1/P128+N256";
+    s.push_back({"decode batch 1 " + preset + " P128+N256", HeadlineMeasure::kDecodeTokens, true,
+                 {"e2e/decode/impl/delayed+fp8head" + shape, "e2e/decode/impl/delayed" + shape},
+                 {"e2e/decode/impl/bf16" + shape}, {"e2e/decode/reference/bf16" + shape},
+                 {"e2e/decode/hf/bf16" + shape}, target, fmt_sig(target, 4) + " tok/s"});
+  }
+  {
+    const std::string shape = "/gemma-7b/B64/P20+N492";
+    s.push_back({"TE tutorial gemma-7b B64 P20+N492", HeadlineMeasure::kSeconds, true, {"e2e/decode/impl/delayed" + shape},
+                 {"e2e/decode/impl/bf16" + shape}, {"e2e/decode/reference/bf16" + shape},
+                 {"e2e/decode/hf/bf16" + shape}, 2.5, "<= 2.5 s"});
+  }
+  {
+    const std::string shape = "/gemma-2b/B1/P2048";
+    s.push_back({"time to first token gemma-2b B1 P2048", HeadlineMeasure::kMillis, false, {"e2e/ttft/impl/delayed" + shape},
+                 {"e2e/ttft/impl/bf16" + shape}, {"e2e/ttft/reference/bf16" + shape}, {"e2e/ttft/hf/bf16" + shape},
+                 std::nullopt, ""});
+  }
+  return s;
+}
+
+// The first candidate any input holds, as a cell in the row's unit.
+HeadlineCell headline_cell(const std::vector<BenchFile>& files, const std::vector<std::string>& names,
+                           HeadlineMeasure how, HeadlineReading* reading = nullptr, std::string* matched = nullptr) {
+  HeadlineCell c;
+  for (const auto& name : names) {
+    HeadlineReading r = read_headline(files, name);
+    if (!r.found) continue;
+    c.present = true;
+    c.bench = r.run_name;
+    c.files = r.files;
+    c.error = r.error;
+    if (r.time_ns) {
+      auto ctr = [&](const char* k) -> std::optional<double> {
+        auto it = r.counters.find(k);
+        if (it == r.counters.end() || !std::isfinite(it->second)) return std::nullopt;
+        return it->second;
+      };
+      // Time rows: the benchmark's real time (end to end of the whole workload: manual time), else its `seconds`.
+      const double scale = how == HeadlineMeasure::kSeconds ? 1e9 : 1e6;
+      switch (how) {
+        case HeadlineMeasure::kDecodeTokens:
+          if ((c.value = ctr("decode_tokens_per_second"))) {
+            c.counter = "decode_tokens_per_second";
+            break;
+          }
+          [[fallthrough]];
+        case HeadlineMeasure::kTokens:
+          if ((c.value = ctr("tokens_per_second"))) c.counter = "tokens_per_second";
+          break;
+        case HeadlineMeasure::kSeconds:
+        case HeadlineMeasure::kMillis:
+          if (std::isfinite(*r.time_ns) && *r.time_ns > 0) {
+            c.value = *r.time_ns / scale;
+            c.counter = "real_time";
+          } else if (auto sec = ctr("seconds")) {
+            c.value = *sec * 1e9 / scale;
+            c.counter = "seconds";
+          }
+          break;
+      }
+    }
+    if (matched) *matched = name;
+    if (reading) *reading = std::move(r);
+    return c;
+  }
+  return c;
+}
+
+void analyze_headline(const ResultSet& rs, Model& m) {
+  for (const auto& spec : headline_specs()) {
+    HeadlineRow row;
+    row.workload = spec.workload;
+    row.higher_is_better = spec.measure == HeadlineMeasure::kTokens || spec.measure == HeadlineMeasure::kDecodeTokens;
+    row.unit = spec.measure == HeadlineMeasure::kTokens         ? "tokens/s"
+               : spec.measure == HeadlineMeasure::kDecodeTokens ? "decode tokens/s"
+               : spec.measure == HeadlineMeasure::kSeconds      ? "s"
+                                                                : "ms";
+    HeadlineReading fp8;
+    std::string fp8_name;
+    row.impl_fp8 = headline_cell(rs.bench, spec.fp8, spec.measure, &fp8, &fp8_name);
+    row.impl_bf16 = headline_cell(rs.bench, spec.bf16, spec.measure);
+    row.reference = headline_cell(rs.bench, spec.reference, spec.measure);
+    row.hf = headline_cell(rs.bench, spec.hf, spec.measure);
+    if (!row.impl_fp8.present && !row.impl_bf16.present && !row.reference.present && !row.hf.present) continue;
+    if (row.impl_fp8.present) row.fp8_recipe = name_parts(fp8_name)[fp8_name.rfind("model/", 0) == 0 ? 2 : 3];
+    if (row.fp8_recipe.rfind("impl_", 0) == 0) row.fp8_recipe = row.fp8_recipe.substr(5);
+
+    const auto& f = row.impl_fp8.value;
+    const auto& r = row.reference.value;
+    if (f && r && *f > 0 && *r > 0) row.vs_reference = row.higher_is_better ? *f / *r : *r / *f;
+
+    // The impl FP8 benchmark's own fraction of the ceiling that binds it.
+    if (fp8.time_ns) {
+      const auto* ctx = fp8.first ? &fp8.first->context : nullptr;
+      auto take = [&](const char* k) {
+        auto it = fp8.counters.find(k);
+        if (it == fp8.counters.end() || !std::isfinite(it->second)) return false;
+        row.roofline_frac = it->second;
+        row.roofline_counter = k;
+        return true;
+      };
+      // bench/ puts the ceiling it divided by in the context: the one its ceiling benchmark measured when that ran
+      // first in the same file, else the documented value. A fraction of a documented ceiling reads differently
+      // (1360 vs ~1500 TFLOP/s measured for FP8 on an H200), so the caption says which.
+      auto ceiling = [&](const char* which, const char* key) {
+        const double v = ctx_double(ctx, key, std::nan(""));
+        if (!std::isfinite(v)) return std::string("the ") + which + " GEMM ceiling";
+        bool measured = false;
+        for (const auto& e : fp8.first->entries)
+          measured |= e.name.find("ceiling") != std::string::npos && e.error.empty() &&
+                      is_fp8_name(e.name) == (std::string(which) == "FP8");
+        return std::string("the ") + which + " GEMM ceiling (" + fmt_sig(v / 1e12, 4) + " TFLOP/s, " +
+               (measured ? "measured in this run" : "documented") + ")";
+      };
+      if (spec.hbm_bound) {
+        if (take("hbm_roofline_frac")) {
+          const double hbm = ctx_double(ctx, "hbm_roofline_bytes_per_second", 4.1e12);
+          row.roofline_of = "the weight-bandwidth roofline (HBM " + fmt_sig(hbm / 1e12, 3) + " TB/s)";
+        }
+      } else if (take("fp8_ceiling_frac")) {
+        row.roofline_of = ceiling("FP8", "fp8_gemm_ceiling_flops");
+      } else if (take("gemm_roofline_frac")) {
+        // bench_model divides its FP8 recipes by the FP8 ceiling; bench_train's gemm_roofline_frac is against the
+        // BF16 ceiling for every recipe (its FP8 fraction is fp8_ceiling_frac, taken above).
+        row.roofline_of = fp8_name.rfind("model/", 0) == 0 ? ceiling("FP8", "fp8_gemm_ceiling_flops")
+                                                           : ceiling("BF16", "bf16_gemm_ceiling_flops");
+      }
+    }
+
+    if (!row.roofline_frac)  // the caption still says which counter this row reads
+      row.roofline_counter = spec.hbm_bound ? "hbm_roofline_frac" : "fp8_ceiling_frac or gemm_roofline_frac";
+    if (spec.target) {
+      row.target = spec.target;
+      row.target_text = spec.target_text;
+      row.target_source = "issue 7";
+      if (f && *f > 0) row.target_reached = row.higher_is_better ? *f / *spec.target : *spec.target / *f;
+    }
+    if (spec.measure == HeadlineMeasure::kDecodeTokens)
+      for (const auto* c : {&row.impl_fp8, &row.impl_bf16, &row.reference, &row.hf})
+        m.headline.any_fallback_counter |= c->value && c->counter == "tokens_per_second";
+    m.headline.rows.push_back(std::move(row));
+  }
+  for (std::size_t i = 0; i < m.headline.rows.size(); ++i) {
+    const HeadlineRow& row = m.headline.rows[i];
+    if (row.target_reached && !row.target_met()) m.headline.gaps.push_back(i);
+  }
+  std::stable_sort(m.headline.gaps.begin(), m.headline.gaps.end(), [&](std::size_t a, std::size_t b) {
+    return *m.headline.rows[a].target_reached < *m.headline.rows[b].target_reached;
+  });
+}
+
 // ---- provenance --------------------------------------------------------------------------------------
 
 void add_prov(std::vector<ProvenanceRow>& rows, const std::string& key, const std::string& value, const std::string& file) {
@@ -882,6 +1147,52 @@ std::string describe_when(const RunProvenance& p) {
   return "runs " + a + " – " + b;
 }
 
+std::string headline_value(const HeadlineRow& r, const HeadlineCell& c) {
+  if (!c.present) return "-";
+  if (!c.value) return c.error.empty() ? "-" : "error";
+  const std::string v = r.unit == "s" || r.unit == "ms" ? fmt_sig(*c.value, 3) : fmt_si(*c.value);
+  return v + (r.unit == "decode tokens/s" && c.counter == "tokens_per_second" ? " *" : "");
+}
+
+std::string headline_target(const HeadlineRow& r) {
+  if (!r.target) return "-";
+  if (!r.target_reached) return r.target_text + ": not measured";
+  return r.target_text + ": " + (r.target_met() ? "yes" : "no") + " (" + fmt_pct(*r.target_reached) + ")";
+}
+
+std::string headline_roofline_note(const HeadlineRow& r) {
+  if (!r.impl_fp8.present) return "no impl FP8 benchmark";
+  if (!r.roofline_frac) return r.roofline_counter + ": not reported";
+  return r.roofline_counter + ": " + r.roofline_of;
+}
+
+std::vector<std::string> headline_multi_file_cells(const Headline& h) {
+  std::vector<std::string> out;
+  for (const auto& r : h.rows) {
+    std::vector<std::pair<std::string, std::string>> groups;  // files -> engines, in column order
+    for (const auto& [engine, c] : {std::pair<const char*, const HeadlineCell*>{"impl FP8", &r.impl_fp8},
+                                    {"impl BF16", &r.impl_bf16}, {"reference", &r.reference}, {"HF", &r.hf}}) {
+      if (c->files.size() < 2) continue;
+      std::string files;
+      for (const auto& f : c->files) files += (files.empty() ? "" : ", ") + f;
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == files; });
+      if (g == groups.end()) groups.emplace_back(files, engine);
+      else g->second += std::string(", ") + engine;
+    }
+    for (const auto& [files, engines] : groups) out.push_back(r.workload + " (" + engines + "): " + files);
+  }
+  return out;
+}
+
+std::string headline_gap(const HeadlineRow& r) {
+  std::string v = headline_value(r, r.impl_fp8);
+  if (v.ends_with(" *")) v.resize(v.size() - 2);  // the unit below says which counter
+  const std::string unit = r.impl_fp8.counter == "tokens_per_second" ? "tokens/s" : r.unit;
+  return r.workload + ": " + v + " " + unit + ", " +
+         (r.target_reached ? fmt_pct(*r.target_reached) : std::string("-")) + " of the target " + r.target_text +
+         (r.target_source.empty() ? "" : " (" + r.target_source + ")");
+}
+
 std::string describe_files(const Model& m, const std::vector<std::string>& files) {
   const std::set<std::string> s(files.begin(), files.end());
   if (s == m.provenance_files && s.size() > 1) return "all inputs";
@@ -900,6 +1211,7 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
   analyze_parity(cur, m);
   analyze_loss(cur, m);
   analyze_bench(cur, m);
+  analyze_headline(cur, m);
   for (const auto& f : cur.gpu_tests) m.gpu_tests.push_back(&f);
   m.provenance = collect_provenance(cur);
   for (const auto& f : cur.bench) m.bench_file_names.insert(f.path.filename().string());
@@ -915,6 +1227,9 @@ Model analyze(const ResultSet& cur, const ResultSet* base, const ReportOptions& 
     m.missing.push_back("Loss difference to the reference: no reference[bf16] curve in the inputs.");
   if (m.heat.empty()) m.missing.push_back("Per-layer logits parity: no forward comparison with per-layer taps in the inputs.");
   if (m.generation.empty()) m.missing.push_back("Generation agreement: no generation comparison in the inputs.");
+  if (m.headline.rows.empty())
+    m.missing.push_back("Headline: none of its end-to-end workloads (model/<preset>/<engine>/<BxS> prefill, "
+                        "e2e/train_step, e2e/decode, e2e/ttft of gemma-2b / gemma-7b) in the inputs.");
   if (m.workloads.rows.empty())
     m.missing.push_back("Throughput per workload: no end-to-end benchmarks (e2e/... or model/<preset>/<engine>/<BxS>) "
                         "in the inputs.");

@@ -140,6 +140,43 @@ struct WorkloadTable {
   std::vector<Row> rows;
 };
 
+// ---- headline: the end-to-end workloads the project is judged by, one row each -------------------------------
+
+// One engine's figure for one headline workload: the median over the input files that hold the benchmark, each
+// file giving its `_median` aggregate when it wrote one, else the median of its repetitions, else its `_mean`.
+struct HeadlineCell {
+  bool present = false;            // some benchmark matched (it may have reported an error)
+  std::optional<double> value;     // in the row's unit; empty when it errored or lacks the counter
+  std::string bench;               // the run name it came from
+  std::string counter;             // what `value` is: "tokens_per_second", "decode_tokens_per_second", "real_time"
+  std::vector<std::string> files;  // file names
+  std::string error;               // the benchmark's error message, when every sample errored
+};
+
+struct HeadlineRow {
+  std::string workload;  // "decode batch 1 gemma-2b P128+N256"
+  std::string unit;      // "tokens/s" | "decode tokens/s" | "s" | "ms"
+  bool higher_is_better = true;
+  HeadlineCell impl_fp8, impl_bf16, reference, hf;
+  std::string fp8_recipe;                // the impl FP8 variant used: "delayed" or "delayed+fp8head"
+  std::optional<double> vs_reference;    // impl FP8 over the reference, inverted for time rows: > 1 = impl faster
+  std::optional<double> roofline_frac;   // impl FP8's fraction of the ceiling below
+  std::string roofline_counter;          // hbm_roofline_frac | gemm_roofline_frac | fp8_ceiling_frac (the one expected
+                                         // when impl FP8 reports none)
+  std::string roofline_of;               // "the weight-bandwidth (HBM) roofline, 4.1 TB/s", "the FP8 GEMM ceiling, ..."
+  std::optional<double> target;          // in `unit`
+  std::string target_text;               // "1200 tok/s", "<= 2.5 s"
+  std::string target_source;             // where the target is set ("issue 7")
+  std::optional<double> target_reached;  // impl FP8's fraction of the target (inverted for time rows); >= 1: met
+  bool target_met() const { return target_reached && *target_reached >= 1; }
+};
+
+struct Headline {
+  std::vector<HeadlineRow> rows;  // the fixed workload order; a workload no input measured has no row
+  std::vector<std::size_t> gaps;  // rows whose target impl FP8 misses, least of the target reached first
+  bool any_fallback_counter = false;  // a decode cell is tokens_per_second (no decode_tokens_per_second)
+};
+
 struct MemoryRow {
   std::string where, what, source;  // "gemma-2b 8x2048", "impl_delayed weights_gib", file
   double gib = 0;
@@ -195,6 +232,7 @@ struct Model {
   std::vector<GenerationRow> generation;
 
   BenchSet bench;
+  Headline headline;                    // right after the verdict
   std::vector<BenchSection> sections;   // workloads, gemm, quantize, elementwise, attention, other
   GemmTable gemm;
   WorkloadTable workloads;
@@ -215,6 +253,23 @@ struct Model {
   std::vector<std::string> tests_newly_failing, tests_fixed;
   std::vector<std::pair<std::string, std::pair<double, double>>> loss_changes;  // label -> (then, now) final loss
 };
+
+// The headline's texts, shared by both renderers so they never disagree.
+// A cell: "230k" (tokens/s), "3.94" (s), "9.51" (ms); "666 *" for a decode cell that is tokens_per_second (the
+// benchmark reports no decode_tokens_per_second); "error"; "-" when no input has the benchmark or its counter.
+std::string headline_value(const HeadlineRow& r, const HeadlineCell& c);
+// "1200 tok/s: no (56%)", "<= 2.5 s: yes (104%)", "1200 tok/s: not measured"; "-" without a target.
+std::string headline_target(const HeadlineRow& r);
+// Which ceiling the row's "% of roofline" is against: "gemm_roofline_frac: the FP8 GEMM ceiling (1360 TFLOP/s,
+// documented)",
+// "hbm_roofline_frac: not reported", "no impl FP8 benchmark".
+std::string headline_roofline_note(const HeadlineRow& r);
+// The cells that are a median over several input files, grouped by row and files ("decode batch 1 gemma-2b
+// P128+N256 (impl FP8, impl BF16): bench_generate.json, bench_generate_b1.json"): the same benchmark in files of
+// repeated runs, or of runs at different commits, which a reader should know before quoting the figure.
+std::vector<std::string> headline_multi_file_cells(const Headline& h);
+// "decode batch 1 gemma-2b P128+N256: 666 decode tokens/s, 56% of the target 1200 tok/s (issue 7)".
+std::string headline_gap(const HeadlineRow& r);
 
 // "all inputs", "all 4 benchmark files" or the file names.
 std::string describe_files(const Model& m, const std::vector<std::string>& files);

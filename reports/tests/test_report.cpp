@@ -4,11 +4,16 @@
 // the planted regression. And what issue 10's session-4 report got wrong: the header names every commit of the
 // inputs and their time range; a heat-table header shows a threshold only when every row has it (else each cell
 // shows its own); wide heat tables sit in scrolling boxes; the loss difference is a moving mean, window stated.
+// The headline table: each cell from the right benchmark (the `_median` aggregate over `_mean`, model/ before
+// e2e/ for the reference, delayed+fp8head before delayed), '-' where no input has it, time rows' ratio inverted,
+// rows without data left out, the gaps to the targets least-reached first.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -123,7 +128,8 @@ TEST_F(FixtureReport, HtmlIsWellFormedAndSelfContained) {
 
 TEST_F(FixtureReport, ExpectedSectionsArePresent) {
   const std::string& html = plain_->html;
-  for (const char* id : {"verdict", "loss", "parity", "generation", "workloads", "gemm", "memory", "tests", "provenance"})
+  for (const char* id : {"verdict", "headline", "loss", "parity", "generation", "workloads", "gemm", "memory", "tests",
+                         "provenance"})
     EXPECT_TRUE(contains(html, std::string("id=\"") + id + "\"")) << id;
   EXPECT_FALSE(contains(html, "id=\"baseline\""));
   EXPECT_TRUE(contains(compared_->html, "id=\"baseline\""));
@@ -475,6 +481,296 @@ TEST(ReportLoss, MovingMeanRevealsADifferenceUnderTheBatchNoise) {
   EXPECT_TRUE(contains(r.html, "averaged over the 101 steps centred on it (a moving mean over about 5% of the 2000 "
                                "steps; the first and last 50 steps have no full window and are not drawn)"));
   tg::remove_tree(dir);
+}
+
+
+// ---- the headline table ----------------------------------------------------------------------------------------
+
+// Google Benchmark JSON entries for hand-made headline inputs. Times in ms; counters as extra members.
+nlohmann::json bench_iteration(const std::string& name, double ms, const nlohmann::json& counters = nlohmann::json::object()) {
+  nlohmann::json e = {{"name", name}, {"run_name", name}, {"run_type", "iteration"}, {"repetitions", 1},
+                      {"repetition_index", 0}, {"iterations", 1}, {"real_time", ms}, {"cpu_time", ms},
+                      {"time_unit", "ms"}};
+  e.update(counters);
+  return e;
+}
+
+nlohmann::json bench_aggregate(const std::string& name, const std::string& aggregate, double ms,
+                               const nlohmann::json& counters = nlohmann::json::object()) {
+  nlohmann::json e = bench_iteration(name, ms, counters);
+  e["name"] = name + "_" + aggregate;
+  e["run_type"] = "aggregate";
+  e["aggregate_name"] = aggregate;
+  return e;
+}
+
+nlohmann::json bench_json(const nlohmann::json& benchmarks) {
+  return {{"context", {{"tegemma_commit", "fixc00000003"}, {"fp8_gemm_ceiling_flops", "1360000000000000"},
+                       {"bf16_gemm_ceiling_flops", "711000000000000"},
+                       {"hbm_roofline_bytes_per_second", "4100000000000"}}},
+          {"benchmarks", benchmarks}};
+}
+
+// A directory of benchmark files written from JSON, removed by the destructor.
+struct BenchDir {
+  fs::path dir;
+  BenchDir(const std::string& tag, const std::map<std::string, nlohmann::json>& files) {
+    dir = fs::temp_directory_path() / ("tegemma_report_" + tag + "_" + std::to_string(::getpid()));
+    tg::remove_tree(dir);
+    fs::create_directories(dir);
+    for (const auto& [name, j] : files) write_file_atomic(dir / name, j.dump(1));
+  }
+  ~BenchDir() { tg::remove_tree(dir); }
+};
+
+// What bench_model, bench_reference and bench_generate would write, with decoys beside each headline benchmark:
+// another shape, the _mean aggregate, bench_reference's prefill beside bench_model's, plain delayed beside
+// delayed+fp8head, the FP8 KV cache variant of the TE tutorial. No hf_anchors.json.
+std::map<std::string, nlohmann::json> headline_inputs() {
+  const std::string delayed = "model/gemma-2b/impl_delayed/8x2048/min_time:0.500/manual_time";
+  const std::string ref = "model/gemma-2b/reference/8x2048/min_time:0.500/manual_time";
+  const std::string decode2b = "/gemma-2b/B1/P128+N256/iterations:3/manual_time";
+  const std::string decode7b = "/gemma-7b/B1/P128+N256/iterations:2/manual_time";
+  const std::string te = "/gemma-7b/B64/P20+N492/iterations:1/manual_time";
+  using J = nlohmann::json;
+  return {
+      {"bench_model.json",
+       bench_json(J::array({
+           // Three repetitions and their aggregates: the median (210k) is the figure, not the mean (236.7k).
+           bench_iteration(delayed, 80, {{"tokens_per_second", 200000.0}, {"gemm_roofline_frac", 0.60}}),
+           bench_iteration(delayed, 78, {{"tokens_per_second", 210000.0}, {"gemm_roofline_frac", 0.62}}),
+           bench_iteration(delayed, 55, {{"tokens_per_second", 300000.0}, {"gemm_roofline_frac", 0.80}}),
+           bench_aggregate(delayed, "mean", 71, {{"tokens_per_second", 236666.7}, {"gemm_roofline_frac", 0.673}}),
+           bench_aggregate(delayed, "median", 78, {{"tokens_per_second", 210000.0}, {"gemm_roofline_frac", 0.62}}),
+           bench_aggregate(delayed, "stddev", 13, {{"tokens_per_second", 55000.0}}),
+           bench_iteration("model/gemma-2b/impl_delayed/4x2048/min_time:0.500/manual_time", 10, {{"tokens_per_second", 999.0}}),
+           bench_iteration("model/gemma-2b/impl_bf16/8x2048/min_time:0.500/manual_time", 117, {{"tokens_per_second", 140000.0}}),
+           // Aggregates only (--benchmark_report_aggregates_only): the median again.
+           bench_aggregate(ref, "mean", 137, {{"tokens_per_second", 120000.0}}),
+           bench_aggregate(ref, "median", 164, {{"tokens_per_second", 100000.0}}),
+           // gemma-7b at a shape that is not the headline's (4x2048): no row for it.
+           bench_iteration("model/gemma-7b/impl_delayed/8x2048/min_time:0.500/manual_time", 300, {{"tokens_per_second", 55000.0}}),
+       }))},
+      {"bench_reference.json",
+       bench_json(J::array({
+           bench_iteration("e2e/prefill/reference/bf16/gemma-2b/B8xS2048/iterations:12/manual_time", 328,
+                           {{"tokens_per_second", 50000.0}}),
+           bench_iteration("e2e/decode/reference/bf16" + decode2b, 2133, {{"tokens_per_second", 120.0}}),
+           bench_iteration("e2e/decode/reference/bf16" + te, 7500, {{"tokens_per_second", 4198.0}}),
+       }))},
+      {"bench_generate.json",
+       bench_json(J::array({
+           bench_iteration("e2e/decode/impl/delayed" + decode2b, 371,
+                           {{"decode_tokens_per_second", 700.0}, {"tokens_per_second", 690.0}, {"hbm_roofline_frac", 0.3}}),
+           bench_iteration("e2e/decode/impl/delayed+fp8head" + decode2b, 269,
+                           {{"decode_tokens_per_second", 960.0}, {"tokens_per_second", 950.0}, {"hbm_roofline_frac", 0.45}}),
+           bench_iteration("e2e/decode/impl/bf16" + decode2b, 500, {{"decode_tokens_per_second", 512.0}}),
+           bench_iteration("e2e/decode/impl/delayed+fp8head" + decode7b, 640, {{"decode_tokens_per_second", 400.0}}),
+           J{{"name", "e2e/decode/impl/bf16" + decode7b}, {"run_name", "e2e/decode/impl/bf16" + decode7b},
+             {"run_type", "iteration"}, {"error_occurred", true}, {"error_message", "fixture: out of memory"}},
+           bench_iteration("e2e/decode/impl/delayed" + te, 5000, {{"seconds", 5.0}}),
+           bench_iteration("e2e/decode/impl/delayed+fp8kv" + te, 1000, {{"seconds", 1.0}}),
+           bench_iteration("e2e/decode/impl/bf16" + te, 6000, {{"seconds", 6.0}}),
+       }))},
+  };
+}
+
+const model::HeadlineRow* headline_row(const model::Model& m, const std::string& workload) {
+  for (const auto& r : m.headline.rows)
+    if (r.workload == workload) return &r;
+  return nullptr;
+}
+
+TEST(ReportHeadline, CellsAndRatioComeFromTheRightBenchmarks) {
+  BenchDir run("headline", headline_inputs());
+  const ResultSet rs = load_results({run.dir});
+  const model::Model m = model::analyze(rs, nullptr, fixed_time());
+
+  const auto* prefill = headline_row(m, "prefill gemma-2b 8x2048");
+  ASSERT_NE(prefill, nullptr);
+  EXPECT_EQ(prefill->unit, "tokens/s");
+  ASSERT_TRUE(prefill->impl_fp8.value);
+  EXPECT_DOUBLE_EQ(*prefill->impl_fp8.value, 210000.0);  // the _median aggregate, not the _mean or the 4x2048 decoy
+  EXPECT_EQ(prefill->impl_fp8.bench, "model/gemma-2b/impl_delayed/8x2048/min_time:0.500/manual_time");
+  EXPECT_EQ(prefill->impl_fp8.files, std::vector<std::string>{"bench_model.json"});
+  EXPECT_DOUBLE_EQ(*prefill->impl_bf16.value, 140000.0);
+  // bench_model's reference (aggregates only: the median) before bench_reference's e2e/prefill (50k).
+  EXPECT_DOUBLE_EQ(*prefill->reference.value, 100000.0);
+  EXPECT_EQ(prefill->reference.bench, "model/gemma-2b/reference/8x2048/min_time:0.500/manual_time");
+  EXPECT_FALSE(prefill->hf.present);
+  ASSERT_TRUE(prefill->vs_reference);
+  EXPECT_DOUBLE_EQ(*prefill->vs_reference, 2.1);
+  ASSERT_TRUE(prefill->roofline_frac);
+  EXPECT_DOUBLE_EQ(*prefill->roofline_frac, 0.62);  // the median repetition's counter
+  EXPECT_EQ(model::headline_roofline_note(*prefill), "gemm_roofline_frac: the FP8 GEMM ceiling (1360 TFLOP/s, documented)");
+  EXPECT_FALSE(prefill->target);
+
+  // Decode: delayed+fp8head before delayed; decode_tokens_per_second; the reference has only tokens_per_second.
+  const auto* decode = headline_row(m, "decode batch 1 gemma-2b P128+N256");
+  ASSERT_NE(decode, nullptr);
+  EXPECT_EQ(decode->fp8_recipe, "delayed+fp8head");
+  EXPECT_DOUBLE_EQ(*decode->impl_fp8.value, 960.0);
+  EXPECT_EQ(decode->impl_fp8.counter, "decode_tokens_per_second");
+  EXPECT_EQ(decode->reference.counter, "tokens_per_second");
+  EXPECT_DOUBLE_EQ(*decode->vs_reference, 8.0);
+  EXPECT_DOUBLE_EQ(*decode->roofline_frac, 0.45);
+  EXPECT_EQ(decode->roofline_counter, "hbm_roofline_frac");
+  EXPECT_DOUBLE_EQ(*decode->target_reached, 0.8);
+  EXPECT_FALSE(decode->target_met());
+
+  // An errored benchmark is shown as such, not as missing.
+  const auto* decode7b = headline_row(m, "decode batch 1 gemma-7b P128+N256");
+  ASSERT_NE(decode7b, nullptr);
+  EXPECT_EQ(decode7b->impl_bf16.error, "fixture: out of memory");
+  EXPECT_EQ(model::headline_value(*decode7b, decode7b->impl_bf16), "error");
+  EXPECT_TRUE(decode7b->target_met());  // 400 >= 380
+
+  const RenderedReport r = render_report(rs, nullptr, fixed_time());
+  const std::string& md = r.markdown;
+  EXPECT_TRUE(contains(md, "| prefill gemma-2b 8x2048 (tokens/s) | 210k | 140k | 100k | - | 2.10x | 62% | - |\n")) << md;
+  EXPECT_TRUE(contains(md, "| decode batch 1 gemma-2b P128+N256 (decode tokens/s) | 960 (delayed+fp8head) | 512 | "
+                           "120 * | - | 8.00x | 45% | 1200 tok/s: no (80%) |\n"))
+      << md;
+  EXPECT_TRUE(contains(md, "| decode batch 1 gemma-7b P128+N256 (decode tokens/s) | 400 (delayed+fp8head) | error | - | "
+                           "- | - | - | 380 tok/s: yes (105%) |\n"))
+      << md;
+  EXPECT_TRUE(contains(md, "\\* no `decode_tokens_per_second` in the benchmark"));
+  EXPECT_EQ(xml_problem(r.html), "");
+  EXPECT_TRUE(contains(r.html, "<tr><td>prefill gemma-2b 8x2048<br/><span class=\"note\">tokens/s, higher is better"
+                               "</span></td><td class=\"numw\" title=\"model/gemma-2b/impl_delayed/8x2048/min_time:0.500/"
+                               "manual_time\ntokens_per_second\nbench_model.json\">210k</td>"))
+      << r.html;
+  EXPECT_TRUE(contains(r.html, "<li>prefill gemma-2b 8x2048: gemm_roofline_frac: the FP8 GEMM ceiling (1360 TFLOP/s, documented)</li>"));
+}
+
+TEST(ReportHeadline, MissingHfFileGivesADashAndHfAnchorsFillTheColumn) {
+  auto files = headline_inputs();
+  {
+    BenchDir run("headline_nohf", files);
+    const RenderedReport r = render_report(load_results({run.dir}), nullptr, fixed_time());
+    // The HF column is the fifth: '-' in every row.
+    EXPECT_TRUE(contains(r.markdown, "| 210k | 140k | 100k | - | 2.10x |"));
+    EXPECT_TRUE(contains(r.markdown, "| 5 | 6 | 7.5 | - | 1.50x |"));
+    EXPECT_TRUE(contains(r.html, ">7.5</td><td class=\"num\">-</td><td class=\"num\">1.50x</td>")) << r.html;
+  }
+  // hf_anchors.py's names: `hf` where the reference has `reference`.
+  files["hf_anchors.json"] = bench_json(nlohmann::json::array({
+      bench_iteration("e2e/prefill/hf/bf16/gemma-2b/B8xS2048/iterations:3/manual_time", 182, {{"tokens_per_second", 90000.0}}),
+      bench_iteration("e2e/decode/hf/bf16/gemma-2b/B1/P128+N256/iterations:2/manual_time", 2560, {{"tokens_per_second", 100.0}}),
+      bench_iteration("e2e/decode/hf/bf16/gemma-7b/B64/P20+N492/iterations:1/manual_time", 6930, {{"tokens_per_second", 4544.0}}),
+  }));
+  BenchDir run("headline_hf", files);
+  const model::Model m = model::analyze(load_results({run.dir}), nullptr, fixed_time());
+  const auto* prefill = headline_row(m, "prefill gemma-2b 8x2048");
+  ASSERT_NE(prefill, nullptr);
+  EXPECT_DOUBLE_EQ(*prefill->hf.value, 90000.0);
+  EXPECT_EQ(prefill->hf.files, std::vector<std::string>{"hf_anchors.json"});
+  EXPECT_DOUBLE_EQ(*headline_row(m, "decode batch 1 gemma-2b P128+N256")->hf.value, 100.0);
+  EXPECT_DOUBLE_EQ(*headline_row(m, "TE tutorial gemma-7b B64 P20+N492")->hf.value, 6.93);  // real_time in seconds
+  const std::string md = model::render_markdown(m);
+  EXPECT_TRUE(contains(md, "| 210k | 140k | 100k | 90k | 2.10x |")) << md;
+  EXPECT_TRUE(contains(md, "| 5 | 6 | 7.5 | 6.93 | 1.50x |")) << md;
+}
+
+TEST(ReportHeadline, TimeRowsAreLowerIsBetterWithTheRatioInverted) {
+  BenchDir run("headline_time", headline_inputs());
+  const model::Model m = model::analyze(load_results({run.dir}), nullptr, fixed_time());
+  const auto* te = headline_row(m, "TE tutorial gemma-7b B64 P20+N492");
+  ASSERT_NE(te, nullptr);
+  EXPECT_FALSE(te->higher_is_better);
+  EXPECT_EQ(te->unit, "s");
+  // impl/delayed (5 s), not delayed+fp8kv (1 s); real_time in seconds.
+  EXPECT_EQ(te->impl_fp8.bench, "e2e/decode/impl/delayed/gemma-7b/B64/P20+N492/iterations:1/manual_time");
+  EXPECT_DOUBLE_EQ(*te->impl_fp8.value, 5.0);
+  EXPECT_EQ(te->impl_fp8.counter, "real_time");
+  EXPECT_DOUBLE_EQ(*te->reference.value, 7.5);
+  // Reference time over impl time: > 1 means impl is faster, as in the tokens/s rows.
+  EXPECT_DOUBLE_EQ(*te->vs_reference, 1.5);
+  // <= 2.5 s reached to 2.5 / 5 = 50%.
+  EXPECT_DOUBLE_EQ(*te->target_reached, 0.5);
+  EXPECT_EQ(model::headline_target(*te), "<= 2.5 s: no (50%)");
+  EXPECT_TRUE(contains(model::render_markdown(m),
+                       "| TE tutorial gemma-7b B64 P20+N492 (s, lower is better) | 5 | 6 | 7.5 | - | 1.50x | - | "
+                       "<= 2.5 s: no (50%) |\n"));
+}
+
+TEST(ReportHeadline, RowsWithoutDataAreOmitted) {
+  BenchDir run("headline_rows", headline_inputs());
+  const model::Model m = model::analyze(load_results({run.dir}), nullptr, fixed_time());
+  std::vector<std::string> rows;
+  for (const auto& r : m.headline.rows) rows.push_back(r.workload);
+  // No gemma-7b 4x2048 prefill (only 8x2048), no train step, no time to first token in these inputs.
+  EXPECT_EQ(rows, (std::vector<std::string>{"prefill gemma-2b 8x2048", "decode batch 1 gemma-2b P128+N256",
+                                            "decode batch 1 gemma-7b P128+N256", "TE tutorial gemma-7b B64 P20+N492"}));
+  const RenderedReport r = render_report(load_results({run.dir}), nullptr, fixed_time());
+  EXPECT_FALSE(contains(r.markdown, "prefill gemma-7b"));
+  EXPECT_FALSE(contains(r.html, "train step"));
+
+  // Inputs with none of the headline workloads: no section, and the note says why.
+  const RenderedReport g = render_report(load_results({kFixtures / "run_a" / "bench_gemm.json"}), nullptr, fixed_time());
+  EXPECT_FALSE(contains(g.html, "id=\"headline\""));
+  EXPECT_FALSE(contains(g.markdown, "### Headline"));
+  EXPECT_TRUE(contains(g.html, "Headline: none of its end-to-end workloads"));
+  EXPECT_TRUE(contains(g.markdown, "Headline: none of its end-to-end workloads"));
+}
+
+TEST(ReportHeadline, GapsToTargetsLeastReachedFirst) {
+  BenchDir run("headline_gaps", headline_inputs());
+  const model::Model m = model::analyze(load_results({run.dir}), nullptr, fixed_time());
+  // Decode gemma-2b reaches 80% of 1200 tok/s, the TE tutorial 50% of <= 2.5 s; decode gemma-7b meets 380 tok/s.
+  std::vector<std::string> gaps;
+  for (std::size_t i : m.headline.gaps) gaps.push_back(m.headline.rows[i].workload);
+  EXPECT_EQ(gaps, (std::vector<std::string>{"TE tutorial gemma-7b B64 P20+N492", "decode batch 1 gemma-2b P128+N256"}));
+  const std::string md = model::render_markdown(m);
+  EXPECT_TRUE(contains(md, "Largest gaps to targets:\n\n"
+                           "1. TE tutorial gemma-7b B64 P20+N492: 5 s, 50% of the target <= 2.5 s (issue 7)\n"
+                           "2. decode batch 1 gemma-2b P128+N256: 960 decode tokens/s, 80% of the target 1200 tok/s "
+                           "(issue 7)\n"))
+      << md;
+  const std::string html = model::render_html(m);
+  EXPECT_EQ(xml_problem(html), "");
+  EXPECT_TRUE(contains(html, "<h3>Largest gaps to targets</h3><ol><li>TE tutorial gemma-7b B64 P20+N492: 5 s, 50% of "
+                             "the target &lt;= 2.5 s (issue 7)</li><li>decode batch 1 gemma-2b P128+N256: 960 decode "
+                             "tokens/s, 80% of the target 1200 tok/s (issue 7)</li></ol>"))
+      << html;
+  // The section sits right after the verdict, before the other sections.
+  const auto verdict = html.find("<section id=\"verdict\">"), headline = html.find("<section id=\"headline\">");
+  ASSERT_NE(headline, std::string::npos);
+  EXPECT_LT(verdict, headline);
+  EXPECT_EQ(html.find("<section", verdict + 1), headline);
+}
+
+TEST(ReportHeadline, CeilingIsNamedMeasuredOrDocumented) {
+  // bench_train measures its FP8 ceiling first and divides by it: the caption says so. Its gemm_roofline_frac is
+  // against the BF16 ceiling; fp8_ceiling_frac, the FP8 one, is the figure shown.
+  nlohmann::json train = bench_json(nlohmann::json::array({
+      bench_iteration("e2e/ceiling/impl/fp8/8192x8192x8192/iterations:50/manual_time", 0.73, {{"gemm_roofline_frac", 1.0}}),
+      bench_iteration("e2e/train_step/impl/delayed/gemma-2b/B4xS2048/iterations:10/manual_time", 196,
+                      {{"tokens_per_second", 41771.6}, {"gemm_roofline_frac", 0.862}, {"fp8_ceiling_frac", 0.428}}),
+  }));
+  train["context"]["fp8_gemm_ceiling_flops"] = "1510488141244995.5";
+  BenchDir run("headline_ceiling", {{"bench_train.json", train}});
+  const model::Model m = model::analyze(load_results({run.dir}), nullptr, fixed_time());
+  ASSERT_EQ(m.headline.rows.size(), 1u);
+  const auto& row = m.headline.rows.front();
+  EXPECT_EQ(row.workload, "train step gemma-2b 4x2048");
+  EXPECT_DOUBLE_EQ(*row.roofline_frac, 0.428);
+  EXPECT_EQ(model::headline_roofline_note(row), "fp8_ceiling_frac: the FP8 GEMM ceiling (1510 TFLOP/s, measured in this run)");
+  EXPECT_EQ(model::headline_value(row, row.reference), "-");
+  EXPECT_TRUE(contains(model::render_markdown(m), "| train step gemma-2b 4x2048 (tokens/s) | 41.8k | - | - | - | - | 43% | - |\n"));
+}
+
+TEST_F(FixtureReport, HeadlineOfTheFixtureRun) {
+  // run_a: bench_model's 8x2048 workload, its `hf` engine in the HF column; bench_e2e's decode without impl.
+  const std::string& md = plain_->markdown;
+  EXPECT_TRUE(contains(md, "| prefill gemma-2b 8x2048 (tokens/s) | 78.9k | 52.5k | 41k | 38.8k | 1.92x | 35% | - |\n")) << md;
+  EXPECT_TRUE(contains(md, "| decode batch 1 gemma-2b P128+N256 (decode tokens/s) | - | - | 122 * | 98.5 * | - | - | "
+                           "1200 tok/s: not measured |\n"))
+      << md;
+  EXPECT_FALSE(contains(md, "Largest gaps to targets"));  // the only target is not measured
+  // The Markdown headline comes before the baseline comparison.
+  const std::string& cmd = compared_->markdown;
+  EXPECT_LT(cmd.find("### Headline"), cmd.find("### Against the baseline"));
 }
 
 }  // namespace
