@@ -224,14 +224,11 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
-// The standalone amax (!kStore) is always launched with PDL right after amax_zero_kernel (compute_amax): it reads x
-// before its pdl_wait -- x was complete before the zeroing kernel started, which had no PDL of its own -- and waits
-// only before its atomic, so the zeroing's launch gap overlaps the reads instead of preceding them.
 template <typename IT, bool kE5M2, bool kStore, bool kVec>
 __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
-  if constexpr (kStore) dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   __shared__ uint32_t scratch[kFlatThreads / 32];
   constexpr int kEl = kFlatVecElems<IT>;
@@ -271,8 +268,7 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if constexpr (!kStore) dev::pdl_wait();  // amax_zero_kernel has completed and its store is visible
-    if (threadIdx.x == 0) amax_max(amax, key);
+    if (threadIdx.x == 0) amax_max(amax, key);  // compute_amax zeroed it before the launch
   }
   if constexpr (kStore) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -281,14 +277,6 @@ __global__ void __launch_bounds__(kFlatThreads)
       if (scale_inv2 != nullptr) *scale_inv2 = si;
     }
   }
-}
-
-// *amax = 0 for the standalone amax that follows it in the stream (compute_amax). Launched without PDL, so it starts
-// only once everything before it has completed (in particular the producer of x); it lets the amax kernel start at
-// once.
-__global__ void amax_zero_kernel(float* amax) {
-  dev::pdl_launch_dependents();
-  *amax = 0.0f;
 }
 
 // ---- Fused cast + transpose, per-tensor and block modes ---------------------------------------------------------
@@ -716,15 +704,12 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
   const cudaStream_t st = cuda_stream(stream);
-  // Zeroed by a one-thread kernel, then max-reduced by the amax kernel launched with PDL: its reads overlap the
-  // zeroing's launch and run (it waits only before its atomic). A memset node before a plain launch measured 76.9% of
-  // HBM at 8192x3072 (the launch gap between the two in the time); an in-kernel overwrite (each block's max into a
-  // running word, a ticket counter, the last block copies and resets) 74.2% (bench_kernels, 2026-11-30).
-  amax_zero_kernel<<<1, 1, 0, st>>>(amax.ptr<float>());
-  TG_CHECK_LAUNCH("amax_zero_kernel");
+  // Zeroed by a memset node, then max-reduced. An in-kernel overwrite (each block's max into a running word, a
+  // ticket counter, the last block copies and resets) measured slower on the H200: 74.2% vs 76.9% of HBM at
+  // 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays.
+  TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
   const int64_t n = x.numel();
   if (n == 0) return;
-  const ProgrammaticLaunchScope pdl;  // the amax kernel's contract above: it always follows amax_zero_kernel
   const bool vec = aligned16(x.data);
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
