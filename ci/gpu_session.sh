@@ -14,19 +14,23 @@
 #   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings); an item
 #                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
 #   --sanitize TOOLS  ci/gpu_sanitize.sh --tools TOOLS (side by side) over the gpu test binaries with what time is left
-#                     (--sanitize-binaries REGEX: only the binaries whose path matches, e.g. 'kernels/tests')
+#                     (--sanitize-binaries REGEX: only the binaries whose path matches, e.g. 'kernels/tests';
+#                     --sanitize-until S: on 2 GPUs, stop by S seconds from the start so the timing stages can run)
 #   --parity SUITE    `tegemma parity --suite SUITE --device cuda` in the background beside the tests (parity_SUITE.json
 #                     and .log in the results); with --curves it runs after the curves instead, with the trained
 #                     small model (the impl bf16 run's last checkpoint) added (--add-model)
 #   --hf-roundtrip    ci/hf_roundtrip.sh (HF transformers loads a tegemma-saved checkpoint) after the benchmarks
 #   --bench-suite S   ci/bench_sets.sh's suites after the tests, in order (quick, full or quick,full)
-#   --hf-anchors      bench/hf_anchors.py (HF transformers on the end-to-end workloads, --compile off: eager decode,
-#                     no torch.compile minutes inside a device call) -> hf_anchors.json
+#   --hf-anchors      bench/hf_anchors.py after the bench suites (HF transformers on the end-to-end workloads,
+#                     --compile off: eager decode, no torch.compile minutes inside a device call) -> hf_anchors.json
 #   --decode-ab CFGS  ci/decode_ab.sh with CONFIGS=CFGS (comma list) after the benchmarks -> decode_ab/
 #   --profile-decode  ncu per-kernel durations of gemma-2b decode steps inside the CUDA graph -> ncu_decode.csv
-# Two GPUs or more: --sanitize and --hf-anchors run on the last GPU (the "side lane", in the background from the
-# end of the build), everything else on GPU 0, so a 2-GPU machine does the sanitizers beside the benchmarks. One GPU:
-# the side lane's stages run after the others, on it.
+# Two GPUs or more: --sanitize runs on the last GPU (the "side lane", in the background from the end of the build,
+# until --sanitize-until S seconds from the start, default the deadline) beside the tests, curves and parity on
+# GPU 0. Every timing stage (bench suites, benches, HF anchors, decode A/B, profile) first waits for the side lane:
+# compute-sanitizer keeps host cores busy, and host-bound workloads measured beside it are wrong (session 5: the
+# LibTorch reference's eager decode took 6.7 s instead of 2.05 s beside three sanitizer processes). One GPU: the
+# sanitizers run last, on it.
 # ctest runs CTEST_PARALLEL (default 8) tests at once: the GPU tests' CPU twins dominate their time.
 #
 # Device command, from a committed working tree (echo the commit into .commit first: the tree travels without .git):
@@ -34,7 +38,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
-hfa=0 dab="" prof=0 sbins=""
+hfa=0 dab="" prof=0 sbins="" suntil=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
     --decode-ab) dab=$2; shift 2;;
     --profile-decode) prof=1; shift;;
     --sanitize-binaries) sbins=$2; shift 2;;
+    --sanitize-until) suntil=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -73,22 +78,25 @@ fi
 echo "== build done at $(( $(date +%s) - t0 ))s"
 bin=$build/cli/tegemma
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU') || ngpu=1
-side_lane() {  # GPU $1: HF anchors, then the sanitizers with the time left
-  if [ "$hfa" = 1 ] && [ "$(left)" -gt 90 ]; then
-    ( export CUDA_VISIBLE_DEVICES=$1 PYTHONUNBUFFERED=1
-      timeout "$(( $(left) - 40 ))" python3 "$src/bench/hf_anchors.py" --compile off --out "$out/hf_anchors.json" ) \
-      > "$out/hf_anchors.log" 2>&1
-    echo "== hf anchors rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_anchors.log"
-  fi
-  if [ -n "$sanitize" ] && [ "$(left)" -gt 90 ]; then
-    TEGEMMA_BUILD_DIR=$build timeout "$(( $(left) - 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" \
-      --tools "$sanitize" --gpus "$1" --budget "$(( $(left) - 45 ))" --no-build ${sbins:+--binaries "$sbins"} \
+side_lane() {  # GPU $1: the sanitizers, until --sanitize-until (or the deadline)
+  local until=${suntil:-$deadline} budget
+  budget=$(( until - ($(date +%s) - t0) - 45 ))
+  if [ -n "$sanitize" ] && [ "$budget" -gt 45 ]; then
+    TEGEMMA_BUILD_DIR=$build timeout "$(( budget + 30 ))" "$src/ci/gpu_sanitize.sh" --src "$src" --out "$out/sanitize" \
+      --tools "$sanitize" --gpus "$1" --budget "$budget" --no-build ${sbins:+--binaries "$sbins"} \
       > "$out/sanitize.log" 2>&1
     tail -6 "$out/sanitize.log"
   fi
 }
+wait_side() {  # before any timing stage: nothing else may load the host
+  [ -n "$spid" ] || return 0
+  wait "$spid"
+  cat "$out/side_lane.log"
+  echo "== side lane done at $(( $(date +%s) - t0 ))s"
+  spid=""
+}
 spid=""
-if [ "$ngpu" -ge 2 ]; then
+if [ "$ngpu" -ge 2 ] && [ -n "$sanitize" ]; then
   side_lane $(( ngpu - 1 )) > "$out/side_lane.log" 2>&1 &
   spid=$!
   export CUDA_VISIBLE_DEVICES=0
@@ -135,6 +143,7 @@ if [ -n "$ppid_" ]; then
   tail -3 "$out/parity_$parity.log"
   echo "== parity done at $(( $(date +%s) - t0 ))s"
 fi
+[ -n "$bsuite$benches$dab" ] || [ "$hfa" = 1 ] || [ "$prof" = 1 ] && wait_side
 IFS=, read -ra suites <<< "$bsuite"
 for su in "${suites[@]}"; do
   [ "$(left)" -gt 60 ] || { echo "== no time left for bench suite $su"; break; }
@@ -155,6 +164,12 @@ if [ "$hfrt" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 30 ))" "$src/ci/hf_roundtrip.sh" "$bin" "$out/hf_roundtrip" cuda > "$out/hf_roundtrip.log" 2>&1
   echo "== hf roundtrip rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_roundtrip.log"
 fi
+if [ "$hfa" = 1 ] && [ "$(left)" -gt 90 ]; then
+  ( export PYTHONUNBUFFERED=1
+    timeout "$(( $(left) - 40 ))" python3 "$src/bench/hf_anchors.py" --compile off --out "$out/hf_anchors.json" ) \
+    > "$out/hf_anchors.log" 2>&1
+  echo "== hf anchors rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/hf_anchors.log"
+fi
 if [ -n "$dab" ] && [ "$(left)" -gt 60 ]; then
   CONFIGS=${dab//,/ } timeout "$(( $(left) - 30 ))" "$src/ci/decode_ab.sh" "$build" "$out/decode_ab" > "$out/decode_ab.log" 2>&1
   echo "== decode A/B rc=$? at $(( $(date +%s) - t0 ))s"; cat "$out/decode_ab/summary.txt" 2>/dev/null
@@ -171,8 +186,7 @@ if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
   echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/ncu_decode.err"
 fi
 if [ -n "$spid" ]; then
-  wait "$spid"
-  cat "$out/side_lane.log"
-elif [ "$hfa" = 1 ] || [ -n "$sanitize" ]; then
+  wait_side
+elif [ -n "$sanitize" ]; then
   side_lane 0
 fi
