@@ -11,11 +11,16 @@
 #        for the reference), train step 4x2048, decode B1 P128+N256. Budget (issue 9): under 2 minutes on the H200
 #        (binaries load, draw random weights and warm up; bench_suite.json records each binary's wall time).
 #  full  every benchmark of every binary. Kernel-level binaries (kernels, gemm, elementwise, attention): 3 repetitions
-#        of min time 0.1 s, aggregates only (the median is what the report reads). End-to-end binaries (model, train,
+#        of min time 0.01 s, aggregates only (the median is what the report reads). End-to-end binaries (model, train,
 #        reference, generate): their own fixed iteration counts (2-12 timed runs of a whole step, prefill or
 #        generation, each run timed alone), one repetition: three would triple bench_generate's ~90 s of timed
 #        generations (the TE tutorial shape alone is 4-5 s per run, 8 variants) and break the 10-minute budget.
-#        Budget: under 10 minutes (estimate from the session-2/3 single-repetition timings: ~6-7 minutes).
+#        Budget: under 10 minutes. Session 5 (3843edc) with min time 0.1 s: bench_kernels alone took 259 s (64
+#        benchmarks; the rotating-buffer benchmarks report the time per launch, so 0.1 s of manual time is up to 17x
+#        that of GPU work, and random_device redrew its host pattern for every buffer set) and bench_gemm did not
+#        finish in the next 256 s (~1.2 s per benchmark, ~230 of them). Hence 0.01 s (the quantize and GEMM
+#        repetitions' cv was 0.0-0.3% at 0.1 s) and the pattern drawn once per dtype. Estimate, to be measured:
+#        kernel level ~200 s, end to end ~300 s.
 # bench/hf_anchors.py writes HF transformers' figures for the same workloads in the same format (run it beside).
 set -uo pipefail
 
@@ -67,7 +72,7 @@ tegemma_bench_args() {
   if [ "$1" = full ]; then
     case $2 in
       bench_model|bench_train|bench_reference|bench_generate) echo "--benchmark_repetitions=1 --benchmark_min_warmup_time=0";;
-      *) echo "--benchmark_min_time=0.1s --benchmark_repetitions=3 --benchmark_report_aggregates_only=true --benchmark_min_warmup_time=0.05";;
+      *) echo "--benchmark_min_time=0.01s --benchmark_repetitions=3 --benchmark_report_aggregates_only=true --benchmark_min_warmup_time=0";;
     esac
   else
     echo "--benchmark_min_time=0.05s --benchmark_repetitions=1 --benchmark_min_warmup_time=0"

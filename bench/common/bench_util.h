@@ -60,7 +60,8 @@ class CudaEventTimer {
 };
 
 // A device tensor of `shape` in `dtype` (any float format), filled by tiling a 16 MiB host pattern of about
-// N(0, 1) values (Irwin-Hall(4)) drawn from `seed`. Never zeros: GEMM power, and so clocks, depend on the data.
+// N(0, 1) values (Irwin-Hall(4), drawn once per dtype), started at an element chosen by `seed`. Never zeros: GEMM
+// power, and so clocks, depend on the data.
 Tensor random_device(DType dtype, Shape shape, uint64_t seed);
 
 // Adds a key to the JSON context (call before RunSpecifiedBenchmarks, e.g. from a binary's setup).
