@@ -146,7 +146,19 @@ Context context(int device, cudaStream_t stream) {
   }
   c.handle = h->second;
   auto w = workspaces.find({device, stream});
-  if (w == workspaces.end()) w = workspaces.emplace(std::make_pair(device, stream), Buffer(kWorkspaceBytes, Device::CUDA)).first;
+  if (w == workspaces.end()) {
+    w = workspaces.emplace(std::make_pair(device, stream), Buffer(kWorkspaceBytes, Device::CUDA)).first;
+    // Zeroed once: cuBLASLt's split-K reduction reads workspace words that no kernel of the call wrote
+    // (compute-sanitizer initcheck on the H200, session 5: cublasLt::splitKreduce_kernel in
+    // GemmGpu.DeterministicModeIsBitwiseRepeatable, whose results were bit-exact all the same); a read of
+    // uninitialised memory is a finding whatever it feeds. Not while the stream is being captured: the memset
+    // would become a node of the graph (a captured GEMM's workspace exists from its eager warm-up).
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    TG_CHECK_CUDA(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing == cudaStreamCaptureStatusNone) {
+      TG_CHECK_CUDA(cudaMemsetAsync(w->second.data(), 0, kWorkspaceBytes, stream));
+    }
+  }
   c.workspace = w->second.data();
   return c;
 }
