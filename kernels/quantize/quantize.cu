@@ -190,7 +190,7 @@ __device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
 
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
 constexpr int kFlatThreads = 256;
-constexpr int kFlatUnroll = 4;  // 16-byte loads in flight per thread (64 bytes)
+constexpr int kFlatUnroll = 4;  // 16-byte loads in flight per thread (64 bytes); the standalone amax: tuning below
 
 // Elements per 16-byte input vector: 8 for BF16/F16 (8 FP8 bytes out), 4 for F32 (4 bytes out).
 template <typename IT>
@@ -219,12 +219,12 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 }
 
 // kStore: write q (cast); otherwise amax only. kVec: x and q are 16-byte aligned (any n; the tail is element-wise).
-// The unit is one 16-byte input vector, thread t of the grid takes vectors t, t + stride, ... (kFlatUnroll of them
+// The unit is one 16-byte input vector, thread t of the grid takes vectors t, t + stride, ... (kUnroll of them
 // per loop step, all loads issued before any use): every warp-wide load covers 512 contiguous bytes (whole 32-byte
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
-template <typename IT, bool kE5M2, bool kStore, bool kVec>
+template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll>
 __global__ void __launch_bounds__(kFlatThreads)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
@@ -241,15 +241,15 @@ __global__ void __launch_bounds__(kFlatThreads)
     const uint4* xv = reinterpret_cast<const uint4*>(x);
     const int64_t nvec = n / kEl;
     done = nvec * kEl;
-    for (int64_t v0 = tid; v0 < nvec; v0 += stride * kFlatUnroll) {
-      uint4 in[kFlatUnroll];
+    for (int64_t v0 = tid; v0 < nvec; v0 += stride * kUnroll) {
+      uint4 in[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kFlatUnroll; ++u) {
+      for (int u = 0; u < kUnroll; ++u) {
         const int64_t v = v0 + u * stride;
         in[u] = v < nvec ? __ldg(xv + v) : make_uint4(0u, 0u, 0u, 0u);  // zero never raises the amax
       }
 #pragma unroll
-      for (int u = 0; u < kFlatUnroll; ++u) {
+      for (int u = 0; u < kUnroll; ++u) {
         key = max(key, abs_key16<IT>(in[u]));
         if constexpr (kStore) {
           const int64_t v = v0 + u * stride;
@@ -711,14 +711,25 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = aligned16(x.data);
+  const int loads = tuning::amax_loads() != 0 ? tuning::amax_loads() : kFlatUnroll;
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
     dispatch_bool(vec, [&](auto v) {
-      constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value>;
-      constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
-      const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-      launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-             amax.ptr<float>(), n);
+      auto go = [&](auto unroll) {
+        constexpr int kU = decltype(unroll)::value;
+        constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value, kU>;
+        constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kU * kFlatVecElems<IT>;
+        const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
+        launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
+               amax.ptr<float>(), n);
+      };
+      if (loads == 16) {
+        go(std::integral_constant<int, 16>{});
+      } else if (loads == 8) {
+        go(std::integral_constant<int, 8>{});
+      } else {
+        go(std::integral_constant<int, kFlatUnroll>{});
+      }
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");
@@ -771,6 +782,15 @@ void set_cast_transpose_tile_rows(int rows) {
   g_tile_rows.store(rows, std::memory_order_relaxed);
 }
 int cast_transpose_tile_rows() { return g_tile_rows.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<int> g_amax_loads{0};  // 0: kFlatUnroll (quantize.h)
+}  // namespace
+void set_amax_loads(int loads) {
+  TG_CHECK(loads == 0 || loads == 4 || loads == 8 || loads == 16, "set_amax_loads: expected 0, 4, 8 or 16, got ", loads);
+  g_amax_loads.store(loads, std::memory_order_relaxed);
+}
+int amax_loads() { return g_amax_loads.load(std::memory_order_relaxed); }
 }  // namespace tuning
 
 }  // namespace tg::kernels::cuda

@@ -247,10 +247,17 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
         Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
         testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
         kernels::compute_amax(x, want);
-        kernels::compute_amax(x.to(Device::CUDA), got);
-        EXPECT_TRUE(same_bytes(got, want,
-                               "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
-                                   std::string(dtype_name(in)) + (special ? " special" : "")));
+        const Tensor xd = x.to(Device::CUDA);
+        for (int loads : {0, 8, 16}) {  // the default and the tuning variants (quantize.h): the same bits
+          kernels::cuda::tuning::set_amax_loads(loads);
+          testing::poison(got, 0x7F);
+          kernels::compute_amax(xd, got);
+          EXPECT_TRUE(same_bytes(got, want,
+                                 "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
+                                     std::string(dtype_name(in)) + (special ? " special" : "") + " loads " +
+                                     std::to_string(loads)));
+        }
+        kernels::cuda::tuning::set_amax_loads(0);
       }
     }
   }
