@@ -58,7 +58,7 @@ tegemma_bench_filter() {
     bench_kernels) echo 'quantize/(cast|cast_transpose|block1x128|block128x128|amax|amax_loads8|amax_loads16|d2d_copy)/[^/]+/8192x3072/';;
     bench_gemm) echo 'gemm/(ceiling_bf16|ceiling_fp8)/|gemm/(bf16|fp8_tensor_fast|fp8_block|torch_scaled_mm_fast)/[^/]+/8192x32768x2048/|gemv/gemv/e4m3xe4m3->bf16/1x(32768x2048|2048x16384|256000x2048)/';;
     bench_elementwise) echo '(rmsnorm|geglu)/bf16->e4m3/8192x(2048|16384)/';;
-    bench_attention) echo 'attention/(prefill_fwd|train_bwd)/gemma-2b/cudnn/packed/|attention/decode/gemma-2b/bf16/B1/ctx1024';;
+    bench_attention) echo 'attention/(prefill_fwd|train_bwd)/gemma-2b/cudnn/packed/|attention/decode(_g1|_g2)?/gemma-2b/bf16/B1/ctx(512|1024)';;
     bench_model) echo 'model/(ceiling_bf16|gemma-2b/(reference|impl_bf16|impl_delayed))/';;
     bench_train) echo 'e2e/(ceiling/impl|train_step/impl/(bf16|delayed))/';;
     bench_reference) echo 'e2e/(train_step|prefill|decode)/reference/bf16/gemma-2b/(B4xS2048|B8xS2048|B1)/';;

@@ -363,7 +363,8 @@ void fill_both(const Cache& cpu, const Cache& gpu, const std::vector<int32_t>& l
   ASSERT_TRUE(same_bits(gpu.v, cpu.v)) << "V cache after GPU append differs from the CPU twin";
 }
 
-void check_decode(DType dtype, int64_t n_scales, int64_t H, int64_t Hkv, int64_t Dh, int num_splits) {
+void check_decode(DType dtype, int64_t n_scales, int64_t H, int64_t Hkv, int64_t Dh, int num_splits,
+                  int heads_per_block = 0) {
   const std::vector<int32_t> lens = {1, 0, 300, 64, 129};
   const int64_t B = static_cast<int64_t>(lens.size()), max_seq = 301;
   const Cache cpu = make_cache(B, max_seq, Hkv, Dh, dtype, n_scales, Device::CPU);
@@ -373,13 +374,14 @@ void check_decode(DType dtype, int64_t n_scales, int64_t H, int64_t Hkv, int64_t
   Tensor want = Tensor::empty(DType::BF16, {B, H, Dh});
   DecodeOptions opt;
   opt.num_splits = num_splits;
+  opt.heads_per_block = heads_per_block;
   kernels::decode_attention(q, cpu.view(), i32(lens, Device::CPU), opt, want);
   Tensor got = Tensor::zeros(DType::BF16, {B, H, Dh}, Device::CUDA);
   const Tensor q_d = q.to(Device::CUDA), lens_d = i32(lens, Device::CUDA);
   kernels::decode_attention(q_d, gpu.view(), lens_d, opt, got);
   const auto c = compare(to_double(got.to(Device::CPU)), to_double(want), 2e-3, 1.0 / 128);
   EXPECT_TRUE(c.ok()) << dtype << " scales " << n_scales << " H " << H << " Hkv " << Hkv << " Dh " << Dh << " splits "
-                      << num_splits << ": " << describe(c);
+                      << num_splits << " heads/block " << heads_per_block << ": " << describe(c);
   Tensor again = Tensor::zeros(DType::BF16, {B, H, Dh}, Device::CUDA);
   kernels::decode_attention(q_d, gpu.view(), lens_d, opt, again);
   EXPECT_TRUE(same_bits(got, again)) << "decode not deterministic";
@@ -392,6 +394,9 @@ TEST(AttentionGpu, DecodeMatchesCpuTwinBf16Cache) {
       for (int splits : {1, 3, 0}) check_decode(DType::BF16, 0, 8, hkv, dh, splits);
   check_decode(DType::BF16, 0, 16, 16, 128, 0);
   check_decode(DType::BF16, 0, 8, 4, 64, 2);
+  // Fewer query heads per block than the group (gemma-2b's MQA group of 8 at batch 1): same tolerance.
+  for (int hpb : {1, 2, 4})
+    for (int splits : {1, 3, 0}) check_decode(DType::BF16, 0, 8, 1, 256, splits, hpb);
 }
 
 TEST(AttentionGpu, DecodeMatchesCpuTwinFp8Cache) {
@@ -402,6 +407,7 @@ TEST(AttentionGpu, DecodeMatchesCpuTwinFp8Cache) {
   // gemma-2b's geometry (MQA, 8 heads per block, head dim 256): static plus dynamic shared memory passes 48 KB only
   // here, which once failed to launch.
   check_decode(DType::E4M3, 1, 8, 1, 256, 0);
+  check_decode(DType::E4M3, 1, 8, 1, 256, 0, 1);
 }
 
 // KV-cached decode == the last row of the full-sequence forward (both backends), within the tensor-core
@@ -447,6 +453,11 @@ TEST(AttentionGpu, DecodeRejectsBadArguments) {
   bad.max_seqlen_hint = 17;
   EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), bad, o16), Error);
   EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CPU), DecodeOptions{}, o16), Error);
+  for (int hpb : {3, 4, -1}) {  // not 0 / 1 / 2 / 4 / 8, or not dividing the group of H / Hkv = 2
+    DecodeOptions wrong;
+    wrong.heads_per_block = hpb;
+    EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), wrong, o16), Error) << hpb;
+  }
 }
 
 }  // namespace
