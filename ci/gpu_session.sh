@@ -24,7 +24,9 @@
 #   --hf-anchors      bench/hf_anchors.py after the bench suites (HF transformers on the end-to-end workloads,
 #                     --compile off: eager decode, no torch.compile minutes inside a device call) -> hf_anchors.json
 #   --decode-ab CFGS  ci/decode_ab.sh with CONFIGS=CFGS (comma list) after the benchmarks -> decode_ab/
-#   --profile-decode  ncu per-kernel durations of gemma-2b decode steps inside the CUDA graph -> ncu_decode.csv
+#   --profile-decode  ci/profile_decode.sh: ncu per-kernel times of gemma-2b (delayed, FP8 head) decode steps inside
+#                     the CUDA graph, summed per kernel -> profile_decode/ (--profile-detail REGEX: also
+#                     `ncu --set full` of the decode-step kernels matching REGEX)
 # Two GPUs or more: --sanitize runs on the last GPU (the "side lane", in the background from the end of the build,
 # until --sanitize-until S seconds from the start, default the deadline) beside the tests, curves and parity on
 # GPU 0. Every timing stage (bench suites, benches, HF anchors, decode A/B, profile) first waits for the side lane:
@@ -38,7 +40,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
-hfa=0 dab="" prof=0 sbins="" suntil=""
+hfa=0 dab="" prof=0 sbins="" suntil="" pdetail=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -55,6 +57,7 @@ while [ $# -gt 0 ]; do
     --hf-anchors) hfa=1; shift;;
     --decode-ab) dab=$2; shift 2;;
     --profile-decode) prof=1; shift;;
+    --profile-detail) prof=1; pdetail=$2; shift 2;;
     --sanitize-binaries) sbins=$2; shift 2;;
     --sanitize-until) suntil=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
@@ -175,15 +178,9 @@ if [ -n "$dab" ] && [ "$(left)" -gt 60 ]; then
   echo "== decode A/B rc=$? at $(( $(date +%s) - t0 ))s"; cat "$out/decode_ab/summary.txt" 2>/dev/null
 fi
 if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
-  # Per-kernel durations inside the CUDA graph (--graph-profiling node), caches and clocks left alone, so the
-  # figures are those of the replayed step rather than of cold, isolated launches (session 3 flushed caches).
-  # Prompt 128 tokens, 8 new: the last ~130 x 7 rows are decode-step kernels.
-  ids=$(seq -s, 2 129)
-  timeout "$(( $(left) - 30 ))" ncu --graph-profiling node --cache-control none --clock-control none \
-    --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_decode.log" \
-    "$bin" generate --config gemma-2b --precision delayed --fp8-lm-head --tokens "$ids" --max-new-tokens 8 --ignore-eos \
-    --device cuda --quiet > "$out/ncu_decode.csv" 2> "$out/ncu_decode.err"
-  echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; tail -3 "$out/ncu_decode.err"
+  timeout "$(( $(left) - 30 ))" "$src/ci/profile_decode.sh" "$bin" "$out/profile_decode" --fp8-lm-head \
+    ${pdetail:+--detail "$pdetail"} > "$out/profile_decode.log" 2>&1
+  echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; head -14 "$out/profile_decode/summary.txt" 2>/dev/null
 fi
 if [ -n "$spid" ]; then
   wait_side
