@@ -608,7 +608,12 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
         if (bytes > static_cast<size_t>(max_smem)) return 0;
         return resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);
       };
-      if (a.vec) {
+      // The ring only helps a warp that has a next row to fetch: with at most one row per warp (rows <= one
+      // group per SM: the decode step's 1-64 rows) it would ask for 64 KiB more shared memory per block and
+      // stage the row through it for nothing, so the register path runs instead (same bits). Session 5's decode
+      // profile: 5.0 us per one-row RMSNorm -> E4M3 through the ring; to be measured.
+      const bool one_row_per_warp = a.rows_per_block == kFwdWarps && a.rows <= static_cast<int64_t>(sms) * kFwdWarps;
+      if (a.vec && !one_row_per_warp) {
         const int two = resident(2), one = resident(1);
         if (two > 0 || one > 0) {
           a.stages = two >= one ? 2 : 1;
