@@ -51,7 +51,9 @@ grep -q '^ctest .* gpu=0' "$log" || fail "2 GPUs: tests not on GPU 0"
 [ "$(at bench)" -gt "$(at sanitize_end)" ] || fail "2 GPUs: a bench suite started before the sanitizers ended"
 [ "$(at hf)" -gt "$(at sanitize_end)" ] || fail "2 GPUs: the HF anchors started before the sanitizers ended"
 [ "$(count bench)" = 2 ] || fail "2 GPUs: expected the quick and the full suite, got $(count bench) runs"
-tar tzf "$work/out/results.tgz" | grep -q 'side_lane.log' || fail "results.tgz lacks side_lane.log"
+# (listed to a file first: with pipefail, grep -q leaving early can kill tar with SIGPIPE and fail the pipeline)
+tar tzf "$work/out/results.tgz" > "$work/listing"
+grep -q 'side_lane.log' "$work/listing" || fail "results.tgz lacks side_lane.log"
 
 # One GPU: the sanitizers once, last, on GPU 0.
 run 1 --tests . --sanitize racecheck --bench-suite quick
