@@ -65,11 +65,12 @@ while [ $# -gt 0 ]; do
 done
 t0=$(date +%s)
 left() { echo $(( deadline - ($(date +%s) - t0) )); }
-out=/tmp/gpu_session_out; rm -rf "$out"; mkdir -p "$out"
+out=$(mktemp -d /tmp/gpu_session_out.XXXXXX)  # its own: two sessions on one machine must not share it
 build=${TEGEMMA_BUILD_DIR:-$PWD/.gpu_build}
 pack() {
   echo "== packing at $(( $(date +%s) - t0 ))s"
   tar czf "${OUT:-/tmp}/results.tgz" -C "$out" . && ls -la "${OUT:-/tmp}/results.tgz"
+  rm -rf "$out"
 }
 trap pack EXIT
 source "$src/ci/deps.sh"
