@@ -129,11 +129,17 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
   }
 }
 
-// Sets the cast+transpose tile height for one benchmark and restores the default afterwards.
-struct TileRows {
-  explicit TileRows(int rows) { kernels::cuda::tuning::set_cast_transpose_tile_rows(rows); }
-  ~TileRows() { kernels::cuda::tuning::set_cast_transpose_tile_rows(0); }
+// Sets one kernels::cuda::tuning knob (the cast+transpose tile height, the amax's loads in flight) for one
+// benchmark and restores its default (0) afterwards.
+template <void (*Set)(int)>
+struct Tuned {
+  explicit Tuned(int value) { Set(value); }
+  ~Tuned() { Set(0); }
+  Tuned(const Tuned&) = delete;
+  Tuned& operator=(const Tuned&) = delete;
 };
+using TileRows = Tuned<kernels::cuda::tuning::set_cast_transpose_tile_rows>;
+using AmaxLoads = Tuned<kernels::cuda::tuning::set_amax_loads>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -161,9 +167,8 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
 void bm_amax(benchmark::State& state, Dims d, int loads) {
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
-  kernels::cuda::tuning::set_amax_loads(loads);
+  AmaxLoads knob(loads);
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });
-  kernels::cuda::tuning::set_amax_loads(0);
 }
 
 void bm_block(benchmark::State& state, Dims d, ScalingMode mode, bool columnwise, int tile_rows) {

@@ -9,6 +9,7 @@
 
 #include <bit>
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -105,15 +106,22 @@ const Config kGemmaConfigs[] = {
     {ScalingMode::kBlock1x128, true, true, false},
 };
 
-// Runs f for each tile height of the fused cast+transpose kernel (a speed knob: results must not depend on it).
+// Runs f(" <label><value>") with a kernels::cuda::tuning knob set to each value (a speed knob: results must not
+// depend on it), then sets it back to its default (0).
+template <typename F>
+void for_each_setting(void (*set)(int), std::initializer_list<int> values, const std::string& label, F&& f) {
+  for (int v : values) {
+    set(v);
+    f(" " + label + std::to_string(v));
+  }
+  set(0);
+}
+
+// Runs f for each tile height of the fused cast+transpose kernel.
 template <typename F>
 void for_each_tile_height(F&& f) {
 #if TEGEMMA_HAVE_CUDA
-  for (int rows : {128, 256}) {
-    kernels::cuda::tuning::set_cast_transpose_tile_rows(rows);
-    f(" tile" + std::to_string(rows));
-  }
-  kernels::cuda::tuning::set_cast_transpose_tile_rows(0);  // back to the default (by size)
+  for_each_setting(kernels::cuda::tuning::set_cast_transpose_tile_rows, {128, 256}, "tile", f);
 #else
   f(std::string());
 #endif
@@ -248,16 +256,14 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
         testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
         kernels::compute_amax(x, want);
         const Tensor xd = x.to(Device::CUDA);
-        for (int loads : {0, 8, 16}) {  // the default and the tuning variants (quantize.h): the same bits
-          kernels::cuda::tuning::set_amax_loads(loads);
+        // The default and the tuning variants (quantize.h): the same bits.
+        for_each_setting(kernels::cuda::tuning::set_amax_loads, {0, 8, 16}, "loads ", [&](const std::string& v) {
           testing::poison(got, 0x7F);
           kernels::compute_amax(xd, got);
           EXPECT_TRUE(same_bytes(got, want,
                                  "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
-                                     std::string(dtype_name(in)) + (special ? " special" : "") + " loads " +
-                                     std::to_string(loads)));
-        }
-        kernels::cuda::tuning::set_amax_loads(0);
+                                     std::string(dtype_name(in)) + (special ? " special" : "") + v));
+        });
       }
     }
   }
