@@ -164,10 +164,10 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 }
 
 namespace {
-// Opt-in (=1) experiment, off by default because the H200 measured it slower (2026-11-30, gemma-2b B1 decode,
-// delayed + FP8 head: unfused 642 tok/s, gemv_fused chains + in-split merge 547, docs/bench_log.md):
-//   TEGEMMA_DECODE_FUSED        the layer as gemv_fused chains (fused_layer): every block re-derives the staged x
-//                               before its first weight load, which costs more than the kernels it removes.
+// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_FUSED, the layer as gemv_fused chains (fused_layer), every
+// block re-deriving the staged x before its weights. H200, B1 decode, delayed (+ FP8 head), two runs (session 5,
+// docs/bench_log.md): alone 0% on gemma-2b and -6% on gemma-7b; with TEGEMMA_GEMV_EARLY_W=1 +5-7% on gemma-2b and
+// -3% on gemma-7b. Not the default until it wins on both.
 // Removed, measured slower in session 4/5: the in-split attention merge (547 vs 642) and the GEMV L2 prefetch (-8%).
 bool decode_fusion_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);

@@ -370,8 +370,8 @@ void launch_fused(const GemvParams& p, cudaStream_t stream) {
   launch_fused_rows<kPro, kGeglu, 4>(p, stream);
 }
 
-// TEGEMMA_GEMV_EARLY_W=1: the first weight loads before the PDL wait (GemvParams::early_w). Opt-in until measured
-// (ci/decode_ab.sh).
+// TEGEMMA_GEMV_EARLY_W=1: the first weight loads before the PDL wait (GemvParams::early_w). Opt-in: measured neutral
+// alone and a gain only together with TEGEMMA_DECODE_FUSED on gemma-2b (ci/decode_ab.sh, docs/bench_log.md session 5).
 bool early_weights() {
   static const bool on = env_switch("TEGEMMA_GEMV_EARLY_W", false);
   return on;
