@@ -99,9 +99,8 @@ wait_side() {  # before any timing stage: nothing else may load the host
   echo "== side lane done at $(( $(date +%s) - t0 ))s"
   spid=""
 }
-spid="" side_started=0
+spid=""
 if [ "$ngpu" -ge 2 ] && [ -n "$sanitize" ]; then
-  side_started=1
   side_lane $(( ngpu - 1 )) > "$out/side_lane.log" 2>&1 &
   spid=$!
   export CUDA_VISIBLE_DEVICES=0
@@ -184,8 +183,8 @@ if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
     ${pdetail:+--detail "$pdetail"} > "$out/profile_decode.log" 2>&1
   echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; head -14 "$out/profile_decode/summary.txt" 2>/dev/null
 fi
-if [ "$side_started" = 1 ]; then
-  wait_side  # a no-op when a timing stage already waited for it
+if [ "$ngpu" -ge 2 ]; then
+  wait_side  # the side lane, unless a timing stage already waited for it (or none was started)
 elif [ -n "$sanitize" ]; then
   side_lane 0
 fi
