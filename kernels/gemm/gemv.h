@@ -127,6 +127,29 @@ namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_fused(const GemvFusedArgs& a, Stream stream);
+
+// Tuning knob for benchmarks and tests (not for model code), process-wide: which kernel gemv() runs.
+//   kGemvSplitAuto (0, the default)  narrow N (one column per warp) -> gemv_stream_kernel with the split count of
+//                                    its one-wave rule (1 on every Gemma shape of the decode step), wide N ->
+//                                    gemv_kernel
+//   kGemvSplitOff (-1)               gemv_kernel on every shape: the path before the streamed kernel (A/B runs,
+//                                    bench gemv_nosplit/...)
+//   S in 1 .. kGemvMaxSplits         gemv_stream_kernel on every shape, S K-slices (clamped to the row's ring
+//                                    stages and the workspace; S = 1 is the streamed kernel unsplit)
+// gemv_fused is not affected. The streamed kernel at S = 1 gives gemv_kernel's bits; S > 1 is deterministic and
+// within gemv.h's bound.
+inline constexpr int kGemvSplitAuto = 0;
+inline constexpr int kGemvSplitOff = -1;
+inline constexpr int64_t kGemvMaxSplits = 16;
+namespace tuning {
+void set_gemv_split(int splits);
+int gemv_split();
+}  // namespace tuning
+// The K-slices of this thread's last gemv() launch: 0 for gemv_kernel, S >= 1 for the streamed kernel.
+int gemv_last_splits();
+// Frees the split-K workspaces (one per device and stream). Part of kernels::release_library_state(), whose rules
+// apply (no captured graph that holds one may be replayed afterwards).
+void release_gemv_state();
 }
 
 namespace detail {
