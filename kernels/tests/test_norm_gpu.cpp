@@ -111,8 +111,9 @@ TEST(NormGpu, Fp8ForwardBitExact) {
 // The forward's grid is persistent (as many blocks as are resident on the device, each looping over row
 // groups, g = 1 + w staged once in shared memory). T = 13001 is more rows than an H200 holds at once in
 // every variant (BF16: at most 4 blocks x 8 rows x 132 SMs = 4224; transposed FP8: 3 x 32 x 132 = 12672),
-// so blocks take several groups and the last group is partial; at the Gemma widths, 2304 (9 chunks per
-// lane: the 12-chunk cache only partly used), and 3077 (the element path). w is F32 here (master weights).
+// so blocks take several groups and the last group is partial; at the Gemma widths (2048 and 3072 are whole
+// 32 x N chunk rows: the kFull specialisation without per-chunk bounds checks), 2304 (9 chunks per lane: the
+// 12-chunk cache only partly used, the general cp.async kernel), and 3077 (the element path). w is F32 here (master weights).
 TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
   TG_REQUIRE_CUDA();
   const int64_t t_count = 13001;
