@@ -120,10 +120,17 @@ struct DecodeOptions {
   int64_t max_seqlen_hint = 0;
   int num_splits = 0;  // CUDA split-K count; 0 = chosen from the shape (fill the SMs)
   // CUDA: query heads of one kv head's group per block (1, 2, 4 or 8, dividing H / Hkv); 0 = the largest that
-  // divides the group (every K / V row read once per group). Fewer heads per block give a short context at batch 1
+  // divides the group and still gives B x Hkv x (H / Hkv / G) x tiles >= the SM count (every K / V row read once per
+  // group at large batch; one head per block for batch-1 MQA). Fewer heads per block give a short context at batch 1
   // more blocks (gemma-2b's group of 8 on 5 blocks: 15 us per layer in session 5's profile) at the cost of reading
   // K / V once per block (from L2 when it fits). The CPU twin ignores it; the results differ only in rounding order.
   int heads_per_block = 0;
+  // CUDA: the most splits merged inside the split kernel, its blocks of one (sequence, head group) forming a
+  // thread-block cluster that merges through distributed shared memory (no workspace, no second kernel). 0 = the
+  // device's limit (16 where the non-portable cluster size is available, else 8); 1 = never (the partials go through
+  // the workspace to the combine kernel, as with more splits than the limit). Same tolerance either way; the bits
+  // are fixed per (shape, options).
+  int max_cluster = 0;
   Workspace workspace;
 };
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,

@@ -1,18 +1,22 @@
 // Decode attention over a KV cache (flash-decoding) and the KV-cache append, CUDA.
 //
 // decode_split_kernel: one block per (sequence, group of G query heads sharing one kv head, split of the
-// sequence). The G heads are processed together so every K / V row is read from HBM once per block:
+// sequence). The G heads are processed together so every K / V row is read once per block:
 //   0. K and V tiles (32 keys for head dims >= 64) stream through shared memory with cp.async, double-buffered:
 //      the next tile is in flight while the current one is used, and several blocks share an SM.
 //   1. Q.K: 8 lanes share one key row (8 consecutive 16-byte chunks = 128 contiguous bytes per load),
 //      the dot products of the G heads are reduced over those 8 lanes with shuffles -> scores in smem.
-//   2. online softmax of the tile, one warp per head (running max m, sum l, rescale factor alpha).
+//   2. online softmax of the tile in every warp (running max m, sum l in registers, the same bits everywhere).
 //   3. P.V: a warp owns whole V rows (one 16-byte chunk per lane), each thread accumulates G x 8 outputs.
-// The block's partial (unnormalised output, m, l) goes to the workspace and decode_combine_kernel merges the
-// splits (or the block writes the final output when there is one split). Every reduction has a fixed
-// order: same inputs, same bits.
+// Two barriers per tile. With one split the block writes the output; with up to 16 (8 where the device refuses the
+// non-portable cluster size) the splits of a (sequence, group) are one thread-block cluster and merge through
+// distributed shared memory in the same kernel; with more, the partials (unnormalised output, m, l) go to the
+// workspace and decode_combine_kernel merges them. Every reduction has a fixed order: same inputs, same bits, and
+// the two merges compute the same bits from the same partials.
 //
-// Memory-bound by design: K and V are streamed once (16-byte cp.async); q lives in smem as FP32.
+// The plan (make_plan): at batch 1 one head per block and one- or two-tile splits in a cluster (latency-bound: a
+// few hundred KB of K / V per layer); at batch 64 the whole group per block and one split (HBM-bound: K and V
+// streamed once with 16-byte cp.async).
 // FP8 E4M3 caches: the K scale is folded into the score multiplier, the V scale into the final output.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -108,10 +112,11 @@ struct DecodeParams {
   const float* v_scale;
   const int32_t* seqlens;  // [B]
   bf16_t* out;             // [B, H, DH]
-  float* o_part;           // [B, H, splits, DH] (splits > 1)
+  float* o_part;           // [B, H, splits, DH] (splits > 1 without the cluster merge)
   float2* ml;              // [B, H, splits] (m, l)
   int H, Hkv, g, max_seq;
   int num_splits, chunk;  // chunk: the most keys per split (a multiple of the tile), for the longest sequence
+  bool cluster_merge;     // the splits of a (sequence, group) form one thread-block cluster and merge in it
   bool per_head_scale;
   float scale;
 };
@@ -121,7 +126,14 @@ template <int DH, typename T>
 constexpr int tile_bytes() {
   return Geometry<DH>::kTile * DH * static_cast<int>(sizeof(T));
 }
-// Dynamic shared memory of the split kernel: K and V tiles, double-buffered.
+// Warps whose G x DH FP32 partial outputs fit at once in the K / V tiles' shared memory, where the epilogue sums
+// them (8 everywhere but E4M3 with 8 heads per block at DH >= 64: 4, two rounds).
+template <int DH, int G, typename T>
+constexpr int red_warps() {
+  constexpr int fit = 4 * tile_bytes<DH, T>() / (G * DH * 4);
+  return fit >= kWarps ? kWarps : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+}
+// Dynamic shared memory of the split kernel: K and V tiles, double-buffered (reused by the epilogue's sum).
 template <int DH, typename T>
 constexpr int split_smem_bytes() {
   return 4 * tile_bytes<DH, T>();
@@ -143,11 +155,20 @@ __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T*
   }
 }
 
-// out[bh, d] of the merged splits: sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale, s = 0, 1, ... in order
-// (explicit fmaf: the compiler's contraction choices cannot change the bits). The partials were written by the
-// split kernel's blocks: read through L2 (ld.global.cg). Each group of 8 splits' (m, l) and outputs is loaded before
-// any of it is used, so the L2 round trips overlap instead of forming a chain (the combine took 7.3 us for 5 splits
-// in session 5's profile); the arithmetic and its order are those of the plain loop.
+// One split's contribution to a merged output: e = e^(m_s - M) (0 for an empty split), L += l_s e, o += o_s e.
+// The single definition of the merge arithmetic, used in the same order s = 0, 1, ... by the combine kernel and by
+// the cluster merge (explicit fmaf: the compiler's contraction choices cannot change the bits).
+__device__ __forceinline__ void merge_one(float2 ml, float o_s, float M, float& L, float& o) {
+  const float e = expf(ml.x - M);
+  L = fmaf(ml.y, e, L);
+  if (ml.y > 0.0f) o = fmaf(o_s, e, o);
+}
+
+// out[bh, d] of the merged splits: sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale, s = 0, 1, ... in order.
+// The partials were written by the split kernel's blocks: read through L2 (ld.global.cg). Each group of 8 splits'
+// (m, l) and outputs is loaded before any of it is used, so the L2 round trips overlap instead of forming a chain
+// (the combine took 7.3 us for 5 splits in session 5's profile); the arithmetic and its order are those of the plain
+// loop.
 __device__ __forceinline__ float merge_splits(const float* o_part, const float2* mlb, int64_t bh, int splits, int dh,
                                               int d, float vs) {
   constexpr int kBatch = 8;
@@ -167,26 +188,87 @@ __device__ __forceinline__ float merge_splits(const float* o_part, const float2*
     }
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
-      if (s0 + i < splits) {
-        const float e = expf(ml[i].x - M);
-        L = fmaf(ml[i].y, e, L);
-        if (ml[i].y > 0.0f) o = fmaf(ov[i], e, o);
-      }
+      if (s0 + i < splits) merge_one(ml[i], ov[i], M, L, o);
     }
   }
   return L > 0.0f ? o / L * vs : 0.0f;
 }
 
+// ---- distributed shared memory of a thread-block cluster (sm_90), 32-bit shared::cluster addresses -------------
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// The address of the same shared-memory location in block `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ float ld_cluster_f32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ float2 ld_cluster_f32x2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr) : "memory");
+  return v;
+}
+// Barrier of every thread of the cluster, with release / acquire semantics for shared::cluster memory: the writes
+// before it are visible to every block of the cluster after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
+// v[gi] for a runtime gi without dynamic register indexing (which would put the array in local memory).
+template <int G>
+__device__ __forceinline__ float select_head(const float (&v)[G], int gi) {
+  float r = v[0];
+#pragma unroll
+  for (int i = 1; i < G; ++i) r = gi == i ? v[i] : r;
+  return r;
+}
+
+// ---- split kernel ----------------------------------------------------------------------------------------------------
+// Latency is what matters at batch 1 (a few hundred KB of K / V per layer: ~0.1 us of HBM time), so the per-tile
+// critical path is kept short:
+//  * two barriers per tile (was four): the top one both publishes the landed tile and retires the previous tile's
+//    reads (so the prefetch of the next tile into the other stage is issued right after it), the second publishes
+//    the scores. There is no separate softmax pass: after the second barrier EVERY warp computes the tile's running
+//    max / sum of all G heads from the shared scores (one score per lane for 32-key tiles, two xor-butterfly
+//    reductions) and keeps m, l in registers; the butterfly gives every lane, and every warp, the same bits because
+//    the inputs and the operations are the same. P.V recomputes p = e^(s - m) per key from the same inputs: the
+//    same bits as the sum's terms.
+//  * q in registers when it fits (G x 8 x chunks-per-lane <= 32 floats: G = 1 at DH 256, the batch-1 default; BF16
+//    caches: E4M3 keeps 4 blocks per SM), else FP32 in shared memory as before; loaded with 16-byte loads that overlap the first tile's cp.async.
+//  * the epilogue sums the 8 warps' partial outputs through shared memory (the K / V tiles' space) in one round
+//    (two barriers; was eight serial warp rounds), every thread owning G x DH / 256 outputs.
+//  * several splits: the blocks of one (sequence, group) form a thread-block cluster (<= 16) and merge through
+//    distributed shared memory (two cluster barriers, no global partials, no second kernel, no counters to reset);
+//    each block merges a slice of the outputs in the fixed order s = 0..S-1, so the bits do not depend on which
+//    block merges what. Beyond the cluster limit the partials go to the workspace and decode_combine_kernel.
+// Blocks per SM the register allocation must allow, so that the batch-64 HBM-bound case keeps as many tiles in
+// flight as before: up to 2 heads per block 3 for BF16 (what its 64 KB of DH-256 tiles allow anyway) and 4 for E4M3
+// (32 KB of tiles; q then stays in shared memory), 2 for 4 heads, 1 for 8 (their accumulators).
+template <int G, typename T>
+constexpr int min_blocks() {
+  return G <= 2 ? (sizeof(T) == 1 ? 4 : 3) : G == 4 ? 2 : 1;
+}
+
 template <int DH, int G, typename T>
-__global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) {
+__global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_kernel(DecodeParams p) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   using Geo = Geometry<DH>;
+  // q in registers: the Q.K chunks of this lane, at most 32 floats, where the register budget has room
+  constexpr bool kQReg = G * Geo::kCpl * 8 <= 32 && min_blocks<G, T>() <= 3;
+  constexpr int kQsRows = kQReg ? 1 : G;  // q_s is unused (1 x 1) when q lives in registers
+  constexpr int kQsCols = kQReg ? 1 : DH;
   extern __shared__ __align__(16) unsigned char kv_smem[];  // [2 stages][K, V][kTile][DH] of T
-  __shared__ float q_s[G][DH];
-  __shared__ float p_s[G][Geo::kTile];
-  __shared__ float acc_s[G][DH];
-  __shared__ float alpha_s[G], m_s[G], l_s[G];
+  __shared__ __align__(16) float q_s[kQsRows][kQsCols];
+  __shared__ float s_s[G][Geo::kTile];  // the tile's scaled scores (-inf beyond the split's end)
+  __shared__ __align__(16) float acc_s[G][DH];  // the block's partial output (cluster merge only)
+  __shared__ float2 ml_s[G];                    // its (m, l) per head (cluster merge only)
 
   const int split = blockIdx.x;
   const int groups_per_kv = p.g / G;
@@ -212,40 +294,54 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
   const T* vb = static_cast<const T*>(p.v) + seq_base;
   auto k_tile = [&](int stage) { return kv_smem + (2 * stage) * tile_bytes<DH, T>(); };
   auto v_tile = [&](int stage) { return kv_smem + (2 * stage + 1) * tile_bytes<DH, T>(); };
-  if (begin < end) {  // first tile in flight while q is staged
+  if (begin < end) {  // first tile in flight while q is loaded
     load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid);
     load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid);
   }
   flash::cp_async_commit();
 
-  for (int i = tid; i < G * DH; i += kThreads) {
-    q_s[i / DH][i % DH] = __bfloat162float(p.q[(static_cast<int64_t>(b) * p.H + h0) * DH + i]);
-    acc_s[i / DH][i % DH] = 0.0f;
-  }
-  if (tid < G) {
-    m_s[tid] = -INFINITY;
-    l_s[tid] = 0.0f;
+  const bf16_t* qb = p.q + (static_cast<int64_t>(b) * p.H + h0) * DH;
+  // q in registers: this lane's Q.K chunks c = lane % kLpr + kLpr j (fixed for the whole split).
+  float qr[kQReg ? G : 1][kQReg ? Geo::kCpl : 1][8];
+  if constexpr (kQReg) {
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+      for (int j = 0; j < Geo::kCpl; ++j)
+        Chunk<bf16_t>::to_float(load_chunk(qb + gi * DH + (lane % Geo::kLpr + Geo::kLpr * j) * 8), qr[gi][j]);
+  } else {
+    for (int i = tid; i < G * DH / 8; i += kThreads) {
+      float f[8];
+      Chunk<bf16_t>::to_float(load_chunk(qb + i * 8), f);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q_s[i * 8 / DH][i * 8 % DH + e] = f[e];
+    }
   }
 
   const int scale_idx = p.per_head_scale ? hk : 0;
   const float s_mult = p.scale * (p.k_scale ? p.k_scale[scale_idx] : 1.0f);
 
   float acc[G][8];
+  float m_run[G], l_run[G];  // running max / sum per head: the same bits in every thread of the block
 #pragma unroll
-  for (int gi = 0; gi < G; ++gi)
+  for (int gi = 0; gi < G; ++gi) {
+    m_run[gi] = -INFINITY;
+    l_run[gi] = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[gi][e] = 0.0f;
+  }
 
   int stage = 0;
   for (int t0 = begin; t0 < end; t0 += Geo::kTile, stage ^= 1) {
-    // Prefetch the next tile into the other stage (free: the previous iteration ended with a barrier).
-    if (t0 + Geo::kTile < end) {
+    flash::cp_async_wait<0>();  // this thread's copies of this tile have landed
+    // Barrier 1: this tile (and, on the first one, q_s) is visible; every warp is done with the previous tile, so
+    // its stage and s_s may be rewritten.
+    __syncthreads();
+    if (t0 + Geo::kTile < end) {  // the next tile into the other stage, in flight during this tile's work
       load_kv_tile_async<DH, T>(k_tile(stage ^ 1), kb, row_stride, t0 + Geo::kTile, end, tid);
       load_kv_tile_async<DH, T>(v_tile(stage ^ 1), vb, row_stride, t0 + Geo::kTile, end, tid);
     }
     flash::cp_async_commit();
-    flash::cp_async_wait<1>();  // this tile's group has landed
-    __syncthreads();
     const T* sk = reinterpret_cast<const T*>(k_tile(stage));
     const T* sv = reinterpret_cast<const T*>(v_tile(stage));
     // ---- 1. scores of the tile
@@ -261,9 +357,15 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
         float kf[8];
         Chunk<T>::to_float(load_chunk(sk + key_local * DH + c * 8), kf);
 #pragma unroll
-        for (int gi = 0; gi < G; ++gi)
+        for (int gi = 0; gi < G; ++gi) {
+          if constexpr (kQReg) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) part[gi] = fmaf(q_s[gi][c * 8 + e], kf[e], part[gi]);
+            for (int e = 0; e < 8; ++e) part[gi] = fmaf(qr[gi][j][e], kf[e], part[gi]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) part[gi] = fmaf(q_s[gi][c * 8 + e], kf[e], part[gi]);
+          }
+        }
       }
 #pragma unroll
       for (int off = Geo::kLpr / 2; off > 0; off >>= 1)
@@ -271,42 +373,32 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
         for (int gi = 0; gi < G; ++gi) part[gi] += __shfl_xor_sync(kFull, part[gi], off);
       if (lane % Geo::kLpr == 0) {
 #pragma unroll
-        for (int gi = 0; gi < G; ++gi) p_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
+        for (int gi = 0; gi < G; ++gi) s_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
       }
     }
-    __syncthreads();
-    // ---- 2. online softmax, one warp per head
-    for (int gi = warp; gi < G; gi += kWarps) {
+    __syncthreads();  // Barrier 2: the scores are visible
+    // ---- 2. online softmax of the tile, in every warp (identical bits everywhere: same inputs, same operations)
+    float m_new[G];
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi) {
       float tmax = -INFINITY;
-      for (int i = lane; i < Geo::kTile; i += 32) tmax = fmaxf(tmax, p_s[gi][i]);
+#pragma unroll
+      for (int i = lane; i < Geo::kTile; i += 32) tmax = fmaxf(tmax, s_s[gi][i]);
       tmax = dev::warp_max(tmax);
-      const float m_old = m_s[gi];
-      const float m_new = fmaxf(m_old, tmax);  // finite: the tile holds at least one key < end
+      m_new[gi] = fmaxf(m_run[gi], tmax);  // finite: the tile holds at least one key < end
       float sum = 0.0f;
-      for (int i = lane; i < Geo::kTile; i += 32) {
-        const float e = expf(p_s[gi][i] - m_new);
-        p_s[gi][i] = e;
-        sum += e;
-      }
+#pragma unroll
+      for (int i = lane; i < Geo::kTile; i += 32) sum += expf(s_s[gi][i] - m_new[gi]);
       sum = dev::warp_sum(sum);
-      __syncwarp();  // every lane's read of m_s[gi] above happens before lane 0 rewrites it (racecheck: a hazard)
-      if (lane == 0) {
-        const float alpha = expf(m_old - m_new);
-        alpha_s[gi] = alpha;
-        l_s[gi] = l_s[gi] * alpha + sum;
-        m_s[gi] = m_new;
-      }
+      const float alpha = expf(m_run[gi] - m_new[gi]);  // 0 on the first tile (m_run = -inf)
+      l_run[gi] = l_run[gi] * alpha + sum;
+      m_run[gi] = m_new[gi];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[gi][e] *= alpha;
     }
-    __syncthreads();
-    // ---- 3. P.V of the tile
+    // ---- 3. P.V of the tile: p = e^(s - m) recomputed per key (the same bits as the sum's terms above)
     {
       const int c = lane % Geo::kLpk;
-#pragma unroll
-      for (int gi = 0; gi < G; ++gi) {
-        const float alpha = alpha_s[gi];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[gi][e] *= alpha;
-      }
 #pragma unroll
       for (int it = 0; it < Geo::kPvSteps; ++it) {
         const int key_local = it * kWarps * Geo::kKpw + warp * Geo::kKpw + lane / Geo::kLpk;
@@ -314,48 +406,116 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(DecodeParams p) 
         Chunk<T>::to_float(load_chunk(sv + key_local * DH + c * 8), vf);
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
-          const float pp = p_s[gi][key_local];
+          const float pp = expf(s_s[gi][key_local] - m_new[gi]);
 #pragma unroll
           for (int e = 0; e < 8; ++e) acc[gi][e] = fmaf(pp, vf[e], acc[gi][e]);
         }
       }
     }
-    __syncthreads();  // the stage, p_s and alpha_s are rewritten next
   }
   flash::cp_async_wait<0>();
 
-  // ---- merge the per-thread partials in a fixed order: lanes sharing a chunk, then warp by warp
+  // ---- sum the per-thread partials in a fixed order: lanes sharing a chunk (shuffles), then warps 0..7 in order
+  // through shared memory (the K / V stages, free once every warp is past its last tile: the first barrier below).
 #pragma unroll
   for (int off = Geo::kLpk; off < 32; off <<= 1)
 #pragma unroll
     for (int gi = 0; gi < G; ++gi)
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[gi][e] += __shfl_xor_sync(kFull, acc[gi][e], off);
-  __syncthreads();  // q_s / acc_s / m_s / l_s initialisation is visible (also when there was no tile)
-  for (int w = 0; w < kWarps; ++w) {
-    if (warp == w && lane < Geo::kLpk) {
+  constexpr int kOut = G * DH;                                  // outputs of the block
+  constexpr int kPer = (kOut + kThreads - 1) / kThreads;        // outputs per thread: i = tid + k kThreads
+  constexpr int kRed = red_warps<DH, G, T>();                   // warps summed per round
+  float* red = reinterpret_cast<float*>(kv_smem);               // [kRed][G][DH]
+  float tot[kPer];
 #pragma unroll
-      for (int gi = 0; gi < G; ++gi)
+  for (int k = 0; k < kPer; ++k) tot[k] = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc_s[gi][lane * 8 + e] += acc[gi][e];
+  for (int w0 = 0; w0 < kWarps; w0 += kRed) {
+    __syncthreads();  // the stages (first round) or the previous round's sums are done with
+    if (warp >= w0 && warp < w0 + kRed && lane < Geo::kLpk) {
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        float4* dst = reinterpret_cast<float4*>(red + ((warp - w0) * G + gi) * DH + lane * 8);
+        dst[0] = make_float4(acc[gi][0], acc[gi][1], acc[gi][2], acc[gi][3]);
+        dst[1] = make_float4(acc[gi][4], acc[gi][5], acc[gi][6], acc[gi][7]);
+      }
     }
     __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads;
+      if (kOut % kThreads == 0 || i < kOut) {
+#pragma unroll
+        for (int w = 0; w < kRed; ++w) tot[k] += red[w * kOut + i];
+      }
+    }
   }
 
   const int64_t bh0 = static_cast<int64_t>(b) * p.H + h0;
+  const float vs = p.v_scale ? p.v_scale[scale_idx] : 1.0f;
   if (p.num_splits == 1) {
-    const float vs = p.v_scale ? p.v_scale[scale_idx] : 1.0f;
-    for (int i = tid; i < G * DH; i += kThreads) {
-      const int gi = i / DH;
-      const float l = l_s[gi];
-      p.out[bh0 * DH + i] = __float2bfloat16_rn(l > 0.0f ? acc_s[gi][i % DH] / l * vs : 0.0f);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads;
+      if (kOut % kThreads == 0 || i < kOut) {
+        const float l = select_head<G>(l_run, i / DH);
+        p.out[bh0 * DH + i] = __float2bfloat16_rn(l > 0.0f ? tot[k] / l * vs : 0.0f);
+      }
     }
+  } else if (p.cluster_merge) {
+    // ---- merge the cluster's splits through distributed shared memory
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads;
+      if (kOut % kThreads == 0 || i < kOut) acc_s[i / DH][i % DH] = tot[k];
+    }
+    if (tid < G) ml_s[tid] = make_float2(select_head<G>(m_run, tid), select_head<G>(l_run, tid));
+    cluster_sync();  // every block's acc_s / ml_s is written and visible to the cluster
+    const int S = p.num_splits;  // == the cluster size (grid.x): this block is rank `split`
+    const int per_block = (kOut + S - 1) / S;
+    const int lo = split * per_block, hi = min(kOut, lo + per_block);
+    const uint32_t acc_addr = smem_u32(&acc_s[0][0]), ml_addr = smem_u32(&ml_s[0]);
+    for (int i = lo + tid; i < hi; i += kThreads) {
+      const int gi = i / DH;
+      float M = -INFINITY, L = 0.0f, o = 0.0f;
+      // (m, l) of every split first (M is their max), then the outputs, kBatch splits' loads in flight at a time
+      constexpr int kBatch = 8;
+      for (int s0 = 0; s0 < S; s0 += kBatch) {
+        float mv[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+          mv[j] = s0 + j < S ? ld_cluster_f32(cluster_map(ml_addr + gi * 8, s0 + j)) : -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) M = fmaxf(M, mv[j]);
+      }
+      if (M != -INFINITY) {
+        for (int s0 = 0; s0 < S; s0 += kBatch) {
+          float2 ml[kBatch];
+          float ov[kBatch];
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j) {
+            const int s = min(s0 + j, S - 1);
+            ml[j] = ld_cluster_f32x2(cluster_map(ml_addr + gi * 8, s));
+            ov[j] = ld_cluster_f32(cluster_map(acc_addr + i * 4, s));
+          }
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j)
+            if (s0 + j < S) merge_one(ml[j], ov[j], M, L, o);
+        }
+      }
+      p.out[bh0 * DH + i] = __float2bfloat16_rn(L > 0.0f ? o / L * vs : 0.0f);
+    }
+    cluster_sync();  // no block leaves (freeing its shared memory) while another may still read it
   } else {
-    for (int i = tid; i < G * DH; i += kThreads) {
-      const int gi = i / DH;
-      p.o_part[((bh0 + gi) * p.num_splits + split) * DH + i % DH] = acc_s[gi][i % DH];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads;
+      if (kOut % kThreads == 0 || i < kOut) p.o_part[((bh0 + i / DH) * p.num_splits + split) * DH + i % DH] = tot[k];
     }
-    if (tid < G) p.ml[(bh0 + tid) * p.num_splits + split] = make_float2(m_s[tid], l_s[tid]);
+    if (tid < G) {
+      p.ml[(bh0 + tid) * p.num_splits + split] = make_float2(select_head<G>(m_run, tid), select_head<G>(l_run, tid));
+    }
   }
 }
 
@@ -422,20 +582,29 @@ int tile_for(int64_t dh) {
   }
 }
 
-// Query heads per block: the option (checked), or the largest of 8 / 4 / 2 / 1 that divides the group g.
-int heads_per_block(int64_t g, int requested, const char* what) {
+// Query heads per block: the option (checked), or the largest of 8 / 4 / 2 / 1 dividing the group g whose blocks
+// still give the device at least one SM's worth of one-tile splits (B Hkv (g / G) tiles >= SMs). At batch 1 a
+// group of 8 on one block leaves a short context on a handful of SMs, each running a serial tile loop for 8 heads
+// (session 5: 15 us per layer on 5 blocks; bench decode_g1 15.5 us vs 25.0 us for 8 heads per block at ctx 512);
+// one head per block gives 8x the blocks and an 8x shorter per-tile Q.K / P.V, and the K / V rows it reads 8 times
+// come from L2 (a few hundred KB). At large B x Hkv (batch 64: HBM-bound) the whole group shares each K / V row.
+int heads_per_block(int64_t units_per_head_block, int64_t g, int requested, const char* what) {
   if (requested != 0) {
     TG_CHECK((requested == 1 || requested == 2 || requested == 4 || requested == 8) && g % requested == 0, what,
              ": heads_per_block must be 0, 1, 2, 4 or 8 and divide H / Hkv = ", g, ", got ", requested);
     return requested;
   }
-  return g % 8 == 0 ? 8 : g % 4 == 0 ? 4 : g % 2 == 0 ? 2 : 1;
+  for (int G : {8, 4, 2}) {
+    if (g % G == 0 && units_per_head_block * (g / G) >= sm_count()) return G;
+  }
+  return 1;
 }
 
 struct Plan {
   int splits = 1;
   int chunk = 0;
-  int G = 1;  // query heads per block
+  int G = 1;             // query heads per block
+  bool cluster = false;  // splits > 1 merged in a thread-block cluster of `splits` blocks (no workspace)
   std::size_t workspace = 0;
 };
 
@@ -475,30 +644,81 @@ const void* split_kernel(int64_t dh, int G, bool fp8) {
 
 int split_smem(int64_t dh, bool fp8) { return 4 * tile_for(dh) * static_cast<int>(dh) * (fp8 ? 1 : 2); }
 
-// Resident blocks of the split kernel on the whole device (launch/device_info.h caches the occupancy).
+// Resident blocks of the split kernel on the whole device (launch/device_info.h caches the occupancy; the call
+// also raises the kernel's dynamic shared-memory limit, which the cluster query below needs first).
 int64_t device_resident_blocks(const void* kernel, int smem) {
   return static_cast<int64_t>(resident_blocks(kernel, kThreads, static_cast<std::size_t>(smem))) * sm_count();
 }
 
-// Picks the split count that minimises (waves of blocks) x (tiles per split): enough blocks to fill the device,
-// without a mostly-empty last wave, and no split shorter than one tile. A small per-split cost (the partials and
-// the combine) breaks ties towards fewer splits.
+constexpr int kPortableCluster = 8;   // the portable cluster size (sm_90)
+constexpr int kMaxCluster = 16;       // the non-portable limit (H100 / H200), asked for and checked per kernel
+
+// The largest cluster the split kernel can use on the current device: 16 when the non-portable size can be enabled
+// and at least one such cluster fits (cudaOccupancyMaxActiveClusters), else 8 when that fits, else 1 (no in-kernel
+// merge: the combine kernel). Cached per (device, kernel); the attribute it sets is what the launch needs.
+int cluster_limit(const void* kernel, int smem) {
+  static std::mutex mu;
+  static auto* cache = new std::map<std::pair<int, const void*>, int>();
+  const auto key = std::make_pair(current_device(), kernel);
+  const std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = cache->find(key); it != cache->end()) return it->second;
+  const auto fits = [&](int size) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(size);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(size), 1, 1);
+    cfg.blockDim = dim3(kThreads, 1, 1);
+    cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    return cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters >= 1;
+  };
+  int limit = 1;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+      fits(kMaxCluster)) {
+    limit = kMaxCluster;
+  } else if (fits(kPortableCluster)) {
+    limit = kPortableCluster;
+  }
+  (void)cudaGetLastError();  // a refused query leaves a non-sticky error: not this call's failure
+  cache->emplace(key, limit);
+  return limit;
+}
+
+// Picks the split count from a latency model in units of one tile's serial work (~1 us at batch 1): (waves of
+// blocks) x (tiles per split), plus the merge: none for one split, ~1 tile for the in-cluster merge (two cluster
+// barriers and one distributed-shared-memory round trip), ~4 for the combine kernel (a dependent launch plus two L2
+// round trips: 4.7-7.3 us in session 5's profile), plus 0.05 per split (partials, a longer merge) to break ties
+// towards fewer splits. At batch 1 this gives one- or two-tile splits merged in a cluster for contexts up to
+// 16 x 32 (x2) keys; at batch 64 (1024 blocks of gemma-7b: three waves already) one split, as before.
 Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* what) {
   TG_CHECK(opt.max_seqlen_hint >= 0 && opt.max_seqlen_hint <= d.max_seq, what, ": max_seqlen_hint must be in [0, ",
            d.max_seq, "], got ", opt.max_seqlen_hint);
   TG_CHECK(opt.num_splits >= 0, what, ": num_splits must be >= 0, got ", opt.num_splits);
+  TG_CHECK(opt.max_cluster >= 0 && opt.max_cluster <= kMaxCluster, what, ": max_cluster must be in [0, ", kMaxCluster,
+           "], got ", opt.max_cluster);
   const int tile = tile_for(d.Dh);
   const int64_t max_len = opt.max_seqlen_hint > 0 ? opt.max_seqlen_hint : d.max_seq;
   const int64_t tiles = (max_len + tile - 1) / tile;
-  const int G = heads_per_block(d.H / d.Hkv, opt.heads_per_block, what);
-  const int64_t blocks = d.B * d.Hkv * (d.H / d.Hkv / G);
+  const int64_t g = d.H / d.Hkv;
+  const int G = heads_per_block(d.B * d.Hkv * tiles, g, opt.heads_per_block, what);
+  const int64_t blocks = d.B * d.Hkv * (g / G);
+  const void* kernel = split_kernel(d.Dh, G, d.fp8);
+  const int smem = split_smem(d.Dh, d.fp8);
+  const int64_t slots = device_resident_blocks(kernel, smem);
+  int cmax = cluster_limit(kernel, smem);
+  if (opt.max_cluster > 0) cmax = std::min(cmax, opt.max_cluster);
   int64_t splits = opt.num_splits;
   if (splits == 0) {
-    const int64_t slots = device_resident_blocks(split_kernel(d.Dh, G, d.fp8), split_smem(d.Dh, d.fp8));
     double best = 0.0;
     for (int64_t s = 1; s <= std::min<int64_t>(tiles, 256); ++s) {
       const double waves = static_cast<double>((blocks * s + slots - 1) / slots);
-      const double cost = waves * static_cast<double>((tiles + s - 1) / s) + 0.05 * static_cast<double>(s);
+      const double merge = s == 1 ? 0.0 : s <= cmax ? 1.0 : 4.0;
+      const double cost = waves * static_cast<double>((tiles + s - 1) / s) + merge + 0.05 * static_cast<double>(s);
       if (s == 1 || cost < best) {
         best = cost;
         splits = s;
@@ -511,40 +731,72 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   const int64_t tiles_per_split = (tiles + splits - 1) / splits;
   p.chunk = static_cast<int>(tiles_per_split * tile);
   p.splits = static_cast<int>((max_len + p.chunk - 1) / p.chunk);
-  if (p.splits > 1) {
+  p.cluster = p.splits > 1 && p.splits <= cmax;
+  if (p.splits > 1 && !p.cluster) {
     const std::size_t rows = static_cast<std::size_t>(d.B * d.H * p.splits);
     p.workspace = attn_detail::align_up(rows * d.Dh * sizeof(float)) + attn_detail::align_up(rows * sizeof(float2));
   }
   return p;
 }
 
+// The split kernel's launch: kernels::cuda::launch's programmatic-launch attribute (inside a ProgrammaticLaunchScope)
+// plus, for the in-cluster merge, a cluster of grid.x (= the splits) blocks.
+template <typename Kernel>
+void launch_split_kernel(Kernel kernel, dim3 grid, int smem, bool cluster, cudaStream_t stream,
+                         const DecodeParams& prm) {
+  cudaLaunchAttribute attrs[2]{};
+  unsigned n = 0;
+  if (programmatic_launch_enabled()) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n].val.clusterDim.x = grid.x;
+    attrs[n].val.clusterDim.y = 1;
+    attrs[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
+  cfg.stream = stream;
+  cfg.attrs = n > 0 ? attrs : nullptr;
+  cfg.numAttrs = n;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, prm);
+  if (err != cudaSuccess) [[unlikely]] {
+    launch_failed(err, reinterpret_cast<const void*>(kernel), grid, cfg.blockDim, cfg.dynamicSmemBytes);
+  }
+}
+
 template <int DH, int G, typename T>
-void launch_split_t(const DecodeParams& prm, dim3 grid, cudaStream_t stream) {
+void launch_split_t(const DecodeParams& prm, dim3 grid, bool cluster, cudaStream_t stream) {
   constexpr int smem = split_smem_bytes<DH, T>();
-  (void)resident_blocks(reinterpret_cast<const void*>(decode_split_kernel<DH, G, T>), kThreads,
-                        static_cast<std::size_t>(smem));  // raises the kernel's shared-memory limit (once)
-  launch(decode_split_kernel<DH, G, T>, grid, kThreads, smem, stream, prm);
+  // make_plan raised the kernel's shared-memory limit (resident_blocks) and enabled its cluster size (cluster_limit)
+  launch_split_kernel(decode_split_kernel<DH, G, T>, grid, smem, cluster, stream, prm);
 }
 template <int DH, int G>
-void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, cudaStream_t stream) {
+void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, bool cluster, cudaStream_t stream) {
   if (fp8) {
-    launch_split_t<DH, G, e4m3_t>(prm, grid, stream);
+    launch_split_t<DH, G, e4m3_t>(prm, grid, cluster, stream);
   } else {
-    launch_split_t<DH, G, bf16_t>(prm, grid, stream);
+    launch_split_t<DH, G, bf16_t>(prm, grid, cluster, stream);
   }
 }
 
 template <int DH>
-void launch_split_g(const DecodeParams& prm, int G, bool fp8, dim3 grid, cudaStream_t stream) {
+void launch_split_g(const DecodeParams& prm, int G, bool fp8, dim3 grid, bool cluster, cudaStream_t stream) {
   switch (G) {
     case 8:
-      return launch_split<DH, 8>(prm, fp8, grid, stream);
+      return launch_split<DH, 8>(prm, fp8, grid, cluster, stream);
     case 4:
-      return launch_split<DH, 4>(prm, fp8, grid, stream);
+      return launch_split<DH, 4>(prm, fp8, grid, cluster, stream);
     case 2:
-      return launch_split<DH, 2>(prm, fp8, grid, stream);
+      return launch_split<DH, 2>(prm, fp8, grid, cluster, stream);
     default:
-      return launch_split<DH, 1>(prm, fp8, grid, stream);
+      return launch_split<DH, 1>(prm, fp8, grid, cluster, stream);
   }
 }
 
@@ -573,6 +825,7 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   const Plan plan = make_plan(d, opt, what);
   check_aligned(cache.k.data, 16, what, "cache.k");  // 16-byte cp.async of whole rows
   check_aligned(cache.v.data, 16, what, "cache.v");
+  check_aligned(q.data, 16, what, "q");  // 16-byte loads of q rows
   const int g = static_cast<int>(d.H / d.Hkv);
   const int G = plan.G;
 
@@ -590,9 +843,10 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   prm.max_seq = static_cast<int>(d.max_seq);
   prm.num_splits = plan.splits;
   prm.chunk = plan.chunk;
+  prm.cluster_merge = plan.cluster;
   prm.per_head_scale = d.per_head_scale;
   prm.scale = attn::resolve_scale(opt.scale, d.Dh, what);
-  if (plan.splits > 1) {
+  if (plan.splits > 1 && !plan.cluster) {
     char* ws = static_cast<char*>(attn_detail::scratch(opt.workspace, plan.workspace, what));
     const std::size_t rows = static_cast<std::size_t>(d.B * d.H * plan.splits);
     prm.o_part = reinterpret_cast<float*>(ws);
@@ -602,25 +856,25 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   const dim3 grid(plan.splits, static_cast<unsigned>(d.Hkv * (g / G)), static_cast<unsigned>(d.B));
   switch (d.Dh) {
     case 16:
-      launch_split_g<16>(prm, G, d.fp8, grid, s);
+      launch_split_g<16>(prm, G, d.fp8, grid, plan.cluster, s);
       break;
     case 32:
-      launch_split_g<32>(prm, G, d.fp8, grid, s);
+      launch_split_g<32>(prm, G, d.fp8, grid, plan.cluster, s);
       break;
     case 64:
-      launch_split_g<64>(prm, G, d.fp8, grid, s);
+      launch_split_g<64>(prm, G, d.fp8, grid, plan.cluster, s);
       break;
     case 128:
-      launch_split_g<128>(prm, G, d.fp8, grid, s);
+      launch_split_g<128>(prm, G, d.fp8, grid, plan.cluster, s);
       break;
     case 256:
-      launch_split_g<256>(prm, G, d.fp8, grid, s);
+      launch_split_g<256>(prm, G, d.fp8, grid, plan.cluster, s);
       break;
     default:
       TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
   }
   TG_CHECK_LAUNCH("decode_split_kernel");
-  if (plan.splits > 1) {
+  if (plan.splits > 1 && !plan.cluster) {
     launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), 128, 0, s, prm.o_part, prm.ml, prm.out,
            prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
     TG_CHECK_LAUNCH("decode_combine_kernel");
