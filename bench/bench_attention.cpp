@@ -7,7 +7,12 @@
 //   attention/train_fwd_bwd/<model>/<backend>/<layout>/B<b>xS<s>    forward + backward, one training step
 //   attention/decode/<model>/<cache>/B<b>/ctx<n>                    one decode step (split-K + combine)
 //   attention/decode_g<1|2>/gemma-2b/<cache>/B1/ctx<n>              the same with 1 or 2 query heads per block
-//                                                                   (DecodeOptions::heads_per_block) instead of 8
+//                                                                   (DecodeOptions::heads_per_block) instead of the
+//                                                                   planner's choice (formerly 8, the whole group;
+//                                                                   now 1 at batch 1, so decode_g1 == decode there)
+//   attention/decode_combine/<model>/<cache>/B1/ctx<n>              the default plan with the splits merged by the
+//                                                                   combine kernel (DecodeOptions::max_cluster = 1)
+//                                                                   instead of inside the split kernel's cluster
 //   attention/kv_append/<model>/<cache>/B<b>                        one KV-cache append
 // Models: gemma-2b (H 8, Hkv 1, Dh 256), gemma-7b (H 16, Hkv 16, Dh 256). Layouts: dense [B, S, H, Dh] and packed
 // [T, H, Dh] with cu_seqlens (every sequence of length S, so both do the same work; packed adds the padding-mask
@@ -176,13 +181,16 @@ DecodeData& decode_data(const Model& m, int64_t B, int64_t ctx, DType cache_dtyp
 }
 
 // heads_per_block: DecodeOptions::heads_per_block (0 = the default: the whole group of query heads per block).
-void bm_decode(benchmark::State& state, Model m, int64_t B, int64_t ctx, DType cache_dtype, int heads_per_block) {
+// max_cluster: DecodeOptions::max_cluster (0 = the default: merge inside the split kernel's cluster; 1 = combine kernel).
+void bm_decode(benchmark::State& state, Model m, int64_t B, int64_t ctx, DType cache_dtype, int heads_per_block,
+               int max_cluster = 0) {
   double bytes = 0;
   try {
     DecodeData& d = decode_data(m, B, ctx, cache_dtype);
     kernels::DecodeOptions opt;
     opt.max_seqlen_hint = ctx;
     opt.heads_per_block = heads_per_block;
+    opt.max_cluster = max_cluster;
     timed(state, true, [&] { kernels::decode_attention(d.q, d.cache(), d.seqlens, opt, d.out); });
     bytes = 2.0 * static_cast<double>(B * ctx * m.Hkv * m.Dh) * static_cast<double>(dtype_size(cache_dtype)) +
             2.0 * static_cast<double>(B * m.H * m.Dh) * 2.0;
@@ -239,6 +247,10 @@ const bool registered = [] {
           add("attention/decode/" + std::string(m.name) + "/" + cname + "/B" + std::to_string(B) + "/ctx" +
                   std::to_string(ctx),
               [=](benchmark::State& st) { bm_decode(st, m, B, ctx, cache, 0); });
+          if (B == 1 && ctx <= 1024) {  // the in-cluster merge against the combine kernel, same plan otherwise
+            add("attention/decode_combine/" + std::string(m.name) + "/" + cname + "/B1/ctx" + std::to_string(ctx),
+                [=](benchmark::State& st) { bm_decode(st, m, B, ctx, cache, 0, 1); });
+          }
           if (m.H / m.Hkv == 8 && B == 1 && ctx <= 1024) {  // gemma-2b's MQA group at batch 1: 1 and 2 heads per block
             for (int hpb : {1, 2}) {
               add("attention/decode_g" + std::to_string(hpb) + "/" + std::string(m.name) + "/" + cname + "/B1/ctx" +

@@ -14,15 +14,19 @@
 //  * KV append: bit-exact (same RNE / SATFINITE rounding as common/numeric.h).
 //  * determinism: the same call twice gives the same bits.
 // Kernel faults surface as tg::Error from the next device-to-host copy (Tensor::to), which fails the test.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "common/cuda_check.h"
 #include "common/numeric.h"
 #include "kernels/attention/attention.h"
+#include "kernels/launch/programmatic_launch.h"
 #include "kernels/tests/attention_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
 
@@ -440,6 +444,201 @@ TEST(AttentionGpu, DecodeEqualsLastRowOfPrefill) {
   }
 }
 
+// ---- decode: the planner's paths ----------------------------------------------------------------------------------
+// One K / V cache pair (CPU twin and GPU copy) with random contents; the rows at and beyond each sequence's length
+// hold a poison value (K and V = +max finite of the cache type / 8) so that a kernel reading keys it must not read
+// fails the comparison by a wide margin, not by a rounding.
+struct DecodeCase {
+  Cache cpu, gpu;
+  std::vector<int32_t> lens;
+  int64_t H = 0;
+  Tensor q, q_d, lens_d, want;
+};
+DecodeCase make_decode_case(DType dtype, int64_t n_scales, int64_t H, int64_t Hkv, int64_t Dh,
+                            const std::vector<int32_t>& lens, int64_t max_seq, uint32_t seed) {
+  const int64_t B = static_cast<int64_t>(lens.size());
+  DecodeCase c;
+  c.lens = lens;
+  c.H = H;
+  c.cpu = make_cache(B, max_seq, Hkv, Dh, dtype, n_scales, Device::CPU);
+  c.cpu.k = testing::random_host(dtype, {B, max_seq, Hkv, Dh}, seed);
+  c.cpu.v = testing::random_host(dtype, {B, max_seq, Hkv, Dh}, seed + 1);
+  const int64_t row = Hkv * Dh;
+  for (Tensor* t : {&c.cpu.k, &c.cpu.v}) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = lens[static_cast<size_t>(b)]; j < max_seq; ++j) {
+        for (int64_t i = 0; i < row; ++i) {
+          const int64_t at = (b * max_seq + j) * row + i;
+          if (dtype == DType::BF16)
+            t->ptr<uint16_t>()[at] = float_to_bf16_bits(4096.0f);
+          else
+            t->ptr<uint8_t>()[at] = static_cast<uint8_t>(encode(DType::E4M3, 56.0f));
+        }
+      }
+    }
+  }
+  c.gpu = Cache{c.cpu.k.to(Device::CUDA), c.cpu.v.to(Device::CUDA), {}, {}};
+  if (dtype == DType::E4M3) {
+    c.gpu.k_scale = c.cpu.k_scale.to(Device::CUDA);
+    c.gpu.v_scale = c.cpu.v_scale.to(Device::CUDA);
+  }
+  c.q = host_tensor(DType::BF16, {B, H, Dh}, random_values(B * H * Dh, seed + 2));
+  c.q_d = c.q.to(Device::CUDA);
+  c.lens_d = i32(lens, Device::CUDA);
+  c.want = Tensor::empty(DType::BF16, {B, H, Dh});
+  kernels::decode_attention(c.q, c.cpu.view(), i32(lens, Device::CPU), DecodeOptions{}, c.want);
+  return c;
+}
+Tensor run_decode(const DecodeCase& c, const DecodeOptions& opt, Stream stream = {}) {
+  Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
+  kernels::decode_attention(c.q_d, c.gpu.view(), c.lens_d, opt, out, stream);
+  return out;
+}
+std::string label(const DecodeCase& c, const DecodeOptions& o) {
+  return std::string(dtype_name(c.cpu.k.dtype())) + " H " + std::to_string(c.H) + " Hkv " +
+         std::to_string(c.cpu.k.shape()[2]) + " B " + std::to_string(c.lens.size()) + " splits " +
+         std::to_string(o.num_splits) + " heads/block " + std::to_string(o.heads_per_block) + " max_cluster " +
+         std::to_string(o.max_cluster);
+}
+// The decode tolerance of the file header (FP32 sums in another order than the twin, BF16 output on both sides:
+// two BF16 ulps, {atol 2e-3, rtol 2^-7}). The poisoned rows would be off by O(1) or more.
+void expect_matches_twin(const DecodeCase& c, const Tensor& got, const std::string& what) {
+  const auto cmp = compare(to_double(got.to(Device::CPU)), to_double(c.want), 2e-3, 1.0 / 128);
+  EXPECT_TRUE(cmp.ok()) << what << ": " << describe(cmp);
+}
+
+// Every (heads per block, split count) the planner can choose for gemma-2b's MQA group and an MHA cache, with the
+// splits merged in the thread-block cluster (max_cluster 0) and through the workspace and the combine kernel
+// (max_cluster 1): both within the twin's tolerance, and bit for bit equal to each other (the same partials merged
+// by the same arithmetic in the same split order), and the same bits on a repeated launch. Lengths 0, 1, tile edges
+// and the full cache in one batch; 16 splits of 32 keys is the largest cluster, 17 and 32 go through the workspace.
+TEST(AttentionGpu, DecodeSplitPathsMatchCpuTwinAndEachOther) {
+  TG_REQUIRE_CUDA();
+  const std::vector<int32_t> lens = {0, 1, 2, 31, 32, 33, 200, 511, 512};
+  struct Geo {
+    int64_t H, Hkv;
+    DType dtype;
+    int64_t n_scales;
+  };
+  for (const Geo& g : {Geo{8, 1, DType::BF16, 0}, Geo{8, 1, DType::E4M3, 1}, Geo{4, 4, DType::BF16, 0},
+                       Geo{4, 4, DType::E4M3, 4}}) {
+    const DecodeCase c = make_decode_case(g.dtype, g.n_scales, g.H, g.Hkv, 256, lens, 512, 900);
+    for (int hpb : {0, 1, 2, 4, 8}) {
+      if (hpb > g.H / g.Hkv) continue;
+      for (int splits : {0, 1, 2, 5, 8, 16, 17, 32}) {
+        DecodeOptions in_cluster;
+        in_cluster.num_splits = splits;
+        in_cluster.heads_per_block = hpb;
+        DecodeOptions combine = in_cluster;
+        combine.max_cluster = 1;
+        const Tensor a = run_decode(c, in_cluster), b = run_decode(c, combine);
+        expect_matches_twin(c, a, label(c, in_cluster));
+        expect_matches_twin(c, b, label(c, combine));
+        EXPECT_TRUE(same_bits(a, b)) << "cluster merge != combine kernel: " << label(c, in_cluster);
+        EXPECT_TRUE(same_bits(a, run_decode(c, in_cluster))) << "not deterministic: " << label(c, in_cluster);
+      }
+    }
+  }
+}
+
+// Head dims below 256 (other tile heights: 128 keys at Dh 16, 64 at Dh 32) through the cluster merge.
+TEST(AttentionGpu, DecodeClusterMergeSmallHeadDims) {
+  TG_REQUIRE_CUDA();
+  for (int64_t dh : {16, 32, 64, 128}) {
+    const DecodeCase c = make_decode_case(DType::BF16, 0, 8, 2, dh, {0, 1, 77, 300, 1000}, 1000, 950);
+    for (int splits : {0, 3, 8}) {
+      for (int hpb : {0, 1, 4}) {
+        DecodeOptions o;
+        o.num_splits = splits;
+        o.heads_per_block = hpb;
+        expect_matches_twin(c, run_decode(c, o), label(c, o) + " Dh " + std::to_string(dh));
+      }
+    }
+  }
+}
+
+// Batch 64 (the TE tutorial's decode batch; 4 MHA heads instead of 16 and E4M3 with per-head scales beside BF16 to
+// keep the twin's time reasonable), ragged lengths 0..512 in one batch: the planner's own choice.
+TEST(AttentionGpu, DecodeBatch64MatchesCpuTwin) {
+  TG_REQUIRE_CUDA();
+  std::vector<int32_t> lens(64);
+  for (int b = 0; b < 64; ++b) lens[static_cast<size_t>(b)] = (b * 37) % 513;  // 0, 37, ..., 512 among them
+  lens[5] = 1;
+  for (DType dtype : {DType::BF16, DType::E4M3}) {
+    const DecodeCase mha = make_decode_case(dtype, dtype == DType::E4M3 ? 4 : 0, 4, 4, 256, lens, 512, 1000);
+    const DecodeCase mqa = make_decode_case(dtype, dtype == DType::E4M3 ? 1 : 0, 8, 1, 256, lens, 512, 1100);
+    for (const DecodeCase* c : {&mha, &mqa}) {
+      const DecodeOptions o;
+      const Tensor a = run_decode(*c, o);
+      expect_matches_twin(*c, a, label(*c, o));
+      EXPECT_TRUE(same_bits(a, run_decode(*c, o))) << "not deterministic: " << label(*c, o);
+    }
+  }
+}
+
+// The decode captured once in a CUDA graph (with programmatic dependent launch on, as the decoder's step) and
+// replayed: every replay equals the eager call bit for bit, including after the lengths changed on the device
+// between replays (a graph captured for max_seq serves any shorter context), and nothing depends on the workspace's
+// previous contents (it is filled with 0xff bytes first: the cluster merge needs none, the combine kernel's partials
+// are all written before they are read).
+TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
+  TG_REQUIRE_CUDA();
+  cudaStream_t raw = nullptr;
+  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  const Stream stream{raw};
+  const std::vector<int32_t> lens = {384, 0, 130, 1}, lens2 = {5, 384, 0, 257};
+  for (DType dtype : {DType::BF16, DType::E4M3}) {
+    const DecodeCase c = make_decode_case(dtype, dtype == DType::E4M3 ? 1 : 0, 8, 1, 256, lens, 384, 1200);
+    const DecodeCase c2 = make_decode_case(dtype, dtype == DType::E4M3 ? 1 : 0, 8, 1, 256, lens2, 384, 1200);
+    for (int variant = 0; variant < 3; ++variant) {
+      DecodeOptions opt;  // 0: the planner's choice (in-cluster merge); 1: combine kernel; 2: more splits than a cluster
+      if (variant == 1) opt.max_cluster = 1;
+      if (variant == 2) opt.num_splits = 12, opt.max_cluster = 4;
+      const std::size_t bytes = kernels::decode_attention_workspace_bytes(c.q_d, c.gpu.view(), opt);
+      Tensor ws = Tensor::empty(DType::U8, {static_cast<int64_t>(std::max<std::size_t>(bytes, 256))}, Device::CUDA);
+      TG_CHECK_CUDA(cudaMemsetAsync(ws.data(), 0xff, ws.nbytes(), raw));
+      opt.workspace = kernels::Workspace{ws.data(), ws.nbytes()};
+      Tensor lens_d = i32(lens, Device::CUDA);
+      Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
+      auto body = [&] {
+        const kernels::ProgrammaticLaunchScope pdl(true);
+        kernels::decode_attention(c.q_d, c.gpu.view(), lens_d, opt, out, stream);
+      };
+      body();
+      TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+      const Tensor eager = out.to(Device::CPU);
+      expect_matches_twin(c, eager, label(c, opt) + " eager");
+      cudaGraph_t graph = nullptr;
+      TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
+      body();
+      TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
+      cudaGraphExec_t exec = nullptr;
+      TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      for (int replay = 0; replay < 3; ++replay) {
+        TG_CHECK_CUDA(cudaMemsetAsync(out.data(), 0, out.nbytes(), raw));
+        TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
+        TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+        EXPECT_TRUE(same_bits(out, eager)) << "graph replay " << replay << " != eager: " << label(c, opt);
+      }
+      // Other lengths in the same device buffer; the same cache contents and q (c2 was made from the same seed, so
+      // only the poisoned rows differ: the rows below every length of both cases hold the same values).
+      const Tensor host_lens2 = i32(lens2, Device::CPU);
+      TG_CHECK_CUDA(cudaMemcpyAsync(lens_d.data(), host_lens2.data(), host_lens2.nbytes(), cudaMemcpyHostToDevice, raw));
+      TG_CHECK_CUDA(cudaMemcpyAsync(c.gpu.k.data(), c2.gpu.k.data(), c2.gpu.k.nbytes(), cudaMemcpyDeviceToDevice, raw));
+      TG_CHECK_CUDA(cudaMemcpyAsync(c.gpu.v.data(), c2.gpu.v.data(), c2.gpu.v.nbytes(), cudaMemcpyDeviceToDevice, raw));
+      TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
+      TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+      expect_matches_twin(c2, out, label(c2, opt) + " replay with new lengths");
+      // restore the first case's cache for the next variant
+      TG_CHECK_CUDA(cudaMemcpy(c.gpu.k.data(), c.cpu.k.data(), c.cpu.k.nbytes(), cudaMemcpyHostToDevice));
+      TG_CHECK_CUDA(cudaMemcpy(c.gpu.v.data(), c.cpu.v.data(), c.cpu.v.nbytes(), cudaMemcpyHostToDevice));
+      TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
+      TG_CHECK_CUDA(cudaGraphDestroy(graph));
+    }
+  }
+  TG_CHECK_CUDA(cudaStreamDestroy(raw));
+}
+
 TEST(AttentionGpu, DecodeRejectsBadArguments) {
   TG_REQUIRE_CUDA();
   const Cache gpu = make_cache(2, 16, 2, 24, DType::BF16, 0, Device::CUDA);
@@ -453,6 +652,11 @@ TEST(AttentionGpu, DecodeRejectsBadArguments) {
   bad.max_seqlen_hint = 17;
   EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), bad, o16), Error);
   EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CPU), DecodeOptions{}, o16), Error);
+  for (int mc : {-1, 17}) {  // max_cluster outside [0, 16]
+    DecodeOptions wrong;
+    wrong.max_cluster = mc;
+    EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), wrong, o16), Error) << mc;
+  }
   for (int hpb : {3, 4, -1}) {  // not 0 / 1 / 2 / 4 / 8, or not dividing the group of H / Hkv = 2
     DecodeOptions wrong;
     wrong.heads_per_block = hpb;
