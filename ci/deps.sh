@@ -55,3 +55,26 @@ tegemma_build() {
   cmake "${args[@]}" "$@"
   cmake --build "$build" -j "$(nproc)"
 }
+
+# compute-sanitizer: $COMPUTE_SANITIZER, on PATH, beside nvcc, under /usr/local/cuda*, or in Python's nvidia.*
+# packages (the PyPI wheel nvidia-cuda-sanitizer-api puts it in nvidia/cu13/bin). Prints the path.
+tegemma_find_sanitizer() {
+  local c
+  for c in "${COMPUTE_SANITIZER:-}" "$(command -v compute-sanitizer 2>/dev/null)" \
+           "$(dirname "$(command -v nvcc 2>/dev/null || echo /nonexistent/nvcc)")/compute-sanitizer" \
+           /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+           /usr/local/cuda-*/bin/compute-sanitizer /usr/local/cuda-*/compute-sanitizer/compute-sanitizer \
+           $(python3 -c 'import nvidia, glob, os
+for p in nvidia.__path__: print(" ".join(glob.glob(os.path.join(p, "*", "bin", "compute-sanitizer"))))' 2>/dev/null); do
+    if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+
+# The arguments compute-sanitizer $1 needs to find its injection libraries: the PyPI wheel keeps them in ../lib
+# rather than beside the binary. Prints nothing or "--injection-path DIR".
+tegemma_sanitizer_injection_args() {
+  if [ -e "$(dirname "$1")/../lib/libTreeLauncherTargetInjection.so" ]; then
+    echo "--injection-path $(cd "$(dirname "$1")/../lib" && pwd)"
+  fi
+}

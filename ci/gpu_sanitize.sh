@@ -75,28 +75,12 @@ out=$(cd "$out" && pwd)
 source "$root/ci/deps.sh"
 build=${TEGEMMA_BUILD_DIR:-/tmp/tegemma-gpu-build}   # the GPU suite's: a warm machine reuses its build
 
-find_sanitizer() {
-  local c
-  for c in "${COMPUTE_SANITIZER:-}" "$(command -v compute-sanitizer 2>/dev/null)" \
-           "$(dirname "$(command -v nvcc 2>/dev/null || echo /nonexistent/nvcc)")/compute-sanitizer" \
-           /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
-           /usr/local/cuda-*/bin/compute-sanitizer /usr/local/cuda-*/compute-sanitizer/compute-sanitizer \
-           $(python3 -c 'import nvidia, glob, os
-for p in nvidia.__path__: print(" ".join(glob.glob(os.path.join(p, "*", "bin", "compute-sanitizer"))))' 2>/dev/null); do
-    if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
-  done
-  return 1
-}
-cs=$(find_sanitizer) || {
+cs=$(tegemma_find_sanitizer) || {
   echo "gpu_sanitize: compute-sanitizer not found (set COMPUTE_SANITIZER; see the top of this script)" >&2
   echo '{"error": "compute-sanitizer not found"}' > "$out/summary.json"
   exit 2
 }
-cs_args=()
-# The PyPI wheel keeps the injection libraries in ../lib rather than beside the binary.
-if [ -e "$(dirname "$cs")/../lib/libTreeLauncherTargetInjection.so" ]; then
-  cs_args+=(--injection-path "$(cd "$(dirname "$cs")/../lib" && pwd)")
-fi
+read -ra cs_args <<< "$(tegemma_sanitizer_injection_args "$cs")"
 cs_version=$("$cs" --version 2>/dev/null | grep -o 'Version [0-9.]*' | head -1)
 echo "== compute-sanitizer: $cs ($cs_version)"
 

@@ -16,6 +16,9 @@
 #   --sanitize TOOLS  ci/gpu_sanitize.sh --tools TOOLS (side by side) over the gpu test binaries with what time is left
 #                     (--sanitize-binaries REGEX: only the binaries whose path matches, e.g. 'kernels/tests';
 #                     --sanitize-until S: on 2 GPUs, stop by S seconds from the start so the timing stages can run)
+#   --side-cmd CMD    after the sanitizers, in the same lane and under the same --sanitize-until bound: bash -c CMD
+#                     with TEGEMMA_BUILD_DIR (the build) and SIDE_OUT (a results folder, side/) set; for targeted
+#                     probes such as ci/sanitize_probe.sh (output in side_cmd.log and side/)
 #   --parity SUITE    `tegemma parity --suite SUITE --device cuda` in the background beside the tests (parity_SUITE.json
 #                     and .log in the results); with --curves it runs after the curves instead, with the trained
 #                     small model (the impl bf16 run's last checkpoint) added (--add-model)
@@ -40,7 +43,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
-hfa=0 dab="" prof=0 sbins="" suntil="" pdetail=""
+hfa=0 dab="" prof=0 sbins="" suntil="" pdetail="" sidecmd=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --profile-detail) prof=1; pdetail=$2; shift 2;;
     --sanitize-binaries) sbins=$2; shift 2;;
     --sanitize-until) suntil=$2; shift 2;;
+    --side-cmd) sidecmd=$2; shift 2;;
     *) echo "gpu_session: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -91,6 +95,13 @@ side_lane() {  # GPU $1: the sanitizers, until --sanitize-until (or the deadline
       > "$out/sanitize.log" 2>&1
     tail -6 "$out/sanitize.log"
   fi
+  budget=$(( until - ($(date +%s) - t0) - 15 ))
+  if [ -n "$sidecmd" ] && [ "$budget" -gt 20 ]; then
+    mkdir -p "$out/side"
+    CUDA_VISIBLE_DEVICES=$1 TEGEMMA_BUILD_DIR=$build SIDE_OUT=$out/side timeout "$budget" bash -c "$sidecmd" \
+      > "$out/side_cmd.log" 2>&1
+    echo "== side command rc=$? at $(( $(date +%s) - t0 ))s"
+  fi
 }
 wait_side() {  # before any timing stage: nothing else may load the host
   [ -n "$spid" ] || return 0
@@ -100,7 +111,7 @@ wait_side() {  # before any timing stage: nothing else may load the host
   spid=""
 }
 spid=""
-if [ "$ngpu" -ge 2 ] && [ -n "$sanitize" ]; then
+if [ "$ngpu" -ge 2 ] && [ -n "$sanitize$sidecmd" ]; then
   side_lane $(( ngpu - 1 )) > "$out/side_lane.log" 2>&1 &
   spid=$!
   export CUDA_VISIBLE_DEVICES=0
@@ -185,6 +196,6 @@ if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
 fi
 if [ "$ngpu" -ge 2 ]; then
   wait_side  # the side lane, unless a timing stage already waited for it (or none was started)
-elif [ -n "$sanitize" ]; then
+elif [ -n "$sanitize$sidecmd" ]; then
   side_lane 0
 fi

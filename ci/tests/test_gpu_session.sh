@@ -5,6 +5,7 @@
 #     timing stage (bench suites, HF anchors) starts before the sanitizers have ended (session 5: host-bound
 #     benchmarks measured beside compute-sanitizer were 3x slow); the sanitizers run once;
 #   - one GPU: the sanitizers run once, after the benchmarks, on GPU 0;
+#   - --side-cmd runs once, in the side lane after the sanitizers (GPU 1 of 2), before any timing stage;
 #   - results.tgz holds the stages' logs.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,6 +23,8 @@ printf '#!/usr/bin/env bash\n%s\nsleep 0.2\n' "$(stamp bench)" > "$work/ci/bench
 printf '#!/usr/bin/env bash\n%s\nsleep 0.5\necho "100%% tests passed"\n' "$(stamp ctest)" > "$work/bin/ctest"
 printf 'import os, time\nopen("%s", "a").write("hf %%d gpu=%%s\\n" %% (time.time_ns(), os.environ.get("CUDA_VISIBLE_DEVICES", "unset")))\n' \
   "$log" > "$work/bench/hf_anchors.py"
+printf '#!/usr/bin/env bash\n%s\n[ -d "$SIDE_OUT" ] && [ -n "$TEGEMMA_BUILD_DIR" ] || exit 3\n' "$(stamp side_cmd)" \
+  > "$work/ci/probe.sh"
 chmod +x "$work"/ci/*.sh "$work/bin/ctest"
 
 fail() { echo "FAIL: $*"; echo "--- events"; cat "$log"; exit 1; }
@@ -54,6 +57,14 @@ grep -q '^ctest .* gpu=0' "$log" || fail "2 GPUs: tests not on GPU 0"
 # (listed to a file first: with pipefail, grep -q leaving early can kill tar with SIGPIPE and fail the pipeline)
 tar tzf "$work/out/results.tgz" > "$work/listing"
 grep -q 'side_lane.log' "$work/listing" || fail "results.tgz lacks side_lane.log"
+
+# Two GPUs, a side command: after the sanitizers, on GPU 1, before the benchmarks, with its environment.
+run 2 --tests . --sanitize racecheck --side-cmd ci/probe.sh --bench-suite quick
+[ "$(count side_cmd)" = 1 ] || fail "side command ran $(count side_cmd) times"
+grep -q '^side_cmd .* gpu=1' "$log" || fail "side command not on GPU 1"
+[ "$(at side_cmd)" -gt "$(at sanitize_end)" ] || fail "side command started before the sanitizers ended"
+[ "$(at bench)" -gt "$(at side_cmd)" ] || fail "a bench suite started before the side command"
+grep -q 'side command rc=0' "$work/session.log" || fail "side command failed ($(tail -5 "$work/session.log"))"
 
 # One GPU: the sanitizers once, last, on GPU 0.
 run 1 --tests . --sanitize racecheck --bench-suite quick

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Targeted compute-sanitizer probes for the open issue-11 findings, each one test (or a few) under one tool and one
+# setting, so a finding can be pinned to a test, a kernel and a sanitizer option. Meant for gpu_session.sh's side
+# lane (--side-cmd ci/sanitize_probe.sh), which sets TEGEMMA_BUILD_DIR and SIDE_OUT; each probe gets at most
+# PROBE_TIMEOUT seconds (default 90) and writes SIDE_OUT/<name>.log; SIDE_OUT/probes.tsv lists
+# name, rc, seconds, the sanitizer's summary line and the distinct error kinds.
+#
+#   ci/sanitize_probe.sh [PROBE_NAME_REGEX]
+#
+# Probes (session 6):
+#   race_gemm_*      racecheck of the first FP8 GEMM test, where session 5 saw "Internal Sanitizer Error: failed to
+#                    handle a hardware exception": default options, then without the wgmma and bulk-copy
+#                    instrumentation (cuBLASLt's Hopper kernels use both), then a BF16-only test
+#   init_gemm_*      initcheck of the graph-capture GEMM test (cudaMemcpy of a cuBLASLt output reported as
+#                    uninitialised), and of an output zeroed before the GEMM, to tell a tool blind spot (writes it does
+#                    not track) from a real read of never-written memory
+#   race_decode, init_decode, race_gemv, init_gemv   the decode attention and GEMV tests (new kernels)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+source "$root/ci/deps.sh"
+build=${TEGEMMA_BUILD_DIR:?set TEGEMMA_BUILD_DIR to the CUDA build}
+out=${SIDE_OUT:-$build/sanitize_probe}
+mkdir -p "$out"
+want=${1:-.}
+cs=$(tegemma_find_sanitizer) || { echo "sanitize_probe: compute-sanitizer not found" >&2; exit 2; }
+read -ra inj <<< "$(tegemma_sanitizer_injection_args "$cs")"
+kt=$build/kernels/tests
+printf 'probe\trc\tseconds\tsummary\terror_kinds\n' > "$out/probes.tsv"
+
+probe() {  # NAME BINARY GTEST_FILTER SANITIZER_ARGS...
+  local name=$1 bin=$2 filter=$3
+  shift 3
+  [[ $name =~ $want ]] || return 0
+  local t0=$SECONDS rc
+  timeout "${PROBE_TIMEOUT:-90}" "$cs" "${inj[@]}" --print-limit 200 "$@" "$bin" --gtest_filter="$filter" \
+    > "$out/$name.log" 2>&1
+  rc=$?
+  local summary kinds
+  summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Internal Sanitizer Error' "$out/$name.log" | head -2 | tr '\n' ' ')
+  kinds=$(grep -oE '(Uninitialized|Invalid|Race|hazard|Hazard)[^0-9]*' "$out/$name.log" | sed 's/ at .*//' |
+          sort | uniq -c | sort -rn | head -4 | tr -s ' ' | tr '\n' ';')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( SECONDS - t0 ))" "$summary" "$kinds" >> "$out/probes.tsv"
+  echo "== $name rc=$rc $(( SECONDS - t0 ))s $summary"
+}
+
+tg=(--kernel-name kns=_ZN2tg)
+probe race_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool racecheck "${tg[@]}" --racecheck-report all
+probe race_decode "$kt/test_attention_gpu" '*Decode*' --tool racecheck "${tg[@]}" --racecheck-report all
+probe race_gemm_default "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}"
+probe race_gemm_nowgmma "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}" \
+  --check-warpgroup-mma no
+probe race_gemm_nobulk "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}" \
+  --check-warpgroup-mma no --check-bulk-copy no
+probe init_gemm_graph "$kt/test_gemm_gpu" 'GemmGpu.CapturedInACudaGraphWithoutAllocation' --tool initcheck
+probe init_gemm_accumulate "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool initcheck
+probe init_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool initcheck
+probe init_decode "$kt/test_attention_gpu" '*Decode*' --tool initcheck
+probe race_gemm_bf16 "$kt/test_gemm_gpu" 'Shapes/GemmGpuBf16.*' --tool racecheck "${tg[@]}"
+cat "$out/probes.tsv"
