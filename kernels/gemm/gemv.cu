@@ -559,13 +559,28 @@ int pick_splits(int64_t blocks_x, int64_t m, int64_t n, int row_stages, int resi
   return static_cast<int>(s);
 }
 
+// x bytes one K slice of the streamed kernel reads per column (m rows) that the default still sends to it: at full
+// occupancy the ring takes ~200 KB of an SM's 256 KB of L1 / shared memory, leaving ~28 KB of L1 for x, which every
+// warp of the SM re-reads. A larger x would be re-read from L2 once per column (m x xbytes per W byte: at M >= 2 or
+// BF16 x more L2 traffic than HBM traffic), so those shapes stay on gemv_kernel, whose L1 holds x. This keeps the
+// decoder's FP8 M = 1 narrow GEMMs (x E4M3: 2b fc2 16 KB, 7b fc2 24 KB, O / QKV <= 4 KB) on the streamed kernel.
+constexpr int64_t kStreamXBytes = 24 * 1024;
+
+// Launches the streamed kernel; false (nothing launched) when `forced` is 0 (auto) and x's slice does not fit L1.
 template <bool kWE4m3, bool kXE4m3, int kRows>
-void launch_stream(GemvParams p, cudaStream_t stream, int forced) {
+bool launch_stream(GemvParams p, cudaStream_t stream, int forced) {
   const auto kernel = gemv_stream_kernel<kWE4m3, kXE4m3, kRows>;
   const int64_t blocks_x = (p.n + kWarps - 1) / kWarps;
   const int row_stages = (p.chunks + kStageSpan - 1) / kStageSpan;
   const int resident = resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0);
   int splits = pick_splits(blocks_x, p.m, p.n, row_stages, resident, forced);
+  if (forced == 0) {
+    const int64_t chunk_x_bytes = (kWE4m3 ? 16 : 8) * (kXE4m3 ? 1 : 2);
+    const int64_t slice_chunks = static_cast<int64_t>((row_stages + splits - 1) / splits) * kStageSpan;
+    if (static_cast<int64_t>(p.m) * std::min<int64_t>(slice_chunks, p.chunks) * chunk_x_bytes > kStreamXBytes) {
+      return false;
+    }
+  }
   void* ws = splits > 1 ? split_workspace(stream) : nullptr;
   if (ws == nullptr) splits = 1;
   // Slices of whole stages: S' = ceil(stages / ceil(stages / S)) <= S non-empty slices.
@@ -578,16 +593,18 @@ void launch_stream(GemvParams p, cudaStream_t stream, int forced) {
   }
   t_last_splits = splits;
   launch(kernel, dim3(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits)), kThreads, 0, stream, p);
+  return true;
 }
 
-// The narrow shapes (one column per warp) take the streamed kernel, unless the tuning knob asks for gemv_kernel;
+// The narrow shapes (one column per warp) take the streamed kernel when x's slice fits L1 beside the ring (above),
+// unless the tuning knob asks for gemv_kernel;
 // the wide ones (fc1, lm_head, 7b qkv: >= 64 warps per SM of columns, at 84-99% of HBM) stay on gemv_kernel.
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int setting = g_split_setting.load(std::memory_order_relaxed);
   if (setting != kGemvSplitOff && (cols == 1 || setting > 0)) {
-    return launch_stream<kWE4m3, kXE4m3, kRows>(p, stream, setting);
+    if (launch_stream<kWE4m3, kXE4m3, kRows>(p, stream, setting)) return;
   }
   t_last_splits = 0;
   const int64_t warps = (p.n + cols - 1) / cols;

@@ -57,7 +57,9 @@
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
 // shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. gemv_kernel allocates nothing;
 // the split workspace is made once per (device, stream), outside capture.
-// Narrow N (the one-column shapes: 2b / 7b QKV, O, fc2) run gemv_stream_kernel instead: the same warp-per-column
+// Narrow N (the one-column shapes: 2b / 7b QKV, O, fc2) whose x slice (M x K-slice bytes) fits the ~24 KB of L1 left
+// beside the ring -- the decoder's FP8 M = 1 GEMMs; larger x stays on gemv_kernel, whose L1 holds it -- run
+// gemv_stream_kernel instead: the same warp-per-column
 // arithmetic, but W flows through a 4-stage cp.async ring in shared memory (6 KB in flight per warp at every moment,
 // independent of the registers; gemv.cu argues the numbers by Little's law), and K may be split over gridDim.y
 // blocks whose FP32 partials meet in a per-(device, stream) workspace, summed in split order by the last block to
@@ -141,7 +143,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 void gemv_fused(const GemvFusedArgs& a, Stream stream);
 
 // Tuning knob for benchmarks and tests (not for model code), process-wide: which kernel gemv() runs.
-//   kGemvSplitAuto (0, the default)  narrow N (one column per warp) -> gemv_stream_kernel with the split count of
+//   kGemvSplitAuto (0, the default)  narrow N (one column per warp) with an x slice <= 24 KB (gemv.cu:
+//                                    kStreamXBytes) -> gemv_stream_kernel with the split count of
 //                                    its one-wave rule (1 on every Gemma shape of the decode step), wide N ->
 //                                    gemv_kernel
 //   kGemvSplitOff (-1)               gemv_kernel on every shape: the path before the streamed kernel (A/B runs,

@@ -218,6 +218,8 @@ TEST(GemvGpu, StreamedKernelEqualsRegisterKernelBitForBit) {
   EXPECT_EQ(cuda::gemv_last_splits(), 0) << "2b fc1 (wide) should stay on gemv_kernel";
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 256, 16384, false}, seed += 3);
   EXPECT_GT(cuda::gemv_last_splits(), 1) << "N = 256 (64 blocks) should be split";
+  check_case({DType::BF16, DType::E4M3, DType::BF16, 4, 2048, 16384, true}, seed += 3);
+  EXPECT_EQ(cuda::gemv_last_splits(), 0) << "x of 4 x 16384 BF16 (128 KB) does not fit L1 beside the ring";
 }
 
 // Split-K against the CPU twin: the target shapes, N not a multiple of the 4 columns per block, K not a multiple of
