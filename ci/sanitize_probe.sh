@@ -14,7 +14,8 @@
 #   init_gemm_*      initcheck of the graph-capture GEMM test (cudaMemcpy of a cuBLASLt output reported as
 #                    uninitialised), and of an output zeroed before the GEMM, to tell a tool blind spot (writes it does
 #                    not track) from a real read of never-written memory
-#   race_decode, init_decode, race_gemv, init_gemv   the decode attention and GEMV tests (new kernels)
+#   race_decode*, init_decode, race_gemv*, init_gemv_split   the decode attention (cluster merge) and GEMV (streamed,
+#                    split-K with an arrival counter) kernels of session 6
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/ci/deps.sh"
@@ -44,16 +45,22 @@ probe() {  # NAME BINARY GTEST_FILTER SANITIZER_ARGS...
 }
 
 tg=(--kernel-name kns=_ZN2tg)
-probe race_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool racecheck "${tg[@]}" --racecheck-report all
-probe race_decode "$kt/test_attention_gpu" '*Decode*' --tool racecheck "${tg[@]}" --racecheck-report all
+# Fast ones first (the GEMM ones end in seconds when the tool faults), then the new kernels' shared-memory and
+# cluster (DSMEM) traffic at small shapes, then the broader runs.
 probe race_gemm_default "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}"
 probe race_gemm_nowgmma "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}" \
   --check-warpgroup-mma no
 probe race_gemm_nobulk "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}" \
   --check-warpgroup-mma no --check-bulk-copy no
 probe init_gemm_graph "$kt/test_gemm_gpu" 'GemmGpu.CapturedInACudaGraphWithoutAllocation' --tool initcheck
+probe race_decode_cluster "$kt/test_attention_gpu" 'AttentionGpu.DecodeClusterMergeSmallHeadDims' --tool racecheck \
+  "${tg[@]}" --racecheck-report all
+probe race_gemv_split "$kt/test_gemv_gpu" 'GemvGpu.Split*:GemvGpu.Streamed*' --tool racecheck "${tg[@]}" \
+  --racecheck-report all
+probe init_decode "$kt/test_attention_gpu" 'AttentionGpu.DecodeGraphReplayEqualsEager' --tool initcheck
+probe init_gemv_split "$kt/test_gemv_gpu" 'GemvGpu.Split*' --tool initcheck
 probe init_gemm_accumulate "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool initcheck
-probe init_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool initcheck
-probe init_decode "$kt/test_attention_gpu" '*Decode*' --tool initcheck
+probe race_decode "$kt/test_attention_gpu" '*Decode*' --tool racecheck "${tg[@]}" --racecheck-report all
+probe race_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool racecheck "${tg[@]}" --racecheck-report all
 probe race_gemm_bf16 "$kt/test_gemm_gpu" 'Shapes/GemmGpuBf16.*' --tool racecheck "${tg[@]}"
 cat "$out/probes.tsv"
