@@ -33,9 +33,6 @@
 #include "common/gemma_config.h"
 #include "impl/batch.h"
 #include "impl/model.h"
-#include "impl/scaling.h"
-#include "kernels/gemm/gemm.h"
-#include "kernels/quantize/quantize.h"
 #if TEGEMMA_BENCH_TORCH
 #include "reference/engine.h"
 #endif
@@ -238,69 +235,14 @@ void bm_reference(benchmark::State& state, Workload w) {
 }
 #endif
 
-// ---- GEMM ceilings measured in this run (8192^3 through kernels/gemm), as bench_gemm does ---------------------
-void bm_ceiling(benchmark::State& state, bool fp8) {
-  if (!cuda_available()) {
-    state.SkipWithError("no CUDA device");
-    return;
-  }
-  constexpr int64_t n = 8192;
-  // Random-looking data of both signs (GEMM power, and so the clocks, depend on the data: zeros would flatter).
-  std::vector<uint16_t> host(static_cast<std::size_t>(n) * n);
-  for (std::size_t i = 0; i < host.size(); ++i) {
-    const uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
-    host[i] = static_cast<uint16_t>(((h >> 31) << 15) | (0x3F00u + ((h >> 8) & 0xFFu)));  // +-[0.5, 1)
-  }
-  Tensor a = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
-  copy_bytes(a.view(), TensorView(host.data(), DType::BF16, {n, n}, Device::CPU));
-  const Tensor& b = a;
-  Tensor out = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
-  Fp8Tensor qa = Fp8Tensor::per_tensor(DType::E4M3, n, n, true, false, Device::CUDA);
-  if (fp8) {
-    kernels::compute_amax(a.view(), qa.view().amax);
-    impl::CurrentScalingState(impl::Recipe::current()).compute_scale(qa.view(), impl::ScalingDir::kForward);
-    kernels::quantize(a.view(), qa.view());
-  }
-  const Fp8Tensor& qb = qa;
-  kernels::GemmOptions opt;
-  opt.split_accumulate = false;
-  auto op = [&] {
-    if (fp8) {
-      kernels::gemm_fp8(qa.view(), qb.view(), out.view(), opt);
-    } else {
-      kernels::gemm(a.view(), b.view(), out.view());
-    }
-  };
-  op();
-  double seconds = 0;
-  for (auto _ : state) {
-    cudaEvent_t e0, e1;
-    TG_CHECK_CUDA(cudaEventCreate(&e0));
-    TG_CHECK_CUDA(cudaEventCreate(&e1));
-    TG_CHECK_CUDA(cudaEventRecord(e0, nullptr));
-    for (int i = 0; i < 10; ++i) op();
-    TG_CHECK_CUDA(cudaEventRecord(e1, nullptr));
-    TG_CHECK_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    TG_CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-    TG_CHECK_CUDA(cudaEventDestroy(e0));
-    TG_CHECK_CUDA(cudaEventDestroy(e1));
-    state.SetIterationTime(ms * 1e-4);
-    seconds += ms * 1e-4;
-  }
-  const double flops = 2.0 * n * n * n;
-  set_measured_ceiling(fp8 ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm,
-                       flops * static_cast<double>(state.iterations()) / seconds);
-  set_roofline(state, 0.0, flops, fp8 ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm);
-}
-
 void add(const std::string& name, auto fn) {
   benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
 }
 
 const bool registered = [] {
-  add("model/ceiling_bf16/8192x8192x8192", [](benchmark::State& st) { bm_ceiling(st, false); });
-  add("model/ceiling_fp8/8192x8192x8192", [](benchmark::State& st) { bm_ceiling(st, true); });
+  // The GEMM ceilings of this run (bench/common: 8192^3 through kernels/gemm), registered first.
+  add("model/ceiling_bf16/8192x8192x8192", [](benchmark::State& st) { bm_gemm_ceiling(st, Ceiling::kBf16Gemm); });
+  add("model/ceiling_fp8/8192x8192x8192", [](benchmark::State& st) { bm_gemm_ceiling(st, Ceiling::kFp8Gemm); });
   for (const Workload& w : {Workload{"gemma-2b", 8, 2048}, Workload{"gemma-7b", 4, 2048}}) {
 #if TEGEMMA_BENCH_TORCH
     add("model/" + w.preset + "/reference/" + std::to_string(w.batch) + "x" + std::to_string(w.seqlen),

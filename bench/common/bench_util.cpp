@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <exception>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -15,8 +16,12 @@
 
 #include "common/cuda_check.h"
 #include "common/file_io.h"
+#include "common/fp8_tensor.h"
 #include "common/numeric.h"
+#include "kernels/gemm/gemm.h"
 #include "kernels/provenance.h"
+#include "kernels/quantize/quantize.h"
+#include "kernels/recipe/recipe.h"
 
 namespace tg::bench {
 
@@ -51,6 +56,60 @@ void set_roofline(benchmark::State& state, double bytes, double flops, Ceiling c
 void set_tokens(benchmark::State& state, double tokens_per_iteration) {
   state.counters["tokens_per_second"] =
       benchmark::Counter(tokens_per_iteration, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bm_gemm_ceiling(benchmark::State& state, Ceiling c) {
+  if (!cuda_available()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const bool fp8 = c == Ceiling::kFp8Gemm;
+  constexpr int64_t n = kCeilingGemmSize;
+  constexpr int kCallsPerIteration = 10;
+  try {
+    const Tensor a = random_device(DType::BF16, {n, n}, 1);
+    Tensor out = Tensor::empty(DType::BF16, {n, n}, Device::CUDA);
+    Fp8Tensor qa;
+    if (fp8) {
+      qa = Fp8Tensor::per_tensor(DType::E4M3, n, n, /*rowwise=*/true, /*columnwise=*/false, Device::CUDA);
+      kernels::compute_amax(a.view(), qa.view().amax);
+      kernels::current_scaling_scale(qa.view().amax, qa.view().scale, TensorView{}, kernels::ScaleRule{});
+      kernels::quantize(a.view(), qa.view());
+    }
+    kernels::GemmOptions opt;
+    opt.split_accumulate = false;  // FP8: fast accumulation (the ceiling); ignored by the BF16 GEMM
+    auto op = [&] {
+      if (fp8) {
+        kernels::gemm_fp8(qa.view(), qa.view(), out.view(), opt);
+      } else {
+        kernels::gemm(a.view(), a.view(), out.view());
+      }
+    };
+    op();  // warm-up: heuristic, workspace
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+    double seconds = 0;
+    cudaEvent_t e0{}, e1{};
+    TG_CHECK_CUDA(cudaEventCreate(&e0));
+    TG_CHECK_CUDA(cudaEventCreate(&e1));
+    for (auto _ : state) {
+      TG_CHECK_CUDA(cudaEventRecord(e0, nullptr));
+      for (int i = 0; i < kCallsPerIteration; ++i) op();
+      TG_CHECK_CUDA(cudaEventRecord(e1, nullptr));
+      TG_CHECK_CUDA(cudaEventSynchronize(e1));
+      float ms = 0;
+      TG_CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      const double per_call = static_cast<double>(ms) * 1e-3 / kCallsPerIteration;
+      state.SetIterationTime(per_call);
+      seconds += per_call;
+    }
+    TG_CHECK_CUDA(cudaEventDestroy(e0));
+    TG_CHECK_CUDA(cudaEventDestroy(e1));
+    const double flops = 2.0 * n * n * n;
+    if (seconds > 0) set_measured_ceiling(c, flops * static_cast<double>(state.iterations()) / seconds);
+    set_roofline(state, 0.0, flops, c);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
 }
 
 L2Flusher::L2Flusher() {
@@ -141,10 +200,20 @@ Tensor random_device(DType dtype, Shape shape, uint64_t seed) {
   const std::size_t start = static_cast<std::size_t>((seed * 0xD1B54A32D192ED03ull) >> 17) % elements * esize;
   std::vector<uint8_t> pattern(base.size());
   std::rotate_copy(base.begin(), base.begin() + static_cast<std::ptrdiff_t>(start), base.end(), pattern.begin());
-  for (std::size_t off = 0; off < t.nbytes(); off += pattern.size()) {
-    const std::size_t n = std::min(pattern.size(), t.nbytes() - off);
-    TG_CHECK_CUDA(cudaMemcpy(static_cast<char*>(t.data()) + off, pattern.data(), n, cudaMemcpyHostToDevice));
+  // One upload of the pattern, then the tensor doubles itself device to device: byte x = pattern[x mod 16 MiB]
+  // as before (every copied prefix is a whole number of patterns), but gigabyte tensors (bench_train_kernels'
+  // logits and AdamW state) fill at HBM speed instead of one pageable 16 MiB upload after another.
+  char* dst = static_cast<char*>(t.data());
+  const std::size_t total = t.nbytes();
+  std::size_t filled = std::min(pattern.size(), total);
+  if (filled > 0) TG_CHECK_CUDA(cudaMemcpy(dst, pattern.data(), filled, cudaMemcpyHostToDevice));
+  while (filled < total) {
+    const std::size_t n = std::min(filled, total - filled);
+    TG_CHECK_CUDA(cudaMemcpy(dst + filled, dst, n, cudaMemcpyDeviceToDevice));
+    filled += n;
   }
+  // The tensor is complete on return, as with the synchronous uploads before (for users on any stream).
+  if (total > pattern.size()) TG_CHECK_CUDA(cudaStreamSynchronize(nullptr));
   return t;
 }
 

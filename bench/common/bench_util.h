@@ -5,6 +5,8 @@
 //    Optionally flushes L2 first (a memset over a buffer twice the L2 size), for inputs that fit in L2.
 //  - Roofline counters: set_roofline(state, bytes, flops, ceiling) adds bytes/s, FLOP/s and the fraction
 //    of the HBM roofline (4.1 TB/s, docs/gpu-machine.md) and of a GEMM ceiling measured in the same run.
+//  - bm_gemm_ceiling(state, c): the in-run GEMM ceiling benchmark (8192^3 through kernels/gemm) that bench_model,
+//    bench_train and bench_layer register first, so their gemm_roofline_frac is against this run's ceiling.
 //  - TG_BENCH_MAIN(): main() that puts provenance (GPU, driver, CUDA, cuBLASLt, cuDNN, commit, build
 //    type, SM clock before the run) into the JSON context, runs, and appends the SM clock after the run
 //    to the JSON file (--benchmark_out) so throttling is visible.
@@ -30,6 +32,15 @@ enum class Ceiling { kBf16Gemm, kFp8Gemm };
 // The measured ceiling if a ceiling benchmark ran earlier in this process, else the documented one.
 double gemm_ceiling(Ceiling c);
 void set_measured_ceiling(Ceiling c, double flops_per_second);
+
+// The ceiling benchmark body: out[n, n] = A A^T with n = kCeilingGemmSize through kernels/gemm, A drawn by
+// random_device (never zeros: GEMM power, and so the clocks, depend on the data); BF16, or per-tensor E4M3 quantized
+// from that A with the current-scaling rule (kernels/recipe, E4M3 max 448) and fast accumulation. One untimed call,
+// then 10 back-to-back calls per timed iteration (CUDA events on the default stream; the time per call is
+// reported). Records the mean FLOP/s with set_measured_ceiling and sets the roofline counters (fraction 1.0 by
+// construction). Register it before the benchmarks that refer to it, with UseManualTime().
+inline constexpr int64_t kCeilingGemmSize = 8192;
+void bm_gemm_ceiling(benchmark::State& state, Ceiling c);
 
 // Adds counters: "bytes_per_second" and "hbm_roofline_frac" when bytes > 0; "flops" (FLOP/s) and
 // "gemm_roofline_frac" (vs `ceiling`) when flops > 0. Values are per iteration.
