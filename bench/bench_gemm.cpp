@@ -266,10 +266,6 @@ const bool registered = [] {
 //   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
 //   cublaslt_bf16     kernels::gemm, BF16
-//   gemv_nosplit      kernels::gemv forced onto gemv_kernel (cuda::tuning::set_gemv_split(kGemvSplitOff)): the
-//                     register-only path every shape took before the streamed kernel, for the A/B of the narrow
-//                     shapes (2b / 7b QKV, O, fc2), where the default now runs gemv_stream_kernel
-//   gemv_split4       kernels::gemv forced onto the streamed kernel with 4 K-slices (split-K A/B on the narrow shapes)
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
 // cuBLASLt alone at M = 64. bytes = W + x + out once, so hbm_roofline_frac is the fraction of 4.1 TB/s; L2 is
@@ -287,22 +283,7 @@ const std::vector<GemvShape>& gemv_shapes() {
   return s;
 }
 
-// Sets the GEMV kernel choice for one benchmark (process-wide knob, restored on exit).
-class GemvSplitSetting {
- public:
-  explicit GemvSplitSetting(int splits) : before_(kernels::cuda::tuning::gemv_split()) {
-    kernels::cuda::tuning::set_gemv_split(splits);
-  }
-  ~GemvSplitSetting() { kernels::cuda::tuning::set_gemv_split(before_); }
-  GemvSplitSetting(const GemvSplitSetting&) = delete;
-  GemvSplitSetting& operator=(const GemvSplitSetting&) = delete;
-
- private:
-  int before_;
-};
-
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int splits = kernels::cuda::kGemvSplitAuto) {
-  const GemvSplitSetting setting(splits);
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype) {
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -332,19 +313,6 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
-        // A/B of the narrow (one column per warp) shapes: the register-only kernel, and split-K forced.
-        if (g.n < 132 * 64) {
-          add("gemv/gemv_nosplit/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
-            st.SetLabel(g.what);
-            bm_gemv(st, s, DType::E4M3, DType::E4M3, kernels::cuda::kGemvSplitOff);
-          });
-          add("gemv/gemv_nosplit/bf16xe4m3->bf16" + shape, [=](benchmark::State& st) {
-            st.SetLabel(g.what);
-            bm_gemv(st, s, DType::BF16, DType::E4M3, kernels::cuda::kGemvSplitOff);
-          });
-          add("gemv/gemv_split4/e4m3xe4m3->bf16" + shape,
-              [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3, 4); });
-        }
       }
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });
       add("gemv/cublaslt_fp8_fast/e4m3xe4m3->bf16" + shape,

@@ -3,7 +3,6 @@
 #if TEGEMMA_HAVE_CUDA
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/gemm/gemm.h"
-#include "kernels/gemm/gemv.h"
 #endif
 
 namespace tg::kernels {
@@ -12,7 +11,6 @@ void release_library_state() {
 #if TEGEMMA_HAVE_CUDA
   // Each part waits for the devices it holds state on before it frees anything.
   cuda::release_gemm_state();
-  cuda::release_gemv_state();
   cuda::attn_detail::release_attention_state();
 #endif
 }

@@ -2,8 +2,7 @@
 //
 // Some CUDA ops keep state for the whole process, made on first use and reused by every later call (so that a
 // warmed-up call path allocates nothing and can be captured in a CUDA graph):
-//   kernels/gemm       per device a cuBLASLt handle and the heuristic cache; a 32 MiB workspace per (device, stream);
-//                      the GEMV split-K workspace (4.3 MiB) per (device, stream) (gemv.cu)
+//   kernels/gemm       per device a cuBLASLt handle and the heuristic cache; a 32 MiB workspace per (device, stream)
 //   kernels/attention  per device a cuDNN handle and the cached SDPA execution plans (cudnn_sdpa.cpp), and the
 //                      cached attention scratch buffer (attention_cuda.cpp)
 // None of it is freed by a static destructor, on purpose: that would run after the CUDA runtime (or LibTorch) has

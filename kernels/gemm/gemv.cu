@@ -3,17 +3,9 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
-#include <atomic>
-#include <map>
-#include <mutex>
-#include <set>
-#include <utility>
-
 #include "common/cuda_check.h"
 #include "common/env.h"
 #include "common/nvtx.h"
-#include "kernels/cuda/device_sync.h"
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/gemm/gemv.h"
@@ -41,11 +33,6 @@ struct GemvParams {
   float alpha;
   bool out_f32;
   bool early_w;   // issue the first iteration's W loads (registers) before waiting on the previous kernel (PDL)
-  // gemv_stream_kernel: chunks per K slice (a multiple of kStageChunks; == chunks without split-K), and with
-  // gridDim.y > 1 the split-K workspace: partials [gridDim.y, m, n] F32 and one arrival counter per blockIdx.x.
-  int slice_chunks;
-  float* partials;
-  unsigned* counters;
   // gemv_fused (kPro != kNone): x is BF16 [m, k] at x (row stride ldx); its E4M3 copy is staged in shared memory.
   const float* x_scale;
   const __nv_bfloat16* norm_w;  // kRmsNorm: [k]
@@ -175,18 +162,6 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
     unpack8<true>(xv[0], h, f);
   } else {
     unpack8<false>(xv[h], 0, f);
-  }
-}
-
-// The epilogue of one output element (both kernels): v = acc * scale (FP32), + residual (FP32), one rounding.
-__device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t col, float acc, float scale) {
-  float v = acc * scale;
-  if (p.out_f32) {
-    if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
-    static_cast<float*>(p.out)[r * p.ldo + col] = v;
-  } else {
-    if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
-    static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
   }
 }
 
@@ -328,179 +303,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
       for (int c = 0; c < kCols; ++c) {
         const int64_t col = col0 + c;
         // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-        if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col, acc[r][c], scale);
-      }
-    }
-  }
-}
-
-// ---- The streamed kernel (narrow N): W through a shared-memory ring, optional split-K ----------------------------
-// Why (first principles; H200: 132 SMs, HBM 4.1 TB/s = 31 B/ns per SM): by Little's law an SM keeps its share of
-// HBM busy only with >= 31 B/ns x latency bytes in flight -- about 31 KB at an idle-HBM latency near 1 us, 45-60 KB
-// at the 1.5-2 us latency of a loaded HBM. gemv_kernel holds its loads in registers: 8 x 16 B per lane = 4 KB per
-// warp, and only while the warp is not computing (it loads, waits, computes, loads again). Its E4M3 one-column form
-// uses 84 registers, so at most 5 blocks (20 warps) fit an SM, and the narrow shapes do not even fill that: 2b fc2
-// (N = 2048) is 512 blocks = 3.9 blocks = 15.5 warps per SM, <= 62 KB in flight at the peak of a load phase and
-// much less on average -- the 48% of HBM measured. More warps alone do not fix it (a 2-4-warp K split per column in
-// one block measured no faster, session 3: the registers cap the resident warps, and the extra blocks become waves).
-// This kernel decouples the bytes in flight from the registers: each warp streams its W row through a ring of
-// kStages stages x kStageChunks 16-byte chunks per lane in shared memory (cp.async, L2 evict-first), so while it
-// computes stage t, stages t + 1 .. t + kStages - 1 are in flight: 3 x 2 KB = 6 KB per warp at every moment, 24 KB
-// per 4-warp block (ring 32 KB). 2b fc2: 3.9 blocks per SM -> ~93 KB in flight per SM (3x the 31 KB floor, 1.5-2x
-// the loaded-latency need), 7b fc2 (N = 3072: 768 blocks, 5.8 per SM) ~140 KB. The ring also takes the loads off the
-// arithmetic's critical path: the warp never waits a full round trip between two compute phases.
-// Split-K (gridDim.y = S > 1) is for the shapes whose N / 4 blocks cannot fill the device even at its occupancy
-// (N < ~1600 at M = 1): block (b, s) does K slice s of columns 4b .. 4b + 3, writes its FP32 partials, and the last
-// block of the S to arrive (atomic counter per b, __threadfence before and after) sums them in the fixed order
-// s = 0 .. S - 1, applies the epilogue and resets the counter to 0 (so a CUDA-graph replay needs no memset node).
-// The split count is chosen so that the whole grid is one wave: with more blocks than the device holds at once
-// the last partial wave costs more than the split gains (the Gemma shapes of the target -- 2b fc2 / o / qkv,
-// 7b fc2 / o -- already fit one wave at S = 1, so they run unsplit; see pick_splits()).
-// Numerics: lane l takes chunks l, l + 32, ... of its slice, ascending, fmaf, as gemv_kernel's lane l; the same
-// butterfly and epilogue. So at S = 1 the result is gemv_kernel's, bit for bit (tested); with S > 1 the partials'
-// sum regroups the FP32 additions (deterministic: the order is fixed, not the arrival order), within gemv.h's bound.
-constexpr int kStages = 4;       // ring stages per warp
-constexpr int kStageChunks = 4;  // 16-byte chunks per lane per stage: one stage = 128 chunks = 2 KB per warp
-constexpr int kStageSpan = 32 * kStageChunks;
-constexpr int kMaxSplits = static_cast<int>(kGemvMaxSplits);
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t policy) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "l"(policy)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-template <bool kWE4m3, bool kXE4m3, int kRows>
-__global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const GemvParams p) {
-  constexpr int kChunkElems = kWE4m3 ? 16 : 8;
-  constexpr int kHalves = kChunkElems / 8;
-  constexpr bool kPreloadX = kRows == 1;
-  __shared__ uint4 ring[kWarps][kStages][kStageChunks][32];  // [.][.][u][lane]: a lane's 16 B, conflict-free
-  __shared__ bool last_s;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const bool valid = col < p.n;
-  const int split = static_cast<int>(blockIdx.y);
-  const int c_begin = split * p.slice_chunks;
-  const int c_end = min(c_begin + p.slice_chunks, p.chunks);
-  // Stages of this warp's slice (0 for the columns past N: those warps only take part in the split's barriers).
-  const int stages = valid ? (c_end - c_begin + kStageSpan - 1) / kStageSpan : 0;
-  const uint4* wrow = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) +
-                                                     (valid ? col : 0) * p.ldw * (kWE4m3 ? 1 : 2));
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  // Stage t into ring slot t % kStages; one commit group per stage, empty past the end (uniform group counting).
-  auto issue = [&](int t) {
-    if (t < stages) {
-#pragma unroll
-      for (int u = 0; u < kStageChunks; ++u) {
-        const int chunk = c_begin + t * kStageSpan + 32 * u + lane;
-        if (chunk < c_end) cp_async16(&ring[warp][t % kStages][u][lane], wrow + chunk, policy);
-      }
-    }
-    cp_async_commit();
-  };
-  // early_w: the ring's first stages are requested before the wait (W never depends on the previous kernel).
-  if (p.early_w) {
-#pragma unroll
-    for (int t = 0; t < kStages - 1; ++t) issue(t);
-  }
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
-  if (!p.early_w) {
-#pragma unroll
-    for (int t = 0; t < kStages - 1; ++t) issue(t);
-  }
-
-  float acc[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
-  for (int t = 0; t < stages; ++t) {
-    cp_async_wait<kStages - 2>();  // stage t has landed (this lane's own copies: no barrier needed)
-    issue(t + kStages - 1);        // into the slot stage t - 1 used, already consumed
-    const int slot = t % kStages;
-    const int base = c_begin + t * kStageSpan + lane;
-    uint4 xv[kPreloadX ? kStageChunks : 1][2];
-    if constexpr (kPreloadX) {
-#pragma unroll
-      for (int u = 0; u < kStageChunks; ++u) {
-        const int chunk = base + 32 * u;
-        if (chunk < c_end) {
-          load_x_chunk<kWE4m3, kXE4m3, false>(p, chunk, xv[u]);
-        } else {
-          xv[u][0] = xv[u][1] = make_uint4(0, 0, 0, 0);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kStageChunks; ++u) {
-      const int chunk = base + 32 * u;
-      if (chunk >= c_end) break;  // the slice's tail (uniform until the last stage)
-      const uint4 wv = ring[warp][slot][u][lane];
-#pragma unroll
-      for (int h = 0; h < kHalves; ++h) {
-        float wf[8];
-        unpack8<kWE4m3>(wv, h, wf);
-        const int64_t k = static_cast<int64_t>(chunk) * kChunkElems + 8 * h;
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          if (r >= p.m) break;
-          float xf[8];
-          if constexpr (kPreloadX) {
-            unpack_x<kXE4m3>(xv[u], h, xf);
+        if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
+          float v = acc[r][c] * scale;
+          if (p.out_f32) {
+            if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
+            static_cast<float*>(p.out)[r * p.ldo + col] = v;
           } else {
-            load_x8<kXE4m3, false>(p, r, k, xf);
+            if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
+            static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
           }
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r] = fmaf(xf[e], wf[e], acc[r]);
         }
       }
     }
   }
-  cp_async_wait<0>();  // no copy outlives the block (the trailing groups are empty)
-
-  float scale = p.alpha;
-  if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
-  if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) acc[r] = dev::warp_sum(acc[r]);
-  if (gridDim.y == 1) {
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (valid && r < p.m && lane == r % 32) store_out(p, r, col, acc[r], scale);
-    }
-    return;
-  }
-  // Split-K: partials [split, r, col] (F32, unscaled), then the arrival count of this column group.
-  const int64_t plane = static_cast<int64_t>(p.m) * p.n;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (valid && r < p.m && lane == r % 32) p.partials[split * plane + r * static_cast<int64_t>(p.n) + col] = acc[r];
-  }
-  __threadfence();  // the partials are visible device-wide before the arrival is
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned arrived = atomicAdd(&p.counters[blockIdx.x], 1u);
-    last_s = arrived == gridDim.y - 1;
-  }
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();  // acquire side: the other splits' partials are read after their arrivals
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    if (valid && r < p.m && lane == r % 32) {
-      const float* part = p.partials + r * static_cast<int64_t>(p.n) + col;
-      float v = __ldcg(part);  // L2: never a stale L1 line
-      for (int s = 1; s < static_cast<int>(gridDim.y); ++s) v += __ldcg(part + s * plane);  // fixed order
-      store_out(p, r, col, v, scale);
-    }
-  }
-  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0u;  // every split has arrived: ready for the next launch / replay
 }
 
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
@@ -512,101 +327,9 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
-// ---- Split-K workspace and the streamed kernel's launch ---------------------------------------------------------
-// One workspace per (device, stream), as the cuBLASLt workspaces (kernels/gemm/gemm_cublaslt.cpp): two streams
-// running split GEMVs at the same time never share partials or counters; launches on one stream are ordered, and a
-// launch's last block resets its counters before the grid completes. Made on first use outside stream capture
-// (zeroed then); a capture that finds none runs unsplit (nothing is allocated or memset inside a capture: a
-// captured decode step's GEMVs have their workspace from the eager warm-up). Never destroyed by a static
-// destructor; release_gemv_state() frees it (kernels/library_state.h).
-constexpr std::size_t kCounterSlots = 1 << 16;           // column groups (blockIdx.x) a split launch may have
-constexpr std::size_t kPartialFloats = std::size_t{1} << 20;  // S x M x N partials (4 MiB)
-constexpr std::size_t kWorkspaceBytes = kCounterSlots * sizeof(unsigned) + kPartialFloats * sizeof(float);
-
-std::mutex g_ws_mutex;
-std::map<std::pair<int, cudaStream_t>, Buffer>& workspaces() {
-  static auto& w = *new std::map<std::pair<int, cudaStream_t>, Buffer>();  // never destroyed (see above)
-  return w;
-}
-// The (device, stream)'s workspace, or nullptr while the stream is being captured and none exists yet.
-void* split_workspace(cudaStream_t stream) {
-  int device = 0;
-  TG_CHECK_CUDA(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(g_ws_mutex);
-  auto& all = workspaces();
-  auto it = all.find({device, stream});
-  if (it != all.end()) return it->second.data();
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  TG_CHECK_CUDA(cudaStreamIsCapturing(stream, &capturing));
-  if (capturing != cudaStreamCaptureStatusNone) return nullptr;
-  it = all.emplace(std::make_pair(device, stream), Buffer(kWorkspaceBytes, Device::CUDA)).first;
-  TG_CHECK_CUDA(cudaMemsetAsync(it->second.data(), 0, kWorkspaceBytes, stream));  // counters 0 (partials: tidy)
-  return it->second.data();
-}
-
-std::atomic<int> g_split_setting{0};        // tuning::set_gemv_split
-thread_local int t_last_splits = 0;         // gemv_last_splits()
-
-// Split count of the streamed kernel for `blocks_x` column groups of `row_stages` ring stages each: the largest S
-// that keeps the grid within one wave of resident blocks (see the kernel's comment), at most kMaxSplits and the row's
-// stages, and within the workspace. `forced` (tuning knob) > 0 asks for that S (still clamped to the row and the
-// workspace).
-int pick_splits(int64_t blocks_x, int64_t m, int64_t n, int row_stages, int resident_per_sm, int forced) {
-  int64_t s = forced > 0 ? forced : (static_cast<int64_t>(resident_per_sm) * sm_count()) / blocks_x;
-  s = std::clamp<int64_t>(s, 1, std::min<int64_t>(kMaxSplits, row_stages));
-  if (blocks_x > static_cast<int64_t>(kCounterSlots)) return 1;
-  while (s > 1 && static_cast<std::size_t>(s * m * n) > kPartialFloats) --s;
-  return static_cast<int>(s);
-}
-
-// x bytes one K slice of the streamed kernel reads per column (m rows) that the default still sends to it: at full
-// occupancy the ring takes ~200 KB of an SM's 256 KB of L1 / shared memory, leaving ~28 KB of L1 for x, which every
-// warp of the SM re-reads. A larger x would be re-read from L2 once per column (m x xbytes per W byte: at M >= 2 or
-// BF16 x more L2 traffic than HBM traffic), so those shapes stay on gemv_kernel, whose L1 holds x. This keeps the
-// decoder's FP8 M = 1 narrow GEMMs (x E4M3: 2b fc2 16 KB, 7b fc2 24 KB, O / QKV <= 4 KB) on the streamed kernel.
-constexpr int64_t kStreamXBytes = 24 * 1024;
-
-// Launches the streamed kernel; false (nothing launched) when `forced` is 0 (auto) and x's slice does not fit L1.
-template <bool kWE4m3, bool kXE4m3, int kRows>
-bool launch_stream(GemvParams p, cudaStream_t stream, int forced) {
-  const auto kernel = gemv_stream_kernel<kWE4m3, kXE4m3, kRows>;
-  const int64_t blocks_x = (p.n + kWarps - 1) / kWarps;
-  const int row_stages = (p.chunks + kStageSpan - 1) / kStageSpan;
-  const int resident = resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0);
-  int splits = pick_splits(blocks_x, p.m, p.n, row_stages, resident, forced);
-  if (forced == 0) {
-    const int64_t chunk_x_bytes = (kWE4m3 ? 16 : 8) * (kXE4m3 ? 1 : 2);
-    const int64_t slice_chunks = static_cast<int64_t>((row_stages + splits - 1) / splits) * kStageSpan;
-    if (static_cast<int64_t>(p.m) * std::min<int64_t>(slice_chunks, p.chunks) * chunk_x_bytes > kStreamXBytes) {
-      return false;
-    }
-  }
-  void* ws = splits > 1 ? split_workspace(stream) : nullptr;
-  if (ws == nullptr) splits = 1;
-  // Slices of whole stages: S' = ceil(stages / ceil(stages / S)) <= S non-empty slices.
-  const int stages_per_slice = (row_stages + splits - 1) / splits;
-  splits = (row_stages + stages_per_slice - 1) / stages_per_slice;
-  p.slice_chunks = splits > 1 ? stages_per_slice * kStageSpan : p.chunks;
-  if (splits > 1) {
-    p.counters = static_cast<unsigned*>(ws);
-    p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(ws) + kCounterSlots * sizeof(unsigned));
-  }
-  t_last_splits = splits;
-  launch(kernel, dim3(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits)), kThreads, 0, stream, p);
-  return true;
-}
-
-// The narrow shapes (one column per warp) take the streamed kernel when x's slice fits L1 beside the ring (above),
-// unless the tuning knob asks for gemv_kernel;
-// the wide ones (fc1, lm_head, 7b qkv: >= 64 warps per SM of columns, at 84-99% of HBM) stay on gemv_kernel.
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
-  const int setting = g_split_setting.load(std::memory_order_relaxed);
-  if (setting != kGemvSplitOff && (cols == 1 || setting > 0)) {
-    if (launch_stream<kWE4m3, kXE4m3, kRows>(p, stream, setting)) return;
-  }
-  t_last_splits = 0;
   const int64_t warps = (p.n + cols - 1) / cols;
   const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
@@ -664,27 +387,6 @@ void dispatch(const GemvParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
-
-namespace tuning {
-void set_gemv_split(int splits) {
-  TG_CHECK(splits >= kGemvSplitOff && splits <= kGemvMaxSplits, "tuning::set_gemv_split: splits = ", splits,
-           ", expected ", kGemvSplitOff, " (gemv_kernel), 0 (auto) or 1 .. ", kGemvMaxSplits);
-  g_split_setting.store(splits);
-}
-int gemv_split() { return g_split_setting.load(); }
-}  // namespace tuning
-
-int gemv_last_splits() { return t_last_splits; }
-
-void release_gemv_state() {
-  std::lock_guard<std::mutex> lock(g_ws_mutex);
-  auto& all = workspaces();
-  if (all.empty()) return;
-  std::set<int> devices;
-  for (const auto& [key, buffer] : all) devices.insert(key.first);
-  state_release::synchronize_devices(devices);  // throws before anything is freed
-  all.clear();  // cudaFree (Buffer)
-}
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {

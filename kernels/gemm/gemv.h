@@ -27,18 +27,15 @@
 //   CUDA: every product x_k * q_k is exact in FP32 (at most 8 x 8 significant bits); each lane accumulates its
 //   K / 32 products in FP32 (fmaf, ascending k within its 16-byte chunks, chunks lane, lane + 32, ...), a fixed
 //   xor-butterfly sums the 32 lanes, then v = acc * ((alpha * x_scale_inv) * w_scale_inv) (FP32), + residual
-//   (FP32), one rounding to out's dtype (RNE). Bitwise reproducible for a given shape on a given GPU. The
-//   streamed kernel (below) keeps exactly this order unsplit; split into S K-slices, each slice's lanes sum its
-//   chunks as above, the butterfly gives the slice's FP32 partial, and the partials are added in the fixed order
-//   0 .. S - 1 (never in arrival order) before the scale: still reproducible, and within the bound below.
+//   (FP32), one rounding to out's dtype (RNE). No atomics, no split-K across blocks: bitwise reproducible for a
+//   given shape on a given GPU.
 //   CPU twin (cpu::gemv): every x_k and w_k dequantized exactly in double (code * scale_inv), products accumulated
 //   in DOUBLE in ascending k, v = alpha * acc + residual in double, one rounding (double -> float -> out dtype).
 //   That is exactly cpu::gemm / cpu::gemm_fp8's arithmetic (with beta = 1 when residual == out), so on the CPU
 //   backend the decoder's GEMV path gives the GEMM path's bits.
 //   CUDA vs twin: the only differences are FP32 roundings. A lane sums at most L = ceil(K / (32 c)) * c products
 //   (c = 8 BF16 / 16 E4M3 elements per chunk), the butterfly adds 5 levels, the scale product, the multiply and the
-//   residual add 4 more (split-K: a lane's slice sum plus the S - 1 partial additions is still <= L + 5 terms,
-//   since every slice but the last is full), so to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
+//   residual add 4 more, so to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
 //   |residual|); out's rounding may then differ by one ulp at a rounding boundary. kernels/tests/test_gemv_gpu.cpp
 //   checks exactly that bound.
 //
@@ -55,21 +52,10 @@
 // few KB to 48 KB at M = 1) and reused across the warp's kCols columns; the accumulators are kRows x kCols floats
 // in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
-// shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. gemv_kernel allocates nothing;
-// the split workspace is made once per (device, stream), outside capture.
-// Narrow N (the one-column shapes: 2b / 7b QKV, O, fc2) whose x slice (M x K-slice bytes) fits the ~24 KB of L1 left
-// beside the ring -- the decoder's FP8 M = 1 GEMMs; larger x stays on gemv_kernel, whose L1 holds it -- run
-// gemv_stream_kernel instead: the same warp-per-column
-// arithmetic, but W flows through a 4-stage cp.async ring in shared memory (6 KB in flight per warp at every moment,
-// independent of the registers; gemv.cu argues the numbers by Little's law), and K may be split over gridDim.y
-// blocks whose FP32 partials meet in a per-(device, stream) workspace, summed in split order by the last block to
-// arrive (it also resets the arrival counter, so graph replays need no memset). The split count fills one wave of
-// the device; the Gemma decode shapes already do at S = 1 and run unsplit. cuda::tuning::set_gemv_split (below)
-// forces gemv_kernel or a split for A/B runs and tests. The workspace is made on first use outside capture; a capture
-// that finds none runs unsplit, so nothing is ever allocated inside a capture.
+// shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
 // Opt-in launch experiment (environment, read once; off by default until measured faster, docs/bench_log.md):
-// TEGEMMA_GEMV_EARLY_W=1 issues each warp's first weight loads (the streamed kernel: its first 3 ring stages) before
-// the PDL wait (griddepcontrol.wait), so their latency overlaps the previous kernel; it changes no result bit. An L2 bulk prefetch of the weight rows there was
+// TEGEMMA_GEMV_EARLY_W=1 issues each warp's first weight loads before the PDL wait (griddepcontrol.wait), so their
+// latency overlaps the previous kernel; it changes no result bit. An L2 bulk prefetch of the weight rows there was
 // measured 8% slower on the decode step and removed.
 #pragma once
 
@@ -141,30 +127,6 @@ namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_fused(const GemvFusedArgs& a, Stream stream);
-
-// Tuning knob for benchmarks and tests (not for model code), process-wide: which kernel gemv() runs.
-//   kGemvSplitAuto (0, the default)  narrow N (one column per warp) with an x slice <= 24 KB (gemv.cu:
-//                                    kStreamXBytes) -> gemv_stream_kernel with the split count of
-//                                    its one-wave rule (1 on every Gemma shape of the decode step), wide N ->
-//                                    gemv_kernel
-//   kGemvSplitOff (-1)               gemv_kernel on every shape: the path before the streamed kernel (A/B runs,
-//                                    bench gemv_nosplit/...)
-//   S in 1 .. kGemvMaxSplits         gemv_stream_kernel on every shape, S K-slices (clamped to the row's ring
-//                                    stages and the workspace; S = 1 is the streamed kernel unsplit)
-// gemv_fused is not affected. The streamed kernel at S = 1 gives gemv_kernel's bits; S > 1 is deterministic and
-// within gemv.h's bound.
-inline constexpr int kGemvSplitAuto = 0;
-inline constexpr int kGemvSplitOff = -1;
-inline constexpr int64_t kGemvMaxSplits = 16;
-namespace tuning {
-void set_gemv_split(int splits);
-int gemv_split();
-}  // namespace tuning
-// The K-slices of this thread's last gemv() launch: 0 for gemv_kernel, S >= 1 for the streamed kernel.
-int gemv_last_splits();
-// Frees the split-K workspaces (one per device and stream). Part of kernels::release_library_state(), whose rules
-// apply (no captured graph that holds one may be replayed afterwards).
-void release_gemv_state();
 }
 
 namespace detail {

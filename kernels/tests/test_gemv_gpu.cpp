@@ -7,11 +7,6 @@
 //   Shapes: awkward (N odd, K tails that leave lanes idle, every row tile 1..16, both column widths), the Gemma
 //   decode shapes (2b and 7b: QKV, O, fc1, fc2, lm_head) at M = 1 and a few at M = 4 / 16, in-place residual,
 //   determinism (two runs, same bits), K not a multiple of the vector width (rejected).
-// The streamed kernel (gemv.h, cuda::tuning::set_gemv_split): unsplit it is gemv_kernel bit for bit (same lane
-// order, butterfly and epilogue). Split into S K-slices, a lane sums only its slice's Q / 32 chunks and S - 1 FP32
-// additions join the slices (fixed order 0 .. S - 1); since every slice but the last is full (chunks > (S - 1) Q),
-// Q / 32 * c + (S - 1) <= L, so the same (L + 9) 2^-24 bound holds and is what the split tests check. Split runs
-// are bitwise repeatable whatever the blocks' arrival order (checked by repeated launches and a graph replay).
 // gemv_fused (the decode step's norm / cast -> GEMV -> GeGLU chains): bit for bit the unfused CUDA kernels run one
 // after another (its contract, gemv.h), and within the gemv bound of the CPU twin's chain.
 #include <gtest/gtest.h>
@@ -60,15 +55,9 @@ double ulp(DType dt, double v) {
   return std::ldexp(1.0, e - mant);
 }
 
-// Same dtype, shape and bytes (contiguous host tensors).
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 // Runs one case on both backends and checks the bound. Scales: x ~ N(0, 1) (E4M3 x: codes ~ N(0, 1) times 0.37),
 // W ~ N(0, 1) BF16 or E4M3 codes times 0.021 (a non-power-of-two per-tensor scale).
-// Returns the CUDA result (host copy).
-Tensor check_case(const Case& c, uint64_t seed) {
+void check_case(const Case& c, uint64_t seed) {
   SCOPED_TRACE(case_name(c));
   const Tensor xd = random_matrix(c.x, c.m, c.k, seed), wd = random_matrix(c.w, c.n, c.k, seed + 1);
   const Tensor res = random_matrix(c.out, c.m, c.n, seed + 2);
@@ -126,28 +115,6 @@ Tensor check_case(const Case& c, uint64_t seed) {
   TG_CHECK_CUDA(cudaDeviceSynchronize());
   const Tensor again = again_d.to(Device::CPU);
   EXPECT_EQ(std::memcmp(again.data(), got.data(), got.view().nbytes()), 0) << "two runs differ";
-  return Tensor::copy_of(got.view(), Device::CPU);
-}
-
-// Sets cuda::tuning::set_gemv_split for a scope (the knob is process-wide; restored on exit).
-class GemvSplit {
- public:
-  explicit GemvSplit(int splits) : before_(cuda::tuning::gemv_split()) { cuda::tuning::set_gemv_split(splits); }
-  ~GemvSplit() { cuda::tuning::set_gemv_split(before_); }
-  GemvSplit(const GemvSplit&) = delete;
-  GemvSplit& operator=(const GemvSplit&) = delete;
-
- private:
-  int before_;
-};
-
-// The split count the streamed kernel takes for a forced S (its rule: whole 128-chunk ring stages per slice).
-int expected_splits(int64_t k, DType w, int forced) {
-  const int64_t chunks = k / (w == DType::E4M3 ? 16 : 8);
-  const int64_t stages = (chunks + 127) / 128;
-  const int64_t s = std::min<int64_t>(forced, stages);
-  const int64_t per = (stages + s - 1) / s;
-  return static_cast<int>((stages + per - 1) / per);
 }
 
 TEST(GemvGpu, AwkwardShapesEveryRowTile) {
@@ -185,140 +152,6 @@ TEST(GemvGpu, GemmaDecodeShapes) {
   check_case({DType::BF16, DType::BF16, DType::BF16, 4, 3072, 4096, true}, seed += 3);
 }
 
-// The streamed kernel unsplit vs gemv_kernel: the same bits (narrow and wide N, every row tile, K tails).
-TEST(GemvGpu, StreamedKernelEqualsRegisterKernelBitForBit) {
-  TG_REQUIRE_CUDA();
-  uint64_t seed = 900;
-  std::vector<Case> cases = {
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true},  {DType::BF16, DType::E4M3, DType::BF16, 1, 3072, 4096, true},
-      {DType::BF16, DType::BF16, DType::F32, 1, 131, 4104, false},    {DType::E4M3, DType::E4M3, DType::BF16, 1, 8451, 2048},
-  };
-  for (int64_t m : {2, 3, 4, 5, 8, 9, 16}) cases.push_back({DType::BF16, DType::E4M3, DType::BF16, m, 37, 2064, true});
-  for (const Case& c : cases) {
-    SCOPED_TRACE(case_name(c));
-    Tensor reg, streamed;
-    {
-      const GemvSplit off(cuda::kGemvSplitOff);
-      reg = check_case(c, seed);
-      EXPECT_EQ(cuda::gemv_last_splits(), 0) << "kGemvSplitOff must run gemv_kernel";
-    }
-    {
-      const GemvSplit one(1);
-      streamed = check_case(c, seed);
-      EXPECT_EQ(cuda::gemv_last_splits(), 1);
-    }
-    EXPECT_EQ(std::memcmp(reg.data(), streamed.data(), reg.nbytes()), 0) << "streamed (S = 1) differs from gemv_kernel";
-    seed += 3;
-  }
-  // The default picks the streamed kernel for one-column shapes, unsplit on the Gemma decode shapes (one wave).
-  const GemvSplit automatic(cuda::kGemvSplitAuto);
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, seed += 3);
-  EXPECT_EQ(cuda::gemv_last_splits(), 1) << "2b fc2 should run the streamed kernel unsplit";
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 32768, 2048, false}, seed += 3);
-  EXPECT_EQ(cuda::gemv_last_splits(), 0) << "2b fc1 (wide) should stay on gemv_kernel";
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 256, 16384, false}, seed += 3);
-  EXPECT_GT(cuda::gemv_last_splits(), 1) << "N = 256 (64 blocks) should be split";
-  check_case({DType::BF16, DType::E4M3, DType::BF16, 4, 2048, 16384, true}, seed += 3);
-  EXPECT_EQ(cuda::gemv_last_splits(), 0) << "x of 4 x 16384 BF16 (128 KB) does not fit L1 beside the ring";
-}
-
-// Split-K against the CPU twin: the target shapes, N not a multiple of the 4 columns per block, K not a multiple of
-// the split (last slice short, K tails inside a stage), every row tile, BF16 / E4M3 W, F32 out, residual.
-TEST(GemvGpu, SplitKMatchesCpuTwin) {
-  TG_REQUIRE_CUDA();
-  uint64_t seed = 1300;
-  struct Sp {
-    Case c;
-    int splits;
-  };
-  const std::vector<Sp> cases = {
-      {{DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, 4},
-      {{DType::BF16, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, 2},
-      {{DType::E4M3, DType::E4M3, DType::BF16, 1, 3072, 24576, true}, 3},
-      {{DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 2048, true}, 16},   // o-proj: one stage per row -> S = 1
-      {{DType::BF16, DType::BF16, DType::F32, 1, 37, 4104, false}, 5},     // 513 chunks: 5 stages, last one 1 chunk
-      {{DType::BF16, DType::E4M3, DType::BF16, 2, 131, 8208, true}, 3},    // N = 131: a partial last block
-      {{DType::E4M3, DType::E4M3, DType::F32, 3, 2049, 6160, false, 0.5f}, 3},
-      {{DType::BF16, DType::E4M3, DType::BF16, 8, 1023, 16400, true}, 7},
-      {{DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, 2},
-      {{DType::BF16, DType::BF16, DType::BF16, 5, 300, 12296, true}, 16},
-  };
-  for (const Sp& sp : cases) {
-    SCOPED_TRACE("S = " + std::to_string(sp.splits));
-    const GemvSplit forced(sp.splits);
-    check_case(sp.c, seed += 3);
-    EXPECT_EQ(cuda::gemv_last_splits(), expected_splits(sp.c.k, sp.c.w, sp.splits));
-  }
-}
-
-// Repeated split launches give the same bits (the counters are back at 0 after each), on a second stream too, and a
-// CUDA graph of split launches (captured after the eager warm-up made the stream's workspace) replays to the same
-// bits, several times, with no memset node. A capture on a stream without a workspace runs unsplit.
-TEST(GemvGpu, SplitKRepeatsAndReplaysInAGraph) {
-  TG_REQUIRE_CUDA();
-  const GemvSplit forced(4);
-  const int64_t m = 2, n = 2050, k = 16384;
-  const Tensor xd = random_matrix(DType::E4M3, m, k, 71), wd = random_matrix(DType::E4M3, n, k, 72);
-  const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
-  const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-  const GemvOperand xo{xg.view(), sx.view()}, wo{wg.view(), sw.view()};
-  Tensor out = Tensor::zeros(DType::BF16, {m, n}, Device::CUDA);
-  Tensor out2 = Tensor::zeros(DType::BF16, {m, n}, Device::CUDA);
-
-  gemv(xo, wo, out.view());
-  TG_CHECK_CUDA(cudaDeviceSynchronize());
-  ASSERT_EQ(cuda::gemv_last_splits(), 4);
-  const Tensor first = out.to(Device::CPU);
-  for (int i = 0; i < 5; ++i) {
-    gemv(xo, wo, out.view());
-    gemv(xo, wo, out2.view());
-  }
-  TG_CHECK_CUDA(cudaDeviceSynchronize());
-  EXPECT_TRUE(same_bytes(out.to(Device::CPU), first)) << "a repeated split launch differs";
-  EXPECT_TRUE(same_bytes(out2.to(Device::CPU), first)) << "a repeated split launch differs";
-
-  cudaStream_t raw = nullptr;
-  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
-  const Stream stream{raw};
-  {
-    // No workspace on this stream yet: a capture must not allocate, so it runs unsplit (same bound, other bits).
-    cudaGraph_t g = nullptr;
-    TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
-    gemv(xo, wo, out2.view(), {}, {}, stream);
-    EXPECT_EQ(cuda::gemv_last_splits(), 1) << "a capture without a workspace must run unsplit";
-    TG_CHECK_CUDA(cudaStreamEndCapture(raw, &g));
-    TG_CHECK_CUDA(cudaGraphDestroy(g));
-  }
-  gemv(xo, wo, out2.view(), {}, {}, stream);  // eager warm-up: this stream's workspace
-  TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-  EXPECT_EQ(cuda::gemv_last_splits(), 4);
-  EXPECT_TRUE(same_bytes(out2.to(Device::CPU), first)) << "the second stream's split launch differs";
-  TG_CHECK_CUDA(cudaMemsetAsync(out2.data(), 0, out2.nbytes(), raw));
-  cudaGraph_t graph = nullptr;
-  TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
-  gemv(xo, wo, out2.view(), {}, {}, stream);
-  gemv(xo, wo, out.view(), {}, {}, stream);  // two split launches in one graph: the counters reset in between
-  TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
-  cudaGraphExec_t exec = nullptr;
-  TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  for (int replay = 0; replay < 3; ++replay) {
-    TG_CHECK_CUDA(cudaMemsetAsync(out.data(), 0, out.nbytes(), raw));
-    TG_CHECK_CUDA(cudaMemsetAsync(out2.data(), 0, out2.nbytes(), raw));
-    TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
-    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-    EXPECT_TRUE(same_bytes(out.to(Device::CPU), first)) << "graph replay " << replay << " differs from eager";
-    EXPECT_TRUE(same_bytes(out2.to(Device::CPU), first)) << "graph replay " << replay << " differs from eager";
-  }
-  TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-  TG_CHECK_CUDA(cudaGraphDestroy(graph));
-  TG_CHECK_CUDA(cudaStreamDestroy(raw));
-}
-
-TEST(GemvGpu, SplitSettingIsChecked) {
-  TG_EXPECT_THROW_MSG(cuda::tuning::set_gemv_split(17), "set_gemv_split: splits = 17");
-  TG_EXPECT_THROW_MSG(cuda::tuning::set_gemv_split(-2), "set_gemv_split: splits = -2");
-}
-
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
@@ -339,6 +172,11 @@ std::string fused_name(const FusedCase& c) {
   return std::string(c.prologue == GemvPrologue::kRmsNorm ? "norm" : "cast") + (c.geglu ? "+geglu" : "") +
          (c.residual ? "+residual" : "") + " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
          std::to_string(c.k);
+}
+
+// Same dtype, shape and bytes (contiguous host tensors).
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 // An F32 [1] scalar's value on the host.
