@@ -36,7 +36,8 @@
 #    "tools": {"memcheck": {"seconds", "errors", "clean", "binaries": [{"binary", "status", "rc", "seconds",
 #              "errors", "tests_run", "tests_failed", "first_errors": [...]}]}}, "clean"}
 # status: clean | errors (sanitizer findings) | test_failed (tests failed, no findings) | timeout | not_run |
-# crashed. Exit code 0 when every tool is clean on every binary, 1 otherwise, 2 when it could not run.
+# crashed | skipped (tool_skip below: a binary the tool cannot run, with the reason). Exit code 0 when every tool
+# is clean on every binary, 1 otherwise, 2 when it could not run.
 #
 # compute-sanitizer is looked up as $COMPUTE_SANITIZER, on PATH, beside nvcc, under /usr/local/cuda*, and in
 # Python's nvidia.* packages (the PyPI wheel nvidia-cuda-sanitizer-api puts it in nvidia/cu13/bin).
@@ -126,10 +127,25 @@ tool_args() {
   esac
 }
 
+# Binaries a tool does not run, as a regex on the binary's name, each for a reason (recorded as status "skipped"):
+#   racecheck test_gemm_gpu: under racecheck cuBLASLt's Hopper kernels (TMA + wgmma) fault ("Internal Sanitizer
+#             Error: failed to handle a hardware exception", then an illegal address that never occurs natively or
+#             under memcheck) in BF16 and FP8 alike and with --check-warpgroup-mma / --check-bulk-copy off (session 6,
+#             reports/runs/2026-11-30-h200-s6-84141aa, ci/sanitize_probe.sh); racecheck only instruments the project's
+#             kernels and this binary runs none that use shared memory, so nothing of ours goes unchecked.
+tool_skip() {
+  case $1 in
+    racecheck) echo '^test_gemm_gpu$';;
+    *) echo '';;
+  esac
+}
+
 # Runs one tool over every binary within the budget; writes $out/<tool>/results.tsv.
 run_tool() {
   local tool=$1 gpu=$2 dir="$out/$1" extra
   extra=$(tool_args "$tool") || return 2
+  local skip
+  skip=$(tool_skip "$tool")
   mkdir -p "$dir"
   : > "$dir/results.tsv"
   local start end left rc b wd name t0
@@ -139,6 +155,10 @@ run_tool() {
     b=${entry%%$'\t'*}
     wd=${entry#*$'\t'}
     name=$(basename "$b")
+    if [ -n "$skip" ] && [[ $name =~ $skip ]]; then
+      printf '%s\tskipped\t0\t0\n' "$name" >> "$dir/results.tsv"
+      continue
+    fi
     left=$(( end - $(date +%s) ))
     if [ $left -le 5 ]; then
       printf '%s\tnot_run\t-1\t0\n' "$name" >> "$dir/results.tsv"
@@ -213,8 +233,8 @@ for tool in tools:
                 failed = g.get("failures", 0)
             except ValueError:
                 pass
-        if state == "not_run":
-            status = "not_run"
+        if state in ("not_run", "skipped"):
+            status = state
         elif rc in (124, 137):
             status = "timeout"
         elif errors > 0 or rc == 86:
@@ -227,7 +247,7 @@ for tool in tools:
             status = "clean"
         rows.append({"binary": name, "status": status, "rc": rc, "seconds": secs, "errors": errors,
                      "tests_run": run, "tests_failed": failed, "first_errors": first})
-    clean = all(r["status"] == "clean" for r in rows)
+    clean = all(r["status"] in ("clean", "skipped") for r in rows)
     all_clean &= clean
     summary["tools"][tool] = {"seconds": sum(r["seconds"] for r in rows), "errors": sum(r["errors"] for r in rows),
                               "clean": clean, "kernels_checked": "namespace tg only" if tool in ("racecheck", "synccheck")

@@ -53,6 +53,17 @@ using testing::reference_f64;
 using testing::Samples;
 using testing::scalar_f32;
 
+// A device output with every byte 0xFF (NaN in BF16, F32, E4M3 and E5M2) before the GEMM writes it: an element the
+// GEMM leaves unwritten reads back as NaN and fails the comparison, and compute-sanitizer's initcheck sees the buffer
+// initialised. (initcheck does not record cuBLASLt's Hopper output stores, TMA, as writes: copying an output the GEMM
+// wrote into a fresh allocation reported one "uninitialised" error per 32-byte sector,
+// reports/runs/2026-11-30-h200-s6-84141aa/README.md.)
+Tensor poisoned_output(DType dtype, Shape shape) {
+  Tensor t = Tensor::empty(dtype, std::move(shape), Device::CUDA);
+  TG_CHECK_CUDA(cudaMemset(t.data(), 0xFF, t.nbytes()));
+  return t;
+}
+
 struct Shape3 {
   int64_t m, n, k;
 };
@@ -127,7 +138,7 @@ void check_fp8(const Fp8Operand& a, const Fp8Operand& b, DType out_t, bool fast,
                float alpha = 1.0f) {
   const bool fp8_out = is_fp8(out_t);
   const float out_scale = 32.0f;
-  Tensor out = Tensor::empty(out_t, {s.m, s.n}, Device::CUDA);
+  Tensor out = poisoned_output(out_t, {s.m, s.n});
   Tensor amax = scalar_f32(-1.0f, Device::CUDA), oscale = scalar_f32(out_scale, Device::CUDA);
   const GemmOptions opt{.alpha = alpha, .split_accumulate = !fast};
   gemm_fp8(a.view(Device::CUDA), b.view(Device::CUDA), out, opt, {}, with_amax ? amax.view() : TensorView{},
@@ -338,7 +349,7 @@ TEST(GemmGpu, DeterministicModeIsBitwiseRepeatable) {
   const Tensor b = random_matrix(DType::BF16, s.n, s.k, 32, 0.1f).to(Device::CUDA);
   const Fp8Operand x = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, s.m, s.k, 33, 0.06, true);
   const Fp8Operand w = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, s.n, s.k, 34, 0.06, true);
-  Tensor o1 = Tensor::empty(DType::F32, {s.m, s.n}, Device::CUDA), o2 = Tensor::empty(DType::F32, {s.m, s.n}, Device::CUDA);
+  Tensor o1 = poisoned_output(DType::F32, {s.m, s.n}), o2 = poisoned_output(DType::F32, {s.m, s.n});
   auto expect_same = [&](const char* what) {
     TG_CHECK_CUDA(cudaDeviceSynchronize());
     const Tensor h1 = o1.to(Device::CPU), h2 = o2.to(Device::CPU);
@@ -390,7 +401,7 @@ TEST(GemmGpu, CapturedInACudaGraphWithoutAllocation) {
   const Fp8Operand w = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, s.n, s.k, 42, 0.2, true);
   const Tensor a = random_matrix(DType::BF16, s.m, s.k, 43, 0.2f).to(Device::CUDA);
   const Tensor b = random_matrix(DType::BF16, s.n, s.k, 44, 0.2f).to(Device::CUDA);
-  Tensor y8 = Tensor::empty(DType::BF16, {s.m, s.n}, Device::CUDA), y16 = Tensor::empty(DType::F32, {s.m, s.n}, Device::CUDA);
+  Tensor y8 = poisoned_output(DType::BF16, {s.m, s.n}), y16 = poisoned_output(DType::F32, {s.m, s.n});
   auto body = [&] {
     gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), y8, {.split_accumulate = false}, stream);
     gemm(a, b, y16, {}, stream);
