@@ -119,6 +119,112 @@ __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
   }
 }
 
+// The forward's last step, every thread of the block: the amax over V = round_A(y) (RN is monotonic and odd, so
+// max |round_A(y)| = round_A(max |y|); abs_bits maps a NaN to the canonical key), and the FP8 scale_inv.
+template <typename T, typename Out>
+__device__ __forceinline__ void commit_forward_amax(const FwdArgs& a, float amax_y) {
+  const uint32_t amax_bits = abs_bits(ew::round_to<T>(amax_y));
+  if constexpr (!std::is_same_v<Out, T>) {
+    if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
+    ew::write_scale_inv(a.fp8);
+  } else {
+    if (a.amax != nullptr) ew::block_amax_commit(a.amax, amax_bits);
+  }
+}
+
+// kSpread: one row per block (grid = rows; the launcher takes it for at most one row per SM, e.g. a decode step's
+// 1-64 rows, without a residual or a transposed copy). Warp 0 computes the row's sum of squares exactly as the
+// warp-per-row kernel does (all N chunks of each lane, the LANE ORDER, the butterfly): same rstd, same bits. Then
+// all 8 warps write the output, warp w the chunks k = w, w + 8, ... of every lane, loaded (with their 1 + w) before
+// the barrier. The decode step's one-row norm took 4.8 us when one warp also did the epilogue of all 8 chunks
+// (~770 instructions at ~13 cycles each, one warp issuing: latency-bound; session 5/6 profiles); here the
+// epilogue's chain is an eighth as long and the loads are in flight while warp 0 reduces.
+template <typename T, typename Out, int N>
+__device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
+  constexpr bool kFp8 = !std::is_same_v<Out, T>;
+  constexpr int kPer = (N + kFwdWarps - 1) / kFwdWarps;  // epilogue chunks per lane of this warp
+  __shared__ float r_shared;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t t = blockIdx.x;
+  const int64_t chunks = (a.cols + 7) / 8;
+  const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
+  auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+  Pack8<T> mine[kPer];
+  float g[kPer][8];  // 1 + w (stage_gain's values; 0 past D)
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int k = warp + kFwdWarps * j;
+    const int64_t c = lane + 32 * k;
+    if (k < N && c < chunks) {
+      const int n = valid(c);
+      mine[j] = ew::load8_any(xrow + 8 * c, n, a.vec);
+      float v[8];
+      if (a.w.bf16)
+        ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(a.w.w) + 8 * c, n, a.w.vec), v);
+      else
+        ew::unpack8(ew::load8_any(static_cast<const float*>(a.w.w) + 8 * c, n, a.w.vec), v);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) g[j][i] = i < n ? ieee::fadd(1.0f, v[i]) : 0.0f;
+    }
+  }
+  if (warp == 0) {  // pass 1 of the warp-per-row kernel
+    Pack8<T> cache[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const int64_t c = lane + 32 * k;
+      if (c < chunks) cache[k] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+    }
+    float acc = 0.0f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (lane + 32 * k < chunks) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc = ffma(cache[k].get(i), cache[k].get(i), acc);
+      }
+    }
+    acc = warp_butterfly_sum(acc);
+    const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
+    if (lane == 0) {
+      r_shared = r;
+      a.rstd[t] = r;
+    }
+  }
+  __syncthreads();
+  const float r = r_shared;
+  float scale = 1.0f;
+  if constexpr (kFp8) scale = *a.fp8.scale;
+  float amax_y = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int k = warp + kFwdWarps * j;
+    const int64_t c = lane + 32 * k;
+    if (k < N && c < chunks) {  // the warp kernel's emit, with g from registers
+      const int n = valid(c);
+      float y[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(mine[j].get(i), r), g[j][i]);
+      if constexpr (!kFp8) {
+        ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
+        if (a.amax != nullptr) {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) amax_y = max_abs_nan(amax_y, y[i]);
+        }
+      } else {
+        const Pack8<T> vp = ew::pack8<T>(y);
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          v[i] = vp.get(i);
+          amax_y = max_abs_nan(amax_y, y[i]);
+        }
+        const uint2 q = ew::quantize8<Out>(v, scale);
+        if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
+      }
+    }
+  }
+  commit_forward_amax<T, Out>(a, amax_y);
+}
+
 // Persistent grid of 256-thread blocks: block b handles the row groups b, b + gridDim.x, ... of
 // rows_per_block rows each; warp w of a block normalises rows w, w + 8, ... of the group. Dynamic shared
 // memory: gain_bytes for g, then rows_per_block * pitch bytes when the transposed FP8 copy is written,
@@ -146,12 +252,17 @@ constexpr int fwd_min_blocks(int n, bool residual, bool fp8, bool async) {
 // a.fp8_vec for FP8 output), so the per-chunk bounds checks, partial-chunk paths and their branches compile away
 // (the SASS of the general kernel spent more instructions on them than on the math: ~24 per element, issue-bound
 // at 57% of the issue slots on the H200 at 8192x2048). Same arithmetic, same bits.
-template <typename T, typename Out, int N, bool kResidual, bool kAsync, bool kFull = false>
+template <typename T, typename Out, int N, bool kResidual, bool kAsync, bool kFull = false, bool kSpread = false>
 __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
     rmsnorm_forward_kernel(const FwdArgs a) {
   static_assert(!kFull || kAsync, "kFull: the cp.async path (whole vectorisable rows)");
+  static_assert(!kSpread || (N > 0 && !kResidual && !kAsync && !kFull), "kSpread: cached rows, no residual");
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
+  if constexpr (kSpread) {
+    rmsnorm_spread_row<T, Out, N>(a);
+    return;
+  }
   constexpr bool kFp8 = !std::is_same_v<Out, T>;
   static_assert(!kAsync || (N > 0 && std::is_same_v<T, ew::bf16_t>), "kAsync: BF16 rows cached in registers");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -324,15 +435,7 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
   }
   if constexpr (kAsync) cp_async_wait<0>();  // no copy outlives the block (the last group is empty)
 
-  // amax over V = round_A(y): RN is monotonic and odd, so max |round_A(y)| = round_A(max |y|); abs_bits
-  // maps a NaN to the canonical key.
-  const uint32_t amax_bits = abs_bits(ew::round_to<T>(amax_y));
-  if constexpr (kFp8) {
-    if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
-    ew::write_scale_inv(a.fp8);
-  } else {
-    if (a.amax != nullptr) ew::block_amax_commit(a.amax, amax_bits);
-  }
+  commit_forward_amax<T, Out>(a, amax_y);
 }
 
 struct BwdArgs {
@@ -621,6 +724,13 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
       // group per SM: the decode step's 1-64 rows) it would ask for 64 KiB more shared memory per block and
       // stage the row through it for nothing, so the register path runs instead (same bits). Session 5's decode
       // profile: 5.0 us per one-row RMSNorm -> E4M3 through the ring; to be measured.
+      if constexpr (!kRes) {
+        if (a.pitch == 0 && a.rows >= 1 && a.rows <= static_cast<int64_t>(sms)) {  // rmsnorm_spread_row
+          launch(rmsnorm_forward_kernel<T, Out, kN, false, false, false, true>, dim3(static_cast<unsigned>(a.rows)),
+                 kFwdThreads, 0, s, a);
+          return;
+        }
+      }
       const bool one_row_per_warp = a.rows_per_block == kFwdWarps && a.rows <= static_cast<int64_t>(sms) * kFwdWarps;
       if (a.vec && !one_row_per_warp) {
         const int two = resident(2), one = resident(1);

@@ -3,7 +3,9 @@
 // residual, FP8 data, the transposed copy, scale_inv, amax, dx, dw - must be identical.
 // Shapes: 1 and 7 tokens, D not a multiple of 8 (element path), D beyond the register cache (re-read
 // path), strided rows, partial 32-row tiles, the Gemma-2B/7B hidden sizes, and more rows than the
-// persistent forward grid holds at once.
+// persistent forward grid holds at once. Forward kernels by shape: up to one row per SM without a residual or a
+// transposed copy (1 .. 70 rows here) take the one-row-per-block kernel (rmsnorm_spread_row), 256 / 1000 rows and
+// the residual / transposed variants the warp-per-row kernels, 13001 rows the persistent cp.async ones.
 #include <gtest/gtest.h>
 
 #include "kernels/norm/norm.h"
