@@ -29,7 +29,8 @@
 #   --decode-ab CFGS  ci/decode_ab.sh with CONFIGS=CFGS (comma list) after the benchmarks -> decode_ab/
 #   --profile-decode  ci/profile_decode.sh: ncu per-kernel times of gemma-2b (delayed, FP8 head) decode steps inside
 #                     the CUDA graph, summed per kernel -> profile_decode/ (--profile-detail REGEX: also
-#                     `ncu --set full` of the decode-step kernels matching REGEX)
+#                     `ncu --set full` of the decode-step kernels matching REGEX; --profile-args 'ARGS': more
+#                     profile_decode.sh arguments, e.g. '--config gemma-7b --batch 64 --prompt-len 20 --new-tokens 3')
 # Two GPUs or more: --sanitize runs on the last GPU (the "side lane", in the background from the end of the build,
 # until --sanitize-until S seconds from the start, default the deadline) beside the tests, curves and parity on
 # GPU 0. Every timing stage (bench suites, benches, HF anchors, decode A/B, profile) first waits for the side lane:
@@ -43,7 +44,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src=$root deadline=560 tests="" exclude="" curves="" benches="" bfilter="" sanitize="" parity="" hfrt=0 bsuite=""
-hfa=0 dab="" prof=0 sbins="" suntil="" pdetail="" sidecmd=""
+hfa=0 dab="" prof=0 sbins="" suntil="" pdetail="" sidecmd="" pargs=""
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -61,6 +62,7 @@ while [ $# -gt 0 ]; do
     --decode-ab) dab=$2; shift 2;;
     --profile-decode) prof=1; shift;;
     --profile-detail) prof=1; pdetail=$2; shift 2;;
+    --profile-args) prof=1; pargs=$2; shift 2;;
     --sanitize-binaries) sbins=$2; shift 2;;
     --sanitize-until) suntil=$2; shift 2;;
     --side-cmd) sidecmd=$2; shift 2;;
@@ -191,7 +193,7 @@ if [ -n "$dab" ] && [ "$(left)" -gt 60 ]; then
 fi
 if [ "$prof" = 1 ] && [ "$(left)" -gt 60 ]; then
   timeout "$(( $(left) - 30 ))" "$src/ci/profile_decode.sh" "$bin" "$out/profile_decode" --fp8-lm-head \
-    ${pdetail:+--detail "$pdetail"} > "$out/profile_decode.log" 2>&1
+    ${pdetail:+--detail "$pdetail"} $pargs > "$out/profile_decode.log" 2>&1
   echo "== decode profile rc=$? at $(( $(date +%s) - t0 ))s"; head -14 "$out/profile_decode/summary.txt" 2>/dev/null
 fi
 if [ "$ngpu" -ge 2 ]; then

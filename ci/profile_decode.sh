@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Where a decode step's time goes (issue 7), on the GPU machine:
 #   ci/profile_decode.sh TEGEMMA_BIN OUT_DIR [--config gemma-2b] [--precision delayed] [--fp8-lm-head]
-#                        [--detail REGEX] [--env VAR=VALUE]...
-# 1. ncu_nodes.csv: every kernel of `tegemma generate` (random weights of --config, 128 prompt tokens, 8 new tokens)
+#                        [--batch 1] [--prompt-len 128] [--new-tokens 8] [--detail REGEX] [--env VAR=VALUE]...
+# 1. ncu_nodes.csv: every kernel of `tegemma generate` (random weights of --config, --batch prompts of --prompt-len
+#    tokens (default one of 128; the TE tutorial's shape: --config gemma-7b --batch 64 --prompt-len 20), --new-tokens
+#    (default 8; at least 3 for one complete step between two sampling kernels)
 #    timed by ncu with --graph-profiling node, so the decode step's kernels are measured as the CUDA graph replays
 #    them, with caches and clocks left alone (--cache-control none --clock-control none; session 3 flushed caches
 #    per kernel, which made every small kernel read cold). Each node is still timed alone: the programmatic-launch
@@ -16,7 +18,7 @@ set -uo pipefail
 [ $# -ge 2 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 bin=$1 out=$2
 shift 2
-config=gemma-2b precision=delayed head=() detail="" envs=()
+config=gemma-2b precision=delayed head=() detail="" envs=() batch=1 plen=128 ntok=8
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2;;
@@ -24,16 +26,21 @@ while [ $# -gt 0 ]; do
     --fp8-lm-head) head=(--fp8-lm-head); shift;;
     --detail) detail=$2; shift 2;;
     --env) envs+=("$2"); shift 2;;
+    --batch) batch=$2; shift 2;;
+    --prompt-len) plen=$2; shift 2;;
+    --new-tokens) ntok=$2; shift 2;;
     *) echo "profile_decode: unknown argument $1" >&2; exit 2;;
   esac
 done
 command -v ncu > /dev/null || { echo "profile_decode: ncu not found" >&2; exit 2; }
 mkdir -p "$out"
-ids=$(seq -s, 2 129)
+prompt=$(seq -s, 2 $(( plen + 1 )))
+ids=$prompt
+for _ in $(seq 2 "$batch"); do ids+=";$prompt"; done
 gen=("$bin" generate --config "$config" --precision "$precision" "${head[@]}" --tokens "$ids" --ignore-eos
      --device cuda --quiet)
 env "${envs[@]}" ncu --graph-profiling node --cache-control none --clock-control none \
-  --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_nodes.csv" "${gen[@]}" --max-new-tokens 8 \
+  --metrics gpu__time_duration.sum --csv --log-file "$out/ncu_nodes.csv" "${gen[@]}" --max-new-tokens "$ntok" \
   > "$out/generate.log" 2>&1 || { echo "profile_decode: ncu failed (see $out/generate.log)" >&2; exit 1; }
 python3 - "$out/ncu_nodes.csv" <<'PY' | tee "$out/summary.txt"
 import csv, re, sys

@@ -14,6 +14,8 @@
 #   init_gemm_*      initcheck of the graph-capture GEMM test (cudaMemcpy of a cuBLASLt output reported as
 #                    uninitialised), and of an output zeroed before the GEMM, to tell a tool blind spot (writes it does
 #                    not track) from a real read of never-written memory
+#   race_norm_rows   the RMSNorm forward at 1..1000 rows (the one-row-per-block kernel of session 6 included)
+#   init_gemm_all    initcheck of test_gemm_gpu with outputs poisoned before each GEMM (d3f3a7f)
 #   race_decode*, init_decode, race_gemv*, init_gemv_split   the decode attention (cluster merge) and GEMV (streamed,
 #                    split-K with an arrival counter) kernels of session 6
 set -uo pipefail
@@ -47,6 +49,9 @@ probe() {  # NAME BINARY GTEST_FILTER SANITIZER_ARGS...
 tg=(--kernel-name kns=_ZN2tg)
 # Fast ones first (the GEMM ones end in seconds when the tool faults), then the new kernels' shared-memory and
 # cluster (DSMEM) traffic at small shapes, then the broader runs.
+probe race_norm_rows "$kt/test_elementwise_gpu" 'NormGpu.ForwardBitExactAllShapesAndDtypes:NormGpu.Fp8ForwardBitExact' \
+  --tool racecheck "${tg[@]}" --racecheck-report all
+probe init_gemm_all "$kt/test_gemm_gpu" '*:-*GemmaShape*:*8192x*:*x8192*:*49152*:*256000*:*7b*' --tool initcheck
 probe race_gemm_default "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}"
 probe race_gemm_nowgmma "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesIntoOut' --tool racecheck "${tg[@]}" \
   --check-warpgroup-mma no
