@@ -233,8 +233,9 @@ __device__ __forceinline__ float select_head(const float (&v)[G], int gi) {
 // Latency is what matters at batch 1 (a few hundred KB of K / V per layer: ~0.1 us of HBM time), so the per-tile
 // critical path is kept short:
 //  * two barriers per tile (was four): the top one both publishes the landed tile and retires the previous tile's
-//    reads (so the prefetch of the next tile into the other stage is issued right after it), the second publishes
-//    the scores. There is no separate softmax pass: after the second barrier EVERY warp computes the tile's running
+//    P.V reads (so the next tile's V goes into the other stage right after it), the second publishes the scores and
+//    retires this tile's K reads (so the K of the tile after next goes into this stage right after it): K runs two
+//    tiles ahead, V one, and a block keeps ~1.5 tiles in flight through the loop (batch 64 is HBM-bound). There is no separate softmax pass: after the second barrier EVERY warp computes the tile's running
 //    max / sum of all G heads from the shared scores (one score per lane for 32-key tiles, two xor-butterfly
 //    reductions) and keeps m, l in registers; the butterfly gives every lane, and every warp, the same bits because
 //    the inputs and the operations are the same. P.V recomputes p = e^(s - m) per key from the same inputs: the
@@ -294,10 +295,15 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
   const T* vb = static_cast<const T*>(p.v) + seq_base;
   auto k_tile = [&](int stage) { return kv_smem + (2 * stage) * tile_bytes<DH, T>(); };
   auto v_tile = [&](int stage) { return kv_smem + (2 * stage + 1) * tile_bytes<DH, T>(); };
-  if (begin < end) {  // first tile in flight while q is loaded
+  // Copies run ahead of the tile loop: K two tiles ahead, V one (see the loop). Commit groups in issue order:
+  // {K_0, V_0}, {K_1}, then per tile j: {V_(j+1)} after barrier 1, {K_(j+2)} after barrier 2 (empty groups past the
+  // end), so at the top of tile j every group but the newest ({K_(j+1)}) holds what tile j reads.
+  if (begin < end) {  // the first tile (and the second one's K) in flight while q is loaded
     load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid);
     load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid);
   }
+  flash::cp_async_commit();
+  if (begin + Geo::kTile < end) load_kv_tile_async<DH, T>(k_tile(1), kb, row_stride, begin + Geo::kTile, end, tid);
   flash::cp_async_commit();
 
   const bf16_t* qb = p.q + (static_cast<int64_t>(b) * p.H + h0) * DH;
@@ -333,14 +339,14 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
 
   int stage = 0;
   for (int t0 = begin; t0 < end; t0 += Geo::kTile, stage ^= 1) {
-    flash::cp_async_wait<0>();  // this thread's copies of this tile have landed
-    // Barrier 1: this tile (and, on the first one, q_s) is visible; every warp is done with the previous tile, so
-    // its stage and s_s may be rewritten.
+    flash::cp_async_wait<1>();  // this thread's copies of this tile have landed ({K_(j+1)} may still be in flight)
+    // Barrier 1: this tile (and, on the first one, q_s) is visible; every warp is done with the previous tile's P.V,
+    // so the other V stage and s_s may be rewritten.
     __syncthreads();
-    if (t0 + Geo::kTile < end) {  // the next tile into the other stage, in flight during this tile's work
-      load_kv_tile_async<DH, T>(k_tile(stage ^ 1), kb, row_stride, t0 + Geo::kTile, end, tid);
-      load_kv_tile_async<DH, T>(v_tile(stage ^ 1), vb, row_stride, t0 + Geo::kTile, end, tid);
-    }
+    // V of the next tile into the other stage. (Session 6 first issued the next tile's K and V only here, after this
+    // tile had fully landed: one tile in flight per block instead of the earlier kernel's two, and gemma-7b B64
+    // BF16 decode attention, HBM-bound, went 184 -> 210 us at ctx 512. K now goes a tile further ahead, below.)
+    if (t0 + Geo::kTile < end) load_kv_tile_async<DH, T>(v_tile(stage ^ 1), vb, row_stride, t0 + Geo::kTile, end, tid);
     flash::cp_async_commit();
     const T* sk = reinterpret_cast<const T*>(k_tile(stage));
     const T* sv = reinterpret_cast<const T*>(v_tile(stage));
@@ -376,7 +382,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
         for (int gi = 0; gi < G; ++gi) s_s[gi][key_local] = t0 + key_local < end ? part[gi] * s_mult : -INFINITY;
       }
     }
-    __syncthreads();  // Barrier 2: the scores are visible
+    __syncthreads();  // Barrier 2: the scores are visible; every warp is done reading this tile's K stage
+    // K of the tile after next into this tile's K stage, in flight during this P.V and the next tile.
+    if (t0 + 2 * Geo::kTile < end) {
+      load_kv_tile_async<DH, T>(k_tile(stage), kb, row_stride, t0 + 2 * Geo::kTile, end, tid);
+    }
+    flash::cp_async_commit();
     // ---- 2. online softmax of the tile, in every warp (identical bits everywhere: same inputs, same operations)
     float m_new[G];
 #pragma unroll
