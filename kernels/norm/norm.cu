@@ -119,6 +119,38 @@ __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
   }
 }
 
+// Pass 2 of one 8-element chunk c of row t (n valid elements): y = (h * rstd) * (1 + w), one rounding at the store.
+// BF16 / F32 output: y stored (amax of y tracked when asked). FP8 output: V = round_A(y) (the value the BF16 kernel
+// stores), amax of y tracked (rounded to A once at the end), V * scale quantized and stored row-wise when asked;
+// returns the 8 FP8 codes (the caller stages them for the transposed copy). Padding elements give y = 0 (h = 0,
+// g = 0, r finite), or NaN only when the row has a NaN: the amax needs no mask.
+template <typename T, typename Out>
+__device__ __forceinline__ uint2 emit8(const FwdArgs& a, int64_t t, int64_t c, int n, const Pack8<T>& h, float r,
+                                       const float (&g)[8], float scale, bool vec, bool fp8_vec, float& amax_y) {
+  float y[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
+  if constexpr (std::is_same_v<Out, T>) {
+    ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, vec);
+    if (a.amax != nullptr) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) amax_y = max_abs_nan(amax_y, y[i]);
+    }
+    return make_uint2(0u, 0u);
+  } else {
+    const Pack8<T> vp = ew::pack8<T>(y);
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      v[i] = vp.get(i);
+      amax_y = max_abs_nan(amax_y, y[i]);
+    }
+    const uint2 q = ew::quantize8<Out>(v, scale);
+    if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, fp8_vec);
+    return q;
+  }
+}
+
 // The forward's last step, every thread of the block: the amax over V = round_A(y) (RN is monotonic and odd, so
 // max |round_A(y)| = round_A(max |y|); abs_bits maps a NaN to the canonical key), and the FP8 scale_inv.
 template <typename T, typename Out>
@@ -199,27 +231,7 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
     const int k = warp + kFwdWarps * j;
     const int64_t c = lane + 32 * k;
     if (k < N && c < chunks) {  // the warp kernel's emit, with g from registers
-      const int n = valid(c);
-      float y[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(mine[j].get(i), r), g[j][i]);
-      if constexpr (!kFp8) {
-        ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, a.vec);
-        if (a.amax != nullptr) {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) amax_y = max_abs_nan(amax_y, y[i]);
-        }
-      } else {
-        const Pack8<T> vp = ew::pack8<T>(y);
-        float v[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          v[i] = vp.get(i);
-          amax_y = max_abs_nan(amax_y, y[i]);
-        }
-        const uint2 q = ew::quantize8<Out>(v, scale);
-        if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, a.fp8_vec);
-      }
+      (void)emit8<T, Out>(a, t, c, valid(c), mine[j], r, g[j], scale, a.vec, a.fp8_vec, amax_y);
     }
   }
   commit_forward_amax<T, Out>(a, amax_y);
@@ -386,30 +398,13 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
       const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
       if (lane == 0) a.rstd[t] = r;
 
-      // Pass 2: y = (h * rstd) * (1 + w), one rounding at the store. Padding elements give y = 0 (h = 0,
-      // g = 0, r finite), or NaN only when the row has a NaN: the amax needs no mask.
+      // Pass 2 (emit8): y = (h * rstd) * (1 + w), stored or rounded, amax-tracked and quantized.
       auto emit = [&](int64_t c, const Pack8<T>& h) {
         const int n = valid(c);
-        float g[8], y[8];
+        float g[8];
         gain8_smem(gsm, c, g);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
-        if constexpr (!kFp8) {
-          ew::store8_any(static_cast<T*>(a.y) + t * a.ldy + 8 * c, y, n, vec);
-          if (a.amax != nullptr) {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) amax_y = max_abs_nan(amax_y, y[i]);
-          }
-        } else {
-          const Pack8<T> vp = ew::pack8<T>(y);  // V = round_A(y), the value the BF16 kernel stores
-          float v[8];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            v[i] = vp.get(i);
-            amax_y = max_abs_nan(amax_y, y[i]);
-          }
-          const uint2 q = ew::quantize8<Out>(v, scale);
-          if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, fp8_vec);
+        const uint2 q = emit8<T, Out>(a, t, c, n, h, r, g, scale, vec, fp8_vec, amax_y);
+        if constexpr (kFp8) {
           if (a.pitch != 0) stage_fp8x8(tile + rr * a.pitch + 8 * c, q, n);
         }
       };
