@@ -63,13 +63,7 @@ Tensor cu_seqlens(int64_t B, int64_t S) {
 template <typename F>
 void timed(benchmark::State& state, bool flush_l2, F&& body) {
   try {
-    body();
-    body();
-    TG_CHECK_CUDA(cudaDeviceSynchronize());
-    for (auto _ : state) {
-      CudaEventTimer timer(state, nullptr, flush_l2);
-      body();
-    }
+    time_iterations(state, body, 2, flush_l2);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }

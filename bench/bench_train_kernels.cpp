@@ -82,12 +82,7 @@ void bm_cross_entropy(benchmark::State& state, int64_t rows, bool with_grad) {
     auto op = [&] {
       kernels::cross_entropy(logits.view(), targets.view(), scale, dlogits, row_loss.view(), loss.view());
     };
-    op();  // warm-up
-    TG_CHECK_CUDA(cudaDeviceSynchronize());
-    for (auto _ : state) {
-      CudaEventTimer timer(state);
-      op();
-    }
+    time_iterations(state, op);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;
@@ -155,12 +150,7 @@ void bm_adamw(benchmark::State& state, std::vector<ParamShape> params) {
     h.weight_decay = 0.1;
     h.max_grad_norm = 1.0;
     auto op = [&] { kernels::adamw_step(t, h, adam_state.view(), status.view(), workspace.view()); };
-    op();  // warm-up
-    TG_CHECK_CUDA(cudaDeviceSynchronize());
-    for (auto _ : state) {
-      CudaEventTimer timer(state);
-      op();
-    }
+    time_iterations(state, op);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;

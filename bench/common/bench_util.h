@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/cuda_check.h"
 #include "common/tensor.h"
 
 namespace tg::bench {
@@ -69,6 +70,19 @@ class CudaEventTimer {
   cudaStream_t stream_;
   cudaEvent_t start_{}, stop_{};
 };
+
+// Runs body `warmups` times untimed (plans, workspaces, caches), waits for the device, then runs it once per
+// benchmark iteration between CUDA events on the legacy default stream (an L2 flush before each when asked).
+// Exceptions propagate to the caller (which reports them with state.SkipWithError).
+template <typename F>
+void time_iterations(benchmark::State& state, F&& body, int warmups = 1, bool flush_l2 = false) {
+  for (int i = 0; i < warmups; ++i) body();
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
+  for (auto _ : state) {
+    CudaEventTimer timer(state, nullptr, flush_l2);
+    body();
+  }
+}
 
 // A device tensor of `shape` in `dtype` (any float format), filled by tiling a 16 MiB host pattern of about
 // N(0, 1) values (Irwin-Hall(4), drawn once per dtype), started at an element chosen by `seed`. Never zeros: GEMM
