@@ -669,10 +669,10 @@ constexpr int kMaxCluster = 16;       // the non-portable limit (H100 / H200), a
 // merge: the combine kernel). Cached per (device, kernel); the attribute it sets is what the launch needs.
 int cluster_limit(const void* kernel, int smem) {
   static std::mutex mu;
-  static auto* cache = new std::map<std::pair<int, const void*>, int>();
+  static std::map<std::pair<int, const void*>, int> cache;
   const auto key = std::make_pair(current_device(), kernel);
   const std::lock_guard<std::mutex> lock(mu);
-  if (const auto it = cache->find(key); it != cache->end()) return it->second;
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
   const auto fits = [&](int size) {
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
@@ -696,7 +696,7 @@ int cluster_limit(const void* kernel, int smem) {
     limit = kPortableCluster;
   }
   (void)cudaGetLastError();  // a refused query leaves a non-sticky error: not this call's failure
-  cache->emplace(key, limit);
+  cache.emplace(key, limit);
   return limit;
 }
 
