@@ -16,6 +16,8 @@
 #                    not track) from a real read of never-written memory
 #   race_norm_rows   the RMSNorm forward at 1..1000 rows (the one-row-per-block kernel of session 6 included)
 #   init_gemm_all    initcheck of test_gemm_gpu with outputs poisoned before each GEMM (d3f3a7f)
+#   mem_impl_*, race_impl_generate, init_impl_generate, sync_impl_generate   the impl/ GPU binaries at their small
+#                    configurations (ci/sanitize_probe.sh 'impl'; PROBE_TIMEOUT=300 for these)
 #   race_decode*, init_decode, race_gemv*, init_gemv_split   the decode attention (cluster merge) and GEMV (streamed,
 #                    split-K with an arrival counter) kernels of session 6
 set -uo pipefail
@@ -24,6 +26,7 @@ source "$root/ci/deps.sh"
 build=${TEGEMMA_BUILD_DIR:?set TEGEMMA_BUILD_DIR to the CUDA build}
 out=${SIDE_OUT:-$build/sanitize_probe}
 mkdir -p "$out"
+out=$(cd "$out" && pwd) build=$(cd "$build" && pwd)  # absolute: each probe runs in its binary's folder
 want=${1:-.}
 cs=$(tegemma_find_sanitizer) || { echo "sanitize_probe: compute-sanitizer not found" >&2; exit 2; }
 read -ra inj <<< "$(tegemma_sanitizer_injection_args "$cs")"
@@ -35,8 +38,9 @@ probe() {  # NAME BINARY GTEST_FILTER SANITIZER_ARGS...
   shift 3
   [[ $name =~ $want ]] || return 0
   local t0=$SECONDS rc
-  timeout "${PROBE_TIMEOUT:-90}" "$cs" "${inj[@]}" --print-limit 200 "$@" "$bin" --gtest_filter="$filter" \
-    > "$out/$name.log" 2>&1
+  # in the binary's folder: ctest's working directory for it (gtest_discover_tests), where its fixtures resolve
+  (cd "$(dirname "$bin")" && timeout "${PROBE_TIMEOUT:-90}" "$cs" "${inj[@]}" --print-limit 200 "$@" "$bin" \
+     --gtest_filter="$filter" > "$out/$name.log" 2>&1)
   rc=$?
   local summary kinds
   summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Internal Sanitizer Error' "$out/$name.log" | head -2 | tr '\n' ' ')
@@ -68,4 +72,14 @@ probe init_gemm_accumulate "$kt/test_gemm_gpu" 'GemmGpu.Fp8PerTensorAccumulatesI
 probe race_decode "$kt/test_attention_gpu" '*Decode*' --tool racecheck "${tg[@]}" --racecheck-report all
 probe race_gemv "$kt/test_gemv_gpu" '*:-*GemmaDecodeShapes*:*256000*' --tool racecheck "${tg[@]}" --racecheck-report all
 probe race_gemm_bf16 "$kt/test_gemm_gpu" 'Shapes/GemmGpuBf16.*' --tool racecheck "${tg[@]}"
+# The impl/ binaries (issue 11: not yet under any tool): the model, training and generation paths at their small
+# test configurations; the Gemma-width instances are left out (the same kernels at full size).
+it=$build/impl/tests
+big='*Gemma*:*gemma*:*7b*:*2b*'
+probe mem_impl_model "$it/test_impl_model_gpu" "*:-$big" --tool memcheck --leak-check full
+probe mem_impl_generate "$it/test_impl_generate_gpu" "*:-$big" --tool memcheck --leak-check full
+probe mem_impl_train "$it/test_impl_train_gpu" "*:-$big" --tool memcheck --leak-check full
+probe race_impl_generate "$it/test_impl_generate_gpu" "*:-$big" --tool racecheck "${tg[@]}"
+probe init_impl_generate "$it/test_impl_generate_gpu" "*:-$big" --tool initcheck
+probe sync_impl_generate "$it/test_impl_generate_gpu" "*:-$big" --tool synccheck "${tg[@]}"
 cat "$out/probes.tsv"
