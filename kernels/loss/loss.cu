@@ -8,6 +8,7 @@
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/elementwise/elementwise.cuh"
 #include "kernels/loss/loss.h"
 
 namespace tg::kernels::cuda {
@@ -108,32 +109,6 @@ __global__ void cross_entropy_kernel(const In* logits, int64_t ld_in, const int3
 // buffer is written in the same kernel.
 constexpr int kVecUnroll = 4;
 
-__device__ __forceinline__ void bf16x8_to_float(const uint4& r, float (&f)[8]) {
-  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
-  }
-}
-
-template <typename Out>
-__device__ __forceinline__ void store_grad8(Out* p, const float (&g)[8]) {
-  if constexpr (std::is_same_v<Out, float>) {
-    float4* q = reinterpret_cast<float4*>(p);
-    q[0] = make_float4(g[0], g[1], g[2], g[3]);
-    q[1] = make_float4(g[4], g[5], g[6], g[7]);
-  } else {
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const __nv_bfloat162 h = __floats2bfloat162_rn(g[2 * i], g[2 * i + 1]);
-      w[i] = *reinterpret_cast<const uint32_t*>(&h);
-    }
-    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-  }
-}
-
 template <typename Out>
 __global__ void __launch_bounds__(kThreads) cross_entropy_bf16_vec_kernel(const dev::bf16_t* logits, int64_t ld_in,
                                                                          const int32_t* __restrict__ targets,
@@ -150,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) cross_entropy_bf16_vec_kernel(const 
     if (dlogits != nullptr) {
       const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       Out* dx = dlogits + t * ld_out;
-      for (int64_t v = threadIdx.x; v < nvec; v += kThreads) store_grad8<Out>(dx + 8 * v, zero);
+      for (int64_t v = threadIdx.x; v < nvec; v += kThreads) ew::store8<Out>(dx + 8 * v, zero);
     }
     return;
   }
@@ -166,7 +141,7 @@ __global__ void __launch_bounds__(kThreads) cross_entropy_bf16_vec_kernel(const 
 #pragma unroll
     for (int u = 0; u < kVecUnroll; ++u) {
       float f[8];
-      bf16x8_to_float(in[u], f);
+      ew::unpack8(ew::Pack8<dev::bf16_t>{in[u]}, f);
       float vmax = f[0];
 #pragma unroll
       for (int i = 1; i < 8; ++i) vmax = fmaxf(vmax, f[i]);
@@ -197,13 +172,13 @@ __global__ void __launch_bounds__(kThreads) cross_entropy_bf16_vec_kernel(const 
       const int64_t v = v0 + static_cast<int64_t>(u) * kThreads;
       if (v < nvec) {
         float f[8], g[8];
-        bf16x8_to_float(in[u], f);
+        ew::unpack8(ew::Pack8<dev::bf16_t>{in[u]}, f);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
           const float p = expf((f[i] - mt) - log_s);
           g[i] = (p - (8 * v + i == y ? 1.0f : 0.0f)) * scale;
         }
-        store_grad8<Out>(dx + 8 * v, g);
+        ew::store8<Out>(dx + 8 * v, g);
       }
     }
   }
@@ -222,8 +197,6 @@ __global__ void loss_reduce_kernel(const float* __restrict__ row_loss, int64_t r
   }
   if (threadIdx.x == 0) loss[0] = static_cast<float>(static_cast<double>(loss[0]) + static_cast<double>(scale) * lane[0]);
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 template <typename T>
 struct IsFloatOrBf16 {
@@ -244,8 +217,8 @@ template <typename In, typename Out>
 bool launch_vectorised(const TensorView& logits, const TensorView& targets, float scale, const TensorView& dlogits,
                        const TensorView& row_loss, int64_t rows, int64_t vocab, cudaStream_t s) {
   if constexpr (std::is_same_v<In, dev::bf16_t> && IsFloatOrBf16<Out>::value) {
-    const bool vec = vocab % 8 == 0 && logits.strides[0] % 8 == 0 && aligned16(logits.data) &&
-                     (dlogits.empty() || (dlogits.strides[0] % 8 == 0 && aligned16(dlogits.data)));
+    const bool vec = vocab % 8 == 0 && logits.strides[0] % 8 == 0 && ew::aligned16(logits.data) &&
+                     (dlogits.empty() || (dlogits.strides[0] % 8 == 0 && ew::aligned16(dlogits.data)));
     if (!vec) return false;
     cross_entropy_bf16_vec_kernel<Out><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
         static_cast<const In*>(logits.data), logits.strides[0], targets.ptr<const int32_t>(), scale,
