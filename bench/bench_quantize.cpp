@@ -4,7 +4,6 @@
 //   cast                 per-tensor, row-wise copy only (+ amax)                 bytes: 2n in + n out
 //   cast_transpose       per-tensor, row-wise + column-wise in one pass (+ amax) bytes: 2n in + 2n out
 //   amax                 compute_amax                                            bytes: 2n in
-//   amax_loads8|16       the same with 8 or 16 loads in flight per thread (kernels::cuda::tuning::set_amax_loads)
 //   block1x128_row       Float8BlockScaling 1x128, row-wise copy only            bytes: 2n + n + n/128 * 4
 //   block1x128           1x128 row-wise + 128x1 column-wise copies               bytes: 2n + 2n + 2 * n/128 * 4
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
@@ -129,7 +128,7 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
   }
 }
 
-// Sets one kernels::cuda::tuning knob (the cast+transpose tile height, the amax's loads in flight) for one
+// Sets one kernels::cuda::tuning knob (the cast+transpose tile height) for one
 // benchmark and restores its default (0) afterwards.
 template <void (*Set)(int)>
 struct Tuned {
@@ -139,7 +138,6 @@ struct Tuned {
   Tuned& operator=(const Tuned&) = delete;
 };
 using TileRows = Tuned<kernels::cuda::tuning::set_cast_transpose_tile_rows>;
-using AmaxLoads = Tuned<kernels::cuda::tuning::set_amax_loads>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -163,11 +161,9 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
   timed(state, d, bytes, [&](int i) { kernels::quantize(inputs(d)[i], outs[i].view()); });
 }
 
-// loads: the amax kernel's loads in flight per thread (kernels::cuda::tuning::set_amax_loads; 0 = the default).
-void bm_amax(benchmark::State& state, Dims d, int loads) {
+void bm_amax(benchmark::State& state, Dims d) {
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
-  AmaxLoads knob(loads);
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });
 }
 
@@ -213,11 +209,7 @@ const bool registered = [] {
     const std::string s = "/" + d.str();
     add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
     add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 0); });
-    add("quantize/amax/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, 0); });
-    for (int loads : {8, 16}) {  // the tuning variants beside the default (4 loads in flight per thread)
-      add("quantize/amax_loads" + std::to_string(loads) + "/bf16" + s,
-          [=](benchmark::State& st) { bm_amax(st, d, loads); });
-    }
+    add("quantize/amax/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d); });
     for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it
       const std::string v = t == 0 ? "" : "_tile" + std::to_string(t);
       add("quantize/cast_transpose" + v + "/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, true, t); });

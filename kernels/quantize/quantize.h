@@ -70,14 +70,9 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 // 128 or 256 rows, or 0 = by size (the default): 128 below 2^26 elements, where the extra blocks fill the
 // last wave (H200 at 8192x3072: 81.9% vs 79.7% of HBM for block 1x128), else 256 (8192x24576: 93.5% vs 92.5%).
 // Results are identical; only speed differs.
-// The standalone amax's 16-byte loads in flight per thread: 4 (the default, 0), 8 or 16. ncu at 8192x3072 (session
-// 5): the 4-load kernel is latency-bound (DRAM 66-71%, 51 cycles between a warp's issues); bench_kernels times
-// amax_loads8 / amax_loads16 beside it to choose the default. Results are identical.
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
-void set_amax_loads(int loads);
-int amax_loads();
 }  // namespace tuning
 }  // namespace cuda
 
