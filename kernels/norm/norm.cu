@@ -69,19 +69,23 @@ struct FwdArgs {
   ew::Fp8Out fp8;
 };
 
+// FP32 g = 1 + w of chunk c (n valid elements, 0 past them) from global memory.
+__device__ __forceinline__ void gain8_global(const WeightRef& w, int64_t c, int n, float (&v)[8]) {
+  if (w.bf16)
+    ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w.w) + 8 * c, n, w.vec), v);
+  else
+    ew::unpack8(ew::load8_any(static_cast<const float*>(w.w) + 8 * c, n, w.vec), v);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = i < n ? ieee::fadd(1.0f, v[i]) : 0.0f;
+}
+
 // FP32 g = 1 + w for the padded row (chunks * 8 elements, zeros past D) into shared memory. All threads;
 // 8 elements per thread per step, so the loads of a step are independent (D = 2048 is one step).
 __device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, float* g) {
   const int64_t chunks = (cols + 7) / 8;
   for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c));
     float v[8];
-    if (w.bf16)
-      ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(w.w) + 8 * c, n, w.vec), v);
-    else
-      ew::unpack8(ew::load8_any(static_cast<const float*>(w.w) + 8 * c, n, w.vec), v);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = i < n ? ieee::fadd(1.0f, v[i]) : 0.0f;
+    gain8_global(w, c, static_cast<int>(min(static_cast<int64_t>(8), cols - 8 * c)), v);
     float4* p = reinterpret_cast<float4*>(g + 8 * c);
     p[0] = make_float4(v[0], v[1], v[2], v[3]);
     p[1] = make_float4(v[4], v[5], v[6], v[7]);
@@ -188,15 +192,8 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
     const int k = warp + kFwdWarps * j;
     const int64_t c = lane + 32 * k;
     if (k < N && c < chunks) {
-      const int n = valid(c);
-      mine[j] = ew::load8_any(xrow + 8 * c, n, a.vec);
-      float v[8];
-      if (a.w.bf16)
-        ew::unpack8(ew::load8_any(static_cast<const ew::bf16_t*>(a.w.w) + 8 * c, n, a.w.vec), v);
-      else
-        ew::unpack8(ew::load8_any(static_cast<const float*>(a.w.w) + 8 * c, n, a.w.vec), v);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) g[j][i] = i < n ? ieee::fadd(1.0f, v[i]) : 0.0f;
+      mine[j] = ew::load8_any(xrow + 8 * c, valid(c), a.vec);
+      gain8_global(a.w, c, valid(c), g[j]);
     }
   }
   if (warp == 0) {  // pass 1 of the warp-per-row kernel
