@@ -750,43 +750,11 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   return p;
 }
 
-// The split kernel's launch: kernels::cuda::launch's programmatic-launch attribute (inside a ProgrammaticLaunchScope)
-// plus, for the in-cluster merge, a cluster of grid.x (= the splits) blocks.
-template <typename Kernel>
-void launch_split_kernel(Kernel kernel, dim3 grid, int smem, bool cluster, cudaStream_t stream,
-                         const DecodeParams& prm) {
-  cudaLaunchAttribute attrs[2]{};
-  unsigned n = 0;
-  if (programmatic_launch_enabled()) {
-    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  if (cluster) {
-    attrs[n].id = cudaLaunchAttributeClusterDimension;
-    attrs[n].val.clusterDim.x = grid.x;
-    attrs[n].val.clusterDim.y = 1;
-    attrs[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
-  cfg.stream = stream;
-  cfg.attrs = n > 0 ? attrs : nullptr;
-  cfg.numAttrs = n;
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, prm);
-  if (err != cudaSuccess) [[unlikely]] {
-    launch_failed(err, reinterpret_cast<const void*>(kernel), grid, cfg.blockDim, cfg.dynamicSmemBytes);
-  }
-}
-
 template <int DH, int G, typename T>
 void launch_split_t(const DecodeParams& prm, dim3 grid, bool cluster, cudaStream_t stream) {
   constexpr int smem = split_smem_bytes<DH, T>();
   // make_plan raised the kernel's shared-memory limit (resident_blocks) and enabled its cluster size (cluster_limit)
-  launch_split_kernel(decode_split_kernel<DH, G, T>, grid, smem, cluster, stream, prm);
+  launch_clustered(decode_split_kernel<DH, G, T>, grid, kThreads, smem, stream, cluster ? grid.x : 0u, prm);
 }
 template <int DH, int G>
 void launch_split(const DecodeParams& prm, bool fp8, dim3 grid, bool cluster, cudaStream_t stream) {

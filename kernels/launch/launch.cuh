@@ -33,25 +33,44 @@ namespace cuda {
 // and clears the sticky-free launch error.
 [[noreturn]] void launch_failed(cudaError_t err, const void* kernel, dim3 grid, dim3 block, std::size_t smem);
 
-// kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-stream-serialization attribute while a
-// ProgrammaticLaunchScope is open on this thread. Errors are checked like TG_CHECK_LAUNCH.
+// kernel<<<grid, block, smem, stream>>>(args...) in thread-block clusters of cluster_x blocks along x (0 or 1: no
+// cluster attribute), with the programmatic-stream-serialization attribute while a ProgrammaticLaunchScope is open on
+// this thread. Errors are checked like TG_CHECK_LAUNCH.
 template <typename... KernelArgs, typename... Args>
-void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
-            Args&&... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+                      unsigned cluster_x, Args&&... args) {
+  cudaLaunchAttribute attrs[2]{};
+  unsigned n = 0;
+  if (programmatic_launch_enabled()) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster_x > 1) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n].val.clusterDim.x = cluster_x;
+    attrs[n].val.clusterDim.y = 1;
+    attrs[n].val.clusterDim.z = 1;
+    ++n;
+  }
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cfg.attrs = programmatic_launch_enabled() ? &attr : nullptr;
-  cfg.numAttrs = programmatic_launch_enabled() ? 1 : 0;
+  cfg.attrs = n > 0 ? attrs : nullptr;
+  cfg.numAttrs = n;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (err != cudaSuccess) [[unlikely]] {
     launch_failed(err, reinterpret_cast<const void*>(kernel), grid, block, smem);
   }
+}
+
+// The same without clusters: kernel<<<grid, block, smem, stream>>>(args...), PDL inside a ProgrammaticLaunchScope.
+template <typename... KernelArgs, typename... Args>
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+            Args&&... args) {
+  launch_clustered(kernel, grid, block, smem, stream, 0u, std::forward<Args>(args)...);
 }
 }  // namespace cuda
 
