@@ -101,9 +101,8 @@ std::vector<std::vector<int64_t>> random_prompts(const GemmaConfig& c, int64_t b
 // Bytes every decode step reads whatever the context: the linear weights as the GEMMs read them, the norms, the
 // lm_head's weight and B embedding rows.
 double weight_bytes_per_step(const GemmaConfig& c, const Variant& v, int64_t batch) {
-  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
-  const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
-  const double linear = d * (q + 2 * kv) + q * d + d * 2 * f + f * d;
+  const double d = static_cast<double>(c.hidden_size);
+  const double linear = layer_linear_params(c);
   const double layers = static_cast<double>(c.num_hidden_layers);
   const double w = v.fp8() ? 1.0 : 2.0;
   const double head = static_cast<double>(c.vocab_size) * d * (v.fp8_head ? 1.0 : 2.0);

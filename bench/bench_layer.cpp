@@ -74,18 +74,6 @@ struct Workload {
   }
 };
 
-double layer_linear_params(const GemmaConfig& c) {
-  const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.q_dim()),
-               kv = static_cast<double>(c.kv_dim()), f = static_cast<double>(c.intermediate_size);
-  return d * (q + 2 * kv) + q * d + 3 * d * f;
-}
-
-double layer_attention_flops(const GemmaConfig& c, const Workload& w) {
-  const double s = static_cast<double>(w.seqlen);
-  return 4.0 * static_cast<double>(w.batch) * static_cast<double>(c.num_attention_heads) *
-         static_cast<double>(c.head_dim) * s * (s + 1) / 2;
-}
-
 // The preset's one-layer config (layer 0's shapes; a tiny vocabulary: the embedding is never used).
 GemmaConfig one_layer_config(const std::string& preset) {
   GemmaConfig c = GemmaConfig::preset(preset);
@@ -256,7 +244,8 @@ void bm_layer(benchmark::State& state, Workload w, std::string recipe, bool back
   }
   const GemmaConfig& cfg = r->cfg;
   const double t = static_cast<double>(w.tokens());
-  const double n = layer_linear_params(cfg), a = layer_attention_flops(cfg, w);
+  const double n = layer_linear_params(cfg);
+  const double a = layer_attention_flops(cfg, static_cast<double>(w.batch), causal_pairs(static_cast<double>(w.seqlen)));
   const double flops = backward ? 6.0 * n * t + 3.0 * a : 2.0 * n * t + a;
   set_tokens(state, t);
   set_roofline(state, 0.0, flops, r->recipe.is_fp8() ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm);

@@ -51,12 +51,9 @@ struct Workload {
 // and the lm_head over the B last rows.
 double model_flops(const GemmaConfig& c, const Workload& w) {
   const double t = static_cast<double>(w.tokens()), d = static_cast<double>(c.hidden_size);
-  const double q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
-  const double f = static_cast<double>(c.intermediate_size);
-  const double per_layer_linear = 2.0 * t * d * (q + 2 * kv) + 2.0 * t * q * d + 2.0 * t * d * 2 * f + 2.0 * t * f * d;
-  const double s = static_cast<double>(w.seqlen);
-  const double per_layer_attn = 2.0 * 2.0 * static_cast<double>(w.batch) * static_cast<double>(c.num_attention_heads) *
-                                (s * (s + 1) / 2) * static_cast<double>(c.head_dim);
+  const double per_layer_linear = 2.0 * t * layer_linear_params(c);
+  const double per_layer_attn =
+      layer_attention_flops(c, static_cast<double>(w.batch), causal_pairs(static_cast<double>(w.seqlen)));
   const double lm_head = 2.0 * static_cast<double>(w.batch) * d * static_cast<double>(c.vocab_size);
   return static_cast<double>(c.num_hidden_layers) * (per_layer_linear + per_layer_attn) + lm_head;
 }

@@ -89,17 +89,11 @@ struct Workload {
 };
 
 // ---- FLOP and byte model (the formulas of the header) ------------------------------------------------------
-double n_lin(const GemmaConfig& c) {
-  const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.q_dim());
-  const double kv = static_cast<double>(c.kv_dim()), f = static_cast<double>(c.intermediate_size);
-  return static_cast<double>(c.num_hidden_layers) * (d * (q + 2 * kv) + q * d + 3 * d * f);
-}
+double n_lin(const GemmaConfig& c) { return static_cast<double>(c.num_hidden_layers) * layer_linear_params(c); }
 double n_head(const GemmaConfig& c) { return static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size); }
 double attention_flops(const GemmaConfig& c, double batch, double pairs) {
-  return static_cast<double>(c.num_hidden_layers) * 4.0 * batch * static_cast<double>(c.num_attention_heads) *
-         static_cast<double>(c.head_dim) * pairs;
+  return static_cast<double>(c.num_hidden_layers) * layer_attention_flops(c, batch, pairs);
 }
-double causal_pairs(double s) { return s * (s + 1) / 2; }
 
 double model_flops(const GemmaConfig& c, const Workload& w) {
   const double b = static_cast<double>(w.batch), s = static_cast<double>(w.seqlen);

@@ -44,14 +44,11 @@ struct Workload {
 };
 
 double train_flops(const GemmaConfig& c, const Workload& w) {
-  const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.q_dim()),
-               kv = static_cast<double>(c.kv_dim()), f = static_cast<double>(c.intermediate_size);
-  const double n_lin = static_cast<double>(c.num_hidden_layers) * (d * (q + 2 * kv) + q * d + 3 * d * f);
-  const double n_head = static_cast<double>(c.vocab_size) * d;
+  const double layers = static_cast<double>(c.num_hidden_layers);
+  const double n_lin = layers * layer_linear_params(c);
+  const double n_head = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
   const double b = static_cast<double>(w.batch), s = static_cast<double>(w.seqlen);
-  const double attention = static_cast<double>(c.num_hidden_layers) * 4.0 * b *
-                           static_cast<double>(c.num_attention_heads) * static_cast<double>(c.head_dim) * s *
-                           (s + 1) / 2;
+  const double attention = layers * layer_attention_flops(c, b, causal_pairs(s));
   return 6.0 * (n_lin + n_head) * b * s + 3.0 * attention;
 }
 

@@ -58,6 +58,16 @@ void set_tokens(benchmark::State& state, double tokens_per_iteration) {
       benchmark::Counter(tokens_per_iteration, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+double layer_linear_params(const GemmaConfig& c) {
+  const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.q_dim()),
+               kv = static_cast<double>(c.kv_dim()), f = static_cast<double>(c.intermediate_size);
+  return d * (q + 2 * kv) + q * d + 3 * d * f;
+}
+
+double layer_attention_flops(const GemmaConfig& c, double batch, double pairs) {
+  return 4.0 * batch * static_cast<double>(c.num_attention_heads) * static_cast<double>(c.head_dim) * pairs;
+}
+
 void bm_gemm_ceiling(benchmark::State& state, Ceiling c) {
   if (!cuda_available()) {
     state.SkipWithError("no CUDA device");

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/cuda_check.h"
+#include "common/gemma_config.h"
 #include "common/tensor.h"
 
 namespace tg::bench {
@@ -70,6 +71,13 @@ class CudaEventTimer {
   cudaStream_t stream_;
   cudaEvent_t start_{}, stop_{};
 };
+
+// The Gemma FLOP model the benchmarks share: the weights of one decoder layer's linear maps (fused QKV, O, gate and
+// up, down: D (H + 2 Hkv) Dh + H Dh D + 3 D F), and one layer's causal attention FLOPs for `batch` sequences with
+// `pairs` query-key pairs each (QK^T and PV: 4 H Dh per pair; causal_pairs(S) = S (S + 1) / 2 for a prefill).
+double layer_linear_params(const GemmaConfig& c);
+double layer_attention_flops(const GemmaConfig& c, double batch, double pairs);
+inline double causal_pairs(double s) { return s * (s + 1) / 2; }
 
 // Runs body `warmups` times untimed (plans, workspaces, caches), waits for the device, then runs it once per
 // benchmark iteration between CUDA events on the legacy default stream (an L2 flush before each when asked).
