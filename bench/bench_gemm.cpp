@@ -23,6 +23,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bench/common/bench_util.h"
@@ -191,6 +192,37 @@ void bm_ceiling_fp8(benchmark::State& state, GemmShape s) {
   if (!state.error_occurred()) measure_ceiling(Ceiling::kFp8Gemm, s, op);
 }
 
+// ---- cuBLASLt's heuristic candidates at the batch-64 decode shapes ------------------------------------------------
+// The decode step at batch 64 (the TE tutorial's gemma-7b run) takes cuBLASLt's first heuristic candidate for its
+// M = 64 GEMMs; an ncu profile of that step (session 7) put fc2 (split-K + a reduce kernel) at ~64% of HBM and O at
+// ~37%. This sweep times candidates 0-7 (kernels::cuda::tuning::set_gemm_heuristic_rank) with the decoder's
+// operands (E4M3 x E4M3 -> BF16, fast accumulation; O and fc2 accumulate into the residual, beta = 1) and reports
+// each candidate's configuration, so a run shows whether a later candidate is faster. Names:
+// gemm/fp8_candidate<r>/e4m3xe4m3->bf16/<M>x<N>x<K>[+residual].
+struct RankScope {
+  explicit RankScope(int r) { kernels::cuda::tuning::set_gemm_heuristic_rank(r); }
+  ~RankScope() { kernels::cuda::tuning::set_gemm_heuristic_rank(0); }
+  RankScope(const RankScope&) = delete;
+  RankScope& operator=(const RankScope&) = delete;
+};
+
+void bm_fp8_candidate(benchmark::State& state, GemmShape s, bool residual, int rank) {
+  const RankScope scope(rank);
+  const Fp8View a = per_tensor_operand(s.m, s.k, 3), b = per_tensor_operand(s.n, s.k, 4);
+  const TensorView out = device_out(DType::BF16, s.m, s.n);
+  const kernels::GemmOptions opt{.beta = residual ? 1.0f : 0.0f};
+  // bytes: A, B and out once, plus out read once more when accumulating.
+  const double bytes = bytes_moved(s, 1, 1, residual ? 4 : 2);
+  time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemm_fp8(a, b, out, opt); });
+  if (state.error_occurred()) return;
+  const kernels::cuda::GemmAlgoInfo info = kernels::cuda::gemm_last_algo();
+  state.counters["algo_id"] = info.algo_id;
+  state.counters["tile_id"] = info.tile_id;
+  state.counters["stages_id"] = info.stages_id;
+  state.counters["split_k"] = info.split_k;
+  state.counters["workspace_bytes"] = static_cast<double>(info.workspace_bytes);
+}
+
 // ---- LibTorch anchors --------------------------------------------------------------------------------------------
 #if TEGEMMA_BENCH_TORCH
 at::Tensor as_torch(const TensorView& t, at::ScalarType type) {
@@ -255,6 +287,15 @@ const bool registered = [] {
         [=](benchmark::State& st) { bm_torch_scaled_mm(st, s, false); });
 #endif
 #endif
+  }
+  // gemma-7b's decode GEMMs at batch 64: QKV, O (+ residual), fc1, fc2 (+ residual).
+  const std::pair<GemmShape, bool> decode64[] = {
+      {{64, 12288, 3072}, false}, {{64, 3072, 4096}, true}, {{64, 49152, 3072}, false}, {{64, 3072, 24576}, true}};
+  for (const auto& [s, residual] : decode64) {
+    for (int r = 0; r < 8; ++r) {
+      add("gemm/fp8_candidate" + std::to_string(r) + "/e4m3xe4m3->bf16/" + s.str() + (residual ? "+residual" : ""),
+          [=](benchmark::State& st) { bm_fp8_candidate(st, s, residual, r); });
+    }
   }
   return true;
 }();

@@ -50,6 +50,7 @@ void set_roofline(benchmark::State& state, double bytes, double flops, Ceiling c
 // Adds a tokens/s counter.
 void set_tokens(benchmark::State& state, double tokens_per_iteration);
 
+// Evicts the L2 by reading a buffer of twice its size (no stores: it leaves no dirty lines behind).
 class L2Flusher {
  public:
   L2Flusher();
@@ -57,6 +58,7 @@ class L2Flusher {
 
  private:
   Tensor buf_;
+  Tensor amax_;
 };
 
 class CudaEventTimer {
