@@ -10,6 +10,8 @@
 //                                                                   (DecodeOptions::heads_per_block) instead of the
 //                                                                   planner's choice (formerly 8, the whole group;
 //                                                                   now 1 at batch 1, so decode_g1 == decode there)
+//   attention/decode_s<1|2|4|8>/gemma-7b/<cache>/B64/ctx<512|1024> the same with a forced split count
+//                                                                   (DecodeOptions::num_splits)
 //   attention/decode_combine/<model>/<cache>/B1/ctx<n>              the default plan with the splits merged by the
 //                                                                   combine kernel (DecodeOptions::max_cluster = 1)
 //                                                                   instead of inside the split kernel's cluster
@@ -24,7 +26,8 @@
 // times (8 matmuls of work), but the counter stays at 5: it measures useful FLOP/s.
 // Bytes (the memory roofline of decode): K and V of every cached position read once (BF16: 2 bytes, E4M3: 1 byte
 // per element), q read, out written. Prefill bytes: q, k, v read, out written, lse written (it is compute-bound).
-// Inputs are N(0, 1)-like; L2 is flushed before every timed iteration of the memory-bound benchmarks (decode, append).
+// Inputs are N(0, 1)-like; L2 is flushed (a read of 2 x L2: no dirty lines left) before every timed iteration of the
+// memory-bound benchmarks (decode, append).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -176,8 +179,9 @@ DecodeData& decode_data(const Model& m, int64_t B, int64_t ctx, DType cache_dtyp
 
 // heads_per_block: DecodeOptions::heads_per_block (0 = the default: the whole group of query heads per block).
 // max_cluster: DecodeOptions::max_cluster (0 = the default: merge inside the split kernel's cluster; 1 = combine kernel).
+// num_splits: DecodeOptions::num_splits (0 = the planner's choice).
 void bm_decode(benchmark::State& state, Model m, int64_t B, int64_t ctx, DType cache_dtype, int heads_per_block,
-               int max_cluster = 0) {
+               int max_cluster = 0, int num_splits = 0) {
   double bytes = 0;
   try {
     DecodeData& d = decode_data(m, B, ctx, cache_dtype);
@@ -185,6 +189,7 @@ void bm_decode(benchmark::State& state, Model m, int64_t B, int64_t ctx, DType c
     opt.max_seqlen_hint = ctx;
     opt.heads_per_block = heads_per_block;
     opt.max_cluster = max_cluster;
+    opt.num_splits = num_splits;
     timed(state, true, [&] { kernels::decode_attention(d.q, d.cache(), d.seqlens, opt, d.out); });
     bytes = 2.0 * static_cast<double>(B * ctx * m.Hkv * m.Dh) * static_cast<double>(dtype_size(cache_dtype)) +
             2.0 * static_cast<double>(B * m.H * m.Dh) * 2.0;
@@ -244,6 +249,15 @@ const bool registered = [] {
           if (B == 1 && ctx <= 1024) {  // the in-cluster merge against the combine kernel, same plan otherwise
             add("attention/decode_combine/" + std::string(m.name) + "/" + cname + "/B1/ctx" + std::to_string(ctx),
                 [=](benchmark::State& st) { bm_decode(st, m, B, ctx, cache, 0, 1); });
+          }
+          if (m.H == m.Hkv && B == 64 && (ctx == 512 || ctx == 1024)) {
+            // The TE tutorial's shape (HBM-bound, 1024 (sequence, head) blocks): forced split counts beside the
+            // planner's latency model, whose wave count decides the tail of the last wave.
+            for (int splits : {1, 2, 4, 8}) {
+              add("attention/decode_s" + std::to_string(splits) + "/" + std::string(m.name) + "/" + cname + "/B64/ctx" +
+                      std::to_string(ctx),
+                  [=](benchmark::State& st) { bm_decode(st, m, B, ctx, cache, 0, 0, splits); });
+            }
           }
           if (m.H / m.Hkv == 8 && B == 1 && ctx <= 1024) {  // gemma-2b's MQA group at batch 1: 1 and 2 heads per block
             for (int hpb : {1, 2}) {
