@@ -14,6 +14,9 @@
 // shows whether the size rule picked the faster one.
 // n = rows * cols; every input is read once and every output written once (the FP8 bytes count 1 each).
 // Shapes: 8192x8192, and Gemma-7B's MLP activations [T = 8192, D = 3072] and [T, F = 24576], and 4096x2048.
+// Decode shapes (cast and its copy ceiling only): the attention output cast before the o-projection, Gemma-2B at
+// batch 1 (1x2048) and Gemma-7B at batch 64 (64x4096): the cast's small-n grid. Their R = 16 input sets (4 KB and
+// 512 KB) stay in L2, as in a decode step, where the attention kernel has just written that tensor.
 // Target (issue 3): hbm_roofline_frac >= 0.8 for cast_transpose / cast / block ops at 8192x8192 and the Gemma shapes.
 // Inputs are N(0, 1)-like BF16 (never zeros).
 //
@@ -55,6 +58,7 @@ struct Dims {
 };
 
 const Dims kShapes[] = {{8192, 8192}, {8192, 3072}, {8192, 24576}, {4096, 2048}};
+const Dims kDecodeShapes[] = {{1, 2048}, {64, 4096}};
 
 // The number of buffer sets rotated through for a shape (see the header).
 int rotation(const Dims& d) {
@@ -221,6 +225,11 @@ const bool registered = [] {
           [=](benchmark::State& st) { bm_block(st, d, ScalingMode::kBlock128x128, true, t); });
     }
     add("quantize/dequantize/e4m3->bf16" + s, [=](benchmark::State& st) { bm_dequantize(st, d); });
+  }
+  for (const Dims& d : kDecodeShapes) {
+    const std::string s = "/" + d.str();
+    add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
+    add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 0); });
   }
   return true;
 }();

@@ -1,8 +1,9 @@
 // CUDA kernels of kernels/quantize (contract in quantize.h; the CPU twin quantize_cpu.cpp is the golden).
 //
 // Kernels
-//   cast_kernel            per-tensor, row-wise copy only: flat, 16 elements per thread step (16-byte FP8 stores),
-//                          two steps in flight, grid-stride; also the standalone amax (no stores).
+//   cast_kernel            per-tensor, row-wise copy only: flat, one 16-byte input vector per unit, kUnroll units
+//                          in flight per thread (cast: 4, or 1 below 2^20 elements; amax: 16), grid-stride; also the
+//                          standalone amax (no stores).
 //   cast_transpose_kernel  everything with a column-wise copy, and all block modes. One 128x128 tile per block of
 //                          256 threads; each thread owns an 8x8 sub-tile (8 rows x one 16-byte vector of 8 columns):
 //                            - loads: 8 independent 16-byte loads; a warp covers 2 rows x 128 columns per load;
@@ -191,6 +192,9 @@ __device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
 constexpr int kFlatThreads = 256;
 constexpr int kFlatUnroll = 4;   // 16-byte loads in flight per thread (64 bytes): cast
+// Below this many elements the cast gives each thread one 16-byte vector (kUnroll = 1, 4x the blocks): the
+// kFlatUnroll grid would have fewer blocks than SMs (BF16: 2^20 / (256 x 4 x 8) = 128 on 132). See quantize().
+constexpr int64_t kSmallCastElements = int64_t{1} << 20;
 constexpr int kAmaxUnroll = 16;  // the standalone amax: no stores, more loads in flight (see compute_amax)
 
 // Elements per 16-byte input vector: 8 for BF16/F16 (8 FP8 bytes out), 4 for F32 (4 bytes out).
@@ -644,15 +648,30 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
     const int64_t n = rows * cols;
     const bool vec = aligned16(x.data) && aligned16(q);
     float* amax = out.amax.empty() ? nullptr : out.amax.ptr<float>();
+    // Small n (a decode step's activations) takes one 16-byte vector per thread and 4x the blocks. ncu on the
+    // H200, gemma-7b decode at batch 64: the attention output's cast ([64, 4096] BF16 -> E4M3, 262144 elements)
+    // ran 2.86 us on a 32-block grid (256 threads x 4 vectors x 8 elements per block: a quarter of the SMs);
+    // kUnroll = 1 gives it 128 blocks. Large n keeps kFlatUnroll (its grid is one resident wave, and the loads
+    // in flight per thread are what keeps HBM busy there). Each element is converted on its own and the amax is
+    // a max, so both grids write the same bits.
+    const bool small = n < kSmallCastElements;
     dispatch_input(x.dtype, [&](auto it) {
       using IT = decltype(it);
       dispatch_fp8(out.dtype(), [&](auto e5) {
         dispatch_bool(vec, [&](auto v) {
-          constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value>;
-          constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatUnroll * kFlatVecElems<IT>;
-          const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-          launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), q, out.scale.ptr<const float>(),
-                 si, nullptr, amax, n);
+          auto go = [&](auto unroll) {
+            constexpr int kUnroll = decltype(unroll)::value;
+            constexpr auto kernel = cast_kernel<IT, decltype(e5)::value, true, decltype(v)::value, kUnroll>;
+            constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kUnroll * kFlatVecElems<IT>;
+            const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
+            launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), q,
+                   out.scale.ptr<const float>(), si, nullptr, amax, n);
+          };
+          if (small) {
+            go(std::integral_constant<int, 1>{});
+          } else {
+            go(std::integral_constant<int, kFlatUnroll>{});
+          }
         });
       });
     });

@@ -156,6 +156,28 @@ TEST(QuantizeGpu, GemmaShapesBitExact) {
   for (const Dims& d : kGemmaShapes) sweep(d, kGemmaConfigs, seed++);
 }
 
+// The per-tensor row-wise cast picks its grid by size: one 16-byte vector per thread below 2^20 elements (decode
+// activations: 2048 = Gemma-2B's [1, D] attention output, 262144 = Gemma-7B's [64, 4096], + 5 for an element-wise
+// tail, 2^20 - 3 at the boundary), four per thread from 2^20 (exactly 2^20, and 1025 x 1027 with a tail). Both
+// grids against the CPU twin, every input dtype and FP8 format, amax max-reduced into an old value.
+TEST(QuantizeGpu, PerTensorCastBySizeBitExact) {
+  TG_REQUIRE_CUDA();
+  const Dims shapes[] = {{1, 2048},    {64, 4096},  {1, 262144 + 5}, {1, (int64_t{1} << 20) - 3},
+                         {1024, 1024}, {1025, 1027}};
+  uint32_t seed = 300;
+  for (const Dims& d : shapes) {
+    for (DType in : kInputs) {
+      Tensor x = testing::random_varied(in, d.rows, d.cols, seed++);
+      Tensor x_dev = x.to(Device::CUDA);
+      for (DType fp8 : kFp8s) {
+        compare_quantize(x, x_dev, ScalingMode::kPerTensor, fp8, true, false, BlockQuantOptions{},
+                         name_of(d, in, fp8, ScalingMode::kPerTensor, true, false, true));
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+}
+
 // inf, NaN, all-zero blocks, FP32-subnormal and tiny-amax blocks (scale overflow -> value_for_inf), +-0.
 Tensor special_values(DType in, int64_t rows, int64_t cols, uint32_t seed) {
   Tensor x = testing::random_varied(in, rows, cols, seed);
