@@ -213,6 +213,28 @@ void bm_geglu_bwd(benchmark::State& state, Model m, ActOut mode) {
   }
 }
 
+// Decode shapes: one token per sequence per step, so T = the batch (fc1 = [T, 2F]); the small-row tile path of
+// kernels/activation. Bytes as bm_geglu (fc1 4TF + out 2TF, ->e4m3: out TF + FP8 scalars). fc1 is a few MB
+// here, so the buffers rotate like the other ops' (rotation_sets); at T = 1 even its 64 sets stay in L2, as in a
+// decode step, where the fc1 GEMV has just written fc1.
+void bm_geglu_decode(benchmark::State& state, int64_t t, int64_t f, ActOut mode) {
+  const double tf = static_cast<double>(t) * static_cast<double>(f);
+  const bool fp8 = mode != ActOut::kBf16;
+  const double bytes = 4 * tf + (fp8 ? tf + fp8_scalar_bytes(false) : 2 * tf);
+  const int sets = rotation_sets(bytes);
+  auto fc1 = make_sets(sets, [&](int i) { return random_device(DType::BF16, {t, 2 * f}, 1234 + i); });
+  if (fp8) {
+    auto q = make_sets(sets, [&](int) { return fp8_out(DType::E4M3, t, f, false, 64.0f); });
+    timed(state, bytes, sets,
+          [&](int i) { kernels::geglu_forward_fp8(fc1[static_cast<size_t>(i)], q[static_cast<size_t>(i)].view()); });
+  } else {
+    auto out = make_sets(sets, [&](int) { return Tensor::empty(DType::BF16, {t, f}, Device::CUDA); });
+    timed(state, bytes, sets,
+          [&](int i) { kernels::geglu_forward(fc1[static_cast<size_t>(i)], out[static_cast<size_t>(i)]); });
+  }
+  set_tokens(state, static_cast<double>(t));  // timed() counted kTokens
+}
+
 // Device-to-device copy of `elements` BF16 values (read + written), timed like the kernels.
 void bm_copy(benchmark::State& state, int64_t elements) {
   const double bytes = 4.0 * static_cast<double>(elements);
@@ -330,6 +352,22 @@ const bool registered = [] {
     add("embedding_bwd/hot/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, true); });
     add("copy/bf16" + td, [=](benchmark::State& s) { bm_copy(s, kTokens * m.d); });
     add("copy/bf16" + tf, [=](benchmark::State& s) { bm_copy(s, kTokens * m.f); });
+  }
+  return true;
+}();
+
+// GeGLU at the decode shapes (T x F as above): Gemma-2B at batch 1, Gemma-7B at batch 64.
+const bool registered_geglu_decode = [] {
+  struct Decode {
+    Model m;
+    int64_t t;
+  };
+  for (const Decode d : {Decode{kModels[0], 1}, Decode{kModels[1], 64}}) {
+    const Model m = d.m;
+    const int64_t t = d.t;
+    const std::string tf = "/" + std::to_string(t) + "x" + std::to_string(m.f);
+    add("geglu/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu_decode(s, t, m.f, ActOut::kBf16); });
+    add("geglu/bf16->e4m3" + tf, [=](benchmark::State& s) { bm_geglu_decode(s, t, m.f, ActOut::kFp8); });
   }
   return true;
 }();

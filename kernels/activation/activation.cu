@@ -1,8 +1,8 @@
-// CUDA GeGLU forward/backward: one kernel shape for every variant. A block owns a tile of 64 rows x 128
-// output columns; each of its 256 threads handles 4 chunks of 8 consecutive columns (16 threads cover a
-// tile row, so a warp reads two 256-byte segments of gate and of up per chunk). FP8 outputs are also
-// staged in shared memory when the transposed copy is wanted, and written transposed at the end.
-// All math through the IEEE helpers: bit-exact to activation_cpu.cpp.
+// CUDA GeGLU forward/backward: one kernel shape for every variant. A block owns a tile of kRows rows x 128
+// output columns (kRows = 64, or 16 at few rows: see tile_rows_for); each of its 256 threads handles kRows / 16
+// chunks of 8 consecutive columns (16 threads cover a tile row, so a warp reads two 256-byte segments of gate and
+// of up per chunk). FP8 outputs are also staged in shared memory when the transposed copy is wanted, and written
+// transposed at the end. All math through the IEEE helpers: bit-exact to activation_cpu.cpp.
 //
 // BF16 fc1 at scale (T * F >= 2^22, vectorisable rows) takes geglu_lut_kernel instead: GeGLU is
 // compute-bound there, not memory-bound (~50 instructions per element, most of them the tanh's rational
@@ -31,11 +31,12 @@ using dev::bf16_t;
 using ew::Pack8;
 
 constexpr int kThreads = 256;
-constexpr int kTileRows = 64;
+constexpr int kTileRows = 64;                           // geglu_lut_kernel's tile, and geglu_kernel's at many rows
+constexpr int kSmallTileRows = 16;                      // geglu_kernel at few rows (tile_rows_for)
 constexpr int kTileCols = 128;                          // output columns per tile (16 chunks of 8)
 constexpr int kChunksPerRow = kTileCols / 8;            // 16
 constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 16
-constexpr int kPasses = kTileRows / kRowsPerPass;       // 4 chunks per thread
+constexpr int kPasses = kTileRows / kRowsPerPass;       // 4 chunks per thread (64-row tiles)
 constexpr int kPitch = kTileCols + 4;                   // odd word pitch for the transposed reads
 
 struct Args {
@@ -55,14 +56,19 @@ struct Args {
 enum class Dir { kForward, kBackward };
 
 // Out: the high-precision output type, or an FP8 tag type (then the epilogue of fp8_out.h).
-template <Dir kDir, typename A, typename Out>
+// kRows: the tile height (64 or 16); a thread's chunks are rows ro, ro + 16, ... of the tile. The tile height
+// changes only which block computes an element, never how: each element's operations are the same, and the
+// amax is a max over blocks, so the results are the same bits for either height.
+template <Dir kDir, typename A, typename Out, int kRows>
 __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
+  static_assert(kRows % kRowsPerPass == 0 && kRows >= kRowsPerPass, "geglu_kernel: tile height");
+  constexpr int kRowPasses = kRows / kRowsPerPass;  // chunks per thread
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   constexpr bool kFp8 = std::is_same_v<Out, dev::e4m3_t> || std::is_same_v<Out, dev::e5m2_t>;
   constexpr int kHalves = kDir == Dir::kForward ? 1 : 2;  // backward writes [d_gate | d_up]
-  __shared__ __align__(16) uint8_t tile[kFp8 ? kHalves : 1][kFp8 ? kTileRows : 1][kFp8 ? kPitch : 4];
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileRows;
+  __shared__ __align__(16) uint8_t tile[kFp8 ? kHalves : 1][kFp8 ? kRows : 1][kFp8 ? kPitch : 4];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kRows;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
   const int cc = threadIdx.x % kChunksPerRow, ro = threadIdx.x / kChunksPerRow;
   const int64_t col = col0 + 8 * cc;
@@ -72,11 +78,11 @@ __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
   const bool stage = kFp8 && a.fp8.col_data != nullptr;
   uint32_t amax_bits = 0;
 
-  // All loads of the thread's chunks first (up to 12 independent 16-byte loads in flight).
-  Pack8<A> g[kPasses], u[kPasses];
-  [[maybe_unused]] Pack8<A> d[kDir == Dir::kBackward ? kPasses : 1];
+  // All loads of the thread's chunks first (64-row tiles: up to 12 independent 16-byte loads in flight).
+  Pack8<A> g[kRowPasses], u[kRowPasses];
+  [[maybe_unused]] Pack8<A> d[kDir == Dir::kBackward ? kRowPasses : 1];
 #pragma unroll
-  for (int p = 0; p < kPasses; ++p) {
+  for (int p = 0; p < kRowPasses; ++p) {
     const int64_t t = row0 + ro + p * kRowsPerPass;
     if (t < a.rows && n > 0) {
       const A* row = static_cast<const A*>(a.fc1) + t * a.ld_fc1;
@@ -89,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
   }
 
 #pragma unroll
-  for (int p = 0; p < kPasses; ++p) {
+  for (int p = 0; p < kRowPasses; ++p) {
     const int r = ro + p * kRowsPerPass;
     const int64_t t = row0 + r;
     if (t >= a.rows || n <= 0) continue;
@@ -141,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
     if (a.fp8.amax != nullptr) ew::block_amax_commit(a.fp8.amax, amax_bits);
     if (stage) {
       __syncthreads();
-      const int rows_here = static_cast<int>(min(static_cast<int64_t>(kTileRows), a.rows - row0));
+      const int rows_here = static_cast<int>(min(static_cast<int64_t>(kRows), a.rows - row0));
       const int cols_here = static_cast<int>(min(static_cast<int64_t>(kTileCols), a.f - col0));
 #pragma unroll
       for (int h = 0; h < kHalves; ++h) {
@@ -334,11 +340,35 @@ void launch_lut(const Args& a, cudaStream_t s) {
 
 bool rows_ok(const TensorView& t) { return t.empty() || (t.strides[0] % 8 == 0 && ew::aligned16(t.data)); }
 
-dim3 grid_for(int64_t rows, int64_t f) {
+// Tile height of geglu_kernel for a [rows, 2f] fc1. Why a small-row tile: with 64-row tiles a decode step's few rows
+// leave the GPU mostly idle. ncu on the H200, gemma-7b decode at batch 64 (fc1 [64, 2 x 24576] BF16 -> E4M3):
+// 7.97 us per layer on a (192, 1) grid, 1.45 blocks and ~12 warps per SM, against ~1.9 us of HBM time; too few
+// warps to hide the loads and the tanh-GELU arithmetic. 16-row tiles give the same shape 768 blocks with one
+// chunk per thread. 64-row tiles stay wherever they give at least 2 blocks per SM (training, prefill): 4 chunks
+// per thread keep more loads in flight per thread and the transposed FP8 copy's writes 64 bytes long (the staging
+// works for either height; with 16-row tiles each column's run is 16 bytes). The table kernel (use_lut: BF16 and
+// T * F >= 2^22) is chosen before this and keeps its 64-row tiles; decode never reaches it (7B at batch 64 is
+// 64 x 24576 = 1.6M elements).
+int tile_rows_for(int64_t rows, int64_t f) {
   const int64_t gx = (f + kTileCols - 1) / kTileCols, gy = (rows + kTileRows - 1) / kTileRows;
-  TG_CHECK(gy <= 65535 && gx <= INT32_MAX, "geglu: too many tokens for one launch (T = ", rows,
-           ", at most 65535 * 64)");
+  return rows <= kTileRows || gx * gy < 2 * static_cast<int64_t>(sm_count()) ? kSmallTileRows : kTileRows;
+}
+
+dim3 grid_for(int64_t rows, int64_t f, int tile_rows) {
+  const int64_t gx = (f + kTileCols - 1) / kTileCols, gy = (rows + tile_rows - 1) / tile_rows;
+  TG_CHECK(gy <= 65535 && gx <= INT32_MAX, "geglu: too many tokens for one launch (T = ", rows, ", at most 65535 * ",
+           tile_rows, ")");
   return dim3(static_cast<unsigned>(gx > 0 ? gx : 1), static_cast<unsigned>(gy > 0 ? gy : 1));
+}
+
+// f(std::integral_constant<int, kRows>) with the tile height as a compile-time constant.
+template <typename F>
+void dispatch_tile_rows(int tile_rows, F&& f) {
+  if (tile_rows == kSmallTileRows) {
+    f(std::integral_constant<int, kSmallTileRows>{});
+  } else {
+    f(std::integral_constant<int, kTileRows>{});
+  }
 }
 
 Args base_args(const TensorView& fc1, int64_t f) {
@@ -375,11 +405,15 @@ void geglu_forward(const TensorView& fc1, const TensorView& out, const TensorVie
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const dim3 grid = grid_for(a.rows, f);
-  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward(fc1)", [&] {
-    using A = scalar_t;
-    TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)", [&] {
-      launch(geglu_kernel<Dir::kForward, A, scalar_t>, grid, kThreads, 0, cuda_stream(stream), a);
+  const int tile_rows = tile_rows_for(a.rows, f);  // 16 at decode's few rows (see tile_rows_for)
+  const dim3 grid = grid_for(a.rows, f, tile_rows);
+  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
+    constexpr int kRows = decltype(rows_c)::value;
+    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward(fc1)", [&] {
+      using A = scalar_t;
+      TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)", [&] {
+        launch(geglu_kernel<Dir::kForward, A, scalar_t, kRows>, grid, kThreads, 0, cuda_stream(stream), a);
+      });
     });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
@@ -397,11 +431,17 @@ void geglu_forward_fp8(const TensorView& fc1, const Fp8View& out, Stream stream)
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const dim3 grid = grid_for(a.rows, f);  // at least one block: scale_inv is always written
-  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
-    using A = scalar_t;
-    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)",
-                    [&] { launch(geglu_kernel<Dir::kForward, A, scalar_t>, grid, kThreads, 0, cuda_stream(stream), a); });
+  // 16-row tiles at decode's few rows (see tile_rows_for); at least one block: scale_inv is always written.
+  const int tile_rows = tile_rows_for(a.rows, f);
+  const dim3 grid = grid_for(a.rows, f, tile_rows);
+  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
+    constexpr int kRows = decltype(rows_c)::value;
+    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
+      using A = scalar_t;
+      TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)", [&] {
+        launch(geglu_kernel<Dir::kForward, A, scalar_t, kRows>, grid, kThreads, 0, cuda_stream(stream), a);
+      });
+    });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
@@ -424,11 +464,15 @@ void geglu_backward(const TensorView& dout, const TensorView& fc1, const TensorV
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const dim3 grid = grid_for(a.rows, f);
-  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward(fc1)", [&] {
-    using A = scalar_t;
-    TG_DISPATCH_BF16_F32(dfc1.dtype, "geglu_backward(dfc1)", [&] {
-      geglu_kernel<Dir::kBackward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
+  const int tile_rows = tile_rows_for(a.rows, f);
+  const dim3 grid = grid_for(a.rows, f, tile_rows);
+  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
+    constexpr int kRows = decltype(rows_c)::value;
+    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward(fc1)", [&] {
+      using A = scalar_t;
+      TG_DISPATCH_BF16_F32(dfc1.dtype, "geglu_backward(dfc1)", [&] {
+        geglu_kernel<Dir::kBackward, A, scalar_t, kRows><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
+      });
     });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
@@ -450,11 +494,16 @@ void geglu_backward_fp8(const TensorView& dout, const TensorView& fc1, const Fp8
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const dim3 grid = grid_for(a.rows, f);
-  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
-    using A = scalar_t;
-    TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)",
-                    [&] { geglu_kernel<Dir::kBackward, A, scalar_t><<<grid, kThreads, 0, cuda_stream(stream)>>>(a); });
+  const int tile_rows = tile_rows_for(a.rows, f);
+  const dim3 grid = grid_for(a.rows, f, tile_rows);
+  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
+    constexpr int kRows = decltype(rows_c)::value;
+    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
+      using A = scalar_t;
+      TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)", [&] {
+        geglu_kernel<Dir::kBackward, A, scalar_t, kRows><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
+      });
+    });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }

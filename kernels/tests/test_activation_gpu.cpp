@@ -1,7 +1,8 @@
 // CUDA GeGLU vs its CPU twin, bit for bit (element-wise, the same IEEE operation sequence on both sides):
 // forward / backward, BF16 / F32 / FP8 outputs with and without the transposed copy, awkward shapes
-// (1 and 7 tokens, F not a multiple of 8, partial 64x128 tiles, strided rows) and Gemma shapes, and the
-// table-driven BF16 kernels used at T * F >= 2^22 (every BF16 gate value, partial tiles, looping blocks).
+// (1 and 7 tokens, F not a multiple of 8, partial tiles, strided rows) and Gemma shapes, both tile heights of
+// the direct kernel (16 rows at decode's few rows, 64 otherwise), and the table-driven BF16 kernels used at
+// T * F >= 2^22 (every BF16 gate value, partial tiles, looping blocks).
 #include <gtest/gtest.h>
 
 #include "kernels/activation/activation.h"
@@ -103,6 +104,89 @@ TEST(ActivationGpu, GemmaTrainingShapeSpotCheck) {
   EXPECT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
   EXPECT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
   EXPECT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+}
+
+// Decode row counts: the direct kernel with 16-row tiles (T <= 64, or fewer than 2 blocks per SM with 64-row
+// tiles; on the H200 T = 65 at F = 24576 is 384 such blocks, so it takes 64-row tiles and the boundary is covered
+// both ways). The Gemma widths (2B: 16384, 7B: 24576) and an odd one (1000 = 7 x 128 + 104: a partial column
+// tile), forward to E4M3 (row-wise as in decode, and with the transposed copy) and to BF16, each with its amax
+// max-reduced into an old value below the data's.
+TEST(ActivationGpu, DecodeRowCountsBitExact) {
+  TG_REQUIRE_CUDA();
+  for (const int64_t f : {int64_t{16384}, int64_t{24576}, int64_t{1000}}) {
+    for (const int64_t t : {1, 2, 3, 17, 63, 64, 65}) {
+      SCOPED_TRACE(::testing::Message() << "T=" << t << " F=" << f);
+      Tensor fc1 = testing::random_host(DType::BF16, {t, 2 * f}, 21, 2.5f);
+      Tensor fc1_d = fc1.to(Device::CUDA);
+      Tensor out_c = Tensor::empty(DType::BF16, {t, f}), out_d = Tensor::empty(DType::BF16, {t, f}, Device::CUDA);
+      Tensor amax_c = testing::scalar_f32(0.5f, Device::CPU), amax_d = testing::scalar_f32(0.5f, Device::CUDA);
+      kernels::geglu_forward(fc1, out_c, amax_c);
+      kernels::geglu_forward(fc1_d, out_d, amax_d);
+      ASSERT_TRUE(testing::bits_equal(out_d, out_c));
+      ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+      for (const bool columnwise : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "e4m3 columnwise=" << columnwise);
+        Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t, f, true, columnwise, 100.0f, 0.25f, Device::CPU);
+        Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t, f, true, columnwise, 100.0f, 0.25f, Device::CUDA);
+        kernels::geglu_forward_fp8(fc1, q_c.view());
+        kernels::geglu_forward_fp8(fc1_d, q_d.view());
+        ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+        if (columnwise) {
+          ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+        }
+        ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+        ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+      }
+    }
+  }
+}
+
+// The direct kernel with 64-row tiles (more than 64 rows and at least 2 blocks per SM, below the table path's
+// T * F >= 2^22 or with an F32 fc1, which never takes it; 408 and 275 such blocks here against 264 on the H200):
+// partial tiles in both directions (1030 = 16 x 64 + 6 rows, 3000 = 23 x 128 + 56 columns; 300 = 4 x 64 + 44,
+// 7000 = 54 x 128 + 88), forward and backward, BF16 and FP8 outputs with the transposed copy.
+TEST(ActivationGpu, DirectKernel64RowTilesBitExact) {
+  TG_REQUIRE_CUDA();
+  struct Shape2 {
+    int64_t t, f;
+    DType in;
+  };
+  for (const Shape2 c : {Shape2{1030, 3000, DType::BF16}, Shape2{300, 7000, DType::F32}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << c.t << " F=" << c.f << " in=" << c.in);
+    Tensor fc1 = testing::random_host(c.in, {c.t, 2 * c.f}, 22, 2.5f);
+    Tensor dout = testing::random_host(c.in, {c.t, c.f}, 23);
+    Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
+    Tensor out_c = Tensor::empty(DType::BF16, {c.t, c.f}), out_d = Tensor::empty(DType::BF16, {c.t, c.f}, Device::CUDA);
+    Tensor amax_c = testing::scalar_f32(0.5f, Device::CPU), amax_d = testing::scalar_f32(0.5f, Device::CUDA);
+    kernels::geglu_forward(fc1, out_c, amax_c);
+    kernels::geglu_forward(fc1_d, out_d, amax_d);
+    ASSERT_TRUE(testing::bits_equal(out_d, out_c));
+    ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+    Tensor d_c = Tensor::empty(DType::BF16, {c.t, 2 * c.f}),
+           d_d = Tensor::empty(DType::BF16, {c.t, 2 * c.f}, Device::CUDA);
+    kernels::geglu_backward(dout, fc1, d_c);
+    kernels::geglu_backward(dout_d, fc1_d, d_d);
+    ASSERT_TRUE(testing::bits_equal(d_d, d_c));
+    for (const bool backward : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "fp8 backward=" << backward);
+      const int64_t cols = backward ? 2 * c.f : c.f;
+      const DType fp8 = backward ? DType::E5M2 : DType::E4M3;
+      const float scale = backward ? 4096.0f : 100.0f;
+      Fp8Tensor q_c = testing::fp8_output(fp8, c.t, cols, true, true, scale, 0.25f, Device::CPU);
+      Fp8Tensor q_d = testing::fp8_output(fp8, c.t, cols, true, true, scale, 0.25f, Device::CUDA);
+      if (backward) {
+        kernels::geglu_backward_fp8(dout, fc1, q_c.view());
+        kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
+      } else {
+        kernels::geglu_forward_fp8(fc1, q_c.view());
+        kernels::geglu_forward_fp8(fc1_d, q_d.view());
+      }
+      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+    }
+  }
 }
 
 // BF16 fc1 with T * F >= 2^22 and vectorisable rows runs geglu_lut_kernel: a per-block table of
