@@ -54,9 +54,13 @@ binaries="" build_it=1 gpus=""
 #   *ImplVsReferenceGpu*  whole gemma-2b/7b models at depth, both engines (60 s natively)
 #   GpuAllocation.*     asks for 1 PiB on purpose: memcheck reports the failing cudaMalloc (an API error), which
 #                       is what that test wants; it runs in the plain GPU suite
+#   *NoDeviceAllocationWhileDecoding*   checks that cudaMemGetInfo's free memory does not move while decoding; the
+#                       tool allocates device memory of its own meanwhile (memcheck at 0bacaa1: changed at 1152 of
+#                       1152 token callbacks, 0 errors, 0 leaks), so it fails under the tool whatever our code does
 EXCLUDE='*EveryFloat32*:*EveryLowPrecision*:*GemmaShape*:*GemmaDecodeShapes*:Gemma/*:*8192x*:*x8192*:*49152*:*256000*'
 EXCLUDE+=':*Gemma7b*:*7b*'
 EXCLUDE+=':*TrainingShape*:*AtGemmaShape*:*SpotCheck*:*ImplVsReferenceGpu*:GpuAllocation.*'
+EXCLUDE+=':*NoDeviceAllocationWhileDecoding*'
 while [ $# -gt 0 ]; do
   case $1 in
     --src) src=$(cd "$2" && pwd); shift 2;;
@@ -133,9 +137,13 @@ tool_args() {
 #             under memcheck) in BF16 and FP8 alike and with --check-warpgroup-mma / --check-bulk-copy off (session 6,
 #             reports/runs/2026-11-30-h200-s6-84141aa, ci/sanitize_probe.sh); racecheck only instruments the project's
 #             kernels and this binary runs none that use shared memory, so nothing of ours goes unchecked.
+#   racecheck test_impl_generate_gpu: the same fault at the first prefill GEMM (0bacaa1: "Internal Sanitizer Error",
+#             then CUDA error 700 in all 23 tests), with the racecheck kernel filter leaving cuBLASLt uninstrumented;
+#             the generation path's own shared-memory kernels are racechecked in the kernel test binaries
+#             (docs/sanitizers.md, coverage table).
 tool_skip() {
   case $1 in
-    racecheck) echo '^test_gemm_gpu$';;
+    racecheck) echo '^test_(gemm|impl_generate)_gpu$';;
     *) echo '';;
   esac
 }
