@@ -306,11 +306,14 @@ const bool registered = [] {
 // Names: gemv/<impl>/<x>x<W>->bf16/<M>x<N>x<K>, impl one of
 //   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
+//   gemv_ksplit2/4    kernels::gemv, e4m3xe4m3 at M = 1, each one-column warp's K split over 2 / 4 warps
+//                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
 // cuBLASLt alone at M = 64. bytes = W + x + out once, so hbm_roofline_frac is the fraction of 4.1 TB/s; L2 is
-// flushed before every timed call (a decode step streams each weight from HBM once).
+// flushed (read, not written: no dirty lines) before every timed call (a decode step streams each weight from HBM
+// once).
 struct GemvShape {
   const char* what;
   int64_t n, k;
@@ -324,7 +327,16 @@ const std::vector<GemvShape>& gemv_shapes() {
   return s;
 }
 
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype) {
+// k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default), restored afterwards.
+struct KSplitScope {
+  explicit KSplitScope(int split) { kernels::cuda::tuning::set_gemv_k_split(split); }
+  ~KSplitScope() { kernels::cuda::tuning::set_gemv_k_split(0); }
+  KSplitScope(const KSplitScope&) = delete;
+  KSplitScope& operator=(const KSplitScope&) = delete;
+};
+
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0) {
+  const KSplitScope scope(k_split);
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -354,6 +366,14 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
+        if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K split over 2 / 4 warps (tuning knob)
+          for (int split : {2, 4}) {
+            add("gemv/gemv_ksplit" + std::to_string(split) + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
+              st.SetLabel(g.what);
+              bm_gemv(st, s, DType::E4M3, DType::E4M3, split);
+            });
+          }
+        }
       }
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });
       add("gemv/cublaslt_fp8_fast/e4m3xe4m3->bf16" + shape,

@@ -8,6 +8,8 @@
 #   early_w       TEGEMMA_GEMV_EARLY_W=1: each GEMV's first weight loads before the PDL wait
 #   fused         TEGEMMA_DECODE_FUSED=1: the layer as gemv_fused chains
 #   fused_early_w both of the above
+#   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
+#   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -21,6 +23,9 @@ for cfg in $configs; do
     early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
     fused) envs=(TEGEMMA_DECODE_FUSED=1) ;;
     fused_early_w) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_EARLY_W=1) ;;
+    ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
+    ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
+    fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a decode step's time goes (issue 7), on the GPU machine:
 #   ci/profile_decode.sh TEGEMMA_BIN OUT_DIR [--config gemma-2b] [--precision delayed] [--fp8-lm-head]
-#                        [--batch 1] [--prompt-len 128] [--new-tokens 8] [--detail REGEX] [--env VAR=VALUE]...
+#                        [--batch 1] [--prompt-len 128] [--new-tokens 8] [--detail REGEX] [--detail-count N]
+#                        [--env VAR=VALUE]...
 # 1. ncu_nodes.csv: every kernel of `tegemma generate` (random weights of --config, --batch prompts of --prompt-len
 #    tokens (default one of 128; the TE tutorial's shape: --config gemma-7b --batch 64 --prompt-len 20), --new-tokens
 #    (default 8; at least 3 for one complete step between two sampling kernels)
@@ -11,20 +12,22 @@
 #    overlap between neighbours is not in the figures, so their sum exceeds the replayed step.
 # 2. summary.txt: the last complete decode step (the kernels between the last two sampling kernels) per kernel and
 #    grid: launches, time per launch, time per step, share of the step.
-# 3. --detail REGEX: `ncu --set full` of the first 3 decode-step launches of the kernels matching REGEX (eager
-#    steps, --no-cuda-graph, so that the NVTX range of the decoder's step selects them) -> detail.txt.
+# 3. --detail REGEX: `ncu --set full` of the first N (--detail-count, default 3) decode-step launches of the kernels
+#    matching REGEX (eager steps, --no-cuda-graph, so that the NVTX range of the decoder's step selects them; layer
+#    0's GEMVs are QKV, O, fc1, fc2 in that order: 'gemv_kernel' with 4 reaches fc2) -> detail.txt.
 # --env VAR=VALUE runs everything with that environment (e.g. TEGEMMA_DECODE_FUSED=1), repeatable.
 set -uo pipefail
-[ $# -ge 2 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 bin=$1 out=$2
 shift 2
-config=gemma-2b precision=delayed head=() detail="" envs=() batch=1 plen=128 ntok=8
+config=gemma-2b precision=delayed head=() detail="" dcount=3 envs=() batch=1 plen=128 ntok=8
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2;;
     --precision) precision=$2; shift 2;;
     --fp8-lm-head) head=(--fp8-lm-head); shift;;
     --detail) detail=$2; shift 2;;
+    --detail-count) dcount=$2; shift 2;;
     --env) envs+=("$2"); shift 2;;
     --batch) batch=$2; shift 2;;
     --prompt-len) plen=$2; shift 2;;
@@ -70,7 +73,7 @@ for (name, grid), (n, ns) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
     print(f"{ns / 1000:8.1f}us {100 * ns / total:5.1f}% {n:4d} {ns / n / 1000:9.2f}us  {name}  {grid}")
 PY
 if [ -n "$detail" ]; then
-  env "${envs[@]}" ncu --set full --clock-control none --nvtx --nvtx-include "Decoder::step/" -k "regex:$detail" -c 3 \
+  env "${envs[@]}" ncu --set full --clock-control none --nvtx --nvtx-include "Decoder::step/" -k "regex:$detail" -c "$dcount" \
     "${gen[@]}" --max-new-tokens 4 --no-cuda-graph > "$out/detail.txt" 2>&1
   echo "== detail rc=$? ($out/detail.txt)"
 fi

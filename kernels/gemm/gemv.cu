@@ -3,6 +3,10 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "common/cuda_check.h"
 #include "common/env.h"
 #include "common/nvtx.h"
@@ -172,7 +176,12 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 //
 // gemv_fused: kPro stages x's E4M3 codes in shared memory first (stage_x and its barriers, before any warp may
 // leave), and kGeglu makes warp w own output column w of act from W rows w (gate) and w + F (up) (kCols == 2).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false>
+//
+// kSplit > 1 (one-column warps only): the kSplit warps of a group share one column, warp s of the group taking the
+// s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
+// added in slice order through shared memory and the group's first warp finishes the column. More warps and more
+// loads in flight per column for the narrow, long-K shapes (fc2: N = 2048-3072 columns of 16-24 KB).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -181,11 +190,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr bool kStaged = kPro != kNone;
   static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
   static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
+  static_assert(kSplit == 1 || (kCols == 1 && !kGeglu && kWarps % kSplit == 0), "K splits of one-column warps");
   const int lane = threadIdx.x % 32;
-  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int warp_in_block = threadIdx.x / 32;
+  const int split = warp_in_block % kSplit;
+  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
   const int64_t col0 = kGeglu ? warp_id : warp_id * kCols;
   const int64_t n_out = kGeglu ? p.n / 2 : p.n;
   const int64_t col_step = kGeglu ? p.n / 2 : 1;
+  // This warp's chunks: [k_begin, k_end) (the whole row without a split).
+  const int slice = kSplit == 1 ? p.chunks : ((p.chunks + 32 * kSplit - 1) / (32 * kSplit)) * 32;
+  const int k_begin = min(p.chunks, split * slice);
+  const int k_end = kSplit == 1 ? p.chunks : min(p.chunks, k_begin + slice);
 
   // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free.
   const uint4* wrow[kCols];
@@ -201,13 +217,14 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     for (int u = 0; u < kUnroll; ++u) {
       const int chunk = base + 32 * u;
 #pragma unroll
-      for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < p.chunks ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
+      for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < k_end ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
     }
   };
   // early_w: the first iteration's weights are requested before the wait (they never depend on the previous
   // kernel), so under PDL their latency overlaps the previous kernel's tail and gemv_fused's prologue.
-  const bool early = p.early_w && col0 < n_out;
-  if (early) load_w(lane);
+  const bool active = col0 < n_out;
+  const bool early = p.early_w && active;
+  if (early) load_w(k_begin + lane);
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   GemvParams q = p;
@@ -218,7 +235,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     q.x = xs;
     q.ldx = p.k;
   }
-  if (col0 >= n_out) return;  // whole warps only: no block-level synchronisation below
+  // Whole warps only: without a split no block-level synchronisation follows; with one, a whole group is past N
+  // or not, and the groups of a block meet at the one barrier below whatever they did.
+  if (kSplit == 1 && !active) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -227,14 +246,14 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.0f;
   }
 
-  for (int base = lane; base < p.chunks; base += 32 * kUnroll) {
+  for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    if (!early || base != lane) load_w(base);
+    if (!early || base != k_begin + lane) load_w(base);
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int chunk = base + 32 * u;
-        if (chunk < p.chunks) {
+        if (chunk < k_end) {
           load_x_chunk<kWE4m3, kXE4m3, kStaged>(q, chunk, xv[u]);
         } else {
           xv[u][0] = xv[u][1] = make_uint4(0, 0, 0, 0);
@@ -244,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int chunk = base + 32 * u;
-      if (chunk >= p.chunks) break;  // the row's tail: lanes past the end stop (uniform until the last iteration)
+      if (chunk >= k_end) break;  // the slice's tail: lanes past the end stop (uniform until the last iteration)
 #pragma unroll
       for (int h = 0; h < kHalves; ++h) {
         float wf[kCols][8];
@@ -281,6 +300,23 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c) acc[r][c] = dev::warp_sum(acc[r][c]);  // xor butterfly: every lane has it
+  }
+  if constexpr (kSplit > 1) {
+    // The slices' sums of each column, added in slice order by the group's first warp (fixed order: same bits).
+    __shared__ float part[kWarps][kRows];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) part[warp_in_block][r] = acc[r][0];
+    }
+    __syncthreads();
+    if (split != 0 || !active) return;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float sum = part[warp_in_block][r];
+#pragma unroll
+      for (int s = 1; s < kSplit; ++s) sum += part[warp_in_block + s][r];
+      acc[r][0] = sum;
+    }
   }
   if constexpr (kGeglu) {
     // The unfused chain: fc1 = BF16(acc * scale); a = BF16(gelu_tanh(gate)) * up -> BF16 -> E4M3(a * act_scale).
@@ -327,16 +363,33 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
+// Warps per column (kSplit) of the one-column shapes: tuning::set_gemv_k_split's value when set, else 1.
+int k_split() {
+  const int forced = tuning::gemv_k_split();
+  return forced == 0 ? 1 : forced;
+}
+unsigned blocks_for(int64_t column_groups, int split) {
+  return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
+}
+
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
-  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks, kThreads, 0, stream, p);
+    switch (k_split()) {
+      case 4:
+        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 4>, blocks_for(warps, 4), kThreads, 0,
+                      stream, p);
+      case 2:
+        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 2>, blocks_for(warps, 2), kThreads, 0,
+                      stream, p);
+      default:
+        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks_for(warps, 1), kThreads, 0, stream, p);
+    }
   } else {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks, kThreads, 0, stream, p);
+    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), kThreads, 0, stream, p);
   }
 }
 
@@ -345,20 +398,27 @@ template <int kPro, bool kGeglu, int kRows>
 void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = kGeglu ? 2 : columns_per_warp(p.n, kRows);
   const int64_t warps = kGeglu ? p.n / 2 : (p.n + cols - 1) / cols;
-  const auto blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   const std::size_t smem = static_cast<std::size_t>(p.m) * static_cast<std::size_t>(p.k);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  auto go = [&](auto kernel) {
+  auto go = [&](auto kernel, int split) {
     (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
-    launch(kernel, blocks, kThreads, smem, stream, p);
+    launch(kernel, blocks_for(warps, split), kThreads, smem, stream, p);
   };
   if constexpr (kGeglu) {
-    go(gemv_kernel<true, true, kRows, 2, kPro, true>);
+    go(gemv_kernel<true, true, kRows, 2, kPro, true>, 1);
   } else {
     if (cols == 1) {
-      go(gemv_kernel<true, true, kRows, 1, kPro, false>);
+      // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
+      switch (k_split()) {
+        case 4:
+          return go(gemv_kernel<true, true, kRows, 1, kPro, false, 4>, 4);
+        case 2:
+          return go(gemv_kernel<true, true, kRows, 1, kPro, false, 2>, 2);
+        default:
+          return go(gemv_kernel<true, true, kRows, 1, kPro, false>, 1);
+      }
     } else {
-      go(gemv_kernel<true, true, kRows, kWide, kPro, false>);
+      go(gemv_kernel<true, true, kRows, kWide, kPro, false>, 1);
     }
   }
 }
@@ -387,6 +447,27 @@ void dispatch(const GemvParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+namespace tuning {
+namespace {
+// TEGEMMA_GEMV_KSPLIT (read once: 0, 1, 2 or 4) for the decode A/B runs; set_gemv_k_split overrides it.
+std::atomic<int>& k_split_setting() {
+  static std::atomic<int> v{[] {
+    const char* e = std::getenv("TEGEMMA_GEMV_KSPLIT");
+    if (e == nullptr || *e == '\0') return 0;
+    const std::string s(e);
+    TG_CHECK(s == "0" || s == "1" || s == "2" || s == "4", "TEGEMMA_GEMV_KSPLIT must be 0, 1, 2 or 4, got '", s, "'");
+    return std::stoi(s);
+  }()};
+  return v;
+}
+}  // namespace
+void set_gemv_k_split(int split) {
+  TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
+  k_split_setting().store(split);
+}
+int gemv_k_split() { return k_split_setting().load(); }
+}  // namespace tuning
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {

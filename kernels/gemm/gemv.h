@@ -44,8 +44,10 @@
 // lane l takes chunks l, l + 32, ... and keeps 8 chunk loads (128 bytes) in flight per iteration (ld.global.cs:
 // the weights are read once). Narrow outputs (N < 132 * 64: the 2b / 7b QKV, O and fc2 GEMMs) use one-column
 // warps. Splitting one column's K over 2-4 warps of a block (sums added in a fixed order through shared memory) was
-// tried and measured no faster on the H200 (2026-11-30: 2b fc2 15.39 vs 15.40 us, slower on the small QKV / O),
-// so each column stays one warp's. At M = 1 the x elements of each chunk are loaded next to its W chunk, before
+// measured no faster on the H200 in session 5 (2b fc2 15.39 vs 15.40 us, slower on the small QKV / O), but by a
+// benchmark whose L2 flush (a memset) left ~50 MB of dirty lines for the timed kernel to write back, which hid the
+// difference; it is back as an opt-in measurement knob (cuda::tuning::set_gemv_k_split, TEGEMMA_GEMV_KSPLIT) until
+// the corrected benchmark decides, and each column is one warp's by default. At M = 1 the x elements of each chunk are loaded next to its W chunk, before
 // any use.
 // H200 (bench_gemm, M = 1, E4M3 x E4M3, one kernel timed alone): 2b fc1 72% of HBM, fc2 53%, lm_head 98%; 7b fc1
 // 84%, fc2 70%, lm_head 99%; the small QKV / O GEMMs are 6.5-10 us of launch and ramp for 4-25 MB. x is read through the read-only L1 path (every warp of an SM reads the same x, a
@@ -127,6 +129,15 @@ namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_fused(const GemvFusedArgs& a, Stream stream);
+
+// Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1, 2 or
+// 4, or 0 for the default (1). Starts from TEGEMMA_GEMV_KSPLIT (the decode A/B runs); process-wide. gemv and
+// gemv_fused take the same split, so they stay equal bit for bit; a split changes the summation order (the slices'
+// sums are added in slice order), so results differ from the unsplit kernel within the contract's bound.
+namespace tuning {
+void set_gemv_k_split(int split);
+int gemv_k_split();
+}  // namespace tuning
 }
 
 namespace detail {

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cuda_check.h"
@@ -150,6 +151,39 @@ TEST(GemvGpu, GemmaDecodeShapes) {
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, seed += 3);
   check_case({DType::BF16, DType::BF16, DType::BF16, 4, 3072, 4096, true}, seed += 3);
+}
+
+// Sets the GEMV's K split (kernels::cuda::tuning) for a scope and restores the default.
+struct KSplitScope {
+  explicit KSplitScope(int split) { cuda::tuning::set_gemv_k_split(split); }
+  ~KSplitScope() { cuda::tuning::set_gemv_k_split(0); }
+  KSplitScope(const KSplitScope&) = delete;
+  KSplitScope& operator=(const KSplitScope&) = delete;
+};
+
+// The one-column shapes with K split over 2 and 4 warps: the same bound against the twin (a slice's lane sums
+// fewer terms; the kSplit - 1 additions of the slices' sums stay inside the bound's margin of 9 roundings),
+// deterministic; slices that end inside a 32-chunk stripe, empty slices (K shorter than one stripe per warp).
+TEST(GemvGpu, KSplitOneColumnShapes) {
+  TG_REQUIRE_CUDA();
+  uint64_t seed = 900;
+  for (int split : {2, 4}) {
+    SCOPED_TRACE("K split " + std::to_string(split));
+    const KSplitScope scope(split);
+    for (int64_t m : {1, 2, 3, 4, 16}) {
+      check_case({DType::BF16, DType::BF16, DType::BF16, m, 37, 296, true, 1.0f}, seed += 3);
+      check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 131, 16, true, 1.0f}, seed += 3);
+    }
+    for (int64_t k : {16, 48, 528, 8208}) {
+      check_case({DType::BF16, DType::E4M3, DType::BF16, 1, 131, k, true}, seed += 3);
+    }
+    // gemma-2b QKV / O / fc2 and gemma-7b O / fc2 at M = 1 (E4M3 x as the decoder runs them), one at M = 4.
+    for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+             {2560, 2048}, {2048, 2048}, {2048, 16384}, {3072, 4096}, {3072, 24576}}) {
+      check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true}, seed += 3);
+    }
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 3072, 24576, true}, seed += 3);
+  }
 }
 
 TEST(GemvGpu, OddKIsRejected) {
@@ -293,6 +327,16 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
   check_fused({kNorm, false, false, 1, 12288, 3072}, seed++);
   check_fused({kCast, false, true, 1, 3072, 4096}, seed++);
   check_fused({kNorm, true, false, 1, 49152, 3072}, seed++);
+  // With the K split (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does.
+  for (int split : {2, 4}) {
+    SCOPED_TRACE("K split " + std::to_string(split));
+    const KSplitScope scope(split);
+    for (int64_t m : {1, 3}) {
+      check_fused({kNorm, false, false, m, 37, 80}, seed++);
+      check_fused({kCast, false, true, m, 2048, 2048}, seed++);
+      check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
+    }
+  }
 }
 
 TEST(GemvFusedGpu, BadArgumentsAreRejected) {
