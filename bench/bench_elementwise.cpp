@@ -13,7 +13,11 @@
 //   rmsnorm_bwd        dy 2TD + x 2TD + dx 2TD + w 2D + rstd 4T + dw 4D
 //   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF, + FP8 scalars)
 //   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
-//   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T
+//   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T, + the cos/sin table rows
+//                      read (the product path, rope_cos_sin_table): 8 (Dh/2) per distinct position (2048 here:
+//                      2 MiB, counted once although every token of a position reads it; they are L2 hits)
+//   rope_computed      (and rope_bwd_computed) the same without the table, cos/sin evaluated per (token, pair) in
+//                      FP64 (the fallback path, and the product path before the table): no table bytes
 //   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
 //   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over
 //                      V = 256000 ("uniform") or with every other token the same id ("hot": the serial worst case)
@@ -250,26 +254,34 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 
 // ---- RoPE -------------------------------------------------------------------------------------------
 // In place: each set is its own fused QKV buffer (q and k are strided views into it; v is untouched).
-void bm_rope(benchmark::State& state, Model m, bool backward) {
+// table: read the model's precomputed cos/sin (positions [0, 8192), Gemma's max_position_embeddings), as the
+// model does on CUDA; else compute them (rope_computed: the kernel's fallback path, and the old product path).
+void bm_rope(benchmark::State& state, Model m, bool backward, bool table) {
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
+  constexpr int64_t kSeqLen = 2048;  // 4 x 2048 packed: positions t % 2048
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
   std::vector<int64_t> p(kTokens);
-  for (int64_t t = 0; t < kTokens; ++t) p[t] = t % 2048;
+  for (int64_t t = 0; t < kTokens; ++t) p[t] = t % kSeqLen;
   copy_bytes(pos.view(), TensorView(p.data(), DType::I64, Shape{kTokens}, Device::CPU));
   Tensor freq = kernels::rope_inv_freq_table(m.dh, 10000.0f, 1.0f, Device::CUDA);
-  const double bytes = 4.0 * kTokens * (m.h + m.hkv) * m.dh + 8.0 * kTokens;
+  Tensor cos_sin;
+  if (table) cos_sin = kernels::rope_cos_sin_table(freq, 8192, Device::CUDA);
+  // Honest bytes for the table variant: the distinct rows read, kSeqLen positions x Dh/2 pairs x (cos + sin) F32.
+  const double table_bytes = table ? 8.0 * kSeqLen * (m.dh / 2) : 0.0;
+  const double bytes = 4.0 * kTokens * (m.h + m.hkv) * m.dh + 8.0 * kTokens + table_bytes;
   auto sets = make_sets(rotation_sets(bytes), [&](int i) {
     return random_device(DType::BF16, {kTokens, w}, 1234 + i);
   });
+  const TensorView tv = table ? cos_sin.view() : TensorView{};
   timed(state, bytes, static_cast<int>(sets.size()), [&](int i) {
     Tensor& qkv = sets[static_cast<size_t>(i)];
     const TensorView q(qkv.data(), DType::BF16, Shape{kTokens, m.h, m.dh}, Shape{w, m.dh, 1}, Device::CUDA);
     const TensorView k(qkv.ptr<uint16_t>() + m.h * m.dh, DType::BF16, Shape{kTokens, m.hkv, m.dh}, Shape{w, m.dh, 1},
                        Device::CUDA);
     if (backward)
-      kernels::rope_backward(q, k, pos, freq);
+      kernels::rope_backward(q, k, pos, freq, {}, tv);
     else
-      kernels::rope_forward(q, k, pos, freq);
+      kernels::rope_forward(q, k, pos, freq, {}, tv);
   });
 }
 
@@ -345,8 +357,10 @@ const bool registered = [] {
     add("geglu/bf16->e4m3+t" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kFp8T); });
     add("geglu_bwd/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu_bwd(s, m, ActOut::kBf16); });
     add("geglu_bwd/bf16->e5m2+t" + tf, [=](benchmark::State& s) { bm_geglu_bwd(s, m, ActOut::kFp8T); });
-    add("rope/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false); });
-    add("rope_bwd/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true); });
+    add("rope/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true); });
+    add("rope_bwd/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, true); });
+    add("rope_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, false); });
+    add("rope_bwd_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, false); });
     add("embedding/bf16->bf16" + td, [=](benchmark::State& s) { bm_embedding(s, m); });
     add("embedding_bwd/uniform/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, false); });
     add("embedding_bwd/hot/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, true); });

@@ -1,6 +1,7 @@
 #include "kernels/kv_cache/kv_cache.h"
 
 #include "kernels/attention/attention_args.h"
+#include "kernels/rope/rope.h"
 
 namespace tg::kernels {
 
@@ -61,13 +62,16 @@ WriteDims check_write(const TensorView& k, const TensorView& v, const TensorView
 
 WriteDims check_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                            const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                           const TensorView& q, const TensorView& q_out, Device device, const char* what) {
+                           const TensorView& q, const TensorView& q_out, Device device, const char* what,
+                           const TensorView& table, int64_t* table_positions) {
   const WriteDims d = check_write(k, v, slots, positions, cache, q, q_out, device, what);
   TG_CHECK(d.Dh % 2 == 0, what, ": RoPE needs an even head dim, got ", d.Dh);
   TG_CHECK(!inv_freq.empty() && inv_freq.dtype == DType::F32 && inv_freq.shape == Shape{d.Dh / 2}, what,
            ": inv_freq must be F32 [Dh / 2 = ", d.Dh / 2, "], got ", inv_freq.describe());
   check_contiguous(inv_freq, what);
   check_device(inv_freq, device, what);
+  const int64_t p = rope_detail::check_table(table, d.Dh, device, what);
+  if (table_positions != nullptr) *table_positions = p;
   return d;
 }
 
@@ -120,10 +124,12 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
 
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q, const TensorView& q_out, Stream stream) {
-  if (k.device == Device::CPU) return cpu::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out);
+                         const TensorView& q, const TensorView& q_out, Stream stream, const TensorView& table) {
+  if (k.device == Device::CPU) {
+    return cpu::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, table);
+  }
 #if TEGEMMA_HAVE_CUDA
-  cuda::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, stream);
+  cuda::kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, stream, table);
 #else
   (void)stream;
   no_cuda("kv_cache_write_rope");

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 
 #include "common/cuda_check.h"
@@ -36,18 +37,30 @@ struct WriteArgs {
   int B, max_seq, Hkv, Dh, H;
   int kv_chunks;  // blocks per token for each of K and V: ceil(Hkv * Dh / blockDim.x)
   const float* inv_freq;  // null: no RoPE (kv_cache_write); else kv_cache_write_rope's table [Dh / 2]
+  const float* cos_sin;   // rope_cos_sin_table [cos_sin_positions, 2, Dh / 2], or null: compute every position
+  int cos_sin_positions;
 };
 
 // Element i of a row [heads, Dh] (head stride Dh), RoPE-rotated at `pos` when a.inv_freq is set: element d < Dh/2 of
 // a head pairs with d + Dh/2 (rope.h), each thread computing its own element's pair (rope_dev: rope_kernel's
 // arithmetic, so the bytes match rope_forward + the plain write), rounded to BF16 as rope_forward's store does.
-__device__ __forceinline__ bf16_t row_element(const WriteArgs& a, const bf16_t* row, int i, float pos) {
+// cos / sin come from the table when a.cos_sin covers pos (two 4-byte loads, the same row for every block of the
+// step's token: L1/L2 hits), else from the FP64 sincos -- the same bits (rope_math.cuh).
+__device__ __forceinline__ bf16_t row_element(const WriteArgs& a, const bf16_t* row, int i, int pos) {
   if (a.inv_freq == nullptr) return row[i];
   const int half = a.Dh / 2, d = i % a.Dh, j = d % half;
   const bool first = d < half;
   const float self = __bfloat162float(row[i]), partner = __bfloat162float(row[first ? i + half : i - half]);
   float c, s;
-  rope_dev::cos_sin<bf16_t>(pos, a.inv_freq[j], 1.0f, c, s);
+  const float* table_row = rope_dev::table_row(a.cos_sin, a.cos_sin_positions, half, pos);
+  if (table_row != nullptr) {
+    float c1[1], s1[1];
+    rope_dev::cos_sin_from_table<bf16_t, 1>(table_row, half, j, 1.0f, c1, s1);
+    c = c1[0];
+    s = s1[0];
+  } else {
+    rope_dev::cos_sin<bf16_t>(static_cast<float>(pos), a.inv_freq[j], 1.0f, c, s);
+  }
   const float x1 = first ? self : partner, x2 = first ? partner : self;
   return dev::from_float<bf16_t>(first ? rope_dev::rotated_first<bf16_t>(x1, x2, c, s)
                                        : rope_dev::rotated_second<bf16_t>(x1, x2, c, s));
@@ -69,7 +82,7 @@ __global__ void kv_cache_write_kernel(WriteArgs a) {
     const int n = a.H * a.Dh, i = (y - 2 * a.kv_chunks) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const bf16_t* src = a.q + t * a.q_stride;
-    const float qpos = static_cast<float>(a.positions[t]);  // rope_forward rotates every token's q
+    const int qpos = a.positions[t];  // rope_forward rotates every token's q
     a.q_out[static_cast<int64_t>(t) * n + i] = row_element(a, src, i, qpos);
     return;
   }
@@ -89,7 +102,7 @@ __global__ void kv_cache_write_kernel(WriteArgs a) {
     out[i] = dev::from_float<e4m3_t>(ieee::fdiv(__bfloat162float(row_element(r, src, i, pos)), s)).bits;
   } else {
     bf16_t* out = static_cast<bf16_t*>(is_v ? a.v_cache : a.k_cache) + dst;
-    out[i] = row_element(r, src, i, static_cast<float>(pos));
+    out[i] = row_element(r, src, i, pos);
   }
 }
 
@@ -141,10 +154,10 @@ __global__ void kv_rows_amax_kernel(const bf16_t* __restrict__ x, int64_t stride
 }  // namespace
 
 namespace {
-// The launch behind kv_cache_write and kv_cache_write_rope (inv_freq null: no rotation).
+// The launch behind kv_cache_write and kv_cache_write_rope (inv_freq null: no rotation; cos_sin null: no table).
 void write_rows(const kv_cache_detail::WriteDims& d, const TensorView& k, const TensorView& v, const TensorView& slots,
-                const TensorView& positions, const float* inv_freq, const KvCache& cache, const TensorView& q,
-                const TensorView& q_out, Stream stream) {
+                const TensorView& positions, const float* inv_freq, const float* cos_sin, int64_t cos_sin_positions,
+                const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream) {
   WriteArgs a{};
   a.k = k.ptr<const bf16_t>();
   a.v = v.ptr<const bf16_t>();
@@ -168,6 +181,9 @@ void write_rows(const kv_cache_detail::WriteDims& d, const TensorView& k, const 
   a.Dh = static_cast<int>(d.Dh);
   a.H = static_cast<int>(d.H);
   a.inv_freq = inv_freq;
+  a.cos_sin = cos_sin;
+  // Positions are I32: a longer table's rows past INT32_MAX could never be read.
+  a.cos_sin_positions = static_cast<int>(std::min<int64_t>(cos_sin_positions, INT32_MAX));
   const int64_t kv_n = d.Hkv * d.Dh, q_n = q.empty() ? 0 : d.H * d.Dh;
   const int threads = static_cast<int>(std::clamp<int64_t>((std::max(kv_n, q_n) + 31) / 32 * 32, 32, 256));
   a.kv_chunks = static_cast<int>((kv_n + threads - 1) / threads);
@@ -190,16 +206,18 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
   TG_NVTX_FN();
   const auto d = kv_cache_detail::check_write(k, v, slots, positions, cache, q, q_out, Device::CUDA,
                                               "kv_cache_write(cuda)");
-  write_rows(d, k, v, slots, positions, nullptr, cache, q, q_out, stream);
+  write_rows(d, k, v, slots, positions, nullptr, nullptr, 0, cache, q, q_out, stream);
 }
 
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q, const TensorView& q_out, Stream stream) {
+                         const TensorView& q, const TensorView& q_out, Stream stream, const TensorView& table) {
   TG_NVTX_FN();
+  int64_t table_positions = 0;
   const auto d = kv_cache_detail::check_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, Device::CUDA,
-                                                   "kv_cache_write_rope(cuda)");
-  write_rows(d, k, v, slots, positions, inv_freq.ptr<const float>(), cache, q, q_out, stream);
+                                                   "kv_cache_write_rope(cuda)", table, &table_positions);
+  write_rows(d, k, v, slots, positions, inv_freq.ptr<const float>(),
+             table_positions > 0 ? table.ptr<const float>() : nullptr, table_positions, cache, q, q_out, stream);
 }
 
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,

@@ -15,6 +15,9 @@
 //                    the rope_inv_freq table, F32 [Dh / 2]) applied to the values written, q and k themselves left
 //                    as they are. The decode step's rope_forward + kv_cache_write in one kernel: the same bytes as
 //                    rope_forward on q and k followed by kv_cache_write (which is exactly what the CPU twin does).
+//                    Optional `table`: rope_cos_sin_table's precomputed cos/sin (kernels/rope/rope.h), read instead
+//                    of evaluating the FP64 sincos in every (sequence, head) block, with rope_forward's rules (same
+//                    bits; positions outside the table computed; checked: F32 [P, 2, Dh/2], contiguous, same device).
 //   kv_cache_reorder cache[b, 0:length] = cache[src[b], 0:length] for every b (K and V) -- beam search's
 //                    reorder by parent beam (and fanning a prompt's prefill out to its beams), through a caller
 //                    scratch buffer of at least B * length * Hkv * Dh cache elements (U8 bytes, contiguous).
@@ -36,7 +39,8 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
                     const KvCache& cache, const TensorView& q = {}, const TensorView& q_out = {}, Stream stream = {});
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q = {}, const TensorView& q_out = {}, Stream stream = {});
+                         const TensorView& q = {}, const TensorView& q_out = {}, Stream stream = {},
+                         const TensorView& table = {});
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
                       Stream stream = {});
 void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream = {});
@@ -46,7 +50,7 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
                     const KvCache& cache, const TensorView& q, const TensorView& q_out);
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q, const TensorView& q_out);
+                         const TensorView& q, const TensorView& q_out, const TensorView& table = {});
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch);
 void kv_rows_amax(const TensorView& x, const TensorView& amax);
 }  // namespace cpu
@@ -56,7 +60,7 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
                     const KvCache& cache, const TensorView& q, const TensorView& q_out, Stream stream);
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q, const TensorView& q_out, Stream stream);
+                         const TensorView& q, const TensorView& q_out, Stream stream, const TensorView& table = {});
 void kv_cache_reorder(const KvCache& cache, const TensorView& src, int64_t length, const TensorView& scratch,
                       Stream stream);
 void kv_rows_amax(const TensorView& x, const TensorView& amax, Stream stream);
@@ -70,10 +74,12 @@ struct WriteDims {
 WriteDims check_write(const TensorView& k, const TensorView& v, const TensorView& slots, const TensorView& positions,
                       const KvCache& cache, const TensorView& q, const TensorView& q_out, Device device,
                       const char* what);
-// check_write plus the RoPE table: inv_freq F32 [Dh / 2], contiguous, on `device`; Dh even.
+// check_write plus the RoPE inputs: inv_freq F32 [Dh / 2], contiguous, on `device`; Dh even; the optional cos/sin
+// table (rope_detail::check_table). table_positions: the table's P (0 without one).
 WriteDims check_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                            const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                           const TensorView& q, const TensorView& q_out, Device device, const char* what);
+                           const TensorView& q, const TensorView& q_out, Device device, const char* what,
+                           const TensorView& table = {}, int64_t* table_positions = nullptr);
 struct ReorderDims {
   int64_t B = 0, max_seq = 0, row_bytes = 0;  // row_bytes: Hkv * Dh * element size
 };

@@ -52,9 +52,9 @@ void kv_cache_write(const TensorView& k, const TensorView& v, const TensorView& 
 // rope_forward on copies of q and k, then kv_cache_write: the definition of the fused op.
 void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorView& slots,
                          const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
-                         const TensorView& q, const TensorView& q_out) {
+                         const TensorView& q, const TensorView& q_out, const TensorView& table) {
   kv_cache_detail::check_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, Device::CPU,
-                                    "kv_cache_write_rope(cpu)");
+                                    "kv_cache_write_rope(cpu)", table);
   // Contiguous copies of the [T, heads, Dh] row views (head stride Dh, any token stride; check_write's rule).
   const auto rows_copy = [](const TensorView& x) {
     Tensor c = Tensor::empty(x.dtype, x.shape, Device::CPU);
@@ -68,7 +68,7 @@ void kv_cache_write_rope(const TensorView& k, const TensorView& v, const TensorV
   };
   Tensor k_rot = rows_copy(k);
   Tensor q_rot = q.empty() ? Tensor() : rows_copy(q);
-  cpu::rope_forward(q.empty() ? TensorView{} : q_rot.view(), k_rot.view(), positions, inv_freq);
+  cpu::rope_forward(q.empty() ? TensorView{} : q_rot.view(), k_rot.view(), positions, inv_freq, table);
   cpu::kv_cache_write(k_rot.view(), v, slots, positions, cache, q.empty() ? TensorView{} : q_rot.view(), q_out);
 }
 

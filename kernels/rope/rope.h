@@ -27,6 +27,15 @@
 // dtype (BF16 or F32). Dh even, <= 1024. positions [T] I32 or I64, inv_freq F32 [Dh/2], both contiguous
 // on q's device. The CUDA kernel vectorises 8 pairs at a time when Dh/2 and the strides are multiples of 8
 // (element access otherwise: same results).
+//
+// Precomputed cos/sin (rope_cos_sin_table, built once per model): F32 [P, 2, Dh/2], row p = cos(phi_(p,i)) for
+// i < Dh/2, then sin(phi_(p,i)), the FP32 values of ieee::sincos_angle(fmul(float(p), inv_freq_i)) -- the very
+// function the kernels evaluate, so a kernel that reads the table (then rounds to A as above) writes the same bits
+// as one that computes. Why: the FP64 sincos is most of rope_kernel's time and the decode step's kv_cache_write_rope
+// recomputes the same values in every (sequence, head) block; a table row is 1 KiB for Dh = 256, read with 16-byte
+// loads. `table` is optional everywhere (empty: compute); a token whose position is outside [0, P) is computed,
+// never read out of bounds. A table is checked in the launcher: F32, [P >= 1, 2, Dh/2] of the call's Dh,
+// contiguous, on q's device. The CPU twin takes the same table (and the same fallback), so the contract is one.
 #pragma once
 
 #include <vector>
@@ -40,20 +49,35 @@ std::vector<float> rope_inv_freq(int64_t head_dim, float theta, float scaling = 
 // The same as an F32 [head_dim / 2] tensor on `device` (synchronous copy).
 Tensor rope_inv_freq_table(int64_t head_dim, float theta, float scaling, Device device);
 
+// The cos/sin table above for positions [0, max_positions) (>= 1) from inv_freq F32 [Dh/2] (any device: copied to
+// `device` first when elsewhere), built on `device` (CUDA: one small kernel) and synchronous, like
+// rope_inv_freq_table. Bytes: max_positions * Dh * 4 (8 MiB for Gemma's 8192 positions at Dh = 256).
+Tensor rope_cos_sin_table(const TensorView& inv_freq, int64_t max_positions, Device device, Stream stream = {});
+
+// The table length a model builds: max_position_embeddings, capped at 32 MiB of table (32768 positions at
+// Dh = 256) so that a long-context config does not allocate gigabytes; later positions are computed (same bits).
+int64_t rope_table_positions(int64_t max_position_embeddings, int64_t head_dim);
+
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
-                  Stream stream = {});
+                  Stream stream = {}, const TensorView& table = {});
 void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
-                   Stream stream = {});
+                   Stream stream = {}, const TensorView& table = {});
 
 namespace cpu {
-void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq);
-void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq);
+void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
+                  const TensorView& table = {});
+void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
+                   const TensorView& table = {});
+// Fills table F32 [P, 2, Dh/2] (contiguous, host) from inv_freq F32 [Dh/2] (host).
+void rope_cos_sin_table(const TensorView& inv_freq, const TensorView& table);
 }  // namespace cpu
 namespace cuda {
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
-                  Stream stream);
+                  Stream stream, const TensorView& table = {});
 void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView& positions, const TensorView& inv_freq,
-                   Stream stream);
+                   Stream stream, const TensorView& table = {});
+// The device builder (asynchronous on `stream`); both on the device.
+void rope_cos_sin_table(const TensorView& inv_freq, const TensorView& table, Stream stream);
 }  // namespace cuda
 
 namespace rope_detail {
@@ -63,6 +87,10 @@ struct Dims {
 };
 Dims check_args(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
                 Device device, const char* what);
+// Checks an optional cos/sin table for head_dim (empty: none, returns 0); returns its number of positions P.
+int64_t check_table(const TensorView& table, int64_t head_dim, Device device, const char* what);
+// The builder's arguments: inv_freq F32 [Dh/2] contiguous, table F32 [P >= 1, 2, Dh/2] contiguous, both on device.
+void check_table_build(const TensorView& inv_freq, const TensorView& table, Device device, const char* what);
 }  // namespace rope_detail
 
 }  // namespace tg::kernels

@@ -135,6 +135,46 @@ TEST(KvCacheWrite, RopeFusedEqualsRopeThenWrite) {
   EXPECT_NE(msg.find("inv_freq must be F32 [Dh / 2 = 12]"), std::string::npos) << msg;
 }
 
+// The optional cos/sin table (kernels/rope/rope.h): the same bytes as without it, for positions inside the table
+// and past its end (computed), and a table of another head_dim is rejected naming the argument.
+TEST(KvCacheWrite, RopeTableEqualsComputed) {
+  const int64_t h = 4, hkv = 2, dh = 24, b = 3, s = 9;
+  const Tensor slots = i32({2, 2, 0, -1, 1}), pos = i32({0, 7, 3, 2, 8});
+  const Tensor inv_freq = rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CPU);
+  const Tensor table = rope_cos_sin_table(inv_freq, 5, Device::CPU);  // positions 7 and 8 computed
+  for (const DType dt : {DType::BF16, DType::E4M3}) {
+    const Qkv x = make_qkv(5, h, hkv, dh, 7);
+    Tensor scale = Tensor::empty(DType::F32, {hkv});
+    scale.ptr<float>()[0] = 0.01f;
+    scale.ptr<float>()[1] = 0.02f;
+    const auto make_cache = [&](Tensor& k, Tensor& v) {
+      return KvCache{k.view(), v.view(), dt == DType::E4M3 ? scale.view() : TensorView{},
+                     dt == DType::E4M3 ? scale.view() : TensorView{}};
+    };
+    Tensor k1 = filled(dt, {b, s, hkv, dh}, 0x11), v1 = filled(dt, {b, s, hkv, dh}, 0x11);
+    Tensor k2 = filled(dt, {b, s, hkv, dh}, 0x11), v2 = filled(dt, {b, s, hkv, dh}, 0x11);
+    Tensor q1 = Tensor::empty(DType::BF16, {5, h, dh}), q2 = Tensor::empty(DType::BF16, {5, h, dh});
+    kv_cache_write_rope(x.k(), x.v(), slots.view(), pos.view(), inv_freq.view(), make_cache(k1, v1), x.q(), q1.view(),
+                        {}, table.view());
+    kv_cache_write_rope(x.k(), x.v(), slots.view(), pos.view(), inv_freq.view(), make_cache(k2, v2), x.q(), q2.view());
+    EXPECT_EQ(std::memcmp(k1.data(), k2.data(), k1.nbytes()), 0) << dt;
+    EXPECT_EQ(std::memcmp(v1.data(), v2.data(), v1.nbytes()), 0) << dt;
+    EXPECT_EQ(std::memcmp(q1.data(), q2.data(), q1.nbytes()), 0) << dt;
+  }
+  const Qkv x = make_qkv(5, h, hkv, dh, 7);
+  Tensor kc = filled(DType::BF16, {b, s, hkv, dh}, 0), vc = filled(DType::BF16, {b, s, hkv, dh}, 0);
+  const Tensor other = rope_cos_sin_table(rope_inv_freq_table(dh - 2, 10000.0f, 1.0f, Device::CPU), 5, Device::CPU);
+  std::string msg = "no error";
+  try {
+    kv_cache_write_rope(x.k(), x.v(), slots.view(), pos.view(), inv_freq.view(), KvCache{kc.view(), vc.view(), {}, {}},
+                        {}, {}, {}, other.view());
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("kv_cache_write_rope(cpu): table must be the F32 [positions, 2, Dh/2 = 12]"), std::string::npos)
+      << msg;
+}
+
 TEST(KvCacheWrite, E4m3MatchesKvCacheAppendAndTheRule) {
   for (bool per_head : {false, true}) {
     const int64_t hkv = 3, dh = 16, b = 4, s = 5;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "kernels/tests/elementwise_test_util.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/rope/rope.h"
 
@@ -95,6 +96,96 @@ TEST(KvCacheGpu, WriteMatchesCpu) {
     }
    }
   }
+}
+
+// kv_cache_write_rope with the precomputed cos/sin table (kernels/rope/rope.h) == without it, byte for byte (cache
+// rows, q_out, untouched inputs), at Gemma-2B (8 q heads, 1 kv head) and Gemma-7B (16, 16), head_dim 256, BF16 and
+// E4M3 (per head) caches: a prefill-like write (2 sequences, max_seq 8192, distinct random positions up to 8191)
+// and a decode-like one (64 sequences, one token each, max_seq 512: most K / V rows skipped, every q rotated), with
+// a 4096-position table, so later positions take the computed fallback inside the same launch.
+TEST(KvCacheGpu, RopeTableEqualsComputed) {
+  TG_REQUIRE_CUDA();
+  struct Case {
+    int64_t t, h, hkv, b, s;
+  };
+  const int64_t dh = 256;
+  const Tensor inv_freq = rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CUDA);
+  const Tensor table = rope_cos_sin_table(inv_freq, 4096, Device::CUDA);
+  for (const Case c : {Case{48, 8, 1, 2, 8192}, Case{48, 16, 16, 2, 8192}, Case{64, 8, 1, 64, 512},
+                       Case{64, 16, 16, 64, 512}}) {
+    for (const DType dt : {DType::BF16, DType::E4M3}) {
+      const std::string what = "T=" + std::to_string(c.t) + " H=" + std::to_string(c.h) +
+                               " Hkv=" + std::to_string(c.hkv) + " B=" + std::to_string(c.b) +
+                               (dt == DType::E4M3 ? " e4m3" : " bf16");
+      const int64_t w = (c.h + 2 * c.hkv) * dh;
+      const Tensor qkv_h = testing::random_host(DType::BF16, {c.t, w}, 41, 4.0f);
+      const Tensor qkv = qkv_h.to(Device::CUDA);
+      std::mt19937 rng(42);
+      std::vector<int32_t> slot(static_cast<std::size_t>(c.t)), pos(static_cast<std::size_t>(c.t));
+      std::set<int32_t> used;  // distinct positions: one writer per cache row
+      for (int64_t i = 0; i < c.t; ++i) {
+        int32_t p = static_cast<int32_t>(rng() % 8192);
+        while (!used.insert(p).second) p = static_cast<int32_t>(rng() % 8192);
+        slot[static_cast<std::size_t>(i)] = static_cast<int32_t>(i % c.b);
+        pos[static_cast<std::size_t>(i)] = p;
+      }
+      pos[0] = 4095;  // the table's last row
+      pos[1] = 4096;  // the first computed one
+      const Tensor slots = Tensor::copy_of(TensorView(slot.data(), DType::I32, Shape{c.t}), Device::CUDA);
+      const Tensor positions = Tensor::copy_of(TensorView(pos.data(), DType::I32, Shape{c.t}), Device::CUDA);
+      Tensor scale_h = Tensor::empty(DType::F32, {c.hkv});
+      for (int64_t i = 0; i < c.hkv; ++i) scale_h.ptr<float>()[i] = 0.004f * static_cast<float>(i + 1);
+      const Tensor scale = scale_h.to(Device::CUDA);
+      const auto cache = [&](Tensor& k, Tensor& v) {
+        return KvCache{k.view(), v.view(), dt == DType::E4M3 ? scale.view() : TensorView{},
+                       dt == DType::E4M3 ? scale.view() : TensorView{}};
+      };
+      Tensor k1 = Tensor::zeros(dt, {c.b, c.s, c.hkv, dh}, Device::CUDA);
+      Tensor v1 = Tensor::zeros(dt, k1.shape(), Device::CUDA);
+      Tensor k2 = Tensor::zeros(dt, k1.shape(), Device::CUDA), v2 = Tensor::zeros(dt, k1.shape(), Device::CUDA);
+      Tensor q1 = Tensor::zeros(DType::BF16, {c.t, c.h, dh}, Device::CUDA);
+      Tensor q2 = Tensor::zeros(DType::BF16, {c.t, c.h, dh}, Device::CUDA);
+      const TensorView q = heads(qkv, c.t, w, 0, c.h, dh), k = heads(qkv, c.t, w, c.h * dh, c.hkv, dh),
+                       v = heads(qkv, c.t, w, (c.h + c.hkv) * dh, c.hkv, dh);
+      kv_cache_write_rope(k, v, slots.view(), positions.view(), inv_freq.view(), cache(k1, v1), q, q1.view(), {},
+                          table.view());
+      kv_cache_write_rope(k, v, slots.view(), positions.view(), inv_freq.view(), cache(k2, v2), q, q2.view());
+      EXPECT_TRUE(testing::bits_equal(k1, k2)) << what << ": k cache";
+      EXPECT_TRUE(testing::bits_equal(v1, v2)) << what << ": v cache";
+      EXPECT_TRUE(testing::bits_equal(q1, q2)) << what << ": q";
+      EXPECT_TRUE(same(qkv, qkv_h)) << what << ": the q / k / v inputs changed";
+    }
+  }
+}
+
+// A table of another head_dim, dtype or device is rejected in the launcher, naming the argument.
+TEST(KvCacheGpu, RopeTableBadArguments) {
+  TG_REQUIRE_CUDA();
+  const int64_t dh = 256, t = 2, hkv = 1, h = 8;
+  const Tensor inv_freq = rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CUDA);
+  Tensor kc = Tensor::zeros(DType::BF16, {2, 8, hkv, dh}, Device::CUDA);
+  Tensor vc = Tensor::zeros(DType::BF16, {2, 8, hkv, dh}, Device::CUDA);
+  const Tensor qkv = Tensor::zeros(DType::BF16, {t, (h + 2 * hkv) * dh}, Device::CUDA);
+  const int64_t w = (h + 2 * hkv) * dh;
+  const Tensor slots = Tensor::zeros(DType::I32, {t}, Device::CUDA), pos = Tensor::zeros(DType::I32, {t}, Device::CUDA);
+  const auto error_of = [&](const TensorView& table) {
+    try {
+      kv_cache_write_rope(heads(qkv, t, w, h * dh, hkv, dh), heads(qkv, t, w, (h + hkv) * dh, hkv, dh), slots.view(),
+                          pos.view(), inv_freq.view(), KvCache{kc.view(), vc.view(), {}, {}}, {}, {}, {}, table);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const Tensor other = rope_cos_sin_table(rope_inv_freq_table(128, 10000.0f, 1.0f, Device::CUDA), 16, Device::CUDA);
+  EXPECT_NE(error_of(other).find("kv_cache_write_rope(cuda): table must be the F32 [positions, 2, Dh/2 = 128]"),
+            std::string::npos)
+      << error_of(other);
+  const Tensor f64 = Tensor::zeros(DType::F64, {16, 2, dh / 2}, Device::CUDA);
+  EXPECT_NE(error_of(f64).find("table must be the F32"), std::string::npos) << error_of(f64);
+  const Tensor host = rope_cos_sin_table(inv_freq, 16, Device::CPU);
+  EXPECT_NE(error_of(host).find("table must be on CUDA"), std::string::npos) << error_of(host);
+  EXPECT_EQ(error_of(rope_cos_sin_table(inv_freq, 16, Device::CUDA)), "no error");
 }
 
 TEST(KvCacheGpu, ReorderAndAmaxMatchCpu) {

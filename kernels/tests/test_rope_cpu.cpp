@@ -5,9 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "common/numeric.h"
+#include "kernels/elementwise/ieee_math.h"
 #include "kernels/rope/rope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
@@ -211,6 +215,128 @@ TEST(RopeCpu, RejectsBadArguments) {
                Error);
   EXPECT_THROW(kernels::rope_forward(q, {}, Tensor::zeros(DType::F32, {2}), inv_freq(8)), Error);
   EXPECT_THROW(kernels::rope_forward({}, {}, positions_of({0, 1}), inv_freq(8)), Error);
+}
+
+// ---- The precomputed cos/sin table (rope_cos_sin_table) -------------------------------------------------
+
+// Whether f throws a tg::Error whose message contains `want`.
+::testing::AssertionResult throws_with(const std::function<void()>& f, const std::string& want) {
+  std::string msg = "no error";
+  try {
+    f();
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  if (msg.find(want) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "expected an error containing '" << want << "', got: " << msg;
+}
+
+// Every entry is the FP32 value the kernels compute: sincos_angle(fmul(float(p), inv_freq_i)), cos then sin per row.
+TEST(RopeTableCpu, EntriesAreSincosAngleOfTheKernelsAngle) {
+  for (const int64_t dh : {int64_t{256}, int64_t{18}, int64_t{2}}) {
+    const Tensor f = inv_freq(dh);
+    const int64_t half = dh / 2, positions = 8192;
+    const Tensor table = kernels::rope_cos_sin_table(f, positions, Device::CPU);
+    ASSERT_EQ(table.shape(), (Shape{positions, 2, half}));
+    ASSERT_EQ(table.dtype(), DType::F32);
+    int64_t mismatches = 0;
+    for (int64_t p = 0; p < positions; ++p) {
+      for (int64_t i = 0; i < half; ++i) {
+        const kernels::ieee::SinCos sc =
+            kernels::ieee::sincos_angle(kernels::ieee::fmul(static_cast<float>(p), f.ptr<float>()[i]));
+        const float c = table.ptr<float>()[p * 2 * half + i], s = table.ptr<float>()[p * 2 * half + half + i];
+        if (std::memcmp(&c, &sc.cos, 4) != 0 || std::memcmp(&s, &sc.sin, 4) != 0) ++mismatches;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << "Dh = " << dh;
+    // Row 0 is the identity rotation; spot values against FP64 (the angle is exact for p * 1.0f).
+    EXPECT_EQ(table.ptr<float>()[0], 1.0f);
+    EXPECT_EQ(table.ptr<float>()[half], 0.0f);
+    EXPECT_NEAR(table.ptr<float>()[5 * 2 * half], std::cos(5.0), 1e-7);
+    EXPECT_NEAR(table.ptr<float>()[5 * 2 * half + half], std::sin(5.0), 1e-7);
+  }
+}
+
+// rope with the table == rope without it, bit for bit, forward and backward, BF16 and F32, with positions inside
+// the table, past its end and negative (computed: the fallback), Gemma's head counts.
+TEST(RopeTableCpu, TableEqualsComputedIncludingPositionsPastTheTable) {
+  struct Case {
+    int64_t h, hkv, dh;
+  };
+  for (const Case c : {Case{8, 1, 256}, Case{2, 2, 18}}) {
+    const int64_t t = 40, w = (c.h + 2 * c.hkv) * c.dh;
+    const Tensor f = inv_freq(c.dh);
+    const Tensor table = kernels::rope_cos_sin_table(f, 1000, Device::CPU);  // positions >= 1000: computed
+    for (const DType a : {DType::BF16, DType::F32}) {
+      for (const bool bwd : {false, true}) {
+        Tensor pos = testing::random_ids(DType::I64, t, -4, 8191, 11);
+        pos.ptr<int64_t>()[0] = 999;
+        pos.ptr<int64_t>()[1] = 1000;
+        pos.ptr<int64_t>()[2] = 0;
+        Tensor x1 = testing::random_host(a, {t, w}, 12, 2.0f), x2 = Tensor::copy_of(x1, Device::CPU);
+        const auto q_of = [&](const Tensor& b) {
+          return TensorView(b.data(), a, Shape{t, c.h, c.dh}, Shape{w, c.dh, 1}, Device::CPU);
+        };
+        const auto k_of = [&](const Tensor& b) {
+          return TensorView(static_cast<char*>(b.data()) + c.h * c.dh * dtype_size(a), a, Shape{t, c.hkv, c.dh},
+                            Shape{w, c.dh, 1}, Device::CPU);
+        };
+        if (bwd) {
+          kernels::rope_backward(q_of(x1), k_of(x1), pos, f, {}, table);
+          kernels::rope_backward(q_of(x2), k_of(x2), pos, f);
+        } else {
+          kernels::rope_forward(q_of(x1), k_of(x1), pos, f, {}, table);
+          kernels::rope_forward(q_of(x2), k_of(x2), pos, f);
+        }
+        EXPECT_TRUE(testing::bits_equal(x1, x2)) << "Dh " << c.dh << " " << a << (bwd ? " backward" : " forward");
+      }
+    }
+  }
+}
+
+// A table is really read where it covers the position (a doctored entry changes the result) and not past its end.
+TEST(RopeTableCpu, TheTableIsReadOnlyInsideItsPositions) {
+  const int64_t dh = 16;
+  const Tensor f = inv_freq(dh);
+  Tensor table = kernels::rope_cos_sin_table(f, 4, Device::CPU);
+  for (int64_t i = 0; i < table.numel(); ++i) table.ptr<float>()[i] = 0.0f;  // rotates everything to 0
+  Tensor x = testing::random_host(DType::F32, {2, 1, dh}, 3), y = Tensor::copy_of(x, Device::CPU);
+  kernels::rope_forward(x, {}, positions_of({3, 4}), f, {}, table);  // token 0 from the table, token 1 computed
+  kernels::rope_forward(y, {}, positions_of({3, 4}), f);
+  for (int64_t i = 0; i < dh; ++i) EXPECT_EQ(x.ptr<float>()[i], 0.0f) << i;
+  EXPECT_EQ(std::memcmp(x.ptr<float>() + dh, y.ptr<float>() + dh, dh * sizeof(float)), 0);
+}
+
+TEST(RopeTableCpu, RejectsBadTables) {
+  Tensor q = Tensor::zeros(DType::BF16, {2, 2, 8});
+  const Tensor pos = positions_of({0, 1});
+  const Tensor good = kernels::rope_cos_sin_table(inv_freq(8), 16, Device::CPU);
+  EXPECT_NO_THROW(kernels::rope_forward(q, {}, pos, inv_freq(8), {}, good));
+  const Tensor other_dh = kernels::rope_cos_sin_table(inv_freq(16), 16, Device::CPU);
+  const Tensor f8 = inv_freq(8);
+  const auto forward = [&](const TensorView& table) { kernels::rope_forward(q, {}, pos, f8, {}, table); };
+  EXPECT_TRUE(throws_with([&] { forward(other_dh); },
+                          "rope_forward: table must be the F32 [positions, 2, Dh/2 = 4] cos/sin table"));
+  EXPECT_TRUE(throws_with([&] { kernels::rope_backward(q, {}, pos, f8, {}, other_dh); },
+                          "rope_backward: table must be"));
+  const Tensor f64 = Tensor::zeros(DType::F64, {16, 2, 4});
+  EXPECT_TRUE(throws_with([&] { forward(f64); }, "table must be the F32"));
+  const TensorView flat(good.data(), DType::F32, Shape{16, 8}, Device::CPU);
+  EXPECT_TRUE(throws_with([&] { forward(flat); }, "table must be the F32"));
+  const TensorView strided(good.data(), DType::F32, Shape{8, 2, 4}, Shape{16, 4, 1}, Device::CPU);
+  EXPECT_TRUE(throws_with([&] { forward(strided); }, "table must be contiguous"));
+  const TensorView elsewhere(good.data(), DType::F32, good.shape(), Device::CUDA);  // never dereferenced
+  EXPECT_TRUE(throws_with([&] { forward(elsewhere); }, "table must be on CPU"));
+  EXPECT_TRUE(throws_with([&] { kernels::rope_cos_sin_table(f8, 0, Device::CPU); }, "max_positions must be >= 1"));
+  EXPECT_TRUE(throws_with([] { kernels::rope_cos_sin_table(Tensor::zeros(DType::F64, {4}), 8, Device::CPU); },
+                          "inv_freq must be F32"));
+}
+
+TEST(RopeTableCpu, TablePositionsCapTheBytes) {
+  EXPECT_EQ(kernels::rope_table_positions(8192, 256), 8192);
+  EXPECT_EQ(kernels::rope_table_positions(1 << 20, 256), 32768);  // 32 MiB at Dh = 256
+  EXPECT_EQ(kernels::rope_table_positions(0, 256), 1);
+  EXPECT_THROW(kernels::rope_table_positions(8192, 7), Error);
 }
 
 }  // namespace
