@@ -75,6 +75,11 @@ struct GemmaForCausalLM::State {
   Precision precision;
   Tensor inv_freq;  // F32 [Dh / 2]
   Tensor fault_inv_freq;  // test-only (opts.fault rope_swap): the faulty layer's table
+  // CUDA only: inv_freq's cos/sin precomputed for positions [0, rope_table_positions) (kernels::rope_cos_sin_table),
+  // which the RoPE kernels read instead of evaluating an FP64 sincos per (token, pair): the same bits. Empty on the
+  // CPU (the twin computes). fault_rope_table: the same from fault_inv_freq, so the planted fault survives the table.
+  Tensor rope_table;
+  Tensor fault_rope_table;
   float embed_scale = 1.0f;
   std::vector<TransformerLayer> layers;
   LayerNormLinear lm_head;
@@ -260,10 +265,20 @@ GemmaForCausalLM::GemmaForCausalLM(ModelWeights weights, const ModelOptions& opt
   s.precision = Precision(opts.recipe, opts.device);
   s.inv_freq = kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, opts.device);
   if (opts.fault.kind == FaultInjection::Kind::kRopeSwap) s.fault_inv_freq = faulty_rope_table(s.inv_freq);
+  if (opts.device == Device::CUDA) {
+    const int64_t positions = kernels::rope_table_positions(cfg.max_position_embeddings, cfg.head_dim);
+    s.rope_table = kernels::rope_cos_sin_table(s.inv_freq, positions, opts.device, opts.stream);
+    if (s.fault_inv_freq.data() != nullptr) {
+      s.fault_rope_table = kernels::rope_cos_sin_table(s.fault_inv_freq, positions, opts.device, opts.stream);
+    }
+  }
   s.embed_scale = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    const Tensor* freq = opts.fault.hits(FaultInjection::Kind::kRopeSwap, l) ? &s.fault_inv_freq : &s.inv_freq;
-    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, freq, opts.attention);
+    const bool faulty = opts.fault.hits(FaultInjection::Kind::kRopeSwap, l);
+    const Tensor* freq = faulty ? &s.fault_inv_freq : &s.inv_freq;
+    const Tensor& table = faulty ? s.fault_rope_table : s.rope_table;
+    s.layers.emplace_back(cfg, s.w.layers[static_cast<std::size_t>(l)], l, s.precision, freq, opts.attention,
+                          table.data() != nullptr ? &table : nullptr);
     s.layers.back().set_deterministic(opts.deterministic);
   }
   s.lm_head = LayerNormLinear(&s.w.final_norm, &s.w.lm_head, s.precision.add_gemm("lm_head", opts.fp8_lm_head),

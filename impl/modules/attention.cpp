@@ -7,12 +7,13 @@
 namespace tg::impl {
 
 DotProductAttention::DotProductAttention(const GemmaConfig& cfg, kernels::AttentionBackend backend,
-                                         const Tensor* inv_freq)
+                                         const Tensor* inv_freq, const Tensor* rope_table)
     : heads_(cfg.num_attention_heads),
       kv_heads_(cfg.num_key_value_heads),
       head_dim_(cfg.head_dim),
       backend_(backend),
-      inv_freq_(inv_freq) {}
+      inv_freq_(inv_freq),
+      rope_table_(rope_table) {}
 
 DotProductAttention::Activations DotProductAttention::allocate(Buffers& b, int64_t tokens, bool training) const {
   Activations a;
@@ -46,7 +47,7 @@ void DotProductAttention::forward(const TensorView& qkv, const BatchView& batch,
   TG_NVTX_FN();
   const int64_t t = batch.tokens;
   const TensorView q = q_view(qkv, t), k = k_view(qkv, t), v = v_view(qkv, t);
-  kernels::rope_forward(q, k, batch.positions, inv_freq_->view(), stream);
+  kernels::rope_forward(q, k, batch.positions, inv_freq_->view(), stream, rope_table());
 
   TG_CHECK(out.ndim() == 2 && out.shape[0] == batch.rows && out.shape[1] == heads_ * head_dim_ && out.is_contiguous(),
            "DotProductAttention: out must be a contiguous [", batch.rows, ", ", heads_ * head_dim_, "], got ",
@@ -79,7 +80,7 @@ void DotProductAttention::backward(const TensorView& qkv, const TensorView& out,
   const TensorView dq = q_view(dqkv, t), dk = k_view(dqkv, t), dv = v_view(dqkv, t);
   kernels::attention_bwd(q_view(qkv, t), k_view(qkv, t), v_view(qkv, t), o, a.lse, d_o, batch.cu_seqlens,
                          batch.max_seqlen, opt, dq, dk, dv, stream);
-  kernels::rope_backward(dq, dk, batch.positions, inv_freq_->view(), stream);
+  kernels::rope_backward(dq, dk, batch.positions, inv_freq_->view(), stream, rope_table());
   if (batch.rows > t) zero_async(dqkv.slice_rows(t, batch.rows), stream);
 }
 

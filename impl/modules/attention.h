@@ -22,7 +22,10 @@ namespace tg::impl {
 class DotProductAttention {
  public:
   DotProductAttention() = default;
-  DotProductAttention(const GemmaConfig& cfg, kernels::AttentionBackend backend, const Tensor* inv_freq);
+  // inv_freq: F32 [Dh / 2]; rope_table: null, or its cos/sin table (kernels::rope_cos_sin_table, built from the same
+  // inv_freq) that the RoPE kernels read instead of evaluating sincos (the same bits; the model's CUDA path).
+  DotProductAttention(const GemmaConfig& cfg, kernels::AttentionBackend backend, const Tensor* inv_freq,
+                      const Tensor* rope_table = nullptr);
 
   struct Activations {
     TensorView lse;  // F32 [T, H] (training only: the backward recomputes P from it)
@@ -50,10 +53,12 @@ class DotProductAttention {
 
  private:
   TensorView head_view(const TensorView& qkv, int64_t tokens, int64_t col_begin, int64_t heads) const;
+  TensorView rope_table() const { return rope_table_ != nullptr ? rope_table_->view() : TensorView{}; }
 
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   kernels::AttentionBackend backend_ = kernels::AttentionBackend::kCudnn;
   const Tensor* inv_freq_ = nullptr;  // F32 [Dh / 2]
+  const Tensor* rope_table_ = nullptr;  // F32 [P, 2, Dh / 2] or null
   bool deterministic_ = false;
 };
 

@@ -7,12 +7,13 @@
 namespace tg::impl {
 
 TransformerLayer::TransformerLayer(const GemmaConfig& cfg, const LayerWeights& w, int64_t index, Precision& precision,
-                                   const Tensor* inv_freq, kernels::AttentionBackend backend)
+                                   const Tensor* inv_freq, kernels::AttentionBackend backend,
+                                   const Tensor* rope_table)
     : index_(index) {
   const std::string p = "layers." + std::to_string(index) + ".";
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   qkv_ = LayerNormLinear(&w.input_norm, &w.qkv, precision.add_gemm(p + "qkv", true), eps);
-  attention_ = DotProductAttention(cfg, backend, inv_freq);
+  attention_ = DotProductAttention(cfg, backend, inv_freq, rope_table);
   o_ = &w.o;
   o_site_ = precision.add_gemm(p + "o", true);
   GemmSite fc1 = precision.add_gemm(p + "fc1", true);

@@ -39,8 +39,9 @@ class TransformerLayer {
  public:
   TransformerLayer() = default;
   // Registers the layer's four GEMMs ("layers.<index>.qkv", ".o", ".fc1", ".fc2") with `precision`.
+  // rope_table: inv_freq's precomputed cos/sin (kernels::rope_cos_sin_table) or null; see DotProductAttention.
   TransformerLayer(const GemmaConfig& cfg, const LayerWeights& w, int64_t index, Precision& precision,
-                   const Tensor* inv_freq, kernels::AttentionBackend backend);
+                   const Tensor* inv_freq, kernels::AttentionBackend backend, const Tensor* rope_table = nullptr);
 
   struct Activations {
     LayerNormLinear::Activations qkv;
