@@ -361,13 +361,16 @@ dim3 grid_for(int64_t rows, int64_t f, int tile_rows) {
   return dim3(static_cast<unsigned>(gx > 0 ? gx : 1), static_cast<unsigned>(gy > 0 ? gy : 1));
 }
 
-// f(std::integral_constant<int, kRows>) with the tile height as a compile-time constant.
-template <typename F>
-void dispatch_tile_rows(int tile_rows, F&& f) {
+// Launches geglu_kernel<kDir, A, Out> with the tile height for a.rows (16 at decode's few rows, see tile_rows_for);
+// at least one block: scale_inv is always written.
+template <Dir kDir, typename A, typename Out>
+void launch_direct(const Args& a, cudaStream_t stream) {
+  const int tile_rows = tile_rows_for(a.rows, a.f);
+  const dim3 grid = grid_for(a.rows, a.f, tile_rows);
   if (tile_rows == kSmallTileRows) {
-    f(std::integral_constant<int, kSmallTileRows>{});
+    launch(geglu_kernel<kDir, A, Out, kSmallTileRows>, grid, kThreads, 0, stream, a);
   } else {
-    f(std::integral_constant<int, kTileRows>{});
+    launch(geglu_kernel<kDir, A, Out, kTileRows>, grid, kThreads, 0, stream, a);
   }
 }
 
@@ -405,16 +408,10 @@ void geglu_forward(const TensorView& fc1, const TensorView& out, const TensorVie
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const int tile_rows = tile_rows_for(a.rows, f);  // 16 at decode's few rows (see tile_rows_for)
-  const dim3 grid = grid_for(a.rows, f, tile_rows);
-  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
-    constexpr int kRows = decltype(rows_c)::value;
-    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward(fc1)", [&] {
-      using A = scalar_t;
-      TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)", [&] {
-        launch(geglu_kernel<Dir::kForward, A, scalar_t, kRows>, grid, kThreads, 0, cuda_stream(stream), a);
-      });
-    });
+  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward(fc1)", [&] {
+    using A = scalar_t;
+    TG_DISPATCH_BF16_F32(out.dtype, "geglu_forward(out)",
+                         [&] { launch_direct<Dir::kForward, A, scalar_t>(a, cuda_stream(stream)); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
@@ -431,17 +428,10 @@ void geglu_forward_fp8(const TensorView& fc1, const Fp8View& out, Stream stream)
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  // 16-row tiles at decode's few rows (see tile_rows_for); at least one block: scale_inv is always written.
-  const int tile_rows = tile_rows_for(a.rows, f);
-  const dim3 grid = grid_for(a.rows, f, tile_rows);
-  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
-    constexpr int kRows = decltype(rows_c)::value;
-    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
-      using A = scalar_t;
-      TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)", [&] {
-        launch(geglu_kernel<Dir::kForward, A, scalar_t, kRows>, grid, kThreads, 0, cuda_stream(stream), a);
-      });
-    });
+  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_forward_fp8(fc1)", [&] {
+    using A = scalar_t;
+    TG_DISPATCH_FP8(out.dtype(), "geglu_forward_fp8(out)",
+                    [&] { launch_direct<Dir::kForward, A, scalar_t>(a, cuda_stream(stream)); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
@@ -464,16 +454,10 @@ void geglu_backward(const TensorView& dout, const TensorView& fc1, const TensorV
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const int tile_rows = tile_rows_for(a.rows, f);
-  const dim3 grid = grid_for(a.rows, f, tile_rows);
-  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
-    constexpr int kRows = decltype(rows_c)::value;
-    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward(fc1)", [&] {
-      using A = scalar_t;
-      TG_DISPATCH_BF16_F32(dfc1.dtype, "geglu_backward(dfc1)", [&] {
-        geglu_kernel<Dir::kBackward, A, scalar_t, kRows><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
-      });
-    });
+  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward(fc1)", [&] {
+    using A = scalar_t;
+    TG_DISPATCH_BF16_F32(dfc1.dtype, "geglu_backward(dfc1)",
+                         [&] { launch_direct<Dir::kBackward, A, scalar_t>(a, cuda_stream(stream)); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
@@ -494,16 +478,10 @@ void geglu_backward_fp8(const TensorView& dout, const TensorView& fc1, const Fp8
     TG_CHECK_LAUNCH("geglu_lut_kernel");
     return;
   }
-  const int tile_rows = tile_rows_for(a.rows, f);
-  const dim3 grid = grid_for(a.rows, f, tile_rows);
-  dispatch_tile_rows(tile_rows, [&](auto rows_c) {
-    constexpr int kRows = decltype(rows_c)::value;
-    TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
-      using A = scalar_t;
-      TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)", [&] {
-        geglu_kernel<Dir::kBackward, A, scalar_t, kRows><<<grid, kThreads, 0, cuda_stream(stream)>>>(a);
-      });
-    });
+  TG_DISPATCH_BF16_F32(fc1.dtype, "geglu_backward_fp8(fc1)", [&] {
+    using A = scalar_t;
+    TG_DISPATCH_FP8(dfc1.dtype(), "geglu_backward_fp8(dfc1)",
+                    [&] { launch_direct<Dir::kBackward, A, scalar_t>(a, cuda_stream(stream)); });
   });
   TG_CHECK_LAUNCH("geglu_kernel");
 }
