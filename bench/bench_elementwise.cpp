@@ -18,6 +18,8 @@
 //                      2 MiB, counted once although every token of a position reads it; they are L2 hits)
 //   rope_computed      (and rope_bwd_computed) the same without the table, cos/sin evaluated per (token, pair) in
 //                      FP64 (the fallback path, and the product path before the table): no table bytes
+//   rope_per_token     rope with the table kernel of a712b57 (a thread per token and 8 pairs walks every head;
+//                      kernels::cuda::tuning::set_rope_per_token) instead of a thread per (token, head, 8 pairs)
 //   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
 //   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over
 //                      V = 256000 ("uniform") or with every other token the same id ("hot": the serial worst case)
@@ -256,7 +258,15 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 // In place: each set is its own fused QKV buffer (q and k are strided views into it; v is untouched).
 // table: read the model's precomputed cos/sin (positions [0, 8192), Gemma's max_position_embeddings), as the
 // model does on CUDA; else compute them (rope_computed: the kernel's fallback path, and the old product path).
-void bm_rope(benchmark::State& state, Model m, bool backward, bool table) {
+// per_token: the table kernel of one thread per (token, 8 pairs) walking every head (kernels::cuda::tuning::
+// set_rope_per_token) instead of the default thread per (token, head, 8 pairs).
+void bm_rope(benchmark::State& state, Model m, bool backward, bool table, bool per_token = false) {
+  struct Scope {
+    explicit Scope(bool on) { kernels::cuda::tuning::set_rope_per_token(on); }
+    ~Scope() { kernels::cuda::tuning::set_rope_per_token(false); }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+  } const scope(per_token);
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
   constexpr int64_t kSeqLen = 2048;  // 4 x 2048 packed: positions t % 2048
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
@@ -360,6 +370,7 @@ const bool registered = [] {
     add("rope/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true); });
     add("rope_bwd/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, true); });
     add("rope_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, false); });
+    add("rope_per_token/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true, true); });
     add("rope_bwd_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, false); });
     add("embedding/bf16->bf16" + td, [=](benchmark::State& s) { bm_embedding(s, m); });
     add("embedding_bwd/uniform/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, false); });

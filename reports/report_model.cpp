@@ -501,7 +501,7 @@ Placement place(const std::vector<std::string>& p) {
   }
   static const std::set<std::string> kElementwise = {"rmsnorm", "rmsnorm+residual", "rmsnorm_bwd", "geglu", "geglu_bwd",
                                                      "rope", "rope_bwd", "rope_computed", "rope_bwd_computed",
-                                                     "embedding", "embedding_bwd", "layernorm",
+                                                     "rope_per_token", "embedding", "embedding_bwd", "layernorm",
                                                      "softmax", "cross_entropy", "adamw"};
   const std::string section = kElementwise.count(fam) ? "elementwise" : "other";
   if (p.size() == 1) return {section, fam, fam};
