@@ -10,6 +10,8 @@
 // minimal traffic.
 //   rmsnorm            x 2TD + y 2TD + w 2D + rstd 4T          (+residual: + 2TD read + 2TD write)
 //   rmsnorm ->e4m3     x 2TD + q TD (+ TD transposed) + w + rstd + FP8 scalars
+//   rmsnorm_groups     rmsnorm (BF16 or E4M3 out) with one 8-row group per block on a non-persistent grid
+//                      (kernels::cuda::tuning::set_norm_block_per_group) instead of the persistent cp.async ring
 //   rmsnorm_bwd        dy 2TD + x 2TD + dx 2TD + w 2D + rstd 4T + dw 4D
 //   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF, + FP8 scalars)
 //   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
@@ -133,7 +135,14 @@ struct NormSet {
   Fp8Tensor q;
 };
 
-void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode) {
+// block_per_group: kernels::cuda::tuning::set_norm_block_per_group (one 8-row group per block, non-persistent).
+void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, bool block_per_group = false) {
+  struct Scope {
+    explicit Scope(bool on) { kernels::cuda::tuning::set_norm_block_per_group(on); }
+    ~Scope() { kernels::cuda::tuning::set_norm_block_per_group(false); }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+  } const scope(block_per_group);
   const double td = static_cast<double>(kTokens) * m.d;
   const bool fp8 = mode == NormOut::kFp8 || mode == NormOut::kFp8T, t = mode == NormOut::kFp8T;
   const bool with_res = mode == NormOut::kBf16Residual;
@@ -361,6 +370,8 @@ const bool registered = [] {
     add("rmsnorm+residual/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16Residual); });
     add("rmsnorm/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8); });
     add("rmsnorm/bf16->e4m3+t" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8T); });
+    add("rmsnorm_groups/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16, true); });
+    add("rmsnorm_groups/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8, true); });
     add("rmsnorm_bwd/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm_bwd(s, m); });
     add("geglu/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kBf16); });
     add("geglu/bf16->e4m3" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kFp8); });

@@ -16,6 +16,7 @@
 // (it was ~18 instructions per element): amax tracks max |y| in FP32 (one max.NaN per element) and
 // rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
+#include <atomic>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -723,6 +724,17 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
           return;
         }
       }
+      // Measurement knob (tuning::set_norm_block_per_group): one block per row group on a non-persistent grid (every
+      // warp one row, the register path), so the blocks of later waves read while earlier ones write, against the
+      // persistent cp.async ring below. Same per-row arithmetic: same bits.
+      if (tuning::norm_block_per_group()) {
+        const auto kernel_rows = rmsnorm_forward_kernel<T, Out, kN, kRes, false>;
+        (void)resident_blocks(reinterpret_cast<const void*>(kernel_rows), kFwdThreads, smem);  // the smem opt-in
+        const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
+        TG_CHECK(groups <= INT32_MAX, "rmsnorm_forward: too many rows for one launch (", a.rows, ")");
+        launch(kernel_rows, dim3(static_cast<unsigned>(std::max<int64_t>(groups, 1))), kFwdThreads, smem, s, a);
+        return;
+      }
       const bool one_row_per_warp = a.rows_per_block == kFwdWarps && a.rows <= static_cast<int64_t>(sms) * kFwdWarps;
       if (a.vec && !one_row_per_warp) {
         const int two = resident(2), one = resident(1);
@@ -825,6 +837,14 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
 }
 
 }  // namespace
+
+namespace tuning {
+namespace {
+std::atomic<bool> g_norm_block_per_group{false};
+}  // namespace
+void set_norm_block_per_group(bool on) { g_norm_block_per_group.store(on); }
+bool norm_block_per_group() { return g_norm_block_per_group.load(); }
+}  // namespace tuning
 
 void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
                      const TensorView& residual, const TensorView& amax, Stream stream) {
