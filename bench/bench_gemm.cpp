@@ -308,6 +308,7 @@ const bool registered = [] {
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
 //   gemv_ksplit2/4    kernels::gemv, e4m3xe4m3 at M = 1, each one-column warp's K split over 2 / 4 warps
 //                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only)
+//   gemv_pipe         the same shapes with the pipelined loop (kernels::cuda::tuning::set_gemv_pipeline)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -328,9 +329,16 @@ const std::vector<GemvShape>& gemv_shapes() {
 }
 
 // k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default), restored afterwards.
+// k_split < 0: the pipelined loop (kernels::cuda::tuning::set_gemv_pipeline) instead.
 struct KSplitScope {
-  explicit KSplitScope(int split) { kernels::cuda::tuning::set_gemv_k_split(split); }
-  ~KSplitScope() { kernels::cuda::tuning::set_gemv_k_split(0); }
+  explicit KSplitScope(int split) {
+    kernels::cuda::tuning::set_gemv_k_split(split > 0 ? split : 0);
+    kernels::cuda::tuning::set_gemv_pipeline(split < 0);
+  }
+  ~KSplitScope() {
+    kernels::cuda::tuning::set_gemv_k_split(0);
+    kernels::cuda::tuning::set_gemv_pipeline(false);
+  }
   KSplitScope(const KSplitScope&) = delete;
   KSplitScope& operator=(const KSplitScope&) = delete;
 };
@@ -367,8 +375,9 @@ const bool gemv_registered = [] {
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
         if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K split over 2 / 4 warps (tuning knob)
-          for (int split : {2, 4}) {
-            add("gemv/gemv_ksplit" + std::to_string(split) + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
+          for (int split : {2, 4, -1}) {
+            const std::string variant = split > 0 ? "gemv_ksplit" + std::to_string(split) : std::string("gemv_pipe");
+            add("gemv/" + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
               st.SetLabel(g.what);
               bm_gemv(st, s, DType::E4M3, DType::E4M3, split);
             });

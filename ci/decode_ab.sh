@@ -10,6 +10,7 @@
 #   fused_early_w both of the above
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
+#   pipe          TEGEMMA_GEMV_PIPELINE=1: the one-column GEMVs' next weights loaded before this step's arithmetic
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -26,6 +27,7 @@ for cfg in $configs; do
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
+    pipe) envs=(TEGEMMA_GEMV_PIPELINE=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -181,7 +181,12 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (fc2: N = 2048-3072 columns of 16-24 KB).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
+//
+// kPipe: the next iteration's weight loads are issued before this iteration's arithmetic (registers double-buffered),
+// so a long-K warp keeps a load in flight while it computes instead of alternating load bursts and FMA phases in
+// lock step with the rest of its single resident wave. Same arithmetic in the same order: same bits.
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1,
+          bool kPipe = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -248,7 +253,17 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    if (!early || base != k_begin + lane) load_w(base);
+    const bool first = base == k_begin + lane;
+    if (kPipe ? first && !early : !early || !first) load_w(base);  // kPipe: later iterations' came a step ahead
+    uint4 cur[kUnroll][kCols];  // this iteration's weights (a register rename unless kPipe reloads wv below)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) cur[u][c] = wv[u][c];
+    }
+    if constexpr (kPipe) {
+      if (base + 32 * kUnroll < k_end) load_w(base + 32 * kUnroll);
+    }
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -268,7 +283,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
       for (int h = 0; h < kHalves; ++h) {
         float wf[kCols][8];
 #pragma unroll
-        for (int c = 0; c < kCols; ++c) unpack8<kWE4m3>(wv[u][c], h, wf[c]);
+        for (int c = 0; c < kCols; ++c) unpack8<kWE4m3>(cur[u][c], h, wf[c]);
         const int64_t k = static_cast<int64_t>(chunk) * kChunkElems + 8 * h;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
@@ -368,6 +383,8 @@ int k_split() {
   const int forced = tuning::gemv_k_split();
   return forced == 0 ? 1 : forced;
 }
+// The pipelined loop (kPipe) for the unsplit one-column shapes: tuning::set_gemv_pipeline (default off).
+bool pipelined() { return tuning::gemv_pipeline(); }
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
@@ -386,6 +403,10 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 2>, blocks_for(warps, 2), kThreads, 0,
                       stream, p);
       default:
+        if (pipelined()) {
+          return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 1, true>, blocks_for(warps, 1), kThreads,
+                        0, stream, p);
+        }
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks_for(warps, 1), kThreads, 0, stream, p);
     }
   } else {
@@ -461,7 +482,14 @@ std::atomic<int>& k_split_setting() {
   }()};
   return v;
 }
+// TEGEMMA_GEMV_PIPELINE (read once) for the decode A/B runs; set_gemv_pipeline overrides it.
+std::atomic<bool>& pipeline_setting() {
+  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_PIPELINE", false)};
+  return v;
+}
 }  // namespace
+void set_gemv_pipeline(bool on) { pipeline_setting().store(on); }
+bool gemv_pipeline() { return pipeline_setting().load(); }
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);

@@ -137,6 +137,10 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
+// Measurement knob: the unsplit one-column shapes' loop issues the next iteration's weight loads before this one's
+// arithmetic (the long-K fc2). Starts from TEGEMMA_GEMV_PIPELINE (0 / 1); same bits either way.
+void set_gemv_pipeline(bool on);
+bool gemv_pipeline();
 }  // namespace tuning
 }
 

@@ -153,23 +153,34 @@ TEST(GemvGpu, GemmaDecodeShapes) {
   check_case({DType::BF16, DType::BF16, DType::BF16, 4, 3072, 4096, true}, seed += 3);
 }
 
-// Sets the GEMV's K split (kernels::cuda::tuning) for a scope and restores the default.
+// Sets the GEMV's one-column variant (kernels::cuda::tuning) for a scope and restores the default: split > 1 is a K
+// split over that many warps; 0 with pipe the pipelined loop.
 struct KSplitScope {
-  explicit KSplitScope(int split) { cuda::tuning::set_gemv_k_split(split); }
-  ~KSplitScope() { cuda::tuning::set_gemv_k_split(0); }
+  explicit KSplitScope(int split, bool pipe = false) {
+    cuda::tuning::set_gemv_k_split(split);
+    cuda::tuning::set_gemv_pipeline(pipe);
+  }
+  ~KSplitScope() {
+    cuda::tuning::set_gemv_k_split(0);
+    cuda::tuning::set_gemv_pipeline(false);
+  }
   KSplitScope(const KSplitScope&) = delete;
   KSplitScope& operator=(const KSplitScope&) = delete;
 };
+// The variants the loops below run: K split 2 and 4, and 1 for the pipelined loop (no split).
+const int kVariants[] = {2, 4, 1};
+std::string variant_name(int v) { return v == 1 ? "pipelined" : "K split " + std::to_string(v); }
 
 // The one-column shapes with K split over 2 and 4 warps: the same bound against the twin (a slice's lane sums
 // fewer terms; the kSplit - 1 additions of the slices' sums stay inside the bound's margin of 9 roundings),
-// deterministic; slices that end inside a 32-chunk stripe, empty slices (K shorter than one stripe per warp).
+// deterministic; slices that end inside a 32-chunk stripe, empty slices (K shorter than one stripe per warp). And
+// the pipelined loop (same arithmetic as the default kernel).
 TEST(GemvGpu, KSplitOneColumnShapes) {
   TG_REQUIRE_CUDA();
   uint64_t seed = 900;
-  for (int split : {2, 4}) {
-    SCOPED_TRACE("K split " + std::to_string(split));
-    const KSplitScope scope(split);
+  for (int v : kVariants) {
+    SCOPED_TRACE(variant_name(v));
+    const KSplitScope scope(v == 1 ? 0 : v, v == 1);
     for (int64_t m : {1, 2, 3, 4, 16}) {
       check_case({DType::BF16, DType::BF16, DType::BF16, m, 37, 296, true, 1.0f}, seed += 3);
       check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 131, 16, true, 1.0f}, seed += 3);
@@ -327,10 +338,11 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
   check_fused({kNorm, false, false, 1, 12288, 3072}, seed++);
   check_fused({kCast, false, true, 1, 3072, 4096}, seed++);
   check_fused({kNorm, true, false, 1, 49152, 3072}, seed++);
-  // With the K split (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does.
-  for (int split : {2, 4}) {
-    SCOPED_TRACE("K split " + std::to_string(split));
-    const KSplitScope scope(split);
+  // With the K split (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does; with the
+  // pipelined loop (unfused only: the same arithmetic, so still the same bits).
+  for (int v : kVariants) {
+    SCOPED_TRACE(variant_name(v));
+    const KSplitScope scope(v == 1 ? 0 : v, v == 1);
     for (int64_t m : {1, 3}) {
       check_fused({kNorm, false, false, m, 37, 80}, seed++);
       check_fused({kCast, false, true, m, 2048, 2048}, seed++);
