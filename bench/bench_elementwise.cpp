@@ -55,6 +55,7 @@
 #include "kernels/embedding/embedding.h"
 #include "kernels/norm/norm.h"
 #include "kernels/rope/rope.h"
+#include "kernels/tuning_scope.h"
 
 namespace tg::bench {
 namespace {
@@ -137,12 +138,7 @@ struct NormSet {
 
 // block_per_group: kernels::cuda::tuning::set_norm_block_per_group (one 8-row group per block, non-persistent).
 void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, bool block_per_group = false) {
-  struct Scope {
-    explicit Scope(bool on) { kernels::cuda::tuning::set_norm_block_per_group(on); }
-    ~Scope() { kernels::cuda::tuning::set_norm_block_per_group(false); }
-    Scope(const Scope&) = delete;
-    Scope& operator=(const Scope&) = delete;
-  } const scope(block_per_group);
+  const kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_norm_block_per_group, false> scope(block_per_group);
   const double td = static_cast<double>(kTokens) * m.d;
   const bool fp8 = mode == NormOut::kFp8 || mode == NormOut::kFp8T, t = mode == NormOut::kFp8T;
   const bool with_res = mode == NormOut::kBf16Residual;
@@ -270,12 +266,7 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 // per_token: the table kernel of one thread per (token, 8 pairs) walking every head (kernels::cuda::tuning::
 // set_rope_per_token) instead of the default thread per (token, head, 8 pairs).
 void bm_rope(benchmark::State& state, Model m, bool backward, bool table, bool per_token = false) {
-  struct Scope {
-    explicit Scope(bool on) { kernels::cuda::tuning::set_rope_per_token(on); }
-    ~Scope() { kernels::cuda::tuning::set_rope_per_token(false); }
-    Scope(const Scope&) = delete;
-    Scope& operator=(const Scope&) = delete;
-  } const scope(per_token);
+  const kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_per_token, false> scope(per_token);
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
   constexpr int64_t kSeqLen = 2048;  // 4 x 2048 packed: positions t % 2048
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device

@@ -32,6 +32,7 @@
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/quantize/block_layout.h"
+#include "kernels/tuning_scope.h"
 
 #if TEGEMMA_BENCH_TORCH
 #include <ATen/ATen.h>
@@ -199,12 +200,7 @@ void bm_ceiling_fp8(benchmark::State& state, GemmShape s) {
 // operands (E4M3 x E4M3 -> BF16, fast accumulation; O and fc2 accumulate into the residual, beta = 1) and reports
 // each candidate's configuration, so a run shows whether a later candidate is faster. Names:
 // gemm/fp8_candidate<r>/e4m3xe4m3->bf16/<M>x<N>x<K>[+residual].
-struct RankScope {
-  explicit RankScope(int r) { kernels::cuda::tuning::set_gemm_heuristic_rank(r); }
-  ~RankScope() { kernels::cuda::tuning::set_gemm_heuristic_rank(0); }
-  RankScope(const RankScope&) = delete;
-  RankScope& operator=(const RankScope&) = delete;
-};
+using RankScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_heuristic_rank, 0>;
 
 void bm_fp8_candidate(benchmark::State& state, GemmShape s, bool residual, int rank) {
   const RankScope scope(rank);
@@ -331,16 +327,9 @@ const std::vector<GemvShape>& gemv_shapes() {
 // k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default), restored afterwards.
 // k_split < 0: the pipelined loop (kernels::cuda::tuning::set_gemv_pipeline) instead.
 struct KSplitScope {
-  explicit KSplitScope(int split) {
-    kernels::cuda::tuning::set_gemv_k_split(split > 0 ? split : 0);
-    kernels::cuda::tuning::set_gemv_pipeline(split < 0);
-  }
-  ~KSplitScope() {
-    kernels::cuda::tuning::set_gemv_k_split(0);
-    kernels::cuda::tuning::set_gemv_pipeline(false);
-  }
-  KSplitScope(const KSplitScope&) = delete;
-  KSplitScope& operator=(const KSplitScope&) = delete;
+  explicit KSplitScope(int split) : k_split(split > 0 ? split : 0), pipeline(split < 0) {}
+  kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0> k_split;
+  kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_pipeline, false> pipeline;
 };
 
 void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0) {

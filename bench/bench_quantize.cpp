@@ -48,6 +48,7 @@
 #include "common/numeric.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/tuning_scope.h"
 
 namespace tg::bench {
 namespace {
@@ -133,16 +134,9 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
   }
 }
 
-// Sets one kernels::cuda::tuning knob (the cast+transpose tile height) for one
-// benchmark and restores its default (0) afterwards.
-template <void (*Set)(int)>
-struct Tuned {
-  explicit Tuned(int value) { Set(value); }
-  ~Tuned() { Set(0); }
-  Tuned(const Tuned&) = delete;
-  Tuned& operator=(const Tuned&) = delete;
-};
-using TileRows = Tuned<kernels::cuda::tuning::set_cast_transpose_tile_rows>;
+// kernels::cuda::tuning knobs set for one benchmark (kernels/tuning_scope.h).
+using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_transpose_tile_rows, 0>;
+using AmaxGrid = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_wide_grid, false>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -168,12 +162,7 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
 
 // wide: kernels::cuda::tuning::set_amax_wide_grid (4 loads per thread on every block the tensor needs).
 void bm_amax(benchmark::State& state, Dims d, bool wide = false) {
-  struct Scope {
-    explicit Scope(bool on) { kernels::cuda::tuning::set_amax_wide_grid(on); }
-    ~Scope() { kernels::cuda::tuning::set_amax_wide_grid(false); }
-    Scope(const Scope&) = delete;
-    Scope& operator=(const Scope&) = delete;
-  } const scope(wide);
+  const AmaxGrid scope(wide);
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });

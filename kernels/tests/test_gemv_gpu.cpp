@@ -23,6 +23,7 @@
 #include "common/numeric.h"
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/norm/norm.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/tests/gemm_test_util.h"
@@ -156,16 +157,9 @@ TEST(GemvGpu, GemmaDecodeShapes) {
 // Sets the GEMV's one-column variant (kernels::cuda::tuning) for a scope and restores the default: split > 1 is a K
 // split over that many warps; 0 with pipe the pipelined loop.
 struct KSplitScope {
-  explicit KSplitScope(int split, bool pipe = false) {
-    cuda::tuning::set_gemv_k_split(split);
-    cuda::tuning::set_gemv_pipeline(pipe);
-  }
-  ~KSplitScope() {
-    cuda::tuning::set_gemv_k_split(0);
-    cuda::tuning::set_gemv_pipeline(false);
-  }
-  KSplitScope(const KSplitScope&) = delete;
-  KSplitScope& operator=(const KSplitScope&) = delete;
+  explicit KSplitScope(int split, bool pipe = false) : k_split(split), pipeline(pipe) {}
+  cuda::tuning::Scoped<cuda::tuning::set_gemv_k_split, 0> k_split;
+  cuda::tuning::Scoped<cuda::tuning::set_gemv_pipeline, false> pipeline;
 };
 // The variants the loops below run: K split 2 and 4, and 1 for the pipelined loop (no split).
 const int kVariants[] = {2, 4, 1};

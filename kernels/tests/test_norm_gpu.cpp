@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/norm/norm.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
@@ -121,12 +122,7 @@ TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
   const int64_t t_count = 13001;
   // Also with one 8-row group per block on a non-persistent grid (kernels::cuda::tuning::set_norm_block_per_group,
   // a measurement knob): the same bits.
-  struct Scope {
-    explicit Scope(bool on) { kernels::cuda::tuning::set_norm_block_per_group(on); }
-    ~Scope() { kernels::cuda::tuning::set_norm_block_per_group(false); }
-    Scope(const Scope&) = delete;
-    Scope& operator=(const Scope&) = delete;
-  };
+  using Scope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_norm_block_per_group, false>;
   for (const bool block_per_group : {false, true}) {
     SCOPED_TRACE(block_per_group ? "one group per block" : "persistent grid");
     const Scope scope(block_per_group);

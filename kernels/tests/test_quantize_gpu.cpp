@@ -17,6 +17,7 @@
 #include "common/numeric.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/tests/gpu_test_util.h"
 #include "kernels/tests/quantize_test_util.h"
 
@@ -263,13 +264,8 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
   }
 }
 
-// Sets kernels::cuda::tuning::set_amax_wide_grid for a scope (a speed knob: results must not depend on it).
-struct AmaxGridScope {
-  explicit AmaxGridScope(bool wide) { kernels::cuda::tuning::set_amax_wide_grid(wide); }
-  ~AmaxGridScope() { kernels::cuda::tuning::set_amax_wide_grid(false); }
-  AmaxGridScope(const AmaxGridScope&) = delete;
-  AmaxGridScope& operator=(const AmaxGridScope&) = delete;
-};
+// kernels::cuda::tuning::set_amax_wide_grid for a scope (a speed knob: results must not depend on it).
+using AmaxGridScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_wide_grid, false>;
 
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();

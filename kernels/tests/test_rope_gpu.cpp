@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/rope/rope.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
@@ -115,12 +116,7 @@ TEST(RopeTableGpu, DeviceBuilderEqualsCpuBuilder) {
 
 // Both table kernels: one thread per (token, head, 8 pairs), the default, and per (token, 8 pairs) walking the heads
 // (kernels::cuda::tuning::set_rope_per_token).
-struct PerTokenScope {
-  explicit PerTokenScope(bool on) { kernels::cuda::tuning::set_rope_per_token(on); }
-  ~PerTokenScope() { kernels::cuda::tuning::set_rope_per_token(false); }
-  PerTokenScope(const PerTokenScope&) = delete;
-  PerTokenScope& operator=(const PerTokenScope&) = delete;
-};
+using PerTokenScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_per_token, false>;
 
 // rope_forward / rope_backward with the table == without it == the CPU twin, bit for bit: Gemma-2B (8 q heads,
 // 1 kv head) and Gemma-7B (16, 16) views into a fused QKV buffer, head_dim 256, BF16 and F32, I32 and I64 random

@@ -1,0 +1,20 @@
+// A kernels::cuda::tuning knob set for one scope -- a benchmark's variant, a test's pass over every setting -- and
+// back to its default when the scope ends. The knobs switch between implementations with the same results
+// (docs/design.md, "Measurement knobs"); the setters live next to each op's launcher.
+//
+//   using AmaxGrid = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_wide_grid, false>;
+//   const AmaxGrid scope(true);  // compute_amax on the wide grid until the end of the block
+#pragma once
+
+namespace tg::kernels::cuda::tuning {
+
+template <auto Set, auto Default>
+class Scoped {
+ public:
+  explicit Scoped(decltype(Default) value) { Set(value); }
+  ~Scoped() { Set(Default); }
+  Scoped(const Scoped&) = delete;
+  Scoped& operator=(const Scoped&) = delete;
+};
+
+}  // namespace tg::kernels::cuda::tuning
