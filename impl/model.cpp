@@ -317,6 +317,8 @@ const GemmaConfig& GemmaForCausalLM::config() const { return s_->w.config; }
 const ModelOptions& GemmaForCausalLM::options() const { return s_->opts; }
 const ModelWeights& GemmaForCausalLM::weights() const { return s_->w; }
 ModelWeights& GemmaForCausalLM::weights() { return s_->w; }
+const Tensor& GemmaForCausalLM::rope_inv_freq() const { return s_->inv_freq; }
+const Tensor& GemmaForCausalLM::rope_table() const { return s_->rope_table; }
 Precision& GemmaForCausalLM::precision() { return s_->precision; }
 const Precision& GemmaForCausalLM::precision() const { return s_->precision; }
 std::size_t GemmaForCausalLM::arena_bytes() const { return s_->arena.capacity(); }

@@ -86,6 +86,10 @@ class GemmaForCausalLM {
   ModelWeights& weights();  // training: change the masters, then requantize_weights()
   Precision& precision();
   const Precision& precision() const;
+  // The RoPE inputs of every layer (a test fault's layer excepted): inv_freq F32 [Dh / 2] and, on CUDA, its cos/sin
+  // table (kernels::rope_cos_sin_table; empty on the CPU). The decoder shares them.
+  const Tensor& rope_inv_freq() const;
+  const Tensor& rope_table() const;
 
   // The forward pass on the device. Returns the device logits BF16 [T or B, V] (an empty view for kNone),
   // valid until the next forward. `on_layer(i, h)` (optional) sees each layer's output h [rows, D] on the

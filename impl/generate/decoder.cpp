@@ -118,13 +118,8 @@ Decoder::Decoder(GemmaForCausalLM& model) : model_(&model) {
                                 find_gemm_site(p, n + "fc1", true), find_gemm_site(p, n + "fc2", true)});
   }
   lm_site_ = find_gemm_site(p, "lm_head", model.options().fp8_lm_head);
-  inv_freq_ =
-      kernels::rope_inv_freq_table(cfg.head_dim, static_cast<float>(cfg.rope_theta), 1.0f, model.options().device);
-  if (model.options().device == Device::CUDA) {  // the CPU twins compute (the same bits)
-    rope_table_ = kernels::rope_cos_sin_table(
-        inv_freq_, kernels::rope_table_positions(cfg.max_position_embeddings, cfg.head_dim), Device::CUDA,
-        model.options().stream);
-  }
+  inv_freq_ = model.rope_inv_freq().view();
+  rope_table_ = model.rope_table().view();  // empty on the CPU: the twins compute (the same bits)
   embed_scale_ = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
 }
 
@@ -324,7 +319,7 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
   // RoPE in place on q and k (the attention below reads them), the cache write, the packed causal attention.
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out) {
-    kernels::rope_forward(q, k, positions, inv_freq_.view(), stream, rope_table_.view());
+    kernels::rope_forward(q, k, positions, inv_freq_, stream, rope_table_);
     const kernels::KvCache kv = cache.layer(l, cache.max_batch());
     if (cache.fp8() && scales != KvScaleMode::kFrozen) {
       const TensorView amax = cache.amax(l);
@@ -432,8 +427,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out) {
     const kernels::KvCache kv = cache.layer(l, nseq);
-    kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_.view(), kv, q, sb.q, stream,
-                                 rope_table_.view());
+    kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_, kv, q, sb.q, stream, rope_table_);
     kernels::decode_attention(sb.q, kv, sb.state.seqlens, dopt, out, stream);
   };
   // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).

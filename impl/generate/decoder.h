@@ -130,10 +130,11 @@ class Decoder {
   GemmaForCausalLM* model_;
   std::vector<LayerSites> sites_;
   GemmSite lm_site_;
-  Tensor inv_freq_;  // F32 [Dh / 2]
-  // CUDA only: inv_freq_'s cos/sin table (kernels::rope_cos_sin_table; empty on the CPU), read by prefill's
-  // rope_forward and the decode step's kv_cache_write_rope instead of an FP64 sincos per element: the same bits.
-  Tensor rope_table_;
+  // The model's RoPE inputs (GemmaForCausalLM::rope_inv_freq / rope_table, owned by the model): inv_freq F32
+  // [Dh / 2] and, on CUDA, its cos/sin table, read by prefill's rope_forward and the decode step's
+  // kv_cache_write_rope instead of an FP64 sincos per element (the same bits); empty on the CPU.
+  TensorView inv_freq_;
+  TensorView rope_table_;
   float embed_scale_ = 1.0f;
   // Prefill buffers: grown on demand, re-carved per call (not captured).
   Arena prefill_arena_;
