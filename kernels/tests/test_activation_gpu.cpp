@@ -141,6 +141,42 @@ TEST(ActivationGpu, DecodeRowCountsBitExact) {
   }
 }
 
+// Every output of one fc1 [T, 2F] (and dout [T, F]) on both backends, bit for bit: BF16 forward with amax, BF16
+// backward, and FP8 forward (E4M3) / backward (E5M2) with the transposed copy, amax and scale_inv.
+void expect_every_output_bit_exact(const Tensor& fc1, const Tensor& dout) {
+  const int64_t t = fc1.shape()[0], f = fc1.shape()[1] / 2;
+  const Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
+  Tensor out_c = Tensor::empty(DType::BF16, {t, f}), out_d = Tensor::empty(DType::BF16, {t, f}, Device::CUDA);
+  Tensor amax_c = testing::scalar_f32(0.5f, Device::CPU), amax_d = testing::scalar_f32(0.5f, Device::CUDA);
+  kernels::geglu_forward(fc1, out_c, amax_c);
+  kernels::geglu_forward(fc1_d, out_d, amax_d);
+  ASSERT_TRUE(testing::bits_equal(out_d, out_c));
+  ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+  Tensor d_c = Tensor::empty(DType::BF16, {t, 2 * f}), d_d = Tensor::empty(DType::BF16, {t, 2 * f}, Device::CUDA);
+  kernels::geglu_backward(dout, fc1, d_c);
+  kernels::geglu_backward(dout_d, fc1_d, d_d);
+  ASSERT_TRUE(testing::bits_equal(d_d, d_c));
+  for (const bool backward : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "fp8 backward=" << backward);
+    const int64_t cols = backward ? 2 * f : f;
+    const DType fp8 = backward ? DType::E5M2 : DType::E4M3;
+    const float scale = backward ? 4096.0f : 100.0f;
+    Fp8Tensor q_c = testing::fp8_output(fp8, t, cols, true, true, scale, 0.25f, Device::CPU);
+    Fp8Tensor q_d = testing::fp8_output(fp8, t, cols, true, true, scale, 0.25f, Device::CUDA);
+    if (backward) {
+      kernels::geglu_backward_fp8(dout, fc1, q_c.view());
+      kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
+    } else {
+      kernels::geglu_forward_fp8(fc1, q_c.view());
+      kernels::geglu_forward_fp8(fc1_d, q_d.view());
+    }
+    ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+    ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
+    ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+    ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+  }
+}
+
 // The direct kernel with 64-row tiles (more than 64 rows and at least 2 blocks per SM, below the table path's
 // T * F >= 2^22 or with an F32 fc1, which never takes it; 408 and 275 such blocks here against 264 on the H200):
 // partial tiles in both directions (1030 = 16 x 64 + 6 rows, 3000 = 23 x 128 + 56 columns; 300 = 4 x 64 + 44,
@@ -153,39 +189,8 @@ TEST(ActivationGpu, DirectKernel64RowTilesBitExact) {
   };
   for (const Shape2 c : {Shape2{1030, 3000, DType::BF16}, Shape2{300, 7000, DType::F32}}) {
     SCOPED_TRACE(::testing::Message() << "T=" << c.t << " F=" << c.f << " in=" << c.in);
-    Tensor fc1 = testing::random_host(c.in, {c.t, 2 * c.f}, 22, 2.5f);
-    Tensor dout = testing::random_host(c.in, {c.t, c.f}, 23);
-    Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
-    Tensor out_c = Tensor::empty(DType::BF16, {c.t, c.f}), out_d = Tensor::empty(DType::BF16, {c.t, c.f}, Device::CUDA);
-    Tensor amax_c = testing::scalar_f32(0.5f, Device::CPU), amax_d = testing::scalar_f32(0.5f, Device::CUDA);
-    kernels::geglu_forward(fc1, out_c, amax_c);
-    kernels::geglu_forward(fc1_d, out_d, amax_d);
-    ASSERT_TRUE(testing::bits_equal(out_d, out_c));
-    ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
-    Tensor d_c = Tensor::empty(DType::BF16, {c.t, 2 * c.f}),
-           d_d = Tensor::empty(DType::BF16, {c.t, 2 * c.f}, Device::CUDA);
-    kernels::geglu_backward(dout, fc1, d_c);
-    kernels::geglu_backward(dout_d, fc1_d, d_d);
-    ASSERT_TRUE(testing::bits_equal(d_d, d_c));
-    for (const bool backward : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "fp8 backward=" << backward);
-      const int64_t cols = backward ? 2 * c.f : c.f;
-      const DType fp8 = backward ? DType::E5M2 : DType::E4M3;
-      const float scale = backward ? 4096.0f : 100.0f;
-      Fp8Tensor q_c = testing::fp8_output(fp8, c.t, cols, true, true, scale, 0.25f, Device::CPU);
-      Fp8Tensor q_d = testing::fp8_output(fp8, c.t, cols, true, true, scale, 0.25f, Device::CUDA);
-      if (backward) {
-        kernels::geglu_backward_fp8(dout, fc1, q_c.view());
-        kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
-      } else {
-        kernels::geglu_forward_fp8(fc1, q_c.view());
-        kernels::geglu_forward_fp8(fc1_d, q_d.view());
-      }
-      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_every_output_bit_exact(testing::random_host(c.in, {c.t, 2 * c.f}, 22, 2.5f),
+                                                          testing::random_host(c.in, {c.t, c.f}, 23)));
   }
 }
 
@@ -266,39 +271,8 @@ TEST(ActivationGpu, TablePathShapes) {
   const Case cases[] = {{300, 14000}, {171, 24576}, {2048, 16384}};
   for (const Case c : cases) {
     SCOPED_TRACE(::testing::Message() << "T=" << c.t << " F=" << c.f);
-    Tensor fc1 = testing::random_host(DType::BF16, {c.t, 2 * c.f}, 12, 2.5f);
-    Tensor dout = testing::random_host(DType::BF16, {c.t, c.f}, 14);
-    Tensor fc1_d = fc1.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
-    Tensor out_c = Tensor::empty(DType::BF16, {c.t, c.f}), amax_c = testing::scalar_f32(0.5f, Device::CPU);
-    Tensor out_d = Tensor::empty(DType::BF16, {c.t, c.f}, Device::CUDA);
-    Tensor amax_d = testing::scalar_f32(0.5f, Device::CUDA);
-    kernels::geglu_forward(fc1, out_c, amax_c);
-    kernels::geglu_forward(fc1_d, out_d, amax_d);
-    ASSERT_TRUE(testing::bits_equal(out_d, out_c));
-    ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
-    Tensor d_c = Tensor::empty(DType::BF16, {c.t, 2 * c.f}),
-           d_d = Tensor::empty(DType::BF16, {c.t, 2 * c.f}, Device::CUDA);
-    kernels::geglu_backward(dout, fc1, d_c);
-    kernels::geglu_backward(dout_d, fc1_d, d_d);
-    ASSERT_TRUE(testing::bits_equal(d_d, d_c));
-    for (const bool backward : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "fp8 backward=" << backward);
-      const int64_t cols = backward ? 2 * c.f : c.f;
-      const DType fp8 = backward ? DType::E5M2 : DType::E4M3;
-      Fp8Tensor q_c = testing::fp8_output(fp8, c.t, cols, true, true, backward ? 4096.0f : 100.0f, 0.25f, Device::CPU);
-      Fp8Tensor q_d = testing::fp8_output(fp8, c.t, cols, true, true, backward ? 4096.0f : 100.0f, 0.25f, Device::CUDA);
-      if (backward) {
-        kernels::geglu_backward_fp8(dout, fc1, q_c.view());
-        kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
-      } else {
-        kernels::geglu_forward_fp8(fc1, q_c.view());
-        kernels::geglu_forward_fp8(fc1_d, q_d.view());
-      }
-      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
-      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_every_output_bit_exact(testing::random_host(DType::BF16, {c.t, 2 * c.f}, 12, 2.5f),
+                                                          testing::random_host(DType::BF16, {c.t, c.f}, 14)));
   }
 }
 
