@@ -51,19 +51,11 @@ __device__ __forceinline__ bf16_t row_element(const WriteArgs& a, const bf16_t* 
   const int half = a.Dh / 2, d = i % a.Dh, j = d % half;
   const bool first = d < half;
   const float self = __bfloat162float(row[i]), partner = __bfloat162float(row[first ? i + half : i - half]);
-  float c, s;
-  const float* table_row = rope_dev::table_row(a.cos_sin, a.cos_sin_positions, half, pos);
-  if (table_row != nullptr) {
-    float c1[1], s1[1];
-    rope_dev::cos_sin_from_table<bf16_t, 1>(table_row, half, j, 1.0f, c1, s1);
-    c = c1[0];
-    s = s1[0];
-  } else {
-    rope_dev::cos_sin<bf16_t>(static_cast<float>(pos), a.inv_freq[j], 1.0f, c, s);
-  }
+  float c[1], s[1];
+  rope_dev::cos_sin_at<bf16_t, 1>(a.cos_sin, a.cos_sin_positions, half, pos, a.inv_freq, j, 1.0f, c, s);
   const float x1 = first ? self : partner, x2 = first ? partner : self;
-  return dev::from_float<bf16_t>(first ? rope_dev::rotated_first<bf16_t>(x1, x2, c, s)
-                                       : rope_dev::rotated_second<bf16_t>(x1, x2, c, s));
+  return dev::from_float<bf16_t>(first ? rope_dev::rotated_first<bf16_t>(x1, x2, c[0], s[0])
+                                       : rope_dev::rotated_second<bf16_t>(x1, x2, c[0], s[0]));
 }
 
 // grid (T, 2 * kv_chunks + q_chunks): y in [0, kv_chunks) K, [kv_chunks, 2 kv_chunks) V, the rest the q copy (when q

@@ -55,6 +55,11 @@ struct Lane<A, 1> {
   static __device__ __forceinline__ void store(A* p, const float (&f)[1]) { *p = dev::from_float<A>(f[0]); }
 };
 
+// Token t's position (I32 or I64).
+__device__ __forceinline__ int64_t position_of(const Args& a, int64_t t) {
+  return a.positions64 ? static_cast<const int64_t*>(a.positions)[t] : static_cast<const int32_t*>(a.positions)[t];
+}
+
 // One batch of kHeadBatch heads' pair halves (x_i .. and x_(i + Dh/2) ..), loaded together before any is used.
 template <typename A, int W>
 struct HeadBatch {
@@ -126,22 +131,10 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
   const int64_t t = item / groups;
   if (t >= a.tokens) return;
   const int64_t i0 = (item - t * groups) * W;
-  const int64_t pos =
-      a.positions64 ? static_cast<const int64_t*>(a.positions)[t] : static_cast<const int32_t*>(a.positions)[t];
   float c[W], s[W];
-  if constexpr (kTable) {
-    if (const float* row = rope_dev::table_row(a.table, a.table_positions, a.half, pos); row != nullptr) {
-      rope_dev::cos_sin_from_table<A, W>(row, a.half, i0, a.sign, c, s);
-      if (a.q.base != nullptr) rotate_all_heads<A, W>(a.q, t, i0, a.half, c, s);
-      if (a.k.base != nullptr) rotate_all_heads<A, W>(a.k, t, i0, a.half, c, s);
-      return;
-    }
-  }
-  const float p = static_cast<float>(pos);
-#pragma unroll
-  for (int j = 0; j < W; ++j) {
-    rope_dev::cos_sin<A>(p, a.inv_freq[i0 + j], a.sign, c[j], s[j]);
-  }
+  // kTable false: a null table, folded at compile time (the computed path carries no table test).
+  rope_dev::cos_sin_at<A, W>(kTable ? a.table : nullptr, a.table_positions, a.half, position_of(a, t), a.inv_freq,
+                             i0, a.sign, c, s);
   if (a.q.base != nullptr) rotate_all_heads<A, W>(a.q, t, i0, a.half, c, s);
   if (a.k.base != nullptr) rotate_all_heads<A, W>(a.k, t, i0, a.half, c, s);
 }
@@ -175,16 +168,8 @@ __global__ void __launch_bounds__(kThreads) rope_table_head_kernel(const Args a)
   A* ptr = base + static_cast<int64_t>(t) * token_stride +
            static_cast<int64_t>(is_q ? h : h - static_cast<uint32_t>(a.q.heads)) * head_stride + i0;
   const typename L::Raw x1 = L::load(ptr), x2 = L::load(ptr + a.half);  // in flight during the cos / sin
-  const int64_t pos =
-      a.positions64 ? static_cast<const int64_t*>(a.positions)[t] : static_cast<const int32_t*>(a.positions)[t];
   float c[8], s[8];
-  if (const float* row = rope_dev::table_row(a.table, a.table_positions, a.half, pos); row != nullptr) {
-    rope_dev::cos_sin_from_table<A, 8>(row, a.half, i0, a.sign, c, s);
-  } else {
-    const float p = static_cast<float>(pos);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) rope_dev::cos_sin<A>(p, a.inv_freq[i0 + j], a.sign, c[j], s[j]);
-  }
+  rope_dev::cos_sin_at<A, 8>(a.table, a.table_positions, a.half, position_of(a, t), a.inv_freq, i0, a.sign, c, s);
   float o1[8], o2[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) {

@@ -53,6 +53,21 @@ __device__ __forceinline__ void cos_sin_from_table(const float* row, int64_t hal
   }
 }
 
+// c, s of the W consecutive pairs i0 .. i0 + W - 1 at position `pos`: from the table row when `table` (null: none)
+// covers pos, else computed with cos_sin -- the same bits either way. The one rule every RoPE kernel follows.
+template <typename A, int W>
+__device__ __forceinline__ void cos_sin_at(const float* table, int64_t positions, int64_t half, int64_t pos,
+                                           const float* inv_freq, int64_t i0, float sign, float (&c)[W],
+                                           float (&s)[W]) {
+  if (const float* row = table_row(table, positions, half, pos); row != nullptr) {
+    cos_sin_from_table<A, W>(row, half, i0, sign, c, s);
+    return;
+  }
+  const float p = static_cast<float>(pos);
+#pragma unroll
+  for (int j = 0; j < W; ++j) cos_sin<A>(p, inv_freq[i0 + j], sign, c[j], s[j]);
+}
+
 // The rotated pair (x1 = x_i, x2 = x_(i + Dh/2)) before the store's rounding to A.
 template <typename A>
 __device__ __forceinline__ float rotated_first(float x1, float x2, float c, float s) {
