@@ -383,8 +383,6 @@ int k_split() {
   const int forced = tuning::gemv_k_split();
   return forced == 0 ? 1 : forced;
 }
-// The pipelined loop (kPipe) for the unsplit one-column shapes: tuning::set_gemv_pipeline (default off).
-bool pipelined() { return tuning::gemv_pipeline(); }
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
@@ -403,7 +401,7 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 2>, blocks_for(warps, 2), kThreads, 0,
                       stream, p);
       default:
-        if (pipelined()) {
+        if (tuning::gemv_pipeline()) {  // the pipelined loop (kPipe), default off
           return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 1, true>, blocks_for(warps, 1), kThreads,
                         0, stream, p);
         }

@@ -17,6 +17,7 @@
 // rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
 #include <atomic>
+#include <climits>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -687,15 +688,15 @@ void check_smem(size_t smem, int64_t cols, const char* what) {
 }
 
 // Launches a persistent grid: min(row groups, blocks resident on the device at once), at least 1 block
-// (the FP8 variant writes scale_inv even for T == 0).
+// (the FP8 variant writes scale_inv even for T == 0); persistent = false: one block per row group.
 template <typename T, typename Out, bool kRes>
 void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
   const int sms = sm_count(), max_smem = max_smem_per_block();
-  auto go = [&](auto kernel, size_t bytes) {
-    const int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);
+  auto go = [&](auto kernel, size_t bytes, bool persistent = true) {
+    const int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);  // + smem opt-in
     const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
-    const int64_t blocks =
-        std::max<int64_t>(1, std::min<int64_t>(groups, static_cast<int64_t>(std::max(per_sm, 1)) * sms));
+    const int64_t cap = persistent ? static_cast<int64_t>(std::max(per_sm, 1)) * sms : int64_t{INT32_MAX};
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(groups, cap));  // blocks loop over the rest
     launch(kernel, dim3(static_cast<unsigned>(blocks)), kFwdThreads, bytes, s, a);
   };
   if constexpr (std::is_same_v<T, ew::bf16_t>) {
@@ -728,11 +729,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
       // warp one row, the register path), so the blocks of later waves read while earlier ones write, against the
       // persistent cp.async ring below. Same per-row arithmetic: same bits.
       if (tuning::norm_block_per_group()) {
-        const auto kernel_rows = rmsnorm_forward_kernel<T, Out, kN, kRes, false>;
-        (void)resident_blocks(reinterpret_cast<const void*>(kernel_rows), kFwdThreads, smem);  // the smem opt-in
-        const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
-        TG_CHECK(groups <= INT32_MAX, "rmsnorm_forward: too many rows for one launch (", a.rows, ")");
-        launch(kernel_rows, dim3(static_cast<unsigned>(std::max<int64_t>(groups, 1))), kFwdThreads, smem, s, a);
+        go(rmsnorm_forward_kernel<T, Out, kN, kRes, false>, smem, /*persistent=*/false);
         return;
       }
       const bool one_row_per_warp = a.rows_per_block == kFwdWarps && a.rows <= static_cast<int64_t>(sms) * kFwdWarps;

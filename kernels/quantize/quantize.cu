@@ -740,20 +740,20 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
     dispatch_bool(vec, [&](auto v) {
-      if (wide) {
-        constexpr int kUnroll = 4;
+      auto go = [&](auto unroll) {
+        constexpr int kUnroll = decltype(unroll)::value;
         constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value, kUnroll>;
         constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kUnroll * kFlatVecElems<IT>;
-        const int64_t blocks = std::min<int64_t>((n + kPerBlock - 1) / kPerBlock, INT32_MAX);
-        launch(kernel, static_cast<unsigned>(blocks), kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr,
-               nullptr, nullptr, nullptr, amax.ptr<float>(), n);
-        return;
+        const int grid = wide ? static_cast<int>(std::min<int64_t>((n + kPerBlock - 1) / kPerBlock, INT32_MAX))
+                              : resident_grid<kernel>(kFlatThreads, n, kPerBlock);
+        launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
+               amax.ptr<float>(), n);
+      };
+      if (wide) {
+        go(std::integral_constant<int, 4>{});
+      } else {
+        go(std::integral_constant<int, kAmaxUnroll>{});
       }
-      constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value, kAmaxUnroll>;
-      constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kAmaxUnroll * kFlatVecElems<IT>;
-      const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-      launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-             amax.ptr<float>(), n);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");
