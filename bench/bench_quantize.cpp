@@ -92,8 +92,8 @@ std::map<std::pair<int64_t, int64_t>, double>& copy_rates() {
   return m;
 }
 
-// Times body(i) for buffer set i (one launch sequence on the default stream). Each iteration: an untimed launch
-// on the last set, then one timed region over all R sets; the iteration time is the region's time / R.
+// Times body(i) for buffer set i (one launch sequence on the default stream). Each batch: an untimed launch on the
+// last set, then one timed region over all R sets, counted as R iterations (the reported time is per launch).
 template <typename F>
 void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool is_copy = false) {
   try {
@@ -103,7 +103,7 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
     TG_CHECK_CUDA(cudaEventCreate(&start));
     TG_CHECK_CUDA(cudaEventCreate(&stop));
     double seconds = 0;
-    for (auto _ : state) {
+    while (state.KeepRunningBatch(r)) {
       body(r - 1);
       TG_CHECK_CUDA(cudaEventRecord(start, nullptr));
       for (int i = 0; i < r; ++i) body(i);
@@ -111,9 +111,8 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
       TG_CHECK_CUDA(cudaEventSynchronize(stop));
       float ms = 0;
       TG_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-      const double per_launch = static_cast<double>(ms) / 1000.0 / r;
-      seconds += per_launch;
-      state.SetIterationTime(per_launch);
+      seconds += static_cast<double>(ms) / 1000.0;
+      state.SetIterationTime(static_cast<double>(ms) / 1000.0);
     }
     TG_CHECK_CUDA(cudaEventDestroy(start));
     TG_CHECK_CUDA(cudaEventDestroy(stop));

@@ -126,7 +126,9 @@ L2Flusher::L2Flusher() {
   int dev = 0, l2 = 0;
   TG_CHECK_CUDA(cudaGetDevice(&dev));
   TG_CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-  buf_ = Tensor::empty(DType::BF16, {static_cast<int64_t>(l2)}, Device::CUDA);  // 2 x L2 bytes
+  // >= 2 x L2 bytes of BF16 as the 2-D view compute_amax takes ([rows, 1024]).
+  const int64_t cols = 1024;
+  buf_ = Tensor::empty(DType::BF16, {(static_cast<int64_t>(l2) + cols - 1) / cols, cols}, Device::CUDA);
   TG_CHECK_CUDA(cudaMemset(buf_.data(), 0, buf_.nbytes()));
   amax_ = Tensor::empty(DType::F32, {1}, Device::CUDA);
 }
