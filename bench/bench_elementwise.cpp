@@ -10,8 +10,6 @@
 // minimal traffic.
 //   rmsnorm            x 2TD + y 2TD + w 2D + rstd 4T          (+residual: + 2TD read + 2TD write)
 //   rmsnorm ->e4m3     x 2TD + q TD (+ TD transposed) + w + rstd + FP8 scalars
-//   rmsnorm_groups     rmsnorm (BF16 or E4M3 out) with one 8-row group per block on a non-persistent grid
-//                      (kernels::cuda::tuning::set_norm_block_per_group) instead of the persistent cp.async ring
 //   rmsnorm_bwd        dy 2TD + x 2TD + dx 2TD + w 2D + rstd 4T + dw 4D
 //   geglu              fc1 4TF + out 2TF       (->e4m3: out TF, +t: 2TF, + FP8 scalars)
 //   geglu_bwd          dout 2TF + fc1 4TF + dfc1 4TF     (->e5m2: dfc1 2TF, +t: 4TF, + FP8 scalars)
@@ -20,8 +18,6 @@
 //                      2 MiB, counted once although every token of a position reads it; they are L2 hits)
 //   rope_computed      (and rope_bwd_computed) the same without the table, cos/sin evaluated per (token, pair) in
 //                      FP64 (the fallback path, and the product path before the table): no table bytes
-//   rope_per_token     rope with the table kernel of a712b57 (a thread per token and 8 pairs walks every head;
-//                      kernels::cuda::tuning::set_rope_per_token) instead of a thread per (token, head, 8 pairs)
 //   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
 //   embedding_bwd      dout 2TD + (read + write) 8D per distinct id + ids 4T + status 8; ids uniform over
 //                      V = 256000 ("uniform") or with every other token the same id ("hot": the serial worst case)
@@ -55,7 +51,6 @@
 #include "kernels/embedding/embedding.h"
 #include "kernels/norm/norm.h"
 #include "kernels/rope/rope.h"
-#include "kernels/tuning_scope.h"
 
 namespace tg::bench {
 namespace {
@@ -99,14 +94,17 @@ void timed(benchmark::State& state, double bytes, int sets, F&& body) {
     cudaEvent_t start{}, stop{};
     TG_CHECK_CUDA(cudaEventCreate(&start));
     TG_CHECK_CUDA(cudaEventCreate(&stop));
-    for (auto _ : state) {
+    // One benchmark iteration = one launch: a timed batch of `launches` counts as that many iterations, so the
+    // reported time is per launch and --benchmark_min_time bounds the real time spent (reporting the per-launch
+    // time for a whole batch made Google Benchmark run ~launches x too long: 224 s on the decode GeGLU shapes).
+    while (state.KeepRunningBatch(launches)) {
       TG_CHECK_CUDA(cudaEventRecord(start));
       for (int k = 0; k < launches; ++k) body(k % sets);
       TG_CHECK_CUDA(cudaEventRecord(stop));
       TG_CHECK_CUDA(cudaEventSynchronize(stop));
       float ms = 0.0f;
       TG_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-      state.SetIterationTime(static_cast<double>(ms) / 1000.0 / launches);
+      state.SetIterationTime(static_cast<double>(ms) / 1000.0);
     }
     TG_CHECK_CUDA(cudaEventDestroy(start));
     TG_CHECK_CUDA(cudaEventDestroy(stop));
@@ -136,9 +134,7 @@ struct NormSet {
   Fp8Tensor q;
 };
 
-// block_per_group: kernels::cuda::tuning::set_norm_block_per_group (one 8-row group per block, non-persistent).
-void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, bool block_per_group = false) {
-  const kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_norm_block_per_group, false> scope(block_per_group);
+void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode) {
   const double td = static_cast<double>(kTokens) * m.d;
   const bool fp8 = mode == NormOut::kFp8 || mode == NormOut::kFp8T, t = mode == NormOut::kFp8T;
   const bool with_res = mode == NormOut::kBf16Residual;
@@ -263,10 +259,7 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 // In place: each set is its own fused QKV buffer (q and k are strided views into it; v is untouched).
 // table: read the model's precomputed cos/sin (positions [0, 8192), Gemma's max_position_embeddings), as the
 // model does on CUDA; else compute them (rope_computed: the kernel's fallback path, and the old product path).
-// per_token: the table kernel of one thread per (token, 8 pairs) walking every head (kernels::cuda::tuning::
-// set_rope_per_token) instead of the default thread per (token, head, 8 pairs).
-void bm_rope(benchmark::State& state, Model m, bool backward, bool table, bool per_token = false) {
-  const kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_per_token, false> scope(per_token);
+void bm_rope(benchmark::State& state, Model m, bool backward, bool table) {
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
   constexpr int64_t kSeqLen = 2048;  // 4 x 2048 packed: positions t % 2048
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
@@ -361,8 +354,6 @@ const bool registered = [] {
     add("rmsnorm+residual/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16Residual); });
     add("rmsnorm/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8); });
     add("rmsnorm/bf16->e4m3+t" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8T); });
-    add("rmsnorm_groups/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16, true); });
-    add("rmsnorm_groups/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8, true); });
     add("rmsnorm_bwd/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm_bwd(s, m); });
     add("geglu/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kBf16); });
     add("geglu/bf16->e4m3" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kFp8); });
@@ -372,7 +363,6 @@ const bool registered = [] {
     add("rope/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true); });
     add("rope_bwd/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, true); });
     add("rope_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, false); });
-    add("rope_per_token/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true, true); });
     add("rope_bwd_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, false); });
     add("embedding/bf16->bf16" + td, [=](benchmark::State& s) { bm_embedding(s, m); });
     add("embedding_bwd/uniform/bf16->f32" + td, [=](benchmark::State& s) { bm_embedding_bwd(s, m, false); });

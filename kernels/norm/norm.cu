@@ -16,8 +16,6 @@
 // (it was ~18 instructions per element): amax tracks max |y| in FP32 (one max.NaN per element) and
 // rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
-#include <atomic>
-#include <climits>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -688,14 +686,15 @@ void check_smem(size_t smem, int64_t cols, const char* what) {
 }
 
 // Launches a persistent grid: min(row groups, blocks resident on the device at once), at least 1 block
-// (the FP8 variant writes scale_inv even for T == 0); persistent = false: one block per row group.
+// (the FP8 variant writes scale_inv even for T == 0). Session 8 measured the alternative, one block per row group
+// on a non-persistent grid: slower at 8192 x 2048 / 3072 (E4M3 21.1 / 33.5 us vs 19.7 / 26.6), so it was removed.
 template <typename T, typename Out, bool kRes>
 void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
   const int sms = sm_count(), max_smem = max_smem_per_block();
-  auto go = [&](auto kernel, size_t bytes, bool persistent = true) {
+  auto go = [&](auto kernel, size_t bytes) {
     const int per_sm = resident_blocks(reinterpret_cast<const void*>(kernel), kFwdThreads, bytes);  // + smem opt-in
     const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
-    const int64_t cap = persistent ? static_cast<int64_t>(std::max(per_sm, 1)) * sms : int64_t{INT32_MAX};
+    const int64_t cap = static_cast<int64_t>(std::max(per_sm, 1)) * sms;
     const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(groups, cap));  // blocks loop over the rest
     launch(kernel, dim3(static_cast<unsigned>(blocks)), kFwdThreads, bytes, s, a);
   };
@@ -724,13 +723,6 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
                  kFwdThreads, 0, s, a);
           return;
         }
-      }
-      // Measurement knob (tuning::set_norm_block_per_group): one block per row group on a non-persistent grid (every
-      // warp one row, the register path), so the blocks of later waves read while earlier ones write, against the
-      // persistent cp.async ring below. Same per-row arithmetic: same bits.
-      if (tuning::norm_block_per_group()) {
-        go(rmsnorm_forward_kernel<T, Out, kN, kRes, false>, smem, /*persistent=*/false);
-        return;
       }
       const bool one_row_per_warp = a.rows_per_block == kFwdWarps && a.rows <= static_cast<int64_t>(sms) * kFwdWarps;
       if (a.vec && !one_row_per_warp) {
@@ -834,14 +826,6 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
 }
 
 }  // namespace
-
-namespace tuning {
-namespace {
-std::atomic<bool> g_norm_block_per_group{false};
-}  // namespace
-void set_norm_block_per_group(bool on) { g_norm_block_per_group.store(on); }
-bool norm_block_per_group() { return g_norm_block_per_group.load(); }
-}  // namespace tuning
 
 void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
                      const TensorView& residual, const TensorView& amax, Stream stream) {

@@ -99,13 +99,6 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dx, const TensorView& dw, const TensorView& workspace,
                       const TensorView& dresidual, Stream stream);
 
-// Measurement knob (bench_elementwise's rmsnorm_groups/ variants): the BF16 forward of more rows than one group per
-// SM runs one 8-row group per block on a non-persistent grid (the register path) instead of the persistent grid
-// with the cp.async row ring. Same bits either way; process-wide; default off.
-namespace tuning {
-void set_norm_block_per_group(bool on);
-bool norm_block_per_group();
-}  // namespace tuning
 }  // namespace cuda
 
 namespace norm_detail {

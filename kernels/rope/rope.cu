@@ -1,9 +1,9 @@
 // CUDA split-half RoPE: one thread per (token, group of W consecutive pairs); it gets the W cos/sin values once
 // (from rope_cos_sin_table's table with 16-byte loads when one is given and covers the position, else computed:
 // FP64 sincos, ieee::sincos_angle -- the same bits either way) and rotates those pairs in every q head and k head
-// of the token, 4 heads per batch of loads; with a table and 16-byte vectors, one thread per (token, head, group)
-// instead (rope_table_head_kernel). Bit-exact to rope_cpu.cpp. Also the table's builder.
-#include <atomic>
+// of the token, 4 heads per batch of loads. Bit-exact to rope_cpu.cpp. Also the table's builder.
+// Session 8 measured one thread per (token, head, group) instead (more threads, one round trip each): slower on the
+// H200 at 8192 tokens (2b 26.6 vs 25.8 us, 7b 84.6 vs 82.7), so it was removed.
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -139,48 +139,6 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
   if (a.k.base != nullptr) rotate_all_heads<A, W>(a.k, t, i0, a.half, c, s);
 }
 
-// The table path with 16-byte vectors (the product's): one thread per (token, head, group of 8 pairs), q heads then
-// k heads, consecutive threads on consecutive 16-byte chunks of a head's halves. Each thread loads its two chunks,
-// then its cos / sin (a table row: L1 / L2 hits, 2 KiB per position for Dh = 256; computed past the table's end),
-// rotates and stores: the same per-element arithmetic and cos / sin bits as rope_kernel, so the same results.
-// Why not rope_kernel's (token, pair group) threads: those walk every head of the token in batches of 4, one memory
-// round trip per batch, and the T * Dh / 16 threads of a prefill (131k for 8192 tokens) are all resident at once,
-// so the batches run in lockstep phases of reads and writes (2b: 26.0 us, ~70% of HBM). Here a thread has one round
-// trip and there are Hq + Hk times more threads (several waves), so reads and writes overlap across blocks.
-template <typename A>
-__global__ void __launch_bounds__(kThreads) rope_table_head_kernel(const Args a) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
-  using L = Lane<A, 8>;
-  // 32-bit index arithmetic (the launcher keeps tokens x heads x groups < 2^31): 64-bit divisions are subroutines.
-  const uint32_t groups = static_cast<uint32_t>(a.half / 8);
-  const uint32_t per_token = static_cast<uint32_t>(a.q.heads + a.k.heads) * groups;
-  const uint32_t item = blockIdx.x * kThreads + threadIdx.x;
-  const uint32_t t = item / per_token;
-  if (t >= a.tokens) return;
-  const uint32_t rem = item - t * per_token;
-  const uint32_t h = rem / groups, i0 = (rem - h * groups) * 8;
-  const bool is_q = h < a.q.heads;
-  // Field by field: a run-time choice between the two parameter structs would copy one to the stack.
-  A* const base = static_cast<A*>(is_q ? a.q.base : a.k.base);
-  const int64_t token_stride = is_q ? a.q.token_stride : a.k.token_stride;
-  const int64_t head_stride = is_q ? a.q.head_stride : a.k.head_stride;
-  A* ptr = base + static_cast<int64_t>(t) * token_stride +
-           static_cast<int64_t>(is_q ? h : h - static_cast<uint32_t>(a.q.heads)) * head_stride + i0;
-  const typename L::Raw x1 = L::load(ptr), x2 = L::load(ptr + a.half);  // in flight during the cos / sin
-  float c[8], s[8];
-  rope_dev::cos_sin_at<A, 8>(a.table, a.table_positions, a.half, position_of(a, t), a.inv_freq, i0, a.sign, c, s);
-  float o1[8], o2[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    const float v1 = L::get(x1, e), v2 = L::get(x2, e);
-    o1[e] = rope_dev::rotated_first<A>(v1, v2, c[e], s[e]);
-    o2[e] = rope_dev::rotated_second<A>(v1, v2, c[e], s[e]);
-  }
-  L::store(ptr, o1);
-  L::store(ptr + a.half, o2);
-}
-
 // rope_cos_sin_table's builder: one thread per (position p, pair i), the expression of rope_dev::cos_sin before its
 // rounding to A. Grid: ceil(P * half / 256) blocks of 256 threads.
 __global__ void rope_table_kernel(const float* __restrict__ inv_freq, int64_t positions, int64_t half,
@@ -227,13 +185,8 @@ void rope_apply(const TensorView& q, const TensorView& k, const TensorView& posi
   const DType dtype = q.empty() ? k.dtype : q.dtype;
   const unsigned grid = static_cast<unsigned>(blocks);
   const cudaStream_t cs = cuda_stream(stream);
-  const int64_t head_items = dims.tokens * (a.q.heads + a.k.heads) * (a.half / 8);
-  const bool per_head = vec && a.table != nullptr && !tuning::rope_per_token() && head_items < INT32_MAX - kThreads;
-  const int64_t head_blocks = (head_items + kThreads - 1) / kThreads;
   TG_DISPATCH_BF16_F32(dtype, what, [&] {
-    if (per_head) {
-      launch(rope_table_head_kernel<scalar_t>, static_cast<unsigned>(head_blocks), kThreads, 0, cs, a);
-    } else if (a.table != nullptr) {
+    if (a.table != nullptr) {
       if (vec)
         launch(rope_kernel<scalar_t, 8, true>, grid, kThreads, 0, cs, a);
       else
@@ -249,14 +202,6 @@ void rope_apply(const TensorView& q, const TensorView& k, const TensorView& posi
 }
 
 }  // namespace
-
-namespace tuning {
-namespace {
-std::atomic<bool> g_rope_per_token{false};
-}  // namespace
-void set_rope_per_token(bool on) { g_rope_per_token.store(on); }
-bool rope_per_token() { return g_rope_per_token.load(); }
-}  // namespace tuning
 
 void rope_forward(const TensorView& q, const TensorView& k, const TensorView& positions, const TensorView& inv_freq,
                   Stream stream, const TensorView& table) {

@@ -79,13 +79,6 @@ void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView&
 // The device builder (asynchronous on `stream`); both on the device.
 void rope_cos_sin_table(const TensorView& inv_freq, const TensorView& table, Stream stream);
 
-// Measurement knob (bench_elementwise's rope_per_token/ variants): with a table and 16-byte vectors, the RoPE kernel
-// runs one thread per (token, group of 8 pairs) walking every head (the table kernel of a712b57) instead of one
-// thread per (token, head, group) (the default). Same bits either way; process-wide.
-namespace tuning {
-void set_rope_per_token(bool on);
-bool rope_per_token();
-}  // namespace tuning
 }  // namespace cuda
 
 namespace rope_detail {

@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include "kernels/norm/norm.h"
-#include "kernels/tuning_scope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
@@ -120,49 +119,42 @@ TEST(NormGpu, Fp8ForwardBitExact) {
 TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
   TG_REQUIRE_CUDA();
   const int64_t t_count = 13001;
-  // Also with one 8-row group per block on a non-persistent grid (kernels::cuda::tuning::set_norm_block_per_group,
-  // a measurement knob): the same bits.
-  using Scope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_norm_block_per_group, false>;
-  for (const bool block_per_group : {false, true}) {
-    SCOPED_TRACE(block_per_group ? "one group per block" : "persistent grid");
-    const Scope scope(block_per_group);
-    for (const int64_t d : {int64_t{2048}, int64_t{3072}, int64_t{2304}, int64_t{3077}}) {
-      Tensor x = testing::random_host(DType::BF16, {t_count, d}, 21, 1.9f);
-      Tensor w = testing::random_host(DType::F32, {d}, 22, 0.5f);
-      Tensor res = testing::random_host(DType::BF16, {t_count, d}, 23);
-      Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA);
-      for (const bool with_res : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "D=" << d << " residual=" << with_res);
-        Tensor y_c = Tensor::empty(DType::BF16, {t_count, d}), r_c = Tensor::empty(DType::F32, {t_count});
-        Tensor res_c = Tensor::copy_of(res, Device::CPU), amax_c = testing::scalar_f32(0.0f, Device::CPU);
-        kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c, with_res ? res_c.view() : TensorView{}, amax_c);
-        Tensor y_d = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
-        Tensor r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA), res_d = res.to(Device::CUDA);
-        Tensor amax_d = testing::scalar_f32(0.0f, Device::CUDA);
-        kernels::rmsnorm_forward(xd, wd, 1e-6f, y_d, r_d, with_res ? res_d.view() : TensorView{}, amax_d);
-        ASSERT_TRUE(testing::bits_equal(y_d, y_c));
-        ASSERT_TRUE(testing::bits_equal(r_d, r_c));
-        ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
-        if (with_res) {
-          ASSERT_TRUE(testing::bits_equal(res_d, res_c));
-        }
+  for (const int64_t d : {int64_t{2048}, int64_t{3072}, int64_t{2304}, int64_t{3077}}) {
+    Tensor x = testing::random_host(DType::BF16, {t_count, d}, 21, 1.9f);
+    Tensor w = testing::random_host(DType::F32, {d}, 22, 0.5f);
+    Tensor res = testing::random_host(DType::BF16, {t_count, d}, 23);
+    Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA);
+    for (const bool with_res : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "D=" << d << " residual=" << with_res);
+      Tensor y_c = Tensor::empty(DType::BF16, {t_count, d}), r_c = Tensor::empty(DType::F32, {t_count});
+      Tensor res_c = Tensor::copy_of(res, Device::CPU), amax_c = testing::scalar_f32(0.0f, Device::CPU);
+      kernels::rmsnorm_forward(x, w, 1e-6f, y_c, r_c, with_res ? res_c.view() : TensorView{}, amax_c);
+      Tensor y_d = Tensor::empty(DType::BF16, {t_count, d}, Device::CUDA);
+      Tensor r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA), res_d = res.to(Device::CUDA);
+      Tensor amax_d = testing::scalar_f32(0.0f, Device::CUDA);
+      kernels::rmsnorm_forward(xd, wd, 1e-6f, y_d, r_d, with_res ? res_d.view() : TensorView{}, amax_d);
+      ASSERT_TRUE(testing::bits_equal(y_d, y_c));
+      ASSERT_TRUE(testing::bits_equal(r_d, r_c));
+      ASSERT_TRUE(testing::bits_equal(amax_d, amax_c));
+      if (with_res) {
+        ASSERT_TRUE(testing::bits_equal(res_d, res_c));
       }
-      for (int layout = 0; layout < 2; ++layout) {  // rowwise only; rowwise + transposed copy
-        const bool columnwise = layout == 1;
-        SCOPED_TRACE(::testing::Message() << "D=" << d << " fp8 columnwise=" << columnwise);
-        Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CPU);
-        Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CUDA);
-        Tensor r_c = Tensor::empty(DType::F32, {t_count}), r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
-        kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c);
-        kernels::rmsnorm_forward_fp8(xd, wd, 1e-6f, q_d.view(), r_d);
-        ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
-        if (columnwise) {
-          ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
-        }
-        ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
-        ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
-        ASSERT_TRUE(testing::bits_equal(r_d, r_c));
+    }
+    for (int layout = 0; layout < 2; ++layout) {  // rowwise only; rowwise + transposed copy
+      const bool columnwise = layout == 1;
+      SCOPED_TRACE(::testing::Message() << "D=" << d << " fp8 columnwise=" << columnwise);
+      Fp8Tensor q_c = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CPU);
+      Fp8Tensor q_d = testing::fp8_output(DType::E4M3, t_count, d, true, columnwise, 96.0f, 0.125f, Device::CUDA);
+      Tensor r_c = Tensor::empty(DType::F32, {t_count}), r_d = Tensor::empty(DType::F32, {t_count}, Device::CUDA);
+      kernels::rmsnorm_forward_fp8(x, w, 1e-6f, q_c.view(), r_c);
+      kernels::rmsnorm_forward_fp8(xd, wd, 1e-6f, q_d.view(), r_d);
+      ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
+      if (columnwise) {
+        ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
       }
+      ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
+      ASSERT_TRUE(testing::bits_equal(q_d.view().scale_inv, q_c.view().scale_inv));
+      ASSERT_TRUE(testing::bits_equal(r_d, r_c));
     }
   }
 }

@@ -8,7 +8,6 @@
 #include <string>
 
 #include "kernels/rope/rope.h"
-#include "kernels/tuning_scope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
@@ -114,57 +113,49 @@ TEST(RopeTableGpu, DeviceBuilderEqualsCpuBuilder) {
   }
 }
 
-// Both table kernels: one thread per (token, head, 8 pairs), the default, and per (token, 8 pairs) walking the heads
-// (kernels::cuda::tuning::set_rope_per_token).
-using PerTokenScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_per_token, false>;
-
 // rope_forward / rope_backward with the table == without it == the CPU twin, bit for bit: Gemma-2B (8 q heads,
 // 1 kv head) and Gemma-7B (16, 16) views into a fused QKV buffer, head_dim 256, BF16 and F32, I32 and I64 random
 // positions in [-4, 8191], with the full 8192-position table and a 3000-position one (later positions and negative
-// ones computed: the fallback path inside the same launch). Both table kernels.
+// ones computed: the fallback path inside the same launch).
 TEST(RopeTableGpu, TableEqualsComputedOnGemmaShapes) {
   TG_REQUIRE_CUDA();
   const int64_t dh = 256, t = 1000;
   const Tensor freq_c = kernels::rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CPU);
   const Tensor freq_d = freq_c.to(Device::CUDA);
-  for (const bool per_token : {false, true}) {
-    SCOPED_TRACE(per_token ? "per-token table kernel" : "per-head table kernel");
-    const PerTokenScope scope(per_token);
-    for (const int64_t positions : {int64_t{8192}, int64_t{3000}}) {
-      const Tensor table_d = kernels::rope_cos_sin_table(freq_d, positions, Device::CUDA);
-      const Tensor table_c = kernels::rope_cos_sin_table(freq_c, positions, Device::CPU);
-      for (const Case c : {Case{t, 8, 1, dh}, Case{t, 16, 16, dh}}) {
-        for (const DType a : {DType::BF16, DType::F32}) {
-          for (const DType pt : {DType::I32, DType::I64}) {
-            for (const bool bwd : {false, true}) {
-              SCOPED_TRACE(::testing::Message() << "table " << positions << " H=" << c.h << " Hkv=" << c.hkv << " "
-                                                << a << " pos " << pt << (bwd ? " backward" : " forward"));
-              const int64_t w = (c.h + 2 * c.hkv) * c.dh;
-              const Tensor qkv = testing::random_host(a, {c.t, w}, 21, 2.0f);
-              const Tensor pos = testing::random_ids(pt, c.t, -4, 8191, 22);
-              const Tensor pos_d = pos.to(Device::CUDA);
-              Tensor with = qkv.to(Device::CUDA), without = qkv.to(Device::CUDA);
-              Tensor cpu = Tensor::copy_of(qkv, Device::CPU);
-              const auto q_of = [&](const Tensor& b) {
-                return TensorView(b.data(), a, Shape{c.t, c.h, c.dh}, Shape{w, c.dh, 1}, b.device());
-              };
-              const auto k_of = [&](const Tensor& b) {
-                return TensorView(static_cast<char*>(b.data()) + c.h * c.dh * dtype_size(a), a,
-                                  Shape{c.t, c.hkv, c.dh}, Shape{w, c.dh, 1}, b.device());
-              };
-              const auto apply = [&](const Tensor& b, const TensorView& pv, const TensorView& fv,
-                                     const TensorView& tv) {
-                if (bwd)
-                  kernels::rope_backward(q_of(b), k_of(b), pv, fv, {}, tv);
-                else
-                  kernels::rope_forward(q_of(b), k_of(b), pv, fv, {}, tv);
-              };
-              apply(with, pos_d, freq_d, table_d);
-              apply(without, pos_d, freq_d, {});
-              apply(cpu, pos, freq_c, table_c);
-              EXPECT_TRUE(testing::bits_equal(with, without));
-              EXPECT_TRUE(testing::bits_equal(with, cpu));
-            }
+  for (const int64_t positions : {int64_t{8192}, int64_t{3000}}) {
+    const Tensor table_d = kernels::rope_cos_sin_table(freq_d, positions, Device::CUDA);
+    const Tensor table_c = kernels::rope_cos_sin_table(freq_c, positions, Device::CPU);
+    for (const Case c : {Case{t, 8, 1, dh}, Case{t, 16, 16, dh}}) {
+      for (const DType a : {DType::BF16, DType::F32}) {
+        for (const DType pt : {DType::I32, DType::I64}) {
+          for (const bool bwd : {false, true}) {
+            SCOPED_TRACE(::testing::Message() << "table " << positions << " H=" << c.h << " Hkv=" << c.hkv << " "
+                                              << a << " pos " << pt << (bwd ? " backward" : " forward"));
+            const int64_t w = (c.h + 2 * c.hkv) * c.dh;
+            const Tensor qkv = testing::random_host(a, {c.t, w}, 21, 2.0f);
+            const Tensor pos = testing::random_ids(pt, c.t, -4, 8191, 22);
+            const Tensor pos_d = pos.to(Device::CUDA);
+            Tensor with = qkv.to(Device::CUDA), without = qkv.to(Device::CUDA);
+            Tensor cpu = Tensor::copy_of(qkv, Device::CPU);
+            const auto q_of = [&](const Tensor& b) {
+              return TensorView(b.data(), a, Shape{c.t, c.h, c.dh}, Shape{w, c.dh, 1}, b.device());
+            };
+            const auto k_of = [&](const Tensor& b) {
+              return TensorView(static_cast<char*>(b.data()) + c.h * c.dh * dtype_size(a), a,
+                                Shape{c.t, c.hkv, c.dh}, Shape{w, c.dh, 1}, b.device());
+            };
+            const auto apply = [&](const Tensor& b, const TensorView& pv, const TensorView& fv,
+                                   const TensorView& tv) {
+              if (bwd)
+                kernels::rope_backward(q_of(b), k_of(b), pv, fv, {}, tv);
+              else
+                kernels::rope_forward(q_of(b), k_of(b), pv, fv, {}, tv);
+            };
+            apply(with, pos_d, freq_d, table_d);
+            apply(without, pos_d, freq_d, {});
+            apply(cpu, pos, freq_c, table_c);
+            EXPECT_TRUE(testing::bits_equal(with, without));
+            EXPECT_TRUE(testing::bits_equal(with, cpu));
           }
         }
       }
@@ -180,25 +171,21 @@ TEST(RopeTableGpu, QOnlyKOnlyAndUnalignedTable) {
   const Tensor freq = kernels::rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CUDA);
   const Tensor table = kernels::rope_cos_sin_table(freq, 8192, Device::CUDA);
   const Tensor pos = testing::random_ids(DType::I32, t, 0, 8191, 31).to(Device::CUDA);
-  for (const bool per_token : {false, true}) {
-    SCOPED_TRACE(per_token ? "per-token table kernel" : "per-head table kernel");
-    const PerTokenScope scope(per_token);
-    for (const int64_t heads : {int64_t{1}, int64_t{5}, int64_t{16}}) {
-      const Tensor x = testing::random_host(DType::BF16, {t, heads, dh}, 32);
-      Tensor a = x.to(Device::CUDA), b = x.to(Device::CUDA), c = x.to(Device::CUDA), d = x.to(Device::CUDA);
-      kernels::rope_forward(a, {}, pos, freq, {}, table);
-      kernels::rope_forward(b, {}, pos, freq);
-      kernels::rope_forward({}, c, pos, freq, {}, table);
-      EXPECT_TRUE(testing::bits_equal(a, b)) << heads;
-      EXPECT_TRUE(testing::bits_equal(c, b)) << heads;
-      // A table view 4 bytes past an aligned one ([P - 1, 2, Dh/2] is not a row-aligned view, so build a copy at an
-      // odd offset): the launcher takes the element path.
-      Tensor raw = Tensor::empty(DType::F32, {table.numel() + 1}, Device::CUDA);
-      const TensorView shifted(raw.ptr<float>() + 1, DType::F32, table.shape(), Device::CUDA);
-      copy_bytes(shifted, table);
-      kernels::rope_forward(d, {}, pos, freq, {}, shifted);
-      EXPECT_TRUE(testing::bits_equal(d, b)) << heads << " unaligned table";
-    }
+  for (const int64_t heads : {int64_t{1}, int64_t{5}, int64_t{16}}) {
+    const Tensor x = testing::random_host(DType::BF16, {t, heads, dh}, 32);
+    Tensor a = x.to(Device::CUDA), b = x.to(Device::CUDA), c = x.to(Device::CUDA), d = x.to(Device::CUDA);
+    kernels::rope_forward(a, {}, pos, freq, {}, table);
+    kernels::rope_forward(b, {}, pos, freq);
+    kernels::rope_forward({}, c, pos, freq, {}, table);
+    EXPECT_TRUE(testing::bits_equal(a, b)) << heads;
+    EXPECT_TRUE(testing::bits_equal(c, b)) << heads;
+    // A table view 4 bytes past an aligned one ([P - 1, 2, Dh/2] is not a row-aligned view, so build a copy at an
+    // odd offset): the launcher takes the element path.
+    Tensor raw = Tensor::empty(DType::F32, {table.numel() + 1}, Device::CUDA);
+    const TensorView shifted(raw.ptr<float>() + 1, DType::F32, table.shape(), Device::CUDA);
+    copy_bytes(shifted, table);
+    kernels::rope_forward(d, {}, pos, freq, {}, shifted);
+    EXPECT_TRUE(testing::bits_equal(d, b)) << heads << " unaligned table";
   }
 }
 
