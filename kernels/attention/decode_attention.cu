@@ -705,7 +705,11 @@ int cluster_limit(const void* kernel, int smem) {
 // barriers and one distributed-shared-memory round trip), ~4 for the combine kernel (a dependent launch plus two L2
 // round trips: 4.7-7.3 us in session 5's profile), plus 0.05 per split (partials, a longer merge) to break ties
 // towards fewer splits. At batch 1 this gives one- or two-tile splits merged in a cluster for contexts up to
-// 16 x 32 (x2) keys; at batch 64 (1024 blocks of gemma-7b: three waves already) one split, as before.
+// 16 x 32 (x2) keys. When one split already has a block for every resident slot (batch 64: 1024 blocks of gemma-7b,
+// ~3 waves), the launch is HBM-bound and the model does not apply: one split. The model alone picked 8 cluster splits
+// there for the BF16 cache (its waves x tiles count falls with more, smaller splits), 207 us at ctx 512 on the H200
+// vs 157 us with one split (session 8, bench_attention decode_s1..8: the 184 -> 216 us "regression" of session 6,
+// which came with the cheaper in-cluster merge); E4M3: one split was already the choice (102 us).
 Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* what) {
   TG_CHECK(opt.max_seqlen_hint >= 0 && opt.max_seqlen_hint <= d.max_seq, what, ": max_seqlen_hint must be in [0, ",
            d.max_seq, "], got ", opt.max_seqlen_hint);
@@ -724,6 +728,7 @@ Plan make_plan(const attn::DecodeDims& d, const DecodeOptions& opt, const char* 
   int cmax = cluster_limit(kernel, smem);
   if (opt.max_cluster > 0) cmax = std::min(cmax, opt.max_cluster);
   int64_t splits = opt.num_splits;
+  if (splits == 0 && blocks >= slots) splits = 1;
   if (splits == 0) {
     double best = 0.0;
     for (int64_t s = 1; s <= std::min<int64_t>(tiles, 256); ++s) {
