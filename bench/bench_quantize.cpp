@@ -4,7 +4,6 @@
 //   cast                 per-tensor, row-wise copy only (+ amax)                 bytes: 2n in + n out
 //   cast_transpose       per-tensor, row-wise + column-wise in one pass (+ amax) bytes: 2n in + 2n out
 //   amax                 compute_amax                                            bytes: 2n in
-//   amax_wide            the same on the wide grid (tuning::set_amax_wide_grid)  bytes: 2n in
 //   block1x128_row       Float8BlockScaling 1x128, row-wise copy only            bytes: 2n + n + n/128 * 4
 //   block1x128           1x128 row-wise + 128x1 column-wise copies               bytes: 2n + 2n + 2 * n/128 * 4
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
@@ -133,9 +132,8 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
   }
 }
 
-// kernels::cuda::tuning knobs set for one benchmark (kernels/tuning_scope.h).
+// The kernels::cuda::tuning knob set for one benchmark (kernels/tuning_scope.h).
 using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_transpose_tile_rows, 0>;
-using AmaxGrid = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_wide_grid, false>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -159,9 +157,7 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
   timed(state, d, bytes, [&](int i) { kernels::quantize(inputs(d)[i], outs[i].view()); });
 }
 
-// wide: kernels::cuda::tuning::set_amax_wide_grid (4 loads per thread on every block the tensor needs).
-void bm_amax(benchmark::State& state, Dims d, bool wide = false) {
-  const AmaxGrid scope(wide);
+void bm_amax(benchmark::State& state, Dims d) {
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });
@@ -210,7 +206,6 @@ const bool registered = [] {
     add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
     add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 0); });
     add("quantize/amax/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d); });
-    add("quantize/amax_wide/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, true); });
     for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it
       const std::string v = t == 0 ? "" : "_tile" + std::to_string(t);
       add("quantize/cast_transpose" + v + "/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, true, t); });

@@ -2,8 +2,8 @@
 // back to its default when the scope ends. The knobs switch between implementations with the same results
 // (docs/design.md, "Measurement knobs"); the setters live next to each op's launcher.
 //
-//   using AmaxGrid = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_wide_grid, false>;
-//   const AmaxGrid scope(true);  // compute_amax on the wide grid until the end of the block
+//   using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_transpose_tile_rows, 0>;
+//   const TileRows scope(128);  // the fused cast+transpose on 128-row tiles until the end of the block
 #pragma once
 
 namespace tg::kernels::cuda::tuning {

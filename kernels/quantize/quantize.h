@@ -73,10 +73,6 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
-// compute_amax with 4 loads per thread on a grid of every block the tensor needs (several staggered waves) instead
-// of 16 loads per thread on one resident wave (the default; 74-77% of HBM at 8192x3072). Same result (a max).
-void set_amax_wide_grid(bool on);
-bool amax_wide_grid();
 }  // namespace tuning
 }  // namespace cuda
 
