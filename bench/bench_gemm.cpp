@@ -302,9 +302,9 @@ const bool registered = [] {
 // Names: gemv/<impl>/<x>x<W>->bf16/<M>x<N>x<K>, impl one of
 //   gemv              kernels::gemv: bf16xbf16 (BF16 lm_head / bf16 recipe), bf16xe4m3 (BF16 x, E4M3 weights
 //                     dequantized on the fly), e4m3xe4m3 (the decoder's FP8 path: the GEMM's own E4M3 x)
-//   gemv_ksplit2/4    kernels::gemv, e4m3xe4m3 at M = 1, each one-column warp's K split over 2 / 4 warps
-//                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only)
-//   gemv_pipe         the same shapes with the pipelined loop (kernels::cuda::tuning::set_gemv_pipeline)
+//   gemv_ksplit1/2/4  kernels::gemv, e4m3xe4m3 at M = 1, 1 (never split) / 2 / 4 warps per column's K
+//                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only); plain gemv takes the
+//                     default rule (2 when K >= 24576, else 1)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -324,13 +324,8 @@ const std::vector<GemvShape>& gemv_shapes() {
   return s;
 }
 
-// k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default), restored afterwards.
-// k_split < 0: the pipelined loop (kernels::cuda::tuning::set_gemv_pipeline) instead.
-struct KSplitScope {
-  explicit KSplitScope(int split) : k_split(split > 0 ? split : 0), pipeline(split < 0) {}
-  kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0> k_split;
-  kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_pipeline, false> pipeline;
-};
+// k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default rule), restored afterwards.
+using KSplitScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0>;
 
 void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0) {
   const KSplitScope scope(k_split);
@@ -363,9 +358,9 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
-        if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K split over 2 / 4 warps (tuning knob)
-          for (int split : {2, 4, -1}) {
-            const std::string variant = split > 0 ? "gemv_ksplit" + std::to_string(split) : std::string("gemv_pipe");
+        if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K over 1 / 2 / 4 warps (tuning knob)
+          for (int split : {1, 2, 4}) {
+            const std::string variant = "gemv_ksplit" + std::to_string(split);
             add("gemv/" + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
               st.SetLabel(g.what);
               bm_gemv(st, s, DType::E4M3, DType::E4M3, split);

@@ -8,9 +8,9 @@
 #   early_w       TEGEMMA_GEMV_EARLY_W=1: each GEMV's first weight loads before the PDL wait
 #   fused         TEGEMMA_DECODE_FUSED=1: the layer as gemv_fused chains
 #   fused_early_w both of the above
+#   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
-#   pipe          TEGEMMA_GEMV_PIPELINE=1: the one-column GEMVs' next weights loaded before this step's arithmetic
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -24,10 +24,10 @@ for cfg in $configs; do
     early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
     fused) envs=(TEGEMMA_DECODE_FUSED=1) ;;
     fused_early_w) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_EARLY_W=1) ;;
+    ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
-    pipe) envs=(TEGEMMA_GEMV_PIPELINE=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -32,7 +32,7 @@ struct GemvParams {
   void* out;
   const void* residual;      // nullptr: none (may equal out)
   int64_t ldx, ldw, ldo, ldr;  // elements
-  int m, n;
+  int m, n, k;  // k: K (elements), both kernels (the K-split rule; gemv_fused's staging)
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
@@ -41,7 +41,6 @@ struct GemvParams {
   const float* x_scale;
   const __nv_bfloat16* norm_w;  // kRmsNorm: [k]
   float eps, inv_k;
-  int k;
   // GeGLU epilogue (kGeglu): W = [gate; up] with n = 2F rows; act [m, F] E4M3 (row stride F), scale, scale_inv.
   uint8_t* act;
   const float* act_scale;
@@ -180,13 +179,8 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // kSplit > 1 (one-column warps only): the kSplit warps of a group share one column, warp s of the group taking the
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
-// loads in flight per column for the narrow, long-K shapes (fc2: N = 2048-3072 columns of 16-24 KB).
-//
-// kPipe: the next iteration's weight loads are issued before this iteration's arithmetic (registers double-buffered),
-// so a long-K warp keeps a load in flight while it computes instead of alternating load bursts and FMA phases in
-// lock step with the rest of its single resident wave. Same arithmetic in the same order: same bits.
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1,
-          bool kPipe = false>
+// loads in flight per column for the narrow, long-K shapes (k_split() below says when).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -253,17 +247,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    const bool first = base == k_begin + lane;
-    if (kPipe ? first && !early : !early || !first) load_w(base);  // kPipe: later iterations' came a step ahead
-    uint4 cur[kUnroll][kCols];  // this iteration's weights (a register rename unless kPipe reloads wv below)
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) cur[u][c] = wv[u][c];
-    }
-    if constexpr (kPipe) {
-      if (base + 32 * kUnroll < k_end) load_w(base + 32 * kUnroll);
-    }
+    if (!early || base != k_begin + lane) load_w(base);  // early_w loaded the first iteration's already
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -283,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
       for (int h = 0; h < kHalves; ++h) {
         float wf[kCols][8];
 #pragma unroll
-        for (int c = 0; c < kCols; ++c) unpack8<kWE4m3>(cur[u][c], h, wf[c]);
+        for (int c = 0; c < kCols; ++c) unpack8<kWE4m3>(wv[u][c], h, wf[c]);
         const int64_t k = static_cast<int64_t>(chunk) * kChunkElems + 8 * h;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
@@ -378,10 +362,15 @@ int columns_per_warp(int64_t n, int rows) {
   return rows >= 4 ? 4 : 2;
 }
 
-// Warps per column (kSplit) of the one-column shapes: tuning::set_gemv_k_split's value when set, else 1.
-int k_split() {
+// Warps per column (kSplit) of the one-column shapes: tuning::set_gemv_k_split's value when set (1, 2, 4), else
+// 2 for K >= 24576 (the 7b fc2) and 1 below. H200, session 8 (commit 2f59713), M = 1 E4M3, split 2 vs 1: 7b fc2
+// 1x3072x24576 26.2 vs 28.3 us; 2b fc2 1x2048x16384 16.1 vs 15.9; QKV / O slower (2b 1x2560x2048 8.46 vs 7.83,
+// 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9). gemv and gemv_fused call it alike (same bits).
+int k_split(int64_t k) {
+  constexpr int64_t kSplitFromK = 24576;
   const int forced = tuning::gemv_k_split();
-  return forced == 0 ? 1 : forced;
+  if (forced != 0) return forced;
+  return k >= kSplitFromK ? 2 : 1;
 }
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
@@ -393,7 +382,7 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
-    switch (k_split()) {
+    switch (k_split(p.k)) {
       case 4:
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 4>, blocks_for(warps, 4), kThreads, 0,
                       stream, p);
@@ -401,10 +390,6 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 2>, blocks_for(warps, 2), kThreads, 0,
                       stream, p);
       default:
-        if (tuning::gemv_pipeline()) {  // the pipelined loop (kPipe), default off
-          return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 1, true>, blocks_for(warps, 1), kThreads,
-                        0, stream, p);
-        }
         return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks_for(warps, 1), kThreads, 0, stream, p);
     }
   } else {
@@ -428,7 +413,7 @@ void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
   } else {
     if (cols == 1) {
       // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
-      switch (k_split()) {
+      switch (k_split(p.k)) {
         case 4:
           return go(gemv_kernel<true, true, kRows, 1, kPro, false, 4>, 4);
         case 2:
@@ -480,14 +465,7 @@ std::atomic<int>& k_split_setting() {
   }()};
   return v;
 }
-// TEGEMMA_GEMV_PIPELINE (read once) for the decode A/B runs; set_gemv_pipeline overrides it.
-std::atomic<bool>& pipeline_setting() {
-  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_PIPELINE", false)};
-  return v;
-}
 }  // namespace
-void set_gemv_pipeline(bool on) { pipeline_setting().store(on); }
-bool gemv_pipeline() { return pipeline_setting().load(); }
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);
@@ -503,7 +481,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   static_assert(kGemvMaxRows == 16, "launch() instantiates row tiles up to 16");
   const bool w_fp8 = w.data.dtype == DType::E4M3, x_fp8 = x.data.dtype == DType::E4M3;
   const int64_t chunks = d.k / (w_fp8 ? 16 : 8);
-  TG_CHECK(chunks <= INT32_MAX && d.n <= INT32_MAX, "gemv: N = ", d.n, ", K = ", d.k, " is beyond the kernel's int range");
+  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv: N = ", d.n, ", K = ", d.k, " is beyond the kernel's int range");
   GemvParams p{};
   p.x = x.data.data;
   p.w = w.data.data;
@@ -517,6 +495,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.ldr = d.ldr;
   p.m = static_cast<int>(d.m);
   p.n = static_cast<int>(d.n);
+  p.k = static_cast<int>(d.k);
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;

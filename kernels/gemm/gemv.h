@@ -27,8 +27,9 @@
 //   CUDA: every product x_k * q_k is exact in FP32 (at most 8 x 8 significant bits); each lane accumulates its
 //   K / 32 products in FP32 (fmaf, ascending k within its 16-byte chunks, chunks lane, lane + 32, ...), a fixed
 //   xor-butterfly sums the 32 lanes, then v = acc * ((alpha * x_scale_inv) * w_scale_inv) (FP32), + residual
-//   (FP32), one rounding to out's dtype (RNE). No atomics, no split-K across blocks: bitwise reproducible for a
-//   given shape on a given GPU.
+//   (FP32), one rounding to out's dtype (RNE). One-column shapes with K >= 24576 (the K split, CUDA design below)
+//   sum two K slices so and add the two sums in slice order. No atomics, no split-K across blocks: bitwise
+//   reproducible for a given shape on a given GPU.
 //   CPU twin (cpu::gemv): every x_k and w_k dequantized exactly in double (code * scale_inv), products accumulated
 //   in DOUBLE in ascending k, v = alpha * acc + residual in double, one rounding (double -> float -> out dtype).
 //   That is exactly cpu::gemm / cpu::gemm_fp8's arithmetic (with beta = 1 when residual == out), so on the CPU
@@ -43,12 +44,12 @@
 // One warp owns kCols (1, 2 or 4) adjacent output columns n and streams their W rows [n, 0 .. K) in 16-byte chunks:
 // lane l takes chunks l, l + 32, ... and keeps 8 chunk loads (128 bytes) in flight per iteration (ld.global.cs:
 // the weights are read once). Narrow outputs (N < 132 * 64: the 2b / 7b QKV, O and fc2 GEMMs) use one-column
-// warps. Splitting one column's K over 2-4 warps of a block (sums added in a fixed order through shared memory) was
-// measured no faster on the H200 in session 5 (2b fc2 15.39 vs 15.40 us, slower on the small QKV / O), but by a
-// benchmark whose L2 flush (a memset) left ~50 MB of dirty lines for the timed kernel to write back, which hid the
-// difference; it is back as an opt-in measurement knob (cuda::tuning::set_gemv_k_split, TEGEMMA_GEMV_KSPLIT) until
-// the corrected benchmark decides, and each column is one warp's by default. At M = 1 the x elements of each chunk are loaded next to its W chunk, before
-// any use.
+// warps. One column's K is split over 2 warps of a block (sums added in a fixed order through shared memory) when
+// K >= 24576 (the 7b fc2), else one warp per column: H200 session 8 (commit 2f59713, M = 1 E4M3), split 2 vs 1:
+// 7b fc2 1x3072x24576 26.2 vs 28.3 us, 2b fc2 1x2048x16384 16.1 vs 15.9, slower on QKV / O (2b 1x2560x2048 8.46 vs
+// 7.83, 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9). cuda::tuning::set_gemv_k_split overrides
+// it. A pipelined loop (next weights loaded before this step's arithmetic) was slower on every shape (7b fc2 30.2 vs
+// 28.3 us) and removed. At M = 1 the x elements of each chunk are loaded next to its W chunk, before any use.
 // H200 (bench_gemm, M = 1, E4M3 x E4M3, one kernel timed alone): 2b fc1 72% of HBM, fc2 53%, lm_head 98%; 7b fc1
 // 84%, fc2 70%, lm_head 99%; the small QKV / O GEMMs are 6.5-10 us of launch and ramp for 4-25 MB. x is read through the read-only L1 path (every warp of an SM reads the same x, a
 // few KB to 48 KB at M = 1) and reused across the warp's kCols columns; the accumulators are kRows x kCols floats
@@ -130,17 +131,14 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
           const TensorView& residual, Stream stream);
 void gemv_fused(const GemvFusedArgs& a, Stream stream);
 
-// Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1, 2 or
-// 4, or 0 for the default (1). Starts from TEGEMMA_GEMV_KSPLIT (the decode A/B runs); process-wide. gemv and
-// gemv_fused take the same split, so they stay equal bit for bit; a split changes the summation order (the slices'
-// sums are added in slice order), so results differ from the unsplit kernel within the contract's bound.
+// Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
+// split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
+// TEGEMMA_GEMV_KSPLIT (the decode A/B runs); process-wide. gemv and gemv_fused take the same split, so they stay
+// equal bit for bit; a split changes the summation order (the slices' sums are added in slice order), so results
+// differ from the unsplit kernel within the contract's bound.
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob: the unsplit one-column shapes' loop issues the next iteration's weight loads before this one's
-// arithmetic (the long-K fc2). Starts from TEGEMMA_GEMV_PIPELINE (0 / 1); same bits either way.
-void set_gemv_pipeline(bool on);
-bool gemv_pipeline();
 }  // namespace tuning
 }
 

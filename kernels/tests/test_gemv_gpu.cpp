@@ -154,34 +154,31 @@ TEST(GemvGpu, GemmaDecodeShapes) {
   check_case({DType::BF16, DType::BF16, DType::BF16, 4, 3072, 4096, true}, seed += 3);
 }
 
-// Sets the GEMV's one-column variant (kernels::cuda::tuning) for a scope and restores the default: split > 1 is a K
-// split over that many warps; 0 with pipe the pipelined loop.
-struct KSplitScope {
-  explicit KSplitScope(int split, bool pipe = false) : k_split(split), pipeline(pipe) {}
-  cuda::tuning::Scoped<cuda::tuning::set_gemv_k_split, 0> k_split;
-  cuda::tuning::Scoped<cuda::tuning::set_gemv_pipeline, false> pipeline;
-};
-// The variants the loops below run: K split 2 and 4, and 1 for the pipelined loop (no split).
-const int kVariants[] = {2, 4, 1};
-std::string variant_name(int v) { return v == 1 ? "pipelined" : "K split " + std::to_string(v); }
+// The GEMV's K split (kernels::cuda::tuning::set_gemv_k_split) for a scope, then back to the default rule.
+using KSplitScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_k_split, 0>;
+// The settings the loops below run: 0 the default rule (2 warps per column when K >= 24576, else 1), 1 never split,
+// 2 and 4 forced.
+const int kVariants[] = {0, 1, 2, 4};
+std::string variant_name(int v) { return v == 0 ? "K split default" : "K split " + std::to_string(v); }
 
-// The one-column shapes with K split over 2 and 4 warps: the same bound against the twin (a slice's lane sums
-// fewer terms; the kSplit - 1 additions of the slices' sums stay inside the bound's margin of 9 roundings),
-// deterministic; slices that end inside a 32-chunk stripe, empty slices (K shorter than one stripe per warp). And
-// the pipelined loop (same arithmetic as the default kernel).
+// The one-column shapes under every K split setting: the same bound against the twin (a slice's lane sums fewer
+// terms; the kSplit - 1 additions of the slices' sums stay inside the bound's margin of 9 roundings),
+// deterministic; slices that end inside a 32-chunk stripe, empty slices (K shorter than one stripe per warp), and
+// K >= 24576 with a tail (the default rule splits it).
 TEST(GemvGpu, KSplitOneColumnShapes) {
   TG_REQUIRE_CUDA();
   uint64_t seed = 900;
   for (int v : kVariants) {
     SCOPED_TRACE(variant_name(v));
-    const KSplitScope scope(v == 1 ? 0 : v, v == 1);
+    const KSplitScope scope(v);
     for (int64_t m : {1, 2, 3, 4, 16}) {
       check_case({DType::BF16, DType::BF16, DType::BF16, m, 37, 296, true, 1.0f}, seed += 3);
       check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 131, 16, true, 1.0f}, seed += 3);
     }
-    for (int64_t k : {16, 48, 528, 8208}) {
+    for (int64_t k : {16, 48, 528, 8208, 24592}) {
       check_case({DType::BF16, DType::E4M3, DType::BF16, 1, 131, k, true}, seed += 3);
     }
+    for (int64_t m : {1, 3}) check_case({DType::BF16, DType::BF16, DType::F32, m, 37, 24584, true}, seed += 3);
     // gemma-2b QKV / O / fc2 and gemma-7b O / fc2 at M = 1 (E4M3 x as the decoder runs them), one at M = 4.
     for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
              {2560, 2048}, {2048, 2048}, {2048, 16384}, {3072, 4096}, {3072, 24576}}) {
@@ -332,15 +329,17 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
   check_fused({kNorm, false, false, 1, 12288, 3072}, seed++);
   check_fused({kCast, false, true, 1, 3072, 4096}, seed++);
   check_fused({kNorm, true, false, 1, 49152, 3072}, seed++);
-  // With the K split (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does; with the
-  // pipelined loop (unfused only: the same arithmetic, so still the same bits).
+  // Every K split setting (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does,
+  // the default rule included (K >= 24576 splits, with a tail at 24592).
   for (int v : kVariants) {
     SCOPED_TRACE(variant_name(v));
-    const KSplitScope scope(v == 1 ? 0 : v, v == 1);
+    const KSplitScope scope(v);
     for (int64_t m : {1, 3}) {
       check_fused({kNorm, false, false, m, 37, 80}, seed++);
       check_fused({kCast, false, true, m, 2048, 2048}, seed++);
       check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
+      check_fused({kCast, false, true, m, 131, 24576}, seed++);
+      check_fused({kCast, false, false, m, 37, 24592}, seed++);
     }
   }
 }
