@@ -308,7 +308,9 @@ void check_fused(const FusedCase& c, uint64_t seed) {
     }
   }
   EXPECT_EQ(far, 0) << far << " of " << n << " outputs beyond the bound against the CPU twin";
-  if (c.geglu) EXPECT_LE(off, n / 100 + 1) << off << " of " << n << " act codes differ from the CPU twin";
+  if (c.geglu) {
+    EXPECT_LE(off, n / 100 + 1) << off << " of " << n << " act codes differ from the CPU twin";
+  }
 }
 
 TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
