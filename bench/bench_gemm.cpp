@@ -193,32 +193,6 @@ void bm_ceiling_fp8(benchmark::State& state, GemmShape s) {
   if (!state.error_occurred()) measure_ceiling(Ceiling::kFp8Gemm, s, op);
 }
 
-// ---- cuBLASLt's heuristic candidates at the batch-64 decode shapes ------------------------------------------------
-// The decode step at batch 64 (the TE tutorial's gemma-7b run) takes cuBLASLt's first heuristic candidate for its
-// M = 64 GEMMs; an ncu profile of that step (session 7) put fc2 (split-K + a reduce kernel) at ~64% of HBM and O at
-// ~37%. This sweep times candidates 0-7 (kernels::cuda::tuning::set_gemm_heuristic_rank) with the decoder's
-// operands (E4M3 x E4M3 -> BF16, fast accumulation; O and fc2 accumulate into the residual, beta = 1) and reports
-// each candidate's configuration, so a run shows whether a later candidate is faster. Names:
-// gemm/fp8_candidate<r>/e4m3xe4m3->bf16/<M>x<N>x<K>[+residual].
-using RankScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_heuristic_rank, 0>;
-
-void bm_fp8_candidate(benchmark::State& state, GemmShape s, bool residual, int rank) {
-  const RankScope scope(rank);
-  const Fp8View a = per_tensor_operand(s.m, s.k, 3), b = per_tensor_operand(s.n, s.k, 4);
-  const TensorView out = device_out(DType::BF16, s.m, s.n);
-  const kernels::GemmOptions opt{.beta = residual ? 1.0f : 0.0f};
-  // bytes: A, B and out once, plus out read once more when accumulating.
-  const double bytes = bytes_moved(s, 1, 1, residual ? 4 : 2);
-  time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemm_fp8(a, b, out, opt); });
-  if (state.error_occurred()) return;
-  const kernels::cuda::GemmAlgoInfo info = kernels::cuda::gemm_last_algo();
-  state.counters["algo_id"] = info.algo_id;
-  state.counters["tile_id"] = info.tile_id;
-  state.counters["stages_id"] = info.stages_id;
-  state.counters["split_k"] = info.split_k;
-  state.counters["workspace_bytes"] = static_cast<double>(info.workspace_bytes);
-}
-
 // ---- LibTorch anchors --------------------------------------------------------------------------------------------
 #if TEGEMMA_BENCH_TORCH
 at::Tensor as_torch(const TensorView& t, at::ScalarType type) {
@@ -266,7 +240,7 @@ const bool registered = [] {
   add_context("torch_version", TORCH_VERSION);
 #endif
   for (const GemmShape& s : shapes()) {
-    const std::string shape = "/" + s.str();
+    const std::string shape = std::string("/").append(s.str());
     add("gemm/bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { bm_bf16(st, s); });
     add("gemm/fp8_tensor_fast/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, true); });
     add("gemm/fp8_tensor_split/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, false); });
@@ -283,15 +257,6 @@ const bool registered = [] {
         [=](benchmark::State& st) { bm_torch_scaled_mm(st, s, false); });
 #endif
 #endif
-  }
-  // gemma-7b's decode GEMMs at batch 64: QKV, O (+ residual), fc1, fc2 (+ residual).
-  const std::pair<GemmShape, bool> decode64[] = {
-      {{64, 12288, 3072}, false}, {{64, 3072, 4096}, true}, {{64, 49152, 3072}, false}, {{64, 3072, 24576}, true}};
-  for (const auto& [s, residual] : decode64) {
-    for (int r = 0; r < 8; ++r) {
-      add("gemm/fp8_candidate" + std::to_string(r) + "/e4m3xe4m3->bf16/" + s.str() + (residual ? "+residual" : ""),
-          [=](benchmark::State& st) { bm_fp8_candidate(st, s, residual, r); });
-    }
   }
   return true;
 }();
@@ -350,7 +315,7 @@ const bool gemv_registered = [] {
   for (const GemvShape& g : gemv_shapes()) {
     for (int64_t m : {1, 4, 16, 64}) {
       const GemmShape s{m, g.n, g.k};
-      const std::string shape = "/" + s.str();
+      const std::string shape = std::string("/").append(s.str());
       if (m <= kernels::kGemvMaxRows) {
         add("gemv/gemv/bf16xbf16->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::BF16); });

@@ -499,10 +499,10 @@ Placement place(const std::vector<std::string>& p) {
     if (p.size() == 6) return {"attention", p[2] + " " + p[1] + " " + p[5], p[3] + " " + p[4]};
     return {"attention", join(1, p.size() - 1), p.back()};
   }
-  static const std::set<std::string> kElementwise = {"rmsnorm", "rmsnorm+residual", "rmsnorm_bwd", "rmsnorm_groups",
+  static const std::set<std::string> kElementwise = {"rmsnorm", "rmsnorm+residual", "rmsnorm_bwd",
                                                      "geglu", "geglu_bwd",
                                                      "rope", "rope_bwd", "rope_computed", "rope_bwd_computed",
-                                                     "rope_per_token", "embedding", "embedding_bwd", "layernorm",
+                                                     "embedding", "embedding_bwd", "layernorm",
                                                      "softmax", "cross_entropy", "adamw"};
   const std::string section = kElementwise.count(fam) ? "elementwise" : "other";
   if (p.size() == 1) return {section, fam, fam};

@@ -137,14 +137,6 @@ void gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const G
 
 inline constexpr std::size_t kWorkspaceBytes = 32u << 20;
 
-// Measurement knob (bench_gemm's candidate sweep; never set by the product): the GEMMs of this thread take
-// cuBLASLt's rank-th heuristic candidate instead of its first (0, the default). A rank beyond the candidates that
-// cuBLASLt returns for a shape is an error naming the count. The algorithm cache keys on the rank.
-namespace tuning {
-void set_gemm_heuristic_rank(int rank);
-int gemm_heuristic_rank();
-}  // namespace tuning
-
 // Creates the current device's cublasLt handle and `stream`'s workspace now (they are otherwise made by
 // the first GEMM on that stream). Call it before capturing GEMMs on a new stream into a CUDA graph.
 void gemm_warmup(Stream stream = {});
