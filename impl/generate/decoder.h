@@ -102,8 +102,10 @@ class Decoder {
     GemmSite qkv, o, fc1, fc2;
   };
   Acts carve(Buffers& b, int64_t rows, int64_t lm_rows) const;
-  // One layer over acts.h's first `tokens` rows; `attend` applies RoPE, writes the cache and runs the attention
-  // into acts.attn.hp [tokens, H Dh].
+  // One layer over acts.h's first `tokens` rows; `attend(l, q, k, v, out, may_quantize)` applies RoPE, writes the
+  // cache and runs the attention into acts.attn.hp [tokens, H Dh] (out), or, when may_quantize allows, straight into
+  // acts.attn's FP8 copy for the O projection, returning true (the layer then skips its quantize; acts.attn.hp is
+  // not written). may_quantize is false where the caller reads acts.attn.hp (fused_layer).
   // clear_pad_rows: zero the attention output's padding rows (rows >= tokens) first; the prefill re-carves its
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still

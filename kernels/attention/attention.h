@@ -55,6 +55,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/fp8_tensor.h"
 #include "common/tensor.h"
 
 namespace tg::kernels {
@@ -113,7 +114,8 @@ struct KvCache {
 void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
                      const KvCache& cache, Stream stream = {});
 
-// out [B, H, Dh] BF16 = attention of q [B, H, Dh] BF16 over the first seqlens[b] (I32 [B]) cache rows.
+// out [B, H, Dh] BF16 = attention of q [B, H, Dh] BF16 over the first seqlens[b] (I32 [B]) cache rows (and/or its
+// FP8 copy: DecodeOptions::fp8_out).
 // max_seqlen_hint (host): an upper bound on every seqlens[b] that sizes the split-K grid; 0 = max_seq.
 struct DecodeOptions {
   float scale = 0.0f;  // 0 selects Dh^-0.5
@@ -132,6 +134,13 @@ struct DecodeOptions {
   // are fixed per (shape, options).
   int max_cluster = 0;
   Workspace workspace;
+  // Optional per-tensor E4M3 copy of the output (opt-in experiment: the O projection's input cast fused into the
+  // final write). When fp8_out.data is set ([B, H * Dh] or [B, H, Dh], contiguous, F8_E4M3; mode kPerTensor; no
+  // column-wise copy), every output element gets the bits kernels::quantize(BF16 out, fp8_out) writes: the value
+  // rounded to BF16 first, then satfinite_rne(fl32(bf16 * scale[0])); scale_inv[0] = 1 / scale[0]; when amax is
+  // present, max |bf16 out| is max-reduced into amax[0] (the old value kept if larger, NaN wins). `out` may then be
+  // an empty view (only the FP8 copy is written).
+  Fp8View fp8_out;
 };
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
                       const TensorView& out, Stream stream = {});

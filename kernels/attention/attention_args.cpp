@@ -189,7 +189,7 @@ DecodeDims check_cache(const KvCache& cache, Device device, const char* what) {
 }
 
 DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const TensorView& out,
-                        Device device, const char* what) {
+                        const Fp8View& fp8_out, Device device, const char* what) {
   DecodeDims d = check_cache(cache, device, what);
   TG_CHECK(q.ndim() == 3, what, ": q must be [B, H, Dh], got shape ", q.shape);
   TG_CHECK(q.size(0) == d.B, what, ": q batch ", q.size(0), " differs from the cache batch ", d.B);
@@ -200,10 +200,39 @@ DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorV
   check_device(q, device, what);
   check_dtype(q, DType::BF16, what);
   check_contiguous(q, what);
-  check_shape(out, q.shape, what);
-  check_device(out, device, what);
-  check_dtype(out, DType::BF16, what);
-  check_contiguous(out, what);
+  const bool has_fp8 = !fp8_out.data.empty();
+  TG_CHECK(!out.empty() || has_fp8, what, ": out is empty and fp8_out has no data: nothing to write");
+  if (!out.empty()) {
+    check_shape(out, q.shape, what);
+    check_device(out, device, what);
+    check_dtype(out, DType::BF16, what);
+    check_contiguous(out, what);
+  }
+  if (has_fp8) {
+    const TensorView& f = fp8_out.data;
+    TG_CHECK(fp8_out.mode == ScalingMode::kPerTensor, what, ": fp8_out must be per-tensor (kPerTensor), got ",
+             scaling_mode_name(fp8_out.mode));
+    TG_CHECK(f.dtype == DType::E4M3, what, ": fp8_out.data must be F8_E4M3, got ", f.dtype);
+    const Shape flat{d.B, d.H * d.Dh};
+    TG_CHECK(f.shape == flat || f.shape == q.shape, what, ": fp8_out.data must be [B, H * Dh] = ", flat,
+             " or [B, H, Dh] = ", q.shape, ", got ", f.shape);
+    TG_CHECK(f.device == device, what, ": fp8_out.data lives on ", f.device, ", expected ", device);
+    TG_CHECK(f.is_contiguous(), what, ": fp8_out.data must be contiguous, got strides ", f.strides);
+    TG_CHECK(fp8_out.columnwise_data.empty(), what, ": fp8_out.columnwise_data is not supported (row-wise only)");
+    const auto scalar = [&](const TensorView& t, const char* name, bool required) {
+      if (t.empty()) {
+        TG_CHECK(!required, what, ": ", name, " is required (F32 [1])");
+        return;
+      }
+      const Shape one{1};
+      TG_CHECK(t.dtype == DType::F32 && t.shape == one, what, ": ", name,
+               " must be F32 [1], got ", t.dtype, " ", t.shape);
+      TG_CHECK(t.device == device, what, ": ", name, " lives on ", t.device, ", expected ", device);
+    };
+    scalar(fp8_out.scale, "fp8_out.scale", true);
+    scalar(fp8_out.scale_inv, "fp8_out.scale_inv", true);
+    scalar(fp8_out.amax, "fp8_out.amax", false);
+  }
   check_shape(seqlens, Shape{d.B}, what);
   check_device(seqlens, device, what);
   check_dtype(seqlens, DType::I32, what);

@@ -55,8 +55,9 @@ struct DecodeDims {
   bool per_head_scale = false;
 };
 DecodeDims check_cache(const KvCache& cache, Device device, const char* what);
+// out may be empty when fp8_out (DecodeOptions::fp8_out) has data; at least one of them must be given.
 DecodeDims check_decode(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const TensorView& out,
-                        Device device, const char* what);
+                        const Fp8View& fp8_out, Device device, const char* what);
 DecodeDims check_append(const TensorView& k_new, const TensorView& v_new, const TensorView& positions,
                         const KvCache& cache, Device device, const char* what);
 

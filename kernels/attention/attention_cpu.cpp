@@ -10,6 +10,7 @@
 #include "common/numeric.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_args.h"
+#include "kernels/quantize/quantize.h"
 
 namespace tg::kernels::cpu {
 
@@ -223,8 +224,15 @@ void kv_cache_append(const TensorView& k_new, const TensorView& v_new, const Ten
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
                       const TensorView& out) {
   constexpr const char* what = "decode_attention(cpu)";
-  const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CPU, what);
+  const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, opt.fp8_out, Device::CPU, what);
   const float scale = attn::resolve_scale(opt.scale, d.Dh, what);
+  // Without a BF16 out (fp8_out only) the BF16 values go to a local buffer first.
+  std::vector<uint16_t> local;
+  TensorView bf16 = out;
+  if (out.empty()) {
+    local.resize(static_cast<size_t>(d.B * d.H * d.Dh));
+    bf16 = TensorView(local.data(), DType::BF16, Shape{d.B, d.H, d.Dh}, Device::CPU);
+  }
   const int32_t* lens = seqlens.ptr<const int32_t>();
   const int64_t g = d.H / d.Hkv;
   std::vector<float> s(static_cast<size_t>(d.max_seq)), acc(static_cast<size_t>(d.Dh));
@@ -253,9 +261,14 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
         l += p;
         for (int64_t c = 0; c < d.Dh; ++c) acc[c] += p * cache_load(cache.v, base + c, vs);
       }
-      uint16_t* oh = out.ptr<uint16_t>() + (b * d.H + h) * d.Dh;
+      uint16_t* oh = bf16.ptr<uint16_t>() + (b * d.H + h) * d.Dh;
       for (int64_t c = 0; c < d.Dh; ++c) oh[c] = float_to_bf16_bits(len == 0 ? 0.0f : acc[c] / l);
     }
+  }
+  if (!opt.fp8_out.data.empty()) {  // the FP8 copy: the quantize twin on the BF16 output, [B, H * Dh]
+    Fp8View f = opt.fp8_out;
+    f.data = f.data.reshape({d.B, d.H * d.Dh});
+    cpu::quantize(bf16.reshape({d.B, d.H * d.Dh}), f);
   }
 }
 

@@ -18,6 +18,10 @@
 // few hundred KB of K / V per layer); at batch 64 the whole group per block and one split (HBM-bound: K and V
 // streamed once with 16-byte cp.async).
 // FP8 E4M3 caches: the K scale is folded into the score multiplier, the V scale into the final output.
+// Optional FP8 output (DecodeOptions::fp8_out): whichever kernel writes the final output (the split kernel with one
+// split or the cluster merge, else the combine kernel) also writes the E4M3 code of each BF16 output element as
+// kernels::quantize's per-tensor cast would, max-reduces the block's |output| into amax (one atomic per block) and,
+// in its grid's first block, scale_inv. A runtime branch on the pointer, not a template parameter.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -36,6 +40,7 @@
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
+#include "kernels/recipe/scale_math.h"
 
 namespace tg::kernels::cuda {
 
@@ -111,7 +116,11 @@ struct DecodeParams {
   const float* k_scale;  // null for BF16
   const float* v_scale;
   const int32_t* seqlens;  // [B]
-  bf16_t* out;             // [B, H, DH]
+  bf16_t* out;             // [B, H, DH] or null (fp8_out only)
+  uint8_t* fp8_out;        // [B, H, DH] E4M3 copy of out (DecodeOptions::fp8_out) or null
+  const float* fp8_scale;  // its per-tensor scale [1] (read), scale_inv [1] (written), amax [1] (max-reduced) or null
+  float* fp8_scale_inv;
+  float* fp8_amax;
   float* o_part;           // [B, H, splits, DH] (splits > 1 without the cluster merge)
   float2* ml;              // [B, H, splits] (m, l)
   int H, Hkv, g, max_seq;
@@ -192,6 +201,41 @@ __device__ __forceinline__ float merge_splits(const float* o_part, const float2*
     }
   }
   return L > 0.0f ? o / L * vs : 0.0f;
+}
+
+// ---- the final write: BF16 output and its optional FP8 copy ---------------------------------------------------------
+// Output element i = v: BF16 RNE into out (when set) and, when q is set, the E4M3 code of that BF16 value under the
+// per-tensor scale s exactly as kernels::quantize's cast_kernel converts it (fl32(x * s) with __fmul_rn, then
+// cvt.rn.satfinite through dev::from_float). Returns |bf16(v)| as an amax key (float bits with the sign cleared,
+// NaN above inf, as quantize's abs_key), 0 without q.
+__device__ __forceinline__ uint32_t write_out(bf16_t* out, uint8_t* q, float s, int64_t i, float v) {
+  const bf16_t o = __float2bfloat16_rn(v);
+  if (out != nullptr) out[i] = o;
+  if (q == nullptr) return 0u;
+  const float x = __bfloat162float(o);
+  q[i] = dev::from_float<e4m3_t>(__fmul_rn(x, s)).bits;
+  return __float_as_uint(x) & 0x7FFFFFFFu;
+}
+
+// The block's part of the FP8 copy's metadata, as kernels::quantize: the block max of the threads' keys max-reduced
+// into *amax (when set) with one integer atomicMax on the float bits (a NaN key becomes the canonical NaN 0x7FFFFFFF
+// and wins; a larger old value is kept), and scale_inv = 1 / s (scale_reciprocal, RN) from the grid's first block.
+// Call from every thread of the block (it synchronises when amax is set); scratch holds >= blockDim.x / 32 words and
+// may be in use by the caller until the call.
+__device__ __forceinline__ void finish_fp8(uint32_t key, float* amax, float* scale_inv, float s, bool first_block,
+                                           uint32_t* scratch) {
+  if (amax != nullptr) {  // uniform
+    key = __reduce_max_sync(kFull, key);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = key;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t m = 0;
+      for (unsigned w = 0; w < blockDim.x / 32; ++w) m = max(m, scratch[w]);
+      atomicMax(reinterpret_cast<int*>(amax), static_cast<int>(m > 0x7F800000u ? 0x7FFFFFFFu : m));
+    }
+  }
+  if (first_block && threadIdx.x == 0) *scale_inv = scale_reciprocal(s);
 }
 
 // ---- distributed shared memory of a thread-block cluster (sm_90), 32-bit shared::cluster addresses -------------
@@ -465,15 +509,23 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
 
   const int64_t bh0 = static_cast<int64_t>(b) * p.H + h0;
   const float vs = p.v_scale ? p.v_scale[scale_idx] : 1.0f;
+  // The FP8 copy (runtime branch): its scale, this thread's amax key, the scores' shared memory as the reduction's
+  // scratch (free after the last tile; the cluster merge reads only acc_s / ml_s remotely).
+  const float fs = p.fp8_out != nullptr ? *p.fp8_scale : 1.0f;
+  uint32_t key = 0;
+  uint32_t* key_scratch = reinterpret_cast<uint32_t*>(&s_s[0][0]);
+  static_assert(G * Geo::kTile >= kWarps, "the FP8 amax scratch fits in s_s");
+  const bool first_block = blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
   if (p.num_splits == 1) {
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
       const int i = tid + k * kThreads;
       if (kOut % kThreads == 0 || i < kOut) {
         const float l = select_head<G>(l_run, i / DH);
-        p.out[bh0 * DH + i] = __float2bfloat16_rn(l > 0.0f ? tot[k] / l * vs : 0.0f);
+        key = max(key, write_out(p.out, p.fp8_out, fs, bh0 * DH + i, l > 0.0f ? tot[k] / l * vs : 0.0f));
       }
     }
+    if (p.fp8_out != nullptr) finish_fp8(key, p.fp8_amax, p.fp8_scale_inv, fs, first_block, key_scratch);
   } else if (p.cluster_merge) {
     // ---- merge the cluster's splits through distributed shared memory
 #pragma unroll
@@ -515,8 +567,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
             if (s0 + j < S) merge_one(ml[j], ov[j], M, L, o);
         }
       }
-      p.out[bh0 * DH + i] = __float2bfloat16_rn(L > 0.0f ? o / L * vs : 0.0f);
+      key = max(key, write_out(p.out, p.fp8_out, fs, bh0 * DH + i, L > 0.0f ? o / L * vs : 0.0f));
     }
+    if (p.fp8_out != nullptr) finish_fp8(key, p.fp8_amax, p.fp8_scale_inv, fs, first_block, key_scratch);
     cluster_sync();  // no block leaves (freeing its shared memory) while another may still read it
   } else {
 #pragma unroll
@@ -530,18 +583,24 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
   }
 }
 
-// Merges the splits of one (sequence, head): out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale.
-__global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml,
-                                      bf16_t* __restrict__ out, const float* __restrict__ v_scale, bool per_head_scale,
-                                      int H, int g, int dh, int splits) {
+// Merges the splits of one (sequence, head): out = sum_s o_s e^(m_s - M) / sum_s l_s e^(m_s - M) * v_scale (and the
+// optional FP8 copy, p.fp8_out). Block: kCombineThreads.
+constexpr int kCombineThreads = 128;
+__global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml, DecodeParams p,
+                                      int dh) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
+  __shared__ uint32_t key_scratch[kCombineThreads / 32];
   const int64_t bh = blockIdx.x;
-  const int hk = static_cast<int>(bh % H) / g;
-  const float vs = v_scale ? v_scale[per_head_scale ? hk : 0] : 1.0f;
+  const int hk = static_cast<int>(bh % p.H) / p.g;
+  const float vs = p.v_scale ? p.v_scale[p.per_head_scale ? hk : 0] : 1.0f;
+  const float fs = p.fp8_out != nullptr ? *p.fp8_scale : 1.0f;
+  uint32_t key = 0;
   for (int d = threadIdx.x; d < dh; d += blockDim.x) {
-    out[bh * dh + d] = __float2bfloat16_rn(merge_splits(o_part, ml + bh * splits, bh, splits, dh, d, vs));
+    key = max(key, write_out(p.out, p.fp8_out, fs, bh * dh + d,
+                             merge_splits(o_part, ml + bh * p.num_splits, bh, p.num_splits, dh, d, vs)));
   }
+  if (p.fp8_out != nullptr) finish_fp8(key, p.fp8_amax, p.fp8_scale_inv, fs, blockIdx.x == 0, key_scratch);
 }
 
 // ---- append ------------------------------------------------------------------------------------------------
@@ -805,7 +864,7 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
                       const TensorView& out, Stream stream) {
   TG_NVTX_FN();
   constexpr const char* what = "decode_attention(cuda)";
-  const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, Device::CUDA, what);
+  const attn::DecodeDims d = attn::check_decode(q, cache, seqlens, out, opt.fp8_out, Device::CUDA, what);
   const Plan plan = make_plan(d, opt, what);
   check_aligned(cache.k.data, 16, what, "cache.k");  // 16-byte cp.async of whole rows
   check_aligned(cache.v.data, 16, what, "cache.v");
@@ -820,7 +879,13 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   prm.k_scale = d.fp8 ? cache.k_scale.ptr<const float>() : nullptr;
   prm.v_scale = d.fp8 ? cache.v_scale.ptr<const float>() : nullptr;
   prm.seqlens = seqlens.ptr<const int32_t>();
-  prm.out = out.ptr<bf16_t>();
+  prm.out = out.empty() ? nullptr : out.ptr<bf16_t>();
+  if (!opt.fp8_out.data.empty()) {
+    prm.fp8_out = opt.fp8_out.data.ptr<uint8_t>();
+    prm.fp8_scale = opt.fp8_out.scale.ptr<const float>();
+    prm.fp8_scale_inv = opt.fp8_out.scale_inv.ptr<float>();
+    prm.fp8_amax = opt.fp8_out.amax.empty() ? nullptr : opt.fp8_out.amax.ptr<float>();
+  }
   prm.H = static_cast<int>(d.H);
   prm.Hkv = static_cast<int>(d.Hkv);
   prm.g = g;
@@ -859,8 +924,8 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   }
   TG_CHECK_LAUNCH("decode_split_kernel");
   if (plan.splits > 1 && !plan.cluster) {
-    launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), 128, 0, s, prm.o_part, prm.ml, prm.out,
-           prm.v_scale, prm.per_head_scale, prm.H, g, static_cast<int>(d.Dh), plan.splits);
+    launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), kCombineThreads, 0, s,
+           static_cast<const float*>(prm.o_part), static_cast<const float2*>(prm.ml), prm, static_cast<int>(d.Dh));
     TG_CHECK_LAUNCH("decode_combine_kernel");
   }
 }

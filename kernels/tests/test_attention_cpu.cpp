@@ -1,16 +1,21 @@
 // CPU twins of kernels/attention against an independent FP64 reference (attention_test_util.h), plus the
 // structural properties the contracts promise: varlen packing == separate sequences, the GQA head mapping,
 // causality, the BF16 rounding point, strided (fused-QKV) inputs, backward == finite differences of the
-// FP64 forward, decode == the last row of the full-sequence forward, the FP8 KV cache, and bad input.
+// FP64 forward, decode == the last row of the full-sequence forward, the FP8 KV cache, decode's FP8 output
+// (== quantize of the BF16 output), and bad input.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <tuple>
 #include <vector>
 
+#include "common/fp8_tensor.h"
 #include "common/numeric.h"
 #include "kernels/attention/attention.h"
+#include "kernels/quantize/quantize.h"
 #include "kernels/tests/attention_test_util.h"
 
 namespace tg {
@@ -465,6 +470,148 @@ TEST(AttentionCpu, AppendWritesRowsAtPositionsAndSkipsNegative) {
       }
     }
   }
+}
+
+// ---- decode's optional FP8 output (DecodeOptions::fp8_out) --------------------------------------------------
+
+// The per-tensor FP8 bundle as separate host tensors: data E4M3 (shape as given), scale, scale_inv, amax F32 [1].
+struct Fp8Out {
+  Tensor data, scale, scale_inv, amax;
+  Fp8View view() const {
+    Fp8View v;
+    v.data = data;
+    v.scale = scale;
+    v.scale_inv = scale_inv;
+    v.amax = amax;
+    return v;
+  }
+};
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+Fp8Out make_fp8_out(Shape shape, float scale, float old_amax) {
+  Fp8Out f{Tensor::zeros(DType::E4M3, shape), Tensor::empty(DType::F32, {1}), Tensor::empty(DType::F32, {1}),
+           Tensor::empty(DType::F32, {1})};
+  f.scale.ptr<float>()[0] = scale;
+  f.scale_inv.ptr<float>()[0] = -1.0f;  // overwritten by the call
+  f.amax.ptr<float>()[0] = old_amax;
+  return f;
+}
+
+// fp8_out == kernels::quantize(BF16 decode output) bit for bit: codes, scale_inv and amax (max-reduced into an old
+// value below and above the output's max), with a scale that keeps most codes finite and one that saturates many;
+// out empty (FP8 only) or given (then out is the plain call's output too), data [B, H * Dh] or [B, H, Dh].
+TEST(AttentionCpu, DecodeFp8OutEqualsQuantizeOfOutput) {
+  const std::vector<int32_t> lens = {1, 13, 0, 40};
+  const int64_t B = 4, H = 8, Dh = 16, max_seq = 41;
+  for (auto [dtype, n_scales] : {std::tuple{DType::BF16, int64_t{0}}, std::tuple{DType::E4M3, int64_t{2}}}) {
+    const Cache cache = make_cache(B, max_seq, 2, Dh, dtype, n_scales);
+    fill_cache(cache, lens, 303);
+    const Tensor q = host_tensor(DType::BF16, {B, H, Dh}, random_values(B * H * Dh, 404));
+    Tensor plain = Tensor::empty(DType::BF16, {B, H, Dh});
+    kernels::decode_attention(q, cache.view(), i32_tensor(lens), DecodeOptions{}, plain);
+    float out_max = 0.0f;
+    for (int64_t i = 0; i < plain.numel(); ++i) {
+      out_max = std::max(out_max, std::fabs(bf16_bits_to_float(plain.ptr<uint16_t>()[i])));
+    }
+    ASSERT_GT(out_max, 0.0f);
+    for (float scale : {37.5f, 1000.0f}) {
+      for (float old_amax : {0.5f * out_max, 4.0f * out_max}) {
+        const std::string what = std::string(dtype_name(dtype)) + " scale " + std::to_string(scale) + " old amax " +
+                                 std::to_string(old_amax);
+        Fp8Out want = make_fp8_out({B, H * Dh}, scale, old_amax);
+        kernels::quantize(plain.view().reshape({B, H * Dh}), want.view());
+        int nonzero = 0, saturated = 0;
+        for (int64_t i = 0; i < want.data.numel(); ++i) {
+          nonzero += (want.data.ptr<uint8_t>()[i] & 0x7F) != 0;
+          saturated += (want.data.ptr<uint8_t>()[i] & 0x7F) == 0x7E;
+        }
+        ASSERT_GT(nonzero, 0) << what;
+        if (scale == 1000.0f) {
+          ASSERT_GT(saturated, 0) << what << ": the saturating scale saturates nothing";
+        }
+        EXPECT_EQ(want.amax.ptr<float>()[0], std::max(old_amax, out_max)) << what;
+        for (bool with_out : {false, true}) {
+          Fp8Out got = make_fp8_out(with_out ? Shape{B, H, Dh} : Shape{B, H * Dh}, scale, old_amax);
+          DecodeOptions opt;
+          opt.fp8_out = got.view();
+          Tensor out = Tensor::zeros(DType::BF16, {B, H, Dh});
+          kernels::decode_attention(q, cache.view(), i32_tensor(lens), opt, with_out ? out.view() : TensorView{});
+          EXPECT_EQ(std::memcmp(got.data.data(), want.data.data(), want.data.nbytes()), 0) << what;
+          EXPECT_EQ(bits(got.scale_inv.ptr<float>()[0]), bits(want.scale_inv.ptr<float>()[0])) << what;
+          EXPECT_EQ(bits(got.amax.ptr<float>()[0]), bits(want.amax.ptr<float>()[0])) << what;
+          if (with_out) {
+            EXPECT_EQ(std::memcmp(out.data(), plain.data(), plain.nbytes()), 0) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The message of the tg::Error `f` throws ("" when it does not throw).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(AttentionCpu, DecodeFp8OutRejectsBadArguments) {
+  const int64_t B = 2, H = 4, Dh = 16;
+  const Cache cache = make_cache(B, 8, 2, Dh, DType::BF16);
+  fill_cache(cache, {3, 5}, 9);
+  const Tensor q = host_tensor(DType::BF16, {B, H, Dh}, random_values(B * H * Dh, 10));
+  const Tensor lens = i32_tensor({3, 5});
+  const auto run = [&](const Fp8View& f, const TensorView& out) {
+    return error_of([&] {
+      DecodeOptions opt;
+      opt.fp8_out = f;
+      kernels::decode_attention(q, cache.view(), lens, opt, out);
+    });
+  };
+  const Fp8Out ok = make_fp8_out({B, H * Dh}, 2.0f, 0.0f);
+  EXPECT_EQ(run(ok.view(), TensorView{}), "");  // the valid call, so that each rejection below is the one change
+  Fp8View no_amax = ok.view();
+  no_amax.amax = TensorView{};
+  EXPECT_EQ(run(no_amax, TensorView{}), "");  // amax is optional, as quantize's
+
+  const auto expect_names = [](const std::string& msg, const char* name) {
+    EXPECT_NE(msg.find(name), std::string::npos) << "expected a message naming " << name << ", got '" << msg << "'";
+  };
+  Fp8View e5 = ok.view();
+  const Tensor e5_data = Tensor::zeros(DType::E5M2, {B, H * Dh});
+  e5.data = e5_data;
+  expect_names(run(e5, TensorView{}), "fp8_out.data");
+  Fp8View wide = ok.view();
+  const Tensor wide_data = Tensor::zeros(DType::E4M3, {B, H * Dh + 1});
+  wide.data = wide_data;
+  expect_names(run(wide, TensorView{}), "fp8_out.data");
+  Fp8View rows = ok.view();
+  const Tensor rows_data = Tensor::zeros(DType::E4M3, {B + 1, H * Dh});
+  rows.data = rows_data;
+  expect_names(run(rows, TensorView{}), "fp8_out.data");
+  Fp8View no_scale = ok.view();
+  no_scale.scale = TensorView{};
+  expect_names(run(no_scale, TensorView{}), "fp8_out.scale");
+  Fp8View bad_scale_inv = ok.view();
+  const Tensor two = Tensor::zeros(DType::F32, {2});
+  bad_scale_inv.scale_inv = two;
+  expect_names(run(bad_scale_inv, TensorView{}), "fp8_out.scale_inv");
+  Fp8View bad_amax = ok.view();
+  const Tensor amax16 = Tensor::zeros(DType::BF16, {1});
+  bad_amax.amax = amax16;
+  expect_names(run(bad_amax, TensorView{}), "fp8_out.amax");
+  Fp8View block = ok.view();
+  block.mode = ScalingMode::kBlock1x128;
+  expect_names(run(block, TensorView{}), "fp8_out");
+  expect_names(run(Fp8View{}, TensorView{}), "nothing to write");
+  // A wrong BF16 out beside a valid fp8_out is still rejected.
+  EXPECT_NE(run(ok.view(), Tensor::zeros(DType::BF16, {B, H, Dh + 1}).view()), "");
 }
 
 // ---- Bad input ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 //  * decode (no BF16 P anywhere; FP32 sums in another order, BF16 output on both sides): two BF16 ulps,
 //    {atol 2e-3, rtol 2^-7}.
 //  * KV append: bit-exact (same RNE / SATFINITE rounding as common/numeric.h).
+//  * decode's FP8 output (DecodeOptions::fp8_out): bit-exact against kernels::quantize of the BF16 output.
 //  * determinism: the same call twice gives the same bits.
 // Kernel faults surface as tg::Error from the next device-to-host copy (Tensor::to), which fails the test.
 #include <cuda_runtime.h>
@@ -24,8 +25,10 @@
 #include <vector>
 
 #include "common/cuda_check.h"
+#include "common/fp8_tensor.h"
 #include "common/numeric.h"
 #include "kernels/attention/attention.h"
+#include "kernels/quantize/quantize.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/tests/attention_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
@@ -639,6 +642,107 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
   TG_CHECK_CUDA(cudaStreamDestroy(raw));
 }
 
+// ---- decode's optional FP8 output (DecodeOptions::fp8_out) --------------------------------------------------------
+// The per-tensor FP8 bundle as separate device tensors: data E4M3 (shape as given), scale, scale_inv, amax F32 [1].
+struct Fp8Out {
+  Tensor data, scale, scale_inv, amax;
+  Fp8View view() const {
+    Fp8View v;
+    v.data = data;
+    v.scale = scale;
+    v.scale_inv = scale_inv;
+    v.amax = amax;
+    return v;
+  }
+};
+Tensor f32_scalar(float v) {
+  Tensor t = Tensor::empty(DType::F32, {1});
+  t.ptr<float>()[0] = v;
+  return t.to(Device::CUDA);
+}
+Fp8Out make_fp8_out(Shape shape, float scale, float old_amax) {
+  // scale_inv starts at -1: the call must write it
+  return Fp8Out{Tensor::zeros(DType::E4M3, shape, Device::CUDA), f32_scalar(scale), f32_scalar(-1.0f),
+                f32_scalar(old_amax)};
+}
+// The bits of the F32 [1] device scalar t.
+uint32_t scalar_bits(const Tensor& t) {
+  uint32_t u;
+  std::memcpy(&u, t.to(Device::CPU).data(), sizeof(u));
+  return u;
+}
+float host_scalar(const Tensor& t) { return t.to(Device::CPU).ptr<float>()[0]; }
+
+// fp8_out == kernels::quantize(the BF16 output of the same call without it) bit for bit: codes, scale_inv, and amax
+// max-reduced into an old value below and above the output's max, for gemma-2b-like (H 8, Hkv 1) and gemma-7b-like
+// (H 16, Hkv 16) heads at head dim 256, BF16 and E4M3 caches, each way the output is written: one split, the
+// in-cluster merge, the combine kernel (max_cluster 1; and 12 splits over clusters of at most 4). A scale that keeps
+// most codes finite and one that saturates many; out empty (FP8 only) or given (then it equals the plain output).
+TEST(AttentionGpu, DecodeFp8OutEqualsQuantizeOfOutput) {
+  TG_REQUIRE_CUDA();
+  const std::vector<int32_t> lens = {0, 1, 33, 200, 511};
+  const int64_t B = static_cast<int64_t>(lens.size()), Dh = 256;
+  struct Geo {
+    int64_t H, Hkv;
+  };
+  struct Path {
+    int splits, max_cluster;
+  };
+  for (const Geo& g : {Geo{8, 1}, Geo{16, 16}}) {
+    for (DType dtype : {DType::BF16, DType::E4M3}) {
+      const DecodeCase c =
+          make_decode_case(dtype, dtype == DType::E4M3 ? g.Hkv : 0, g.H, g.Hkv, Dh, lens, 512, 1300);
+      for (const Path& path : {Path{1, 0}, Path{4, 0}, Path{4, 1}, Path{12, 4}}) {
+        DecodeOptions o;
+        o.num_splits = path.splits;
+        o.max_cluster = path.max_cluster;
+        const std::string base = label(c, o);
+        const Tensor plain = run_decode(c, o);
+        expect_matches_twin(c, plain, base);
+        const Tensor plain_h = plain.to(Device::CPU);
+        float out_max = 0.0f;
+        for (int64_t i = 0; i < plain_h.numel(); ++i) {
+          out_max = std::max(out_max, std::fabs(bf16_bits_to_float(plain_h.ptr<uint16_t>()[i])));
+        }
+        ASSERT_GT(out_max, 0.0f) << base;
+        for (float scale : {37.5f, 1000.0f}) {
+          for (float old_amax : {0.5f * out_max, 4.0f * out_max}) {
+            const std::string what = base + " scale " + std::to_string(scale) + " old amax " + std::to_string(old_amax);
+            const Fp8Out want = make_fp8_out({B, g.H * Dh}, scale, old_amax);
+            kernels::quantize(plain.view().reshape({B, g.H * Dh}), want.view());
+            const Tensor want_data = want.data.to(Device::CPU);
+            int64_t nonzero = 0, saturated = 0;
+            for (int64_t i = 0; i < want_data.numel(); ++i) {
+              nonzero += (want_data.ptr<uint8_t>()[i] & 0x7F) != 0;
+              saturated += (want_data.ptr<uint8_t>()[i] & 0x7F) == 0x7E;
+            }
+            ASSERT_GT(nonzero, 0) << what;
+            if (scale == 1000.0f) {
+              ASSERT_GT(saturated, 0) << what << ": the saturating scale saturates nothing";
+            }
+            ASSERT_EQ(host_scalar(want.amax), std::max(old_amax, out_max)) << what;
+            for (bool with_out : {false, true}) {
+              const Fp8Out got = make_fp8_out(with_out ? Shape{B, g.H, Dh} : Shape{B, g.H * Dh}, scale, old_amax);
+              DecodeOptions fo = o;
+              fo.fp8_out = got.view();
+              Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
+              kernels::decode_attention(c.q_d, c.gpu.view(), c.lens_d, fo, with_out ? out.view() : TensorView{});
+              const Tensor got_data = got.data.to(Device::CPU);
+              EXPECT_EQ(std::memcmp(got_data.data(), want_data.data(), want_data.nbytes()), 0)
+                  << what << (with_out ? " with out" : " fp8 only");
+              EXPECT_EQ(scalar_bits(got.scale_inv), scalar_bits(want.scale_inv)) << what;
+              EXPECT_EQ(scalar_bits(got.amax), scalar_bits(want.amax)) << what;
+              if (with_out) {
+                EXPECT_TRUE(same_bits(out, plain)) << what << ": the BF16 out beside fp8_out";
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(AttentionGpu, DecodeRejectsBadArguments) {
   TG_REQUIRE_CUDA();
   const Cache gpu = make_cache(2, 16, 2, 24, DType::BF16, 0, Device::CUDA);
@@ -661,6 +765,20 @@ TEST(AttentionGpu, DecodeRejectsBadArguments) {
     DecodeOptions wrong;
     wrong.heads_per_block = hpb;
     EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), wrong, o16), Error) << hpb;
+  }
+  // fp8_out: valid (no BF16 out), then a host FP8 buffer, a wrong dtype, a wrong shape
+  const Fp8Out f = make_fp8_out({2, 4 * 16}, 1.0f, 0.0f);
+  DecodeOptions fp8;
+  fp8.fp8_out = f.view();
+  EXPECT_NO_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), fp8, TensorView{}));
+  const Tensor host_data = Tensor::zeros(DType::E4M3, {2, 4 * 16});
+  const Tensor e5 = Tensor::zeros(DType::E5M2, {2, 4 * 16}, Device::CUDA);
+  const Tensor wide = Tensor::zeros(DType::E4M3, {2, 4 * 16 + 1}, Device::CUDA);
+  for (const Tensor* data : {&host_data, &e5, &wide}) {
+    DecodeOptions wrong = fp8;
+    wrong.fp8_out.data = *data;
+    EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), wrong, TensorView{}), Error)
+        << data->dtype() << " " << data->shape() << " on " << data->device();
   }
 }
 
