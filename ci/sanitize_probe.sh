@@ -168,7 +168,9 @@ probe race_impl_generate_kernelerr "$it/test_impl_generate_gpu" "$gen_small" --t
   --destroy-on-device-error kernel
 # initcheck of the generation path (prefill arena, KV cache, decode state). initcheck does not record cuBLASLt's TMA
 # output stores as writes (session 6, test_gemm_gpu): a report of a read by one of our kernels of a buffer that only a
-# cuBLASLt GEMM wrote is that blind spot, not a finding.
+# cuBLASLt GEMM wrote is that blind spot, not a finding. The GEMM wrapper now marks its outputs initialized through the
+# NVTX Memory API (nvtx::mark_initialized, common/nvtx.h); the tool honours that only with NVTX support on, which is
+# compute-sanitizer's default (`--nvtx arg (=yes)` in 2025.3.1's --help, the H200's version), so no option here.
 probe init_impl_generate "$it/test_impl_generate_gpu" "$gen_small" --tool initcheck
 # The decode step's other shared-memory kernels, never under racecheck: KV-cache write / reorder / row amax (and
 # token selection, race_sampling below).

@@ -237,6 +237,8 @@ struct Operands {
   const void* b = nullptr;
   void* out = nullptr;
   const void* c = nullptr;  // nullptr: C is not read (beta = 0 with an FP8 out)
+  std::size_t out_elem_bytes = 0;
+  const void* amax = nullptr;  // the FP8 GEMM's out_amax (F32 [1]) when requested (AMAX_D_POINTER)
 };
 
 void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const GemmOptions& opt, Stream stream) {
@@ -306,6 +308,13 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
   // cuBLASLt's A is our B and its B is our A (see the top of the file).
   TG_CHECK_CUBLAS(cublasLtMatmul(ctx.handle, desc.get(), &alpha, ops.b, la.get(), ops.a, lb.get(), &beta, ops.c,
                                  lc.get(), ops.out, ld.get(), &chosen.algo, ctx.workspace, kWorkspaceBytes, s));
+  // compute-sanitizer's initcheck does not see cuBLASLt's TMA stores as writes (common/nvtx.h): mark what this
+  // matmul writes, our row-major out's M rows of N elements (not the gaps of a row stride ldd > N) and the amax.
+  // No-ops without a tool attached. (The workspace is cuBLASLt's own: written and read by its kernels alone.)
+  const auto elem = ops.out_elem_bytes;
+  nvtx::mark_initialized_rows(ops.out, static_cast<std::size_t>(key.m), static_cast<std::size_t>(key.n) * elem,
+                              static_cast<std::size_t>(key.ldd) * elem, stream);
+  nvtx::mark_initialized(ops.amax, ops.amax ? sizeof(float) : 0, stream);
 }
 
 Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, DType out, const GemmOptions& opt) {
@@ -378,7 +387,7 @@ void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const
   TG_NVTX_RANGE("gemm_bf16");
   const detail::GemmDims d = detail::check_gemm(a, b, out, opt);
   check_device(out, Device::CUDA, "cuda::gemm(out)");
-  const Operands ops{a.data, b.data, out.data, out.data};
+  const Operands ops{a.data, b.data, out.data, out.data, dtype_size(out.dtype)};
   const Key key = base_key(d, ops, a.dtype, b.dtype, out.dtype, opt);
   MatmulDesc desc;
   set_transposes(desc, key);
@@ -392,7 +401,8 @@ void gemm_fp8(const Fp8View& a, const Fp8View& b, const TensorView& out, const G
   check_device(out, Device::CUDA, "cuda::gemm_fp8(out)");
   const bool fp8_out = is_fp8(out.dtype);
   // An FP8 out is never accumulated into (beta = 0, checked); cuBLASLt then wants C typed BF16 and unread.
-  const Operands ops{a.data.data, b.data.data, out.data, fp8_out ? nullptr : out.data};
+  const Operands ops{a.data.data, b.data.data, out.data, fp8_out ? nullptr : out.data, dtype_size(out.dtype),
+                     out_amax.empty() ? nullptr : out_amax.data};
   Key key = base_key(d, ops, a.data.dtype, b.data.dtype, out.dtype, opt);
   if (fp8_out) key.c_type = CUDA_R_16BF;
   key.a_mode = scale_mode(b.mode);  // cuBLASLt's A is our B
