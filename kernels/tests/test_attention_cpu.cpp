@@ -17,6 +17,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/tests/attention_test_util.h"
+#include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
 namespace {
@@ -474,38 +475,19 @@ TEST(AttentionCpu, AppendWritesRowsAtPositionsAndSkipsNegative) {
 
 // ---- decode's optional FP8 output (DecodeOptions::fp8_out) --------------------------------------------------
 
-// The per-tensor FP8 bundle as separate host tensors: data E4M3 (shape as given), scale, scale_inv, amax F32 [1].
-struct Fp8Out {
-  Tensor data, scale, scale_inv, amax;
-  Fp8View view() const {
-    Fp8View v;
-    v.data = data;
-    v.scale = scale;
-    v.scale_inv = scale_inv;
-    v.amax = amax;
-    return v;
-  }
-};
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-Fp8Out make_fp8_out(Shape shape, float scale, float old_amax) {
-  Fp8Out f{Tensor::zeros(DType::E4M3, shape), Tensor::empty(DType::F32, {1}), Tensor::empty(DType::F32, {1}),
-           Tensor::empty(DType::F32, {1})};
-  f.scale.ptr<float>()[0] = scale;
-  f.scale_inv.ptr<float>()[0] = -1.0f;  // overwritten by the call
-  f.amax.ptr<float>()[0] = old_amax;
-  return f;
-}
-
 // fp8_out == kernels::quantize(BF16 decode output) bit for bit: codes, scale_inv and amax (max-reduced into an old
 // value below and above the output's max), with a scale that keeps most codes finite and one that saturates many;
 // out empty (FP8 only) or given (then out is the plain call's output too), data [B, H * Dh] or [B, H, Dh].
 TEST(AttentionCpu, DecodeFp8OutEqualsQuantizeOfOutput) {
   const std::vector<int32_t> lens = {1, 13, 0, 40};
   const int64_t B = 4, H = 8, Dh = 16, max_seq = 41;
+  // testing::fp8_output's per-tensor E4M3 [B, H * Dh] bundle, data zeroed and scale_inv -1 (the call must write it).
+  const auto fp8_out = [&](float scale, float old_amax) {
+    Fp8Tensor f = testing::fp8_output(DType::E4M3, B, H * Dh, true, false, scale, old_amax, Device::CPU);
+    zero_bytes(f.view().data);
+    copy_bytes(f.view().scale_inv, testing::scalar_f32(-1.0f, Device::CPU));
+    return f;
+  };
   for (auto [dtype, n_scales] : {std::tuple{DType::BF16, int64_t{0}}, std::tuple{DType::E4M3, int64_t{2}}}) {
     const Cache cache = make_cache(B, max_seq, 2, Dh, dtype, n_scales);
     fill_cache(cache, lens, 303);
@@ -521,27 +503,29 @@ TEST(AttentionCpu, DecodeFp8OutEqualsQuantizeOfOutput) {
       for (float old_amax : {0.5f * out_max, 4.0f * out_max}) {
         const std::string what = std::string(dtype_name(dtype)) + " scale " + std::to_string(scale) + " old amax " +
                                  std::to_string(old_amax);
-        Fp8Out want = make_fp8_out({B, H * Dh}, scale, old_amax);
+        const Fp8Tensor want = fp8_out(scale, old_amax);
         kernels::quantize(plain.view().reshape({B, H * Dh}), want.view());
+        const TensorView want_data = want.view().data;
         int nonzero = 0, saturated = 0;
-        for (int64_t i = 0; i < want.data.numel(); ++i) {
-          nonzero += (want.data.ptr<uint8_t>()[i] & 0x7F) != 0;
-          saturated += (want.data.ptr<uint8_t>()[i] & 0x7F) == 0x7E;
+        for (int64_t i = 0; i < want_data.numel(); ++i) {
+          nonzero += (want_data.ptr<uint8_t>()[i] & 0x7F) != 0;
+          saturated += (want_data.ptr<uint8_t>()[i] & 0x7F) == 0x7E;
         }
         ASSERT_GT(nonzero, 0) << what;
         if (scale == 1000.0f) {
           ASSERT_GT(saturated, 0) << what << ": the saturating scale saturates nothing";
         }
-        EXPECT_EQ(want.amax.ptr<float>()[0], std::max(old_amax, out_max)) << what;
+        EXPECT_EQ(testing::read_scalar(want.view().amax), std::max(old_amax, out_max)) << what;
         for (bool with_out : {false, true}) {
-          Fp8Out got = make_fp8_out(with_out ? Shape{B, H, Dh} : Shape{B, H * Dh}, scale, old_amax);
+          const Fp8Tensor got = fp8_out(scale, old_amax);
           DecodeOptions opt;
           opt.fp8_out = got.view();
+          if (with_out) opt.fp8_out.data = opt.fp8_out.data.reshape({B, H, Dh});  // the [B, H, Dh] form
           Tensor out = Tensor::zeros(DType::BF16, {B, H, Dh});
           kernels::decode_attention(q, cache.view(), i32_tensor(lens), opt, with_out ? out.view() : TensorView{});
-          EXPECT_EQ(std::memcmp(got.data.data(), want.data.data(), want.data.nbytes()), 0) << what;
-          EXPECT_EQ(bits(got.scale_inv.ptr<float>()[0]), bits(want.scale_inv.ptr<float>()[0])) << what;
-          EXPECT_EQ(bits(got.amax.ptr<float>()[0]), bits(want.amax.ptr<float>()[0])) << what;
+          EXPECT_TRUE(testing::bits_equal(got.view().data, want_data)) << what;
+          EXPECT_TRUE(testing::bits_equal(got.view().scale_inv, want.view().scale_inv)) << what;
+          EXPECT_TRUE(testing::bits_equal(got.view().amax, want.view().amax)) << what;
           if (with_out) {
             EXPECT_EQ(std::memcmp(out.data(), plain.data(), plain.nbytes()), 0) << what;
           }
@@ -574,7 +558,7 @@ TEST(AttentionCpu, DecodeFp8OutRejectsBadArguments) {
       kernels::decode_attention(q, cache.view(), lens, opt, out);
     });
   };
-  const Fp8Out ok = make_fp8_out({B, H * Dh}, 2.0f, 0.0f);
+  const Fp8Tensor ok = testing::fp8_output(DType::E4M3, B, H * Dh, true, false, 2.0f, 0.0f, Device::CPU);
   EXPECT_EQ(run(ok.view(), TensorView{}), "");  // the valid call, so that each rejection below is the one change
   Fp8View no_amax = ok.view();
   no_amax.amax = TensorView{};

@@ -31,6 +31,7 @@
 #include "kernels/quantize/quantize.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/tests/attention_test_util.h"
+#include "kernels/tests/elementwise_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
 
 namespace tg {
@@ -643,36 +644,6 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
 }
 
 // ---- decode's optional FP8 output (DecodeOptions::fp8_out) --------------------------------------------------------
-// The per-tensor FP8 bundle as separate device tensors: data E4M3 (shape as given), scale, scale_inv, amax F32 [1].
-struct Fp8Out {
-  Tensor data, scale, scale_inv, amax;
-  Fp8View view() const {
-    Fp8View v;
-    v.data = data;
-    v.scale = scale;
-    v.scale_inv = scale_inv;
-    v.amax = amax;
-    return v;
-  }
-};
-Tensor f32_scalar(float v) {
-  Tensor t = Tensor::empty(DType::F32, {1});
-  t.ptr<float>()[0] = v;
-  return t.to(Device::CUDA);
-}
-Fp8Out make_fp8_out(Shape shape, float scale, float old_amax) {
-  // scale_inv starts at -1: the call must write it
-  return Fp8Out{Tensor::zeros(DType::E4M3, shape, Device::CUDA), f32_scalar(scale), f32_scalar(-1.0f),
-                f32_scalar(old_amax)};
-}
-// The bits of the F32 [1] device scalar t.
-uint32_t scalar_bits(const Tensor& t) {
-  uint32_t u;
-  std::memcpy(&u, t.to(Device::CPU).data(), sizeof(u));
-  return u;
-}
-float host_scalar(const Tensor& t) { return t.to(Device::CPU).ptr<float>()[0]; }
-
 // fp8_out == kernels::quantize(the BF16 output of the same call without it) bit for bit: codes, scale_inv, and amax
 // max-reduced into an old value below and above the output's max, for gemma-2b-like (H 8, Hkv 1) and gemma-7b-like
 // (H 16, Hkv 16) heads at head dim 256, BF16 and E4M3 caches, each way the output is written: one split, the
@@ -689,6 +660,14 @@ TEST(AttentionGpu, DecodeFp8OutEqualsQuantizeOfOutput) {
     int splits, max_cluster;
   };
   for (const Geo& g : {Geo{8, 1}, Geo{16, 16}}) {
+    // testing::fp8_output's per-tensor E4M3 [B, H * Dh] device bundle, data zeroed and scale_inv -1 (the call must
+    // write it).
+    const auto fp8_out = [&](float scale, float old_amax) {
+      Fp8Tensor f = testing::fp8_output(DType::E4M3, B, g.H * Dh, true, false, scale, old_amax, Device::CUDA);
+      zero_bytes(f.view().data);
+      copy_bytes(f.view().scale_inv, testing::scalar_f32(-1.0f, Device::CPU));
+      return f;
+    };
     for (DType dtype : {DType::BF16, DType::E4M3}) {
       const DecodeCase c =
           make_decode_case(dtype, dtype == DType::E4M3 ? g.Hkv : 0, g.H, g.Hkv, Dh, lens, 512, 1300);
@@ -708,9 +687,9 @@ TEST(AttentionGpu, DecodeFp8OutEqualsQuantizeOfOutput) {
         for (float scale : {37.5f, 1000.0f}) {
           for (float old_amax : {0.5f * out_max, 4.0f * out_max}) {
             const std::string what = base + " scale " + std::to_string(scale) + " old amax " + std::to_string(old_amax);
-            const Fp8Out want = make_fp8_out({B, g.H * Dh}, scale, old_amax);
+            const Fp8Tensor want = fp8_out(scale, old_amax);
             kernels::quantize(plain.view().reshape({B, g.H * Dh}), want.view());
-            const Tensor want_data = want.data.to(Device::CPU);
+            const Tensor want_data = testing::host_copy(want.view().data);
             int64_t nonzero = 0, saturated = 0;
             for (int64_t i = 0; i < want_data.numel(); ++i) {
               nonzero += (want_data.ptr<uint8_t>()[i] & 0x7F) != 0;
@@ -720,18 +699,18 @@ TEST(AttentionGpu, DecodeFp8OutEqualsQuantizeOfOutput) {
             if (scale == 1000.0f) {
               ASSERT_GT(saturated, 0) << what << ": the saturating scale saturates nothing";
             }
-            ASSERT_EQ(host_scalar(want.amax), std::max(old_amax, out_max)) << what;
+            ASSERT_EQ(testing::read_scalar(want.view().amax), std::max(old_amax, out_max)) << what;
             for (bool with_out : {false, true}) {
-              const Fp8Out got = make_fp8_out(with_out ? Shape{B, g.H, Dh} : Shape{B, g.H * Dh}, scale, old_amax);
+              const Fp8Tensor got = fp8_out(scale, old_amax);
               DecodeOptions fo = o;
               fo.fp8_out = got.view();
+              if (with_out) fo.fp8_out.data = fo.fp8_out.data.reshape({B, g.H, Dh});  // the [B, H, Dh] form
               Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
               kernels::decode_attention(c.q_d, c.gpu.view(), c.lens_d, fo, with_out ? out.view() : TensorView{});
-              const Tensor got_data = got.data.to(Device::CPU);
-              EXPECT_EQ(std::memcmp(got_data.data(), want_data.data(), want_data.nbytes()), 0)
+              EXPECT_TRUE(testing::bits_equal(got.view().data, want_data))
                   << what << (with_out ? " with out" : " fp8 only");
-              EXPECT_EQ(scalar_bits(got.scale_inv), scalar_bits(want.scale_inv)) << what;
-              EXPECT_EQ(scalar_bits(got.amax), scalar_bits(want.amax)) << what;
+              EXPECT_TRUE(testing::bits_equal(got.view().scale_inv, want.view().scale_inv)) << what;
+              EXPECT_TRUE(testing::bits_equal(got.view().amax, want.view().amax)) << what;
               if (with_out) {
                 EXPECT_TRUE(same_bits(out, plain)) << what << ": the BF16 out beside fp8_out";
               }
@@ -767,7 +746,7 @@ TEST(AttentionGpu, DecodeRejectsBadArguments) {
     EXPECT_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), wrong, o16), Error) << hpb;
   }
   // fp8_out: valid (no BF16 out), then a host FP8 buffer, a wrong dtype, a wrong shape
-  const Fp8Out f = make_fp8_out({2, 4 * 16}, 1.0f, 0.0f);
+  const Fp8Tensor f = testing::fp8_output(DType::E4M3, 2, 4 * 16, true, false, 1.0f, 0.0f, Device::CUDA);
   DecodeOptions fp8;
   fp8.fp8_out = f.view();
   EXPECT_NO_THROW(kernels::decode_attention(q16, ok.view(), i32({1, 1}, Device::CUDA), fp8, TensorView{}));
