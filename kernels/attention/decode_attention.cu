@@ -149,16 +149,24 @@ constexpr int split_smem_bytes() {
 }
 
 // Issues the cp.async copies of keys [t0, t0 + kTile) of one K or V head into a tile (rows >= end zero-filled).
+// A compile-time trip count (unrolled): the runtime-bounded loop cost ~100 integer / address / branch instructions
+// around its 4 copies per tile, 28% of the E4M3 kernel's issue slots (session 8's static SASS count; that kernel is
+// issue-bound at 64-69% of HBM where the BF16 one reaches 83-87%).
 template <int DH, typename T>
 __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T* base, int64_t row_stride, int t0,
                                                    int end, int tid) {
   constexpr int kRowBytes = DH * static_cast<int>(sizeof(T));
   constexpr int kChunksPerRow = kRowBytes / 16;
   constexpr int kTotal = Geometry<DH>::kTile * kChunksPerRow;
-  for (int i = tid; i < kTotal; i += kThreads) {
+  constexpr int kIters = (kTotal + kThreads - 1) / kThreads;
+  const unsigned char* src0 = reinterpret_cast<const unsigned char*>(base + t0 * row_stride);
+#pragma unroll
+  for (int k = 0; k < kIters; ++k) {
+    const int i = tid + k * kThreads;
+    if (kTotal % kThreads != 0 && i >= kTotal) break;
     const int r = i / kChunksPerRow, c = i % kChunksPerRow;
     const bool valid = t0 + r < end;
-    const unsigned char* src = valid ? reinterpret_cast<const unsigned char*>(base + (t0 + r) * row_stride) + c * 16
+    const unsigned char* src = valid ? src0 + r * row_stride * static_cast<int64_t>(sizeof(T)) + c * 16
                                      : reinterpret_cast<const unsigned char*>(base);
     flash::cp_async_16(tile + r * kRowBytes + c * 16, src, valid);
   }
@@ -434,6 +442,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
     flash::cp_async_commit();
     // ---- 2. online softmax of the tile, in every warp (identical bits everywhere: same inputs, same operations)
     float m_new[G];
+    float p_lane[G] = {};  // e^(s - m) of key `lane` (32-key tiles): the P.V factors, the sum's terms' bits
 #pragma unroll
     for (int gi = 0; gi < G; ++gi) {
       float tmax = -INFINITY;
@@ -443,7 +452,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
       m_new[gi] = fmaxf(m_run[gi], tmax);  // finite: the tile holds at least one key < end
       float sum = 0.0f;
 #pragma unroll
-      for (int i = lane; i < Geo::kTile; i += 32) sum += expf(s_s[gi][i] - m_new[gi]);
+      for (int i = lane; i < Geo::kTile; i += 32) {
+        const float e = expf(s_s[gi][i] - m_new[gi]);
+        if (Geo::kTile == 32) p_lane[gi] = e;
+        sum += e;
+      }
       sum = dev::warp_sum(sum);
       const float alpha = expf(m_run[gi] - m_new[gi]);  // 0 on the first tile (m_run = -inf)
       l_run[gi] = l_run[gi] * alpha + sum;
@@ -451,7 +464,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[gi][e] *= alpha;
     }
-    // ---- 3. P.V of the tile: p = e^(s - m) recomputed per key (the same bits as the sum's terms above)
+    // ---- 3. P.V of the tile: p = e^(s - m), the same bits as the sum's terms above: with 32-key tiles shuffled from
+    // the lane that computed it (session 8's SASS count: 4 of the 6 expf per tile were recomputations), else recomputed
     {
       const int c = lane % Geo::kLpk;
 #pragma unroll
@@ -461,7 +475,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
         Chunk<T>::to_float(load_chunk(sv + key_local * DH + c * 8), vf);
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) {
-          const float pp = expf(s_s[gi][key_local] - m_new[gi]);
+          const float pp = Geo::kTile == 32 ? __shfl_sync(kFull, p_lane[gi], key_local)
+                                            : expf(s_s[gi][key_local] - m_new[gi]);
 #pragma unroll
           for (int e = 0; e < 8; ++e) acc[gi][e] = fmaf(pp, vf[e], acc[gi][e]);
         }
