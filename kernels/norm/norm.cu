@@ -127,10 +127,12 @@ __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
 // BF16 / F32 output: y stored (amax of y tracked when asked). FP8 output: V = round_A(y) (the value the BF16 kernel
 // stores), amax of y tracked (rounded to A once at the end), V * scale quantized and stored row-wise when asked;
 // returns the 8 FP8 codes (the caller stages them for the transposed copy). Padding elements give y = 0 (h = 0,
-// g = 0, r finite), or NaN only when the row has a NaN: the amax needs no mask.
+// g = 0, r finite), or NaN only when the row has a NaN: the amax needs no mask. fp8row: row t of the row-wise FP8
+// data (a.fp8.data + t * cols, computed once per row by the caller), or null when there is none.
 template <typename T, typename Out>
 __device__ __forceinline__ uint2 emit8(const FwdArgs& a, int64_t t, int64_t c, int n, const Pack8<T>& h, float r,
-                                       const float (&g)[8], float scale, bool vec, bool fp8_vec, float& amax_y) {
+                                       const float (&g)[8], float scale, bool vec, bool fp8_vec, float& amax_y,
+                                       uint8_t* fp8row) {
   float y[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) y[i] = fmul(fmul(h.get(i), r), g[i]);
@@ -150,7 +152,7 @@ __device__ __forceinline__ uint2 emit8(const FwdArgs& a, int64_t t, int64_t c, i
       amax_y = max_abs_nan(amax_y, y[i]);
     }
     const uint2 q = ew::quantize8<Out>(v, scale);
-    if (a.fp8.data != nullptr) ew::store_fp8x8(a.fp8.data + t * a.cols + 8 * c, q, n, fp8_vec);
+    if (fp8row != nullptr) ew::store_fp8x8(fp8row + 8 * c, q, n, fp8_vec);
     return q;
   }
 }
@@ -223,12 +225,13 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
   float scale = 1.0f;
   if constexpr (kFp8) scale = *a.fp8.scale;
   float amax_y = 0.0f;
+  uint8_t* const fp8row = kFp8 && a.fp8.data != nullptr ? a.fp8.data + t * a.cols : nullptr;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const int k = warp + kFwdWarps * j;
     const int64_t c = lane + 32 * k;
     if (k < N && c < chunks) {  // the warp kernel's emit, with g from registers
-      (void)emit8<T, Out>(a, t, c, valid(c), mine[j], r, g[j], scale, a.vec, a.fp8_vec, amax_y);
+      (void)emit8<T, Out>(a, t, c, valid(c), mine[j], r, g[j], scale, a.vec, a.fp8_vec, amax_y, fp8row);
     }
   }
   commit_forward_amax<T, Out>(a, amax_y);
@@ -301,7 +304,17 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
       pf_i = 0;
       pf_grp += gridDim.x;
     }
-    if (live) {
+    if (live && kFull) {  // whole rows: one row pointer per tensor, chunk k at the constant offset 256 k elements
+      constexpr int64_t kCols = int64_t{256} * N;  // == a.cols (the launcher's kFull condition)
+      const T* src = static_cast<const T*>(a.x) + t * a.ldx + 8 * lane;
+      T* dst = rowbuf + (kTensors * b) * kCols + 8 * lane;
+      [[maybe_unused]] const T* rsrc = kResidual ? static_cast<const T*>(a.residual) + t * a.ldr + 8 * lane : nullptr;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        cp_async16(dst + 256 * k, src + 256 * k);
+        if constexpr (kResidual) cp_async16(dst + kCols + 256 * k, rsrc + 256 * k);
+      }
+    } else if (live) {
       const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
 #pragma unroll
       for (int k = 0; k < N; ++k) {
@@ -395,12 +408,15 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
       const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
       if (lane == 0) a.rstd[t] = r;
 
-      // Pass 2 (emit8): y = (h * rstd) * (1 + w), stored or rounded, amax-tracked and quantized.
+      // Pass 2 (emit8): y = (h * rstd) * (1 + w), stored or rounded, amax-tracked and quantized. The FP8 row pointer
+      // is formed once per row: per chunk, behind the null test, the compiler re-derived t * cols in 64 bits for each
+      // deferred store (~9 integer instructions per 8-byte store in the 2048-column kFull SASS).
+      uint8_t* const fp8row = kFp8 && a.fp8.data != nullptr ? a.fp8.data + t * a.cols : nullptr;
       auto emit = [&](int64_t c, const Pack8<T>& h) {
         const int n = valid(c);
         float g[8];
         gain8_smem(gsm, c, g);
-        const uint2 q = emit8<T, Out>(a, t, c, n, h, r, g, scale, vec, fp8_vec, amax_y);
+        const uint2 q = emit8<T, Out>(a, t, c, n, h, r, g, scale, vec, fp8_vec, amax_y, fp8row);
         if constexpr (kFp8) {
           if (a.pitch != 0) stage_fp8x8(tile + rr * a.pitch + 8 * c, q, n);
         }
