@@ -120,6 +120,22 @@ inline Fp8Tensor fp8_output(DType fp8, int64_t rows, int64_t cols, bool rowwise,
 
 inline float read_scalar(const TensorView& v) { return static_cast<float>(values(v)[0]); }
 
+// How many codes of an E4M3 tensor (host or device) are nonzero and how many saturated (|code| = 0x7E, 448): a test
+// of a quantizing kernel asserts its inputs exercise both.
+struct E4m3Codes {
+  int64_t nonzero = 0, saturated = 0;
+};
+inline E4m3Codes count_e4m3_codes(const TensorView& v) {
+  const Tensor h = host_copy(v);
+  E4m3Codes n;
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    const uint8_t m = h.ptr<uint8_t>()[i] & 0x7F;
+    n.nonzero += m != 0;
+    n.saturated += m == 0x7E;
+  }
+  return n;
+}
+
 // Uniform random ints in [lo, hi] as an I32 or I64 host tensor.
 inline Tensor random_ids(DType dtype, int64_t n, int64_t lo, int64_t hi, uint32_t seed) {
   Tensor t = Tensor::empty(dtype, Shape{n});
