@@ -141,6 +141,15 @@ TEST(ActivationGpu, DecodeRowCountsBitExact) {
   }
 }
 
+// geglu_backward_fp8 (dout, fc1 -> q) when backward, else geglu_forward_fp8 (fc1 -> q), on fc1's backend.
+void geglu_fp8(bool backward, const Tensor& dout, const Tensor& fc1, const Fp8View& q) {
+  if (backward) {
+    kernels::geglu_backward_fp8(dout, fc1, q);
+  } else {
+    kernels::geglu_forward_fp8(fc1, q);
+  }
+}
+
 // Every output of one fc1 [T, 2F] (and dout [T, F]) on both backends, bit for bit: BF16 forward with amax, BF16
 // backward, and FP8 forward (E4M3) / backward (E5M2) with the transposed copy, amax and scale_inv.
 void expect_every_output_bit_exact(const Tensor& fc1, const Tensor& dout) {
@@ -163,13 +172,8 @@ void expect_every_output_bit_exact(const Tensor& fc1, const Tensor& dout) {
     const float scale = backward ? 4096.0f : 100.0f;
     Fp8Tensor q_c = testing::fp8_output(fp8, t, cols, true, true, scale, 0.25f, Device::CPU);
     Fp8Tensor q_d = testing::fp8_output(fp8, t, cols, true, true, scale, 0.25f, Device::CUDA);
-    if (backward) {
-      kernels::geglu_backward_fp8(dout, fc1, q_c.view());
-      kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
-    } else {
-      kernels::geglu_forward_fp8(fc1, q_c.view());
-      kernels::geglu_forward_fp8(fc1_d, q_d.view());
-    }
+    geglu_fp8(backward, dout, fc1, q_c.view());
+    geglu_fp8(backward, dout_d, fc1_d, q_d.view());
     ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
     ASSERT_TRUE(testing::bits_equal(q_d.view().columnwise_data, q_c.view().columnwise_data));
     ASSERT_TRUE(testing::bits_equal(q_d.view().amax, q_c.view().amax));
@@ -244,13 +248,8 @@ TEST(ActivationGpu, TablePathEveryBf16Gate) {
         const float scale = fp8 == DType::E4M3 ? 50.0f : 2000.0f;  // some values saturate
         Fp8Tensor q_c = testing::fp8_output(fp8, t_count, cols, rowwise, columnwise, scale, 0.0f, Device::CPU);
         Fp8Tensor q_d = testing::fp8_output(fp8, t_count, cols, rowwise, columnwise, scale, 0.0f, Device::CUDA);
-        if (backward) {
-          kernels::geglu_backward_fp8(dout, fc1, q_c.view());
-          kernels::geglu_backward_fp8(dout_d, fc1_d, q_d.view());
-        } else {
-          kernels::geglu_forward_fp8(fc1, q_c.view());
-          kernels::geglu_forward_fp8(fc1_d, q_d.view());
-        }
+        geglu_fp8(backward, dout, fc1, q_c.view());
+        geglu_fp8(backward, dout_d, fc1_d, q_d.view());
         if (rowwise) {
           ASSERT_TRUE(testing::bits_equal(q_d.view().data, q_c.view().data));
         }
