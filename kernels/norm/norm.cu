@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const int64_t c = lane + 32 * k;
-        if (kFull || c < chunks) {
+        if (c < chunks) {  // kFull takes the branch above
           cp_async16(rowbuf + (kTensors * b) * a.cols + 8 * c, xrow + 8 * c);
           if constexpr (kResidual) {
             cp_async16(rowbuf + (kTensors * b + 1) * a.cols + 8 * c,
