@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The decode step's opt-in experiments measured against the default in one run (issue 7), on the GPU machine:
-#   ci/decode_ab.sh BUILD_DIR OUT_DIR [FILTER]
+#   ci/decode_ab.sh BUILD_DIR OUT_DIR [FILTER]      (FILTER also from DECODE_AB_FILTER, for gpu_session.sh's --decode-ab)
 # runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
@@ -15,7 +15,7 @@
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
-filter=${3:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}
+filter=${3:-${DECODE_AB_FILTER:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}}
 configs=${CONFIGS:-default early_w fused fused_early_w}
 mkdir -p "$out"
 for cfg in $configs; do
