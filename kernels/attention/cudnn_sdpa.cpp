@@ -646,6 +646,22 @@ void check_cudnn_args(const FlashArgs& a, bool backward, const char* what) {
   }
 }
 
+// compute-sanitizer's initcheck does not record cuDNN's Hopper output stores (TMA) as writes, as with cuBLASLt
+// (common/nvtx.h): a BF16 [B, S, heads, Dh] / [T, heads, Dh] operand the SDPA wrote is marked row by row (a token's
+// heads; not the gaps of a wider token stride, e.g. dk / dv inside a fused dQKV buffer). No-op without the tool.
+void mark_written(const void* p, const attn::Strides& s, const attn::Dims& d, int64_t heads, Stream stream) {
+  constexpr std::size_t kElem = 2;  // BF16
+  const auto row = static_cast<std::size_t>((heads - 1) * s.head + d.Dh) * kElem;
+  const auto pitch = static_cast<std::size_t>(s.token) * kElem;
+  if (d.packed) {
+    nvtx::mark_initialized_rows(p, static_cast<std::size_t>(d.T), row, pitch, stream);
+    return;
+  }
+  for (int64_t b = 0; b < d.B; ++b)
+    nvtx::mark_initialized_rows(static_cast<const char*>(p) + static_cast<std::size_t>(b * s.batch) * kElem,
+                                static_cast<std::size_t>(d.S), row, pitch, stream);
+}
+
 void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace& ws, Stream stream, const char* what) {
   check_cudnn_args(a, backward, what);
   State& s = state();
@@ -712,6 +728,15 @@ void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace&
   check(cudnnSetStream(h, cs), "cudnnSetStream");
   check(cudnnBackendExecute(h, p.plan, pack.get()),
         std::string(what) + ": execute (" + describe(key) + ", engine " + std::to_string(p.engine_index) + ")");
+  if (backward) {
+    mark_written(a.dq, a.sdq, a.d, a.d.H, stream);
+    mark_written(a.dk, a.sdk, a.d, a.d.Hkv, stream);
+    mark_written(a.dv, a.sdv, a.d, a.d.Hkv, stream);
+  } else {
+    mark_written(a.o, a.so, a.d, a.d.H, stream);
+    const std::size_t lse_rows = static_cast<std::size_t>(a.d.packed ? a.d.T : a.d.B * a.d.S);
+    nvtx::mark_initialized(a.lse, a.lse != nullptr ? lse_rows * a.d.H * sizeof(float) : 0, stream);
+  }
 }
 
 std::size_t workspace_bytes(const FlashArgs& a, bool backward, bool deterministic, const char* what) {
