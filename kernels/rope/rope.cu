@@ -45,15 +45,14 @@ struct Lane<A, 8> {
   using Raw = ew::Pack8<A>;
   static __device__ __forceinline__ Raw load(const A* p) { return ew::load8<A>(p); }
   static __device__ __forceinline__ float get(const Raw& r, int j) { return r.get(j); }
-  // BF16: one 16-byte store, written as such. Through ew::store8 the PTX of rope_kernel<bf16, 8, *> had four 4-byte
-  // st.global.u32 per 16 bytes (four STG.E per chunk, 4x the L2 write requests, each a partial sector) and 96
-  // registers; with st.global.v4: STG.E.128 and 80 registers (6 blocks per SM instead of 5). Same bytes, same bits.
+  // BF16: one 16-byte store. Through ew::store8 the PTX of rope_kernel<bf16, 8, *> had four 4-byte st.global.u32 per
+  // 16 bytes (96 registers). An asm volatile st.global.v4 with a "memory" clobber (80 registers) measured SLOWER on
+  // the H200 (session 9: 2b 8192 tokens 25.8 -> 27.7 us, 7b 82.7 -> 86.2): the clobber pins every later load behind
+  // the store. A plain 16-byte C++ store lets the compiler schedule it. Same bytes, same bits.
   static __device__ __forceinline__ void store(A* p, const float (&f)[8]) {
-    if constexpr (std::is_same_v<A, ew::bf16_t>) {
-      const uint4 v = ew::pack8<A>(f).v;
-      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
-                   : "memory");
-    } else
+    if constexpr (std::is_same_v<A, ew::bf16_t>)
+      *reinterpret_cast<uint4*>(p) = ew::pack8<A>(f).v;
+    else
       ew::store8<A>(p, f);
   }
 };
