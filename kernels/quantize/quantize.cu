@@ -20,6 +20,7 @@
 // and every NaN is above inf, so an unsigned max propagates NaN (canonicalised to 0x7FFFFFFF at the end).
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
@@ -229,8 +230,10 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
-template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll>
-__global__ void __launch_bounds__(kFlatThreads)
+// kMinBlocks: __launch_bounds__'s resident-blocks hint; above 1 ptxas may use more registers and so keep more of the
+// kUnroll loads in flight per thread (the amax knob below; the cast always uses 1).
+template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1>
+__global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
@@ -720,6 +723,18 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
   TG_CHECK_LAUNCH("cast_transpose_kernel");
 }
 
+namespace {
+// compute_amax's launch of one cast_kernel<..., kStore = false> instantiation: one resident wave, at most `cap`
+// blocks when cap > 0.
+template <auto Kernel, typename IT>
+void launch_amax(const IT* x, float* amax, int64_t n, int cap, cudaStream_t st) {
+  constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kAmaxUnroll * kFlatVecElems<IT>;
+  int grid = resident_grid<Kernel>(kFlatThreads, n, kPerBlock);
+  if (cap > 0) grid = std::min(grid, cap);
+  launch(Kernel, grid, kFlatThreads, 0, st, x, nullptr, nullptr, nullptr, nullptr, amax, n);
+}
+}  // namespace
+
 void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
@@ -735,20 +750,24 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const bool vec = aligned16(x.data);
   // One resident wave. Measured alternative: a wide grid (4 loads per thread, every block the tensor needs) was no
   // faster, 16.5 us both at 8192x3072 (H200, session 8), so it is not retried.
-  // The wave is filled (SMs x resident blocks, 1056 on the H200) whenever the tensor has one 16-byte vector per
-  // thread of it; the grid-stride loop's bounds checks give each thread its share (11-12 vectors at 8192x3072, about
-  // 4 at 4096x2048). Sizing the grid by kAmaxUnroll vectors per thread left resident slots empty: 768 blocks at
-  // 8192x3072 (5-6 per SM), 256 at 4096x2048 (~2 per SM, ~25 KB in flight per SM: at 32 registers ptxas keeps ~3 of
-  // the 16 loads in flight per thread, the fourth load waits for the first), where the kAmaxUnroll = 4 grid of 1024
-  // blocks had measured 8.14-8.31 us against 8.75-8.91 since. Same bits (a max is order-independent).
+  // Sized by kAmaxUnroll vectors per thread (768 blocks at 8192x3072, 256 at 4096x2048). Filling the resident wave
+  // instead (1056 blocks, one vector per thread) measured slower on the H200 (session 9, 86d62bf): 8192x3072 16.5 ->
+  // 16.8 us, 4096x2048 8.9 -> 11.8 us (unexplained; perhaps the 4x more same-address atomics at the end).
+  // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): B blocks per SM at most, each thread
+  // compiled for B resident blocks (more registers: more of the 16 loads in flight), so fewer blocks end in the
+  // same-address atomic.
+  const int per_sm = tuning::amax_blocks_per_sm();
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
+    const auto* xp = static_cast<const IT*>(x.data);
     dispatch_bool(vec, [&](auto v) {
-      constexpr auto kernel = cast_kernel<IT, false, false, decltype(v)::value, kAmaxUnroll>;
-      constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kFlatVecElems<IT>;  // one vector per thread
-      const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
-      launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), nullptr, nullptr, nullptr, nullptr,
-             amax.ptr<float>(), n);
+      constexpr bool kV = decltype(v)::value;
+      if (per_sm == 2)
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 2>>(xp, amax.ptr<float>(), n, 2 * sm_count(), st);
+      else if (per_sm == 4)
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 4>>(xp, amax.ptr<float>(), n, 4 * sm_count(), st);
+      else
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll>>(xp, amax.ptr<float>(), n, 0, st);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");
@@ -794,13 +813,19 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 
 namespace tuning {
 namespace {
-std::atomic<int> g_tile_rows{0};  // 0: by size (quantize.h)
+std::atomic<int> g_tile_rows{0};           // 0: by size (quantize.h)
+std::atomic<int> g_amax_blocks_per_sm{0};  // 0: compute_amax's default grid (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
   TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
   g_tile_rows.store(rows, std::memory_order_relaxed);
 }
 int cast_transpose_tile_rows() { return g_tile_rows.load(std::memory_order_relaxed); }
+void set_amax_blocks_per_sm(int blocks) {
+  TG_CHECK(blocks == 0 || blocks == 2 || blocks == 4, "set_amax_blocks_per_sm: expected 0, 2 or 4, got ", blocks);
+  g_amax_blocks_per_sm.store(blocks, std::memory_order_relaxed);
+}
+int amax_blocks_per_sm() { return g_amax_blocks_per_sm.load(std::memory_order_relaxed); }
 
 }  // namespace tuning
 

@@ -17,6 +17,7 @@
 #include "common/numeric.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/tests/gpu_test_util.h"
 #include "kernels/tests/quantize_test_util.h"
 
@@ -263,25 +264,32 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
   }
 }
 
+// kernels::cuda::tuning::set_amax_blocks_per_sm for a scope (a speed knob: results must not depend on it).
+using AmaxBlocksScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
+
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();
   const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}, {1031, 4097}};
-  for (DType in : kInputs) {
-    uint32_t seed = 50;
-    for (const Dims& d : shapes) {
-      for (bool special : {false, true}) {
-        Tensor x =
-            special ? special_values(in, d.rows, d.cols, seed) : testing::random_varied(in, d.rows, d.cols, seed);
-        ++seed;
-        Tensor want = Tensor::empty(DType::F32, {1});
-        Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
-        testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
-        kernels::compute_amax(x, want);
-        const Tensor xd = x.to(Device::CUDA);
-        kernels::compute_amax(xd, got);
-        EXPECT_TRUE(same_bytes(got, want,
-                               "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
-                                   std::string(dtype_name(in)) + (special ? " special" : "")));
+  for (const int blocks_per_sm : {0, 2, 4}) {  // the default grid and the knob's two grids
+    const AmaxBlocksScope scope(blocks_per_sm);
+    for (DType in : kInputs) {
+      uint32_t seed = 50;
+      for (const Dims& d : shapes) {
+        for (bool special : {false, true}) {
+          Tensor x =
+              special ? special_values(in, d.rows, d.cols, seed) : testing::random_varied(in, d.rows, d.cols, seed);
+          ++seed;
+          Tensor want = Tensor::empty(DType::F32, {1});
+          Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
+          testing::poison(got, 0x7F);  // the op overwrites: garbage (a NaN pattern) must not survive
+          kernels::compute_amax(x, want);
+          const Tensor xd = x.to(Device::CUDA);
+          kernels::compute_amax(xd, got);
+          EXPECT_TRUE(same_bytes(got, want,
+                                 "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
+                                     std::string(dtype_name(in)) + (special ? " special" : "") + " blocks/SM " +
+                                     std::to_string(blocks_per_sm)));
+        }
       }
     }
   }
@@ -293,16 +301,19 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
 TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
   TG_REQUIRE_CUDA();
   const int64_t rows = 1031, cols = 4097, n = rows * cols;
-  for (DType in : kInputs) {
-    for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
-      std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
-      v[static_cast<std::size_t>(p)] = -3.5f;
-      Tensor x = testing::host_tensor(in, {rows, cols}, v);
-      Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
-      testing::poison(got, 0x7F);
-      kernels::compute_amax(x.to(Device::CUDA), got);
-      const float g = Tensor::copy_of(got, Device::CPU).ptr<float>()[0];
-      EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p;
+  for (const int blocks_per_sm : {0, 2, 4}) {
+    const AmaxBlocksScope scope(blocks_per_sm);
+    for (DType in : kInputs) {
+      for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
+        std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
+        v[static_cast<std::size_t>(p)] = -3.5f;
+        Tensor x = testing::host_tensor(in, {rows, cols}, v);
+        Tensor got = Tensor::empty(DType::F32, {1}, Device::CUDA);
+        testing::poison(got, 0x7F);
+        kernels::compute_amax(x.to(Device::CUDA), got);
+        const float g = Tensor::copy_of(got, Device::CPU).ptr<float>()[0];
+        EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p << " blocks/SM " << blocks_per_sm;
+      }
     }
   }
 }
