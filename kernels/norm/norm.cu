@@ -16,6 +16,7 @@
 // (it was ~18 instructions per element): amax tracks max |y| in FP32 (one max.NaN per element) and
 // rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
+#include <atomic>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -260,14 +261,30 @@ constexpr int fwd_min_blocks(int n, bool residual, bool fp8, bool async) {
   return n <= 8 ? 4 : n <= 12 ? 3 : 2;
 }
 
+// Schedules of the kFull kernel without residual (tuning::set_rmsnorm_occupancy, norm.h; the same rows, loads and
+// arithmetic, so the same bits). kSchedDefault: fwd_min_blocks and the launcher's ring depth (2 rows at the Gemma
+// widths: 3 blocks per SM at N 8, 2 at N 12). kSchedOccupancy: fwd_occupancy_min_blocks with a 1-row ring, so more
+// warps share an SM and each requests fewer rows at launch (docs/rmsnorm_rope_analysis.md, change A2).
+// kSchedStagger: the default resources and 2-row ring, but only the warp's first row is requested at launch, the next
+// when it has landed and the one after at its pass 1, which halves the first burst of reads (change A3).
+constexpr int kSchedDefault = 0, kSchedOccupancy = 1, kSchedStagger = 2;
+
+// kSchedOccupancy's resident blocks per SM asked of the register allocator: 4 (64 registers) at N 8, 3 (80) at N 12;
+// compiled for sm_90a (CUDA 13) without local memory, BF16 and FP8 output.
+constexpr int fwd_occupancy_min_blocks(int n) { return n <= 8 ? 4 : 3; }
+
 // kFull (kAsync only): every row is exactly 32 * N whole chunks and every access is a vector one (a.vec, and
 // a.fp8_vec for FP8 output), so the per-chunk bounds checks, partial-chunk paths and their branches compile away
 // (the SASS of the general kernel spent more instructions on them than on the math: ~24 per element, issue-bound
 // at 57% of the issue slots on the H200 at 8192x2048). Same arithmetic, same bits.
-template <typename T, typename Out, int N, bool kResidual, bool kAsync, bool kFull = false, bool kSpread = false>
-__global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
+template <typename T, typename Out, int N, bool kResidual, bool kAsync, bool kFull = false, bool kSpread = false,
+          int kSched = kSchedDefault>
+__global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
+                                                   ? fwd_occupancy_min_blocks(N)
+                                                   : fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
     rmsnorm_forward_kernel(const FwdArgs a) {
   static_assert(!kFull || kAsync, "kFull: the cp.async path (whole vectorisable rows)");
+  static_assert(kSched == kSchedDefault || (kFull && !kResidual), "schedules: the kFull kernel without residual");
   static_assert(!kSpread || (N > 0 && !kResidual && !kAsync && !kFull), "kSpread: cached rows, no residual");
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
@@ -282,7 +299,18 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
   uint8_t* tile = smem + a.gain_bytes;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t chunks = (a.cols + 7) / 8;
-  const int64_t groups = (a.rows + a.rows_per_block - 1) / a.rows_per_block;
+  // Rows per group and row buffers per warp: the launcher's values, which kSchedOccupancy (no transposed copy, so one
+  // row per warp per group; a 1-row ring) fixes at compile time: with run-time values it spilled 16 B at 64
+  // registers (BF16 output). The others read both from the arguments (kSchedStagger: fixed, it spilled 8 B at 80).
+  auto rows_per_block = [&]() -> int {
+    if constexpr (kSched == kSchedOccupancy) return kFwdWarps;
+    return a.rows_per_block;
+  };
+  [[maybe_unused]] auto stages = [&]() -> int {
+    if constexpr (kSched == kSchedOccupancy) return 1;
+    return a.stages;
+  };
+  const int64_t groups = (a.rows + rows_per_block() - 1) / rows_per_block();
   float scale = 1.0f;
   if constexpr (kFp8) scale = *a.fp8.scale;
   float amax_y = 0.0f;  // max |y| over this thread's elements (FP32, before the rounding to A)
@@ -291,16 +319,16 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
   constexpr int kTensors = kResidual ? 2 : 1;
   [[maybe_unused]] int buf = 0;  // the buffer of the warp's current row (rows go round the ring in order)
   [[maybe_unused]] T* rowbuf =
-      reinterpret_cast<T*>(smem + a.stage_off) + static_cast<int64_t>(warp) * a.stages * kTensors * a.cols;
+      reinterpret_cast<T*>(smem + a.stage_off) + static_cast<int64_t>(warp) * stages() * kTensors * a.cols;
   // kAsync: the next row this warp copies, in the order of the loops below (group pf_grp, the warp's
   // pf_i-th row of it).
   [[maybe_unused]] int64_t pf_grp = blockIdx.x;
   [[maybe_unused]] int pf_i = 0;
   // Copies of the warp's next row (if any) into buffer b: one commit group per call (possibly empty).
   [[maybe_unused]] auto prefetch_next = [&](int b) {
-    const int64_t t = pf_grp * a.rows_per_block + warp + kFwdWarps * pf_i;
+    const int64_t t = pf_grp * rows_per_block() + warp + kFwdWarps * pf_i;
     const bool live = pf_grp < groups && t < a.rows;
-    if (++pf_i * kFwdWarps == a.rows_per_block) {
+    if (++pf_i * kFwdWarps == rows_per_block()) {
       pf_i = 0;
       pf_grp += gridDim.x;
     }
@@ -330,14 +358,26 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
     }
     cp_async_commit();
   };
-  if constexpr (kAsync) {  // in flight while the block stages g
-    for (int b = 0; b < a.stages; ++b) prefetch_next(b);
+  if constexpr (kSched == kSchedStagger) {  // only the first row in flight while the block stages g; the empty
+    prefetch_next(0);                        // group makes the first row's wait<1> wait for it
+    cp_async_commit();
+  } else if constexpr (kAsync) {  // in flight while the block stages g
+    for (int b = 0; b < stages(); ++b) prefetch_next(b);
   }
   stage_gain(a.w, a.cols, gsm);
+  // kSchedStagger: once the first row has landed, buffer 1 (free since launch) takes the next row (where the default
+  // ring holds it: row j in buffer j % 2), and buffer 0 the one after, after the first row's pass 1 in the loop. Here,
+  // not in the row loop: there it cost registers (8 B of spill, BF16 output). 1 stage: nothing to stagger.
+  if constexpr (kSched == kSchedStagger) {
+    if (a.stages == 2) {
+      cp_async_wait<1>();
+      prefetch_next(1);
+    }
+  }
 
   for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
-    const int64_t row0 = grp * a.rows_per_block;
-    const int rows_here = static_cast<int>(min(static_cast<int64_t>(a.rows_per_block), a.rows - row0));
+    const int64_t row0 = grp * rows_per_block();
+    const int rows_here = static_cast<int>(min(static_cast<int64_t>(rows_per_block()), a.rows - row0));
     for (int rr = warp; rr < rows_here; rr += kFwdWarps) {
       const int64_t t = row0 + rr;
       const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
@@ -356,7 +396,7 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
         return ew::pack8<T>(h);
       };
       if constexpr (kAsync) {
-        if (a.stages == 2)
+        if (stages() == 2)
           cp_async_wait<1>();  // row j has landed; row j + 1 may still be in flight
         else
           cp_async_wait<0>();
@@ -394,7 +434,7 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
         }
         if constexpr (kAsync) {  // the buffer's reads are consumed: it takes the row `stages` ahead
           prefetch_next(buf);
-          buf = (buf + 1) & (a.stages - 1);
+          buf = (buf + 1) & (stages() - 1);
         }
       } else {
         for (int64_t c = lane; c < chunks; c += 32) {
@@ -432,6 +472,10 @@ __global__ void __launch_bounds__(kFwdThreads, fwd_min_blocks(N, kResidual, !std
           emit(c, ew::load8_any((kResidual ? rrow : xrow) + 8 * c, valid(c), a.vec));
         }
       }
+      // kSchedOccupancy: one row per warp per group (rows_per_block() == kFwdWarps: the launcher takes it only without
+      // the transposed copy), which the compiler does not infer from the loop bounds; the loop's state then stays live
+      // and spilled (BF16 output at 64 registers).
+      if constexpr (kSched == kSchedOccupancy) break;
     }
     if constexpr (kFp8) {
       if (a.pitch != 0) {  // the group's tile is complete: write its transpose, then reuse the tile
@@ -721,6 +765,26 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
     auto async_smem = [&](int stages) {
       return smem + static_cast<size_t>(kFwdWarps) * stages * (kRes ? 2 : 1) * static_cast<size_t>(a.cols) * sizeof(T);
     };
+    // tuning::set_rmsnorm_occupancy (norm.h): the kFull rows without residual or transposed copy under another
+    // schedule (kSchedOccupancy, kSchedStagger above; same bits), at the Gemma widths (N 8, 12) only, which keeps the
+    // extra instantiations few. Returns false, launching nothing, where the setting is 0 or does not apply.
+    auto launch_scheduled = [&](auto n_tag) {
+      constexpr int kN = decltype(n_tag)::value;
+      if constexpr (!kRes && (kN == 8 || kN == 12)) {
+        if (a.pitch != 0) return false;
+        const int sched = tuning::rmsnorm_occupancy();
+        if (sched == kSchedOccupancy) {
+          a.stages = 1;
+          go(rmsnorm_forward_kernel<T, Out, kN, false, true, true, false, kSchedOccupancy>, async_smem(1));
+          return true;
+        }
+        if (sched == kSchedStagger && a.stages == 2) {  // the launcher's choice here: a 2-row ring to stagger
+          go(rmsnorm_forward_kernel<T, Out, kN, false, true, true, false, kSchedStagger>, async_smem(2));
+          return true;
+        }
+      }
+      return false;
+    };
     auto pick = [&](auto n_tag) {
       constexpr int kN = decltype(n_tag)::value;
       const auto kernel = rmsnorm_forward_kernel<T, Out, kN, kRes, true>;
@@ -746,6 +810,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
         if (two > 0 || one > 0) {
           a.stages = two >= one ? 2 : 1;
           const bool full = a.cols == int64_t{256} * kN && (std::is_same_v<Out, T> || a.fp8_vec);
+          if (full && launch_scheduled(std::integral_constant<int, kN>{})) return;
           if (full)
             go(rmsnorm_forward_kernel<T, Out, kN, kRes, true, true>, async_smem(a.stages));
           else
@@ -842,6 +907,17 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
 }
 
 }  // namespace
+
+namespace tuning {
+namespace {
+std::atomic<int> g_rmsnorm_occupancy{0};  // 0: the default schedule (norm.h)
+}  // namespace
+void set_rmsnorm_occupancy(int variant) {
+  TG_CHECK(variant >= 0 && variant <= 2, "set_rmsnorm_occupancy: expected 0, 1 or 2, got ", variant);
+  g_rmsnorm_occupancy.store(variant, std::memory_order_relaxed);
+}
+int rmsnorm_occupancy() { return g_rmsnorm_occupancy.load(std::memory_order_relaxed); }
+}  // namespace tuning
 
 void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,
                      const TensorView& residual, const TensorView& amax, Stream stream) {

@@ -10,6 +10,7 @@
 
 #include "kernels/norm/norm.h"
 #include "kernels/tests/elementwise_test_util.h"
+#include "kernels/tuning_scope.h"
 
 namespace tg {
 namespace {
@@ -152,6 +153,52 @@ TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
     }
   }
 }
+
+#if TEGEMMA_HAVE_CUDA
+// kernels::cuda::tuning::set_rmsnorm_occupancy (a speed knob: 1 = more resident blocks with a 1-row ring, 2 = the
+// staggered start) must not change a bit of y / the FP8 data, rstd, amax or scale_inv. At the Gemma shapes the knob
+// takes its own kernels (E4M3 and BF16 output); 9001 rows leave a partial last group and blocks that loop over groups,
+// 1000 rows (one row per warp: the register path) ignore the knob.
+TEST(NormGpu, ForwardOccupancyKnobBitIdentical) {
+  TG_REQUIRE_CUDA();
+  using Occupancy = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_occupancy, 0>;
+  const Shape2 shapes[] = {{8192, 2048}, {8192, 3072}, {9001, 2048}, {9001, 3072}, {1000, 2048}};
+  for (const Shape2 s : shapes) {
+    Tensor x = testing::random_host(DType::BF16, {s.t, s.d}, 41, 1.8f).to(Device::CUDA);
+    Tensor w = testing::random_host(DType::BF16, {s.d}, 42, 0.5f).to(Device::CUDA);
+    struct Outputs {  // one forward of each output type under the current setting
+      Tensor y, r_y, amax_y, r_q;
+      Fp8Tensor q;
+    };
+    auto run = [&] {
+      Outputs o;
+      o.y = Tensor::empty(DType::BF16, {s.t, s.d}, Device::CUDA);
+      o.r_y = Tensor::empty(DType::F32, {s.t}, Device::CUDA);
+      o.amax_y = testing::scalar_f32(0.25f, Device::CUDA);
+      kernels::rmsnorm_forward(x, w, 1e-6f, o.y, o.r_y, {}, o.amax_y);
+      o.q = testing::fp8_output(DType::E4M3, s.t, s.d, true, false, 96.0f, 0.125f, Device::CUDA);
+      o.r_q = Tensor::empty(DType::F32, {s.t}, Device::CUDA);
+      kernels::rmsnorm_forward_fp8(x, w, 1e-6f, o.q.view(), o.r_q);
+      return o;
+    };
+    const Outputs ref = run();
+    for (const int occ : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " occupancy=" << occ);
+      const Occupancy scope(occ);
+      const Outputs o = run();
+      ASSERT_TRUE(testing::bits_equal(o.y, ref.y));
+      ASSERT_TRUE(testing::bits_equal(o.r_y, ref.r_y));
+      ASSERT_TRUE(testing::bits_equal(o.amax_y, ref.amax_y));
+      ASSERT_TRUE(testing::bits_equal(o.q.view().data, ref.q.view().data));
+      ASSERT_TRUE(testing::bits_equal(o.q.view().amax, ref.q.view().amax));
+      ASSERT_TRUE(testing::bits_equal(o.q.view().scale_inv, ref.q.view().scale_inv));
+      ASSERT_TRUE(testing::bits_equal(o.r_q, ref.r_q));
+    }
+  }
+  EXPECT_THROW(kernels::cuda::tuning::set_rmsnorm_occupancy(3), Error);
+  EXPECT_EQ(kernels::cuda::tuning::rmsnorm_occupancy(), 0);
+}
+#endif
 
 // The forward's amax is max |y| in FP32 rounded to A once per thread (RN is monotonic), with max.NaN on
 // the device, and padding chunks are not masked: rows with a NaN, an inf (rstd = 0, y = inf * 0 = NaN)
