@@ -2,9 +2,9 @@
 // roofline, at the Gemma-2B / 7B training shapes: T = 8192 tokens (4 x 2048), D = 2048 / 3072,
 // F = 16384 / 24576, head_dim 256 with (H, Hkv) = (8, 1) / (16, 16). Target: hbm_roofline_frac >= 0.8.
 //
-// Names: <op>/<in>-><out>[+t]/<shape>; "+t" = the FP8 output also writes its transposed copy. rmsnorm_occ<k>: the
-// plain rmsnorm with kernels::cuda::tuning::set_rmsnorm_occupancy(k) (1: more resident blocks with a 1-row ring,
-// 2: staggered start; kernels/norm/norm.h), for the A/B against the default.
+// Names: <op>/<in>-><out>[+t]/<shape>; "+t" = the FP8 output also writes its transposed copy. rmsnorm_occ /
+// rmsnorm_ring: the plain rmsnorm with kernels::cuda::tuning::set_rmsnorm_schedule(1 / 2) (the "occupancy" or the
+// "ring" schedule at both widths; kernels/norm/norm.h), for the A/B against the default (by width).
 // Bytes per launch count every tensor the op must read or write once (FP8 bytes 1 each; small vectors
 // such as w, rstd and ids included, and the FP8 scalars: scale read, scale_inv written (twice with the
 // transposed copy), amax read and written); they do NOT count implementation scratch traffic (the norm
@@ -138,11 +138,11 @@ struct NormSet {
 };
 
 // The kernels::cuda::tuning knob set for one benchmark (kernels/tuning_scope.h).
-using NormOccupancy = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_occupancy, 0>;
+using NormSchedule = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_schedule, 0>;
 
-// occupancy: kernels::cuda::tuning::set_rmsnorm_occupancy for this benchmark (0 = the default), restored afterwards.
-void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, int occupancy = 0) {
-  const NormOccupancy scope(occupancy);
+// schedule: kernels::cuda::tuning::set_rmsnorm_schedule for this benchmark (0 = the default), restored afterwards.
+void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, int schedule = 0) {
+  const NormSchedule scope(schedule);
   const double td = static_cast<double>(kTokens) * m.d;
   const bool fp8 = mode == NormOut::kFp8 || mode == NormOut::kFp8T, t = mode == NormOut::kFp8T;
   const bool with_res = mode == NormOut::kBf16Residual;
@@ -362,10 +362,10 @@ const bool registered = [] {
     add("rmsnorm+residual/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16Residual); });
     add("rmsnorm/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8); });
     add("rmsnorm/bf16->e4m3+t" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8T); });
-    for (const int occ : {1, 2}) {
-      const std::string op = "rmsnorm_occ" + std::to_string(occ);
-      add(op + "/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16, occ); });
-      add(op + "/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8, occ); });
+    for (const int sched : {1, 2}) {
+      const std::string op = sched == 1 ? "rmsnorm_occ" : "rmsnorm_ring";
+      add(op + "/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kBf16, sched); });
+      add(op + "/bf16->e4m3" + td, [=](benchmark::State& s) { bm_rmsnorm(s, m, NormOut::kFp8, sched); });
     }
     add("rmsnorm_bwd/bf16->bf16" + td, [=](benchmark::State& s) { bm_rmsnorm_bwd(s, m); });
     add("geglu/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu(s, m, ActOut::kBf16); });

@@ -261,13 +261,14 @@ constexpr int fwd_min_blocks(int n, bool residual, bool fp8, bool async) {
   return n <= 8 ? 4 : n <= 12 ? 3 : 2;
 }
 
-// Schedules of the kFull kernel without residual (tuning::set_rmsnorm_occupancy, norm.h; the same rows, loads and
-// arithmetic, so the same bits). kSchedDefault: fwd_min_blocks and the launcher's ring depth (2 rows at the Gemma
-// widths: 3 blocks per SM at N 8, 2 at N 12). kSchedOccupancy: fwd_occupancy_min_blocks with a 1-row ring, so more
-// warps share an SM and each requests fewer rows at launch (docs/rmsnorm_rope_analysis.md, change A2).
-// kSchedStagger: the default resources and 2-row ring, but only the warp's first row is requested at launch, the next
-// when it has landed and the one after at its pass 1, which halves the first burst of reads (change A3).
-constexpr int kSchedDefault = 0, kSchedOccupancy = 1, kSchedStagger = 2;
+// Schedules of the kFull kernel without residual (the same rows, loads and arithmetic, so the same bits; chosen by
+// launch_forward, tuning::set_rmsnorm_schedule in norm.h). kSchedRing: fwd_min_blocks and the launcher's ring depth
+// (2 rows at the Gemma widths: 3 blocks per SM at N 8, 2 at N 12). kSchedOccupancy: fwd_occupancy_min_blocks with a
+// 1-row ring, so more warps share an SM and each requests fewer rows at launch (docs/rmsnorm_rope_analysis.md, change
+// A2). H200 (session 9, 8192 rows, us, ring / occupancy): N 8 E4M3 19.36 / 16.65, BF16 21.53 / 20.13; N 12 E4M3
+// 25.33 / 25.56, BF16 29.38 / 30.09: the occupancy schedule at N 8 only. (A staggered start of the 2-row ring, one row
+// requested at launch and the next when it landed, change A3, measured no better: N 8 E4M3 19.79, and was removed.)
+constexpr int kSchedRing = 0, kSchedOccupancy = 1;
 
 // kSchedOccupancy's resident blocks per SM asked of the register allocator: 4 (64 registers) at N 8, 3 (80) at N 12;
 // compiled for sm_90a (CUDA 13) without local memory, BF16 and FP8 output.
@@ -278,13 +279,13 @@ constexpr int fwd_occupancy_min_blocks(int n) { return n <= 8 ? 4 : 3; }
 // (the SASS of the general kernel spent more instructions on them than on the math: ~24 per element, issue-bound
 // at 57% of the issue slots on the H200 at 8192x2048). Same arithmetic, same bits.
 template <typename T, typename Out, int N, bool kResidual, bool kAsync, bool kFull = false, bool kSpread = false,
-          int kSched = kSchedDefault>
+          int kSched = kSchedRing>
 __global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
                                                    ? fwd_occupancy_min_blocks(N)
                                                    : fwd_min_blocks(N, kResidual, !std::is_same_v<Out, T>, kAsync))
     rmsnorm_forward_kernel(const FwdArgs a) {
   static_assert(!kFull || kAsync, "kFull: the cp.async path (whole vectorisable rows)");
-  static_assert(kSched == kSchedDefault || (kFull && !kResidual), "schedules: the kFull kernel without residual");
+  static_assert(kSched == kSchedRing || (kFull && !kResidual), "schedules: the kFull kernel without residual");
   static_assert(!kSpread || (N > 0 && !kResidual && !kAsync && !kFull), "kSpread: cached rows, no residual");
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
@@ -301,7 +302,7 @@ __global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
   const int64_t chunks = (a.cols + 7) / 8;
   // Rows per group and row buffers per warp: the launcher's values, which kSchedOccupancy (no transposed copy, so one
   // row per warp per group; a 1-row ring) fixes at compile time: with run-time values it spilled 16 B at 64
-  // registers (BF16 output). The others read both from the arguments (kSchedStagger: fixed, it spilled 8 B at 80).
+  // registers (BF16 output).
   auto rows_per_block = [&]() -> int {
     if constexpr (kSched == kSchedOccupancy) return kFwdWarps;
     return a.rows_per_block;
@@ -358,22 +359,10 @@ __global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
     }
     cp_async_commit();
   };
-  if constexpr (kSched == kSchedStagger) {  // only the first row in flight while the block stages g; the empty
-    prefetch_next(0);                        // group makes the first row's wait<1> wait for it
-    cp_async_commit();
-  } else if constexpr (kAsync) {  // in flight while the block stages g
+  if constexpr (kAsync) {  // in flight while the block stages g
     for (int b = 0; b < stages(); ++b) prefetch_next(b);
   }
   stage_gain(a.w, a.cols, gsm);
-  // kSchedStagger: once the first row has landed, buffer 1 (free since launch) takes the next row (where the default
-  // ring holds it: row j in buffer j % 2), and buffer 0 the one after, after the first row's pass 1 in the loop. Here,
-  // not in the row loop: there it cost registers (8 B of spill, BF16 output). 1 stage: nothing to stagger.
-  if constexpr (kSched == kSchedStagger) {
-    if (a.stages == 2) {
-      cp_async_wait<1>();
-      prefetch_next(1);
-    }
-  }
 
   for (int64_t grp = blockIdx.x; grp < groups; grp += gridDim.x) {
     const int64_t row0 = grp * rows_per_block();
@@ -765,23 +754,17 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
     auto async_smem = [&](int stages) {
       return smem + static_cast<size_t>(kFwdWarps) * stages * (kRes ? 2 : 1) * static_cast<size_t>(a.cols) * sizeof(T);
     };
-    // tuning::set_rmsnorm_occupancy (norm.h): the kFull rows without residual or transposed copy under another
-    // schedule (kSchedOccupancy, kSchedStagger above; same bits), at the Gemma widths (N 8, 12) only, which keeps the
-    // extra instantiations few. Returns false, launching nothing, where the setting is 0 or does not apply.
-    auto launch_scheduled = [&](auto n_tag) {
+    // kSchedOccupancy for the kFull rows without residual or transposed copy at N 8 (measured faster there, above),
+    // or at N 8 and 12 under tuning::set_rmsnorm_schedule(1); never under 2 (norm.h). Only the Gemma widths get the
+    // instantiation, which keeps them few. Returns false, launching nothing, where it does not apply.
+    auto launch_occupancy = [&](auto n_tag) {
       constexpr int kN = decltype(n_tag)::value;
       if constexpr (!kRes && (kN == 8 || kN == 12)) {
-        if (a.pitch != 0) return false;
-        const int sched = tuning::rmsnorm_occupancy();
-        if (sched == kSchedOccupancy) {
-          a.stages = 1;
-          go(rmsnorm_forward_kernel<T, Out, kN, false, true, true, false, kSchedOccupancy>, async_smem(1));
-          return true;
-        }
-        if (sched == kSchedStagger && a.stages == 2) {  // the launcher's choice here: a 2-row ring to stagger
-          go(rmsnorm_forward_kernel<T, Out, kN, false, true, true, false, kSchedStagger>, async_smem(2));
-          return true;
-        }
+        const int sched = tuning::rmsnorm_schedule();
+        if (a.pitch != 0 || sched == 2 || (sched == 0 && kN != 8)) return false;
+        a.stages = 1;
+        go(rmsnorm_forward_kernel<T, Out, kN, false, true, true, false, kSchedOccupancy>, async_smem(1));
+        return true;
       }
       return false;
     };
@@ -810,7 +793,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
         if (two > 0 || one > 0) {
           a.stages = two >= one ? 2 : 1;
           const bool full = a.cols == int64_t{256} * kN && (std::is_same_v<Out, T> || a.fp8_vec);
-          if (full && launch_scheduled(std::integral_constant<int, kN>{})) return;
+          if (full && launch_occupancy(std::integral_constant<int, kN>{})) return;
           if (full)
             go(rmsnorm_forward_kernel<T, Out, kN, kRes, true, true>, async_smem(a.stages));
           else
@@ -910,13 +893,13 @@ FwdArgs forward_args(const TensorView& x, const TensorView& w, float eps, const 
 
 namespace tuning {
 namespace {
-std::atomic<int> g_rmsnorm_occupancy{0};  // 0: the default schedule (norm.h)
+std::atomic<int> g_rmsnorm_schedule{0};  // 0: by width (norm.h)
 }  // namespace
-void set_rmsnorm_occupancy(int variant) {
-  TG_CHECK(variant >= 0 && variant <= 2, "set_rmsnorm_occupancy: expected 0, 1 or 2, got ", variant);
-  g_rmsnorm_occupancy.store(variant, std::memory_order_relaxed);
+void set_rmsnorm_schedule(int schedule) {
+  TG_CHECK(schedule >= 0 && schedule <= 2, "set_rmsnorm_schedule: expected 0, 1 or 2, got ", schedule);
+  g_rmsnorm_schedule.store(schedule, std::memory_order_relaxed);
 }
-int rmsnorm_occupancy() { return g_rmsnorm_occupancy.load(std::memory_order_relaxed); }
+int rmsnorm_schedule() { return g_rmsnorm_schedule.load(std::memory_order_relaxed); }
 }  // namespace tuning
 
 void rmsnorm_forward(const TensorView& x, const TensorView& w, float eps, const TensorView& y, const TensorView& rstd,

@@ -100,14 +100,14 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView& dresidual, Stream stream);
 
 // Tuning knob for benchmarks and tests (not for model code): the schedule of the persistent cp.async forward on whole
-// BF16 rows of 2048 or 3072 elements (the kFull kernel) without a residual or a transposed FP8 copy. 0: the default
-// (a 2-row ring per warp, 3 / 2 blocks per SM at D 2048 / 3072); 1: more resident blocks (4 / 3 per SM: 64 / 80
-// registers, a 1-row ring); 2: the default resources with a staggered start (one row requested per warp at launch,
-// the next when it has landed, the one after at its first pass). Every setting gives the same bits; other shapes and
-// variants ignore it. Process-wide.
+// BF16 rows of 2048 or 3072 elements (the kFull kernel) without a residual or a transposed FP8 copy. The two
+// schedules: "occupancy" (a 1-row ring per warp, 4 / 3 blocks per SM at D 2048 / 3072: 64 / 80 registers) and "ring"
+// (a 2-row ring, 3 / 2 blocks per SM). 0: by width, the default (occupancy at D 2048, ring at D 3072: the faster one
+// of each on the H200, norm.cu); 1: occupancy at both; 2: ring at both. Every setting gives the same bits; other
+// shapes and variants ignore it. Process-wide.
 namespace tuning {
-void set_rmsnorm_occupancy(int variant);
-int rmsnorm_occupancy();
+void set_rmsnorm_schedule(int schedule);
+int rmsnorm_schedule();
 }  // namespace tuning
 }  // namespace cuda
 

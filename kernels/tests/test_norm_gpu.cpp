@@ -155,13 +155,13 @@ TEST(NormGpu, ForwardPersistentBlocksLoopOverRowGroups) {
 }
 
 #if TEGEMMA_HAVE_CUDA
-// kernels::cuda::tuning::set_rmsnorm_occupancy (a speed knob: 1 = more resident blocks with a 1-row ring, 2 = the
-// staggered start) must not change a bit of y / the FP8 data, rstd, amax or scale_inv. At the Gemma shapes the knob
-// takes its own kernels (E4M3 and BF16 output); 9001 rows leave a partial last group and blocks that loop over groups,
-// 1000 rows (one row per warp: the register path) ignore the knob.
-TEST(NormGpu, ForwardOccupancyKnobBitIdentical) {
+// kernels::cuda::tuning::set_rmsnorm_schedule (a speed knob: 0 = by width, 1 = the "occupancy" schedule, 1-row
+// ring, more resident blocks; 2 = the "ring" schedule, 2-row ring) must not change a bit of y / the FP8 data, rstd,
+// amax or scale_inv. At the Gemma widths each schedule is its own kernel (E4M3 and BF16 output); 9001 rows leave a
+// partial last group and blocks that loop over groups, 1000 rows (one row per warp: the register path) ignore it.
+TEST(NormGpu, ForwardScheduleKnobBitIdentical) {
   TG_REQUIRE_CUDA();
-  using Occupancy = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_occupancy, 0>;
+  using Schedule = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_schedule, 0>;
   const Shape2 shapes[] = {{8192, 2048}, {8192, 3072}, {9001, 2048}, {9001, 3072}, {1000, 2048}};
   for (const Shape2 s : shapes) {
     Tensor x = testing::random_host(DType::BF16, {s.t, s.d}, 41, 1.8f).to(Device::CUDA);
@@ -182,9 +182,9 @@ TEST(NormGpu, ForwardOccupancyKnobBitIdentical) {
       return o;
     };
     const Outputs ref = run();
-    for (const int occ : {1, 2}) {
-      SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " occupancy=" << occ);
-      const Occupancy scope(occ);
+    for (const int sched : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "T=" << s.t << " D=" << s.d << " schedule=" << sched);
+      const Schedule scope(sched);
       const Outputs o = run();
       ASSERT_TRUE(testing::bits_equal(o.y, ref.y));
       ASSERT_TRUE(testing::bits_equal(o.r_y, ref.r_y));
@@ -195,8 +195,8 @@ TEST(NormGpu, ForwardOccupancyKnobBitIdentical) {
       ASSERT_TRUE(testing::bits_equal(o.r_q, ref.r_q));
     }
   }
-  EXPECT_THROW(kernels::cuda::tuning::set_rmsnorm_occupancy(3), Error);
-  EXPECT_EQ(kernels::cuda::tuning::rmsnorm_occupancy(), 0);
+  EXPECT_THROW(kernels::cuda::tuning::set_rmsnorm_schedule(3), Error);
+  EXPECT_EQ(kernels::cuda::tuning::rmsnorm_schedule(), 0);
 }
 #endif
 
