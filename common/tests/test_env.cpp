@@ -1,4 +1,5 @@
-// env_switch (common/env.h): unset / empty -> the default, "0" / "1", anything else a named error.
+// env_switch / env_int (common/env.h): unset / empty -> the default; "0" / "1" or an integer in range; anything
+// else a named error.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -27,6 +28,28 @@ TEST(EnvSwitch, DefaultZeroOneAndNamedErrors) {
     EXPECT_NE(e.find(std::string("'") + bad + "'"), std::string::npos) << e;
   }
   ::unsetenv(kName);
+}
+
+TEST(EnvInt, DefaultRangeAndNamedErrors) {
+  constexpr const char* kInt = "TEGEMMA_TEST_ENV_INT";
+  ::unsetenv(kInt);
+  EXPECT_EQ(env_int(kInt, 7, 0, 100), 7);
+  ::setenv(kInt, "", 1);
+  EXPECT_EQ(env_int(kInt, 7, 0, 100), 7);
+  ::setenv(kInt, "0", 1);
+  EXPECT_EQ(env_int(kInt, 7, 0, 100), 0);
+  ::setenv(kInt, "100", 1);
+  EXPECT_EQ(env_int(kInt, 7, 0, 100), 100);
+  ::setenv(kInt, "-3", 1);
+  EXPECT_EQ(env_int(kInt, 7, -5, 5), -3);
+  for (const char* bad : {"101", "-1", "12MB", "x", " 4", "4 ", "99999999999999999999999"}) {
+    ::setenv(kInt, bad, 1);
+    const std::string e = testing::error_of([&] { (void)env_int(kInt, 7, 0, 100); });
+    EXPECT_NE(e.find(kInt), std::string::npos) << e;
+    EXPECT_NE(e.find(std::string("'") + bad + "'"), std::string::npos) << e;
+    EXPECT_NE(e.find("[0, 100]"), std::string::npos) << e;
+  }
+  ::unsetenv(kInt);
 }
 
 }  // namespace
