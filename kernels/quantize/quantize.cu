@@ -230,8 +230,11 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // sectors, no half-used sector that a second instruction must fetch again) and every store 256 (BF16) or 128 (F32)
 // contiguous bytes.
 // Grid: any size (grid-stride; the launcher makes it one resident wave). Block: kFlatThreads.
-// kMinBlocks: __launch_bounds__'s resident-blocks hint; above 1 ptxas may use more registers and so keep more of the
-// kUnroll loads in flight per thread (the amax knob below; the cast always uses 1).
+// kMinBlocks: __launch_bounds__'s resident-blocks hint. Spelled out (even as 1) it changes ptxas's register target:
+// with __launch_bounds__(256) alone the amax instantiation compiled to 32 registers and kept ~3 of its 16 loads in
+// flight (docs/amax_analysis.md); with (256, 1) it takes 80 registers and issues all 16 before the first use, 3
+// blocks per SM: H200 8192x3072 16.5-16.8 -> 15.64 us (74.5 -> 78.4% of HBM, session 9; the per-tensor E4M3 cast
+// 40 -> 64 registers, 8192x3072 at 86%). The amax knob below uses 2 and 4.
 template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1>
 __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
@@ -750,9 +753,9 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const bool vec = aligned16(x.data);
   // One resident wave. Measured alternative: a wide grid (4 loads per thread, every block the tensor needs) was no
   // faster, 16.5 us both at 8192x3072 (H200, session 8), so it is not retried.
-  // Sized by kAmaxUnroll vectors per thread (768 blocks at 8192x3072, 256 at 4096x2048). Filling the resident wave
-  // instead (1056 blocks, one vector per thread) measured slower on the H200 (session 9, 86d62bf): 8192x3072 16.5 ->
-  // 16.8 us, 4096x2048 8.9 -> 11.8 us (unexplained; perhaps the 4x more same-address atomics at the end).
+  // Sized by kAmaxUnroll vectors per thread, capped at one resident wave (at 80 registers 3 blocks per SM: 396 at
+  // 8192x3072, 256 at 4096x2048). At 32 registers, filling the wave (1056 blocks, one vector per thread) measured
+  // slower on the H200 (session 9, 86d62bf): 8192x3072 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us.
   // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): B blocks per SM at most, each thread
   // compiled for B resident blocks (more registers: more of the 16 loads in flight), so fewer blocks end in the
   // same-address atomic.
