@@ -751,14 +751,13 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = aligned16(x.data);
-  // One resident wave. Measured alternative: a wide grid (4 loads per thread, every block the tensor needs) was no
-  // faster, 16.5 us both at 8192x3072 (H200, session 8), so it is not retried.
   // Sized by kAmaxUnroll vectors per thread, capped at one resident wave (at 80 registers 3 blocks per SM: 396 at
-  // 8192x3072, 256 at 4096x2048). At 32 registers, filling the wave (1056 blocks, one vector per thread) measured
-  // slower on the H200 (session 9, 86d62bf): 8192x3072 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us.
-  // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): B blocks per SM at most, each thread
-  // compiled for B resident blocks (more registers: more of the 16 loads in flight), so fewer blocks end in the
-  // same-address atomic.
+  // 8192x3072, 256 at 4096x2048). Measured alternatives (H200): a wide grid (4 loads per thread, every block the
+  // tensor needs), 16.5 us at 8192x3072 like the resident wave of then (session 8); at 32 registers, filling the wave
+  // (1056 blocks, one vector per thread), slower (session 9, 86d62bf: 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us).
+  // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): at most B blocks per SM, compiled for B
+  // resident blocks (B = 2: the default's 80 registers; B = 4: 64), so fewer blocks end in the same-address atomic.
+  // Session 9: 8192x3072 15.58 / 16.74 us against the default's 15.64.
   const int per_sm = tuning::amax_blocks_per_sm();
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);

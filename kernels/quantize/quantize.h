@@ -74,8 +74,8 @@ namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
 // compute_amax's grid: 0 = the default (one wave of 256-thread blocks sized by 16 loads per thread), 2 or 4 = at most
-// 2 / 4 blocks per SM compiled for that occupancy (more loads in flight per thread, fewer end-of-block atomics).
-// Same result (a max is order-independent); only speed differs.
+// 2 / 4 blocks per SM compiled for that occupancy (fewer blocks, so fewer end-of-block atomics; 4 also fewer
+// registers). Same result (a max is order-independent); only speed differs.
 void set_amax_blocks_per_sm(int blocks);
 int amax_blocks_per_sm();
 }  // namespace tuning
