@@ -86,9 +86,13 @@ __global__ void cross_entropy_kernel(const In* logits, int64_t ld_in, const int3
       s += expf(v - m);
     }
   }
+  // The target's logit is read before block_lse's barriers: in place, the thread that owns column y overwrites it in
+  // the gradient sweep below, which nothing else orders after thread 0's read (a race found by racecheck's
+  // serialised schedule, session 10: row_loss took the gradient's value).
+  const float x_y = threadIdx.x == 0 ? dev::to_float<In>(x[y]) : 0.0f;
   float mt, log_s;
   block_lse(m, s, mt, log_s);
-  if (threadIdx.x == 0) row_loss[t] = (mt - dev::to_float<In>(x[y])) + log_s;
+  if (threadIdx.x == 0) row_loss[t] = (mt - x_y) + log_s;
   if (dlogits == nullptr) return;
   Out* dx = dlogits + t * ld_out;
   for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
@@ -105,7 +109,8 @@ __global__ void cross_entropy_kernel(const In* logits, int64_t ld_in, const int3
 // kernel's), folds each vector into its running (m, s) with one rescale per vector, and the gradient sweep reads and
 // writes 16 bytes at a time. Two passes over the row (the max and sum, then the gradient): ~3 bytes of HBM traffic
 // per 2-byte logit in place, a floor of ~3.1 ms at 8192 x 256000. In place: every element is read (pass 2's load)
-// before this thread overwrites it, and no other thread touches it; plain loads, not the read-only path, because the
+// before this thread overwrites it, and no other thread touches it (but thread 0's read of the target logit, made
+// before the block's barriers); plain loads, not the read-only path, because the
 // buffer is written in the same kernel.
 constexpr int kVecUnroll = 4;
 
@@ -154,9 +159,10 @@ __global__ void __launch_bounds__(kThreads) cross_entropy_bf16_vec_kernel(const 
       for (int i = 0; i < 8; ++i) s += expf(f[i] - m);
     }
   }
+  const float x_y = threadIdx.x == 0 ? dev::to_float<dev::bf16_t>(x[y]) : 0.0f;  // before the barriers: as above
   float mt, log_s;
   block_lse(m, s, mt, log_s);
-  if (threadIdx.x == 0) row_loss[t] = (mt - dev::to_float<dev::bf16_t>(x[y])) + log_s;
+  if (threadIdx.x == 0) row_loss[t] = (mt - x_y) + log_s;
   if (dlogits == nullptr) return;
   // Pass 2: the gradient, kVecUnroll vectors loaded before any is written.
   Out* dx = dlogits + t * ld_out;

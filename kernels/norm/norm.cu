@@ -507,9 +507,10 @@ struct BwdArgs {
 // row's x and dy (8-12 KB) are in flight while the current one is computed: with only 16 rows per dw
 // group and 2 chains, a T = 8192 grid has ~8 warps per SM, each a serial chain of 8 rows, and without
 // the prefetch each row paid a full HBM round trip with nothing else in flight. Each lane copies and
-// reads back only its own chunks, so the thread's cp.async.wait_group is all the synchronisation needed.
-// Dynamic shared memory: gain_bytes for g, then (kAsync) 4 warps x 2 buffers x {x, dy} x chunks * 8
-// elements, or (N > 0) 2 * D floats of handoff. The kAsync handoff reuses the chain-1 warp's buffers.
+// reads back only its own chunks, so in the row loop the thread's cp.async.wait_group is all the synchronisation
+// needed. Dynamic shared memory: gain_bytes for g, then (kAsync) 4 warps x 2 buffers x {x, dy} x chunks * 8
+// elements, or (N > 0) 2 * D floats of handoff. The kAsync handoff reuses the chain-1 warp's buffers at float width
+// (other lanes' bytes: after a __syncwarp).
 template <typename T, int N, bool kDres, bool kAsync>
 __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const BwdArgs a) {
   extern __shared__ __align__(16) uint8_t bsm[];
@@ -652,6 +653,9 @@ __global__ void __launch_bounds__(kBwdThreads) rmsnorm_backward_kernel(const Bwd
                       ? reinterpret_cast<float*>(reinterpret_cast<T*>(bsm + a.gain_bytes) + (2 * slot + 1) * 4 * pitch)
                       : handoff + slot * a.cols;
     if (active && chain == 1) {
+      // kAsync: a lane's float chunk covers two BF16 chunks of the buffers, copied and read by other lanes: the
+      // whole warp is past its last read first (racecheck, session 10: a warp-level WAW with the cp.async writes).
+      if constexpr (kAsync) __syncwarp();
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const int64_t c = lane + 32 * k;
