@@ -18,7 +18,6 @@
 //   rope               q and k read and written in place: 4 T (H + Hkv) Dh, + positions 8T, + the cos/sin table rows
 //                      read (the product path, rope_cos_sin_table): 8 (Dh/2) per distinct position (2048 here:
 //                      2 MiB, counted once although every token of a position reads it; they are L2 hits)
-//   rope_b8            rope at tuning::set_rope_min_blocks(8) (8 blocks per SM, one wave), for the A/B
 //   rope_computed      (and rope_bwd_computed) the same without the table, cos/sin evaluated per (token, pair) in
 //                      FP64 (the fallback path, and the product path before the table): no table bytes
 //   embedding          rows 2TD + out 2TD + ids 4T + status 8 (reset and update)
@@ -138,9 +137,8 @@ struct NormSet {
   Fp8Tensor q;
 };
 
-// The kernels::cuda::tuning knobs set for one benchmark (kernels/tuning_scope.h).
+// The kernels::cuda::tuning knob set for one benchmark (kernels/tuning_scope.h).
 using NormSchedule = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rmsnorm_schedule, 0>;
-using RopeMinBlocks = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_min_blocks, 0>;
 
 // schedule: kernels::cuda::tuning::set_rmsnorm_schedule for this benchmark (0 = the default), restored afterwards.
 void bm_rmsnorm(benchmark::State& state, Model m, NormOut mode, int schedule = 0) {
@@ -269,9 +267,7 @@ void bm_copy(benchmark::State& state, int64_t elements) {
 // In place: each set is its own fused QKV buffer (q and k are strided views into it; v is untouched).
 // table: read the model's precomputed cos/sin (positions [0, 8192), Gemma's max_position_embeddings), as the
 // model does on CUDA; else compute them (rope_computed: the kernel's fallback path, and the old product path).
-// min_blocks: kernels::cuda::tuning::set_rope_min_blocks for this benchmark (0 = the default kernel).
-void bm_rope(benchmark::State& state, Model m, bool backward, bool table, int min_blocks = 0) {
-  const RopeMinBlocks scope(min_blocks);
+void bm_rope(benchmark::State& state, Model m, bool backward, bool table) {
   const int64_t w = (m.h + 2 * m.hkv) * m.dh;
   constexpr int64_t kSeqLen = 2048;  // 4 x 2048 packed: positions t % 2048
   Tensor pos = Tensor::empty(DType::I64, {kTokens}, Device::CUDA);  // positions live on the device
@@ -378,7 +374,6 @@ const bool registered = [] {
     add("geglu_bwd/bf16->bf16" + tf, [=](benchmark::State& s) { bm_geglu_bwd(s, m, ActOut::kBf16); });
     add("geglu_bwd/bf16->e5m2+t" + tf, [=](benchmark::State& s) { bm_geglu_bwd(s, m, ActOut::kFp8T); });
     add("rope/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true); });
-    add("rope_b8/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, true, 8); });
     add("rope_bwd/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, true); });
     add("rope_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, false, false); });
     add("rope_bwd_computed/bf16" + heads, [=](benchmark::State& s) { bm_rope(s, m, true, false); });

@@ -14,7 +14,6 @@
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
-#   l2pf16, l2pf32  TEGEMMA_DECODE_L2_PREFETCH_MB=16 / 32: the next GEMVs' weights requested into L2 ahead of use
 # CONFIGS="default fused" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -34,8 +33,6 @@ for cfg in $configs; do
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
-    l2pf16) envs=(TEGEMMA_DECODE_L2_PREFETCH_MB=16) ;;
-    l2pf32) envs=(TEGEMMA_DECODE_L2_PREFETCH_MB=32) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -18,7 +18,6 @@
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope.h"
@@ -167,7 +166,8 @@ namespace {
 // block re-deriving the staged x before its weights. H200, B1 decode, delayed (+ FP8 head), two runs (session 5,
 // docs/bench_log.md): alone 0% on gemma-2b and -6% on gemma-7b; with TEGEMMA_GEMV_EARLY_W=1 +5-7% on gemma-2b and
 // -3% on gemma-7b. Not the default until it wins on both.
-// Removed, measured slower in session 4/5: the in-split attention merge (547 vs 642) and the GEMV L2 prefetch (-8%).
+// Removed, measured slower in session 4/5: the in-split attention merge (547 vs 642) and the GEMV L2 prefetch (-8%);
+// in session 10 a bulk L2 prefetch (cp.async.bulk.prefetch.L2) of the O / fc1 / next QKV weights: 2b 932 -> 388 tok/s.
 bool decode_fusion_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);
   return on;
@@ -180,16 +180,6 @@ bool decode_fusion_enabled() {
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
-}
-// Opt-in experiment, off by default until measured on the H200: TEGEMMA_DECODE_L2_PREFETCH_MB=N (0 .. 1024), the
-// GEMV decode step's weights requested into L2 ahead of use (kernels::l2_prefetch, evict-last) while the layer's
-// latency-bound kernels leave HBM idle: after the QKV GEMV the O weights and then fc1's leading bytes, N MB in all
-// (consumed ~15-25 us later, after RoPE + KV write, attention and the O GEMV); after the fc1 GEMV the next layer's
-// QKV weights, at most N MB (during GeGLU and the fc2 GEMV, which reaches only ~55% of HBM at batch 1). A cache hint:
-// the same bits.
-int64_t decode_l2_prefetch_bytes() {
-  static const int64_t bytes = static_cast<int64_t>(env_int("TEGEMMA_DECODE_L2_PREFETCH_MB", 0, 0, 1024)) << 20;
-  return bytes;
 }
 
 bool fusable_weight(const LinearWeight& w) {
@@ -255,8 +245,6 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const float eps = static_cast<float>(c.rms_norm_eps);
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
-  const int64_t prefetch = gemv ? decode_l2_prefetch_bytes() : 0;
-  if (prefetch > 0) l2_prefetch_weights({{&a.attn, &lw.o}, {&a.ln, &lw.fc1}}, prefetch, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}),
@@ -266,22 +254,8 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
-  if (prefetch > 0 && l + 1 < c.num_hidden_layers) {
-    l2_prefetch_weights({{&a.ln, &model_->weights().layers[static_cast<std::size_t>(l + 1)].qkv}}, prefetch, stream);
-  }
   p.geglu(a.fc1, a.act, s.fc2, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
-}
-
-// The weights each (input, weight) pair's GEMV reads (gemv_operands: the E4M3 copy or the BF16 master), in order,
-// requested into L2 up to max_bytes; pairs that do not run as a GEMV are left out.
-void Decoder::l2_prefetch_weights(std::initializer_list<std::pair<const GemmInput*, const LinearWeight*>> pairs,
-                                  int64_t max_bytes, Stream stream) const {
-  std::vector<TensorView> weights;
-  for (const auto& [x, w] : pairs) {
-    if (const std::optional<GemvPair> ops = gemv_operands(*x, *w)) weights.push_back(ops->w.data);
-  }
-  kernels::l2_prefetch(weights, max_bytes, stream);
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {

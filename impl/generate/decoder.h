@@ -24,9 +24,7 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <memory>
-#include <utility>
 #include <vector>
 
 #include "common/tensor.h"
@@ -127,9 +125,6 @@ class Decoder {
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
               Stream stream) const;
-  // kernels::l2_prefetch of the weights these GEMVs read (TEGEMMA_DECODE_L2_PREFETCH_MB, decoder.cpp).
-  void l2_prefetch_weights(std::initializer_list<std::pair<const GemmInput*, const LinearWeight*>> pairs,
-                           int64_t max_bytes, Stream stream) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
   TensorView v_view(const TensorView& qkv, int64_t tokens) const;

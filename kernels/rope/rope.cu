@@ -5,8 +5,6 @@
 // Session 8 measured one thread per (token, head, group) instead (more threads, one round trip each): slower on the
 // H200 at 8192 tokens (2b 26.6 vs 25.8 us, 7b 84.6 vs 82.7), so it was removed.
 
-#include <atomic>
-
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/elementwise/elementwise.cuh"
@@ -134,7 +132,7 @@ __device__ __forceinline__ void rotate_all_heads(const Heads& x, int64_t t, int6
 // (2b 28.2 us, 7b 84.9), and holding it across the FP64 sincos costs registers (119 against 94): so the batch loads
 // follow the cos / sin in both paths.
 template <typename A, int W, bool kTable>
-__device__ __forceinline__ void rope_body(const Args& a) {
+__global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
   const int64_t groups = a.half / W;
@@ -148,18 +146,6 @@ __device__ __forceinline__ void rope_body(const Args& a) {
                              i0, a.sign, c, s);
   if (a.q.base != nullptr) rotate_all_heads<A, W>(a.q, t, i0, a.half, c, s);
   if (a.k.base != nullptr) rotate_all_heads<A, W>(a.k, t, i0, a.half, c, s);
-}
-template <typename A, int W, bool kTable>
-__global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
-  rope_body<A, W, kTable>(a);
-}
-// The same for tuning::set_rope_min_blocks(8) (a measurement knob; BF16 table path only): compiled for 8 resident
-// blocks per SM (64 registers), so that the 1024 blocks of 8192 tokens fit one wave (the default's 94 registers give
-// 5 per SM: 1.55 waves; docs/rmsnorm_rope_analysis.md, RoPE change 2). A separate kernel, not a template argument of
-// rope_kernel: spelling out a minimum in __launch_bounds__ changes ptxas's register target even at 1.
-template <typename A, int W, bool kTable>
-__global__ void __launch_bounds__(kThreads, 8) rope_kernel_b8(const Args a) {
-  rope_body<A, W, kTable>(a);
 }
 
 // rope_cos_sin_table's builder: one thread per (position p, pair i), the expression of rope_dev::cos_sin before its
@@ -208,12 +194,6 @@ void rope_apply(const TensorView& q, const TensorView& k, const TensorView& posi
   const DType dtype = q.empty() ? k.dtype : q.dtype;
   const unsigned grid = static_cast<unsigned>(blocks);
   const cudaStream_t cs = cuda_stream(stream);
-  const bool b8 = tuning::rope_min_blocks() == 8 && dtype == DType::BF16 && vec && a.table != nullptr;
-  if (b8) {
-    launch(rope_kernel_b8<ew::bf16_t, 8, true>, grid, kThreads, 0, cs, a);
-    TG_CHECK_LAUNCH("rope_kernel_b8");
-    return;
-  }
   TG_DISPATCH_BF16_F32(dtype, what, [&] {
     if (a.table != nullptr) {
       if (vec)
@@ -243,17 +223,6 @@ void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView&
   TG_NVTX_FN();
   rope_apply(dq, dk, positions, inv_freq, table, -1.0f, stream, "rope_backward");
 }
-
-namespace tuning {
-namespace {
-std::atomic<int> g_rope_min_blocks{0};  // 0: rope_kernel's own launch bounds (rope.h)
-}  // namespace
-void set_rope_min_blocks(int blocks) {
-  TG_CHECK(blocks == 0 || blocks == 8, "set_rope_min_blocks: expected 0 or 8, got ", blocks);
-  g_rope_min_blocks.store(blocks, std::memory_order_relaxed);
-}
-int rope_min_blocks() { return g_rope_min_blocks.load(std::memory_order_relaxed); }
-}  // namespace tuning
 
 void rope_cos_sin_table(const TensorView& inv_freq, const TensorView& table, Stream stream) {
   TG_NVTX_FN();

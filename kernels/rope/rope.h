@@ -78,12 +78,6 @@ void rope_backward(const TensorView& dq, const TensorView& dk, const TensorView&
                    Stream stream, const TensorView& table = {});
 // The device builder (asynchronous on `stream`); both on the device.
 void rope_cos_sin_table(const TensorView& inv_freq, const TensorView& table, Stream stream);
-// Tuning knob for benchmarks and tests (not for model code): 8 = the BF16 table path compiled for 8 resident blocks
-// per SM (one wave at 8192 tokens), 0 = the default kernel. The same bits either way. Process-wide.
-namespace tuning {
-void set_rope_min_blocks(int blocks);
-int rope_min_blocks();
-}  // namespace tuning
 
 }  // namespace cuda
 

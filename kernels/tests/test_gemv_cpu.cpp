@@ -11,7 +11,6 @@
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/tests/gemm_test_util.h"
 
 namespace tg::kernels {
@@ -209,24 +208,6 @@ TEST(GemvCpu, BadInputIsAClearError) {
   const Tensor w8x8 = random_matrix(DType::BF16, 8, 8, 11);
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(sq.view()), GemvOperand::bf16(w8x8.view()), sq.view()),
                       "must not alias");
-}
-
-// ---- l2_prefetch (kernels/gemm/l2_prefetch.h): on the CPU a no-op with the same argument rules ---------------------
-
-TEST(L2PrefetchCpu, NoOpAndArgumentRules) {
-  Tensor a = random_matrix(DType::BF16, 4, 64, 12), b = random_matrix(DType::E4M3, 8, 32, 13);
-  const Tensor a0 = a.to(Device::CPU), b0 = b.to(Device::CPU);
-  l2_prefetch({a.view(), b.view()}, 1 << 20);
-  l2_prefetch({a.view()}, 0);
-  l2_prefetch({}, 1 << 20);
-  EXPECT_EQ(std::memcmp(a.data(), a0.data(), a.nbytes()), 0);  // nothing written
-  EXPECT_EQ(std::memcmp(b.data(), b0.data(), b.nbytes()), 0);
-  TG_EXPECT_THROW_MSG(l2_prefetch({a.view()}, -1), "max_bytes must be >= 0");
-  TG_EXPECT_THROW_MSG(l2_prefetch({a.view(), TensorView{}}, 64), "tensor 1 is empty");
-  const TensorView strided(a.data(), DType::BF16, Shape{4, 32}, Shape{64, 1}, Device::CPU);
-  TG_EXPECT_THROW_MSG(l2_prefetch({strided}, 64), "tensor 0 must be contiguous");
-  const std::vector<TensorView> nine(kL2PrefetchMaxTensors + 1, a.view());
-  TG_EXPECT_THROW_MSG(l2_prefetch(nine, 64), "at most 8 tensors");
 }
 
 }  // namespace

@@ -23,8 +23,6 @@
 #include "common/numeric.h"
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
-#include "kernels/launch/programmatic_launch.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/norm/norm.h"
 #include "kernels/quantize/quantize.h"
@@ -366,58 +364,6 @@ TEST(GemvFusedGpu, BadArgumentsAreRejected) {
   a.prologue = GemvPrologue::kCast;
   gemv_fused(a);  // the valid call
   TG_CHECK_CUDA(cudaDeviceSynchronize());
-}
-
-// ---- l2_prefetch (kernels/gemm/l2_prefetch.h) --------------------------------------------------------------------
-// A hint with no effect on values, and in a programmatic-launch chain its completion must still imply its
-// predecessor's: gemv (writes y) -> l2_prefetch (of both weights) -> gemv reading y as its x, eagerly and captured in
-// a graph, gives the same bits as the chain without the prefetch; the weights are unchanged; a budget smaller than
-// the first tensor, a zero budget and more budget than bytes all run. Argument rules: the CPU test (the same checks).
-TEST(L2PrefetchGpu, ChainOrderAndValuesUnchanged) {
-  TG_REQUIRE_CUDA();
-  const int64_t k = 2048, n1 = 2048, n2 = 2560;
-  const Tensor x = random_matrix(DType::BF16, 1, k, 71).to(Device::CUDA);
-  const Tensor w1 = random_matrix(DType::BF16, n1, k, 72).to(Device::CUDA);
-  const Tensor w2 = random_matrix(DType::BF16, n2, n1, 73).to(Device::CUDA);
-  const Tensor w1_host = w1.to(Device::CPU), w2_host = w2.to(Device::CPU);
-  cudaStream_t raw = nullptr;
-  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
-  const Stream stream{raw};
-  auto chain = [&](int64_t prefetch_bytes, Tensor& y, Tensor& z) {
-    const ProgrammaticLaunchScope pdl(true);
-    gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w1.view()), y.view(), {}, {}, stream);
-    if (prefetch_bytes >= 0) l2_prefetch({w2.view(), w1.view()}, prefetch_bytes, stream);
-    gemv(GemvOperand::bf16(y.view()), GemvOperand::bf16(w2.view()), z.view(), {}, {}, stream);
-  };
-  Tensor y_ref = Tensor::zeros(DType::BF16, {1, n1}, Device::CUDA), z_ref = Tensor::zeros(DType::BF16, {1, n2}, Device::CUDA);
-  chain(-1, y_ref, z_ref);
-  TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-  const Tensor z_host = z_ref.to(Device::CPU);
-  for (const int64_t bytes : {int64_t{0}, int64_t{4096}, int64_t{1} << 20, int64_t{1} << 30}) {
-    SCOPED_TRACE(::testing::Message() << "prefetch bytes " << bytes);
-    Tensor y = Tensor::zeros(DType::BF16, {1, n1}, Device::CUDA), z = Tensor::zeros(DType::BF16, {1, n2}, Device::CUDA);
-    chain(bytes, y, z);
-    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-    EXPECT_TRUE(same_bytes(z.to(Device::CPU), z_host)) << "eager";
-    cudaGraph_t graph = nullptr;
-    TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
-    chain(bytes, y, z);
-    TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
-    cudaGraphExec_t exec = nullptr;
-    TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    for (int replay = 0; replay < 3; ++replay) {
-      TG_CHECK_CUDA(cudaMemsetAsync(y.data(), 0xFF, y.nbytes(), raw));  // NaN: a z computed before y lands differs
-      TG_CHECK_CUDA(cudaMemsetAsync(z.data(), 0, z.nbytes(), raw));
-      TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
-      TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-      EXPECT_TRUE(same_bytes(z.to(Device::CPU), z_host)) << "graph replay " << replay;
-    }
-    TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-    TG_CHECK_CUDA(cudaGraphDestroy(graph));
-  }
-  EXPECT_TRUE(same_bytes(w1.to(Device::CPU), w1_host));
-  EXPECT_TRUE(same_bytes(w2.to(Device::CPU), w2_host));
-  TG_CHECK_CUDA(cudaStreamDestroy(raw));
 }
 
 }  // namespace

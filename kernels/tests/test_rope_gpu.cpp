@@ -8,7 +8,6 @@
 #include <string>
 
 #include "kernels/rope/rope.h"
-#include "kernels/tuning_scope.h"
 #include "kernels/tests/elementwise_test_util.h"
 
 namespace tg {
@@ -162,40 +161,6 @@ TEST(RopeTableGpu, TableEqualsComputedOnGemmaShapes) {
       }
     }
   }
-}
-
-// kernels::cuda::tuning::set_rope_min_blocks(8) (a speed knob: the BF16 table path compiled for 8 blocks per SM)
-// gives the default kernel's bits, forward and backward, at 8192 tokens (more blocks than one default wave) of the
-// gemma-2b (8, 1) and gemma-7b (16, 16) head shapes; other values are rejected.
-TEST(RopeTableGpu, MinBlocksKnobBitIdentical) {
-  TG_REQUIRE_CUDA();
-  using MinBlocks = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_rope_min_blocks, 0>;
-  const int64_t dh = 256, t = 8192;
-  const Tensor freq_d = kernels::rope_inv_freq_table(dh, 10000.0f, 1.0f, Device::CUDA);
-  const Tensor table_d = kernels::rope_cos_sin_table(freq_d, 8192, Device::CUDA);
-  const Tensor pos_d = testing::random_ids(DType::I64, t, -4, 8191, 31).to(Device::CUDA);
-  for (const Case c : {Case{t, 8, 1, dh}, Case{t, 16, 16, dh}}) {
-    const int64_t w = (c.h + 2 * c.hkv) * c.dh;
-    const Tensor qkv = testing::random_host(DType::BF16, {c.t, w}, 32, 2.0f).to(Device::CUDA);
-    for (const bool bwd : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "H=" << c.h << " Hkv=" << c.hkv << (bwd ? " backward" : " forward"));
-      const auto apply = [&](int min_blocks) {
-        const MinBlocks scope(min_blocks);
-        Tensor b = qkv.to(Device::CUDA);
-        const TensorView q(b.data(), DType::BF16, Shape{c.t, c.h, c.dh}, Shape{w, c.dh, 1}, Device::CUDA);
-        const TensorView k(b.ptr<uint16_t>() + c.h * c.dh, DType::BF16, Shape{c.t, c.hkv, c.dh}, Shape{w, c.dh, 1},
-                           Device::CUDA);
-        if (bwd)
-          kernels::rope_backward(q, k, pos_d, freq_d, {}, table_d);
-        else
-          kernels::rope_forward(q, k, pos_d, freq_d, {}, table_d);
-        return b;
-      };
-      EXPECT_TRUE(testing::bits_equal(apply(8), apply(0)));
-    }
-  }
-  EXPECT_THROW(kernels::cuda::tuning::set_rope_min_blocks(3), Error);
-  EXPECT_EQ(kernels::cuda::tuning::rope_min_blocks(), 0);
 }
 
 // q only and k only with a table (the first head batch is then k's), and a table view that is not 16-byte aligned
