@@ -692,7 +692,14 @@ void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace&
     add(kDV, a.dv);
     add(kOne, &one);
     add(kSoftmaxSum, w + p.off_softmax_sum);
-    if (!key.deterministic) add(kDQAccum, w + p.off_dq_accum);
+    if (!key.deterministic) {
+      // The FP32 dQ accumulator must start at zero on every execution: the fused backward adds into it (cudnn-frontend
+      // memsets it before each run, its "workspace modification" 1). Missed here until session 10's initcheck
+      // (reads of never-written workspace by fmha_reduce_head_ragged); AttentionGpu.CudnnBackwardPoisonedWorkspace.
+      const std::size_t bytes = static_cast<std::size_t>(key.B * key.H * key.S * key.Dh) * sizeof(float);
+      TG_CHECK_CUDA(cudaMemsetAsync(w + p.off_dq_accum, 0, bytes, cs));
+      add(kDQAccum, w + p.off_dq_accum);
+    }
   }
   if (key.packed) add(kLowest0, &lowest);
   if (key.causal) add(kLowest1, &lowest);

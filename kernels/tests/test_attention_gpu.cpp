@@ -305,6 +305,44 @@ TEST(AttentionGpu, CallerWorkspace) {
   }
 }
 
+// The backward's caller workspace filled with 0xFF bytes (NaN as FP32) before each call: nothing in it may be read
+// before cuDNN or we write it. The non-deterministic backward accumulates dQ in FP32 in the workspace, which must be
+// zeroed before every execution (session 10: it was not; initcheck reported the reads); a NaN left in it would reach
+// dQ. Packed and dense, MQA at head dim 256, causal.
+TEST(AttentionGpu, CudnnBackwardPoisonedWorkspace) {
+  TG_REQUIRE_CUDA();
+  for (const Problem& p : {packed({130, 65}, 8, 1, 256), dense(2, 77, 8, 1, 256)}) {
+    const Case c = make_case(p, 77);
+    const std::string what = name(p, true, "cudnn poisoned workspace");
+    SCOPED_TRACE(what);
+    const Fwd f = cpu_fwd(c, true);
+    const Tensor dout = host_tensor(DType::BF16, p.q_shape(), random_values(p.q_shape().numel(), 78));
+    Tensor dq = Tensor::empty(DType::BF16, p.q_shape()), dk = Tensor::empty(DType::BF16, p.kv_shape()),
+           dv = Tensor::empty(DType::BF16, p.kv_shape());
+    const AttentionOptions cpu_opt = options(AttentionBackend::kCudnn, true);
+    kernels::attention_bwd(c.q, c.k, c.v, f.out, f.lse, dout, c.cu_view(), c.max_seqlen(), cpu_opt, dq, dk, dv);
+    const Tensor out_d = f.out.to(Device::CUDA), lse_d = f.lse.to(Device::CUDA), dout_d = dout.to(Device::CUDA);
+    Tensor dq_d = Tensor::zeros(DType::BF16, p.q_shape(), Device::CUDA);
+    Tensor dk_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+    Tensor dv_d = Tensor::zeros(DType::BF16, p.kv_shape(), Device::CUDA);
+    AttentionOptions opt = options(AttentionBackend::kCudnn, true);
+    const std::size_t bytes = kernels::attention_bwd_workspace_bytes(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d,
+                                                                     c.cu_d_view(), c.max_seqlen(), opt, dq_d, dk_d,
+                                                                     dv_d);
+    ASSERT_GT(bytes, 0u) << "the cuDNN backward has a workspace (dQ accumulator, softmax sums)";
+    Buffer ws(bytes, Device::CUDA);
+    opt.workspace = {ws.data(), ws.nbytes()};
+    for (int call = 0; call < 2; ++call) {  // the second call finds the first one's leftovers, poisoned again
+      TG_CHECK_CUDA(cudaMemset(ws.data(), 0xFF, ws.nbytes()));
+      kernels::attention_bwd(c.q_d, c.k_d, c.v_d, out_d, lse_d, dout_d, c.cu_d_view(), c.max_seqlen(), opt, dq_d,
+                             dk_d, dv_d);
+      expect_close_bf16(dq_d, dq, what + " dq");
+      expect_close_bf16(dk_d, dk, what + " dk");
+      expect_close_bf16(dv_d, dv, what + " dv");
+    }
+  }
+}
+
 TEST(AttentionGpu, RejectsBadArguments) {
   TG_REQUIRE_CUDA();
   const Case c = make_case(packed({9}, 4, 2, 16), 5);
