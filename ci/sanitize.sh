@@ -22,7 +22,12 @@
 # Every finding is fatal: halt_on_error, detect_leaks (LeakSanitizer at exit), stack-use-after-return,
 # initialisation-order checks; UBSan prints the stack and aborts. No suppressions file: findings are fixed.
 #
-# Left out (EXCLUDE below, a ctest -E regex), each for a written reason: none so far.
+# Left out (EXCLUDE below, a ctest -E regex), each for a written reason:
+#   TrainCpu.EveryRecipeLearnsAndFp8TracksBf16  192 s under ASan on 2 cores (28 s plain), a quarter of the job's test
+#         time, for no code that the sanitized job does not already run: its training steps per recipe are those of
+#         ResumeCpu.* (every recipe, bit-exact resume), BackwardFp8Cpu.* and train_cli_check (the CLI end to end);
+#         what it adds is the learning property, which the normal job checks. Session 10: CI was at 28.5 of its 30
+#         minutes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/ci/deps.sh"
@@ -35,7 +40,7 @@ case $scope in
   ci) scope_args=(-DTEGEMMA_TORCH=OFF);;
   *) echo "sanitize.sh: --scope expects full or ci, got '$scope'" >&2; exit 2;;
 esac
-EXCLUDE=''
+EXCLUDE='^TrainCpu\.EveryRecipeLearnsAndFp8TracksBf16$'
 
 t0=$(date +%s)
 # (After tegemma_build's own arguments, so -DTEGEMMA_TORCH=OFF wins over the -DTEGEMMA_TORCH=ON it adds.)
