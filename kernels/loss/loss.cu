@@ -110,8 +110,7 @@ __global__ void cross_entropy_kernel(const In* logits, int64_t ld_in, const int3
 // writes 16 bytes at a time. Two passes over the row (the max and sum, then the gradient): ~3 bytes of HBM traffic
 // per 2-byte logit in place, a floor of ~3.1 ms at 8192 x 256000. In place: every element is read (pass 2's load)
 // before this thread overwrites it, and no other thread touches it (but thread 0's read of the target logit, made
-// before the block's barriers); plain loads, not the read-only path, because the
-// buffer is written in the same kernel.
+// before the block's barriers); plain loads, not the read-only path, because the buffer is written in the same kernel.
 constexpr int kVecUnroll = 4;
 
 template <typename Out>
