@@ -8,6 +8,10 @@
 set -uo pipefail
 dir=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$dir" || exit 2
+if git ls-files --error-unmatch .commit > /dev/null 2>&1; then  # session 10: a `git add -A` committed it
+  echo "device_prep: .commit is tracked by git; it must stay an untracked marker: git rm --cached .commit, commit" >&2
+  exit 1
+fi
 dirty=$(git status --porcelain --untracked-files=all | grep -v '^?? \.commit$')
 if [ -n "$dirty" ]; then
   echo "device_prep: $dir is not a clean commit; commit or stash these first:" >&2

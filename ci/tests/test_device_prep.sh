@@ -17,4 +17,7 @@ grep -q 'a.txt' "$work/out.log" || fail "the modified file is not named: $(cat "
 git checkout -q a.txt && echo new > new.txt
 if ci/device_prep.sh > "$work/out.log" 2>&1; then fail "an untracked file was accepted"; fi
 grep -q 'new.txt' "$work/out.log" || fail "the untracked file is not named"
+rm new.txt && ci/device_prep.sh > "$work/out.log" 2>&1 && git add .commit && git commit -qm marker
+if ci/device_prep.sh > "$work/out.log" 2>&1; then fail "a tracked .commit was accepted"; fi
+grep -q 'tracked' "$work/out.log" || fail "the tracked .commit is not named: $(cat "$work/out.log")"
 echo "ci_device_prep: OK"
