@@ -230,6 +230,76 @@ TEST(GemvGpu, BlocksPerSmKnobBitIdentical) {
   }
 }
 
+// GemvOptions::norm_fold on CUDA: the last block's RMSNorm -> E4M3 equals gemv followed by rmsnorm_forward_fp8 (both
+// CUDA) bit for bit (h, codes, scale_inv), under every K split setting and the blocks-per-SM knob, at the decode shapes (gemma-2b O and fc2,
+// gemma-7b O and fc2) and M = 1 .. 4; the ticket is back at 0 after each call, so a second call (and a graph replay)
+// folds again.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
+  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
+}
+
+TEST(GemvGpu, NormFoldEqualsGemvThenNorm) {
+  TG_REQUIRE_CUDA();
+  uint64_t seed = 2100;
+  const float eps = 1e-6f;
+  for (const auto& [v, blocks] : std::vector<std::pair<int, int>>{{0, 0}, {1, 0}, {2, 0}, {4, 0}, {0, 8}, {2, 8}}) {
+    SCOPED_TRACE(variant_name(v) + (blocks == 8 ? ", 8 blocks per SM" : ""));
+    const KSplitScope split(v);
+    const BlocksScope occupancy(blocks);
+    for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+             {2048, 2048}, {2048, 16384}, {3072, 4096}, {3072, 24576}, {48, 64}}) {
+      for (const int64_t m : {1, 2, 4}) {
+        SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
+        const Tensor x = random_matrix(DType::E4M3, m, k, seed).to(Device::CUDA);
+        const Tensor w = random_matrix(DType::E4M3, n, k, seed + 1).to(Device::CUDA);
+        const Tensor h0 = random_matrix(DType::BF16, m, n, seed + 2);
+        const Tensor nw = random_matrix(DType::BF16, 1, n, seed + 3, 0.3f).to(Device::CUDA);
+        seed += 4;
+        const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
+        const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
+        const TensorView norm_w(nw.view().data, DType::BF16, Shape{n}, Device::CUDA);
+        struct Out {
+          Tensor h, codes, scale, scale_inv;
+        };
+        auto make = [&] {
+          return Out{h0.to(Device::CUDA), Tensor::zeros(DType::E4M3, {m, n}, Device::CUDA),
+                     scalar_f32(24.0f, Device::CUDA), scalar_f32(0.0f, Device::CUDA)};
+        };
+        auto view = [](const Out& o) {
+          Fp8View f;
+          f.data = o.codes.view();
+          f.scale = o.scale.view();
+          f.scale_inv = o.scale_inv.view();
+          return f;
+        };
+        Out want = make(), got = make();
+        gemv(xo, wo, want.h.view(), {}, want.h.view());
+        const Tensor rstd = Tensor::empty(DType::F32, {m}, Device::CUDA);
+        rmsnorm_forward_fp8(want.h.view(), norm_w, eps, view(want), rstd.view());
+        Tensor ticket = Tensor::zeros(DType::I32, {1}, Device::CUDA);
+        GemvNormFold fold;
+        fold.norm_weight = norm_w;
+        fold.eps = eps;
+        fold.out = view(got);
+        fold.ticket = ticket.view();
+        for (int call = 0; call < 2; ++call) {  // the second call starts from the ticket the first one left
+          if (call == 1) {
+            got = make();
+            fold.out = view(got);
+          }
+          gemv(xo, wo, got.h.view(), {.norm_fold = &fold}, got.h.view());
+          TG_CHECK_CUDA(cudaDeviceSynchronize());
+          EXPECT_TRUE(same_bits(got.h, want.h)) << "h, call " << call;
+          EXPECT_TRUE(same_bits(got.codes, want.codes)) << "E4M3 codes, call " << call;
+          EXPECT_TRUE(same_bits(got.scale_inv, want.scale_inv)) << "scale_inv, call " << call;
+          EXPECT_EQ(ticket.to(Device::CPU).ptr<int32_t>()[0], 0) << "the ticket was not reset, call " << call;
+        }
+      }
+    }
+  }
+}
+
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
