@@ -8,7 +8,6 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -191,7 +190,11 @@ bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
 }
-
+// A delayed-scaling per-tensor E4M3 input with only its row-wise copy: what decode attention's fp8_out and the
+// norm fold write in place of the separate cast / norm.
+bool rowwise_e4m3(const Fp8View& f) {
+  return f.mode == ScalingMode::kPerTensor && f.has_rowwise() && !f.has_columnwise() && f.data.dtype == DType::E4M3;
+}
 bool fusable_weight(const LinearWeight& w) {
   if (!w.has_fp8) return false;
   const Fp8View& v = w.fp8_view();
@@ -253,7 +256,7 @@ bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const bool fold = gemv && !clear_pad_rows;  // fold_norm checks the rest
+  const bool fold = gemv && !clear_pad_rows;  // a decode step's GEMV path; fold_norm checks the rest
   if (!input_normed) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
@@ -262,7 +265,7 @@ bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
              /*may_quantize=*/true);
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  if (!(fold && fold_norm(a.attn, lw.o, a, lw.post_attention_norm.view(), a.ln, s.fc1, gemv, stream))) {
+  if (!(fold && fold_norm(a.attn, lw.o, a, lw.post_attention_norm.view(), a.ln, s.fc1, stream))) {
     linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
     p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   }
@@ -274,9 +277,9 @@ bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
     const ModelWeights& mw = model_->weights();
     if (l + 1 < c.num_hidden_layers) {
       const std::size_t n = static_cast<std::size_t>(l + 1);
-      if (fold_norm(a.act, lw.fc2, a, mw.layers[n].input_norm.view(), a.ln, sites_[n].qkv, gemv, stream)) return true;
+      if (fold_norm(a.act, lw.fc2, a, mw.layers[n].input_norm.view(), a.ln, sites_[n].qkv, stream)) return true;
     } else if (a.lm_rows == a.rows &&
-               fold_norm(a.act, lw.fc2, a, mw.final_norm.view(), a.lm_in, lm_site_, gemv, stream)) {
+               fold_norm(a.act, lw.fc2, a, mw.final_norm.view(), a.lm_in, lm_site_, stream)) {
       return true;
     }
   }
@@ -285,14 +288,13 @@ bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
 }
 
 bool Decoder::fold_norm(const GemmInput& x, const LinearWeight& w, const Acts& a, const TensorView& norm_weight,
-                        const GemmInput& next, const GemmSite& next_site, bool gemv, Stream stream) const {
-  if (!gemv || !decode_norm_fold_enabled() || a.rows > kernels::kGemvFusedMaxRows || a.fold_ticket.empty()) return false;
+                        const GemmInput& next, const GemmSite& next_site, Stream stream) const {
+  if (!decode_norm_fold_enabled() || a.rows > kernels::kGemvFusedMaxRows || a.fold_ticket.empty()) return false;
   const Precision& p = model_->precision();
   if (p.delayed() == nullptr || p.phase() != ScalingPhase::kInference || !next_site.fp8) return false;
   const GemmInput in = p.bound(next, next_site);
   const Fp8View& f = in.fp8;
-  if (in.path != InputPath::kDelayedFused || f.mode != ScalingMode::kPerTensor || !f.has_rowwise() ||
-      f.has_columnwise() || f.data.dtype != DType::E4M3 || !f.amax.empty() || !f.data.is_contiguous() ||
+  if (in.path != InputPath::kDelayedFused || !rowwise_e4m3(f) || !f.amax.empty() || !f.data.is_contiguous() ||
       a.h.size(1) % 16 != 0 || a.h.size(1) > kernels::kGemvNormFoldMaxN) {
     return false;
   }
@@ -504,7 +506,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     const GemmSite& o_site = sites_[static_cast<std::size_t>(l)].o;
     if (attn_fp8 && may_quantize && o_site.fp8) {
       Fp8View f = prec.bound(a.attn, o_site).fp8;  // the state's scale; amax only while training
-      if (f.mode == ScalingMode::kPerTensor && f.has_rowwise() && !f.has_columnwise() && f.data.dtype == DType::E4M3) {
+      if (rowwise_e4m3(f)) {
         // Rows >= nseq (padding) were zeroed with the step buffers and stay zero, as the quantize of zero rows.
         f.data = f.data.slice_rows(0, nseq);
         kernels::DecodeOptions fo = dopt;

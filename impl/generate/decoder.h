@@ -125,12 +125,13 @@ class Decoder {
   template <typename Attend>
   bool fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream, bool input_normed = false) const;
-  // TEGEMMA_DECODE_NORM_FOLD=1 (opt-in experiment): the residual GEMV out += x W^T (O, fc2) with the RMSNorm of
-  // the result into the next GEMM's input folded into its last block (kernels::GemvNormFold): true when it ran,
-  // false (nothing run) when the fold does not apply (off, no E4M3 GEMV operands, the next input not a delayed
-  // per-tensor E4M3 fused-norm input, more rows than kGemvFusedMaxRows).
+  // TEGEMMA_DECODE_NORM_FOLD=1 (opt-in experiment; called on a decode step's GEMV path only): the residual GEMV
+  // out += x W^T (O, fc2) through kernels::gemv, with the RMSNorm of the result into the next GEMM's input folded
+  // into its last block (kernels::GemvNormFold): true when it ran, false (nothing run) when the fold does not apply
+  // (off, no E4M3 GEMV operands, the next input not a delayed per-tensor E4M3 fused-norm input, more rows than
+  // kGemvFusedMaxRows).
   bool fold_norm(const GemmInput& x, const LinearWeight& w, const Acts& a, const TensorView& norm_weight,
-                 const GemmInput& next, const GemmSite& next_site, bool gemv, Stream stream) const;
+                 const GemmInput& next, const GemmSite& next_site, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "common/cuda_check.h"
 #include "common/env.h"
@@ -453,6 +454,15 @@ int k_split(int64_t k) {
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
+// f(std::integral_constant<int, S>{}) with S = k_split(k): the one-column kernels' split as a template argument.
+template <typename F>
+void with_k_split(int64_t k, F&& f) {
+  switch (k_split(k)) {
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, 1>{});
+  }
+}
 
 template <bool kWE4m3, bool kXE4m3, int kRows>
 void launch_rows(const GemvParams& p, cudaStream_t stream) {
@@ -463,40 +473,27 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
     if constexpr (kWE4m3 && kXE4m3 && kRows <= kGemvFusedMaxRows) {
       TG_CHECK(cols == 1, "gemv norm_fold: N = ", p.n, " needs the one-column kernel (kGemvNormFoldMaxN)");
       const bool occ = tuning::gemv_blocks_per_sm() == 8;
-      switch (k_split(p.k)) {
-        case 4:
-          return launch(occ ? gemv_fold_occ_kernel<kRows, 4> : gemv_fold_kernel<kRows, 4>, blocks_for(warps, 4),
-                        kThreads, 0, stream, p);
-        case 2:
-          return launch(occ ? gemv_fold_occ_kernel<kRows, 2> : gemv_fold_kernel<kRows, 2>, blocks_for(warps, 2),
-                        kThreads, 0, stream, p);
-        default:
-          return launch(occ ? gemv_fold_occ_kernel<kRows, 1> : gemv_fold_kernel<kRows, 1>, blocks_for(warps, 1),
-                        kThreads, 0, stream, p);
-      }
+      return with_k_split(p.k, [&](auto split) {
+        constexpr int kS = decltype(split)::value;
+        launch(occ ? gemv_fold_occ_kernel<kRows, kS> : gemv_fold_kernel<kRows, kS>, blocks_for(warps, kS), kThreads,
+               0, stream, p);
+      });
     }
     TG_FAIL("gemv norm_fold: E4M3 x and W, M <= ", kGemvFusedMaxRows, " (checked before the launch)");
   }
   if (cols == 1) {
     if constexpr (kRows == 1) {
       if (tuning::gemv_blocks_per_sm() == 8) {
-        switch (k_split(p.k)) {
-          case 4: return launch(gemv_occ_kernel<kWE4m3, kXE4m3, 4>, blocks_for(warps, 4), kThreads, 0, stream, p);
-          case 2: return launch(gemv_occ_kernel<kWE4m3, kXE4m3, 2>, blocks_for(warps, 2), kThreads, 0, stream, p);
-          default: return launch(gemv_occ_kernel<kWE4m3, kXE4m3, 1>, blocks_for(warps, 1), kThreads, 0, stream, p);
-        }
+        return with_k_split(p.k, [&](auto split) {
+          constexpr int kS = decltype(split)::value;
+          launch(gemv_occ_kernel<kWE4m3, kXE4m3, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
+        });
       }
     }
-    switch (k_split(p.k)) {
-      case 4:
-        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 4>, blocks_for(warps, 4), kThreads, 0,
-                      stream, p);
-      case 2:
-        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, 2>, blocks_for(warps, 2), kThreads, 0,
-                      stream, p);
-      default:
-        return launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1>, blocks_for(warps, 1), kThreads, 0, stream, p);
-    }
+    with_k_split(p.k, [&](auto split) {
+      constexpr int kS = decltype(split)::value;
+      launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
+    });
   } else {
     launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), kThreads, 0, stream, p);
   }
@@ -518,14 +515,10 @@ void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
   } else {
     if (cols == 1) {
       // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
-      switch (k_split(p.k)) {
-        case 4:
-          return go(gemv_kernel<true, true, kRows, 1, kPro, false, 4>, 4);
-        case 2:
-          return go(gemv_kernel<true, true, kRows, 1, kPro, false, 2>, 2);
-        default:
-          return go(gemv_kernel<true, true, kRows, 1, kPro, false>, 1);
-      }
+      with_k_split(p.k, [&](auto split) {
+        constexpr int kS = decltype(split)::value;
+        go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS);
+      });
     } else {
       go(gemv_kernel<true, true, kRows, kWide, kPro, false>, 1);
     }
