@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -34,6 +35,13 @@ inline Tensor random_host(DType dtype, Shape shape, uint32_t seed, float stddev 
     }
   }
   return t;
+}
+
+// Same dtype, shape and bytes, host or device tensors (compared on the host): "bit for bit" in the GPU tests.
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
+  return std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
 }
 
 }  // namespace tg::testing

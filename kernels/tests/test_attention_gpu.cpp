@@ -45,6 +45,7 @@ using testing::compare;
 using testing::describe;
 using testing::host_tensor;
 using testing::random_values;
+using testing::same_bits;
 using testing::to_double;
 
 struct Problem {
@@ -122,10 +123,6 @@ void expect_close_bf16(const Tensor& got_d, const Tensor& want_h, const std::str
 void expect_close_lse(const Tensor& got_d, const Tensor& want_h, const std::string& what) {
   const auto c = compare(to_double(got_d.to(Device::CPU)), to_double(want_h), 2e-3, 0.0);
   EXPECT_TRUE(c.ok()) << what << " lse: " << describe(c);
-}
-bool same_bits(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
 }
 
 AttentionOptions options(AttentionBackend backend, bool causal) {

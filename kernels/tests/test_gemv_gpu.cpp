@@ -34,6 +34,7 @@ namespace {
 
 using testing::element;
 using testing::random_matrix;
+using testing::same_bits;
 using testing::scalar_f32;
 
 struct Case {
@@ -234,11 +235,6 @@ TEST(GemvGpu, BlocksPerSmKnobBitIdentical) {
 // CUDA) bit for bit (h, codes, scale_inv), under every K split setting and the blocks-per-SM knob, at the decode shapes (gemma-2b O and fc2,
 // gemma-7b O and fc2) and M = 1 .. 4; the ticket is back at 0 after each call, so a second call (and a graph replay)
 // folds again.
-bool same_bits(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
-}
-
 TEST(GemvGpu, NormFoldEqualsGemvThenNorm) {
   TG_REQUIRE_CUDA();
   uint64_t seed = 2100;
@@ -322,11 +318,6 @@ std::string fused_name(const FusedCase& c) {
          std::to_string(c.k);
 }
 
-// Same dtype, shape and bytes (contiguous host tensors).
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 // An F32 [1] scalar's value on the host.
 float host_scalar(const TensorView& t) { return Tensor::copy_of(t, Device::CPU).ptr<float>()[0]; }
 
@@ -397,9 +388,9 @@ void check_fused(const FusedCase& c, uint64_t seed) {
   const float x_scale = c.prologue == GemvPrologue::kRmsNorm ? 37.0f : 21.0f, act_scale = 13.0f;
   const Tensor fused = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, true, Device::CUDA);
   const Tensor unfused = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, false, Device::CUDA);
-  EXPECT_TRUE(same_bytes(fused, unfused)) << "fused != the unfused CUDA kernels, bit for bit";
+  EXPECT_TRUE(same_bits(fused, unfused)) << "fused != the unfused CUDA kernels, bit for bit";
   const Tensor again = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, true, Device::CUDA);
-  EXPECT_TRUE(same_bytes(fused, again)) << "fused is not deterministic";
+  EXPECT_TRUE(same_bits(fused, again)) << "fused is not deterministic";
   // Against the CPU twin's chain: the only differences are the GEMV's FP32 vs double sums (gemv's bound, a few
   // 2^-24 relative) and what they flip at the final roundings: a BF16 ulp of out, or one E4M3 step of an act code
   // whose BF16 input sat at a rounding boundary. Bounds: out within 2 BF16 ulps (2^-7 relative) of the twin plus

@@ -19,10 +19,7 @@
 namespace tg::kernels {
 namespace {
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
-}
+using testing::same_bits;
 
 // Operands and outputs of one BF16 GEMM and one packed cuDNN attention forward, all allocated up front so that
 // the library state is the only thing the calls allocate.
