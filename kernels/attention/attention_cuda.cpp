@@ -32,7 +32,7 @@ Scratch& scratch_state() {
 
 }  // namespace
 
-void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
+void* scratch(const Workspace& ws, std::size_t bytes, const char* what, Stream stream) {
   if (!ws.empty()) {
     TG_CHECK(ws.bytes >= bytes, what, ": the caller's workspace has ", ws.bytes, " bytes, this call needs ", bytes);
     TG_CHECK(reinterpret_cast<uintptr_t>(ws.data) % 256 == 0, what, ": the workspace must be 256-byte aligned");
@@ -47,6 +47,7 @@ void* scratch(const Workspace& ws, std::size_t bytes, const char* what) {
     // Growing frees the old buffer; cudaFree waits for the work that may still use it.
     buf = Buffer();
     buf = Buffer(align_up(bytes, std::size_t{1} << 20), Device::CUDA);
+    TG_CHECK_CUDA(cudaMemsetAsync(buf.data(), 0, buf.nbytes(), cuda_stream(stream)));
   }
   return buf.data();
 }
@@ -141,7 +142,8 @@ void attention_bwd(const TensorView& q, const TensorView& k, const TensorView& v
   const FlashArgs a = bwd_args(q, k, v, out, lse, dout, cu_seqlens, max_seqlen, opt, dq, dk, dv, "attention_bwd(cuda)");
   if (a.d.T == 0) return;
   if (opt.backend == AttentionBackend::kFlash) {
-    void* ws = attn_detail::scratch(opt.workspace, attn_detail::flash_bwd_workspace_bytes(a.d), "attention_bwd(cuda)");
+    void* ws = attn_detail::scratch(opt.workspace, attn_detail::flash_bwd_workspace_bytes(a.d), "attention_bwd(cuda)",
+                                   stream);
     attn_detail::flash_bwd(a, ws, stream);
   } else {
     attn_detail::cudnn_bwd(a, opt.deterministic, opt.workspace, stream);

@@ -12,7 +12,12 @@ namespace tg::kernels::cuda::attn_detail {
 
 // Device scratch: the caller's workspace when given (checked to be large enough), else a per-device cached
 // buffer that only grows (no allocation once warmed up) until release_attention_state(). 256-byte aligned.
-void* scratch(const Workspace& ws, std::size_t bytes, const char* what);
+// A newly grown cached buffer is zeroed on `stream` (once per growth, not per call): cuDNN's GQA / MQA backward
+// (fmha_reduce_head_ragged, cuDNN 9.19) reads rows of its own scratch that it never writes -- the padding of a
+// ragged batch -- and discards what it reads (AttentionGpu.CudnnBackwardPoisonedWorkspace: a NaN-filled workspace
+// gives the same dQ / dK / dV). Zeroing makes those bytes defined (compute-sanitizer initcheck, session 11); what a
+// caller's own workspace holds does not matter, as that test shows.
+void* scratch(const Workspace& ws, std::size_t bytes, const char* what, Stream stream);
 
 // Frees the attention library state of every device: the cuDNN state (release_cudnn_state) and the cached scratch
 // buffers (after cudaDeviceSynchronize on each device that has one); the next call creates them again. Part of

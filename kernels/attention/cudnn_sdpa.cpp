@@ -668,7 +668,7 @@ void run(const FlashArgs& a, bool backward, bool deterministic, const Workspace&
   const Key key = make_key(a, backward, deterministic);
   std::lock_guard<std::mutex> lock(s.mu);
   Plan& p = plan_for(s, key);
-  char* w = static_cast<char*>(scratch(ws, p.total_workspace, what));
+  char* w = static_cast<char*>(scratch(ws, p.total_workspace, what, stream));
   const cudaStream_t cs = cuda_stream(stream);
 
   std::vector<int64_t> uids;

@@ -911,7 +911,7 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   prm.per_head_scale = d.per_head_scale;
   prm.scale = attn::resolve_scale(opt.scale, d.Dh, what);
   if (plan.splits > 1 && !plan.cluster) {
-    char* ws = static_cast<char*>(attn_detail::scratch(opt.workspace, plan.workspace, what));
+    char* ws = static_cast<char*>(attn_detail::scratch(opt.workspace, plan.workspace, what, stream));
     const std::size_t rows = static_cast<std::size_t>(d.B * d.H * plan.splits);
     prm.o_part = reinterpret_cast<float*>(ws);
     prm.ml = reinterpret_cast<float2*>(ws + attn_detail::align_up(rows * d.Dh * sizeof(float)));
