@@ -13,8 +13,6 @@
 #   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
 #   occ8, occ8_ksplit2  TEGEMMA_GEMV_BLOCKS_PER_SM=8 (the batch-1 one-column GEMVs at 8 blocks per SM), alone / with
 #                 every one-column GEMV's K split over 2 warps (one wave instead of two)
-#   norm_fold     TEGEMMA_DECODE_NORM_FOLD=1: the RMSNorm after each residual GEMV (O, fc2) in that GEMV's last block
-#   norm_fold_occ8_ksplit2  both experiments together
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -37,8 +35,6 @@ for cfg in $configs; do
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
     occ8) envs=(TEGEMMA_GEMV_BLOCKS_PER_SM=8) ;;
     occ8_ksplit2) envs=(TEGEMMA_GEMV_BLOCKS_PER_SM=8 TEGEMMA_GEMV_KSPLIT=2) ;;
-    norm_fold) envs=(TEGEMMA_DECODE_NORM_FOLD=1) ;;
-    norm_fold_occ8_ksplit2) envs=(TEGEMMA_DECODE_NORM_FOLD=1 TEGEMMA_GEMV_BLOCKS_PER_SM=8 TEGEMMA_GEMV_KSPLIT=2) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

@@ -140,7 +140,6 @@ Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
   a.lm_in = p.alloc_input(b, lm_site_, lm_rows, d, /*producer_fused=*/true, false);
   a.logits = b.alloc(DType::BF16, {lm_rows, c.vocab_size});
   a.status = b.alloc(DType::I32, {2});
-  a.fold_ticket = b.alloc(DType::I32, {1});
   return a;
 }
 
@@ -172,15 +171,6 @@ bool decode_fusion_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);
   return on;
 }
-// Opt-in (=1) experiment, off until ci/decode_ab.sh measures it (session 10, unmeasured): TEGEMMA_DECODE_NORM_FOLD,
-// the RMSNorm after each residual GEMV (O: the post-attention norm; fc2: the next layer's input norm or the final
-// norm) computed by that GEMV's last block (Decoder::fold_norm, kernels::GemvNormFold): two one-row norm launches
-// fewer per layer, ~2.5-3 us each at batch 1. The same bits (kernels/tests/test_gemv_gpu.cpp). Not with
-// TEGEMMA_DECODE_FUSED (whose QKV / fc1 kernels re-derive the norm themselves).
-bool decode_norm_fold_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_NORM_FOLD", false) && !decode_fusion_enabled();
-  return on;
-}
 // On by default (TEGEMMA_DECODE_ATTN_FP8=0 turns it off): the O projection's input cast (the per-tensor BF16 -> E4M3
 // quantize, 2.3 us per layer at B1, 4.1 us at B64) fused into decode attention's final write (DecodeOptions::fp8_out),
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
@@ -190,8 +180,8 @@ bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
 }
-// A delayed-scaling per-tensor E4M3 input with only its row-wise copy: what decode attention's fp8_out and the
-// norm fold write in place of the separate cast / norm.
+// A delayed-scaling per-tensor E4M3 input with only its row-wise copy: what decode attention's fp8_out writes in
+// place of the separate cast.
 bool rowwise_e4m3(const Fp8View& f) {
   return f.mode == ScalingMode::kPerTensor && f.has_rowwise() && !f.has_columnwise() && f.data.dtype == DType::E4M3;
 }
@@ -248,16 +238,15 @@ bool Decoder::fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
 // attention supplied by the caller.
 template <typename Attend>
-bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
-                    Stream stream, bool input_normed) const {
-  if (gemv && !clear_pad_rows && fused_layer(l, a, tokens, attend, stream)) return false;
+void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
+                    Stream stream) const {
+  if (gemv && !clear_pad_rows && fused_layer(l, a, tokens, attend, stream)) return;
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const bool fold = gemv && !clear_pad_rows;  // a decode step's GEMV path; fold_norm checks the rest
-  if (!input_normed) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
+  p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
@@ -265,58 +254,17 @@ bool Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
              /*may_quantize=*/true);
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  if (!(fold && fold_norm(a.attn, lw.o, a, lw.post_attention_norm.view(), a.ln, s.fc1, stream))) {
-    linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
-    p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  }
+  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
+  p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
   p.geglu(a.fc1, a.act, s.fc2, stream);
-  // fc2 folds the next consumer's norm: the next layer's input norm (into acts.ln), or after the last layer the
-  // final norm (into acts.lm_in, when the lm_head reads h's rows as they are: decode, lm_rows == rows).
-  if (fold) {
-    const ModelWeights& mw = model_->weights();
-    if (l + 1 < c.num_hidden_layers) {
-      const std::size_t n = static_cast<std::size_t>(l + 1);
-      if (fold_norm(a.act, lw.fc2, a, mw.layers[n].input_norm.view(), a.ln, sites_[n].qkv, stream)) return true;
-    } else if (a.lm_rows == a.rows &&
-               fold_norm(a.act, lw.fc2, a, mw.final_norm.view(), a.lm_in, lm_site_, stream)) {
-      return true;
-    }
-  }
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
-  return false;
 }
 
-bool Decoder::fold_norm(const GemmInput& x, const LinearWeight& w, const Acts& a, const TensorView& norm_weight,
-                        const GemmInput& next, const GemmSite& next_site, Stream stream) const {
-  if (!decode_norm_fold_enabled() || a.rows > kernels::kGemvFusedMaxRows || a.fold_ticket.empty()) return false;
-  const Precision& p = model_->precision();
-  if (p.delayed() == nullptr || p.phase() != ScalingPhase::kInference || !next_site.fp8) return false;
-  const GemmInput in = p.bound(next, next_site);
-  const Fp8View& f = in.fp8;
-  if (in.path != InputPath::kDelayedFused || !rowwise_e4m3(f) || !f.amax.empty() || !f.data.is_contiguous() ||
-      a.h.size(1) % 16 != 0 || a.h.size(1) > kernels::kGemvNormFoldMaxN) {
-    return false;
-  }
-  const std::optional<GemvPair> ops = gemv_operands(x, w);
-  if (!ops || ops->x.data.dtype != DType::E4M3 || ops->w.data.dtype != DType::E4M3) return false;
-  kernels::GemvNormFold fold;
-  fold.norm_weight = norm_weight;
-  fold.eps = static_cast<float>(config().rms_norm_eps);
-  fold.out = f;
-  fold.ticket = a.fold_ticket;
-  kernels::GemvOptions opt;
-  opt.norm_fold = &fold;
-  kernels::gemv(ops->x, ops->w, a.h, opt, a.h, stream);
-  return true;
-}
-
-void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream, bool input_normed) const {
+void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
   const Precision& p = model_->precision();
   const ModelWeights& w = model_->weights();
-  if (!input_normed) {
-    p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
-  }
+  p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
   linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
 }
 
@@ -463,8 +411,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
 
   // Zeros everywhere that padding rows or an idle state could be read before being written.
   const Acts& a = sb->acts;
-  for (const TensorView& v :
-       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q, a.fold_ticket}) {
+  for (const TensorView& v : {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q}) {
     zero_view(v, stream);
   }
   for (const GemmInput* in : {&a.ln, &a.attn, &a.act, &a.lm_in}) zero_input(*in, stream);
@@ -520,11 +467,10 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   };
   // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).
   const int64_t gemv_rows = decode_gemv_max_rows();
-  bool normed = false;  // the previous layer's fc2 folded this layer's input norm (TEGEMMA_DECODE_NORM_FOLD)
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    normed = layer(l, a, nseq, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream, normed);
+    layer(l, a, nseq, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
-  lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream, normed);
+  lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 

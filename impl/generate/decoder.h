@@ -61,7 +61,6 @@ class Decoder {
     GemmInput lm_in;     // [lm_rows, D]
     TensorView logits;   // BF16 [lm_rows, V]
     TensorView status;   // I32 [2]: embedding bad-id report (never read: ids are checked or sampled)
-    TensorView fold_ticket;  // I32 [1]: kernels::gemv's norm-fold ticket (TEGEMMA_DECODE_NORM_FOLD), kept at 0
   };
 
   // Everything one decode step of B sequences reads and writes (one arena; the graph's fixed addresses).
@@ -111,12 +110,9 @@ class Decoder {
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
   // run on cuBLASLt.
-  // input_normed: acts.ln already holds this layer's input norm (the previous layer's fc2 folded it, see
-  // fold_norm). Returns whether this layer's fc2 folded the next consumer's norm (the next layer's input norm, or
-  // the final norm after the last layer).
   template <typename Attend>
-  bool layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
-             Stream stream, bool input_normed = false) const;
+  void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
+             Stream stream) const;
   // The decode step's layer as four gemv_fused / gemv kernels and the attention (delayed scaling, inference,
   // rows <= kGemvFusedMaxRows, per-tensor E4M3 weights): RMSNorm + cast + QKV, cast + O + residual, RMSNorm + cast +
   // fc1 + GeGLU + cast, fc2 + residual -- the same bits as the unfused layer (kernels/gemm/gemv.h). False (nothing
@@ -124,14 +120,7 @@ class Decoder {
   // decoder.cpp).
   template <typename Attend>
   bool fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const;
-  void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream, bool input_normed = false) const;
-  // TEGEMMA_DECODE_NORM_FOLD=1 (opt-in experiment; called on a decode step's GEMV path only): the residual GEMV
-  // out += x W^T (O, fc2) through kernels::gemv, with the RMSNorm of the result into the next GEMM's input folded
-  // into its last block (kernels::GemvNormFold): true when it ran, false (nothing run) when the fold does not apply
-  // (off, no E4M3 GEMV operands, the next input not a delayed per-tensor E4M3 fused-norm input, more rows than
-  // kGemvFusedMaxRows).
-  bool fold_norm(const GemmInput& x, const LinearWeight& w, const Acts& a, const TensorView& norm_weight,
-                 const GemmInput& next, const GemmSite& next_site, Stream stream) const;
+  void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,

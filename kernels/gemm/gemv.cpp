@@ -1,7 +1,6 @@
 // gemv dispatcher and the argument checks shared by the CPU twin and the CUDA kernel.
 #include "kernels/gemm/gemv.h"
 
-#include <cmath>
 #include <cstdint>
 
 #include "common/nvtx.h"
@@ -99,40 +98,6 @@ GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView
     d.ldr = residual.strides[0];
   }
   return d;
-}
-
-void check_gemv_norm_fold(const GemvNormFold& f, const GemvOperand& x, const GemvOperand& w, const TensorView& out,
-                          const TensorView& residual, const GemvDims& d) {
-  const Device dev = out.device;
-  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3,
-           "gemv norm_fold: x and W must be F8_E4M3 (the delayed-scaling decode GEMVs), got ", x.data.dtype, " x ",
-           w.data.dtype);
-  TG_CHECK(out.dtype == DType::BF16 && residual.data == out.data,
-           "gemv norm_fold: out must be BF16 and the residual out itself (the residual stream it normalises)");
-  TG_CHECK(d.m <= kGemvFusedMaxRows, "gemv norm_fold: M = ", d.m, ", at most ", kGemvFusedMaxRows);
-  TG_CHECK(d.n <= kGemvNormFoldMaxN, "gemv norm_fold: N = ", d.n, ", at most ", kGemvNormFoldMaxN);
-  TG_CHECK(d.n % 16 == 0 && d.ldo % 8 == 0 && aligned16(out.data),
-           "gemv norm_fold: N = ", d.n, " must be a multiple of 16 and out 16-byte aligned with a row stride that is "
-           "a multiple of 8 elements, got ", out.describe());
-  TG_CHECK(!f.norm_weight.empty() && f.norm_weight.dtype == DType::BF16 && f.norm_weight.ndim() == 1 &&
-               f.norm_weight.size(0) == d.n && f.norm_weight.is_contiguous() && f.norm_weight.device == dev &&
-               aligned16(f.norm_weight.data),
-           "gemv norm_fold: norm_weight must be a contiguous, 16-byte aligned BF16 [N = ", d.n, "] on out's device, got ",
-           f.norm_weight.describe());
-  TG_CHECK(std::isfinite(f.eps) && f.eps > 0.0f, "gemv norm_fold: eps must be finite and > 0, got ", f.eps);
-  const Fp8View& o = f.out;
-  TG_CHECK(o.mode == ScalingMode::kPerTensor && o.data.dtype == DType::E4M3 && o.data.ndim() == 2 &&
-               o.data.size(0) == d.m && o.data.size(1) == d.n && o.data.is_contiguous() && o.data.device == dev &&
-               aligned16(o.data.data),
-           "gemv norm_fold: out must be a contiguous per-tensor F8_E4M3 [M, N] = [", d.m, ", ", d.n,
-           "] on out's device, got ", o.data.describe());
-  TG_CHECK(!o.scale.empty() && o.scale.dtype == DType::F32 && o.scale.numel() == 1 && o.scale.device == dev,
-           "gemv norm_fold: out.scale must be F32 [1], got ", o.scale.describe());
-  TG_CHECK(o.scale_inv.empty() || (o.scale_inv.dtype == DType::F32 && o.scale_inv.numel() == 1 && o.scale_inv.device == dev),
-           "gemv norm_fold: out.scale_inv must be F32 [1] or empty, got ", o.scale_inv.describe());
-  TG_CHECK(o.amax.empty(), "gemv norm_fold: no amax is recorded (inference only); out.amax must be empty");
-  TG_CHECK(!f.ticket.empty() && f.ticket.dtype == DType::I32 && f.ticket.numel() == 1 && f.ticket.device == dev,
-           "gemv norm_fold: ticket must be I32 [1] on out's device (zero before the call), got ", f.ticket.describe());
 }
 
 GemvDims check_gemv_fused(const GemvFusedArgs& a) {

@@ -46,13 +46,6 @@ struct GemvParams {
   uint8_t* act;
   const float* act_scale;
   float* act_scale_inv;
-  // norm fold (GemvNormFold, gemv_fold_kernel): the grid's last block normalises out into fold_out.
-  const __nv_bfloat16* fold_w;
-  float fold_eps, fold_inv_n;
-  uint8_t* fold_out;
-  const float* fold_scale;
-  float* fold_scale_inv;
-  int* ticket;
 };
 
 enum Prologue : int { kNone = 0, kCast = 1, kNorm = 2 };
@@ -70,9 +63,7 @@ __device__ __forceinline__ T ldx(const T* p) {
 // gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k] in the exact
 // arithmetic of rmsnorm_forward_fp8 / quantize (see gemv.h): the sums of squares one warp per row (the norm kernel's
 // order), the element-wise pass over the whole block. Every thread of the block takes part.
-// kCoherent: x was written by other blocks of this kernel (the norm fold), so it is read through L2 (ld.global.cg),
-// never through L1 / the read-only path, which may hold stale lines.
-template <int kPro, bool kCoherent = false>
+template <int kPro>
 __device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
   __shared__ float rstd_s[kGemvFusedMaxRows];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -81,20 +72,13 @@ __device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
   auto row_of = [&](int r) {
     return reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx);
   };
-  auto load = [](const uint4* q) {
-    if constexpr (kCoherent) {
-      return __ldcg(q);
-    } else {
-      return __ldg(q);
-    }
-  };
   if constexpr (kPro == kNorm) {
     // Pass 1, one warp per row: the row's sum of squares in the norm kernel's order, then rstd.
     for (int r = warp; r < p.m; r += kWarps) {
       const uint4* row = row_of(r);
       float acc = 0.0f;
       for (int c = lane; c < chunks; c += 32) {
-        const ew::Pack8<ew::bf16_t> h{load(row + c)};
+        const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc = ieee::ffma(h.get(i), h.get(i), acc);
       }
@@ -107,7 +91,7 @@ __device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
   // Pass 2, element-wise over the whole block: y (BF16), then the E4M3 codes.
   for (int i = threadIdx.x; i < p.m * chunks; i += kThreads) {
     const int r = i / chunks, c = i % chunks;
-    const ew::Pack8<ew::bf16_t> h{load(row_of(r) + c)};
+    const ew::Pack8<ew::bf16_t> h{__ldg(row_of(r) + c)};
     float v[8];
     if constexpr (kPro == kNorm) {
       const float rstd = rstd_s[r];
@@ -200,11 +184,8 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 //
 // kLateX (gemv_occ_kernel only): kRows == 1 reads x piece by piece through L1 as the larger row counts do, instead
 // of preloading it next to W: fewer registers, so the kernel fits 8 blocks per SM (the same arithmetic, the same bits).
-//
-// kFold (gemv_fold_kernel only): after its stores every block takes a ticket; the last one normalises the whole out
-// into fold_out (stage_x's RMSNorm -> E4M3, reading out through L2), so no warp may leave early.
 template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1,
-          bool kLateX = false, bool kFold = false>
+          bool kLateX = false>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -260,7 +241,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   }
   // Whole warps only: without a split no block-level synchronisation follows; with one, a whole group is past N
   // or not, and the groups of a block meet at the one barrier below whatever they did.
-  if (!kFold && kSplit == 1 && !active) return;
+  if (kSplit == 1 && !active) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -332,21 +313,15 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       for (int r = 0; r < kRows; ++r) part[warp_in_block][r] = acc[r][0];
     }
     __syncthreads();
-    if constexpr (!kFold) {
-      if (split != 0 || !active) return;
-    }
-    if (split == 0) {
+    if (split != 0 || !active) return;
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        float sum = part[warp_in_block][r];
+    for (int r = 0; r < kRows; ++r) {
+      float sum = part[warp_in_block][r];
 #pragma unroll
-        for (int s = 1; s < kSplit; ++s) sum += part[warp_in_block + s][r];
-        acc[r][0] = sum;
-      }
+      for (int s = 1; s < kSplit; ++s) sum += part[warp_in_block + s][r];
+      acc[r][0] = sum;
     }
   }
-  // kFold: the warps that store (a split's first warp, columns inside N); the others only reach the ticket.
-  const bool stores = kSplit == 1 || split == 0;
   if constexpr (kGeglu) {
     // The unfused chain: fc1 = BF16(acc * scale); a = BF16(gelu_tanh(gate)) * up -> BF16 -> E4M3(a * act_scale).
     const float act_scale = *p.act_scale;
@@ -368,7 +343,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       for (int c = 0; c < kCols; ++c) {
         const int64_t col = col0 + c;
         // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-        if ((!kFold || stores) && r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
+        if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
           float v = acc[r][c] * scale;
           if (p.out_f32) {
             if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
@@ -379,29 +354,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
           }
         }
       }
-    }
-  }
-  if constexpr (kFold) {
-    // Every block's stores are visible device-wide before its ticket (the threadFenceReduction pattern); the last
-    // block resets the ticket for the next launch, then normalises the now complete rows.
-    __shared__ bool last_block;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last_block = atomicAdd(p.ticket, 1) == static_cast<int>(gridDim.x) - 1;
-    __syncthreads();
-    if (last_block) {
-      if (threadIdx.x == 0) *p.ticket = 0;
-      __threadfence();
-      GemvParams q = p;
-      q.x = p.out;
-      q.ldx = p.ldo;
-      q.k = p.n;
-      q.x_scale = p.fold_scale;
-      q.norm_w = p.fold_w;
-      q.eps = p.fold_eps;
-      q.inv_k = p.fold_inv_n;
-      stage_x<kNorm, true>(q, p.fold_out);
-      if (threadIdx.x == 0 && p.fold_scale_inv != nullptr) *p.fold_scale_inv = ieee::fdiv(1.0f, *p.fold_scale);
     }
   }
 }
@@ -419,17 +371,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
 template <bool kWE4m3, bool kXE4m3, int kSplit>
 __global__ void __launch_bounds__(kThreads, 8) gemv_occ_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, 1, 1, kNone, false, kSplit, true>(p);
-}
-
-// GemvOptions::norm_fold: the one-column E4M3 kernel with the last block's RMSNorm (kFold above).
-template <int kRows, int kSplit>
-__global__ void __launch_bounds__(kThreads) gemv_fold_kernel(const GemvParams p) {
-  gemv_body<true, true, kRows, 1, kNone, false, kSplit, false, true>(p);
-}
-// ... and under tuning::set_gemv_blocks_per_sm(8), as gemv_occ_kernel (x read late at M = 1).
-template <int kRows, int kSplit>
-__global__ void __launch_bounds__(kThreads, 8) gemv_fold_occ_kernel(const GemvParams p) {
-  gemv_body<true, true, kRows, 1, kNone, false, kSplit, kRows == 1, true>(p);
 }
 
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
@@ -469,18 +410,6 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  if (p.fold_out != nullptr) {
-    if constexpr (kWE4m3 && kXE4m3 && kRows <= kGemvFusedMaxRows) {
-      TG_CHECK(cols == 1, "gemv norm_fold: N = ", p.n, " needs the one-column kernel (kGemvNormFoldMaxN)");
-      const bool occ = tuning::gemv_blocks_per_sm() == 8;
-      return with_k_split(p.k, [&](auto split) {
-        constexpr int kS = decltype(split)::value;
-        launch(occ ? gemv_fold_occ_kernel<kRows, kS> : gemv_fold_kernel<kRows, kS>, blocks_for(warps, kS), kThreads,
-               0, stream, p);
-      });
-    }
-    TG_FAIL("gemv norm_fold: E4M3 x and W, M <= ", kGemvFusedMaxRows, " (checked before the launch)");
-  }
   if (cols == 1) {
     if constexpr (kRows == 1) {
       if (tuning::gemv_blocks_per_sm() == 8) {
@@ -615,17 +544,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
   p.early_w = early_weights();
-  if (opt.norm_fold != nullptr) {
-    const GemvNormFold& f = *opt.norm_fold;
-    detail::check_gemv_norm_fold(f, x, w, out, residual, d);
-    p.fold_w = f.norm_weight.ptr<const __nv_bfloat16>();
-    p.fold_eps = f.eps;
-    p.fold_inv_n = 1.0f / static_cast<float>(d.n);  // as rmsnorm_forward's inv_d (one IEEE division)
-    p.fold_out = static_cast<uint8_t*>(f.out.data.data);
-    p.fold_scale = f.out.scale.ptr<const float>();
-    p.fold_scale_inv = f.out.scale_inv.empty() ? nullptr : f.out.scale_inv.ptr<float>();
-    p.ticket = f.ticket.ptr<int>();
-  }
   const cudaStream_t s = cuda_stream(stream);
   if (!w_fp8) {
     dispatch<false, false>(p, s);

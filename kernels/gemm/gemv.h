@@ -81,25 +81,8 @@ struct GemvOperand {
   static GemvOperand fp8(const Fp8View& v);
 };
 
-// Opt-in decode experiment (TEGEMMA_DECODE_NORM_FOLD, impl/generate/decoder.cpp): GemvOptions::norm_fold. After the
-// residual-stream product out = out + x W^T is complete, the grid's last block (an atomic ticket) computes
-// rmsnorm_forward_fp8(out, norm_weight, eps, fold.out) in that kernel's arithmetic (the row's sum of squares in the
-// norm's LANE ORDER, y = BF16((h * rstd) * (1 + w)), E4M3(y * scale); scale_inv = 1 / scale; no amax, no rstd), so
-// the next GEMV's input needs no norm launch of its own. Operands: x and W E4M3, out BF16 with residual == out,
-// M <= kGemvFusedMaxRows, N a multiple of 16 and <= kGemvNormFoldMaxN; norm_weight BF16 [N]; fold.out E4M3 per-tensor [M, N] contiguous with
-// scale and scale_inv F32 [1]; ticket I32 [1] on out's device, 0 before the call and left 0 (graph replays).
-// CPU twin: cpu::gemv, then cpu::rmsnorm_forward_fp8 (the same bits by construction: kernels/tests/test_gemv_gpu.cpp).
-inline constexpr int64_t kGemvNormFoldMaxN = 8192;  // the one-column kernels' range (N < 132 x 64), rounded down
-struct GemvNormFold {
-  TensorView norm_weight;
-  float eps = 0.0f;
-  Fp8View out;
-  TensorView ticket;
-};
-
 struct GemvOptions {
   float alpha = 1.0f;
-  const GemvNormFold* norm_fold = nullptr;  // see GemvNormFold
 };
 
 // out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.
@@ -156,8 +139,8 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob: 8 runs the batch-1 one-column GEMVs (M = 1, N < 132 x 64) and the norm-fold kernels (M <= 4)
-// through kernels compiled for 8 blocks per SM that read x late at M = 1 (fewer registers); 0 the default kernels. The same arithmetic and split: the same bits.
+// Measurement knob: 8 runs the batch-1 one-column GEMVs (M = 1, N < 132 x 64) through a kernel compiled for 8 blocks
+// per SM that reads x late (fewer registers); 0 the default kernel. The same arithmetic and split: the same bits.
 // Starts from TEGEMMA_GEMV_BLOCKS_PER_SM (decode A/B runs); process-wide.
 void set_gemv_blocks_per_sm(int blocks);
 int gemv_blocks_per_sm();
@@ -171,9 +154,6 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
-// GemvOptions::norm_fold's checks (after check_gemv).
-void check_gemv_norm_fold(const GemvNormFold& f, const GemvOperand& x, const GemvOperand& w, const TensorView& out,
-                          const TensorView& residual, const GemvDims& d);
 // gemv_fused's checks; the dims are those of the GEMV (n = W's rows).
 GemvDims check_gemv_fused(const GemvFusedArgs& a);
 }  // namespace detail

@@ -62,7 +62,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv(x, w, out, residual);
   check_device(out, Device::CPU, "cpu::gemv(out)");
-  if (opt.norm_fold != nullptr) detail::check_gemv_norm_fold(*opt.norm_fold, x, w, out, residual, d);
   const double sx = scale_of(x), sw = scale_of(w);
   std::vector<std::vector<double>> xv(static_cast<std::size_t>(d.m));
   for (int64_t i = 0; i < d.m; ++i) dequantize_row(x, i, sx, xv[static_cast<std::size_t>(i)]);
@@ -77,11 +76,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
       if (!residual.empty()) v += load(residual, i, j);  // read before the store: residual may be out
       store(out, i, j, v);
     }
-  }
-  if (opt.norm_fold != nullptr) {
-    const GemvNormFold& f = *opt.norm_fold;
-    Tensor rstd = Tensor::empty(DType::F32, {d.m});  // the norm's by-product; the CUDA fold does not write it
-    cpu::rmsnorm_forward_fp8(out, f.norm_weight, f.eps, f.out, rstd.view(), TensorView{});
   }
 }
 

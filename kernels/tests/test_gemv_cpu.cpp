@@ -11,7 +11,6 @@
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/norm/norm.h"
 #include "kernels/tests/gemm_test_util.h"
 
 namespace tg::kernels {
@@ -162,88 +161,6 @@ TEST(GemvCpu, EqualsTheGemmTwinsBitForBit) {
 }
 
 // ---- Bad input -----------------------------------------------------------------------------------------------------
-
-// GemvOptions::norm_fold: out += x W^T, then rmsnorm_forward_fp8(out) into the fold's E4M3 output, as the two
-// calls in sequence would (the definition the CUDA fold reproduces bit for bit); the ticket is left alone (0).
-struct FoldBuffers {
-  Tensor norm_w, codes, scale, scale_inv, ticket;
-  GemvNormFold fold(float eps) const {
-    GemvNormFold f;
-    f.norm_weight = norm_w.view();
-    f.eps = eps;
-    f.out.data = codes.view();
-    f.out.scale = scale.view();
-    f.out.scale_inv = scale_inv.view();
-    f.ticket = ticket.view();
-    return f;
-  }
-};
-FoldBuffers fold_buffers(int64_t m, int64_t n, uint64_t seed) {
-  FoldBuffers b;
-  const Tensor w = random_matrix(DType::BF16, 1, n, seed, 0.3f);
-  b.norm_w = Tensor::empty(DType::BF16, {n});
-  std::memcpy(b.norm_w.data(), w.data(), b.norm_w.nbytes());
-  b.codes = Tensor::zeros(DType::E4M3, {m, n});
-  b.scale = scalar_f32(37.5f, Device::CPU);
-  b.scale_inv = scalar_f32(0.0f, Device::CPU);
-  b.ticket = Tensor::zeros(DType::I32, {1});
-  return b;
-}
-
-TEST(GemvCpu, NormFoldIsGemvThenNorm) {
-  for (const int64_t m : {1, 3}) {
-    const int64_t n = 48, k = 64;
-    const Tensor x = random_matrix(DType::E4M3, m, k, 11), w = random_matrix(DType::E4M3, n, k, 12);
-    const Tensor sx = scalar_f32(0.37f, Device::CPU), sw = scalar_f32(0.021f, Device::CPU);
-    const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
-    const Tensor h0 = random_matrix(DType::BF16, m, n, 13);
-    const FoldBuffers got = fold_buffers(m, n, 14), want = fold_buffers(m, n, 14);
-    Tensor h_got = Tensor::copy_of(h0.view(), Device::CPU), h_want = Tensor::copy_of(h0.view(), Device::CPU);
-    const GemvNormFold f = got.fold(1e-6f);
-    gemv(xo, wo, h_got.view(), {.norm_fold = &f}, h_got.view());
-    gemv(xo, wo, h_want.view(), {}, h_want.view());
-    Tensor rstd = Tensor::empty(DType::F32, {m});
-    rmsnorm_forward_fp8(h_want.view(), want.norm_w.view(), 1e-6f, want.fold(1e-6f).out, rstd.view());
-    EXPECT_EQ(std::memcmp(h_got.data(), h_want.data(), h_got.nbytes()), 0) << "M " << m;
-    EXPECT_EQ(std::memcmp(got.codes.data(), want.codes.data(), got.codes.nbytes()), 0) << "M " << m;
-    EXPECT_EQ(got.scale_inv.ptr<float>()[0], 1.0f / 37.5f);
-    EXPECT_EQ(got.ticket.ptr<int32_t>()[0], 0);
-    int nonzero = 0;
-    for (int64_t i = 0; i < got.codes.numel(); ++i) nonzero += got.codes.ptr<uint8_t>()[i] != 0;
-    EXPECT_GT(nonzero, m * n / 2) << "the fold wrote (mostly) zero codes";
-  }
-}
-
-TEST(GemvCpu, NormFoldBadInputIsAClearError) {
-  const int64_t m = 2, n = 48, k = 64;
-  const Tensor x = random_matrix(DType::E4M3, m, k, 21), w = random_matrix(DType::E4M3, n, k, 22);
-  const Tensor xb = random_matrix(DType::BF16, m, k, 23), wb = random_matrix(DType::BF16, n, k, 24);
-  const Tensor s = scalar_f32(0.5f, Device::CPU);
-  const GemvOperand xo{x.view(), s.view()}, wo{w.view(), s.view()};
-  Tensor h = random_matrix(DType::BF16, m, n, 25), other = random_matrix(DType::BF16, m, n, 26);
-  const FoldBuffers b = fold_buffers(m, n, 27);
-  const GemvNormFold f = b.fold(1e-6f);
-  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(xb.view()), GemvOperand::bf16(wb.view()), h.view(), {.norm_fold = &f},
-                           h.view()),
-                      "x and W must be F8_E4M3");
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &f}, other.view()), "the residual out itself");
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &f}), "the residual out itself");
-  GemvNormFold bad = f;
-  bad.eps = 0.0f;
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &bad}, h.view()), "eps must be finite and > 0");
-  bad = f;
-  bad.ticket = TensorView{};
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &bad}, h.view()), "ticket must be I32 [1]");
-  bad = f;
-  bad.out.data = b.codes.view().slice_rows(0, 1);
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &bad}, h.view()), "F8_E4M3 [M, N] = [2, 48]");
-  bad = f;
-  bad.out.amax = b.scale_inv.view();
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &bad}, h.view()), "out.amax must be empty");
-  bad = f;
-  bad.norm_weight = b.norm_w.view().slice_rows(0, 32);
-  TG_EXPECT_THROW_MSG(gemv(xo, wo, h.view(), {.norm_fold = &bad}, h.view()), "norm_weight must be");
-}
 
 TEST(GemvCpu, BadInputIsAClearError) {
   const Tensor x = random_matrix(DType::BF16, 2, 32, 1), w = random_matrix(DType::BF16, 5, 32, 2);
