@@ -270,9 +270,6 @@ const bool registered = [] {
 //   gemv_ksplit1/2/4  kernels::gemv, e4m3xe4m3 at M = 1, 1 (never split) / 2 / 4 warps per column's K
 //                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only); plain gemv takes the
 //                     default rule (2 when K >= 24576, else 1)
-//   gemv_occ8_ksplit1/2/4  the same at 8 blocks per SM with x read late (kernels::cuda::tuning::set_gemv_blocks_per_sm;
-//                     the same bits as gemv_ksplitN): whether a K split that keeps one wave shortens the serial chain
-//                     of HBM round trips per warp
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -294,12 +291,9 @@ const std::vector<GemvShape>& gemv_shapes() {
 
 // k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default rule), restored afterwards.
 using KSplitScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0>;
-using BlocksScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_blocks_per_sm, 0>;
 
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0,
-             int blocks_per_sm = 0) {
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0) {
   const KSplitScope scope(k_split);
-  const BlocksScope blocks(blocks_per_sm);
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -330,15 +324,12 @@ const bool gemv_registered = [] {
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
         if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K over 1 / 2 / 4 warps (tuning knob)
-          for (int blocks : {0, 8}) {
-            for (int split : {1, 2, 4}) {
-              const std::string variant =
-                  std::string(blocks == 8 ? "gemv_occ8_ksplit" : "gemv_ksplit") + std::to_string(split);
-              add("gemv/" + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
-                st.SetLabel(g.what);
-                bm_gemv(st, s, DType::E4M3, DType::E4M3, split, blocks);
-              });
-            }
+          for (int split : {1, 2, 4}) {
+            const std::string variant = "gemv_ksplit" + std::to_string(split);
+            add("gemv/" + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
+              st.SetLabel(g.what);
+              bm_gemv(st, s, DType::E4M3, DType::E4M3, split);
+            });
           }
         }
       }

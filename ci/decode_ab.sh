@@ -11,8 +11,6 @@
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
-#   occ8, occ8_ksplit2  TEGEMMA_GEMV_BLOCKS_PER_SM=8 (the batch-1 one-column GEMVs at 8 blocks per SM), alone / with
-#                 every one-column GEMV's K split over 2 warps (one wave instead of two)
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -33,8 +31,6 @@ for cfg in $configs; do
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
-    occ8) envs=(TEGEMMA_GEMV_BLOCKS_PER_SM=8) ;;
-    occ8_ksplit2) envs=(TEGEMMA_GEMV_BLOCKS_PER_SM=8 TEGEMMA_GEMV_KSPLIT=2) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

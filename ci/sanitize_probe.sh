@@ -201,9 +201,14 @@ probe mem_parity_2b --env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$build/parity/tests/
   --tool memcheck
 # Every heads_per_block x split count: 336 decode launches at head_dim 256 (the cluster-merge test's 36 smaller ones
 # took 20 s under racecheck): minutes, a lane of its own with PROBE_TIMEOUT=300.
-probe race_decode_split "$kt/test_attention_gpu" \
-  'AttentionGpu.DecodeSplitPathsMatchCpuTwinAndEachOther:AttentionGpu.DecodeRejectsBadArguments' \
-  --tool racecheck "${tg[@]}" --racecheck-report all
+# The split paths, one geometry per probe (race_decode_split_0..3, each its own lane: all four in one process
+# ran past 340 s in session 10), and the argument checks.
+for g in 0 1 2 3; do
+  probe race_decode_split_$g "$kt/test_attention_gpu" "AttentionGpu/DecodeSplitPaths.MatchCpuTwinAndEachOther/$g" \
+    --tool racecheck "${tg[@]}" --racecheck-report all
+done
+probe race_decode_reject "$kt/test_attention_gpu" 'AttentionGpu.DecodeRejectsBadArguments' --tool racecheck "${tg[@]}" \
+  --racecheck-report all
 probe race_decode_batch64 "$kt/test_attention_gpu" 'AttentionGpu.DecodeBatch64MatchesCpuTwin' --tool racecheck \
   "${tg[@]}" --racecheck-report all
 # These three passed under racecheck at 0bacaa1 with no hazard printed before the 90 s limit, which cut the run before

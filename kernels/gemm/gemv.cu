@@ -181,16 +181,12 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (k_split() below says when).
-//
-// kLateX (gemv_occ_kernel only): kRows == 1 reads x piece by piece through L1 as the larger row counts do, instead
-// of preloading it next to W: fewer registers, so the kernel fits 8 blocks per SM (the same arithmetic, the same bits).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1,
-          bool kLateX = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
-  constexpr bool kPreloadX = kRows == 1 && !kLateX;
+  constexpr bool kPreloadX = kRows == 1;
   constexpr bool kStaged = kPro != kNone;
   static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
   static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
@@ -363,16 +359,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, kCols, kPro, kGeglu, kSplit>(p);
 }
 
-// Measurement variant (tuning::set_gemv_blocks_per_sm(8)): the one-column kernel compiled for 8 blocks per SM (32
-// warps) with x read late. The hypothesis (docs/next_session.md, session 10): a one-column warp's K loop is a chain of
-// serial HBM round trips (the 2b fc2: 4 of 4 KB per warp), and a K split halves the chain but at the default's 94
-// registers (5 blocks per SM) its doubled grid runs as two waves (2b fc2: 1024 blocks for 660 resident; session 8's
-// split 2 measured 16.1 vs 15.9 us); at 8 blocks per SM the split fits one wave.
-template <bool kWE4m3, bool kXE4m3, int kSplit>
-__global__ void __launch_bounds__(kThreads, 8) gemv_occ_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, 1, 1, kNone, false, kSplit, true>(p);
-}
-
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
 // more warps, more loads in flight); otherwise 2 (M <= 2) or 4 (M >= 4: x is re-read from L1 once per kCols
 // columns, which is what limits the larger M).
@@ -411,14 +397,6 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
-    if constexpr (kRows == 1) {
-      if (tuning::gemv_blocks_per_sm() == 8) {
-        return with_k_split(p.k, [&](auto split) {
-          constexpr int kS = decltype(split)::value;
-          launch(gemv_occ_kernel<kWE4m3, kXE4m3, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
-        });
-      }
-    }
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
       launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
@@ -499,22 +477,6 @@ void set_gemv_k_split(int split) {
 }
 int gemv_k_split() { return k_split_setting().load(); }
 
-namespace {
-// TEGEMMA_GEMV_BLOCKS_PER_SM (read once: 0 or 8) for the decode A/B runs; set_gemv_blocks_per_sm overrides it.
-std::atomic<int>& blocks_per_sm_setting() {
-  static std::atomic<int> v{[] {
-    const int b = static_cast<int>(env_int("TEGEMMA_GEMV_BLOCKS_PER_SM", 0, 0, 8));
-    TG_CHECK(b == 0 || b == 8, "TEGEMMA_GEMV_BLOCKS_PER_SM must be 0 or 8, got ", b);
-    return b;
-  }()};
-  return v;
-}
-}  // namespace
-void set_gemv_blocks_per_sm(int blocks) {
-  TG_CHECK(blocks == 0 || blocks == 8, "set_gemv_blocks_per_sm: 0 (default) or 8, got ", blocks);
-  blocks_per_sm_setting().store(blocks);
-}
-int gemv_blocks_per_sm() { return blocks_per_sm_setting().load(); }
 }  // namespace tuning
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -139,11 +139,6 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob: 8 runs the batch-1 one-column GEMVs (M = 1, N < 132 x 64) through a kernel compiled for 8 blocks
-// per SM that reads x late (fewer registers); 0 the default kernel. The same arithmetic and split: the same bits.
-// Starts from TEGEMMA_GEMV_BLOCKS_PER_SM (decode A/B runs); process-wide.
-void set_gemv_blocks_per_sm(int blocks);
-int gemv_blocks_per_sm();
 }  // namespace tuning
 }
 

@@ -189,48 +189,6 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
-// tuning::set_gemv_blocks_per_sm(8): the batch-1 one-column kernel compiled for 8 blocks per SM, x read late. The same
-// arithmetic as the default kernel at the same K split: equal bit for bit, under every split setting; the M > 1 and
-// wide-N shapes ignore the knob (the default kernel runs, so also equal).
-using BlocksScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_blocks_per_sm, 0>;
-TEST(GemvGpu, BlocksPerSmKnobBitIdentical) {
-  TG_REQUIRE_CUDA();
-  uint64_t seed = 1700;
-  const std::vector<Case> cases = {
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 2560, 2048, false},   // gemma-2b QKV
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 2048, true},    // gemma-2b O (+ residual)
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true},   // gemma-2b fc2
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 3072, 24576, true},   // gemma-7b fc2
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 131, 24592, false},   // a K tail inside a stripe
-      {DType::BF16, DType::E4M3, DType::F32, 1, 37, 8208, true},       // BF16 x
-      {DType::BF16, DType::BF16, DType::BF16, 1, 131, 296, true},      // BF16 W
-      {DType::E4M3, DType::E4M3, DType::BF16, 4, 3072, 4096, false},   // M = 4: the knob does not apply
-  };
-  for (int v : kVariants) {
-    SCOPED_TRACE(variant_name(v));
-    const KSplitScope split(v);
-    for (const Case& c : cases) {
-      SCOPED_TRACE(case_name(c));
-      const Tensor xd = random_matrix(c.x, c.m, c.k, seed), wd = random_matrix(c.w, c.n, c.k, seed + 1);
-      const Tensor res = random_matrix(c.out, c.m, c.n, seed + 2);
-      seed += 3;
-      const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-      const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
-      const GemvOperand xo{xg.view(), c.x == DType::E4M3 ? sx.view() : TensorView{}};
-      const GemvOperand wo{wg.view(), c.w == DType::E4M3 ? sw.view() : TensorView{}};
-      auto run = [&](int blocks) {
-        const BlocksScope scope(blocks);
-        Tensor out = res.to(Device::CUDA);
-        gemv(xo, wo, out.view(), {}, c.residual ? out.view() : TensorView{});
-        return out.to(Device::CPU);
-      };
-      const Tensor base = run(0), occ = run(8);
-      ASSERT_EQ(base.nbytes(), occ.nbytes());
-      EXPECT_EQ(std::memcmp(base.data(), occ.data(), base.nbytes()), 0) << "8 blocks per SM changed the result";
-    }
-  }
-}
-
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
