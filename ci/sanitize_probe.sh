@@ -201,9 +201,10 @@ probe mem_parity_2b --env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$build/parity/tests/
   --tool memcheck
 # Every heads_per_block x split count: 336 decode launches at head_dim 256 (the cluster-merge test's 36 smaller ones
 # took 20 s under racecheck): minutes, a lane of its own with PROBE_TIMEOUT=300.
-# The split paths, one geometry per probe (race_decode_split_0..3, each its own lane: all four in one process
-# ran past 340 s in session 10), and the argument checks.
-for g in 0 1 2 3; do
+# The split paths, one (geometry, heads per block) instance per probe (race_decode_split_0..19; instance i is
+# geometry i / 5 and heads_per_block {0,1,2,4,8}[i % 5], the MHA ones skip hpb > 1): each its own lane (all in one
+# process ran past 340 s in session 10; one MQA geometry past 320 s in session 11), and the argument checks.
+for g in $(seq 0 19); do
   probe race_decode_split_$g "$kt/test_attention_gpu" "AttentionGpu/DecodeSplitPaths.MatchCpuTwinAndEachOther/$g" \
     --tool racecheck "${tg[@]}" --racecheck-report all
 done
