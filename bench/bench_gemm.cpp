@@ -270,6 +270,8 @@ const bool registered = [] {
 //   gemv_ksplit1/2/4  kernels::gemv, e4m3xe4m3 at M = 1, 1 (never split) / 2 / 4 warps per column's K
 //                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only); plain gemv takes the
 //                     default rule (2 when K >= 24576, else 1)
+//   gemv_tile4        the same with kernels::cuda::tuning::set_gemv_tile(4): the fc2-like shapes (>= 512 chunks per
+//                     row) as 4-column warps with K split 4 (x converted once per 4 columns; the bits of gemv_ksplit4)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -291,9 +293,11 @@ const std::vector<GemvShape>& gemv_shapes() {
 
 // k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default rule), restored afterwards.
 using KSplitScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0>;
+using TileScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_tile, 0>;
 
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0) {
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0, int tile = 0) {
   const KSplitScope scope(k_split);
+  const TileScope tile_scope(tile);
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -331,6 +335,11 @@ const bool gemv_registered = [] {
               bm_gemv(st, s, DType::E4M3, DType::E4M3, split);
             });
           }
+          // The tile knob (4-column warps with K split 4 where K has >= 512 chunks; otherwise the default kernel).
+          add("gemv/gemv_tile4/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
+            st.SetLabel(g.what);
+            bm_gemv(st, s, DType::E4M3, DType::E4M3, 0, 4);
+          });
         }
       }
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });

@@ -190,7 +190,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr bool kStaged = kPro != kNone;
   static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
   static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
-  static_assert(kSplit == 1 || (kCols == 1 && !kGeglu && kWarps % kSplit == 0), "K splits of one-column warps");
+  static_assert(kSplit == 1 || (!kGeglu && kWarps % kSplit == 0), "K splits: whole warp groups, no GeGLU pairs");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
@@ -272,7 +272,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
         const int64_t k = static_cast<int64_t>(chunk) * kChunkElems + 8 * h;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          if (r >= p.m) break;
+          if (r > 0 && r >= p.m) break;  // row 0 always exists (M >= 1, checked): no branch for it
           float xf[8];
           if constexpr (kPreloadX) {
             unpack_x<kXE4m3>(xv[u], h, xf);
@@ -303,19 +303,25 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   }
   if constexpr (kSplit > 1) {
     // The slices' sums of each column, added in slice order by the group's first warp (fixed order: same bits).
-    __shared__ float part[kWarps][kRows];
+    __shared__ float part[kWarps][kRows][kCols];
     if (lane == 0) {
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) part[warp_in_block][r] = acc[r][0];
+      for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) part[warp_in_block][r][c] = acc[r][c];
+      }
     }
     __syncthreads();
     if (split != 0 || !active) return;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      float sum = part[warp_in_block][r];
 #pragma unroll
-      for (int s = 1; s < kSplit; ++s) sum += part[warp_in_block + s][r];
-      acc[r][0] = sum;
+      for (int c = 0; c < kCols; ++c) {
+        float sum = part[warp_in_block][r][c];
+#pragma unroll
+        for (int s = 1; s < kSplit; ++s) sum += part[warp_in_block + s][r][c];
+        acc[r][c] = sum;
+      }
     }
   }
   if constexpr (kGeglu) {
@@ -359,6 +365,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, kCols, kPro, kGeglu, kSplit>(p);
 }
 
+// The tile knob's kernel (4-column warps, K split 4; use_tile below). kMinBlocks 0: the body's natural registers
+// (96 at M = 1 E4M3, 5 blocks per SM; 60 instructions per 16-byte W chunk in the loop), enough for the 2b fc2's 512
+// blocks; 6: <= 85 registers (72 per chunk), for grids above 5 blocks per SM (the 7b fc2: 768 blocks, 792 resident
+// instead of 660), chosen by tile_grid_fits() at launch.
+template <bool kWE4m3, bool kXE4m3, int kRows, int kPro, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) gemv_tile_kernel(const GemvParams p) {
+  gemv_body<kWE4m3, kXE4m3, kRows, 4, kPro, false, 4>(p);
+}
+// Launches the tile kernel of these template arguments with the fewer-register build when the grid would not fit
+// one wave of the natural build.
+template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
+void launch_tile(const GemvParams& p, std::size_t smem, cudaStream_t stream);
+
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
 // more warps, more loads in flight); otherwise 2 (M <= 2) or 4 (M >= 4: x is re-read from L1 once per kCols
 // columns, which is what limits the larger M).
@@ -381,6 +400,29 @@ int k_split(int64_t k) {
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
+// tuning::set_gemv_tile(4) (measurement knob, off by default): a one-column shape with M <= 4 and at least
+// kTileMinChunks 16-byte W chunks per row (the fc2 GEMMs; every warp then has >= 2 iterations) runs as 4-column
+// warps with K split 4 (kCols = 4, kSplit = 4): each block still owns 4 columns and each warp streams the same W
+// bytes (4 rows x K / 4), but x's chunks are loaded and converted once per 4 columns instead of once per column,
+// and a lane carries 4 independent FFMA chains instead of one. H200 ncu of the 2b fc2 (session 11): 92
+// warp-instructions per 16-byte W chunk, of which the x conversions are ~1/4, one FFMA chain of 128 per lane and
+// iteration, the SMs active 75% of the kernel. Every column's slices, lane order and butterfly are those of the
+// one-column kernel at K split 4: the same bits as set_gemv_k_split(4).
+constexpr int kTileMinChunks = 512;
+bool use_tile(const GemvParams& p, int rows) {
+  return tuning::gemv_tile() == 4 && rows <= 4 && p.chunks >= kTileMinChunks;
+}
+template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
+void launch_tile(const GemvParams& p, std::size_t smem, cudaStream_t stream) {
+  const unsigned blocks = blocks_for((p.n + 3) / 4, 4);
+  const auto natural = gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kPro, 0>;
+  const auto lean = gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kPro, 6>;
+  const int per_sm = resident_blocks(reinterpret_cast<const void*>(natural), kThreads, smem);
+  const bool fits = static_cast<int64_t>(blocks) <= static_cast<int64_t>(per_sm) * sm_count();
+  const auto kernel = fits ? natural : lean;
+  (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
+  launch(kernel, blocks, kThreads, smem, stream, p);
+}
 // f(std::integral_constant<int, S>{}) with S = k_split(k): the one-column kernels' split as a template argument.
 template <typename F>
 void with_k_split(int64_t k, F&& f) {
@@ -397,6 +439,11 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
+    if constexpr (kRows <= 4) {
+      if (use_tile(p, kRows)) {
+        return launch_tile<kWE4m3, kXE4m3, kRows, kNone>(p, 0, stream);
+      }
+    }
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
       launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
@@ -413,21 +460,22 @@ void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = kGeglu ? p.n / 2 : (p.n + cols - 1) / cols;
   const std::size_t smem = static_cast<std::size_t>(p.m) * static_cast<std::size_t>(p.k);
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  auto go = [&](auto kernel, int split) {
+  auto go = [&](auto kernel, int split, int64_t column_groups) {
     (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
-    launch(kernel, blocks_for(warps, split), kThreads, smem, stream, p);
+    launch(kernel, blocks_for(column_groups, split), kThreads, smem, stream, p);
   };
   if constexpr (kGeglu) {
-    go(gemv_kernel<true, true, kRows, 2, kPro, true>, 1);
+    go(gemv_kernel<true, true, kRows, 2, kPro, true>, 1, warps);
   } else {
     if (cols == 1) {
-      // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
+      // The same split (and tile) as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
+      if (use_tile(p, kRows)) return launch_tile<true, true, kRows, kPro>(p, smem, stream);
       with_k_split(p.k, [&](auto split) {
         constexpr int kS = decltype(split)::value;
-        go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS);
+        go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS, warps);
       });
     } else {
-      go(gemv_kernel<true, true, kRows, kWide, kPro, false>, 1);
+      go(gemv_kernel<true, true, kRows, kWide, kPro, false>, 1, warps);
     }
   }
 }
@@ -476,6 +524,23 @@ void set_gemv_k_split(int split) {
   k_split_setting().store(split);
 }
 int gemv_k_split() { return k_split_setting().load(); }
+
+namespace {
+// TEGEMMA_GEMV_TILE (read once: 0 or 4) for the decode A/B runs; set_gemv_tile overrides it.
+std::atomic<int>& tile_setting() {
+  static std::atomic<int> v{[] {
+    const int t = static_cast<int>(env_int("TEGEMMA_GEMV_TILE", 0, 0, 4));
+    TG_CHECK(t == 0 || t == 4, "TEGEMMA_GEMV_TILE must be 0 or 4, got ", t);
+    return t;
+  }()};
+  return v;
+}
+}  // namespace
+void set_gemv_tile(int cols) {
+  TG_CHECK(cols == 0 || cols == 4, "set_gemv_tile: 0 (default) or 4, got ", cols);
+  tile_setting().store(cols);
+}
+int gemv_tile() { return tile_setting().load(); }
 
 }  // namespace tuning
 

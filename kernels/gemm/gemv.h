@@ -139,6 +139,12 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
+// Measurement knob (session 11, unmeasured): 4 runs the one-column shapes with M <= 4 and K >= 512 16-byte chunks
+// (the fc2 GEMMs) as 4-column warps with K split 4 -- x loaded and converted once per 4 columns, 4 FFMA chains per
+// lane; the same bits as set_gemv_k_split(4). 0 the default. Starts from TEGEMMA_GEMV_TILE; process-wide; gemv and
+// gemv_fused alike.
+void set_gemv_tile(int cols);
+int gemv_tile();
 }  // namespace tuning
 }
 

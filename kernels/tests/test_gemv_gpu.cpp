@@ -189,6 +189,58 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
+// The tile knob (kernels::cuda::tuning::set_gemv_tile(4)): eligible one-column shapes (M <= 4, >= 512 W chunks per
+// row) run as 4-column warps with K split 4, which must give exactly the bits of the one-column kernel at K split 4
+// (same slices, lane order, butterfly and slice order), stay within the twin's bound, and leave every other shape on
+// its default kernel (bits equal to the default with the knob off). N not a multiple of 4 (a group past N), K tails.
+using TileScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_tile, 0>;
+TEST(GemvGpu, TileKnobEqualsKSplit4) {
+  TG_REQUIRE_CUDA();
+  struct Shape {
+    DType x, w;
+    int64_t m, n, k;
+  };
+  const std::vector<Shape> shapes = {
+      {DType::E4M3, DType::E4M3, 1, 2048, 16384},  // gemma-2b fc2 (eligible)
+      {DType::E4M3, DType::E4M3, 1, 3072, 24576},  // gemma-7b fc2 (eligible)
+      {DType::E4M3, DType::E4M3, 3, 131, 8208},    // eligible, N % 4 = 3, K tail
+      {DType::E4M3, DType::E4M3, 4, 37, 24592},    // eligible at M = 4
+      {DType::BF16, DType::BF16, 2, 35, 4104},     // BF16: 513 chunks, eligible
+      {DType::BF16, DType::E4M3, 1, 131, 8192},    // BF16 x, E4M3 W: eligible
+      {DType::E4M3, DType::E4M3, 1, 2560, 2048},   // gemma-2b QKV: 128 chunks, not eligible
+      {DType::E4M3, DType::E4M3, 8, 2048, 16384},  // M = 8: not eligible
+  };
+  uint64_t seed = 4400;
+  for (const Shape& sh : shapes) {
+    const Case c{sh.x, sh.w, DType::BF16, sh.m, sh.n, sh.k, true};
+    SCOPED_TRACE(case_name(c));
+    const bool xq = sh.x == DType::E4M3, wq = sh.w == DType::E4M3;
+    const Tensor xg = random_matrix(sh.x, sh.m, sh.k, seed).to(Device::CUDA);
+    const Tensor wg = random_matrix(sh.w, sh.n, sh.k, seed + 1).to(Device::CUDA);
+    const Tensor res = random_matrix(DType::BF16, sh.m, sh.n, seed + 2).to(Device::CUDA);
+    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
+    const GemvOperand xo{xg.view(), xq ? sx.view() : TensorView{}}, wo{wg.view(), wq ? sw.view() : TensorView{}};
+    auto run = [&] {
+      Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
+      gemv(xo, wo, out.view(), {}, out.view());
+      TG_CHECK_CUDA(cudaDeviceSynchronize());
+      return out;
+    };
+    const bool eligible = sh.m <= 4 && sh.k / (wq ? 16 : 8) >= 512;
+    Tensor want;
+    {
+      const KSplitScope split(eligible ? 4 : 0);
+      want = run();
+    }
+    const TileScope tile(4);
+    const Tensor got = run();
+    EXPECT_TRUE(same_bits(got, want)) << (eligible ? "tile != K split 4" : "tile changed a non-eligible shape");
+    EXPECT_TRUE(same_bits(got, run())) << "not deterministic";
+    check_case(c, seed);
+    seed += 3;
+  }
+}
+
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
@@ -338,6 +390,14 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
       check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
       check_fused({kCast, false, true, m, 131, 24576}, seed++);
       check_fused({kCast, false, false, m, 37, 24592}, seed++);
+    }
+  }  // The tile knob: the fused one-column kernels take the unfused GEMV's tile (fc2-like K), bit for bit.
+  {
+    const TileScope tile(4);
+    for (int64_t m : {1, 3}) {
+      check_fused({kCast, false, true, m, 2048, 16384}, seed++);
+      check_fused({kNorm, false, false, m, 131, 8208}, seed++);
+      check_fused({kCast, false, true, m, 2048, 2048}, seed++);  // not eligible: the default kernel
     }
   }
 }
