@@ -217,7 +217,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     for (int u = 0; u < kUnroll; ++u) {
       const int chunk = base + 32 * u;
 #pragma unroll
-      for (int c = 0; c < kCols; ++c) wv[u][c] = chunk < k_end ? __ldcs(wrow[c] + chunk) : make_uint4(0, 0, 0, 0);
+      for (int c = 0; c < kCols; ++c) {
+        if (chunk < k_end) wv[u][c] = __ldcs(wrow[c] + chunk);  // past the end: never read (the loop below stops)
+      }
     }
   };
   // early_w: the first iteration's weights are requested before the wait (they never depend on the previous
@@ -253,11 +255,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int chunk = base + 32 * u;
-        if (chunk < k_end) {
-          load_x_chunk<kWE4m3, kXE4m3, kStaged>(q, chunk, xv[u]);
-        } else {
-          xv[u][0] = xv[u][1] = make_uint4(0, 0, 0, 0);
-        }
+        if (chunk < k_end) load_x_chunk<kWE4m3, kXE4m3, kStaged>(q, chunk, xv[u]);  // past the end: never read
       }
     }
 #pragma unroll
@@ -365,18 +363,13 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, kCols, kPro, kGeglu, kSplit>(p);
 }
 
-// The tile knob's kernel (4-column warps, K split 4; use_tile below). kMinBlocks 0: the body's natural registers
-// (96 at M = 1 E4M3, 5 blocks per SM; 60 instructions per 16-byte W chunk in the loop), enough for the 2b fc2's 512
-// blocks; 6: <= 85 registers (72 per chunk), for grids above 5 blocks per SM (the 7b fc2: 768 blocks, 792 resident
-// instead of 660), chosen by tile_grid_fits() at launch.
-template <bool kWE4m3, bool kXE4m3, int kRows, int kPro, int kMinBlocks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) gemv_tile_kernel(const GemvParams p) {
+// The tile knob's kernel (4-column warps, K split 4; use_tile below), built for at least 6 blocks per SM (65
+// registers at M = 1 E4M3, 62 instructions per 16-byte W chunk in the loop) so that the 7b fc2's 768 blocks are one
+// wave (792 resident).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
+__global__ void __launch_bounds__(kThreads, 6) gemv_tile_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, 4, kPro, false, 4>(p);
 }
-// Launches the tile kernel of these template arguments with the fewer-register build when the grid would not fit
-// one wave of the natural build.
-template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
-void launch_tile(const GemvParams& p, std::size_t smem, cudaStream_t stream);
 
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
 // more warps, more loads in flight); otherwise 2 (M <= 2) or 4 (M >= 4: x is re-read from L1 once per kCols
@@ -407,21 +400,11 @@ unsigned blocks_for(int64_t column_groups, int split) {
 // and a lane carries 4 independent FFMA chains instead of one. H200 ncu of the 2b fc2 (session 11): 92
 // warp-instructions per 16-byte W chunk, of which the x conversions are ~1/4, one FFMA chain of 128 per lane and
 // iteration, the SMs active 75% of the kernel. Every column's slices, lane order and butterfly are those of the
-// one-column kernel at K split 4: the same bits as set_gemv_k_split(4).
+// one-column kernel at K split 4: the same bits as set_gemv_k_split(4). (cuobjdump, M = 1 E4M3: 62 instructions per
+// chunk in the loop vs the one-column kernel's 83.)
 constexpr int kTileMinChunks = 512;
 bool use_tile(const GemvParams& p, int rows) {
   return tuning::gemv_tile() == 4 && rows <= 4 && p.chunks >= kTileMinChunks;
-}
-template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
-void launch_tile(const GemvParams& p, std::size_t smem, cudaStream_t stream) {
-  const unsigned blocks = blocks_for((p.n + 3) / 4, 4);
-  const auto natural = gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kPro, 0>;
-  const auto lean = gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kPro, 6>;
-  const int per_sm = resident_blocks(reinterpret_cast<const void*>(natural), kThreads, smem);
-  const bool fits = static_cast<int64_t>(blocks) <= static_cast<int64_t>(per_sm) * sm_count();
-  const auto kernel = fits ? natural : lean;
-  (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
-  launch(kernel, blocks, kThreads, smem, stream, p);
 }
 // f(std::integral_constant<int, S>{}) with S = k_split(k): the one-column kernels' split as a template argument.
 template <typename F>
@@ -441,7 +424,8 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols == 1) {
     if constexpr (kRows <= 4) {
       if (use_tile(p, kRows)) {
-        return launch_tile<kWE4m3, kXE4m3, kRows, kNone>(p, 0, stream);
+        return launch(gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kNone>, blocks_for((p.n + 3) / 4, 4), kThreads, 0,
+                      stream, p);
       }
     }
     with_k_split(p.k, [&](auto split) {
@@ -469,7 +453,7 @@ void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
   } else {
     if (cols == 1) {
       // The same split (and tile) as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
-      if (use_tile(p, kRows)) return launch_tile<true, true, kRows, kPro>(p, smem, stream);
+      if (use_tile(p, kRows)) return go(gemv_tile_kernel<true, true, kRows, kPro>, 4, (p.n + 3) / 4);
       with_k_split(p.k, [&](auto split) {
         constexpr int kS = decltype(split)::value;
         go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS, warps);
