@@ -145,6 +145,11 @@ int gemv_k_split();
 // gemv_fused alike.
 void set_gemv_tile(int cols);
 int gemv_tile();
+// Measurement knob (session 11, unmeasured): true runs the M = 1 E4M3 x E4M3 2-column shapes with K <= 4096 (fc1,
+// lm_head, the 7b QKV) with x converted to FP32 once per block in shared memory instead of once per warp; the same
+// bits. Starts from TEGEMMA_GEMV_XF32; process-wide; gemv only (gemv_fused's fc1 is the GeGLU kernel, unchanged).
+void set_gemv_xf32(bool on);
+bool gemv_xf32();
 }  // namespace tuning
 }
 

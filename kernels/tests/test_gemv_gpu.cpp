@@ -241,6 +241,54 @@ TEST(GemvGpu, TileKnobEqualsKSplit4) {
   }
 }
 
+// The x-as-FP32 knob (kernels::cuda::tuning::set_gemv_xf32): the M = 1 E4M3 2-column shapes with K <= 4096 convert
+// x once per block into shared memory; the same bits as the default kernel (x's values are the same floats), and
+// shapes outside the rule (M = 2, K > 4096, BF16 x, one-column N) untouched. K tails (lanes without a chunk).
+using Xf32Scope = cuda::tuning::Scoped<cuda::tuning::set_gemv_xf32, false>;
+TEST(GemvGpu, Xf32KnobBitIdentical) {
+  TG_REQUIRE_CUDA();
+  struct Shape {
+    DType x;
+    int64_t m, n, k;
+  };
+  const std::vector<Shape> shapes = {
+      {DType::E4M3, 1, 32768, 2048},  // gemma-2b fc1
+      {DType::E4M3, 1, 12288, 3072},  // gemma-7b QKV (2 columns per warp)
+      {DType::E4M3, 1, 8449, 4096},   // K at the limit, N odd (a warp's second column past N)
+      {DType::E4M3, 1, 9000, 2064},   // 129 chunks: a tail of one chunk
+      {DType::E4M3, 1, 8448, 16},     // one chunk
+      {DType::E4M3, 1, 8448, 4112},   // K over the limit: the default kernel
+      {DType::E4M3, 2, 32768, 2048},  // M = 2: the default kernel
+      {DType::BF16, 1, 9000, 2048},   // BF16 x: the default kernel
+      {DType::E4M3, 1, 2048, 2048},   // one column per warp: the default kernel
+  };
+  uint64_t seed = 4700;
+  for (const Shape& sh : shapes) {
+    const Case c{sh.x, DType::E4M3, DType::BF16, sh.m, sh.n, sh.k, true};
+    SCOPED_TRACE(case_name(c));
+    const bool xq = sh.x == DType::E4M3;
+    const Tensor xg = random_matrix(sh.x, sh.m, sh.k, seed).to(Device::CUDA);
+    const Tensor wg = random_matrix(DType::E4M3, sh.n, sh.k, seed + 1).to(Device::CUDA);
+    const Tensor res = random_matrix(DType::BF16, sh.m, sh.n, seed + 2).to(Device::CUDA);
+    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
+    const GemvOperand xo{xg.view(), xq ? sx.view() : TensorView{}}, wo{wg.view(), sw.view()};
+    auto run = [&] {
+      Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
+      gemv(xo, wo, out.view(), {}, out.view());
+      TG_CHECK_CUDA(cudaDeviceSynchronize());
+      return out;
+    };
+    const Tensor want = run();
+    const Xf32Scope on(true);
+    const Tensor got = run();
+    EXPECT_TRUE(same_bits(got, want)) << "x as FP32 changed the result";
+    EXPECT_TRUE(same_bits(got, run())) << "not deterministic";
+    seed += 3;
+  }
+  const Xf32Scope on(true);
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 8451, 2064, true}, seed);  // the twin's bound
+}
+
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
