@@ -42,8 +42,8 @@ tegemma_ensure_deps() {
 
 tegemma_have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
-# Configures and builds into $1 from source dir $2 (default: the repository). Extra CMake args follow.
-tegemma_build() {
+# Configures $1 from source dir $2 (default: the repository). Extra CMake args follow.
+tegemma_configure() {
   local build=$1 src=${2:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
   shift 2 || shift $#
   local torch; torch=$(tegemma_torch_prefix)
@@ -53,7 +53,50 @@ tegemma_build() {
   cudnn=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null) || cudnn=""
   [ -n "$cudnn" ] && args+=(-DCUDNN_ROOT="$cudnn")
   cmake "${args[@]}" "$@"
-  cmake --build "$build" -j "$(nproc)"
+}
+
+# Configures and builds into $1 from source dir $2 (default: the repository). Extra CMake args follow.
+tegemma_build() {
+  tegemma_configure "$@"
+  cmake --build "$1" -j "$(nproc)"
+}
+
+# Compile check of what a machine without a GPU does not build (ci/test.sh): $1 was configured and built from $2
+# with -DTEGEMMA_GPU_TESTS=OFF -DTEGEMMA_BENCH=OFF (ctest -L cpu runs none of the gpu-labelled suites and no
+# benchmark; ci/gpu_session.sh builds and runs them on the device). Configures $1/gpu-syntax-check with both on and
+# the same extra CMake args, takes the object files it has beyond $1 (exactly the gpu-labelled suites' and bench/'s,
+# whatever their names) and compiles each with -fsyntax-only: every declaration, call and template instantiation
+# is checked, with the build's warnings; no code is generated and nothing is linked (a missing definition shows up
+# on the device). A CUDA source among them is compiled in full. About 1 minute on 2 cores, against about 2 for
+# building and linking them.
+tegemma_gpu_syntax_check() {
+  local build=$1 src=$2
+  shift 2
+  local check=$build/gpu-syntax-check
+  if ! tegemma_configure "$check" "$src" "$@" -DTEGEMMA_GPU_TESTS=ON -DTEGEMMA_BENCH=ON > "$check.log" 2>&1; then
+    echo "gpu syntax check: configure failed, see $check.log" >&2
+    return 1
+  fi
+  local objs
+  objs=$(comm -13 <(ninja -C "$build" -t targets all | awk -F': ' '$1 ~ /\.o$/ {print $1}' | sort) \
+                  <(ninja -C "$check" -t targets all | awk -F': ' '$1 ~ /\.o$/ {print $1}' | sort))
+  local n=0 o cmd
+  local list=$check/syntax_commands
+  : > "$list"
+  for o in $objs; do
+    cmd=$(ninja -C "$check" -t commands -s "$o")
+    # A precompiled header shared from a built target (REUSE_FROM, e.g. the reference's ATen.h) is in $build.
+    cmd=${cmd//"-include $check/"/"-include $build/"}
+    case $cmd in
+      *nvcc*) ;;                                  # CUDA: a full compile (nvcc has no syntax-only mode)
+      *) cmd="$cmd -fsyntax-only";;
+    esac
+    printf '%s\0' "$cmd" >> "$list"
+    n=$((n + 1))
+  done
+  echo "== gpu syntax check: $n objects that this build leaves out (gpu-labelled suites, bench/), -fsyntax-only"
+  [ "$n" -eq 0 ] && return 0
+  (cd "$check" && xargs -0 -n1 -P "$(nproc)" sh -c < "$list")
 }
 
 # compute-sanitizer: $COMPUTE_SANITIZER, on PATH, beside nvcc, under /usr/local/cuda*, or in Python's nvidia.*
