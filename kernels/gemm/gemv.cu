@@ -438,15 +438,15 @@ unsigned blocks_for(int64_t column_groups, int split) {
 // one-column kernel at K split 4: the same bits as set_gemv_k_split(4). (cuobjdump, M = 1 E4M3: 62 instructions per
 // chunk in the loop vs the one-column kernel's 83.)
 constexpr int kTileMinChunks = 512;
+bool use_tile(const GemvParams& p, int rows) {
+  return tuning::gemv_tile() == 4 && rows <= 4 && p.chunks >= kTileMinChunks;
+}
 // tuning::set_gemv_xf32(true) (measurement knob, off by default): the M = 1 E4M3 2-column shapes with K <= 4096
 // (fc1, lm_head, the 7b QKV: x <= 16 KB of FP32 per block) through gemv_xf32_kernel. cuobjdump: the loop's
 // instructions per 16-byte W chunk drop from 65.5 to 56 (the x conversions leave the loop; 2 shared loads
 // per 8-element piece shared by both columns).
 constexpr int64_t kXF32MaxK = 4096;
 bool use_xf32(const GemvParams& p, int cols) { return tuning::gemv_xf32() && cols == 2 && p.k <= kXF32MaxK; }
-bool use_tile(const GemvParams& p, int rows) {
-  return tuning::gemv_tile() == 4 && rows <= 4 && p.chunks >= kTileMinChunks;
-}
 // f(std::integral_constant<int, S>{}) with S = k_split(k): the one-column kernels' split as a template argument.
 template <typename F>
 void with_k_split(int64_t k, F&& f) {

@@ -194,6 +194,28 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
 // (same slices, lane order, butterfly and slice order), stay within the twin's bound, and leave every other shape on
 // its default kernel (bits equal to the default with the knob off). N not a multiple of 4 (a group past N), K tails.
 using TileScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_tile, 0>;
+
+// One case's operands on the device (check_case's data and scales), run() = out (BF16, residual in place) under
+// whatever tuning scope is open, synchronised: for bitwise comparisons between kernel settings.
+struct DeviceCase {
+  Tensor x, w, res, sx, sw;
+  GemvOperand xo, wo;
+  DeviceCase(const Case& c, uint64_t seed)
+      : x(random_matrix(c.x, c.m, c.k, seed).to(Device::CUDA)),
+        w(random_matrix(c.w, c.n, c.k, seed + 1).to(Device::CUDA)),
+        res(random_matrix(DType::BF16, c.m, c.n, seed + 2).to(Device::CUDA)),
+        sx(scalar_f32(0.37f, Device::CUDA)),
+        sw(scalar_f32(0.021f, Device::CUDA)),
+        xo{x.view(), c.x == DType::E4M3 ? sx.view() : TensorView{}},
+        wo{w.view(), c.w == DType::E4M3 ? sw.view() : TensorView{}} {}
+  Tensor run() const {
+    Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
+    gemv(xo, wo, out.view(), {}, out.view());
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+    return out;
+  }
+};
+
 TEST(GemvGpu, TileKnobEqualsKSplit4) {
   TG_REQUIRE_CUDA();
   struct Shape {
@@ -214,28 +236,17 @@ TEST(GemvGpu, TileKnobEqualsKSplit4) {
   for (const Shape& sh : shapes) {
     const Case c{sh.x, sh.w, DType::BF16, sh.m, sh.n, sh.k, true};
     SCOPED_TRACE(case_name(c));
-    const bool xq = sh.x == DType::E4M3, wq = sh.w == DType::E4M3;
-    const Tensor xg = random_matrix(sh.x, sh.m, sh.k, seed).to(Device::CUDA);
-    const Tensor wg = random_matrix(sh.w, sh.n, sh.k, seed + 1).to(Device::CUDA);
-    const Tensor res = random_matrix(DType::BF16, sh.m, sh.n, seed + 2).to(Device::CUDA);
-    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-    const GemvOperand xo{xg.view(), xq ? sx.view() : TensorView{}}, wo{wg.view(), wq ? sw.view() : TensorView{}};
-    auto run = [&] {
-      Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
-      gemv(xo, wo, out.view(), {}, out.view());
-      TG_CHECK_CUDA(cudaDeviceSynchronize());
-      return out;
-    };
-    const bool eligible = sh.m <= 4 && sh.k / (wq ? 16 : 8) >= 512;
+    const DeviceCase d(c, seed);
+    const bool eligible = sh.m <= 4 && sh.k / (sh.w == DType::E4M3 ? 16 : 8) >= 512;
     Tensor want;
     {
       const KSplitScope split(eligible ? 4 : 0);
-      want = run();
+      want = d.run();
     }
     const TileScope tile(4);
-    const Tensor got = run();
+    const Tensor got = d.run();
     EXPECT_TRUE(same_bits(got, want)) << (eligible ? "tile != K split 4" : "tile changed a non-eligible shape");
-    EXPECT_TRUE(same_bits(got, run())) << "not deterministic";
+    EXPECT_TRUE(same_bits(got, d.run())) << "not deterministic";
     check_case(c, seed);
     seed += 3;
   }
@@ -266,23 +277,12 @@ TEST(GemvGpu, Xf32KnobBitIdentical) {
   for (const Shape& sh : shapes) {
     const Case c{sh.x, DType::E4M3, DType::BF16, sh.m, sh.n, sh.k, true};
     SCOPED_TRACE(case_name(c));
-    const bool xq = sh.x == DType::E4M3;
-    const Tensor xg = random_matrix(sh.x, sh.m, sh.k, seed).to(Device::CUDA);
-    const Tensor wg = random_matrix(DType::E4M3, sh.n, sh.k, seed + 1).to(Device::CUDA);
-    const Tensor res = random_matrix(DType::BF16, sh.m, sh.n, seed + 2).to(Device::CUDA);
-    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-    const GemvOperand xo{xg.view(), xq ? sx.view() : TensorView{}}, wo{wg.view(), sw.view()};
-    auto run = [&] {
-      Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
-      gemv(xo, wo, out.view(), {}, out.view());
-      TG_CHECK_CUDA(cudaDeviceSynchronize());
-      return out;
-    };
-    const Tensor want = run();
+    const DeviceCase d(c, seed);
+    const Tensor want = d.run();
     const Xf32Scope on(true);
-    const Tensor got = run();
+    const Tensor got = d.run();
     EXPECT_TRUE(same_bits(got, want)) << "x as FP32 changed the result";
-    EXPECT_TRUE(same_bits(got, run())) << "not deterministic";
+    EXPECT_TRUE(same_bits(got, d.run())) << "not deterministic";
     seed += 3;
   }
   const Xf32Scope on(true);
@@ -439,7 +439,8 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
       check_fused({kCast, false, true, m, 131, 24576}, seed++);
       check_fused({kCast, false, false, m, 37, 24592}, seed++);
     }
-  }  // The tile knob: the fused one-column kernels take the unfused GEMV's tile (fc2-like K), bit for bit.
+  }
+  // The tile knob: the fused one-column kernels take the unfused GEMV's tile (fc2-like K), bit for bit.
   {
     const TileScope tile(4);
     for (int64_t m : {1, 3}) {
