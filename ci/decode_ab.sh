@@ -11,9 +11,6 @@
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
-#   tile4         TEGEMMA_GEMV_TILE=4: the batch-1..4 fc2 GEMVs as 4-column warps with K split 4 (kernels/gemm/gemv.cu)
-#   xf32          TEGEMMA_GEMV_XF32=1: the batch-1 fc1 / lm_head GEMVs with x converted to FP32 once per block
-#   tile4_xf32    both
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -34,9 +31,6 @@ for cfg in $configs; do
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
-    tile4) envs=(TEGEMMA_GEMV_TILE=4) ;;
-    xf32) envs=(TEGEMMA_GEMV_XF32=1) ;;
-    tile4_xf32) envs=(TEGEMMA_GEMV_TILE=4 TEGEMMA_GEMV_XF32=1) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

@@ -181,20 +181,13 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (k_split() below says when).
-//
-// kXF32 (gemv_xf32_kernel only; M = 1, E4M3 x and W, no prologue, no split): the block first converts x's codes to
-// FP32 in shared memory (K floats, exact), after issuing its first W loads; the loop then reads 8 floats per piece
-// with two 16-byte shared loads instead of converting x per warp (the same values: the same bits).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1,
-          bool kXF32 = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
-  constexpr bool kPreloadX = kRows == 1 && !kXF32;
+  constexpr bool kPreloadX = kRows == 1;
   constexpr bool kStaged = kPro != kNone;
-  static_assert(!kXF32 || (kRows == 1 && kWE4m3 && kXE4m3 && !kStaged && !kGeglu && kSplit == 1),
-                "x staged as FP32: M = 1, E4M3 x and W, no prologue, no split");
   static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
   static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
   static_assert(kSplit == 1 || (!kGeglu && kWarps % kSplit == 0), "K splits: whole warp groups, no GeGLU pairs");
@@ -244,24 +237,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     q.x = xs;
     q.ldx = p.k;
   }
-  const float4* xf4 = nullptr;  // kXF32: x as FP32 in shared memory, 4 floats per vector
-  if constexpr (kXF32) {
-    if (active && !early) load_w(k_begin + lane);  // in flight while the block converts x
-    extern __shared__ __align__(16) uint8_t xs[];
-    float4* dst = reinterpret_cast<float4*>(xs);
-    for (int c = threadIdx.x; c < p.chunks; c += kThreads) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(p.x) + c);
-      float f[2][8];
-      unpack8<true>(v, 0, f[0]);
-      unpack8<true>(v, 1, f[1]);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) dst[4 * c + i] = make_float4(f[i / 2][4 * (i % 2)], f[i / 2][4 * (i % 2) + 1],
-                                                             f[i / 2][4 * (i % 2) + 2], f[i / 2][4 * (i % 2) + 3]);
-    }
-    __syncthreads();
-    xf4 = dst;
-  }
-  const bool first_loaded = early || (kXF32 && active);
   // Whole warps only: without a split no block-level synchronisation follows; with one, a whole group is past N
   // or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && !active) return;
@@ -275,7 +250,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    if (!first_loaded || base != k_begin + lane) load_w(base);  // early_w / kXF32 loaded the first iteration's
+    if (!early || base != k_begin + lane) load_w(base);  // early_w loaded the first iteration's
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -299,10 +274,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
           float xf[8];
           if constexpr (kPreloadX) {
             unpack_x<kXE4m3>(xv[u], h, xf);
-          } else if constexpr (kXF32) {
-            const float4 a = xf4[k / 4], b = xf4[k / 4 + 1];
-            xf[0] = a.x; xf[1] = a.y; xf[2] = a.z; xf[3] = a.w;
-            xf[4] = b.x; xf[5] = b.y; xf[6] = b.z; xf[7] = b.w;
           } else {
             load_x8<kXE4m3, kStaged>(q, r, k, xf);
           }
@@ -392,20 +363,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, kCols, kPro, kGeglu, kSplit>(p);
 }
 
-// The x-as-FP32 knob's kernel (set_gemv_xf32; kXF32 above): M = 1, E4M3 x and W, the 2-column shapes (fc1, lm_head,
-// the 7b QKV), K * 4 bytes of dynamic shared memory.
-__global__ void __launch_bounds__(kThreads) gemv_xf32_kernel(const GemvParams p) {
-  gemv_body<true, true, 1, 2, kNone, false, 1, true>(p);
-}
-
-// The tile knob's kernel (4-column warps, K split 4; use_tile below), built for at least 6 blocks per SM (65
-// registers at M = 1 E4M3, 62 instructions per 16-byte W chunk in the loop) so that the 7b fc2's 768 blocks are one
-// wave (792 resident).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kPro>
-__global__ void __launch_bounds__(kThreads, 6) gemv_tile_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, 4, kPro, false, 4>(p);
-}
-
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
 // more warps, more loads in flight); otherwise 2 (M <= 2) or 4 (M >= 4: x is re-read from L1 once per kCols
 // columns, which is what limits the larger M).
@@ -428,25 +385,6 @@ int k_split(int64_t k) {
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
-// tuning::set_gemv_tile(4) (measurement knob, off by default): a one-column shape with M <= 4 and at least
-// kTileMinChunks 16-byte W chunks per row (the fc2 GEMMs; every warp then has >= 2 iterations) runs as 4-column
-// warps with K split 4 (kCols = 4, kSplit = 4): each block still owns 4 columns and each warp streams the same W
-// bytes (4 rows x K / 4), but x's chunks are loaded and converted once per 4 columns instead of once per column,
-// and a lane carries 4 independent FFMA chains instead of one. H200 ncu of the 2b fc2 (session 11): 92
-// warp-instructions per 16-byte W chunk, of which the x conversions are ~1/4, one FFMA chain of 128 per lane and
-// iteration, the SMs active 75% of the kernel. Every column's slices, lane order and butterfly are those of the
-// one-column kernel at K split 4: the same bits as set_gemv_k_split(4). (cuobjdump, M = 1 E4M3: 62 instructions per
-// chunk in the loop vs the one-column kernel's 83.)
-constexpr int kTileMinChunks = 512;
-bool use_tile(const GemvParams& p, int rows) {
-  return tuning::gemv_tile() == 4 && rows <= 4 && p.chunks >= kTileMinChunks;
-}
-// tuning::set_gemv_xf32(true) (measurement knob, off by default): the M = 1 E4M3 2-column shapes with K <= 4096
-// (fc1, lm_head, the 7b QKV: x <= 16 KB of FP32 per block) through gemv_xf32_kernel. cuobjdump: the loop's
-// instructions per 16-byte W chunk drop from 65.5 to 56 (the x conversions leave the loop; 2 shared loads
-// per 8-element piece shared by both columns).
-constexpr int64_t kXF32MaxK = 4096;
-bool use_xf32(const GemvParams& p, int cols) { return tuning::gemv_xf32() && cols == 2 && p.k <= kXF32MaxK; }
 // f(std::integral_constant<int, S>{}) with S = k_split(k): the one-column kernels' split as a template argument.
 template <typename F>
 void with_k_split(int64_t k, F&& f) {
@@ -463,22 +401,11 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
-    if constexpr (kRows <= 4) {
-      if (use_tile(p, kRows)) {
-        return launch(gemv_tile_kernel<kWE4m3, kXE4m3, kRows, kNone>, blocks_for((p.n + 3) / 4, 4), kThreads, 0,
-                      stream, p);
-      }
-    }
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
       launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
     });
   } else {
-    if constexpr (kRows == 1 && kWE4m3 && kXE4m3) {
-      if (use_xf32(p, cols)) {
-        return launch(gemv_xf32_kernel, blocks_for(warps, 1), kThreads, static_cast<std::size_t>(p.k) * 4, stream, p);
-      }
-    }
     launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), kThreads, 0, stream, p);
   }
 }
@@ -498,8 +425,7 @@ void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
     go(gemv_kernel<true, true, kRows, 2, kPro, true>, 1, warps);
   } else {
     if (cols == 1) {
-      // The same split (and tile) as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
-      if (use_tile(p, kRows)) return go(gemv_tile_kernel<true, true, kRows, kPro>, 4, (p.n + 3) / 4);
+      // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
       with_k_split(p.k, [&](auto split) {
         constexpr int kS = decltype(split)::value;
         go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS, warps);
@@ -554,33 +480,6 @@ void set_gemv_k_split(int split) {
   k_split_setting().store(split);
 }
 int gemv_k_split() { return k_split_setting().load(); }
-
-namespace {
-// TEGEMMA_GEMV_TILE (read once: 0 or 4) for the decode A/B runs; set_gemv_tile overrides it.
-std::atomic<int>& tile_setting() {
-  static std::atomic<int> v{[] {
-    const int t = static_cast<int>(env_int("TEGEMMA_GEMV_TILE", 0, 0, 4));
-    TG_CHECK(t == 0 || t == 4, "TEGEMMA_GEMV_TILE must be 0 or 4, got ", t);
-    return t;
-  }()};
-  return v;
-}
-}  // namespace
-void set_gemv_tile(int cols) {
-  TG_CHECK(cols == 0 || cols == 4, "set_gemv_tile: 0 (default) or 4, got ", cols);
-  tile_setting().store(cols);
-}
-int gemv_tile() { return tile_setting().load(); }
-
-namespace {
-// TEGEMMA_GEMV_XF32 (read once) for the decode A/B runs; set_gemv_xf32 overrides it.
-std::atomic<bool>& xf32_setting() {
-  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_XF32", false)};
-  return v;
-}
-}  // namespace
-void set_gemv_xf32(bool on) { xf32_setting().store(on); }
-bool gemv_xf32() { return xf32_setting().load(); }
 
 }  // namespace tuning
 

@@ -139,17 +139,6 @@ void gemv_fused(const GemvFusedArgs& a, Stream stream);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob (session 11, unmeasured): 4 runs the one-column shapes with M <= 4 and K >= 512 16-byte chunks
-// (the fc2 GEMMs) as 4-column warps with K split 4 -- x loaded and converted once per 4 columns, 4 FFMA chains per
-// lane; the same bits as set_gemv_k_split(4). 0 the default. Starts from TEGEMMA_GEMV_TILE; process-wide; gemv and
-// gemv_fused alike.
-void set_gemv_tile(int cols);
-int gemv_tile();
-// Measurement knob (session 11, unmeasured): true runs the M = 1 E4M3 x E4M3 2-column shapes with K <= 4096 (fc1,
-// lm_head, the 7b QKV) with x converted to FP32 once per block in shared memory instead of once per warp; the same
-// bits. Starts from TEGEMMA_GEMV_XF32; process-wide; gemv only (gemv_fused's fc1 is the GeGLU kernel, unchanged).
-void set_gemv_xf32(bool on);
-bool gemv_xf32();
 }  // namespace tuning
 }
 

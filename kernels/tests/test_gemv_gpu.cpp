@@ -189,106 +189,6 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
-// The tile knob (kernels::cuda::tuning::set_gemv_tile(4)): eligible one-column shapes (M <= 4, >= 512 W chunks per
-// row) run as 4-column warps with K split 4, which must give exactly the bits of the one-column kernel at K split 4
-// (same slices, lane order, butterfly and slice order), stay within the twin's bound, and leave every other shape on
-// its default kernel (bits equal to the default with the knob off). N not a multiple of 4 (a group past N), K tails.
-using TileScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_tile, 0>;
-
-// One case's operands on the device (check_case's data and scales), run() = out (BF16, residual in place) under
-// whatever tuning scope is open, synchronised: for bitwise comparisons between kernel settings.
-struct DeviceCase {
-  Tensor x, w, res, sx, sw;
-  GemvOperand xo, wo;
-  DeviceCase(const Case& c, uint64_t seed)
-      : x(random_matrix(c.x, c.m, c.k, seed).to(Device::CUDA)),
-        w(random_matrix(c.w, c.n, c.k, seed + 1).to(Device::CUDA)),
-        res(random_matrix(DType::BF16, c.m, c.n, seed + 2).to(Device::CUDA)),
-        sx(scalar_f32(0.37f, Device::CUDA)),
-        sw(scalar_f32(0.021f, Device::CUDA)),
-        xo{x.view(), c.x == DType::E4M3 ? sx.view() : TensorView{}},
-        wo{w.view(), c.w == DType::E4M3 ? sw.view() : TensorView{}} {}
-  Tensor run() const {
-    Tensor out = Tensor::copy_of(res.view(), Device::CUDA);
-    gemv(xo, wo, out.view(), {}, out.view());
-    TG_CHECK_CUDA(cudaDeviceSynchronize());
-    return out;
-  }
-};
-
-TEST(GemvGpu, TileKnobEqualsKSplit4) {
-  TG_REQUIRE_CUDA();
-  struct Shape {
-    DType x, w;
-    int64_t m, n, k;
-  };
-  const std::vector<Shape> shapes = {
-      {DType::E4M3, DType::E4M3, 1, 2048, 16384},  // gemma-2b fc2 (eligible)
-      {DType::E4M3, DType::E4M3, 1, 3072, 24576},  // gemma-7b fc2 (eligible)
-      {DType::E4M3, DType::E4M3, 3, 131, 8208},    // eligible, N % 4 = 3, K tail
-      {DType::E4M3, DType::E4M3, 4, 37, 24592},    // eligible at M = 4
-      {DType::BF16, DType::BF16, 2, 35, 4104},     // BF16: 513 chunks, eligible
-      {DType::BF16, DType::E4M3, 1, 131, 8192},    // BF16 x, E4M3 W: eligible
-      {DType::E4M3, DType::E4M3, 1, 2560, 2048},   // gemma-2b QKV: 128 chunks, not eligible
-      {DType::E4M3, DType::E4M3, 8, 2048, 16384},  // M = 8: not eligible
-  };
-  uint64_t seed = 4400;
-  for (const Shape& sh : shapes) {
-    const Case c{sh.x, sh.w, DType::BF16, sh.m, sh.n, sh.k, true};
-    SCOPED_TRACE(case_name(c));
-    const DeviceCase d(c, seed);
-    const bool eligible = sh.m <= 4 && sh.k / (sh.w == DType::E4M3 ? 16 : 8) >= 512;
-    Tensor want;
-    {
-      const KSplitScope split(eligible ? 4 : 0);
-      want = d.run();
-    }
-    const TileScope tile(4);
-    const Tensor got = d.run();
-    EXPECT_TRUE(same_bits(got, want)) << (eligible ? "tile != K split 4" : "tile changed a non-eligible shape");
-    EXPECT_TRUE(same_bits(got, d.run())) << "not deterministic";
-    check_case(c, seed);
-    seed += 3;
-  }
-}
-
-// The x-as-FP32 knob (kernels::cuda::tuning::set_gemv_xf32): the M = 1 E4M3 2-column shapes with K <= 4096 convert
-// x once per block into shared memory; the same bits as the default kernel (x's values are the same floats), and
-// shapes outside the rule (M = 2, K > 4096, BF16 x, one-column N) untouched. K tails (lanes without a chunk).
-using Xf32Scope = cuda::tuning::Scoped<cuda::tuning::set_gemv_xf32, false>;
-TEST(GemvGpu, Xf32KnobBitIdentical) {
-  TG_REQUIRE_CUDA();
-  struct Shape {
-    DType x;
-    int64_t m, n, k;
-  };
-  const std::vector<Shape> shapes = {
-      {DType::E4M3, 1, 32768, 2048},  // gemma-2b fc1
-      {DType::E4M3, 1, 12288, 3072},  // gemma-7b QKV (2 columns per warp)
-      {DType::E4M3, 1, 8449, 4096},   // K at the limit, N odd (a warp's second column past N)
-      {DType::E4M3, 1, 9000, 2064},   // 129 chunks: a tail of one chunk
-      {DType::E4M3, 1, 8448, 16},     // one chunk
-      {DType::E4M3, 1, 8448, 4112},   // K over the limit: the default kernel
-      {DType::E4M3, 2, 32768, 2048},  // M = 2: the default kernel
-      {DType::BF16, 1, 9000, 2048},   // BF16 x: the default kernel
-      {DType::E4M3, 1, 2048, 2048},   // one column per warp: the default kernel
-  };
-  uint64_t seed = 4700;
-  for (const Shape& sh : shapes) {
-    const Case c{sh.x, DType::E4M3, DType::BF16, sh.m, sh.n, sh.k, true};
-    SCOPED_TRACE(case_name(c));
-    const DeviceCase d(c, seed);
-    const Tensor want = d.run();
-    const Xf32Scope on(true);
-    const Tensor got = d.run();
-    EXPECT_TRUE(same_bits(got, want)) << "x as FP32 changed the result";
-    EXPECT_TRUE(same_bits(got, d.run())) << "not deterministic";
-    seed += 3;
-  }
-  const Xf32Scope on(true);
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 8451, 2064, true}, seed);  // the twin's bound
-}
-
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
@@ -438,15 +338,6 @@ TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
       check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
       check_fused({kCast, false, true, m, 131, 24576}, seed++);
       check_fused({kCast, false, false, m, 37, 24592}, seed++);
-    }
-  }
-  // The tile knob: the fused one-column kernels take the unfused GEMV's tile (fc2-like K), bit for bit.
-  {
-    const TileScope tile(4);
-    for (int64_t m : {1, 3}) {
-      check_fused({kCast, false, true, m, 2048, 16384}, seed++);
-      check_fused({kNorm, false, false, m, 131, 8208}, seed++);
-      check_fused({kCast, false, true, m, 2048, 2048}, seed++);  // not eligible: the default kernel
     }
   }
 }
