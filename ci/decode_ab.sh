@@ -4,33 +4,27 @@
 # runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
-#   default       none set: the separate norm / cast / GeGLU / combine kernels
-#   early_w       TEGEMMA_GEMV_EARLY_W=1: each GEMV's first weight loads before the PDL wait
-#   fused         TEGEMMA_DECODE_FUSED=1: the layer as gemv_fused chains
-#   fused_early_w both of the above
+#   default       none set
+#   mma           TEGEMMA_GEMV_MMA=1: E4M3 x E4M3 GEMVs on the tensor cores (mma.sync m16n8k16)
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
-#   fused_ksplit4 TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
-# CONFIGS="default fused" limits the list.
+# CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
 filter=${3:-${DECODE_AB_FILTER:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}}
-configs=${CONFIGS:-default early_w fused fused_early_w}
+configs=${CONFIGS:-default mma}
 mkdir -p "$out"
 for cfg in $configs; do
   envs=()
   case $cfg in
     default) ;;
-    early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
-    fused) envs=(TEGEMMA_DECODE_FUSED=1) ;;
-    fused_early_w) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_EARLY_W=1) ;;
+    mma) envs=(TEGEMMA_GEMV_MMA=1) ;;
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
-    fused_ksplit4) envs=(TEGEMMA_DECODE_FUSED=1 TEGEMMA_GEMV_KSPLIT=4) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

@@ -15,7 +15,7 @@
 # 3. --detail REGEX: `ncu --set full` of the first N (--detail-count, default 3) decode-step launches of the kernels
 #    matching REGEX (eager steps, --no-cuda-graph, so that the NVTX range of the decoder's step selects them; layer
 #    0's GEMVs are QKV, O, fc1, fc2 in that order: 'gemv_kernel' with 4 reaches fc2) -> detail.txt.
-# --env VAR=VALUE runs everything with that environment (e.g. TEGEMMA_DECODE_FUSED=1), repeatable.
+# --env VAR=VALUE runs everything with that environment (e.g. TEGEMMA_GEMV_KSPLIT=4), repeatable.
 set -uo pipefail
 [ $# -ge 2 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 bin=$1 out=$2

@@ -1,5 +1,5 @@
 // On/off switches and integers read from the environment (the A/B and debugging knobs: TEGEMMA_DECODE_PDL,
-// TEGEMMA_DECODE_FUSED, TEGEMMA_GEMV_EARLY_W, TEGEMMA_SYNC_LAUNCHES, ...).
+// TEGEMMA_GEMV_MMA, TEGEMMA_SYNC_LAUNCHES, ...).
 #pragma once
 
 namespace tg {

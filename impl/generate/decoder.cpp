@@ -161,16 +161,12 @@ TensorView Decoder::v_view(const TensorView& qkv, int64_t tokens) const {
 }
 
 namespace {
-// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_FUSED, the layer as gemv_fused chains (fused_layer), every
-// block re-deriving the staged x before its weights. H200, B1 decode, delayed (+ FP8 head), two runs (session 5,
-// docs/bench_log.md): alone 0% on gemma-2b and -6% on gemma-7b; with TEGEMMA_GEMV_EARLY_W=1 +5-7% on gemma-2b and
-// -3% on gemma-7b. Not the default until it wins on both.
 // Removed, measured slower in session 4/5: the in-split attention merge (547 vs 642) and the GEMV L2 prefetch (-8%);
 // in session 10 a bulk L2 prefetch (cp.async.bulk.prefetch.L2) of the O / fc1 / next QKV weights: 2b 932 -> 388 tok/s.
-bool decode_fusion_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_FUSED", false);
-  return on;
-}
+// Removed, measured slower: the layer as gemv_fused chains (RMSNorm / cast staged in shared memory before the QKV /
+// O / fc1 GEMVs, GeGLU + cast in the fc1 epilogue; TEGEMMA_DECODE_FUSED; H200 session 14, B1 decode tok/s: 2b 863.8
+// vs 930.3, 7b 296.2 vs 335.3; with early weight loads before the PDL wait, TEGEMMA_GEMV_EARLY_W, 894.2 / 306.4;
+// early weight loads alone 928.1 / 335.8, noise).
 // On by default (TEGEMMA_DECODE_ATTN_FP8=0 turns it off): the O projection's input cast (the per-tensor BF16 -> E4M3
 // quantize, 2.3 us per layer at B1, 4.1 us at B64) fused into decode attention's final write (DecodeOptions::fp8_out),
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
@@ -185,62 +181,13 @@ bool decode_attn_fp8_enabled() {
 bool rowwise_e4m3(const Fp8View& f) {
   return f.mode == ScalingMode::kPerTensor && f.has_rowwise() && !f.has_columnwise() && f.data.dtype == DType::E4M3;
 }
-bool fusable_weight(const LinearWeight& w) {
-  if (!w.has_fp8) return false;
-  const Fp8View& v = w.fp8_view();
-  return v.mode == ScalingMode::kPerTensor && v.has_rowwise() && v.data.dtype == DType::E4M3 && v.data.size(1) % 16 == 0;
-}
 }  // namespace
-
-template <typename Attend>
-bool Decoder::fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const {
-  const GemmaConfig& c = config();
-  const Precision& p = model_->precision();
-  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
-  const LayerSites& s = sites_[static_cast<std::size_t>(l)];
-  const bool qualifies = decode_fusion_enabled() && p.delayed() != nullptr && p.phase() == ScalingPhase::kInference &&
-                         a.rows <= kernels::kGemvFusedMaxRows && a.ln.path == InputPath::kDelayedFused &&
-                         a.attn.path == InputPath::kDelayedCast && a.act.path == InputPath::kDelayedFused &&
-                         s.qkv.fp8 && s.o.fp8 && s.fc1.fp8 && s.fc2.fp8 && fusable_weight(lw.qkv) &&
-                         fusable_weight(lw.o) && fusable_weight(lw.fc1) && fusable_weight(lw.fc2);
-  if (!qualifies) return false;
-  // x (BF16 [rows, K]) -> the site's E4M3 input (RMSNorm with norm_weight first, or a plain cast) -> x W^T.
-  const auto fused_args = [&](const TensorView& x, const TensorView& norm_weight, const GemmInput& in,
-                              const GemmSite& site, const LinearWeight& w) {
-    kernels::GemvFusedArgs f;
-    f.x = x;
-    f.prologue = norm_weight.empty() ? kernels::GemvPrologue::kCast : kernels::GemvPrologue::kRmsNorm;
-    f.norm_weight = norm_weight;
-    f.eps = static_cast<float>(c.rms_norm_eps);
-    f.x_scale = p.bound(in, site).fp8.scale;
-    f.w = kernels::GemvOperand::fp8(w.fp8_view());
-    return f;
-  };
-  kernels::GemvFusedArgs qkv = fused_args(a.h, lw.input_norm.view(), a.ln, s.qkv, lw.qkv);
-  qkv.out = a.qkv;
-  kernels::gemv_fused(qkv, stream);
-  const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
-  // may_quantize false: the O GEMV below casts a.attn.hp itself
-  attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}),
-         /*may_quantize=*/false);
-  kernels::GemvFusedArgs o = fused_args(a.attn.hp, TensorView{}, a.attn, s.o, lw.o);
-  o.out = a.h;
-  o.residual = a.h;  // the residual stream: h += attn W_o^T
-  kernels::gemv_fused(o, stream);
-  kernels::GemvFusedArgs fc1 = fused_args(a.h, lw.post_attention_norm.view(), a.ln, s.fc1, lw.fc1);
-  fc1.act = p.bound(a.act, s.fc2).fp8;  // GeGLU + cast to fc2's input
-  fc1.act.amax = TensorView{};
-  kernels::gemv_fused(fc1, stream);
-  linear(a.act, lw.fc2, a.h, 1.0f, /*gemv=*/true, stream);
-  return true;
-}
 
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
 // attention supplied by the caller.
 template <typename Attend>
 void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
                     Stream stream) const {
-  if (gemv && !clear_pad_rows && fused_layer(l, a, tokens, attend, stream)) return;
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
@@ -250,8 +197,7 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
-      attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}),
-             /*may_quantize=*/true);
+      attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
@@ -334,7 +280,7 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
   attn.backend = model_->options().attention;
   // RoPE in place on q and k (the attention below reads them), the cache write, the packed causal attention.
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView& out, bool /*may_quantize*/) {
+                          const TensorView& out) {
     kernels::rope_forward(q, k, positions, inv_freq_, stream, rope_table_);
     const kernels::KvCache kv = cache.layer(l, cache.max_batch());
     if (cache.fp8() && scales != KvScaleMode::kFrozen) {
@@ -447,11 +393,11 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   const bool attn_fp8 =
       decode_attn_fp8_enabled() && prec.delayed() != nullptr && a.attn.path == InputPath::kDelayedCast;
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView& out, bool may_quantize) {
+                          const TensorView& out) {
     const kernels::KvCache kv = cache.layer(l, nseq);
     kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_, kv, q, sb.q, stream, rope_table_);
     const GemmSite& o_site = sites_[static_cast<std::size_t>(l)].o;
-    if (attn_fp8 && may_quantize && o_site.fp8) {
+    if (attn_fp8 && o_site.fp8) {
       Fp8View f = prec.bound(a.attn, o_site).fp8;  // the state's scale; amax only while training
       if (rowwise_e4m3(f)) {
         // Rows >= nseq (padding) were zeroed with the step buffers and stay zero, as the quantize of zero rows.

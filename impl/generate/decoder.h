@@ -102,10 +102,9 @@ class Decoder {
     GemmSite qkv, o, fc1, fc2;
   };
   Acts carve(Buffers& b, int64_t rows, int64_t lm_rows) const;
-  // One layer over acts.h's first `tokens` rows; `attend(l, q, k, v, out, may_quantize)` applies RoPE, writes the
-  // cache and runs the attention into acts.attn.hp [tokens, H Dh] (out), or, when may_quantize allows, straight into
-  // acts.attn's FP8 copy for the O projection, returning true (the layer then skips its quantize; acts.attn.hp is
-  // not written). may_quantize is false where the caller reads acts.attn.hp (fused_layer).
+  // One layer over acts.h's first `tokens` rows; `attend(l, q, k, v, out)` applies RoPE, writes the cache and runs
+  // the attention into acts.attn.hp [tokens, H Dh] (out), or straight into acts.attn's FP8 copy for the O
+  // projection, returning true (the layer then skips its quantize; acts.attn.hp is not written).
   // clear_pad_rows: zero the attention output's padding rows (rows >= tokens) first; the prefill re-carves its
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
@@ -113,13 +112,6 @@ class Decoder {
   template <typename Attend>
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
              Stream stream) const;
-  // The decode step's layer as four gemv_fused / gemv kernels and the attention (delayed scaling, inference,
-  // rows <= kGemvFusedMaxRows, per-tensor E4M3 weights): RMSNorm + cast + QKV, cast + O + residual, RMSNorm + cast +
-  // fc1 + GeGLU + cast, fc2 + residual -- the same bits as the unfused layer (kernels/gemm/gemv.h). False (nothing
-  // run) when the layer does not qualify or without TEGEMMA_DECODE_FUSED=1 (off by default: measured slower, see
-  // decoder.cpp).
-  template <typename Attend>
-  bool fused_layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.

@@ -100,69 +100,7 @@ GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView
   return d;
 }
 
-GemvDims check_gemv_fused(const GemvFusedArgs& a) {
-  const GemvOperand x = GemvOperand::bf16(a.x);
-  TG_CHECK(!a.x.empty() && a.x.dtype == DType::BF16, "gemv_fused: x must be BF16 [M, K], got ", a.x.describe());
-  TG_CHECK(!a.w.data.empty() && a.w.data.dtype == DType::E4M3, "gemv_fused: W must be F8_E4M3 [N, K] (per-tensor), got ",
-           a.w.data.describe());
-  const Device dev = a.x.device;
-  TG_CHECK(a.x.ndim() == 2 && a.x.size(0) >= 1 && a.x.size(0) <= kGemvFusedMaxRows, "gemv_fused: x must be [M, K] with 1 <= M <= ",
-           kGemvFusedMaxRows, ", got ", a.x.shape);
-  const int64_t k = a.x.size(1);
-  TG_CHECK(k % 16 == 0, "gemv_fused: K = ", k, " must be a multiple of 16");
-  TG_CHECK(!a.x_scale.empty() && a.x_scale.dtype == DType::F32 && a.x_scale.numel() == 1 && a.x_scale.device == dev,
-           "gemv_fused: x_scale must be F32 [1] on x's device, got ", a.x_scale.describe());
-  if (a.prologue == GemvPrologue::kRmsNorm) {
-    TG_CHECK(!a.norm_weight.empty() && a.norm_weight.dtype == DType::BF16 && a.norm_weight.ndim() == 1 &&
-                 a.norm_weight.size(0) == k && a.norm_weight.is_contiguous() && a.norm_weight.device == dev,
-             "gemv_fused: norm_weight must be a contiguous BF16 [K = ", k, "] on x's device, got ",
-             a.norm_weight.describe());
-    TG_CHECK(aligned16(a.norm_weight.data), "gemv_fused: norm_weight must be 16-byte aligned");
-    TG_CHECK(a.eps >= 0.0f, "gemv_fused: eps must be >= 0, got ", a.eps);
-  }
-  if (a.act.data.empty()) {
-    TG_CHECK(a.out.empty() || a.out.dtype == DType::BF16, "gemv_fused: out must be BF16, got ", a.out.dtype);
-    return check_gemv(x, a.w, a.out, a.residual);
-  }
-  // GeGLU epilogue: the GEMV's [M, N] output stays in registers; check the rest as gemv would with a BF16 out.
-  TG_CHECK(a.out.empty() && a.residual.empty(), "gemv_fused: with a GeGLU epilogue (act) out and residual must be empty");
-  check_operand(x, "x");
-  check_operand(a.w, "W");
-  TG_CHECK(a.w.data.device == dev, "gemv_fused: x and W must be on one device");
-  GemvDims d;
-  d.m = a.x.size(0);
-  d.k = k;
-  d.n = a.w.data.size(0);
-  TG_CHECK(a.w.data.size(1) == k, "gemv_fused: W must be [N, K = ", k, "], got ", a.w.data.shape);
-  TG_CHECK(d.n % 2 == 0, "gemv_fused: the GeGLU epilogue needs W = [gate; up] with an even N, got N = ", d.n);
-  TG_CHECK(a.x.strides[0] * 2 % 16 == 0 && a.w.data.strides[0] % 16 == 0 && aligned16(a.x.data) && aligned16(a.w.data.data),
-           "gemv_fused: x and W need 16-byte aligned data and row strides that are multiples of 16 bytes");
-  const Fp8View& o = a.act;
-  TG_CHECK(o.mode == ScalingMode::kPerTensor && o.data.dtype == DType::E4M3 && o.data.ndim() == 2 &&
-               o.data.size(0) == d.m && o.data.size(1) == d.n / 2 && o.data.is_contiguous() && o.data.device == dev,
-           "gemv_fused: act must be a contiguous per-tensor F8_E4M3 [M, N / 2] = [", d.m, ", ", d.n / 2,
-           "] on x's device, got ", o.data.describe());
-  TG_CHECK(!o.scale.empty() && o.scale.dtype == DType::F32 && o.scale.numel() == 1 && o.scale.device == dev,
-           "gemv_fused: act.scale must be F32 [1], got ", o.scale.describe());
-  TG_CHECK(o.scale_inv.empty() || (o.scale_inv.dtype == DType::F32 && o.scale_inv.numel() == 1 && o.scale_inv.device == dev),
-           "gemv_fused: act.scale_inv must be F32 [1] or empty, got ", o.scale_inv.describe());
-  d.ldx = a.x.strides[0];
-  d.ldw = a.w.data.strides[0];
-  d.ldo = o.data.strides[0];
-  return d;
-}
-
 }  // namespace detail
-
-void gemv_fused(const GemvFusedArgs& a, Stream stream) {
-  if (a.x.device == Device::CPU) return cpu::gemv_fused(a);
-#if TEGEMMA_HAVE_CUDA
-  cuda::gemv_fused(a, stream);
-#else
-  (void)stream;
-  TG_FAIL("gemv_fused: CUDA tensors in a build without CUDA");
-#endif
-}
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {

@@ -33,80 +33,11 @@ struct GemvParams {
   void* out;
   const void* residual;      // nullptr: none (may equal out)
   int64_t ldx, ldw, ldo, ldr;  // elements
-  int m, n, k;  // k: K (elements), both kernels (the K-split rule; gemv_fused's staging)
+  int m, n, k;  // k: K (elements)
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
-  bool early_w;   // issue the first iteration's W loads (registers) before waiting on the previous kernel (PDL)
-  // gemv_fused (kPro != kNone): x is BF16 [m, k] at x (row stride ldx); its E4M3 copy is staged in shared memory.
-  const float* x_scale;
-  const __nv_bfloat16* norm_w;  // kRmsNorm: [k]
-  float eps, inv_k;
-  // GeGLU epilogue (kGeglu): W = [gate; up] with n = 2F rows; act [m, F] E4M3 (row stride F), scale, scale_inv.
-  uint8_t* act;
-  const float* act_scale;
-  float* act_scale_inv;
 };
-
-enum Prologue : int { kNone = 0, kCast = 1, kNorm = 2 };
-
-// x element loads: through the read-only path from global memory, plain loads from the shared-memory copy.
-template <bool kShared, typename T>
-__device__ __forceinline__ T ldx(const T* p) {
-  if constexpr (kShared) {
-    return *p;
-  } else {
-    return __ldg(p);
-  }
-}
-
-// gemv_fused's prologue: the E4M3 codes of x's m rows (after the RMSNorm when kNorm) into xs [m, k] in the exact
-// arithmetic of rmsnorm_forward_fp8 / quantize (see gemv.h): the sums of squares one warp per row (the norm kernel's
-// order), the element-wise pass over the whole block. Every thread of the block takes part.
-template <int kPro>
-__device__ __forceinline__ void stage_x(const GemvParams& p, uint8_t* xs) {
-  __shared__ float rstd_s[kGemvFusedMaxRows];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int chunks = p.k / 8;  // 8-element BF16 chunks
-  const float scale = *p.x_scale;
-  auto row_of = [&](int r) {
-    return reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx);
-  };
-  if constexpr (kPro == kNorm) {
-    // Pass 1, one warp per row: the row's sum of squares in the norm kernel's order, then rstd.
-    for (int r = warp; r < p.m; r += kWarps) {
-      const uint4* row = row_of(r);
-      float acc = 0.0f;
-      for (int c = lane; c < chunks; c += 32) {
-        const ew::Pack8<ew::bf16_t> h{__ldg(row + c)};
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc = ieee::ffma(h.get(i), h.get(i), acc);
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc = ieee::fadd(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, o));
-      if (lane == 0) rstd_s[r] = ieee::fdiv(1.0f, ieee::fsqrt(ieee::fadd(ieee::fmul(acc, p.inv_k), p.eps)));
-    }
-    __syncthreads();
-  }
-  // Pass 2, element-wise over the whole block: y (BF16), then the E4M3 codes.
-  for (int i = threadIdx.x; i < p.m * chunks; i += kThreads) {
-    const int r = i / chunks, c = i % chunks;
-    const ew::Pack8<ew::bf16_t> h{__ldg(row_of(r) + c)};
-    float v[8];
-    if constexpr (kPro == kNorm) {
-      const float rstd = rstd_s[r];
-      const ew::Pack8<ew::bf16_t> w{__ldg(reinterpret_cast<const uint4*>(p.norm_w) + c)};
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        v[e] = ew::round_to<ew::bf16_t>(ieee::fmul(ieee::fmul(h.get(e), rstd), ieee::fadd(1.0f, w.get(e))));
-      }
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = h.get(e);
-    }
-    *reinterpret_cast<uint2*>(xs + static_cast<int64_t>(r) * p.k + 8 * c) = ew::quantize8<dev::e4m3_t>(v, scale);
-  }
-}
 
 // Two BF16 in a 32-bit word -> floats (exact).
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -133,11 +64,11 @@ __device__ __forceinline__ void unpack8(const uint4& v, int half, float (&f)[8])
 }
 
 // 8 consecutive x elements of row r starting at element k (16-byte aligned for BF16, 8-byte for E4M3) -> floats.
-template <bool kXE4m3, bool kShared>
+template <bool kXE4m3>
 __device__ __forceinline__ void load_x8(const GemvParams& p, int r, int64_t k, float (&f)[8]) {
   if constexpr (kXE4m3) {
     const uint8_t* row = static_cast<const uint8_t*>(p.x) + static_cast<int64_t>(r) * p.ldx;
-    const uint2 v = ldx<kShared>(reinterpret_cast<const uint2*>(row + k));
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(row + k));
     unpack8<true>(make_uint4(v.x, v.y, 0u, 0u), 0, f);
   } else {
     const __nv_bfloat16* row = static_cast<const __nv_bfloat16*>(p.x) + static_cast<int64_t>(r) * p.ldx;
@@ -147,10 +78,10 @@ __device__ __forceinline__ void load_x8(const GemvParams& p, int r, int64_t k, f
 
 // The x elements of W chunk `chunk` for row 0 (kRows == 1 preloads them next to the W loads): E4M3 x with E4M3 W
 // is one 16-byte vector (16 codes), BF16 x is one (BF16 W: 8 elements) or two (E4M3 W: 16 elements) vectors.
-template <bool kWE4m3, bool kXE4m3, bool kShared>
+template <bool kWE4m3, bool kXE4m3>
 __device__ __forceinline__ void load_x_chunk(const GemvParams& p, int64_t chunk, uint4 (&xv)[2]) {
   if constexpr (kXE4m3) {
-    xv[0] = ldx<kShared>(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x)) + chunk);
+    xv[0] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x)) + chunk);
   } else if constexpr (kWE4m3) {
     const uint4* row = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.x));
     xv[0] = __ldg(row + 2 * chunk);
@@ -169,35 +100,46 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
   }
 }
 
+// The epilogue's scale: (alpha * x_scale_inv) * w_scale_inv, in that order (FP32).
+__device__ __forceinline__ float out_scale(const GemvParams& p) {
+  float scale = p.alpha;
+  if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
+  if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
+  return scale;
+}
+// out[r, col] = acc * scale (+ residual[r, col], FP32), one rounding to out's dtype (RNE).
+__device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t col, float acc, float scale) {
+  float v = acc * scale;
+  if (p.out_f32) {
+    if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
+    static_cast<float*>(p.out)[r * p.ldo + col] = v;
+  } else {
+    if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
+    static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
+  }
+}
+
 // Warp w of the grid owns columns [w * kCols, w * kCols + kCols). Lane l accumulates chunks l, l + 32, ... of those
 // W rows against the matching x elements of every row r < m; a fixed butterfly then sums the lanes. kRows == 1
 // loads x next to W (both in flight before any use); more rows read x per piece through L1 (re-used across the
 // kCols columns).
 //
-// gemv_fused: kPro stages x's E4M3 codes in shared memory first (stage_x and its barriers, before any warp may
-// leave), and kGeglu makes warp w own output column w of act from W rows w (gate) and w + F (up) (kCols == 2).
-//
 // kSplit > 1 (one-column warps only): the kSplit warps of a group share one column, warp s of the group taking the
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (k_split() below says when).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
   constexpr bool kPreloadX = kRows == 1;
-  constexpr bool kStaged = kPro != kNone;
-  static_assert(!kStaged || (kWE4m3 && kXE4m3), "the fused prologue feeds E4M3 x to E4M3 W");
-  static_assert(!kGeglu || (kCols == 2 && kStaged), "the GeGLU epilogue pairs gate and up rows");
-  static_assert(kSplit == 1 || (!kGeglu && kWarps % kSplit == 0), "K splits: whole warp groups, no GeGLU pairs");
+  static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
   const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
-  const int64_t col0 = kGeglu ? warp_id : warp_id * kCols;
-  const int64_t n_out = kGeglu ? p.n / 2 : p.n;
-  const int64_t col_step = kGeglu ? p.n / 2 : 1;
+  const int64_t col0 = warp_id * kCols;
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
   const int slice = kSplit == 1 ? p.chunks : ((p.chunks + 32 * kSplit - 1) / (32 * kSplit)) * 32;
   const int k_begin = min(p.chunks, split * slice);
@@ -207,7 +149,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   const uint4* wrow[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
-    const int64_t col = col0 < n_out ? col0 + c * col_step : p.n - 1;
+    const int64_t col = col0 < p.n ? col0 + c : p.n - 1;
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
   // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
@@ -222,21 +164,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   };
-  // early_w: the first iteration's weights are requested before the wait (they never depend on the previous
-  // kernel), so under PDL their latency overlaps the previous kernel's tail and gemv_fused's prologue.
-  const bool active = col0 < n_out;
-  const bool early = p.early_w && active;
-  if (early) load_w(k_begin + lane);
+  const bool active = col0 < p.n;
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
-  GemvParams q = p;
-  if constexpr (kStaged) {
-    extern __shared__ __align__(16) uint8_t xs[];
-    stage_x<kPro>(p, xs);
-    __syncthreads();
-    q.x = xs;
-    q.ldx = p.k;
-  }
   // Whole warps only: without a split no block-level synchronisation follows; with one, a whole group is past N
   // or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && !active) return;
@@ -250,12 +180,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    if (!early || base != k_begin + lane) load_w(base);  // early_w loaded the first iteration's
+    load_w(base);
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int chunk = base + 32 * u;
-        if (chunk < k_end) load_x_chunk<kWE4m3, kXE4m3, kStaged>(q, chunk, xv[u]);  // past the end: never read
+        if (chunk < k_end) load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);  // past the end: never read
       }
     }
 #pragma unroll
@@ -275,7 +205,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
           if constexpr (kPreloadX) {
             unpack_x<kXE4m3>(xv[u], h, xf);
           } else {
-            load_x8<kXE4m3, kStaged>(q, r, k, xf);
+            load_x8<kXE4m3>(p, r, k, xf);
           }
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
@@ -287,13 +217,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   }
 
-  float scale = p.alpha;
-  if constexpr (kStaged) {
-    scale *= ieee::fdiv(1.0f, *p.x_scale);  // the scale_inv the unfused producer writes
-  } else {
-    if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
-  }
-  if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
+  const float scale = out_scale(p);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -322,45 +246,181 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   }
-  if constexpr (kGeglu) {
-    // The unfused chain: fc1 = BF16(acc * scale); a = BF16(gelu_tanh(gate)) * up -> BF16 -> E4M3(a * act_scale).
-    const float act_scale = *p.act_scale;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (r < p.m && lane == r % 32) {
-        const float g = ew::round_to<ew::bf16_t>(acc[r][0] * scale);
-        const float u = ew::round_to<ew::bf16_t>(acc[r][1] * scale);
-        const float a = ew::round_to<ew::bf16_t>(ieee::fmul(ew::round_to<ew::bf16_t>(ieee::gelu_tanh(g)), u));
-        p.act[static_cast<int64_t>(r) * n_out + col0] = static_cast<uint8_t>(
-            __nv_cvt_float_to_fp8(ieee::fmul(a, act_scale), __NV_SATFINITE, __NV_E4M3));
-      }
-    }
-    if (col0 == 0 && lane == 0 && p.act_scale_inv != nullptr) *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
-  } else {
+  for (int r = 0; r < kRows; ++r) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        const int64_t col = col0 + c;
-        // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-        if (r < p.m && col < p.n && lane == (r * kCols + c) % 32) {
-          float v = acc[r][c] * scale;
-          if (p.out_f32) {
-            if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
-            static_cast<float*>(p.out)[r * p.ldo + col] = v;
-          } else {
-            if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
-            static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
-          }
-        }
-      }
+    for (int c = 0; c < kCols; ++c) {
+      // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
+      if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col0 + c, acc[r][c], scale);
     }
   }
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kPro = kNone, bool kGeglu = false, int kSplit = 1>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kPro, kGeglu, kSplit>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit>(p);
+}
+
+// ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
+// The CUDA-core loop above spends ~65-83 instructions per 16-byte W chunk (each code converted to FP32 and FMA'd,
+// x converted again by every warp); this one spends ~5.5: the codes become F16 pairs (one F2FP per 2 codes, exact:
+// every E4M3 value is an F16 value) and mma.sync.m16n8k16 (F16 x F16 -> FP32 accumulate) multiplies them exactly
+// and adds them in the tensor core. A = x (16 token rows; rows >= M re-read row M - 1 and are never stored, rows
+// g + 8 are zero when M <= 8), B = 8 W rows (the warp's 8 output columns).
+// Lane (g, t) = (lane / 4, lane % 4) loads 16 bytes of W row n0 + g at k = 64 i + 16 t (round i) and the same 16
+// bytes of x rows g (and g + 8). Bytes 4j .. 4j + 3 feed the round's j-th MMA: B's pairs (k 2t, 2t + 1) = bytes
+// 4j, 4j + 1 and (2t + 8, 2t + 9) = bytes 4j + 2, 4j + 3. That permutes k the same way for every row, so A takes the
+// same bytes of x and the dot products are unchanged. D's lane (g, t) then holds tokens g (d0, d1) and g + 8 (d2,
+// d3) of W rows n0 + 2t, n0 + 2t + 1: no butterfly. K is split over kSplit warps of a block as in the loop above
+// (whole 64-element rounds; slices added in slice order through shared memory).
+constexpr int kMmaThreads = 256;
+constexpr int kMmaWarps = kMmaThreads / 32;
+constexpr int kMmaCols = 8;     // W rows (output columns) per warp: the MMA's N
+constexpr int kMmaUnroll = 8;   // 16-byte W loads in flight per lane per iteration
+constexpr int kMmaRoundK = 64;  // K per round: 4 lanes x 16 codes
+
+// The 4 E4M3 codes of u -> two F16 pairs: lo = bytes 0, 1 and hi = bytes 2, 3 (exact; F2FP reads each half).
+__device__ __forceinline__ void f16x2_of_e4m3x4(uint32_t u, uint32_t& lo, uint32_t& hi) {
+  asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+      : "=r"(lo), "=r"(hi)
+      : "r"(u));
+}
+// 16-byte loads as volatile asm: they stay ahead of the (volatile) MMAs of the same iteration, so all of an
+// iteration's loads are in flight before its first use (ptxas otherwise interleaves them with the arithmetic).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {  // W: read once (ld.global.cs)
+  uint4 v;
+  asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint4 ld_shared_ro(const void* p) {  // x: read by every warp (ld.global.nc, L1)
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+// d += A (16 x 16, F16, row-major fragment a0..a3) * B (16 x 8, F16, column fragment b0, b1), FP32.
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <bool kTall, int kSplit>
+__global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const GemvParams p) {
+  static_assert(kMmaWarps % kSplit == 0, "K splits: whole warp groups");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int split = warp % kSplit;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kMmaWarps / kSplit) + warp / kSplit) * kMmaCols;
+  const bool active = n0 < p.n;  // whole warps (and whole split groups)
+  const uint8_t* w = static_cast<const uint8_t*>(p.w) + min(n0 + g, static_cast<int64_t>(p.n) - 1) * p.ldw;
+  const uint8_t* x0 = static_cast<const uint8_t*>(p.x) + static_cast<int64_t>(min(g, p.m - 1)) * p.ldx;
+  const uint8_t* x1 = kTall ? static_cast<const uint8_t*>(p.x) + static_cast<int64_t>(min(g + 8, p.m - 1)) * p.ldx : x0;
+  const int rounds = (p.k + kMmaRoundK - 1) / kMmaRoundK;
+  const int per = (rounds + kSplit - 1) / kSplit;
+  const int r_begin = min(rounds, split * per), r_end = min(rounds, r_begin + per);
+  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  dev::pdl_launch_dependents();
+  if (kSplit == 1 && !active) return;
+
+  float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // kTail: the slice's last iteration, where rounds past r_end or lanes past K load zeros (0 * 0 adds nothing).
+  // Lane pointers at this lane's 16 bytes of round i0 (advanced by whole iterations: immediate load offsets).
+  const int k_lane = r_begin * kMmaRoundK + 16 * t;
+  const uint8_t *wb = w + k_lane, *xb = x0 + k_lane, *xb8 = x1 + k_lane;
+  const auto step = [&](int i0, auto tail) {
+    constexpr bool kTail = decltype(tail)::value;
+    uint4 wv[kMmaUnroll], xv[kMmaUnroll];
+    [[maybe_unused]] uint4 xv8[kMmaUnroll];  // rows g + 8 (kTall)
+    const int k0 = i0 * kMmaRoundK + 16 * t;
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      const bool in = !kTail || (i0 + u < r_end && k0 + u * kMmaRoundK < p.k);
+      const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+      wv[u] = in ? ld_stream(wb + u * kMmaRoundK) : zero;
+      xv[u] = in ? ld_shared_ro(xb + u * kMmaRoundK) : zero;
+      if constexpr (kTall) xv8[u] = in ? ld_shared_ro(xb8 + u * kMmaRoundK) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+      if (kTail && i0 + u >= r_end) break;  // warp-uniform: every lane runs every MMA
+      const uint32_t wr[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+      const uint32_t xr[4] = {xv[u].x, xv[u].y, xv[u].z, xv[u].w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t a0, a1 = 0u, a2, a3 = 0u, b0, b1;
+        f16x2_of_e4m3x4(xr[j], a0, a2);
+        if constexpr (kTall) {
+          const uint32_t x8[4] = {xv8[u].x, xv8[u].y, xv8[u].z, xv8[u].w};
+          f16x2_of_e4m3x4(x8[j], a1, a3);
+        }
+        f16x2_of_e4m3x4(wr[j], b0, b1);
+        mma_f16_16816(d, a0, a1, a2, a3, b0, b1);
+      }
+    }
+  };
+  // Rounds wholly inside K run without predicates; the rest (at most one iteration) with them.
+  const int r_full = min(r_end, p.k / kMmaRoundK);
+  int i0 = r_begin;
+  if (active) {
+    for (; i0 + kMmaUnroll <= r_full; i0 += kMmaUnroll) {
+      step(i0, std::false_type{});
+      wb += kMmaUnroll * kMmaRoundK;
+      xb += kMmaUnroll * kMmaRoundK;
+      if constexpr (kTall) xb8 += kMmaUnroll * kMmaRoundK;
+    }
+    if (i0 < r_end) step(i0, std::true_type{});
+  }
+  if constexpr (kSplit > 1) {
+    // The slices' sums, added in slice order by the group's first warp (fixed order: same bits every run).
+    __shared__ float part[kMmaWarps][4][32];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) part[warp][i][lane] = d[i];
+    __syncthreads();
+    if (split != 0 || !active) return;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float sum = part[warp][i][lane];
+#pragma unroll
+      for (int s = 1; s < kSplit; ++s) sum += part[warp + s][i][lane];
+      d[i] = sum;
+    }
+  }
+  const float scale = out_scale(p);
+  const int64_t col = n0 + 2 * t;
+#pragma unroll
+  for (int h = 0; h < (kTall ? 2 : 1); ++h) {
+    const int r = g + 8 * h;
+    if (r >= p.m) continue;
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      if (col + c < p.n) store_out(p, r, col + c, d[2 * h + c], scale);
+    }
+  }
+}
+
+// The tensor-core path's K split: the fewest warps per 8 columns (1, 2, 4, 8) that put >= 16 warps on each of 132
+// SMs, and no more than the 64-element rounds of K.
+int mma_k_split(int64_t n, int64_t k) {
+  constexpr int64_t kTargetWarps = 132 * 16;
+  const int64_t groups = (n + kMmaCols - 1) / kMmaCols, rounds = (k + kMmaRoundK - 1) / kMmaRoundK;
+  int split = 1;
+  while (split < kMmaWarps && groups * split < kTargetWarps && 2 * split <= rounds) split *= 2;
+  return split;
+}
+void launch_mma(const GemvParams& p, cudaStream_t stream) {
+  const int split = mma_k_split(p.n, p.k);
+  const int64_t groups = (p.n + kMmaCols - 1) / kMmaCols;
+  const unsigned blocks = static_cast<unsigned>((groups * split + kMmaWarps - 1) / kMmaWarps);
+  auto go = [&](auto kernel) { launch(kernel, blocks, kMmaThreads, 0, stream, p); };
+  const bool tall = p.m > 8;
+  switch (split) {
+    case 8: return tall ? go(gemv_mma_kernel<true, 8>) : go(gemv_mma_kernel<false, 8>);
+    case 4: return tall ? go(gemv_mma_kernel<true, 4>) : go(gemv_mma_kernel<false, 4>);
+    case 2: return tall ? go(gemv_mma_kernel<true, 2>) : go(gemv_mma_kernel<false, 2>);
+    default: return tall ? go(gemv_mma_kernel<true, 1>) : go(gemv_mma_kernel<false, 1>);
+  }
 }
 
 // Columns per warp: one while that still gives >= 64 warps per SM-sized slice of the grid (the small-N shapes:
@@ -375,7 +435,7 @@ int columns_per_warp(int64_t n, int rows) {
 // Warps per column (kSplit) of the one-column shapes: tuning::set_gemv_k_split's value when set (1, 2, 4), else
 // 2 for K >= 24576 (the 7b fc2) and 1 below. H200, session 8 (commit 2f59713), M = 1 E4M3, split 2 vs 1: 7b fc2
 // 1x3072x24576 26.2 vs 28.3 us; 2b fc2 1x2048x16384 16.1 vs 15.9; QKV / O slower (2b 1x2560x2048 8.46 vs 7.83,
-// 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9). gemv and gemv_fused call it alike (same bits).
+// 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9).
 int k_split(int64_t k) {
   constexpr int64_t kSplitFromK = 24576;
   const int forced = tuning::gemv_k_split();
@@ -403,51 +463,11 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kNone, false, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
+      launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
     });
   } else {
     launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), kThreads, 0, stream, p);
   }
-}
-
-// gemv_fused: E4M3 x staged in shared memory (m * k bytes), E4M3 W; kGeglu pairs gate / up rows in each warp.
-template <int kPro, bool kGeglu, int kRows>
-void launch_fused_rows(const GemvParams& p, cudaStream_t stream) {
-  const int cols = kGeglu ? 2 : columns_per_warp(p.n, kRows);
-  const int64_t warps = kGeglu ? p.n / 2 : (p.n + cols - 1) / cols;
-  const std::size_t smem = static_cast<std::size_t>(p.m) * static_cast<std::size_t>(p.k);
-  constexpr int kWide = kRows >= 4 ? 4 : 2;
-  auto go = [&](auto kernel, int split, int64_t column_groups) {
-    (void)resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem);  // the opt-in above 48 KB
-    launch(kernel, blocks_for(column_groups, split), kThreads, smem, stream, p);
-  };
-  if constexpr (kGeglu) {
-    go(gemv_kernel<true, true, kRows, 2, kPro, true>, 1, warps);
-  } else {
-    if (cols == 1) {
-      // The same split as the unfused GEMV of this shape: gemv_fused == the unfused kernels, bit for bit.
-      with_k_split(p.k, [&](auto split) {
-        constexpr int kS = decltype(split)::value;
-        go(gemv_kernel<true, true, kRows, 1, kPro, false, kS>, kS, warps);
-      });
-    } else {
-      go(gemv_kernel<true, true, kRows, kWide, kPro, false>, 1, warps);
-    }
-  }
-}
-template <int kPro, bool kGeglu>
-void launch_fused(const GemvParams& p, cudaStream_t stream) {
-  static_assert(kGemvFusedMaxRows == 4, "launch_fused() instantiates row tiles up to 4");
-  if (p.m <= 1) return launch_fused_rows<kPro, kGeglu, 1>(p, stream);
-  if (p.m <= 2) return launch_fused_rows<kPro, kGeglu, 2>(p, stream);
-  launch_fused_rows<kPro, kGeglu, 4>(p, stream);
-}
-
-// TEGEMMA_GEMV_EARLY_W=1: the first weight loads before the PDL wait (GemvParams::early_w). Opt-in: measured neutral
-// alone and a gain only together with TEGEMMA_DECODE_FUSED on gemma-2b (ci/decode_ab.sh, docs/bench_log.md session 5).
-bool early_weights() {
-  static const bool on = env_switch("TEGEMMA_GEMV_EARLY_W", false);
-  return on;
 }
 
 template <bool kWE4m3, bool kXE4m3>
@@ -474,12 +494,19 @@ std::atomic<int>& k_split_setting() {
   }()};
   return v;
 }
+// TEGEMMA_GEMV_MMA (read once: 0 or 1) for the decode A/B runs; set_gemv_mma overrides it.
+std::atomic<bool>& mma_setting() {
+  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_MMA", false)};
+  return v;
+}
 }  // namespace
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);
 }
 int gemv_k_split() { return k_split_setting().load(); }
+void set_gemv_mma(bool on) { mma_setting().store(on); }
+bool gemv_mma() { return mma_setting().load(); }
 
 }  // namespace tuning
 
@@ -509,9 +536,10 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
-  p.early_w = early_weights();
   const cudaStream_t s = cuda_stream(stream);
-  if (!w_fp8) {
+  if (w_fp8 && x_fp8 && tuning::gemv_mma()) {
+    launch_mma(p, s);
+  } else if (!w_fp8) {
     dispatch<false, false>(p, s);
   } else if (!x_fp8) {
     dispatch<true, false>(p, s);
@@ -519,55 +547,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
     dispatch<true, true>(p, s);
   }
   TG_CHECK_LAUNCH("gemv_kernel");
-}
-
-void gemv_fused(const GemvFusedArgs& a, Stream stream) {
-  TG_NVTX_FN();
-  const detail::GemvDims d = detail::check_gemv_fused(a);
-  check_device(a.x, Device::CUDA, "cuda::gemv_fused(x)");
-  const bool geglu = !a.act.data.empty();
-  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_fused: N = ", d.n, ", K = ", d.k, " is beyond the kernel's int range");
-  const std::size_t smem = static_cast<std::size_t>(d.m * d.k);
-  TG_CHECK(smem <= static_cast<std::size_t>(max_smem_per_block()), "gemv_fused: the staged x needs M x K = ", smem,
-           " bytes of shared memory, the device has ", max_smem_per_block());
-  GemvParams p{};
-  p.x = a.x.data;
-  p.w = a.w.data.data;
-  p.w_scale_inv = a.w.scale_inv.ptr<const float>();
-  p.ldx = d.ldx;
-  p.ldw = d.ldw;
-  p.m = static_cast<int>(d.m);
-  p.n = static_cast<int>(d.n);
-  p.k = static_cast<int>(d.k);
-  p.chunks = static_cast<int>(d.k / 16);
-  p.alpha = 1.0f;
-  p.early_w = early_weights();
-  p.x_scale = a.x_scale.ptr<const float>();
-  p.norm_w = a.prologue == GemvPrologue::kRmsNorm ? a.norm_weight.ptr<const __nv_bfloat16>() : nullptr;
-  p.eps = a.eps;
-  p.inv_k = 1.0f / static_cast<float>(d.k);  // as rmsnorm_forward's inv_d (one IEEE division)
-  if (geglu) {
-    p.act = static_cast<uint8_t*>(a.act.data.data);
-    p.act_scale = a.act.scale.ptr<const float>();
-    p.act_scale_inv = a.act.scale_inv.empty() ? nullptr : a.act.scale_inv.ptr<float>();
-  } else {
-    p.out = a.out.data;
-    p.residual = a.residual.empty() ? nullptr : a.residual.data;
-    p.ldo = d.ldo;
-    p.ldr = d.ldr;
-  }
-  const cudaStream_t s = cuda_stream(stream);
-  if (a.prologue == GemvPrologue::kRmsNorm) {
-    if (geglu) {
-      launch_fused<kNorm, true>(p, s);
-    } else {
-      launch_fused<kNorm, false>(p, s);
-    }
-  } else {
-    TG_CHECK(!geglu, "gemv_fused: the GeGLU epilogue follows an RMSNorm prologue (fc1); cast + GeGLU is not built");
-    launch_fused<kCast, false>(p, s);
-  }
-  TG_CHECK_LAUNCH("gemv_kernel (fused)");
 }
 
 }  // namespace tg::kernels::cuda

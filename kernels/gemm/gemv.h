@@ -39,6 +39,13 @@
 //   residual add 4 more, so to first order |v_gpu - v| <= (L + 9) * 2^-24 * (|alpha * scales| * sum_k |x_k w_k| +
 //   |residual|); out's rounding may then differ by one ulp at a rounding boundary. kernels/tests/test_gemv_gpu.cpp
 //   checks exactly that bound.
+//   The tensor-core path (tuning::set_gemv_mma, below; E4M3 x with E4M3 W): the products are exact as above, but
+//   the tensor core adds them: each mma.sync.m16n8k16 step adds a lane's 16 products of 4 lanes' k to the running
+//   FP32 sum in one fused operation whose rounding NVIDIA does not specify (aligned to the largest term, truncated).
+//   Its bound counts up to one FP32 ulp (2^-23) of the running magnitude for each of the 17 terms of every step,
+//   plus at most 8 slice additions and the 9 roundings above: |v_gpu - v| <= (17 ceil(K / 16) + 17) 2^-23
+//   (|alpha * scales| sum_k |x_k w_k| + |residual|) + out's ulp. Deterministic (fixed order), but not the CUDA-core
+//   kernel's bits.
 //
 // ---- CUDA design -------------------------------------------------------------------------------------------------
 // One warp owns kCols (1, 2 or 4) adjacent output columns n and streams their W rows [n, 0 .. K) in 16-byte chunks:
@@ -56,10 +63,8 @@
 // in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
 // shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
-// Opt-in launch experiment (environment, read once; off by default until measured faster, docs/bench_log.md):
-// TEGEMMA_GEMV_EARLY_W=1 issues each warp's first weight loads before the PDL wait (griddepcontrol.wait), so their
-// latency overlaps the previous kernel; it changes no result bit. An L2 bulk prefetch of the weight rows there was
-// measured 8% slower on the decode step and removed.
+// An L2 bulk prefetch of the weight rows before the PDL wait (griddepcontrol.wait) was measured 8% slower on the
+// decode step and removed.
 #pragma once
 
 #include <cstdint>
@@ -89,56 +94,26 @@ struct GemvOptions {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
           const TensorView& residual = {}, Stream stream = {});
 
-// ---- gemv_fused: the decode step's producer -> GEMV -> consumer chains in one kernel ------------------------------
-// A delayed-scaling FP8 decode step runs, per layer, RMSNorm -> E4M3 cast -> GEMV (QKV, fc1), attention -> cast ->
-// GEMV (O) and fc1 GEMV -> GeGLU -> E4M3 cast: at M = 1 each producer is a kernel of a few microseconds around a few
-// KB of data. gemv_fused computes the chain in the GEMV kernel, bit for bit what the unfused kernels compute:
-//   prologue (x: BF16 [M, K]; the E4M3 copy xq lives in shared memory, never in global memory)
-//     kCast     xq = kernels::quantize(x) with the per-tensor `x_scale` (E4M3(x * scale), RN, saturating)
-//     kRmsNorm  xq = kernels::rmsnorm_forward_fp8(x, norm_weight, eps) with `x_scale`: the row's sum of squares in
-//               the norm kernel's own order (lane l: 8-element chunks l, l + 32, ..., fmaf ascending; the same xor
-//               butterfly), rstd = 1 / sqrt(ss / K + eps), y = (x * rstd) * (1 + w), BF16, then E4M3
-//   product     y = gemv(xq with scale_inv = 1 / x_scale, W) (+ residual): gemv's arithmetic above
-//   epilogue    act empty: out = y (BF16).  act set (GeGLU; W is fc1 = [gate; up], N = 2F):
-//               act.data [M, F] = kernels::geglu_forward_fp8(y) with act.scale (y rounded to BF16 first, as the
-//               unfused GEMV stores it); act.scale_inv written with 1 / act.scale; out is not used.
-// Operands: x BF16, W E4M3 per-tensor, M <= kGemvFusedMaxRows, K a multiple of 16, the gemv vector rules;
-// norm_weight BF16 [K]; x_scale F32 [1]; act E4M3 per-tensor [M, N / 2] with scale (and scale_inv) F32 [1].
-// CPU twin: the unfused CPU kernels in sequence (so CUDA fused vs CPU fused has gemv's CUDA-vs-twin bound, and
-// CUDA fused vs CUDA unfused is bitwise: kernels/tests/test_gemv_gpu.cpp checks both).
-inline constexpr int64_t kGemvFusedMaxRows = 4;
-enum class GemvPrologue : uint8_t { kCast, kRmsNorm };
-struct GemvFusedArgs {
-  TensorView x;  // BF16 [M, K]
-  GemvPrologue prologue = GemvPrologue::kCast;
-  TensorView norm_weight;  // kRmsNorm: BF16 [K]
-  float eps = 0.0f;
-  TensorView x_scale;  // F32 [1]
-  GemvOperand w;       // E4M3 [N, K] with its scale_inv
-  TensorView out;      // BF16 [M, N] (without act)
-  TensorView residual;  // optional, as gemv's (without act)
-  Fp8View act;          // GeGLU epilogue: E4M3 [M, N / 2]
-};
-void gemv_fused(const GemvFusedArgs& a, Stream stream = {});
-
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual = {});
-void gemv_fused(const GemvFusedArgs& a);
 }
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
-void gemv_fused(const GemvFusedArgs& a, Stream stream);
 
 // Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
 // split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
-// TEGEMMA_GEMV_KSPLIT (the decode A/B runs); process-wide. gemv and gemv_fused take the same split, so they stay
-// equal bit for bit; a split changes the summation order (the slices' sums are added in slice order), so results
-// differ from the unsplit kernel within the contract's bound.
+// TEGEMMA_GEMV_KSPLIT (the decode A/B runs); process-wide. A split changes the summation order (the slices' sums
+// are added in slice order), so results differ from the unsplit kernel within the contract's bound.
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
+// Measurement knob: E4M3 x with E4M3 W on the tensor cores (mma.sync m16n8k16 on the codes as F16 pairs, 8 output
+// columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83; every M <= 16), true, or
+// the CUDA-core kernel, false (default). Starts from TEGEMMA_GEMV_MMA=1 (the decode A/B runs); process-wide.
+void set_gemv_mma(bool on);
+bool gemv_mma();
 }  // namespace tuning
 }
 
@@ -149,8 +124,6 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
-// gemv_fused's checks; the dims are those of the GEMV (n = W's rows).
-GemvDims check_gemv_fused(const GemvFusedArgs& a);
 }  // namespace detail
 
 }  // namespace tg::kernels

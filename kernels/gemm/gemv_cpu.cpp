@@ -6,10 +6,7 @@
 
 #include "common/numeric.h"
 #include "common/nvtx.h"
-#include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/norm/norm.h"
-#include "kernels/quantize/quantize.h"
 
 namespace tg::kernels::cpu {
 
@@ -77,32 +74,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
       store(out, i, j, v);
     }
   }
-}
-
-// The unfused CPU kernels in sequence: the definition gemv_fused's CUDA kernel reproduces bit for bit.
-void gemv_fused(const GemvFusedArgs& a) {
-  TG_NVTX_FN();
-  const detail::GemvDims d = detail::check_gemv_fused(a);
-  Fp8Tensor xq = Fp8Tensor::per_tensor(DType::E4M3, d.m, d.k, /*rowwise=*/true, /*columnwise=*/false, Device::CPU);
-  Fp8View xv = xq.view();
-  xv.scale = a.x_scale;  // the caller's scale; xq's own scale_inv receives 1 / scale
-  xv.amax = TensorView{};
-  if (a.prologue == GemvPrologue::kRmsNorm) {
-    const Tensor rstd = Tensor::empty(DType::F32, {d.m});
-    cpu::rmsnorm_forward_fp8(a.x, a.norm_weight, a.eps, xv, rstd, TensorView{});
-  } else {
-    cpu::quantize(a.x, xv);
-  }
-  const GemvOperand xo{xv.data, xv.scale_inv};
-  if (a.act.data.empty()) {
-    cpu::gemv(xo, a.w, a.out, GemvOptions{}, a.residual);
-    return;
-  }
-  const Tensor y = Tensor::empty(DType::BF16, {d.m, d.n});
-  cpu::gemv(xo, a.w, y, GemvOptions{}, TensorView{});
-  Fp8View act = a.act;
-  act.amax = TensorView{};
-  cpu::geglu_forward_fp8(y, act);
 }
 
 }  // namespace tg::kernels::cpu

@@ -7,8 +7,7 @@
 //   Shapes: awkward (N odd, K tails that leave lanes idle, every row tile 1..16, both column widths), the Gemma
 //   decode shapes (2b and 7b: QKV, O, fc1, fc2, lm_head) at M = 1 and a few at M = 4 / 16, in-place residual,
 //   determinism (two runs, same bits), K not a multiple of the vector width (rejected).
-// gemv_fused (the decode step's norm / cast -> GEMV -> GeGLU chains): bit for bit the unfused CUDA kernels run one
-// after another (its contract, gemv.h), and within the gemv bound of the CPU twin's chain.
+//   The tensor-core path (set_gemv_mma) with its own bound, (17 ceil(K / 16) + 17) 2^-23 instead of (L + 9) 2^-24.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,11 +20,8 @@
 
 #include "common/cuda_check.h"
 #include "common/numeric.h"
-#include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/tuning_scope.h"
-#include "kernels/norm/norm.h"
-#include "kernels/quantize/quantize.h"
 #include "kernels/tests/gemm_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
 
@@ -34,7 +30,6 @@ namespace {
 
 using testing::element;
 using testing::random_matrix;
-using testing::same_bits;
 using testing::scalar_f32;
 
 struct Case {
@@ -82,10 +77,13 @@ void check_case(const Case& c, uint64_t seed) {
   TG_CHECK_CUDA(cudaDeviceSynchronize());
   const Tensor got = got_d.to(Device::CPU);
 
-  // sum_k |x_k w_k| per (row, column), for the bound.
+  // sum_k |x_k w_k| per (row, column), for the bound: the CUDA-core kernel's (L + 9) 2^-24, or the tensor-core
+  // path's (17 ceil(K / 16) + 17) 2^-23 (gemv.h, "CUDA vs twin").
   const int64_t c_elems = wq ? 16 : 8;
   const int64_t lane_terms = (c.k / c_elems + 31) / 32 * c_elems;
-  const double eps = std::ldexp(static_cast<double>(lane_terms + 9), -24);
+  const bool mma = xq && wq && cuda::tuning::gemv_mma();
+  const double eps = mma ? std::ldexp(static_cast<double>(17 * ((c.k + 15) / 16) + 17), -23)
+                         : std::ldexp(static_cast<double>(lane_terms + 9), -24);
   const double s = std::fabs(static_cast<double>(c.alpha)) * (xq ? sxv : 1.0) * (wq ? swv : 1.0);
   std::vector<double> xa(static_cast<std::size_t>(c.m * c.k));
   for (int64_t i = 0; i < c.m; ++i) {
@@ -110,7 +108,7 @@ void check_case(const Case& c, uint64_t seed) {
     }
   }
   EXPECT_EQ(bad, 0);
-  std::cout << "[gemv] " << case_name(c) << ": worst |gpu - cpu| / bound = " << worst << "\n";
+  std::cout << "[gemv] " << case_name(c) << (mma ? " (mma)" : "") << ": worst |gpu - cpu| / bound = " << worst << "\n";
 
   // Deterministic: a second run gives the same bits.
   Tensor again_d = res.to(Device::CUDA);
@@ -189,177 +187,43 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
+// The tensor-core path (cuda::tuning::set_gemv_mma) on every E4M3 x E4M3 shape of the tests above: every row tile
+// M = 1 .. 16 (rows g + 8 of the MMA's A from M = 9), N not a multiple of the warp's 8 columns, K tails inside a
+// 64-element round and short of one, every K split the launcher picks (1 .. 8: wide N takes 1, the narrow Gemma
+// shapes 8), in-place residual, F32 out; the tensor-core bound against the twin and two runs bitwise equal.
+using MmaScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_mma, false>;
+TEST(GemvGpu, MmaPathE4m3) {
+  TG_REQUIRE_CUDA();
+  const MmaScope scope(true);
+  uint64_t seed = 1300;
+  for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 12, 16}) {
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 8453, 16, true, 1.0f}, seed += 3);
+    check_case({DType::E4M3, DType::E4M3, DType::F32, m, 131, 1040, false, 0.5f}, seed += 3);
+  }
+  for (int64_t k : {16, 48, 64, 80, 528, 4112, 8208, 24592}) {
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 37, k, true}, seed += 3);
+  }
+  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{2560, 2048},
+                                                                     {2048, 2048},
+                                                                     {32768, 2048},
+                                                                     {2048, 16384},
+                                                                     {12288, 3072},
+                                                                     {3072, 4096},
+                                                                     {49152, 3072},
+                                                                     {3072, 24576},
+                                                                     {256000, 2048}}) {
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true}, seed += 3);
+  }
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, seed += 3);
+}
+
 TEST(GemvGpu, OddKIsRejected) {
   TG_REQUIRE_CUDA();
   Tensor x = Tensor::zeros(DType::BF16, {1, 3077}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 3077}, Device::CUDA);
   Tensor out = Tensor::zeros(DType::BF16, {1, 8}, Device::CUDA);
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view()),
                       "K = 3077 must be a multiple of 8");
-}
-
-// ---- gemv_fused -------------------------------------------------------------------------------------------------
-
-struct FusedCase {
-  GemvPrologue prologue;
-  bool geglu, residual;
-  int64_t m, n, k;
-};
-
-std::string fused_name(const FusedCase& c) {
-  return std::string(c.prologue == GemvPrologue::kRmsNorm ? "norm" : "cast") + (c.geglu ? "+geglu" : "") +
-         (c.residual ? "+residual" : "") + " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" +
-         std::to_string(c.k);
-}
-
-// An F32 [1] scalar's value on the host.
-float host_scalar(const TensorView& t) { return Tensor::copy_of(t, Device::CPU).ptr<float>()[0]; }
-
-// The chain on `device`: fused (one kernel) or the unfused kernels; returns out (BF16) or the act codes (E4M3).
-Tensor run_chain(const FusedCase& c, const Tensor& x, const Tensor& nw, const Tensor& w, const Tensor& w_si,
-                 const Tensor& res, float x_scale, float act_scale, bool fused, Device device) {
-  const Tensor xg = x.to(device), nwg = nw.to(device), wg = w.to(device), wsi = w_si.to(device);
-  const Tensor xs = scalar_f32(x_scale, device), as = scalar_f32(act_scale, device);
-  const GemvOperand wo{wg.view(), wsi.view()};
-  Tensor out = res.to(device);
-  Fp8Tensor act = Fp8Tensor::per_tensor(DType::E4M3, c.m, c.n / 2, true, false, device);
-  Fp8View av = act.view();
-  av.scale = as.view();
-  av.amax = TensorView{};
-  const TensorView nw1 = nwg.view().reshape({c.k});
-  if (fused) {
-    GemvFusedArgs a;
-    a.x = xg.view();
-    a.prologue = c.prologue;
-    a.norm_weight = c.prologue == GemvPrologue::kRmsNorm ? nw1 : TensorView{};
-    a.eps = 1e-6f;
-    a.x_scale = xs.view();
-    a.w = wo;
-    if (c.geglu) {
-      a.act = av;
-    } else {
-      a.out = out.view();
-      a.residual = c.residual ? out.view() : TensorView{};
-    }
-    gemv_fused(a);
-  } else {
-    Fp8Tensor xq = Fp8Tensor::per_tensor(DType::E4M3, c.m, c.k, true, false, device);
-    Fp8View xv = xq.view();
-    xv.scale = xs.view();
-    xv.amax = TensorView{};
-    if (c.prologue == GemvPrologue::kRmsNorm) {
-      const Tensor rstd = Tensor::empty(DType::F32, {c.m}, device);
-      rmsnorm_forward_fp8(xg.view(), nw1, 1e-6f, xv, rstd.view());
-    } else {
-      quantize(xg.view(), xv);
-    }
-    const GemvOperand xo{xv.data, xv.scale_inv};
-    if (c.geglu) {
-      const Tensor y = Tensor::empty(DType::BF16, {c.m, c.n}, device);
-      gemv(xo, wo, y.view());
-      geglu_forward_fp8(y.view(), av);
-    } else {
-      gemv(xo, wo, out.view(), {}, c.residual ? out.view() : TensorView{});
-    }
-  }
-  if (device == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
-  if (c.geglu) {
-    EXPECT_EQ(host_scalar(av.scale_inv), 1.0f / act_scale) << fused_name(c) << (fused ? " fused" : " unfused")
-                                                            << ": act.scale_inv is 1 / scale";
-    return Tensor::copy_of(av.data, Device::CPU);
-  }
-  return out.to(Device::CPU);
-}
-
-void check_fused(const FusedCase& c, uint64_t seed) {
-  SCOPED_TRACE(fused_name(c));
-  const Tensor x = random_matrix(DType::BF16, c.m, c.k, seed, 2.0f);
-  const Tensor nw = random_matrix(DType::BF16, 1, c.k, seed + 1, 0.3f);
-  const Tensor w = random_matrix(DType::E4M3, c.n, c.k, seed + 2);
-  const Tensor w_si = scalar_f32(0.021f, Device::CPU);
-  const Tensor res = random_matrix(DType::BF16, c.m, c.n, seed + 3);
-  // x scales that put the codes across E4M3's range (the norm output is ~N(0, 1); the cast sees x ~ N(0, 2)).
-  const float x_scale = c.prologue == GemvPrologue::kRmsNorm ? 37.0f : 21.0f, act_scale = 13.0f;
-  const Tensor fused = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, true, Device::CUDA);
-  const Tensor unfused = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, false, Device::CUDA);
-  EXPECT_TRUE(same_bits(fused, unfused)) << "fused != the unfused CUDA kernels, bit for bit";
-  const Tensor again = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, true, Device::CUDA);
-  EXPECT_TRUE(same_bits(fused, again)) << "fused is not deterministic";
-  // Against the CPU twin's chain: the only differences are the GEMV's FP32 vs double sums (gemv's bound, a few
-  // 2^-24 relative) and what they flip at the final roundings: a BF16 ulp of out, or one E4M3 step of an act code
-  // whose BF16 input sat at a rounding boundary. Bounds: out within 2 BF16 ulps (2^-7 relative) of the twin plus
-  // 1e-3 absolute; act codes equal except at most 1% of them, each one E4M3 step away.
-  const Tensor cpu = run_chain(c, x, nw, w, w_si, res, x_scale, act_scale, true, Device::CPU);
-  const int64_t n = c.m * (c.geglu ? c.n / 2 : c.n);
-  int64_t off = 0, far = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (c.geglu) {
-      const int a = fused.ptr<uint8_t>()[i], b = cpu.ptr<uint8_t>()[i];
-      if (a != b) ++off;
-      // E4M3 codes of one sign are ordered: one step = code difference 1.
-      if (a != b && ((a ^ b) & 0x80 || std::abs(a - b) > 1)) ++far;
-    } else {
-      const double g = decode(DType::BF16, fused.ptr<uint16_t>()[i]), e = decode(DType::BF16, cpu.ptr<uint16_t>()[i]);
-      if (g != e) ++off;
-      if (std::abs(g - e) > std::ldexp(std::abs(e), -6) + 1e-3) ++far;
-    }
-  }
-  EXPECT_EQ(far, 0) << far << " of " << n << " outputs beyond the bound against the CPU twin";
-  if (c.geglu) {
-    EXPECT_LE(off, n / 100 + 1) << off << " of " << n << " act codes differ from the CPU twin";
-  }
-}
-
-TEST(GemvFusedGpu, EqualsTheUnfusedKernelsBitForBit) {
-  TG_REQUIRE_CUDA();
-  const GemvPrologue kNorm = GemvPrologue::kRmsNorm, kCast = GemvPrologue::kCast;
-  uint64_t seed = 700;
-  for (int64_t m = 1; m <= kGemvFusedMaxRows; ++m) {
-    // Awkward: K chunks that leave lanes idle, odd N, N past one column per warp.
-    check_fused({kNorm, false, false, m, 37, 80}, seed++);
-    check_fused({kCast, false, true, m, 45, 144}, seed++);
-    check_fused({kNorm, true, false, m, 2 * 21, 208}, seed++);
-    // gemma-2b decode: QKV (norm), O (cast + residual), fc1 (norm + GeGLU).
-    check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
-    check_fused({kCast, false, true, m, 2048, 2048}, seed++);
-    check_fused({kNorm, true, false, m, 32768, 2048}, seed++);
-  }
-  // gemma-7b at M = 1: QKV (wide N: two columns per warp), O, fc1.
-  check_fused({kNorm, false, false, 1, 12288, 3072}, seed++);
-  check_fused({kCast, false, true, 1, 3072, 4096}, seed++);
-  check_fused({kNorm, true, false, 1, 49152, 3072}, seed++);
-  // Every K split setting (kernels::cuda::tuning): the fused one-column kernels split as the unfused GEMV does,
-  // the default rule included (K >= 24576 splits, with a tail at 24592).
-  for (int v : kVariants) {
-    SCOPED_TRACE(variant_name(v));
-    const KSplitScope scope(v);
-    for (int64_t m : {1, 3}) {
-      check_fused({kNorm, false, false, m, 37, 80}, seed++);
-      check_fused({kCast, false, true, m, 2048, 2048}, seed++);
-      check_fused({kNorm, false, false, m, 2560, 2048}, seed++);
-      check_fused({kCast, false, true, m, 131, 24576}, seed++);
-      check_fused({kCast, false, false, m, 37, 24592}, seed++);
-    }
-  }
-}
-
-TEST(GemvFusedGpu, BadArgumentsAreRejected) {
-  TG_REQUIRE_CUDA();
-  const Tensor x = Tensor::zeros(DType::BF16, {5, 64}, Device::CUDA);  // M = 5 > kGemvFusedMaxRows
-  const Tensor w = Tensor::zeros(DType::E4M3, {32, 64}, Device::CUDA);
-  const Tensor s = scalar_f32(1.0f, Device::CUDA), out = Tensor::zeros(DType::BF16, {5, 32}, Device::CUDA);
-  GemvFusedArgs a;
-  a.x = x.view();
-  a.x_scale = s.view();
-  a.w = GemvOperand{w.view(), s.view()};
-  a.out = out.view();
-  EXPECT_THROW(gemv_fused(a), Error);
-  a.x = x.view().slice_rows(0, 1);
-  a.out = out.view().slice_rows(0, 1);
-  a.prologue = GemvPrologue::kRmsNorm;  // without a norm weight
-  EXPECT_THROW(gemv_fused(a), Error);
-  a.prologue = GemvPrologue::kCast;
-  gemv_fused(a);  // the valid call
-  TG_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 }  // namespace
