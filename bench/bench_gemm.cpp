@@ -270,8 +270,9 @@ const bool registered = [] {
 //   gemv_ksplit1/2/4  kernels::gemv, e4m3xe4m3 at M = 1, 1 (never split) / 2 / 4 warps per column's K
 //                     (kernels::cuda::tuning::set_gemv_k_split; the narrow shapes only); plain gemv takes the
 //                     default rule (2 when K >= 24576, else 1)
-//   gemv_mma          kernels::gemv, e4m3xe4m3 on the tensor cores (kernels::cuda::tuning::set_gemv_mma: mma.sync
-//                     m16n8k16 on the codes as F16 pairs), every M
+//   gemv_mma / gemv_cudacore  kernels::gemv, e4m3xe4m3 forced onto the tensor cores (mma.sync m16n8k16 on the codes
+//                     as F16 pairs) / the CUDA-core loop (kernels::cuda::tuning::set_gemv_mma); plain gemv takes the
+//                     rule (tensor cores for M >= 2 or N < 16384)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -293,10 +294,12 @@ const std::vector<GemvShape>& gemv_shapes() {
 
 // k_split: kernels::cuda::tuning::set_gemv_k_split for this benchmark (0 = the default rule), restored afterwards.
 using KSplitScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_k_split, 0>;
-// mma: kernels::cuda::tuning::set_gemv_mma for this benchmark, off afterwards.
-using MmaScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_mma, false>;
+// mma: kernels::cuda::tuning::set_gemv_mma for this benchmark, the rule afterwards.
+using GemvMma = kernels::cuda::tuning::GemvMma;
+using MmaScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_mma, GemvMma::kRule>;
 
-void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0, bool mma = false) {
+void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0,
+             GemvMma mma = GemvMma::kRule) {
   const KSplitScope scope(k_split);
   const MmaScope mma_scope(mma);
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
@@ -328,16 +331,18 @@ const bool gemv_registered = [] {
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::BF16, DType::E4M3); });
         add("gemv/gemv/e4m3xe4m3->bf16" + shape,
             [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv(st, s, DType::E4M3, DType::E4M3); });
-        add("gemv/gemv_mma/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
-          st.SetLabel(g.what);
-          bm_gemv(st, s, DType::E4M3, DType::E4M3, 0, true);
-        });
+        for (const auto& [variant, mode] : {std::pair{"gemv_mma", GemvMma::kAlways}, std::pair{"gemv_cudacore", GemvMma::kNever}}) {
+          add(std::string("gemv/") + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
+            st.SetLabel(g.what);
+            bm_gemv(st, s, DType::E4M3, DType::E4M3, 0, mode);
+          });
+        }
         if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K over 1 / 2 / 4 warps (tuning knob)
           for (int split : {1, 2, 4}) {
             const std::string variant = "gemv_ksplit" + std::to_string(split);
             add("gemv/" + variant + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
               st.SetLabel(g.what);
-              bm_gemv(st, s, DType::E4M3, DType::E4M3, split);
+              bm_gemv(st, s, DType::E4M3, DType::E4M3, split, GemvMma::kNever);
             });
           }
         }

@@ -4,8 +4,11 @@
 # runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
-#   default       none set
-#   mma           TEGEMMA_GEMV_MMA=1: E4M3 x E4M3 GEMVs on the tensor cores (mma.sync m16n8k16)
+#   default       none set (E4M3 GEMVs: the tensor cores for M >= 2 and narrow N, kernels/gemm/gemv.h's rule)
+#   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (the rule before session 14)
+#   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
+#   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
+#                 cuBLASLt)
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
@@ -15,13 +18,16 @@
 set -uo pipefail
 build=$1 out=$2
 filter=${3:-${DECODE_AB_FILTER:-'e2e/decode/impl/(bf16/gemma-2b|delayed/gemma-(2b|7b)|delayed\+fp8head/gemma-(2b|7b))/B1/'}}
-configs=${CONFIGS:-default mma}
+configs=${CONFIGS:-default cudacore}
 mkdir -p "$out"
 for cfg in $configs; do
   envs=()
   case $cfg in
     default) ;;
-    mma) envs=(TEGEMMA_GEMV_MMA=1) ;;
+    cudacore) envs=(TEGEMMA_GEMV_MMA=never) ;;
+    mma) envs=(TEGEMMA_GEMV_MMA=always) ;;
+    rows8) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=8) ;;
+    rows16) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=16) ;;
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;

@@ -400,6 +400,14 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const GemvParams 
   }
 }
 
+// The rule (tuning::GemvMma::kRule): the tensor-core path for every M >= 2, and at M = 1 for N < 16384 (QKV, O,
+// fc2). H200 session 14 (97c1b1e, bench_gemm, us, CUDA-core loop / tensor cores): M = 16: 2b fc1 130.7 / 24.6, fc2
+// 250.4 / 15.8, lm_head 787 / 154, 7b fc2 301 / 33.8 (5-16x: the loop's FMAs per byte grow with M); M = 1 narrow:
+// 2b fc2 14.23 / 13.57, 7b QKV 14.41 / 13.98, 7b O 8.59 / 7.60, 2b QKV 6.12 / 6.12, 2b O 5.72 / 5.85; M = 1 wide:
+// 2b fc1 20.59 / 24.07, 7b fc1 39.98 / 41.71, lm_head 118.9 / 131.3 (the 2-column loop streams these at 80-108% of
+// 4.1 TB/s; here each load instruction reads 64 bytes of 8 rows instead of 512 of one).
+constexpr int64_t kMmaMaxNarrowN = 16384;
+
 // The tensor-core path's K split: the fewest warps per 8 columns (1, 2, 4, 8) that put >= 16 warps on each of 132
 // SMs, and no more than the 64-element rounds of K.
 int mma_k_split(int64_t n, int64_t k) {
@@ -494,9 +502,16 @@ std::atomic<int>& k_split_setting() {
   }()};
   return v;
 }
-// TEGEMMA_GEMV_MMA (read once: 0 or 1) for the decode A/B runs; set_gemv_mma overrides it.
-std::atomic<bool>& mma_setting() {
-  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_MMA", false)};
+// TEGEMMA_GEMV_MMA (read once: rule, always or never; unset: rule) for the decode A/B runs; set_gemv_mma overrides it.
+std::atomic<GemvMma>& mma_setting() {
+  static std::atomic<GemvMma> v{[] {
+    const char* e = std::getenv("TEGEMMA_GEMV_MMA");
+    const std::string s = e == nullptr ? "" : e;
+    if (s.empty() || s == "rule") return GemvMma::kRule;
+    if (s == "always") return GemvMma::kAlways;
+    TG_CHECK(s == "never", "TEGEMMA_GEMV_MMA must be rule, always or never, got '", s, "'");
+    return GemvMma::kNever;
+  }()};
   return v;
 }
 }  // namespace
@@ -505,10 +520,19 @@ void set_gemv_k_split(int split) {
   k_split_setting().store(split);
 }
 int gemv_k_split() { return k_split_setting().load(); }
-void set_gemv_mma(bool on) { mma_setting().store(on); }
-bool gemv_mma() { return mma_setting().load(); }
+void set_gemv_mma(GemvMma mode) { mma_setting().store(mode); }
+GemvMma gemv_mma() { return mma_setting().load(); }
 
 }  // namespace tuning
+
+bool gemv_takes_mma(DType x, DType w, int64_t m, int64_t n) {
+  if (x != DType::E4M3 || w != DType::E4M3) return false;
+  switch (tuning::gemv_mma()) {
+    case tuning::GemvMma::kAlways: return true;
+    case tuning::GemvMma::kNever: return false;
+    default: return m >= 2 || n < kMmaMaxNarrowN;
+  }
+}
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {
@@ -537,7 +561,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
   const cudaStream_t s = cuda_stream(stream);
-  if (w_fp8 && x_fp8 && tuning::gemv_mma()) {
+  if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m, d.n)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);

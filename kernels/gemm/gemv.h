@@ -109,12 +109,16 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob: E4M3 x with E4M3 W on the tensor cores (mma.sync m16n8k16 on the codes as F16 pairs, 8 output
-// columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83; every M <= 16), true, or
-// the CUDA-core kernel, false (default). Starts from TEGEMMA_GEMV_MMA=1 (the decode A/B runs); process-wide.
-void set_gemv_mma(bool on);
-bool gemv_mma();
+// Which kernel takes E4M3 x with E4M3 W: the tensor-core path (mma.sync m16n8k16 on the codes as F16 pairs, 8
+// output columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83) or the CUDA-core
+// loop. kRule (default): the tensor cores for M >= 2, and at M = 1 for N < 16384 (gemv.cu has the measurements);
+// kAlways / kNever for the A/B runs and the tests. Starts from TEGEMMA_GEMV_MMA=rule|always|never; process-wide.
+enum class GemvMma : int { kRule = 0, kAlways = 1, kNever = 2 };
+void set_gemv_mma(GemvMma mode);
+GemvMma gemv_mma();
 }  // namespace tuning
+// Whether gemv runs x [m, K] . W [n, K]^T of these dtypes on the tensor-core path under the current setting.
+bool gemv_takes_mma(DType x, DType w, int64_t m, int64_t n);
 }
 
 namespace detail {

@@ -7,7 +7,8 @@
 //   Shapes: awkward (N odd, K tails that leave lanes idle, every row tile 1..16, both column widths), the Gemma
 //   decode shapes (2b and 7b: QKV, O, fc1, fc2, lm_head) at M = 1 and a few at M = 4 / 16, in-place residual,
 //   determinism (two runs, same bits), K not a multiple of the vector width (rejected).
-//   The tensor-core path (set_gemv_mma) with its own bound, (17 ceil(K / 16) + 17) 2^-23 instead of (L + 9) 2^-24.
+//   E4M3 x E4M3 takes the tensor-core path where gemv's rule says so (M >= 2, or N < 16384), with its own bound,
+//   (17 ceil(K / 16) + 17) 2^-23 instead of (L + 9) 2^-24; the tests below also force each path (set_gemv_mma).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -81,7 +82,7 @@ void check_case(const Case& c, uint64_t seed) {
   // path's (17 ceil(K / 16) + 17) 2^-23 (gemv.h, "CUDA vs twin").
   const int64_t c_elems = wq ? 16 : 8;
   const int64_t lane_terms = (c.k / c_elems + 31) / 32 * c_elems;
-  const bool mma = xq && wq && cuda::tuning::gemv_mma();
+  const bool mma = cuda::gemv_takes_mma(c.x, c.w, c.m, c.n);
   const double eps = mma ? std::ldexp(static_cast<double>(17 * ((c.k + 15) / 16) + 17), -23)
                          : std::ldexp(static_cast<double>(lane_terms + 9), -24);
   const double s = std::fabs(static_cast<double>(c.alpha)) * (xq ? sxv : 1.0) * (wq ? swv : 1.0);
@@ -155,6 +156,8 @@ TEST(GemvGpu, GemmaDecodeShapes) {
 
 // The GEMV's K split (kernels::cuda::tuning::set_gemv_k_split) for a scope, then back to the default rule.
 using KSplitScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_k_split, 0>;
+// Which kernel takes E4M3 x E4M3 (kernels::cuda::tuning::set_gemv_mma) for a scope, then back to the rule.
+using MmaScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_mma, cuda::tuning::GemvMma::kRule>;
 // The settings the loops below run: 0 the default rule (2 warps per column when K >= 24576, else 1), 1 never split,
 // 2 and 4 forced.
 const int kVariants[] = {0, 1, 2, 4};
@@ -166,6 +169,7 @@ std::string variant_name(int v) { return v == 0 ? "K split default" : "K split "
 // K >= 24576 with a tail (the default rule splits it).
 TEST(GemvGpu, KSplitOneColumnShapes) {
   TG_REQUIRE_CUDA();
+  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);  // the split is the CUDA-core loop's
   uint64_t seed = 900;
   for (int v : kVariants) {
     SCOPED_TRACE(variant_name(v));
@@ -191,10 +195,9 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
 // M = 1 .. 16 (rows g + 8 of the MMA's A from M = 9), N not a multiple of the warp's 8 columns, K tails inside a
 // 64-element round and short of one, every K split the launcher picks (1 .. 8: wide N takes 1, the narrow Gemma
 // shapes 8), in-place residual, F32 out; the tensor-core bound against the twin and two runs bitwise equal.
-using MmaScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_mma, false>;
 TEST(GemvGpu, MmaPathE4m3) {
   TG_REQUIRE_CUDA();
-  const MmaScope scope(true);
+  const MmaScope scope(cuda::tuning::GemvMma::kAlways);
   uint64_t seed = 1300;
   for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 12, 16}) {
     check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 8453, 16, true, 1.0f}, seed += 3);
@@ -216,6 +219,33 @@ TEST(GemvGpu, MmaPathE4m3) {
   }
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, seed += 3);
+}
+
+// The CUDA-core loop on the E4M3 x E4M3 shapes the rule now sends to the tensor cores (every M >= 2 row tile and
+// the narrow M = 1 Gemma shapes): it stays correct for TEGEMMA_GEMV_MMA=never.
+TEST(GemvGpu, CudaCoreLoopE4m3) {
+  TG_REQUIRE_CUDA();
+  const MmaScope scope(cuda::tuning::GemvMma::kNever);
+  uint64_t seed = 1700;
+  for (int64_t m : {2, 3, 4, 5, 8, 9, 16}) check_case({DType::E4M3, DType::E4M3, DType::BF16, m, 8453, 16, true}, seed += 3);
+  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{2560, 2048}, {2048, 16384}, {12288, 3072}}) {
+    check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true}, seed += 3);
+  }
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
+}
+
+// The rule (gemv.h): the tensor cores for M >= 2 and for N < 16384 at M = 1, E4M3 x E4M3 only.
+TEST(GemvGpu, MmaRuleSelectsTheShapes) {
+  const MmaScope scope(cuda::tuning::GemvMma::kRule);
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 2560));
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 12288));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 16384));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 256000));
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 2, 256000));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::E4M3, 4, 2560));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::BF16, 16, 2560));
+  const MmaScope never(cuda::tuning::GemvMma::kNever);
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16, 2560));
 }
 
 TEST(GemvGpu, OddKIsRejected) {
