@@ -272,7 +272,7 @@ const bool registered = [] {
 //                     default rule (2 when K >= 24576, else 1)
 //   gemv_mma / gemv_cudacore  kernels::gemv, e4m3xe4m3 forced onto the tensor cores (mma.sync m16n8k16 on the codes
 //                     as F16 pairs) / the CUDA-core loop (kernels::cuda::tuning::set_gemv_mma); plain gemv takes the
-//                     rule (tensor cores for M >= 2 or N < 16384)
+//                     rule (tensor cores for M >= 2)
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and

@@ -4,8 +4,8 @@
 # runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
-#   default       none set (E4M3 GEMVs: the tensor cores for M >= 2 and narrow N, kernels/gemm/gemv.h's rule)
-#   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (the rule before session 14)
+#   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule)
+#   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (before session 14)
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
 #                 cuBLASLt)

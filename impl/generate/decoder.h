@@ -138,8 +138,10 @@ class Decoder {
 // Decode-step GEMMs of M <= this many rows use kernels::gemv (see the header comment); 0 turns it off, at most
 // kernels::kGemvMaxRows. Process-wide, read each time a step is enqueued (a captured graph keeps the choice it was
 // captured with). Default kDefaultDecodeGemvMaxRows, or TEGEMMA_DECODE_GEMV_MAX_ROWS from the environment when set
-// (read once; for A/B runs without a rebuild). 4: from the CUDA-core budget of an FP8 weight byte (gemv.h: the FMAs
-// and conversions of M = 4 rows still fit under the HBM rate; at M = 8 they do not); the benchmark decides.
+// (read once; for A/B runs without a rebuild). 4, measured: since session 14 the E4M3 GEMVs of M >= 2 run on the
+// tensor cores (kernels/gemm/gemv.h), which beat cuBLASLt at M = 4 on the narrow shapes (2b QKV 6.30 vs 7.10 us, fc2
+// 14.04 vs 14.98) but not at M = 16 (2b fc1 24.3 vs 20.9), and decode B16 (gemma-2b, delayed + FP8 head) ran
+// 10952 tok/s with 16 rows as GEMVs against 11189 with 4 (H200, reports/runs/2026-12-02-h200-s14).
 inline constexpr int64_t kDefaultDecodeGemvMaxRows = 4;
 void set_decode_gemv_max_rows(int64_t rows);
 int64_t decode_gemv_max_rows();

@@ -400,13 +400,14 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const GemvParams 
   }
 }
 
-// The rule (tuning::GemvMma::kRule): the tensor-core path for every M >= 2, and at M = 1 for N < 16384 (QKV, O,
-// fc2). H200 session 14 (97c1b1e, bench_gemm, us, CUDA-core loop / tensor cores): M = 16: 2b fc1 130.7 / 24.6, fc2
-// 250.4 / 15.8, lm_head 787 / 154, 7b fc2 301 / 33.8 (5-16x: the loop's FMAs per byte grow with M); M = 1 narrow:
-// 2b fc2 14.23 / 13.57, 7b QKV 14.41 / 13.98, 7b O 8.59 / 7.60, 2b QKV 6.12 / 6.12, 2b O 5.72 / 5.85; M = 1 wide:
-// 2b fc1 20.59 / 24.07, 7b fc1 39.98 / 41.71, lm_head 118.9 / 131.3 (the 2-column loop streams these at 80-108% of
-// 4.1 TB/s; here each load instruction reads 64 bytes of 8 rows instead of 512 of one).
-constexpr int64_t kMmaMaxNarrowN = 16384;
+// The rule (tuning::GemvMma::kRule): the tensor-core path for M >= 2, the CUDA-core loop at M = 1. H200 session 14
+// (946dd66, bench_gemm alone, us, tensor cores / CUDA-core loop / cuBLASLt FP8): M = 4: 2b QKV 6.30 / 12.76 / 7.10,
+// fc1 24.30 / 37.91 / 20.88, fc2 14.04 / 68.45 / 14.98, lm_head 132.1 / 206.6 / 127.8, 7b fc2 23.85 / 83.69 / 25.17;
+// M = 16: 2b fc1 24.3 / 128.8 / 20.9, fc2 15.8 / 245.6 / 15.1 (the loop's FMAs per byte grow with M). M = 1: the
+// tensor cores win alone on the narrow shapes (7b O 7.68 / 8.58, 2b fc2 13.73 / 14.21) and lose on the wide ones
+// (2b fc1 24.25 / 20.56, lm_head 131.3 / 119.1: each load instruction reads 64 bytes of 8 rows instead of 512 of
+// one), and inside the decode step even the narrow-only rule lost on gemma-7b (B1 336.4 vs 346.9 tok/s; 2b 945.7
+// vs 942.6), so M = 1 stays on the loop. Decode B4 (gemma-2b, delayed + FP8 head): 3250.5 vs 1757.1 tok/s.
 
 // The tensor-core path's K split: the fewest warps per 8 columns (1, 2, 4, 8) that put >= 16 warps on each of 132
 // SMs, and no more than the 64-element rounds of K.
@@ -525,12 +526,12 @@ GemvMma gemv_mma() { return mma_setting().load(); }
 
 }  // namespace tuning
 
-bool gemv_takes_mma(DType x, DType w, int64_t m, int64_t n) {
+bool gemv_takes_mma(DType x, DType w, int64_t m) {
   if (x != DType::E4M3 || w != DType::E4M3) return false;
   switch (tuning::gemv_mma()) {
     case tuning::GemvMma::kAlways: return true;
     case tuning::GemvMma::kNever: return false;
-    default: return m >= 2 || n < kMmaMaxNarrowN;
+    default: return m >= 2;
   }
 }
 
@@ -561,7 +562,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
   const cudaStream_t s = cuda_stream(stream);
-  if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m, d.n)) {
+  if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);

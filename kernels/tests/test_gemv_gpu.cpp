@@ -7,8 +7,8 @@
 //   Shapes: awkward (N odd, K tails that leave lanes idle, every row tile 1..16, both column widths), the Gemma
 //   decode shapes (2b and 7b: QKV, O, fc1, fc2, lm_head) at M = 1 and a few at M = 4 / 16, in-place residual,
 //   determinism (two runs, same bits), K not a multiple of the vector width (rejected).
-//   E4M3 x E4M3 takes the tensor-core path where gemv's rule says so (M >= 2, or N < 16384), with its own bound,
-//   (17 ceil(K / 16) + 17) 2^-23 instead of (L + 9) 2^-24; the tests below also force each path (set_gemv_mma).
+//   E4M3 x E4M3 takes the tensor-core path where gemv's rule says so (M >= 2), with its own bound,
+//   (ceil(K / 16) + 17) 2^-23 instead of (L + 9) 2^-24; the tests below also force each path (set_gemv_mma).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -79,11 +79,11 @@ void check_case(const Case& c, uint64_t seed) {
   const Tensor got = got_d.to(Device::CPU);
 
   // sum_k |x_k w_k| per (row, column), for the bound: the CUDA-core kernel's (L + 9) 2^-24, or the tensor-core
-  // path's (17 ceil(K / 16) + 17) 2^-23 (gemv.h, "CUDA vs twin").
+  // path's (ceil(K / 16) + 17) 2^-23 (gemv.h, "CUDA vs twin").
   const int64_t c_elems = wq ? 16 : 8;
   const int64_t lane_terms = (c.k / c_elems + 31) / 32 * c_elems;
-  const bool mma = cuda::gemv_takes_mma(c.x, c.w, c.m, c.n);
-  const double eps = mma ? std::ldexp(static_cast<double>(17 * ((c.k + 15) / 16) + 17), -23)
+  const bool mma = cuda::gemv_takes_mma(c.x, c.w, c.m);
+  const double eps = mma ? std::ldexp(static_cast<double>((c.k + 15) / 16 + 17), -23)
                          : std::ldexp(static_cast<double>(lane_terms + 9), -24);
   const double s = std::fabs(static_cast<double>(c.alpha)) * (xq ? sxv : 1.0) * (wq ? swv : 1.0);
   std::vector<double> xa(static_cast<std::size_t>(c.m * c.k));
@@ -221,8 +221,8 @@ TEST(GemvGpu, MmaPathE4m3) {
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 16, 3072, 24576, true}, seed += 3);
 }
 
-// The CUDA-core loop on the E4M3 x E4M3 shapes the rule now sends to the tensor cores (every M >= 2 row tile and
-// the narrow M = 1 Gemma shapes): it stays correct for TEGEMMA_GEMV_MMA=never.
+// The CUDA-core loop on the E4M3 x E4M3 shapes the rule sends to the tensor cores (every M >= 2 row tile), and
+// a few M = 1 Gemma shapes: it stays correct for TEGEMMA_GEMV_MMA=never.
 TEST(GemvGpu, CudaCoreLoopE4m3) {
   TG_REQUIRE_CUDA();
   const MmaScope scope(cuda::tuning::GemvMma::kNever);
@@ -234,18 +234,18 @@ TEST(GemvGpu, CudaCoreLoopE4m3) {
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 4, 49152, 3072, false}, seed += 3);
 }
 
-// The rule (gemv.h): the tensor cores for M >= 2 and for N < 16384 at M = 1, E4M3 x E4M3 only.
+// The rule (gemv.h): the tensor cores for M >= 2, E4M3 x E4M3 only.
 TEST(GemvGpu, MmaRuleSelectsTheShapes) {
   const MmaScope scope(cuda::tuning::GemvMma::kRule);
-  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 2560));
-  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 12288));
-  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 16384));
-  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1, 256000));
-  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 2, 256000));
-  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::E4M3, 4, 2560));
-  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::BF16, 16, 2560));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1));
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 2));
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::E4M3, 4));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::BF16, DType::BF16, 16));
   const MmaScope never(cuda::tuning::GemvMma::kNever);
-  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16, 2560));
+  EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16));
+  const MmaScope always(cuda::tuning::GemvMma::kAlways);
+  EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1));
 }
 
 TEST(GemvGpu, OddKIsRejected) {
