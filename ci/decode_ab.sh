@@ -9,6 +9,7 @@
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
 #                 cuBLASLt)
+#   wide_cublaslt TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1: the 2-4-row GEMMs with N > 16384 (fc1, lm_head) on cuBLASLt
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
@@ -28,6 +29,7 @@ for cfg in $configs; do
     mma) envs=(TEGEMMA_GEMV_MMA=always) ;;
     rows8) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=8) ;;
     rows16) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=16) ;;
+    wide_cublaslt) envs=(TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1) ;;
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;

@@ -75,6 +75,17 @@ std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w)
   }
   return GemvPair{kernels::GemvOperand::fp8(x.fp8), kernels::GemvOperand::fp8(wf)};
 }
+
+// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT, the step GEMMs of 2 .. max-rows rows
+// with N > kWideN (fc1, lm_head) on cuBLASLt instead of gemv. From bench_gemm at M = 4 (H200 session 14, us, gemv
+// on the tensor cores / cuBLASLt FP8): 2b fc1 24.30 / 20.88, lm_head 132.1 / 127.8, 7b fc1 41.78 / 40.69, lm_head
+// 195.7 / 188.2, while the narrow shapes favour gemv (2b QKV 6.30 / 7.10, fc2 14.04 / 14.98, 7b O 8.08 / 8.63).
+// Unmeasured inside the decode step (ci/decode_ab.sh wide_cublaslt, B4).
+constexpr int64_t kWideN = 16384;
+bool wide_gemms_on_cublaslt() {
+  static const bool on = env_switch("TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT", false);
+  return on;
+}
 }  // namespace
 
 void set_decode_gemv_max_rows(int64_t rows) {
@@ -216,7 +227,8 @@ void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stre
 
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
                      Stream stream) const {
-  if (gemv && (beta == 0.0f || beta == 1.0f)) {
+  const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
+  if (gemv && (beta == 0.0f || beta == 1.0f) && !(wide_batched && wide_gemms_on_cublaslt())) {
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
       kernels::gemv(ops->x, ops->w, out, {}, beta == 1.0f ? out : TensorView{}, stream);
