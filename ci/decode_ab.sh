@@ -10,6 +10,8 @@
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
 #                 cuBLASLt)
 #   wide_cublaslt TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1: the 2-4-row GEMMs with N > 16384 (fc1, lm_head) on cuBLASLt
+#   mlp_persistent TEGEMMA_DECODE_MLP_PERSISTENT=1: the B1 step's RMSNorm -> fc1 -> GeGLU -> fc2 as one persistent
+#                 kernel with one grid barrier (kernels::decode_mlp)
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
@@ -30,6 +32,7 @@ for cfg in $configs; do
     rows8) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=8) ;;
     rows16) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=16) ;;
     wide_cublaslt) envs=(TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1) ;;
+    mlp_persistent) envs=(TEGEMMA_DECODE_MLP_PERSISTENT=1) ;;
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;

@@ -82,6 +82,13 @@ std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w)
 // 195.7 / 188.2, while the narrow shapes favour gemv (2b QKV 6.30 / 7.10, fc2 14.04 / 14.98, 7b O 8.08 / 8.63).
 // Unmeasured inside the decode step (ci/decode_ab.sh wide_cublaslt, B4).
 constexpr int64_t kWideN = 16384;
+// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_MLP_PERSISTENT, the B1 step's MLP half (RMSNorm -> fc1 ->
+// GeGLU -> fc2) as one persistent kernels::decode_mlp (one grid barrier instead of three kernel boundaries; the same
+// bits). Unmeasured (docs/decode_persistent.md; ci/decode_ab.sh mlp_persistent).
+bool mlp_persistent_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_MLP_PERSISTENT", false);
+  return on;
+}
 bool wide_gemms_on_cublaslt() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT", false);
   return on;
@@ -151,6 +158,7 @@ Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
   a.lm_in = p.alloc_input(b, lm_site_, lm_rows, d, /*producer_fused=*/true, false);
   a.logits = b.alloc(DType::BF16, {lm_rows, c.vocab_size});
   a.status = b.alloc(DType::I32, {2});
+  a.barrier = b.alloc(DType::I32, {2});
   return a;
 }
 
@@ -212,10 +220,40 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
+  if (gemv && !clear_pad_rows && persistent_mlp(l, a, stream)) return;
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
   p.geglu(a.fc1, a.act, s.fc2, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
+}
+
+bool Decoder::persistent_mlp(int64_t l, const Acts& a, Stream stream) const {
+  const Precision& p = model_->precision();
+  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
+  const LayerSites& s = sites_[static_cast<std::size_t>(l)];
+  const auto per_tensor_e4m3 = [](const LinearWeight& w) {
+    if (!w.has_fp8) return false;
+    const Fp8View& v = w.fp8_view();
+    return v.mode == ScalingMode::kPerTensor && v.has_rowwise() && v.data.dtype == DType::E4M3;
+  };
+  if (!mlp_persistent_enabled() || a.rows != 1 || a.h.device != Device::CUDA || p.delayed() == nullptr ||
+      p.phase() != ScalingPhase::kInference || a.ln.path != InputPath::kDelayedFused ||
+      a.act.path != InputPath::kDelayedFused || !s.fc1.fp8 || !s.fc2.fp8 || !per_tensor_e4m3(lw.fc1) ||
+      !per_tensor_e4m3(lw.fc2)) {
+    return false;
+  }
+  kernels::DecodeMlpArgs m;
+  m.h = a.h;
+  m.norm_weight = lw.post_attention_norm.view();
+  m.eps = static_cast<float>(config().rms_norm_eps);
+  m.ln_scale = p.bound(a.ln, s.fc1).fp8.scale;
+  m.fc1 = kernels::GemvOperand::fp8(lw.fc1.fp8_view());
+  m.act = p.bound(a.act, s.fc2).fp8;
+  m.act.amax = TensorView{};  // inference: the scales are frozen
+  m.fc2 = kernels::GemvOperand::fp8(lw.fc2.fp8_view());
+  m.barrier = a.barrier;
+  kernels::decode_mlp(m, stream);
+  return true;
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
@@ -369,7 +407,8 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
 
   // Zeros everywhere that padding rows or an idle state could be read before being written.
   const Acts& a = sb->acts;
-  for (const TensorView& v : {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q}) {
+  for (const TensorView& v :
+       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q, a.barrier}) {
     zero_view(v, stream);
   }
   for (const GemmInput* in : {&a.ln, &a.attn, &a.act, &a.lm_in}) zero_input(*in, stream);

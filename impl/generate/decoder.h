@@ -61,6 +61,7 @@ class Decoder {
     GemmInput lm_in;     // [lm_rows, D]
     TensorView logits;   // BF16 [lm_rows, V]
     TensorView status;   // I32 [2]: embedding bad-id report (never read: ids are checked or sampled)
+    TensorView barrier;  // I32 [2]: kernels::decode_mlp's grid barrier (zeroed with the step buffers)
   };
 
   // Everything one decode step of B sequences reads and writes (one arena; the graph's fixed addresses).
@@ -113,6 +114,10 @@ class Decoder {
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
              Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
+  // The opt-in persistent MLP (TEGEMMA_DECODE_MLP_PERSISTENT=1): layer l's RMSNorm -> fc1 -> GeGLU -> fc2 (+ h) as
+  // one kernels::decode_mlp when the step has one row and the MLP's sites are delayed-scaling per-tensor E4M3 in
+  // inference; false (nothing enqueued) otherwise.
+  bool persistent_mlp(int64_t l, const Acts& a, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
