@@ -277,7 +277,10 @@ MlpRun run_mlp(const MlpCase& c, const Tensor& h0, const Tensor& nw, const Tenso
   const TensorView nw1 = nwg.view().reshape({c.d});
   const GemvOperand fc1{w1g.view(), wsi.view()}, fc2{w2g.view(), wsi.view()};
   cudaStream_t raw = nullptr;
-  if (device == Device::CUDA) TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  if (device == Device::CUDA) {
+    TG_CHECK_CUDA(cudaDeviceSynchronize());  // the copies and zero fills above
+    TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  }
   const Stream stream{raw};
   auto body = [&] {
     const ProgrammaticLaunchScope pdl(device == Device::CUDA);
