@@ -1,0 +1,115 @@
+// Device pieces shared by the GEMV kernels (gemv.cu) and the persistent decode MLP (decode_mlp.cu): the launch
+// parameters, the E4M3 / BF16 unpacking, the M = 1 E4M3 lane loop and the epilogue. One definition of each, so the
+// persistent kernel computes gemv's bits. Internal to kernels/gemm.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace tg::kernels::cuda {
+
+constexpr int kLoadsPerLane = 8;  // 16-byte W loads in flight per lane per iteration (128 bytes)
+
+struct GemvParams {
+  const void* x;
+  const void* w;
+  const float* x_scale_inv;  // nullptr: BF16 x
+  const float* w_scale_inv;  // nullptr: BF16 W
+  void* out;
+  const void* residual;      // nullptr: none (may equal out)
+  int64_t ldx, ldw, ldo, ldr;  // elements
+  int m, n, k;  // k: K (elements)
+  int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
+  float alpha;
+  bool out_f32;
+};
+
+// Two BF16 in a 32-bit word -> floats (exact).
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+// Two E4M3 codes in the low 16 bits of u -> floats (exact: E4M3 -> f16 is exact, cvt.rn.f16x2.e4m3x2).
+__device__ __forceinline__ float2 e4m3x2(uint32_t u) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(u & 0xffffu), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+// The 8 floats of a 16-byte vector's half `half` (0: bytes 0-7, 1: bytes 8-15) of E4M3, or of all 16 bytes of BF16.
+template <bool kE4m3>
+__device__ __forceinline__ void unpack8(const uint4& v, int half, float (&f)[8]) {
+  if constexpr (kE4m3) {
+    const uint32_t a = half == 0 ? v.x : v.z, b = half == 0 ? v.y : v.w;
+    const float2 p0 = e4m3x2(a), p1 = e4m3x2(a >> 16), p2 = e4m3x2(b), p3 = e4m3x2(b >> 16);
+    f[0] = p0.x; f[1] = p0.y; f[2] = p1.x; f[3] = p1.y;
+    f[4] = p2.x; f[5] = p2.y; f[6] = p3.x; f[7] = p3.y;
+  } else {
+    f[0] = bf16_lo(v.x); f[1] = bf16_hi(v.x); f[2] = bf16_lo(v.y); f[3] = bf16_hi(v.y);
+    f[4] = bf16_lo(v.z); f[5] = bf16_hi(v.z); f[6] = bf16_lo(v.w); f[7] = bf16_hi(v.w);
+  }
+}
+
+// The epilogue's scale: (alpha * x_scale_inv) * w_scale_inv, in that order (FP32).
+__device__ __forceinline__ float out_scale(const GemvParams& p) {
+  float scale = p.alpha;
+  if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
+  if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
+  return scale;
+}
+// out[r, col] = acc * scale (+ residual[r, col], FP32), one rounding to out's dtype (RNE).
+__device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t col, float acc, float scale) {
+  float v = acc * scale;
+  if (p.out_f32) {
+    if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
+    static_cast<float*>(p.out)[r * p.ldo + col] = v;
+  } else {
+    if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
+    static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
+  }
+}
+
+// One warp's FP32 lane sums of kCols W rows against E4M3 x codes in shared memory over 16-byte chunks
+// [k_begin, k_end): gemv_body's arithmetic at M = 1 (chunks lane, lane + 32, ... ascending; in each chunk the two
+// 8-element halves, fmaf in element order), so the butterfly after it gives the unfused GEMV's bits.
+template <int kCols>
+__device__ __forceinline__ void lane_sums(const uint4* const (&wrow)[kCols], const uint8_t* xs, int k_begin,
+                                          int k_end, int lane, float (&acc)[kCols]) {
+  constexpr int kUnroll = kLoadsPerLane / kCols;
+#pragma unroll
+  for (int c = 0; c < kCols; ++c) acc[c] = 0.0f;
+  for (int base = k_begin + lane; base < k_end; base += 32 * kUnroll) {
+    uint4 wv[kUnroll][kCols], xv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int chunk = base + 32 * u;
+      if (chunk < k_end) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) wv[u][c] = __ldcs(wrow[c] + chunk);
+        xv[u] = reinterpret_cast<const uint4*>(xs)[chunk];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (base + 32 * u >= k_end) break;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float wf[kCols][8], xf[8];
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) unpack8<true>(wv[u][c], hh, wf[c]);
+        unpack8<true>(xv[u], hh, xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+#pragma unroll
+          for (int c = 0; c < kCols; ++c) acc[c] = fmaf(xf[e], wf[c][e], acc[c]);
+        }
+      }
+    }
+  }
+}
+
+// The K split of gemv's one-column warps for a row of K elements (gemv.cu: the measured rule, or the tuning knob).
+int gemv_k_split_rule(int64_t k);
+
+}  // namespace tg::kernels::cuda
