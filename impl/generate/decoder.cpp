@@ -83,15 +83,16 @@ std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w)
 // 195.7 / 188.2, while the narrow shapes favour gemv (2b QKV 6.30 / 7.10, fc2 14.04 / 14.98, 7b O 8.08 / 8.63).
 // Unmeasured inside the decode step (ci/decode_ab.sh wide_cublaslt, B4).
 constexpr int64_t kWideN = 16384;
-// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_MLP_PERSISTENT, the B1 step's MLP half (RMSNorm -> fc1 ->
-// GeGLU -> fc2) as one persistent kernels::decode_mlp (one grid barrier instead of three kernel boundaries; the same
-// bits). Unmeasured (docs/decode_persistent.md; ci/decode_ab.sh mlp_persistent).
-bool mlp_persistent_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_MLP_PERSISTENT", false);
-  return on;
-}
 bool wide_gemms_on_cublaslt() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT", false);
+  return on;
+}
+// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_MLP_PERSISTENT, the B1 step's MLP half (RMSNorm -> fc1 ->
+// GeGLU -> fc2) as one persistent kernels::decode_mlp (one grid barrier instead of three kernel boundaries; the same
+// bits; on the CPU backend its twin, the unfused chain). Unmeasured on the GPU (docs/decode_persistent.md;
+// ci/decode_ab.sh mlp_persistent).
+bool mlp_persistent_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_MLP_PERSISTENT", false);
   return on;
 }
 }  // namespace
@@ -237,7 +238,7 @@ bool Decoder::persistent_mlp(int64_t l, const Acts& a, Stream stream) const {
     const Fp8View& v = w.fp8_view();
     return v.mode == ScalingMode::kPerTensor && v.has_rowwise() && v.data.dtype == DType::E4M3;
   };
-  if (!mlp_persistent_enabled() || a.rows != 1 || a.h.device != Device::CUDA || p.delayed() == nullptr ||
+  if (!mlp_persistent_enabled() || a.rows != 1 || p.delayed() == nullptr ||
       p.phase() != ScalingPhase::kInference || a.ln.path != InputPath::kDelayedFused ||
       a.act.path != InputPath::kDelayedFused || !s.fc1.fp8 || !s.fc2.fp8 || !per_tensor_e4m3(lw.fc1) ||
       !per_tensor_e4m3(lw.fc2)) {

@@ -116,7 +116,7 @@ class Decoder {
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // The opt-in persistent MLP (TEGEMMA_DECODE_MLP_PERSISTENT=1): layer l's RMSNorm -> fc1 -> GeGLU -> fc2 (+ h) as
   // one kernels::decode_mlp when the step has one row and the MLP's sites are delayed-scaling per-tensor E4M3 in
-  // inference; false (nothing enqueued) otherwise.
+  // inference (on the CPU backend: decode_mlp's twin, the unfused chain); false (nothing enqueued) otherwise.
   bool persistent_mlp(int64_t l, const Acts& a, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.

@@ -204,8 +204,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
-// The CUDA-core loop above spends ~65-83 instructions per 16-byte W chunk (each code converted to FP32 and FMA'd,
-// x converted again by every warp); this one spends ~5.5: the codes become F16 pairs (one F2FP per 2 codes, exact:
+// The CUDA-core loop above spends ~65-83 warp instructions per 512 W bytes (each code converted to FP32 and FMA'd,
+// x converted again by every warp); this one spends ~25: the codes become F16 pairs (one F2FP per 2 codes, exact:
 // every E4M3 value is an F16 value) and mma.sync.m16n8k16 (F16 x F16 -> FP32 accumulate) multiplies them exactly
 // and adds them in the tensor core. A = x (16 token rows; rows >= M re-read row M - 1 and are never stored, rows
 // g + 8 are zero when M <= 8), B = 8 W rows (the warp's 8 output columns).
