@@ -29,12 +29,8 @@
 #include "bench/common/bench_util.h"
 #include "common/cuda_check.h"
 #include "common/numeric.h"
-#include "kernels/activation/activation.h"
-#include "kernels/gemm/decode_mlp.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/launch/programmatic_launch.h"
-#include "kernels/norm/norm.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/tuning_scope.h"
 
@@ -354,88 +350,6 @@ const bool gemv_registered = [] {
       add("gemv/cublaslt_bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { st.SetLabel(g.what); bm_bf16(st, s); });
       add("gemv/cublaslt_fp8_fast/e4m3xe4m3->bf16" + shape,
           [=](benchmark::State& st) { st.SetLabel(g.what); bm_fp8_tensor(st, s, true); });
-    }
-  }
-  return true;
-}();
-
-// ---- The B1 decode MLP: kernels::decode_mlp against the four kernels it replaces ---------------------------------
-// Names: decode_mlp/<impl>/<preset>, impl persistent (one kernels::decode_mlp) or unfused (rmsnorm_forward_fp8 ->
-// gemv -> geglu_forward_fp8 -> gemv + h, the decode step's kernels). Each is captured once in a CUDA graph with
-// programmatic dependent launch, as the decode step runs it, and one graph launch is timed, L2 flushed before it.
-// bytes = fc1 + fc2 weights (the rest is a few KB), so hbm_roofline_frac is the fraction of 4.1 TB/s.
-void bm_decode_mlp(benchmark::State& state, int64_t d, int64_t f, bool persistent) {
-  try {
-    const TensorView h = device_matrix(DType::BF16, 1, d, 61);
-    const TensorView nw = device_matrix(DType::BF16, 1, d, 62).reshape({d});
-    const TensorView ln_scale = device_f32(Shape{1}, 8.0f, 63);
-    const Fp8View w1 = per_tensor_operand(2 * f, d, 64), w2 = per_tensor_operand(d, f, 65);
-    Fp8Tensor act_t = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, Device::CUDA);
-    Fp8View act = act_t.view();
-    act.scale = device_f32(Shape{1}, 8.0f, 66);
-    act.amax = TensorView{};
-    Fp8Tensor xq_t = Fp8Tensor::per_tensor(DType::E4M3, 1, d, true, false, Device::CUDA);
-    Fp8View xq = xq_t.view();
-    xq.scale = ln_scale;
-    xq.amax = TensorView{};
-    const Tensor rstd = Tensor::empty(DType::F32, {1}, Device::CUDA);
-    const Tensor y = Tensor::empty(DType::BF16, {1, 2 * f}, Device::CUDA);
-    const Tensor barrier = Tensor::zeros(DType::I32, {2}, Device::CUDA);
-    cudaStream_t stream = nullptr;
-    TG_CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    const Stream st{stream};
-    const kernels::GemvOperand fc1 = kernels::GemvOperand::fp8(w1), fc2 = kernels::GemvOperand::fp8(w2);
-    const auto body = [&] {
-      const kernels::ProgrammaticLaunchScope pdl(true);
-      if (persistent) {
-        kernels::DecodeMlpArgs a;
-        a.h = h;
-        a.norm_weight = nw;
-        a.eps = 1e-6f;
-        a.ln_scale = ln_scale;
-        a.fc1 = fc1;
-        a.act = act;
-        a.fc2 = fc2;
-        a.barrier = barrier.view();
-        kernels::decode_mlp(a, st);
-        return;
-      }
-      kernels::rmsnorm_forward_fp8(h, nw, 1e-6f, xq, rstd.view(), TensorView{}, st);
-      kernels::gemv(kernels::GemvOperand::fp8(xq), fc1, y.view(), {}, TensorView{}, st);
-      kernels::geglu_forward_fp8(y.view(), act, st);
-      kernels::gemv(kernels::GemvOperand::fp8(act), fc2, h, {}, h, st);
-    };
-    body();  // plans, occupancy queries
-    TG_CHECK_CUDA(cudaStreamSynchronize(stream));
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    TG_CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    body();
-    TG_CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-    TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    for (int i = 0; i < 3; ++i) TG_CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    TG_CHECK_CUDA(cudaStreamSynchronize(stream));
-    for (auto _ : state) {
-      CudaEventTimer timer(state, stream, /*flush_l2=*/true);
-      TG_CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    }
-    TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-    TG_CHECK_CUDA(cudaGraphDestroy(graph));
-    TG_CHECK_CUDA(cudaStreamDestroy(stream));
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  const double weights = static_cast<double>(3 * d * f);
-  set_roofline(state, weights, 2.0 * weights, Ceiling::kFp8Gemm);
-}
-
-const bool decode_mlp_registered = [] {
-  for (const auto& [preset, d, f] : {std::tuple{"gemma-2b", int64_t{2048}, int64_t{16384}},
-                                     std::tuple{"gemma-7b", int64_t{3072}, int64_t{24576}}}) {
-    for (const bool persistent : {true, false}) {
-      add(std::string("decode_mlp/") + (persistent ? "persistent/" : "unfused/") + preset,
-          [=](benchmark::State& st) { bm_decode_mlp(st, d, f, persistent); });
     }
   }
   return true;

@@ -4,14 +4,12 @@
 # runs bench_generate's batch-1 decode (default filter: gemma-2b bf16 / delayed / delayed+fp8head, gemma-7b delayed /
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
-#   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule)
+#   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule;
+#                 the 2-4-row GEMMs with N > 16384, fc1 and lm_head, on cuBLASLt: decoder.cpp)
 #   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (before session 14)
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
 #                 cuBLASLt)
-#   wide_cublaslt TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1: the 2-4-row GEMMs with N > 16384 (fc1, lm_head) on cuBLASLt
-#   mlp_persistent TEGEMMA_DECODE_MLP_PERSISTENT=1: the B1 step's RMSNorm -> fc1 -> GeGLU -> fc2 as one persistent
-#                 kernel with one grid barrier (kernels::decode_mlp)
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
@@ -31,8 +29,6 @@ for cfg in $configs; do
     mma) envs=(TEGEMMA_GEMV_MMA=always) ;;
     rows8) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=8) ;;
     rows16) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=16) ;;
-    wide_cublaslt) envs=(TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1) ;;
-    mlp_persistent) envs=(TEGEMMA_DECODE_MLP_PERSISTENT=1) ;;
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;

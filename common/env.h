@@ -1,5 +1,5 @@
 // On/off switches and integers read from the environment (the A/B and debugging knobs: TEGEMMA_DECODE_PDL,
-// TEGEMMA_GEMV_MMA, TEGEMMA_DECODE_MLP_PERSISTENT, TEGEMMA_SYNC_LAUNCHES, ...).
+// TEGEMMA_GEMV_MMA, TEGEMMA_SYNC_LAUNCHES, ...).
 #pragma once
 
 namespace tg {

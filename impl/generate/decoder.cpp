@@ -16,7 +16,6 @@
 #include "impl/scaling.h"
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
-#include "kernels/gemm/decode_mlp.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
@@ -77,24 +76,15 @@ std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w)
   return GemvPair{kernels::GemvOperand::fp8(x.fp8), kernels::GemvOperand::fp8(wf)};
 }
 
-// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT, the step GEMMs of 2 .. max-rows rows
-// with N > kWideN (fc1, lm_head) on cuBLASLt instead of gemv. From bench_gemm at M = 4 (H200 session 14, us, gemv
-// on the tensor cores / cuBLASLt FP8): 2b fc1 24.30 / 20.88, lm_head 132.1 / 127.8, 7b fc1 41.78 / 40.69, lm_head
-// 195.7 / 188.2, while the narrow shapes favour gemv (2b QKV 6.30 / 7.10, fc2 14.04 / 14.98, 7b O 8.08 / 8.63).
-// Unmeasured inside the decode step (ci/decode_ab.sh wide_cublaslt, B4).
+// The step GEMMs of 2 .. max-rows rows with N > kWideN (fc1, lm_head) run on cuBLASLt, not gemv; a one-row step
+// keeps the GEMV for every GEMM. Measured: bench_gemm at M = 4 (H200 session 14, us, gemv on the
+// tensor cores / cuBLASLt FP8): 2b fc1 24.30 / 20.88, lm_head 132.1 / 127.8, 7b fc1 41.78 / 40.69, lm_head
+// 195.7 / 188.2, while the narrow shapes favour gemv (2b QKV 6.30 / 7.10, fc2 14.04 / 14.98, 7b O 8.08 / 8.63);
+// inside the decode step (ci/decode_ab.sh, one call, delayed + FP8 head, P128+N256, H200, 48274a4; decode tok/s
+// gemv / cuBLASLt for the wide GEMMs): gemma-2b B4 3256.6 / 3324.2, gemma-7b B4 1170.2 / 1237.6; unaffected B1
+// 941.7 / 941.1 and 347.3 / 346.3 (M = 1 keeps the GEMV) and B16 11189.4 / 11201.0 and 4159.8 / 4155.0 (16 rows
+// already on cuBLASLt). Was the opt-in TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT=1 (1a5aa53); no knob left.
 constexpr int64_t kWideN = 16384;
-bool wide_gemms_on_cublaslt() {
-  static const bool on = env_switch("TEGEMMA_DECODE_GEMV_WIDE_CUBLASLT", false);
-  return on;
-}
-// Opt-in (=1) experiment, off by default: TEGEMMA_DECODE_MLP_PERSISTENT, the B1 step's MLP half (RMSNorm -> fc1 ->
-// GeGLU -> fc2) as one persistent kernels::decode_mlp (one grid barrier instead of three kernel boundaries; the same
-// bits; on the CPU backend its twin, the unfused chain). Unmeasured on the GPU (docs/decode_persistent.md;
-// ci/decode_ab.sh mlp_persistent).
-bool mlp_persistent_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_MLP_PERSISTENT", false);
-  return on;
-}
 }  // namespace
 
 void set_decode_gemv_max_rows(int64_t rows) {
@@ -160,7 +150,6 @@ Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
   a.lm_in = p.alloc_input(b, lm_site_, lm_rows, d, /*producer_fused=*/true, false);
   a.logits = b.alloc(DType::BF16, {lm_rows, c.vocab_size});
   a.status = b.alloc(DType::I32, {2});
-  a.barrier = b.alloc(DType::I32, {2});
   return a;
 }
 
@@ -188,6 +177,10 @@ namespace {
 // O / fc1 GEMVs, GeGLU + cast in the fc1 epilogue; TEGEMMA_DECODE_FUSED; H200 session 14, B1 decode tok/s: 2b 863.8
 // vs 930.3, 7b 296.2 vs 335.3; with early weight loads before the PDL wait, TEGEMMA_GEMV_EARLY_W, 894.2 / 306.4;
 // early weight loads alone 928.1 / 335.8, noise).
+// Removed, measured slower (H200, 48274a4): the B1 step's MLP half (RMSNorm -> fc1 -> GeGLU -> fc2 + h) as one
+// persistent kernel with one grid barrier (kernels::decode_mlp, TEGEMMA_DECODE_MLP_PERSISTENT=1; 3e8fdfa,
+// docs/decode_persistent.md): bench_gemm as a graph with PDL, persistent vs the four unfused kernels, 2b 40.7 vs
+// 38.2 us, 7b 74.9 vs 68.2; decode B1 tok/s 887.8 vs 941.7 (2b), 331.4 vs 347.3 (7b).
 // On by default (TEGEMMA_DECODE_ATTN_FP8=0 turns it off): the O projection's input cast (the per-tensor BF16 -> E4M3
 // quantize, 2.3 us per layer at B1, 4.1 us at B64) fused into decode attention's final write (DecodeOptions::fp8_out),
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
@@ -222,40 +215,10 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
-  if (gemv && !clear_pad_rows && persistent_mlp(l, a, stream)) return;
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
   p.geglu(a.fc1, a.act, s.fc2, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
-}
-
-bool Decoder::persistent_mlp(int64_t l, const Acts& a, Stream stream) const {
-  const Precision& p = model_->precision();
-  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
-  const LayerSites& s = sites_[static_cast<std::size_t>(l)];
-  const auto per_tensor_e4m3 = [](const LinearWeight& w) {
-    if (!w.has_fp8) return false;
-    const Fp8View& v = w.fp8_view();
-    return v.mode == ScalingMode::kPerTensor && v.has_rowwise() && v.data.dtype == DType::E4M3;
-  };
-  if (!mlp_persistent_enabled() || a.rows != 1 || p.delayed() == nullptr ||
-      p.phase() != ScalingPhase::kInference || a.ln.path != InputPath::kDelayedFused ||
-      a.act.path != InputPath::kDelayedFused || !s.fc1.fp8 || !s.fc2.fp8 || !per_tensor_e4m3(lw.fc1) ||
-      !per_tensor_e4m3(lw.fc2)) {
-    return false;
-  }
-  kernels::DecodeMlpArgs m;
-  m.h = a.h;
-  m.norm_weight = lw.post_attention_norm.view();
-  m.eps = static_cast<float>(config().rms_norm_eps);
-  m.ln_scale = p.bound(a.ln, s.fc1).fp8.scale;
-  m.fc1 = kernels::GemvOperand::fp8(lw.fc1.fp8_view());
-  m.act = p.bound(a.act, s.fc2).fp8;
-  m.act.amax = TensorView{};  // inference: the scales are frozen
-  m.fc2 = kernels::GemvOperand::fp8(lw.fc2.fp8_view());
-  m.barrier = a.barrier;
-  kernels::decode_mlp(m, stream);
-  return true;
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
@@ -268,7 +231,7 @@ void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stre
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
                      Stream stream) const {
   const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
-  if (gemv && (beta == 0.0f || beta == 1.0f) && !(wide_batched && wide_gemms_on_cublaslt())) {
+  if (gemv && (beta == 0.0f || beta == 1.0f) && !wide_batched) {
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
       kernels::gemv(ops->x, ops->w, out, {}, beta == 1.0f ? out : TensorView{}, stream);
@@ -410,7 +373,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   // Zeros everywhere that padding rows or an idle state could be read before being written.
   const Acts& a = sb->acts;
   for (const TensorView& v :
-       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q, a.barrier}) {
+       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, sb->q}) {
     zero_view(v, stream);
   }
   for (const GemmInput* in : {&a.ln, &a.attn, &a.act, &a.lm_in}) zero_input(*in, stream);

@@ -14,7 +14,8 @@
 //            while the one before it drains and waits on the device for its results.
 //            A step's GEMMs with at most decode_gemv_max_rows() rows run as kernels::gemv (weight streaming on the
 //            CUDA cores) instead of cuBLASLt, when the weight is BF16 or per-tensor E4M3 (block scaling keeps
-//            cuBLASLt). The GEMV gets the GEMM's own A operand: BF16 for a BF16 site, the producer's E4M3 copy and
+//            cuBLASLt), except those of 2 or more rows with N > 16384 (fc1, lm_head: measured faster on cuBLASLt,
+//            decoder.cpp). The GEMV gets the GEMM's own A operand: BF16 for a BF16 site, the producer's E4M3 copy and
 //            scale_inv for an FP8 site -- so a step computes the FP8 forward's products, only the FP32 summation
 //            order differs (on the CPU backend the twins give the GEMM twins' bits: decode == forward still holds
 //            bit for bit). The prefill always uses the GEMMs (its logits are the model forward's).
@@ -61,7 +62,6 @@ class Decoder {
     GemmInput lm_in;     // [lm_rows, D]
     TensorView logits;   // BF16 [lm_rows, V]
     TensorView status;   // I32 [2]: embedding bad-id report (never read: ids are checked or sampled)
-    TensorView barrier;  // I32 [2]: kernels::decode_mlp's grid barrier (zeroed with the step buffers)
   };
 
   // Everything one decode step of B sequences reads and writes (one arena; the graph's fixed addresses).
@@ -114,10 +114,6 @@ class Decoder {
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
              Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
-  // The opt-in persistent MLP (TEGEMMA_DECODE_MLP_PERSISTENT=1): layer l's RMSNorm -> fc1 -> GeGLU -> fc2 (+ h) as
-  // one kernels::decode_mlp when the step has one row and the MLP's sites are delayed-scaling per-tensor E4M3 in
-  // inference (on the CPU backend: decode_mlp's twin, the unfused chain); false (nothing enqueued) otherwise.
-  bool persistent_mlp(int64_t l, const Acts& a, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
