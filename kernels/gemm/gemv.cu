@@ -388,7 +388,7 @@ int columns_per_warp(int64_t n, int rows) {
 // Warps per column (kSplit) of the one-column shapes: tuning::set_gemv_k_split's value when set (1, 2, 4), else
 // 2 for K >= 24576 (the 7b fc2) and 1 below. H200, session 8 (commit 2f59713), M = 1 E4M3, split 2 vs 1: 7b fc2
 // 1x3072x24576 26.2 vs 28.3 us; 2b fc2 1x2048x16384 16.1 vs 15.9; QKV / O slower (2b 1x2560x2048 8.46 vs 7.83,
-// 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9). decode_mlp's fc2 takes it too.
+// 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9).
 int gemv_k_split_rule(int64_t k) {
   constexpr int64_t kSplitFromK = 24576;
   const int forced = tuning::gemv_k_split();
@@ -511,6 +511,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   const cudaStream_t s = cuda_stream(stream);
   if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
+  } else if (gemv_takes_stream(x.data.dtype, w.data.dtype, d.m, d.k, d.ldw)) {
+    launch_gemv_stream(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);
   } else if (!x_fp8) {

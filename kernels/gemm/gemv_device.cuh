@@ -1,11 +1,12 @@
-// Device pieces shared by the GEMV kernels (gemv.cu) and the persistent decode MLP (decode_mlp.cu): the launch
-// parameters, the E4M3 / BF16 unpacking, the M = 1 E4M3 lane loop and the epilogue. One definition of each, so the
-// persistent kernel computes gemv's bits. Internal to kernels/gemm.
+// Device pieces shared by the GEMV kernels (gemv.cu) and the streaming path (gemv_stream.cu): the launch
+// parameters, the E4M3 / BF16 unpacking and the epilogue. One definition of each, so the streaming path computes
+// the CUDA-core loop's bits. Internal to kernels/gemm.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -70,46 +71,10 @@ __device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t co
   }
 }
 
-// One warp's FP32 lane sums of kCols W rows against E4M3 x codes in shared memory over 16-byte chunks
-// [k_begin, k_end): gemv_body's arithmetic at M = 1 (chunks lane, lane + 32, ... ascending; in each chunk the two
-// 8-element halves, fmaf in element order), so the butterfly after it gives the unfused GEMV's bits.
-template <int kCols>
-__device__ __forceinline__ void lane_sums(const uint4* const (&wrow)[kCols], const uint8_t* xs, int k_begin,
-                                          int k_end, int lane, float (&acc)[kCols]) {
-  constexpr int kUnroll = kLoadsPerLane / kCols;
-#pragma unroll
-  for (int c = 0; c < kCols; ++c) acc[c] = 0.0f;
-  for (int base = k_begin + lane; base < k_end; base += 32 * kUnroll) {
-    uint4 wv[kUnroll][kCols], xv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + 32 * u;
-      if (chunk < k_end) {
-#pragma unroll
-        for (int c = 0; c < kCols; ++c) wv[u][c] = __ldcs(wrow[c] + chunk);
-        xv[u] = reinterpret_cast<const uint4*>(xs)[chunk];
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (base + 32 * u >= k_end) break;
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        float wf[kCols][8], xf[8];
-#pragma unroll
-        for (int c = 0; c < kCols; ++c) unpack8<true>(wv[u][c], hh, wf[c]);
-        unpack8<true>(xv[u], hh, xf);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-#pragma unroll
-          for (int c = 0; c < kCols; ++c) acc[c] = fmaf(xf[e], wf[c][e], acc[c]);
-        }
-      }
-    }
-  }
-}
-
 // The K split of gemv's one-column warps for a row of K elements (gemv.cu: the measured rule, or the tuning knob).
 int gemv_k_split_rule(int64_t k);
+
+// The streaming path (gemv_stream.cu): M = 1, E4M3 x and W, under gemv_takes_stream's conditions.
+void launch_gemv_stream(const GemvParams& p, cudaStream_t stream);
 
 }  // namespace tg::kernels::cuda

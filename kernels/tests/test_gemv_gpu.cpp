@@ -22,6 +22,8 @@
 #include "common/cuda_check.h"
 #include "common/numeric.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/launch/programmatic_launch.h"
+#include "kernels/quantize/quantize.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
@@ -246,6 +248,147 @@ TEST(GemvGpu, MmaRuleSelectsTheShapes) {
   EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16));
   const MmaScope always(cuda::tuning::GemvMma::kAlways);
   EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1));
+}
+
+// ---- The streaming path (kernels::cuda::tuning::set_gemv_stream_kb, gemv_stream.cu) ---------------------------
+using StreamScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_stream_kb, cuda::tuning::kGemvStreamKbDefault>;
+
+// out of gemv(x, W) for E4M3 x [1, K] and E4M3 W [N, K] (per-tensor scales), residual in place when asked.
+Tensor run_e4m3_gemv(const Tensor& xg, const Tensor& wg, const Tensor& sxg, const Tensor& swg, const Tensor& res,
+                     bool residual, DType out) {
+  Tensor got = residual ? res.to(Device::CUDA) : Tensor::zeros(out, {xg.shape()[0], wg.shape()[0]}, Device::CUDA);
+  gemv({xg.view(), sxg.view()}, {wg.view(), swg.view()}, got.view(), {.alpha = 0.75f},
+       residual ? got.view() : TensorView{});
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
+  return got.to(Device::CPU);
+}
+
+// The streaming path gives the CUDA-core loop's bits (without a K split: the same per-lane order, butterfly and
+// epilogue), so it is checked bitwise against the loop: the Gemma M = 1 shapes (2b / 7b QKV, O, fc1, fc2,
+// lm_head), N smaller than the grid (1, 37: fewer blocks than SMs) and not a multiple of it, K tails inside a
+// warp's sweep, F32 and BF16 out, with and without the in-place residual; each under a large ring (192 KB: few
+// refills) and a small one (40 KB: 2-3 stages, the ring wraps hundreds of times per block, every parity flips).
+TEST(GemvGpu, StreamPathEqualsTheLoopBitForBit) {
+  TG_REQUIRE_CUDA();
+  struct S {
+    int64_t n, k;
+    DType out;
+    bool residual;
+  };
+  const std::vector<S> shapes = {{2560, 2048, DType::BF16, true},   {2048, 2048, DType::BF16, true},
+                                 {32768, 2048, DType::BF16, false}, {2048, 16384, DType::BF16, true},
+                                 {12288, 3072, DType::BF16, false}, {3072, 4096, DType::BF16, true},
+                                 {49152, 3072, DType::BF16, false}, {3072, 24576, DType::BF16, true},
+                                 {256000, 2048, DType::F32, false}, {1, 2048, DType::BF16, true},
+                                 {37, 48, DType::F32, true},        {8453, 528, DType::BF16, true},
+                                 {131, 8208, DType::F32, false},    {133, 16, DType::BF16, true}};
+  uint64_t seed = 2100;
+  for (const S& c : shapes) {
+    const Tensor xd = random_matrix(DType::E4M3, 1, c.k, seed += 3), wd = random_matrix(DType::E4M3, c.n, c.k, seed + 1);
+    const Tensor res = random_matrix(c.out, 1, c.n, seed + 2);
+    const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
+    const Tensor sxg = scalar_f32(0.37f, Device::CUDA), swg = scalar_f32(0.021f, Device::CUDA);
+    Tensor loop;
+    {
+      const StreamScope off(0);
+      const KSplitScope no_split(1);
+      const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
+      ASSERT_FALSE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, c.k, c.k));
+      loop = run_e4m3_gemv(xg, wg, sxg, swg, res, c.residual, c.out);
+    }
+    for (int kb : {192, 40}) {
+      const StreamScope on(kb);
+      const bool takes = cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, c.k, c.k);
+      // Stages are whole rows of ~16 KB (one row when K > 16384): 40 KB holds fewer than 2 stages of a 24 KB row
+      // (the 7b fc2), which then stays on the loop.
+      EXPECT_EQ(takes, kb == 192 || c.k <= 16384) << c.n << "x" << c.k << " ring " << kb << " KB";
+      const Tensor got = run_e4m3_gemv(xg, wg, sxg, swg, res, c.residual, c.out);
+      EXPECT_EQ(std::memcmp(got.data(), loop.data(), got.nbytes()), 0)
+          << "stream (" << kb << " KB ring) != loop: N = " << c.n << ", K = " << c.k;
+    }
+  }
+}
+
+// Inside a PDL chain (ProgrammaticLaunchScope), eager and captured in a graph: quantize writes x, the streaming
+// GEMV reads it (its weight stream starts before its PDL wait, its x read after), twice with different x in the
+// same buffer. Each GEMV's output equals the same call made with plain stream ordering, bit for bit, so no
+// consumer read x before its producer finished.
+TEST(GemvGpu, StreamPathInAPdlChainReadsTheFreshInput) {
+  TG_REQUIRE_CUDA();
+  const StreamScope on(192);
+  cudaStream_t raw = nullptr;
+  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  const Stream stream{raw};
+  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{2048, 2048}, {3072, 24576}, {32768, 2048}}) {
+    SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(k));
+    ASSERT_TRUE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, k, k));
+    const Tensor a = random_matrix(DType::BF16, 1, k, 31).to(Device::CUDA), b = random_matrix(DType::BF16, 1, k, 32).to(Device::CUDA);
+    const Tensor wg = random_matrix(DType::E4M3, n, k, 33).to(Device::CUDA), swg = scalar_f32(0.021f, Device::CUDA);
+    Fp8Tensor xq = Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, Device::CUDA);
+    Tensor out_a = Tensor::zeros(DType::BF16, {1, n}, Device::CUDA), out_b = Tensor::zeros(DType::BF16, {1, n}, Device::CUDA);
+    const GemvOperand x = GemvOperand::fp8(xq.view()), w{wg.view(), swg.view()};
+    auto chain = [&] {
+      quantize(a.view(), xq.view(), {}, stream);
+      gemv(x, w, out_a.view(), {}, {}, stream);
+      quantize(b.view(), xq.view(), {}, stream);
+      gemv(x, w, out_b.view(), {}, {}, stream);
+    };
+    chain();  // plain stream order: the reference
+    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+    const Tensor want_a = out_a.to(Device::CPU), want_b = out_b.to(Device::CPU);
+    ASSERT_NE(std::memcmp(want_a.data(), want_b.data(), want_a.nbytes()), 0) << "the two inputs must differ";
+    auto expect_same = [&](const std::string& what) {
+      const Tensor got_a = out_a.to(Device::CPU), got_b = out_b.to(Device::CPU);
+      EXPECT_EQ(std::memcmp(got_a.data(), want_a.data(), want_a.nbytes()), 0) << what << ": first GEMV";
+      EXPECT_EQ(std::memcmp(got_b.data(), want_b.data(), want_b.nbytes()), 0) << what << ": second GEMV";
+    };
+    auto clear = [&] {
+      TG_CHECK_CUDA(cudaMemsetAsync(out_a.data(), 0, out_a.nbytes(), raw));
+      TG_CHECK_CUDA(cudaMemsetAsync(out_b.data(), 0, out_b.nbytes(), raw));
+    };
+    clear();
+    {
+      const ProgrammaticLaunchScope pdl(true);
+      chain();
+    }
+    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+    expect_same("eager PDL chain");
+    cudaGraph_t graph = nullptr;
+    TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
+    {
+      const ProgrammaticLaunchScope pdl(true);
+      chain();
+    }
+    TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
+    cudaGraphExec_t exec = nullptr;
+    TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 3; ++replay) {
+      clear();
+      TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
+      TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+      expect_same("graph replay " + std::to_string(replay));
+    }
+    TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
+    TG_CHECK_CUDA(cudaGraphDestroy(graph));
+  }
+  TG_CHECK_CUDA(cudaStreamDestroy(raw));
+}
+
+// Which calls the streaming path takes: M = 1, E4M3 x E4M3, packed W, the ring on and >= 2 stages of whole rows.
+TEST(GemvGpu, StreamRuleSelectsTheShapes) {
+  TG_REQUIRE_CUDA();  // the rule reads the device's shared-memory limit
+  {
+    const StreamScope off(0);
+    EXPECT_FALSE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, 2048, 2048));
+  }
+  const StreamScope on(96);
+  EXPECT_TRUE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, 2048, 2048));
+  EXPECT_TRUE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, 24576, 24576));
+  EXPECT_FALSE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 2, 2048, 2048));  // M = 2
+  EXPECT_FALSE(cuda::gemv_takes_stream(DType::BF16, DType::E4M3, 1, 2048, 2048));  // BF16 x
+  EXPECT_FALSE(cuda::gemv_takes_stream(DType::BF16, DType::BF16, 1, 2048, 2048));
+  EXPECT_FALSE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, 2048, 2064));  // padded rows
+  EXPECT_FALSE(cuda::gemv_takes_stream(DType::E4M3, DType::E4M3, 1, 65536, 65536));  // one 64 KB row: 1 stage
 }
 
 TEST(GemvGpu, OddKIsRejected) {
