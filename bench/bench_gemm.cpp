@@ -273,10 +273,6 @@ const bool registered = [] {
 //   gemv_mma / gemv_cudacore  kernels::gemv, e4m3xe4m3 forced onto the tensor cores (mma.sync m16n8k16 on the codes
 //                     as F16 pairs) / the CUDA-core loop (kernels::cuda::tuning::set_gemv_mma); plain gemv takes the
 //                     rule (tensor cores for M >= 2)
-//   gemv_stream96 / gemv_stream192  kernels::gemv, e4m3xe4m3 at M = 1 on the streaming path (bulk copies into a 96 /
-//                     192 KB shared-memory ring per SM; kernels::cuda::tuning::set_gemv_stream_kb). Timed alone, as
-//                     here, it has no kernel before it to overlap its weight stream with: the decode A/B
-//                     (ci/decode_ab.sh stream*) measures what it is for
 //   cublaslt_bf16     kernels::gemm, BF16
 //   cublaslt_fp8_fast kernels::gemm_fp8 per-tensor, fast accumulation (TE's fprop default)
 // on the Gemma decode shapes (2b and 7b QKV, O, fc1, fc2, lm_head) at M = 1, 4, 16 (gemv takes M <= 16) and
@@ -301,15 +297,11 @@ using KSplitScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gem
 // mma: kernels::cuda::tuning::set_gemv_mma for this benchmark, the rule afterwards.
 using GemvMma = kernels::cuda::tuning::GemvMma;
 using MmaScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_mma, GemvMma::kRule>;
-// stream_kb: kernels::cuda::tuning::set_gemv_stream_kb for this benchmark, the default afterwards.
-constexpr int kStreamDefault = kernels::cuda::tuning::kGemvStreamKbDefault;
-using StreamScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemv_stream_kb, kStreamDefault>;
 
 void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype, int k_split = 0,
-             GemvMma mma = GemvMma::kRule, int stream_kb = kStreamDefault) {
+             GemvMma mma = GemvMma::kRule) {
   const KSplitScope scope(k_split);
   const MmaScope mma_scope(mma);
-  const StreamScope stream_scope(stream_kb);
   const bool xq = x_dtype == DType::E4M3, wq = w_dtype == DType::E4M3;
   kernels::GemvOperand x, w;
   if (xq) {
@@ -344,14 +336,6 @@ const bool gemv_registered = [] {
             st.SetLabel(g.what);
             bm_gemv(st, s, DType::E4M3, DType::E4M3, 0, mode);
           });
-        }
-        if (m == 1) {
-          for (int kb : {96, 192}) {
-            add("gemv/gemv_stream" + std::to_string(kb) + "/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) {
-              st.SetLabel(g.what);
-              bm_gemv(st, s, DType::E4M3, DType::E4M3, 0, GemvMma::kRule, kb);
-            });
-          }
         }
         if (g.n < 132 * 64 && m == 1) {  // the one-column shapes: K over 1 / 2 / 4 warps (tuning knob)
           for (int split : {1, 2, 4}) {

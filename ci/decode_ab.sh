@@ -15,8 +15,6 @@
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
-#   streamKB      TEGEMMA_GEMV_STREAM_KB=KB (e.g. stream192): the M = 1 E4M3 GEMVs on the streaming path, a KB ring of
-#                 bulk copies per SM that starts before the PDL wait (kernels/gemm/gemv_stream.cu)
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -36,7 +34,6 @@ for cfg in $configs; do
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
-    stream[0-9]*) envs=(TEGEMMA_GEMV_STREAM_KB=${cfg#stream}) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -511,8 +511,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   const cudaStream_t s = cuda_stream(stream);
   if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
-  } else if (gemv_takes_stream(x.data.dtype, w.data.dtype, d.m, d.k, d.ldw)) {
-    launch_gemv_stream(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);
   } else if (!x_fp8) {

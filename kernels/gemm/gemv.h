@@ -65,14 +65,10 @@
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
 // shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
 // An L2 bulk prefetch of the weight rows before the PDL wait (griddepcontrol.wait) was measured 8% slower on the
-// decode step and removed.
-// The streaming path (E4M3 x E4M3 at M = 1, packed W; opt-in: tuning::set_gemv_stream_kb, gemv_stream.cu): one
-// block per SM owns a contiguous range of W rows and streams it through a shared-memory ring with bulk copies
-// (cp.async.bulk, one producer warp) while 16 consumer warps run the CUDA-core loop's M = 1 arithmetic on it (the
-// same bits as the loop without a K split). The stream starts before the PDL wait and the kernel lets its
-// dependents launch at once, so inside a decode step's PDL chain the weights flow while the kernel before it runs:
-// the fixed cost per GEMV (launch, ramp, tail: 5-6 us measured alone) is what it goes after. Condition for that
-// early start: W is not written by any kernel of the same PDL chain (true of a decode step: weights are constant).
+// decode step and removed. So was a streaming path (session 15, da2f94d): one block per SM streaming its W rows
+// through a 40-192 KB shared-memory ring of bulk copies (cp.async.bulk, one producer warp, 16 consumer warps), the
+// stream started before the PDL wait: slower alone (H200, M = 1 E4M3: 2b fc1 30.1 vs 20.5 us, lm_head 188 vs 117)
+// and in the step (decode B1 gemma-2b 681.6 vs 947.8 tok/s, gemma-7b 259.1 vs 348.8).
 // The tensor-core path (E4M3 x E4M3, M >= 2 by default: tuning::GemvMma): 256-thread blocks, each warp owns 8 output
 // columns (the MMA's N) and a K slice; lane (g, t) streams 16 bytes of W row g per 64-element round (8 rounds of
 // loads in flight) and the same bytes of x rows g and g + 8; every 4 bytes feed one mma.sync.m16n8k16 on F16 pairs
@@ -129,17 +125,9 @@ int gemv_k_split();
 enum class GemvMma : int { kRule = 0, kAlways = 1, kNever = 2 };
 void set_gemv_mma(GemvMma mode);
 GemvMma gemv_mma();
-// The streaming path's shared-memory ring per SM in KB (0: off, the default until the decode A/B says otherwise).
-// Starts from TEGEMMA_GEMV_STREAM_KB; process-wide.
-inline constexpr int kGemvStreamKbDefault = 0;
-void set_gemv_stream_kb(int kb);
-int gemv_stream_kb();
 }  // namespace tuning
 // Whether gemv runs x [m, K] . W [N, K]^T of these dtypes on the tensor-core path under the current setting.
 bool gemv_takes_mma(DType x, DType w, int64_t m);
-// Whether it runs on the streaming path (the tensor-core path, when it takes the shape, goes first): M = 1, E4M3 x
-// with E4M3 W, a packed W (row stride == K), the ring on (tuning::gemv_stream_kb) with >= 2 stages of whole rows.
-bool gemv_takes_stream(DType x, DType w, int64_t m, int64_t k, int64_t ldw);
 }
 
 namespace detail {

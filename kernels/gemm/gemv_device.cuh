@@ -1,12 +1,10 @@
-// Device pieces shared by the GEMV kernels (gemv.cu) and the streaming path (gemv_stream.cu): the launch
-// parameters, the E4M3 / BF16 unpacking and the epilogue. One definition of each, so the streaming path computes
-// the CUDA-core loop's bits. Internal to kernels/gemm.
+// Device pieces of the GEMV kernels (gemv.cu): the launch parameters, the E4M3 / BF16 unpacking and the epilogue.
+// Internal to kernels/gemm.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
-#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -73,8 +71,5 @@ __device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t co
 
 // The K split of gemv's one-column warps for a row of K elements (gemv.cu: the measured rule, or the tuning knob).
 int gemv_k_split_rule(int64_t k);
-
-// The streaming path (gemv_stream.cu): M = 1, E4M3 x and W, under gemv_takes_stream's conditions.
-void launch_gemv_stream(const GemvParams& p, cudaStream_t stream);
 
 }  // namespace tg::kernels::cuda
