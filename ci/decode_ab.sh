@@ -15,6 +15,8 @@
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
+#   geglu_epi     TEGEMMA_DECODE_GEGLU_EPILOGUE=1: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 as one kernel
+#                 (kernels::gemv_geglu, the same bits; one kernel boundary less per layer)
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -34,6 +36,7 @@ for cfg in $configs; do
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
+    geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -186,6 +186,12 @@ namespace {
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
 // decode tok/s off / on: gemma-7b B1 (FP8 head) 330.3 / 334.0 and 331.1 / 334.4, the TE tutorial (B64, FP8 cache and
 // head) 13371 / 13477 and 13535 / 13644, gemma-2b B1 936.0 / 933.2 and 933.4 / 938.6 (noise).
+// Opt-in (=1), unmeasured: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 cast as one kernel (kernels::gemv_geglu,
+// the same bits), one kernel boundary less per layer. Decide on ci/decode_ab.sh geglu_epi.
+bool decode_geglu_epilogue_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_GEGLU_EPILOGUE", false);
+  return on;
+}
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
@@ -216,9 +222,22 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
-  p.geglu(a.fc1, a.act, s.fc2, stream);
+  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
+    linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
+    p.geglu(a.fc1, a.act, s.fc2, stream);
+  }
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
+}
+
+bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
+                        Stream stream) const {
+  if (!gemv || !decode_geglu_epilogue_enabled() || a.rows != 1) return false;
+  const std::optional<GemvPair> ops = gemv_operands(a.ln, fc1);
+  if (!ops || ops->x.data.dtype != DType::E4M3) return false;
+  const GemmInput act = model_->precision().bound(a.act, fc2_site);
+  if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
+  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
+  return true;
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/nvtx.h"
+#include "kernels/elementwise/fp8_out.h"
 
 namespace tg::kernels {
 
@@ -101,8 +102,41 @@ GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView
   return d;
 }
 
+GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) {
+  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3, "gemv_geglu: x and W must be F8_E4M3 ",
+           "(per-tensor), got ", x.data.dtype, " and ", w.data.dtype);
+  TG_CHECK(act.mode == ScalingMode::kPerTensor && act.has_rowwise() && !act.has_columnwise(),
+           "gemv_geglu: act must be a per-tensor FP8 tensor with its row-wise copy only (mode ",
+           scaling_mode_name(act.mode), ", row-wise ", act.has_rowwise(), ", column-wise ", act.has_columnwise(), ")");
+  TG_CHECK(act.data.dtype == DType::E4M3, "gemv_geglu: act must be F8_E4M3, got ", act.data.dtype);
+  TG_CHECK(w.data.ndim() == 2 && w.data.shape[0] % 2 == 0, "gemv_geglu: W must be fc1 = [gate; up] with an even ",
+           "number of rows [2F, K], got ", w.data.describe());
+  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, "gemv_geglu: one row of x [1, K], got ", x.data.describe());
+  const int64_t f = w.data.shape[0] / 2;
+  TG_CHECK(act.data.ndim() == 2 && act.data.shape[0] == 1 && act.data.shape[1] == f && act.data.strides[1] == 1,
+           "gemv_geglu: act must be [1, F = ", f, "] with unit inner stride, got ", act.data.describe());
+  // gemv's rules for x [1, K] and W [2F, K], with act's data standing in for out's placement checks.
+  TensorView shape_of_fc1 = act.data;
+  shape_of_fc1.dtype = DType::BF16;
+  shape_of_fc1.shape = {1, 2 * f};
+  shape_of_fc1.strides = {2 * f, 1};
+  const GemvDims d = check_gemv(x, w, shape_of_fc1, TensorView{});
+  check_fp8_output(act, 1, f, act.data.device, "gemv_geglu(act)");
+  return d;
+}
+
 }  // namespace detail
 
+
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  if (act.device() == Device::CPU) return cpu::gemv_geglu(x, w, act);
+#if TEGEMMA_HAVE_CUDA
+  cuda::gemv_geglu(x, w, act, stream);
+#else
+  (void)stream;
+  TG_FAIL("gemv_geglu: CUDA tensors in a build without CUDA");
+#endif
+}
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {

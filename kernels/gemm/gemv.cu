@@ -70,18 +70,23 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // s-th contiguous slice of K (whole 32-chunk stripes); each slice is summed as above, then the slices' sums are
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (k_split() below says when).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1>
+//
+// kGeglu (gemv_geglu: M = 1, 2 columns, no split): warp w owns output w of act from W rows w (gate) and F + w (up),
+// with the same per-row arithmetic, then the GeGLU + E4M3 epilogue (gemv_geglu in gemv.h).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, bool kGeglu = false>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
   constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
+  static_assert(!kGeglu || (kRows == 1 && kCols == 2 && kSplit == 1), "the GeGLU epilogue: one row, gate / up pairs");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
   const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
-  const int64_t col0 = warp_id * kCols;
+  const int64_t col0 = kGeglu ? warp_id : warp_id * kCols;
+  const int64_t n_out = kGeglu ? p.n / 2 : p.n;  // output columns: act's F, or N
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
   const int slice = kSplit == 1 ? p.chunks : ((p.chunks + 32 * kSplit - 1) / (32 * kSplit)) * 32;
   const int k_begin = min(p.chunks, split * slice);
@@ -91,7 +96,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   const uint4* wrow[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
-    const int64_t col = col0 < p.n ? col0 + c : p.n - 1;
+    const int64_t col = kGeglu ? (col0 < n_out ? col0 : n_out - 1) + c * n_out : (col0 < p.n ? col0 + c : p.n - 1);
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
   // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
@@ -106,12 +111,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   };
-  const bool active = col0 < p.n;
+  const bool active = col0 < n_out;
   dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   dev::pdl_launch_dependents();
-  // Whole warps only: without a split no block-level synchronisation follows; with one, a whole group is past N
-  // or not, and the groups of a block meet at the one barrier below whatever they did.
-  if (kSplit == 1 && !active) return;
+  // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
+  // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
+  if (kSplit == 1 && !kGeglu && !active) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -188,19 +193,37 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   }
+  if constexpr (kGeglu) {
+    // The unfused chain's arithmetic: fc1 = BF16(acc * scale) (store_out's rounding, no residual); then
+    // geglu_forward_fp8: V = BF16(BF16(gelu_tanh(gate)) * up), act = E4M3(V * act_scale), amax over |V|.
+    const float act_scale = *p.act_scale;
+    uint32_t amax_bits = 0;
+    if (active && lane == 0) {
+      const float g = ew::round_to<ew::bf16_t>(acc[0][0] * scale);
+      const float u = ew::round_to<ew::bf16_t>(acc[0][1] * scale);
+      const float v = ew::round_to<ew::bf16_t>(ieee::fmul(ew::round_to<ew::bf16_t>(ieee::gelu_tanh(g)), u));
+      p.act[col0] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(ieee::fmul(v, act_scale), __NV_SATFINITE, __NV_E4M3));
+      amax_bits = ieee::abs_bits(v);
+    }
+    ew::block_amax_commit(p.act_amax, amax_bits);  // every thread of the block (inactive warps give 0)
+    if (blockIdx.x == 0 && threadIdx.x == 0 && p.act_scale_inv != nullptr) {
+      *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
+    }
+  } else {
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < kRows; ++r) {
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-      if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col0 + c, acc[r][c], scale);
+      for (int c = 0; c < kCols; ++c) {
+        // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
+        if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col0 + c, acc[r][c], scale);
+      }
     }
   }
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, bool kGeglu = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kGeglu>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -480,6 +503,32 @@ bool gemv_takes_mma(DType x, DType w, int64_t m) {
     case tuning::GemvMma::kNever: return false;
     default: return m >= 2;
   }
+}
+
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  TG_NVTX_FN();
+  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
+  check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
+  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_geglu: N = ", d.n, ", K = ", d.k,
+           " is beyond the kernel's int range");
+  GemvParams p{};
+  p.x = x.data.data;
+  p.w = w.data.data;
+  p.x_scale_inv = x.scale_inv.ptr<const float>();
+  p.w_scale_inv = w.scale_inv.ptr<const float>();
+  p.ldx = d.ldx;
+  p.ldw = d.ldw;
+  p.m = 1;
+  p.n = static_cast<int>(d.n);
+  p.k = static_cast<int>(d.k);
+  p.chunks = static_cast<int>(d.k / 16);
+  p.alpha = 1.0f;
+  p.act = static_cast<uint8_t*>(act.data.data);
+  p.act_scale = act.scale.ptr<const float>();
+  p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
+  p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
+  launch(gemv_kernel<true, true, 1, 2, 1, true>, blocks_for(d.n / 2, 1), kThreads, 0, cuda_stream(stream), p);
+  TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -103,13 +103,27 @@ struct GemvOptions {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
           const TensorView& residual = {}, Stream stream = {});
 
+// gemv_geglu: a one-row fc1 GEMV with the GeGLU -> E4M3 epilogue (the batch-1 decode step's fc1 + geglu_forward_fp8
+// in one kernel, one kernel boundary less per layer):
+//     act = geglu_forward_fp8(gemv(x, w))   with gemv's BF16 output, bit for bit on each backend
+// x E4M3 [1, K] and w = fc1 = [gate; up] E4M3 [2F, K], both per-tensor (GemvOperand::fp8), the gemv vector rules;
+// act a per-tensor E4M3 Fp8View [1, F], row-wise only: data written, scale read, scale_inv (optional) written with
+// 1 / scale, amax (optional) max-reduced with max |V| (kernels/elementwise/fp8_out.h's contract). No BF16 fc1 is
+// written. CUDA: the CUDA-core loop's M = 1 arithmetic (never the tensor-core path or a K split; gemv takes neither at
+// M = 1 for these shapes) with warp w owning gate row w and up row F + w, then V = BF16(BF16(gelu_tanh(gate)) * up)
+// in the warp (kernels/activation's arithmetic) and one amax atomic per block. CPU twin: cpu::gemv into a BF16
+// [1, 2F] buffer, then cpu::geglu_forward_fp8.
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
+
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual = {});
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
 }
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream);
 
 // Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
 // split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
@@ -137,6 +151,8 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
+// gemv_geglu's checks (gemv's rules for x and W, both E4M3, M = 1, an even N; act as the contract says); n = 2F.
+GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
 // An operand's format: BF16 without a scale, or E4M3 with an F32 [1] scale_inv on the operand's device.
 void check_gemv_operand(const GemvOperand& o, const char* name);
 }  // namespace detail

@@ -6,6 +6,7 @@
 
 #include "common/numeric.h"
 #include "common/nvtx.h"
+#include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
 
 namespace tg::kernels::cpu {
@@ -74,6 +75,16 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
       store(out, i, j, v);
     }
   }
+}
+
+// The definition: the unfused CPU kernels in sequence (gemv's BF16 fc1, then the GeGLU -> FP8 twin).
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) {
+  TG_NVTX_FN();
+  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
+  check_device(act.data, Device::CPU, "cpu::gemv_geglu(act)");
+  Tensor fc1 = Tensor::empty(DType::BF16, {1, d.n}, Device::CPU);
+  kernels::cpu::gemv(x, w, fc1.view(), GemvOptions{}, TensorView{});
+  kernels::cpu::geglu_forward_fp8(fc1.view(), act);
 }
 
 }  // namespace tg::kernels::cpu

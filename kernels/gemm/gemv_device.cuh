@@ -24,6 +24,13 @@ struct GemvParams {
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
+  // The GeGLU epilogue (gemv_geglu): W = fc1 = [gate; up] with n = 2F rows; act [1, F] E4M3 = fp8(V * act_scale)
+  // with V = geglu(BF16 gate, BF16 up) as geglu_forward_fp8 computes it; act_scale_inv (optional) written with
+  // 1 / act_scale, act_amax (optional, F32 [1] as bits) max-reduced with |V|.
+  uint8_t* act;
+  const float* act_scale;
+  float* act_scale_inv;
+  uint32_t* act_amax;
 };
 
 // Two BF16 in a 32-bit word -> floats (exact).

@@ -160,6 +160,47 @@ TEST(GemvCpu, EqualsTheGemmTwinsBitForBit) {
   }
 }
 
+// ---- gemv_geglu (fc1 + GeGLU -> E4M3) ------------------------------------------------------------------------------
+
+// x = 16 codes of 1.0 (E4M3 0x38); W = [gate; up] with F = 2: gate0 = 0.5 (0x30), gate1 = 0.0625 (0x18), up0 = 0.125
+// (0x20), up1 = 0.0625, all scales 1. fc1 = [8, 1 | 2, 1]. gelu_tanh(8) = 8 exactly (tanh saturates), V0 = 8 * 2 = 16
+// -> E4M3 0x58; gelu_tanh(1) = 0.841192 -> BF16 0.83984375 (215 / 256), V1 = 0.83984375 -> E4M3 RNE 13 / 16 =
+// 0.8125 = 0x35. amax = 16, scale_inv = 1 / scale = 1.
+TEST(GemvCpu, GegluEpilogueHandChecked) {
+  Tensor x = Tensor::empty(DType::E4M3, {1, 16}), w = Tensor::empty(DType::E4M3, {4, 16});
+  std::memset(x.data(), 0x38, 16);
+  const uint8_t rows[4] = {0x30, 0x18, 0x20, 0x18};
+  for (int r = 0; r < 4; ++r) std::memset(static_cast<uint8_t*>(w.data()) + 16 * r, rows[r], 16);
+  const Tensor one = scalar_f32(1.0f, Device::CPU);
+  Fp8Tensor act = Fp8Tensor::per_tensor(DType::E4M3, 1, 2, true, false, Device::CPU);
+  act.view().scale_inv.ptr<float>()[0] = 123.0f;  // overwritten with 1 / scale
+  gemv_geglu({x.view(), one.view()}, {w.view(), one.view()}, act.view());
+  const uint8_t* q = static_cast<const uint8_t*>(act.view().data.data);
+  EXPECT_EQ(q[0], 0x58);
+  EXPECT_EQ(q[1], 0x35);
+  EXPECT_EQ(act.view().amax.ptr<float>()[0], 16.0f);
+  EXPECT_EQ(act.view().scale_inv.ptr<float>()[0], 1.0f);
+}
+
+TEST(GemvCpu, GegluEpilogueBadInputIsAClearError) {
+  const Tensor x8 = random_matrix(DType::E4M3, 1, 32, 1), w8 = random_matrix(DType::E4M3, 6, 32, 2);
+  const Tensor xb = random_matrix(DType::BF16, 1, 32, 3), s = scalar_f32(1.0f, Device::CPU);
+  const GemvOperand x{x8.view(), s.view()}, w{w8.view(), s.view()};
+  Fp8Tensor act = Fp8Tensor::per_tensor(DType::E4M3, 1, 3, true, false, Device::CPU);
+  EXPECT_NO_THROW(gemv_geglu(x, w, act.view()));
+  TG_EXPECT_THROW_MSG(gemv_geglu(GemvOperand::bf16(xb.view()), w, act.view()), "x and W must be F8_E4M3");
+  const Tensor w5 = random_matrix(DType::E4M3, 5, 32, 4);
+  TG_EXPECT_THROW_MSG(gemv_geglu(x, {w5.view(), s.view()}, act.view()), "even number of rows");
+  Fp8Tensor act4 = Fp8Tensor::per_tensor(DType::E4M3, 1, 4, true, false, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv_geglu(x, w, act4.view()), "act must be [1, F = 3]");
+  Fp8Tensor both = Fp8Tensor::per_tensor(DType::E4M3, 1, 3, true, true, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv_geglu(x, w, both.view()), "row-wise copy only");
+  Fp8Tensor e5 = Fp8Tensor::per_tensor(DType::E5M2, 1, 3, true, false, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv_geglu(x, w, e5.view()), "act must be F8_E4M3");
+  const Tensor x2 = random_matrix(DType::E4M3, 2, 32, 5);
+  TG_EXPECT_THROW_MSG(gemv_geglu({x2.view(), s.view()}, w, act.view()), "one row of x");
+}
+
 // ---- Bad input -----------------------------------------------------------------------------------------------------
 
 TEST(GemvCpu, BadInputIsAClearError) {

@@ -21,6 +21,7 @@
 
 #include "common/cuda_check.h"
 #include "common/numeric.h"
+#include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
@@ -246,6 +247,60 @@ TEST(GemvGpu, MmaRuleSelectsTheShapes) {
   EXPECT_FALSE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 16));
   const MmaScope always(cuda::tuning::GemvMma::kAlways);
   EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1));
+}
+
+// gemv_geglu == gemv (BF16 fc1) then geglu_forward_fp8, bit for bit on the GPU: the E4M3 codes, scale_inv and the
+// amax (both max-reduced into the same non-zero starting value); the gemma-2b / 7b fc1 shapes, F smaller than one
+// block's 4 warps and not a multiple of it (the idle warps of the last block join its amax barrier), a scale that
+// saturates codes (2000: |V| > 0.224 saturates) and one that does not; then the same with the CPU twins.
+TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
+  TG_REQUIRE_CUDA();
+  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);  // gemv at M = 1 takes the loop either way
+  auto set = [](const TensorView& t, float v) {
+    if (t.device == Device::CPU) {
+      t.ptr<float>()[0] = v;
+    } else {
+      TG_CHECK_CUDA(cudaMemcpy(t.data, &v, sizeof v, cudaMemcpyHostToDevice));
+    }
+  };
+  auto host_bytes = [](const TensorView& t) { return Tensor::copy_of(t, Device::CPU); };
+  uint64_t seed = 3100;
+  for (const auto& [f, k] : std::vector<std::pair<int64_t, int64_t>>{
+           {16384, 2048}, {24576, 3072}, {8453, 528}, {37, 48}, {5, 16}, {3, 2064}}) {
+    for (Device dev : {Device::CUDA, Device::CPU}) {
+      for (float scale : {0.75f, 2000.0f}) {
+        SCOPED_TRACE(std::to_string(f) + "x" + std::to_string(k) + (dev == Device::CUDA ? " cuda" : " cpu") +
+                     " scale " + std::to_string(scale));
+        const Tensor x = random_matrix(DType::E4M3, 1, k, seed += 3).to(dev);
+        const Tensor w = random_matrix(DType::E4M3, 2 * f, k, seed + 1).to(dev);
+        const Tensor sx = scalar_f32(0.37f, dev), sw = scalar_f32(0.021f, dev);
+        const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
+        Fp8Tensor want = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        for (Fp8Tensor* t : {&want, &got}) {
+          set(t->view().scale, scale);
+          set(t->view().amax, 1e-3f);
+          set(t->view().scale_inv, 123.0f);
+        }
+        Tensor fc1 = Tensor::empty(DType::BF16, {1, 2 * f}, dev);
+        gemv(xo, wo, fc1.view());
+        geglu_forward_fp8(fc1.view(), want.view());
+        gemv_geglu(xo, wo, got.view());
+        if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
+        for (auto member : {&Fp8View::data, &Fp8View::scale_inv, &Fp8View::amax}) {
+          const Tensor a = host_bytes(got.view().*member), b = host_bytes(want.view().*member);
+          EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0)
+              << (member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv") << " differ";
+        }
+        if (scale == 2000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
+          const Tensor q = host_bytes(got.view().data);
+          const uint8_t* c = static_cast<const uint8_t*>(q.data());
+          EXPECT_TRUE(f < 64 || std::any_of(c, c + f, [](uint8_t b) { return (b & 0x7F) == 0x7E; }))
+              << "no code saturated at scale 2000";
+        }
+      }
+    }
+  }
 }
 
 TEST(GemvGpu, OddKIsRejected) {
