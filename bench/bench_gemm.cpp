@@ -29,6 +29,7 @@
 #include "bench/common/bench_util.h"
 #include "common/cuda_check.h"
 #include "common/numeric.h"
+#include "kernels/activation/activation.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/quantize/block_layout.h"
@@ -318,6 +319,43 @@ void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype,
   time_gemm(state, s, bytes_moved(s, xq ? 1 : 2, wq ? 1 : 2, 2), wq ? Ceiling::kFp8Gemm : Ceiling::kBf16Gemm,
             [=] { kernels::gemv(x, w, out); });
 }
+
+// gemv_geglu/<fused|unfused>/e4m3xe4m3->e4m3/1x<2F>x<K>: the batch-1 fc1 + GeGLU -> E4M3 as kernels::gemv_geglu,
+// against gemv (BF16 fc1 [1, 2F]) then geglu_forward_fp8, the pair back to back in one timed region (no PDL here:
+// ci/decode_ab.sh geglu_epi measures them inside the decode step). bytes = W + x + act, the fused kernel's traffic
+// (the pair also writes and reads the BF16 fc1: 8F bytes more, < 0.1% of W).
+void bm_gemv_geglu(benchmark::State& state, GemmShape s, bool fused) {
+  const kernels::GemvOperand x = kernels::GemvOperand::fp8(per_tensor_operand(1, s.k, 3));
+  const kernels::GemvOperand w = kernels::GemvOperand::fp8(per_tensor_operand(s.n, s.k, 4));
+  Fp8View act;
+  act.mode = ScalingMode::kPerTensor;
+  act.data = device_matrix(DType::E4M3, 1, s.n / 2, 98);
+  act.scale = device_f32(Shape{1}, 1.0f, 97);
+  act.scale_inv = device_f32(Shape{1}, 1.0f, 96);
+  act.amax = device_f32(Shape{1}, 0.0f, 95);
+  const TensorView fc1 = device_out(DType::BF16, 1, s.n);
+  const double bytes = static_cast<double>(s.n * s.k + s.k + s.n / 2);
+  if (fused) {
+    time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemv_geglu(x, w, act); });
+  } else {
+    time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] {
+      kernels::gemv(x, w, fc1);
+      kernels::geglu_forward_fp8(fc1, act);
+    });
+  }
+}
+
+const bool gemv_geglu_registered = [] {
+  for (const GemvShape& g : gemv_shapes()) {
+    if (std::string(g.what).find("fc1") == std::string::npos) continue;
+    const GemmShape s{1, g.n, g.k};
+    for (bool fused : {true, false}) {
+      add(std::string("gemv_geglu/") + (fused ? "fused" : "unfused") + "/e4m3xe4m3->e4m3/" + s.str(),
+          [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv_geglu(st, s, fused); });
+    }
+  }
+  return true;
+}();
 
 const bool gemv_registered = [] {
   for (const GemvShape& g : gemv_shapes()) {
