@@ -92,11 +92,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   const int k_begin = min(p.chunks, split * slice);
   const int k_end = kSplit == 1 ? p.chunks : min(p.chunks, k_begin + slice);
 
-  // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free.
+  // Columns past N re-read the last row (harmless, never stored) so the loop stays branch-free. (Before session 15
+  // a partial last group, col0 < N <= col0 + c, read row N: one row past W's end.)
   const uint4* wrow[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
-    const int64_t col = kGeglu ? (col0 < n_out ? col0 : n_out - 1) + c * n_out : (col0 < p.n ? col0 + c : p.n - 1);
+    const int64_t col = kGeglu ? min(col0, n_out - 1) + c * n_out : min(col0 + c, static_cast<int64_t>(p.n) - 1);
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
   // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
