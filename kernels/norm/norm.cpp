@@ -25,16 +25,22 @@ void check_vector(const TensorView& t, int64_t n, Device device, const char* wha
   check_contiguous(t, what);
   check_device(t, device, what);
 }
-}  // namespace
-
-DType check_forward_args(const TensorView& x, const TensorView& w, float eps, const TensorView& rstd,
-                         const TensorView& residual, Device device, const char* what) {
+// x, the rows both directions normalise: a 2-D [T, D] BF16 / F32 view with D >= 1. Returns its dtype.
+DType check_x(const TensorView& x, Device device, const char* what) {
   TG_CHECK(!x.empty() && x.ndim() == 2, what, ": x must be a 2-D [T, D] view, got ", x.describe());
   const DType a = x.dtype;
   TG_CHECK(a == DType::BF16 || a == DType::F32, what, ": x dtype must be BF16 or F32, got ", a);
   const int64_t t = x.shape[0], d = x.shape[1];
   TG_CHECK(d >= 1, what, ": the hidden size D must be >= 1, got ", d);
   check_rows(x, t, d, a, device, what);
+  return a;
+}
+}  // namespace
+
+DType check_forward_args(const TensorView& x, const TensorView& w, float eps, const TensorView& rstd,
+                         const TensorView& residual, Device device, const char* what) {
+  const DType a = check_x(x, device, what);
+  const int64_t t = x.shape[0], d = x.shape[1];
   check_vector(w, d, device, what, true);
   check_vector(rstd, t, device, what, false);
   TG_CHECK(std::isfinite(eps) && eps > 0.0f, what, ": eps must be finite and > 0, got ", eps);
@@ -45,12 +51,8 @@ DType check_forward_args(const TensorView& x, const TensorView& w, float eps, co
 void check_backward_args(const TensorView& dy, const TensorView& x, const TensorView& w, const TensorView& rstd,
                          const TensorView& dx, const TensorView& dw, const TensorView& workspace,
                          const TensorView& dresidual, Device device, const char* what) {
-  TG_CHECK(!x.empty() && x.ndim() == 2, what, ": x must be a 2-D [T, D] view, got ", x.describe());
-  const DType a = x.dtype;
-  TG_CHECK(a == DType::BF16 || a == DType::F32, what, ": x dtype must be BF16 or F32, got ", a);
+  const DType a = check_x(x, device, what);
   const int64_t t = x.shape[0], d = x.shape[1];
-  TG_CHECK(d >= 1, what, ": the hidden size D must be >= 1, got ", d);
-  check_rows(x, t, d, a, device, what);
   check_rows(dy, t, d, a, device, what);
   check_rows(dx, t, d, a, device, what);
   if (!dresidual.empty()) check_rows(dresidual, t, d, a, device, what);

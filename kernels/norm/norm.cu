@@ -17,6 +17,7 @@
 // rounds it to A once at the end (RN is monotonic, so max |round(y)| = round(max |y|)).
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
@@ -728,6 +729,14 @@ int cached_chunks(DType a, int64_t cols, bool backward) {
   return 0;
 }
 
+// Calls f(std::integral_constant<int, N>{}) for the N among Ns equal to n (the chunks per lane from
+// cached_chunks) and returns true, or returns false, calling nothing, where none is: the launchers then take their
+// N = 0 (re-reading) kernel. Each launcher lists the N it instantiates kernels for.
+template <int... Ns, typename F>
+bool dispatch_chunks(int n, F&& f) {
+  return ((n == Ns && (f(std::integral_constant<int, Ns>{}), true)) || ...);
+}
+
 // Shared memory per block: FP32 g = 1 + w (4 * D bytes), plus the forward's 32-row FP8 tile for the
 // transposed copy (32 * D bytes) or the backward's row buffers (up to 32 * D bytes) - it must fit.
 void check_smem(size_t smem, int64_t cols, const char* what) {
@@ -807,25 +816,7 @@ void launch_forward(int n, FwdArgs a, size_t smem, cudaStream_t s) {
       }
       go(rmsnorm_forward_kernel<T, Out, kN, kRes, false>, smem);
     };
-    switch (n) {
-      case 2:
-        pick(std::integral_constant<int, 2>{});
-        return;
-      case 4:
-        pick(std::integral_constant<int, 4>{});
-        return;
-      case 8:
-        pick(std::integral_constant<int, 8>{});
-        return;
-      case 12:
-        pick(std::integral_constant<int, 12>{});
-        return;
-      case 16:
-        pick(std::integral_constant<int, 16>{});
-        return;
-      default:
-        break;
-    }
+    if (dispatch_chunks<2, 4, 8, 12, 16>(n, pick)) return;
   }
   go(rmsnorm_forward_kernel<T, Out, 0, kRes, false>, smem);
 }
@@ -852,22 +843,7 @@ void launch_backward(int n, const BwdArgs& a, dim3 grid, cudaStream_t s) {
       else
         go(rmsnorm_backward_kernel<T, kN, kDres, false>, sync_smem);
     };
-    switch (n) {
-      case 2:
-        pick(std::integral_constant<int, 2>{});
-        return;
-      case 4:
-        pick(std::integral_constant<int, 4>{});
-        return;
-      case 8:
-        pick(std::integral_constant<int, 8>{});
-        return;
-      case 12:
-        pick(std::integral_constant<int, 12>{});
-        return;
-      default:
-        break;
-    }
+    if (dispatch_chunks<2, 4, 8, 12>(n, pick)) return;  // no 16: cached_chunks stops at 12 backward
   }
   go(rmsnorm_backward_kernel<T, 0, kDres, false>, gain);
 }
