@@ -32,6 +32,23 @@ Scratch& scratch_state() {
 
 }  // namespace
 
+void check_aligned_operands(const FlashArgs& a, bool backward, const char* what) {
+  auto aligned = [&](const void* ptr, const attn::Strides& st, const char* name) {
+    TG_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && st.token % 8 == 0 && st.batch % 8 == 0, what, ": ", name,
+             " must be 16-byte aligned with token / batch strides that are multiples of 8 elements");
+  };
+  aligned(a.q, a.sq, "q");
+  aligned(a.k, a.sk, "k");
+  aligned(a.v, a.sv, "v");
+  aligned(a.o, a.so, "out");
+  if (backward) {
+    aligned(a.dout, a.sdo, "dout");
+    aligned(a.dq, a.sdq, "dq");
+    aligned(a.dk, a.sdk, "dk");
+    aligned(a.dv, a.sdv, "dv");
+  }
+}
+
 void* scratch(const Workspace& ws, std::size_t bytes, const char* what, Stream stream) {
   if (!ws.empty()) {
     TG_CHECK(ws.bytes >= bytes, what, ": the caller's workspace has ", ws.bytes, " bytes, this call needs ", bytes);

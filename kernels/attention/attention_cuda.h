@@ -47,6 +47,10 @@ struct FlashArgs {
   bool causal = true;
 };
 
+// Both backends' operand rule: every BF16 operand of the call (q, k, v, out; with `backward` also dout, dq, dk, dv)
+// 16-byte aligned with token / batch strides that are multiples of 8 elements, else a TG_CHECK failure naming it.
+void check_aligned_operands(const FlashArgs& a, bool backward, const char* what);
+
 void flash_fwd(const FlashArgs& a, Stream stream);
 std::size_t flash_bwd_workspace_bytes(const attn::Dims& d);
 void flash_bwd(const FlashArgs& a, void* workspace, Stream stream);

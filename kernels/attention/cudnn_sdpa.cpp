@@ -441,16 +441,22 @@ void build_backward(GraphBuilder& gb, const Key& k, const Plan& p) {
   auto prob = gb.virt(CUDNN_DATA_FLOAT, sdims, sstr);
   gb.pointwise(CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, masked, nullptr, nullptr, prob);
 
+  // out = m^T rhs for dV and dK: m [B, H, S, S] through its transposed BF16 view, the product over the query
+  // tokens; with GQA computed per query head and summed over each KV head's group.
+  auto matmul_t_into_kv = [&](cudnnBackendDescriptor_t m, cudnnBackendDescriptor_t rhs, cudnnBackendDescriptor_t out) {
+    auto m_t = gb.virt(CUDNN_DATA_BFLOAT16, tdims, tstr);
+    gb.reshape(m, m_t);
+    if (!gqa) {
+      gb.matmul(m_t, rhs, out, t.seq_kv, nullptr, t.seq_q);
+    } else {
+      auto full = gb.virt(CUDNN_DATA_BFLOAT16, {B, H, S, D}, {H * S * D, S * D, D, 1});
+      gb.matmul(m_t, rhs, full, t.seq_kv, nullptr, t.seq_q);
+      gb.reduction(CUDNN_REDUCE_TENSOR_ADD, full, out);
+    }
+  };
+
   // dV = P^T dO (summed over the group for GQA)
-  auto prob_t = gb.virt(CUDNN_DATA_BFLOAT16, tdims, tstr);
-  gb.reshape(prob, prob_t);
-  if (!gqa) {
-    gb.matmul(prob_t, dout, dv, t.seq_kv, nullptr, t.seq_q);
-  } else {
-    auto dv_full = gb.virt(CUDNN_DATA_BFLOAT16, {B, H, S, D}, {H * S * D, S * D, D, 1});
-    gb.matmul(prob_t, dout, dv_full, t.seq_kv, nullptr, t.seq_q);
-    gb.reduction(CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
-  }
+  matmul_t_into_kv(prob, dout, dv);
 
   // dS = (dO V^T - softmax_sum) * P * scale
   auto dp = gb.virt(CUDNN_DATA_FLOAT, sdims, sstr);
@@ -463,15 +469,7 @@ void build_backward(GraphBuilder& gb, const Key& k, const Plan& p) {
   gb.pointwise(CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, ds_raw, scale, nullptr, ds);
 
   // dK = dS^T Q (summed over the group for GQA)
-  auto ds_t = gb.virt(CUDNN_DATA_BFLOAT16, tdims, tstr);
-  gb.reshape(ds, ds_t);
-  if (!gqa) {
-    gb.matmul(ds_t, q, dk, t.seq_kv, nullptr, t.seq_q);
-  } else {
-    auto dk_full = gb.virt(CUDNN_DATA_BFLOAT16, {B, H, S, D}, {H * S * D, S * D, D, 1});
-    gb.matmul(ds_t, q, dk_full, t.seq_kv, nullptr, t.seq_q);
-    gb.reduction(CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
-  }
+  matmul_t_into_kv(ds, q, dk);
 
   // dQ = dS K
   auto k_plain = gb.virt(CUDNN_DATA_FLOAT, {B, k.Hkv, S, D}, bhsd_strides(k, kSlotK),
@@ -630,20 +628,7 @@ Plan& plan_for(State& s, const Key& key) {
 void check_cudnn_args(const FlashArgs& a, bool backward, const char* what) {
   TG_CHECK(a.d.Dh % 8 == 0 && a.d.Dh <= 256, what,
            ": cuDNN SDPA needs a head dim that is a multiple of 8 and <= 256, got ", a.d.Dh);
-  auto aligned = [&](const void* ptr, const attn::Strides& st, const char* name) {
-    TG_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && st.token % 8 == 0 && st.batch % 8 == 0, what, ": ", name,
-             " must be 16-byte aligned with token / batch strides that are multiples of 8 elements");
-  };
-  aligned(a.q, a.sq, "q");
-  aligned(a.k, a.sk, "k");
-  aligned(a.v, a.sv, "v");
-  aligned(a.o, a.so, "out");
-  if (backward) {
-    aligned(a.dout, a.sdo, "dout");
-    aligned(a.dq, a.sdq, "dq");
-    aligned(a.dk, a.sdk, "dk");
-    aligned(a.dv, a.sdv, "dv");
-  }
+  check_aligned_operands(a, backward, what);
 }
 
 // compute-sanitizer's initcheck does not record cuDNN's Hopper output stores (TMA) as writes, as with cuBLASLt

@@ -650,21 +650,29 @@ __global__ void kv_append_kernel(const bf16_t* __restrict__ k_new, const bf16_t*
 }
 
 // ---- host side -------------------------------------------------------------------------------------------------
-int tile_for(int64_t dh) {
+// Returns f(std::integral_constant<int, DH>{}) for DH = dh, one of the head dims the kernels are built for (16, 32,
+// 64, 128, 256); any other dh is a TG_FAIL that `what` begins.
+template <typename F>
+decltype(auto) by_head_dim(int64_t dh, const char* what, F&& f) {
   switch (dh) {
     case 16:
-      return Geometry<16>::kTile;
+      return f(std::integral_constant<int, 16>{});
     case 32:
-      return Geometry<32>::kTile;
+      return f(std::integral_constant<int, 32>{});
     case 64:
-      return Geometry<64>::kTile;
+      return f(std::integral_constant<int, 64>{});
     case 128:
-      return Geometry<128>::kTile;
+      return f(std::integral_constant<int, 128>{});
     case 256:
-      return Geometry<256>::kTile;
+      return f(std::integral_constant<int, 256>{});
     default:
-      TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
+      TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", dh);
   }
+}
+
+int tile_for(int64_t dh) {
+  return by_head_dim(dh, "decode_attention(cuda)",
+                     [](auto dh_tag) { return Geometry<decltype(dh_tag)::value>::kTile; });
 }
 
 // Query heads per block: the option (checked), or the largest of 8 / 4 / 2 / 1 dividing the group g whose blocks
@@ -711,20 +719,8 @@ const void* split_kernel_g(int G, bool fp8) {
   }
 }
 const void* split_kernel(int64_t dh, int G, bool fp8) {
-  switch (dh) {
-    case 16:
-      return split_kernel_g<16>(G, fp8);
-    case 32:
-      return split_kernel_g<32>(G, fp8);
-    case 64:
-      return split_kernel_g<64>(G, fp8);
-    case 128:
-      return split_kernel_g<128>(G, fp8);
-    case 256:
-      return split_kernel_g<256>(G, fp8);
-    default:
-      TG_FAIL("decode_attention(cuda): head dim must be 16, 32, 64, 128 or 256, got ", dh);
-  }
+  return by_head_dim(dh, "decode_attention(cuda)",
+                     [&](auto dh_tag) { return split_kernel_g<decltype(dh_tag)::value>(G, fp8); });
 }
 
 int split_smem(int64_t dh, bool fp8) { return 4 * tile_for(dh) * static_cast<int>(dh) * (fp8 ? 1 : 2); }
@@ -918,25 +914,8 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   }
   const cudaStream_t s = cuda_stream(stream);
   const dim3 grid(plan.splits, static_cast<unsigned>(d.Hkv * (g / G)), static_cast<unsigned>(d.B));
-  switch (d.Dh) {
-    case 16:
-      launch_split_g<16>(prm, G, d.fp8, grid, plan.cluster, s);
-      break;
-    case 32:
-      launch_split_g<32>(prm, G, d.fp8, grid, plan.cluster, s);
-      break;
-    case 64:
-      launch_split_g<64>(prm, G, d.fp8, grid, plan.cluster, s);
-      break;
-    case 128:
-      launch_split_g<128>(prm, G, d.fp8, grid, plan.cluster, s);
-      break;
-    case 256:
-      launch_split_g<256>(prm, G, d.fp8, grid, plan.cluster, s);
-      break;
-    default:
-      TG_FAIL(what, ": head dim must be 16, 32, 64, 128 or 256, got ", d.Dh);
-  }
+  by_head_dim(d.Dh, what,
+              [&](auto dh_tag) { launch_split_g<decltype(dh_tag)::value>(prm, G, d.fp8, grid, plan.cluster, s); });
   TG_CHECK_LAUNCH("decode_split_kernel");
   if (plan.splits > 1 && !plan.cluster) {
     launch(decode_combine_kernel, static_cast<unsigned>(d.B * d.H), kCombineThreads, 0, s,

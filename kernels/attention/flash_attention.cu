@@ -455,20 +455,7 @@ void check_flash_args(const attn_detail::FlashArgs& a, bool backward, const char
   TG_CHECK(dh == 16 || dh == 32 || dh == 64 || dh == 128 || dh == 256, what,
            ": the flash kernels take head dims 16, 32, 64, 128, 256; got ", dh);
   TG_CHECK(a.d.S <= (1 << 30) && a.d.B <= 65535 && a.d.H <= 65535, what, ": shape too large for the grid");
-  auto aligned = [&](const void* ptr, const attn::Strides& st, const char* name) {
-    TG_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && st.token % 8 == 0 && st.batch % 8 == 0, what, ": ", name,
-             " must be 16-byte aligned with token / batch strides that are multiples of 8 elements");
-  };
-  aligned(a.q, a.sq, "q");
-  aligned(a.k, a.sk, "k");
-  aligned(a.v, a.sv, "v");
-  aligned(a.o, a.so, "out");
-  if (backward) {
-    aligned(a.dout, a.sdo, "dout");
-    aligned(a.dq, a.sdq, "dq");
-    aligned(a.dk, a.sdk, "dk");
-    aligned(a.dv, a.sdv, "dv");
-  }
+  attn_detail::check_aligned_operands(a, backward, what);
 }
 
 template <typename Kernel>
