@@ -1,4 +1,5 @@
-// Helpers for the gpu-labelled tests: skip cleanly without a device, and random test data.
+// Helpers for the gpu-labelled tests: skip cleanly without a device, random test data, and (CUDA builds) a captured
+// CUDA graph.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -10,6 +11,12 @@
 
 #include "common/numeric.h"
 #include "common/tensor.h"
+
+#if TEGEMMA_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "common/cuda_check.h"
+#endif
 
 #define TG_REQUIRE_CUDA()                                                        \
   do {                                                                           \
@@ -43,5 +50,56 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
   const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
   return std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
 }
+
+#if TEGEMMA_HAVE_CUDA
+// A CUDA graph captured once from `body()` on `stream` in capture mode `mode` and instantiated (flags 0); launch()
+// replays it. The graph and its executable are destroyed with the object, also when a check throws on the way (a
+// failed destroy is a test failure); a body that throws ends the capture first, leaving the stream usable.
+class CapturedGraph {
+ public:
+  template <typename F>
+  CapturedGraph(cudaStream_t stream, cudaStreamCaptureMode mode, F&& body) {
+    TG_CHECK_CUDA(cudaStreamBeginCapture(stream, mode));
+    try {
+      body();
+    } catch (...) {
+      cudaGraph_t partial = nullptr;
+      cudaStreamEndCapture(stream, &partial);
+      if (partial != nullptr) cudaGraphDestroy(partial);
+      cudaGetLastError();
+      throw;
+    }
+    TG_CHECK_CUDA(cudaStreamEndCapture(stream, &graph_));
+    try {
+      TG_CHECK_CUDA(cudaGraphInstantiate(&exec_, graph_, 0));
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  ~CapturedGraph() { destroy(); }
+
+  void launch(cudaStream_t stream) const { TG_CHECK_CUDA(cudaGraphLaunch(exec_, stream)); }
+
+ private:
+  void destroy() noexcept {
+    if (exec_ != nullptr) {
+      const cudaError_t e = cudaGraphExecDestroy(exec_);
+      EXPECT_EQ(e, cudaSuccess) << "cudaGraphExecDestroy: " << cudaGetErrorString(e);
+    }
+    if (graph_ != nullptr) {
+      const cudaError_t e = cudaGraphDestroy(graph_);
+      EXPECT_EQ(e, cudaSuccess) << "cudaGraphDestroy: " << cudaGetErrorString(e);
+    }
+    exec_ = nullptr;
+    graph_ = nullptr;
+  }
+
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+#endif
 
 }  // namespace tg::testing

@@ -655,15 +655,10 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
       TG_CHECK_CUDA(cudaStreamSynchronize(raw));
       const Tensor eager = out.to(Device::CPU);
       expect_matches_twin(c, eager, label(c, opt) + " eager");
-      cudaGraph_t graph = nullptr;
-      TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
-      body();
-      TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
-      cudaGraphExec_t exec = nullptr;
-      TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      const testing::CapturedGraph graph(raw, cudaStreamCaptureModeGlobal, body);
       for (int replay = 0; replay < 3; ++replay) {
         TG_CHECK_CUDA(cudaMemsetAsync(out.data(), 0, out.nbytes(), raw));
-        TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
+        graph.launch(raw);
         TG_CHECK_CUDA(cudaStreamSynchronize(raw));
         EXPECT_TRUE(same_bits(out, eager)) << "graph replay " << replay << " != eager: " << label(c, opt);
       }
@@ -673,14 +668,12 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
       TG_CHECK_CUDA(cudaMemcpyAsync(lens_d.data(), host_lens2.data(), host_lens2.nbytes(), cudaMemcpyHostToDevice, raw));
       TG_CHECK_CUDA(cudaMemcpyAsync(c.gpu.k.data(), c2.gpu.k.data(), c2.gpu.k.nbytes(), cudaMemcpyDeviceToDevice, raw));
       TG_CHECK_CUDA(cudaMemcpyAsync(c.gpu.v.data(), c2.gpu.v.data(), c2.gpu.v.nbytes(), cudaMemcpyDeviceToDevice, raw));
-      TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
+      graph.launch(raw);
       TG_CHECK_CUDA(cudaStreamSynchronize(raw));
       expect_matches_twin(c2, out, label(c2, opt) + " replay with new lengths");
       // restore the first case's cache for the next variant
       TG_CHECK_CUDA(cudaMemcpy(c.gpu.k.data(), c.cpu.k.data(), c.cpu.k.nbytes(), cudaMemcpyHostToDevice));
       TG_CHECK_CUDA(cudaMemcpy(c.gpu.v.data(), c.cpu.v.data(), c.cpu.v.nbytes(), cudaMemcpyHostToDevice));
-      TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-      TG_CHECK_CUDA(cudaGraphDestroy(graph));
     }
   }
   TG_CHECK_CUDA(cudaStreamDestroy(raw));

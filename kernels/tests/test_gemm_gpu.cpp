@@ -412,22 +412,17 @@ TEST(GemmGpu, CapturedInACudaGraphWithoutAllocation) {
   TG_CHECK_CUDA(cudaMemsetAsync(y8.data(), 0, y8.nbytes(), raw));
   TG_CHECK_CUDA(cudaMemsetAsync(y16.data(), 0, y16.nbytes(), raw));
   const cuda::GemmCacheStats before = cuda::gemm_cache_stats();
-  cudaGraph_t graph = nullptr;
-  // Global capture mode: any cudaMalloc inside the GEMM calls would fail the capture.
-  TG_CHECK_CUDA(cudaStreamBeginCapture(raw, cudaStreamCaptureModeGlobal));
-  body();
-  TG_CHECK_CUDA(cudaStreamEndCapture(raw, &graph));
-  cudaGraphExec_t exec = nullptr;
-  TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  TG_CHECK_CUDA(cudaGraphLaunch(exec, raw));
-  TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-  const cuda::GemmCacheStats after = cuda::gemm_cache_stats();
-  EXPECT_EQ(after.misses, before.misses) << "the captured calls went back to the heuristic";
-  const Tensor g8 = y8.to(Device::CPU), g16 = y16.to(Device::CPU);
-  EXPECT_EQ(std::memcmp(g8.data(), eager8.data(), g8.nbytes()), 0) << "graph replay differs from eager (FP8)";
-  EXPECT_EQ(std::memcmp(g16.data(), eager16.data(), g16.nbytes()), 0) << "graph replay differs from eager (BF16)";
-  TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-  TG_CHECK_CUDA(cudaGraphDestroy(graph));
+  {
+    // Global capture mode: any cudaMalloc inside the GEMM calls would fail the capture.
+    const testing::CapturedGraph graph(raw, cudaStreamCaptureModeGlobal, body);
+    graph.launch(raw);
+    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+    const cuda::GemmCacheStats after = cuda::gemm_cache_stats();
+    EXPECT_EQ(after.misses, before.misses) << "the captured calls went back to the heuristic";
+    const Tensor g8 = y8.to(Device::CPU), g16 = y16.to(Device::CPU);
+    EXPECT_EQ(std::memcmp(g8.data(), eager8.data(), g8.nbytes()), 0) << "graph replay differs from eager (FP8)";
+    EXPECT_EQ(std::memcmp(g16.data(), eager16.data(), g16.nbytes()), 0) << "graph replay differs from eager (BF16)";
+  }  // the graph is destroyed before the stream, as before
   TG_CHECK_CUDA(cudaStreamDestroy(raw));
 }
 

@@ -350,24 +350,22 @@ TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
   // A stream never used before, first used inside a global-mode capture.
   cudaStream_t fresh = nullptr;
   TG_CHECK_CUDA(cudaStreamCreate(&fresh));
-  cudaGraph_t graph = nullptr;
-  TG_CHECK_CUDA(cudaStreamBeginCapture(fresh, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < 8; ++i) {
-    const TensorView out(got.ptr<float>() + i, DType::F32, Shape{1}, Device::CUDA);
-    kernels::compute_amax(xs[static_cast<std::size_t>(i)], out, Stream{fresh});
-  }
-  TG_CHECK_CUDA(cudaStreamEndCapture(fresh, &graph));
-  cudaGraphExec_t exec = nullptr;
-  TG_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  for (int replay = 0; replay < 2; ++replay) {
-    testing::poison(got, 0x7F);
-    TG_CHECK_CUDA(cudaGraphLaunch(exec, fresh));
-    TG_CHECK_CUDA(cudaStreamSynchronize(fresh));
-    const Tensor h = Tensor::copy_of(got, Device::CPU);
-    for (int i = 0; i < 8; ++i) EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "replay " << replay << " #" << i;
-  }
-  TG_CHECK_CUDA(cudaGraphExecDestroy(exec));
-  TG_CHECK_CUDA(cudaGraphDestroy(graph));
+  {
+    const testing::CapturedGraph graph(fresh, cudaStreamCaptureModeGlobal, [&] {
+      for (int i = 0; i < 8; ++i) {
+        const TensorView out(got.ptr<float>() + i, DType::F32, Shape{1}, Device::CUDA);
+        kernels::compute_amax(xs[static_cast<std::size_t>(i)], out, Stream{fresh});
+      }
+    });
+    for (int replay = 0; replay < 2; ++replay) {
+      testing::poison(got, 0x7F);
+      graph.launch(fresh);
+      TG_CHECK_CUDA(cudaStreamSynchronize(fresh));
+      const Tensor h = Tensor::copy_of(got, Device::CPU);
+      for (int i = 0; i < 8; ++i)
+        EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "replay " << replay << " #" << i;
+    }
+  }  // the graph is destroyed before the streams, as before
   for (cudaStream_t r : {raw[0], raw[1], fresh}) TG_CHECK_CUDA(cudaStreamDestroy(r));
 }
 
