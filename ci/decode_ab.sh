@@ -17,6 +17,9 @@
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
 #   geglu_epi     TEGEMMA_DECODE_GEGLU_EPILOGUE=1: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 as one kernel
 #                 (kernels::gemv_geglu, the same bits; one kernel boundary less per layer)
+#   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
+#                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
+#   both_epi      both of the above
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -37,6 +40,8 @@ for cfg in $configs; do
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
+    qkv_rope) envs=(TEGEMMA_DECODE_QKV_ROPE=1) ;;
+    both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -192,6 +192,12 @@ bool decode_geglu_epilogue_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEGLU_EPILOGUE", false);
   return on;
 }
+// Opt-in (=1), unmeasured: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
+// (kernels::gemv_qkv_rope, the same bytes), one kernel boundary less per layer. Decide on ci/decode_ab.sh qkv_rope.
+bool decode_qkv_rope_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", false);
+  return on;
+}
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
@@ -205,16 +211,16 @@ bool rowwise_e4m3(const Fp8View& f) {
 
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
 // attention supplied by the caller.
-template <typename Attend>
-void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
-                    Stream stream) const {
+template <typename Attend, typename ProjectQkv>
+void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
+                    bool clear_pad_rows, bool gemv, Stream stream) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
-  linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
+  if (!project_qkv(l, a.ln, lw.qkv, gemv)) linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
@@ -328,8 +334,9 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
     kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
     return false;  // the layer quantizes out for the O projection
   };
+  const auto no_fused_qkv = [](int64_t, const GemmInput&, const LinearWeight&, bool) { return false; };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, t, attend, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
+    layer(l, a, t, attend, no_fused_qkv, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
   }
 
   // The gather of each sequence's last row is the embedding kernel with the hidden states as the table (exact).
@@ -427,10 +434,25 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   const Precision& prec = model_->precision();
   const bool attn_fp8 =
       decode_attn_fp8_enabled() && prec.delayed() != nullptr && a.attn.path == InputPath::kDelayedCast;
+  // Opt-in (TEGEMMA_DECODE_QKV_ROPE=1): a one-sequence step's QKV GEMV also applies RoPE, writes q and the cache row
+  // (kernels::gemv_qkv_rope, the same bytes as the GEMV + kv_cache_write_rope); attend then skips that write.
+  bool kv_written = false;
+  const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv) {
+    kv_written = false;
+    if (!gemv || nseq != 1 || a.rows != 1 || !decode_qkv_rope_enabled()) return false;
+    const std::optional<GemvPair> ops = gemv_operands(x, w);
+    if (!ops || ops->x.data.dtype != DType::E4M3) return false;
+    kernels::gemv_qkv_rope(ops->x, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
+                           rope_table_, stream);
+    kv_written = true;
+    return true;
+  };
   const auto attend = [&](int64_t l, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out) {
     const kernels::KvCache kv = cache.layer(l, nseq);
-    kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_, kv, q, sb.q, stream, rope_table_);
+    if (!kv_written) {
+      kernels::kv_cache_write_rope(k, v, sb.slots, sb.state.positions, inv_freq_, kv, q, sb.q, stream, rope_table_);
+    }
     const GemmSite& o_site = sites_[static_cast<std::size_t>(l)].o;
     if (attn_fp8 && o_site.fp8) {
       Fp8View f = prec.bound(a.attn, o_site).fp8;  // the state's scale; amax only while training
@@ -449,7 +471,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).
   const int64_t gemv_rows = decode_gemv_max_rows();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, nseq, attend, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
+    layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);

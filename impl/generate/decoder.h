@@ -110,9 +110,11 @@ class Decoder {
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
   // run on cuBLASLt.
-  template <typename Attend>
-  void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, bool clear_pad_rows, bool gemv,
-             Stream stream) const;
+  // project_qkv(l, x, w, gemv) may run the QKV projection itself and return true (the decode step's fused QKV +
+  // RoPE + KV-cache write, kernels::gemv_qkv_rope; acts.qkv is then not written), else the layer runs it.
+  template <typename Attend, typename ProjectQkv>
+  void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
+             bool clear_pad_rows, bool gemv, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu when opted in (TEGEMMA_DECODE_GEGLU_EPILOGUE=1) and the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed

@@ -5,6 +5,7 @@
 
 #include "common/nvtx.h"
 #include "kernels/elementwise/fp8_out.h"
+#include "kernels/kv_cache/kv_cache.h"
 
 namespace tg::kernels {
 
@@ -125,6 +126,53 @@ GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8V
   return d;
 }
 
+GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots,
+                                    const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                                    const TensorView& q_out, const TensorView& table) {
+  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3, "gemv_qkv_rope: x and W must be F8_E4M3 ",
+           "(per-tensor), got ", x.data.dtype, " and ", w.data.dtype);
+  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, "gemv_qkv_rope: one row of x [1, K], got ",
+           x.data.describe());
+  TG_CHECK(q_out.ndim() == 3 && q_out.shape[0] == 1, "gemv_qkv_rope: q_out must be [1, H, Dh], got ",
+           q_out.describe());
+  TG_CHECK(!cache.k.empty() && cache.k.ndim() == 4, "gemv_qkv_rope: the cache's k must be [B, max_seq, Hkv, Dh], got ",
+           cache.k.describe());
+  const int64_t h = q_out.shape[1], hkv = cache.k.shape[2], dh = cache.k.shape[3];
+  const int64_t n = (h + 2 * hkv) * dh;
+  TG_CHECK(w.data.ndim() == 2 && w.data.shape[0] == n, "gemv_qkv_rope: W must be the fused QKV weight [(H + 2 Hkv) Dh = ",
+           n, ", K], got ", w.data.describe());
+  // kv_cache_write_rope's rules, on stand-in views of the qkv row this op never writes (shapes, strides, dtype and
+  // device as the decoder's column slices of the GEMV output would have; q_out's address stands in for the data).
+  const Device dev = q_out.device;
+  auto part = [&](int64_t heads) {
+    TensorView v = q_out;
+    v.dtype = DType::BF16;
+    v.shape = {1, heads, dh};
+    v.strides = {n, dh, 1};
+    return v;
+  };
+  int64_t table_positions = 0;
+  const kv_cache_detail::WriteDims wd =
+      kv_cache_detail::check_write_rope(part(hkv), part(hkv), slots, positions, inv_freq, cache, part(h), q_out,
+                                        dev, "gemv_qkv_rope", table, &table_positions);
+  TG_CHECK(wd.T == 1, "gemv_qkv_rope: one token, got ", wd.T);
+  TensorView out_shape = q_out;  // gemv's rules for x and W; the stand-in out is never written
+  out_shape.dtype = DType::BF16;
+  out_shape.shape = {1, n};
+  out_shape.strides = {n, 1};
+  GemvQkvRopeDims d;
+  d.gemv = check_gemv(x, w, out_shape, TensorView{});
+  d.heads = h;
+  d.kv_heads = hkv;
+  d.head_dim = dh;
+  d.cache_b = wd.B;
+  d.max_seq = wd.max_seq;
+  d.table_positions = table_positions;
+  d.fp8 = wd.fp8;
+  d.per_head_scale = wd.per_head_scale;
+  return d;
+}
+
 }  // namespace detail
 
 
@@ -135,6 +183,18 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
 #else
   (void)stream;
   TG_FAIL("gemv_geglu: CUDA tensors in a build without CUDA");
+#endif
+}
+
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
+                   Stream stream) {
+  if (q_out.device == Device::CPU) return cpu::gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table);
+#if TEGEMMA_HAVE_CUDA
+  cuda::gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table, stream);
+#else
+  (void)stream;
+  TG_FAIL("gemv_qkv_rope: CUDA tensors in a build without CUDA");
 #endif
 }
 

@@ -17,6 +17,7 @@
 #include "kernels/gemm/gemv_device.cuh"
 #include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
+#include "kernels/rope/rope_math.cuh"
 
 namespace tg::kernels::cuda {
 
@@ -71,22 +72,26 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // added in slice order through shared memory and the group's first warp finishes the column. More warps and more
 // loads in flight per column for the narrow, long-K shapes (k_split() below says when).
 //
-// kGeglu (gemv_geglu: M = 1, 2 columns, no split): warp w owns output w of act from W rows w (gate) and F + w (up),
-// with the same per-row arithmetic, then the GeGLU + E4M3 epilogue (gemv_geglu in gemv.h).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, bool kGeglu = false>
+// kEpi (M = 1, 2 columns, no split; gemv.h): kEpiGeglu (gemv_geglu) -- warp w owns output w of act from W rows w
+// (gate) and F + w (up); kEpiQkvRope (gemv_qkv_rope) -- warp w owns the RoPE pair w of the fused QKV output: head
+// w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
+// then the epilogue.
+enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
   constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
-  static_assert(!kGeglu || (kRows == 1 && kCols == 2 && kSplit == 1), "the GeGLU epilogue: one row, gate / up pairs");
+  constexpr bool kPaired = kEpi != kEpiPlain;
+  static_assert(!kPaired || (kRows == 1 && kCols == 2 && kSplit == 1), "the epilogues: one row, column pairs");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
   const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
-  const int64_t col0 = kGeglu ? warp_id : warp_id * kCols;
-  const int64_t n_out = kGeglu ? p.n / 2 : p.n;  // output columns: act's F, or N
+  const int64_t col0 = kPaired ? warp_id : warp_id * kCols;
+  const int64_t n_out = kPaired ? p.n / 2 : p.n;  // output columns: act's F or the RoPE pairs, or N
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
   const int slice = kSplit == 1 ? p.chunks : ((p.chunks + 32 * kSplit - 1) / (32 * kSplit)) * 32;
   const int k_begin = min(p.chunks, split * slice);
@@ -97,7 +102,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   const uint4* wrow[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
-    const int64_t col = kGeglu ? min(col0, n_out - 1) + c * n_out : min(col0 + c, static_cast<int64_t>(p.n) - 1);
+    int64_t col = min(col0 + c, static_cast<int64_t>(p.n) - 1);
+    if constexpr (kEpi == kEpiGeglu) col = min(col0, n_out - 1) + c * n_out;
+    if constexpr (kEpi == kEpiQkvRope) {
+      const int64_t half = p.rope.head_dim / 2, pair = min(col0, n_out - 1);
+      col = (pair / half) * p.rope.head_dim + pair % half + c * half;
+    }
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
   // W chunks of one iteration: lane l takes chunks base + 32 u (u < kUnroll) of each of its kCols rows.
@@ -117,7 +127,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   dev::pdl_launch_dependents();
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
-  if (kSplit == 1 && !kGeglu && !active) return;
+  if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -194,7 +204,49 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   }
-  if constexpr (kGeglu) {
+  if constexpr (kEpi == kEpiQkvRope) {
+    // The unfused chain's arithmetic: qkv = BF16(acc * scale); then kv_cache_write_rope's row_element for the pair
+    // (x1 = element j, x2 = element j + Dh / 2 of head hh): q heads rotated into q_out, k heads rotated and v heads
+    // as they are into the cache row (slots[0], positions[0]) when both are in range (E4M3: RN(value / scale)).
+    const GemvParams::RopeKv& e = p.rope;
+    if (active && lane == 0) {
+      const int half = e.head_dim / 2;
+      const int hh = static_cast<int>(col0 / half), j = static_cast<int>(col0 % half);
+      const float x1 = ew::round_to<ew::bf16_t>(acc[0][0] * scale);
+      const float x2 = ew::round_to<ew::bf16_t>(acc[0][1] * scale);
+      const int pos = e.positions[0];
+      const bool is_v = hh >= e.heads + e.kv_heads;
+      float y1 = x1, y2 = x2;
+      if (!is_v) {
+        float c[1], s[1];
+        rope_dev::cos_sin_at<ew::bf16_t, 1>(e.cos_sin, e.cos_sin_positions, half, pos, e.inv_freq, j, 1.0f, c, s);
+        y1 = ew::round_to<ew::bf16_t>(rope_dev::rotated_first<ew::bf16_t>(x1, x2, c[0], s[0]));
+        y2 = ew::round_to<ew::bf16_t>(rope_dev::rotated_second<ew::bf16_t>(x1, x2, c[0], s[0]));
+      }
+      if (hh < e.heads) {
+        dev::bf16_t* q = static_cast<dev::bf16_t*>(e.q_out) + static_cast<int64_t>(hh) * e.head_dim + j;
+        q[0] = dev::from_float<dev::bf16_t>(y1);
+        q[half] = dev::from_float<dev::bf16_t>(y2);
+      } else {
+        const int slot = e.slots[0];
+        if (slot >= 0 && slot < e.cache_b && pos >= 0 && pos < e.max_seq) {
+          const int kh = hh - e.heads - (is_v ? e.kv_heads : 0);
+          const int64_t dst = (static_cast<int64_t>(slot) * e.max_seq + pos) * e.kv_heads * e.head_dim +
+                              static_cast<int64_t>(kh) * e.head_dim + j;
+          if (e.fp8) {
+            const float sc = (is_v ? e.v_scale : e.k_scale)[e.per_head_scale ? kh : 0];
+            uint8_t* out = static_cast<uint8_t*>(is_v ? e.v_cache : e.k_cache) + dst;
+            out[0] = dev::from_float<dev::e4m3_t>(ieee::fdiv(y1, sc)).bits;
+            out[half] = dev::from_float<dev::e4m3_t>(ieee::fdiv(y2, sc)).bits;
+          } else {
+            dev::bf16_t* out = static_cast<dev::bf16_t*>(is_v ? e.v_cache : e.k_cache) + dst;
+            out[0] = dev::from_float<dev::bf16_t>(y1);
+            out[half] = dev::from_float<dev::bf16_t>(y2);
+          }
+        }
+      }
+    }
+  } else if constexpr (kEpi == kEpiGeglu) {
     // The unfused chain's arithmetic: fc1 = BF16(acc * scale) (store_out's rounding, no residual); then
     // geglu_forward_fp8: V = BF16(BF16(gelu_tanh(gate)) * up), act = E4M3(V * act_scale), amax over |V|.
     const float act_scale = *p.act_scale;
@@ -222,9 +274,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   }
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, bool kGeglu = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kGeglu>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -528,8 +580,51 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  launch(gemv_kernel<true, true, 1, 2, 1, true>, blocks_for(d.n / 2, 1), kThreads, 0, cuda_stream(stream), p);
+  launch(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), kThreads, 0, cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
+}
+
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
+                   Stream stream) {
+  TG_NVTX_FN();
+  const detail::GemvQkvRopeDims d = detail::check_gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table);
+  check_device(q_out, Device::CUDA, "cuda::gemv_qkv_rope(q_out)");
+  TG_CHECK(d.gemv.k <= INT32_MAX && d.gemv.n <= INT32_MAX && d.max_seq <= INT32_MAX && d.cache_b <= INT32_MAX,
+           "gemv_qkv_rope: sizes beyond the kernel's int range");
+  GemvParams p{};
+  p.x = x.data.data;
+  p.w = w.data.data;
+  p.x_scale_inv = x.scale_inv.ptr<const float>();
+  p.w_scale_inv = w.scale_inv.ptr<const float>();
+  p.ldx = d.gemv.ldx;
+  p.ldw = d.gemv.ldw;
+  p.m = 1;
+  p.n = static_cast<int>(d.gemv.n);
+  p.k = static_cast<int>(d.gemv.k);
+  p.chunks = static_cast<int>(d.gemv.k / 16);
+  p.alpha = 1.0f;
+  GemvParams::RopeKv& e = p.rope;
+  e.q_out = q_out.data;
+  e.k_cache = cache.k.data;
+  e.v_cache = cache.v.data;
+  e.k_scale = d.fp8 ? cache.k_scale.ptr<const float>() : nullptr;
+  e.v_scale = d.fp8 ? cache.v_scale.ptr<const float>() : nullptr;
+  e.slots = slots.ptr<const int32_t>();
+  e.positions = positions.ptr<const int32_t>();
+  e.inv_freq = inv_freq.ptr<const float>();
+  e.cos_sin = d.table_positions > 0 ? table.ptr<const float>() : nullptr;
+  e.cos_sin_positions = static_cast<int>(d.table_positions);
+  e.heads = static_cast<int>(d.heads);
+  e.kv_heads = static_cast<int>(d.kv_heads);
+  e.head_dim = static_cast<int>(d.head_dim);
+  e.cache_b = static_cast<int>(d.cache_b);
+  e.max_seq = static_cast<int>(d.max_seq);
+  e.fp8 = d.fp8;
+  e.per_head_scale = d.per_head_scale;
+  launch(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), kThreads, 0, cuda_stream(stream),
+         p);
+  TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -80,6 +80,7 @@
 
 #include "common/fp8_tensor.h"
 #include "common/tensor.h"
+#include "kernels/attention/attention.h"
 
 namespace tg::kernels {
 
@@ -115,15 +116,33 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // [1, 2F] buffer, then cpu::geglu_forward_fp8.
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
 
+// gemv_qkv_rope: a one-row fused-QKV GEMV with the RoPE + KV-cache epilogue (the batch-1 decode step's QKV projection
+// and kv_cache_write_rope in one kernel, one kernel boundary less per layer):
+//     qkv = gemv(x, w) (BF16 [1, (H + 2 Hkv) Dh], not written);
+//     kv_cache_write_rope(k, v, slots, positions, inv_freq, cache, q, q_out, stream, table)   on qkv's q / k / v heads
+// bit for bit on each backend (kernels/kv_cache/kv_cache.h has that op's contract: q_out [1, H, Dh] BF16 gets the
+// rotated q; the cache row (slots[0], positions[0]) the rotated k and v, skipped when either is out of range). x and
+// w E4M3 per-tensor, w's rows the q heads, then the k heads, then the v heads (Dh rows each), the gemv vector rules.
+// CUDA: the CUDA-core loop's M = 1 arithmetic with warp w owning RoPE pair w (elements j and j + Dh / 2 of one head),
+// the rotation and the cache write in the warp. CPU twin: cpu::gemv into a BF16 buffer, then cpu::kv_cache_write_rope.
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out,
+                   const TensorView& table = {}, Stream stream = {});
+
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual = {});
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table);
 }
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream);
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
+                   Stream stream);
 
 // Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
 // split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
@@ -153,6 +172,16 @@ struct GemvDims {
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
 // gemv_geglu's checks (gemv's rules for x and W, both E4M3, M = 1, an even N; act as the contract says); n = 2F.
 GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
+// gemv_qkv_rope's checks: gemv's rules for x [1, K] and w [(H + 2 Hkv) Dh, K] (both E4M3), kv_cache_write_rope's for
+// the rest (H from q_out [1, H, Dh], Hkv and Dh from the cache). table_positions: the table's P (0 without one).
+struct GemvQkvRopeDims {
+  GemvDims gemv;
+  int64_t heads = 0, kv_heads = 0, head_dim = 0, cache_b = 0, max_seq = 0, table_positions = 0;
+  bool fp8 = false, per_head_scale = false;
+};
+GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots,
+                                    const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                                    const TensorView& q_out, const TensorView& table);
 // An operand's format: BF16 without a scale, or E4M3 with an F32 [1] scale_inv on the operand's device.
 void check_gemv_operand(const GemvOperand& o, const char* name);
 }  // namespace detail

@@ -8,6 +8,7 @@
 #include "common/nvtx.h"
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/kv_cache/kv_cache.h"
 
 namespace tg::kernels::cpu {
 
@@ -85,6 +86,23 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) 
   Tensor fc1 = Tensor::empty(DType::BF16, {1, d.n}, Device::CPU);
   kernels::cpu::gemv(x, w, fc1.view(), GemvOptions{}, TensorView{});
   kernels::cpu::geglu_forward_fp8(fc1.view(), act);
+}
+
+// The definition: the unfused CPU kernels in sequence (gemv's BF16 qkv row, then kv_cache_write_rope on its heads).
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table) {
+  TG_NVTX_FN();
+  const detail::GemvQkvRopeDims d = detail::check_gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table);
+  check_device(q_out, Device::CPU, "cpu::gemv_qkv_rope(q_out)");
+  Tensor qkv = Tensor::empty(DType::BF16, {1, d.gemv.n}, Device::CPU);
+  kernels::cpu::gemv(x, w, qkv.view(), GemvOptions{}, TensorView{});
+  const int64_t dh = d.head_dim, n = d.gemv.n;
+  auto heads = [&](int64_t first, int64_t count) {
+    return TensorView(static_cast<uint16_t*>(qkv.data()) + first * dh, DType::BF16, Shape{1, count, dh},
+                      Shape{n, dh, 1}, Device::CPU);
+  };
+  kernels::cpu::kv_cache_write_rope(heads(d.heads, d.kv_heads), heads(d.heads + d.kv_heads, d.kv_heads), slots,
+                                    positions, inv_freq, cache, heads(0, d.heads), q_out, table);
 }
 
 }  // namespace tg::kernels::cpu

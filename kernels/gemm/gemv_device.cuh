@@ -31,6 +31,22 @@ struct GemvParams {
   const float* act_scale;
   float* act_scale_inv;
   uint32_t* act_amax;
+  // The QKV RoPE + KV-cache epilogue (gemv_qkv_rope): W = [q heads; k heads; v heads] x Dh rows; kv_cache_write_rope's
+  // destinations and RoPE inputs for the one token (slots[0], positions[0]).
+  struct RopeKv {
+    void* q_out;  // BF16 [heads * head_dim]
+    void* k_cache;
+    void* v_cache;  // [B, max_seq, kv_heads, head_dim] BF16 or E4M3
+    const float* k_scale;
+    const float* v_scale;  // E4M3: [1] or [kv_heads]
+    const int32_t* slots;
+    const int32_t* positions;
+    const float* inv_freq;
+    const float* cos_sin;  // rope_cos_sin_table or null
+    int cos_sin_positions;
+    int heads, kv_heads, head_dim, cache_b, max_seq;
+    bool fp8, per_head_scale;
+  } rope;
 };
 
 // Two BF16 in a 32-bit word -> floats (exact).

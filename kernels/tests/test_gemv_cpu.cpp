@@ -3,6 +3,7 @@
 // bitwise agreement with cpu::gemm / cpu::gemm_fp8 (what the decoder's CPU path relies on); the argument checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -11,6 +12,7 @@
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/kv_cache/kv_cache.h"
 #include "kernels/tests/gemm_test_util.h"
 
 namespace tg::kernels {
@@ -199,6 +201,63 @@ TEST(GemvCpu, GegluEpilogueBadInputIsAClearError) {
   TG_EXPECT_THROW_MSG(gemv_geglu(x, w, e5.view()), "act must be F8_E4M3");
   const Tensor x2 = random_matrix(DType::E4M3, 2, 32, 5);
   TG_EXPECT_THROW_MSG(gemv_geglu({x2.view(), s.view()}, w, act.view()), "one row of x");
+}
+
+// ---- gemv_qkv_rope (QKV + RoPE + KV-cache write) -------------------------------------------------------------------
+
+// The CPU twin is the unfused pair by definition; here the pair's bytes once more through the public entry point
+// (H 2, Hkv 1, Dh 16, K 32; E4M3 per-tensor cache), and the argument checks.
+TEST(GemvCpu, QkvRopeTwinIsTheUnfusedPairAndChecksItsArguments) {
+  const int64_t h = 2, hkv = 1, dh = 16, k = 32, n = (h + 2 * hkv) * dh, b = 2, max_seq = 8;
+  const Tensor x8 = random_matrix(DType::E4M3, 1, k, 11), w8 = random_matrix(DType::E4M3, n, k, 12);
+  const Tensor s = scalar_f32(0.05f, Device::CPU), kvs = scalar_f32(0.01f, Device::CPU);
+  const GemvOperand x{x8.view(), s.view()}, w{w8.view(), s.view()};
+  Tensor inv_freq = Tensor::empty(DType::F32, {dh / 2});
+  for (int64_t i = 0; i < dh / 2; ++i) inv_freq.ptr<float>()[i] = std::pow(10000.0f, -2.0f * i / dh);
+  int32_t slot_v = 1, pos_v = 5;
+  const Tensor slots = Tensor::copy_of(TensorView(&slot_v, DType::I32, Shape{1}), Device::CPU);
+  const Tensor positions = Tensor::copy_of(TensorView(&pos_v, DType::I32, Shape{1}), Device::CPU);
+  Tensor kc[2], vc[2], q_out[2];
+  for (int i = 0; i < 2; ++i) {
+    kc[i] = Tensor::zeros(DType::E4M3, {b, max_seq, hkv, dh});
+    vc[i] = Tensor::zeros(DType::E4M3, {b, max_seq, hkv, dh});
+    q_out[i] = Tensor::zeros(DType::BF16, {1, h, dh});
+  }
+  auto cache = [&](int i) { return KvCache{kc[i].view(), vc[i].view(), kvs.view(), kvs.view()}; };
+  Tensor qkv = Tensor::empty(DType::BF16, {1, n});
+  cpu::gemv(x, w, qkv.view(), {}, {});
+  auto heads = [&](int64_t first, int64_t count) {
+    return TensorView(qkv.ptr<uint16_t>() + first * dh, DType::BF16, Shape{1, count, dh}, Shape{n, dh, 1},
+                      Device::CPU);
+  };
+  cpu::kv_cache_write_rope(heads(h, hkv), heads(h + hkv, hkv), slots.view(), positions.view(), inv_freq.view(),
+                           cache(0), heads(0, h), q_out[0].view());
+  gemv_qkv_rope(x, w, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view());
+  for (const auto& [a, c] : {std::pair{&kc[0], &kc[1]}, std::pair{&vc[0], &vc[1]}, std::pair{&q_out[0], &q_out[1]}}) {
+    EXPECT_EQ(std::memcmp(a->data(), c->data(), a->nbytes()), 0);
+  }
+  const uint8_t* row = static_cast<const uint8_t*>(kc[1].data()) + (1 * max_seq + 5) * hkv * dh;
+  EXPECT_TRUE(std::any_of(row, row + dh, [](uint8_t v) { return v != 0; })) << "the cache row was not written";
+
+  // Bad input: W's rows, q_out's rank, two rows of x, inv_freq's length, BF16 x.
+  const Tensor w_bad = random_matrix(DType::E4M3, n - dh, k, 13);
+  TG_EXPECT_THROW_MSG(gemv_qkv_rope(x, {w_bad.view(), s.view()}, slots.view(), positions.view(), inv_freq.view(),
+                                    cache(1), q_out[1].view()),
+                      "W must be the fused QKV weight");
+  TG_EXPECT_THROW_MSG(gemv_qkv_rope(x, w, slots.view(), positions.view(), inv_freq.view(), cache(1),
+                                    q_out[1].view().reshape({1, h * dh})),
+                      "q_out must be [1, H, Dh]");
+  const Tensor x2 = random_matrix(DType::E4M3, 2, k, 14);
+  TG_EXPECT_THROW_MSG(gemv_qkv_rope({x2.view(), s.view()}, w, slots.view(), positions.view(), inv_freq.view(),
+                                    cache(1), q_out[1].view()),
+                      "one row of x");
+  TG_EXPECT_THROW_MSG(gemv_qkv_rope(x, w, slots.view(), positions.view(), inv_freq.view().slice_rows(0, 4), cache(1),
+                                    q_out[1].view()),
+                      "inv_freq must be F32 [Dh / 2 = 8]");
+  const Tensor xb = random_matrix(DType::BF16, 1, k, 15);
+  TG_EXPECT_THROW_MSG(gemv_qkv_rope(GemvOperand::bf16(xb.view()), w, slots.view(), positions.view(), inv_freq.view(),
+                                    cache(1), q_out[1].view()),
+                      "x and W must be F8_E4M3");
 }
 
 // ---- Bad input -----------------------------------------------------------------------------------------------------

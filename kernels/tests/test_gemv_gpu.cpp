@@ -23,6 +23,8 @@
 #include "common/numeric.h"
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/kv_cache/kv_cache.h"
+#include "kernels/rope/rope.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
@@ -297,6 +299,78 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
           const uint8_t* c = static_cast<const uint8_t*>(q.data());
           EXPECT_TRUE(f < 64 || std::any_of(c, c + f, [](uint8_t b) { return (b & 0x7F) == 0x7E; }))
               << "no code saturated at scale 2000";
+        }
+      }
+    }
+  }
+}
+
+// gemv_qkv_rope == gemv (BF16 qkv) then kv_cache_write_rope, bit for bit: q_out, every byte of the K / V caches
+// (prefilled with a pattern: the rows not written must stay), for the gemma-2b (MQA) and gemma-7b (MHA) geometries
+// and small awkward ones (Dh 16 / 24, more kv heads than q heads), BF16 / E4M3 per-tensor / E4M3 per-head caches,
+// without and with the cos/sin table (a position inside it and one past it, the computed fallback), and a finished
+// sequence (slot -1: the cache untouched, q still rotated).
+TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
+  TG_REQUIRE_CUDA();
+  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
+  struct Geo {
+    int64_t h, hkv, dh, k;
+  };
+  auto i32 = [](int32_t v) { return Tensor::copy_of(TensorView(&v, DType::I32, Shape{1}, Device::CPU), Device::CUDA); };
+  uint64_t seed = 4100;
+  for (const Geo g : {Geo{8, 1, 256, 2048}, Geo{16, 16, 256, 3072}, Geo{3, 1, 16, 48}, Geo{2, 3, 24, 528}}) {
+    const int64_t n = (g.h + 2 * g.hkv) * g.dh, b = 2, max_seq = 4100;
+    const Tensor x = random_matrix(DType::E4M3, 1, g.k, seed += 3).to(Device::CUDA);
+    const Tensor w = random_matrix(DType::E4M3, n, g.k, seed + 1).to(Device::CUDA);
+    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
+    const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
+    const Tensor inv_freq = rope_inv_freq_table(g.dh, 10000.0f, 1.0f, Device::CUDA);
+    const Tensor table = rope_cos_sin_table(inv_freq, 4096, Device::CUDA);
+    for (int mode = 0; mode < 3; ++mode) {  // BF16, E4M3 per tensor, E4M3 per head
+      const DType dt = mode == 0 ? DType::BF16 : DType::E4M3;
+      const int64_t ns = mode == 2 ? g.hkv : 1;
+      Tensor ks_h = Tensor::empty(DType::F32, {ns}), vs_h = Tensor::empty(DType::F32, {ns});
+      for (int64_t i = 0; i < ns; ++i) {
+        ks_h.ptr<float>()[i] = 0.004f * static_cast<float>(i + 1);
+        vs_h.ptr<float>()[i] = 0.007f / static_cast<float>(i + 1);
+      }
+      const Tensor ks = ks_h.to(Device::CUDA), vs = vs_h.to(Device::CUDA);
+      for (const bool with_table : {false, true}) {
+        for (const auto& [slot, pos] : std::vector<std::pair<int32_t, int32_t>>{{1, 37}, {0, 4097}, {-1, 5}}) {
+          SCOPED_TRACE("H " + std::to_string(g.h) + " Hkv " + std::to_string(g.hkv) + " Dh " + std::to_string(g.dh) +
+                       " mode " + std::to_string(mode) + (with_table ? " table" : "") + " slot " +
+                       std::to_string(slot) + " pos " + std::to_string(pos));
+          const Tensor slots = i32(slot), positions = i32(pos);
+          Tensor kc[2], vc[2], q_out[2];
+          for (int i = 0; i < 2; ++i) {
+            kc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
+            vc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
+            q_out[i] = Tensor::empty(DType::BF16, {1, g.h, g.dh}, Device::CUDA);
+            for (Tensor* t : {&kc[i], &vc[i], &q_out[i]}) TG_CHECK_CUDA(cudaMemset(t->data(), 0x5a, t->nbytes()));
+          }
+          auto cache = [&](int i) {
+            return KvCache{kc[i].view(), vc[i].view(), dt == DType::E4M3 ? ks.view() : TensorView{},
+                           dt == DType::E4M3 ? vs.view() : TensorView{}};
+          };
+          const TensorView tab = with_table ? table.view() : TensorView{};
+          // Unfused: the BF16 qkv row, then the cache write of its heads.
+          Tensor qkv = Tensor::empty(DType::BF16, {1, n}, Device::CUDA);
+          gemv(xo, wo, qkv.view());
+          auto heads = [&](int64_t first, int64_t count) {
+            return TensorView(qkv.ptr<uint16_t>() + first * g.dh, DType::BF16, Shape{1, count, g.dh},
+                              Shape{n, g.dh, 1}, Device::CUDA);
+          };
+          kv_cache_write_rope(heads(g.h, g.hkv), heads(g.h + g.hkv, g.hkv), slots.view(), positions.view(),
+                              inv_freq.view(), cache(0), heads(0, g.h), q_out[0].view(), {}, tab);
+          gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
+          TG_CHECK_CUDA(cudaDeviceSynchronize());
+          auto same = [](const Tensor& a, const Tensor& b) {
+            const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
+            return std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
+          };
+          EXPECT_TRUE(same(q_out[1], q_out[0])) << "q_out";
+          EXPECT_TRUE(same(kc[1], kc[0])) << "k cache";
+          EXPECT_TRUE(same(vc[1], vc[0])) << "v cache";
         }
       }
     }
