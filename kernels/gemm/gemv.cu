@@ -558,12 +558,9 @@ bool gemv_takes_mma(DType x, DType w, int64_t m) {
   }
 }
 
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  TG_NVTX_FN();
-  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
-  check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
-  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_geglu: N = ", d.n, ", K = ", d.k,
-           " is beyond the kernel's int range");
+namespace {
+// The epilogue kernels' GEMV part: x [1, K] . W^T, both per-tensor E4M3 (checked by the caller), alpha 1.
+GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const detail::GemvDims& d) {
   GemvParams p{};
   p.x = x.data.data;
   p.w = w.data.data;
@@ -576,6 +573,17 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.k = static_cast<int>(d.k);
   p.chunks = static_cast<int>(d.k / 16);
   p.alpha = 1.0f;
+  return p;
+}
+}  // namespace
+
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  TG_NVTX_FN();
+  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
+  check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
+  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_geglu: N = ", d.n, ", K = ", d.k,
+           " is beyond the kernel's int range");
+  GemvParams p = one_row_e4m3_params(x, w, d);
   p.act = static_cast<uint8_t*>(act.data.data);
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
@@ -592,18 +600,7 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   check_device(q_out, Device::CUDA, "cuda::gemv_qkv_rope(q_out)");
   TG_CHECK(d.gemv.k <= INT32_MAX && d.gemv.n <= INT32_MAX && d.max_seq <= INT32_MAX && d.cache_b <= INT32_MAX,
            "gemv_qkv_rope: sizes beyond the kernel's int range");
-  GemvParams p{};
-  p.x = x.data.data;
-  p.w = w.data.data;
-  p.x_scale_inv = x.scale_inv.ptr<const float>();
-  p.w_scale_inv = w.scale_inv.ptr<const float>();
-  p.ldx = d.gemv.ldx;
-  p.ldw = d.gemv.ldw;
-  p.m = 1;
-  p.n = static_cast<int>(d.gemv.n);
-  p.k = static_cast<int>(d.gemv.k);
-  p.chunks = static_cast<int>(d.gemv.k / 16);
-  p.alpha = 1.0f;
+  GemvParams p = one_row_e4m3_params(x, w, d.gemv);
   GemvParams::RopeKv& e = p.rope;
   e.q_out = q_out.data;
   e.k_cache = cache.k.data;
