@@ -110,8 +110,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // x E4M3 [1, K] and w = fc1 = [gate; up] E4M3 [2F, K], both per-tensor (GemvOperand::fp8), the gemv vector rules;
 // act a per-tensor E4M3 Fp8View [1, F], row-wise only: data written, scale read, scale_inv (optional) written with
 // 1 / scale, amax (optional) max-reduced with max |V| (kernels/elementwise/fp8_out.h's contract). No BF16 fc1 is
-// written. CUDA: the CUDA-core loop's M = 1 arithmetic (never the tensor-core path or a K split; gemv takes neither at
-// M = 1 for these shapes) with warp w owning gate row w and up row F + w, then V = BF16(BF16(gelu_tanh(gate)) * up)
+// written. CUDA: the CUDA-core loop's M = 1 arithmetic without a K split (what gemv runs at M = 1 for K < 24576 under
+// the default rules; the bitwise equality is with that path) with warp w owning gate row w and up row F + w, then V = BF16(BF16(gelu_tanh(gate)) * up)
 // in the warp (kernels/activation's arithmetic) and one amax atomic per block. CPU twin: cpu::gemv into a BF16
 // [1, 2F] buffer, then cpu::geglu_forward_fp8.
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
@@ -123,7 +123,7 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
 // bit for bit on each backend (kernels/kv_cache/kv_cache.h has that op's contract: q_out [1, H, Dh] BF16 gets the
 // rotated q; the cache row (slots[0], positions[0]) the rotated k and v, skipped when either is out of range). x and
 // w E4M3 per-tensor, w's rows the q heads, then the k heads, then the v heads (Dh rows each), the gemv vector rules.
-// CUDA: the CUDA-core loop's M = 1 arithmetic with warp w owning RoPE pair w (elements j and j + Dh / 2 of one head),
+// CUDA: the CUDA-core loop's M = 1 arithmetic without a K split (as gemv_geglu) with warp w owning RoPE pair w (elements j and j + Dh / 2 of one head),
 // the rotation and the cache write in the warp. CPU twin: cpu::gemv into a BF16 buffer, then cpu::kv_cache_write_rope.
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out,
