@@ -254,7 +254,8 @@ TEST(GemvGpu, MmaRuleSelectsTheShapes) {
 // gemv_geglu == gemv (BF16 fc1) then geglu_forward_fp8, bit for bit on the GPU: the E4M3 codes, scale_inv and the
 // amax (both max-reduced into the same non-zero starting value); the gemma-2b / 7b fc1 shapes, F smaller than one
 // block's 4 warps and not a multiple of it (the idle warps of the last block join its amax barrier), a scale that
-// saturates codes (2000: |V| > 0.224 saturates) and one that does not; then the same with the CPU twins.
+// saturates codes (20000: |V| > 0.0224 saturates; 2000 saturated none at 8453x528 on the H200, |V| < ~0.2 there)
+// and one that does not; then the same with the CPU twins.
 TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
   TG_REQUIRE_CUDA();
   const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);  // gemv at M = 1 takes the loop either way
@@ -270,7 +271,7 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
   for (const auto& [f, k] : std::vector<std::pair<int64_t, int64_t>>{
            {16384, 2048}, {24576, 3072}, {8453, 528}, {37, 48}, {5, 16}, {3, 2064}}) {
     for (Device dev : {Device::CUDA, Device::CPU}) {
-      for (float scale : {0.75f, 2000.0f}) {
+      for (float scale : {0.75f, 20000.0f}) {
         SCOPED_TRACE(std::to_string(f) + "x" + std::to_string(k) + (dev == Device::CUDA ? " cuda" : " cpu") +
                      " scale " + std::to_string(scale));
         const Tensor x = random_matrix(DType::E4M3, 1, k, seed += 3).to(dev);
@@ -294,11 +295,11 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
           EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0)
               << (member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv") << " differ";
         }
-        if (scale == 2000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
+        if (scale == 20000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
           const Tensor q = host_bytes(got.view().data);
           const uint8_t* c = static_cast<const uint8_t*>(q.data());
           EXPECT_TRUE(f < 64 || std::any_of(c, c + f, [](uint8_t b) { return (b & 0x7F) == 0x7E; }))
-              << "no code saturated at scale 2000";
+              << "no code saturated at scale 20000";
         }
       }
     }
