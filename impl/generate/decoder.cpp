@@ -76,6 +76,15 @@ std::optional<GemvPair> gemv_operands(const GemmInput& x, const LinearWeight& w)
   return GemvPair{kernels::GemvOperand::fp8(x.fp8), kernels::GemvOperand::fp8(wf)};
 }
 
+// The operands of a one-row step GEMM on the GEMV path with an E4M3 x (the precondition of the epilogue kernels
+// gemv_geglu / gemv_qkv_rope), or none.
+std::optional<GemvPair> one_row_e4m3_operands(const GemmInput& x, const LinearWeight& w, int64_t rows, bool gemv) {
+  if (!gemv || rows != 1) return std::nullopt;
+  std::optional<GemvPair> ops = gemv_operands(x, w);
+  if (!ops || ops->x.data.dtype != DType::E4M3) return std::nullopt;
+  return ops;
+}
+
 // The step GEMMs of 2 .. max-rows rows with N > kWideN (fc1, lm_head) run on cuBLASLt, not gemv; a one-row step
 // keeps the GEMV for every GEMM. Measured: bench_gemm at M = 4 (H200 session 14, us, gemv on the
 // tensor cores / cuBLASLt FP8): 2b fc1 24.30 / 20.88, lm_head 132.1 / 127.8, 7b fc1 41.78 / 40.69, lm_head
@@ -237,9 +246,9 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
 
 bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
                         Stream stream) const {
-  if (!gemv || !decode_geglu_epilogue_enabled() || a.rows != 1) return false;
-  const std::optional<GemvPair> ops = gemv_operands(a.ln, fc1);
-  if (!ops || ops->x.data.dtype != DType::E4M3) return false;
+  if (!decode_geglu_epilogue_enabled()) return false;
+  const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
+  if (!ops) return false;
   const GemmInput act = model_->precision().bound(a.act, fc2_site);
   if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
   kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
@@ -439,9 +448,9 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   bool kv_written = false;
   const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv) {
     kv_written = false;
-    if (!gemv || nseq != 1 || a.rows != 1 || !decode_qkv_rope_enabled()) return false;
-    const std::optional<GemvPair> ops = gemv_operands(x, w);
-    if (!ops || ops->x.data.dtype != DType::E4M3) return false;
+    if (!decode_qkv_rope_enabled()) return false;
+    const std::optional<GemvPair> ops = one_row_e4m3_operands(x, w, a.rows, gemv);  // one row: nseq == 1
+    if (!ops) return false;
     kernels::gemv_qkv_rope(ops->x, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
                            rope_table_, stream);
     kv_written = true;

@@ -103,25 +103,33 @@ GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView
   return d;
 }
 
-GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) {
-  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3, "gemv_geglu: x and W must be F8_E4M3 ",
+namespace {
+// The epilogue ops' GEMV part: x [1, K] and W [n, K], both per-tensor E4M3, under gemv's rules. Those ops write no
+// BF16 [1, n] row; `like` lends its device and address to the stand-in output the rules check.
+GemvDims check_one_row_e4m3(const char* what, const GemvOperand& x, const GemvOperand& w, int64_t n,
+                            const TensorView& like) {
+  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3, what, ": x and W must be F8_E4M3 ",
            "(per-tensor), got ", x.data.dtype, " and ", w.data.dtype);
+  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, what, ": one row of x [1, K], got ", x.data.describe());
+  TensorView out = like;
+  out.dtype = DType::BF16;
+  out.shape = {1, n};
+  out.strides = {n, 1};
+  return check_gemv(x, w, out, TensorView{});
+}
+}  // namespace
+
+GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) {
   TG_CHECK(act.mode == ScalingMode::kPerTensor && act.has_rowwise() && !act.has_columnwise(),
            "gemv_geglu: act must be a per-tensor FP8 tensor with its row-wise copy only (mode ",
            scaling_mode_name(act.mode), ", row-wise ", act.has_rowwise(), ", column-wise ", act.has_columnwise(), ")");
   TG_CHECK(act.data.dtype == DType::E4M3, "gemv_geglu: act must be F8_E4M3, got ", act.data.dtype);
   TG_CHECK(w.data.ndim() == 2 && w.data.shape[0] % 2 == 0, "gemv_geglu: W must be fc1 = [gate; up] with an even ",
            "number of rows [2F, K], got ", w.data.describe());
-  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, "gemv_geglu: one row of x [1, K], got ", x.data.describe());
   const int64_t f = w.data.shape[0] / 2;
   TG_CHECK(act.data.ndim() == 2 && act.data.shape[0] == 1 && act.data.shape[1] == f && act.data.strides[1] == 1,
            "gemv_geglu: act must be [1, F = ", f, "] with unit inner stride, got ", act.data.describe());
-  // gemv's rules for x [1, K] and W [2F, K], with act's data standing in for out's placement checks.
-  TensorView shape_of_fc1 = act.data;
-  shape_of_fc1.dtype = DType::BF16;
-  shape_of_fc1.shape = {1, 2 * f};
-  shape_of_fc1.strides = {2 * f, 1};
-  const GemvDims d = check_gemv(x, w, shape_of_fc1, TensorView{});
+  const GemvDims d = check_one_row_e4m3("gemv_geglu", x, w, 2 * f, act.data);
   check_fp8_output(act, 1, f, act.data.device, "gemv_geglu(act)");
   return d;
 }
@@ -129,10 +137,6 @@ GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8V
 GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots,
                                     const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
                                     const TensorView& q_out, const TensorView& table) {
-  TG_CHECK(x.data.dtype == DType::E4M3 && w.data.dtype == DType::E4M3, "gemv_qkv_rope: x and W must be F8_E4M3 ",
-           "(per-tensor), got ", x.data.dtype, " and ", w.data.dtype);
-  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, "gemv_qkv_rope: one row of x [1, K], got ",
-           x.data.describe());
   TG_CHECK(q_out.ndim() == 3 && q_out.shape[0] == 1, "gemv_qkv_rope: q_out must be [1, H, Dh], got ",
            q_out.describe());
   TG_CHECK(!cache.k.empty() && cache.k.ndim() == 4, "gemv_qkv_rope: the cache's k must be [B, max_seq, Hkv, Dh], got ",
@@ -156,12 +160,8 @@ GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, 
       kv_cache_detail::check_write_rope(part(hkv), part(hkv), slots, positions, inv_freq, cache, part(h), q_out,
                                         dev, "gemv_qkv_rope", table, &table_positions);
   TG_CHECK(wd.T == 1, "gemv_qkv_rope: one token, got ", wd.T);
-  TensorView out_shape = q_out;  // gemv's rules for x and W; the stand-in out is never written
-  out_shape.dtype = DType::BF16;
-  out_shape.shape = {1, n};
-  out_shape.strides = {n, 1};
   GemvQkvRopeDims d;
-  d.gemv = check_gemv(x, w, out_shape, TensorView{});
+  d.gemv = check_one_row_e4m3("gemv_qkv_rope", x, w, n, q_out);
   d.heads = h;
   d.kv_heads = hkv;
   d.head_dim = dh;
