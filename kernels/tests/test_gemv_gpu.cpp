@@ -251,6 +251,12 @@ TEST(GemvGpu, MmaRuleSelectsTheShapes) {
   EXPECT_TRUE(cuda::gemv_takes_mma(DType::E4M3, DType::E4M3, 1));
 }
 
+// The bytes of two views (either device) are equal.
+bool same_bytes(const TensorView& a, const TensorView& b) {
+  const Tensor ha = Tensor::copy_of(a, Device::CPU), hb = Tensor::copy_of(b, Device::CPU);
+  return ha.nbytes() == hb.nbytes() && std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
+}
+
 // gemv_geglu == gemv (BF16 fc1) then geglu_forward_fp8, bit for bit on the GPU: the E4M3 codes, scale_inv and the
 // amax (both max-reduced into the same non-zero starting value); the gemma-2b / 7b fc1 shapes, F smaller than one
 // block's 4 warps and not a multiple of it (the idle warps of the last block join its amax barrier), a scale that
@@ -266,7 +272,6 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
       TG_CHECK_CUDA(cudaMemcpy(t.data, &v, sizeof v, cudaMemcpyHostToDevice));
     }
   };
-  auto host_bytes = [](const TensorView& t) { return Tensor::copy_of(t, Device::CPU); };
   uint64_t seed = 3100;
   for (const auto& [f, k] : std::vector<std::pair<int64_t, int64_t>>{
            {16384, 2048}, {24576, 3072}, {8453, 528}, {37, 48}, {5, 16}, {3, 2064}}) {
@@ -291,12 +296,11 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         gemv_geglu(xo, wo, got.view());
         if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
         for (auto member : {&Fp8View::data, &Fp8View::scale_inv, &Fp8View::amax}) {
-          const Tensor a = host_bytes(got.view().*member), b = host_bytes(want.view().*member);
-          EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0)
+          EXPECT_TRUE(same_bytes(got.view().*member, want.view().*member))
               << (member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv") << " differ";
         }
         if (scale == 20000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
-          const Tensor q = host_bytes(got.view().data);
+          const Tensor q = Tensor::copy_of(got.view().data, Device::CPU);
           const uint8_t* c = static_cast<const uint8_t*>(q.data());
           EXPECT_TRUE(f < 64 || std::any_of(c, c + f, [](uint8_t b) { return (b & 0x7F) == 0x7E; }))
               << "no code saturated at scale 20000";
@@ -365,13 +369,9 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
                               inv_freq.view(), cache(0), heads(0, g.h), q_out[0].view(), {}, tab);
           gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
           TG_CHECK_CUDA(cudaDeviceSynchronize());
-          auto same = [](const Tensor& a, const Tensor& b) {
-            const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-            return std::memcmp(ha.data(), hb.data(), ha.nbytes()) == 0;
-          };
-          EXPECT_TRUE(same(q_out[1], q_out[0])) << "q_out";
-          EXPECT_TRUE(same(kc[1], kc[0])) << "k cache";
-          EXPECT_TRUE(same(vc[1], vc[0])) << "v cache";
+          EXPECT_TRUE(same_bytes(q_out[1].view(), q_out[0].view())) << "q_out";
+          EXPECT_TRUE(same_bytes(kc[1].view(), kc[0].view())) << "k cache";
+          EXPECT_TRUE(same_bytes(vc[1].view(), vc[0].view())) << "v cache";
         }
       }
     }
