@@ -17,6 +17,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemv.h"
+#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope.h"
@@ -137,6 +138,8 @@ Decoder::Decoder(GemmaForCausalLM& model) : model_(&model) {
   inv_freq_ = model.rope_inv_freq().view();
   rope_table_ = model.rope_table().view();  // empty on the CPU: the twins compute (the same bits)
   embed_scale_ = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
+  // Its stream and events exist before the first step, which the generator may enqueue inside a graph capture.
+  if (model.options().device == Device::CUDA) side_prefetch_.prepare();
 }
 
 Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
@@ -207,6 +210,20 @@ bool decode_qkv_rope_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", false);
   return on;
 }
+// Opt-in (TEGEMMA_DECODE_L2_AHEAD_MB=N, 0 .. 256; off by default until measured): a GEMV decode step requests the
+// weights of its next GEMVs into L2 on a side stream (kernels::SidePrefetch, joined at the step's end; the same
+// bits) while the layer's latency-bound kernels leave HBM idle: after the QKV projection, the O weights and then
+// fc1's leading rows, N MB in all (consumed after RoPE + KV write, attention, the O GEMV and the RMSNorm; fc1's
+// first blocks read its first rows). TEGEMMA_DECODE_L2_NEXT_MB=M: after fc1, the next layer's QKV weights (M MB at
+// most), during GeGLU and fc2. Session 10's in-chain version (one block, evict-last) lost; see l2_prefetch.h.
+int64_t decode_l2_ahead_bytes() {
+  static const int64_t bytes = static_cast<int64_t>(env_int("TEGEMMA_DECODE_L2_AHEAD_MB", 0, 0, 256)) << 20;
+  return bytes;
+}
+int64_t decode_l2_next_bytes() {
+  static const int64_t bytes = static_cast<int64_t>(env_int("TEGEMMA_DECODE_L2_NEXT_MB", 0, 0, 256)) << 20;
+  return bytes;
+}
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
@@ -230,6 +247,7 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const float eps = static_cast<float>(c.rms_norm_eps);
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   if (!project_qkv(l, a.ln, lw.qkv, gemv)) linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
+  if (gemv) prefetch_weights({{&a.attn, &lw.o}, {&a.ln, &lw.fc1}}, decode_l2_ahead_bytes(), stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
@@ -237,10 +255,13 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
-    linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
-    p.geglu(a.fc1, a.act, s.fc2, stream);
+  const bool fused_geglu = fc1_geglu(a, lw.fc1, s.fc2, gemv, stream);
+  if (!fused_geglu) linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
+  if (gemv && l + 1 < c.num_hidden_layers) {
+    const LayerWeights& next = model_->weights().layers[static_cast<std::size_t>(l + 1)];
+    prefetch_weights({{&a.ln, &next.qkv}}, decode_l2_next_bytes(), stream);
   }
+  if (!fused_geglu) p.geglu(a.fc1, a.act, s.fc2, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
 }
 
@@ -253,6 +274,16 @@ bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& 
   if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
   kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
   return true;
+}
+
+void Decoder::prefetch_weights(std::initializer_list<std::pair<const GemmInput*, const LinearWeight*>> pairs,
+                               int64_t max_bytes, Stream stream) const {
+  if (max_bytes == 0) return;
+  std::vector<TensorView> weights;
+  for (const auto& [x, w] : pairs) {
+    if (const std::optional<GemvPair> ops = gemv_operands(*x, *w)) weights.push_back(ops->w.data);
+  }
+  side_prefetch_.issue(weights, max_bytes, stream);
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
@@ -483,6 +514,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
+  side_prefetch_.join(stream);  // the L2 requests (if any) rejoin the step: a capture must end joined
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 
