@@ -20,9 +20,6 @@
 #   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
 #                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
 #   both_epi      both of the above
-#   l2aN, l2aN_nM TEGEMMA_DECODE_L2_AHEAD_MB=N (and TEGEMMA_DECODE_L2_NEXT_MB=M): the GEMV step requests the O and
-#                 fc1 weights (N MB) after the QKV projection, and the next QKV weights (M MB) after fc1, into L2 on
-#                 a side stream (kernels::SidePrefetch; the same bits), e.g. l2a32, l2a24_n8
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -45,9 +42,6 @@ for cfg in $configs; do
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     qkv_rope) envs=(TEGEMMA_DECODE_QKV_ROPE=1) ;;
     both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
-    l2a*)
-      [[ $cfg =~ ^l2a([0-9]+)(_n([0-9]+))?$ ]] || { echo "decode_ab: bad L2 configuration $cfg" >&2; exit 2; }
-      envs=(TEGEMMA_DECODE_L2_AHEAD_MB="${BASH_REMATCH[1]}" TEGEMMA_DECODE_L2_NEXT_MB="${BASH_REMATCH[3]:-0}") ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

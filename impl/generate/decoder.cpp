@@ -17,7 +17,6 @@
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope.h"
@@ -138,8 +137,6 @@ Decoder::Decoder(GemmaForCausalLM& model) : model_(&model) {
   inv_freq_ = model.rope_inv_freq().view();
   rope_table_ = model.rope_table().view();  // empty on the CPU: the twins compute (the same bits)
   embed_scale_ = kernels::embedding_scale(cfg.hidden_size, DType::BF16);
-  // Its stream and events exist before the first step, which the generator may enqueue inside a graph capture.
-  if (model.options().device == Device::CUDA) side_prefetch_.prepare();
 }
 
 Decoder::Acts Decoder::carve(Buffers& b, int64_t rows, int64_t lm_rows) const {
@@ -193,36 +190,31 @@ namespace {
 // persistent kernel with one grid barrier (kernels::decode_mlp, TEGEMMA_DECODE_MLP_PERSISTENT=1; 3e8fdfa,
 // docs/decode_persistent.md): bench_gemm as a graph with PDL, persistent vs the four unfused kernels, 2b 40.7 vs
 // 38.2 us, 7b 74.9 vs 68.2; decode B1 tok/s 887.8 vs 941.7 (2b), 331.4 vs 347.3 (7b).
+// Removed, measured slower (H200, session 16, 71e5bf4): the next GEMVs' weights requested into L2 on a side stream
+// forked from the step (kernels::SidePrefetch: cp.async.bulk.prefetch.L2 from up to one block per SM, normal
+// priority, joined at the step's end, so nothing in the chain waited for it; after the QKV projection the O and fc1
+// weights, after fc1 the next QKV): decode B1 tok/s default / 16 / 32 / 32 + 8 / 48 + 16 MB: 2b 949.3 / 902.0 / 894.3
+// / 900.0 / 885.3, 7b 348.5 / 345.7 / 341.3 / 338.5 / 330.0. The requests compete with the chain's own reads;
+// the idle HBM time between the GEMVs is not free to fill.
 // On by default (TEGEMMA_DECODE_ATTN_FP8=0 turns it off): the O projection's input cast (the per-tensor BF16 -> E4M3
 // quantize, 2.3 us per layer at B1, 4.1 us at B64) fused into decode attention's final write (DecodeOptions::fp8_out),
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
 // decode tok/s off / on: gemma-7b B1 (FP8 head) 330.3 / 334.0 and 331.1 / 334.4, the TE tutorial (B64, FP8 cache and
 // head) 13371 / 13477 and 13535 / 13644, gemma-2b B1 936.0 / 933.2 and 933.4 / 938.6 (noise).
-// Opt-in (=1), unmeasured: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 cast as one kernel (kernels::gemv_geglu,
-// the same bits), one kernel boundary less per layer. Decide on ci/decode_ab.sh geglu_epi.
+// Opt-in (=1): the batch-1 step's fc1 GEMV and GeGLU -> E4M3 cast as one kernel (kernels::gemv_geglu, the same
+// bits), one kernel boundary less per layer. Faster alone (H200, bench_gemm, M = 1: 2b 21.4 vs 24.6 us, 7b 41.8 vs
+// 44.4) but not in the 2b step: decode B1 tok/s (session 16, c0894d1; delayed + FP8 head) default / geglu_epi /
+// qkv_rope / both: 2b 941.8 / 923.3 / 938.9 / 926.4, 7b 346.8 / 349.4 / 349.5 / 352.4; again at 71e5bf4, default /
+// both: 2b 949.3 / 928.5, 7b 348.5 / 353.6. Opposite signs on the two presets (-2%, +1.5%): no default.
 bool decode_geglu_epilogue_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEGLU_EPILOGUE", false);
   return on;
 }
-// Opt-in (=1), unmeasured: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
-// (kernels::gemv_qkv_rope, the same bytes), one kernel boundary less per layer. Decide on ci/decode_ab.sh qkv_rope.
+// Opt-in (=1): the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel (kernels::gemv_qkv_rope, the
+// same bytes), one kernel boundary less per layer. Measured with gemv_geglu above (2b -0.3%, 7b +0.8%): no default.
 bool decode_qkv_rope_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", false);
   return on;
-}
-// Opt-in (TEGEMMA_DECODE_L2_AHEAD_MB=N, 0 .. 256; off by default until measured): a GEMV decode step requests the
-// weights of its next GEMVs into L2 on a side stream (kernels::SidePrefetch, joined at the step's end; the same
-// bits) while the layer's latency-bound kernels leave HBM idle: after the QKV projection, the O weights and then
-// fc1's leading rows, N MB in all (consumed after RoPE + KV write, attention, the O GEMV and the RMSNorm; fc1's
-// first blocks read its first rows). TEGEMMA_DECODE_L2_NEXT_MB=M: after fc1, the next layer's QKV weights (M MB at
-// most), during GeGLU and fc2. Session 10's in-chain version (one block, evict-last) lost; see l2_prefetch.h.
-int64_t decode_l2_ahead_bytes() {
-  static const int64_t bytes = static_cast<int64_t>(env_int("TEGEMMA_DECODE_L2_AHEAD_MB", 0, 0, 256)) << 20;
-  return bytes;
-}
-int64_t decode_l2_next_bytes() {
-  static const int64_t bytes = static_cast<int64_t>(env_int("TEGEMMA_DECODE_L2_NEXT_MB", 0, 0, 256)) << 20;
-  return bytes;
 }
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
@@ -247,7 +239,6 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const float eps = static_cast<float>(c.rms_norm_eps);
   p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   if (!project_qkv(l, a.ln, lw.qkv, gemv)) linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
-  if (gemv) prefetch_weights({{&a.attn, &lw.o}, {&a.ln, &lw.fc1}}, decode_l2_ahead_bytes(), stream);
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
@@ -255,13 +246,10 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  const bool fused_geglu = fc1_geglu(a, lw.fc1, s.fc2, gemv, stream);
-  if (!fused_geglu) linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
-  if (gemv && l + 1 < c.num_hidden_layers) {
-    const LayerWeights& next = model_->weights().layers[static_cast<std::size_t>(l + 1)];
-    prefetch_weights({{&a.ln, &next.qkv}}, decode_l2_next_bytes(), stream);
+  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
+    linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
+    p.geglu(a.fc1, a.act, s.fc2, stream);
   }
-  if (!fused_geglu) p.geglu(a.fc1, a.act, s.fc2, stream);
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
 }
 
@@ -274,16 +262,6 @@ bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& 
   if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
   kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
   return true;
-}
-
-void Decoder::prefetch_weights(std::initializer_list<std::pair<const GemmInput*, const LinearWeight*>> pairs,
-                               int64_t max_bytes, Stream stream) const {
-  if (max_bytes == 0) return;
-  std::vector<TensorView> weights;
-  for (const auto& [x, w] : pairs) {
-    if (const std::optional<GemvPair> ops = gemv_operands(*x, *w)) weights.push_back(ops->w.data);
-  }
-  side_prefetch_.issue(weights, max_bytes, stream);
 }
 
 void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
@@ -514,7 +492,6 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
-  side_prefetch_.join(stream);  // the L2 requests (if any) rejoin the step: a capture must end joined
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 

@@ -25,9 +25,7 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <memory>
-#include <utility>
 #include <vector>
 
 #include "common/tensor.h"
@@ -36,7 +34,6 @@
 #include "impl/kv_cache.h"
 #include "impl/model.h"
 #include "impl/precision.h"
-#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/sampling/sampling.h"
 
 namespace tg::impl {
@@ -119,10 +116,6 @@ class Decoder {
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
              bool clear_pad_rows, bool gemv, Stream stream) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
-  // The weights the pairs' GEMVs read (gemv_operands: the E4M3 copy or the BF16 master), in order, requested into L2
-  // on side_prefetch_ up to max_bytes (0: nothing); pairs that do not run as a GEMV are left out.
-  void prefetch_weights(std::initializer_list<std::pair<const GemmInput*, const LinearWeight*>> pairs,
-                        int64_t max_bytes, Stream stream) const;
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu when opted in (TEGEMMA_DECODE_GEGLU_EPILOGUE=1) and the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
@@ -144,8 +137,6 @@ class Decoder {
   TensorView inv_freq_;
   TensorView rope_table_;
   float embed_scale_ = 1.0f;
-  // The decode step's L2 requests on a side stream (TEGEMMA_DECODE_L2_AHEAD_MB / _NEXT_MB; joined by step()).
-  mutable kernels::SidePrefetch side_prefetch_;
   // Prefill buffers: grown on demand, re-carved per call (not captured).
   Arena prefill_arena_;
   std::vector<int32_t> staging_;

@@ -12,7 +12,6 @@
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/tests/gemm_test_util.h"
 
@@ -309,27 +308,6 @@ TEST(GemvCpu, BadInputIsAClearError) {
   const Tensor w8x8 = random_matrix(DType::BF16, 8, 8, 11);
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(sq.view()), GemvOperand::bf16(w8x8.view()), sq.view()),
                       "must not alias");
-}
-
-// ---- SidePrefetch (kernels/gemm/l2_prefetch.h): on the CPU a no-op with the same argument rules -------------------
-
-TEST(L2PrefetchCpu, NoOpAndArgumentRules) {
-  Tensor a = random_matrix(DType::BF16, 4, 64, 12), b = random_matrix(DType::E4M3, 8, 32, 13);
-  const Tensor a0 = a.to(Device::CPU), b0 = b.to(Device::CPU);
-  SidePrefetch side;
-  side.issue({a.view(), b.view()}, 1 << 20, Stream{});
-  side.issue({a.view()}, 0, Stream{});
-  side.issue({}, 1 << 20, Stream{});
-  EXPECT_FALSE(side.pending());  // nothing was enqueued, so join() has nothing to wait for
-  side.join(Stream{});
-  EXPECT_EQ(std::memcmp(a.data(), a0.data(), a.nbytes()), 0);  // nothing written
-  EXPECT_EQ(std::memcmp(b.data(), b0.data(), b.nbytes()), 0);
-  TG_EXPECT_THROW_MSG(side.issue({a.view()}, -1, Stream{}), "max_bytes must be >= 0");
-  TG_EXPECT_THROW_MSG(side.issue({a.view(), TensorView{}}, 64, Stream{}), "tensor 1 is empty");
-  const TensorView strided(a.data(), DType::BF16, Shape{4, 32}, Shape{64, 1}, Device::CPU);
-  TG_EXPECT_THROW_MSG(side.issue({strided}, 64, Stream{}), "tensor 0 must be contiguous");
-  const std::vector<TensorView> nine(kL2PrefetchMaxTensors + 1, a.view());
-  TG_EXPECT_THROW_MSG(side.issue(nine, 64, Stream{}), "at most 8 tensors");
 }
 
 }  // namespace

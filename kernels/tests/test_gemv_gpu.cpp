@@ -23,8 +23,6 @@
 #include "common/numeric.h"
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
-#include "kernels/gemm/l2_prefetch.h"
-#include "kernels/launch/programmatic_launch.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/rope/rope.h"
 #include "kernels/tuning_scope.h"
@@ -386,56 +384,6 @@ TEST(GemvGpu, OddKIsRejected) {
   Tensor out = Tensor::zeros(DType::BF16, {1, 8}, Device::CUDA);
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view()),
                       "K = 3077 must be a multiple of 8");
-}
-
-// ---- SidePrefetch (kernels/gemm/l2_prefetch.h) --------------------------------------------------------------------
-// A hint with no effect on values, on a stream forked from the chain and joined back: gemv (writes y) -> issue (both
-// weights) -> gemv reading y as its x -> join, under programmatic launch, eagerly and captured in a graph (the
-// capture ends joined), gives the bits of the chain without the prefetch; the weights are unchanged; a budget
-// smaller than the first tensor, zero and more than all the bytes all run; the graph replays several times with y
-// poisoned first (a z computed before y lands differs). Argument rules: the CPU test (the same checks).
-TEST(L2PrefetchGpu, SideStreamKeepsValuesAndChainOrder) {
-  TG_REQUIRE_CUDA();
-  const int64_t k = 2048, n1 = 2048, n2 = 2560;
-  const Tensor x = random_matrix(DType::BF16, 1, k, 71).to(Device::CUDA);
-  const Tensor w1 = random_matrix(DType::BF16, n1, k, 72).to(Device::CUDA);
-  const Tensor w2 = random_matrix(DType::BF16, n2, n1, 73).to(Device::CUDA);
-  const Tensor w1_host = w1.to(Device::CPU), w2_host = w2.to(Device::CPU);
-  cudaStream_t raw = nullptr;
-  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
-  const Stream stream{raw};
-  SidePrefetch side;
-  auto chain = [&](int64_t prefetch_bytes, Tensor& y, Tensor& z) {
-    const ProgrammaticLaunchScope pdl(true);
-    gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w1.view()), y.view(), {}, {}, stream);
-    if (prefetch_bytes >= 0) side.issue({w2.view(), w1.view()}, prefetch_bytes, stream);
-    gemv(GemvOperand::bf16(y.view()), GemvOperand::bf16(w2.view()), z.view(), {}, {}, stream);
-    side.join(stream);
-  };
-  Tensor y_ref = Tensor::zeros(DType::BF16, {1, n1}, Device::CUDA);
-  Tensor z_ref = Tensor::zeros(DType::BF16, {1, n2}, Device::CUDA);
-  chain(-1, y_ref, z_ref);
-  TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-  const Tensor z_host = z_ref.to(Device::CPU);
-  for (const int64_t bytes : {int64_t{0}, int64_t{4096}, int64_t{1} << 20, int64_t{1} << 30}) {
-    SCOPED_TRACE(::testing::Message() << "prefetch bytes " << bytes);
-    Tensor y = Tensor::zeros(DType::BF16, {1, n1}, Device::CUDA), z = Tensor::zeros(DType::BF16, {1, n2}, Device::CUDA);
-    chain(bytes, y, z);
-    EXPECT_FALSE(side.pending());
-    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-    EXPECT_TRUE(same_bytes(z.view(), z_host.view())) << "eager";
-    const testing::CapturedGraph graph(raw, cudaStreamCaptureModeThreadLocal, [&] { chain(bytes, y, z); });
-    for (int replay = 0; replay < 3; ++replay) {
-      TG_CHECK_CUDA(cudaMemsetAsync(y.data(), 0xFF, y.nbytes(), raw));  // NaN
-      TG_CHECK_CUDA(cudaMemsetAsync(z.data(), 0, z.nbytes(), raw));
-      graph.launch(raw);
-      TG_CHECK_CUDA(cudaStreamSynchronize(raw));
-      EXPECT_TRUE(same_bytes(z.view(), z_host.view())) << "graph replay " << replay;
-    }
-  }
-  EXPECT_TRUE(same_bytes(w1.view(), w1_host.view()));
-  EXPECT_TRUE(same_bytes(w2.view(), w2_host.view()));
-  TG_CHECK_CUDA(cudaStreamDestroy(raw));
 }
 
 }  // namespace
