@@ -9,6 +9,7 @@
 //   stream   L kernels, ordinary launches (each starts when the one before has completed)
 //   pdl      L kernels, programmatic dependent launch: dev::pdl_wait() first, then pdl_launch_dependents() (what the
 //            decode step does today, kernels/launch/programmatic_launch.h)
+//   pdl_first  the same, trigger before the wait (the build option TEGEMMA_PDL_TRIGGER_FIRST, dev::pdl_enter)
 //   flag     L kernels, PDL launch attribute for early residency but no griddepcontrol.wait: thread 0 spins on a
 //            global arrival counter (ld.acquire.gpu) until all G blocks of the step before have arrived, then the
 //            block triggers its dependents and works; each block arrives (threadfence + atomicAdd) after writing
@@ -16,8 +17,9 @@
 //   barrier  one kernel of G blocks (G <= one resident wave) running the L steps with a grid barrier (arrival
 //            counter per step, same spin) between them: the persistent-kernel form
 // G = 132 (one block per SM), 528 and 4096 (the gemma-2b fc1 GEMV's grid: several waves, and 4096 same-address
-// arrivals per step in flag mode; the barrier mode skips it). No roofline applies (a latency probe: 8 KB per block per step from L2, nothing
-// from HBM once warm); the JSON's hbm_roofline_frac counts the L2 bytes read, for completeness only.
+// arrivals per step in flag mode; the barrier mode skips it). No roofline applies (a latency probe: 8 KB per block
+// per step from L2, nothing from HBM once warm); the JSON's hbm_roofline_frac counts the L2 bytes read, for
+// completeness only.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -41,7 +43,7 @@ constexpr int kThreads = 128;
 constexpr int kN = 2048;     // floats in x_i
 constexpr int kSteps = 64;   // L
 
-enum Mode : int { kStream = 0, kPdl = 1, kFlag = 2, kBarrier = 3 };
+enum Mode : int { kStream = 0, kPdl = 1, kPdlFirst = 2, kFlag = 3, kBarrier = 4 };
 
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
@@ -85,9 +87,10 @@ __device__ __forceinline__ void step_work(const float* x, float* y) {
 template <int kMode>
 __global__ void __launch_bounds__(kThreads) chain_step(const float* x, float* y, const unsigned* in, unsigned* out,
                                                        unsigned expected) {
-  if constexpr (kMode == kPdl) kernels::dev::pdl_wait();
+  if constexpr (kMode == kPdlFirst) kernels::dev::pdl_launch_dependents();
+  if constexpr (kMode == kPdl || kMode == kPdlFirst) kernels::dev::pdl_wait();
   if constexpr (kMode == kFlag) wait_count(in, expected);
-  if constexpr (kMode != kStream) kernels::dev::pdl_launch_dependents();
+  if constexpr (kMode == kPdl || kMode == kFlag) kernels::dev::pdl_launch_dependents();
   step_work(x, y);
   if constexpr (kMode == kFlag) arrive(out);
 }
@@ -149,9 +152,13 @@ void bm_chain(benchmark::State& state, int mode, int blocks) {
         float* y = b + ((i + 1) % 2) * kN;
         // Step 0 waits for nothing (its counter is never arrived on: expected 0).
         const unsigned expected = i == 0 ? 0u : static_cast<unsigned>(blocks);
-        if (mode == kStream) kernels::cuda::launch(chain_step<kStream>, blocks, kThreads, 0, s, x, y, c + i, c + i + 1, expected);
-        if (mode == kPdl) kernels::cuda::launch(chain_step<kPdl>, blocks, kThreads, 0, s, x, y, c + i, c + i + 1, expected);
-        if (mode == kFlag) kernels::cuda::launch(chain_step<kFlag>, blocks, kThreads, 0, s, x, y, c + i, c + i + 1, expected);
+        const auto step = [&](auto kernel) {
+          kernels::cuda::launch(kernel, blocks, kThreads, 0, s, x, y, c + i, c + i + 1, expected);
+        };
+        if (mode == kStream) step(chain_step<kStream>);
+        if (mode == kPdl) step(chain_step<kPdl>);
+        if (mode == kPdlFirst) step(chain_step<kPdlFirst>);
+        if (mode == kFlag) step(chain_step<kFlag>);
       }
     };
     cudaGraph_t graph = nullptr;
@@ -185,7 +192,7 @@ void bm_chain(benchmark::State& state, int mode, int blocks) {
 }
 
 void register_all() {
-  const char* names[] = {"stream", "pdl", "flag", "barrier"};
+  const char* names[] = {"stream", "pdl", "pdl_first", "flag", "barrier"};
   for (int mode = kStream; mode <= kBarrier; ++mode) {
     for (const int blocks : {132, 528, 4096}) {
       const std::string name = std::string("sync/") + names[mode] + "/G" + std::to_string(blocks) + "/L" +

@@ -63,8 +63,7 @@ template <Dir kDir, typename A, typename Out, int kRows>
 __global__ void __launch_bounds__(kThreads) geglu_kernel(const Args a) {
   static_assert(kRows % kRowsPerPass == 0 && kRows >= kRowsPerPass, "geglu_kernel: tile height");
   constexpr int kRowPasses = kRows / kRowsPerPass;  // chunks per thread
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   constexpr bool kFp8 = std::is_same_v<Out, dev::e4m3_t> || std::is_same_v<Out, dev::e5m2_t>;
   constexpr int kHalves = kDir == Dir::kForward ? 1 : 2;  // backward writes [d_gate | d_up]
   __shared__ __align__(16) uint8_t tile[kFp8 ? kHalves : 1][kFp8 ? kRows : 1][kFp8 ? kPitch : 4];

@@ -310,8 +310,7 @@ constexpr int min_blocks() {
 
 template <int DH, int G, typename T>
 __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_kernel(DecodeParams p) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   using Geo = Geometry<DH>;
   // q in registers: the Q.K chunks of this lane, at most 32 floats, where the register budget has room
   constexpr bool kQReg = G * Geo::kCpl * 8 <= 32 && min_blocks<G, T>() <= 3;
@@ -603,8 +602,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
 constexpr int kCombineThreads = 128;
 __global__ void decode_combine_kernel(const float* __restrict__ o_part, const float2* __restrict__ ml, DecodeParams p,
                                       int dh) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   __shared__ uint32_t key_scratch[kCombineThreads / 32];
   const int64_t bh = blockIdx.x;
   const int hk = static_cast<int>(bh % p.H) / p.g;

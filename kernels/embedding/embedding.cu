@@ -39,8 +39,7 @@ struct Ids {
 
 // status = {0, INT_MAX}: no bad id yet (a kernel, so that the whole call can be captured in a CUDA graph).
 __global__ void embedding_status_init_kernel(int* status) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   status[0] = 0;
   status[1] = INT_MAX;
 }
@@ -114,8 +113,7 @@ __global__ void __launch_bounds__(kFwdThreads, 3)
     embedding_forward_async_kernel(Ids ids, int64_t tokens, const bf16_t* __restrict__ table, int64_t ld_table,
                                    int64_t vocab, int64_t cols, float scale, O* __restrict__ out, int64_t ld_out,
                                    int* status) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   extern __shared__ __align__(16) uint8_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   bf16_t* ring = reinterpret_cast<bf16_t*>(smem) + warp * 2 * kAsyncUnitElems;

@@ -123,8 +123,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
@@ -338,8 +337,7 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const GemvParams 
   const int rounds = (p.k + kMmaRoundK - 1) / kMmaRoundK;
   const int per = (rounds + kSplit - 1) / kSplit;
   const int r_begin = min(rounds, split * per), r_end = min(rounds, r_begin + per);
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   if (kSplit == 1 && !active) return;
 
   float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};

@@ -66,8 +66,7 @@ __device__ __forceinline__ bf16_t row_element(const WriteArgs& a, const bf16_t* 
 // Element-wise: any Dh, any alignment.
 template <bool kFp8>
 __global__ void kv_cache_write_kernel(WriteArgs a) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   const int t = blockIdx.x, y = blockIdx.y;
   if (y >= 2 * a.kv_chunks) {
     if (a.q == nullptr) return;

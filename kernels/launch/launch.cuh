@@ -26,6 +26,22 @@ __device__ __forceinline__ void pdl_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// The first statement of every kernel launched through kernels::cuda::launch: pdl_wait() and
+// pdl_launch_dependents(), in the build's order. Default: wait, then trigger (the next kernel's blocks are
+// scheduled once this kernel's predecessor has completed and this kernel's blocks are past their wait).
+// TEGEMMA_PDL_TRIGGER_FIRST=1 (CMake -DTEGEMMA_PDL_TRIGGER_FIRST=ON, a build-time A/B for the decode step): trigger,
+// then wait -- the next kernel's blocks may be scheduled as soon as all of this kernel's blocks are, one kernel
+// further ahead. Both orders are correct (a dependent still waits in its own pdl_wait for this kernel's completion,
+// which follows this kernel's wait); bench_sync's pdl / pdl_first modes time the two.
+__device__ __forceinline__ void pdl_enter() {
+#if TEGEMMA_PDL_TRIGGER_FIRST
+  pdl_launch_dependents();
+  pdl_wait();
+#else
+  pdl_wait();
+  pdl_launch_dependents();
+#endif
+}
 }  // namespace dev
 
 namespace cuda {

@@ -8,9 +8,10 @@
 // a decode step. Launches outside a scope, and kernels launched with <<<>>>, are ordinary stream-ordered launches.
 //
 // The rule that keeps it correct: every kernel launched through kernels::cuda::launch calls dev::pdl_wait() before it
-// reads or writes any memory that an earlier kernel of the stream touches (by convention, as its first statement), and
-// may call dev::pdl_launch_dependents() (the next kernel's blocks may then be scheduled; they still wait in their own
-// pdl_wait for this kernel's completion). A kernel after one that never triggers starts when that one completes.
+// reads or writes any memory that an earlier kernel of the stream touches, and may call dev::pdl_launch_dependents()
+// (the next kernel's blocks may then be scheduled; they still wait in their own pdl_wait for this kernel's
+// completion). A kernel after one that never triggers starts when that one completes. By convention every kernel's
+// first statement is dev::pdl_enter(), both calls in the build's order (kernels/launch/launch.cuh).
 #pragma once
 
 namespace tg::kernels {

@@ -288,8 +288,7 @@ __global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
   static_assert(!kFull || kAsync, "kFull: the cp.async path (whole vectorisable rows)");
   static_assert(kSched == kSchedRing || (kFull && !kResidual), "schedules: the kFull kernel without residual");
   static_assert(!kSpread || (N > 0 && !kResidual && !kAsync && !kFull), "kSpread: cached rows, no residual");
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   if constexpr (kSpread) {
     rmsnorm_spread_row<T, Out, N>(a);
     return;

@@ -239,8 +239,7 @@ template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUn
 __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   __shared__ uint32_t scratch[kFlatThreads / 32];
   constexpr int kEl = kFlatVecElems<IT>;
   const float s = kStore ? *scale_ptr : 1.0f;

@@ -133,8 +133,7 @@ __device__ __forceinline__ void rotate_all_heads(const Heads& x, int64_t t, int6
 // follow the cos / sin in both paths.
 template <typename A, int W, bool kTable>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const Args a) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   const int64_t groups = a.half / W;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const int64_t t = item / groups;

@@ -190,8 +190,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sample_tokens_kernel(const T* __restrict__ logits, int64_t row_stride, int vocab, int words, int max_tokens,
                          const SamplingParams* __restrict__ params, StatePtrs st) {
-  dev::pdl_wait();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-  dev::pdl_launch_dependents();
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   // Raw storage: SamplingParams has default member initialisers, which __shared__ variables cannot run.
   __shared__ alignas(SamplingParams) unsigned char p_raw[sizeof(SamplingParams)];
   __shared__ Scratch sm;
