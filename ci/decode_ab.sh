@@ -20,6 +20,9 @@
 #   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
 #                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
 #   both_epi      both of the above
+#   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
+#                 builds that tree with extra CMake options, e.g. -DTEGEMMA_PDL_TRIGGER_FIRST=ON)
+#   NAME_rN       (any configuration with a suffix _r2, _r3, ...) the same configuration again, a repeat in the same run
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
 build=$1 out=$2
@@ -28,7 +31,12 @@ configs=${CONFIGS:-default cudacore}
 mkdir -p "$out"
 for cfg in $configs; do
   envs=()
-  case $cfg in
+  bin=$build/bench/bench_generate
+  case ${cfg%_r[0-9]*} in
+    alt)
+      [ -x "${DECODE_AB_ALT_BUILD:-}/bench/bench_generate" ] ||
+        { echo "decode_ab: alt needs DECODE_AB_ALT_BUILD with bench/bench_generate built" >&2; exit 2; }
+      bin=$DECODE_AB_ALT_BUILD/bench/bench_generate ;;
     default) ;;
     cudacore) envs=(TEGEMMA_GEMV_MMA=never) ;;
     mma) envs=(TEGEMMA_GEMV_MMA=always) ;;
@@ -44,7 +52,7 @@ for cfg in $configs; do
     both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
-  env "${envs[@]}" "$build/bench/bench_generate" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \
+  env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \
     --benchmark_out_format=json --benchmark_min_warmup_time=0 > "$out/$cfg.log" 2>&1
   echo "== $cfg rc=$?"
 done
