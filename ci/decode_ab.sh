@@ -20,6 +20,8 @@
 #   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
 #                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
 #   both_epi      both of the above
+#   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
+#                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
 #                 builds that tree with extra CMake options, e.g. -DTEGEMMA_PDL_TRIGGER_FIRST=ON)
 #   NAME_rN       (any configuration with a suffix _r2, _r3, ...) the same configuration again, a repeat in the same run
@@ -50,6 +52,7 @@ for cfg in $configs; do
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     qkv_rope) envs=(TEGEMMA_DECODE_QKV_ROPE=1) ;;
     both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
+    sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

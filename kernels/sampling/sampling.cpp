@@ -74,6 +74,13 @@ Dims check_args(const TensorView& logits, const TensorView& params, const Decode
            state.seen.describe());
   check_contiguous(state.seen, what);
   check_device(state.seen, device, what);
+  if (!state.workspace.empty()) {
+    TG_CHECK(state.workspace.dtype == DType::I32 && state.workspace.shape == (Shape{d.batch, kSampleWorkspaceWords}),
+             what, ": state.workspace (optional) must be I32 [B = ", d.batch, ", ", kSampleWorkspaceWords, "], got ",
+             state.workspace.describe());
+    check_contiguous(state.workspace, what);
+    check_device(state.workspace, device, what);
+  }
   return d;
 }
 

@@ -2,6 +2,9 @@
 // (BF16: 512 KB for a 256k vocabulary, L2-resident after the first pass) and recomputes the scores, so no
 // scratch memory is needed:
 //   greedy   one pass: block argmax (ties -> lowest index); BF16 rows in 16-byte loads, 4 in flight per thread.
+//            With DecodeState::workspace the row is split over kGreedySplit blocks, each the argmax of its slice;
+//            the last to arrive merges them (the whole row's argmax: the order is total) and updates the state.
+//            One block scanning a 256k row took 17.9 us of the gemma-2b B1 step (H200, session 16 profile).
 //   sample   max pass; top-k: 4 radix passes (8 bits each) over the 32-bit order keys with counts; the kept
 //            total W; top-p: 8 radix passes over the 64-bit (order key, index) composite with integer weights;
 //            the kept total W'; the draw: per-thread contiguous chunks, a block exclusive scan of their kept
@@ -56,6 +59,7 @@ struct Scratch {
   unsigned long long bcast_u64[2];
   float bcast_f;
   int bcast_i;
+  int last_part;  // merge_greedy_parts: this block arrived last (not shared with the reductions above)
 };
 
 __device__ float block_max(float v, Scratch& sm) {
@@ -107,7 +111,11 @@ __device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi)
     i = oi;
   }
 }
-__device__ int block_argmax(float v, int i, Scratch& sm) {
+struct ArgMax {
+  float value;
+  int index;
+};
+__device__ ArgMax block_argmax(float v, int i, Scratch& sm) {
   for (int o = 16; o > 0; o >>= 1) argmax_merge(v, i, __shfl_xor_sync(kFull, v, o), __shfl_xor_sync(kFull, i, o));
   __syncthreads();
   if ((threadIdx.x & 31) == 0) {
@@ -119,10 +127,42 @@ __device__ int block_argmax(float v, int i, Scratch& sm) {
     float w = sm.warp_f[threadIdx.x];
     int wi = sm.warp_i[threadIdx.x];
     for (int o = 16; o > 0; o >>= 1) argmax_merge(w, wi, __shfl_xor_sync(kFull, w, o), __shfl_xor_sync(kFull, wi, o));
-    if (threadIdx.x == 0) sm.bcast_i = wi;
+    if (threadIdx.x == 0) {
+      sm.bcast_f = w;
+      sm.bcast_i = wi;
+    }
   }
   __syncthreads();
-  return sm.bcast_i;
+  return ArgMax{sm.bcast_f, sm.bcast_i};
+}
+
+// The greedy split (DecodeState::workspace): block `part` of `parts` publishes its partial argmax of row b; the last
+// block to arrive (ticket) merges all of them in part order -- argmax_merge is a total order on (value, -index), so
+// the result is the whole row's -- resets the ticket for the next call and returns true with the merged index in
+// *chosen. Others return false. Release / acquire through __threadfence around the ticket (the classic last-block
+// reduction); partials are read through L2 (__ldcg).
+__device__ bool merge_greedy_parts(ArgMax mine, int part, int parts, int32_t* ws_row, int vocab, int* chosen,
+                                   Scratch& sm) {
+  uint32_t* ticket = reinterpret_cast<uint32_t*>(ws_row);
+  float* values = reinterpret_cast<float*>(ws_row + 1);
+  int32_t* indices = ws_row + 1 + parts;
+  if (threadIdx.x == 0) {
+    values[part] = mine.value;
+    indices[part] = mine.index;
+    __threadfence();
+    sm.last_part = atomicAdd(ticket, 1u) == static_cast<uint32_t>(parts - 1);
+  }
+  __syncthreads();
+  if (!sm.last_part) return false;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    float best = -INFINITY;
+    int best_i = vocab;
+    for (int q = 0; q < parts; ++q) argmax_merge(best, best_i, __ldcg(values + q), __ldcg(indices + q));
+    *chosen = best_i < vocab ? best_i : 0;
+    *ticket = 0;  // the next call starts from zero (kernel boundaries order it)
+  }
+  return true;
 }
 
 // Exclusive prefix sum over the block (thread order).
@@ -186,25 +226,28 @@ __device__ unsigned long long radix_select(int vocab, int nbits, const KeyWeight
   return prefix;
 }
 
+// Grid (parts, B): parts = 1, or kGreedySplit with a workspace (ws: I32 [B, kSampleWorkspaceWords]); the sampling
+// path runs in block 0 of its row alone (the other parts exit).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sample_tokens_kernel(const T* __restrict__ logits, int64_t row_stride, int vocab, int words, int max_tokens,
-                         const SamplingParams* __restrict__ params, StatePtrs st) {
+                         const SamplingParams* __restrict__ params, StatePtrs st, int32_t* ws) {
   dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   // Raw storage: SamplingParams has default member initialisers, which __shared__ variables cannot run.
   __shared__ alignas(SamplingParams) unsigned char p_raw[sizeof(SamplingParams)];
   __shared__ Scratch sm;
   __shared__ int chosen;
   SamplingParams& p = *reinterpret_cast<SamplingParams*>(p_raw);
-  const int b = blockIdx.x;
+  const int b = blockIdx.y, part = blockIdx.x, parts = gridDim.x;
   if (threadIdx.x == 0) {
     memcpy(p_raw, params, sizeof(SamplingParams));
     chosen = -1;
   }
   __syncthreads();
   if (p.mode == SamplingMode::kOff) return;
+  if (p.mode != SamplingMode::kGreedy && part != 0) return;
   if (st.finished[b]) {
-    if (threadIdx.x == 0) st.last[b] = -1;
+    if (threadIdx.x == 0 && part == 0) st.last[b] = -1;
     return;
   }
   const int g = st.generated[b];
@@ -228,18 +271,21 @@ __global__ void __launch_bounds__(kThreads)
   auto score = [&](int i) { return adjust(load_logit(row, i), i); };
 
   if (p.mode == SamplingMode::kGreedy) {
+    // This block's slice [lo, hi) of the row (the whole row without a split; slices start at multiples of 8).
+    const int chunk = parts == 1 ? vocab : ((vocab + parts - 1) / parts + 7) / 8 * 8;
+    const int lo = min(vocab, part * chunk), hi = min(vocab, lo + chunk);
     float best = -INFINITY;
     int best_i = vocab;
-    int scalar_from = 0;  // logits before this index were covered by the vector loop
+    int scalar_from = lo;  // logits of the slice before this index were covered by the vector loop
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      // One block reads the whole row: 16-byte loads, 4 in flight per thread (a 256k-vocabulary BF16 row in 8
-      // rounds instead of 250 dependent 2-byte ones). argmax_merge is a total order on (value, -index), so the
-      // visiting order does not change the result.
+      // 16-byte loads, 4 in flight per thread (a 256k-vocabulary BF16 row in 8 rounds for one block instead of 250
+      // dependent 2-byte ones). argmax_merge is a total order on (value, -index), so the visiting order does not
+      // change the result.
       if (reinterpret_cast<uintptr_t>(row) % 16 == 0) {
         constexpr int kInFlight = 4;
-        const int nvec = vocab / 8;
+        const int vec_lo = lo / 8, nvec = hi / 8;
         const uint4* rv = reinterpret_cast<const uint4*>(row);
-        for (int v0 = threadIdx.x; v0 < nvec; v0 += blockDim.x * kInFlight) {
+        for (int v0 = vec_lo + static_cast<int>(threadIdx.x); v0 < nvec; v0 += blockDim.x * kInFlight) {
           uint4 u[kInFlight];
 #pragma unroll
           for (int k = 0; k < kInFlight; ++k) {
@@ -255,14 +301,21 @@ __global__ void __launch_bounds__(kThreads)
             for (int e = 0; e < 8; ++e) argmax_merge(best, best_i, adjust(__bfloat162float(h[e]), 8 * v + e), 8 * v + e);
           }
         }
-        scalar_from = nvec * 8;
+        scalar_from = max(lo, nvec * 8);
       }
     }
-    for (int i = scalar_from + static_cast<int>(threadIdx.x); i < vocab; i += blockDim.x) {
+    for (int i = scalar_from + static_cast<int>(threadIdx.x); i < hi; i += blockDim.x) {
       argmax_merge(best, best_i, score(i), i);
     }
-    const int t = block_argmax(best, best_i, sm);
-    if (threadIdx.x == 0) chosen = t < vocab ? t : 0;
+    const ArgMax mine = block_argmax(best, best_i, sm);
+    if (parts > 1) {
+      if (!merge_greedy_parts(mine, part, parts, ws + static_cast<int64_t>(b) * kSampleWorkspaceWords, vocab, &chosen,
+                              sm)) {
+        return;  // another block of the row decides
+      }
+    } else if (threadIdx.x == 0) {
+      chosen = mine.index < vocab ? mine.index : 0;
+    }
   } else {
     const bool temper = p.temperature != 1.0f;
     auto warped = [&](int i) {
@@ -373,13 +426,17 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
   const int vocab = static_cast<int>(d.vocab), words = static_cast<int>(seen_words(d.vocab));
   const int max_tokens = static_cast<int>(d.max_tokens);
   const cudaStream_t s = cuda_stream(stream);
-  const dim3 grid(static_cast<unsigned>(d.batch));
+  // With a workspace every row gets kGreedySplit blocks (the mode is read on the device: a sampling row's extra
+  // blocks exit at once).
+  int32_t* ws = state.workspace.empty() ? nullptr : state.workspace.ptr<int32_t>();
+  const dim3 grid(ws != nullptr ? kGreedySplit : 1, static_cast<unsigned>(d.batch));
+  TG_CHECK(d.batch <= 65535, what, ": at most 65535 rows per call, got ", d.batch);
   if (logits.dtype == DType::BF16) {
     launch(sample_tokens_kernel<__nv_bfloat16>, grid, kThreads, 0, s, logits.ptr<const __nv_bfloat16>(),
-           logits.strides[0], vocab, words, max_tokens, prm, st);
+           logits.strides[0], vocab, words, max_tokens, prm, st, ws);
   } else {
     launch(sample_tokens_kernel<float>, grid, kThreads, 0, s, logits.ptr<const float>(), logits.strides[0], vocab,
-           words, max_tokens, prm, st);
+           words, max_tokens, prm, st, ws);
   }
   TG_CHECK_LAUNCH("sample_tokens_kernel");
 }

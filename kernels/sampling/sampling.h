@@ -91,10 +91,19 @@ struct DecodeState {
   TensorView last;        // [B]  out: the token chosen at this call, -1 for rows finished before it
   TensorView out_tokens;  // [B, N] out
   TensorView seen;        // [B, ceil(V / 32)] in/out (read and updated only when repetition_penalty != 1)
+  // Optional I32 [B, kSampleWorkspaceWords], zeroed once by its owner (and left zeroed by every call): with it the
+  // CUDA kernel splits a greedy row over kGreedySplit blocks (partial argmaxes, the last block to arrive merges
+  // them and updates the state) instead of one block scanning the whole row. The same token either way (the
+  // argmax order is total); the CPU twin only checks its shape.
+  TensorView workspace;
 };
 
 // Words of one row of DecodeState::seen.
 inline int64_t seen_words(int64_t vocab) { return (vocab + 31) / 32; }
+// Blocks per greedy row with a workspace, and the workspace's words per row: an arrival ticket, then per block its
+// partial argmax value (F32 bits) and index.
+inline constexpr int kGreedySplit = 32;
+inline constexpr int64_t kSampleWorkspaceWords = 1 + 2 * kGreedySplit;
 
 // One selection step for every row (see the header comment). params: U8 [sizeof(SamplingParams)].
 void sample_tokens(const TensorView& logits, const TensorView& params, const DecodeState& state, Stream stream = {});

@@ -364,6 +364,19 @@ TEST(SampleTokens, BadArgumentsAreNamed) {
   st = h.state();
   st.seen = TensorView(h.seen.data(), DType::I32, Shape{2, 2}, Device::CPU);
   EXPECT_THROW(cpu::sample_tokens(logits, params, st), Error);
+  // The optional workspace: the right shape is accepted (the twin does not use it), a wrong one is named.
+  std::vector<int32_t> ws(2 * kSampleWorkspaceWords, 0);
+  st = h.state();
+  st.workspace = TensorView(ws.data(), DType::I32, Shape{2, kSampleWorkspaceWords}, Device::CPU);
+  EXPECT_NO_THROW(cpu::sample_tokens(logits, params, st));
+  st = h.state();
+  st.workspace = TensorView(ws.data(), DType::I32, Shape{1, kSampleWorkspaceWords}, Device::CPU);
+  try {
+    cpu::sample_tokens(logits, params, st);
+    ADD_FAILURE() << "a [1, " << kSampleWorkspaceWords << "] workspace accepted for 2 rows";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state.workspace"), std::string::npos) << e.what();
+  }
   p.temperature = 0.0f;
   try {
     cpu::sample_tokens(logits, params, h.state());

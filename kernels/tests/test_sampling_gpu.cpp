@@ -18,6 +18,7 @@ namespace {
 struct State {
   Tensor ints;  // I32 [7, B]: tokens, positions, seqlens, generated, max_new, finished, last
   Tensor out, seen;
+  Tensor workspace;  // empty, or I32 [B, kSampleWorkspaceWords] of zeros: the split greedy path
   DecodeState view() const {
     const int64_t b = ints.shape()[1];
     auto row = [&](int64_t r) { return TensorView(ints.ptr<int32_t>() + r * b, DType::I32, Shape{b}, ints.device()); };
@@ -31,15 +32,18 @@ struct State {
     st.last = row(6);
     st.out_tokens = out.view();
     st.seen = seen.view();
+    if (workspace.data() != nullptr) st.workspace = workspace.view();
     return st;
   }
-  State to(Device d) const { return State{ints.to(d), out.to(d), seen.to(d)}; }
+  State to(Device d) const {
+    return State{ints.to(d), out.to(d), seen.to(d), workspace.data() == nullptr ? Tensor{} : workspace.to(d)};
+  }
 };
 
 State initial_state(int64_t b, int64_t v, int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   State s{Tensor::zeros(DType::I32, {7, b}), Tensor::zeros(DType::I32, {b, n}),
-          Tensor::zeros(DType::I32, {b, seen_words(v)})};
+          Tensor::zeros(DType::I32, {b, seen_words(v)}), Tensor{}};
   int32_t* x = s.ints.ptr<int32_t>();
   for (int64_t r = 0; r < b; ++r) {
     x[1 * b + r] = static_cast<int32_t>(rng() % 100);    // positions
@@ -59,6 +63,9 @@ void expect_same(const State& gpu, const State& cpu, const std::string& what) {
   EXPECT_EQ(0, std::memcmp(g.seen.data(), cpu.seen.data(), cpu.seen.nbytes())) << what << ": seen";
 }
 
+// Every configuration twice on the GPU: one block per row, and with DecodeState::workspace (greedy rows split over
+// kGreedySplit blocks; sampling rows ignore it). The four steps per configuration also check that the split leaves
+// its workspace zeroed for the next call (a ticket left behind would stop every later greedy step from deciding).
 TEST(SamplingGpu, MatchesCpuTwinBitForBit) {
   TG_REQUIRE_CUDA();
   struct Case {
@@ -95,11 +102,14 @@ TEST(SamplingGpu, MatchesCpuTwinBitForBit) {
       s.set_seed(1234 + static_cast<uint64_t>(k));
       configs.push_back(s);
     }
-    for (std::size_t ci = 0; ci < configs.size(); ++ci) {
-      const std::string what =
-          "B=" + std::to_string(c.b) + " V=" + std::to_string(c.v) + " config " + std::to_string(ci);
+    for (std::size_t run = 0; run < 2 * configs.size(); ++run) {
+      const std::size_t ci = run / 2;
+      const bool split = run % 2 == 1;
+      const std::string what = "B=" + std::to_string(c.b) + " V=" + std::to_string(c.v) + " config " +
+                               std::to_string(ci) + (split ? " split" : "");
       State cpu = initial_state(c.b, c.v, 8, static_cast<uint32_t>(ci));
       State gpu = cpu.to(Device::CUDA);
+      if (split) gpu.workspace = Tensor::zeros(DType::I32, {c.b, kSampleWorkspaceWords}, Device::CUDA);
       Tensor params = Tensor::empty(DType::U8, {int64_t{sizeof(SamplingParams)}});
       std::memcpy(params.data(), &configs[ci], sizeof(SamplingParams));
       const Tensor params_gpu = params.to(Device::CUDA);
@@ -110,6 +120,12 @@ TEST(SamplingGpu, MatchesCpuTwinBitForBit) {
         cpu::sample_tokens(logits.view(), params.view(), cpu.view());
         sample_tokens(logits_gpu.view(), params_gpu.view(), gpu.view());
         expect_same(gpu, cpu, what + " step " + std::to_string(step));
+      }
+      if (split) {
+        const Tensor ws = gpu.workspace.to(Device::CPU);
+        for (int64_t r = 0; r < c.b; ++r) {
+          EXPECT_EQ(ws.ptr<int32_t>()[r * kSampleWorkspaceWords], 0) << what << ": row " << r << "'s ticket";
+        }
       }
     }
   }
