@@ -12,6 +12,7 @@
 #                 cuBLASLt)
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
+#   ksplit16k     TEGEMMA_GEMV_KSPLIT_FROM_K=16384: the default rule's split of 2 from K >= 16384 (adds the 2b fc2)
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -47,6 +48,7 @@ for cfg in $configs; do
     ksplit1) envs=(TEGEMMA_GEMV_KSPLIT=1) ;;
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
+    ksplit16k) envs=(TEGEMMA_GEMV_KSPLIT_FROM_K=16384) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;

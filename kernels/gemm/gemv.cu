@@ -463,11 +463,13 @@ int columns_per_warp(int64_t n, int rows) {
 // 2 for K >= 24576 (the 7b fc2) and 1 below. H200, session 8 (commit 2f59713), M = 1 E4M3, split 2 vs 1: 7b fc2
 // 1x3072x24576 26.2 vs 28.3 us; 2b fc2 1x2048x16384 16.1 vs 15.9; QKV / O slower (2b 1x2560x2048 8.46 vs 7.83,
 // 7b 1x3072x4096 10.9 vs 10.5); split 4 never beat 2 (7b fc2 26.9).
+// TEGEMMA_GEMV_KSPLIT_FROM_K (read once) moves the threshold for decode A/B runs (16384 splits the 2b fc2 too: alone
+// no faster in session 8, unmeasured in the step).
 int gemv_k_split_rule(int64_t k) {
-  constexpr int64_t kSplitFromK = 24576;
+  static const int64_t split_from_k = env_int("TEGEMMA_GEMV_KSPLIT_FROM_K", 24576, 1, int64_t{1} << 30);
   const int forced = tuning::gemv_k_split();
   if (forced != 0) return forced;
-  return k >= kSplitFromK ? 2 : 1;
+  return k >= split_from_k ? 2 : 1;
 }
 
 namespace {
