@@ -17,9 +17,9 @@
 //   barrier  one kernel of G blocks (G <= one resident wave) running the L steps with a grid barrier (arrival
 //            counter per step, same spin) between them: the persistent-kernel form
 // G = 132 (one block per SM), 528 and 4096 (the gemma-2b fc1 GEMV's grid: several waves, and 4096 same-address
-// arrivals per step in flag mode; not for the barrier mode, which needs one resident wave). No roofline applies (a latency probe: 8 KB per block
-// per step from L2, nothing from HBM once warm); the JSON's hbm_roofline_frac counts the L2 bytes read, for
-// completeness only.
+// arrivals per step in flag mode; not for the barrier mode, which needs one resident wave). No roofline applies (a
+// latency probe: 8 KB per block per step from L2, nothing from HBM once warm); the JSON's hbm_roofline_frac counts
+// the L2 bytes read, for completeness only.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
