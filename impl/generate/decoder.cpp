@@ -216,8 +216,8 @@ bool decode_qkv_rope_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", false);
   return on;
 }
-// On by default (TEGEMMA_DECODE_SAMPLE_SPLIT=0 turns it off, for A/B runs): the step's greedy rows split over
-// kernels::kGreedySplit blocks through DecodeState::workspace (the same token; one block scanning a 256k row took
+// On by default (TEGEMMA_DECODE_SAMPLE_SPLIT=0 turns it off, for A/B runs): greedy rows split over
+// kernels::kGreedySplit blocks through the step buffers' DecodeState::workspace (the same token; one block scanning a 256k row took
 // 17.9 us of the gemma-2b B1 step, H200 session 16).
 bool decode_sample_split_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_SAMPLE_SPLIT", true);
@@ -398,8 +398,11 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
     sb->ints = b.alloc(DType::I32, {8 * batch});
     sb->state.out_tokens = b.alloc(DType::I32, {batch, max_tokens});
     sb->state.seen = b.alloc(DType::I32, {batch, words});
-    // The greedy rows' split over kGreedySplit blocks on CUDA (zeroed below; each call leaves it zeroed).
-    sb->state.workspace = b.alloc(DType::I32, {batch, kernels::kSampleWorkspaceWords});
+    // The greedy rows' split over kGreedySplit blocks on CUDA (zeroed below; each call leaves it zeroed). Decided
+    // here, so that every sample_tokens on these buffers (the step's and the generator's after the prefill) agrees.
+    if (decode_sample_split_enabled()) {
+      sb->state.workspace = b.alloc(DType::I32, {batch, kernels::kSampleWorkspaceWords});
+    }
     sb->params = b.alloc(DType::U8, {static_cast<int64_t>(sizeof(kernels::SamplingParams))});
     sb->q = b.alloc(DType::BF16, {batch, c.num_attention_heads, c.head_dim});
     const TensorView w = ws > 0 ? b.alloc(DType::U8, {static_cast<int64_t>(ws)}) : TensorView{};
@@ -501,9 +504,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
-  kernels::DecodeState state = sb.state;
-  if (!decode_sample_split_enabled()) state.workspace = TensorView{};
-  kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, state, stream);
+  kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 
 }  // namespace tg::impl
