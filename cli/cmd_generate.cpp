@@ -27,6 +27,7 @@
 #include "impl/generate/generator.h"
 #include "impl/kv_cache.h"
 #include "impl/model.h"
+#include "kernels/launch/step_timeline.h"
 #include "kernels/provenance.h"
 
 namespace tg::cli {
@@ -93,6 +94,8 @@ int cmd_generate(Args args) {
       .option("max-seq", "KV cache positions per sequence (default: the longest prompt + --max-new-tokens)")
       .option("max-batch", "KV cache sequence slots (default: prompts x beams)")
       .flag("no-cuda-graph", "launch the decode step eagerly instead of replaying a CUDA graph")
+      .option("step-timeline", "profiling builds (-DTEGEMMA_STEP_TIMELINE=ON): write every kernel's in-chain start "
+                               "times to this JSON file (ci/step_timeline.sh reads it)")
       .option("device", "cpu or cuda", cuda_available() ? "cuda" : "cpu")
       .flag("json", "print ids, text and timing as JSON")
       .flag("quiet", "no progress line on stderr (it is shown only on a TTY, and never while text streams)");
@@ -109,6 +112,11 @@ int cmd_generate(Args args) {
   if (device == Device::CUDA && !cuda_available()) {
     throw UsageError("--device cuda: no CUDA device is visible (or this build has no CUDA backend)");
   }
+  if (p.given("step-timeline") && !kernels::step_timeline_built()) {
+    throw UsageError("--step-timeline: this build records no timeline; configure a profiling build with "
+                     "-DTEGEMMA_STEP_TIMELINE=ON (ci/step_timeline.sh does)");
+  }
+  if (p.given("step-timeline") && device != Device::CUDA) throw UsageError("--step-timeline: needs --device cuda");
   const bool sampling = p.given("temperature") || p.given("top-k") || p.given("top-p");
   if (sampling && p.flag_set("greedy")) throw UsageError("--greedy excludes --temperature, --top-k and --top-p");
 
@@ -246,7 +254,10 @@ int cmd_generate(Args args) {
     std::printf("%s", sd->push(t).c_str());
     std::fflush(stdout);
   };
+  std::optional<kernels::StepTimeline> timeline;
+  if (p.given("step-timeline")) timeline.emplace();
   const impl::GenerationResult r = gen.generate(prompts, gc, on_token);
+  if (timeline) timeline->write_json(p.get("step-timeline"));
   progress.finish();
   if (sd) std::printf("%s\n", sd->finish().c_str());
 

@@ -9,6 +9,7 @@
 
 #include "common/cuda_check.h"
 #include "kernels/launch/programmatic_launch.h"
+#include "kernels/launch/step_timeline.h"
 
 namespace tg::kernels {
 
@@ -33,7 +34,33 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 // then wait -- the next kernel's blocks may be scheduled as soon as all of this kernel's blocks are, one kernel
 // further ahead. Both orders are correct (a dependent still waits in its own pdl_wait for this kernel's completion,
 // which follows this kernel's wait); bench_sync's pdl / pdl_first modes time the two.
+#if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
+// The step timeline (kernels/launch/step_timeline.h; profiling builds only): this translation unit's copy of the
+// record buffer (null unless a StepTimeline is alive), and the record that block (0,0,0) thread 0 appends.
+static __device__ unsigned long long* g_step_timeline = nullptr;
+__device__ __forceinline__ unsigned long long globaltimer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ void step_timeline_record(unsigned long long entry_ns) {
+  unsigned long long* buf = g_step_timeline;
+  if (buf == nullptr || (blockIdx.x | blockIdx.y | blockIdx.z | threadIdx.x | threadIdx.y | threadIdx.z) != 0) return;
+  const unsigned long long wait_ns = globaltimer_ns();
+  const unsigned long long slot = atomicAdd(buf, 1ull);
+  if (slot >= buf[1]) return;  // over capacity: counted, dropped
+  unsigned long long* r = buf + 2 + 4 * slot;
+  r[0] = entry_ns;
+  r[1] = wait_ns;
+  r[2] = gridDim.x | (static_cast<unsigned long long>(gridDim.y) << 32);
+  r[3] = gridDim.z | (static_cast<unsigned long long>(blockDim.x) << 32);
+}
+#endif
+
 __device__ __forceinline__ void pdl_enter() {
+#if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
+  const unsigned long long entry_ns = globaltimer_ns();
+#endif
 #if TEGEMMA_PDL_TRIGGER_FIRST
   pdl_launch_dependents();
   pdl_wait();
@@ -41,8 +68,21 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_wait();
   pdl_launch_dependents();
 #endif
+#if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
+  step_timeline_record(entry_ns);
+#endif
 }
 }  // namespace dev
+
+#if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
+namespace timeline_detail {
+// This translation unit's setter of its dev::g_step_timeline, registered at static initialisation.
+static void set_this_unit(unsigned long long* buffer) {
+  TG_CHECK_CUDA(cudaMemcpyToSymbol(dev::g_step_timeline, &buffer, sizeof buffer));
+}
+[[maybe_unused]] static const bool g_registered = register_step_timeline_setter(&set_this_unit);
+}  // namespace timeline_detail
+#endif
 
 namespace cuda {
 // Throws the refused launch's error naming the kernel (cudaFuncGetName), its grid, block and dynamic shared memory,
@@ -76,6 +116,14 @@ void launch_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std:
   cfg.stream = stream;
   cfg.attrs = n > 0 ? attrs : nullptr;
   cfg.numAttrs = n;
+#if TEGEMMA_STEP_TIMELINE
+  if (step_timeline_active()) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(stream, &cs);
+    step_timeline_note_launch(reinterpret_cast<const void*>(kernel), grid.x, grid.y, grid.z, block.x,
+                              cs == cudaStreamCaptureStatusActive);
+  }
+#endif
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (err != cudaSuccess) [[unlikely]] {
     launch_failed(err, reinterpret_cast<const void*>(kernel), grid, block, smem);
