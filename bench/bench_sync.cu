@@ -9,7 +9,7 @@
 //   stream   L kernels, ordinary launches (each starts when the one before has completed)
 //   pdl      L kernels, programmatic dependent launch: dev::pdl_wait() first, then pdl_launch_dependents() (what the
 //            decode step does today, kernels/launch/programmatic_launch.h)
-//   pdl_first  the same, trigger before the wait (the build option TEGEMMA_PDL_TRIGGER_FIRST, dev::pdl_enter)
+//   pdl_first  the same, trigger before the wait (the order session 17 measured and dropped: dev::pdl_enter)
 //   flag     L kernels, PDL launch attribute for early residency but no griddepcontrol.wait: thread 0 spins on a
 //            global arrival counter (ld.acquire.gpu) until all G blocks of the step before have arrived, then the
 //            block triggers its dependents and works; each block arrives (threadfence + atomicAdd) after writing

@@ -13,6 +13,8 @@
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   ksplit16k     TEGEMMA_GEMV_KSPLIT_FROM_K=16384: the default rule's split of 2 from K >= 16384 (adds the 2b fc2)
+#   deep12, deep16  TEGEMMA_GEMV_DEEP_LOADS=12 / 16: the M = 1 one-column GEMVs with K >= 16384 (both fc2s) keep 12 /
+#                 16 W loads in flight per lane, x through L1 (kernels::cuda::tuning::set_gemv_deep; the same bits)
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -24,7 +26,7 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
-#                 builds that tree with extra CMake options, e.g. -DTEGEMMA_PDL_TRIGGER_FIRST=ON)
+#                 builds that tree with extra CMake options, e.g. -DTEGEMMA_STEP_TIMELINE=ON)
 #   NAME_rN       (any configuration with a suffix _r2, _r3, ...) the same configuration again, a repeat in the same run
 # CONFIGS="default ksplit4" limits the list.
 set -uo pipefail
@@ -49,6 +51,8 @@ for cfg in $configs; do
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     ksplit16k) envs=(TEGEMMA_GEMV_KSPLIT_FROM_K=16384) ;;
+    deep12) envs=(TEGEMMA_GEMV_DEEP_LOADS=12) ;;
+    deep16) envs=(TEGEMMA_GEMV_DEEP_LOADS=16) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;

@@ -4,8 +4,8 @@
 # configures a second tree from SRC with the extra CMake arguments (ci/deps.sh's tegemma_configure, as gpu_session.sh
 # builds BUILD_A), builds only bench_generate there, then runs ci/decode_ab.sh with CONFIGS="default alt default_r2
 # alt_r2" (BUILD_A and the variant alternating, twice each) into OUT; DECODE_AB_FILTER as for decode_ab.sh.
-# Example (session 17): --side-cmd '$S/ci/decode_ab_build.sh $S $TEGEMMA_BUILD_DIR $SIDE_OUT/pdl_first
-#   -DTEGEMMA_PDL_TRIGGER_FIRST=ON'
+# Example (session 17, the since-removed trigger-first option): --side-cmd '$S/ci/decode_ab_build.sh $S
+#   $TEGEMMA_BUILD_DIR $SIDE_OUT/pdl_first -DTEGEMMA_PDL_TRIGGER_FIRST=ON'
 set -uo pipefail
 [ $# -ge 3 ] || { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 src=$1 build_a=$2 out=$3

@@ -27,13 +27,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
-// The first statement of every kernel launched through kernels::cuda::launch: pdl_wait() and
-// pdl_launch_dependents(), in the build's order. Default: wait, then trigger (the next kernel's blocks are
-// scheduled once this kernel's predecessor has completed and this kernel's blocks are past their wait).
-// TEGEMMA_PDL_TRIGGER_FIRST=1 (CMake -DTEGEMMA_PDL_TRIGGER_FIRST=ON, a build-time A/B for the decode step): trigger,
-// then wait -- the next kernel's blocks may be scheduled as soon as all of this kernel's blocks are, one kernel
-// further ahead. Both orders are correct (a dependent still waits in its own pdl_wait for this kernel's completion,
-// which follows this kernel's wait); bench_sync's pdl / pdl_first modes time the two.
 #if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
 // The step timeline (kernels/launch/step_timeline.h; profiling builds only): this translation unit's copy of the
 // record buffer (null unless a StepTimeline is alive), and the record that block (0,0,0) thread 0 appends.
@@ -56,18 +49,18 @@ __device__ __forceinline__ void step_timeline_record(unsigned long long entry_ns
   r[3] = gridDim.z | (static_cast<unsigned long long>(blockDim.x) << 32);
 }
 #endif
-
+// The first statement of every kernel launched through kernels::cuda::launch: pdl_wait(), then
+// pdl_launch_dependents() (the next kernel's blocks are scheduled once this kernel's predecessor has completed and
+// this kernel's blocks are past their wait). Session 17 measured the other order (trigger, then wait: dependents
+// scheduled one kernel further ahead, onto a GPU still busy with the predecessor) in the decode step: gemma-2b B1
+// 881.3 vs 951.9 / 955.1 tok/s, 7b 344.1 vs 349.3 / 349.6 (reports/runs/2026-12-02-h200-s17); bench_sync's
+// pdl_first mode keeps the microbenchmark.
 __device__ __forceinline__ void pdl_enter() {
 #if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
   const unsigned long long entry_ns = globaltimer_ns();
 #endif
-#if TEGEMMA_PDL_TRIGGER_FIRST
-  pdl_launch_dependents();
-  pdl_wait();
-#else
   pdl_wait();
   pdl_launch_dependents();
-#endif
 #if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
   step_timeline_record(entry_ns);
 #endif
