@@ -13,8 +13,6 @@
 #   ksplit1       TEGEMMA_GEMV_KSPLIT=1: never split (the default splits the 7b fc2, K >= 24576, over 2 warps)
 #   ksplit2, ksplit4  TEGEMMA_GEMV_KSPLIT=2 / 4: the one-column GEMVs (QKV, O, fc2) with K split over 2 / 4 warps
 #   ksplit16k     TEGEMMA_GEMV_KSPLIT_FROM_K=16384: the default rule's split of 2 from K >= 16384 (adds the 2b fc2)
-#   deep12, deep16  TEGEMMA_GEMV_DEEP_LOADS=12 / 16: the M = 1 one-column GEMVs with K >= 16384 (both fc2s) keep 12 /
-#                 16 W loads in flight per lane, x through L1 (kernels::cuda::tuning::set_gemv_deep; the same bits)
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
@@ -51,8 +49,6 @@ for cfg in $configs; do
     ksplit2) envs=(TEGEMMA_GEMV_KSPLIT=2) ;;
     ksplit4) envs=(TEGEMMA_GEMV_KSPLIT=4) ;;
     ksplit16k) envs=(TEGEMMA_GEMV_KSPLIT_FROM_K=16384) ;;
-    deep12) envs=(TEGEMMA_GEMV_DEEP_LOADS=12) ;;
-    deep16) envs=(TEGEMMA_GEMV_DEEP_LOADS=16) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;

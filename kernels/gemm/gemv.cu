@@ -77,13 +77,12 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
-          int kLoads = kLoadsPerLane>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
-  constexpr int kUnroll = kLoads / kCols;
-  constexpr bool kPreloadX = kRows == 1 && kLoads <= kLoadsPerLane;  // deeper W loads: x from L1 per piece (registers)
+  constexpr int kUnroll = kLoadsPerLane / kCols;
+  constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
   static_assert(!kPaired || (kRows == 1 && kCols == 2 && kSplit == 1), "the epilogues: one row, column pairs");
@@ -274,10 +273,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   }
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
-          int kLoads = kLoadsPerLane>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kLoads>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -497,15 +495,6 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      if constexpr (kRows == 1) {  // the deep-loads measurement knob (gemv.h)
-        const int deep = tuning::gemv_deep_loads();
-        if (deep != 0 && p.k >= tuning::gemv_deep_from_k()) {
-          if (deep == 12) return launch(gemv_kernel<kWE4m3, kXE4m3, 1, 1, kS, kEpiPlain, 12>,
-                                        blocks_for(warps, kS), kThreads, 0, stream, p);
-          return launch(gemv_kernel<kWE4m3, kXE4m3, 1, 1, kS, kEpiPlain, 16>, blocks_for(warps, kS), kThreads, 0,
-                        stream, p);
-        }
-      }
       launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
     });
   } else {
@@ -549,29 +538,7 @@ std::atomic<GemvMma>& mma_setting() {
   }()};
   return v;
 }
-// TEGEMMA_GEMV_DEEP_LOADS (read once: 0, 12 or 16) and TEGEMMA_GEMV_DEEP_FROM_K (default 16384) for the decode A/B
-// runs; set_gemv_deep overrides both.
-std::atomic<int>& deep_loads_setting() {
-  static std::atomic<int> v{static_cast<int>(env_int("TEGEMMA_GEMV_DEEP_LOADS", 0, 0, 16))};
-  return v;
-}
-std::atomic<int64_t>& deep_from_k_setting() {
-  static std::atomic<int64_t> v{env_int("TEGEMMA_GEMV_DEEP_FROM_K", 16384, 1, int64_t{1} << 30)};
-  return v;
-}
 }  // namespace
-void set_gemv_deep(int loads, int64_t from_k) {
-  TG_CHECK(loads == 0 || loads == 12 || loads == 16, "set_gemv_deep: loads per lane 0 (off), 12 or 16, got ", loads);
-  TG_CHECK(from_k >= 1, "set_gemv_deep: from_k must be >= 1, got ", from_k);
-  deep_loads_setting().store(loads);
-  deep_from_k_setting().store(from_k);
-}
-int gemv_deep_loads() {
-  const int v = deep_loads_setting().load();
-  TG_CHECK(v == 0 || v == 12 || v == 16, "TEGEMMA_GEMV_DEEP_LOADS must be 0, 12 or 16, got ", v);
-  return v;
-}
-int64_t gemv_deep_from_k() { return deep_from_k_setting().load(); }
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);

@@ -151,15 +151,6 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob (session 17): the M = 1 one-column kernels with K >= from_k keep `loads` 16-byte W loads in flight
-// per lane per iteration (12 or 16; 0: off, the default 8 with x preloaded beside them) and read x per piece through
-// L1 instead (registers: 80 -> 72 / 96, 6 -> 9 / 5 blocks per SM). The same chunks in the same order per lane: the
-// same bits. The step timeline of session 17 measured the 2b fc2 (1 x 2048 x 16384) at 12.8 us in the chain, 63% of
-// HBM, with 16 warps per SM and 64 KB of W in flight per SM. Starts from TEGEMMA_GEMV_DEEP_LOADS /
-// TEGEMMA_GEMV_DEEP_FROM_K (default 16384); process-wide.
-void set_gemv_deep(int loads, int64_t from_k = 16384);
-int gemv_deep_loads();
-int64_t gemv_deep_from_k();
 // Which kernel takes E4M3 x with E4M3 W: the tensor-core path (mma.sync m16n8k16 on the codes as F16 pairs, 8
 // output columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83) or the CUDA-core
 // loop. kRule (default): the tensor cores for M >= 2, the loop at M = 1 (gemv.cu has the measurements);

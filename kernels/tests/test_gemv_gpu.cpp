@@ -194,57 +194,6 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
-// The deep-loads knob (cuda::tuning::set_gemv_deep) for a scope, then back to off.
-struct DeepScope {
-  DeepScope(int loads, int64_t from_k) { cuda::tuning::set_gemv_deep(loads, from_k); }
-  ~DeepScope() { cuda::tuning::set_gemv_deep(0); }
-  DeepScope(const DeepScope&) = delete;
-  DeepScope& operator=(const DeepScope&) = delete;
-};
-
-// M = 1 one-column shapes with 12 / 16 W loads in flight per lane (x through L1): the twin's bound as above, and the
-// same bits as the default kernel (each lane sums the same chunks in the same order; only the loads' batching
-// differs), under the default K split rule and forced splits; K tails that end inside an iteration's 32 x 16 chunks.
-TEST(GemvGpu, DeepLoadsEqualTheDefaultKernelBitForBit) {
-  TG_REQUIRE_CUDA();
-  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
-  uint64_t seed = 1300;
-  const std::vector<Case> cases = {
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true},   // gemma-2b fc2
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 3072, 24576, true},   // gemma-7b fc2 (split 2 by default)
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 131, 8208, true},     // a K tail, odd N
-      {DType::BF16, DType::E4M3, DType::BF16, 1, 131, 24592, true},    // BF16 x, split, tail
-      {DType::BF16, DType::BF16, DType::F32, 1, 37, 4104, false},      // BF16 W (8 elements per chunk)
-      {DType::E4M3, DType::E4M3, DType::BF16, 1, 64, 16, true}};       // K shorter than one lane's chunk
-  for (int split : {0, 1, 4}) {
-    const KSplitScope ks(split);
-    for (const Case& c : cases) {
-      SCOPED_TRACE(variant_name(split) + " " + case_name(c));
-      const Tensor xd = random_matrix(c.x, c.m, c.k, seed += 3), wd = random_matrix(c.w, c.n, c.k, seed += 3);
-      const Tensor res = random_matrix(c.out, c.m, c.n, seed += 3);
-      const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-      const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
-      const GemvOperand xo{xg.view(), c.x == DType::E4M3 ? sx.view() : TensorView{}},
-          wo{wg.view(), c.w == DType::E4M3 ? sw.view() : TensorView{}};
-      auto run = [&] {
-        Tensor out = res.to(Device::CUDA);
-        gemv(xo, wo, out.view(), {}, c.residual ? out.view() : TensorView{});
-        TG_CHECK_CUDA(cudaDeviceSynchronize());
-        return out.to(Device::CPU);
-      };
-      const Tensor want = run();
-      for (int loads : {12, 16}) {
-        const DeepScope deep(loads, 1);
-        const Tensor got = run();
-        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0) << loads << " loads per lane";
-      }
-    }
-  }
-  const DeepScope deep(16, 1);
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, seed += 3);
-  check_case({DType::BF16, DType::E4M3, DType::BF16, 1, 131, 8208, true}, seed += 3);
-}
-
 // The tensor-core path (cuda::tuning::set_gemv_mma) on every E4M3 x E4M3 shape of the tests above: every row tile
 // M = 1 .. 16 (rows g + 8 of the MMA's A from M = 9), N not a multiple of the warp's 8 columns, K tails inside a
 // 64-element round and short of one, every K split the launcher picks (1 .. 8: wide N takes 1, the narrow Gemma
