@@ -21,6 +21,9 @@
 #   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
 #                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
 #   both_epi      both of the above
+#   late          TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: GEMVs of >= 2048 blocks (fc1, lm_head, the fused fc1 + GeGLU)
+#                 trigger their programmatic dependents at the end of each block, not after the wait (gemv.cu)
+#   both_epi_late both_epi and late
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -55,6 +58,8 @@ for cfg in $configs; do
     qkv_rope) envs=(TEGEMMA_DECODE_QKV_ROPE=1) ;;
     both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
+    late) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
+    both_epi_late) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

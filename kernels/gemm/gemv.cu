@@ -123,7 +123,11 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
-  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+  if (p.late_trigger) {  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
+    dev::pdl_wait();     // ... the dependents triggered at the end (GemvParams::late_trigger)
+  } else {
+    dev::pdl_enter();
+  }
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
@@ -271,6 +275,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   }
+  if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
 template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
@@ -474,6 +479,17 @@ int gemv_k_split_rule(int64_t k) {
 
 namespace {
 
+// TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once; 0, the default: never): the CUDA-core GEMVs with at least this many
+// blocks trigger their programmatic dependents at the end of each block (GemvParams::late_trigger). Session 17's
+// step timeline: a fused epilogue's successor ran ~1.3 us slower in the chain (fc2 after fc1 + GeGLU, attention after
+// QKV + RoPE), as if its blocks, scheduled while the several-wave predecessor retired, sat unevenly on the SMs.
+template <typename Kernel>
+void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
+  static const int64_t late_from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 0, 0, int64_t{1} << 30);
+  p.late_trigger = late_from > 0 && blocks >= late_from;
+  launch(kernel, blocks, kThreads, 0, stream, p);
+}
+
 unsigned blocks_for(int64_t column_groups, int split) {
   return static_cast<unsigned>((column_groups * split + kWarps - 1) / kWarps);
 }
@@ -495,10 +511,10 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      launch(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), kThreads, 0, stream, p);
+      launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
     });
   } else {
-    launch(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), kThreads, 0, stream, p);
+    launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p);
   }
 }
 
@@ -588,7 +604,7 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  launch(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), kThreads, 0, cuda_stream(stream), p);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
@@ -619,7 +635,7 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.max_seq = static_cast<int>(d.max_seq);
   e.fp8 = d.fp8;
   e.per_head_scale = d.per_head_scale;
-  launch(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), kThreads, 0, cuda_stream(stream),
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), cuda_stream(stream),
          p);
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
