@@ -23,7 +23,11 @@
 #   both_epi      both of the above
 #   late          TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: GEMVs of >= 2048 blocks (fc1, lm_head, the fused fc1 + GeGLU)
 #                 trigger their programmatic dependents at the end of each block, not after the wait (gemv.cu)
-#   both_epi_late both_epi and late
+#   late256       the same for every GEMV of >= 256 blocks (every B1 GEMV of both presets, the fused QKV's 320 included)
+#   both_epi_late, geglu_epi_late, both_epi_late256  the epilogue configurations with late / late256
+#   deep12        TEGEMMA_GEMV_DEEP_FROM_K=16384: the M = 1 one-column E4M3 GEMVs without a K split and K >= 16384
+#                 (the 2b fc2) keep 12 W loads in flight per lane, x preloaded beside them (gemv.h set_gemv_deep)
+#   both_epi_late_deep12  both_epi_late and deep12
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -60,6 +64,12 @@ for cfg in $configs; do
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
     late) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     both_epi_late) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
+    late256) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
+    geglu_epi_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
+    both_epi_late256) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
+    deep12) envs=(TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;
+    both_epi_late_deep12) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048
+                                TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

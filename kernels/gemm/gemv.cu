@@ -4,6 +4,7 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
+#include <limits>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -24,6 +25,11 @@ namespace tg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
+// The deep-loads variant (tuning::set_gemv_deep): W loads in flight per lane for the one-column M = 1 E4M3 kernel,
+// x still preloaded beside them (124 registers: 4 blocks of 128 threads per SM, 528 resident blocks >= the 2b
+// fc2's 512). Session 17 measured 12 / 16 loads with x read per piece through L1 instead: 2b fc2 alone 14.3 ->
+// 24.2 / 23.0 us (each piece's x load waited for the W data): x must stay in flight beside W.
+constexpr int kDeepLoads = 12;
 constexpr int kWarps = kThreads / 32;
 // 8 consecutive x elements of row r starting at element k (16-byte aligned for BF16, 8-byte for E4M3) -> floats.
 template <bool kXE4m3>
@@ -77,11 +83,12 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
+          int kLoads = kLoadsPerLane>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
-  constexpr int kUnroll = kLoadsPerLane / kCols;
+  constexpr int kUnroll = kLoads / kCols;
   constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
@@ -278,9 +285,10 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
+          int kLoads = kLoadsPerLane>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kLoads>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -511,6 +519,12 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
+      if constexpr (kRows == 1 && kS == 1 && kWE4m3 && kXE4m3) {  // the deep-loads knob (gemv.h)
+        if (p.k >= tuning::gemv_deep_from_k()) {
+          return launch_gemv(gemv_kernel<true, true, 1, 1, 1, kEpiPlain, kDeepLoads>, blocks_for(warps, 1), stream,
+                             p);
+        }
+      }
       launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
     });
   } else {
@@ -554,7 +568,20 @@ std::atomic<GemvMma>& mma_setting() {
   }()};
   return v;
 }
+// TEGEMMA_GEMV_DEEP_FROM_K (read once; 0, the default: off) for the decode A/B runs; set_gemv_deep overrides it.
+std::atomic<int64_t>& deep_from_k_setting() {
+  static std::atomic<int64_t> v{env_int("TEGEMMA_GEMV_DEEP_FROM_K", 0, 0, int64_t{1} << 30)};
+  return v;
+}
 }  // namespace
+void set_gemv_deep(int64_t from_k) {
+  TG_CHECK(from_k >= 0, "set_gemv_deep: from_k must be >= 0 (0: off), got ", from_k);
+  deep_from_k_setting().store(from_k);
+}
+int64_t gemv_deep_from_k() {
+  const int64_t v = deep_from_k_setting().load();
+  return v == 0 ? std::numeric_limits<int64_t>::max() : v;
+}
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);

@@ -194,6 +194,42 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
+// The deep-loads knob (cuda::tuning::set_gemv_deep: K threshold, 0 = off) for a scope, then off.
+using DeepScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_deep, int64_t{0}>;
+
+// The M = 1 one-column E4M3 kernel with 12 W loads in flight per lane: the twin's bound as above, and the same bits
+// as the default kernel (each lane sums the same chunks in the same order; only the loads' batching differs), on
+// the 2b fc2 and on K tails that end inside an iteration's 32 x 12 chunks or inside one lane's first chunk.
+TEST(GemvGpu, DeepLoadsEqualTheDefaultKernelBitForBit) {
+  TG_REQUIRE_CUDA();
+  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
+  const KSplitScope no_split(1);
+  uint64_t seed = 1300;
+  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+           {2048, 16384}, {131, 8208}, {64, 6160}, {37, 16}, {2560, 2048}}) {
+    const Case c{DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true};
+    SCOPED_TRACE(case_name(c));
+    const Tensor xd = random_matrix(c.x, 1, c.k, seed += 3), wd = random_matrix(c.w, c.n, c.k, seed += 3);
+    const Tensor res = random_matrix(c.out, 1, c.n, seed += 3);
+    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
+    const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
+    const GemvOperand xo{xg.view(), sx.view()}, wo{wg.view(), sw.view()};
+    auto run = [&] {
+      Tensor out = res.to(Device::CUDA);
+      gemv(xo, wo, out.view(), {}, out.view());
+      TG_CHECK_CUDA(cudaDeviceSynchronize());
+      return out.to(Device::CPU);
+    };
+    const Tensor want = run();
+    const DeepScope deep(1);
+    const Tensor got = run();
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0);
+  }
+  const DeepScope deep(1);
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, seed += 3);
+  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 131, 8208, true}, seed += 3);
+}
+
 // The tensor-core path (cuda::tuning::set_gemv_mma) on every E4M3 x E4M3 shape of the tests above: every row tile
 // M = 1 .. 16 (rows g + 8 of the MMA's A from M = 9), N not a multiple of the warp's 8 columns, K tails inside a
 // 64-element round and short of one, every K split the launcher picks (1 .. 8: wide N takes 1, the narrow Gemma
