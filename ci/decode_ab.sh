@@ -24,7 +24,8 @@
 #   late          TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: GEMVs of >= 2048 blocks (fc1, lm_head, the fused fc1 + GeGLU)
 #                 trigger their programmatic dependents at the end of each block, not after the wait (gemv.cu)
 #   late256       the same for every GEMV of >= 256 blocks (every B1 GEMV of both presets, the fused QKV's 320 included)
-#   both_epi_late, geglu_epi_late, both_epi_late256  the epilogue configurations with late / late256
+#   latewave      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave: every GEMV of more blocks than one resident wave
+#   both_epi_late, geglu_epi_late, both_epi_late256, both_epi_latewave  the epilogue configurations with the above
 #   deep12        TEGEMMA_GEMV_DEEP_FROM_K=16384: the M = 1 one-column E4M3 GEMVs without a K split and K >= 16384
 #                 (the 2b fc2) keep 12 W loads in flight per lane, x preloaded beside them (gemv.h set_gemv_deep)
 #   both_epi_late_deep12  both_epi_late and deep12
@@ -65,6 +66,8 @@ for cfg in $configs; do
     late) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     both_epi_late) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     late256) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
+    latewave) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave) ;;
+    both_epi_latewave) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave) ;;
     geglu_epi_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     both_epi_late256) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
     deep12) envs=(TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;

@@ -487,14 +487,35 @@ int gemv_k_split_rule(int64_t k) {
 
 namespace {
 
-// TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once; 0, the default: never): the CUDA-core GEMVs with at least this many
-// blocks trigger their programmatic dependents at the end of each block (GemvParams::late_trigger). Session 17's
-// step timeline: a fused epilogue's successor ran ~1.3 us slower in the chain (fc2 after fc1 + GeGLU, attention after
-// QKV + RoPE), as if its blocks, scheduled while the several-wave predecessor retired, sat unevenly on the SMs.
+// TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once): unset or 0 (the default) never; N: the CUDA-core GEMVs of at least
+// N blocks; `wave`: those of more blocks than one resident wave (resident blocks per SM x SMs) trigger their
+// programmatic dependents at the end of each block (GemvParams::late_trigger). Session 17's step timeline: a fused
+// epilogue's successor ran ~1.3 us slower in the chain (fc2 after fc1 + GeGLU, attention after QKV + RoPE), as if
+// its blocks, scheduled while the several-wave predecessor retired, sat unevenly on the SMs; 2b B1 both epilogues
+// 932.0 tok/s, with the trigger late from 2048 blocks 965.6 (default 951.1).
+constexpr int64_t kLateTriggerWave = -1;
+int64_t late_trigger_setting() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS");
+    if (e == nullptr || *e == '\0') return int64_t{0};
+    const std::string v(e);
+    if (v == "wave") return kLateTriggerWave;
+    TG_CHECK(v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 9,
+             "TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS must be 0 (off), a block count or `wave`, got '", v, "'");
+    return static_cast<int64_t>(std::stoll(v));
+  }();
+  return v;
+}
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
-  static const int64_t late_from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 0, 0, int64_t{1} << 30);
-  p.late_trigger = late_from > 0 && blocks >= late_from;
+  const int64_t late = late_trigger_setting();
+  if (late == kLateTriggerWave) {
+    const int64_t wave = static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) *
+                         sm_count();
+    p.late_trigger = blocks > wave;
+  } else {
+    p.late_trigger = late > 0 && blocks >= late;
+  }
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 
