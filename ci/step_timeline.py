@@ -79,7 +79,7 @@ def main(argv):
     print(" per step  share    n  in-chain  resident  kernel  grid")
     for (name, grid), (n, t, res) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
         print(f"{t:8.1f}us {100 * t / step:5.1f}% {n:4d} {t / n:7.2f}us {res / n:7.2f}us  {short(name)}  {grid}")
-    # one layer in order: the kernels from the second rmsnorm-like repetition (the step's structure, by index)
+    # the step's first kernels in launch order (the embedding, then the first layers)
     print(" first 24 kernels in order: index  in-chain us  resident us  kernel  grid")
     for r in rows[:24]:
         print(f"{r['index']:5d} {r['in_chain_us']:8.2f} {r['resident_us']:8.2f}  {short(r['kernel'])}  {r['grid']}")

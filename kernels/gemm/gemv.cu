@@ -4,8 +4,8 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
-#include <limits>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -497,12 +497,8 @@ constexpr int64_t kLateTriggerWave = -1;
 int64_t late_trigger_setting() {
   static const int64_t v = [] {
     const char* e = std::getenv("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS");
-    if (e == nullptr || *e == '\0') return int64_t{0};
-    const std::string v(e);
-    if (v == "wave") return kLateTriggerWave;
-    TG_CHECK(v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 9,
-             "TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS must be 0 (off), a block count or `wave`, got '", v, "'");
-    return static_cast<int64_t>(std::stoll(v));
+    if (e != nullptr && std::string(e) == "wave") return kLateTriggerWave;
+    return static_cast<int64_t>(env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 0, 0, int64_t{1} << 30));
   }();
   return v;
 }
@@ -683,8 +679,7 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.max_seq = static_cast<int>(d.max_seq);
   e.fp8 = d.fp8;
   e.per_head_scale = d.per_head_scale;
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), cuda_stream(stream),
-         p);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
 

@@ -93,9 +93,12 @@ StepTimeline::~StepTimeline() {
 #if TEGEMMA_HAVE_CUDA
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
-  cudaDeviceSynchronize();  // no kernel may still append once the buffer is freed
-  for (StepTimelineSetter set : r.setters) set(nullptr);
   r.active = false;
+  try {  // a destructor must not throw: a failing device leaves the stale pointers to a process that is failing
+    TG_CHECK_CUDA(cudaDeviceSynchronize());  // no kernel may still append once the buffer is freed
+    for (StepTimelineSetter set : r.setters) set(nullptr);
+  } catch (const Error&) {
+  }
 #endif
 }
 
@@ -103,14 +106,16 @@ std::vector<StepTimelineRecord> StepTimeline::records(std::uint64_t* total) cons
   std::vector<StepTimelineRecord> out;
 #if TEGEMMA_HAVE_CUDA
   TG_CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<unsigned long long> words(2 + 4 * capacity_);
-  TG_CHECK_CUDA(cudaMemcpy(words.data(), buffer_.data(), words.size() * sizeof(unsigned long long),
-                           cudaMemcpyDeviceToHost));
-  if (total != nullptr) *total = words[0];
-  const std::size_t n = std::min<std::size_t>(words[0], capacity_);
+  unsigned long long head[2] = {0, 0};  // records appended, capacity
+  TG_CHECK_CUDA(cudaMemcpy(head, buffer_.data(), sizeof head, cudaMemcpyDeviceToHost));
+  if (total != nullptr) *total = head[0];
+  const std::size_t n = std::min<std::size_t>(head[0], capacity_);
+  std::vector<unsigned long long> words(4 * n);  // only the records written, not the whole buffer
+  TG_CHECK_CUDA(cudaMemcpy(words.data(), static_cast<const unsigned long long*>(buffer_.data()) + 2,
+                           words.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
   out.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    const unsigned long long* w = &words[2 + 4 * i];
+    const unsigned long long* w = &words[4 * i];
     out.push_back(StepTimelineRecord{w[0], w[1],
                                      {static_cast<unsigned>(w[2]), static_cast<unsigned>(w[2] >> 32),
                                       static_cast<unsigned>(w[3])},
