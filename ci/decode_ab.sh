@@ -16,19 +16,17 @@
 #   attn_fp8      TEGEMMA_DECODE_ATTN_FP8=1: decode attention writes the O projection's E4M3 input (delayed scaling;
 #                 the default since session 9)
 #   attn_cast     TEGEMMA_DECODE_ATTN_FP8=0: the O projection's input cast by its own quantize kernel
-#   geglu_epi     TEGEMMA_DECODE_GEGLU_EPILOGUE=1: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 as one kernel
-#                 (kernels::gemv_geglu, the same bits; one kernel boundary less per layer)
-#   qkv_rope      TEGEMMA_DECODE_QKV_ROPE=1: the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel
-#                 (kernels::gemv_qkv_rope, the same bytes; one kernel boundary less per layer)
-#   both_epi      both of the above
-#   late          TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: GEMVs of >= 2048 blocks (fc1, lm_head, the fused fc1 + GeGLU)
-#                 trigger their programmatic dependents at the end of each block, not after the wait (gemv.cu)
-#   late256       the same for every GEMV of >= 256 blocks (every B1 GEMV of both presets, the fused QKV's 320 included)
-#   latewave      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave: every GEMV of more blocks than one resident wave
-#   both_epi_late, geglu_epi_late, both_epi_late256, both_epi_latewave  the epilogue configurations with the above
+#   geglu_off     TEGEMMA_DECODE_GEGLU_EPILOGUE=0: the batch-1 step's fc1 GEMV and GeGLU -> E4M3 as two kernels (by
+#                 default one, kernels::gemv_geglu, the same bits)
+#   qkv_off       TEGEMMA_DECODE_QKV_ROPE=0: the batch-1 step's QKV GEMV and RoPE + KV-cache write as two kernels (by
+#                 default one, kernels::gemv_qkv_rope, the same bytes)
+#   early         TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0: every GEMV triggers its programmatic dependents right after its
+#                 wait (by default at the end of each block, gemv.cu)
+#   late2048      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: only GEMVs of >= 2048 blocks (fc1, lm_head) trigger late
+#   unfused       geglu_off + qkv_off + early: the chain before session 18
+#   unfused_late  geglu_off + qkv_off with the late trigger
 #   deep12        TEGEMMA_GEMV_DEEP_FROM_K=16384: the M = 1 one-column E4M3 GEMVs without a K split and K >= 16384
 #                 (the 2b fc2) keep 12 W loads in flight per lane, x preloaded beside them (gemv.h set_gemv_deep)
-#   both_epi_late_deep12  both_epi_late and deep12
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -59,20 +57,14 @@ for cfg in $configs; do
     ksplit16k) envs=(TEGEMMA_GEMV_KSPLIT_FROM_K=16384) ;;
     attn_fp8) envs=(TEGEMMA_DECODE_ATTN_FP8=1) ;;
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
-    geglu_epi) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
-    qkv_rope) envs=(TEGEMMA_DECODE_QKV_ROPE=1) ;;
-    both_epi) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1) ;;
+    geglu_off) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0) ;;
+    qkv_off) envs=(TEGEMMA_DECODE_QKV_ROPE=0) ;;
+    early) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
+    late2048) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
+    unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
+    unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
-    late) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
-    both_epi_late) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
-    late256) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
-    latewave) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave) ;;
-    both_epi_latewave) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=wave) ;;
-    geglu_epi_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
-    both_epi_late256) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=256) ;;
     deep12) envs=(TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;
-    both_epi_late_deep12) envs=(TEGEMMA_DECODE_QKV_ROPE=1 TEGEMMA_DECODE_GEGLU_EPILOGUE=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048
-                                TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -201,19 +201,21 @@ namespace {
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
 // decode tok/s off / on: gemma-7b B1 (FP8 head) 330.3 / 334.0 and 331.1 / 334.4, the TE tutorial (B64, FP8 cache and
 // head) 13371 / 13477 and 13535 / 13644, gemma-2b B1 936.0 / 933.2 and 933.4 / 938.6 (noise).
-// Opt-in (=1): the batch-1 step's fc1 GEMV and GeGLU -> E4M3 cast as one kernel (kernels::gemv_geglu, the same
-// bits), one kernel boundary less per layer. Faster alone (H200, bench_gemm, M = 1: 2b 21.4 vs 24.6 us, 7b 41.8 vs
-// 44.4) but not in the 2b step: decode B1 tok/s (session 16, c0894d1; delayed + FP8 head) default / geglu_epi /
-// qkv_rope / both: 2b 941.8 / 923.3 / 938.9 / 926.4, 7b 346.8 / 349.4 / 349.5 / 352.4; again at 71e5bf4, default /
-// both: 2b 949.3 / 928.5, 7b 348.5 / 353.6. Opposite signs on the two presets (-2%, +1.5%): no default.
+// On by default since session 18 (=0 turns each off, for A/B runs): the batch-1 step's fc1 GEMV and GeGLU -> E4M3
+// cast as one kernel (kernels::gemv_geglu, the same bits), and its QKV GEMV and RoPE + KV-cache write as one kernel
+// (kernels::gemv_qkv_rope, the same bytes): two kernel boundaries less per layer. Faster alone (bench_gemm, M = 1:
+// fc1 + GeGLU 2b 21.4 vs 24.6 us, 7b 41.8 vs 44.4) but, while the GEMVs triggered their dependents early, not in
+// the 2b step (session 16, decode B1 tok/s default / both: 2b 949.3 / 928.5, 7b 348.5 / 353.6): the step timeline
+// showed each fused kernel's successor ~1.3 us slower, its blocks placed unevenly into the slots a several-wave
+// grid freed. With the GEMVs' late trigger (gemv.cu, the default since session 18) both win on both presets
+// (H200, 4809135, delayed + FP8 head; early trigger unfused / late from 256 blocks fused: 2b 950.2 / 980.0, 7b
+// 348.3 / 354.5).
 bool decode_geglu_epilogue_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_GEGLU_EPILOGUE", false);
+  static const bool on = env_switch("TEGEMMA_DECODE_GEGLU_EPILOGUE", true);
   return on;
 }
-// Opt-in (=1): the batch-1 step's QKV GEMV and RoPE + KV-cache write as one kernel (kernels::gemv_qkv_rope, the
-// same bytes), one kernel boundary less per layer. Measured with gemv_geglu above (2b -0.3%, 7b +0.8%): no default.
 bool decode_qkv_rope_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", false);
+  static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", true);
   return on;
 }
 // On by default (TEGEMMA_DECODE_SAMPLE_SPLIT=0 turns it off, for A/B runs): greedy rows split over
@@ -464,7 +466,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   const Precision& prec = model_->precision();
   const bool attn_fp8 =
       decode_attn_fp8_enabled() && prec.delayed() != nullptr && a.attn.path == InputPath::kDelayedCast;
-  // Opt-in (TEGEMMA_DECODE_QKV_ROPE=1): a one-sequence step's QKV GEMV also applies RoPE, writes q and the cache row
+  // By default (TEGEMMA_DECODE_QKV_ROPE=0: off): a one-sequence step's QKV GEMV also applies RoPE, writes q and the cache row
   // (kernels::gemv_qkv_rope, the same bytes as the GEMV + kv_cache_write_rope); attend then skips that write.
   bool kv_written = false;
   const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv) {

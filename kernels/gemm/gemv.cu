@@ -16,7 +16,6 @@
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/gemm/gemv.h"
 #include "kernels/gemm/gemv_device.cuh"
-#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 #include "kernels/rope/rope_math.cuh"
 
@@ -487,31 +486,20 @@ int gemv_k_split_rule(int64_t k) {
 
 namespace {
 
-// TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once): unset or 0 (the default) never; N: the CUDA-core GEMVs of at least
-// N blocks; `wave`: those of more blocks than one resident wave (resident blocks per SM x SMs) trigger their
-// programmatic dependents at the end of each block (GemvParams::late_trigger). Session 17's step timeline: a fused
-// epilogue's successor ran ~1.3 us slower in the chain (fc2 after fc1 + GeGLU, attention after QKV + RoPE), as if
-// its blocks, scheduled while the several-wave predecessor retired, sat unevenly on the SMs; 2b B1 both epilogues
-// 932.0 tok/s, with the trigger late from 2048 blocks 965.6 (default 951.1).
-constexpr int64_t kLateTriggerWave = -1;
-int64_t late_trigger_setting() {
-  static const int64_t v = [] {
-    const char* e = std::getenv("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS");
-    if (e != nullptr && std::string(e) == "wave") return kLateTriggerWave;
-    return static_cast<int64_t>(env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 0, 0, int64_t{1} << 30));
-  }();
-  return v;
+// Every CUDA-core GEMV triggers its programmatic dependents at the end of each block (GemvParams::late_trigger), not
+// after its wait: the next kernel's blocks are then placed once this grid's last blocks retire, evenly on a nearly
+// empty GPU, instead of into the slots that a several-wave grid frees one by one. H200, session 18 (4809135; decode
+// B1 tok/s, delayed + FP8 head, 2b / 7b): early trigger 950.2 / 348.3; with both B1 epilogues (decoder.cpp) and the
+// trigger late from 2048 blocks 966.2 / 353.6, from 256 blocks (every B1 GEMV of both presets) 980.0 / 354.5, for
+// grids of more than one resident wave 966.4 / 355.6. TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once) = N: only GEMVs
+// of >= N blocks trigger late; 0: none (the early trigger, for A/B runs); unset: 1, every GEMV.
+bool late_trigger_for(unsigned blocks) {
+  static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
+  return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
-  const int64_t late = late_trigger_setting();
-  if (late == kLateTriggerWave) {
-    const int64_t wave = static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) *
-                         sm_count();
-    p.late_trigger = blocks > wave;
-  } else {
-    p.late_trigger = late > 0 && blocks >= late;
-  }
+  p.late_trigger = late_trigger_for(blocks);
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 

@@ -24,9 +24,9 @@ struct GemvParams {
   int chunks;  // 16-byte W chunks per row: K / (16 / sizeof(W element))
   float alpha;
   bool out_f32;
-  // Programmatic launch: trigger the dependents at the end of each block instead of after the wait (session 17's
-  // measurement knob, TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS in gemv.cu): a grid of several waves then lets the next
-  // kernel's blocks be placed only once its last wave runs, on a nearly empty GPU.
+  // Programmatic launch: trigger the dependents at the end of each block instead of after the wait (the default
+  // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
+  // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
   // The GeGLU epilogue (gemv_geglu): W = fc1 = [gate; up] with n = 2F rows; act [1, F] E4M3 = fp8(V * act_scale)
   // with V = geglu(BF16 gate, BF16 up) as geglu_forward_fp8 computes it; act_scale_inv (optional) written with
