@@ -129,11 +129,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
-  if (p.late_trigger) {  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
-    dev::pdl_wait();     // ... the dependents triggered at the end (GemvParams::late_trigger)
-  } else {
-    dev::pdl_enter();
-  }
+  dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;

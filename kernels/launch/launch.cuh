@@ -54,13 +54,15 @@ __device__ __forceinline__ void step_timeline_record(unsigned long long entry_ns
 // this kernel's blocks are past their wait). Session 17 measured the other order (trigger, then wait: dependents
 // scheduled one kernel further ahead, onto a GPU still busy with the predecessor) in the decode step: gemma-2b B1
 // 881.3 vs 951.9 / 955.1 tok/s, 7b 344.1 vs 349.3 / 349.6 (reports/runs/2026-12-02-h200-s17); bench_sync's
-// pdl_first mode keeps the microbenchmark.
-__device__ __forceinline__ void pdl_enter() {
+// pdl_first mode keeps the microbenchmark. trigger = false: only the wait; the kernel then triggers its dependents
+// itself, later (the GEMVs trigger at the end of each block, GemvParams::late_trigger in kernels/gemm/gemv_device.cuh),
+// or lets its exit do it.
+__device__ __forceinline__ void pdl_enter(bool trigger = true) {
 #if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
   const unsigned long long entry_ns = globaltimer_ns();
 #endif
   pdl_wait();
-  pdl_launch_dependents();
+  if (trigger) pdl_launch_dependents();
 #if TEGEMMA_STEP_TIMELINE && defined(__CUDACC__)
   step_timeline_record(entry_ns);
 #endif
