@@ -25,8 +25,9 @@
 #   late2048      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: only GEMVs of >= 2048 blocks (fc1, lm_head) trigger late
 #   unfused       geglu_off + qkv_off + early: the chain before session 18
 #   unfused_late  geglu_off + qkv_off with the late trigger
-#   deep12        TEGEMMA_GEMV_DEEP_FROM_K=16384: the M = 1 one-column E4M3 GEMVs without a K split and K >= 16384
-#                 (the 2b fc2) keep 12 W loads in flight per lane, x preloaded beside them (gemv.h set_gemv_deep)
+#   early_w       TEGEMMA_GEMV_EARLY_W=1: the batch-1 E4M3 GEMVs (and the two fused epilogue kernels) issue their first
+#                 W loads before the PDL wait (gemv.h set_gemv_early_w)
+#   early_w_early early_w with every GEMV triggering right after its wait (TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0)
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -64,7 +65,8 @@ for cfg in $configs; do
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
-    deep12) envs=(TEGEMMA_GEMV_DEEP_FROM_K=16384) ;;
+    early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
+    early_w_early) envs=(TEGEMMA_GEMV_EARLY_W=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -17,6 +16,7 @@
 #include "kernels/gemm/gemv.h"
 #include "kernels/gemm/gemv_device.cuh"
 #include "kernels/launch/launch.cuh"
+#include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope_math.cuh"
 
 namespace tg::kernels::cuda {
@@ -24,11 +24,6 @@ namespace tg::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-// The deep-loads variant (tuning::set_gemv_deep): W loads in flight per lane for the one-column M = 1 E4M3 kernel,
-// x still preloaded beside them (124 registers: 4 blocks of 128 threads per SM, 528 resident blocks >= the 2b
-// fc2's 512). Session 17 measured 12 / 16 loads with x read per piece through L1 instead: 2b fc2 alone 14.3 ->
-// 24.2 / 23.0 us (each piece's x load waited for the W data): x must stay in flight beside W.
-constexpr int kDeepLoads = 12;
 constexpr int kWarps = kThreads / 32;
 // 8 consecutive x elements of row r starting at element k (16-byte aligned for BF16, 8-byte for E4M3) -> floats.
 template <bool kXE4m3>
@@ -82,12 +77,11 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
-          int kLoads = kLoadsPerLane>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
-  constexpr int kUnroll = kLoads / kCols;
+  constexpr int kUnroll = kLoadsPerLane / kCols;
   constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
@@ -129,6 +123,11 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
+  // kEarlyW (tuning::set_gemv_early_w): the first iteration's W loads go out before the PDL wait (no kernel of the
+  // chain writes W), each iteration then loads the next one's W at its end.
+  if constexpr (kEarlyW) {
+    if (active) load_w(k_begin + lane);
+  }
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
@@ -143,7 +142,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    load_w(base);
+    if constexpr (!kEarlyW) load_w(base);
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -178,6 +177,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
         }
       }
     }
+    if constexpr (kEarlyW) load_w(base + 32 * kUnroll);  // the next iteration's (chunks past k_end: not read)
   }
 
   const float scale = out_scale(p);
@@ -280,10 +280,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain,
-          int kLoads = kLoadsPerLane>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kLoads>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kEarlyW>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -493,6 +492,8 @@ bool late_trigger_for(unsigned blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
   return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
+// The early-W knob (gemv.h): only launches inside a programmatic launch scope have a wait to overlap.
+bool early_w_now() { return tuning::gemv_early_w() && programmatic_launch_enabled(); }
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
   p.late_trigger = late_trigger_for(blocks);
@@ -517,18 +518,23 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
+  constexpr bool kEarlyWShape = kRows == 1 && kWE4m3 && kXE4m3;  // the early-W knob: the FP8 batch-1 decode GEMVs
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      if constexpr (kRows == 1 && kS == 1 && kWE4m3 && kXE4m3) {  // the deep-loads knob (gemv.h)
-        if (p.k >= tuning::gemv_deep_from_k()) {
-          return launch_gemv(gemv_kernel<true, true, 1, 1, 1, kEpiPlain, kDeepLoads>, blocks_for(warps, 1), stream,
-                             p);
+      if constexpr (kEarlyWShape) {
+        if (early_w_now()) {
+          return launch_gemv(gemv_kernel<true, true, 1, 1, kS, kEpiPlain, true>, blocks_for(warps, kS), stream, p);
         }
       }
       launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
     });
   } else {
+    if constexpr (kEarlyWShape) {
+      if (early_w_now()) {
+        return launch_gemv(gemv_kernel<true, true, 1, kWide, 1, kEpiPlain, true>, blocks_for(warps, 1), stream, p);
+      }
+    }
     launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p);
   }
 }
@@ -569,20 +575,14 @@ std::atomic<GemvMma>& mma_setting() {
   }()};
   return v;
 }
-// TEGEMMA_GEMV_DEEP_FROM_K (read once; 0, the default: off) for the decode A/B runs; set_gemv_deep overrides it.
-std::atomic<int64_t>& deep_from_k_setting() {
-  static std::atomic<int64_t> v{env_int("TEGEMMA_GEMV_DEEP_FROM_K", 0, 0, int64_t{1} << 30)};
+// TEGEMMA_GEMV_EARLY_W (read once; 0, the default: off) for the decode A/B runs; set_gemv_early_w overrides it.
+std::atomic<bool>& early_w_setting() {
+  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_EARLY_W", false)};
   return v;
 }
 }  // namespace
-void set_gemv_deep(int64_t from_k) {
-  TG_CHECK(from_k >= 0, "set_gemv_deep: from_k must be >= 0 (0: off), got ", from_k);
-  deep_from_k_setting().store(from_k);
-}
-int64_t gemv_deep_from_k() {
-  const int64_t v = deep_from_k_setting().load();
-  return v == 0 ? std::numeric_limits<int64_t>::max() : v;
-}
+void set_gemv_early_w(bool on) { early_w_setting().store(on); }
+bool gemv_early_w() { return early_w_setting().load(); }
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);
@@ -632,7 +632,12 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
+  const unsigned blocks = blocks_for(d.n / 2, 1);
+  if (early_w_now()) {
+    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu, true>, blocks, cuda_stream(stream), p);
+  } else {
+    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks, cuda_stream(stream), p);
+  }
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
@@ -663,7 +668,12 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.max_seq = static_cast<int>(d.max_seq);
   e.fp8 = d.fp8;
   e.per_head_scale = d.per_head_scale;
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks_for(d.gemv.n / 2, 1), cuda_stream(stream), p);
+  const unsigned blocks = blocks_for(d.gemv.n / 2, 1);
+  if (early_w_now()) {
+    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>, blocks, cuda_stream(stream), p);
+  } else {
+    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks, cuda_stream(stream), p);
+  }
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
 

@@ -24,6 +24,7 @@
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/launch/programmatic_launch.h"
 #include "kernels/rope/rope.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
@@ -194,40 +195,47 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
-// The deep-loads knob (cuda::tuning::set_gemv_deep: K threshold, 0 = off) for a scope, then off.
-using DeepScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_deep, int64_t{0}>;
+// The early-W knob (cuda::tuning::set_gemv_early_w) for a scope, then off.
+using EarlyWScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_early_w, false>;
 
-// The M = 1 one-column E4M3 kernel with 12 W loads in flight per lane: the twin's bound as above, and the same bits
-// as the default kernel (each lane sums the same chunks in the same order; only the loads' batching differs), on
-// the 2b fc2 and on K tails that end inside an iteration's 32 x 12 chunks or inside one lane's first chunk.
-TEST(GemvGpu, DeepLoadsEqualTheDefaultKernelBitForBit) {
+// The M = 1 E4M3 kernels with their first W loads before the PDL wait: inside a programmatic launch scope, a chain
+// of two GEMVs (the second adds into the first's output, its residual, so it must wait for it) gives the same bits
+// as the default kernels, on the one-column shapes without and with a K split (K >= 24576), K tails inside an
+// iteration and inside one lane's first chunk, and the two-column shape (wide N); then the twin's bound on one
+// shape. Outside a scope the knob changes nothing (no wait to overlap): covered by the same comparison.
+TEST(GemvGpu, EarlyWeightLoadsEqualTheDefaultKernelBitForBit) {
   TG_REQUIRE_CUDA();
   const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
-  const KSplitScope no_split(1);
-  uint64_t seed = 1300;
+  uint64_t seed = 1400;
   for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {2048, 16384}, {131, 8208}, {64, 6160}, {37, 16}, {2560, 2048}}) {
+           {2048, 16384}, {131, 8208}, {64, 24592}, {37, 16}, {2560, 2048}, {20000, 64}}) {
     const Case c{DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true};
     SCOPED_TRACE(case_name(c));
-    const Tensor xd = random_matrix(c.x, 1, c.k, seed += 3), wd = random_matrix(c.w, c.n, c.k, seed += 3);
-    const Tensor res = random_matrix(c.out, 1, c.n, seed += 3);
+    const Tensor xd = random_matrix(c.x, 1, c.k, seed += 3);
+    const Tensor w1d = random_matrix(c.w, c.n, c.k, seed += 3), w2d = random_matrix(c.w, c.n, c.k, seed += 3);
     const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-    const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
-    const GemvOperand xo{xg.view(), sx.view()}, wo{wg.view(), sw.view()};
-    auto run = [&] {
-      Tensor out = res.to(Device::CUDA);
-      gemv(xo, wo, out.view(), {}, out.view());
+    const Tensor xg = xd.to(Device::CUDA), w1g = w1d.to(Device::CUDA), w2g = w2d.to(Device::CUDA);
+    const GemvOperand xo{xg.view(), sx.view()}, w1{w1g.view(), sw.view()}, w2{w2g.view(), sw.view()};
+    auto run = [&](bool pdl) {
+      Tensor out = Tensor::zeros(DType::BF16, {1, c.n}, Device::CUDA);
+      {
+        const ProgrammaticLaunchScope scope(pdl);
+        gemv(xo, w1, out.view());
+        gemv(xo, w2, out.view(), {}, out.view());
+      }
       TG_CHECK_CUDA(cudaDeviceSynchronize());
       return out.to(Device::CPU);
     };
-    const Tensor want = run();
-    const DeepScope deep(1);
-    const Tensor got = run();
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0);
+    const Tensor want = run(true);
+    const EarlyWScope early(true);
+    for (bool pdl : {true, false}) {
+      const Tensor got = run(pdl);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0) << "programmatic launch " << pdl;
+    }
   }
-  const DeepScope deep(1);
+  const EarlyWScope early(true);
+  const ProgrammaticLaunchScope scope(true);
   check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, seed += 3);
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 131, 8208, true}, seed += 3);
 }
 
 // The tensor-core path (cuda::tuning::set_gemv_mma) on every E4M3 x E4M3 shape of the tests above: every row tile
@@ -321,7 +329,8 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
         Fp8Tensor want = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
         Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
-        for (Fp8Tensor* t : {&want, &got}) {
+        Fp8Tensor early = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        for (Fp8Tensor* t : {&want, &got, &early}) {
           set(t->view().scale, scale);
           set(t->view().amax, 1e-3f);
           set(t->view().scale_inv, 123.0f);
@@ -330,10 +339,16 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         gemv(xo, wo, fc1.view());
         geglu_forward_fp8(fc1.view(), want.view());
         gemv_geglu(xo, wo, got.view());
+        {  // the early-W kernel in a programmatic launch chain (tuning::set_gemv_early_w; CPU: the same twin)
+          const EarlyWScope early_w(true);
+          const ProgrammaticLaunchScope pdl(true);
+          gemv_geglu(xo, wo, early.view());
+        }
         if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
         for (auto member : {&Fp8View::data, &Fp8View::scale_inv, &Fp8View::amax}) {
-          EXPECT_TRUE(same_bytes(got.view().*member, want.view().*member))
-              << (member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv") << " differ";
+          const char* what = member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv";
+          EXPECT_TRUE(same_bytes(got.view().*member, want.view().*member)) << what << " differ";
+          EXPECT_TRUE(same_bytes(early.view().*member, want.view().*member)) << what << " differ (early W)";
         }
         if (scale == 20000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
           const Tensor q = Tensor::copy_of(got.view().data, Device::CPU);
@@ -382,8 +397,8 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
                        " mode " + std::to_string(mode) + (with_table ? " table" : "") + " slot " +
                        std::to_string(slot) + " pos " + std::to_string(pos));
           const Tensor slots = i32(slot), positions = i32(pos);
-          Tensor kc[2], vc[2], q_out[2];
-          for (int i = 0; i < 2; ++i) {
+          Tensor kc[3], vc[3], q_out[3];  // unfused, fused, fused with early W loads in a PDL chain
+          for (int i = 0; i < 3; ++i) {
             kc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
             vc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
             q_out[i] = Tensor::empty(DType::BF16, {1, g.h, g.dh}, Device::CUDA);
@@ -404,10 +419,18 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
           kv_cache_write_rope(heads(g.h, g.hkv), heads(g.h + g.hkv, g.hkv), slots.view(), positions.view(),
                               inv_freq.view(), cache(0), heads(0, g.h), q_out[0].view(), {}, tab);
           gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
+          {
+            const EarlyWScope early_w(true);
+            const ProgrammaticLaunchScope pdl(true);
+            gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(2), q_out[2].view(), tab);
+          }
           TG_CHECK_CUDA(cudaDeviceSynchronize());
-          EXPECT_TRUE(same_bytes(q_out[1].view(), q_out[0].view())) << "q_out";
-          EXPECT_TRUE(same_bytes(kc[1].view(), kc[0].view())) << "k cache";
-          EXPECT_TRUE(same_bytes(vc[1].view(), vc[0].view())) << "v cache";
+          for (int i : {1, 2}) {
+            SCOPED_TRACE(i == 1 ? "fused" : "fused, early W");
+            EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
+            EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
+            EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
+          }
         }
       }
     }
