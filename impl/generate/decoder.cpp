@@ -218,6 +218,19 @@ bool decode_qkv_rope_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", true);
   return on;
 }
+// Opt-in (=1; session 18, unmeasured): the batch-1 step's RMSNorm before the QKV projection (TEGEMMA_DECODE_NORM_QKV)
+// and before fc1 (TEGEMMA_DECODE_NORM_FC1) computed inside the fused QKV + RoPE / fc1 + GeGLU kernel
+// (kernels::GemvNorm: every block computes the E4M3 row in shared memory, the norm kernel's bits), one kernel
+// boundary less each. The norm kernel costs ~3.1 us of the 2b chain (session 17's timeline). Session 14's
+// TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the early trigger) was slower: 863.8 vs 930.3.
+bool decode_norm_qkv_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_NORM_QKV", false);
+  return on;
+}
+bool decode_norm_fc1_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_NORM_FC1", false);
+  return on;
+}
 // On by default (TEGEMMA_DECODE_SAMPLE_SPLIT=0 turns it off, for A/B runs): greedy rows split over
 // kernels::kGreedySplit blocks through the step buffers' DecodeState::workspace (the same token; one block scanning
 // a 256k row took 17.9 us of the gemma-2b B1 step, H200 session 16; 32 blocks 8.1 us, session 17).
@@ -234,6 +247,20 @@ bool decode_attn_fp8_enabled() {
 bool rowwise_e4m3(const Fp8View& f) {
   return f.mode == ScalingMode::kPerTensor && f.has_rowwise() && !f.has_columnwise() && f.data.dtype == DType::E4M3;
 }
+// The RMSNorm h -> x run by the one-row GEMV kernel that reads x (kernels::GemvNorm): when x is what
+// Precision::rmsnorm writes with its fused delayed cast (a per-tensor E4M3 row-wise copy) and the norm's weight is
+// BF16 of a K the prologue takes; else none (the caller runs the norm).
+std::optional<kernels::GemvNorm> fused_norm(const Precision& p, const TensorView& h, const TensorView& weight,
+                                            float eps, const TensorView& rstd, const GemmInput& x,
+                                            const GemmSite& site) {
+  const GemmInput out = p.bound(x, site);
+  if (out.path != InputPath::kDelayedFused || !rowwise_e4m3(out.fp8)) return std::nullopt;
+  const int64_t k = h.ndim() == 2 ? h.shape[1] : 0;
+  if (weight.dtype != DType::BF16 || h.dtype != DType::BF16 || k % 16 != 0 || k > kernels::kGemvNormMaxK) {
+    return std::nullopt;
+  }
+  return kernels::GemvNorm{h, weight, eps, rstd, out.fp8};  // one-row steps only: h, rstd and x are [1, ...]
+}
 }  // namespace
 
 // TransformerLayer::forward's inference path (impl/modules/transformer_layer.cpp), op for op, with the
@@ -246,30 +273,51 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
-  if (!project_qkv(l, a.ln, lw.qkv, gemv)) linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
+  // Each RMSNorm runs as its own kernel or inside the fused kernel after it (decode_norm_*_enabled, fused_norm).
+  std::optional<kernels::GemvNorm> norm;
+  if (decode_norm_qkv_enabled() && decode_qkv_rope_enabled() && one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv)) {
+    norm = fused_norm(p, a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv);
+  }
+  if (!norm) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
+  if (!project_qkv(l, a.ln, lw.qkv, gemv, norm ? &*norm : nullptr)) {
+    TG_CHECK(!norm, "Decoder: the input norm was left to a QKV kernel that did not run");
+    linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
+  }
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
-  p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
+  norm.reset();
+  if (decode_norm_fc1_enabled() && fc1_geglu_applies(a, lw.fc1, s.fc2, gemv)) {
+    norm = fused_norm(p, a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1);
+  }
+  if (!norm) p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
+  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, norm ? &*norm : nullptr, stream)) {
+    TG_CHECK(!norm, "Decoder: the post-attention norm was left to an fc1 kernel that did not run");
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
 }
 
-bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
-                        Stream stream) const {
-  if (!decode_geglu_epilogue_enabled()) return false;
-  const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
-  if (!ops) return false;
+bool Decoder::fc1_geglu_applies(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv) const {
+  if (!decode_geglu_epilogue_enabled() || !one_row_e4m3_operands(a.ln, fc1, a.rows, gemv)) return false;
   const GemmInput act = model_->precision().bound(a.act, fc2_site);
-  if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
-  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
+  return act.path == InputPath::kDelayedFused && rowwise_e4m3(act.fp8);
+}
+
+bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
+                        const kernels::GemvNorm* norm, Stream stream) const {
+  if (!fc1_geglu_applies(a, fc1, fc2_site, gemv)) return false;
+  const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
+  const Fp8View act = model_->precision().bound(a.act, fc2_site).fp8;
+  if (norm != nullptr) {
+    kernels::gemv_norm_geglu(*norm, ops->w, act, stream);
+  } else {
+    kernels::gemv_geglu(ops->x, ops->w, act, stream);
+  }
   return true;
 }
 
@@ -361,7 +409,9 @@ TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slot
     kernels::attention_fwd(q, k, v, cu_seqlens, batch.max_seqlen, attn, out, TensorView{}, stream);
     return false;  // the layer quantizes out for the O projection
   };
-  const auto no_fused_qkv = [](int64_t, const GemmInput&, const LinearWeight&, bool) { return false; };
+  const auto no_fused_qkv = [](int64_t, const GemmInput&, const LinearWeight&, bool, const kernels::GemvNorm*) {
+    return false;
+  };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     layer(l, a, t, attend, no_fused_qkv, /*clear_pad_rows=*/true, /*gemv=*/false, stream);
   }
@@ -469,13 +519,20 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   // By default (TEGEMMA_DECODE_QKV_ROPE=0: off): a one-sequence step's QKV GEMV also applies RoPE, writes q and the cache row
   // (kernels::gemv_qkv_rope, the same bytes as the GEMV + kv_cache_write_rope); attend then skips that write.
   bool kv_written = false;
-  const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv) {
+  // norm: when set, the layer's input norm runs inside this kernel (kernels::GemvNorm; x is then not yet written).
+  const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv,
+                               const kernels::GemvNorm* norm) {
     kv_written = false;
     if (!decode_qkv_rope_enabled()) return false;
     const std::optional<GemvPair> ops = one_row_e4m3_operands(x, w, a.rows, gemv);  // one row: nseq == 1
     if (!ops) return false;
-    kernels::gemv_qkv_rope(ops->x, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
-                           rope_table_, stream);
+    if (norm != nullptr) {
+      kernels::gemv_norm_qkv_rope(*norm, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
+                             rope_table_, stream);
+    } else {
+      kernels::gemv_qkv_rope(ops->x, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
+                             rope_table_, stream);
+    }
     kv_written = true;
     return true;
   };

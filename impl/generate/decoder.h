@@ -36,6 +36,10 @@
 #include "impl/precision.h"
 #include "kernels/sampling/sampling.h"
 
+namespace tg::kernels {
+struct GemvNorm;  // kernels/gemm/gemv.h
+}
+
 namespace tg::impl {
 
 // How a prefill treats an FP8 cache's scales (impl/kv_cache.h).
@@ -110,8 +114,9 @@ class Decoder {
   // arena per call, a decode step's padding rows are zeroed once and nothing writes them.
   // gemv: the step's choice (rows <= decode_gemv_max_rows()); the GEMMs whose operands gemv cannot take still
   // run on cuBLASLt.
-  // project_qkv(l, x, w, gemv) may run the QKV projection itself and return true (the decode step's fused QKV +
-  // RoPE + KV-cache write, kernels::gemv_qkv_rope; acts.qkv is then not written), else the layer runs it.
+  // project_qkv(l, x, w, gemv, norm) may run the QKV projection itself and return true (the decode step's fused QKV
+  // + RoPE + KV-cache write, kernels::gemv_qkv_rope; acts.qkv is then not written), else the layer runs it. norm
+  // (or null): the input RMSNorm to run inside that kernel (kernels::GemvNorm; the layer then skips its own).
   template <typename Attend, typename ProjectQkv>
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
              bool clear_pad_rows, bool gemv, Stream stream) const;
@@ -119,7 +124,11 @@ class Decoder {
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu unless TEGEMMA_DECODE_GEGLU_EPILOGUE=0 and when the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
-  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
+  // norm (or null): the post-attention RMSNorm to run inside that kernel (kernels::GemvNorm); only with
+  // fc1_geglu_applies (the step qualifies).
+  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
+                 const kernels::GemvNorm* norm, Stream stream) const;
+  bool fc1_geglu_applies(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,

@@ -173,6 +173,36 @@ GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, 
   return d;
 }
 
+GemvOperand check_gemv_norm(const GemvNorm& norm, const char* op) {
+  const Fp8View& x = norm.x;
+  TG_CHECK(x.mode == ScalingMode::kPerTensor && x.has_rowwise() && !x.has_columnwise() &&
+               x.data.dtype == DType::E4M3,
+           op, ": the norm's x must be a per-tensor F8_E4M3 tensor with its row-wise copy only (mode ",
+           scaling_mode_name(x.mode), ", ", x.data.dtype, ", column-wise ", x.has_columnwise(), ")");
+  TG_CHECK(x.data.ndim() == 2 && x.data.shape[0] == 1, op, ": the norm's x must be [1, K], got ", x.data.describe());
+  const int64_t k = x.data.shape[1];
+  const Device dev = x.data.device;
+  check_fp8_output(x, 1, k, dev, op);
+  TG_CHECK(!x.scale_inv.empty(), op, ": the norm's x needs its scale_inv (written with 1 / scale)");
+  TG_CHECK(k % 16 == 0 && k <= kGemvNormMaxK, op, ": the norm's K must be a multiple of 16 and at most ",
+           kGemvNormMaxK, ", got ", k);
+  const TensorView& h = norm.h;
+  TG_CHECK(!h.empty() && h.dtype == DType::BF16 && h.ndim() == 2 && h.shape[0] == 1 && h.shape[1] == k &&
+               h.strides[1] == 1 && norm.h.device == dev && aligned16(h.data),
+           op, ": the norm's h must be BF16 [1, K = ", k, "], unit stride, 16-byte aligned, on ", dev, ", got ",
+           h.describe());
+  const TensorView& nw = norm.weight;
+  TG_CHECK(!nw.empty() && nw.dtype == DType::BF16 && nw.numel() == k && nw.is_contiguous() && nw.device == dev &&
+               aligned16(nw.data),
+           op, ": the norm's weight must be contiguous BF16 [K = ", k, "], 16-byte aligned, on ", dev, ", got ",
+           nw.describe());
+  TG_CHECK(norm.eps > 0.0f, op, ": the norm's eps must be > 0, got ", norm.eps);
+  const TensorView& r = norm.rstd;
+  TG_CHECK(!r.empty() && r.dtype == DType::F32 && r.numel() == 1 && r.device == dev, op,
+           ": the norm's rstd must be F32 [1] on ", dev, ", got ", r.describe());
+  return GemvOperand::fp8(x);
+}
+
 }  // namespace detail
 
 
@@ -192,6 +222,34 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   if (q_out.device == Device::CPU) return cpu::gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table);
 #if TEGEMMA_HAVE_CUDA
   cuda::gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table, stream);
+#else
+  (void)stream;
+  TG_FAIL("gemv_qkv_rope: CUDA tensors in a build without CUDA");
+#endif
+}
+
+void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  if (act.device() == Device::CPU) {
+    Tensor scratch;
+    return cpu::gemv_geglu(cpu::gemv_norm(norm, scratch), w, act);
+  }
+#if TEGEMMA_HAVE_CUDA
+  cuda::gemv_norm_geglu(norm, w, act, stream);
+#else
+  (void)stream;
+  TG_FAIL("gemv_geglu: CUDA tensors in a build without CUDA");
+#endif
+}
+
+void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
+                        const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                        const TensorView& q_out, const TensorView& table, Stream stream) {
+  if (q_out.device == Device::CPU) {
+    Tensor scratch;
+    return cpu::gemv_qkv_rope(cpu::gemv_norm(norm, scratch), w, slots, positions, inv_freq, cache, q_out, table);
+  }
+#if TEGEMMA_HAVE_CUDA
+  cuda::gemv_norm_qkv_rope(norm, w, slots, positions, inv_freq, cache, q_out, table, stream);
 #else
   (void)stream;
   TG_FAIL("gemv_qkv_rope: CUDA tensors in a build without CUDA");

@@ -17,6 +17,7 @@
 #include "kernels/gemm/gemv_device.cuh"
 #include "kernels/launch/launch.cuh"
 #include "kernels/launch/programmatic_launch.h"
+#include "kernels/norm/norm_device.cuh"
 #include "kernels/rope/rope_math.cuh"
 
 namespace tg::kernels::cuda {
@@ -77,7 +78,54 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false>
+
+// The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h), every thread of the block: x's E4M3 codes into x_s as
+// rmsnorm_forward_fp8 computes them (norm.h; the shared pieces in kernels/norm/norm_device.cuh): every warp sums
+// the squares in the LANE ORDER (lane l: 8-element chunks l, l + 32, ..., then the butterfly) and takes rstd;
+// thread t quantizes chunks t, t + 128, ...: V = BF16((h * rstd) * (1 + w)), code = E4M3(V * scale). Block 0 also
+// writes rstd and x's scale_inv and max-reduces the amax over |y| rounded to BF16 once (the norm kernels' rule).
+// Returns x's scale_inv (1 / scale, one RN division: what the norm kernel writes).
+__device__ __forceinline__ float norm_prologue(const GemvParams& p, uint8_t* x_s) {
+  const GemvParams::Norm& nm = p.norm;
+  const int lane = threadIdx.x % 32;
+  const int chunks = p.k / 8;
+  const ew::bf16_t* h = static_cast<const ew::bf16_t*>(nm.h);
+  const ew::bf16_t* w = static_cast<const ew::bf16_t*>(nm.w);
+  float ss = 0.0f;
+  for (int c = lane; c < chunks; c += 32) {
+    const ew::Pack8<ew::bf16_t> v = ew::load8_any(h + 8 * c, 8, true);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) ss = ieee::ffma(v.get(i), v.get(i), ss);
+  }
+  const float r = norm_device::rstd_of(norm_device::warp_butterfly_sum(ss), nm.inv_d, nm.eps);
+  const float scale = *nm.x_scale;
+  float amax_y = 0.0f;
+  for (int c = threadIdx.x; c < chunks; c += kThreads) {
+    const ew::Pack8<ew::bf16_t> hv = ew::load8_any(h + 8 * c, 8, true);
+    float g[8], y[8], v[8];
+    ew::unpack8(ew::load8_any(w + 8 * c, 8, true), g);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) y[i] = ieee::fmul(ieee::fmul(hv.get(i), r), ieee::fadd(1.0f, g[i]));
+    const ew::Pack8<ew::bf16_t> vp = ew::pack8<ew::bf16_t>(y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      v[i] = vp.get(i);
+      amax_y = norm_device::max_abs_nan(amax_y, y[i]);
+    }
+    *reinterpret_cast<uint2*>(x_s + 8 * c) = ew::quantize8<dev::e4m3_t>(v, scale);
+  }
+  if (blockIdx.x == 0) {  // uniform in the block
+    if (nm.x_amax != nullptr) ew::block_amax_commit(nm.x_amax, ieee::abs_bits(ew::round_to<ew::bf16_t>(amax_y)));
+    if (threadIdx.x == 0) {
+      *nm.rstd = r;
+      *nm.x_scale_inv = ieee::fdiv(1.0f, scale);
+    }
+  }
+  __syncthreads();
+  return ieee::fdiv(1.0f, scale);
+}
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false,
+          bool kNorm = false>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -86,6 +134,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
   static_assert(!kPaired || (kRows == 1 && kCols == 2 && kSplit == 1), "the epilogues: one row, column pairs");
+  static_assert(!kNorm || (kPaired && kWE4m3 && kXE4m3), "the norm prologue: the E4M3 epilogue kernels");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
@@ -129,6 +178,10 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     if (active) load_w(k_begin + lane);
   }
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
+  __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
+  float x_scale_inv = 0.0f;
+  if constexpr (kNorm) x_scale_inv = norm_prologue(p, x_norm);
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
@@ -147,7 +200,11 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int chunk = base + 32 * u;
-        if (chunk < k_end) load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);  // past the end: never read
+        if constexpr (kNorm) {
+          if (chunk < k_end) xv[u][0] = reinterpret_cast<const uint4*>(x_norm)[chunk];
+        } else {
+          if (chunk < k_end) load_x_chunk<kWE4m3, kXE4m3>(p, chunk, xv[u]);  // past the end: never read
+        }
       }
     }
 #pragma unroll
@@ -180,7 +237,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     if constexpr (kEarlyW) load_w(base + 32 * kUnroll);  // the next iteration's (chunks past k_end: not read)
   }
 
-  const float scale = out_scale(p);
+  const float scale = kNorm ? out_scale_x(p, x_scale_inv) : out_scale(p);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -280,9 +337,10 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false,
+          bool kNorm = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kEarlyW>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kEarlyW, kNorm>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -621,7 +679,33 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 }
 }  // namespace
 
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+namespace {
+// The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue and the early W loads.
+template <int kEpi>
+void launch_epilogue(unsigned blocks, cudaStream_t stream, const GemvParams& p, bool norm) {
+  const bool early = early_w_now();
+  if (norm) {
+    if (early) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>, blocks, stream, p);
+    return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, false, true>, blocks, stream, p);
+  }
+  if (early) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi>, blocks, stream, p);
+}
+// GemvNorm -> the prologue's parameters (checked by the caller).
+void set_norm(GemvParams& p, const GemvNorm& n) {
+  GemvParams::Norm& m = p.norm;
+  m.h = n.h.data;
+  m.w = n.weight.data;
+  m.eps = n.eps;
+  m.inv_d = ieee::fdiv(1.0f, static_cast<float>(n.h.shape[1]));
+  m.rstd = n.rstd.ptr<float>();
+  m.x_scale = n.x.scale.ptr<const float>();
+  m.x_scale_inv = n.x.scale_inv.ptr<float>();
+  m.x_amax = n.x.amax.empty() ? nullptr : static_cast<uint32_t*>(n.x.amax.data);
+}
+
+void geglu_impl(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, const GemvNorm* norm,
+                Stream stream) {
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
   check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
@@ -632,18 +716,14 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  const unsigned blocks = blocks_for(d.n / 2, 1);
-  if (early_w_now()) {
-    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu, true>, blocks, cuda_stream(stream), p);
-  } else {
-    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks, cuda_stream(stream), p);
-  }
+  if (norm != nullptr) set_norm(p, *norm);
+  launch_epilogue<kEpiGeglu>(blocks_for(d.n / 2, 1), cuda_stream(stream), p, norm != nullptr);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
-void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+void qkv_rope_impl(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
-                   Stream stream) {
+                   const GemvNorm* norm, Stream stream) {
   TG_NVTX_FN();
   const detail::GemvQkvRopeDims d = detail::check_gemv_qkv_rope(x, w, slots, positions, inv_freq, cache, q_out, table);
   check_device(q_out, Device::CUDA, "cuda::gemv_qkv_rope(q_out)");
@@ -668,13 +748,36 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.max_seq = static_cast<int>(d.max_seq);
   e.fp8 = d.fp8;
   e.per_head_scale = d.per_head_scale;
-  const unsigned blocks = blocks_for(d.gemv.n / 2, 1);
-  if (early_w_now()) {
-    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>, blocks, cuda_stream(stream), p);
-  } else {
-    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks, cuda_stream(stream), p);
-  }
+  if (norm != nullptr) set_norm(p, *norm);
+  launch_epilogue<kEpiQkvRope>(blocks_for(d.gemv.n / 2, 1), cuda_stream(stream), p, norm != nullptr);
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
+}
+
+// The norm's x operand, checked, on the GPU.
+GemvOperand norm_operand(const GemvNorm& norm, const char* op) {
+  const GemvOperand x = detail::check_gemv_norm(norm, op);
+  check_device(norm.x.data, Device::CUDA, op);
+  return x;
+}
+}  // namespace
+
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  geglu_impl(x, w, act, nullptr, stream);
+}
+void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  geglu_impl(norm_operand(norm, "cuda::gemv_norm_geglu"), w, act, &norm, stream);
+}
+
+void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
+                   const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
+                   Stream stream) {
+  qkv_rope_impl(x, w, slots, positions, inv_freq, cache, q_out, table, nullptr, stream);
+}
+void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
+                        const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                        const TensorView& q_out, const TensorView& table, Stream stream) {
+  qkv_rope_impl(norm_operand(norm, "cuda::gemv_norm_qkv_rope"), w, slots, positions, inv_freq, cache, q_out, table,
+                &norm, stream);
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -104,6 +104,26 @@ struct GemvOptions {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
           const TensorView& residual = {}, Stream stream = {});
 
+// The RMSNorm -> E4M3 prologue of the one-row epilogue kernels (gemv_norm_geglu, gemv_norm_qkv_rope: the batch-1 step's
+// RMSNorm before its QKV / fc1 fused in, one kernel boundary less): x is not read but computed as
+//     kernels::rmsnorm_forward_fp8(h, weight, eps, x, rstd)
+// would write it (the same E4M3 codes; norm.h's arithmetic, kernels/norm/norm_device.cuh), and the kernel then runs
+// on it as on a given x. x: a per-tensor E4M3 Fp8View [1, K], row-wise only: scale read, scale_inv written with
+// 1 / scale, amax (optional) max-reduced with max |V|; x.data gives the shape and is NOT written (nothing reads it
+// in the decode step). rstd F32 [1] written. h BF16 [1, K] and weight BF16 [K], unit stride, 16-byte aligned; K a
+// multiple of 16 and at most kGemvNormMaxK. CUDA: every block computes the codes into shared memory (every warp the
+// sum of squares in the LANE ORDER, each thread 8-element chunks), block 0 writes rstd, scale_inv and the amax. CPU
+// twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. Measurement knob of the decoder
+// (session 18, unmeasured): TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 (impl/generate/decoder.cpp).
+inline constexpr int64_t kGemvNormMaxK = 4096;
+struct GemvNorm {
+  TensorView h;       // BF16 [1, K]: the residual stream
+  TensorView weight;  // BF16 [K]: y = (h * rstd) * (1 + weight)
+  float eps = 0.0f;
+  TensorView rstd;  // F32 [1], written
+  Fp8View x;        // the norm's per-tensor E4M3 output (see above)
+};
+
 // gemv_geglu: a one-row fc1 GEMV with the GeGLU -> E4M3 epilogue (the batch-1 decode step's fc1 + geglu_forward_fp8
 // in one kernel, one kernel boundary less per layer):
 //     act = geglu_forward_fp8(gemv(x, w))   with gemv's BF16 output, bit for bit on each backend
@@ -115,6 +135,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // in the warp (kernels/activation's arithmetic) and one amax atomic per block. CPU twin: cpu::gemv into a BF16
 // [1, 2F] buffer, then cpu::geglu_forward_fp8.
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
+// ... with x = the RMSNorm prologue's (GemvNorm above).
+void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream = {});
 
 // gemv_qkv_rope: a one-row fused-QKV GEMV with the RoPE + KV-cache epilogue (the batch-1 decode step's QKV projection
 // and kv_cache_write_rope in one kernel, one kernel boundary less per layer):
@@ -128,6 +150,10 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out,
                    const TensorView& table = {}, Stream stream = {});
+// ... with x = the RMSNorm prologue's (GemvNorm above).
+void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
+                        const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                        const TensorView& q_out, const TensorView& table = {}, Stream stream = {});
 
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
@@ -135,14 +161,21 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table);
+// The GemvNorm prologue's twin: cpu::rmsnorm_forward_fp8 into a scratch copy of norm.x; returns that operand (its
+// data is the scratch, kept alive by `scratch`).
+GemvOperand gemv_norm(const GemvNorm& norm, Tensor& scratch);
 }
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream);
+void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream);
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
                    Stream stream);
+void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
+                        const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
+                        const TensorView& q_out, const TensorView& table, Stream stream);
 
 // Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
 // split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
@@ -191,6 +224,8 @@ struct GemvQkvRopeDims {
 GemvQkvRopeDims check_gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots,
                                     const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
                                     const TensorView& q_out, const TensorView& table);
+// GemvNorm's checks (the contract above) against K; returns the x operand it stands for (norm.x's row-wise copy).
+GemvOperand check_gemv_norm(const GemvNorm& norm, const char* op);
 // An operand's format: BF16 without a scale, or E4M3 with an F32 [1] scale_inv on the operand's device.
 void check_gemv_operand(const GemvOperand& o, const char* name);
 }  // namespace detail

@@ -9,6 +9,7 @@
 #include "kernels/activation/activation.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/norm/norm.h"
 
 namespace tg::kernels::cpu {
 
@@ -86,6 +87,17 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act) 
   Tensor fc1 = Tensor::empty(DType::BF16, {1, d.n}, Device::CPU);
   kernels::cpu::gemv(x, w, fc1.view(), GemvOptions{}, TensorView{});
   kernels::cpu::geglu_forward_fp8(fc1.view(), act);
+}
+
+GemvOperand gemv_norm(const GemvNorm& norm, Tensor& scratch) {
+  TG_NVTX_FN();
+  detail::check_gemv_norm(norm, "cpu::gemv_norm");
+  check_device(norm.x.data, Device::CPU, "cpu::gemv_norm(x)");
+  Fp8View x = norm.x;  // the same scale, scale_inv and amax; the codes into the scratch (x.data is not written)
+  scratch = Tensor::empty(DType::E4M3, x.data.shape, Device::CPU);
+  x.data = scratch.view();
+  kernels::cpu::rmsnorm_forward_fp8(norm.h, norm.weight, norm.eps, x, norm.rstd, TensorView{});
+  return GemvOperand::fp8(x);
 }
 
 // The definition: the unfused CPU kernels in sequence (gemv's BF16 qkv row, then kv_cache_write_rope on its heads).

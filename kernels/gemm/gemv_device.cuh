@@ -28,6 +28,16 @@ struct GemvParams {
   // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
   // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
+  // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h; kernels with kNorm): x computed from h in each block.
+  struct Norm {
+    const void* h;     // BF16 [1, K]
+    const void* w;     // BF16 [K]
+    float eps, inv_d;  // inv_d = 1 / K (one RN division, as the norm kernels)
+    float* rstd;
+    const float* x_scale;
+    float* x_scale_inv;
+    uint32_t* x_amax;  // or null
+  } norm;
   // The GeGLU epilogue (gemv_geglu): W = fc1 = [gate; up] with n = 2F rows; act [1, F] E4M3 = fp8(V * act_scale)
   // with V = geglu(BF16 gate, BF16 up) as geglu_forward_fp8 computes it; act_scale_inv (optional) written with
   // 1 / act_scale, act_amax (optional, F32 [1] as bits) max-reduced with |V|.
@@ -81,6 +91,13 @@ __device__ __forceinline__ void unpack8(const uint4& v, int half, float (&f)[8])
 __device__ __forceinline__ float out_scale(const GemvParams& p) {
   float scale = p.alpha;
   if (p.x_scale_inv != nullptr) scale *= *p.x_scale_inv;
+  if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
+  return scale;
+}
+// out_scale with x's scale_inv given (the norm prologue computes it): the same order.
+__device__ __forceinline__ float out_scale_x(const GemvParams& p, float x_scale_inv) {
+  float scale = p.alpha;
+  scale *= x_scale_inv;
   if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
   return scale;
 }

@@ -24,6 +24,7 @@
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/elementwise/fp8_out.h"
 #include "kernels/norm/norm.h"
+#include "kernels/norm/norm_device.cuh"
 #include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 
@@ -35,6 +36,8 @@ using dev::cp_async16;
 using dev::cp_async_commit;
 using dev::cp_async_wait;
 using ew::Pack8;
+using norm_device::max_abs_nan;
+using norm_device::warp_butterfly_sum;
 using namespace ieee;  // NOLINT: fmul/fadd/ffma read like the formulas in norm.h
 
 constexpr int kFwdThreads = 256;  // 8 warps, one row each (or 4 rows each for the transposed FP8 tile)
@@ -95,25 +98,12 @@ __device__ __forceinline__ void stage_gain(const WeightRef& w, int64_t cols, flo
   __syncthreads();
 }
 
-// max(m, |y|) that propagates NaN (the amax of the forward; m >= 0 or NaN).
-__device__ __forceinline__ float max_abs_nan(float m, float y) {
-  float r;
-  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(m), "f"(fabsf(y)));
-  return r;
-}
-
 // g for the 8 elements of chunk c (two 16-byte shared-memory loads; padding reads as 0).
 __device__ __forceinline__ void gain8_smem(const float* g, int64_t c, float (&out)[8]) {
   const float4* p = reinterpret_cast<const float4*>(g + 8 * c);
   const float4 lo = p[0], hi = p[1];
   out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
   out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
-}
-
-__device__ __forceinline__ float warp_butterfly_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fadd(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
-  return v;
 }
 
 __device__ __forceinline__ void stage_fp8x8(uint8_t* p, uint2 q, int n) {
@@ -216,7 +206,7 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
       }
     }
     acc = warp_butterfly_sum(acc);
-    const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
+    const float r = norm_device::rstd_of(acc, a.inv_d, a.eps);
     if (lane == 0) {
       r_shared = r;
       a.rstd[t] = r;
@@ -434,7 +424,7 @@ __global__ void __launch_bounds__(kFwdThreads, kSched == kSchedOccupancy
         }
       }
       acc = warp_butterfly_sum(acc);
-      const float r = fdiv(1.0f, fsqrt(fadd(fmul(acc, a.inv_d), a.eps)));
+      const float r = norm_device::rstd_of(acc, a.inv_d, a.eps);
       if (lane == 0) a.rstd[t] = r;
 
       // Pass 2 (emit8): y = (h * rstd) * (1 + w), stored or rounded, amax-tracked and quantized. The FP8 row pointer

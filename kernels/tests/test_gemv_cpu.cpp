@@ -13,6 +13,7 @@
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/norm/norm.h"
 #include "kernels/tests/gemm_test_util.h"
 
 namespace tg::kernels {
@@ -258,6 +259,62 @@ TEST(GemvCpu, QkvRopeTwinIsTheUnfusedPairAndChecksItsArguments) {
   TG_EXPECT_THROW_MSG(gemv_qkv_rope(GemvOperand::bf16(xb.view()), w, slots.view(), positions.view(), inv_freq.view(),
                                     cache(1), q_out[1].view()),
                       "x and W must be F8_E4M3");
+}
+
+// ---- The RMSNorm prologue (GemvNorm) -------------------------------------------------------------------------------
+
+// The twin is rmsnorm_forward_fp8 then the kernel's twin: the same act, rstd, scale_inv and amax through the public
+// entry point (gemv_geglu, K 32, F 3, a norm x with its amax); x.data is not written; the argument checks.
+TEST(GemvCpu, NormPrologueIsTheNormThenTheKernelAndChecksItsArguments) {
+  const int64_t k = 32, f = 3;
+  const Tensor h = random_matrix(DType::BF16, 1, k, 21), nw = random_matrix(DType::BF16, 1, k, 22);
+  const Tensor w8 = random_matrix(DType::E4M3, 2 * f, k, 23), s = scalar_f32(0.05f, Device::CPU);
+  const GemvOperand w{w8.view(), s.view()};
+  const TensorView weight = nw.view().reshape({k});
+  Fp8Tensor x[2] = {Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, Device::CPU),
+                    Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, Device::CPU)};
+  Fp8Tensor act[2] = {Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, Device::CPU),
+                      Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, Device::CPU)};
+  Tensor rstd[2] = {Tensor::zeros(DType::F32, {1}), Tensor::zeros(DType::F32, {1})};
+  for (int i = 0; i < 2; ++i) {
+    x[i].view().scale.ptr<float>()[0] = 30.0f;
+    x[i].view().amax.ptr<float>()[0] = 1e-3f;
+    std::memset(x[i].view().data.data, 0x11, static_cast<std::size_t>(k));
+  }
+  cpu::rmsnorm_forward_fp8(h.view(), weight, 1e-6f, x[0].view(), rstd[0].view(), TensorView{});
+  gemv_geglu(GemvOperand::fp8(x[0].view()), w, act[0].view());
+  const GemvNorm norm{h.view(), weight, 1e-6f, rstd[1].view(), x[1].view()};
+  gemv_norm_geglu(norm, w, act[1].view());
+  auto same = [](const TensorView& a, const TensorView& b) { return std::memcmp(a.data, b.data, a.nbytes()) == 0; };
+  EXPECT_TRUE(same(act[0].view().data, act[1].view().data)) << "act codes";
+  EXPECT_TRUE(same(rstd[0].view(), rstd[1].view())) << "rstd";
+  EXPECT_TRUE(same(x[0].view().scale_inv, x[1].view().scale_inv)) << "x scale_inv";
+  EXPECT_TRUE(same(x[0].view().amax, x[1].view().amax)) << "x amax";
+  EXPECT_GT(x[1].view().amax.ptr<float>()[0], 1e-3f) << "the amax was not max-reduced";
+  const uint8_t* xd = static_cast<const uint8_t*>(x[1].view().data.data);
+  EXPECT_TRUE(std::all_of(xd, xd + k, [](uint8_t v) { return v == 0x11; })) << "x.data was written";
+
+  // Bad input: eps, K not a multiple of 16, h's dtype and width, the weight's length, rstd, x's format.
+  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 0.0f, rstd[1].view(), x[1].view()}, w, act[1].view()),
+                      "eps must be > 0");
+  const Tensor hf = random_matrix(DType::F32, 1, k, 24);
+  TG_EXPECT_THROW_MSG(
+      gemv_norm_geglu(GemvNorm{hf.view(), weight, 1e-6f, rstd[1].view(), x[1].view()}, w, act[1].view()),
+      "the norm's h must be BF16 [1, K = 32]");
+  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight.slice_rows(0, 16), 1e-6f, rstd[1].view(),
+                                               x[1].view()},
+                                      w, act[1].view()),
+                      "the norm's weight must be contiguous BF16 [K = 32]");
+  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 1e-6f, TensorView{}, x[1].view()}, w, act[1].view()),
+                      "the norm's rstd must be F32 [1]");
+  Fp8Tensor x24 = Fp8Tensor::per_tensor(DType::E4M3, 1, 24, true, false, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view().slice_cols(0, 24), weight.slice_rows(0, 24), 1e-6f,
+                                          rstd[1].view(), x24.view()},
+                                 w, act[1].view()),
+                      "multiple of 16");
+  Fp8Tensor both = Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, true, Device::CPU);
+  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 1e-6f, rstd[1].view(), both.view()}, w, act[1].view()),
+                      "row-wise copy only");
 }
 
 // ---- Bad input -----------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
+#include "kernels/norm/norm.h"
 #include "kernels/rope/rope.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
@@ -432,6 +433,126 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
             EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
           }
         }
+      }
+    }
+  }
+}
+
+// The RMSNorm prologue (GemvNorm) == rmsnorm_forward_fp8 then the kernel on its x, bit for bit on the GPU and on the
+// CPU: gemv_geglu's act (codes, scale_inv, amax) and gemv_qkv_rope's q_out and cache rows, and the norm's rstd,
+// x scale_inv and x amax (max-reduced into the same non-zero start); the gemma-2b / 7b widths (K 2048 / 3072), K
+// smaller than one block's 128 threads x 8 elements and not a multiple of it (K 48 / 528: idle threads, a partial
+// chunk round), a scale that saturates codes (300) and one that does not (4); on the GPU again with the early W
+// loads in a programmatic launch chain.
+TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
+  TG_REQUIRE_CUDA();
+  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
+  auto set = [](const TensorView& t, float v) {
+    if (t.device == Device::CPU) {
+      t.ptr<float>()[0] = v;
+    } else {
+      TG_CHECK_CUDA(cudaMemcpy(t.data, &v, sizeof v, cudaMemcpyHostToDevice));
+    }
+  };
+  struct Norm {  // the norm's output x and rstd, scale and amax start set
+    Fp8Tensor x;
+    Tensor rstd;
+  };
+  auto make_norm = [&](int64_t k, float scale, Device dev) {
+    Norm n{Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, dev), Tensor::zeros(DType::F32, {1}, dev)};
+    set(n.x.view().scale, scale);
+    set(n.x.view().amax, 1e-3f);
+    set(n.x.view().scale_inv, 123.0f);
+    return n;
+  };
+  auto same_norm = [](const Norm& got, const Norm& want) {
+    EXPECT_TRUE(same_bytes(got.rstd.view(), want.rstd.view())) << "rstd";
+    EXPECT_TRUE(same_bytes(got.x.view().scale_inv, want.x.view().scale_inv)) << "x scale_inv";
+    EXPECT_TRUE(same_bytes(got.x.view().amax, want.x.view().amax)) << "x amax";
+  };
+  uint64_t seed = 5100;
+  const float eps = 1e-6f;
+  // gemv_geglu: F x K.
+  for (const auto& [f, k] :
+       std::vector<std::pair<int64_t, int64_t>>{{16384, 2048}, {24576, 3072}, {37, 48}, {5, 528}}) {
+    for (Device dev : {Device::CUDA, Device::CPU}) {
+      for (float scale : {4.0f, 300.0f}) {
+        SCOPED_TRACE("geglu " + std::to_string(f) + "x" + std::to_string(k) + (dev == Device::CUDA ? " cuda" : " cpu") +
+                     " scale " + std::to_string(scale));
+        const Tensor h = random_matrix(DType::BF16, 1, k, seed += 3).to(dev);
+        const Tensor nw = random_matrix(DType::BF16, 1, k, seed += 3).to(dev);
+        const TensorView weight = nw.view().reshape({k});
+        const Tensor w8 = random_matrix(DType::E4M3, 2 * f, k, seed += 3).to(dev);
+        const Tensor sw = scalar_f32(0.021f, dev);
+        const GemvOperand wo{w8.view(), sw.view()};
+        Norm nref = make_norm(k, scale, dev);
+        Fp8Tensor want = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        set(want.view().scale, 0.75f);
+        rmsnorm_forward_fp8(h.view(), weight, eps, nref.x.view(), nref.rstd.view());
+        gemv_geglu(GemvOperand::fp8(nref.x.view()), wo, want.view());
+        for (int early = 0; early < (dev == Device::CUDA ? 2 : 1); ++early) {
+          SCOPED_TRACE(early ? "early W, PDL chain" : "default");
+          Norm n = make_norm(k, scale, dev);
+          Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+          set(got.view().scale, 0.75f);
+          {
+            const EarlyWScope early_w(early != 0);
+            const ProgrammaticLaunchScope pdl(early != 0);
+            gemv_norm_geglu(GemvNorm{h.view(), weight, eps, n.rstd.view(), n.x.view()}, wo, got.view());
+          }
+          if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
+          EXPECT_TRUE(same_bytes(got.view().data, want.view().data)) << "act codes";
+          EXPECT_TRUE(same_bytes(got.view().amax, want.view().amax)) << "act amax";
+          same_norm(n, nref);
+        }
+      }
+    }
+  }
+  // gemv_qkv_rope: the 2b and 7b geometries and a small one, BF16 cache.
+  struct Geo {
+    int64_t h, hkv, dh, k;
+  };
+  auto i32 = [](int32_t v, Device dev) {
+    return Tensor::copy_of(TensorView(&v, DType::I32, Shape{1}, Device::CPU), dev);
+  };
+  for (const Geo g : {Geo{8, 1, 256, 2048}, Geo{16, 16, 256, 3072}, Geo{3, 1, 16, 48}}) {
+    for (Device dev : {Device::CUDA, Device::CPU}) {
+      SCOPED_TRACE("qkv H " + std::to_string(g.h) + " Hkv " + std::to_string(g.hkv) + " K " + std::to_string(g.k) +
+                   (dev == Device::CUDA ? " cuda" : " cpu"));
+      const int64_t n = (g.h + 2 * g.hkv) * g.dh, b = 2, max_seq = 64;
+      const Tensor h = random_matrix(DType::BF16, 1, g.k, seed += 3).to(dev);
+      const Tensor nw = random_matrix(DType::BF16, 1, g.k, seed += 3).to(dev);
+      const TensorView weight = nw.view().reshape({g.k});
+      const Tensor w8 = random_matrix(DType::E4M3, n, g.k, seed += 3).to(dev);
+      const Tensor sw = scalar_f32(0.021f, dev);
+      const GemvOperand wo{w8.view(), sw.view()};
+      const Tensor inv_freq = rope_inv_freq_table(g.dh, 10000.0f, 1.0f, dev);
+      const Tensor slots = i32(1, dev), positions = i32(37, dev);
+      Tensor kc[3], vc[3], q_out[3];  // reference, fused, fused with early W in a PDL chain
+      for (int i = 0; i < 3; ++i) {
+        kc[i] = Tensor::zeros(DType::BF16, {b, max_seq, g.hkv, g.dh}, dev);
+        vc[i] = Tensor::zeros(DType::BF16, {b, max_seq, g.hkv, g.dh}, dev);
+        q_out[i] = Tensor::zeros(DType::BF16, {1, g.h, g.dh}, dev);
+      }
+      auto cache = [&](int i) { return KvCache{kc[i].view(), vc[i].view(), TensorView{}, TensorView{}}; };
+      Norm nref = make_norm(g.k, 4.0f, dev);
+      rmsnorm_forward_fp8(h.view(), weight, eps, nref.x.view(), nref.rstd.view());
+      gemv_qkv_rope(GemvOperand::fp8(nref.x.view()), wo, slots.view(), positions.view(), inv_freq.view(), cache(0),
+                    q_out[0].view());
+      for (int i = 1; i < (dev == Device::CUDA ? 3 : 2); ++i) {
+        SCOPED_TRACE(i == 2 ? "early W, PDL chain" : "default");
+        Norm nf = make_norm(g.k, 4.0f, dev);
+        {
+          const EarlyWScope early_w(i == 2);
+          const ProgrammaticLaunchScope pdl(i == 2);
+          gemv_norm_qkv_rope(GemvNorm{h.view(), weight, eps, nf.rstd.view(), nf.x.view()}, wo, slots.view(),
+                        positions.view(), inv_freq.view(), cache(i), q_out[i].view());
+        }
+        if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
+        EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
+        EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
+        EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
+        same_norm(nf, nref);
       }
     }
   }
