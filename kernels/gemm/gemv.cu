@@ -172,12 +172,17 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
-  // kEarlyW (tuning::set_gemv_early_w): the first iteration's W loads go out before the PDL wait (no kernel of the
-  // chain writes W), each iteration then loads the next one's W at its end.
+  // The W loads run one iteration ahead (each iteration loads the next one's W at its end) when the first ones go
+  // out early: before the PDL wait with kEarlyW (tuning::set_gemv_early_w; no kernel of the chain writes W), or,
+  // with kNorm, right after it, so that they are in flight during the norm prologue.
+  constexpr bool kWAhead = kEarlyW || kNorm;
   if constexpr (kEarlyW) {
     if (active) load_w(k_begin + lane);
   }
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  if constexpr (kNorm && !kEarlyW) {
+    if (active) load_w(k_begin + lane);
+  }
   // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
   __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
   float x_scale_inv = 0.0f;
@@ -195,7 +200,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
 
   for (int base = k_begin + lane; active && base < k_end; base += 32 * kUnroll) {
     uint4 xv[kPreloadX ? kUnroll : 1][2];
-    if constexpr (!kEarlyW) load_w(base);
+    if constexpr (!kWAhead) load_w(base);
     if constexpr (kPreloadX) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -234,7 +239,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
         }
       }
     }
-    if constexpr (kEarlyW) load_w(base + 32 * kUnroll);  // the next iteration's (chunks past k_end: not read)
+    if constexpr (kWAhead) load_w(base + 32 * kUnroll);  // the next iteration's (chunks past k_end: not read)
   }
 
   const float scale = kNorm ? out_scale_x(p, x_scale_inv) : out_scale(p);

@@ -112,7 +112,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // 1 / scale, amax (optional) max-reduced with max |V|; x.data gives the shape and is NOT written (nothing reads it
 // in the decode step). rstd F32 [1] written. h BF16 [1, K] and weight BF16 [K], unit stride, 16-byte aligned; K a
 // multiple of 16 and at most kGemvNormMaxK. CUDA: every block computes the codes into shared memory (every warp the
-// sum of squares in the LANE ORDER, each thread 8-element chunks), block 0 writes rstd, scale_inv and the amax. CPU
+// sum of squares in the LANE ORDER, each thread 8-element chunks) while its first W loads are in flight, block 0
+// writes rstd, scale_inv and the amax. CPU
 // twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. Measurement knob of the decoder
 // (session 18, unmeasured): TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 (impl/generate/decoder.cpp).
 inline constexpr int64_t kGemvNormMaxK = 4096;
