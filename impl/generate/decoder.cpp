@@ -238,6 +238,13 @@ bool decode_sample_split_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_SAMPLE_SPLIT", true);
   return on;
 }
+// Opt-in (=1; session 18, unmeasured): decode attention requests its first K / V tile (all but this token's key)
+// before its PDL wait (DecodeOptions::early_kv): the cache rows of earlier tokens are no output of the kernels just
+// before it, only this token's row is (the QKV + RoPE kernel's cache append).
+bool decode_attn_early_kv_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_EARLY_KV", false);
+  return on;
+}
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
@@ -509,6 +516,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
                              a.status, stream);
   kernels::DecodeOptions dopt;
   dopt.workspace = sb.attention_workspace;
+  dopt.early_kv = decode_attn_early_kv_enabled();
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache. With decode_attn_fp8_enabled() and a
   // delayed-scaling per-tensor E4M3 O input, the attention writes that input itself (fp8_out, no BF16 out) and
