@@ -524,8 +524,9 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   const Precision& prec = model_->precision();
   const bool attn_fp8 =
       decode_attn_fp8_enabled() && prec.delayed() != nullptr && a.attn.path == InputPath::kDelayedCast;
-  // By default (TEGEMMA_DECODE_QKV_ROPE=0: off): a one-sequence step's QKV GEMV also applies RoPE, writes q and the cache row
-  // (kernels::gemv_qkv_rope, the same bytes as the GEMV + kv_cache_write_rope); attend then skips that write.
+  // By default (TEGEMMA_DECODE_QKV_ROPE=0 turns it off) a one-sequence step's QKV GEMV also applies RoPE, writes q
+  // and the cache row (kernels::gemv_qkv_rope, the same bytes as the GEMV + kv_cache_write_rope); attend then skips
+  // that write.
   bool kv_written = false;
   // norm: when set, the layer's input norm runs inside this kernel (kernels::GemvNorm; x is then not yet written).
   const auto project_qkv = [&](int64_t l, const GemmInput& x, const LinearWeight& w, bool gemv,
