@@ -41,6 +41,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -128,7 +129,12 @@ struct Loaded {
   std::string key;  // preset/variant
   std::optional<impl::GemmaForCausalLM> model;
   bool calibrated = false;
+  // Wall seconds of the last setup steps (counters setup_*_s: where a decode A/B call's minutes go), 0 when reused.
+  double weights_s = 0, model_s = 0;
 };
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 Loaded& loaded() {
   static Loaded l;
   return l;
@@ -137,6 +143,7 @@ Loaded& loaded() {
 impl::GemmaForCausalLM& model_for(const Workload& w) {
   Loaded& l = loaded();
   const std::string key = w.preset + "/" + w.variant.key();
+  l.weights_s = l.model_s = 0;
   if (l.key == key) return *l.model;
   l.model.reset();
   l.key.clear();
@@ -147,9 +154,13 @@ impl::GemmaForCausalLM& model_for(const Workload& w) {
     l.master.reset();
     impl::WeightOptions mo;
     mo.device = Device::CUDA;
+    const auto t0 = std::chrono::steady_clock::now();
     l.master.emplace(impl::random_weights(cfg, 7, mo));
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+    l.weights_s = seconds_since(t0);
     l.preset = w.preset;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   impl::ModelOptions o;
   o.recipe = impl::Recipe::parse(w.variant.precision);
   o.device = Device::CUDA;
@@ -163,6 +174,7 @@ impl::GemmaForCausalLM& model_for(const Workload& w) {
   l.model.emplace(impl::copy_weights(*l.master, wo), o);
   l.key = key;
   TG_CHECK_CUDA(cudaDeviceSynchronize());
+  l.model_s = seconds_since(t0);
   return *l.model;
 }
 
@@ -183,6 +195,7 @@ void bm_generate(benchmark::State& state, const Workload& w) {
   go.max_seq = w.prompt + new_tokens;
   go.kv_dtype = w.fp8_kv ? DType::E4M3 : DType::BF16;
   impl::Generator g(m, go);
+  const auto t_calibrate = std::chrono::steady_clock::now();
   // Calibration (untimed): delayed scaling's GEMM scales (once per model) and the FP8 cache's scales, on prompts
   // of the workload's shape drawn with another seed (at most 8 rows: the amaxes of a representative sample).
   const std::vector<impl::Batch> calib{
@@ -195,14 +208,17 @@ void bm_generate(benchmark::State& state, const Workload& w) {
     loaded().calibrated = true;
   }
 
+  const double calibrate_s = seconds_since(t_calibrate);
   impl::GenerationConfig gc;
   gc.max_new_tokens = new_tokens;
   gc.ignore_eos = true;
+  const auto t_warm = std::chrono::steady_clock::now();
   {
     impl::GenerationConfig warm = gc;  // capture + heuristics + prefill arena (a short run: same batch size)
     warm.max_new_tokens = std::min<int64_t>(new_tokens, 4);
     (void)g.generate(prompts, warm);
   }
+  const double warm_s = seconds_since(t_warm);
   const cudaStream_t s = cuda_stream(g.stream());
   double seconds = 0, prefill_ms = 0, decode_ms = 0;
   int64_t steps = 0, produced = 0;
@@ -230,6 +246,10 @@ void bm_generate(benchmark::State& state, const Workload& w) {
            " tokens produced, expected ", static_cast<int64_t>(iters) * w.batch * new_tokens);
   state.counters["seconds"] = seconds / iters;
   state.counters["prefill_ms"] = prefill_ms / iters;
+  state.counters["setup_weights_s"] = loaded().weights_s;  // random BF16 masters (0: reused)
+  state.counters["setup_model_s"] = loaded().model_s;      // the variant's weights and model (0: reused)
+  state.counters["setup_calibrate_s"] = calibrate_s;
+  state.counters["setup_warm_s"] = warm_s;  // the short warm-up run: graph capture, heuristics
   if (w.kind == Kind::kTtft) {
     state.counters["ttft_ms"] = 1e3 * seconds / iters;
     set_tokens(state, static_cast<double>(w.batch * w.prompt));  // prompt tokens per second of the prefill

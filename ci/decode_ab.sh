@@ -98,4 +98,11 @@ print("decode tokens/s" + "".join("%14s" % r for r in runs))
 for name, v in rows.items():
     print(name)
     print(" " * 15 + "".join("%14s" % ("%.1f" % v[r] if r in v else "-") for r in runs))
+# Where each configuration's minute goes (bench_generate's setup_*_s counters, summed over its benchmarks).
+keys = ("setup_weights_s", "setup_model_s", "setup_calibrate_s", "setup_warm_s")
+for r in runs:
+    p = os.path.join(out, r + ".json")
+    if os.path.exists(p):
+        bs = json.load(open(p)).get("benchmarks", [])
+        print("setup s %-14s" % r + "  ".join("%s %.1f" % (k[6:-2], sum(b.get(k, 0.0) for b in bs)) for k in keys))
 PY
