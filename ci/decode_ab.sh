@@ -34,6 +34,8 @@
 #   norm_both     both; norm_both_early_w: both with early_w
 #   early_kv      TEGEMMA_DECODE_ATTN_EARLY_KV=1: decode attention requests its first K / V tile (all but this token's
 #                 key) before its PDL wait (DecodeOptions::early_kv)
+#   attn_late     TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1: decode attention's blocks trigger the O projection at their ends
+#                 (DecodeOptions::late_trigger); attn_late_early_kv: with early_kv
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -78,6 +80,8 @@ for cfg in $configs; do
     norm_both) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1) ;;
     norm_both_early_w) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1 TEGEMMA_GEMV_EARLY_W=1) ;;
     early_kv) envs=(TEGEMMA_DECODE_ATTN_EARLY_KV=1) ;;
+    attn_late) envs=(TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1) ;;
+    attn_late_early_kv) envs=(TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1 TEGEMMA_DECODE_ATTN_EARLY_KV=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -245,6 +245,12 @@ bool decode_attn_early_kv_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_EARLY_KV", false);
   return on;
 }
+// Opt-in (=1; session 18, unmeasured): decode attention lets the O projection's blocks be placed only when its own
+// blocks end (DecodeOptions::late_trigger), as every GEMV does since session 18.
+bool decode_attn_late_trigger_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_LATE_TRIGGER", false);
+  return on;
+}
 bool decode_attn_fp8_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_ATTN_FP8", true);
   return on;
@@ -517,6 +523,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   kernels::DecodeOptions dopt;
   dopt.workspace = sb.attention_workspace;
   dopt.early_kv = decode_attn_early_kv_enabled();
+  dopt.late_trigger = decode_attn_late_trigger_enabled();
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache. With decode_attn_fp8_enabled() and a
   // delayed-scaling per-tensor E4M3 O input, the attention writes that input itself (fp8_out, no BF16 out) and

@@ -146,6 +146,11 @@ struct DecodeOptions {
   // one write no other key of the cache and not seqlens (the decode step: the cache append of this token comes
   // right before). Session 18, unmeasured: the decoder's TEGEMMA_DECODE_ATTN_EARLY_KV=1. The CPU twin ignores it.
   bool early_kv = false;
+  // CUDA, a scheduling option (the same bits): the split kernel does not trigger its programmatic dependents after
+  // its wait; its blocks' exits do, so the next kernel's blocks (the O projection's GEMV) are placed on a nearly
+  // empty GPU instead of around the attention blocks (the GEMVs' late trigger, kernels/gemm/gemv.cu). Session 18,
+  // unmeasured: the decoder's TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1. The CPU twin ignores it.
+  bool late_trigger = false;
 };
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
                       const TensorView& out, Stream stream = {});

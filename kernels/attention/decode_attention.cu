@@ -127,6 +127,7 @@ struct DecodeParams {
   int num_splits, chunk;  // chunk: the most keys per split (a multiple of the tile), for the longest sequence
   bool cluster_merge;     // the splits of a (sequence, group) form one thread-block cluster and merge in it
   bool early_kv;          // DecodeOptions::early_kv
+  bool late_trigger;      // DecodeOptions::late_trigger: no trigger after the wait (the blocks' exits trigger)
   bool per_head_scale;
   float scale;
 };
@@ -324,7 +325,7 @@ template <int DH, int G, typename T>
 __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_kernel(DecodeParams p) {
   // Launched with PDL inside a decode step (kernels/launch/programmatic_launch.h). With early_kv the wait comes
   // after the first tile's copies (all but the newest key, which the kernel before may have written).
-  if (!p.early_kv) dev::pdl_enter();
+  if (!p.early_kv) dev::pdl_enter(!p.late_trigger);
   using Geo = Geometry<DH>;
   // q in registers: the Q.K chunks of this lane, at most 32 floats, where the register budget has room
   constexpr bool kQReg = G * Geo::kCpl * 8 <= 32 && min_blocks<G, T>() <= 3;
@@ -369,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
       load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid, fresh);
       load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid, fresh);
     }
-    dev::pdl_enter();
+    dev::pdl_enter(!p.late_trigger);
     if (begin <= fresh && fresh < min(end, begin + Geo::kTile)) {  // the newest key is in this tile: now
       load_kv_row_async<DH, T>(k_tile(0), kb, row_stride, begin, fresh, tid);
       load_kv_row_async<DH, T>(v_tile(0), vb, row_stride, begin, fresh, tid);
@@ -928,6 +929,7 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   prm.chunk = plan.chunk;
   prm.cluster_merge = plan.cluster;
   prm.early_kv = opt.early_kv;
+  prm.late_trigger = opt.late_trigger;
   prm.per_head_scale = d.per_head_scale;
   prm.scale = attn::resolve_scale(opt.scale, d.Dh, what);
   if (plan.splits > 1 && !plan.cluster) {

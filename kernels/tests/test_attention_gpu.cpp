@@ -583,6 +583,8 @@ TEST_P(DecodeSplitPaths, MatchCpuTwinAndEachOther) {
     DecodeOptions early = in_cluster;  // the first tile in two phases (DecodeOptions::early_kv): the same bits
     early.early_kv = true;
     EXPECT_TRUE(same_bits(a, run_decode(c, early))) << "early_kv changed the output: " << label(c, in_cluster);
+    early.late_trigger = true;  // and no trigger after the wait
+    EXPECT_TRUE(same_bits(a, run_decode(c, early))) << "late_trigger changed the output: " << label(c, in_cluster);
   }
 }
 // Instance i: geometry i / 5, heads_per_block {0, 1, 2, 4, 8}[i % 5] (the MHA geometries skip hpb > 1).
@@ -689,7 +691,7 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
 // the rows past the lengths), so a copy of them issued before the wait would show; the output equals the chain
 // without early_kv bit for bit and the twin on the real cache, for the gemma-2b-like MQA group and an MHA cache
 // (BF16), lengths 0, 1, tile edges and the full cache, the planner's splits and a cluster of 16, and the combine
-// kernel.
+// kernel; the early chain with DecodeOptions::late_trigger too.
 TEST(AttentionGpu, DecodeEarlyKvAfterTheCacheAppendEqualsTheDefault) {
   TG_REQUIRE_CUDA();
   const std::vector<int32_t> lens = {0, 1, 2, 31, 32, 33, 200, 511, 512};
@@ -729,6 +731,7 @@ TEST(AttentionGpu, DecodeEarlyKvAfterTheCacheAppendEqualsTheDefault) {
         TG_CHECK_CUDA(cudaMemcpy(c.gpu.v.data(), poisoned_v.data(), poisoned_v.nbytes(), cudaMemcpyHostToDevice));
         DecodeOptions o = opt;
         o.early_kv = early_kv;
+        o.late_trigger = early_kv;  // the early chain also with the trigger at the blocks' ends
         Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
         {
           const kernels::ProgrammaticLaunchScope pdl(true);
