@@ -5,7 +5,8 @@
 # delayed+fp8head) once per configuration, <config>.json / .log, and prints decode tokens/s side by side
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
 #   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule;
-#                 the 2-4-row GEMMs with N > 16384, fc1 and lm_head, on cuBLASLt: decoder.cpp)
+#                 the 2-4-row GEMMs with N > 16384, fc1 and lm_head, on cuBLASLt: decoder.cpp; at B1 fc1 + GeGLU and
+#                 QKV + RoPE + KV write fused, every GEMV triggering its dependents at its blocks' ends: session 18)
 #   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (before session 14)
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
