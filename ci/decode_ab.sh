@@ -26,17 +26,10 @@
 #   late2048      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: only GEMVs of >= 2048 blocks (fc1, lm_head) trigger late
 #   unfused       geglu_off + qkv_off + early: the chain before session 18
 #   unfused_late  geglu_off + qkv_off with the late trigger
-#   early_w       TEGEMMA_GEMV_EARLY_W=1: the batch-1 E4M3 GEMVs (and the two fused epilogue kernels) issue their first
-#                 W loads before the PDL wait (gemv.h set_gemv_early_w)
-#   early_w_early early_w with every GEMV triggering right after its wait (TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0)
 #   norm_qkv      TEGEMMA_DECODE_NORM_QKV=1: the batch-1 step's input RMSNorm inside the fused QKV + RoPE kernel
 #                 (kernels::GemvNorm: each block computes the E4M3 row; one kernel boundary less per layer)
 #   norm_fc1      TEGEMMA_DECODE_NORM_FC1=1: the post-attention RMSNorm inside the fused fc1 + GeGLU kernel
-#   norm_both     both; norm_both_early_w: both with early_w
-#   early_kv      TEGEMMA_DECODE_ATTN_EARLY_KV=1: decode attention requests its first K / V tile (all but this token's
-#                 key) before its PDL wait (DecodeOptions::early_kv)
-#   attn_late     TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1: decode attention's blocks trigger the O projection at their ends
-#                 (DecodeOptions::late_trigger); attn_late_early_kv: with early_kv
+#   norm_both     both
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -74,15 +67,9 @@ for cfg in $configs; do
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
-    early_w) envs=(TEGEMMA_GEMV_EARLY_W=1) ;;
-    early_w_early) envs=(TEGEMMA_GEMV_EARLY_W=1 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_fc1) envs=(TEGEMMA_DECODE_NORM_FC1=1) ;;
     norm_both) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1) ;;
-    norm_both_early_w) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1 TEGEMMA_GEMV_EARLY_W=1) ;;
-    early_kv) envs=(TEGEMMA_DECODE_ATTN_EARLY_KV=1) ;;
-    attn_late) envs=(TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1) ;;
-    attn_late_early_kv) envs=(TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1 TEGEMMA_DECODE_ATTN_EARLY_KV=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -196,6 +196,10 @@ namespace {
 // weights, after fc1 the next QKV): decode B1 tok/s default / 16 / 32 / 32 + 8 / 48 + 16 MB: 2b 949.3 / 902.0 / 894.3
 // / 900.0 / 885.3, 7b 348.5 / 345.7 / 341.3 / 338.5 / 330.0. The requests compete with the chain's own reads;
 // the idle HBM time between the GEMVs is not free to fill.
+// Removed, measured slower (H200, session 19, b04b752; decode B1 tok/s, delayed + FP8 head, 2b / 7b, default 975.5 /
+// 353.7): the batch-1 GEMVs' first W loads before their PDL wait (TEGEMMA_GEMV_EARLY_W, a separate kernel instance)
+// 955.5 / 347.8; decode attention's first K / V tile before its wait (all keys but the newest) together with no
+// trigger after the wait (its blocks' exits placing the O projection) 973.4 / 350.8.
 // On by default (TEGEMMA_DECODE_ATTN_FP8=0 turns it off): the O projection's input cast (the per-tensor BF16 -> E4M3
 // quantize, 2.3 us per layer at B1, 4.1 us at B64) fused into decode attention's final write (DecodeOptions::fp8_out),
 // for layers whose O input is delayed-scaling per-tensor E4M3; the same bits as the cast. H200, session 9, two runs,
@@ -236,19 +240,6 @@ bool decode_norm_fc1_enabled() {
 // a 256k row took 17.9 us of the gemma-2b B1 step, H200 session 16; 32 blocks 8.1 us, session 17).
 bool decode_sample_split_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_SAMPLE_SPLIT", true);
-  return on;
-}
-// Opt-in (=1; session 18, unmeasured): decode attention requests its first K / V tile (all but this token's key)
-// before its PDL wait (DecodeOptions::early_kv): the cache rows of earlier tokens are no output of the kernels just
-// before it, only this token's row is (the QKV + RoPE kernel's cache append).
-bool decode_attn_early_kv_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_EARLY_KV", false);
-  return on;
-}
-// Opt-in (=1; session 18, unmeasured): decode attention lets the O projection's blocks be placed only when its own
-// blocks end (DecodeOptions::late_trigger), as every GEMV does since session 18.
-bool decode_attn_late_trigger_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_ATTN_LATE_TRIGGER", false);
   return on;
 }
 bool decode_attn_fp8_enabled() {
@@ -522,8 +513,6 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
                              a.status, stream);
   kernels::DecodeOptions dopt;
   dopt.workspace = sb.attention_workspace;
-  dopt.early_kv = decode_attn_early_kv_enabled();
-  dopt.late_trigger = decode_attn_late_trigger_enabled();
   // RoPE, the cache append of K / V and the contiguous copy of q in one kernel (q and k are read, not rotated in
   // place: nothing else reads them), then the attention over the cache. With decode_attn_fp8_enabled() and a
   // delayed-scaling per-tensor E4M3 O input, the attention writes that input itself (fp8_out, no BF16 out) and

@@ -141,16 +141,6 @@ struct DecodeOptions {
   // present, max |bf16 out| is max-reduced into amax[0] (the old value kept if larger, NaN wins). `out` may then be
   // an empty view (only the FP8 copy is written).
   Fp8View fp8_out;
-  // CUDA, a scheduling option (the same bits): the first K / V tile of each split is requested before the kernel's
-  // PDL wait, all but key seqlens[b] - 1, which is copied after it. Only for callers whose kernels just before this
-  // one write no other key of the cache and not seqlens (the decode step: the cache append of this token comes
-  // right before). Session 18, unmeasured: the decoder's TEGEMMA_DECODE_ATTN_EARLY_KV=1. The CPU twin ignores it.
-  bool early_kv = false;
-  // CUDA, a scheduling option (the same bits): the split kernel does not trigger its programmatic dependents after
-  // its wait; its blocks' exits do, so the next kernel's blocks (the O projection's GEMV) are placed on a nearly
-  // empty GPU instead of around the attention blocks (the GEMVs' late trigger, kernels/gemm/gemv.cu). Session 18,
-  // unmeasured: the decoder's TEGEMMA_DECODE_ATTN_LATE_TRIGGER=1. The CPU twin ignores it.
-  bool late_trigger = false;
 };
 void decode_attention(const TensorView& q, const KvCache& cache, const TensorView& seqlens, const DecodeOptions& opt,
                       const TensorView& out, Stream stream = {});

@@ -126,8 +126,6 @@ struct DecodeParams {
   int H, Hkv, g, max_seq;
   int num_splits, chunk;  // chunk: the most keys per split (a multiple of the tile), for the longest sequence
   bool cluster_merge;     // the splits of a (sequence, group) form one thread-block cluster and merge in it
-  bool early_kv;          // DecodeOptions::early_kv
-  bool late_trigger;      // DecodeOptions::late_trigger: no trigger after the wait (the blocks' exits trigger)
   bool per_head_scale;
   float scale;
 };
@@ -156,7 +154,7 @@ constexpr int split_smem_bytes() {
 // issue-bound at 64-69% of HBM where the BF16 one reaches 83-87%).
 template <int DH, typename T>
 __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T* base, int64_t row_stride, int t0,
-                                                   int end, int tid, int skip_row = -1) {
+                                                   int end, int tid) {
   constexpr int kRowBytes = DH * static_cast<int>(sizeof(T));
   constexpr int kChunksPerRow = kRowBytes / 16;
   constexpr int kTotal = Geometry<DH>::kTile * kChunksPerRow;
@@ -167,21 +165,10 @@ __device__ __forceinline__ void load_kv_tile_async(unsigned char* tile, const T*
     const int i = tid + k * kThreads;
     if (kTotal % kThreads != 0 && i >= kTotal) break;
     const int r = i / kChunksPerRow, c = i % kChunksPerRow;
-    if (t0 + r == skip_row) continue;  // DecodeOptions::early_kv: copied after the wait (load_kv_row_async)
     const bool valid = t0 + r < end;
     const unsigned char* src = valid ? src0 + r * row_stride * static_cast<int64_t>(sizeof(T)) + c * 16
                                      : reinterpret_cast<const unsigned char*>(base);
     flash::cp_async_16(tile + r * kRowBytes + c * 16, src, valid);
-  }
-}
-// The cp.async copies of key `row` alone into its place in the tile of keys [t0, t0 + kTile).
-template <int DH, typename T>
-__device__ __forceinline__ void load_kv_row_async(unsigned char* tile, const T* base, int64_t row_stride, int t0,
-                                                  int row, int tid) {
-  constexpr int kRowBytes = DH * static_cast<int>(sizeof(T));
-  const unsigned char* src = reinterpret_cast<const unsigned char*>(base + row * row_stride);
-  for (int c = tid; c < kRowBytes / 16; c += kThreads) {
-    flash::cp_async_16(tile + (row - t0) * kRowBytes + c * 16, src + c * 16, true);
   }
 }
 
@@ -323,9 +310,7 @@ constexpr int min_blocks() {
 
 template <int DH, int G, typename T>
 __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_kernel(DecodeParams p) {
-  // Launched with PDL inside a decode step (kernels/launch/programmatic_launch.h). With early_kv the wait comes
-  // after the first tile's copies (all but the newest key, which the kernel before may have written).
-  if (!p.early_kv) dev::pdl_enter(!p.late_trigger);
+  dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   using Geo = Geometry<DH>;
   // q in registers: the Q.K chunks of this lane, at most 32 floats, where the register budget has room
   constexpr bool kQReg = G * Geo::kCpl * 8 <= 32 && min_blocks<G, T>() <= 3;
@@ -364,18 +349,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<G, T>()) decode_split_ker
   // Copies run ahead of the tile loop: K two tiles ahead, V one (see the loop). Commit groups in issue order:
   // {K_0, V_0}, {K_1}, then per tile j: {V_(j+1)} after barrier 1, {K_(j+2)} after barrier 2 (empty groups past the
   // end), so at the top of tile j every group but the newest ({K_(j+1)}) holds what tile j reads.
-  if (p.early_kv) {  // DecodeOptions::early_kv: the first tile's keys but the newest (len - 1) before the wait
-    const int fresh = len - 1;
-    if (begin < end) {
-      load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid, fresh);
-      load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid, fresh);
-    }
-    dev::pdl_enter(!p.late_trigger);
-    if (begin <= fresh && fresh < min(end, begin + Geo::kTile)) {  // the newest key is in this tile: now
-      load_kv_row_async<DH, T>(k_tile(0), kb, row_stride, begin, fresh, tid);
-      load_kv_row_async<DH, T>(v_tile(0), vb, row_stride, begin, fresh, tid);
-    }
-  } else if (begin < end) {  // the first tile (and the second one's K) in flight while q is loaded
+  if (begin < end) {  // the first tile (and the second one's K) in flight while q is loaded
     load_kv_tile_async<DH, T>(k_tile(0), kb, row_stride, begin, end, tid);
     load_kv_tile_async<DH, T>(v_tile(0), vb, row_stride, begin, end, tid);
   }
@@ -928,8 +902,6 @@ void decode_attention(const TensorView& q, const KvCache& cache, const TensorVie
   prm.num_splits = plan.splits;
   prm.chunk = plan.chunk;
   prm.cluster_merge = plan.cluster;
-  prm.early_kv = opt.early_kv;
-  prm.late_trigger = opt.late_trigger;
   prm.per_head_scale = d.per_head_scale;
   prm.scale = attn::resolve_scale(opt.scale, d.Dh, what);
   if (plan.splits > 1 && !plan.cluster) {

@@ -124,8 +124,7 @@ __device__ __forceinline__ float norm_prologue(const GemvParams& p, uint8_t* x_s
   __syncthreads();
   return ieee::fdiv(1.0f, scale);
 }
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false,
-          bool kNorm = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
 __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
@@ -172,15 +171,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     }
   };
   const bool active = col0 < n_out;
-  // The W loads run one iteration ahead (each iteration loads the next one's W at its end) when the first ones go
-  // out early: before the PDL wait with kEarlyW (tuning::set_gemv_early_w; no kernel of the chain writes W), or,
-  // with kNorm, right after it, so that they are in flight during the norm prologue.
-  constexpr bool kWAhead = kEarlyW || kNorm;
-  if constexpr (kEarlyW) {
-    if (active) load_w(k_begin + lane);
-  }
+  // With kNorm the W loads run one iteration ahead (each iteration loads the next one's W at its end), the first
+  // ones right after the PDL wait, so that they are in flight during the norm prologue. (Session 18's early-W knob,
+  // the first loads before the wait, measured slower: see decoder.cpp.)
+  constexpr bool kWAhead = kNorm;
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
-  if constexpr (kNorm && !kEarlyW) {
+  if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
   }
   // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
@@ -342,10 +338,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kEarlyW = false,
-          bool kNorm = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kEarlyW, kNorm>(p);
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -555,8 +550,6 @@ bool late_trigger_for(unsigned blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
   return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
-// The early-W knob (gemv.h): only launches inside a programmatic launch scope have a wait to overlap.
-bool early_w_now() { return tuning::gemv_early_w() && programmatic_launch_enabled(); }
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
   p.late_trigger = late_trigger_for(blocks);
@@ -581,23 +574,12 @@ void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
-  constexpr bool kEarlyWShape = kRows == 1 && kWE4m3 && kXE4m3;  // the early-W knob: the FP8 batch-1 decode GEMVs
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      if constexpr (kEarlyWShape) {
-        if (early_w_now()) {
-          return launch_gemv(gemv_kernel<true, true, 1, 1, kS, kEpiPlain, true>, blocks_for(warps, kS), stream, p);
-        }
-      }
       launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
     });
   } else {
-    if constexpr (kEarlyWShape) {
-      if (early_w_now()) {
-        return launch_gemv(gemv_kernel<true, true, 1, kWide, 1, kEpiPlain, true>, blocks_for(warps, 1), stream, p);
-      }
-    }
     launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p);
   }
 }
@@ -638,14 +620,7 @@ std::atomic<GemvMma>& mma_setting() {
   }()};
   return v;
 }
-// TEGEMMA_GEMV_EARLY_W (read once; 0, the default: off) for the decode A/B runs; set_gemv_early_w overrides it.
-std::atomic<bool>& early_w_setting() {
-  static std::atomic<bool> v{env_switch("TEGEMMA_GEMV_EARLY_W", false)};
-  return v;
-}
 }  // namespace
-void set_gemv_early_w(bool on) { early_w_setting().store(on); }
-bool gemv_early_w() { return early_w_setting().load(); }
 void set_gemv_k_split(int split) {
   TG_CHECK(split == 0 || split == 1 || split == 2 || split == 4, "set_gemv_k_split: 0, 1, 2 or 4, got ", split);
   k_split_setting().store(split);
@@ -685,15 +660,10 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 }  // namespace
 
 namespace {
-// The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue and the early W loads.
+// The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue.
 template <int kEpi>
 void launch_epilogue(unsigned blocks, cudaStream_t stream, const GemvParams& p, bool norm) {
-  const bool early = early_w_now();
-  if (norm) {
-    if (early) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>, blocks, stream, p);
-    return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, false, true>, blocks, stream, p);
-  }
-  if (early) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
+  if (norm) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
   launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi>, blocks, stream, p);
 }
 // GemvNorm -> the prologue's parameters (checked by the caller).

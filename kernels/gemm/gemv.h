@@ -185,15 +185,6 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
-// Measurement knob (session 18, off; unmeasured): the CUDA-core kernels issue their first iteration's W loads before
-// the PDL wait, so that the loads' latency overlaps the previous kernel's tail. Applies only to launches inside a
-// ProgrammaticLaunchScope (kernels/launch/programmatic_launch.h) and is correct only where no kernel of that chain
-// writes W (the decode step: weights are constant while it runs). Session 14 measured a similar early-load variant
-// with the GEMVs triggering right after their wait (no gain: 928.1 vs 930.3 tok/s on 2b); since session 18 the
-// successor is placed only when the GEMV's blocks end, and what the loads can overlap changed. The same bits.
-// Starts from TEGEMMA_GEMV_EARLY_W=0|1; process-wide.
-void set_gemv_early_w(bool on);
-bool gemv_early_w();
 // Which kernel takes E4M3 x with E4M3 W: the tensor-core path (mma.sync m16n8k16 on the codes as F16 pairs, 8
 // output columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83) or the CUDA-core
 // loop. kRule (default): the tensor cores for M >= 2, the loop at M = 1 (gemv.cu has the measurements);

@@ -22,14 +22,12 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/cuda_check.h"
 #include "common/fp8_tensor.h"
 #include "common/numeric.h"
 #include "kernels/attention/attention.h"
-#include "kernels/kv_cache/kv_cache.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/tests/attention_test_util.h"
@@ -580,11 +578,6 @@ TEST_P(DecodeSplitPaths, MatchCpuTwinAndEachOther) {
     expect_matches_twin(c, b, label(c, combine));
     EXPECT_TRUE(same_bits(a, b)) << "cluster merge != combine kernel: " << label(c, in_cluster);
     EXPECT_TRUE(same_bits(a, run_decode(c, in_cluster))) << "not deterministic: " << label(c, in_cluster);
-    DecodeOptions early = in_cluster;  // the first tile in two phases (DecodeOptions::early_kv): the same bits
-    early.early_kv = true;
-    EXPECT_TRUE(same_bits(a, run_decode(c, early))) << "early_kv changed the output: " << label(c, in_cluster);
-    early.late_trigger = true;  // and no trigger after the wait
-    EXPECT_TRUE(same_bits(a, run_decode(c, early))) << "late_trigger changed the output: " << label(c, in_cluster);
   }
 }
 // Instance i: geometry i / 5, heads_per_block {0, 1, 2, 4, 8}[i % 5] (the MHA geometries skip hpb > 1).
@@ -684,69 +677,6 @@ TEST(AttentionGpu, DecodeGraphReplayEqualsEager) {
     }
   }
   TG_CHECK_CUDA(cudaStreamDestroy(raw));
-}
-
-// DecodeOptions::early_kv inside a programmatic launch chain whose previous kernel writes each sequence's newest key
-// (kv_cache_write: the decode step's cache append): the newest rows start poisoned (as far from the real keys as
-// the rows past the lengths), so a copy of them issued before the wait would show; the output equals the chain
-// without early_kv bit for bit and the twin on the real cache, for the gemma-2b-like MQA group and an MHA cache
-// (BF16), lengths 0, 1, tile edges and the full cache, the planner's splits and a cluster of 16, and the combine
-// kernel; the early chain with DecodeOptions::late_trigger too.
-TEST(AttentionGpu, DecodeEarlyKvAfterTheCacheAppendEqualsTheDefault) {
-  TG_REQUIRE_CUDA();
-  const std::vector<int32_t> lens = {0, 1, 2, 31, 32, 33, 200, 511, 512};
-  const int64_t B = static_cast<int64_t>(lens.size()), max_seq = 512, dh = 256;
-  for (const auto& [h, hkv] : std::vector<std::pair<int64_t, int64_t>>{{8, 1}, {4, 4}}) {
-    const DecodeCase c = make_decode_case(DType::BF16, 0, h, hkv, dh, lens, max_seq, 1300);
-    // The newest key and value of each sequence ([B, Hkv, Dh]; zeros for the empty one) and where they go.
-    const int64_t row = hkv * dh;
-    Tensor k_new = Tensor::zeros(DType::BF16, {B, hkv, dh}), v_new = Tensor::zeros(DType::BF16, {B, hkv, dh});
-    Tensor poisoned_k = Tensor::copy_of(c.cpu.k.view(), Device::CPU);
-    Tensor poisoned_v = Tensor::copy_of(c.cpu.v.view(), Device::CPU);
-    std::vector<int32_t> slots(static_cast<size_t>(B)), positions(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      const int32_t len = lens[static_cast<size_t>(b)];
-      slots[static_cast<size_t>(b)] = len > 0 ? static_cast<int32_t>(b) : -1;
-      positions[static_cast<size_t>(b)] = len - 1;
-      if (len == 0) continue;
-      const int64_t at = (b * max_seq + len - 1) * row;
-      std::memcpy(k_new.ptr<uint16_t>() + b * row, c.cpu.k.ptr<uint16_t>() + at, static_cast<size_t>(row) * 2);
-      std::memcpy(v_new.ptr<uint16_t>() + b * row, c.cpu.v.ptr<uint16_t>() + at, static_cast<size_t>(row) * 2);
-      for (int64_t i = 0; i < row; ++i) {
-        poisoned_k.ptr<uint16_t>()[at + i] = float_to_bf16_bits(4096.0f);
-        poisoned_v.ptr<uint16_t>()[at + i] = float_to_bf16_bits(-4096.0f);
-      }
-    }
-    const Tensor k_new_d = k_new.to(Device::CUDA), v_new_d = v_new.to(Device::CUDA);
-    const Tensor slots_d = i32(slots, Device::CUDA), positions_d = i32(positions, Device::CUDA);
-    for (int variant = 0; variant < 3; ++variant) {
-      DecodeOptions opt;  // 0: the planner's; 1: 16 splits in one cluster; 2: the combine kernel
-      if (variant == 1) opt.num_splits = 16;
-      if (variant == 2) opt.max_cluster = 1;
-      const std::size_t bytes = kernels::decode_attention_workspace_bytes(c.q_d, c.gpu.view(), opt);
-      Tensor ws = Tensor::empty(DType::U8, {static_cast<int64_t>(std::max<std::size_t>(bytes, 256))}, Device::CUDA);
-      opt.workspace = kernels::Workspace{ws.data(), ws.nbytes()};
-      auto chain = [&](bool early_kv) {
-        TG_CHECK_CUDA(cudaMemcpy(c.gpu.k.data(), poisoned_k.data(), poisoned_k.nbytes(), cudaMemcpyHostToDevice));
-        TG_CHECK_CUDA(cudaMemcpy(c.gpu.v.data(), poisoned_v.data(), poisoned_v.nbytes(), cudaMemcpyHostToDevice));
-        DecodeOptions o = opt;
-        o.early_kv = early_kv;
-        o.late_trigger = early_kv;  // the early chain also with the trigger at the blocks' ends
-        Tensor out = Tensor::zeros(DType::BF16, c.q_d.shape(), Device::CUDA);
-        {
-          const kernels::ProgrammaticLaunchScope pdl(true);
-          kernels::kv_cache_write(k_new_d.view(), v_new_d.view(), slots_d.view(), positions_d.view(), c.gpu.view());
-          kernels::decode_attention(c.q_d, c.gpu.view(), c.lens_d, o, out);
-        }
-        TG_CHECK_CUDA(cudaDeviceSynchronize());
-        return out;
-      };
-      const Tensor want = chain(false), got = chain(true);
-      expect_matches_twin(c, want, label(c, opt) + " default chain");
-      expect_matches_twin(c, got, label(c, opt) + " early_kv chain");
-      EXPECT_TRUE(same_bits(got, want)) << "early_kv != default after the cache append: " << label(c, opt);
-    }
-  }
 }
 
 // ---- decode's optional FP8 output (DecodeOptions::fp8_out) --------------------------------------------------------

@@ -196,49 +196,6 @@ TEST(GemvGpu, KSplitOneColumnShapes) {
   }
 }
 
-// The early-W knob (cuda::tuning::set_gemv_early_w) for a scope, then off.
-using EarlyWScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_early_w, false>;
-
-// The M = 1 E4M3 kernels with their first W loads before the PDL wait: inside a programmatic launch scope, a chain
-// of two GEMVs (the second adds into the first's output, its residual, so it must wait for it) gives the same bits
-// as the default kernels, on the one-column shapes without and with a K split (K >= 24576), K tails inside an
-// iteration and inside one lane's first chunk, and the two-column shape (wide N); then the twin's bound on one
-// shape. Outside a scope the knob changes nothing (no wait to overlap): covered by the same comparison.
-TEST(GemvGpu, EarlyWeightLoadsEqualTheDefaultKernelBitForBit) {
-  TG_REQUIRE_CUDA();
-  const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
-  uint64_t seed = 1400;
-  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {2048, 16384}, {131, 8208}, {64, 24592}, {37, 16}, {2560, 2048}, {20000, 64}}) {
-    const Case c{DType::E4M3, DType::E4M3, DType::BF16, 1, n, k, true};
-    SCOPED_TRACE(case_name(c));
-    const Tensor xd = random_matrix(c.x, 1, c.k, seed += 3);
-    const Tensor w1d = random_matrix(c.w, c.n, c.k, seed += 3), w2d = random_matrix(c.w, c.n, c.k, seed += 3);
-    const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-    const Tensor xg = xd.to(Device::CUDA), w1g = w1d.to(Device::CUDA), w2g = w2d.to(Device::CUDA);
-    const GemvOperand xo{xg.view(), sx.view()}, w1{w1g.view(), sw.view()}, w2{w2g.view(), sw.view()};
-    auto run = [&](bool pdl) {
-      Tensor out = Tensor::zeros(DType::BF16, {1, c.n}, Device::CUDA);
-      {
-        const ProgrammaticLaunchScope scope(pdl);
-        gemv(xo, w1, out.view());
-        gemv(xo, w2, out.view(), {}, out.view());
-      }
-      TG_CHECK_CUDA(cudaDeviceSynchronize());
-      return out.to(Device::CPU);
-    };
-    const Tensor want = run(true);
-    const EarlyWScope early(true);
-    for (bool pdl : {true, false}) {
-      const Tensor got = run(pdl);
-      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0) << "programmatic launch " << pdl;
-    }
-  }
-  const EarlyWScope early(true);
-  const ProgrammaticLaunchScope scope(true);
-  check_case({DType::E4M3, DType::E4M3, DType::BF16, 1, 2048, 16384, true}, seed += 3);
-}
-
 // The tensor-core path (cuda::tuning::set_gemv_mma) on every E4M3 x E4M3 shape of the tests above: every row tile
 // M = 1 .. 16 (rows g + 8 of the MMA's A from M = 9), N not a multiple of the warp's 8 columns, K tails inside a
 // 64-element round and short of one, every K split the launcher picks (1 .. 8: wide N takes 1, the narrow Gemma
@@ -330,8 +287,8 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
         Fp8Tensor want = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
         Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
-        Fp8Tensor early = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
-        for (Fp8Tensor* t : {&want, &got, &early}) {
+        Fp8Tensor chained = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        for (Fp8Tensor* t : {&want, &got, &chained}) {
           set(t->view().scale, scale);
           set(t->view().amax, 1e-3f);
           set(t->view().scale_inv, 123.0f);
@@ -340,16 +297,15 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         gemv(xo, wo, fc1.view());
         geglu_forward_fp8(fc1.view(), want.view());
         gemv_geglu(xo, wo, got.view());
-        {  // the early-W kernel in a programmatic launch chain (tuning::set_gemv_early_w; CPU: the same twin)
-          const EarlyWScope early_w(true);
+        {  // inside a programmatic launch chain (CPU: the same twin)
           const ProgrammaticLaunchScope pdl(true);
-          gemv_geglu(xo, wo, early.view());
+          gemv_geglu(xo, wo, chained.view());
         }
         if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
         for (auto member : {&Fp8View::data, &Fp8View::scale_inv, &Fp8View::amax}) {
           const char* what = member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv";
           EXPECT_TRUE(same_bytes(got.view().*member, want.view().*member)) << what << " differ";
-          EXPECT_TRUE(same_bytes(early.view().*member, want.view().*member)) << what << " differ (early W)";
+          EXPECT_TRUE(same_bytes(chained.view().*member, want.view().*member)) << what << " differ (PDL chain)";
         }
         if (scale == 20000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
           const Tensor q = Tensor::copy_of(got.view().data, Device::CPU);
@@ -398,7 +354,7 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
                        " mode " + std::to_string(mode) + (with_table ? " table" : "") + " slot " +
                        std::to_string(slot) + " pos " + std::to_string(pos));
           const Tensor slots = i32(slot), positions = i32(pos);
-          Tensor kc[3], vc[3], q_out[3];  // unfused, fused, fused with early W loads in a PDL chain
+          Tensor kc[3], vc[3], q_out[3];  // unfused, fused, fused in a PDL chain
           for (int i = 0; i < 3; ++i) {
             kc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
             vc[i] = Tensor::empty(dt, {b, max_seq, g.hkv, g.dh}, Device::CUDA);
@@ -421,13 +377,12 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
                               inv_freq.view(), cache(0), heads(0, g.h), q_out[0].view(), {}, tab);
           gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
           {
-            const EarlyWScope early_w(true);
             const ProgrammaticLaunchScope pdl(true);
             gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(2), q_out[2].view(), tab);
           }
           TG_CHECK_CUDA(cudaDeviceSynchronize());
           for (int i : {1, 2}) {
-            SCOPED_TRACE(i == 1 ? "fused" : "fused, early W");
+            SCOPED_TRACE(i == 1 ? "fused" : "fused, PDL chain");
             EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
             EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
             EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
@@ -442,8 +397,8 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
 // CPU: gemv_geglu's act (codes, scale_inv, amax) and gemv_qkv_rope's q_out and cache rows, and the norm's rstd,
 // x scale_inv and x amax (max-reduced into the same non-zero start); the gemma-2b / 7b widths (K 2048 / 3072), K
 // smaller than one block's 128 threads x 8 elements and not a multiple of it (K 48 / 528: idle threads, a partial
-// chunk round), a scale that saturates codes (300) and one that does not (4); on the GPU again with the early W
-// loads in a programmatic launch chain.
+// chunk round), a scale that saturates codes (300) and one that does not (4); on the GPU again in a programmatic
+// launch chain (the W loads issued right after the wait, ahead of the prologue).
 TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
   TG_REQUIRE_CUDA();
   const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
@@ -490,14 +445,13 @@ TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
         set(want.view().scale, 0.75f);
         rmsnorm_forward_fp8(h.view(), weight, eps, nref.x.view(), nref.rstd.view());
         gemv_geglu(GemvOperand::fp8(nref.x.view()), wo, want.view());
-        for (int early = 0; early < (dev == Device::CUDA ? 2 : 1); ++early) {
-          SCOPED_TRACE(early ? "early W, PDL chain" : "default");
+        for (int chained = 0; chained < (dev == Device::CUDA ? 2 : 1); ++chained) {
+          SCOPED_TRACE(chained ? "PDL chain" : "default");
           Norm n = make_norm(k, scale, dev);
           Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
           set(got.view().scale, 0.75f);
           {
-            const EarlyWScope early_w(early != 0);
-            const ProgrammaticLaunchScope pdl(early != 0);
+            const ProgrammaticLaunchScope pdl(chained != 0);
             gemv_norm_geglu(GemvNorm{h.view(), weight, eps, n.rstd.view(), n.x.view()}, wo, got.view());
           }
           if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
@@ -528,7 +482,7 @@ TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
       const GemvOperand wo{w8.view(), sw.view()};
       const Tensor inv_freq = rope_inv_freq_table(g.dh, 10000.0f, 1.0f, dev);
       const Tensor slots = i32(1, dev), positions = i32(37, dev);
-      Tensor kc[3], vc[3], q_out[3];  // reference, fused, fused with early W in a PDL chain
+      Tensor kc[3], vc[3], q_out[3];  // reference, fused, fused in a PDL chain
       for (int i = 0; i < 3; ++i) {
         kc[i] = Tensor::zeros(DType::BF16, {b, max_seq, g.hkv, g.dh}, dev);
         vc[i] = Tensor::zeros(DType::BF16, {b, max_seq, g.hkv, g.dh}, dev);
@@ -540,10 +494,9 @@ TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
       gemv_qkv_rope(GemvOperand::fp8(nref.x.view()), wo, slots.view(), positions.view(), inv_freq.view(), cache(0),
                     q_out[0].view());
       for (int i = 1; i < (dev == Device::CUDA ? 3 : 2); ++i) {
-        SCOPED_TRACE(i == 2 ? "early W, PDL chain" : "default");
+        SCOPED_TRACE(i == 2 ? "PDL chain" : "default");
         Norm nf = make_norm(g.k, 4.0f, dev);
         {
-          const EarlyWScope early_w(i == 2);
           const ProgrammaticLaunchScope pdl(i == 2);
           gemv_norm_qkv_rope(GemvNorm{h.view(), weight, eps, nf.rstd.view(), nf.x.view()}, wo, slots.view(),
                         positions.view(), inv_freq.view(), cache(i), q_out[i].view());
