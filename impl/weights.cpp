@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <set>
-#include <thread>
 
 #include "common/check.h"
 #include "common/file_io.h"
@@ -17,6 +16,8 @@
 #include "kernels/convert/convert.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/random/normal_stream.h"
+#include "kernels/random/random.h"
 #include "kernels/recipe/recipe.h"
 #include "kernels/recipe/scale_math.h"
 
@@ -156,50 +157,6 @@ ModelWeights empty_model(const GemmaConfig& c, const WeightOptions& o) {
   w.embed = Tensor::empty(DType::BF16, {c.vocab_size, c.hidden_size}, o.device);
   w.final_norm = Tensor::empty(DType::BF16, {c.hidden_size}, o.device);
   return w;
-}
-
-// ---- Random init ----------------------------------------------------------------------------------------
-
-uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Elements 2j and 2j + 1 of a standard normal stream `key`: Box-Muller on one 64-bit hash of the pair index.
-void normal_pair(uint64_t key, int64_t j, double& a, double& b) {
-  const uint64_t r = mix64(key ^ mix64(static_cast<uint64_t>(j)));
-  const double u1 = (static_cast<double>(r >> 40) + 1.0) * 0x1p-24;  // (0, 1]
-  const double u2 = static_cast<double>(r & 0xFFFFFFu) * 0x1p-24;    // [0, 1)
-  const double radius = std::sqrt(-2.0 * std::log(u1));
-  const double angle = 6.283185307179586 * u2;
-  a = radius * std::cos(angle);
-  b = radius * std::sin(angle);
-}
-
-// Fills a host BF16 buffer with N(0, std) values of stream `key`, on all cores.
-void fill_normal_bf16(uint16_t* out, int64_t n, uint64_t key, double std) {
-  if (std == 0.0) {  // exactly +0 (0 * a negative draw would be -0)
-    std::fill_n(out, n, uint16_t{0});
-    return;
-  }
-  const int64_t pairs = (n + 1) / 2;
-  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
-  const int64_t chunk = std::max<int64_t>((pairs + threads - 1) / threads, 1 << 15);
-  std::vector<std::thread> pool;
-  for (int64_t begin = 0; begin < pairs; begin += chunk) {
-    const int64_t end = std::min(pairs, begin + chunk);
-    pool.emplace_back([=] {
-      for (int64_t j = begin; j < end; ++j) {
-        double a, b;
-        normal_pair(key, j, a, b);
-        out[2 * j] = float_to_bf16_bits(static_cast<float>(std * a));
-        if (2 * j + 1 < n) out[2 * j + 1] = float_to_bf16_bits(static_cast<float>(std * b));
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
 }
 
 }  // namespace
@@ -397,20 +354,16 @@ ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightO
            " and ", init.norm_std);
   const std::vector<HfTensor> tensors = hf_tensors(cfg);
   ModelWeights w = empty_model(cfg, opts);
-  std::vector<uint16_t> host;
+  // Drawn where the weights live (kernels::fill_normal: on a GPU without a host buffer or a copy; the same bits).
   auto fill_one = [&](std::size_t index) {
     const HfTensor& t = tensors[index];
-    int64_t n = 1;
-    for (int64_t s : t.shape) n *= s;
-    host.resize(static_cast<std::size_t>(n));
     const bool norm = t.shape.size() == 1;
-    const uint64_t key = mix64(seed ^ mix64(0x7E6E33A0ull + index));
-    fill_normal_bf16(host.data(), n, key, norm ? init.norm_std : init.std);
-    if (t.slot == Slot::kEmbed && init.zero_pad_row && cfg.pad_token_id >= 0 && cfg.pad_token_id < cfg.vocab_size) {
-      std::fill_n(host.begin() + cfg.pad_token_id * cfg.hidden_size, cfg.hidden_size, uint16_t{0});
-    }
+    const uint64_t key = kernels::mix64(seed ^ kernels::mix64(0x7E6E33A0ull + index));
     const TensorView dst = destination(w, t);
-    copy_bytes(dst, TensorView(host.data(), DType::BF16, dst.shape, Device::CPU), Stream{});
+    kernels::fill_normal(dst, key, norm ? init.norm_std : init.std, opts.stream);
+    if (t.slot == Slot::kEmbed && init.zero_pad_row && cfg.pad_token_id >= 0 && cfg.pad_token_id < cfg.vocab_size) {
+      zero_async(dst.slice_rows(cfg.pad_token_id, cfg.pad_token_id + 1), opts.stream);
+    }
   };
   std::size_t i = 0;
   fill_one(i++);
