@@ -165,6 +165,15 @@ struct GemmAlgoInfo {
   bool cache_hit = false;
 };
 GemmAlgoInfo gemm_last_algo();
+
+namespace tuning {
+// Measurement knob (off): for BF16 / FP8 outputs, cuBLASLt may reduce split-K partials in any scheme it offers
+// (INPLACE, OUTPUT_TYPE: partials rounded to the output type), not only in FP32 (COMPUTE_TYPE, the contract of
+// gemm_cublaslt.cpp). What at::_scaled_mm leaves to cuBLASLt; bench_gemm's *_anyred variants measure what the
+// contract costs. Starts from TEGEMMA_GEMM_ANY_REDUCTION=0|1; process-wide; part of the heuristic cache key.
+void set_gemm_any_reduction(bool on);
+bool gemm_any_reduction();
+}  // namespace tuning
 }  // namespace cuda
 
 namespace detail {

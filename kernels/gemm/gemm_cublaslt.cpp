@@ -16,6 +16,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -25,6 +26,7 @@
 #include <utility>
 
 #include "common/cuda_check.h"
+#include "common/env.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_sync.h"
 #include "kernels/cuda/lib_check.h"
@@ -169,12 +171,12 @@ struct Key {
   int64_t m, n, k, lda, ldb, ldd;              // our row-major terms
   int a_type, b_type, d_type, c_type;           // cudaDataType_t
   int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
-  bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
+  bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic, any_reduction;
   uint32_t align_a, align_b, align_c, align_d;
   bool trans_a, trans_b;  // BF16 only: our A stored [K, M] / our B stored [K, N]
   auto tie() const {
     return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
-                    beta_nonzero, d_scale, d_amax, deterministic, align_a, align_b, align_c, align_d, trans_a,
+                    beta_nonzero, d_scale, d_amax, deterministic, any_reduction, align_a, align_b, align_c, align_d, trans_a,
                     trans_b);
   }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
@@ -271,7 +273,7 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
-    if (key.deterministic || key.d_type != CUDA_R_32F) {
+    if (key.deterministic || (key.d_type != CUDA_R_32F && !key.any_reduction)) {
       // Split-K only with a separate FP32 (compute type) reduction step; never the schemes that accumulate
       // partials in the output type (INPLACE, OUTPUT_TYPE). Deterministic mode: determinism comes from the cached
       // (fixed) algorithm, and tall-K shapes such as wgrad need split-K (with NONE alone, FP8 64x64x65536 -> F32
@@ -333,6 +335,7 @@ Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, D
   k.a_mode = k.b_mode = -1;
   k.beta_nonzero = opt.beta != 0.0f;
   k.deterministic = opt.deterministic || gemm_deterministic();
+  k.any_reduction = tuning::gemm_any_reduction();
   k.align_a = alignment(ops.a);
   k.align_b = alignment(ops.b);
   k.align_c = ops.c ? alignment(ops.c) : 256;
@@ -382,6 +385,17 @@ GemmCacheStats gemm_cache_stats() {
 }
 
 GemmAlgoInfo gemm_last_algo() { return t_last; }
+
+namespace tuning {
+namespace {
+std::atomic<bool>& any_reduction_setting() {  // TEGEMMA_GEMM_ANY_REDUCTION, read once
+  static std::atomic<bool> v{env_switch("TEGEMMA_GEMM_ANY_REDUCTION", false)};
+  return v;
+}
+}  // namespace
+void set_gemm_any_reduction(bool on) { any_reduction_setting().store(on); }
+bool gemm_any_reduction() { return any_reduction_setting().load(); }
+}  // namespace tuning
 
 void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions& opt, Stream stream) {
   TG_NVTX_RANGE("gemm_bf16");

@@ -34,6 +34,7 @@
 
 #include "common/cuda_check.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/tuning_scope.h"
 #include "kernels/quantize/block_layout.h"
 #include "kernels/tests/gemm_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
@@ -320,6 +321,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GemmGpuFp8Block,
                          shape_name);
 
 // ---- Heuristic cache, deterministic mode, CUDA graphs -----------------------------------------------------------
+using AnyReductionScope = cuda::tuning::Scoped<cuda::tuning::set_gemm_any_reduction, false>;
+
 TEST(GemmGpu, SecondCallHitsTheHeuristicCache) {
   TG_REQUIRE_CUDA();
   const Tensor a = random_matrix(DType::BF16, 24, 112, 1).to(Device::CUDA);
@@ -338,6 +341,13 @@ TEST(GemmGpu, SecondCallHitsTheHeuristicCache) {
   // A different option is a different key.
   gemm(a, b, out, {.alpha = 2.0f, .deterministic = true});
   EXPECT_FALSE(cuda::gemm_last_algo().cache_hit);
+  {  // and so is the any-reduction knob (cuda::tuning::set_gemm_any_reduction: another reduction-scheme mask)
+    const AnyReductionScope any(true);
+    gemm(a, b, out);
+    EXPECT_FALSE(cuda::gemm_last_algo().cache_hit);
+  }
+  gemm(a, b, out);
+  EXPECT_TRUE(cuda::gemm_last_algo().cache_hit);
   TG_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
@@ -383,6 +393,11 @@ TEST(GemmGpu, DeterministicModeIsBitwiseRepeatable) {
     }
   }
   set_gemm_deterministic(false);
+  {  // the any-reduction knob does not lift deterministic mode's FP32 reduction
+    const AnyReductionScope any(true);
+    gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), o1, {.split_accumulate = true, .deterministic = true});
+    expect_fp32_reduction("fp8 split, deterministic with any reduction");
+  }
   // For information: what the unrestricted heuristic picks for this shape.
   gemm(a, b, o1);
   const cuda::GemmAlgoInfo free_choice = cuda::gemm_last_algo();
