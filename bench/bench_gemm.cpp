@@ -6,9 +6,8 @@
 //                                  (set_measured_ceiling) that later benchmarks' gemm_roofline_frac refers to
 //   bf16                           BF16 x BF16 -> BF16, FP32 accumulation
 //   fp8_tensor_fast / _split       per-tensor E4M3 x E4M3 -> BF16, CUBLASLT_MATMUL_DESC_FAST_ACCUM on / off
-//   fp8_tensor_fast_anyred / _split_anyred   (M <= 64) the same with kernels::cuda::tuning::set_gemm_any_reduction:
-//                                  cuBLASLt may reduce split-K partials in the output type (not our FP32 contract;
-//                                  what _scaled_mm gets): the contract's cost
+//   fp8_tensor_fast_cI / _split_cI (M <= 64, I = 1..3) the same with cuBLASLt's (I+1)-th heuristic candidate
+//                                  (kernels::cuda::tuning::set_gemm_candidate; an error where it offers fewer)
 //   fp8_block                      Float8BlockScaling: 1x128 activations x 128x128 weights -> BF16 (split)
 //   torch_matmul                   at::matmul(A, B.t()), BF16
 //   torch_scaled_mm_fast / _split  at::_scaled_mm(A, B.t(), scale_a, scale_b, out_dtype=BF16, use_fast_accum)
@@ -176,10 +175,10 @@ void bm_bf16(benchmark::State& state, GemmShape s) {
   time_gemm(state, s, bytes_moved(s, 2, 2, 2), Ceiling::kBf16Gemm, bf16_op(s));
 }
 
-using AnyReductionScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_any_reduction, false>;
+using CandidateScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_candidate, 0>;
 
-void bm_fp8_tensor(benchmark::State& state, GemmShape s, bool fast, bool any_reduction = false) {
-  const AnyReductionScope scope(any_reduction);
+void bm_fp8_tensor(benchmark::State& state, GemmShape s, bool fast, int candidate = 0) {
+  const CandidateScope scope(candidate);
   time_gemm(state, s, bytes_moved(s, 1, 1, 2), Ceiling::kFp8Gemm, fp8_tensor_op(s, fast));
   const kernels::cuda::GemmAlgoInfo algo = kernels::cuda::gemm_last_algo();
   state.counters["split_k"] = algo.split_k;
@@ -256,11 +255,12 @@ const bool registered = [] {
     add("gemm/bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { bm_bf16(st, s); });
     add("gemm/fp8_tensor_fast/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, true); });
     add("gemm/fp8_tensor_split/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, false); });
-    if (s.m <= 64) {
-      add("gemm/fp8_tensor_fast_anyred/e4m3xe4m3->bf16" + shape,
-          [=](benchmark::State& st) { bm_fp8_tensor(st, s, true, true); });
-      add("gemm/fp8_tensor_split_anyred/e4m3xe4m3->bf16" + shape,
-          [=](benchmark::State& st) { bm_fp8_tensor(st, s, false, true); });
+    for (int c = 1; s.m <= 64 && c <= 3; ++c) {
+      const std::string cand = "_c" + std::to_string(c);
+      add("gemm/fp8_tensor_fast" + cand + "/e4m3xe4m3->bf16" + shape,
+          [=](benchmark::State& st) { bm_fp8_tensor(st, s, true, c); });
+      add("gemm/fp8_tensor_split" + cand + "/e4m3xe4m3->bf16" + shape,
+          [=](benchmark::State& st) { bm_fp8_tensor(st, s, false, c); });
     }
     // Block-scaled GEMMs need M % 8 == 0 (kernels/gemm/gemm.h): no M = 1 decode.
     if (s.m % 8 == 0) {

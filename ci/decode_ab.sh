@@ -6,7 +6,8 @@
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
 #   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule;
 #                 the 2-4-row GEMMs with N > 16384, fc1 and lm_head, on cuBLASLt: decoder.cpp; at B1 fc1 + GeGLU and
-#                 QKV + RoPE + KV write fused, every GEMV triggering its dependents at its blocks' ends: session 18)
+#                 QKV + RoPE + KV write fused, every GEMV triggering its dependents at its blocks' ends: session 18;
+#                 the input RMSNorm inside that QKV kernel where its grid is one wave: session 19)
 #   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (before session 14)
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
 #   rows8, rows16 TEGEMMA_DECODE_GEMV_MAX_ROWS=8 / 16: decode GEMMs up to 8 / 16 rows as GEMVs (default 4, then
@@ -27,7 +28,9 @@
 #   unfused       geglu_off + qkv_off + early: the chain before session 18
 #   unfused_late  geglu_off + qkv_off with the late trigger
 #   norm_qkv      TEGEMMA_DECODE_NORM_QKV=1: the batch-1 step's input RMSNorm inside the fused QKV + RoPE kernel
-#                 (kernels::GemvNorm: each block computes the E4M3 row; one kernel boundary less per layer)
+#                 (kernels::GemvNorm: each block computes the E4M3 row; one kernel boundary less per layer) always;
+#                 by default only where that grid is one resident wave (gemma-2b, not 7b: session 19)
+#   norm_qkv_off  TEGEMMA_DECODE_NORM_QKV=0: the input RMSNorm always its own kernel (the default before session 19)
 #   norm_fc1      TEGEMMA_DECODE_NORM_FC1=1: the post-attention RMSNorm inside the fused fc1 + GeGLU kernel
 #   norm_both     both
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
@@ -68,6 +71,7 @@ for cfg in $configs; do
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
+    norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
     norm_fc1) envs=(TEGEMMA_DECODE_NORM_FC1=1) ;;
     norm_both) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

@@ -222,14 +222,21 @@ bool decode_qkv_rope_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_QKV_ROPE", true);
   return on;
 }
-// Opt-in (=1; session 18, unmeasured): the batch-1 step's RMSNorm before the QKV projection (TEGEMMA_DECODE_NORM_QKV)
-// and before fc1 (TEGEMMA_DECODE_NORM_FC1) computed inside the fused QKV + RoPE / fc1 + GeGLU kernel
-// (kernels::GemvNorm: every block computes the E4M3 row in shared memory, the norm kernel's bits), one kernel
-// boundary less each. The norm kernel costs ~3.1 us of the 2b chain (session 17's timeline). Session 14's
-// TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the early trigger) was slower: 863.8 vs 930.3.
-bool decode_norm_qkv_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_NORM_QKV", false);
-  return on;
+// The batch-1 step's RMSNorm before the QKV projection computed inside the fused QKV + RoPE kernel
+// (kernels::GemvNorm: every block computes the E4M3 row in shared memory, the norm kernel's bits; one kernel boundary
+// less per layer) when that kernel's grid is one resident wave (kernels::gemv_norm_qkv_rope_one_wave, which has the
+// H200 measurements: gemma-2b +3.0%, gemma-7b's several waves -2.1%, session 19). TEGEMMA_DECODE_NORM_QKV=1 / =0
+// forces it on / off (A/B runs). The norm before fc1 (TEGEMMA_DECODE_NORM_FC1=1, opt-in) is slower on both presets:
+// fc1's grid is several waves. Session 14's TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the
+// early trigger) was slower too: 863.8 vs 930.3.
+bool decode_norm_qkv_fused(const LinearWeight& qkv, Device device) {
+  static const int setting = [] {  // -1: the one-wave rule; 0 / 1: forced
+    const char* e = std::getenv("TEGEMMA_DECODE_NORM_QKV");
+    if (e == nullptr || *e == '\0') return -1;
+    return env_switch("TEGEMMA_DECODE_NORM_QKV", false) ? 1 : 0;
+  }();
+  if (setting >= 0) return setting == 1;
+  return kernels::gemv_norm_qkv_rope_one_wave(qkv.out_features, device);
 }
 bool decode_norm_fc1_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_NORM_FC1", false);
@@ -279,7 +286,8 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const float eps = static_cast<float>(c.rms_norm_eps);
   // Each RMSNorm runs as its own kernel or inside the fused kernel after it (decode_norm_*_enabled, fused_norm).
   std::optional<kernels::GemvNorm> norm;
-  if (decode_norm_qkv_enabled() && decode_qkv_rope_enabled() && one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv)) {
+  if (decode_qkv_rope_enabled() && one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv) &&
+      decode_norm_qkv_fused(lw.qkv, model_->options().device)) {
     norm = fused_norm(p, a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv);
   }
   if (!norm) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);

@@ -167,12 +167,12 @@ struct GemmAlgoInfo {
 GemmAlgoInfo gemm_last_algo();
 
 namespace tuning {
-// Measurement knob (off): for BF16 / FP8 outputs, cuBLASLt may reduce split-K partials in any scheme it offers
-// (INPLACE, OUTPUT_TYPE: partials rounded to the output type), not only in FP32 (COMPUTE_TYPE, the contract of
-// gemm_cublaslt.cpp). What at::_scaled_mm leaves to cuBLASLt; bench_gemm's *_anyred variants measure what the
-// contract costs. Starts from TEGEMMA_GEMM_ANY_REDUCTION=0|1; process-wide; part of the heuristic cache key.
-void set_gemm_any_reduction(bool on);
-bool gemm_any_reduction();
+// Measurement knob: which of cuBLASLt's heuristic candidates a GEMM takes (0, the default: the first, which session 8's
+// sweep found within 2.5% of the best at the batch-64 decode shapes; i: the (i+1)-th, a tg::Error when cuBLASLt
+// offers fewer). For bench_gemm's *_c1 .. *_c3 variants. Starts from TEGEMMA_GEMM_CANDIDATE (0-7); process-wide;
+// part of the heuristic cache key.
+void set_gemm_candidate(int index);
+int gemm_candidate();
 }  // namespace tuning
 }  // namespace cuda
 

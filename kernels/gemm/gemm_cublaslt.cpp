@@ -171,13 +171,14 @@ struct Key {
   int64_t m, n, k, lda, ldb, ldd;              // our row-major terms
   int a_type, b_type, d_type, c_type;           // cudaDataType_t
   int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
-  bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic, any_reduction;
+  bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
+  int candidate;
   uint32_t align_a, align_b, align_c, align_d;
   bool trans_a, trans_b;  // BF16 only: our A stored [K, M] / our B stored [K, N]
   auto tie() const {
     return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
-                    beta_nonzero, d_scale, d_amax, deterministic, any_reduction, align_a, align_b, align_c, align_d, trans_a,
-                    trans_b);
+                    beta_nonzero, d_scale, d_amax, deterministic, candidate, align_a, align_b, align_c, align_d,
+                    trans_a, trans_b);
   }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
@@ -273,7 +274,7 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_a);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
-    if (key.deterministic || (key.d_type != CUDA_R_32F && !key.any_reduction)) {
+    if (key.deterministic || key.d_type != CUDA_R_32F) {
       // Split-K only with a separate FP32 (compute type) reduction step; never the schemes that accumulate
       // partials in the output type (INPLACE, OUTPUT_TYPE). Deterministic mode: determinism comes from the cached
       // (fixed) algorithm, and tall-K shapes such as wgrad need split-K (with NONE alone, FP8 64x64x65536 -> F32
@@ -283,15 +284,21 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
       pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     }
-    // The first candidate: session 8's candidate sweep found it within 2.5% of the best at batch-64 decode shapes.
-    cublasLtMatmulHeuristicResult_t result{};
+    // The first candidate (session 8's candidate sweep found it within 2.5% of the best at batch-64 decode shapes),
+    // or the one tuning::set_gemm_candidate asks for. Session 19 (H200, bench_gemm): the FP32-only split-K reduction
+    // above is not what keeps 64x3072x24576 behind at::_scaled_mm (26.9 vs 25.3 us): without the mask cuBLASLt
+    // picks the same split 3 with the FP32 reduction.
+    cublasLtMatmulHeuristicResult_t results[8]{};
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc.get(), la.get(), lb.get(), lc.get(),
-                                                             ld.get(), pref.get(), 1, &result, &found);
+                                                             ld.get(), pref.get(), key.candidate + 1, results, &found);
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, "gemm: cublasLtMatmulAlgoGetHeuristic "
              "failed with ", cublasLtGetStatusString(st), " for ", describe(key));
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, "gemm: cuBLASLt has no algorithm for ", describe(key),
              "; this combination of types, scaling modes and shape is not supported on this GPU");
+    TG_CHECK(found > key.candidate, "gemm: heuristic candidate ", key.candidate, " asked for (tuning::",
+             "set_gemm_candidate), but cuBLASLt offers ", found, " candidate(s) for ", describe(key));
+    const cublasLtMatmulHeuristicResult_t& result = results[key.candidate];
     chosen.algo = result.algo;
     chosen.info.algo_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_ID);
     chosen.info.tile_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
@@ -335,7 +342,7 @@ Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, D
   k.a_mode = k.b_mode = -1;
   k.beta_nonzero = opt.beta != 0.0f;
   k.deterministic = opt.deterministic || gemm_deterministic();
-  k.any_reduction = tuning::gemm_any_reduction();
+  k.candidate = tuning::gemm_candidate();
   k.align_a = alignment(ops.a);
   k.align_b = alignment(ops.b);
   k.align_c = ops.c ? alignment(ops.c) : 256;
@@ -388,13 +395,16 @@ GemmAlgoInfo gemm_last_algo() { return t_last; }
 
 namespace tuning {
 namespace {
-std::atomic<bool>& any_reduction_setting() {  // TEGEMMA_GEMM_ANY_REDUCTION, read once
-  static std::atomic<bool> v{env_switch("TEGEMMA_GEMM_ANY_REDUCTION", false)};
+std::atomic<int>& candidate_setting() {  // TEGEMMA_GEMM_CANDIDATE, read once
+  static std::atomic<int> v{static_cast<int>(env_int("TEGEMMA_GEMM_CANDIDATE", 0, 0, 7))};
   return v;
 }
 }  // namespace
-void set_gemm_any_reduction(bool on) { any_reduction_setting().store(on); }
-bool gemm_any_reduction() { return any_reduction_setting().load(); }
+void set_gemm_candidate(int index) {
+  TG_CHECK(index >= 0 && index <= 7, "set_gemm_candidate: 0 .. 7, got ", index);
+  candidate_setting().store(index);
+}
+int gemm_candidate() { return candidate_setting().load(); }
 }  // namespace tuning
 
 void gemm(const TensorView& a, const TensorView& b, const TensorView& out, const GemmOptions& opt, Stream stream) {

@@ -256,6 +256,16 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 #endif
 }
 
+bool gemv_norm_qkv_rope_one_wave(int64_t n, Device device) {
+  if (device == Device::CPU) return true;
+#if TEGEMMA_HAVE_CUDA
+  return cuda::gemv_norm_qkv_rope_one_wave(n);
+#else
+  (void)n;
+  TG_FAIL("gemv_norm_qkv_rope_one_wave: CUDA in a build without CUDA");
+#endif
+}
+
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream) {
   if (out.device == Device::CPU) return cpu::gemv(x, w, out, opt, residual);

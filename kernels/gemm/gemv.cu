@@ -15,6 +15,7 @@
 #include "kernels/elementwise/elementwise.cuh"
 #include "kernels/gemm/gemv.h"
 #include "kernels/gemm/gemv_device.cuh"
+#include "kernels/launch/device_info.h"
 #include "kernels/launch/launch.cuh"
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/norm/norm_device.cuh"
@@ -753,6 +754,13 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
                         const TensorView& q_out, const TensorView& table, Stream stream) {
   qkv_rope_impl(norm_operand(norm, "cuda::gemv_norm_qkv_rope"), w, slots, positions, inv_freq, cache, q_out, table,
                 &norm, stream);
+}
+
+bool gemv_norm_qkv_rope_one_wave(int64_t n) {
+  TG_CHECK(n >= 2 && n % 2 == 0, "gemv_norm_qkv_rope_one_wave: N must be even and >= 2, got ", n);
+  const int per_sm = resident_blocks(reinterpret_cast<const void*>(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>),
+                                     kThreads, 0);
+  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= static_cast<int64_t>(per_sm) * sm_count();
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -114,8 +114,9 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // multiple of 16 and at most kGemvNormMaxK. CUDA: every block computes the codes into shared memory (every warp the
 // sum of squares in the LANE ORDER, each thread 8-element chunks) while its first W loads are in flight, block 0
 // writes rstd, scale_inv and the amax. CPU
-// twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. Measurement knob of the decoder
-// (session 18, unmeasured): TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 (impl/generate/decoder.cpp).
+// twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. The decoder fuses its QKV norm
+// when the grid is one wave (gemv_norm_qkv_rope_one_wave below; TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 force
+// either, impl/generate/decoder.cpp).
 inline constexpr int64_t kGemvNormMaxK = 4096;
 struct GemvNorm {
   TensorView h;       // BF16 [1, K]: the residual stream
@@ -156,6 +157,14 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
                         const TensorView& q_out, const TensorView& table = {}, Stream stream = {});
 
+// Whether gemv_norm_qkv_rope over a w of N rows runs as one resident wave on the current GPU (every block resident at
+// once): the decoder's rule for fusing the norm, whose prologue every block repeats and so pays once per wave.
+// H200, session 19 (decode B1 tok/s, delayed + FP8 head, three runs each): gemma-2b (N 2560, 320 blocks, one wave)
+// 1005.6 / 1004.9 / 1004.3 fused vs 975.3 / 974.9 / 976.4; gemma-7b (N 12288, 1536 blocks, several waves) 347.9 /
+// 347.9 / 347.7 vs 355.2 / 355.1 / 355.1. The fc1 + GeGLU kernel's grid is several waves on both (fused 899.6 vs
+// 975.3 and 331.6 vs 355.2). CPU: true (the twin has no waves).
+bool gemv_norm_qkv_rope_one_wave(int64_t n, Device device);
+
 namespace cpu {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual = {});
@@ -177,6 +186,7 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
 void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
                         const TensorView& q_out, const TensorView& table, Stream stream);
+bool gemv_norm_qkv_rope_one_wave(int64_t n);
 
 // Measurement knob: the warps per column (K split) of the one-column shapes (N < 132 x 64: QKV, O, fc2), 1 (never
 // split), 2 or 4, or 0 for the default rule (2 when K >= 24576, else 1; see the CUDA design above). Starts from
