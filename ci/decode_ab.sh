@@ -31,7 +31,9 @@
 #                 (kernels::GemvNorm: each block computes the E4M3 row; one kernel boundary less per layer) always;
 #                 by default only where that grid is one resident wave (gemma-2b, not 7b: session 19)
 #   norm_qkv_off  TEGEMMA_DECODE_NORM_QKV=0: the input RMSNorm always its own kernel (the default before session 19)
-#   norm_fc1      TEGEMMA_DECODE_NORM_FC1=1: the post-attention RMSNorm inside the fused fc1 + GeGLU kernel
+#   norm_fc1      TEGEMMA_DECODE_NORM_FC1=1: the post-attention RMSNorm inside the fused fc1 + GeGLU kernel (its grid
+#                 is several waves: since session 19's end a persistent kernel, one norm prologue per resident block;
+#                 norm_qkv on gemma-7b likewise)
 #   norm_both     both
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)

@@ -226,9 +226,11 @@ bool decode_qkv_rope_enabled() {
 // (kernels::GemvNorm: every block computes the E4M3 row in shared memory, the norm kernel's bits; one kernel boundary
 // less per layer) when that kernel's grid is one resident wave (kernels::gemv_norm_qkv_rope_one_wave, which has the
 // H200 measurements: gemma-2b +3.0%, gemma-7b's several waves -2.1%, session 19). TEGEMMA_DECODE_NORM_QKV=1 / =0
-// forces it on / off (A/B runs). The norm before fc1 (TEGEMMA_DECODE_NORM_FC1=1, opt-in) is slower on both presets:
-// fc1's grid is several waves. Session 14's TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the
-// early trigger) was slower too: 863.8 vs 930.3.
+// forces it on / off (A/B runs). The norm before fc1 (TEGEMMA_DECODE_NORM_FC1=1, opt-in) was slower on both presets:
+// fc1's grid is several waves, each block paying the prologue. Since then the norm kernels past one wave run
+// persistent (one prologue per resident block, kernels/gemm/gemv.cu launch_epilogue; unmeasured: decode_ab norm_fc1,
+// norm_qkv on 7b). Session 14's TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the early trigger)
+// was slower too: 863.8 vs 930.3.
 bool decode_norm_qkv_fused(const LinearWeight& qkv, Device device) {
   static const int setting = [] {  // -1: the one-wave rule; 0 / 1: forced
     const char* e = std::getenv("TEGEMMA_DECODE_NORM_QKV");

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -125,8 +126,11 @@ __device__ __forceinline__ float norm_prologue(const GemvParams& p, uint8_t* x_s
   __syncthreads();
   return ieee::fdiv(1.0f, scale);
 }
+// One block of work `vb` (blockIdx.x but in the persistent kNorm kernels). `first`: the block's first (the PDL wait,
+// the norm prologue into x_norm / x_scale_inv); `last`: its last (the late trigger).
 template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
-__device__ __forceinline__ void gemv_body(const GemvParams p) {
+__device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool first, bool last, uint8_t* x_norm,
+                                           float& x_scale_inv) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
@@ -138,7 +142,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
-  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
+  const int64_t warp_id = vb * (kWarps / kSplit) + warp_in_block / kSplit;
   const int64_t col0 = kPaired ? warp_id : warp_id * kCols;
   const int64_t n_out = kPaired ? p.n / 2 : p.n;  // output columns: act's F or the RoPE pairs, or N
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
@@ -176,14 +180,12 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   // ones right after the PDL wait, so that they are in flight during the norm prologue. (Session 18's early-W knob,
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
-  dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  if (first) dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
+    // x computed from h into shared memory by the whole block (before any warp may leave), once per block.
+    if (first) x_scale_inv = norm_prologue(p, x_norm);
   }
-  // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
-  __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
-  float x_scale_inv = 0.0f;
-  if constexpr (kNorm) x_scale_inv = norm_prologue(p, x_norm);
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
@@ -323,7 +325,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       amax_bits = ieee::abs_bits(v);
     }
     ew::block_amax_commit(p.act_amax, amax_bits);  // every thread of the block (inactive warps give 0)
-    if (blockIdx.x == 0 && threadIdx.x == 0 && p.act_scale_inv != nullptr) {
+    if (vb == 0 && threadIdx.x == 0 && p.act_scale_inv != nullptr) {
       *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
     }
   } else {
@@ -336,12 +338,26 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       }
     }
   }
-  if (p.late_trigger) dev::pdl_launch_dependents();
+  if (last && p.late_trigger) dev::pdl_launch_dependents();
 }
 
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
+// kPersist (kNorm only): a grid capped at one resident wave, each block taking blocks of work blockIdx.x, + gridDim.x,
+// ... (GemvParams::virtual_blocks) after one norm prologue (launch_epilogue). A separate instance: the loop costs the
+// one-wave kernel 22-26 registers (71 -> 93 for QKV + RoPE).
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false,
+          bool kPersist = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p);
+  static_assert(!kPersist || kNorm, "persistent: the norm prologue kernels");
+  __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
+  float x_scale_inv = 0.0f;
+  if constexpr (kPersist) {
+    for (int64_t vb = blockIdx.x; vb < p.virtual_blocks; vb += gridDim.x) {
+      gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(
+          p, vb, vb == blockIdx.x, vb + gridDim.x >= p.virtual_blocks, x_norm, x_scale_inv);
+    }
+  } else {
+    gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p, blockIdx.x, true, true, x_norm, x_scale_inv);
+  }
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -662,9 +678,23 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 
 namespace {
 // The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue.
+// With the prologue the grid is at most one resident wave: past one wave the persistent instance over `blocks` blocks
+// of work, so that the prologue runs once per resident block, not once per block of work (session 19 measured the
+// fused norm slower wherever the plain grid was several waves: gemma-7b QKV, fc1 on both presets; gemv.h,
+// gemv_norm_qkv_rope_one_wave). Unmeasured: the decoder uses the norm kernels past one wave only when forced.
 template <int kEpi>
-void launch_epilogue(unsigned blocks, cudaStream_t stream, const GemvParams& p, bool norm) {
-  if (norm) return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
+void launch_epilogue(unsigned blocks, cudaStream_t stream, GemvParams p, bool norm) {
+  if (norm) {
+    const auto one_wave = gemv_kernel<true, true, 1, 2, 1, kEpi, true>;
+    const int64_t wave =
+        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(one_wave), kThreads, 0)) * sm_count();
+    p.virtual_blocks = static_cast<int>(blocks);
+    if (blocks <= wave) return launch_gemv(one_wave, blocks, stream, p);
+    const auto persistent = gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>;
+    const int64_t cap =
+        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(persistent), kThreads, 0)) * sm_count();
+    return launch_gemv(persistent, static_cast<unsigned>(std::min<int64_t>(blocks, cap)), stream, p);
+  }
   launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi>, blocks, stream, p);
 }
 // GemvNorm -> the prologue's parameters (checked by the caller).

@@ -113,7 +113,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // in the decode step). rstd F32 [1] written. h BF16 [1, K] and weight BF16 [K], unit stride, 16-byte aligned; K a
 // multiple of 16 and at most kGemvNormMaxK. CUDA: every block computes the codes into shared memory (every warp the
 // sum of squares in the LANE ORDER, each thread 8-element chunks) while its first W loads are in flight, block 0
-// writes rstd, scale_inv and the amax. CPU
+// writes rstd, scale_inv and the amax; a grid past one resident wave runs persistent (at most one wave of blocks,
+// each computing the codes once, then several blocks of work). CPU
 // twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. The decoder fuses its QKV norm
 // when the grid is one wave (gemv_norm_qkv_rope_one_wave below; TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 force
 // either, impl/generate/decoder.cpp).

@@ -398,7 +398,9 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
 // x scale_inv and x amax (max-reduced into the same non-zero start); the gemma-2b / 7b widths (K 2048 / 3072), K
 // smaller than one block's 128 threads x 8 elements and not a multiple of it (K 48 / 528: idle threads, a partial
 // chunk round), a scale that saturates codes (300) and one that does not (4); on the GPU again in a programmatic
-// launch chain (the W loads issued right after the wait, ahead of the prologue).
+// launch chain (the W loads issued right after the wait, ahead of the prologue). The 2b QKV grid (320 blocks) is one
+// resident wave; the 7b QKV (1536) and both fc1 shapes (4096, 6144) run the persistent instance (one prologue per
+// resident block, several blocks of work each: gemv.cu, launch_epilogue).
 TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
   TG_REQUIRE_CUDA();
   const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
