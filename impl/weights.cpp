@@ -374,6 +374,7 @@ ModelWeights random_weights(const GemmaConfig& cfg, uint64_t seed, const WeightO
   }
   fill_one(i++);
   finish_model(w, opts);
+  sync_stream(opts.stream);  // ready on return, as when the draws were copied from the host (synchronously)
   return w;
 }
 
