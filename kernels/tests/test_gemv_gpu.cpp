@@ -393,6 +393,18 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
   }
 }
 
+// The decoder's one-wave rule (gemv_norm_qkv_rope_one_wave): a grid of one block is one wave, a million blocks are
+// not (no GPU holds 10^6 / SM-count blocks of 128 threads per multiprocessor), and the CPU twin has no waves; a bad N
+// is an error. (Where the H200's line falls, 2b's 320 blocks in and 7b's 1536 out, is session 19's measurement.)
+TEST(GemvGpu, NormQkvOneWaveRule) {
+  EXPECT_TRUE(gemv_norm_qkv_rope_one_wave(2560, Device::CPU));
+  EXPECT_TRUE(gemv_norm_qkv_rope_one_wave(int64_t{1} << 30, Device::CPU));
+  TG_REQUIRE_CUDA();
+  EXPECT_TRUE(gemv_norm_qkv_rope_one_wave(2, Device::CUDA));
+  EXPECT_FALSE(gemv_norm_qkv_rope_one_wave(int64_t{8} << 20, Device::CUDA));
+  EXPECT_THROW(gemv_norm_qkv_rope_one_wave(3, Device::CUDA), Error);
+}
+
 // The RMSNorm prologue (GemvNorm) == rmsnorm_forward_fp8 then the kernel on its x, bit for bit on the GPU and on the
 // CPU: gemv_geglu's act (codes, scale_inv, amax) and gemv_qkv_rope's q_out and cache rows, and the norm's rstd,
 // x scale_inv and x amax (max-reduced into the same non-zero start); the gemma-2b / 7b widths (K 2048 / 3072), K
