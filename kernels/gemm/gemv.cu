@@ -354,6 +354,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
     for (int64_t vb = blockIdx.x; vb < p.virtual_blocks; vb += gridDim.x) {
       gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(
           p, vb, vb == blockIdx.x, vb + gridDim.x >= p.virtual_blocks, x_norm, x_scale_inv);
+      // The GeGLU epilogue's block_amax_commit reuses its shared slots in the next block of work: every warp must
+      // be past this one's read first (no warp returns early there).
+      if constexpr (kEpi == kEpiGeglu) __syncthreads();
     }
   } else {
     gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p, blockIdx.x, true, true, x_norm, x_scale_inv);
