@@ -26,6 +26,7 @@
 #include "impl/batch.h"
 #include "impl/model.h"
 #include "impl/weights.h"
+#include "kernels/tests/gpu_test_util.h"
 #include "kernels/quantize/quantize.h"
 #include "model_test_util.h"
 
@@ -45,15 +46,7 @@ std::filesystem::path temp_dir(const std::string& name) {
   return d;
 }
 
-template <typename Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a tg::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using ::tg::testing::expect_error;
 
 ModelOptions cpu_options(const char* recipe = "bf16") {
   ModelOptions o;

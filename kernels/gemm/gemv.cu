@@ -680,6 +680,12 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 }  // namespace
 
 namespace {
+// Blocks of the norm epilogue kernel (one-wave or persistent instance) resident at once on the current GPU: one wave.
+template <int kEpi, bool kPersist>
+int64_t norm_wave() {
+  const auto kernel = gemv_kernel<true, true, 1, 2, 1, kEpi, true, kPersist>;
+  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
+}
 // The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue.
 // With the prologue the grid is at most one resident wave: past one wave the persistent instance over `blocks` blocks
 // of work, so that the prologue runs once per resident block, not once per block of work (session 19 measured the
@@ -688,15 +694,12 @@ namespace {
 template <int kEpi>
 void launch_epilogue(unsigned blocks, cudaStream_t stream, GemvParams p, bool norm) {
   if (norm) {
-    const auto one_wave = gemv_kernel<true, true, 1, 2, 1, kEpi, true>;
-    const int64_t wave =
-        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(one_wave), kThreads, 0)) * sm_count();
     p.virtual_blocks = static_cast<int>(blocks);
-    if (blocks <= wave) return launch_gemv(one_wave, blocks, stream, p);
-    const auto persistent = gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>;
-    const int64_t cap =
-        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(persistent), kThreads, 0)) * sm_count();
-    return launch_gemv(persistent, static_cast<unsigned>(std::min<int64_t>(blocks, cap)), stream, p);
+    if (blocks <= norm_wave<kEpi, false>()) {
+      return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
+    }
+    return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>,
+                       static_cast<unsigned>(std::min<int64_t>(blocks, norm_wave<kEpi, true>())), stream, p);
   }
   launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi>, blocks, stream, p);
 }
@@ -791,9 +794,7 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 
 bool gemv_norm_qkv_rope_one_wave(int64_t n) {
   TG_CHECK(n >= 2 && n % 2 == 0, "gemv_norm_qkv_rope_one_wave: N must be even and >= 2, got ", n);
-  const int per_sm = resident_blocks(reinterpret_cast<const void*>(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>),
-                                     kThreads, 0);
-  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= static_cast<int64_t>(per_sm) * sm_count();
+  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= norm_wave<kEpiQkvRope, false>();
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -1,5 +1,7 @@
 #include "kernels/random/random.h"
 
+#include <cmath>
+
 namespace tg::kernels {
 
 void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream) {
@@ -11,5 +13,14 @@ void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream)
   TG_FAIL("fill_normal: CUDA tensors in a build without CUDA");
 #endif
 }
+
+namespace detail {
+void check_fill_normal(const TensorView& out, double std, Device device, const char* what) {
+  TG_CHECK(out.dtype == DType::BF16, what, ": out must be BF16, got ", out.dtype);
+  TG_CHECK(std::isfinite(std) && std >= 0, what, ": std must be finite and >= 0, got ", std);
+  check_device(out, device, what);
+  check_contiguous(out, what);
+}
+}  // namespace detail
 
 }  // namespace tg::kernels

@@ -1,6 +1,9 @@
+#include <algorithm>
+
 #include "common/cuda_check.h"
 #include "common/nvtx.h"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/launch/device_info.h"
 #include "kernels/random/normal_stream.h"
 #include "kernels/random/random.h"
 
@@ -24,10 +27,7 @@ __global__ void fill_normal_kernel(uint16_t* __restrict__ out, int64_t n, uint64
 
 void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream) {
   TG_NVTX_FN();
-  TG_CHECK(out.dtype == DType::BF16, "cuda::fill_normal: out must be BF16, got ", out.dtype);
-  TG_CHECK(std::isfinite(std) && std >= 0, "cuda::fill_normal: std must be finite and >= 0, got ", std);
-  check_device(out, Device::CUDA, "cuda::fill_normal(out)");
-  check_contiguous(out, "cuda::fill_normal(out)");
+  detail::check_fill_normal(out, std, Device::CUDA, "cuda::fill_normal(out)");
   const int64_t n = out.numel();
   if (n == 0) return;
   if (std == 0.0) {  // exactly +0, as the twin
@@ -36,7 +36,7 @@ void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream)
   }
   constexpr int kThreads = 256;
   const int64_t want = ((n + 1) / 2 + kThreads - 1) / kThreads;
-  const int blocks = static_cast<int>(want < 132 * 64 ? want : 132 * 64);
+  const int blocks = static_cast<int>(std::min<int64_t>(want, int64_t{64} * sm_count()));  // grid-stride beyond
   fill_normal_kernel<<<blocks, kThreads, 0, cuda_stream(stream)>>>(out.ptr<uint16_t>(), n, key, std);
   TG_CHECK_LAUNCH("fill_normal_kernel");
 }

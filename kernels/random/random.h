@@ -15,6 +15,10 @@ void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream 
 namespace cpu {
 void fill_normal(const TensorView& out, uint64_t key, double std);  // on all cores
 }
+namespace detail {
+// The contract's checks, the same on both backends: out BF16, contiguous, on `device`; std finite and >= 0.
+void check_fill_normal(const TensorView& out, double std, Device device, const char* what);
+}
 namespace cuda {
 void fill_normal(const TensorView& out, uint64_t key, double std, Stream stream);
 }

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -10,10 +9,7 @@
 namespace tg::kernels::cpu {
 
 void fill_normal(const TensorView& view, uint64_t key, double std) {
-  TG_CHECK(view.dtype == DType::BF16, "cpu::fill_normal: out must be BF16, got ", view.dtype);
-  TG_CHECK(std::isfinite(std) && std >= 0, "cpu::fill_normal: std must be finite and >= 0, got ", std);
-  check_device(view, Device::CPU, "cpu::fill_normal(out)");
-  check_contiguous(view, "cpu::fill_normal(out)");
+  detail::check_fill_normal(view, std, Device::CPU, "cpu::fill_normal(out)");
   uint16_t* out = view.ptr<uint16_t>();
   const int64_t n = view.numel();
   if (std == 0.0) {  // exactly +0 (0 * a negative draw would be -0)

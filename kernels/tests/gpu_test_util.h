@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "common/check.h"
 #include "common/numeric.h"
 #include "common/tensor.h"
 
@@ -24,6 +26,17 @@
   } while (0)
 
 namespace tg::testing {
+
+// fn() throws a tg::Error whose message contains `needle` (the bad-input tests).
+template <typename Fn>
+void expect_error(Fn&& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a tg::Error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
 
 // Normal(0, stddev) floats rounded to `dtype`, stored in `dtype` on the host.
 inline Tensor random_host(DType dtype, Shape shape, uint32_t seed, float stddev = 1.0f) {

@@ -15,16 +15,7 @@
 namespace tg {
 namespace {
 
-// fn throws tg::Error whose message contains `needle`.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using testing::expect_error;
 
 std::vector<uint16_t> draw(int64_t n, uint64_t key, double std) {
   Tensor t = Tensor::empty(DType::BF16, {n});
