@@ -180,6 +180,7 @@ using CandidateScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_
 void bm_fp8_tensor(benchmark::State& state, GemmShape s, bool fast, int candidate = 0) {
   const CandidateScope scope(candidate);
   time_gemm(state, s, bytes_moved(s, 1, 1, 2), Ceiling::kFp8Gemm, fp8_tensor_op(s, fast));
+  if (state.error_occurred()) return;  // gemm_last_algo would describe the previous benchmark's GEMM
   const kernels::cuda::GemmAlgoInfo algo = kernels::cuda::gemm_last_algo();
   state.counters["split_k"] = algo.split_k;
   state.counters["reduction_scheme"] = algo.reduction_scheme;
