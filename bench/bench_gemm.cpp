@@ -339,20 +339,12 @@ void bm_gemv(benchmark::State& state, GemmShape s, DType x_dtype, DType w_dtype,
 }
 
 // gemv_geglu/<variant>/e4m3xe4m3->e4m3/1x<2F>x<K>: the batch-1 fc1 + GeGLU -> E4M3. fused: kernels::gemv_geglu;
-// unfused: gemv (BF16 fc1 [1, 2F]) then geglu_forward_fp8; norm_fused: the RMSNorm -> E4M3 of x inside it too
-// (kernels::gemv_norm_geglu); norm_then_fused: rmsnorm_forward_fp8 then gemv_geglu. Each variant's kernels back to
-// back in one timed region (no PDL here: ci/decode_ab.sh measures them inside the decode step). bytes = W + x + act,
-// the fused kernel's traffic (the unfused pair also writes and reads the BF16 fc1: 8F bytes more, < 0.1% of W; the
-// norm variants read h, 2K bytes, instead of x).
-enum class GegluVariant { kFused, kUnfused, kNormFused, kNormThenFused };
-const char* geglu_variant_name(GegluVariant v) {
-  switch (v) {
-    case GegluVariant::kFused: return "fused";
-    case GegluVariant::kUnfused: return "unfused";
-    case GegluVariant::kNormFused: return "norm_fused";
-    default: return "norm_then_fused";
-  }
-}
+// unfused: gemv (BF16 fc1 [1, 2F]) then geglu_forward_fp8. Each variant's kernels back to back in one timed region
+// (no PDL here: ci/decode_ab.sh measures them inside the decode step). bytes = W + x + act, the fused kernel's
+// traffic (the unfused pair also writes and reads the BF16 fc1: 8F bytes more, < 0.1% of W). (The RMSNorm fused into
+// it, kernels::gemv_norm_geglu, and its norm_fused / norm_then_fused variants were removed: slower in the step.)
+enum class GegluVariant { kFused, kUnfused };
+const char* geglu_variant_name(GegluVariant v) { return v == GegluVariant::kFused ? "fused" : "unfused"; }
 void bm_gemv_geglu(benchmark::State& state, GemmShape s, GegluVariant variant) {
   const kernels::GemvOperand x = kernels::GemvOperand::fp8(per_tensor_operand(1, s.k, 3));
   const kernels::GemvOperand w = kernels::GemvOperand::fp8(per_tensor_operand(s.n, s.k, 4));
@@ -363,39 +355,21 @@ void bm_gemv_geglu(benchmark::State& state, GemmShape s, GegluVariant variant) {
   act.scale_inv = device_f32(Shape{1}, 1.0f, 96);
   act.amax = device_f32(Shape{1}, 0.0f, 95);
   const TensorView fc1 = device_out(DType::BF16, 1, s.n);
-  // The norm's input row, weight and output (the x above, with a scale to read).
-  kernels::GemvNorm norm;
-  norm.h = device_matrix(DType::BF16, 1, s.k, 94);
-  norm.weight = device_matrix(DType::BF16, 1, s.k, 93).reshape({s.k});
-  norm.eps = kernels::kGemmaRmsNormEps;
-  norm.rstd = device_f32(Shape{1}, 0.0f, 92);
-  norm.x = per_tensor_operand(1, s.k, 3);
-  norm.x.scale = device_f32(Shape{1}, 8.0f, 91);
   const double bytes = static_cast<double>(s.n * s.k + s.k + s.n / 2);
-  switch (variant) {
-    case GegluVariant::kFused:
-      return time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemv_geglu(x, w, act); });
-    case GegluVariant::kUnfused:
-      return time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] {
-        kernels::gemv(x, w, fc1);
-        kernels::geglu_forward_fp8(fc1, act);
-      });
-    case GegluVariant::kNormFused:
-      return time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemv_norm_geglu(norm, w, act); });
-    case GegluVariant::kNormThenFused:
-      return time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] {
-        kernels::rmsnorm_forward_fp8(norm.h, norm.weight, norm.eps, norm.x, norm.rstd);
-        kernels::gemv_geglu(kernels::GemvOperand::fp8(norm.x), w, act);
-      });
+  if (variant == GegluVariant::kFused) {
+    return time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] { kernels::gemv_geglu(x, w, act); });
   }
+  time_gemm(state, s, bytes, Ceiling::kFp8Gemm, [=] {
+    kernels::gemv(x, w, fc1);
+    kernels::geglu_forward_fp8(fc1, act);
+  });
 }
 
 const bool gemv_geglu_registered = [] {
   for (const GemvShape& g : gemv_shapes()) {
     if (std::string(g.what).find("fc1") == std::string::npos) continue;
     const GemmShape s{1, g.n, g.k};
-    for (GegluVariant v : {GegluVariant::kFused, GegluVariant::kUnfused, GegluVariant::kNormFused,
-                           GegluVariant::kNormThenFused}) {
+    for (GegluVariant v : {GegluVariant::kFused, GegluVariant::kUnfused}) {
       add(std::string("gemv_geglu/") + geglu_variant_name(v) + "/e4m3xe4m3->e4m3/" + s.str(),
           [=](benchmark::State& st) { st.SetLabel(g.what); bm_gemv_geglu(st, s, v); });
     }

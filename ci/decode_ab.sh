@@ -29,12 +29,11 @@
 #   unfused_late  geglu_off + qkv_off with the late trigger
 #   norm_qkv      TEGEMMA_DECODE_NORM_QKV=1: the batch-1 step's input RMSNorm inside the fused QKV + RoPE kernel
 #                 (kernels::GemvNorm: each block computes the E4M3 row; one kernel boundary less per layer) always;
-#                 by default only where that grid is one resident wave (gemma-2b, not 7b: session 19)
+#                 by default only where that grid is one resident wave (gemma-2b, not 7b: session 19; past one wave
+#                 every block computes the norm)
 #   norm_qkv_off  TEGEMMA_DECODE_NORM_QKV=0: the input RMSNorm always its own kernel (the default before session 19)
-#   norm_fc1      TEGEMMA_DECODE_NORM_FC1=1: the post-attention RMSNorm inside the fused fc1 + GeGLU kernel (its grid
-#                 is several waves: since session 19's end a persistent kernel, one norm prologue per resident block;
-#                 norm_qkv on gemma-7b likewise)
-#   norm_both     both
+#                 (norm_fc1 / norm_both, the post-attention RMSNorm inside the fc1 + GeGLU kernel, and the persistent
+#                 norm kernels past one wave: measured slower in sessions 19 / 20 and removed)
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -74,8 +73,6 @@ for cfg in $configs; do
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
-    norm_fc1) envs=(TEGEMMA_DECODE_NORM_FC1=1) ;;
-    norm_both) envs=(TEGEMMA_DECODE_NORM_QKV=1 TEGEMMA_DECODE_NORM_FC1=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

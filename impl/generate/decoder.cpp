@@ -226,11 +226,12 @@ bool decode_qkv_rope_enabled() {
 // (kernels::GemvNorm: every block computes the E4M3 row in shared memory, the norm kernel's bits; one kernel boundary
 // less per layer) when that kernel's grid is one resident wave (kernels::gemv_norm_qkv_rope_one_wave, which has the
 // H200 measurements: gemma-2b +3.0%, gemma-7b's several waves -2.1%, session 19). TEGEMMA_DECODE_NORM_QKV=1 / =0
-// forces it on / off (A/B runs). The norm before fc1 (TEGEMMA_DECODE_NORM_FC1=1, opt-in) was slower on both presets:
-// fc1's grid is several waves, each block paying the prologue. Since then the norm kernels past one wave run
-// persistent (one prologue per resident block, kernels/gemm/gemv.cu launch_epilogue; unmeasured: decode_ab norm_fc1,
-// norm_qkv on 7b). Session 14's TEGEMMA_DECODE_FUSED (norm + cast staged before every GEMV, with the early trigger)
-// was slower too: 863.8 vs 930.3.
+// forces it on / off (A/B runs). Removed, measured slower (H200, decode B1 tok/s, 2b / 7b): the norm before fc1 inside
+// the fc1 + GeGLU kernel (kernels::gemv_norm_geglu, TEGEMMA_DECODE_NORM_FC1=1; fc1's grid is several waves, each
+// block paying the prologue): session 19 899.6 / 331.6 vs 975.3 / 355.2; session 20, with the norm kernels past one
+// wave persistent (grid capped at one resident wave, one prologue per resident block), 982.1 / 347.4 vs 1004.3 /
+// 354.4, and the 7b QKV norm that way 351.1: the persistent instance went too. Session 14's TEGEMMA_DECODE_FUSED
+// (norm + cast staged before every GEMV, with the early trigger) was slower too: 863.8 vs 930.3.
 bool decode_norm_qkv_fused(const LinearWeight& qkv, Device device) {
   static const int setting = [] {  // -1: the one-wave rule; 0 / 1: forced
     const char* e = std::getenv("TEGEMMA_DECODE_NORM_QKV");
@@ -239,10 +240,6 @@ bool decode_norm_qkv_fused(const LinearWeight& qkv, Device device) {
   }();
   if (setting >= 0) return setting == 1;
   return kernels::gemv_norm_qkv_rope_one_wave(qkv.out_features, device);
-}
-bool decode_norm_fc1_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_NORM_FC1", false);
-  return on;
 }
 // On by default (TEGEMMA_DECODE_SAMPLE_SPLIT=0 turns it off, for A/B runs): greedy rows split over
 // kernels::kGreedySplit blocks through the step buffers' DecodeState::workspace (the same token; one block scanning
@@ -286,7 +283,8 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  // Each RMSNorm runs as its own kernel or inside the fused kernel after it (decode_norm_*_enabled, fused_norm).
+  // The input RMSNorm runs as its own kernel or inside the fused QKV kernel after it (decode_norm_qkv_fused,
+  // fused_norm); the post-attention one always as its own kernel.
   std::optional<kernels::GemvNorm> norm;
   if (decode_qkv_rope_enabled() && one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv) &&
       decode_norm_qkv_fused(lw.qkv, model_->options().device)) {
@@ -303,35 +301,22 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
-  norm.reset();
-  if (decode_norm_fc1_enabled() && fc1_geglu_applies(a, lw.fc1, s.fc2, gemv)) {
-    norm = fused_norm(p, a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1);
-  }
-  if (!norm) p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, norm ? &*norm : nullptr, stream)) {
-    TG_CHECK(!norm, "Decoder: the post-attention norm was left to an fc1 kernel that did not run");
+  p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
+  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
 }
 
-bool Decoder::fc1_geglu_applies(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv) const {
-  if (!decode_geglu_epilogue_enabled() || !one_row_e4m3_operands(a.ln, fc1, a.rows, gemv)) return false;
-  const GemmInput act = model_->precision().bound(a.act, fc2_site);
-  return act.path == InputPath::kDelayedFused && rowwise_e4m3(act.fp8);
-}
-
 bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
-                        const kernels::GemvNorm* norm, Stream stream) const {
-  if (!fc1_geglu_applies(a, fc1, fc2_site, gemv)) return false;
+                        Stream stream) const {
+  if (!decode_geglu_epilogue_enabled()) return false;
   const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
-  const Fp8View act = model_->precision().bound(a.act, fc2_site).fp8;
-  if (norm != nullptr) {
-    kernels::gemv_norm_geglu(*norm, ops->w, act, stream);
-  } else {
-    kernels::gemv_geglu(ops->x, ops->w, act, stream);
-  }
+  if (!ops) return false;
+  const GemmInput act = model_->precision().bound(a.act, fc2_site);
+  if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
+  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
   return true;
 }
 

@@ -124,11 +124,7 @@ class Decoder {
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu unless TEGEMMA_DECODE_GEGLU_EPILOGUE=0 and when the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
-  // norm (or null): the post-attention RMSNorm to run inside that kernel (kernels::GemvNorm); only with
-  // fc1_geglu_applies (the step qualifies).
-  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
-                 const kernels::GemvNorm* norm, Stream stream) const;
-  bool fc1_geglu_applies(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv) const;
+  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
   // Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,

@@ -228,19 +228,6 @@ void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView&
 #endif
 }
 
-void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  if (act.device() == Device::CPU) {
-    Tensor scratch;
-    return cpu::gemv_geglu(cpu::gemv_norm(norm, scratch), w, act);
-  }
-#if TEGEMMA_HAVE_CUDA
-  cuda::gemv_norm_geglu(norm, w, act, stream);
-#else
-  (void)stream;
-  TG_FAIL("gemv_geglu: CUDA tensors in a build without CUDA");
-#endif
-}
-
 void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const TensorView& slots,
                         const TensorView& positions, const TensorView& inv_freq, const KvCache& cache,
                         const TensorView& q_out, const TensorView& table, Stream stream) {

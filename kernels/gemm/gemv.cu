@@ -3,7 +3,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -126,11 +125,8 @@ __device__ __forceinline__ float norm_prologue(const GemvParams& p, uint8_t* x_s
   __syncthreads();
   return ieee::fdiv(1.0f, scale);
 }
-// One block of work `vb` (blockIdx.x but in the persistent kNorm kernels). `first`: the block's first (the PDL wait,
-// the norm prologue into x_norm / x_scale_inv); `last`: its last (the late trigger).
 template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
-__device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool first, bool last, uint8_t* x_norm,
-                                           float& x_scale_inv) {
+__device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr int kChunkElems = kWE4m3 ? 16 : 8;  // W elements per 16-byte chunk
   constexpr int kHalves = kChunkElems / 8;      // 8-element pieces per chunk
   constexpr int kUnroll = kLoadsPerLane / kCols;
@@ -138,11 +134,11 @@ __device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool 
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
   static_assert(!kPaired || (kRows == 1 && kCols == 2 && kSplit == 1), "the epilogues: one row, column pairs");
-  static_assert(!kNorm || (kPaired && kWE4m3 && kXE4m3), "the norm prologue: the E4M3 epilogue kernels");
+  static_assert(!kNorm || (kEpi == kEpiQkvRope && kWE4m3 && kXE4m3), "the norm prologue: the QKV + RoPE kernel");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
-  const int64_t warp_id = vb * (kWarps / kSplit) + warp_in_block / kSplit;
+  const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
   const int64_t col0 = kPaired ? warp_id : warp_id * kCols;
   const int64_t n_out = kPaired ? p.n / 2 : p.n;  // output columns: act's F or the RoPE pairs, or N
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
@@ -180,12 +176,14 @@ __device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool 
   // ones right after the PDL wait, so that they are in flight during the norm prologue. (Session 18's early-W knob,
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
-  if (first) dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
-    // x computed from h into shared memory by the whole block (before any warp may leave), once per block.
-    if (first) x_scale_inv = norm_prologue(p, x_norm);
   }
+  // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
+  __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
+  float x_scale_inv = 0.0f;
+  if constexpr (kNorm) x_scale_inv = norm_prologue(p, x_norm);
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
   if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
@@ -325,7 +323,7 @@ __device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool 
       amax_bits = ieee::abs_bits(v);
     }
     ew::block_amax_commit(p.act_amax, amax_bits);  // every thread of the block (inactive warps give 0)
-    if (vb == 0 && threadIdx.x == 0 && p.act_scale_inv != nullptr) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && p.act_scale_inv != nullptr) {
       *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
     }
   } else {
@@ -338,29 +336,12 @@ __device__ __forceinline__ void gemv_block(const GemvParams p, int64_t vb, bool 
       }
     }
   }
-  if (last && p.late_trigger) dev::pdl_launch_dependents();
+  if (p.late_trigger) dev::pdl_launch_dependents();
 }
 
-// kPersist (kNorm only): a grid capped at one resident wave, each block taking blocks of work blockIdx.x, + gridDim.x,
-// ... (GemvParams::virtual_blocks) after one norm prologue (launch_epilogue). A separate instance: the loop costs the
-// one-wave kernel 22-26 registers (71 -> 93 for QKV + RoPE).
-template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false,
-          bool kPersist = false>
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
-  static_assert(!kPersist || kNorm, "persistent: the norm prologue kernels");
-  __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
-  float x_scale_inv = 0.0f;
-  if constexpr (kPersist) {
-    for (int64_t vb = blockIdx.x; vb < p.virtual_blocks; vb += gridDim.x) {
-      gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(
-          p, vb, vb == blockIdx.x, vb + gridDim.x >= p.virtual_blocks, x_norm, x_scale_inv);
-      // The GeGLU epilogue's block_amax_commit reuses its shared slots in the next block of work: every warp must
-      // be past this one's read first (no warp returns early there).
-      if constexpr (kEpi == kEpiGeglu) __syncthreads();
-    }
-  } else {
-    gemv_block<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p, blockIdx.x, true, true, x_norm, x_scale_inv);
-  }
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p);
 }
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
@@ -680,28 +661,13 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 }  // namespace
 
 namespace {
-// Blocks of the norm epilogue kernel (one-wave or persistent instance) resident at once on the current GPU: one wave.
-template <int kEpi, bool kPersist>
+// The QKV + RoPE kernel with the norm prologue (gemv_norm_qkv_rope): the launch below and the one-wave rule
+// (gemv_norm_qkv_rope_one_wave) read this one instance.
+const auto gemv_norm_qkv_rope_kernel = gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>;
+// Its blocks resident at once on the current GPU: one wave.
 int64_t norm_wave() {
-  const auto kernel = gemv_kernel<true, true, 1, 2, 1, kEpi, true, kPersist>;
-  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
-}
-// The epilogue kernels (M = 1, column pairs, E4M3): with or without the norm prologue.
-// With the prologue the grid is at most one resident wave: past one wave the persistent instance over `blocks` blocks
-// of work, so that the prologue runs once per resident block, not once per block of work (session 19 measured the
-// fused norm slower wherever the plain grid was several waves: gemma-7b QKV, fc1 on both presets; gemv.h,
-// gemv_norm_qkv_rope_one_wave). Unmeasured: the decoder uses the norm kernels past one wave only when forced.
-template <int kEpi>
-void launch_epilogue(unsigned blocks, cudaStream_t stream, GemvParams p, bool norm) {
-  if (norm) {
-    p.virtual_blocks = static_cast<int>(blocks);
-    if (blocks <= norm_wave<kEpi, false>()) {
-      return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true>, blocks, stream, p);
-    }
-    return launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi, true, true>,
-                       static_cast<unsigned>(std::min<int64_t>(blocks, norm_wave<kEpi, true>())), stream, p);
-  }
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpi>, blocks, stream, p);
+  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(gemv_norm_qkv_rope_kernel), kThreads, 0)) *
+         sm_count();
 }
 // GemvNorm -> the prologue's parameters (checked by the caller).
 void set_norm(GemvParams& p, const GemvNorm& n) {
@@ -716,8 +682,7 @@ void set_norm(GemvParams& p, const GemvNorm& n) {
   m.x_amax = n.x.amax.empty() ? nullptr : static_cast<uint32_t*>(n.x.amax.data);
 }
 
-void geglu_impl(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, const GemvNorm* norm,
-                Stream stream) {
+void geglu_impl(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
   check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
@@ -728,8 +693,7 @@ void geglu_impl(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  if (norm != nullptr) set_norm(p, *norm);
-  launch_epilogue<kEpiGeglu>(blocks_for(d.n / 2, 1), cuda_stream(stream), p, norm != nullptr);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
@@ -760,8 +724,15 @@ void qkv_rope_impl(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.max_seq = static_cast<int>(d.max_seq);
   e.fp8 = d.fp8;
   e.per_head_scale = d.per_head_scale;
-  if (norm != nullptr) set_norm(p, *norm);
-  launch_epilogue<kEpiQkvRope>(blocks_for(d.gemv.n / 2, 1), cuda_stream(stream), p, norm != nullptr);
+  // With the norm: every block computes the prologue, also past one resident wave (there correct, but slower: the
+  // decoder uses it past one wave only when forced, gemv_norm_qkv_rope_one_wave).
+  const unsigned blocks = blocks_for(d.gemv.n / 2, 1);
+  if (norm != nullptr) {
+    set_norm(p, *norm);
+    launch_gemv(gemv_norm_qkv_rope_kernel, blocks, cuda_stream(stream), p);
+  } else {
+    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks, cuda_stream(stream), p);
+  }
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
 
@@ -774,10 +745,7 @@ GemvOperand norm_operand(const GemvNorm& norm, const char* op) {
 }  // namespace
 
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  geglu_impl(x, w, act, nullptr, stream);
-}
-void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  geglu_impl(norm_operand(norm, "cuda::gemv_norm_geglu"), w, act, &norm, stream);
+  geglu_impl(x, w, act, stream);
 }
 
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
@@ -794,7 +762,7 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 
 bool gemv_norm_qkv_rope_one_wave(int64_t n) {
   TG_CHECK(n >= 2 && n % 2 == 0, "gemv_norm_qkv_rope_one_wave: N must be even and >= 2, got ", n);
-  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= norm_wave<kEpiQkvRope, false>();
+  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= norm_wave();
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

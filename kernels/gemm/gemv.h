@@ -104,8 +104,8 @@ struct GemvOptions {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt = {},
           const TensorView& residual = {}, Stream stream = {});
 
-// The RMSNorm -> E4M3 prologue of the one-row epilogue kernels (gemv_norm_geglu, gemv_norm_qkv_rope: the batch-1 step's
-// RMSNorm before its QKV / fc1 fused in, one kernel boundary less): x is not read but computed as
+// The RMSNorm -> E4M3 prologue of the one-row QKV + RoPE kernel (gemv_norm_qkv_rope: the batch-1 step's input
+// RMSNorm fused in, one kernel boundary less): x is not read but computed as
 //     kernels::rmsnorm_forward_fp8(h, weight, eps, x, rstd)
 // would write it (the same E4M3 codes; norm.h's arithmetic, kernels/norm/norm_device.cuh), and the kernel then runs
 // on it as on a given x. x: a per-tensor E4M3 Fp8View [1, K], row-wise only: scale read, scale_inv written with
@@ -113,11 +113,11 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
 // in the decode step). rstd F32 [1] written. h BF16 [1, K] and weight BF16 [K], unit stride, 16-byte aligned; K a
 // multiple of 16 and at most kGemvNormMaxK. CUDA: every block computes the codes into shared memory (every warp the
 // sum of squares in the LANE ORDER, each thread 8-element chunks) while its first W loads are in flight, block 0
-// writes rstd, scale_inv and the amax; a grid past one resident wave runs persistent (at most one wave of blocks,
-// each computing the codes once, then several blocks of work). CPU
-// twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. The decoder fuses its QKV norm
-// when the grid is one wave (gemv_norm_qkv_rope_one_wave below; TEGEMMA_DECODE_NORM_QKV / TEGEMMA_DECODE_NORM_FC1 force
-// either, impl/generate/decoder.cpp).
+// writes rstd, scale_inv and the amax (a grid of several waves pays the prologue in every block: correct, slower).
+// CPU twin: cpu::rmsnorm_forward_fp8 into a scratch copy of x, then the kernel's twin. The decoder fuses its QKV norm
+// when the grid is one wave (gemv_norm_qkv_rope_one_wave below; TEGEMMA_DECODE_NORM_QKV forces it on / off,
+// impl/generate/decoder.cpp). Measured slower and removed (gemv_norm_qkv_rope_one_wave below): the same prologue
+// in the fc1 + GeGLU kernel (gemv_norm_geglu) and a persistent instance past one wave (grid capped at one wave).
 inline constexpr int64_t kGemvNormMaxK = 4096;
 struct GemvNorm {
   TensorView h;       // BF16 [1, K]: the residual stream
@@ -138,8 +138,6 @@ struct GemvNorm {
 // in the warp (kernels/activation's arithmetic) and one amax atomic per block. CPU twin: cpu::gemv into a BF16
 // [1, 2F] buffer, then cpu::geglu_forward_fp8.
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
-// ... with x = the RMSNorm prologue's (GemvNorm above).
-void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream = {});
 
 // gemv_qkv_rope: a one-row fused-QKV GEMV with the RoPE + KV-cache epilogue (the batch-1 decode step's QKV projection
 // and kv_cache_write_rope in one kernel, one kernel boundary less per layer):
@@ -163,7 +161,9 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 // H200, session 19 (decode B1 tok/s, delayed + FP8 head, three runs each): gemma-2b (N 2560, 320 blocks, one wave)
 // 1005.6 / 1004.9 / 1004.3 fused vs 975.3 / 974.9 / 976.4; gemma-7b (N 12288, 1536 blocks, several waves) 347.9 /
 // 347.9 / 347.7 vs 355.2 / 355.1 / 355.1. The fc1 + GeGLU kernel's grid is several waves on both (fused 899.6 vs
-// 975.3 and 331.6 vs 355.2). CPU: true (the twin has no waves).
+// 975.3 and 331.6 vs 355.2). Session 20 (the default 1004.3 / 354.4): a persistent instance past one wave (grid capped
+// at one resident wave, one prologue per resident block, several blocks of work each) lost on the 7b QKV (351.1),
+// the fc1 norm with it lost again (982.1 / 347.4, twice); both removed. CPU: true (the twin has no waves).
 bool gemv_norm_qkv_rope_one_wave(int64_t n, Device device);
 
 namespace cpu {
@@ -180,7 +180,6 @@ namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream);
-void gemv_norm_geglu(const GemvNorm& norm, const GemvOperand& w, const Fp8View& act, Stream stream);
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
                    Stream stream);

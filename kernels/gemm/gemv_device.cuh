@@ -28,9 +28,6 @@ struct GemvParams {
   // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
   // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
-  // kNorm kernels: the grid's blocks of work; the launcher caps the grid at one resident wave and each block takes
-  // blocks blockIdx.x, + gridDim.x, ... after one norm prologue (gemv.cu, gemv_kernel).
-  int virtual_blocks;
   // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h; kernels with kNorm): x computed from h in each block.
   struct Norm {
     const void* h;     // BF16 [1, K]

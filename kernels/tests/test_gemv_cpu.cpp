@@ -263,58 +263,69 @@ TEST(GemvCpu, QkvRopeTwinIsTheUnfusedPairAndChecksItsArguments) {
 
 // ---- The RMSNorm prologue (GemvNorm) -------------------------------------------------------------------------------
 
-// The twin is rmsnorm_forward_fp8 then the kernel's twin: the same act, rstd, scale_inv and amax through the public
-// entry point (gemv_geglu, K 32, F 3, a norm x with its amax); x.data is not written; the argument checks.
+// The twin is rmsnorm_forward_fp8 then the kernel's twin: the same q_out, cache rows, rstd, scale_inv and amax through
+// the public entry point (gemv_norm_qkv_rope: H 2, Hkv 1, Dh 16, K 32, E4M3 per-tensor cache; a norm x with its
+// amax); x.data is not written; the argument checks.
 TEST(GemvCpu, NormPrologueIsTheNormThenTheKernelAndChecksItsArguments) {
-  const int64_t k = 32, f = 3;
-  const Tensor h = random_matrix(DType::BF16, 1, k, 21), nw = random_matrix(DType::BF16, 1, k, 22);
-  const Tensor w8 = random_matrix(DType::E4M3, 2 * f, k, 23), s = scalar_f32(0.05f, Device::CPU);
+  const int64_t h = 2, hkv = 1, dh = 16, k = 32, n = (h + 2 * hkv) * dh, b = 2, max_seq = 8;
+  const Tensor hs = random_matrix(DType::BF16, 1, k, 21), nw = random_matrix(DType::BF16, 1, k, 22);
+  const Tensor w8 = random_matrix(DType::E4M3, n, k, 23), s = scalar_f32(0.05f, Device::CPU);
+  const Tensor kvs = scalar_f32(0.01f, Device::CPU);
   const GemvOperand w{w8.view(), s.view()};
   const TensorView weight = nw.view().reshape({k});
+  Tensor inv_freq = Tensor::empty(DType::F32, {dh / 2});
+  for (int64_t i = 0; i < dh / 2; ++i) inv_freq.ptr<float>()[i] = std::pow(10000.0f, -2.0f * i / dh);
+  int32_t slot_v = 1, pos_v = 5;
+  const Tensor slots = Tensor::copy_of(TensorView(&slot_v, DType::I32, Shape{1}), Device::CPU);
+  const Tensor positions = Tensor::copy_of(TensorView(&pos_v, DType::I32, Shape{1}), Device::CPU);
   Fp8Tensor x[2] = {Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, Device::CPU),
                     Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, false, Device::CPU)};
-  Fp8Tensor act[2] = {Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, Device::CPU),
-                      Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, Device::CPU)};
   Tensor rstd[2] = {Tensor::zeros(DType::F32, {1}), Tensor::zeros(DType::F32, {1})};
+  Tensor kc[2], vc[2], q_out[2];
   for (int i = 0; i < 2; ++i) {
     x[i].view().scale.ptr<float>()[0] = 30.0f;
     x[i].view().amax.ptr<float>()[0] = 1e-3f;
     std::memset(x[i].view().data.data, 0x11, static_cast<std::size_t>(k));
+    kc[i] = Tensor::zeros(DType::E4M3, {b, max_seq, hkv, dh});
+    vc[i] = Tensor::zeros(DType::E4M3, {b, max_seq, hkv, dh});
+    q_out[i] = Tensor::zeros(DType::BF16, {1, h, dh});
   }
-  cpu::rmsnorm_forward_fp8(h.view(), weight, 1e-6f, x[0].view(), rstd[0].view(), TensorView{});
-  gemv_geglu(GemvOperand::fp8(x[0].view()), w, act[0].view());
-  const GemvNorm norm{h.view(), weight, 1e-6f, rstd[1].view(), x[1].view()};
-  gemv_norm_geglu(norm, w, act[1].view());
-  auto same = [](const TensorView& a, const TensorView& b) { return std::memcmp(a.data, b.data, a.nbytes()) == 0; };
-  EXPECT_TRUE(same(act[0].view().data, act[1].view().data)) << "act codes";
+  auto cache = [&](int i) { return KvCache{kc[i].view(), vc[i].view(), kvs.view(), kvs.view()}; };
+  cpu::rmsnorm_forward_fp8(hs.view(), weight, 1e-6f, x[0].view(), rstd[0].view(), TensorView{});
+  gemv_qkv_rope(GemvOperand::fp8(x[0].view()), w, slots.view(), positions.view(), inv_freq.view(), cache(0),
+                q_out[0].view());
+  auto run = [&](const GemvNorm& norm) {
+    gemv_norm_qkv_rope(norm, w, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view());
+  };
+  run(GemvNorm{hs.view(), weight, 1e-6f, rstd[1].view(), x[1].view()});
+  auto same = [](const TensorView& a, const TensorView& c) { return std::memcmp(a.data, c.data, a.nbytes()) == 0; };
+  EXPECT_TRUE(same(q_out[0].view(), q_out[1].view())) << "q_out";
+  EXPECT_TRUE(same(kc[0].view(), kc[1].view())) << "k cache";
+  EXPECT_TRUE(same(vc[0].view(), vc[1].view())) << "v cache";
   EXPECT_TRUE(same(rstd[0].view(), rstd[1].view())) << "rstd";
   EXPECT_TRUE(same(x[0].view().scale_inv, x[1].view().scale_inv)) << "x scale_inv";
   EXPECT_TRUE(same(x[0].view().amax, x[1].view().amax)) << "x amax";
   EXPECT_GT(x[1].view().amax.ptr<float>()[0], 1e-3f) << "the amax was not max-reduced";
+  const uint8_t* row = static_cast<const uint8_t*>(kc[1].data()) + (1 * max_seq + 5) * hkv * dh;
+  EXPECT_TRUE(std::any_of(row, row + dh, [](uint8_t v) { return v != 0; })) << "the cache row was not written";
   const uint8_t* xd = static_cast<const uint8_t*>(x[1].view().data.data);
   EXPECT_TRUE(std::all_of(xd, xd + k, [](uint8_t v) { return v == 0x11; })) << "x.data was written";
 
   // Bad input: eps, K not a multiple of 16, h's dtype and width, the weight's length, rstd, x's format.
-  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 0.0f, rstd[1].view(), x[1].view()}, w, act[1].view()),
-                      "eps must be > 0");
+  TG_EXPECT_THROW_MSG(run(GemvNorm{hs.view(), weight, 0.0f, rstd[1].view(), x[1].view()}), "eps must be > 0");
   const Tensor hf = random_matrix(DType::F32, 1, k, 24);
-  TG_EXPECT_THROW_MSG(
-      gemv_norm_geglu(GemvNorm{hf.view(), weight, 1e-6f, rstd[1].view(), x[1].view()}, w, act[1].view()),
-      "the norm's h must be BF16 [1, K = 32]");
-  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight.slice_rows(0, 16), 1e-6f, rstd[1].view(),
-                                               x[1].view()},
-                                      w, act[1].view()),
+  TG_EXPECT_THROW_MSG(run(GemvNorm{hf.view(), weight, 1e-6f, rstd[1].view(), x[1].view()}),
+                      "the norm's h must be BF16 [1, K = 32]");
+  TG_EXPECT_THROW_MSG(run(GemvNorm{hs.view(), weight.slice_rows(0, 16), 1e-6f, rstd[1].view(), x[1].view()}),
                       "the norm's weight must be contiguous BF16 [K = 32]");
-  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 1e-6f, TensorView{}, x[1].view()}, w, act[1].view()),
+  TG_EXPECT_THROW_MSG(run(GemvNorm{hs.view(), weight, 1e-6f, TensorView{}, x[1].view()}),
                       "the norm's rstd must be F32 [1]");
   Fp8Tensor x24 = Fp8Tensor::per_tensor(DType::E4M3, 1, 24, true, false, Device::CPU);
-  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view().slice_cols(0, 24), weight.slice_rows(0, 24), 1e-6f,
-                                          rstd[1].view(), x24.view()},
-                                 w, act[1].view()),
-                      "multiple of 16");
+  TG_EXPECT_THROW_MSG(
+      run(GemvNorm{hs.view().slice_cols(0, 24), weight.slice_rows(0, 24), 1e-6f, rstd[1].view(), x24.view()}),
+      "multiple of 16");
   Fp8Tensor both = Fp8Tensor::per_tensor(DType::E4M3, 1, k, true, true, Device::CPU);
-  TG_EXPECT_THROW_MSG(gemv_norm_geglu(GemvNorm{h.view(), weight, 1e-6f, rstd[1].view(), both.view()}, w, act[1].view()),
-                      "row-wise copy only");
+  TG_EXPECT_THROW_MSG(run(GemvNorm{hs.view(), weight, 1e-6f, rstd[1].view(), both.view()}), "row-wise copy only");
 }
 
 // ---- Bad input -----------------------------------------------------------------------------------------------------
