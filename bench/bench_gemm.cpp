@@ -6,14 +6,14 @@
 //                                  (set_measured_ceiling) that later benchmarks' gemm_roofline_frac refers to
 //   bf16                           BF16 x BF16 -> BF16, FP32 accumulation
 //   fp8_tensor_fast / _split       per-tensor E4M3 x E4M3 -> BF16, CUBLASLT_MATMUL_DESC_FAST_ACCUM on / off
-//   fp8_tensor_fast_cI / _split_cI (M <= 64, I = 1..3) the same with cuBLASLt's (I+1)-th heuristic candidate
-//                                  (kernels::cuda::tuning::set_gemm_candidate; an error where it offers fewer)
+//   fp8_tensor_fast_first / _split_first (M <= 64) the same with cuBLASLt's first heuristic result instead of the
+//                                  timed choice among its first four (kernels::cuda::tuning::set_gemm_autotune)
 //   fp8_block                      Float8BlockScaling: 1x128 activations x 128x128 weights -> BF16 (split)
 //   torch_matmul                   at::matmul(A, B.t()), BF16
 //   torch_scaled_mm_fast / _split  at::_scaled_mm(A, B.t(), scale_a, scale_b, out_dtype=BF16, use_fast_accum)
 // Counters: flops (FLOP/s), gemm_roofline_frac (vs the BF16 or FP8 ceiling), bytes_per_second and
-// hbm_roofline_frac (A + B + out bytes once: the decode shapes are memory-bound); ours also split_k and
-// reduction_scheme (cuBLASLt's choice: gemm_last_algo).
+// hbm_roofline_frac (A + B + out bytes once: the decode shapes are memory-bound); ours also split_k,
+// reduction_scheme and candidate (cuBLASLt's choice and its heuristic rank: gemm_last_algo).
 // Targets (issue 3): fp8_tensor_* within 5% of torch_scaled_mm_* on every shape; fp8 >= 1.6x bf16 at 8192^3.
 //
 // The torch anchors exist when the binary links LibTorch (TEGEMMA_BENCH_TORCH) and LibTorch >= 2.5 has CUDA;
@@ -175,15 +175,16 @@ void bm_bf16(benchmark::State& state, GemmShape s) {
   time_gemm(state, s, bytes_moved(s, 2, 2, 2), Ceiling::kBf16Gemm, bf16_op(s));
 }
 
-using CandidateScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_candidate, 0>;
+using AutotuneScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_gemm_autotune, true>;
 
-void bm_fp8_tensor(benchmark::State& state, GemmShape s, bool fast, int candidate = 0) {
-  const CandidateScope scope(candidate);
+void bm_fp8_tensor(benchmark::State& state, GemmShape s, bool fast, bool autotune = true) {
+  const AutotuneScope scope(autotune);
   time_gemm(state, s, bytes_moved(s, 1, 1, 2), Ceiling::kFp8Gemm, fp8_tensor_op(s, fast));
   if (state.error_occurred()) return;  // gemm_last_algo would describe the previous benchmark's GEMM
   const kernels::cuda::GemmAlgoInfo algo = kernels::cuda::gemm_last_algo();
   state.counters["split_k"] = algo.split_k;
   state.counters["reduction_scheme"] = algo.reduction_scheme;
+  state.counters["candidate"] = algo.candidate;
 }
 
 void bm_fp8_block(benchmark::State& state, GemmShape s) {
@@ -256,12 +257,11 @@ const bool registered = [] {
     add("gemm/bf16/bf16xbf16->bf16" + shape, [=](benchmark::State& st) { bm_bf16(st, s); });
     add("gemm/fp8_tensor_fast/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, true); });
     add("gemm/fp8_tensor_split/e4m3xe4m3->bf16" + shape, [=](benchmark::State& st) { bm_fp8_tensor(st, s, false); });
-    for (int c = 1; s.m <= 64 && c <= 3; ++c) {
-      const std::string cand = "_c" + std::to_string(c);
-      add("gemm/fp8_tensor_fast" + cand + "/e4m3xe4m3->bf16" + shape,
-          [=](benchmark::State& st) { bm_fp8_tensor(st, s, true, c); });
-      add("gemm/fp8_tensor_split" + cand + "/e4m3xe4m3->bf16" + shape,
-          [=](benchmark::State& st) { bm_fp8_tensor(st, s, false, c); });
+    if (s.m <= 64) {
+      add("gemm/fp8_tensor_fast_first/e4m3xe4m3->bf16" + shape,
+          [=](benchmark::State& st) { bm_fp8_tensor(st, s, true, false); });
+      add("gemm/fp8_tensor_split_first/e4m3xe4m3->bf16" + shape,
+          [=](benchmark::State& st) { bm_fp8_tensor(st, s, false, false); });
     }
     // Block-scaled GEMMs need M % 8 == 0 (kernels/gemm/gemm.h): no M = 1 decode.
     if (s.m % 8 == 0) {

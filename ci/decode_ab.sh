@@ -36,6 +36,8 @@
 #                 norm kernels past one wave: measured slower in sessions 19 / 20 and removed)
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
+#   gemm_first    TEGEMMA_GEMM_AUTOTUNE=0: every cuBLASLt GEMM (the decode GEMMs past 4 rows, fc1 / lm_head at 2-4 rows)
+#                 takes cuBLASLt's first heuristic result instead of the timed choice among its first four (session 20)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
 #                 builds that tree with extra CMake options, e.g. -DTEGEMMA_STEP_TIMELINE=ON)
 #   NAME_rN       (any configuration with a suffix _r2, _r3, ...) the same configuration again, a repeat in the same run
@@ -71,6 +73,7 @@ for cfg in $configs; do
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
+    gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;

@@ -162,15 +162,34 @@ struct GemmAlgoInfo {
   int split_k = -1;           // CUBLASLT_ALGO_CONFIG_SPLITK_NUM (1 = no split)
   int reduction_scheme = -1;  // cublasLtReductionScheme_t of the split (0 = NONE)
   std::size_t workspace_bytes = 0;
+  int candidate = -1;         // its rank among cuBLASLt's heuristic results (0 = the first)
+  bool tuned = false;         // chosen by timing the candidates (tuning::set_gemm_autotune)
   bool cache_hit = false;
 };
 GemmAlgoInfo gemm_last_algo();
 
 namespace tuning {
-// Measurement knob: which of cuBLASLt's heuristic candidates a GEMM takes (0, the default: the first, which session 8's
-// sweep found within 2.5% of the best at the batch-64 decode shapes; i: the (i+1)-th, a tg::Error when cuBLASLt
-// offers fewer). For bench_gemm's *_c1 .. *_c3 variants. Starts from TEGEMMA_GEMM_CANDIDATE (0-7); process-wide;
-// part of the heuristic cache key.
+// Measured choice of algorithm (on by default; TEGEMMA_GEMM_AUTOTUNE=0 or set_gemm_autotune(false): cuBLASLt's
+// first heuristic result). On a heuristic-cache miss, the first kGemmTuneCandidates results are timed on the call's
+// own operands (CUDA events on its stream: each candidate once to warm up, then two rounds of back-to-back runs,
+// the faster round counts) and the fastest is cached, unless it is less than kGemmTuneMinGain faster than the
+// first. The call's results are untouched: with beta = 0 the trial runs write the output the real call then
+// overwrites, with beta != 0 they write a scratch copy (no tuning if it would exceed kGemmTuneScratchBytes); an
+// out_amax goes to a scratch word. Not tuned (the first result, cached the same way): deterministic mode (the
+// algorithm must not depend on timing noise, within a process or across processes), a stream under capture (no
+// host synchronisation allowed), and a forced candidate (set_gemm_candidate). The cost, once per shape, is a host
+// synchronisation and ~2 x 8 + 4 runs per candidate (8 shrinks so a round stays near 200 us: one run past that).
+// Why: at decode's M <= 64 the heuristic's first is not always the fastest (session 20, H200, 64x3072x24576 FP8:
+// 26.6 us first vs 25.3 us the second candidate and 25.5 us at::_scaled_mm). Process-wide; part of the cache key.
+inline constexpr int kGemmTuneCandidates = 4;
+inline constexpr double kGemmTuneMinGain = 0.02;
+inline constexpr std::size_t kGemmTuneScratchBytes = std::size_t{64} << 20;
+void set_gemm_autotune(bool on);
+bool gemm_autotune();
+
+// Measurement knob: which of cuBLASLt's heuristic candidates a GEMM takes (0, the default: the first, or the timed
+// choice above; i: the (i+1)-th, a tg::Error when cuBLASLt offers fewer, never tuned). For sweeps such as
+// bench_gemm's; starts from TEGEMMA_GEMM_CANDIDATE (0-7); process-wide; part of the heuristic cache key.
 void set_gemm_candidate(int index);
 int gemm_candidate();
 }  // namespace tuning

@@ -16,14 +16,17 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "common/cuda_check.h"
 #include "common/env.h"
@@ -173,11 +176,12 @@ struct Key {
   int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
   bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
   int candidate;
+  bool autotune;  // tuning::gemm_autotune() and neither deterministic nor a forced candidate
   uint32_t align_a, align_b, align_c, align_d;
   bool trans_a, trans_b;  // BF16 only: our A stored [K, M] / our B stored [K, N]
   auto tie() const {
     return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
-                    beta_nonzero, d_scale, d_amax, deterministic, candidate, align_a, align_b, align_c, align_d,
+                    beta_nonzero, d_scale, d_amax, deterministic, candidate, autotune, align_a, align_b, align_c, align_d,
                     trans_a, trans_b);
   }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
@@ -244,7 +248,67 @@ struct Operands {
   const void* amax = nullptr;  // the FP8 GEMM's out_amax (F32 [1]) when requested (AMAX_D_POINTER)
 };
 
-void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const GemmOptions& opt, Stream stream) {
+class Event {  // a timing event, destroyed without throwing
+ public:
+  Event() { TG_CHECK_CUDA(cudaEventCreate(&e_)); }
+  ~Event() { (void)cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// tuning::set_gemm_autotune (gemm.h): the index of the fastest of `found` heuristic results on these operands, or 0
+// where none is kGemmTuneMinGain faster than the first. The trial runs leave the caller's results untouched (see
+// gemm.h); `desc` gets its amax pointer back.
+int fastest_candidate(const Context& ctx, MatmulDesc& desc, const cublasLtMatmulHeuristicResult_t* results, int found,
+                      const Key& key, const Operands& ops, const GemmOptions& opt, cudaStream_t s,
+                      cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                      cublasLtMatrixLayout_t ld) {
+  TG_NVTX_RANGE("gemm_autotune");
+  void* out = ops.out;
+  Buffer scratch_out;
+  if (opt.beta != 0.0f) {  // the trials must not accumulate into the caller's output
+    const std::size_t bytes = static_cast<std::size_t>(key.m) * static_cast<std::size_t>(key.ldd) * ops.out_elem_bytes;
+    if (bytes > tuning::kGemmTuneScratchBytes) return 0;
+    scratch_out = Buffer(bytes, Device::CUDA);
+    out = scratch_out.data();
+  }
+  Buffer scratch_amax;
+  if (ops.amax != nullptr) {
+    scratch_amax = Buffer(sizeof(float), Device::CUDA);
+    desc.set(CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, scratch_amax.data());
+  }
+  const float alpha = opt.alpha, beta = opt.beta;
+  const auto launch = [&](int i) {
+    TG_CHECK_CUBLAS(cublasLtMatmul(ctx.handle, desc.get(), &alpha, ops.b, la, ops.a, lb, &beta, ops.c, lc, out, ld,
+                                   &results[i].algo, ctx.workspace, kWorkspaceBytes, s));
+  };
+  const Event start, stop;
+  const auto time_runs = [&](int i, int reps) {  // ms per run
+    TG_CHECK_CUDA(cudaEventRecord(start.get(), s));
+    for (int r = 0; r < reps; ++r) launch(i);
+    TG_CHECK_CUDA(cudaEventRecord(stop.get(), s));
+    TG_CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    TG_CHECK_CUDA(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    return static_cast<double>(ms) / reps;
+  };
+  for (int i = 0; i < found; ++i) launch(i);  // first launches (module loading, caches) are not timed
+  constexpr double kRoundMs = 0.2;
+  const int reps = static_cast<int>(std::clamp(kRoundMs / std::max(time_runs(0, 1), 1e-6), 1.0, 8.0));
+  std::vector<double> best(static_cast<std::size_t>(found), std::numeric_limits<double>::infinity());
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < found; ++i) best[i] = std::min(best[i], time_runs(i, reps));
+  }
+  if (ops.amax != nullptr) desc.set(CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, ops.amax);
+  const int pick = static_cast<int>(std::min_element(best.begin(), best.end()) - best.begin());
+  return best[pick] < best[0] * (1.0 - tuning::kGemmTuneMinGain) ? pick : 0;
+}
+
+void run(const Key& key, MatmulDesc& desc, const Operands& ops, const GemmOptions& opt, Stream stream) {
   const cudaStream_t s = cuda_stream(stream);
   const Context ctx = context(key.device, s);
   // cuBLASLt's view: A = our B (K x N, op T; or N x K, op N when our B is stored [K, N]), B = our A (K x M,
@@ -284,21 +348,30 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
       pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     }
-    // The first candidate (session 8's candidate sweep found it within 2.5% of the best at batch-64 decode shapes),
-    // or the one tuning::set_gemm_candidate asks for. Session 19 (H200, bench_gemm): the FP32-only split-K reduction
-    // above is not what keeps 64x3072x24576 behind at::_scaled_mm (26.9 vs 25.3 us): without the mask cuBLASLt
-    // picks the same split 3 with the FP32 reduction.
+    // The fastest of the first few candidates on these operands (tuning::set_gemm_autotune), else the first, or the
+    // one tuning::set_gemm_candidate asks for. Session 19 (H200, bench_gemm): the FP32-only split-K reduction above
+    // is not what kept 64x3072x24576 behind at::_scaled_mm (26.9 vs 25.3 us): without the mask cuBLASLt picks the
+    // same split 3 with the FP32 reduction; session 20: its second candidate (split 4) takes 25.3 us.
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    TG_CHECK_CUDA(cudaStreamIsCapturing(s, &capturing));
+    const bool tune = key.autotune && capturing == cudaStreamCaptureStatusNone;
     cublasLtMatmulHeuristicResult_t results[8]{};
     int found = 0;
+    const int asked = tune ? tuning::kGemmTuneCandidates : key.candidate + 1;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc.get(), la.get(), lb.get(), lc.get(),
-                                                             ld.get(), pref.get(), key.candidate + 1, results, &found);
+                                                             ld.get(), pref.get(), asked, results, &found);
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, "gemm: cublasLtMatmulAlgoGetHeuristic "
              "failed with ", cublasLtGetStatusString(st), " for ", describe(key));
     TG_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, "gemm: cuBLASLt has no algorithm for ", describe(key),
              "; this combination of types, scaling modes and shape is not supported on this GPU");
     TG_CHECK(found > key.candidate, "gemm: heuristic candidate ", key.candidate, " asked for (tuning::",
              "set_gemm_candidate), but cuBLASLt offers ", found, " candidate(s) for ", describe(key));
-    const cublasLtMatmulHeuristicResult_t& result = results[key.candidate];
+    const int pick = tune && found > 1 ? fastest_candidate(ctx, desc, results, found, key, ops, opt, s, la.get(),
+                                                           lb.get(), lc.get(), ld.get())
+                                       : key.candidate;
+    const cublasLtMatmulHeuristicResult_t& result = results[pick];
+    chosen.info.candidate = pick;
+    chosen.info.tuned = tune && found > 1;
     chosen.algo = result.algo;
     chosen.info.algo_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_ID);
     chosen.info.tile_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
@@ -307,7 +380,7 @@ void run(const Key& key, const MatmulDesc& desc, const Operands& ops, const Gemm
     chosen.info.reduction_scheme = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME);
     chosen.info.workspace_bytes = result.workspaceSize;
     std::lock_guard<std::mutex> lock(g_mutex);
-    cache().emplace(key, chosen);
+    chosen = cache().emplace(key, chosen).first->second;  // a thread that tuned the same key first wins
     ++g_stats.misses;
   }
   chosen.info.cache_hit = hit;
@@ -343,6 +416,7 @@ Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, D
   k.beta_nonzero = opt.beta != 0.0f;
   k.deterministic = opt.deterministic || gemm_deterministic();
   k.candidate = tuning::gemm_candidate();
+  k.autotune = tuning::gemm_autotune() && k.candidate == 0 && !k.deterministic;
   k.align_a = alignment(ops.a);
   k.align_b = alignment(ops.b);
   k.align_c = ops.c ? alignment(ops.c) : 256;
@@ -399,7 +473,13 @@ std::atomic<int>& candidate_setting() {  // TEGEMMA_GEMM_CANDIDATE, read once
   static std::atomic<int> v{static_cast<int>(env_int("TEGEMMA_GEMM_CANDIDATE", 0, 0, 7))};
   return v;
 }
+std::atomic<bool>& autotune_setting() {  // TEGEMMA_GEMM_AUTOTUNE, read once
+  static std::atomic<bool> v{env_int("TEGEMMA_GEMM_AUTOTUNE", 1, 0, 1) != 0};
+  return v;
+}
 }  // namespace
+void set_gemm_autotune(bool on) { autotune_setting().store(on); }
+bool gemm_autotune() { return autotune_setting().load(); }
 void set_gemm_candidate(int index) {
   TG_CHECK(index >= 0 && index <= 7, "set_gemm_candidate: 0 .. 7, got ", index);
   candidate_setting().store(index);

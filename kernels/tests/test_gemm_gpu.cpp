@@ -32,6 +32,7 @@
 #include <cstring>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cuda_check.h"
@@ -324,6 +325,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GemmGpuFp8Block,
 
 // ---- Heuristic cache, deterministic mode, CUDA graphs -----------------------------------------------------------
 using CandidateScope = cuda::tuning::Scoped<cuda::tuning::set_gemm_candidate, 0>;
+using AutotuneScope = cuda::tuning::Scoped<cuda::tuning::set_gemm_autotune, true>;
 
 TEST(GemmGpu, SecondCallHitsTheHeuristicCache) {
   TG_REQUIRE_CUDA();
@@ -387,6 +389,64 @@ TEST(GemmGpu, OtherHeuristicCandidatesComputeTheSameProduct) {
               static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.k));
   const Tensor again = run();
   EXPECT_EQ(std::memcmp(again.data(), want.data(), want.nbytes()), 0) << "the default's algorithm did not come back";
+}
+
+// The measured choice (cuda::tuning::set_gemm_autotune, on by default): the trial runs of the candidates leave no
+// trace. An accumulating GEMM (beta = 1 into a residual) and an FP8-out GEMM with out_amax, each tuned on a cache
+// miss, must equal bit for bit the same GEMM with the chosen candidate forced (set_gemm_candidate, never tuned) on
+// fresh copies: trials that accumulated into the output, or left their amax, would differ. Deterministic mode is
+// never tuned (the first candidate). 64 x 512 x 8192: the shape on which cuBLASLt offers several candidates above.
+TEST(GemmGpu, AutotuneTrialsLeaveTheResultOfTheChosenAlgorithm) {
+  TG_REQUIRE_CUDA();
+  const AutotuneScope on(true);
+  const Shape3 s{64, 512, 8192};
+  const Fp8Operand x = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, s.m, s.k, 61, 0.06, true);
+  const Fp8Operand w = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, s.n, s.k, 62, 0.06, true);
+  const Tensor residual = random_matrix(DType::BF16, s.m, s.n, 63, 1.0f);
+  const auto accumulate = [&](bool first_call) {
+    Tensor out = residual.to(Device::CUDA);
+    gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), out, {.beta = 1.0f});
+    const cuda::GemmAlgoInfo info = cuda::gemm_last_algo();
+    if (first_call) {
+      EXPECT_FALSE(info.cache_hit) << "an earlier test ran this key: nothing was tuned";
+    }
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+    return std::pair{out.to(Device::CPU), info};
+  };
+  const auto fp8_out = [&] {
+    Tensor out = poisoned_output(DType::E4M3, {s.m, s.n});
+    Tensor amax = scalar_f32(-1.0f, Device::CUDA), scale = scalar_f32(16.0f, Device::CUDA);
+    gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), out, {}, {}, amax, scale);
+    TG_CHECK_CUDA(cudaDeviceSynchronize());
+    return std::pair{out.to(Device::CPU), amax.to(Device::CPU)};
+  };
+  const auto same_bits = [](const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+  };
+  const auto [tuned, info] = accumulate(true);
+  const auto [tuned_fp8, tuned_amax] = fp8_out();
+  const cuda::GemmAlgoInfo info_fp8 = cuda::gemm_last_algo();
+  std::printf("[ gemm algo ] autotune at FP8 %lldx%lldx%lld: accumulate candidate %d (tuned %d, split %d), "
+              "FP8 out candidate %d (tuned %d, split %d)\n", static_cast<long long>(s.m), static_cast<long long>(s.n),
+              static_cast<long long>(s.k), info.candidate, info.tuned, info.split_k, info_fp8.candidate,
+              info_fp8.tuned, info_fp8.split_k);
+  ASSERT_GE(info.candidate, 0);
+  ASSERT_LT(info.candidate, cuda::tuning::kGemmTuneCandidates);
+  {
+    const CandidateScope forced(info.candidate);
+    EXPECT_TRUE(same_bits(accumulate(false).first, tuned)) << "beta = 1: the trials left a trace";
+  }
+  {
+    const CandidateScope forced(info_fp8.candidate);
+    const auto [want, want_amax] = fp8_out();
+    EXPECT_TRUE(same_bits(want, tuned_fp8)) << "FP8 out differs from its chosen algorithm's";
+    EXPECT_EQ(want_amax.ptr<float>()[0], tuned_amax.ptr<float>()[0]) << "out_amax differs";
+  }
+  Tensor f32_out = poisoned_output(DType::F32, {s.m, s.n});
+  gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), f32_out, {.deterministic = true});
+  EXPECT_FALSE(cuda::gemm_last_algo().tuned) << "deterministic mode must keep the heuristic's first";
+  EXPECT_EQ(cuda::gemm_last_algo().candidate, 0);
+  TG_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 TEST(GemmGpu, DeterministicModeIsBitwiseRepeatable) {
