@@ -169,19 +169,22 @@ struct GemmAlgoInfo {
 GemmAlgoInfo gemm_last_algo();
 
 namespace tuning {
-// Measured choice of algorithm (on by default; TEGEMMA_GEMM_AUTOTUNE=0 or set_gemm_autotune(false): cuBLASLt's
-// first heuristic result). On a heuristic-cache miss, the first kGemmTuneCandidates results are timed on the call's
-// own operands (CUDA events on its stream: each candidate once to warm up, then two rounds of back-to-back runs,
-// the faster round counts) and the fastest is cached, unless it is less than kGemmTuneMinGain faster than the
-// first. The call's results are untouched: with beta = 0 the trial runs write the output the real call then
-// overwrites, with beta != 0 they write a scratch copy (no tuning if it would exceed kGemmTuneScratchBytes); an
-// out_amax goes to a scratch word. Not tuned (the first result, cached the same way): deterministic mode (the
-// algorithm must not depend on timing noise, within a process or across processes), a stream under capture (no
-// host synchronisation allowed), and a forced candidate (set_gemm_candidate). The cost, once per shape, is a host
-// synchronisation and ~2 x 8 + 4 runs per candidate (8 shrinks so a round stays near 200 us: one run past that).
-// Why: at decode's M <= 64 the heuristic's first is not always the fastest (session 20, H200, 64x3072x24576 FP8:
-// 26.6 us first vs 25.3 us the second candidate and 25.5 us at::_scaled_mm). Process-wide; part of the cache key.
+// Measured choice of algorithm (on by default; TEGEMMA_GEMM_AUTOTUNE=0 or set_gemm_autotune(false): cuBLASLt's first
+// heuristic result) for GEMMs of at most kGemmTuneMaxRows rows (M: decode and small batches, where the first result
+// measured slower; prefill and training shapes keep the first, which measured at or above at::_scaled_mm there, and a
+// prefill would otherwise pay a tuning for each new prompt length). On a heuristic-cache miss, the first
+// kGemmTuneCandidates results are timed on the call's own operands (CUDA events on its stream: each candidate once to
+// warm up, then two rounds of back-to-back runs, the faster round counts) and the fastest is cached, unless it is less
+// than kGemmTuneMinGain faster than the first. The call's results are untouched: with beta = 0 the trial runs write the
+// output the real call then overwrites, with beta != 0 they write a scratch copy (no tuning if it would exceed
+// kGemmTuneScratchBytes); an out_amax goes to a scratch word. Not tuned (the first result, cached the same way):
+// deterministic mode (the algorithm must not depend on timing noise, within a process or across processes), a stream
+// under capture (no host synchronisation allowed), and a forced candidate (set_gemm_candidate). The cost, once per
+// shape, is a host synchronisation and ~2 x 8 + 4 runs per candidate (8 shrinks so a round stays near 200 us: one run
+// past that). Why: at decode's M <= 64 the heuristic's first is not always the fastest (session 20, H200, 64x3072x24576
+// FP8: 26.6 us first vs 25.3 us the second candidate and 25.5 us at::_scaled_mm). Process-wide; part of the cache key.
 inline constexpr int kGemmTuneCandidates = 4;
+inline constexpr int64_t kGemmTuneMaxRows = 256;
 inline constexpr double kGemmTuneMinGain = 0.02;
 inline constexpr std::size_t kGemmTuneScratchBytes = std::size_t{64} << 20;
 void set_gemm_autotune(bool on);

@@ -176,13 +176,13 @@ struct Key {
   int32_t a_mode, b_mode;                       // scale modes (-1: not an FP8 GEMM)
   bool fast_accum, beta_nonzero, d_scale, d_amax, deterministic;
   int candidate;
-  bool autotune;  // tuning::gemm_autotune() and neither deterministic nor a forced candidate
+  bool autotune;  // tuning::gemm_autotune(), m <= kGemmTuneMaxRows, neither deterministic nor a forced candidate
   uint32_t align_a, align_b, align_c, align_d;
   bool trans_a, trans_b;  // BF16 only: our A stored [K, M] / our B stored [K, N]
   auto tie() const {
     return std::tie(device, m, n, k, lda, ldb, ldd, a_type, b_type, d_type, c_type, a_mode, b_mode, fast_accum,
-                    beta_nonzero, d_scale, d_amax, deterministic, candidate, autotune, align_a, align_b, align_c, align_d,
-                    trans_a, trans_b);
+                    beta_nonzero, d_scale, d_amax, deterministic, candidate, autotune, align_a, align_b, align_c,
+                    align_d, trans_a, trans_b);
   }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
@@ -416,7 +416,7 @@ Key base_key(const detail::GemmDims& d, const Operands& ops, DType a, DType b, D
   k.beta_nonzero = opt.beta != 0.0f;
   k.deterministic = opt.deterministic || gemm_deterministic();
   k.candidate = tuning::gemm_candidate();
-  k.autotune = tuning::gemm_autotune() && k.candidate == 0 && !k.deterministic;
+  k.autotune = tuning::gemm_autotune() && k.candidate == 0 && !k.deterministic && k.m <= tuning::kGemmTuneMaxRows;
   k.align_a = alignment(ops.a);
   k.align_b = alignment(ops.b);
   k.align_c = ops.c ? alignment(ops.c) : 256;

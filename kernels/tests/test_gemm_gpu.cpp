@@ -394,8 +394,9 @@ TEST(GemmGpu, OtherHeuristicCandidatesComputeTheSameProduct) {
 // The measured choice (cuda::tuning::set_gemm_autotune, on by default): the trial runs of the candidates leave no
 // trace. An accumulating GEMM (beta = 1 into a residual) and an FP8-out GEMM with out_amax, each tuned on a cache
 // miss, must equal bit for bit the same GEMM with the chosen candidate forced (set_gemm_candidate, never tuned) on
-// fresh copies: trials that accumulated into the output, or left their amax, would differ. Deterministic mode is
-// never tuned (the first candidate). 64 x 512 x 8192: the shape on which cuBLASLt offers several candidates above.
+// fresh copies: trials that accumulated into the output, or left their amax, would differ. Deterministic mode and
+// GEMMs of more than kGemmTuneMaxRows rows are never tuned (the first candidate). 64 x 512 x 8192: the shape on
+// which cuBLASLt offers several candidates above.
 TEST(GemmGpu, AutotuneTrialsLeaveTheResultOfTheChosenAlgorithm) {
   TG_REQUIRE_CUDA();
   const AutotuneScope on(true);
@@ -445,6 +446,13 @@ TEST(GemmGpu, AutotuneTrialsLeaveTheResultOfTheChosenAlgorithm) {
   Tensor f32_out = poisoned_output(DType::F32, {s.m, s.n});
   gemm_fp8(x.view(Device::CUDA), w.view(Device::CUDA), f32_out, {.deterministic = true});
   EXPECT_FALSE(cuda::gemm_last_algo().tuned) << "deterministic mode must keep the heuristic's first";
+  EXPECT_EQ(cuda::gemm_last_algo().candidate, 0);
+  // Past kGemmTuneMaxRows rows (prefill, training): the first.
+  const int64_t tall = cuda::tuning::kGemmTuneMaxRows + 8;
+  const Fp8Operand xt = make_fp8_operand(DType::E4M3, ScalingMode::kPerTensor, tall, s.k, 64, 0.06, true);
+  Tensor tall_out = poisoned_output(DType::BF16, {tall, s.n});
+  gemm_fp8(xt.view(Device::CUDA), w.view(Device::CUDA), tall_out);
+  EXPECT_FALSE(cuda::gemm_last_algo().tuned) << tall << " rows must keep the heuristic's first";
   EXPECT_EQ(cuda::gemm_last_algo().candidate, 0);
   TG_CHECK_CUDA(cudaDeviceSynchronize());
 }
