@@ -185,9 +185,11 @@ __device__ __forceinline__ uint32_t block_max_u32(uint32_t v, uint32_t* scratch)
 // Only this kernel's atomics write *amax while it runs, so the value only grows: a plain read that is already >= the
 // block's value means the atomic would be a no-op. Skipping it spares most of the same-address atomics, which the L2
 // serialises at the very end of the kernel, when every block finishes at once.
-__device__ __forceinline__ void amax_max(float* amax, uint32_t key) {
+// filter = false (compute_amax's tuning::set_amax_filter knob): the atomic unconditionally (a reduction with no
+// value returned, RED), one L2 round trip less on each block's last path but every block's atomic at the end.
+__device__ __forceinline__ void amax_max(float* amax, uint32_t key, bool filter = true) {
   const int v = __float_as_int(key_to_amax(key));
-  if (v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
+  if (!filter || v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
 }
 
 // ---- Per-tensor cast (row-wise only) and standalone amax --------------------------------------------------------
@@ -238,7 +240,8 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1>
 __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
-                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n) {
+                float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n,
+                bool filter_amax) {
   dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   __shared__ uint32_t scratch[kFlatThreads / 32];
   constexpr int kEl = kFlatVecElems<IT>;
@@ -278,7 +281,7 @@ __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
   }
   if (amax != nullptr) {  // uniform: the barriers inside are safe
     key = block_max_u32(key, scratch);
-    if (threadIdx.x == 0) amax_max(amax, key);  // compute_amax zeroed it before the launch
+    if (threadIdx.x == 0) amax_max(amax, key, filter_amax);  // compute_amax zeroed it before the launch
   }
   if constexpr (kStore) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -670,7 +673,7 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
             constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kUnroll * kFlatVecElems<IT>;
             const int grid = resident_grid<kernel>(kFlatThreads, n, kPerBlock);
             launch(kernel, grid, kFlatThreads, 0, st, static_cast<const IT*>(x.data), q,
-                   out.scale.ptr<const float>(), si, nullptr, amax, n);
+                   out.scale.ptr<const float>(), si, nullptr, amax, n, /*filter_amax=*/true);
           };
           if (small) {
             go(std::integral_constant<int, 1>{});
@@ -733,7 +736,7 @@ void launch_amax(const IT* x, float* amax, int64_t n, int cap, cudaStream_t st) 
   constexpr int64_t kPerBlock = int64_t{kFlatThreads} * kAmaxUnroll * kFlatVecElems<IT>;
   int grid = resident_grid<Kernel>(kFlatThreads, n, kPerBlock);
   if (cap > 0) grid = std::min(grid, cap);
-  launch(Kernel, grid, kFlatThreads, 0, st, x, nullptr, nullptr, nullptr, nullptr, amax, n);
+  launch(Kernel, grid, kFlatThreads, 0, st, x, nullptr, nullptr, nullptr, nullptr, amax, n, tuning::amax_filter());
 }
 }  // namespace
 
@@ -756,7 +759,8 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   // (1056 blocks, one vector per thread), slower (session 9, 86d62bf: 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us).
   // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): at most B blocks per SM, compiled for B
   // resident blocks (B = 2: the default's 80 registers; B = 4: 64), so fewer blocks end in the same-address atomic.
-  // Session 9: 8192x3072 15.58 / 16.74 us against the default's 15.64.
+  // Session 9: 8192x3072 15.58 / 16.74 us against the default's 15.64. tuning::set_amax_filter(false): every block's
+  // atomic unconditionally (docs/amax_analysis.md's E3; built in session 20, not yet measured).
   const int per_sm = tuning::amax_blocks_per_sm();
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
@@ -816,6 +820,7 @@ namespace tuning {
 namespace {
 std::atomic<int> g_tile_rows{0};           // 0: by size (quantize.h)
 std::atomic<int> g_amax_blocks_per_sm{0};  // 0: compute_amax's default grid (quantize.h)
+std::atomic<bool> g_amax_filter{true};      // compute_amax's filtered atomic (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
   TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
@@ -827,6 +832,8 @@ void set_amax_blocks_per_sm(int blocks) {
   g_amax_blocks_per_sm.store(blocks, std::memory_order_relaxed);
 }
 int amax_blocks_per_sm() { return g_amax_blocks_per_sm.load(std::memory_order_relaxed); }
+void set_amax_filter(bool on) { g_amax_filter.store(on, std::memory_order_relaxed); }
+bool amax_filter() { return g_amax_filter.load(std::memory_order_relaxed); }
 
 }  // namespace tuning
 

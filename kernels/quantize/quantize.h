@@ -78,6 +78,11 @@ int cast_transpose_tile_rows();
 // registers). Same result (a max is order-independent); only speed differs.
 void set_amax_blocks_per_sm(int blocks);
 int amax_blocks_per_sm();
+// compute_amax's end-of-block atomic: true (the default) reads the running amax first and skips the atomic when it
+// would not raise it; false issues it unconditionally (no read round trip, every block's atomic; docs/
+// amax_analysis.md, E3). Same result; only speed differs.
+void set_amax_filter(bool on);
+bool amax_filter();
 }  // namespace tuning
 }  // namespace cuda
 

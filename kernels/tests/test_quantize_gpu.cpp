@@ -11,6 +11,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cuda_check.h"
@@ -266,12 +267,16 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
 
 // kernels::cuda::tuning::set_amax_blocks_per_sm for a scope (a speed knob: results must not depend on it).
 using AmaxBlocksScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
+using AmaxFilterScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, true>;
+// Every compute_amax grid and atomic form: (blocks per SM, filtered atomic).
+constexpr std::pair<int, bool> kAmaxSettings[] = {{0, true}, {2, true}, {4, true}, {0, false}, {2, false}};
 
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();
   const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}, {1031, 4097}};
-  for (const int blocks_per_sm : {0, 2, 4}) {  // the default grid and the knob's two grids
+  for (const auto& [blocks_per_sm, filter] : kAmaxSettings) {  // the default grid and atomic, and the knobs'
     const AmaxBlocksScope scope(blocks_per_sm);
+    const AmaxFilterScope filter_scope(filter);
     for (DType in : kInputs) {
       uint32_t seed = 50;
       for (const Dims& d : shapes) {
@@ -288,7 +293,7 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
           EXPECT_TRUE(same_bytes(got, want,
                                  "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
                                      std::string(dtype_name(in)) + (special ? " special" : "") + " blocks/SM " +
-                                     std::to_string(blocks_per_sm)));
+                                     std::to_string(blocks_per_sm) + (filter ? "" : " unfiltered")));
         }
       }
     }
@@ -301,8 +306,9 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
 TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
   TG_REQUIRE_CUDA();
   const int64_t rows = 1031, cols = 4097, n = rows * cols;
-  for (const int blocks_per_sm : {0, 2, 4}) {
+  for (const auto& [blocks_per_sm, filter] : kAmaxSettings) {
     const AmaxBlocksScope scope(blocks_per_sm);
+    const AmaxFilterScope filter_scope(filter);
     for (DType in : kInputs) {
       for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
         std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
@@ -312,7 +318,8 @@ TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
         testing::poison(got, 0x7F);
         kernels::compute_amax(x.to(Device::CUDA), got);
         const float g = Tensor::copy_of(got, Device::CPU).ptr<float>()[0];
-        EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p << " blocks/SM " << blocks_per_sm;
+        EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p << " blocks/SM " << blocks_per_sm
+                           << (filter ? "" : " unfiltered");
       }
     }
   }
