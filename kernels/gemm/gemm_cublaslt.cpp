@@ -233,7 +233,8 @@ std::string describe(const Key& k) {
      << " (" << mode(k.b_mode) << " scaling, row stride " << k.lda << "), B " << type_name(k.b_type) << " ("
      << mode(k.a_mode) << " scaling, row stride " << k.ldb << "), out " << type_name(k.d_type) << " (row stride "
      << k.ldd << "), fast_accum=" << k.fast_accum << ", deterministic=" << k.deterministic
-     << ", transpose_a=" << k.trans_a << ", transpose_b=" << k.trans_b << ", pointer alignment A/B/C/D " << k.align_a << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d
+     << ", transpose_a=" << k.trans_a << ", transpose_b=" << k.trans_b << ", pointer alignment A/B/C/D " << k.align_a
+     << "/" << k.align_b << "/" << k.align_c << "/" << k.align_d
      << " bytes (cuBLASLt " << cublasLtGetVersion() << ", device " << k.device << ")";
   return os.str();
 }
@@ -261,8 +262,8 @@ class Event {  // a timing event, destroyed without throwing
 };
 
 // tuning::set_gemm_autotune (gemm.h): the index of the fastest of `found` heuristic results on these operands, or 0
-// where none is kGemmTuneMinGain faster than the first. The trial runs leave the caller's results untouched (see
-// gemm.h); `desc` gets its amax pointer back.
+// where none is kGemmTuneMinGain faster than the first; -1: not timed (the scratch output would be too large). The
+// trial runs leave the caller's results untouched (see gemm.h); `desc` gets its amax pointer back.
 int fastest_candidate(const Context& ctx, MatmulDesc& desc, const cublasLtMatmulHeuristicResult_t* results, int found,
                       const Key& key, const Operands& ops, const GemmOptions& opt, cudaStream_t s,
                       cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
@@ -271,8 +272,9 @@ int fastest_candidate(const Context& ctx, MatmulDesc& desc, const cublasLtMatmul
   void* out = ops.out;
   Buffer scratch_out;
   if (opt.beta != 0.0f) {  // the trials must not accumulate into the caller's output
-    const std::size_t bytes = static_cast<std::size_t>(key.m) * static_cast<std::size_t>(key.ldd) * ops.out_elem_bytes;
-    if (bytes > tuning::kGemmTuneScratchBytes) return 0;
+    const std::size_t bytes =
+        static_cast<std::size_t>(key.m) * static_cast<std::size_t>(key.ldd) * ops.out_elem_bytes;
+    if (bytes > tuning::kGemmTuneScratchBytes) return -1;
     scratch_out = Buffer(bytes, Device::CUDA);
     out = scratch_out.data();
   }
@@ -366,12 +368,13 @@ void run(const Key& key, MatmulDesc& desc, const Operands& ops, const GemmOption
              "; this combination of types, scaling modes and shape is not supported on this GPU");
     TG_CHECK(found > key.candidate, "gemm: heuristic candidate ", key.candidate, " asked for (tuning::",
              "set_gemm_candidate), but cuBLASLt offers ", found, " candidate(s) for ", describe(key));
-    const int pick = tune && found > 1 ? fastest_candidate(ctx, desc, results, found, key, ops, opt, s, la.get(),
-                                                           lb.get(), lc.get(), ld.get())
-                                       : key.candidate;
+    const int timed = tune && found > 1 ? fastest_candidate(ctx, desc, results, found, key, ops, opt, s, la.get(),
+                                                            lb.get(), lc.get(), ld.get())
+                                        : -1;
+    const int pick = timed >= 0 ? timed : key.candidate;
     const cublasLtMatmulHeuristicResult_t& result = results[pick];
     chosen.info.candidate = pick;
-    chosen.info.tuned = tune && found > 1;
+    chosen.info.tuned = timed >= 0;
     chosen.algo = result.algo;
     chosen.info.algo_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_ID);
     chosen.info.tile_id = algo_config(result.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
