@@ -682,21 +682,6 @@ void set_norm(GemvParams& p, const GemvNorm& n) {
   m.x_amax = n.x.amax.empty() ? nullptr : static_cast<uint32_t*>(n.x.amax.data);
 }
 
-void geglu_impl(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  TG_NVTX_FN();
-  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
-  check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
-  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_geglu: N = ", d.n, ", K = ", d.k,
-           " is beyond the kernel's int range");
-  GemvParams p = one_row_e4m3_params(x, w, d);
-  p.act = static_cast<uint8_t*>(act.data.data);
-  p.act_scale = act.scale.ptr<const float>();
-  p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
-  p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
-  TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
-}
-
 void qkv_rope_impl(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
                    const GemvNorm* norm, Stream stream) {
@@ -745,7 +730,18 @@ GemvOperand norm_operand(const GemvNorm& norm, const char* op) {
 }  // namespace
 
 void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
-  geglu_impl(x, w, act, stream);
+  TG_NVTX_FN();
+  const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
+  check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
+  TG_CHECK(d.k <= INT32_MAX && d.n <= INT32_MAX, "gemv_geglu: N = ", d.n, ", K = ", d.k,
+           " is beyond the kernel's int range");
+  GemvParams p = one_row_e4m3_params(x, w, d);
+  p.act = static_cast<uint8_t*>(act.data.data);
+  p.act_scale = act.scale.ptr<const float>();
+  p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
+  p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
+  TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,

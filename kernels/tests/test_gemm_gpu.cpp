@@ -421,9 +421,6 @@ TEST(GemmGpu, AutotuneTrialsLeaveTheResultOfTheChosenAlgorithm) {
     TG_CHECK_CUDA(cudaDeviceSynchronize());
     return std::pair{out.to(Device::CPU), amax.to(Device::CPU)};
   };
-  const auto same_bits = [](const Tensor& a, const Tensor& b) {
-    return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-  };
   const auto [tuned, info] = accumulate(true);
   const auto [tuned_fp8, tuned_amax] = fp8_out();
   const cuda::GemmAlgoInfo info_fp8 = cuda::gemm_last_algo();
@@ -435,12 +432,12 @@ TEST(GemmGpu, AutotuneTrialsLeaveTheResultOfTheChosenAlgorithm) {
   ASSERT_LT(info.candidate, cuda::tuning::kGemmTuneCandidates);
   {
     const CandidateScope forced(info.candidate);
-    EXPECT_TRUE(same_bits(accumulate(false).first, tuned)) << "beta = 1: the trials left a trace";
+    EXPECT_TRUE(testing::same_bits(accumulate(false).first, tuned)) << "beta = 1: the trials left a trace";
   }
   {
     const CandidateScope forced(info_fp8.candidate);
     const auto [want, want_amax] = fp8_out();
-    EXPECT_TRUE(same_bits(want, tuned_fp8)) << "FP8 out differs from its chosen algorithm's";
+    EXPECT_TRUE(testing::same_bits(want, tuned_fp8)) << "FP8 out differs from its chosen algorithm's";
     EXPECT_EQ(want_amax.ptr<float>()[0], tuned_amax.ptr<float>()[0]) << "out_amax differs";
   }
   Tensor f32_out = poisoned_output(DType::F32, {s.m, s.n});
