@@ -12,7 +12,9 @@
 #   --curves RUNS     comma list for ci/train_curves.sh (e.g. reference,reference_seed2,bf16), run in the
 #                     background beside the tests (not beside benchmarks); DATA/STEPS/... from the environment
 #   --benches LIST    comma list of bench binaries, run alone after tests and curves (quick settings); an item
-#                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN)
+#                     BIN:REGEX runs BIN with that --benchmark_filter (overrides --bench-filter for BIN); more
+#                     arguments for these binaries only from BENCH_ARGS (e.g. '--benchmark_repetitions=5
+#                     --benchmark_enable_random_interleaving=true')
 #   --sanitize TOOLS  ci/gpu_sanitize.sh --tools TOOLS (side by side) over the gpu test binaries with what time is left
 #                     (--sanitize-binaries REGEX: only the binaries whose path matches, e.g. 'kernels/tests';
 #                     --sanitize-until S: on 2 GPUs, stop by S seconds from the start so the timing stages can run)
@@ -174,6 +176,7 @@ for item in "${bench_items[@]}"; do
   args=(--benchmark_out="$out/$b.json" --benchmark_out_format=json --benchmark_min_time=0.05s
         --benchmark_min_warmup_time=0.05)
   [ -n "$f" ] && args+=(--benchmark_filter="$f")
+  [ -n "${BENCH_ARGS:-}" ] && read -ra extra <<< "$BENCH_ARGS" && args+=("${extra[@]}")
   timeout "$(( $(left) - 30 ))" "$build/bench/$b" "${args[@]}" > "$out/$b.log" 2>&1
   echo "== $b rc=$? at $(( $(date +%s) - t0 ))s"
 done
