@@ -137,10 +137,12 @@ __device__ ArgMax block_argmax(float v, int i, Scratch& sm) {
 }
 
 // The greedy split (DecodeState::workspace): block `part` of `parts` publishes its partial argmax of row b; the last
-// block to arrive (ticket) merges all of them in part order -- argmax_merge is a total order on (value, -index), so
-// the result is the whole row's -- resets the ticket for the next call and returns true with the merged index in
-// *chosen. Others return false. Release / acquire through __threadfence around the ticket (the classic last-block
-// reduction); partials are read through L2 (__ldcg).
+// block to arrive (ticket) merges all of them -- argmax_merge is a total order on (value, -index), so the result is
+// the whole row's in any merge order -- resets the ticket for the next call and returns true with the merged index
+// in *chosen. Others return false. Release / acquire through __threadfence around the ticket (the classic
+// last-block reduction); partials are read through L2 (__ldcg), one part per lane of warp 0 and then merged by
+// shuffles: one L2 round trip. (Thread 0 alone, one part after another, made the merge a chain of dependent L2
+// reads: the 32-block split cost 19.2 us of the gemma-2b B1 step inside the chain, H200 session 21 step timeline.)
 __device__ bool merge_greedy_parts(ArgMax mine, int part, int parts, int32_t* ws_row, int vocab, int* chosen,
                                    Scratch& sm) {
   uint32_t* ticket = reinterpret_cast<uint32_t*>(ws_row);
@@ -154,13 +156,20 @@ __device__ bool merge_greedy_parts(ArgMax mine, int part, int parts, int32_t* ws
   }
   __syncthreads();
   if (!sm.last_part) return false;
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {  // warp 0, uniform
     __threadfence();
     float best = -INFINITY;
     int best_i = vocab;
-    for (int q = 0; q < parts; ++q) argmax_merge(best, best_i, __ldcg(values + q), __ldcg(indices + q));
-    *chosen = best_i < vocab ? best_i : 0;
-    *ticket = 0;  // the next call starts from zero (kernel boundaries order it)
+    for (int q = static_cast<int>(threadIdx.x); q < parts; q += 32) {
+      argmax_merge(best, best_i, __ldcg(values + q), __ldcg(indices + q));
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      argmax_merge(best, best_i, __shfl_xor_sync(kFull, best, o), __shfl_xor_sync(kFull, best_i, o));
+    }
+    if (threadIdx.x == 0) {
+      *chosen = best_i < vocab ? best_i : 0;
+      *ticket = 0;  // the next call starts from zero (kernel boundaries order it)
+    }
   }
   return true;
 }
@@ -251,6 +260,9 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   const int g = st.generated[b];
+  // The tail's other reads, issued here beside g's (only the deciding thread writes them, at the very end) so that
+  // they are not two more dependent round trips after the decision.
+  const int max_new = st.max_new[b], pos0 = st.positions[b];
   const T* row = logits + b * row_stride;
   uint32_t* seen = st.seen + static_cast<int64_t>(b) * words;
   const bool penalty = p.repetition_penalty != 1.0f;
@@ -397,14 +409,14 @@ __global__ void __launch_bounds__(kThreads)
   st.generated[b] = g + 1;
   st.last[b] = t;
   if (penalty) seen[t >> 5] |= 1u << (t & 31);
-  if ((p.num_eos > 0 && is_eos(t)) || g + 1 >= st.max_new[b]) {
+  if ((p.num_eos > 0 && is_eos(t)) || g + 1 >= max_new) {
     st.finished[b] = 1;
     st.positions[b] = -1;
     st.seqlens[b] = 0;
     st.tokens[b] = p.pad_token_id;
   } else {
     st.tokens[b] = t;
-    const int pos = st.positions[b] + 1;
+    const int pos = pos0 + 1;
     st.positions[b] = pos;
     st.seqlens[b] = pos + 1;
   }
