@@ -4,9 +4,9 @@
 //   cast                 per-tensor, row-wise copy only (+ amax)                 bytes: 2n in + n out
 //   cast_transpose       per-tensor, row-wise + column-wise in one pass (+ amax) bytes: 2n in + 2n out
 //   amax                 compute_amax                                            bytes: 2n in
-//   amax_b2, amax_b4     the same at 2 / 4 blocks per SM (tuning::set_amax_blocks_per_sm) bytes: 2n in
-//   amax_red, amax_b2_red  the default / 2-per-SM grid with every block's atomic unconditional
-//                        (tuning::set_amax_filter(false))                         bytes: 2n in
+//   amax_b1, _b3, _b4    the same at 1 / 3 / 4 blocks per SM (tuning::set_amax_blocks_per_sm; the default is 2)
+//   amax_filt, amax_b3_filt  the default grid / 3 per SM (sessions 9-20's default) with the filtered end-of-block
+//                        atomic (tuning::set_amax_filter(true))                   bytes: 2n in
 //   block1x128_row       Float8BlockScaling 1x128, row-wise copy only            bytes: 2n + n + n/128 * 4
 //   block1x128           1x128 row-wise + 128x1 column-wise copies               bytes: 2n + 2n + 2 * n/128 * 4
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
@@ -138,7 +138,7 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
 // The kernels::cuda::tuning knobs set for one benchmark (kernels/tuning_scope.h).
 using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_transpose_tile_rows, 0>;
 using AmaxBlocks = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
-using AmaxFilter = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, true>;
+using AmaxFilter = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, false>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -162,7 +162,7 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
   timed(state, d, bytes, [&](int i) { kernels::quantize(inputs(d)[i], outs[i].view()); });
 }
 
-void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = true) {
+void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = false) {
   const AmaxBlocks scope(blocks_per_sm);
   const AmaxFilter filter_scope(filter);
   std::vector<Tensor> amax;
@@ -212,11 +212,11 @@ const bool registered = [] {
     const std::string s = "/" + d.str();
     add("quantize/d2d_copy/bf16->bf16" + s, [=](benchmark::State& st) { bm_copy(st, d); });
     add("quantize/cast/bf16->e4m3" + s, [=](benchmark::State& st) { bm_cast(st, d, false, 0); });
-    for (int b : {0, 2, 4}) {  // 0: the default grid; the blocks-per-SM knob beside it
+    for (int b : {0, 1, 3, 4}) {  // 0: the default grid; the blocks-per-SM knob beside it
       const std::string v = b == 0 ? "" : "_b" + std::to_string(b);
       add("quantize/amax" + v + "/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, b); });
-      if (b != 4) {
-        add("quantize/amax" + v + "_red/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, b, false); });
+      if (b == 0 || b == 3) {
+        add("quantize/amax" + v + "_filt/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, b, true); });
       }
     }
     for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it

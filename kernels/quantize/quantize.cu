@@ -185,8 +185,9 @@ __device__ __forceinline__ uint32_t block_max_u32(uint32_t v, uint32_t* scratch)
 // Only this kernel's atomics write *amax while it runs, so the value only grows: a plain read that is already >= the
 // block's value means the atomic would be a no-op. Skipping it spares most of the same-address atomics, which the L2
 // serialises at the very end of the kernel, when every block finishes at once.
-// filter = false (compute_amax's tuning::set_amax_filter knob): the atomic unconditionally (a reduction with no
-// value returned, RED), one L2 round trip less on each block's last path but every block's atomic at the end.
+// filter = false (compute_amax's default since session 21, tuning::set_amax_filter): the atomic unconditionally (a
+// reduction with no value returned, RED), one L2 round trip less on each block's last path but every block's atomic
+// at the end (compute_amax's 264 blocks at 8192x3072: 15.57 vs 15.71 us on its old grid, H200).
 __device__ __forceinline__ void amax_max(float* amax, uint32_t key, bool filter = true) {
   const int v = __float_as_int(key_to_amax(key));
   if (!filter || v > *reinterpret_cast<const volatile int*>(amax)) atomicMax(reinterpret_cast<int*>(amax), v);
@@ -236,7 +237,7 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
 // with __launch_bounds__(256) alone the amax instantiation compiled to 32 registers and kept ~3 of its 16 loads in
 // flight (docs/amax_analysis.md); with (256, 1) it takes 80 registers and issues all 16 before the first use, 3
 // blocks per SM: H200 8192x3072 16.5-16.8 -> 15.64 us (74.5 -> 78.4% of HBM, session 9; the per-tensor E4M3 cast
-// 40 -> 64 registers, 8192x3072 at 86%). The amax knob below uses 2 and 4.
+// 40 -> 64 registers, 8192x3072 at 86%). compute_amax compiles it for 2 (its default) and 4 as well.
 template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1>
 __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
@@ -753,26 +754,27 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = aligned16(x.data);
-  // Sized by kAmaxUnroll vectors per thread, capped at one resident wave (at 80 registers 3 blocks per SM: 396 at
-  // 8192x3072, 256 at 4096x2048). Measured alternatives (H200): a wide grid (4 loads per thread, every block the
-  // tensor needs), 16.5 us at 8192x3072 like the resident wave of then (session 8); at 32 registers, filling the wave
-  // (1056 blocks, one vector per thread), slower (session 9, 86d62bf: 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us).
-  // tuning::set_amax_blocks_per_sm(B) (a measurement knob, B = 2 or 4): at most B blocks per SM, compiled for B
-  // resident blocks (B = 2: the default's 80 registers; B = 4: 64), so fewer blocks end in the same-address atomic.
-  // Session 9: 8192x3072 15.58 / 16.74 us against the default's 15.64. tuning::set_amax_filter(false): every block's
-  // atomic unconditionally (docs/amax_analysis.md's E3; built in session 20, not yet measured).
+  // Sized by kAmaxUnroll vectors per thread, capped at 2 blocks per SM, compiled for 2 resident blocks (80
+  // registers, all 16 loads issued before the first use), every block's end-of-block atomic unconditional. H200,
+  // session 21, 5 interleaved repetitions each, us at 8192x3072 / 8192x8192: this default 15.54 / 34.51; the
+  // (256, 1) kernel's whole wave (3 per SM, the default of sessions 9-20) 15.71 / 35.95, unconditional 15.57 / 35.81;
+  // 2 per SM with the filtered atomic 15.65 / 34.64; 4 per SM (64 registers) 16.87 / 34.48. Earlier: a wide grid (4
+  // loads per thread, every block the tensor needs), 16.5 us at 8192x3072 (session 8); at 32 registers, filling the
+  // wave (1056 blocks, one vector per thread), slower (session 9: 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us).
+  // tuning::set_amax_blocks_per_sm / set_amax_filter select the alternatives (quantize.h).
   const int per_sm = tuning::amax_blocks_per_sm();
+  const int cap = (per_sm == 0 ? 2 : per_sm) * sm_count();
   dispatch_input(x.dtype, [&](auto it) {
     using IT = decltype(it);
     const auto* xp = static_cast<const IT*>(x.data);
     dispatch_bool(vec, [&](auto v) {
       constexpr bool kV = decltype(v)::value;
-      if (per_sm == 2)
-        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 2>>(xp, amax.ptr<float>(), n, 2 * sm_count(), st);
+      if (per_sm == 1 || per_sm == 3)
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 1>>(xp, amax.ptr<float>(), n, cap, st);
       else if (per_sm == 4)
-        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 4>>(xp, amax.ptr<float>(), n, 4 * sm_count(), st);
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 4>>(xp, amax.ptr<float>(), n, cap, st);
       else
-        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll>>(xp, amax.ptr<float>(), n, 0, st);
+        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 2>>(xp, amax.ptr<float>(), n, cap, st);
     });
   });
   TG_CHECK_LAUNCH("cast_kernel(amax)");
@@ -820,7 +822,7 @@ namespace tuning {
 namespace {
 std::atomic<int> g_tile_rows{0};           // 0: by size (quantize.h)
 std::atomic<int> g_amax_blocks_per_sm{0};  // 0: compute_amax's default grid (quantize.h)
-std::atomic<bool> g_amax_filter{true};      // compute_amax's filtered atomic (quantize.h)
+std::atomic<bool> g_amax_filter{false};     // compute_amax's unconditional atomic (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
   TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
@@ -828,7 +830,8 @@ void set_cast_transpose_tile_rows(int rows) {
 }
 int cast_transpose_tile_rows() { return g_tile_rows.load(std::memory_order_relaxed); }
 void set_amax_blocks_per_sm(int blocks) {
-  TG_CHECK(blocks == 0 || blocks == 2 || blocks == 4, "set_amax_blocks_per_sm: expected 0, 2 or 4, got ", blocks);
+  TG_CHECK(blocks >= 0 && blocks <= 4, "set_amax_blocks_per_sm: expected 0 (the default), 1, 2, 3 or 4, got ",
+           blocks);
   g_amax_blocks_per_sm.store(blocks, std::memory_order_relaxed);
 }
 int amax_blocks_per_sm() { return g_amax_blocks_per_sm.load(std::memory_order_relaxed); }

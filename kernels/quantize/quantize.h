@@ -73,14 +73,15 @@ void dequantize(const Fp8View& in, bool columnwise, const TensorView& y, Stream 
 namespace tuning {
 void set_cast_transpose_tile_rows(int rows);
 int cast_transpose_tile_rows();
-// compute_amax's grid: 0 = the default (one wave of 256-thread blocks sized by 16 loads per thread), 2 or 4 = at most
-// 2 / 4 blocks per SM compiled for that occupancy (fewer blocks, so fewer end-of-block atomics; 4 also fewer
-// registers). Same result (a max is order-independent); only speed differs.
+// compute_amax's grid: 0 = the default, 2 blocks of 256 threads per SM compiled for 2 resident blocks (since session
+// 21); 1 or 3 = the kernel compiled for 1 (80 registers, 3 resident per SM) capped at 1 / 3 blocks per SM (3: its
+// whole wave, the default of sessions 9-20); 4 = compiled for 4 (64 registers). Same result (a max is
+// order-independent); only speed differs.
 void set_amax_blocks_per_sm(int blocks);
 int amax_blocks_per_sm();
-// compute_amax's end-of-block atomic: true (the default) reads the running amax first and skips the atomic when it
-// would not raise it; false issues it unconditionally (no read round trip, every block's atomic; docs/
-// amax_analysis.md, E3). Same result; only speed differs.
+// compute_amax's end-of-block atomic: false (the default since session 21) issues it unconditionally; true reads the
+// running amax first and skips the atomic when it would not raise it (one more L2 round trip on every block's path;
+// docs/amax_analysis.md, E3). Same result; only speed differs.
 void set_amax_filter(bool on);
 bool amax_filter();
 }  // namespace tuning
