@@ -130,4 +130,45 @@ StrictJson parse_json_strict(std::string_view text, std::string_view source, std
   return out;
 }
 
+std::string json_nonfinite_to_null(std::string_view text) {
+  static constexpr std::string_view kTokens[] = {"-Infinity", "Infinity", "-NaN", "NaN", "-nan", "nan", "-inf", "inf"};
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size();) {
+    const char c = text[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) {
+        out += text[i + 1];
+        i += 2;
+        continue;
+      }
+      if (c == '"') in_string = false;
+      ++i;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      out += c;
+      ++i;
+      continue;
+    }
+    bool replaced = false;
+    for (std::string_view t : kTokens) {
+      if (text.substr(i, t.size()) == t) {
+        out += "null";
+        i += t.size();
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) {
+      out += c;
+      ++i;
+    }
+  }
+  return out;
+}
+
 }  // namespace tg

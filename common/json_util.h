@@ -19,6 +19,11 @@ std::string json_quote(std::string_view s);
 // What a JSON value is ("the number 3", "an array of 2", ...); never dumps containers.
 std::string json_describe(const nlohmann::json& v);
 
+// Google Benchmark writes a non-finite double bare (`NaN`, `-nan`, `Infinity`, `-inf`: e.g. the cv of a counter
+// whose repetitions are all 0), which is not JSON. Returns `text` with each such token outside strings replaced by
+// `null`; everything else is unchanged.
+std::string json_nonfinite_to_null(std::string_view text);
+
 struct StrictJson {
   nlohmann::json root;
   std::vector<std::string> top_keys;  // keys of the root object, in file order

@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/file_io.h"
+#include "common/json_util.h"
 
 namespace tg::reports {
 
@@ -119,7 +120,7 @@ FileKind detect_kind(const json& j) {
 
 json parse_json_text(const std::string& text, const fs::path& source) {
   try {
-    return json::parse(text);
+    return json::parse(json_nonfinite_to_null(text));  // a raw Google Benchmark file's bare NaN reads as null
   } catch (const json::parse_error& e) {
     TG_FAIL(source.string(), ": malformed JSON at byte ", e.byte, ": ", e.what());
   }

@@ -17,6 +17,7 @@
 #include "common/cuda_check.h"
 #include "common/file_io.h"
 #include "common/fp8_tensor.h"
+#include "common/json_util.h"
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/provenance.h"
@@ -267,7 +268,8 @@ int bench_main(int argc, char** argv) {
   if (!out.empty()) {
     // Google Benchmark writes the context before the run; append the clock after it, atomically.
     try {
-      nlohmann::json j = nlohmann::json::parse(read_file(out));
+      // Bare NaN / inf (the cv of a counter that is 0 in every repetition) become null: the file is JSON again.
+      nlohmann::json j = nlohmann::json::parse(json_nonfinite_to_null(read_file(out)));
       j["context"]["sm_clock_mhz_after"] = std::to_string(after);
       for (const auto& c : {Ceiling::kBf16Gemm, Ceiling::kFp8Gemm}) {
         j["context"][c == Ceiling::kBf16Gemm ? "bf16_gemm_ceiling_flops" : "fp8_gemm_ceiling_flops"] =

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/file_io.h"
+#include "common/json_util.h"
 #include "common/npy.h"
 
 namespace tg {
@@ -14,6 +15,24 @@ std::filesystem::path temp_dir() {
   auto d = std::filesystem::temp_directory_path() / ("tegemma_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(d);
   return d;
+}
+
+// Google Benchmark's bare non-finite doubles (the cv of an all-zero counter, session 21's bench_gemm.json) become
+// null outside strings; strings (escaped quotes included) and every other token are untouched.
+TEST(JsonUtil, NonFiniteTokensBecomeNullOutsideStrings) {
+  const std::string raw =
+      R"({"a": NaN, "b": -nan, "c": Infinity, "d": -inf, "e": [inf, 1.5e-3, -2], "name": "NaN \"inf\" x",)"
+      R"( "t": true, "f": false, "n": null})";
+  const nlohmann::json j = nlohmann::json::parse(json_nonfinite_to_null(raw));
+  for (const char* k : {"a", "b", "c", "d"}) EXPECT_TRUE(j[k].is_null()) << k;
+  EXPECT_TRUE(j["e"][0].is_null());
+  EXPECT_DOUBLE_EQ(j["e"][1].get<double>(), 1.5e-3);
+  EXPECT_EQ(j["e"][2].get<int>(), -2);
+  EXPECT_EQ(j["name"].get<std::string>(), "NaN \"inf\" x");
+  EXPECT_TRUE(j["t"].get<bool>());
+  EXPECT_FALSE(j["f"].get<bool>());
+  EXPECT_TRUE(j["n"].is_null());
+  EXPECT_FALSE(nlohmann::json::accept(raw));  // the input itself is not JSON
 }
 
 TEST(FileIo, AtomicWriteReplacesOnlyOnCommit) {
