@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/env.h"
 #include "common/nvtx.h"
 #include "impl/generate/beam_search.h"
 #include "kernels/convert/convert.h"
@@ -55,6 +56,8 @@ Generator::Generator(GemmaForCausalLM& model, const GeneratorOptions& opts)
     : model_(&model), opts_(opts), decoder_(model) {
   TG_CHECK(opts.lookahead >= 1 && opts.lookahead <= 64, "Generator: lookahead must be in [1, 64], got ",
            opts.lookahead);
+  TG_CHECK(opts.steps_per_graph >= 0 && opts.steps_per_graph <= 64,
+           "Generator: steps_per_graph must be in [1, 64] (0: the default), got ", opts.steps_per_graph);
   cuda_ = model.options().device == Device::CUDA;
   sync_stream(model.options().stream);  // the weights were made there
   if (cuda_) {
@@ -62,6 +65,9 @@ Generator::Generator(GemmaForCausalLM& model, const GeneratorOptions& opts)
     stream_ = owned_stream_.get();
   }
   graphs_ = cuda_ && opts.cuda_graph;
+  opts_.steps_per_graph =
+      opts.steps_per_graph != 0 ? opts.steps_per_graph : env_int("TEGEMMA_DECODE_STEPS_PER_GRAPH", 1, 1, 64);
+  multi_steps_ = graphs_ ? opts_.steps_per_graph : 1;
   KvCacheOptions ko;
   ko.max_batch = opts.max_batch;
   ko.max_seq = opts.max_seq;
@@ -105,7 +111,8 @@ Generator::Plan& Generator::plan(int64_t batch) {
   const bool block = model_->precision().recipe().kind == RecipeKind::kBlock;
   make(block ? Decoder::kCompactBlockRows : 0);
   if (cuda_) {
-    p.ring = PinnedBuffer(static_cast<std::size_t>((opts_.lookahead + 1) * 2 * batch) * sizeof(int32_t));
+    p.ring =
+        PinnedBuffer(static_cast<std::size_t>((opts_.lookahead + 1) * multi_steps_ * 2 * batch) * sizeof(int32_t));
     p.ready.resize(static_cast<std::size_t>(opts_.lookahead + 1));
     p.ev0 = std::make_unique<CudaEvent>();
     p.ev_first = std::make_unique<CudaEvent>();
@@ -127,6 +134,21 @@ Generator::Plan& Generator::plan(int64_t batch) {
   }
   if (graphs_) {
     p.graph.capture(stream_, [&] { decoder_.step(*p.sb, cache_, stream_); });
+    if (multi_steps_ > 1) {
+      p.multi_flags = Tensor::empty(DType::I32, {2 * multi_steps_, batch}, Device::CUDA);
+      try {
+        p.multi_graph.capture(stream_, [&] {
+          for (int64_t j = 0; j < multi_steps_; ++j) {
+            p.sb->state.flags = p.multi_flags.view().slice_rows(2 * j, 2 * j + 2);
+            decoder_.step(*p.sb, cache_, stream_);
+          }
+        });
+      } catch (...) {
+        p.sb->state.flags = TensorView{};
+        throw;
+      }
+      p.sb->state.flags = TensorView{};  // every other step (single, eager, prefill) leaves no copy
+    }
     ++captures_;
   }
   sync_stream(stream_);
@@ -321,32 +343,47 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
     res.timing.prefill_ms = ms_between(t0, t_first);
     res.timing.decode_ms = ms_between(t_first, Clock::now());
   } else {
-    // Read-backs run `lookahead` steps behind the launches through a ring of pinned slots.
+    // Read-backs run `lookahead` launches behind through a ring of pinned slots; a launch is one step or, while S
+    // or more steps remain, one replay of the S-step graph (its S flag pairs in one slot).
     p.ev_first->record(stream_);
-    const int64_t ring = opts_.lookahead + 1;
+    const int64_t ring = opts_.lookahead + 1, multi = multi_steps_, slot_ints = multi * 2 * batch;
+    // Launches in flight: lookahead + 1 single steps; about lookahead steps' worth of S-step replays, at least 2 (so
+    // that one runs while the host reads the other), which bounds the steps run after the last sequence finished.
+    const int64_t in_flight = multi == 1 ? ring : std::max<int64_t>(2, (opts_.lookahead + multi - 1) / multi) + 1;
     std::vector<CudaEvent>& ready = p.ready;
     const auto slot = [&](int64_t k) {
-      return p.ring.view(DType::I32, Shape{ring * 2 * batch}).slice_rows((k % ring) * 2 * batch, (k % ring + 1) * 2 * batch);
+      const int64_t at = (k % ring) * slot_ints;
+      return p.ring.view(DType::I32, Shape{ring * slot_ints}).slice_rows(at, at + slot_ints);
     };
-    const auto read_back = [&](int64_t k) {
-      copy_async(slot(k), flags, stream_);
+    const auto read_back = [&](int64_t k, int64_t n) {  // launch k's n steps
+      const TensorView dst = slot(k).slice_rows(0, n * 2 * batch);
+      copy_async(dst, n == 1 ? flags : p.multi_flags.view(), stream_);
       ready[static_cast<std::size_t>(k % ring)].record(stream_);
     };
-    std::deque<int64_t> pending;
-    read_back(0);
-    pending.push_back(0);
+    std::deque<std::pair<int64_t, int64_t>> pending;  // (launch, steps)
+    int64_t launches = 0;
+    read_back(0, 1);
+    pending.emplace_back(0, 1);
     bool done = false;
     while (!pending.empty()) {
-      while (!done && steps < max_steps && static_cast<int64_t>(pending.size()) < ring) {
-        run_step(p);
-        ++steps;
-        read_back(steps);
-        pending.push_back(steps);
+      while (!done && steps < max_steps && static_cast<int64_t>(pending.size()) < in_flight) {
+        const int64_t n = multi > 1 && max_steps - steps >= multi ? multi : 1;
+        if (n > 1) {
+          p.multi_graph.replay(stream_);
+          steps_run_ += n;
+        } else {
+          run_step(p);
+        }
+        steps += n;
+        read_back(++launches, n);
+        pending.emplace_back(launches, n);
       }
-      const int64_t k = pending.front();
+      const auto [k, n] = pending.front();
       pending.pop_front();
       ready[static_cast<std::size_t>(k % ring)].wait();
-      if (consume(slot(k).ptr<const int32_t>())) done = true;
+      for (int64_t j = 0; j < n; ++j) {
+        if (consume(slot(k).ptr<const int32_t>() + j * 2 * batch)) done = true;
+      }
     }
     p.ev_end->record(stream_);
     p.ev_end->wait();

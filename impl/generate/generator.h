@@ -41,6 +41,14 @@ struct GeneratorOptions {
   float kv_headroom = 2.0f;
   bool cuda_graph = true;    // CUDA: replay a captured decode step (false: launch the same kernels eagerly)
   int64_t lookahead = 4;     // CUDA: decode steps in flight before the host waits for the oldest one's flags
+  // CUDA graphs: decode steps per replay, in [1, 64]; 0 = TEGEMMA_DECODE_STEPS_PER_GRAPH, else 1. S > 1 also
+  // captures S steps back to back in one graph: no graph launch or read-back between them, their kernels chained
+  // by PDL; each captured step's sampler writes its flags (kernels::DecodeState::flags) into its own row of a
+  // device buffer, read back once per replay. The decode loop replays it while S or more steps remain, then runs
+  // single steps. The same tokens either way; the price is the steps already launched when the host learns that
+  // every sequence has finished (up to max(2, lookahead / S) + 1 launches of S steps in flight instead of lookahead + 1
+  // single steps; idle rows, nothing recorded). Sampling and greedy only (beam search keeps single steps).
+  int64_t steps_per_graph = 0;
 };
 
 class Generator {
@@ -74,15 +82,20 @@ class Generator {
   const GeneratorOptions& options() const { return opts_; }
   Stream stream() const { return stream_; }
   bool uses_graphs() const { return graphs_; }
-  int64_t graph_captures() const { return captures_; }
+  int64_t graph_captures() const { return captures_; }  // batch sizes captured (each: its step graph(s))
+  int64_t steps_per_graph() const { return multi_steps_; }
   int64_t decode_steps_run() const { return steps_run_; }
 
  private:
   struct Plan {
     std::unique_ptr<Decoder::StepBuffers> sb;
     CudaGraph graph;
+    // GeneratorOptions::steps_per_graph > 1: the graph of that many steps and its flags, I32 [2 S, B] on the device
+    // (step j's last | finished in rows 2 j, 2 j + 1).
+    CudaGraph multi_graph;
+    Tensor multi_flags;
     kernels::SamplingParams params;  // the host copy of what sb->params holds
-    // CUDA: the read-back ring (lookahead + 1 slots of last | finished [2 B], page-locked) and its events, made
+    // CUDA: the read-back ring (lookahead + 1 slots of S x last | finished [2 B], page-locked) and its events, made
     // once per batch size: cudaMallocHost / cudaFreeHost per generate() would cost a device synchronisation.
     PinnedBuffer ring;
     std::vector<CudaEvent> ready;
@@ -107,6 +120,7 @@ class Generator {
   Decoder decoder_;
   std::map<int64_t, Plan> plans_;
   int64_t captures_ = 0, steps_run_ = 0;
+  int64_t multi_steps_ = 1;  // GeneratorOptions::steps_per_graph resolved; 1 without graphs
 };
 
 }  // namespace tg::impl

@@ -279,6 +279,53 @@ TEST_P(GenerateGraphVsEager, ReplayEqualsEagerBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GenerateGraphVsEager, ::testing::ValuesIn(every_case()), case_name);
 
+// GeneratorOptions::steps_per_graph: S = 4 steps per replay gives the single-step graph's tokens, streamed in the same
+// order, with per-row budgets (rows finishing inside a replay, a remainder of single steps) and with an EOS met
+// mid-replay (every row finished inside a replay: the steps after it record nothing).
+TEST(GenerateMultiStepGraph, EqualsSingleStepsWithBudgetsEosAndStreaming) {
+  TG_REQUIRE_CUDA();
+  const GpuCase c{"delayed", DType::BF16, true};  // the benchmarks' decode: delayed scaling, FP8 lm_head
+  GemmaForCausalLM m = make_model(c, Device::CUDA);
+  const int64_t vocab = m.config().vocab_size;
+  m.calibrate({Batch::from_prompts(random_prompts(vocab, {6, 11, 17}, 3))});
+  GeneratorOptions o1 = gen_options(3, 64, c.kv), o4 = o1;
+  o1.steps_per_graph = 1;
+  o4.steps_per_graph = 4;
+  Generator single(m, o1), multi(m, o4);
+  ASSERT_EQ(single.steps_per_graph(), 1);
+  ASSERT_EQ(multi.steps_per_graph(), 4);
+  const Prompts prompts = random_prompts(vocab, {5, 12, 9}, 4);
+  using Streamed = std::vector<std::pair<int64_t, int32_t>>;
+  const auto run = [&](Generator& g, const GenerationConfig& gc, Streamed& streamed) {
+    streamed.clear();
+    return g.generate(prompts, gc, [&](int64_t seq, int32_t tok) { streamed.emplace_back(seq, tok); });
+  };
+  Streamed s1, s4;
+  GenerationConfig gc = greedy(22);  // 21 decode steps: 5 replays of 4, then one single step
+  gc.max_new_tokens_per_row = {5, 22, 14};
+  const GenerationResult a1 = run(single, gc, s1), a4 = run(multi, gc, s4);
+  EXPECT_EQ(a4.tokens, a1.tokens) << "budgets";
+  EXPECT_EQ(s4, s1) << "budgets: streamed tokens and their order";
+  EXPECT_EQ(a4.tokens[0].size(), 5u);
+  EXPECT_EQ(a4.tokens[2].size(), 14u);
+  EXPECT_EQ(a4.timing.decode_steps, 21);
+
+  // An EOS: the token row 1 generated at its 7th step stops that row there (and any other row that meets it).
+  // With budgets of 5 and 8 on the other rows every row has finished by the 8th step: the host stops launching
+  // once it reads that (how many launches were already in flight depends on the host's pace: not compared).
+  gc = greedy(22);
+  gc.ignore_eos = false;
+  gc.eos_token_ids = {a1.tokens[1][6]};
+  gc.max_new_tokens_per_row = {5, 22, 8};
+  const GenerationResult b1 = run(single, gc, s1), b4 = run(multi, gc, s4);
+  EXPECT_EQ(b4.tokens, b1.tokens) << "EOS";
+  EXPECT_EQ(s4, s1) << "EOS: streamed tokens and their order";
+  EXPECT_LE(b1.tokens[1].size(), 7u);
+  EXPECT_EQ(b1.tokens[1].back(), a1.tokens[1][6]) << "the EOS itself is recorded";
+  EXPECT_LE(b4.timing.decode_steps, 21);
+  EXPECT_EQ(multi.graph_captures(), 1) << "one batch size: one capture (both graphs)";
+}
+
 // ---- CUDA vs the CPU backend --------------------------------------------------------------------------------------
 
 class GenerateCudaVsCpu : public ::testing::TestWithParam<GpuCase> {};

@@ -81,6 +81,12 @@ Dims check_args(const TensorView& logits, const TensorView& params, const Decode
     check_contiguous(state.workspace, what);
     check_device(state.workspace, device, what);
   }
+  if (!state.flags.empty()) {
+    TG_CHECK(state.flags.dtype == DType::I32 && state.flags.shape == (Shape{2, d.batch}), what,
+             ": state.flags (optional) must be I32 [2, B = ", d.batch, "], got ", state.flags.describe());
+    check_contiguous(state.flags, what);
+    check_device(state.flags, device, what);
+  }
   return d;
 }
 

@@ -45,6 +45,7 @@ struct StatePtrs {
   int32_t* last;
   int32_t* out_tokens;
   uint32_t* seen;
+  int32_t* flags;  // optional [2, B]: last, finished (DecodeState::flags)
 };
 
 __device__ __forceinline__ float load_logit(const __nv_bfloat16* row, int i) { return __bfloat162float(row[i]); }
@@ -256,7 +257,13 @@ __global__ void __launch_bounds__(kThreads)
   if (p.mode == SamplingMode::kOff) return;
   if (p.mode != SamplingMode::kGreedy && part != 0) return;
   if (st.finished[b]) {
-    if (threadIdx.x == 0 && part == 0) st.last[b] = -1;
+    if (threadIdx.x == 0 && part == 0) {
+      st.last[b] = -1;
+      if (st.flags != nullptr) {
+        st.flags[b] = -1;
+        st.flags[gridDim.y + b] = 1;
+      }
+    }
     return;
   }
   const int g = st.generated[b];
@@ -409,7 +416,12 @@ __global__ void __launch_bounds__(kThreads)
   st.generated[b] = g + 1;
   st.last[b] = t;
   if (penalty) seen[t >> 5] |= 1u << (t & 31);
-  if ((p.num_eos > 0 && is_eos(t)) || g + 1 >= max_new) {
+  const bool done = (p.num_eos > 0 && is_eos(t)) || g + 1 >= max_new;
+  if (st.flags != nullptr) {
+    st.flags[b] = t;
+    st.flags[gridDim.y + b] = done ? 1 : 0;
+  }
+  if (done) {
     st.finished[b] = 1;
     st.positions[b] = -1;
     st.seqlens[b] = 0;
@@ -433,7 +445,8 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
   StatePtrs st{
       state.tokens.ptr<int32_t>(),    state.positions.ptr<int32_t>(),     state.seqlens.ptr<int32_t>(),
       state.generated.ptr<int32_t>(), state.max_new.ptr<const int32_t>(), state.finished.ptr<int32_t>(),
-      state.last.ptr<int32_t>(),      state.out_tokens.ptr<int32_t>(),    reinterpret_cast<uint32_t*>(state.seen.data)};
+      state.last.ptr<int32_t>(),      state.out_tokens.ptr<int32_t>(),    reinterpret_cast<uint32_t*>(state.seen.data),
+      state.flags.empty() ? nullptr : state.flags.ptr<int32_t>()};
   const auto* prm = reinterpret_cast<const SamplingParams*>(params.data);
   const int vocab = static_cast<int>(d.vocab), words = static_cast<int>(seen_words(d.vocab));
   const int max_tokens = static_cast<int>(d.max_tokens);

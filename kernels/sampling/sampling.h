@@ -96,6 +96,10 @@ struct DecodeState {
   // them and updates the state) instead of one block scanning the whole row. The same token either way (the
   // argmax order is total); the CPU twin only checks its shape.
   TensorView workspace;
+  // Optional I32 [2, B]: a copy of what this call leaves in last [B] (row 0) and finished [B] (row 1), written by
+  // the same thread that writes them (kOff writes nothing). For a reader of every call's flags while several calls
+  // run back to back (the generator's multi-step graphs give each captured step its own [2, B]).
+  TensorView flags;
 };
 
 // Words of one row of DecodeState::seen.

@@ -128,10 +128,17 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
   int32_t* finished = st.finished.ptr<int32_t>();
   int32_t* last = st.last.ptr<int32_t>();
   uint32_t* seen = reinterpret_cast<uint32_t*>(st.seen.data);
+  int32_t* flags = st.flags.empty() ? nullptr : st.flags.ptr<int32_t>();  // [2, B]: last, finished
+  const auto copy_flags = [&](int64_t b) {
+    if (flags == nullptr) return;
+    flags[b] = last[b];
+    flags[d.batch + b] = finished[b];
+  };
   std::vector<float> s(static_cast<std::size_t>(d.vocab));
   for (int64_t b = 0; b < d.batch; ++b) {
     if (finished[b]) {
       last[b] = -1;
+      copy_flags(b);
       continue;
     }
     const int32_t g = generated[b];
@@ -161,6 +168,7 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
       positions[b] += 1;
       seqlens[b] = positions[b] + 1;
     }
+    copy_flags(b);
   }
 }
 

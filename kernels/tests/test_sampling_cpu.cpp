@@ -85,7 +85,9 @@ TEST(SamplingMath, OrderKeyIsTheFloatOrder) {
       EXPECT_EQ(a < b, sampling::order_key(a) < sampling::order_key(b)) << a << " vs " << b;
       EXPECT_EQ(a == b, sampling::order_key(a) == sampling::order_key(b)) << a << " vs " << b;
     }
-    if (a == a) EXPECT_EQ(sampling::key_value(sampling::order_key(a)), a + 0.0f);
+    if (a == a) {
+      EXPECT_EQ(sampling::key_value(sampling::order_key(a)), a + 0.0f);
+    }
   }
 }
 
@@ -299,6 +301,30 @@ TEST(SampleTokens, EosAndBudgetFinishRows) {
   h.run(p);
   EXPECT_EQ(h.last, (std::vector<int32_t>{-1, 20, -1}));
   EXPECT_EQ(h.generated, (std::vector<int32_t>{1, 2, 1}));
+}
+
+// DecodeState::flags: a copy of last | finished as the call leaves them, every row (finished before the call,
+// finishing at it, running).
+TEST(SampleTokens, FlagsCopyLastAndFinished) {
+  HostState h(3, 40, 5);
+  for (int64_t r = 0; r < 3; ++r) h.logits[static_cast<std::size_t>(r * 40 + (r == 0 ? 1 : 20))] = 5.0f;
+  h.finished = {0, 0, 1};
+  SamplingParams p;
+  p.mode = SamplingMode::kGreedy;
+  p.num_eos = 1;
+  p.eos[0] = 1;
+  std::vector<int32_t> flags(6, 77);
+  DecodeState st = h.state();
+  st.flags = TensorView(flags.data(), DType::I32, Shape{2, 3}, Device::CPU);
+  SamplingParams copy = p;
+  cpu::sample_tokens(TensorView(h.logits.data(), DType::F32, Shape{3, 40}, Device::CPU),
+                     TensorView(&copy, DType::U8, Shape{int64_t{sizeof(copy)}}, Device::CPU), st);
+  EXPECT_EQ(flags, (std::vector<int32_t>{1, 20, -1, 1, 0, 1}));  // EOS; running; finished before
+  EXPECT_EQ(h.last, (std::vector<int32_t>{1, 20, -1}));
+  st.flags = TensorView(flags.data(), DType::I32, Shape{3, 2}, Device::CPU);
+  EXPECT_THROW(cpu::sample_tokens(TensorView(h.logits.data(), DType::F32, Shape{3, 40}, Device::CPU),
+                                  TensorView(&copy, DType::U8, Shape{int64_t{sizeof(copy)}}, Device::CPU), st),
+               Error);
 }
 
 TEST(SampleTokens, RepetitionPenaltyAndMinNewTokensFollowHf) {

@@ -3,6 +3,7 @@
 // budgets, finished rows), BF16 and F32 logits, Gemma's vocabulary and awkward ones.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -19,6 +20,7 @@ struct State {
   Tensor ints;  // I32 [7, B]: tokens, positions, seqlens, generated, max_new, finished, last
   Tensor out, seen;
   Tensor workspace;  // empty, or I32 [B, kSampleWorkspaceWords] of zeros: the split greedy path
+  Tensor flags;      // empty, or I32 [2, B]: DecodeState::flags (the copy of last | finished)
   DecodeState view() const {
     const int64_t b = ints.shape()[1];
     auto row = [&](int64_t r) { return TensorView(ints.ptr<int32_t>() + r * b, DType::I32, Shape{b}, ints.device()); };
@@ -33,17 +35,19 @@ struct State {
     st.out_tokens = out.view();
     st.seen = seen.view();
     if (workspace.data() != nullptr) st.workspace = workspace.view();
+    if (flags.data() != nullptr) st.flags = flags.view();
     return st;
   }
   State to(Device d) const {
-    return State{ints.to(d), out.to(d), seen.to(d), workspace.data() == nullptr ? Tensor{} : workspace.to(d)};
+    const auto opt = [&](const Tensor& t) { return t.data() == nullptr ? Tensor{} : t.to(d); };
+    return State{ints.to(d), out.to(d), seen.to(d), opt(workspace), opt(flags)};
   }
 };
 
 State initial_state(int64_t b, int64_t v, int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   State s{Tensor::zeros(DType::I32, {7, b}), Tensor::zeros(DType::I32, {b, n}),
-          Tensor::zeros(DType::I32, {b, seen_words(v)}), Tensor{}};
+          Tensor::zeros(DType::I32, {b, seen_words(v)}), Tensor{}, Tensor{}};
   int32_t* x = s.ints.ptr<int32_t>();
   for (int64_t r = 0; r < b; ++r) {
     x[1 * b + r] = static_cast<int32_t>(rng() % 100);    // positions
@@ -61,11 +65,23 @@ void expect_same(const State& gpu, const State& cpu, const std::string& what) {
   EXPECT_EQ(0, std::memcmp(g.ints.data(), cpu.ints.data(), cpu.ints.nbytes())) << what << ": state";
   EXPECT_EQ(0, std::memcmp(g.out.data(), cpu.out.data(), cpu.out.nbytes())) << what << ": out_tokens";
   EXPECT_EQ(0, std::memcmp(g.seen.data(), cpu.seen.data(), cpu.seen.nbytes())) << what << ": seen";
+  if (cpu.flags.data() != nullptr) {
+    EXPECT_EQ(0, std::memcmp(g.flags.data(), cpu.flags.data(), cpu.flags.nbytes())) << what << ": flags";
+    // The copy holds what the call left in last | finished (rows 6 and 5 of ints).
+    const int64_t b = cpu.ints.shape()[1];
+    const int32_t* x = cpu.ints.ptr<int32_t>();
+    const int32_t* f = cpu.flags.ptr<int32_t>();
+    for (int64_t r = 0; r < b; ++r) {
+      EXPECT_EQ(f[r], x[6 * b + r]) << what << ": flags last, row " << r;
+      EXPECT_EQ(f[b + r], x[5 * b + r]) << what << ": flags finished, row " << r;
+    }
+  }
 }
 
 // Every configuration twice on the GPU: one block per row, and with DecodeState::workspace (greedy rows split over
-// kGreedySplit blocks; sampling rows ignore it). The four steps per configuration also check that the split leaves
-// its workspace zeroed for the next call (a ticket left behind would stop every later greedy step from deciding).
+// kGreedySplit blocks; sampling rows ignore it) and DecodeState::flags. The four steps per configuration also check
+// that the split leaves its workspace zeroed for the next call (a ticket left behind would stop every later greedy
+// step from deciding).
 TEST(SamplingGpu, MatchesCpuTwinBitForBit) {
   TG_REQUIRE_CUDA();
   struct Case {
@@ -108,6 +124,10 @@ TEST(SamplingGpu, MatchesCpuTwinBitForBit) {
       const std::string what = "B=" + std::to_string(c.b) + " V=" + std::to_string(c.v) + " config " +
                                std::to_string(ci) + (split ? " split" : "");
       State cpu = initial_state(c.b, c.v, 8, static_cast<uint32_t>(ci));
+      if (split) {  // every entry must be overwritten
+        cpu.flags = Tensor::empty(DType::I32, {2, c.b});
+        std::fill_n(cpu.flags.ptr<int32_t>(), 2 * c.b, 77);
+      }
       State gpu = cpu.to(Device::CUDA);
       if (split) gpu.workspace = Tensor::zeros(DType::I32, {c.b, kSampleWorkspaceWords}, Device::CUDA);
       Tensor params = Tensor::empty(DType::U8, {int64_t{sizeof(SamplingParams)}});
