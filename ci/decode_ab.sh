@@ -36,8 +36,8 @@
 #                 norm kernels past one wave: measured slower in sessions 19 / 20 and removed)
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
-#   multi4, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=4 / 8: that many decode steps per CUDA graph replay (default 1;
-#                 impl/generate/generator.h, session 21)
+#   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
+#                 since session 21; impl/generate/generator.h)
 #   gemm_first    TEGEMMA_GEMM_AUTOTUNE=0: every cuBLASLt GEMM (the decode GEMMs past 4 rows, fc1 / lm_head at 2-4 rows)
 #                 takes cuBLASLt's first heuristic result instead of the timed choice among its first four (session 20)
 #   alt           no environment, but bench_generate from $DECODE_AB_ALT_BUILD: a build-time A/B (ci/decode_ab_build.sh
@@ -59,7 +59,7 @@ for cfg in $configs; do
       bin=$DECODE_AB_ALT_BUILD/bench/bench_generate ;;
     default) ;;
     cudacore) envs=(TEGEMMA_GEMV_MMA=never) ;;
-    multi4) envs=(TEGEMMA_DECODE_STEPS_PER_GRAPH=4) ;;
+    single) envs=(TEGEMMA_DECODE_STEPS_PER_GRAPH=1) ;;
     multi8) envs=(TEGEMMA_DECODE_STEPS_PER_GRAPH=8) ;;
     mma) envs=(TEGEMMA_GEMV_MMA=always) ;;
     rows8) envs=(TEGEMMA_DECODE_GEMV_MAX_ROWS=8) ;;

@@ -94,6 +94,8 @@ int cmd_generate(Args args) {
       .option("max-seq", "KV cache positions per sequence (default: the longest prompt + --max-new-tokens)")
       .option("max-batch", "KV cache sequence slots (default: prompts x beams)")
       .flag("no-cuda-graph", "launch the decode step eagerly instead of replaying a CUDA graph")
+      .option("steps-per-graph", "decode steps per CUDA graph replay, 1-64 (default: TEGEMMA_DECODE_STEPS_PER_GRAPH, "
+                                 "else 4)")
       .option("step-timeline", "profiling builds (-DTEGEMMA_STEP_TIMELINE=ON): write every kernel's in-chain start "
                                "times to this JSON file (ci/step_timeline.sh reads it)")
       .option("device", "cpu or cuda", cuda_available() ? "cuda" : "cpu")
@@ -204,6 +206,7 @@ int cmd_generate(Args args) {
                    : std::min<int64_t>(cfg.max_position_embeddings, static_cast<int64_t>(longest) + gc.max_new_tokens);
   go.kv_dtype = kv;
   go.cuda_graph = !p.flag_set("no-cuda-graph");
+  if (p.given("steps-per-graph")) go.steps_per_graph = p.get_int("steps-per-graph", 1, 64);
   impl::Generator gen(m, go);
 
   double calibrate_ms = 0;

@@ -66,7 +66,7 @@ Generator::Generator(GemmaForCausalLM& model, const GeneratorOptions& opts)
   }
   graphs_ = cuda_ && opts.cuda_graph;
   opts_.steps_per_graph =
-      opts.steps_per_graph != 0 ? opts.steps_per_graph : env_int("TEGEMMA_DECODE_STEPS_PER_GRAPH", 1, 1, 64);
+      opts.steps_per_graph != 0 ? opts.steps_per_graph : env_int("TEGEMMA_DECODE_STEPS_PER_GRAPH", kDefaultStepsPerGraph, 1, 64);
   multi_steps_ = graphs_ ? opts_.steps_per_graph : 1;
   KvCacheOptions ko;
   ko.max_batch = opts.max_batch;

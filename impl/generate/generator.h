@@ -5,7 +5,8 @@
 //   prefill   the real prompt tokens only, packed (no padding anywhere), through Decoder::prefill: K / V into the
 //             cache, logits of each prompt's last token, the first token selected on the device.
 //   decode    Decoder::step for all B sequences at once: captured ONCE per batch size in a CUDA graph and
-//             replayed (GeneratorOptions::cuda_graph; eager otherwise: the same kernels, bit for bit). The state
+//             replayed, GeneratorOptions::steps_per_graph steps per replay (GeneratorOptions::cuda_graph; eager
+//             otherwise: the same kernels, bit for bit). The state
 //             (tokens, positions, lengths, EOS flags, budgets, the RNG counter = tokens generated) lives on the
 //             device and the step advances it itself; the host only reads back each step's B tokens and EOS
 //             flags, asynchronously, `lookahead` steps behind, to stream text and to stop once every sequence
@@ -33,6 +34,8 @@
 
 namespace tg::impl {
 
+inline constexpr int64_t kDefaultStepsPerGraph = 4;
+
 struct GeneratorOptions {
   int64_t max_batch = 1;         // KV cache slots: prompts x num_beams per generate() call
   int64_t max_seq = 0;           // positions per sequence (prompt + new tokens); 0 = max_position_embeddings
@@ -40,9 +43,11 @@ struct GeneratorOptions {
   bool kv_per_head_scale = true;
   float kv_headroom = 2.0f;
   bool cuda_graph = true;    // CUDA: replay a captured decode step (false: launch the same kernels eagerly)
-  int64_t lookahead = 4;     // CUDA: decode steps in flight before the host waits for the oldest one's flags
-  // CUDA graphs: decode steps per replay, in [1, 64]; 0 = TEGEMMA_DECODE_STEPS_PER_GRAPH, else 1. S > 1 also
-  // captures S steps back to back in one graph: no graph launch or read-back between them, their kernels chained
+  int64_t lookahead = 4;     // CUDA: decode launches in flight before the host waits for the oldest one's flags
+  // CUDA graphs: decode steps per replay, in [1, 64]; 0 = TEGEMMA_DECODE_STEPS_PER_GRAPH, else
+  // kDefaultStepsPerGraph (4: H200, session 21, decode B1 delayed + FP8 head, tok/s S = 1 / 4 / 8: gemma-2b 1006.4 /
+  // 1014.3 / 1013.6, gemma-7b 354.1 / 356.4 at S = 4; B16 2b 11378 / 11285, 7b 4258 / 4262, single runs). S > 1
+  // also captures S steps back to back in one graph: no graph launch or read-back between them, their kernels chained
   // by PDL; each captured step's sampler writes its flags (kernels::DecodeState::flags) into its own row of a
   // device buffer, read back once per replay. The decode loop replays it while S or more steps remain, then runs
   // single steps. The same tokens either way; the price is the steps already launched when the host learns that
