@@ -65,8 +65,9 @@ Generator::Generator(GemmaForCausalLM& model, const GeneratorOptions& opts)
     stream_ = owned_stream_.get();
   }
   graphs_ = cuda_ && opts.cuda_graph;
-  opts_.steps_per_graph =
-      opts.steps_per_graph != 0 ? opts.steps_per_graph : env_int("TEGEMMA_DECODE_STEPS_PER_GRAPH", kDefaultStepsPerGraph, 1, 64);
+  opts_.steps_per_graph = opts.steps_per_graph != 0
+                              ? opts.steps_per_graph
+                              : env_int("TEGEMMA_DECODE_STEPS_PER_GRAPH", kDefaultStepsPerGraph, 1, 64);
   multi_steps_ = graphs_ ? opts_.steps_per_graph : 1;
   KvCacheOptions ko;
   ko.max_batch = opts.max_batch;
@@ -111,9 +112,8 @@ Generator::Plan& Generator::plan(int64_t batch) {
   const bool block = model_->precision().recipe().kind == RecipeKind::kBlock;
   make(block ? Decoder::kCompactBlockRows : 0);
   if (cuda_) {
-    p.ring =
-        PinnedBuffer(static_cast<std::size_t>((opts_.lookahead + 1) * multi_steps_ * 2 * batch) * sizeof(int32_t));
-    p.ready.resize(static_cast<std::size_t>(opts_.lookahead + 1));
+    p.ring = PinnedBuffer(static_cast<std::size_t>(ring_slots() * multi_steps_ * 2 * batch) * sizeof(int32_t));
+    p.ready.resize(static_cast<std::size_t>(ring_slots()));
     p.ev0 = std::make_unique<CudaEvent>();
     p.ev_first = std::make_unique<CudaEvent>();
     p.ev_end = std::make_unique<CudaEvent>();
@@ -134,25 +134,35 @@ Generator::Plan& Generator::plan(int64_t batch) {
   }
   if (graphs_) {
     p.graph.capture(stream_, [&] { decoder_.step(*p.sb, cache_, stream_); });
-    if (multi_steps_ > 1) {
-      p.multi_flags = Tensor::empty(DType::I32, {2 * multi_steps_, batch}, Device::CUDA);
-      try {
-        p.multi_graph.capture(stream_, [&] {
-          for (int64_t j = 0; j < multi_steps_; ++j) {
-            p.sb->state.flags = p.multi_flags.view().slice_rows(2 * j, 2 * j + 2);
-            decoder_.step(*p.sb, cache_, stream_);
-          }
-        });
-      } catch (...) {
-        p.sb->state.flags = TensorView{};
-        throw;
-      }
-      p.sb->state.flags = TensorView{};  // every other step (single, eager, prefill) leaves no copy
-    }
     ++captures_;
   }
   sync_stream(stream_);
   return plans_.emplace(batch, std::move(p)).first->second;
+}
+
+int64_t Generator::launches_in_flight() const {
+  const int64_t s = multi_steps_;
+  return s == 1 ? opts_.lookahead + 1 : std::max<int64_t>(2, (opts_.lookahead + s - 1) / s) + 1;
+}
+int64_t Generator::ring_slots() const { return std::max(opts_.lookahead + 1, launches_in_flight()); }
+
+void Generator::capture_multi_step(Plan& p, int64_t batch) {
+  if (multi_steps_ == 1 || p.multi_flags.data() != nullptr) return;
+  p.multi_flags = Tensor::empty(DType::I32, {2 * multi_steps_, batch}, Device::CUDA);
+  try {
+    p.multi_graph.capture(stream_, [&] {
+      for (int64_t j = 0; j < multi_steps_; ++j) {
+        p.sb->state.flags = p.multi_flags.view().slice_rows(2 * j, 2 * j + 2);
+        decoder_.step(*p.sb, cache_, stream_);
+      }
+    });
+  } catch (...) {
+    p.sb->state.flags = TensorView{};
+    p.multi_flags = Tensor{};
+    throw;
+  }
+  p.sb->state.flags = TensorView{};  // every other step (single, eager, prefill) leaves no copy
+  sync_stream(stream_);
 }
 
 void Generator::run_step(Plan& p) {
@@ -267,6 +277,7 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
   const GemmaConfig& c = model_->config();
   const int64_t batch = static_cast<int64_t>(prompts.size()), vocab = c.vocab_size;
   Plan& p = plan(batch);
+  if (graphs_) capture_multi_step(p, batch);  // once per batch size, on its first sampling / greedy call
   const Decoder::StepBuffers& sb = *p.sb;
 
   kernels::SamplingParams sp;
@@ -343,13 +354,11 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
     res.timing.prefill_ms = ms_between(t0, t_first);
     res.timing.decode_ms = ms_between(t_first, Clock::now());
   } else {
-    // Read-backs run `lookahead` launches behind through a ring of pinned slots; a launch is one step or, while S
-    // or more steps remain, one replay of the S-step graph (its S flag pairs in one slot).
+    // Read-backs run behind the launches through a ring of pinned slots (launches_in_flight); a launch is one step
+    // or, while S or more steps remain, one replay of the S-step graph (its S flag pairs in one slot).
     p.ev_first->record(stream_);
-    const int64_t ring = opts_.lookahead + 1, multi = multi_steps_, slot_ints = multi * 2 * batch;
-    // Launches in flight: lookahead + 1 single steps; about lookahead steps' worth of S-step replays, at least 2 (so
-    // that one runs while the host reads the other), which bounds the steps run after the last sequence finished.
-    const int64_t in_flight = multi == 1 ? ring : std::max<int64_t>(2, (opts_.lookahead + multi - 1) / multi) + 1;
+    const int64_t ring = ring_slots(), in_flight = launches_in_flight();
+    const int64_t multi = multi_steps_, slot_ints = multi * 2 * batch;
     std::vector<CudaEvent>& ready = p.ready;
     const auto slot = [&](int64_t k) {
       const int64_t at = (k % ring) * slot_ints;

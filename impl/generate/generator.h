@@ -9,7 +9,7 @@
 //             otherwise: the same kernels, bit for bit). The state
 //             (tokens, positions, lengths, EOS flags, budgets, the RNG counter = tokens generated) lives on the
 //             device and the step advances it itself; the host only reads back each step's B tokens and EOS
-//             flags, asynchronously, `lookahead` steps behind, to stream text and to stop once every sequence
+//             flags, asynchronously, a few launches behind, to stream text and to stop once every sequence
 //             is finished. Finished sequences stop writing the cache and attending (length 0).
 //   beam      host-side bookkeeping (impl/generate/beam_search.h) over the device logits; the cache rows are
 //             reordered by parent beam on the device; each step's forward is the same captured graph with
@@ -43,7 +43,7 @@ struct GeneratorOptions {
   bool kv_per_head_scale = true;
   float kv_headroom = 2.0f;
   bool cuda_graph = true;    // CUDA: replay a captured decode step (false: launch the same kernels eagerly)
-  int64_t lookahead = 4;     // CUDA: decode launches in flight before the host waits for the oldest one's flags
+  int64_t lookahead = 4;     // CUDA: decode steps in flight before the host waits (Generator::launches_in_flight)
   // CUDA graphs: decode steps per replay, in [1, 64]; 0 = TEGEMMA_DECODE_STEPS_PER_GRAPH, else
   // kDefaultStepsPerGraph (4: H200, session 21, decode B1 delayed + FP8 head, tok/s S = 1 / 4 / 8: gemma-2b 1006.4 /
   // 1014.3 / 1013.6, gemma-7b 354.1 / 356.4 at S = 4; B16 2b 11378 / 11285, 7b 4258 / 4262, single runs). S > 1
@@ -51,8 +51,8 @@ struct GeneratorOptions {
   // by PDL; each captured step's sampler writes its flags (kernels::DecodeState::flags) into its own row of a
   // device buffer, read back once per replay. The decode loop replays it while S or more steps remain, then runs
   // single steps. The same tokens either way; the price is the steps already launched when the host learns that
-  // every sequence has finished (up to max(2, lookahead / S) + 1 launches of S steps in flight instead of lookahead + 1
-  // single steps; idle rows, nothing recorded). Sampling and greedy only (beam search keeps single steps).
+  // every sequence has finished (Generator::launches_in_flight). Greedy and sampling only: captured on a batch
+  // size's first such call (beam search and the teacher-forced steps keep single steps).
   int64_t steps_per_graph = 0;
 };
 
@@ -89,6 +89,10 @@ class Generator {
   bool uses_graphs() const { return graphs_; }
   int64_t graph_captures() const { return captures_; }  // batch sizes captured (each: its step graph(s))
   int64_t steps_per_graph() const { return multi_steps_; }
+  // Decode launches (single steps or S-step replays) in flight before the host waits for the oldest one's flags:
+  // lookahead + 1 single steps; for S > 1, max(2, ceil(lookahead / S)) + 1 replays. After the last sequence
+  // finishes, at most S - 1 + (launches_in_flight() - 1) x S more steps run (idle rows, nothing recorded).
+  int64_t launches_in_flight() const;
   int64_t decode_steps_run() const { return steps_run_; }
 
  private:
@@ -96,17 +100,19 @@ class Generator {
     std::unique_ptr<Decoder::StepBuffers> sb;
     CudaGraph graph;
     // GeneratorOptions::steps_per_graph > 1: the graph of that many steps and its flags, I32 [2 S, B] on the device
-    // (step j's last | finished in rows 2 j, 2 j + 1).
+    // (step j's last | finished in rows 2 j, 2 j + 1); empty until capture_multi_step.
     CudaGraph multi_graph;
     Tensor multi_flags;
     kernels::SamplingParams params;  // the host copy of what sb->params holds
-    // CUDA: the read-back ring (lookahead + 1 slots of S x last | finished [2 B], page-locked) and its events, made
+    // CUDA: the read-back ring (ring_slots() slots of S x last | finished [2 B], page-locked) and its events, made
     // once per batch size: cudaMallocHost / cudaFreeHost per generate() would cost a device synchronisation.
     PinnedBuffer ring;
     std::vector<CudaEvent> ready;
     std::unique_ptr<CudaEvent> ev0, ev_first, ev_end;
   };
   Plan& plan(int64_t batch);
+  int64_t ring_slots() const;            // the read-back ring: max(lookahead + 1, launches_in_flight())
+  void capture_multi_step(Plan& p, int64_t batch);  // the S-step graph, on a batch size's first sampling call
   void run_step(Plan& p);
   void set_params(Plan& p, const kernels::SamplingParams& params);
   KvScaleMode prefill_scale_mode() const;

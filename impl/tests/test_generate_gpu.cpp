@@ -309,6 +309,14 @@ TEST(GenerateMultiStepGraph, EqualsSingleStepsWithBudgetsEosAndStreaming) {
   EXPECT_EQ(a4.tokens[0].size(), 5u);
   EXPECT_EQ(a4.tokens[2].size(), 14u);
   EXPECT_EQ(a4.timing.decode_steps, 21);
+  {  // lookahead 1: 3 replays in flight against 2 single steps (the read-back ring takes the larger count)
+    GeneratorOptions o = o4;
+    o.lookahead = 1;
+    Generator near(m, o);
+    Streamed sn;
+    EXPECT_EQ(run(near, gc, sn).tokens, a1.tokens) << "lookahead 1";
+    EXPECT_EQ(sn, s1) << "lookahead 1: streamed tokens and their order";
+  }
 
   // An EOS: the token row 1 generated at its 7th step stops that row there (and any other row that meets it).
   // With budgets of 5 and 8 on the other rows every row has finished by the 8th step: the host stops launching
@@ -443,9 +451,9 @@ TEST(GenerateCuda, FinishedSequencesStopTheirTokensCacheWritesAndTheLoop) {
       EXPECT_FALSE(written(b, pos)) << "row " << b << " finished but position " << pos << " was written";
     }
   }
-  // A single prompt that finishes early: the loop stops launching steps (at most `lookahead` launches of
-  // steps_per_graph steps run past the last useful one while the host learns of the EOS), fewer than the budget's
-  // kNew - 1.
+  // A single prompt that finishes early: the loop stops launching steps (at most S - 1 + (launches in flight - 1) x S
+  // steps run past the last useful one while the host learns of the EOS: Generator::launches_in_flight), fewer than
+  // the budget's kNew - 1.
   Generator g1(m, gen_options(1, 64, DType::BF16));
   const std::vector<int64_t> alone = g1.generate({prompts[0]}, greedy(kNew)).tokens[0];
   gc.eos_token_ids = {alone[3]};
@@ -453,7 +461,8 @@ TEST(GenerateCuda, FinishedSequencesStopTheirTokensCacheWritesAndTheLoop) {
   const int64_t len = first - alone.begin() + 1;
   const GenerationResult one = g1.generate({prompts[0]}, gc);
   EXPECT_EQ(one.tokens[0], std::vector<int64_t>(alone.begin(), first + 1));
-  EXPECT_LE(one.timing.decode_steps, len - 1 + g1.options().lookahead * g1.steps_per_graph());
+  const int64_t s = g1.steps_per_graph();
+  EXPECT_LE(one.timing.decode_steps, len - 1 + s - 1 + (g1.launches_in_flight() - 1) * s);
   EXPECT_LT(one.timing.decode_steps, kNew - 1);
 }
 

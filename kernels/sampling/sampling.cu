@@ -256,12 +256,12 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (p.mode == SamplingMode::kOff) return;
   if (p.mode != SamplingMode::kGreedy && part != 0) return;
-  if (st.finished[b]) {
+  if (const int fin = st.finished[b]; fin != 0) {
     if (threadIdx.x == 0 && part == 0) {
       st.last[b] = -1;
       if (st.flags != nullptr) {
         st.flags[b] = -1;
-        st.flags[gridDim.y + b] = 1;
+        st.flags[gridDim.y + b] = fin;  // a copy of finished, as the CPU twin writes
       }
     }
     return;
