@@ -37,6 +37,13 @@ def main(argv):
     if not cap:
         sys.exit(f"step_timeline: {path}: no captured launches (was the step replayed from a CUDA graph?)")
     sig = [tuple(l["grid"]) + (l["block"],) for l in cap]
+    # The captured launches are one step's graph, then (GeneratorOptions::steps_per_graph > 1) the S-step graph: the
+    # same signature repeated. The step is the shortest period of the whole sequence.
+    period = next(p for p in range(1, len(sig) + 1) if len(sig) % p == 0 and sig == sig[:p] * (len(sig) // p))
+    if period < len(sig):
+        print(f"step_timeline: {len(sig)} captured launches = {len(sig) // period} x one {period}-kernel step "
+              f"(steps from every graph are matched alike)", file=sys.stderr)
+    sig = sig[:period]
     recs = d["records"]
     rsig = [tuple(r[2:6]) for r in recs]
     k = len(sig)

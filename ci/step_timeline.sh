@@ -5,11 +5,13 @@
 # 16 cores, in $STEP_TIMELINE_BUILD or /tmp/tegemma_step_timeline), builds only `tegemma` there, then for each
 # config runs `tegemma generate` (random weights, delayed + FP8 lm_head, batch 1, a 128-token prompt, --new-tokens
 # greedy tokens, EOS ignored) with --step-timeline OUT/<config>.json and prints ci/step_timeline.py's table into
-# OUT/<config>.txt. --env runs everything with that environment (a decoder switch), repeatable.
+# OUT/<config>.txt. --env runs everything with that environment (a decoder switch), repeatable. Since session 21 the
+# generator replays 4 steps per graph: the steps inside a replay and the replay boundaries are averaged alike
+# (--env TEGEMMA_DECODE_STEPS_PER_GRAPH=1 for one step per replay).
 # The profiling build adds a load, a branch and (block 0) one atomic per kernel: compare its step time with a
 # normal build's before reading small differences.
 set -uo pipefail
-[ $# -ge 2 ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 src=$1 out=$2
 shift 2
 configs="gemma-2b gemma-7b" ntok=64 envs=()
