@@ -75,7 +75,7 @@ void ArgParser::parse(std::span<const std::string> args) {
     if (values_.count(name)) throw UsageError(detail::concat(command_, ": --", name, " given twice"));
     if (it->second.is_flag) {
       if (inline_value) throw UsageError(detail::concat(command_, ": --", name, " takes no value"));
-      values_[name] = "1";
+      values_[name] = std::string(1, '1');  // (not = "1": GCC 12 -Wrestrict false positive at -O3)
       continue;
     }
     if (!inline_value) {

@@ -16,8 +16,13 @@ std::string upper(const std::string& s) {
 
 std::string row(const std::vector<std::string>& cells) {
   std::string s = "|";
-  for (const auto& c : cells) s += " " + md_cell(c) + " |";
-  return s + "\n";
+  for (const auto& c : cells) {
+    s += ' ';
+    s += md_cell(c);
+    s += " |";
+  }
+  s += '\n';
+  return s;
 }
 
 // A table header; the first `left` columns are left-aligned (text), the others right-aligned (numbers).

@@ -203,7 +203,9 @@ TEST(KvCacheWrite, E4m3MatchesKvCacheAppendAndTheRule) {
         saturated += std::abs(val / sc) > 448.0f;
       }
     }
-    if (!per_head) EXPECT_GT(saturated, 0) << "the test should exercise saturation";
+    if (!per_head) {
+      EXPECT_GT(saturated, 0) << "the test should exercise saturation";
+    }
   }
 }
 
