@@ -250,6 +250,7 @@ void bm_generate(benchmark::State& state, const Workload& w) {
   state.counters["setup_model_s"] = loaded().model_s;      // the variant's weights and model (0: reused)
   state.counters["setup_calibrate_s"] = calibrate_s;
   state.counters["setup_warm_s"] = warm_s;  // the short warm-up run: graph capture, heuristics
+  state.counters["steps_per_graph"] = static_cast<double>(g.steps_per_graph());  // decode steps per graph replay
   if (w.kind == Kind::kTtft) {
     state.counters["ttft_ms"] = 1e3 * seconds / iters;
     set_tokens(state, static_cast<double>(w.batch * w.prompt));  // prompt tokens per second of the prefill
