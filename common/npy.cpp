@@ -35,7 +35,9 @@ void write_npy_f32(const std::filesystem::path& path, std::span<const float> dat
 NpyArray read_npy_f32(const std::filesystem::path& path) {
   MappedFile m(path);
   auto b = m.bytes();
-  const std::string where = "'" + path.string() + "'";
+  std::string where = "'";  // built by appends (GCC 12 -O3 -Wrestrict false positive on "'" + s + "'")
+  where += path.string();
+  where += '\'';
   TG_CHECK(b.size() >= 10 && std::memcmp(b.data(), "\x93NUMPY", 6) == 0, where, " is not a .npy file");
   TG_CHECK(b[6] == 1, where, ": only .npy version 1.x is supported, got ", int(b[6]));
   const std::size_t hlen = b[8] | (b[9] << 8);

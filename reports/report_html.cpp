@@ -188,7 +188,12 @@ BarChart to_bar_chart(const ChartData& cd) {
       std::string tip = it->stat->name + "\n";
       if (!it->stat->error.empty()) tip += "error: " + it->stat->error;
       else tip += it->text + "; time " + fmt_time_ns(it->stat->time_ns);
-      if (it->frac) tip += "\n" + fmt_pct(*it->frac, 1) + " of the " + it->frac_of;
+      if (it->frac) {  // appends (GCC 12 -O3 -Wrestrict false positive on a chain of string +)
+        tip += '\n';
+        tip += fmt_pct(*it->frac, 1);
+        tip += " of the ";
+        tip += it->frac_of;
+      }
       bg.bars.push_back({it->series, it->value, it->text, tip});
     }
     c.groups.push_back(std::move(bg));

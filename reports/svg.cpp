@@ -56,7 +56,12 @@ void SvgWriter::line(double x1, double y1, double x2, double y2, std::string_vie
 void SvgWriter::polyline(const std::vector<std::pair<double, double>>& pts, std::string_view stroke, double width,
                          std::string_view dash) {
   std::string p;
-  for (const auto& [x, y] : pts) p += (p.empty() ? "" : " ") + num(x) + "," + num(y);
+  for (const auto& [x, y] : pts) {  // appends (GCC 12 -O3 -Wrestrict false positive on a chain of string +)
+    if (!p.empty()) p += ' ';
+    p += num(x);
+    p += ',';
+    p += num(y);
+  }
   body_ += "<polyline fill=\"none\" stroke=\"" + xml_escape(stroke) + "\" stroke-width=\"" + num(width) +
            "\" stroke-linejoin=\"round\" points=\"" + p + "\"";
   if (!dash.empty()) body_ += " stroke-dasharray=\"" + xml_escape(dash) + "\"";
