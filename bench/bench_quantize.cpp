@@ -7,6 +7,8 @@
 //   amax_b1, _b3, _b4    the same at 1 / 3 / 4 blocks per SM (tuning::set_amax_blocks_per_sm; the default is 2)
 //   amax_filt, amax_b3_filt  the default grid / 3 per SM (sessions 9-20's default) with the filtered end-of-block
 //                        atomic (tuning::set_amax_filter(true))                   bytes: 2n in
+//   amax_memop           the output zeroed by cuStreamWriteValue32 instead of a memset node
+//                        (tuning::set_amax_zero_memop(true))                      bytes: 2n in
 //   block1x128_row       Float8BlockScaling 1x128, row-wise copy only            bytes: 2n + n + n/128 * 4
 //   block1x128           1x128 row-wise + 128x1 column-wise copies               bytes: 2n + 2n + 2 * n/128 * 4
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
@@ -139,6 +141,7 @@ void timed(benchmark::State& state, const Dims& d, double bytes, F&& body, bool 
 using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_transpose_tile_rows, 0>;
 using AmaxBlocks = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
 using AmaxFilter = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, false>;
+using AmaxZeroMemop = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_zero_memop, false>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -162,9 +165,10 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
   timed(state, d, bytes, [&](int i) { kernels::quantize(inputs(d)[i], outs[i].view()); });
 }
 
-void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = false) {
+void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = false, bool memop = false) {
   const AmaxBlocks scope(blocks_per_sm);
   const AmaxFilter filter_scope(filter);
+  const AmaxZeroMemop memop_scope(memop);
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });
@@ -217,6 +221,9 @@ const bool registered = [] {
       add("quantize/amax" + v + "/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, b); });
       if (b == 0 || b == 3) {
         add("quantize/amax" + v + "_filt/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, b, true); });
+      }
+      if (b == 0) {
+        add("quantize/amax_memop/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, 0, false, true); });
       }
     }
     for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it

@@ -18,6 +18,7 @@
 //
 // Amax is computed on the float bits with the sign cleared: for non-negative floats integer order is float order,
 // and every NaN is above inf, so an unsigned max propagates NaN (canonicalised to 0x7FFFFFFF at the end).
+#include <cuda.h>  // types of the driver's stream memory operations (reached through cudaGetDriverEntryPointByVersion)
 #include <cuda_fp8.h>
 
 #include <algorithm>
@@ -730,6 +731,39 @@ void quantize(const TensorView& x, const Fp8View& out, const BlockQuantOptions& 
 }
 
 namespace {
+// cuStreamWriteValue32 (the driver's v2 stream memory operations, on by default on every platform since CUDA 11.7),
+// looked up once through the runtime (no link against libcuda); null where the driver does not give it.
+using WriteValue32Fn = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+WriteValue32Fn write_value32() {
+  static const WriteValue32Fn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuStreamWriteValue32", &p, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return WriteValue32Fn{nullptr};
+    }
+    return reinterpret_cast<WriteValue32Fn>(p);
+  }();
+  return fn;
+}
+
+// compute_amax's zeroing of its output word, in stream order before the kernel: a 4-byte memset node (the default),
+// or with tuning::set_amax_zero_memop(true) a stream memory operation written by the GPU's front end (no memset
+// launch; falls back to the memset where the driver has no cuStreamWriteValue32).
+void zero_amax_word(void* word, cudaStream_t st) {
+  if (tuning::amax_zero_memop()) {
+    if (const WriteValue32Fn fn = write_value32()) {
+      const CUresult r = fn(reinterpret_cast<CUstream>(st), reinterpret_cast<CUdeviceptr>(word), 0u,
+                            CU_STREAM_WRITE_VALUE_DEFAULT);
+      TG_CHECK(r == CUDA_SUCCESS, "compute_amax: cuStreamWriteValue32 failed (CUresult ", static_cast<int>(r), ")");
+      return;
+    }
+  }
+  TG_CHECK_CUDA(cudaMemsetAsync(word, 0, sizeof(float), st));
+}
+
 // compute_amax's launch of one cast_kernel<..., kStore = false> instantiation: one resident wave, at most `cap`
 // blocks when cap > 0.
 template <auto Kernel, typename IT>
@@ -745,12 +779,12 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   TG_NVTX_FN();
   detail::check_amax_args(x, amax, Device::CUDA, "compute_amax");
   const cudaStream_t st = cuda_stream(stream);
-  // Zeroed by a memset node, then max-reduced. An in-kernel overwrite (each block's max into a running word, a
-  // ticket counter, the last block copies and resets) measured slower on the H200: 74.2% vs 76.9% of HBM at
-  // 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays. Loads in flight per thread, H200, % of HBM
+  // Zeroed (a memset node, or the stream write of tuning::set_amax_zero_memop), then max-reduced. An in-kernel
+  // overwrite (each block's max into a running word, a ticket counter, the last block copies and resets) measured
+  // slower on the H200: 74.2% vs 76.9% of HBM at 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays. Loads in flight per thread, H200, % of HBM
   // (session 6): 8192x3072 in three runs 4: 72.5-73.7, 8: 68.0-68.8, 16: 73.9-74.7; 8192x8192 90.3 / 90.6 / 91.1;
   // 8192x24576 102.7 / 102.8 / 103.4: 16 (kAmaxUnroll).
-  TG_CHECK_CUDA(cudaMemsetAsync(amax.data, 0, sizeof(float), st));
+  zero_amax_word(amax.data, st);
   const int64_t n = x.numel();
   if (n == 0) return;
   const bool vec = aligned16(x.data);
@@ -823,6 +857,7 @@ namespace {
 std::atomic<int> g_tile_rows{0};           // 0: by size (quantize.h)
 std::atomic<int> g_amax_blocks_per_sm{0};  // 0: compute_amax's default grid (quantize.h)
 std::atomic<bool> g_amax_filter{false};     // compute_amax's unconditional atomic (quantize.h)
+std::atomic<bool> g_amax_zero_memop{false};  // compute_amax's memset node (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
   TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
@@ -837,6 +872,8 @@ void set_amax_blocks_per_sm(int blocks) {
 int amax_blocks_per_sm() { return g_amax_blocks_per_sm.load(std::memory_order_relaxed); }
 void set_amax_filter(bool on) { g_amax_filter.store(on, std::memory_order_relaxed); }
 bool amax_filter() { return g_amax_filter.load(std::memory_order_relaxed); }
+void set_amax_zero_memop(bool on) { g_amax_zero_memop.store(on, std::memory_order_relaxed); }
+bool amax_zero_memop() { return g_amax_zero_memop.load(std::memory_order_relaxed); }
 
 }  // namespace tuning
 

@@ -84,6 +84,11 @@ int amax_blocks_per_sm();
 // docs/amax_analysis.md, E3). Same result; only speed differs.
 void set_amax_filter(bool on);
 bool amax_filter();
+// compute_amax's zeroing of its output before the kernel: false (the default) a 4-byte cudaMemsetAsync; true the
+// driver's cuStreamWriteValue32 (a stream memory operation, no memset launch; the memset where the driver lacks it).
+// Same result; only speed differs (session 21: built, not yet measured).
+void set_amax_zero_memop(bool on);
+bool amax_zero_memop();
 }  // namespace tuning
 }  // namespace cuda
 

@@ -268,15 +268,22 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
 // kernels::cuda::tuning::set_amax_blocks_per_sm for a scope (a speed knob: results must not depend on it).
 using AmaxBlocksScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
 using AmaxFilterScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, false>;
-// Every compute_amax grid and atomic form: (blocks per SM, filtered atomic).
-constexpr std::pair<int, bool> kAmaxSettings[] = {{0, false}, {1, false}, {3, false}, {4, false}, {0, true}, {3, true}};
+using AmaxMemopScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_zero_memop, false>;
+// Every compute_amax grid, atomic form and zeroing: (blocks per SM, filtered atomic, stream-write zeroing).
+struct AmaxSetting {
+  int blocks_per_sm;
+  bool filter, memop;
+};
+constexpr AmaxSetting kAmaxSettings[] = {{0, false, false}, {1, false, false}, {3, false, false}, {4, false, false},
+                                         {0, true, false},  {3, true, false},  {0, false, true}};
 
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();
   const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}, {1031, 4097}};
-  for (const auto& [blocks_per_sm, filter] : kAmaxSettings) {  // the default grid and atomic, and the knobs'
+  for (const auto& [blocks_per_sm, filter, memop] : kAmaxSettings) {  // the default, and the knobs'
     const AmaxBlocksScope scope(blocks_per_sm);
     const AmaxFilterScope filter_scope(filter);
+    const AmaxMemopScope memop_scope(memop);
     for (DType in : kInputs) {
       uint32_t seed = 50;
       for (const Dims& d : shapes) {
@@ -293,7 +300,8 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
           EXPECT_TRUE(same_bytes(got, want,
                                  "compute_amax " + std::to_string(d.rows) + "x" + std::to_string(d.cols) + " " +
                                      std::string(dtype_name(in)) + (special ? " special" : "") + " blocks/SM " +
-                                     std::to_string(blocks_per_sm) + (filter ? " filtered" : "")));
+                                     std::to_string(blocks_per_sm) + (filter ? " filtered" : "") +
+                                     (memop ? " memop" : "")));
         }
       }
     }
@@ -306,9 +314,10 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
 TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
   TG_REQUIRE_CUDA();
   const int64_t rows = 1031, cols = 4097, n = rows * cols;
-  for (const auto& [blocks_per_sm, filter] : kAmaxSettings) {
+  for (const auto& [blocks_per_sm, filter, memop] : kAmaxSettings) {
     const AmaxBlocksScope scope(blocks_per_sm);
     const AmaxFilterScope filter_scope(filter);
+    const AmaxMemopScope memop_scope(memop);
     for (DType in : kInputs) {
       for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
         std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
@@ -319,17 +328,16 @@ TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
         kernels::compute_amax(x.to(Device::CUDA), got);
         const float g = Tensor::copy_of(got, Device::CPU).ptr<float>()[0];
         EXPECT_EQ(g, 3.5f) << dtype_name(in) << " at " << p << " blocks/SM " << blocks_per_sm
-                           << (filter ? " filtered" : "");
+                           << (filter ? " filtered" : "") << (memop ? " memop" : "");
       }
     }
   }
 }
 
-// compute_amax overwrites (memset node + max-reduce): launches of different grid sizes interleaved on two streams
+// compute_amax overwrites (zeroing + max-reduce): launches of different grid sizes interleaved on two streams
 // each give their own tensor's amax (descending values: an accumulating op would keep the first), and a captured
 // graph of the same calls gives the same values on every replay.
-TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
-  TG_REQUIRE_CUDA();
+void compute_amax_overwrites_per_stream_and_inside_a_capture() {
   const Dims shapes[] = {{8192, 3072}, {1, 1}, {1031, 4097}, {7, 13}};
   std::vector<Tensor> xs;
   std::vector<float> want;
@@ -352,7 +360,9 @@ TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
     }
     for (cudaStream_t r : raw) TG_CHECK_CUDA(cudaStreamSynchronize(r));
     const Tensor h = Tensor::copy_of(got, Device::CPU);
-    for (int i = 0; i < 8; ++i) EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "round " << round << " #" << i;
+    for (int i = 0; i < 8; ++i) {
+      EXPECT_EQ(h.ptr<float>()[i], want[static_cast<std::size_t>(i)]) << "round " << round << " #" << i;
+    }
   }
   // A stream never used before, first used inside a global-mode capture.
   cudaStream_t fresh = nullptr;
@@ -374,6 +384,15 @@ TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
     }
   }  // the graph is destroyed before the streams, as before
   for (cudaStream_t r : {raw[0], raw[1], fresh}) TG_CHECK_CUDA(cudaStreamDestroy(r));
+}
+
+TEST(QuantizeGpu, ComputeAmaxOverwritesPerStreamAndInsideACapture) {
+  TG_REQUIRE_CUDA();
+  for (bool memop : {false, true}) {  // the memset node, and the stream write (tuning::set_amax_zero_memop)
+    SCOPED_TRACE(memop ? "zeroed by cuStreamWriteValue32" : "zeroed by a memset node");
+    const AmaxMemopScope memop_scope(memop);
+    compute_amax_overwrites_per_stream_and_inside_a_capture();
+  }
 }
 
 // Copies every buffer of a host FP8 bundle into a device bundle of the same layout.
