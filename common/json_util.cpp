@@ -156,7 +156,7 @@ std::string json_nonfinite_to_null(std::string_view text) {
     }
     bool replaced = false;
     for (std::string_view t : kTokens) {
-      if (text.substr(i, t.size()) == t) {
+      if (text.substr(i).starts_with(t)) {
         out += "null";
         i += t.size();
         replaced = true;

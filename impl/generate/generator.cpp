@@ -165,13 +165,15 @@ void Generator::capture_multi_step(Plan& p, int64_t batch) {
   sync_stream(stream_);
 }
 
-void Generator::run_step(Plan& p) {
-  if (graphs_) {
+void Generator::run_step(Plan& p, int64_t n) {
+  if (n > 1) {
+    p.multi_graph.replay(stream_);  // n == multi_steps_ (capture_multi_step)
+  } else if (graphs_) {
     p.graph.replay(stream_);
   } else {
     decoder_.step(*p.sb, cache_, stream_);
   }
-  ++steps_run_;
+  steps_run_ += n;
 }
 
 Tensor Generator::logits_to_host(const TensorView& logits) const {
@@ -377,12 +379,7 @@ GenerationResult Generator::sample_loop(const std::vector<std::vector<int64_t>>&
     while (!pending.empty()) {
       while (!done && steps < max_steps && static_cast<int64_t>(pending.size()) < in_flight) {
         const int64_t n = multi > 1 && max_steps - steps >= multi ? multi : 1;
-        if (n > 1) {
-          p.multi_graph.replay(stream_);
-          steps_run_ += n;
-        } else {
-          run_step(p);
-        }
+        run_step(p, n);
         steps += n;
         read_back(++launches, n);
         pending.emplace_back(launches, n);

@@ -113,7 +113,7 @@ class Generator {
   Plan& plan(int64_t batch);
   int64_t ring_slots() const;            // the read-back ring: max(lookahead + 1, launches_in_flight())
   void capture_multi_step(Plan& p, int64_t batch);  // the S-step graph, on a batch size's first sampling call
-  void run_step(Plan& p);
+  void run_step(Plan& p, int64_t n = 1);  // one step, or with n = multi_steps_ > 1 one replay of the S-step graph
   void set_params(Plan& p, const kernels::SamplingParams& params);
   KvScaleMode prefill_scale_mode() const;
   GenerationResult sample_loop(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg,

@@ -781,9 +781,9 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   const cudaStream_t st = cuda_stream(stream);
   // Zeroed (a memset node, or the stream write of tuning::set_amax_zero_memop), then max-reduced. An in-kernel
   // overwrite (each block's max into a running word, a ticket counter, the last block copies and resets) measured
-  // slower on the H200: 74.2% vs 76.9% of HBM at 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays. Loads in flight per thread, H200, % of HBM
-  // (session 6): 8192x3072 in three runs 4: 72.5-73.7, 8: 68.0-68.8, 16: 73.9-74.7; 8192x8192 90.3 / 90.6 / 91.1;
-  // 8192x24576 102.7 / 102.8 / 103.4: 16 (kAmaxUnroll).
+  // slower on the H200: 74.2% vs 76.9% of HBM at 8192x3072 (bench_kernels, 2026-11-30), so the simpler form stays.
+  // Loads in flight per thread, H200, % of HBM (session 6): 8192x3072 in three runs 4: 72.5-73.7, 8: 68.0-68.8,
+  // 16: 73.9-74.7; 8192x8192 90.3 / 90.6 / 91.1; 8192x24576 102.7 / 102.8 / 103.4: 16 (kAmaxUnroll).
   zero_amax_word(amax.data, st);
   const int64_t n = x.numel();
   if (n == 0) return;
