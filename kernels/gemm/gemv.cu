@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -20,6 +21,7 @@
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/norm/norm_device.cuh"
 #include "kernels/rope/rope_math.cuh"
+#include "kernels/sampling/sampling_math.h"
 
 namespace tg::kernels::cuda {
 
@@ -79,6 +81,28 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // w / (Dh / 2), element j = w % (Dh / 2) and j + Dh / 2 of that head. Each row with the same arithmetic as above,
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
+
+// The argmax epilogue (GemvOptions::argmax): the lanes' keys max-reduced over the warp, then (kBlock: every warp of
+// the block is here) over the block through shared memory, one atomicMax per block into slot blockIdx.x % S;
+// without kBlock (K splits: only each group's first warp is here) one per warp. A block whose columns all hold NaN
+// adds nothing (key 0 is the slots' empty value).
+template <bool kBlock>
+__device__ __forceinline__ void argmax_commit(const GemvParams& p, unsigned long long key) {
+  for (int o = 16; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+  unsigned long long* slot = p.argmax + blockIdx.x % static_cast<unsigned>(p.argmax_slots);
+  if constexpr (kBlock) {
+    __shared__ unsigned long long warp_key[kWarps];
+    if (threadIdx.x % 32 == 0) warp_key[threadIdx.x / 32] = key;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) key = max(key, warp_key[w]);
+      if (key != 0) atomicMax(slot, key);
+    }
+  } else {
+    if (threadIdx.x % 32 == 0 && key != 0) atomicMax(slot, key);
+  }
+}
 
 // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h), every thread of the block: x's E4M3 codes into x_s as
 // rmsnorm_forward_fp8 computes them (norm.h; the shared pieces in kernels/norm/norm_device.cuh): every warp sums
@@ -186,7 +210,8 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if constexpr (kNorm) x_scale_inv = norm_prologue(p, x_norm);
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
-  if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
+  // The argmax epilogue's block reduction needs every warp of the block (kSplit == 1) at its barrier too.
+  if (kSplit == 1 && kEpi != kEpiGeglu && !active && p.argmax == nullptr) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -327,14 +352,20 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
     }
   } else {
+    unsigned long long key = 0;  // the argmax epilogue (M = 1): this lane's columns' keys, as stored
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
         // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-        if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col0 + c, acc[r][c], scale);
+        if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) {
+          const float v = store_out(p, r, col0 + c, acc[r][c], scale);
+          const unsigned long long k = sampling::argmax_key(v, static_cast<uint32_t>(col0 + c));
+          if (r == 0) key = max(key, k);
+        }
       }
     }
+    if (p.argmax != nullptr) argmax_commit<kSplit == 1>(p, key);
   }
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
@@ -766,6 +797,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv(x, w, out, residual);
   check_device(out, Device::CUDA, "cuda::gemv(out)");
+  detail::check_gemv_argmax(opt.argmax, d, Device::CUDA);
   static_assert(kGemvMaxRows == 16, "launch() instantiates row tiles up to 16");
   const bool w_fp8 = w.data.dtype == DType::E4M3, x_fp8 = x.data.dtype == DType::E4M3;
   const int64_t chunks = d.k / (w_fp8 ? 16 : 8);
@@ -787,8 +819,12 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
+  if (!opt.argmax.empty()) {
+    p.argmax = reinterpret_cast<unsigned long long*>(opt.argmax.data);
+    p.argmax_slots = static_cast<int>(std::min<int64_t>(opt.argmax.shape[1], INT32_MAX));
+  }
   const cudaStream_t s = cuda_stream(stream);
-  if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
+  if (p.argmax == nullptr && gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);

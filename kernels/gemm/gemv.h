@@ -98,6 +98,15 @@ struct GemvOperand {
 
 struct GemvOptions {
   float alpha = 1.0f;
+  // Optional argmax epilogue (the logits GEMV of a greedy decode step; sample_tokens' DecodeState::argmax): I64
+  // [1, S], S >= 1, M = 1. Each element of out is keyed as it was stored, k_n = argmax_key(float(out[0, n]), n)
+  // (kernels/sampling/sampling_math.h: the larger value wins, ties -> the smaller n, NaN never), and the keys are
+  // max-reduced into the S slots (atomicMax; which slot takes which n is the implementation's), so that afterwards
+  // max_s argmax[0, s] = max(its value before, max_n k_n): the caller zeroes the slots first. The row's values
+  // stay exactly as without it. CUDA: each block max-reduces its columns' keys and adds one atomic to slot
+  // (block % S); the CUDA-core kernel runs even where tuning::set_gemv_mma would pick the tensor cores. CPU twin:
+  // the row's maximum into slot 0.
+  TensorView argmax;
 };
 
 // out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.
@@ -214,6 +223,8 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
+// GemvOptions::argmax's checks against the product's dims and out's device (nothing when it is empty).
+void check_gemv_argmax(const TensorView& argmax, const GemvDims& d, Device device);
 // gemv_geglu's checks (gemv's rules for x and W, both E4M3, M = 1, an even N; act as the contract says); n = 2F.
 GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
 // gemv_qkv_rope's checks: gemv's rules for x [1, K] and w [(H + 2 Hkv) Dh, K] (both E4M3), kv_cache_write_rope's for

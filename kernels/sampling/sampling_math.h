@@ -1,11 +1,12 @@
 // Scalar pieces of token sampling that compute the SAME BITS on the host (the CPU twin) and on the device:
 // the counter-based RNG, the order-preserving keys, and the fixed-point weights. Internal to kernels/sampling
-// (the contract is in sampling.h).
+// (the contract is in sampling.h) and to the logits GEMV's argmax epilogue (kernels/gemm: argmax_key).
 //
 //   philox4x32_10   Random123's Philox4x32-10 (Salmon et al., SC'11): a bijection of a 128-bit counter under a
 //                   64-bit key, 10 rounds; only 32-bit integer multiplies, so host and device agree trivially.
 //                   A draw is keyed by the seed and counted by (sequence, step): no state, any order, replayable.
 //   order_key       float -> uint32 whose unsigned order is the float order (-0 counted as +0).
+//   argmax_key      (score, index) -> uint64 whose maximum is the greedy argmax (ties: the lowest index).
 //   exp_nonpos      e^x for x <= 0 from single IEEE float operations (ieee_math.h): Cody-Waite reduction by
 //                   ln 2, a degree-7 Taylor polynomial (|r| <= 0.347: truncation < 6e-9 relative), an exact
 //                   power-of-two scale; results below 2^-126 (x < -87) flush to 0. Within 2 ulp of e^x where e^x is
@@ -113,6 +114,19 @@ TG_IEEE_FN uint64_t top_p_target(float cut, uint64_t total) {
 // The 64-bit top-p sort key: the score's order key, then the index (HF's stable ascending sort).
 TG_IEEE_FN uint64_t composite_key(float s, uint32_t index) {
   return (static_cast<uint64_t>(order_key(s)) << 32) | index;
+}
+
+// The greedy argmax as one 64-bit maximum (the argmax epilogue of a logits GEMV, DecodeState::argmax): the larger
+// score wins, ties go to the smaller index (the key holds ~index), -0 counts as +0 (order_key) and NaN never wins
+// (key 0, the empty value, as the scan's comparisons skip NaN). Every non-NaN score's key is > 0 (order_key(-inf)
+// = 0x007FFFFF). So max over any partition of the row's keys is the key of the scan's argmax, and
+// argmax_key_index(0) (an empty or all-NaN row) is 0, the scan's fallback.
+TG_IEEE_FN uint64_t argmax_key(float s, uint32_t index) {
+  if ((float_bits(s) & 0x7FFFFFFFu) > 0x7F800000u) return 0;  // NaN
+  return (static_cast<uint64_t>(order_key(s)) << 32) | static_cast<uint32_t>(~index);
+}
+TG_IEEE_FN int32_t argmax_key_index(uint64_t key) {
+  return key == 0 ? 0 : static_cast<int32_t>(~static_cast<uint32_t>(key));
 }
 
 }  // namespace tg::kernels::sampling

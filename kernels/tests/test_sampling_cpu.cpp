@@ -91,6 +91,42 @@ TEST(SamplingMath, OrderKeyIsTheFloatOrder) {
   }
 }
 
+// argmax_key: the maximum over any partition of a row's keys is the greedy scan's token (larger value first, ties
+// -> the lowest index, -0 == +0, NaN never; an all-NaN row -> 0).
+TEST(SamplingMath, ArgmaxKeyOrdersLikeTheGreedyScan) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  auto k = [](float v, uint32_t i) { return sampling::argmax_key(v, i); };
+  EXPECT_GT(k(2.0f, 9), k(1.0f, 0));
+  EXPECT_GT(k(1.0f, 3), k(1.0f, 4)) << "ties: the lower index wins";
+  EXPECT_GT(k(0.0f, 1), k(-0.0f, 2)) << "-0 is +0: the index decides";
+  EXPECT_GT(k(-0.0f, 1), k(0.0f, 2));
+  EXPECT_GT(k(-inf, 5), 0u) << "-inf is selectable";
+  EXPECT_GT(k(-inf, 0), k(-inf, 5));
+  EXPECT_EQ(k(nan, 0), 0u);
+  EXPECT_EQ(k(-nan, 0), 0u);
+  EXPECT_GT(k(inf, 7), k(3e38f, 0));
+  EXPECT_EQ(sampling::argmax_key_index(k(1.5f, 123456)), 123456);
+  EXPECT_EQ(sampling::argmax_key_index(0), 0) << "empty (all NaN): token 0, as the scan";
+  // Random rows with many ties and NaNs: the key maximum over shuffled chunks is select_token's greedy token.
+  std::mt19937 rng(11);
+  SamplingParams sp;
+  sp.mode = SamplingMode::kGreedy;
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> s(97);
+    for (float& x : s) x = static_cast<float>(static_cast<int>(rng() % 7) - 3);  // -3 .. 3: ties everywhere
+    for (int j = 0; j < trial % 5; ++j) s[rng() % s.size()] = nan;
+    if (trial % 17 == 0) s.assign(s.size(), nan);
+    uint64_t best = 0;
+    for (std::size_t i = 0; i < s.size(); ++i) best = std::max(best, k(s[i], static_cast<uint32_t>(i)));
+    int want = -1;  // the scan: first index of the largest non-NaN value
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == s[i] && (want < 0 || s[i] > s[static_cast<std::size_t>(want)])) want = static_cast<int>(i);
+    }
+    EXPECT_EQ(sampling::argmax_key_index(best), want < 0 ? 0 : want) << "trial " << trial;
+    EXPECT_EQ(cpu::select_token(s.data(), static_cast<int64_t>(s.size()), sp, 0, 0).token, want < 0 ? 0 : want);
+  }
+}
+
 // ---- HF's warpers, transcribed (generation/logits_process.py), in FP64 except where HF rounds to FP32 ----
 struct HfKept {
   std::vector<uint8_t> kept;    // finite after the warpers
@@ -360,6 +396,74 @@ TEST(SampleTokens, OffModeChangesNothing) {
   EXPECT_EQ(h.tokens, before.tokens);
   EXPECT_EQ(h.last, before.last);
   EXPECT_EQ(h.out, before.out);
+}
+
+// DecodeState::argmax: a plain greedy row takes the slots' token without reading its logits; a row with a
+// processor (repetition penalty, min_new_tokens' EOS block) and every other mode scan as usual; every call zeroes
+// every row's slots (kOff and finished rows included).
+TEST(SampleTokens, ArgmaxSlotsServePlainGreedyRowsOnly) {
+  const int64_t b = 3, v = 64;
+  auto fill = [&](std::vector<int64_t>& slots, int64_t row, int32_t token) {
+    // The key of `token` in one slot, smaller keys of other tokens in others (the producer spreads its maxima).
+    slots[static_cast<std::size_t>(row * kArgmaxSlots + 5)] = static_cast<int64_t>(sampling::argmax_key(9.0f, 1));
+    slots[static_cast<std::size_t>(row * kArgmaxSlots + 17)] = static_cast<int64_t>(sampling::argmax_key(10.0f, token));
+  };
+  auto run = [&](HostState& h, const SamplingParams& p, std::vector<int64_t>& slots) {
+    DecodeState st = h.state();
+    st.argmax = TensorView(slots.data(), DType::I64, Shape{b, kArgmaxSlots}, Device::CPU);
+    SamplingParams copy = p;
+    cpu::sample_tokens(TensorView(h.logits.data(), DType::F32, Shape{b, v}, Device::CPU),
+                       TensorView(&copy, DType::U8, Shape{int64_t{sizeof(copy)}}, Device::CPU), st);
+  };
+  const std::vector<int64_t> zeros(static_cast<std::size_t>(b * kArgmaxSlots), 0);
+  HostState h(b, v, 4);
+  for (int64_t r = 0; r < b; ++r) h.logits[static_cast<std::size_t>(r * v + 30)] = 5.0f;  // the scan's token: 30
+  h.finished = {0, 0, 1};
+  std::vector<int64_t> slots(zeros);
+  for (int64_t r = 0; r < b; ++r) fill(slots, r, static_cast<int32_t>(40 + r));
+  SamplingParams p;
+  p.mode = SamplingMode::kGreedy;
+  run(h, p, slots);
+  EXPECT_EQ(h.last, (std::vector<int32_t>{40, 41, -1})) << "plain greedy: the slots' token, not the logits'";
+  EXPECT_EQ(slots, zeros) << "every row's slots zeroed (the finished row's too)";
+
+  h.see(0, 3);  // unrelated seen token: the penalty makes row 0 (and row 1) scan
+  p.repetition_penalty = 1.5f;
+  for (int64_t r = 0; r < b; ++r) fill(slots, r, 50);
+  run(h, p, slots);
+  EXPECT_EQ(h.last, (std::vector<int32_t>{30, 30, -1})) << "a repetition penalty: the scan";
+  EXPECT_EQ(slots, zeros);
+
+  p.repetition_penalty = 1.0f;
+  p.min_new_tokens = 3;  // generated is 2 < 3: the EOS block applies this step
+  p.num_eos = 1;
+  p.eos[0] = 63;
+  for (int64_t r = 0; r < b; ++r) fill(slots, r, 50);
+  run(h, p, slots);
+  EXPECT_EQ(h.last, (std::vector<int32_t>{30, 30, -1})) << "min_new_tokens' EOS block: the scan";
+  p.min_new_tokens = 0;
+  for (int64_t r = 0; r < b; ++r) fill(slots, r, 50);
+  run(h, p, slots);
+  EXPECT_EQ(h.last, (std::vector<int32_t>{50, 50, -1}));
+
+  const HostState before = h;
+  p.mode = SamplingMode::kOff;
+  for (int64_t r = 0; r < b; ++r) fill(slots, r, 50);
+  run(h, p, slots);
+  EXPECT_EQ(slots, zeros) << "kOff zeroes the slots too";
+  EXPECT_EQ(h.last, before.last);
+  EXPECT_EQ(h.out, before.out);
+
+  std::vector<int64_t> bad(static_cast<std::size_t>(b * 16), 0);
+  DecodeState st = h.state();
+  st.argmax = TensorView(bad.data(), DType::I64, Shape{b, 16}, Device::CPU);
+  try {
+    cpu::sample_tokens(TensorView(h.logits.data(), DType::F32, Shape{b, v}, Device::CPU),
+                       TensorView(&p, DType::U8, Shape{int64_t{sizeof(p)}}, Device::CPU), st);
+    ADD_FAILURE() << "a [3, 16] argmax accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state.argmax"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SampleTokens, SampledTokensAreReproducibleAndSeeded) {
