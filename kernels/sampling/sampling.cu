@@ -251,10 +251,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int chosen;
   SamplingParams& p = *reinterpret_cast<SamplingParams*>(p_raw);
   const int b = blockIdx.y, part = blockIdx.x, parts = gridDim.x;
-  if (threadIdx.x == 0) {
-    memcpy(p_raw, params, sizeof(SamplingParams));
-    chosen = -1;
-  }
+  // The row's state, read first, beside the parameters' and the slots' reads (one round trip, not three dependent
+  // ones: params -> finished -> generated). Only the deciding thread writes them, at the very end, after every block
+  // of the row has read them (the last block to arrive decides).
+  const int fin = st.finished[b], g = st.generated[b], max_new = st.max_new[b], pos0 = st.positions[b];
   // DecodeState::argmax: warp 0 of the row's first block takes the row's slots (one per lane) and zeroes them, in
   // every mode (the producer's next step starts from zero); the row's key ends up in every lane of warp 0.
   unsigned long long akey = 0;
@@ -263,12 +263,18 @@ __global__ void __launch_bounds__(kThreads)
     unsigned long long* slot = argmax + static_cast<int64_t>(b) * kArgmaxSlots + threadIdx.x;
     akey = *slot;
     *slot = 0;
+  }
+  if (threadIdx.x == 0) {
+    memcpy(p_raw, params, sizeof(SamplingParams));
+    chosen = -1;
+  }
+  if (argmax != nullptr && part == 0 && threadIdx.x < 32) {  // warp 0, uniform: the merge, once the loads are out
     for (int o = 16; o > 0; o >>= 1) akey = max(akey, __shfl_xor_sync(kFull, akey, o));
   }
   __syncthreads();
   if (p.mode == SamplingMode::kOff) return;
   if (p.mode != SamplingMode::kGreedy && part != 0) return;
-  if (const int fin = st.finished[b]; fin != 0) {
+  if (fin != 0) {
     if (threadIdx.x == 0 && part == 0) {
       st.last[b] = -1;
       if (st.flags != nullptr) {
@@ -278,10 +284,6 @@ __global__ void __launch_bounds__(kThreads)
     }
     return;
   }
-  const int g = st.generated[b];
-  // The tail's other reads, issued here beside g's (only the deciding thread writes them, at the very end) so that
-  // they are not two more dependent round trips after the decision.
-  const int max_new = st.max_new[b], pos0 = st.positions[b];
   const T* row = logits + b * row_stride;
   uint32_t* seen = st.seen + static_cast<int64_t>(b) * words;
   const bool penalty = p.repetition_penalty != 1.0f;
