@@ -463,7 +463,8 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
       sb->state.workspace = b.alloc(DType::I32, {batch, kernels::kSampleWorkspaceWords});
     }
     sb->params = b.alloc(DType::U8, {static_cast<int64_t>(sizeof(kernels::SamplingParams))});
-    if (decode_argmax_epilogue_enabled() && lm_rows == 1) sb->argmax = b.alloc(DType::I64, {1, kernels::kArgmaxSlots});
+    static_assert(kernels::kArgmaxSlotStride == kernels::kGemvArgmaxSlotStride, "one slot layout");
+    if (decode_argmax_epilogue_enabled() && lm_rows == 1) sb->argmax = b.alloc(DType::I64, {1, kernels::kArgmaxRowWords});
     sb->q = b.alloc(DType::BF16, {batch, c.num_attention_heads, c.head_dim});
     const TensorView w = ws > 0 ? b.alloc(DType::U8, {static_cast<int64_t>(ws)}) : TensorView{};
     sb->attention_workspace = kernels::Workspace{w.data, ws};

@@ -79,7 +79,7 @@ class Decoder {
     TensorView params;        // U8 [sizeof(SamplingParams)]
     TensorView q;             // BF16 [B, H, Dh]: contiguous q for decode_attention
     kernels::Workspace attention_workspace;
-    // I64 [1, kArgmaxSlots] (zeroed; sample_tokens leaves it zeroed) or empty: the one-row step's lm_head GEMV
+    // I64 [1, kArgmaxRowWords] (zeroed; sample_tokens leaves it zeroed) or empty: the one-row step's lm_head GEMV
     // reduces the greedy argmax into it and the step's sample_tokens reads it (DecodeState::argmax) when
     // decode_argmax_epilogue_enabled() and the lm_head has one row.
     TensorView argmax;

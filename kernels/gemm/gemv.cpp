@@ -107,8 +107,9 @@ void check_gemv_argmax(const TensorView& argmax, const GemvDims& d, Device devic
   if (argmax.empty()) return;
   TG_CHECK(d.m == 1, "gemv: the argmax epilogue takes one row (M = 1), got M = ", d.m);
   TG_CHECK(argmax.dtype == DType::I64 && argmax.ndim() == 2 && argmax.shape[0] == 1 && argmax.shape[1] >= 1 &&
-               argmax.is_contiguous(),
-           "gemv: argmax must be contiguous I64 [1, S] with S >= 1 slots, got ", argmax.describe());
+               argmax.shape[1] % kGemvArgmaxSlotStride == 0 && argmax.is_contiguous(),
+           "gemv: argmax must be contiguous I64 [1, S * ", kGemvArgmaxSlotStride, "] (S >= 1 slots, one per ",
+           kGemvArgmaxSlotStride, " elements), got ", argmax.describe());
   TG_CHECK(argmax.device == device, "gemv: argmax is on ", argmax.device, ", out on ", device);
   TG_CHECK(d.n <= int64_t{1} << 31, "gemv: the argmax epilogue keys column indices below 2^31, N = ", d.n);
 }

@@ -82,28 +82,6 @@ __device__ __forceinline__ void unpack_x(const uint4 (&xv)[2], int h, float (&f)
 // then the epilogue.
 enum : int { kEpiPlain = 0, kEpiGeglu = 1, kEpiQkvRope = 2 };
 
-// The argmax epilogue (GemvOptions::argmax): the lanes' keys max-reduced over the warp, then (kBlock: every warp of
-// the block is here) over the block through shared memory, one atomicMax per block into slot blockIdx.x % S;
-// without kBlock (K splits: only each group's first warp is here) one per warp. A block whose columns all hold NaN
-// adds nothing (key 0 is the slots' empty value).
-template <bool kBlock>
-__device__ __forceinline__ void argmax_commit(const GemvParams& p, unsigned long long key) {
-  for (int o = 16; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
-  unsigned long long* slot = p.argmax + blockIdx.x % static_cast<unsigned>(p.argmax_slots);
-  if constexpr (kBlock) {
-    __shared__ unsigned long long warp_key[kWarps];
-    if (threadIdx.x % 32 == 0) warp_key[threadIdx.x / 32] = key;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) key = max(key, warp_key[w]);
-      if (key != 0) atomicMax(slot, key);
-    }
-  } else {
-    if (threadIdx.x % 32 == 0 && key != 0) atomicMax(slot, key);
-  }
-}
-
 // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h), every thread of the block: x's E4M3 codes into x_s as
 // rmsnorm_forward_fp8 computes them (norm.h; the shared pieces in kernels/norm/norm_device.cuh): every warp sums
 // the squares in the LANE ORDER (lane l: 8-element chunks l, l + 32, ..., then the butterfly) and takes rstd;
@@ -201,6 +179,18 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  // The argmax epilogue (GemvOptions::argmax): this warp's slot, and its value now -- read through L2 right after the
+  // wait (the previous step's sampler zeroed it), its latency hidden by the loop. Slots only grow while the kernel
+  // runs, so a key not above this value is not above the slot's final one either: the warp skips its atomic, and
+  // after the first blocks almost every warp does (an atomic per warp to a few lines cost the 2b lm_head ~9 us).
+  unsigned long long* argmax_slot = nullptr;
+  unsigned long long argmax_seen = 0;
+  if constexpr (kEpi == kEpiPlain) {
+    if (p.argmax != nullptr) {
+      argmax_slot = p.argmax + (warp_id % p.argmax_slots) * kGemvArgmaxSlotStride;
+      if (lane == 0) argmax_seen = __ldcg(argmax_slot);
+    }
+  }
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
   }
@@ -210,8 +200,7 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   if constexpr (kNorm) x_scale_inv = norm_prologue(p, x_norm);
   // Whole warps only: without a split (or the GeGLU's amax) no block-level synchronisation follows; with one, a
   // whole group is past N or not, and the groups of a block meet at the one barrier below whatever they did.
-  // The argmax epilogue's block reduction needs every warp of the block (kSplit == 1) at its barrier too.
-  if (kSplit == 1 && kEpi != kEpiGeglu && !active && p.argmax == nullptr) return;
+  if (kSplit == 1 && kEpi != kEpiGeglu && !active) return;
 
   float acc[kRows][kCols];
 #pragma unroll
@@ -365,7 +354,11 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
         }
       }
     }
-    if (p.argmax != nullptr) argmax_commit<kSplit == 1>(p, key);
+    if (argmax_slot != nullptr) {  // M = 1: the keys are in lanes 0 .. kCols - 1
+#pragma unroll
+      for (int o = 1; o < kCols; o <<= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+      if (lane == 0 && key > argmax_seen) atomicMax(argmax_slot, key);
+    }
   }
   if (p.late_trigger) dev::pdl_launch_dependents();
 }
@@ -821,7 +814,7 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.out_f32 = out.dtype == DType::F32;
   if (!opt.argmax.empty()) {
     p.argmax = reinterpret_cast<unsigned long long*>(opt.argmax.data);
-    p.argmax_slots = static_cast<int>(std::min<int64_t>(opt.argmax.shape[1], INT32_MAX));
+    p.argmax_slots = static_cast<int>(std::min<int64_t>(opt.argmax.shape[1] / kGemvArgmaxSlotStride, INT32_MAX));
   }
   const cudaStream_t s = cuda_stream(stream);
   if (p.argmax == nullptr && gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {

@@ -96,16 +96,22 @@ struct GemvOperand {
   static GemvOperand fp8(const Fp8View& v);
 };
 
+// Elements between two slots of GemvOptions::argmax: one 128-byte line per slot, so that the atomics on different
+// slots never meet in one L2 line.
+inline constexpr int64_t kGemvArgmaxSlotStride = 16;
+
 struct GemvOptions {
   float alpha = 1.0f;
   // Optional argmax epilogue (the logits GEMV of a greedy decode step; sample_tokens' DecodeState::argmax): I64
-  // [1, S], S >= 1, M = 1. Each element of out is keyed as it was stored, k_n = argmax_key(float(out[0, n]), n)
+  // [1, S * kGemvArgmaxSlotStride], S >= 1, M = 1; slot s is element s * kGemvArgmaxSlotStride (the others are not
+  // touched). Each element of out is keyed as it was stored, k_n = argmax_key(float(out[0, n]), n)
   // (kernels/sampling/sampling_math.h: the larger value wins, ties -> the smaller n, NaN never), and the keys are
   // max-reduced into the S slots (atomicMax; which slot takes which n is the implementation's), so that afterwards
-  // max_s argmax[0, s] = max(its value before, max_n k_n): the caller zeroes the slots first. The row's values
-  // stay exactly as without it. CUDA: each block max-reduces its columns' keys and adds one atomic to slot
-  // (block % S); the CUDA-core kernel runs even where tuning::set_gemv_mma would pick the tensor cores. CPU twin:
-  // the row's maximum into slot 0.
+  // max_s slot_s = max(its value before, max_n k_n): the caller zeroes the slots first. The row's values stay
+  // exactly as without it. CUDA: each warp max-reduces its columns' keys and adds an atomic to its slot (warp % S)
+  // only if the key exceeds what the slot held when the warp started (read right after the PDL wait: slots only
+  // grow); the CUDA-core kernel runs even where tuning::set_gemv_mma would pick the tensor cores. CPU twin: the
+  // row's maximum into slot 0.
   TensorView argmax;
 };
 

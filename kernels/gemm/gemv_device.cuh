@@ -28,8 +28,9 @@ struct GemvParams {
   // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
   // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
-  // The argmax epilogue (GemvOptions::argmax; M = 1): each block's maximum of argmax_key over the values it stored,
-  // one atomicMax into slot blockIdx.x % argmax_slots. nullptr: none.
+  // The argmax epilogue (GemvOptions::argmax; M = 1): warp w's maximum of argmax_key over the values it stored goes
+  // to slot w % argmax_slots (element (w % argmax_slots) * kGemvArgmaxSlotStride) unless that slot already held at
+  // least as much when the warp started. nullptr: none.
   unsigned long long* argmax;
   int argmax_slots;
   // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h; kernels with kNorm): x computed from h in each block.

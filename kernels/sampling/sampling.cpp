@@ -82,9 +82,9 @@ Dims check_args(const TensorView& logits, const TensorView& params, const Decode
     check_device(state.workspace, device, what);
   }
   if (!state.argmax.empty()) {
-    TG_CHECK(state.argmax.dtype == DType::I64 && state.argmax.shape == (Shape{d.batch, kArgmaxSlots}), what,
-             ": state.argmax (optional) must be I64 [B = ", d.batch, ", ", kArgmaxSlots, "], got ",
-             state.argmax.describe());
+    TG_CHECK(state.argmax.dtype == DType::I64 && state.argmax.shape == (Shape{d.batch, kArgmaxRowWords}), what,
+             ": state.argmax (optional) must be I64 [B = ", d.batch, ", ", kArgmaxRowWords, " (", kArgmaxSlots,
+             " slots x ", kArgmaxSlotStride, ")], got ", state.argmax.describe());
     check_contiguous(state.argmax, what);
     check_device(state.argmax, device, what);
   }

@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
   unsigned long long akey = 0;
   if (argmax != nullptr && part == 0 && threadIdx.x < 32) {
     static_assert(kArgmaxSlots == 32, "one slot per lane of warp 0");
-    unsigned long long* slot = argmax + static_cast<int64_t>(b) * kArgmaxSlots + threadIdx.x;
+    unsigned long long* slot = argmax + static_cast<int64_t>(b) * kArgmaxRowWords + threadIdx.x * kArgmaxSlotStride;
     akey = *slot;
     *slot = 0;
   }

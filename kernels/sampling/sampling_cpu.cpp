@@ -122,7 +122,7 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
     int64_t* slots = st.argmax.ptr<int64_t>();
     for (int64_t b = 0; b < d.batch; ++b) {
       for (int64_t j = 0; j < kArgmaxSlots; ++j) {
-        int64_t& slot = slots[b * kArgmaxSlots + j];
+        int64_t& slot = slots[b * kArgmaxRowWords + j * kArgmaxSlotStride];
         row_key[static_cast<std::size_t>(b)] = std::max(row_key[static_cast<std::size_t>(b)], static_cast<uint64_t>(slot));
         slot = 0;
       }

@@ -43,16 +43,16 @@ TEST(GemvCpu, ArgmaxEpilogueHandChecked) {
                                 0, 7, 0, 0, 0, 0, 0, 0,  7, 0.01f, 0, 0, 0, 0, 0, 0,  2, 0, 0, 0, 0, 0, 0, 0},
                                6, 8);
   Tensor out = Tensor::empty(DType::BF16, {1, 6}), plain = Tensor::empty(DType::BF16, {1, 6});
-  std::vector<int64_t> slots(4, 0);
+  std::vector<int64_t> slots(4 * kGemvArgmaxSlotStride, 0);
   GemvOptions opt;
-  opt.argmax = TensorView(slots.data(), DType::I64, Shape{1, 4}, Device::CPU);
+  opt.argmax = TensorView(slots.data(), DType::I64, Shape{1, 4 * kGemvArgmaxSlotStride}, Device::CPU);
   gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt);
   gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), plain.view());
   EXPECT_EQ(0, std::memcmp(out.data(), plain.data(), out.nbytes()));
   EXPECT_EQ(bf16_bits_to_float(out.ptr<uint16_t>()[4]), 7.0f) << "7.01 rounds to BF16 7: a three-way tie";
   EXPECT_EQ(static_cast<uint64_t>(slots[0]), sampling::argmax_key(7.0f, 1));
   EXPECT_EQ(sampling::argmax_key_index(static_cast<uint64_t>(slots[0])), 1);
-  slots.assign(4, 0);
+  slots.assign(slots.size(), 0);
   slots[0] = static_cast<int64_t>(sampling::argmax_key(8.0f, 5));  // a larger key already there stays
   gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt);
   EXPECT_EQ(static_cast<uint64_t>(slots[0]), sampling::argmax_key(8.0f, 5));
@@ -67,6 +67,8 @@ TEST(GemvCpu, ArgmaxEpilogueHandChecked) {
   }
   std::vector<float> f32(4, 0.0f);
   opt.argmax = TensorView(f32.data(), DType::F32, Shape{1, 4}, Device::CPU);
+  EXPECT_THROW(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt), Error);
+  opt.argmax = TensorView(slots.data(), DType::I64, Shape{1, 20}, Device::CPU);  // not whole slots
   EXPECT_THROW(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt), Error);
 }
 

@@ -553,8 +553,8 @@ TEST(GemvGpu, ArgmaxEpilogueKeysTheStoredRow) {
       Tensor plain = Tensor::zeros(c.out, {1, c.n}, dev), got = Tensor::zeros(c.out, {1, c.n}, dev);
       gemv(xo, wo, plain.view());
       for (const int64_t start : {int64_t{0}, std::numeric_limits<int64_t>::max()}) {
-        Tensor slots_host = Tensor::zeros(DType::I64, {1, c.slots});
-        slots_host.ptr<int64_t>()[c.slots - 1] = start;  // the maximum with what was there
+        Tensor slots_host = Tensor::zeros(DType::I64, {1, c.slots * kGemvArgmaxSlotStride});
+        slots_host.ptr<int64_t>()[(c.slots - 1) * kGemvArgmaxSlotStride] = start;  // the maximum with what was there
         Tensor slots = slots_host.to(dev);
         GemvOptions opt;
         opt.argmax = slots.view();
@@ -563,7 +563,13 @@ TEST(GemvGpu, ArgmaxEpilogueKeysTheStoredRow) {
         EXPECT_TRUE(same_bytes(got.view(), plain.view())) << "out differs from the plain kernel's";
         const Tensor out_host = got.to(Device::CPU), s = slots.to(Device::CPU);
         uint64_t best = 0;
-        for (int64_t i = 0; i < c.slots; ++i) best = std::max(best, static_cast<uint64_t>(s.ptr<int64_t>()[i]));
+        for (int64_t i = 0; i < c.slots * kGemvArgmaxSlotStride; ++i) {
+          if (i % kGemvArgmaxSlotStride == 0) {
+            best = std::max(best, static_cast<uint64_t>(s.ptr<int64_t>()[i]));
+          } else {
+            EXPECT_EQ(s.ptr<int64_t>()[i], 0) << "element " << i << " between the slots was written";
+          }
+        }
         const uint64_t want = std::max(host_key(out_host), static_cast<uint64_t>(start));
         EXPECT_EQ(best, want) << "start " << start;
         if (start == 0 && c.w == DType::BF16 && c.x == DType::BF16) {
@@ -575,7 +581,7 @@ TEST(GemvGpu, ArgmaxEpilogueKeysTheStoredRow) {
   // Bad slots are named.
   Tensor x = Tensor::zeros(DType::BF16, {2, 16}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 16}, Device::CUDA);
   Tensor out = Tensor::zeros(DType::BF16, {2, 8}, Device::CUDA);
-  Tensor slots = Tensor::zeros(DType::I64, {1, 4}, Device::CUDA);
+  Tensor slots = Tensor::zeros(DType::I64, {1, 4 * kGemvArgmaxSlotStride}, Device::CUDA);
   GemvOptions opt;
   opt.argmax = slots.view();
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt),

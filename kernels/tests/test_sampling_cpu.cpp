@@ -405,17 +405,17 @@ TEST(SampleTokens, ArgmaxSlotsServePlainGreedyRowsOnly) {
   const int64_t b = 3, v = 64;
   auto fill = [&](std::vector<int64_t>& slots, int64_t row, int32_t token) {
     // The key of `token` in one slot, smaller keys of other tokens in others (the producer spreads its maxima).
-    slots[static_cast<std::size_t>(row * kArgmaxSlots + 5)] = static_cast<int64_t>(sampling::argmax_key(9.0f, 1));
-    slots[static_cast<std::size_t>(row * kArgmaxSlots + 17)] = static_cast<int64_t>(sampling::argmax_key(10.0f, token));
+    slots[static_cast<std::size_t>(row * kArgmaxRowWords + 5 * kArgmaxSlotStride)] = static_cast<int64_t>(sampling::argmax_key(9.0f, 1));
+    slots[static_cast<std::size_t>(row * kArgmaxRowWords + 17 * kArgmaxSlotStride)] = static_cast<int64_t>(sampling::argmax_key(10.0f, token));
   };
   auto run = [&](HostState& h, const SamplingParams& p, std::vector<int64_t>& slots) {
     DecodeState st = h.state();
-    st.argmax = TensorView(slots.data(), DType::I64, Shape{b, kArgmaxSlots}, Device::CPU);
+    st.argmax = TensorView(slots.data(), DType::I64, Shape{b, kArgmaxRowWords}, Device::CPU);
     SamplingParams copy = p;
     cpu::sample_tokens(TensorView(h.logits.data(), DType::F32, Shape{b, v}, Device::CPU),
                        TensorView(&copy, DType::U8, Shape{int64_t{sizeof(copy)}}, Device::CPU), st);
   };
-  const std::vector<int64_t> zeros(static_cast<std::size_t>(b * kArgmaxSlots), 0);
+  const std::vector<int64_t> zeros(static_cast<std::size_t>(b * kArgmaxRowWords), 0);
   HostState h(b, v, 4);
   for (int64_t r = 0; r < b; ++r) h.logits[static_cast<std::size_t>(r * v + 30)] = 5.0f;  // the scan's token: 30
   h.finished = {0, 0, 1};

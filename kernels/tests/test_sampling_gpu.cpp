@@ -160,12 +160,12 @@ TEST(SamplingGpu, ArgmaxSlotsGiveTheScanToken) {
   TG_REQUIRE_CUDA();
   auto slots_of = [](const Tensor& logits) {
     const int64_t b = logits.shape()[0], v = logits.shape()[1];
-    Tensor slots = Tensor::zeros(DType::I64, {b, kArgmaxSlots});
+    Tensor slots = Tensor::zeros(DType::I64, {b, kArgmaxRowWords});
     for (int64_t r = 0; r < b; ++r) {
       for (int64_t i = 0; i < v; ++i) {
         const float x = logits.dtype() == DType::BF16 ? bf16_bits_to_float(logits.ptr<const uint16_t>()[r * v + i])
                                                       : logits.ptr<const float>()[r * v + i];
-        auto& slot = reinterpret_cast<uint64_t&>(slots.ptr<int64_t>()[r * kArgmaxSlots + i % kArgmaxSlots]);
+        auto& slot = reinterpret_cast<uint64_t&>(slots.ptr<int64_t>()[r * kArgmaxRowWords + (i % kArgmaxSlots) * kArgmaxSlotStride]);
         slot = std::max(slot, sampling::argmax_key(x, static_cast<uint32_t>(i)));
       }
     }
@@ -218,8 +218,10 @@ TEST(SamplingGpu, ArgmaxSlotsGiveTheScanToken) {
   // Slots naming token 7 in every row: plain greedy rows take it; with a penalty the row is scanned.
   const int64_t b = 2, v = 1000;
   Tensor logits = testing::random_host(DType::BF16, {b, v}, 3, 2.5f);
-  Tensor slots = Tensor::zeros(DType::I64, {b, kArgmaxSlots});
-  for (int64_t r = 0; r < b; ++r) slots.ptr<int64_t>()[r * kArgmaxSlots + 9] = static_cast<int64_t>(sampling::argmax_key(1.0f, 7));
+  Tensor slots = Tensor::zeros(DType::I64, {b, kArgmaxRowWords});
+  for (int64_t r = 0; r < b; ++r) {
+    slots.ptr<int64_t>()[r * kArgmaxRowWords + 9 * kArgmaxSlotStride] = static_cast<int64_t>(sampling::argmax_key(1.0f, 7));
+  }
   for (const SamplingParams& p : {greedy, pen}) {
     State cpu = initial_state(b, v, 8, 1);
     cpu.ints.ptr<int32_t>()[5 * b + 1] = 0;  // both rows running
