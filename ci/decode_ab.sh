@@ -36,8 +36,7 @@
 #                 norm kernels past one wave: measured slower in sessions 19 / 20 and removed)
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
-#   argmax_scan   TEGEMMA_DECODE_ARGMAX_EPILOGUE=0: the greedy argmax by the sampler's pass over the logits (the
-#                 default reduces it in the batch-1 lm_head GEMV's epilogue)
+#                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
 #   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
 #                 since session 21; impl/generate/generator.h)
 #   gemm_first    TEGEMMA_GEMM_AUTOTUNE=0: every cuBLASLt GEMM (the decode GEMMs past 4 rows, fc1 / lm_head at 2-4 rows)
@@ -79,7 +78,6 @@ for cfg in $configs; do
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
-    argmax_scan) envs=(TEGEMMA_DECODE_ARGMAX_EPILOGUE=0) ;;
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;

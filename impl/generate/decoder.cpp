@@ -103,11 +103,6 @@ void set_decode_gemv_max_rows(int64_t rows) {
 }
 int64_t decode_gemv_max_rows() { return gemv_max_rows_setting().load(); }
 
-bool decode_argmax_epilogue_enabled() {
-  static const bool on = env_switch("TEGEMMA_DECODE_ARGMAX_EPILOGUE", true);
-  return on;
-}
-
 bool decode_programmatic_launch() {
   static const bool on = env_switch("TEGEMMA_DECODE_PDL", true);
   return on;
@@ -325,27 +320,24 @@ bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& 
   return true;
 }
 
-bool Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream, const TensorView& argmax) const {
+void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const {
   const Precision& p = model_->precision();
   const ModelWeights& w = model_->weights();
   p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
-  return linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream, argmax);
+  linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
 }
 
-bool Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-                     Stream stream, const TensorView& argmax) const {
+void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
+                     Stream stream) const {
   const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
   if (gemv && (beta == 0.0f || beta == 1.0f) && !wide_batched) {
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
-      kernels::GemvOptions opt;
-      opt.argmax = argmax;
-      kernels::gemv(ops->x, ops->w, out, opt, beta == 1.0f ? out : TensorView{}, stream);
-      return true;
+      kernels::gemv(ops->x, ops->w, out, {}, beta == 1.0f ? out : TensorView{}, stream);
+      return;
     }
   }
   model_->precision().linear(x, w, out, beta, stream);
-  return false;
 }
 
 TensorView Decoder::prefill(const Batch& batch, const std::vector<int32_t>& slots, const KvCacheSet& cache,
@@ -463,8 +455,6 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
       sb->state.workspace = b.alloc(DType::I32, {batch, kernels::kSampleWorkspaceWords});
     }
     sb->params = b.alloc(DType::U8, {static_cast<int64_t>(sizeof(kernels::SamplingParams))});
-    static_assert(kernels::kArgmaxSlotStride == kernels::kGemvArgmaxSlotStride, "one slot layout");
-    if (decode_argmax_epilogue_enabled() && lm_rows == 1) sb->argmax = b.alloc(DType::I64, {1, kernels::kArgmaxRowWords});
     sb->q = b.alloc(DType::BF16, {batch, c.num_attention_heads, c.head_dim});
     const TensorView w = ws > 0 ? b.alloc(DType::U8, {static_cast<int64_t>(ws)}) : TensorView{};
     sb->attention_workspace = kernels::Workspace{w.data, ws};
@@ -490,7 +480,7 @@ std::unique_ptr<Decoder::StepBuffers> Decoder::make_step_buffers(int64_t batch, 
   // Zeros everywhere that padding rows or an idle state could be read before being written.
   const Acts& a = sb->acts;
   for (const TensorView& v :
-       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, st.workspace, sb->argmax, sb->q}) {
+       {a.h, a.qkv, a.fc1, a.logits, a.x_last, sb->ints, st.out_tokens, st.seen, st.workspace, sb->q}) {
     zero_view(v, stream);
   }
   for (const GemmInput* in : {&a.ln, &a.attn, &a.act, &a.lm_in}) zero_input(*in, stream);
@@ -572,11 +562,8 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
   }
-  const bool lm_gemv = lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream, sb.argmax);
-  // The argmax slots go to the sampler only when the lm_head GEMV filled them (sb.argmax: a one-row lm_head).
-  kernels::DecodeState state = sb.state;
-  state.argmax = lm_gemv ? sb.argmax : TensorView{};
-  kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, state, stream);
+  lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
+  kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);
 }
 
 }  // namespace tg::impl

@@ -79,10 +79,6 @@ class Decoder {
     TensorView params;        // U8 [sizeof(SamplingParams)]
     TensorView q;             // BF16 [B, H, Dh]: contiguous q for decode_attention
     kernels::Workspace attention_workspace;
-    // I64 [1, kArgmaxRowWords] (zeroed; sample_tokens leaves it zeroed) or empty: the one-row step's lm_head GEMV
-    // reduces the greedy argmax into it and the step's sample_tokens reads it (DecodeState::argmax) when
-    // decode_argmax_epilogue_enabled() and the lm_head has one row.
-    TensorView argmax;
   };
 
   explicit Decoder(GemmaForCausalLM& model);
@@ -124,16 +120,15 @@ class Decoder {
   template <typename Attend, typename ProjectQkv>
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
              bool clear_pad_rows, bool gemv, Stream stream) const;
-  // argmax (or empty): GemvOptions::argmax for the lm_head GEMV; returns whether it ran (the slots were filled).
-  bool lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream, const TensorView& argmax = {}) const;
+  void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu unless TEGEMMA_DECODE_GEGLU_EPILOGUE=0 and when the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
   bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
-  // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow (returns true; with
-  // `argmax` as its GemvOptions::argmax), else Precision::linear (returns false; argmax untouched).
-  bool linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-              Stream stream, const TensorView& argmax = {}) const;
+  // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
+  // Precision::linear.
+  void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
+              Stream stream) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
   TensorView v_view(const TensorView& qkv, int64_t tokens) const;
@@ -162,12 +157,6 @@ class Decoder {
 inline constexpr int64_t kDefaultDecodeGemvMaxRows = 4;
 void set_decode_gemv_max_rows(int64_t rows);
 int64_t decode_gemv_max_rows();
-
-// Whether a one-row decode step's lm_head GEMV also reduces the greedy argmax of its logits (kernels::GemvOptions::
-// argmax) for the step's sample_tokens (DecodeState::argmax), which then skips its pass over the 256k logits for a
-// plain greedy row: the same token. On unless TEGEMMA_DECODE_ARGMAX_EPILOGUE=0 (read once; for A/B runs). Valid
-// because the step's logits are the lm_head's output as stored (no softcap or other processing between them).
-bool decode_argmax_epilogue_enabled();
 
 // Whether decode steps launch their kernels with programmatic dependent launch (kernels/launch/
 // programmatic_launch.h): on unless TEGEMMA_DECODE_PDL=0 in the environment (read once; for A/B runs). Results are

@@ -103,17 +103,6 @@ GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView
   return d;
 }
 
-void check_gemv_argmax(const TensorView& argmax, const GemvDims& d, Device device) {
-  if (argmax.empty()) return;
-  TG_CHECK(d.m == 1, "gemv: the argmax epilogue takes one row (M = 1), got M = ", d.m);
-  TG_CHECK(argmax.dtype == DType::I64 && argmax.ndim() == 2 && argmax.shape[0] == 1 && argmax.shape[1] >= 1 &&
-               argmax.shape[1] % kGemvArgmaxSlotStride == 0 && argmax.is_contiguous(),
-           "gemv: argmax must be contiguous I64 [1, S * ", kGemvArgmaxSlotStride, "] (S >= 1 slots, one per ",
-           kGemvArgmaxSlotStride, " elements), got ", argmax.describe());
-  TG_CHECK(argmax.device == device, "gemv: argmax is on ", argmax.device, ", out on ", device);
-  TG_CHECK(d.n <= int64_t{1} << 31, "gemv: the argmax epilogue keys column indices below 2^31, N = ", d.n);
-}
-
 namespace {
 // The epilogue ops' GEMV part: x [1, K] and W [n, K], both per-tensor E4M3, under gemv's rules. Those ops write no
 // BF16 [1, n] row; `like` lends its device and address to the stand-in output the rules check.

@@ -3,7 +3,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -21,7 +20,6 @@
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/norm/norm_device.cuh"
 #include "kernels/rope/rope_math.cuh"
-#include "kernels/sampling/sampling_math.h"
 
 namespace tg::kernels::cuda {
 
@@ -179,18 +177,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
-  // The argmax epilogue (GemvOptions::argmax): this warp's slot, and its value now -- read through L2 right after the
-  // wait (the previous step's sampler zeroed it), its latency hidden by the loop. Slots only grow while the kernel
-  // runs, so a key not above this value is not above the slot's final one either: the warp skips its atomic, and
-  // after the first blocks almost every warp does (an atomic per warp to a few lines cost the 2b lm_head ~9 us).
-  unsigned long long* argmax_slot = nullptr;
-  unsigned long long argmax_seen = 0;
-  if constexpr (kEpi == kEpiPlain) {
-    if (p.argmax != nullptr) {
-      argmax_slot = p.argmax + (warp_id % p.argmax_slots) * kGemvArgmaxSlotStride;
-      if (lane == 0) argmax_seen = __ldcg(argmax_slot);
-    }
-  }
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
   }
@@ -341,23 +327,13 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
       *p.act_scale_inv = ieee::fdiv(1.0f, act_scale);
     }
   } else {
-    unsigned long long key = 0;  // the argmax epilogue (M = 1): this lane's columns' keys, as stored
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
         // Lane (r * kCols + c) % 32 stores (r, c): the stores spread over the lanes.
-        if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) {
-          const float v = store_out(p, r, col0 + c, acc[r][c], scale);
-          const unsigned long long k = sampling::argmax_key(v, static_cast<uint32_t>(col0 + c));
-          if (r == 0) key = max(key, k);
-        }
+        if (r < p.m && col0 + c < p.n && lane == (r * kCols + c) % 32) store_out(p, r, col0 + c, acc[r][c], scale);
       }
-    }
-    if (argmax_slot != nullptr) {  // M = 1: the keys are in lanes 0 .. kCols - 1
-#pragma unroll
-      for (int o = 1; o < kCols; o <<= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
-      if (lane == 0 && key > argmax_seen) atomicMax(argmax_slot, key);
     }
   }
   if (p.late_trigger) dev::pdl_launch_dependents();
@@ -790,7 +766,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv(x, w, out, residual);
   check_device(out, Device::CUDA, "cuda::gemv(out)");
-  detail::check_gemv_argmax(opt.argmax, d, Device::CUDA);
   static_assert(kGemvMaxRows == 16, "launch() instantiates row tiles up to 16");
   const bool w_fp8 = w.data.dtype == DType::E4M3, x_fp8 = x.data.dtype == DType::E4M3;
   const int64_t chunks = d.k / (w_fp8 ? 16 : 8);
@@ -812,12 +787,8 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   p.chunks = static_cast<int>(chunks);
   p.alpha = opt.alpha;
   p.out_f32 = out.dtype == DType::F32;
-  if (!opt.argmax.empty()) {
-    p.argmax = reinterpret_cast<unsigned long long*>(opt.argmax.data);
-    p.argmax_slots = static_cast<int>(std::min<int64_t>(opt.argmax.shape[1] / kGemvArgmaxSlotStride, INT32_MAX));
-  }
   const cudaStream_t s = cuda_stream(stream);
-  if (p.argmax == nullptr && gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
+  if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
     dispatch<false, false>(p, s);

@@ -68,7 +68,11 @@
 // decode step and removed. So was a streaming path (session 15, da2f94d): one block per SM streaming its W rows
 // through a 40-192 KB shared-memory ring of bulk copies (cp.async.bulk, one producer warp, 16 consumer warps), the
 // stream started before the PDL wait: slower alone (H200, M = 1 E4M3: 2b fc1 30.1 vs 20.5 us, lm_head 188 vs 117)
-// and in the step (decode B1 gemma-2b 681.6 vs 947.8 tok/s, gemma-7b 259.1 vs 348.8).
+// and in the step (decode B1 gemma-2b 681.6 vs 947.8 tok/s, gemma-7b 259.1 vs 348.8). So was a greedy-argmax
+// epilogue for the B1 lm_head (session 22: each warp keyed its stored logits, max-reduced into 32 slots by atomics,
+// and the sampler skipped its pass over the row): the lm_head's warps stream only 4-6 KB each, so any epilogue work
+// stretches them; the 2b lm_head took 127-130 us instead of 118 while the sampler saved 3.6 us (decode B1 2b 1002.9 /
+// 1010.8 tok/s vs 1009.2 / 1013.6 without it; 7b 351.9 / 350.0 vs 353.4 / 348.0).
 // The tensor-core path (E4M3 x E4M3, M >= 2 by default: tuning::GemvMma): 256-thread blocks, each warp owns 8 output
 // columns (the MMA's N) and a K slice; lane (g, t) streams 16 bytes of W row g per 64-element round (8 rounds of
 // loads in flight) and the same bytes of x rows g and g + 8; every 4 bytes feed one mma.sync.m16n8k16 on F16 pairs
@@ -96,23 +100,8 @@ struct GemvOperand {
   static GemvOperand fp8(const Fp8View& v);
 };
 
-// Elements between two slots of GemvOptions::argmax: one 128-byte line per slot, so that the atomics on different
-// slots never meet in one L2 line.
-inline constexpr int64_t kGemvArgmaxSlotStride = 16;
-
 struct GemvOptions {
   float alpha = 1.0f;
-  // Optional argmax epilogue (the logits GEMV of a greedy decode step; sample_tokens' DecodeState::argmax): I64
-  // [1, S * kGemvArgmaxSlotStride], S >= 1, M = 1; slot s is element s * kGemvArgmaxSlotStride (the others are not
-  // touched). Each element of out is keyed as it was stored, k_n = argmax_key(float(out[0, n]), n)
-  // (kernels/sampling/sampling_math.h: the larger value wins, ties -> the smaller n, NaN never), and the keys are
-  // max-reduced into the S slots (atomicMax; which slot takes which n is the implementation's), so that afterwards
-  // max_s slot_s = max(its value before, max_n k_n): the caller zeroes the slots first. The row's values stay
-  // exactly as without it. CUDA: each warp max-reduces its columns' keys and adds an atomic to its slot (warp % S)
-  // only if the key exceeds what the slot held when the warp started (read right after the PDL wait: slots only
-  // grow); the CUDA-core kernel runs even where tuning::set_gemv_mma would pick the tensor cores. CPU twin: the
-  // row's maximum into slot 0.
-  TensorView argmax;
 };
 
 // out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.
@@ -229,8 +218,6 @@ struct GemvDims {
 };
 // The checks every implementation runs (gemv.cpp). Throws tg::Error naming the operand and the rule.
 GemvDims check_gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const TensorView& residual);
-// GemvOptions::argmax's checks against the product's dims and out's device (nothing when it is empty).
-void check_gemv_argmax(const TensorView& argmax, const GemvDims& d, Device device);
 // gemv_geglu's checks (gemv's rules for x and W, both E4M3, M = 1, an even N; act as the contract says); n = 2F.
 GemvDims check_gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act);
 // gemv_qkv_rope's checks: gemv's rules for x [1, K] and w [(H + 2 Hkv) Dh, K] (both E4M3), kv_cache_write_rope's for

@@ -1,7 +1,6 @@
 // CPU twin of gemv: exact dequantization, double accumulation in ascending k, one final rounding -- the same
 // arithmetic as cpu::gemm / cpu::gemm_fp8 (gemm_cpu.cpp), so the decoder's GEMV path is bit-identical to its GEMM
 // path on the CPU backend.
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -11,7 +10,6 @@
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/norm/norm.h"
-#include "kernels/sampling/sampling_math.h"
 
 namespace tg::kernels::cpu {
 
@@ -64,7 +62,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv(x, w, out, residual);
   check_device(out, Device::CPU, "cpu::gemv(out)");
-  detail::check_gemv_argmax(opt.argmax, d, Device::CPU);
   const double sx = scale_of(x), sw = scale_of(w);
   std::vector<std::vector<double>> xv(static_cast<std::size_t>(d.m));
   for (int64_t i = 0; i < d.m; ++i) dequantize_row(x, i, sx, xv[static_cast<std::size_t>(i)]);
@@ -79,13 +76,6 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
       if (!residual.empty()) v += load(residual, i, j);  // read before the store: residual may be out
       store(out, i, j, v);
     }
-  }
-  if (!opt.argmax.empty()) {  // M = 1 (checked): the row's keys as stored, into slot 0
-    uint64_t best = static_cast<uint64_t>(opt.argmax.ptr<int64_t>()[0]);
-    for (int64_t j = 0; j < d.n; ++j) {
-      best = std::max(best, sampling::argmax_key(static_cast<float>(load(out, 0, j)), static_cast<uint32_t>(j)));
-    }
-    opt.argmax.ptr<int64_t>()[0] = static_cast<int64_t>(best);
   }
 }
 

@@ -28,11 +28,6 @@ struct GemvParams {
   // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
   // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
-  // The argmax epilogue (GemvOptions::argmax; M = 1): warp w's maximum of argmax_key over the values it stored goes
-  // to slot w % argmax_slots (element (w % argmax_slots) * kGemvArgmaxSlotStride) unless that slot already held at
-  // least as much when the warp started. nullptr: none.
-  unsigned long long* argmax;
-  int argmax_slots;
   // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h; kernels with kNorm): x computed from h in each block.
   struct Norm {
     const void* h;     // BF16 [1, K]
@@ -106,18 +101,16 @@ __device__ __forceinline__ float out_scale_x(const GemvParams& p, float x_scale_
   if (p.w_scale_inv != nullptr) scale *= *p.w_scale_inv;
   return scale;
 }
-// out[r, col] = acc * scale (+ residual[r, col], FP32), one rounding to out's dtype (RNE). Returns the stored value.
-__device__ __forceinline__ float store_out(const GemvParams& p, int r, int64_t col, float acc, float scale) {
+// out[r, col] = acc * scale (+ residual[r, col], FP32), one rounding to out's dtype (RNE).
+__device__ __forceinline__ void store_out(const GemvParams& p, int r, int64_t col, float acc, float scale) {
   float v = acc * scale;
   if (p.out_f32) {
     if (p.residual != nullptr) v += static_cast<const float*>(p.residual)[r * p.ldr + col];
     static_cast<float*>(p.out)[r * p.ldo + col] = v;
-    return v;
+  } else {
+    if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
+    static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = __float2bfloat16_rn(v);
   }
-  if (p.residual != nullptr) v += __bfloat162float(static_cast<const __nv_bfloat16*>(p.residual)[r * p.ldr + col]);
-  const __nv_bfloat16 b = __float2bfloat16_rn(v);
-  static_cast<__nv_bfloat16*>(p.out)[r * p.ldo + col] = b;
-  return __bfloat162float(b);
 }
 
 // The K split of gemv's one-column warps for a row of K elements (gemv.cu: the measured rule, or the tuning knob).

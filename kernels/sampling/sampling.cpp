@@ -81,13 +81,6 @@ Dims check_args(const TensorView& logits, const TensorView& params, const Decode
     check_contiguous(state.workspace, what);
     check_device(state.workspace, device, what);
   }
-  if (!state.argmax.empty()) {
-    TG_CHECK(state.argmax.dtype == DType::I64 && state.argmax.shape == (Shape{d.batch, kArgmaxRowWords}), what,
-             ": state.argmax (optional) must be I64 [B = ", d.batch, ", ", kArgmaxRowWords, " (", kArgmaxSlots,
-             " slots x ", kArgmaxSlotStride, ")], got ", state.argmax.describe());
-    check_contiguous(state.argmax, what);
-    check_device(state.argmax, device, what);
-  }
   if (!state.flags.empty()) {
     TG_CHECK(state.flags.dtype == DType::I32 && state.flags.shape == (Shape{2, d.batch}), what,
              ": state.flags (optional) must be I32 [2, B = ", d.batch, "], got ", state.flags.describe());

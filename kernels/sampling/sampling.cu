@@ -1,8 +1,7 @@
 // sample_tokens on CUDA: one 1024-thread block per row (sequence). Every pass re-reads the row's logits
 // (BF16: 512 KB for a 256k vocabulary, L2-resident after the first pass) and recomputes the scores, so no
 // scratch memory is needed:
-//   greedy   with DecodeState::argmax (the lm_head GEMV's epilogue reduced it): no pass, warp 0 merges the slots.
-//            Otherwise one pass: block argmax (ties -> lowest index); BF16 rows in 16-byte loads, 4 in flight.
+//   greedy   one pass: block argmax (ties -> lowest index); BF16 rows in 16-byte loads, 4 in flight per thread.
 //            With DecodeState::workspace the row is split over kGreedySplit blocks, each the argmax of its slice;
 //            the last to arrive merges them (the whole row's argmax: the order is total) and updates the state.
 //            One block scanning a 256k row took 17.9 us of the gemma-2b B1 step (H200, session 16 profile).
@@ -242,8 +241,7 @@ __device__ unsigned long long radix_select(int vocab, int nbits, const KeyWeight
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sample_tokens_kernel(const T* __restrict__ logits, int64_t row_stride, int vocab, int words, int max_tokens,
-                         const SamplingParams* __restrict__ params, StatePtrs st, int32_t* ws,
-                         unsigned long long* argmax) {
+                         const SamplingParams* __restrict__ params, StatePtrs st, int32_t* ws) {
   dev::pdl_enter();  // launched with PDL inside a decode step (kernels/launch/programmatic_launch.h)
   // Raw storage: SamplingParams has default member initialisers, which __shared__ variables cannot run.
   __shared__ alignas(SamplingParams) unsigned char p_raw[sizeof(SamplingParams)];
@@ -251,25 +249,13 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int chosen;
   SamplingParams& p = *reinterpret_cast<SamplingParams*>(p_raw);
   const int b = blockIdx.y, part = blockIdx.x, parts = gridDim.x;
-  // The row's state, read first, beside the parameters' and the slots' reads (one round trip, not three dependent
-  // ones: params -> finished -> generated). Only the deciding thread writes them, at the very end, after every block
-  // of the row has read them (the last block to arrive decides).
+  // The row's state, read first, beside the parameters' read (one round trip, not three dependent ones: params ->
+  // finished -> generated). Only the deciding thread writes them, at the very end, after every block of the row has
+  // read them (the last block to arrive decides).
   const int fin = st.finished[b], g = st.generated[b], max_new = st.max_new[b], pos0 = st.positions[b];
-  // DecodeState::argmax: warp 0 of the row's first block takes the row's slots (one per lane) and zeroes them, in
-  // every mode (the producer's next step starts from zero); the row's key ends up in every lane of warp 0.
-  unsigned long long akey = 0;
-  if (argmax != nullptr && part == 0 && threadIdx.x < 32) {
-    static_assert(kArgmaxSlots == 32, "one slot per lane of warp 0");
-    unsigned long long* slot = argmax + static_cast<int64_t>(b) * kArgmaxRowWords + threadIdx.x * kArgmaxSlotStride;
-    akey = *slot;
-    *slot = 0;
-  }
   if (threadIdx.x == 0) {
     memcpy(p_raw, params, sizeof(SamplingParams));
     chosen = -1;
-  }
-  if (argmax != nullptr && part == 0 && threadIdx.x < 32) {  // warp 0, uniform: the merge, once the loads are out
-    for (int o = 16; o > 0; o >>= 1) akey = max(akey, __shfl_xor_sync(kFull, akey, o));
   }
   __syncthreads();
   if (p.mode == SamplingMode::kOff) return;
@@ -303,14 +289,7 @@ __global__ void __launch_bounds__(kThreads)
   };
   auto score = [&](int i) { return adjust(load_logit(row, i), i); };
 
-  if (argmax != nullptr && p.mode == SamplingMode::kGreedy && !penalty && !block_eos) {
-    // Plain greedy with the producer's argmax: the scan's token without reading the row (sampling.h).
-    if (part != 0) return;
-    if (threadIdx.x == 0) {
-      const int t = sampling::argmax_key_index(akey);
-      chosen = t < vocab ? t : 0;
-    }
-  } else if (p.mode == SamplingMode::kGreedy) {
+  if (p.mode == SamplingMode::kGreedy) {
     // This block's slice [lo, hi) of the row (the whole row without a split; slices start at multiples of 8).
     const int chunk = parts == 1 ? vocab : ((vocab + parts - 1) / parts + 7) / 8 * 8;
     const int lo = min(vocab, part * chunk), hi = min(vocab, lo + chunk);
@@ -475,15 +454,14 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
   // With a workspace every row gets kGreedySplit blocks (the mode is read on the device: a sampling row's extra
   // blocks exit at once).
   int32_t* ws = state.workspace.empty() ? nullptr : state.workspace.ptr<int32_t>();
-  auto* am = state.argmax.empty() ? nullptr : reinterpret_cast<unsigned long long*>(state.argmax.data);
   const dim3 grid(ws != nullptr ? kGreedySplit : 1, static_cast<unsigned>(d.batch));
   TG_CHECK(d.batch <= 65535, what, ": at most 65535 rows per call, got ", d.batch);
   if (logits.dtype == DType::BF16) {
     launch(sample_tokens_kernel<__nv_bfloat16>, grid, kThreads, 0, s, logits.ptr<const __nv_bfloat16>(),
-           logits.strides[0], vocab, words, max_tokens, prm, st, ws, am);
+           logits.strides[0], vocab, words, max_tokens, prm, st, ws);
   } else {
     launch(sample_tokens_kernel<float>, grid, kThreads, 0, s, logits.ptr<const float>(), logits.strides[0], vocab,
-           words, max_tokens, prm, st, ws, am);
+           words, max_tokens, prm, st, ws);
   }
   TG_CHECK_LAUNCH("sample_tokens_kernel");
 }

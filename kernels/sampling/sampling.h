@@ -100,16 +100,6 @@ struct DecodeState {
   // the same thread that writes them (kOff writes nothing). For a reader of every call's flags while several calls
   // run back to back (the generator's multi-step graphs give each captured step its own [2, B]).
   TensorView flags;
-  // Optional I64 [B, kArgmaxSlots * kArgmaxSlotStride]: the row's greedy argmax already reduced by the producer of
-  // the logits (the decoder's one-row lm_head GEMV, GemvOptions::argmax): slot s (element s * kArgmaxSlotStride of
-  // the row; the others are not used) holds the maximum of argmax_key(logit_i, i) over some of the row's tokens
-  // (sampling_math.h; ties -> the lowest index, NaN never wins), every token in some slot.
-  // A row whose selection is plain greedy (kGreedy, repetition_penalty 1, no EOS block this step) then takes
-  // argmax_key_index(max over its slots) -- the scan's token, bit for bit -- without reading the logits; any other
-  // row scans them as usual. Every call zeroes every row's slots (kOff and finished rows too), so the producer's
-  // next step starts from zero: the owner zeroes them once, and a caller passes them only to the call that follows
-  // their producer. CPU twin: the same rule.
-  TensorView argmax;
 };
 
 // Words of one row of DecodeState::seen.
@@ -118,12 +108,6 @@ inline int64_t seen_words(int64_t vocab) { return (vocab + 31) / 32; }
 // partial argmax value (F32 bits) and index.
 inline constexpr int kGreedySplit = 32;
 inline constexpr int64_t kSampleWorkspaceWords = 1 + 2 * kGreedySplit;
-// Slots per row of DecodeState::argmax (the producer spreads its atomic maxima over them: one per lane of the
-// sampler's merging warp), and the elements between two slots (one 128-byte line each: the producer's atomics on
-// different slots never meet in one L2 line; kernels::kGemvArgmaxSlotStride is the same layout).
-inline constexpr int kArgmaxSlots = 32;
-inline constexpr int64_t kArgmaxSlotStride = 16;
-inline constexpr int64_t kArgmaxRowWords = kArgmaxSlots * kArgmaxSlotStride;
 
 // One selection step for every row (see the header comment). params: U8 [sizeof(SamplingParams)].
 void sample_tokens(const TensorView& logits, const TensorView& params, const DecodeState& state, Stream stream = {});

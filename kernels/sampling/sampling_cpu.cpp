@@ -116,18 +116,6 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
   SamplingParams p;
   std::memcpy(&p, params.data, sizeof(p));
   check_sampling_params(p, d.vocab);
-  // DecodeState::argmax: every row's slots merged and zeroed, in every mode (sampling.h).
-  std::vector<uint64_t> row_key(static_cast<std::size_t>(d.batch), 0);
-  if (!st.argmax.empty()) {
-    int64_t* slots = st.argmax.ptr<int64_t>();
-    for (int64_t b = 0; b < d.batch; ++b) {
-      for (int64_t j = 0; j < kArgmaxSlots; ++j) {
-        int64_t& slot = slots[b * kArgmaxRowWords + j * kArgmaxSlotStride];
-        row_key[static_cast<std::size_t>(b)] = std::max(row_key[static_cast<std::size_t>(b)], static_cast<uint64_t>(slot));
-        slot = 0;
-      }
-    }
-  }
   if (p.mode == SamplingMode::kOff) return;
   const bool penalty = p.repetition_penalty != 1.0f;
   const int64_t words = seen_words(d.vocab);
@@ -145,12 +133,30 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
     flags[b] = last[b];
     flags[d.batch + b] = finished[b];
   };
-  // The state update of row b (generated g) after choosing token t.
-  const auto finish_row = [&](int64_t b, int32_t g, int32_t t) {
+  std::vector<float> s(static_cast<std::size_t>(d.vocab));
+  for (int64_t b = 0; b < d.batch; ++b) {
+    if (finished[b]) {
+      last[b] = -1;
+      copy_flags(b);
+      continue;
+    }
+    const int32_t g = generated[b];
+    uint32_t* row_seen = seen + b * words;
+    for (int64_t i = 0; i < d.vocab; ++i) {
+      const int64_t at = b * logits.strides[0] + i;
+      float x = logits.dtype == DType::BF16 ? bf16_bits_to_float(logits.ptr<const uint16_t>()[at])
+                                            : logits.ptr<const float>()[at];
+      if (penalty && ((row_seen[i / 32] >> (i % 32)) & 1u)) {
+        x = x < 0.0f ? ieee::fmul(x, p.repetition_penalty) : ieee::fdiv(x, p.repetition_penalty);
+      }
+      if (g < p.min_new_tokens && is_eos(p, i)) x = -std::numeric_limits<float>::infinity();
+      s[static_cast<std::size_t>(i)] = x;
+    }
+    const int32_t t = select_token(s.data(), d.vocab, p, static_cast<uint32_t>(b), static_cast<uint32_t>(g)).token;
     if (g < d.max_tokens) st.out_tokens.ptr<int32_t>()[b * d.max_tokens + g] = t;
     generated[b] = g + 1;
     last[b] = t;
-    if (penalty) seen[b * words + t / 32] |= 1u << (t % 32);
+    if (penalty) row_seen[t / 32] |= 1u << (t % 32);
     if (is_eos(p, t) || g + 1 >= max_new[b]) {
       finished[b] = 1;
       positions[b] = -1;
@@ -162,32 +168,6 @@ void sample_tokens(const TensorView& logits, const TensorView& params, const Dec
       seqlens[b] = positions[b] + 1;
     }
     copy_flags(b);
-  };
-  std::vector<float> s(static_cast<std::size_t>(d.vocab));
-  for (int64_t b = 0; b < d.batch; ++b) {
-    if (finished[b]) {
-      last[b] = -1;
-      copy_flags(b);
-      continue;
-    }
-    const int32_t g = generated[b];
-    uint32_t* row_seen = seen + b * words;
-    if (!st.argmax.empty() && p.mode == SamplingMode::kGreedy && !penalty && g >= p.min_new_tokens) {
-      const int32_t t = sampling::argmax_key_index(row_key[static_cast<std::size_t>(b)]);  // plain greedy
-      finish_row(b, g, t < d.vocab ? t : 0);
-      continue;
-    }
-    for (int64_t i = 0; i < d.vocab; ++i) {
-      const int64_t at = b * logits.strides[0] + i;
-      float x = logits.dtype == DType::BF16 ? bf16_bits_to_float(logits.ptr<const uint16_t>()[at])
-                                            : logits.ptr<const float>()[at];
-      if (penalty && ((row_seen[i / 32] >> (i % 32)) & 1u)) {
-        x = x < 0.0f ? ieee::fmul(x, p.repetition_penalty) : ieee::fdiv(x, p.repetition_penalty);
-      }
-      if (g < p.min_new_tokens && is_eos(p, i)) x = -std::numeric_limits<float>::infinity();
-      s[static_cast<std::size_t>(i)] = x;
-    }
-    finish_row(b, g, select_token(s.data(), d.vocab, p, static_cast<uint32_t>(b), static_cast<uint32_t>(g)).token);
   }
 }
 

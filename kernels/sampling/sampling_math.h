@@ -1,6 +1,6 @@
 // Scalar pieces of token sampling that compute the SAME BITS on the host (the CPU twin) and on the device:
 // the counter-based RNG, the order-preserving keys, and the fixed-point weights. Internal to kernels/sampling
-// (the contract is in sampling.h) and to the logits GEMV's argmax epilogue (kernels/gemm: argmax_key).
+// (the contract is in sampling.h).
 //
 //   philox4x32_10   Random123's Philox4x32-10 (Salmon et al., SC'11): a bijection of a 128-bit counter under a
 //                   64-bit key, 10 rounds; only 32-bit integer multiplies, so host and device agree trivially.
@@ -116,11 +116,11 @@ TG_IEEE_FN uint64_t composite_key(float s, uint32_t index) {
   return (static_cast<uint64_t>(order_key(s)) << 32) | index;
 }
 
-// The greedy argmax as one 64-bit maximum (the argmax epilogue of a logits GEMV, DecodeState::argmax): the larger
-// score wins, ties go to the smaller index (the key holds ~index), -0 counts as +0 (order_key) and NaN never wins
-// (key 0, the empty value, as the scan's comparisons skip NaN). Every non-NaN score's key is > 0 (order_key(-inf)
-// = 0x007FFFFF). So max over any partition of the row's keys is the key of the scan's argmax, and
-// argmax_key_index(0) (an empty or all-NaN row) is 0, the scan's fallback.
+// The greedy argmax as one 64-bit maximum (the CPU twin's greedy; the CUDA kernel's comparisons order the same way):
+// the larger score wins, ties go to the smaller index (the key holds ~index), -0 counts as +0 (order_key) and NaN
+// never wins (key 0, the empty value, as the kernel's comparisons skip NaN). Every non-NaN score's key is > 0
+// (order_key(-inf) = 0x007FFFFF). So max over any partition of the row's keys is the key of the row's argmax, and
+// argmax_key_index(0) (an empty or all-NaN row) is 0, the kernel's fallback.
 TG_IEEE_FN uint64_t argmax_key(float s, uint32_t index) {
   if ((float_bits(s) & 0x7FFFFFFFu) > 0x7F800000u) return 0;  // NaN
   return (static_cast<uint64_t>(order_key(s)) << 32) | static_cast<uint32_t>(~index);

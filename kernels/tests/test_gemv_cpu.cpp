@@ -14,7 +14,6 @@
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/norm/norm.h"
-#include "kernels/sampling/sampling_math.h"
 #include "kernels/tests/gemm_test_util.h"
 
 namespace tg::kernels {
@@ -35,43 +34,6 @@ Tensor bf16_matrix(const std::vector<float>& v, int64_t rows, int64_t cols) {
 
 // ---- Hand-checked values ---------------------------------------------------------------------------------------
 
-// GemvOptions::argmax on the twin: x W^T = [3, 7, -1, 7, 7 (BF16 of 7.01), 2] keys to column 1 (the lowest of the
-// tied maximum 7), max-reduced with what slot 0 held; out unchanged; M != 1 and a wrong dtype are named.
-TEST(GemvCpu, ArgmaxEpilogueHandChecked) {
-  const Tensor x = bf16_matrix({1, 1, 1, 1, 1, 1, 1, 1}, 1, 8);
-  const Tensor w = bf16_matrix({3, 0, 0, 0, 0, 0, 0, 0,  7, 0, 0, 0, 0, 0, 0, 0,  -1, 0, 0, 0, 0, 0, 0, 0,
-                                0, 7, 0, 0, 0, 0, 0, 0,  7, 0.01f, 0, 0, 0, 0, 0, 0,  2, 0, 0, 0, 0, 0, 0, 0},
-                               6, 8);
-  Tensor out = Tensor::empty(DType::BF16, {1, 6}), plain = Tensor::empty(DType::BF16, {1, 6});
-  std::vector<int64_t> slots(4 * kGemvArgmaxSlotStride, 0);
-  GemvOptions opt;
-  opt.argmax = TensorView(slots.data(), DType::I64, Shape{1, 4 * kGemvArgmaxSlotStride}, Device::CPU);
-  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt);
-  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), plain.view());
-  EXPECT_EQ(0, std::memcmp(out.data(), plain.data(), out.nbytes()));
-  EXPECT_EQ(bf16_bits_to_float(out.ptr<uint16_t>()[4]), 7.0f) << "7.01 rounds to BF16 7: a three-way tie";
-  EXPECT_EQ(static_cast<uint64_t>(slots[0]), sampling::argmax_key(7.0f, 1));
-  EXPECT_EQ(sampling::argmax_key_index(static_cast<uint64_t>(slots[0])), 1);
-  slots.assign(slots.size(), 0);
-  slots[0] = static_cast<int64_t>(sampling::argmax_key(8.0f, 5));  // a larger key already there stays
-  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt);
-  EXPECT_EQ(static_cast<uint64_t>(slots[0]), sampling::argmax_key(8.0f, 5));
-
-  const Tensor x2 = bf16_matrix(std::vector<float>(16, 1.0f), 2, 8);
-  Tensor out2 = Tensor::empty(DType::BF16, {2, 6});
-  try {
-    gemv(GemvOperand::bf16(x2.view()), GemvOperand::bf16(w.view()), out2.view(), opt);
-    ADD_FAILURE() << "argmax with M = 2 accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("one row"), std::string::npos) << e.what();
-  }
-  std::vector<float> f32(4, 0.0f);
-  opt.argmax = TensorView(f32.data(), DType::F32, Shape{1, 4}, Device::CPU);
-  EXPECT_THROW(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt), Error);
-  opt.argmax = TensorView(slots.data(), DType::I64, Shape{1, 20}, Device::CPU);  // not whole slots
-  EXPECT_THROW(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt), Error);
-}
-
 TEST(GemvCpu, Bf16HandChecked) {
   // x = [[1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1]]
   // W = [[1, 0, 0, 0, 0, 0, 0, -1], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [2, 0, 2, 0, 2, 0, 2, 0]]
@@ -85,7 +47,7 @@ TEST(GemvCpu, Bf16HandChecked) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(out.ptr<float>()[i], want[i]) << i;
 
   // alpha = 0.5 and a residual that is out itself: out = 0.5 x W^T + out.
-  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), {.alpha = 0.5f, .argmax = {}}, out.view());
+  gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), {.alpha = 0.5f}, out.view());
   for (int i = 0; i < 6; ++i) EXPECT_EQ(out.ptr<float>()[i], 1.5f * want[i]) << i;
 }
 
@@ -160,7 +122,7 @@ TEST(GemvCpu, MatchesFp64BitForBit) {
     const GemvOperand w{wd.view(), c.w == DType::E4M3 ? ws.view() : TensorView{}};
     Tensor res = random_matrix(c.out, c.m, c.n, ++seed);
     Tensor out = Tensor::empty(c.out, {c.m, c.n});
-    gemv(x, w, out.view(), {.alpha = c.alpha, .argmax = {}}, c.residual ? res.view() : TensorView{});
+    gemv(x, w, out.view(), {.alpha = c.alpha}, c.residual ? res.view() : TensorView{});
     const double sx = c.x == DType::E4M3 ? 0.37f : 1.0, sw = c.w == DType::E4M3 ? 0.021f : 1.0;
     int bad = 0;
     for (int64_t i = 0; i < c.m; ++i) {

@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,7 +27,6 @@
 #include "kernels/launch/programmatic_launch.h"
 #include "kernels/norm/norm.h"
 #include "kernels/rope/rope.h"
-#include "kernels/sampling/sampling_math.h"
 #include "kernels/tuning_scope.h"
 #include "kernels/tests/gemm_test_util.h"
 #include "kernels/tests/gpu_test_util.h"
@@ -74,14 +72,14 @@ void check_case(const Case& c, uint64_t seed) {
   // CPU twin (the golden).
   Tensor want = Tensor::copy_of(res.view(), Device::CPU);
   const GemvOperand xh{xd.view(), xq ? sx.view() : TensorView{}}, wh{wd.view(), wq ? sw.view() : TensorView{}};
-  cpu::gemv(xh, wh, want.view(), {.alpha = c.alpha, .argmax = {}}, c.residual ? want.view() : TensorView{});
+  cpu::gemv(xh, wh, want.view(), {.alpha = c.alpha}, c.residual ? want.view() : TensorView{});
 
   // CUDA, residual in place as the decoder uses it.
   const Tensor xg = xd.to(Device::CUDA), wg = wd.to(Device::CUDA);
   const Tensor sxg = sx.to(Device::CUDA), swg = sw.to(Device::CUDA);
   Tensor got_d = res.to(Device::CUDA);
   const GemvOperand xo{xg.view(), xq ? sxg.view() : TensorView{}}, wo{wg.view(), wq ? swg.view() : TensorView{}};
-  gemv(xo, wo, got_d.view(), {.alpha = c.alpha, .argmax = {}}, c.residual ? got_d.view() : TensorView{});
+  gemv(xo, wo, got_d.view(), {.alpha = c.alpha}, c.residual ? got_d.view() : TensorView{});
   TG_CHECK_CUDA(cudaDeviceSynchronize());
   const Tensor got = got_d.to(Device::CPU);
 
@@ -120,7 +118,7 @@ void check_case(const Case& c, uint64_t seed) {
 
   // Deterministic: a second run gives the same bits.
   Tensor again_d = res.to(Device::CUDA);
-  gemv(xo, wo, again_d.view(), {.alpha = c.alpha, .argmax = {}}, c.residual ? again_d.view() : TensorView{});
+  gemv(xo, wo, again_d.view(), {.alpha = c.alpha}, c.residual ? again_d.view() : TensorView{});
   TG_CHECK_CUDA(cudaDeviceSynchronize());
   const Tensor again = again_d.to(Device::CPU);
   EXPECT_EQ(std::memcmp(again.data(), got.data(), got.view().nbytes()), 0) << "two runs differ";
@@ -493,104 +491,6 @@ TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
       }
     }
   }
-}
-
-// GemvOptions::argmax: the slots' maximum is the key maximum over out's own stored values (the greedy argmax of the
-// row, argmax_key), out is bit for bit the plain kernel's, slots start from what the caller left (the maximum
-// with it), every slot count; the lm_head shapes (2b / 7b, E4M3 and BF16 W, BF16 and F32 out), an N that leaves
-// idle warps in the last block, forced K splits (per-warp atomics) and the tensor-core setting (the argmax keeps
-// the CUDA-core loop); rows with ties (duplicated W rows) pick the lowest index. Then the CPU twin the same way.
-TEST(GemvGpu, ArgmaxEpilogueKeysTheStoredRow) {
-  TG_REQUIRE_CUDA();
-  auto host_key = [](const Tensor& out) {  // the key maximum of a [1, N] BF16 / F32 row
-    uint64_t best = 0;
-    for (int64_t j = 0; j < out.numel(); ++j) {
-      const float v = out.dtype() == DType::F32 ? out.ptr<const float>()[j]
-                                                : bf16_bits_to_float(out.ptr<const uint16_t>()[j]);
-      best = std::max(best, sampling::argmax_key(v, static_cast<uint32_t>(j)));
-    }
-    return best;
-  };
-  struct C {
-    DType x, w, out;
-    int64_t n, k, slots;
-    int split;
-    bool mma;
-  };
-  uint64_t seed = 9100;
-  for (const C& c : {C{DType::E4M3, DType::E4M3, DType::BF16, 256000, 2048, 32, 0, false},
-                     C{DType::E4M3, DType::E4M3, DType::F32, 256000, 3072, 32, 0, false},
-                     C{DType::BF16, DType::BF16, DType::BF16, 32003, 2048, 32, 0, false},
-                     C{DType::BF16, DType::E4M3, DType::BF16, 8453, 528, 5, 0, false},
-                     C{DType::E4M3, DType::E4M3, DType::BF16, 3001, 2048, 1, 2, false},
-                     C{DType::E4M3, DType::E4M3, DType::BF16, 2000, 4096, 32, 4, false},
-                     C{DType::E4M3, DType::E4M3, DType::BF16, 9000, 1024, 32, 0, true}}) {
-    for (Device dev : {Device::CUDA, Device::CPU}) {
-      if (dev == Device::CPU && c.n > 40000) continue;  // the twin's double loop over 256k x 3k: minutes
-      SCOPED_TRACE(std::string(dtype_name(c.w)) + " " + std::to_string(c.n) + "x" + std::to_string(c.k) + " slots " +
-                   std::to_string(c.slots) + " split " + std::to_string(c.split) + (c.mma ? " mma" : "") +
-                   (dev == Device::CUDA ? " cuda" : " cpu"));
-      const KSplitScope split(c.split);
-      const MmaScope mma(c.mma ? cuda::tuning::GemvMma::kAlways : cuda::tuning::GemvMma::kRule);
-      Tensor x = random_matrix(c.x, 1, c.k, seed += 3);
-      Tensor w = random_matrix(c.w, c.n, c.k, seed + 1);
-      // Ties: rows 11 and 5 of W equal to row 2 (and scaled up so that they are the maximum): the lowest wins.
-      const int64_t wb = static_cast<int64_t>(dtype_size(c.w)) * c.k;
-      auto* wd = static_cast<uint8_t*>(w.data());
-      if (c.w == DType::BF16) {
-        for (int64_t i = 0; i < c.k; ++i) {
-          auto* r2 = reinterpret_cast<uint16_t*>(wd + 2 * wb);
-          const float xv = c.x == DType::BF16 ? bf16_bits_to_float(x.ptr<const uint16_t>()[i]) : 1.0f;
-          r2[i] = float_to_bf16_bits(xv >= 0.0f ? 4.0f : -4.0f);
-        }
-      }
-      std::memcpy(wd + 5 * wb, wd + 2 * wb, static_cast<std::size_t>(wb));
-      std::memcpy(wd + 11 * wb, wd + 2 * wb, static_cast<std::size_t>(wb));
-      const Tensor xd = x.to(dev), wdev = w.to(dev);
-      const Tensor sx = scalar_f32(0.37f, dev), sw = scalar_f32(0.021f, dev);
-      const GemvOperand xo{xd.view(), c.x == DType::E4M3 ? sx.view() : TensorView{}};
-      const GemvOperand wo{wdev.view(), c.w == DType::E4M3 ? sw.view() : TensorView{}};
-      Tensor plain = Tensor::zeros(c.out, {1, c.n}, dev), got = Tensor::zeros(c.out, {1, c.n}, dev);
-      gemv(xo, wo, plain.view());
-      for (const int64_t start : {int64_t{0}, std::numeric_limits<int64_t>::max()}) {
-        Tensor slots_host = Tensor::zeros(DType::I64, {1, c.slots * kGemvArgmaxSlotStride});
-        slots_host.ptr<int64_t>()[(c.slots - 1) * kGemvArgmaxSlotStride] = start;  // the maximum with what was there
-        Tensor slots = slots_host.to(dev);
-        GemvOptions opt;
-        opt.argmax = slots.view();
-        gemv(xo, wo, got.view(), opt);
-        if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
-        EXPECT_TRUE(same_bytes(got.view(), plain.view())) << "out differs from the plain kernel's";
-        const Tensor out_host = got.to(Device::CPU), s = slots.to(Device::CPU);
-        uint64_t best = 0;
-        for (int64_t i = 0; i < c.slots * kGemvArgmaxSlotStride; ++i) {
-          if (i % kGemvArgmaxSlotStride == 0) {
-            best = std::max(best, static_cast<uint64_t>(s.ptr<int64_t>()[i]));
-          } else {
-            EXPECT_EQ(s.ptr<int64_t>()[i], 0) << "element " << i << " between the slots was written";
-          }
-        }
-        const uint64_t want = std::max(host_key(out_host), static_cast<uint64_t>(start));
-        EXPECT_EQ(best, want) << "start " << start;
-        if (start == 0 && c.w == DType::BF16 && c.x == DType::BF16) {
-          EXPECT_EQ(sampling::argmax_key_index(best), 2) << "the tie's lowest index";
-        }
-      }
-    }
-  }
-  // Bad slots are named.
-  Tensor x = Tensor::zeros(DType::BF16, {2, 16}, Device::CUDA), w = Tensor::zeros(DType::BF16, {8, 16}, Device::CUDA);
-  Tensor out = Tensor::zeros(DType::BF16, {2, 8}, Device::CUDA);
-  Tensor slots = Tensor::zeros(DType::I64, {1, 4 * kGemvArgmaxSlotStride}, Device::CUDA);
-  GemvOptions opt;
-  opt.argmax = slots.view();
-  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view()), GemvOperand::bf16(w.view()), out.view(), opt),
-                      "the argmax epilogue takes one row");
-  Tensor f32 = Tensor::zeros(DType::F32, {1, 4}, Device::CUDA);
-  opt.argmax = f32.view();
-  TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(x.view().slice_rows(0, 1)), GemvOperand::bf16(w.view()),
-                           out.view().slice_rows(0, 1), opt),
-                      "argmax must be contiguous I64");
 }
 
 TEST(GemvGpu, OddKIsRejected) {
