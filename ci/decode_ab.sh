@@ -37,6 +37,8 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
+#   gemv_untimed  TEGEMMA_DECODE_GEMV_TIMED=0: decode GEMMs past 4 rows always on cuBLASLt (the rule before session 22;
+#                 by default each eligible shape takes the faster of gemv and cuBLASLt, timed once)
 #   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
 #                 since session 21; impl/generate/generator.h)
 #   gemm_first    TEGEMMA_GEMM_AUTOTUNE=0: every cuBLASLt GEMM (the decode GEMMs past 4 rows, fc1 / lm_head at 2-4 rows)
@@ -78,6 +80,7 @@ for cfg in $configs; do
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
+    gemv_untimed) envs=(TEGEMMA_DECODE_GEMV_TIMED=0) ;;
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;

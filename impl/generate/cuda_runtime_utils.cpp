@@ -97,6 +97,17 @@ void CudaGraph::replay(Stream stream) const {
 }
 
 // ---- CudaEvent ----
+bool stream_capturing(Stream stream) {
+#if TEGEMMA_HAVE_CUDA
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  TG_CHECK_CUDA(cudaStreamIsCapturing(cuda_stream(stream), &status));
+  return status != cudaStreamCaptureStatusNone;
+#else
+  (void)stream;
+  return false;
+#endif
+}
+
 CudaEvent::CudaEvent() {
 #if TEGEMMA_HAVE_CUDA
   cudaEvent_t e = nullptr;

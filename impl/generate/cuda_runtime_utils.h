@@ -66,6 +66,10 @@ class CudaEvent {
   void* handle_ = nullptr;
 };
 
+// Whether `stream` is capturing a CUDA graph now (false on the CPU backend and in builds without CUDA): work that
+// must synchronise (a timing) checks it first.
+bool stream_capturing(Stream stream);
+
 // Page-locked host memory (cudaMallocHost): device -> host copies into it are truly asynchronous.
 class PinnedBuffer {
  public:

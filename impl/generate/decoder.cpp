@@ -4,8 +4,11 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,9 +16,11 @@
 #include "common/check.h"
 #include "common/env.h"
 #include "common/nvtx.h"
+#include "impl/generate/cuda_runtime_utils.h"
 #include "impl/scaling.h"
 #include "kernels/attention/attention.h"
 #include "kernels/embedding/embedding.h"
+#include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
 #include "kernels/launch/programmatic_launch.h"
@@ -277,7 +282,7 @@ std::optional<kernels::GemvNorm> fused_norm(const Precision& p, const TensorView
 // attention supplied by the caller.
 template <typename Attend, typename ProjectQkv>
 void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
-                    bool clear_pad_rows, bool gemv, Stream stream) const {
+                    bool clear_pad_rows, bool gemv, Stream stream, bool timed_gemv) const {
   const GemmaConfig& c = config();
   const Precision& p = model_->precision();
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
@@ -293,20 +298,20 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (!norm) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   if (!project_qkv(l, a.ln, lw.qkv, gemv, norm ? &*norm : nullptr)) {
     TG_CHECK(!norm, "Decoder: the input norm was left to a QKV kernel that did not run");
-    linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream);
+    linear(a.ln, lw.qkv, a.qkv, 0.0f, gemv, stream, timed_gemv);
   }
   const TensorView q = q_view(a.qkv, tokens), k = k_view(a.qkv, tokens), v = v_view(a.qkv, tokens);
   const bool quantized =
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream);
+  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
-    linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream);
+    linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream, timed_gemv);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
-  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream);
+  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
 }
 
 bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
@@ -327,14 +332,92 @@ void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stre
   linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
 }
 
+namespace {
+struct ChoiceKey {
+  int64_t m, n, k;
+  DType x, w, out;
+  bool accumulate;
+  auto operator<=>(const ChoiceKey&) const = default;
+};
+std::mutex& choices_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<ChoiceKey, DecodeGemvChoice>& choices() {
+  static std::map<ChoiceKey, DecodeGemvChoice> c;
+  return c;
+}
+
+// The timed choice (decode_gemv_timed_enabled): the cached one for the key, else both run on a scratch output
+// (zeros: an accumulating run adds into it), each once untimed first (module loads, cuBLASLt's heuristics and its
+// own candidate timing), then three interleaved rounds of 8 calls; the best round of each counts. Under a capture:
+// false (the rule), not cached.
+bool gemv_is_faster(const ChoiceKey& key, const std::function<void(const TensorView&)>& run_gemv,
+                    const std::function<void(const TensorView&)>& run_gemm, Stream stream) {
+  {
+    const std::lock_guard<std::mutex> lock(choices_mutex());
+    if (const auto it = choices().find(key); it != choices().end()) return it->second.gemv;
+  }
+  if (stream_capturing(stream)) return false;
+  TG_NVTX_RANGE("decode_gemv_choice");
+  const Tensor scratch = Tensor::zeros(key.out, {key.m, key.n}, Device::CUDA);
+  const auto time_ms = [&](const std::function<void(const TensorView&)>& f) {
+    constexpr int kReps = 8;
+    CudaEvent start, stop;
+    start.record(stream);
+    for (int r = 0; r < kReps; ++r) f(scratch.view());
+    stop.record(stream);
+    stop.wait();
+    return stop.since(start) / kReps;
+  };
+  run_gemv(scratch.view());
+  run_gemm(scratch.view());
+  DecodeGemvChoice c;
+  c.m = key.m, c.n = key.n, c.k = key.k, c.x = key.x, c.w = key.w, c.out = key.out, c.accumulate = key.accumulate;
+  c.gemv_ms = c.gemm_ms = std::numeric_limits<double>::infinity();
+  for (int round = 0; round < 3; ++round) {
+    c.gemv_ms = std::min(c.gemv_ms, time_ms(run_gemv));
+    c.gemm_ms = std::min(c.gemm_ms, time_ms(run_gemm));
+  }
+  c.gemv = c.gemv_ms < c.gemm_ms * (1.0 - kDecodeGemvChoiceMinGain);
+  const std::lock_guard<std::mutex> lock(choices_mutex());
+  return choices().emplace(key, c).first->second.gemv;
+}
+}  // namespace
+
+bool decode_gemv_timed_enabled() {
+  static const bool on = env_switch("TEGEMMA_DECODE_GEMV_TIMED", true);
+  return on;
+}
+std::vector<DecodeGemvChoice> decode_gemv_choices() {
+  const std::lock_guard<std::mutex> lock(choices_mutex());
+  std::vector<DecodeGemvChoice> v;
+  for (const auto& [key, c] : choices()) v.push_back(c);
+  return v;
+}
+void clear_decode_gemv_choices() {
+  const std::lock_guard<std::mutex> lock(choices_mutex());
+  choices().clear();
+}
+
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-                     Stream stream) const {
+                     Stream stream, bool timed_gemv) const {
   const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
-  if (gemv && (beta == 0.0f || beta == 1.0f) && !wide_batched) {
+  const bool timed = timed_gemv && !gemv && out.ndim() == 2 && out.shape[0] <= kernels::kGemvMaxRows &&
+                     out.device == Device::CUDA && decode_gemv_timed_enabled() && !kernels::gemm_deterministic();
+  if ((gemv || timed) && (beta == 0.0f || beta == 1.0f) && !wide_batched) {
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
-      kernels::gemv(ops->x, ops->w, out, {}, beta == 1.0f ? out : TensorView{}, stream);
-      return;
+      const auto run_gemv = [&](const TensorView& o) {
+        kernels::gemv(ops->x, ops->w, o, {}, beta == 1.0f ? o : TensorView{}, stream);
+      };
+      const auto run_gemm = [&](const TensorView& o) { model_->precision().linear(x, w, o, beta, stream); };
+      const ChoiceKey key{out.shape[0],      out.shape[1], ops->x.data.shape[1], ops->x.data.dtype,
+                          ops->w.data.dtype, out.dtype,    beta != 0.0f};
+      if (gemv || gemv_is_faster(key, run_gemv, run_gemm, stream)) {
+        run_gemv(out);
+        return;
+      }
     }
   }
   model_->precision().linear(x, w, out, beta, stream);
@@ -560,7 +643,8 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
   // The GEMMs' M: a.rows for the layers, a.lm_rows for the lm_head (kernels::gemv when small enough).
   const int64_t gemv_rows = decode_gemv_max_rows();
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream);
+    layer(l, a, nseq, attend, project_qkv, /*clear_pad_rows=*/false, a.rows <= gemv_rows, stream,
+          /*timed_gemv=*/gemv_rows > 0 && a.rows > gemv_rows);  // max rows 0: no GEMV at all
   }
   lm_head(a, a.h.slice_rows(0, a.lm_rows), a.lm_rows <= gemv_rows, stream);
   kernels::sample_tokens(a.logits.slice_rows(0, nseq), sb.params, sb.state, stream);

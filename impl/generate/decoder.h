@@ -117,18 +117,20 @@ class Decoder {
   // project_qkv(l, x, w, gemv, norm) may run the QKV projection itself and return true (the decode step's fused QKV
   // + RoPE + KV-cache write, kernels::gemv_qkv_rope; acts.qkv is then not written), else the layer runs it. norm
   // (or null): the input RMSNorm to run inside that kernel (kernels::GemvNorm; the layer then skips its own).
+  // timed_gemv: the GEMMs not sent to gemv by `gemv` take the timed GEMV / cuBLASLt choice (a decode step past
+  // decode_gemv_max_rows(); never the prefill, whose logits are the model forward's).
   template <typename Attend, typename ProjectQkv>
   void layer(int64_t l, const Acts& a, int64_t tokens, const Attend& attend, const ProjectQkv& project_qkv,
-             bool clear_pad_rows, bool gemv, Stream stream) const;
+             bool clear_pad_rows, bool gemv, Stream stream, bool timed_gemv = false) const;
   void lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stream) const;
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu unless TEGEMMA_DECODE_GEGLU_EPILOGUE=0 and when the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
   bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
-  // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` and the operands allow, else
-  // Precision::linear.
+  // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` (or `timed_gemv` and the timed choice,
+  // decode_gemv_timed_enabled) and the operands allow, else Precision::linear.
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-              Stream stream) const;
+              Stream stream, bool timed_gemv = false) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
   TensorView v_view(const TensorView& qkv, int64_t tokens) const;
@@ -157,6 +159,28 @@ class Decoder {
 inline constexpr int64_t kDefaultDecodeGemvMaxRows = 4;
 void set_decode_gemv_max_rows(int64_t rows);
 int64_t decode_gemv_max_rows();
+
+// Decode-step GEMMs of decode_gemv_max_rows() < M <= kernels::kGemvMaxRows rows that kernels::gemv can take (not
+// the wide ones, N > 16384: fc1 and lm_head stay on cuBLASLt) run on whichever of kernels::gemv and cuBLASLt was
+// faster on the call's own operands when the shape first came up outside a graph capture: interleaved CUDA-event
+// timings into a scratch output, the GEMV taken only if >= kDecodeGemvChoiceMinGain faster; cached per (M, N, K,
+// dtypes, accumulate) for the process. Before that under a capture, in deterministic mode
+// (kernels::gemm_deterministic) and on the CPU backend: cuBLASLt, the fixed rule. Why: at 16 rows the GEMVs won
+// on gemma-2b B16 (+4.3%) and lost on gemma-7b B16 (-11.6%) (H200, session 21): no row threshold fits both. The
+// generator's eager first step of each batch size makes the choices, its graphs replay them. On unless
+// TEGEMMA_DECODE_GEMV_TIMED=0 (read once; for A/B runs).
+bool decode_gemv_timed_enabled();
+inline constexpr double kDecodeGemvChoiceMinGain = 0.02;
+// One timed choice (tests, reports).
+struct DecodeGemvChoice {
+  int64_t m = 0, n = 0, k = 0;
+  DType x = DType::BF16, w = DType::BF16, out = DType::BF16;
+  bool accumulate = false;  // out += x W^T (the residual stream)
+  bool gemv = false;        // the choice
+  double gemv_ms = 0.0, gemm_ms = 0.0;  // per call, the best of the timed rounds
+};
+std::vector<DecodeGemvChoice> decode_gemv_choices();
+void clear_decode_gemv_choices();
 
 // Whether decode steps launch their kernels with programmatic dependent launch (kernels/launch/
 // programmatic_launch.h): on unless TEGEMMA_DECODE_PDL=0 in the environment (read once; for A/B runs). Results are

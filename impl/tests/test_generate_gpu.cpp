@@ -50,6 +50,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -58,6 +59,7 @@
 #include "impl/generate/generator.h"
 #include "impl/model.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/gemm/gemv.h"
 #include "kernels/tests/gpu_test_util.h"
 
 namespace tg::impl {
@@ -362,6 +364,53 @@ TEST_P(GenerateCudaVsCpu, LogitsWithinToleranceAndConfidentGreedyTokensEqual) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GenerateCudaVsCpu, ::testing::ValuesIn(every_case()), case_name);
+
+// The timed GEMV / cuBLASLt choice of the decode GEMMs past decode_gemv_max_rows() (impl/generate/decoder.h): a
+// batch of 8 makes one choice per eligible shape (QKV, O, fc1 and fc2 of the tiny model: none is wider than 16384),
+// each with both timings recorded, on the first eager step; the graph generator replays the same choices, so its
+// tokens and teacher-forced logits equal the eager generator's bit for bit. Not under DeterministicGemms (which
+// turns the choice off).
+TEST(GenerateCuda, TimedGemvChoiceServesGraphAndEagerAlike) {
+  TG_REQUIRE_CUDA();
+  if (!decode_gemv_timed_enabled()) GTEST_SKIP() << "TEGEMMA_DECODE_GEMV_TIMED=0";
+  for (const GpuCase& c : {GpuCase{"bf16"}, GpuCase{"delayed", DType::E4M3}}) {
+    SCOPED_TRACE(c.name());
+    clear_decode_gemv_choices();
+    GemmaForCausalLM m = make_model(c, Device::CUDA);
+    const int64_t vocab = m.config().vocab_size;
+    const std::vector<Batch> calib{Batch::from_prompts(random_prompts(vocab, {6, 11, 17}, 3))};
+    m.calibrate(calib);
+    Generator eager(m, gen_options(8, 48, c.kv, false)), graph(m, gen_options(8, 48, c.kv, true));
+    if (c.kv == DType::E4M3) {
+      eager.calibrate(calib);
+      graph.calibrate(calib);
+    }
+    const Prompts prompts = random_prompts(vocab, {5, 12, 9, 7, 3, 11, 8, 6}, 4);
+    const Prompts feed = continuations(vocab, 8, 6, 6);
+    const std::vector<Tensor> a = teacher_forced(eager, prompts, feed, 6);
+    const std::vector<DecodeGemvChoice> made = decode_gemv_choices();
+    const std::vector<Tensor> b = teacher_forced(graph, prompts, feed, 6);
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(testing::bitwise_equal(a[i], b[i])) << "step " << i;
+    EXPECT_EQ(eager.generate(prompts, greedy(10)).tokens, graph.generate(prompts, greedy(10)).tokens);
+    EXPECT_EQ(decode_gemv_choices().size(), made.size()) << "the graph generator made no choice of its own";
+    const GemmaConfig& cfg = m.config();
+    const int64_t d = cfg.hidden_size, qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim;
+    for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+             {qkv, d}, {d, cfg.num_attention_heads * cfg.head_dim}, {2 * cfg.intermediate_size, d},
+             {d, cfg.intermediate_size}}) {
+      const auto it = std::find_if(made.begin(), made.end(), [&](const DecodeGemvChoice& x) {
+        return x.n == n && x.k == k;
+      });
+      ASSERT_NE(it, made.end()) << "no choice for N " << n << ", K " << k;
+      EXPECT_GT(it->m, kDefaultDecodeGemvMaxRows);
+      EXPECT_LE(it->m, kernels::kGemvMaxRows);
+      EXPECT_TRUE(std::isfinite(it->gemv_ms) && it->gemv_ms > 0.0) << it->gemv_ms;
+      EXPECT_TRUE(std::isfinite(it->gemm_ms) && it->gemm_ms > 0.0) << it->gemm_ms;
+      EXPECT_EQ(it->gemv, it->gemv_ms < it->gemm_ms * (1.0 - kDecodeGemvChoiceMinGain));
+    }
+  }
+  clear_decode_gemv_choices();
+}
 
 // ---- batched (HF: left-padded) == one by one, on CUDA -------------------------------------------------------------
 
