@@ -348,39 +348,56 @@ std::map<ChoiceKey, DecodeGemvChoice>& choices() {
   return c;
 }
 
+std::atomic<double>& min_gain_setting() {
+  static std::atomic<double> g{kDecodeGemvChoiceMinGain};
+  return g;
+}
+
 // The timed choice (decode_gemv_timed_enabled): the cached one for the key, else both run on a scratch output
-// (zeros: an accumulating run adds into it), each once untimed first (module loads, cuBLASLt's heuristics and its
-// own candidate timing), then three interleaved rounds of 8 calls; the best round of each counts. Under a capture:
-// false (the rule), not cached.
+// (zeroed on the stream: an accumulating run reads it), each once eagerly first (module loads, cuBLASLt's
+// heuristics and its own candidate timing happen there, outside any capture), then each candidate's kReps calls
+// captured into a CUDA graph whose replays are timed in three interleaved rounds (the step runs them the same way:
+// back to back on the GPU, so the host's launch cost, larger for cuBLASLt's, is not what is measured); the best
+// round of each counts. Under a capture, or on the legacy default stream (which cannot be captured): false (the
+// rule), not cached.
 bool gemv_is_faster(const ChoiceKey& key, const std::function<void(const TensorView&)>& run_gemv,
                     const std::function<void(const TensorView&)>& run_gemm, Stream stream) {
   {
     const std::lock_guard<std::mutex> lock(choices_mutex());
     if (const auto it = choices().find(key); it != choices().end()) return it->second.gemv;
   }
-  if (stream_capturing(stream)) return false;
+  if (stream.handle == nullptr || stream_capturing(stream)) return false;
   TG_NVTX_RANGE("decode_gemv_choice");
+  constexpr int kReps = 8;
   const Tensor scratch = Tensor::empty(key.out, {key.m, key.n}, Device::CUDA);
-  zero_async(scratch.view(), stream);  // on the timed stream (an accumulating run reads it)
-  const auto time_ms = [&](const std::function<void(const TensorView&)>& f) {
-    constexpr int kReps = 8;
+  zero_async(scratch.view(), stream);
+  run_gemv(scratch.view());
+  run_gemm(scratch.view());
+  const auto graph_of = [&](const std::function<void(const TensorView&)>& f) {
+    CudaGraph g;
+    g.capture(stream, [&] {
+      for (int r = 0; r < kReps; ++r) f(scratch.view());
+    });
+    g.replay(stream);  // the first replay (graph upload) is not timed
+    return g;
+  };
+  const CudaGraph gemv_graph = graph_of(run_gemv), gemm_graph = graph_of(run_gemm);
+  const auto time_ms = [&](const CudaGraph& g) {
     CudaEvent start, stop;
     start.record(stream);
-    for (int r = 0; r < kReps; ++r) f(scratch.view());
+    g.replay(stream);
     stop.record(stream);
     stop.wait();
     return stop.since(start) / kReps;
   };
-  run_gemv(scratch.view());
-  run_gemm(scratch.view());
   DecodeGemvChoice c;
   c.m = key.m, c.n = key.n, c.k = key.k, c.x = key.x, c.w = key.w, c.out = key.out, c.accumulate = key.accumulate;
   c.gemv_ms = c.gemm_ms = std::numeric_limits<double>::infinity();
   for (int round = 0; round < 3; ++round) {
-    c.gemv_ms = std::min(c.gemv_ms, time_ms(run_gemv));
-    c.gemm_ms = std::min(c.gemm_ms, time_ms(run_gemm));
+    c.gemv_ms = std::min(c.gemv_ms, time_ms(gemv_graph));
+    c.gemm_ms = std::min(c.gemm_ms, time_ms(gemm_graph));
   }
-  c.gemv = c.gemv_ms < c.gemm_ms * (1.0 - kDecodeGemvChoiceMinGain);
+  c.gemv = c.gemv_ms < c.gemm_ms * (1.0 - min_gain_setting().load());
   const std::lock_guard<std::mutex> lock(choices_mutex());
   return choices().emplace(key, c).first->second.gemv;
 }
@@ -400,6 +417,11 @@ void clear_decode_gemv_choices() {
   const std::lock_guard<std::mutex> lock(choices_mutex());
   choices().clear();
 }
+void set_decode_gemv_min_gain(double gain) {
+  TG_CHECK(gain <= 1.0, "set_decode_gemv_min_gain: expected a gain <= 1, got ", gain);
+  min_gain_setting().store(gain);
+}
+double decode_gemv_min_gain() { return min_gain_setting().load(); }
 
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
                      Stream stream, bool timed_gemv) const {

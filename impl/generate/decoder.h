@@ -162,9 +162,10 @@ int64_t decode_gemv_max_rows();
 
 // Decode-step GEMMs of decode_gemv_max_rows() < M <= kernels::kGemvMaxRows rows that kernels::gemv can take (not
 // the wide ones, N > 16384: fc1 and lm_head stay on cuBLASLt) run on whichever of kernels::gemv and cuBLASLt was
-// faster on the call's own operands when the shape first came up outside a graph capture: interleaved CUDA-event
-// timings into a scratch output, the GEMV taken only if >= kDecodeGemvChoiceMinGain faster; cached per (M, N, K,
-// dtypes, accumulate) for the process. Before that under a capture, in deterministic mode
+// faster on the call's own operands when the shape first came up outside a graph capture: each candidate's calls
+// captured into a CUDA graph and its replays timed (interleaved, into a scratch output), the GEMV taken only if
+// >= decode_gemv_min_gain() faster; cached per (M, N, K, dtypes, accumulate) for the process (the device and the
+// recipe's accumulation mode are not in the key: a choice can only be slower elsewhere, never wrong). Before that under a capture, in deterministic mode
 // (kernels::gemm_deterministic) and on the CPU backend: cuBLASLt, the fixed rule. Why: at 16 rows the GEMVs won
 // on gemma-2b B16 (+4.3%) and lost on gemma-7b B16 (-11.6%) (H200, session 21): no row threshold fits both. The
 // generator's eager first step of each batch size makes the choices, its graphs replay them. On unless
@@ -180,7 +181,13 @@ struct DecodeGemvChoice {
   double gemv_ms = 0.0, gemm_ms = 0.0;  // per call, the best of the timed rounds
 };
 std::vector<DecodeGemvChoice> decode_gemv_choices();
+// Forgets every choice. The generator captures a batch size's multi-step graph lazily, after its single-step one:
+// clearing (or switching deterministic GEMMs) in between lets the two graphs of one batch size choose differently.
 void clear_decode_gemv_choices();
+// The gain the GEMV needs over cuBLASLt to be chosen (default kDecodeGemvChoiceMinGain; <= 1; a very negative gain
+// forces the GEMV, 1 forces cuBLASLt: tests); applies to choices made after the call.
+void set_decode_gemv_min_gain(double gain);
+double decode_gemv_min_gain();
 
 // Whether decode steps launch their kernels with programmatic dependent launch (kernels/launch/
 // programmatic_launch.h): on unless TEGEMMA_DECODE_PDL=0 in the environment (read once; for A/B runs). Results are

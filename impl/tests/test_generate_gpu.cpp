@@ -365,50 +365,68 @@ TEST_P(GenerateCudaVsCpu, LogitsWithinToleranceAndConfidentGreedyTokensEqual) {
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GenerateCudaVsCpu, ::testing::ValuesIn(every_case()), case_name);
 
-// The timed GEMV / cuBLASLt choice of the decode GEMMs past decode_gemv_max_rows() (impl/generate/decoder.h): a
-// batch of 8 makes one choice per eligible shape (QKV, O, fc1 and fc2 of the tiny model: none is wider than 16384),
-// each with both timings recorded, on the first eager step; the graph generator replays the same choices, so its
-// tokens and teacher-forced logits equal the eager generator's bit for bit. Not under DeterministicGemms (which
-// turns the choice off).
+// The timed GEMV / cuBLASLt choice of the decode GEMMs past decode_gemv_max_rows() (impl/generate/decoder.h), at
+// the default max rows (4) and a batch of 8: one choice per eligible shape (the tiny model's QKV / fc1 and O / fc2
+// share shapes: N 512 K 128 and N 128 K 256; none is wider than 16384), each with both timings recorded, made on
+// the first eager step; the graph generator replays the same choices, so its tokens and teacher-forced logits equal
+// the eager generator's bit for bit. Three passes: the gain forced so that every choice is the GEMV, forced so that
+// every one is cuBLASLt, and the default (whatever the timings say). Not under DeterministicGemms (which turns the
+// choice off).
 TEST(GenerateCuda, TimedGemvChoiceServesGraphAndEagerAlike) {
   TG_REQUIRE_CUDA();
   if (!decode_gemv_timed_enabled()) GTEST_SKIP() << "TEGEMMA_DECODE_GEMV_TIMED=0";
+  const int64_t max_rows = decode_gemv_max_rows();
+  set_decode_gemv_max_rows(kDefaultDecodeGemvMaxRows);
   for (const GpuCase& c : {GpuCase{"bf16"}, GpuCase{"delayed", DType::E4M3}}) {
-    SCOPED_TRACE(c.name());
-    clear_decode_gemv_choices();
-    GemmaForCausalLM m = make_model(c, Device::CUDA);
-    const int64_t vocab = m.config().vocab_size;
-    const std::vector<Batch> calib{Batch::from_prompts(random_prompts(vocab, {6, 11, 17}, 3))};
-    m.calibrate(calib);
-    Generator eager(m, gen_options(8, 48, c.kv, false)), graph(m, gen_options(8, 48, c.kv, true));
-    if (c.kv == DType::E4M3) {
-      eager.calibrate(calib);
-      graph.calibrate(calib);
-    }
-    const Prompts prompts = random_prompts(vocab, {5, 12, 9, 7, 3, 11, 8, 6}, 4);
-    const Prompts feed = continuations(vocab, 8, 6, 6);
-    const std::vector<Tensor> a = teacher_forced(eager, prompts, feed, 6);
-    const std::vector<DecodeGemvChoice> made = decode_gemv_choices();
-    const std::vector<Tensor> b = teacher_forced(graph, prompts, feed, 6);
-    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(testing::bitwise_equal(a[i], b[i])) << "step " << i;
-    EXPECT_EQ(eager.generate(prompts, greedy(10)).tokens, graph.generate(prompts, greedy(10)).tokens);
-    EXPECT_EQ(decode_gemv_choices().size(), made.size()) << "the graph generator made no choice of its own";
-    const GemmaConfig& cfg = m.config();
-    const int64_t d = cfg.hidden_size, qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim;
-    for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
-             {qkv, d}, {d, cfg.num_attention_heads * cfg.head_dim}, {2 * cfg.intermediate_size, d},
-             {d, cfg.intermediate_size}}) {
-      const auto it = std::find_if(made.begin(), made.end(), [&](const DecodeGemvChoice& x) {
-        return x.n == n && x.k == k;
-      });
-      ASSERT_NE(it, made.end()) << "no choice for N " << n << ", K " << k;
-      EXPECT_GT(it->m, kDefaultDecodeGemvMaxRows);
-      EXPECT_LE(it->m, kernels::kGemvMaxRows);
-      EXPECT_TRUE(std::isfinite(it->gemv_ms) && it->gemv_ms > 0.0) << it->gemv_ms;
-      EXPECT_TRUE(std::isfinite(it->gemm_ms) && it->gemm_ms > 0.0) << it->gemm_ms;
-      EXPECT_EQ(it->gemv, it->gemv_ms < it->gemm_ms * (1.0 - kDecodeGemvChoiceMinGain));
+    for (const double gain : {-1e30, 1.0, kDecodeGemvChoiceMinGain}) {
+      SCOPED_TRACE(c.name() + " gain " + std::to_string(gain));
+      clear_decode_gemv_choices();
+      set_decode_gemv_min_gain(gain);
+      GemmaForCausalLM m = make_model(c, Device::CUDA);
+      const int64_t vocab = m.config().vocab_size;
+      const std::vector<Batch> calib{Batch::from_prompts(random_prompts(vocab, {6, 11, 17}, 3))};
+      m.calibrate(calib);
+      Generator eager(m, gen_options(8, 48, c.kv, false)), graph(m, gen_options(8, 48, c.kv, true));
+      if (c.kv == DType::E4M3) {
+        eager.calibrate(calib);
+        graph.calibrate(calib);
+      }
+      const Prompts prompts = random_prompts(vocab, {5, 12, 9, 7, 3, 11, 8, 6}, 4);
+      const Prompts feed = continuations(vocab, 8, 6, 6);
+      const std::vector<Tensor> a = teacher_forced(eager, prompts, feed, 6);
+      const std::vector<DecodeGemvChoice> made = decode_gemv_choices();
+      const std::vector<Tensor> b = teacher_forced(graph, prompts, feed, 6);
+      for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(testing::bitwise_equal(a[i], b[i])) << "step " << i;
+      EXPECT_EQ(eager.generate(prompts, greedy(10)).tokens, graph.generate(prompts, greedy(10)).tokens);
+      EXPECT_EQ(decode_gemv_choices().size(), made.size()) << "the graph generator made no choice of its own";
+      const GemmaConfig& cfg = m.config();
+      const int64_t d = cfg.hidden_size, qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim;
+      std::vector<std::pair<int64_t, int64_t>> shapes{
+          {qkv, d}, {d, cfg.q_dim()}, {2 * cfg.intermediate_size, d}, {d, cfg.intermediate_size}};
+      for (const auto& [n, k] : shapes) {
+        const auto it = std::find_if(made.begin(), made.end(), [&](const DecodeGemvChoice& x) {
+          return x.n == n && x.k == k;
+        });
+        ASSERT_NE(it, made.end()) << "no choice for N " << n << ", K " << k;
+        EXPECT_GT(it->m, kDefaultDecodeGemvMaxRows);
+        EXPECT_LE(it->m, kernels::kGemvMaxRows);
+        EXPECT_TRUE(std::isfinite(it->gemv_ms) && it->gemv_ms > 0.0) << it->gemv_ms;
+        EXPECT_TRUE(std::isfinite(it->gemm_ms) && it->gemm_ms > 0.0) << it->gemm_ms;
+        EXPECT_EQ(it->gemv, it->gemv_ms < it->gemm_ms * (1.0 - gain));
+        if (gain < 0.0) {
+          EXPECT_TRUE(it->gemv) << "forced: the GEMV";
+        } else if (gain == 1.0) {
+          EXPECT_FALSE(it->gemv) << "forced: cuBLASLt";
+        }
+      }
+      std::sort(shapes.begin(), shapes.end());
+      shapes.erase(std::unique(shapes.begin(), shapes.end()), shapes.end());
+      // One key per (N, K) and accumulate flag: QKV / fc1 write, O / fc2 accumulate into h.
+      EXPECT_EQ(made.size(), shapes.size()) << "one choice per eligible shape";
     }
   }
+  set_decode_gemv_min_gain(kDecodeGemvChoiceMinGain);
+  set_decode_gemv_max_rows(max_rows);
   clear_decode_gemv_choices();
 }
 
