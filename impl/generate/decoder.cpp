@@ -307,21 +307,27 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   if (!quantized) p.quantize(a.attn, s.o, stream);
   linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
+  if (!fc1_geglu(a, lw.fc1, s.fc2, lw.fc2, gemv, stream)) {
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream, timed_gemv);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
   linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
 }
 
-bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
-                        Stream stream) const {
+bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, const LinearWeight& fc2,
+                        bool gemv, Stream stream) const {
   if (!decode_geglu_epilogue_enabled()) return false;
   const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
   if (!ops) return false;
   const GemmInput act = model_->precision().bound(a.act, fc2_site);
   if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
-  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
+  TensorView prefetch;
+  if (const int64_t want = decode_fc2_prefetch_bytes(); want > 0 && fc2.has_fp8) {
+    const TensorView w = fc2.fp8_view().data;
+    const int64_t bytes = std::min<int64_t>(want, static_cast<int64_t>(w.nbytes()));
+    if (w.is_contiguous() && bytes > 0) prefetch = TensorView(w.data, DType::U8, Shape{bytes}, w.device);
+  }
+  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream, prefetch);
   return true;
 }
 
@@ -403,6 +409,10 @@ bool gemv_is_faster(const ChoiceKey& key, const std::function<void(const TensorV
 }
 }  // namespace
 
+int64_t decode_fc2_prefetch_bytes() {
+  static const int64_t bytes = env_int("TEGEMMA_DECODE_FC2_PREFETCH_MB", 0, 0, 1 << 20) << 20;
+  return bytes;
+}
 bool decode_gemv_timed_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEMV_TIMED", true);
   return on;

@@ -3,7 +3,9 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -177,6 +179,19 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
+  if constexpr (kEpi == kEpiGeglu) {  // gemv_geglu's l2_prefetch: the last wave's blocks, one bulk prefetch each
+    if (p.prefetch != nullptr && threadIdx.x == 0 && static_cast<int>(blockIdx.x) >= p.prefetch_from) {
+      const int64_t parts = static_cast<int64_t>(gridDim.x) - p.prefetch_from;
+      const int64_t granules = p.prefetch_bytes / 16, per = (granules + parts - 1) / parts;
+      const int64_t first = (static_cast<int64_t>(blockIdx.x) - p.prefetch_from) * per;
+      const int64_t count = min(per, granules - first);
+      if (count > 0) {
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.prefetch + 16 * first),
+                     "r"(static_cast<uint32_t>(16 * count))
+                     : "memory");
+      }
+    }
+  }
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
   }
@@ -729,7 +744,8 @@ GemvOperand norm_operand(const GemvNorm& norm, const char* op) {
 }
 }  // namespace
 
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream,
+                const TensorView& l2_prefetch) {
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
   check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
@@ -740,7 +756,18 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
+  const auto kernel = gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>;
+  const unsigned blocks = blocks_for(d.n / 2, 1);
+  if (!l2_prefetch.empty() && l2_prefetch.nbytes() >= 16) {
+    TG_CHECK(reinterpret_cast<std::uintptr_t>(l2_prefetch.data) % 16 == 0, "gemv_geglu: l2_prefetch's data must be ",
+             "16-byte aligned, got ", l2_prefetch.data);
+    const int64_t wave =
+        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
+    p.prefetch = static_cast<const uint8_t*>(l2_prefetch.data);
+    p.prefetch_bytes = static_cast<int64_t>(l2_prefetch.nbytes());
+    p.prefetch_from = static_cast<int>(std::max<int64_t>(0, static_cast<int64_t>(blocks) - wave));
+  }
+  launch_gemv(kernel, blocks, cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 

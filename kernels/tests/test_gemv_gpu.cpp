@@ -288,7 +288,8 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
         Fp8Tensor want = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
         Fp8Tensor got = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
         Fp8Tensor chained = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
-        for (Fp8Tensor* t : {&want, &got, &chained}) {
+        Fp8Tensor hinted = Fp8Tensor::per_tensor(DType::E4M3, 1, f, true, false, dev);
+        for (Fp8Tensor* t : {&want, &got, &chained, &hinted}) {
           set(t->view().scale, scale);
           set(t->view().amax, 1e-3f);
           set(t->view().scale_inv, 123.0f);
@@ -301,11 +302,15 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
           const ProgrammaticLaunchScope pdl(true);
           gemv_geglu(xo, wo, chained.view());
         }
+        // With the L2 prefetch hint (here of fc1's own rows; the last wave's blocks issue it, every block when the
+        // grid is less than a wave): a hint, the same bytes.
+        gemv_geglu(xo, wo, hinted.view(), {}, w.view());
         if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
         for (auto member : {&Fp8View::data, &Fp8View::scale_inv, &Fp8View::amax}) {
           const char* what = member == &Fp8View::data ? "codes" : member == &Fp8View::amax ? "amax" : "scale_inv";
           EXPECT_TRUE(same_bytes(got.view().*member, want.view().*member)) << what << " differ";
           EXPECT_TRUE(same_bytes(chained.view().*member, want.view().*member)) << what << " differ (PDL chain)";
+          EXPECT_TRUE(same_bytes(hinted.view().*member, want.view().*member)) << what << " differ (L2 prefetch)";
         }
         if (scale == 20000.0f) {  // the saturating scale must saturate something, or the case tests nothing extra
           const Tensor q = Tensor::copy_of(got.view().data, Device::CPU);
