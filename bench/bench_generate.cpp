@@ -8,8 +8,9 @@
 //           FP8 lm_head (+fp8head). Targets (FP8): gemma-2b >= 1200 tok/s, gemma-7b >= 380 tok/s.
 //       (b) the TE tutorial's benchmark, gemma-7b B64/P20+N492 (max_seq 512): every precision with the BF16
 //           and the FP8 KV cache (+fp8kv), and delayed+fp8kv+fp8head. Target (FP8): <= 2.5 s end to end.
-//       (d) small batches, B4, B8 and B16 /P128+N256, delayed + FP8 head: the decode GEMMs of 4-16 rows (GEMVs up to
-//           TEGEMMA_DECODE_GEMV_MAX_ROWS, above it the timed GEMV / cuBLASLt choice per shape, impl/generate/decoder.h).
+//       (d) small batches, B4, B8 and B16 /P128+N256, delayed + FP8 head: the decode GEMMs of 4-16 rows (GEMVs up
+//           to TEGEMMA_DECODE_GEMV_MAX_ROWS, above it the timed GEMV / cuBLASLt choice per shape,
+//           impl/generate/decoder.h).
 //   e2e/ttft/impl/<precision>/<preset>/B1/P2048
 //       (c) time to first token: the prefill of one 2048-token prompt and the first token's selection.
 // <precision>: bf16 (BF16 weights and GEMMs) | delayed (DelayedScaling, calibrated on the benchmark's prompts) |

@@ -167,11 +167,11 @@ int64_t decode_gemv_max_rows();
 // faster on the call's own operands when the shape first came up outside a graph capture: each candidate's calls
 // captured into a CUDA graph and its replays timed (interleaved, into a scratch output), the GEMV taken only if
 // >= decode_gemv_min_gain() faster; cached per (M, N, K, dtypes, accumulate) for the process (the device and the
-// recipe's accumulation mode are not in the key: a choice can only be slower elsewhere, never wrong). Before that under a capture, in deterministic mode
-// (kernels::gemm_deterministic) and on the CPU backend: cuBLASLt, the fixed rule. Why: at 16 rows the GEMVs won
-// on gemma-2b B16 (+4.3%) and lost on gemma-7b B16 (-11.6%) (H200, session 21): no row threshold fits both. The
-// generator's eager first step of each batch size makes the choices, its graphs replay them. On unless
-// TEGEMMA_DECODE_GEMV_TIMED=0 (read once; for A/B runs).
+// recipe's accumulation mode are not in the key: a choice can only be slower elsewhere, never wrong). Before that
+// under a capture, in deterministic mode (kernels::gemm_deterministic) and on the CPU backend: cuBLASLt, the fixed
+// rule. Why: at 16 rows the GEMVs won on gemma-2b B16 (+4.3%) and lost on gemma-7b B16 (-11.6%) (H200, session
+// 21): no row threshold fits both. The generator's eager first step of each batch size makes the choices, its
+// graphs replay them. On unless TEGEMMA_DECODE_GEMV_TIMED=0 (read once; for A/B runs).
 bool decode_gemv_timed_enabled();
 inline constexpr double kDecodeGemvChoiceMinGain = 0.02;
 // One timed choice (tests, reports).
