@@ -679,11 +679,12 @@ namespace {
 // The QKV + RoPE kernel with the norm prologue (gemv_norm_qkv_rope): the launch below and the one-wave rule
 // (gemv_norm_qkv_rope_one_wave) read this one instance.
 const auto gemv_norm_qkv_rope_kernel = gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>;
-// Its blocks resident at once on the current GPU: one wave.
-int64_t norm_wave() {
-  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(gemv_norm_qkv_rope_kernel), kThreads, 0)) *
-         sm_count();
+// One resident wave of a kThreads-block GEMV kernel on the current GPU: its blocks resident at once.
+template <typename Kernel>
+int64_t wave_of(Kernel kernel) {
+  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
 }
+int64_t norm_wave() { return wave_of(gemv_norm_qkv_rope_kernel); }
 // GemvNorm -> the prologue's parameters (checked by the caller).
 void set_norm(GemvParams& p, const GemvNorm& n) {
   GemvParams::Norm& m = p.norm;
@@ -761,11 +762,9 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   if (!l2_prefetch.empty() && l2_prefetch.nbytes() >= 16) {
     TG_CHECK(reinterpret_cast<std::uintptr_t>(l2_prefetch.data) % 16 == 0, "gemv_geglu: l2_prefetch's data must be ",
              "16-byte aligned, got ", l2_prefetch.data);
-    const int64_t wave =
-        static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
     p.prefetch = static_cast<const uint8_t*>(l2_prefetch.data);
     p.prefetch_bytes = static_cast<int64_t>(l2_prefetch.nbytes());
-    p.prefetch_from = static_cast<int>(std::max<int64_t>(0, static_cast<int64_t>(blocks) - wave));
+    p.prefetch_from = static_cast<int>(std::max<int64_t>(0, static_cast<int64_t>(blocks) - wave_of(kernel)));
   }
   launch_gemv(kernel, blocks, cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
