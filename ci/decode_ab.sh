@@ -37,8 +37,8 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
-#   fc2_pf16, fc2_pf32  TEGEMMA_DECODE_FC2_PREFETCH_MB=16 / 32: the batch-1 fc1 + GeGLU kernel's last wave pulls
-#                 that much of fc2's weight into L2 (session 22's experiment; off by default)
+#   norm_early    TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1: the residual GEMVs before a one-block RMSNorm kernel (O, and
+#                 fc2 where the next QKV kernel does not fuse the norm) trigger their dependents after their PDL wait
 #   gemv_untimed  TEGEMMA_DECODE_GEMV_TIMED=0: decode GEMMs past 4 rows always on cuBLASLt (the rule before session 22;
 #                 by default each eligible shape takes the faster of gemv and cuBLASLt, timed once)
 #   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
@@ -83,11 +83,10 @@ for cfg in $configs; do
     unfused_late) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0) ;;
     sample_one) envs=(TEGEMMA_DECODE_SAMPLE_SPLIT=0) ;;
     gemv_untimed) envs=(TEGEMMA_DECODE_GEMV_TIMED=0) ;;
-    fc2_pf16) envs=(TEGEMMA_DECODE_FC2_PREFETCH_MB=16) ;;
-    fc2_pf32) envs=(TEGEMMA_DECODE_FC2_PREFETCH_MB=32) ;;
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
+    norm_early) envs=(TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

@@ -112,6 +112,14 @@ bool decode_programmatic_launch() {
   static const bool on = env_switch("TEGEMMA_DECODE_PDL", true);
   return on;
 }
+// Why it might pay (step timeline, session 22): the one-block RMSNorm costs 2.98 us of the gemma-2b step's chain per
+// layer (3.8 us twice per gemma-7b layer) for 0.3 us of its own run; with the late trigger its block is launched only
+// after the residual GEMV's last block. Session 18's early trigger for every GEMV (966 vs 980 tok/s on gemma-2b) also
+// moved the multi-block successors (attention, fc1) that the late trigger places evenly; this moves only the norms.
+bool decode_norm_early_trigger() {
+  static const bool on = env_switch("TEGEMMA_DECODE_NORM_EARLY_TRIGGER", false);
+  return on;
+}
 
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
   GemmSite s;
@@ -288,13 +296,9 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   const LayerSites& s = sites_[static_cast<std::size_t>(l)];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  // The input RMSNorm runs as its own kernel or inside the fused QKV kernel after it (decode_norm_qkv_fused,
-  // fused_norm); the post-attention one always as its own kernel.
-  std::optional<kernels::GemvNorm> norm;
-  if (decode_qkv_rope_enabled() && one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv) &&
-      decode_norm_qkv_fused(lw.qkv, model_->options().device)) {
-    norm = fused_norm(p, a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv);
-  }
+  // The input RMSNorm runs as its own kernel or inside the fused QKV kernel after it (fused_input_norm); the
+  // post-attention one always as its own kernel.
+  const std::optional<kernels::GemvNorm> norm = fused_input_norm(l, a, gemv);
   if (!norm) p.rmsnorm(a.h, lw.input_norm.view(), eps, a.rstd, a.ln, s.qkv, stream);
   if (!project_qkv(l, a.ln, lw.qkv, gemv, norm ? &*norm : nullptr)) {
     TG_CHECK(!norm, "Decoder: the input norm was left to a QKV kernel that did not run");
@@ -305,29 +309,38 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv);
+  // The residual GEMVs before an RMSNorm kernel (decode_norm_early_trigger): O always; fc2 unless the next layer
+  // fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
+  const bool early = decode_norm_early_trigger();
+  const bool next_norm_kernel = l + 1 == c.num_hidden_layers || !fused_input_norm(l + 1, a, gemv);
+  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv, early);
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
-  if (!fc1_geglu(a, lw.fc1, s.fc2, lw.fc2, gemv, stream)) {
+  if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream, timed_gemv);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
-  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
+  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv, early && next_norm_kernel);
 }
 
-bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, const LinearWeight& fc2,
-                        bool gemv, Stream stream) const {
+std::optional<kernels::GemvNorm> Decoder::fused_input_norm(int64_t l, const Acts& a, bool gemv) const {
+  const LinearWeight& qkv = model_->weights().layers[static_cast<std::size_t>(l)].qkv;
+  if (!decode_qkv_rope_enabled() || !one_row_e4m3_operands(a.ln, qkv, a.rows, gemv) ||
+      !decode_norm_qkv_fused(qkv, model_->options().device)) {
+    return std::nullopt;
+  }
+  return fused_norm(model_->precision(), a.h,
+                    model_->weights().layers[static_cast<std::size_t>(l)].input_norm.view(),
+                    static_cast<float>(config().rms_norm_eps), a.rstd, a.ln, sites_[static_cast<std::size_t>(l)].qkv);
+}
+
+bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
+                        Stream stream) const {
   if (!decode_geglu_epilogue_enabled()) return false;
   const std::optional<GemvPair> ops = one_row_e4m3_operands(a.ln, fc1, a.rows, gemv);
   if (!ops) return false;
   const GemmInput act = model_->precision().bound(a.act, fc2_site);
   if (act.path != InputPath::kDelayedFused || !rowwise_e4m3(act.fp8)) return false;
-  TensorView prefetch;
-  if (const int64_t want = decode_fc2_prefetch_bytes(); want > 0 && fc2.has_fp8) {
-    const TensorView w = fc2.fp8_view().data;
-    const int64_t bytes = std::min<int64_t>(want, static_cast<int64_t>(w.nbytes()));
-    if (w.is_contiguous() && bytes > 0) prefetch = TensorView(w.data, DType::U8, Shape{bytes}, w.device);
-  }
-  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream, prefetch);
+  kernels::gemv_geglu(ops->x, ops->w, act.fp8, stream);
   return true;
 }
 
@@ -409,10 +422,6 @@ bool gemv_is_faster(const ChoiceKey& key, const std::function<void(const TensorV
 }
 }  // namespace
 
-int64_t decode_fc2_prefetch_bytes() {
-  static const int64_t bytes = env_int("TEGEMMA_DECODE_FC2_PREFETCH_MB", 0, 0, 1 << 20) << 20;
-  return bytes;
-}
 bool decode_gemv_timed_enabled() {
   static const bool on = env_switch("TEGEMMA_DECODE_GEMV_TIMED", true);
   return on;
@@ -434,7 +443,7 @@ void set_decode_gemv_min_gain(double gain) {
 double decode_gemv_min_gain() { return min_gain_setting().load(); }
 
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-                     Stream stream, bool timed_gemv) const {
+                     Stream stream, bool timed_gemv, bool early_trigger) const {
   const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
   const bool timed = timed_gemv && !gemv && out.ndim() == 2 && out.shape[0] <= kernels::kGemvMaxRows &&
                      out.device == Device::CUDA && decode_gemv_timed_enabled() && !kernels::gemm_deterministic();
@@ -442,7 +451,9 @@ void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
       const auto run_gemv = [&](const TensorView& o) {
-        kernels::gemv(ops->x, ops->w, o, {}, beta == 1.0f ? o : TensorView{}, stream);
+        kernels::GemvOptions opt;
+        opt.early_trigger = early_trigger;
+        kernels::gemv(ops->x, ops->w, o, opt, beta == 1.0f ? o : TensorView{}, stream);
       };
       const auto run_gemm = [&](const TensorView& o) { model_->precision().linear(x, w, o, beta, stream); };
       const ChoiceKey key{out.shape[0],      out.shape[1], ops->x.data.shape[1], ops->x.data.dtype,

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/tensor.h"
@@ -126,13 +127,16 @@ class Decoder {
   // fc1 + GeGLU -> E4M3 as one kernels::gemv_geglu unless TEGEMMA_DECODE_GEGLU_EPILOGUE=0 and when the step
   // qualifies (one row on the GEMV path, E4M3 per-tensor fc1 operands, fc2's input produced by the fused delayed
   // cast); false: the caller runs the two ops.
-  // fc2: the next GEMV's weight, pulled into L2 by the kernel's last wave when decode_fc2_prefetch_bytes() > 0.
-  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, const LinearWeight& fc2, bool gemv,
-                 Stream stream) const;
+  bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` (or `timed_gemv` and the timed choice,
   // decode_gemv_timed_enabled) and the operands allow, else Precision::linear.
+  // early_trigger: a GEMV launched here triggers its dependents early (kernels::GemvOptions::early_trigger; the
+  // step passes decode_norm_early_trigger() for the residual GEMVs followed by an RMSNorm kernel).
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-              Stream stream, bool timed_gemv = false) const;
+              Stream stream, bool timed_gemv = false, bool early_trigger = false) const;
+  // The layer's input RMSNorm for the fused QKV kernel (kernels::GemvNorm) when the step runs it there, else none:
+  // the norm is then its own kernel.
+  std::optional<kernels::GemvNorm> fused_input_norm(int64_t l, const Acts& a, bool gemv) const;
   TensorView q_view(const TensorView& qkv, int64_t tokens) const;
   TensorView k_view(const TensorView& qkv, int64_t tokens) const;
   TensorView v_view(const TensorView& qkv, int64_t tokens) const;
@@ -191,18 +195,16 @@ void clear_decode_gemv_choices();
 void set_decode_gemv_min_gain(double gain);
 double decode_gemv_min_gain();
 
-// Bytes of the fc2 weight that the batch-1 fc1 + GeGLU kernel's last resident wave pulls into L2
-// (kernels::gemv_geglu's l2_prefetch): TEGEMMA_DECODE_FC2_PREFETCH_MB (read once; default 0, off) MiB from the
-// front of fc2's E4M3 rows (the rows fc2's first blocks read), at most the whole weight. An experiment (session 22,
-// unmeasured): fc2 ran 12.1 us in the gemma-2b chain for 8.2 us of HBM time, its blocks placed only as fc1's
-// last blocks retire; with its first rows in L2 its ramp would be short. Session 16's side-stream prefetch of the
-// next GEMVs lost (its requests competed with the latency-bound kernels); this one runs only in fc1's tail.
-int64_t decode_fc2_prefetch_bytes();
-
 // Whether decode steps launch their kernels with programmatic dependent launch (kernels/launch/
 // programmatic_launch.h): on unless TEGEMMA_DECODE_PDL=0 in the environment (read once; for A/B runs). Results are
 // the same bits either way; only the gaps between the kernels differ.
 bool decode_programmatic_launch();
+
+// Whether the decode step's residual GEMVs (O, and fc2 where the next RMSNorm is its own kernel) trigger their
+// dependents right after their PDL wait (kernels::GemvOptions::early_trigger), so that the one-block RMSNorm after
+// them is placed while they run instead of after their last block: off unless TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1
+// (read once; an experiment of session 23, decode_ab `norm_early`). The same bits either way.
+bool decode_norm_early_trigger();
 
 // The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);

@@ -206,15 +206,10 @@ GemvOperand check_gemv_norm(const GemvNorm& norm, const char* op) {
 }  // namespace detail
 
 
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream,
-                const TensorView& l2_prefetch) {
-  if (!l2_prefetch.empty()) {
-    TG_CHECK(l2_prefetch.is_contiguous() && l2_prefetch.device == act.device(), "gemv_geglu: l2_prefetch must be ",
-             "contiguous and on act's device (", act.device(), "), got ", l2_prefetch.describe());
-  }
-  if (act.device() == Device::CPU) return cpu::gemv_geglu(x, w, act);  // a hint: nothing to prefetch on the CPU
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
+  if (act.device() == Device::CPU) return cpu::gemv_geglu(x, w, act);
 #if TEGEMMA_HAVE_CUDA
-  cuda::gemv_geglu(x, w, act, stream, l2_prefetch);
+  cuda::gemv_geglu(x, w, act, stream);
 #else
   (void)stream;
   TG_FAIL("gemv_geglu: CUDA tensors in a build without CUDA");

@@ -3,7 +3,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -179,19 +178,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   // the first loads before the wait, measured slower: see decoder.cpp.)
   constexpr bool kWAhead = kNorm;
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
-  if constexpr (kEpi == kEpiGeglu) {  // gemv_geglu's l2_prefetch: the last wave's blocks, one bulk prefetch each
-    if (p.prefetch != nullptr && threadIdx.x == 0 && static_cast<int>(blockIdx.x) >= p.prefetch_from) {
-      const int64_t parts = static_cast<int64_t>(gridDim.x) - p.prefetch_from;
-      const int64_t granules = p.prefetch_bytes / 16, per = (granules + parts - 1) / parts;
-      const int64_t first = (static_cast<int64_t>(blockIdx.x) - p.prefetch_from) * per;
-      const int64_t count = min(per, granules - first);
-      if (count > 0) {
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.prefetch + 16 * first),
-                     "r"(static_cast<uint32_t>(16 * count))
-                     : "memory");
-      }
-    }
-  }
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
   }
@@ -566,9 +552,10 @@ bool late_trigger_for(unsigned blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
   return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
+// early: GemvOptions::early_trigger (the trigger after the wait whatever the grid).
 template <typename Kernel>
-void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
-  p.late_trigger = late_trigger_for(blocks);
+void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p, bool early = false) {
+  p.late_trigger = !early && late_trigger_for(blocks);
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 
@@ -586,27 +573,27 @@ void with_k_split(int64_t k, F&& f) {
 }
 
 template <bool kWE4m3, bool kXE4m3, int kRows>
-void launch_rows(const GemvParams& p, cudaStream_t stream) {
+void launch_rows(const GemvParams& p, cudaStream_t stream, bool early) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
+      launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p, early);
     });
   } else {
-    launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p);
+    launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p, early);
   }
 }
 
 template <bool kWE4m3, bool kXE4m3>
-void dispatch(const GemvParams& p, cudaStream_t stream) {
-  if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream);
-  if (p.m <= 2) return launch_rows<kWE4m3, kXE4m3, 2>(p, stream);
-  if (p.m <= 4) return launch_rows<kWE4m3, kXE4m3, 4>(p, stream);
-  if (p.m <= 8) return launch_rows<kWE4m3, kXE4m3, 8>(p, stream);
-  launch_rows<kWE4m3, kXE4m3, 16>(p, stream);
+void dispatch(const GemvParams& p, cudaStream_t stream, bool early) {
+  if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream, early);
+  if (p.m <= 2) return launch_rows<kWE4m3, kXE4m3, 2>(p, stream, early);
+  if (p.m <= 4) return launch_rows<kWE4m3, kXE4m3, 4>(p, stream, early);
+  if (p.m <= 8) return launch_rows<kWE4m3, kXE4m3, 8>(p, stream, early);
+  launch_rows<kWE4m3, kXE4m3, 16>(p, stream, early);
 }
 
 }  // namespace
@@ -679,12 +666,11 @@ namespace {
 // The QKV + RoPE kernel with the norm prologue (gemv_norm_qkv_rope): the launch below and the one-wave rule
 // (gemv_norm_qkv_rope_one_wave) read this one instance.
 const auto gemv_norm_qkv_rope_kernel = gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>;
-// One resident wave of a kThreads-block GEMV kernel on the current GPU: its blocks resident at once.
-template <typename Kernel>
-int64_t wave_of(Kernel kernel) {
-  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0)) * sm_count();
+// Its blocks resident at once on the current GPU: one wave.
+int64_t norm_wave() {
+  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(gemv_norm_qkv_rope_kernel), kThreads, 0)) *
+         sm_count();
 }
-int64_t norm_wave() { return wave_of(gemv_norm_qkv_rope_kernel); }
 // GemvNorm -> the prologue's parameters (checked by the caller).
 void set_norm(GemvParams& p, const GemvNorm& n) {
   GemvParams::Norm& m = p.norm;
@@ -745,8 +731,7 @@ GemvOperand norm_operand(const GemvNorm& norm, const char* op) {
 }
 }  // namespace
 
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream,
-                const TensorView& l2_prefetch) {
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream) {
   TG_NVTX_FN();
   const detail::GemvDims d = detail::check_gemv_geglu(x, w, act);
   check_device(act.data, Device::CUDA, "cuda::gemv_geglu(act)");
@@ -757,16 +742,7 @@ void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, 
   p.act_scale = act.scale.ptr<const float>();
   p.act_scale_inv = act.scale_inv.empty() ? nullptr : act.scale_inv.ptr<float>();
   p.act_amax = act.amax.empty() ? nullptr : static_cast<uint32_t*>(act.amax.data);
-  const auto kernel = gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>;
-  const unsigned blocks = blocks_for(d.n / 2, 1);
-  if (!l2_prefetch.empty() && l2_prefetch.nbytes() >= 16) {
-    TG_CHECK(reinterpret_cast<std::uintptr_t>(l2_prefetch.data) % 16 == 0, "gemv_geglu: l2_prefetch's data must be ",
-             "16-byte aligned, got ", l2_prefetch.data);
-    p.prefetch = static_cast<const uint8_t*>(l2_prefetch.data);
-    p.prefetch_bytes = static_cast<int64_t>(l2_prefetch.nbytes());
-    p.prefetch_from = static_cast<int>(std::max<int64_t>(0, static_cast<int64_t>(blocks) - wave_of(kernel)));
-  }
-  launch_gemv(kernel, blocks, cuda_stream(stream), p);
+  launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiGeglu>, blocks_for(d.n / 2, 1), cuda_stream(stream), p);
   TG_CHECK_LAUNCH("gemv_kernel (GeGLU epilogue)");
 }
 
@@ -817,11 +793,11 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
-    dispatch<false, false>(p, s);
+    dispatch<false, false>(p, s, opt.early_trigger);
   } else if (!x_fp8) {
-    dispatch<true, false>(p, s);
+    dispatch<true, false>(p, s, opt.early_trigger);
   } else {
-    dispatch<true, true>(p, s);
+    dispatch<true, true>(p, s, opt.early_trigger);
   }
   TG_CHECK_LAUNCH("gemv_kernel");
 }

@@ -102,6 +102,11 @@ struct GemvOperand {
 
 struct GemvOptions {
   float alpha = 1.0f;
+  // CUDA scheduling only (no effect on the result or on the CPU twin): the CUDA-core kernels trigger their
+  // programmatic dependents right after their PDL wait instead of at the end of each block (GemvParams::late_trigger),
+  // so that a one-block successor (the decode step's RMSNorm after the O / fc2 residual GEMV) is placed, and waits,
+  // while this grid still runs. The decoder sets it under TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1 (decoder.h).
+  bool early_trigger = false;
 };
 
 // out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.
@@ -141,13 +146,7 @@ struct GemvNorm {
 // the default rules; the bitwise equality is with that path) with warp w owning gate row w and up row F + w, then V = BF16(BF16(gelu_tanh(gate)) * up)
 // in the warp (kernels/activation's arithmetic) and one amax atomic per block. CPU twin: cpu::gemv into a BF16
 // [1, 2F] buffer, then cpu::geglu_forward_fp8.
-// l2_prefetch (optional, a measurement knob of the decoder, TEGEMMA_DECODE_FC2_PREFETCH_MB): bytes to pull into L2
-// while the kernel's last resident wave runs -- the next GEMV's weights (fc2), so that fc2 starts on L2 hits instead
-// of a cold ramp behind fc1's tail. CUDA: each block of the last wave issues one cp.async.bulk.prefetch.L2 of its
-// share (16-byte granules; a hint, results unchanged); the CPU twin ignores it. Any device view, contiguous, on act's
-// device.
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {},
-                const TensorView& l2_prefetch = {});
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream = {});
 
 // gemv_qkv_rope: a one-row fused-QKV GEMV with the RoPE + KV-cache epilogue (the batch-1 decode step's QKV projection
 // and kv_cache_write_rope in one kernel, one kernel boundary less per layer):
@@ -189,8 +188,7 @@ GemvOperand gemv_norm(const GemvNorm& norm, Tensor& scratch);
 namespace cuda {
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,
           const TensorView& residual, Stream stream);
-void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream,
-                const TensorView& l2_prefetch = {});
+void gemv_geglu(const GemvOperand& x, const GemvOperand& w, const Fp8View& act, Stream stream);
 void gemv_qkv_rope(const GemvOperand& x, const GemvOperand& w, const TensorView& slots, const TensorView& positions,
                    const TensorView& inv_freq, const KvCache& cache, const TensorView& q_out, const TensorView& table,
                    Stream stream);

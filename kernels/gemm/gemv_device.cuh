@@ -45,11 +45,6 @@ struct GemvParams {
   const float* act_scale;
   float* act_scale_inv;
   uint32_t* act_amax;
-  // gemv_geglu's l2_prefetch: blocks prefetch_from .. gridDim.x - 1 (the last resident wave) each pull their
-  // 16-byte-granule share of [prefetch, prefetch + prefetch_bytes) into L2. nullptr: none.
-  const uint8_t* prefetch;
-  int64_t prefetch_bytes;
-  int prefetch_from;
   // The QKV RoPE + KV-cache epilogue (gemv_qkv_rope): W = [q heads; k heads; v heads] x Dh rows; kv_cache_write_rope's
   // destinations and RoPE inputs for the one token (slots[0], positions[0]).
   struct RopeKv {
