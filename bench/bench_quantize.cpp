@@ -9,7 +9,6 @@
 //                        atomic (tuning::set_amax_filter(true))                   bytes: 2n in
 //   amax_memop           the output zeroed by cuStreamWriteValue32 instead of a memset node
 //                        (tuning::set_amax_zero_memop(true))                      bytes: 2n in
-//   amax_pf256           the loads with the L2::256B prefetch-size hint (tuning::set_amax_l2_prefetch(true))
 //   block1x128_row       Float8BlockScaling 1x128, row-wise copy only            bytes: 2n + n + n/128 * 4
 //   block1x128           1x128 row-wise + 128x1 column-wise copies               bytes: 2n + 2n + 2 * n/128 * 4
 //   block128x128         128x128 row-wise + transposed copies                    bytes: 2n + 2n + 2 * n/16384 * 4
@@ -143,7 +142,6 @@ using TileRows = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_cast_t
 using AmaxBlocks = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
 using AmaxFilter = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, false>;
 using AmaxZeroMemop = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_zero_memop, false>;
-using AmaxL2Prefetch = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_l2_prefetch, false>;
 
 // R per-tensor outputs with the current-scaling scale of the input (448 / amax), set once.
 std::vector<Fp8Tensor> per_tensor_outs(const Dims& d, bool columnwise) {
@@ -167,12 +165,10 @@ void bm_cast(benchmark::State& state, Dims d, bool columnwise, int tile_rows) {
   timed(state, d, bytes, [&](int i) { kernels::quantize(inputs(d)[i], outs[i].view()); });
 }
 
-void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = false, bool memop = false,
-             bool pf256 = false) {
+void bm_amax(benchmark::State& state, Dims d, int blocks_per_sm, bool filter = false, bool memop = false) {
   const AmaxBlocks scope(blocks_per_sm);
   const AmaxFilter filter_scope(filter);
   const AmaxZeroMemop memop_scope(memop);
-  const AmaxL2Prefetch pf_scope(pf256);
   std::vector<Tensor> amax;
   for (int i = 0; i < rotation(d); ++i) amax.push_back(Tensor::empty(DType::F32, {1}, Device::CUDA));
   timed(state, d, d.n() * 2, [&](int i) { kernels::compute_amax(inputs(d)[i], amax[i]); });
@@ -228,7 +224,6 @@ const bool registered = [] {
       }
       if (b == 0) {
         add("quantize/amax_memop/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, 0, false, true); });
-        add("quantize/amax_pf256/bf16" + s, [=](benchmark::State& st) { bm_amax(st, d, 0, false, false, true); });
       }
     }
     for (int t : {0, 128, 256}) {  // 0: the default tile height (by size); the forced ones beside it

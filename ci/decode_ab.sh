@@ -37,8 +37,9 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
-#   norm_early    TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1: the residual GEMVs before a one-block RMSNorm kernel (O, and
-#                 fc2 where the next QKV kernel does not fuse the norm) trigger their dependents after their PDL wait
+#   early_none, early_attn, early_sampler, early_all  TEGEMMA_DECODE_EARLY_TRIGGER=none / norm,attn / norm,sampler /
+#                 norm,attn,sampler: which decode GEMVs trigger their dependents after their PDL wait (impl/generate/
+#                 decoder.h; default norm: the residual GEMVs before a one-block RMSNorm, session 23)
 #   gemv_untimed  TEGEMMA_DECODE_GEMV_TIMED=0: decode GEMMs past 4 rows always on cuBLASLt (the rule before session 22;
 #                 by default each eligible shape takes the faster of gemv and cuBLASLt, timed once)
 #   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
@@ -86,7 +87,10 @@ for cfg in $configs; do
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
-    norm_early) envs=(TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1) ;;
+    early_none) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=none) ;;
+    early_attn) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,attn) ;;
+    early_sampler) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,sampler) ;;
+    early_all) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,attn,sampler) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

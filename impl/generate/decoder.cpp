@@ -112,13 +112,38 @@ bool decode_programmatic_launch() {
   static const bool on = env_switch("TEGEMMA_DECODE_PDL", true);
   return on;
 }
-// Why it might pay (step timeline, session 22): the one-block RMSNorm costs 2.98 us of the gemma-2b step's chain per
-// layer (3.8 us twice per gemma-7b layer) for 0.3 us of its own run; with the late trigger its block is launched only
-// after the residual GEMV's last block. Session 18's early trigger for every GEMV (966 vs 980 tok/s on gemma-2b) also
-// moved the multi-block successors (attention, fc1) that the late trigger places evenly; this moves only the norms.
-bool decode_norm_early_trigger() {
-  static const bool on = env_switch("TEGEMMA_DECODE_NORM_EARLY_TRIGGER", false);
-  return on;
+// Why (step timeline, session 22): the one-block RMSNorm costs 2.98 us of the gemma-2b step's chain per layer (3.8 us
+// twice per gemma-7b layer) for 0.3 us of its own run; with the late trigger its block is launched only after the
+// residual GEMV's last block. Session 18's early trigger for every GEMV (966 vs 980 tok/s on gemma-2b) also moved the
+// large successors (fc1's several waves, the one-wave fused QKV) that the late trigger places evenly; these move only
+// small ones.
+const DecodeEarlyTriggers& decode_early_triggers() {
+  static const DecodeEarlyTriggers t = [] {
+    const char* e = std::getenv("TEGEMMA_DECODE_EARLY_TRIGGER");
+    DecodeEarlyTriggers r;
+    if (e == nullptr || *e == '\0') return r;
+    r.norm = false;
+    const std::string s(e);
+    if (s == "none") return r;
+    std::size_t begin = 0;
+    while (begin <= s.size()) {
+      const std::size_t end = std::min(s.find(',', begin), s.size());
+      const std::string name = s.substr(begin, end - begin);
+      if (name == "norm") {
+        r.norm = true;
+      } else if (name == "attn") {
+        r.attn = true;
+      } else if (name == "sampler") {
+        r.sampler = true;
+      } else {
+        TG_FAIL("TEGEMMA_DECODE_EARLY_TRIGGER: expected a comma list of norm, attn, sampler or `none`, got '", s,
+                "' ('", name, "')");
+      }
+      begin = end + 1;
+    }
+    return r;
+  }();
+  return t;
 }
 
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
@@ -309,17 +334,21 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  // The residual GEMVs before an RMSNorm kernel (decode_norm_early_trigger): O always; fc2 unless the next layer
-  // fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
-  const bool early = decode_norm_early_trigger();
+  // The residual GEMVs before an RMSNorm kernel trigger early (decode_early_triggers().norm): O always; fc2 unless
+  // the next layer fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
+  const bool early = decode_early_triggers().norm;
   const bool next_norm_kernel = l + 1 == c.num_hidden_layers || !fused_input_norm(l + 1, a, gemv);
-  linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv, early);
+  {
+    const kernels::EarlyTriggerScope trigger(early);
+    linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv);
+  }
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
   if (!fc1_geglu(a, lw.fc1, s.fc2, gemv, stream)) {
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream, timed_gemv);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
-  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv, early && next_norm_kernel);
+  const kernels::EarlyTriggerScope trigger(early && next_norm_kernel);
+  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
 }
 
 std::optional<kernels::GemvNorm> Decoder::fused_input_norm(int64_t l, const Acts& a, bool gemv) const {
@@ -348,6 +377,7 @@ void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stre
   const Precision& p = model_->precision();
   const ModelWeights& w = model_->weights();
   p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
+  const kernels::EarlyTriggerScope trigger(decode_early_triggers().sampler);  // the sampler follows in a decode step
   linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
 }
 
@@ -443,7 +473,7 @@ void set_decode_gemv_min_gain(double gain) {
 double decode_gemv_min_gain() { return min_gain_setting().load(); }
 
 void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-                     Stream stream, bool timed_gemv, bool early_trigger) const {
+                     Stream stream, bool timed_gemv) const {
   const bool wide_batched = out.ndim() == 2 && out.shape[0] >= 2 && out.shape[1] > kWideN;
   const bool timed = timed_gemv && !gemv && out.ndim() == 2 && out.shape[0] <= kernels::kGemvMaxRows &&
                      out.device == Device::CUDA && decode_gemv_timed_enabled() && !kernels::gemm_deterministic();
@@ -451,9 +481,7 @@ void Decoder::linear(const GemmInput& x, const LinearWeight& w, const TensorView
     if (const std::optional<GemvPair> ops = gemv_operands(x, w)) {
       // beta 1 is the residual stream: out += x W^T (gemv's residual may be out itself).
       const auto run_gemv = [&](const TensorView& o) {
-        kernels::GemvOptions opt;
-        opt.early_trigger = early_trigger;
-        kernels::gemv(ops->x, ops->w, o, opt, beta == 1.0f ? o : TensorView{}, stream);
+        kernels::gemv(ops->x, ops->w, o, {}, beta == 1.0f ? o : TensorView{}, stream);
       };
       const auto run_gemm = [&](const TensorView& o) { model_->precision().linear(x, w, o, beta, stream); };
       const ChoiceKey key{out.shape[0],      out.shape[1], ops->x.data.shape[1], ops->x.data.dtype,
@@ -653,6 +681,7 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     if (!decode_qkv_rope_enabled()) return false;
     const std::optional<GemvPair> ops = one_row_e4m3_operands(x, w, a.rows, gemv);  // one row: nseq == 1
     if (!ops) return false;
+    const kernels::EarlyTriggerScope trigger(decode_early_triggers().attn);  // decode attention follows
     if (norm != nullptr) {
       kernels::gemv_norm_qkv_rope(*norm, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
                              rope_table_, stream);

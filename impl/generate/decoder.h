@@ -130,10 +130,8 @@ class Decoder {
   bool fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv, Stream stream) const;
   // out [rows, N] = x W^T + beta * out through kernels::gemv when `gemv` (or `timed_gemv` and the timed choice,
   // decode_gemv_timed_enabled) and the operands allow, else Precision::linear.
-  // early_trigger: a GEMV launched here triggers its dependents early (kernels::GemvOptions::early_trigger; the
-  // step passes decode_norm_early_trigger() for the residual GEMVs followed by an RMSNorm kernel).
   void linear(const GemmInput& x, const LinearWeight& w, const TensorView& out, float beta, bool gemv,
-              Stream stream, bool timed_gemv = false, bool early_trigger = false) const;
+              Stream stream, bool timed_gemv = false) const;
   // The layer's input RMSNorm for the fused QKV kernel (kernels::GemvNorm) when the step runs it there, else none:
   // the norm is then its own kernel.
   std::optional<kernels::GemvNorm> fused_input_norm(int64_t l, const Acts& a, bool gemv) const;
@@ -200,11 +198,21 @@ double decode_gemv_min_gain();
 // the same bits either way; only the gaps between the kernels differ.
 bool decode_programmatic_launch();
 
-// Whether the decode step's residual GEMVs (O, and fc2 where the next RMSNorm is its own kernel) trigger their
-// dependents right after their PDL wait (kernels::GemvOptions::early_trigger), so that the one-block RMSNorm after
-// them is placed while they run instead of after their last block: off unless TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1
-// (read once; an experiment of session 23, decode_ab `norm_early`). The same bits either way.
-bool decode_norm_early_trigger();
+// Which of the decode step's GEMVs trigger their dependents right after their PDL wait (kernels::EarlyTriggerScope)
+// instead of at the end of each block: those before a small successor grid, which is then placed, and waits, while
+// they still run (the late trigger is for the large successors, placed evenly once the GEMV's last blocks retire).
+//   norm     the residual GEMVs before a one-block RMSNorm kernel: O, and fc2 where the next QKV kernel does not
+//            fuse the input norm (gemma-7b) or the final norm follows. On by default since session 23 (H200, decode
+//            B1 tok/s, delayed + FP8 head, five runs each: 2b 1012.2-1013.9 vs 1009.7-1011.7 without, 7b 354.7-356.7
+//            vs 353.8-354.7; B4 within the spread).
+//   attn     the fused QKV + RoPE kernel before decode attention (a few dozen blocks).
+//   sampler  the lm_head GEMV before the sampler (32 blocks).
+// TEGEMMA_DECODE_EARLY_TRIGGER (read once): a comma list of these names, or `none`; unset or empty: `norm`. Anything
+// else is a tg::Error naming the variable. The same bits either way (every kernel waits before it reads).
+struct DecodeEarlyTriggers {
+  bool norm = true, attn = false, sampler = false;
+};
+const DecodeEarlyTriggers& decode_early_triggers();
 
 // The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);

@@ -552,10 +552,10 @@ bool late_trigger_for(unsigned blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
   return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
-// early: GemvOptions::early_trigger (the trigger after the wait whatever the grid).
+// Inside an EarlyTriggerScope (kernels/launch/programmatic_launch.h) the trigger comes right after the wait.
 template <typename Kernel>
-void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p, bool early = false) {
-  p.late_trigger = !early && late_trigger_for(blocks);
+void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
+  p.late_trigger = !early_trigger_enabled() && late_trigger_for(blocks);
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 
@@ -573,27 +573,27 @@ void with_k_split(int64_t k, F&& f) {
 }
 
 template <bool kWE4m3, bool kXE4m3, int kRows>
-void launch_rows(const GemvParams& p, cudaStream_t stream, bool early) {
+void launch_rows(const GemvParams& p, cudaStream_t stream) {
   const int cols = columns_per_warp(p.n, kRows);
   const int64_t warps = (p.n + cols - 1) / cols;
   constexpr int kWide = kRows >= 4 ? 4 : 2;
   if (cols == 1) {
     with_k_split(p.k, [&](auto split) {
       constexpr int kS = decltype(split)::value;
-      launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p, early);
+      launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, 1, kS>, blocks_for(warps, kS), stream, p);
     });
   } else {
-    launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p, early);
+    launch_gemv(gemv_kernel<kWE4m3, kXE4m3, kRows, kWide>, blocks_for(warps, 1), stream, p);
   }
 }
 
 template <bool kWE4m3, bool kXE4m3>
-void dispatch(const GemvParams& p, cudaStream_t stream, bool early) {
-  if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream, early);
-  if (p.m <= 2) return launch_rows<kWE4m3, kXE4m3, 2>(p, stream, early);
-  if (p.m <= 4) return launch_rows<kWE4m3, kXE4m3, 4>(p, stream, early);
-  if (p.m <= 8) return launch_rows<kWE4m3, kXE4m3, 8>(p, stream, early);
-  launch_rows<kWE4m3, kXE4m3, 16>(p, stream, early);
+void dispatch(const GemvParams& p, cudaStream_t stream) {
+  if (p.m <= 1) return launch_rows<kWE4m3, kXE4m3, 1>(p, stream);
+  if (p.m <= 2) return launch_rows<kWE4m3, kXE4m3, 2>(p, stream);
+  if (p.m <= 4) return launch_rows<kWE4m3, kXE4m3, 4>(p, stream);
+  if (p.m <= 8) return launch_rows<kWE4m3, kXE4m3, 8>(p, stream);
+  launch_rows<kWE4m3, kXE4m3, 16>(p, stream);
 }
 
 }  // namespace
@@ -793,11 +793,11 @@ void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, con
   if (gemv_takes_mma(x.data.dtype, w.data.dtype, d.m)) {
     launch_mma(p, s);
   } else if (!w_fp8) {
-    dispatch<false, false>(p, s, opt.early_trigger);
+    dispatch<false, false>(p, s);
   } else if (!x_fp8) {
-    dispatch<true, false>(p, s, opt.early_trigger);
+    dispatch<true, false>(p, s);
   } else {
-    dispatch<true, true>(p, s, opt.early_trigger);
+    dispatch<true, true>(p, s);
   }
   TG_CHECK_LAUNCH("gemv_kernel");
 }

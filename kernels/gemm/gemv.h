@@ -102,11 +102,6 @@ struct GemvOperand {
 
 struct GemvOptions {
   float alpha = 1.0f;
-  // CUDA scheduling only (no effect on the result or on the CPU twin): the CUDA-core kernels trigger their
-  // programmatic dependents right after their PDL wait instead of at the end of each block (GemvParams::late_trigger),
-  // so that a one-block successor (the decode step's RMSNorm after the O / fc2 residual GEMV) is placed, and waits,
-  // while this grid still runs. The decoder sets it under TEGEMMA_DECODE_NORM_EARLY_TRIGGER=1 (decoder.h).
-  bool early_trigger = false;
 };
 
 // out [M, N] = alpha * x [M, K] . w [N, K]^T (+ residual). See the contract above.

@@ -228,13 +228,6 @@ __device__ __forceinline__ void quant_store16(uint8_t* q, int64_t v, const uint4
   }
 }
 
-// A read-only 16-byte load with the L2::256B prefetch-size hint (tuning::set_amax_l2_prefetch).
-__device__ __forceinline__ uint4 ldg_l2_256(const uint4* p) {
-  uint4 v;
-  asm("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
-
 // kStore: write q (cast); otherwise amax only. kVec: x and q are 16-byte aligned (any n; the tail is element-wise).
 // The unit is one 16-byte input vector, thread t of the grid takes vectors t, t + stride, ... (kUnroll of them
 // per loop step, all loads issued before any use): every warp-wide load covers 512 contiguous bytes (whole 32-byte
@@ -246,9 +239,7 @@ __device__ __forceinline__ uint4 ldg_l2_256(const uint4* p) {
 // flight (docs/amax_analysis.md); with (256, 1) it takes 80 registers and issues all 16 before the first use, 3
 // blocks per SM: H200 8192x3072 16.5-16.8 -> 15.64 us (74.5 -> 78.4% of HBM, session 9; the per-tensor E4M3 cast
 // 40 -> 64 registers, 8192x3072 at 86%). compute_amax compiles it for 2 (its default) and 4 as well.
-// kL2Pf: the vector loads carry the L2::256B hint (ldg_l2_256).
-template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1,
-          bool kL2Pf = false>
+template <typename IT, bool kE5M2, bool kStore, bool kVec, int kUnroll = kFlatUnroll, int kMinBlocks = 1>
 __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
     cast_kernel(const IT* __restrict__ x, uint8_t* __restrict__ q, const float* __restrict__ scale_ptr,
                 float* __restrict__ scale_inv, float* __restrict__ scale_inv2, float* __restrict__ amax, int64_t n,
@@ -270,11 +261,7 @@ __global__ void __launch_bounds__(kFlatThreads, kMinBlocks)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int64_t v = v0 + u * stride;
-        if constexpr (kL2Pf) {
-          in[u] = v < nvec ? ldg_l2_256(xv + v) : make_uint4(0u, 0u, 0u, 0u);
-        } else {
-          in[u] = v < nvec ? __ldg(xv + v) : make_uint4(0u, 0u, 0u, 0u);  // zero never raises the amax
-        }
+        in[u] = v < nvec ? __ldg(xv + v) : make_uint4(0u, 0u, 0u, 0u);  // zero never raises the amax
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -808,7 +795,9 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
   // 2 per SM with the filtered atomic 15.65 / 34.64; 4 per SM (64 registers) 16.87 / 34.48. Earlier: a wide grid (4
   // loads per thread, every block the tensor needs), 16.5 us at 8192x3072 (session 8); at 32 registers, filling the
   // wave (1056 blocks, one vector per thread), slower (session 9: 16.5 -> 16.8 us, 4096x2048 8.9 -> 11.8 us).
-  // tuning::set_amax_blocks_per_sm / set_amax_filter select the alternatives (quantize.h).
+  // tuning::set_amax_blocks_per_sm / set_amax_filter select the alternatives (quantize.h). Measured slower and
+  // removed (session 23, medians of 5 interleaved runs): the loads with the L2::256B prefetch-size hint, 8192x3072
+  // 16.11 vs 15.64 us, 8192x8192 35.90 vs 34.60, 8192x24576 100.37 vs 94.08.
   const int per_sm = tuning::amax_blocks_per_sm();
   const int cap = (per_sm == 0 ? 2 : per_sm) * sm_count();
   dispatch_input(x.dtype, [&](auto it) {
@@ -816,9 +805,7 @@ void compute_amax(const TensorView& x, const TensorView& amax, Stream stream) {
     const auto* xp = static_cast<const IT*>(x.data);
     dispatch_bool(vec, [&](auto v) {
       constexpr bool kV = decltype(v)::value;
-      if (tuning::amax_l2_prefetch() && per_sm == 0)
-        launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 2, true>>(xp, amax.ptr<float>(), n, cap, st);
-      else if (per_sm == 1 || per_sm == 3)
+      if (per_sm == 1 || per_sm == 3)
         launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 1>>(xp, amax.ptr<float>(), n, cap, st);
       else if (per_sm == 4)
         launch_amax<cast_kernel<IT, false, false, kV, kAmaxUnroll, 4>>(xp, amax.ptr<float>(), n, cap, st);
@@ -873,7 +860,6 @@ std::atomic<int> g_tile_rows{0};           // 0: by size (quantize.h)
 std::atomic<int> g_amax_blocks_per_sm{0};  // 0: compute_amax's default grid (quantize.h)
 std::atomic<bool> g_amax_filter{false};     // compute_amax's unconditional atomic (quantize.h)
 std::atomic<bool> g_amax_zero_memop{false};  // compute_amax's memset node (quantize.h)
-std::atomic<bool> g_amax_l2_prefetch{false};  // compute_amax's plain ld.global.nc (quantize.h)
 }  // namespace
 void set_cast_transpose_tile_rows(int rows) {
   TG_CHECK(rows == 0 || rows == 128 || rows == 256, "set_cast_transpose_tile_rows: expected 0, 128 or 256, got ", rows);
@@ -890,8 +876,6 @@ void set_amax_filter(bool on) { g_amax_filter.store(on, std::memory_order_relaxe
 bool amax_filter() { return g_amax_filter.load(std::memory_order_relaxed); }
 void set_amax_zero_memop(bool on) { g_amax_zero_memop.store(on, std::memory_order_relaxed); }
 bool amax_zero_memop() { return g_amax_zero_memop.load(std::memory_order_relaxed); }
-void set_amax_l2_prefetch(bool on) { g_amax_l2_prefetch.store(on, std::memory_order_relaxed); }
-bool amax_l2_prefetch() { return g_amax_l2_prefetch.load(std::memory_order_relaxed); }
 
 }  // namespace tuning
 

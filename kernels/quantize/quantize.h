@@ -90,11 +90,6 @@ bool amax_filter();
 // 0.9-1.8 us slower than the memset (8192x3072 17.40 vs 15.60 us), so the memset stays the default.
 void set_amax_zero_memop(bool on);
 bool amax_zero_memop();
-// compute_amax's loads: false (the default) ld.global.nc; true the same with the L2::256B prefetch-size hint (L2
-// fetches the 256-byte block around each 16-byte load from HBM in one request). An experiment of session 23 (bench
-// amax_pf256). Same result; only speed differs.
-void set_amax_l2_prefetch(bool on);
-bool amax_l2_prefetch();
 }  // namespace tuning
 }  // namespace cuda
 

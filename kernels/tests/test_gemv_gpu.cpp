@@ -318,7 +318,7 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
   }
 }
 
-// GemvOptions::early_trigger only moves when the dependents launch: inside a programmatic launch chain, the residual
+// EarlyTriggerScope only moves when the dependents launch: inside a programmatic launch chain, the residual
 // GEMV (in place) and the one-block RMSNorm that reads its output right after (the decode step's O -> norm) give the
 // bits of the plain stream-ordered pair, every time (10 chained rounds per shape: a missing wait would show as a
 // stale read of out). Shapes: gemma-2b O (2048 x 2048) and gemma-7b fc2 (3072 x 24576, the K split), M = 1 E4M3.
@@ -336,9 +336,10 @@ TEST(GemvGpu, EarlyTriggerFeedsAOneBlockSuccessor) {
     const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
     auto run = [&](bool chained, Tensor& h, Tensor& y, Tensor& rstd) {
       const ProgrammaticLaunchScope pdl(chained);
-      GemvOptions opt;
-      opt.early_trigger = chained;
-      gemv(xo, wo, h.view(), opt, h.view());
+      {
+        const EarlyTriggerScope early(chained);
+        gemv(xo, wo, h.view(), {}, h.view());
+      }
       rmsnorm_forward(h.view(), nw.view(), 1e-6f, y.view(), rstd.view());
     };
     Tensor h_want = Tensor::copy_of(h0.view(), Device::CUDA), y_want = Tensor::empty(DType::BF16, {1, n}, Device::CUDA);

@@ -269,25 +269,21 @@ TEST(QuantizeGpu, MisalignedInputBitExact) {
 using AmaxBlocksScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_blocks_per_sm, 0>;
 using AmaxFilterScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_filter, false>;
 using AmaxMemopScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_zero_memop, false>;
-using AmaxL2PfScope = kernels::cuda::tuning::Scoped<kernels::cuda::tuning::set_amax_l2_prefetch, false>;
-// Every compute_amax grid, atomic form, zeroing and load: (blocks per SM, filtered atomic, stream-write zeroing,
-// L2::256B loads).
+// Every compute_amax grid, atomic form and zeroing: (blocks per SM, filtered atomic, stream-write zeroing).
 struct AmaxSetting {
   int blocks_per_sm;
-  bool filter, memop, pf256;
+  bool filter, memop;
 };
-constexpr AmaxSetting kAmaxSettings[] = {{0, false, false, false}, {1, false, false, false}, {3, false, false, false},
-                                         {4, false, false, false}, {0, true, false, false},  {3, true, false, false},
-                                         {0, false, true, false},  {0, false, false, true}};
+constexpr AmaxSetting kAmaxSettings[] = {{0, false, false}, {1, false, false}, {3, false, false}, {4, false, false},
+                                         {0, true, false},  {3, true, false},  {0, false, true}};
 
 TEST(QuantizeGpu, ComputeAmaxBitExact) {
   TG_REQUIRE_CUDA();
   const Dims shapes[] = {{1, 1}, {7, 13}, {1000, 1000}, {8192, 3072}, {3, 5}, {1031, 4097}};
-  for (const auto& [blocks_per_sm, filter, memop, pf256] : kAmaxSettings) {  // the default, and the knobs'
+  for (const auto& [blocks_per_sm, filter, memop] : kAmaxSettings) {  // the default, and the knobs'
     const AmaxBlocksScope scope(blocks_per_sm);
     const AmaxFilterScope filter_scope(filter);
     const AmaxMemopScope memop_scope(memop);
-    const AmaxL2PfScope pf_scope(pf256);
     for (DType in : kInputs) {
       uint32_t seed = 50;
       for (const Dims& d : shapes) {
@@ -318,11 +314,10 @@ TEST(QuantizeGpu, ComputeAmaxBitExact) {
 TEST(QuantizeGpu, ComputeAmaxFindsASingleValueAnywhere) {
   TG_REQUIRE_CUDA();
   const int64_t rows = 1031, cols = 4097, n = rows * cols;
-  for (const auto& [blocks_per_sm, filter, memop, pf256] : kAmaxSettings) {
+  for (const auto& [blocks_per_sm, filter, memop] : kAmaxSettings) {
     const AmaxBlocksScope scope(blocks_per_sm);
     const AmaxFilterScope filter_scope(filter);
     const AmaxMemopScope memop_scope(memop);
-    const AmaxL2PfScope pf_scope(pf256);
     for (DType in : kInputs) {
       for (int64_t p : {int64_t{0}, n / 2, n - 9, n - 1}) {
         std::vector<float> v(static_cast<std::size_t>(n), 0.0f);
