@@ -37,9 +37,12 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
-#   early_none, early_attn, early_sampler, early_all  TEGEMMA_DECODE_EARLY_TRIGGER=none / norm,attn / norm,sampler /
-#                 norm,attn,sampler: which decode GEMVs trigger their dependents after their PDL wait (impl/generate/
-#                 decoder.h; default norm: the residual GEMVs before a one-block RMSNorm, session 23)
+#   epi_pf_off    TEGEMMA_GEMV_EPI_PREFETCH=0: the M = 1 GEMVs do not pull their epilogue's inputs (scales, residual,
+#                 act scale, position / slot) into L1 right after their PDL wait (session 23's default does)
+#   norm_late     TEGEMMA_DECODE_NORM_EARLY_TRIGGER=0: the residual GEMVs before a one-block RMSNorm trigger at the end
+#                 of each block like the other GEMVs (the early trigger is the default since session 23; the same
+#                 before decode attention or the sampler, session 23's early_attn / early_sampler: slower / no
+#                 different, removed)
 #   gemv_untimed  TEGEMMA_DECODE_GEMV_TIMED=0: decode GEMMs past 4 rows always on cuBLASLt (the rule before session 22;
 #                 by default each eligible shape takes the faster of gemv and cuBLASLt, timed once)
 #   single, multi8  TEGEMMA_DECODE_STEPS_PER_GRAPH=1 / 8: that many decode steps per CUDA graph replay (default 4
@@ -87,10 +90,8 @@ for cfg in $configs; do
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
-    early_none) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=none) ;;
-    early_attn) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,attn) ;;
-    early_sampler) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,sampler) ;;
-    early_all) envs=(TEGEMMA_DECODE_EARLY_TRIGGER=norm,attn,sampler) ;;
+    epi_pf_off) envs=(TEGEMMA_GEMV_EPI_PREFETCH=0) ;;
+    norm_late) envs=(TEGEMMA_DECODE_NORM_EARLY_TRIGGER=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac
   env "${envs[@]}" "$bin" --benchmark_filter="$filter" --benchmark_out="$out/$cfg.json" \

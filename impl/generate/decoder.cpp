@@ -117,33 +117,9 @@ bool decode_programmatic_launch() {
 // residual GEMV's last block. Session 18's early trigger for every GEMV (966 vs 980 tok/s on gemma-2b) also moved the
 // large successors (fc1's several waves, the one-wave fused QKV) that the late trigger places evenly; these move only
 // small ones.
-const DecodeEarlyTriggers& decode_early_triggers() {
-  static const DecodeEarlyTriggers t = [] {
-    const char* e = std::getenv("TEGEMMA_DECODE_EARLY_TRIGGER");
-    DecodeEarlyTriggers r;
-    if (e == nullptr || *e == '\0') return r;
-    r.norm = false;
-    const std::string s(e);
-    if (s == "none") return r;
-    std::size_t begin = 0;
-    while (begin <= s.size()) {
-      const std::size_t end = std::min(s.find(',', begin), s.size());
-      const std::string name = s.substr(begin, end - begin);
-      if (name == "norm") {
-        r.norm = true;
-      } else if (name == "attn") {
-        r.attn = true;
-      } else if (name == "sampler") {
-        r.sampler = true;
-      } else {
-        TG_FAIL("TEGEMMA_DECODE_EARLY_TRIGGER: expected a comma list of norm, attn, sampler or `none`, got '", s,
-                "' ('", name, "')");
-      }
-      begin = end + 1;
-    }
-    return r;
-  }();
-  return t;
+bool decode_norm_early_trigger() {
+  static const bool on = env_switch("TEGEMMA_DECODE_NORM_EARLY_TRIGGER", true);
+  return on;
 }
 
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8) {
@@ -334,9 +310,9 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  // The residual GEMVs before an RMSNorm kernel trigger early (decode_early_triggers().norm): O always; fc2 unless
-  // the next layer fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
-  const bool early = decode_early_triggers().norm;
+  // The residual GEMVs before an RMSNorm kernel trigger early (decode_norm_early_trigger): O always; fc2 unless the
+  // next layer fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
+  const bool early = decode_norm_early_trigger();
   const bool next_norm_kernel = l + 1 == c.num_hidden_layers || !fused_input_norm(l + 1, a, gemv);
   {
     const kernels::EarlyTriggerScope trigger(early);
@@ -352,14 +328,13 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
 }
 
 std::optional<kernels::GemvNorm> Decoder::fused_input_norm(int64_t l, const Acts& a, bool gemv) const {
-  const LinearWeight& qkv = model_->weights().layers[static_cast<std::size_t>(l)].qkv;
-  if (!decode_qkv_rope_enabled() || !one_row_e4m3_operands(a.ln, qkv, a.rows, gemv) ||
-      !decode_norm_qkv_fused(qkv, model_->options().device)) {
+  const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
+  if (!decode_qkv_rope_enabled() || !one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv) ||
+      !decode_norm_qkv_fused(lw.qkv, model_->options().device)) {
     return std::nullopt;
   }
-  return fused_norm(model_->precision(), a.h,
-                    model_->weights().layers[static_cast<std::size_t>(l)].input_norm.view(),
-                    static_cast<float>(config().rms_norm_eps), a.rstd, a.ln, sites_[static_cast<std::size_t>(l)].qkv);
+  return fused_norm(model_->precision(), a.h, lw.input_norm.view(), static_cast<float>(config().rms_norm_eps), a.rstd,
+                    a.ln, sites_[static_cast<std::size_t>(l)].qkv);
 }
 
 bool Decoder::fc1_geglu(const Acts& a, const LinearWeight& fc1, const GemmSite& fc2_site, bool gemv,
@@ -377,7 +352,6 @@ void Decoder::lm_head(const Acts& a, const TensorView& x, bool gemv, Stream stre
   const Precision& p = model_->precision();
   const ModelWeights& w = model_->weights();
   p.rmsnorm(x, w.final_norm.view(), static_cast<float>(config().rms_norm_eps), a.lm_rstd, a.lm_in, lm_site_, stream);
-  const kernels::EarlyTriggerScope trigger(decode_early_triggers().sampler);  // the sampler follows in a decode step
   linear(a.lm_in, w.lm_head, a.logits, 0.0f, gemv, stream);
 }
 
@@ -681,7 +655,6 @@ void Decoder::step(const StepBuffers& sb, const KvCacheSet& cache, Stream stream
     if (!decode_qkv_rope_enabled()) return false;
     const std::optional<GemvPair> ops = one_row_e4m3_operands(x, w, a.rows, gemv);  // one row: nseq == 1
     if (!ops) return false;
-    const kernels::EarlyTriggerScope trigger(decode_early_triggers().attn);  // decode attention follows
     if (norm != nullptr) {
       kernels::gemv_norm_qkv_rope(*norm, ops->w, sb.slots, sb.state.positions, inv_freq_, cache.layer(l, nseq), sb.q,
                              rope_table_, stream);

@@ -198,21 +198,16 @@ double decode_gemv_min_gain();
 // the same bits either way; only the gaps between the kernels differ.
 bool decode_programmatic_launch();
 
-// Which of the decode step's GEMVs trigger their dependents right after their PDL wait (kernels::EarlyTriggerScope)
-// instead of at the end of each block: those before a small successor grid, which is then placed, and waits, while
-// they still run (the late trigger is for the large successors, placed evenly once the GEMV's last blocks retire).
-//   norm     the residual GEMVs before a one-block RMSNorm kernel: O, and fc2 where the next QKV kernel does not
-//            fuse the input norm (gemma-7b) or the final norm follows. On by default since session 23 (H200, decode
-//            B1 tok/s, delayed + FP8 head, five runs each: 2b 1012.2-1013.9 vs 1009.7-1011.7 without, 7b 354.7-356.7
-//            vs 353.8-354.7; B4 within the spread).
-//   attn     the fused QKV + RoPE kernel before decode attention (a few dozen blocks).
-//   sampler  the lm_head GEMV before the sampler (32 blocks).
-// TEGEMMA_DECODE_EARLY_TRIGGER (read once): a comma list of these names, or `none`; unset or empty: `norm`. Anything
-// else is a tg::Error naming the variable. The same bits either way (every kernel waits before it reads).
-struct DecodeEarlyTriggers {
-  bool norm = true, attn = false, sampler = false;
-};
-const DecodeEarlyTriggers& decode_early_triggers();
+// Whether the decode step's residual GEMVs before a one-block RMSNorm kernel (O; fc2 where the next QKV kernel does
+// not fuse the input norm, as on gemma-7b, or where the final norm follows) trigger their dependents right after their
+// PDL wait (kernels::EarlyTriggerScope) instead of at the end of each block, so that the norm's block is placed, and
+// waits, while they still run. On unless TEGEMMA_DECODE_NORM_EARLY_TRIGGER=0 (read once; for A/B runs). H200,
+// session 23, decode B1 tok/s (delayed + FP8 head), five runs each: 2b 1012.2-1013.9 vs 1009.7-1011.7 without, 7b
+// 354.7-356.7 vs 353.8-354.7; B4 within the spread. The same early trigger before decode attention (the fused QKV
+// kernel) was slower (2b 995.6 / 996.7 vs 1012.2 / 1011.8, 7b 352.2 / 353.1 vs 354.7 / 354.5: its few dozen blocks
+// then share SMs with the QKV grid), before the sampler (the lm_head) no different (1011.3 / 1013.1, 354.5 / 356.4).
+// The same bits either way.
+bool decode_norm_early_trigger();
 
 // The delayed-scaling rows and FP8 flag of the model's GEMM `name` (as GemmaForCausalLM registered it).
 GemmSite find_gemm_site(const Precision& p, const std::string& name, bool fp8);

@@ -33,8 +33,8 @@ bool programmatic_launch_enabled();
 // When a kernel triggers its dependents: the CUDA-core GEMVs (kernels/gemm/gemv.h, every entry point) trigger at the
 // end of each block by default, so that a large successor grid is placed evenly once their last blocks retire. While
 // an EarlyTriggerScope(true) is open on the calling thread, the GEMVs it launches trigger right after their wait
-// instead, so that a small successor (the decode step's one-block RMSNorm, decode attention's few blocks, the
-// sampler) is placed, and waits in its own pdl_wait, while they still run. Scheduling only: the same results.
+// instead, so that a small successor (the decode step's one-block RMSNorm) is placed, and waits in its own pdl_wait,
+// while they still run. Scheduling only: the same results.
 class EarlyTriggerScope {
  public:
   explicit EarlyTriggerScope(bool on = true);

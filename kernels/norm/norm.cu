@@ -179,6 +179,10 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
   const int64_t chunks = (a.cols + 7) / 8;
   const T* xrow = static_cast<const T*>(a.x) + t * a.ldx;
   auto valid = [&](int64_t c) { return static_cast<int>(min(static_cast<int64_t>(8), a.cols - 8 * c)); };
+  // The FP8 scale, requested before the row so that its round trip overlaps the row's (it was read after the
+  // barrier: one more dependent round trip on the one-row decode norm's path). Consumed after the barrier.
+  float scale = 1.0f;
+  if constexpr (kFp8) scale = *a.fp8.scale;
   Pack8<T> mine[kPer];
   float g[kPer][8];  // 1 + w (stage_gain's values; 0 past D)
 #pragma unroll
@@ -214,8 +218,6 @@ __device__ __forceinline__ void rmsnorm_spread_row(const FwdArgs& a) {
   }
   __syncthreads();
   const float r = r_shared;
-  float scale = 1.0f;
-  if constexpr (kFp8) scale = *a.fp8.scale;
   float amax_y = 0.0f;
   uint8_t* const fp8row = kFp8 && a.fp8.data != nullptr ? a.fp8.data + t * a.cols : nullptr;
 #pragma unroll
