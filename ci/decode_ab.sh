@@ -37,8 +37,6 @@
 #   sample_one    TEGEMMA_DECODE_SAMPLE_SPLIT=0: greedy sampling in one block per row (the default splits a row over
 #                 kernels::kGreedySplit blocks)
 #                 (the greedy argmax reduced in the lm_head GEMV's epilogue instead, session 22: slower, removed)
-#   epi_pf_off    TEGEMMA_GEMV_EPI_PREFETCH=0: the M = 1 GEMVs do not pull their epilogue's inputs (scales, residual,
-#                 act scale, position / slot) into L1 right after their PDL wait (session 23's default does)
 #   norm_late     TEGEMMA_DECODE_NORM_EARLY_TRIGGER=0: the residual GEMVs before a one-block RMSNorm trigger at the end
 #                 of each block like the other GEMVs (the early trigger is the default since session 23; the same
 #                 before decode attention or the sampler, session 23's early_attn / early_sampler: slower / no
@@ -90,7 +88,6 @@ for cfg in $configs; do
     gemm_first) envs=(TEGEMMA_GEMM_AUTOTUNE=0) ;;
     norm_qkv) envs=(TEGEMMA_DECODE_NORM_QKV=1) ;;
     norm_qkv_off) envs=(TEGEMMA_DECODE_NORM_QKV=0) ;;
-    epi_pf_off) envs=(TEGEMMA_GEMV_EPI_PREFETCH=0) ;;
     norm_late) envs=(TEGEMMA_DECODE_NORM_EARLY_TRIGGER=0) ;;
     *) echo "decode_ab: unknown configuration $cfg" >&2; exit 2 ;;
   esac

@@ -93,7 +93,6 @@ __device__ __forceinline__ float norm_prologue(const GemvParams& p, uint8_t* x_s
   const int chunks = p.k / 8;
   const ew::bf16_t* h = static_cast<const ew::bf16_t*>(nm.h);
   const ew::bf16_t* w = static_cast<const ew::bf16_t*>(nm.w);
-  if (threadIdx.x == 32 && p.epi_prefetch) prefetch_l1(nm.x_scale);  // read after the sum of squares
   float ss = 0.0f;
   for (int c = lane; c < chunks; c += 32) {
     const ew::Pack8<ew::bf16_t> v = ew::load8_any(h + 8 * c, 8, true);
@@ -181,23 +180,6 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   dev::pdl_enter(!p.late_trigger);  // late: the dependents triggered at the end (GemvParams::late_trigger)
   if constexpr (kNorm) {
     if (active) load_w(k_begin + lane);
-  }
-  // At M = 1 (the decode step) the epilogue's inputs are pulled into L1 now (prefetch_l1), so that the reads after the
-  // loop hit L1: out_scale's factors, the residual elements this warp stores (lanes c < kCols), the GeGLU's act scale,
-  // the QKV epilogue's position and cache slot. Hints only: the values are read where they were.
-  if (kRows == 1 && p.epi_prefetch) {
-    if (lane == kCols && p.w_scale_inv != nullptr) prefetch_l1(p.w_scale_inv);
-    if (lane == kCols + 1 && !kNorm && p.x_scale_inv != nullptr) prefetch_l1(p.x_scale_inv);
-    if constexpr (kEpi == kEpiPlain) {
-      if (p.residual != nullptr && split == 0 && lane < kCols && col0 + lane < p.n) {
-        prefetch_l1(static_cast<const uint8_t*>(p.residual) + (col0 + lane) * (p.out_f32 ? 4 : 2));
-      }
-    } else if constexpr (kEpi == kEpiGeglu) {
-      if (lane == 0) prefetch_l1(p.act_scale);
-    } else {
-      if (lane == 0 && active) prefetch_l1(p.rope.positions);
-      if (lane == 1 && active) prefetch_l1(p.rope.slots);
-    }
   }
   // kNorm: x computed from h into shared memory by the whole block (before any warp may leave).
   __shared__ __align__(16) uint8_t x_norm[kNorm ? kGemvNormMaxK : 16];
@@ -570,16 +552,10 @@ bool late_trigger_for(unsigned blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
   return from > 0 && static_cast<int64_t>(blocks) >= from;
 }
-// GemvParams::epi_prefetch: on unless TEGEMMA_GEMV_EPI_PREFETCH=0 (read once; an A/B knob of session 23).
-bool epi_prefetch_enabled() {
-  static const bool on = env_switch("TEGEMMA_GEMV_EPI_PREFETCH", true);
-  return on;
-}
 // Inside an EarlyTriggerScope (kernels/launch/programmatic_launch.h) the trigger comes right after the wait.
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
   p.late_trigger = !early_trigger_enabled() && late_trigger_for(blocks);
-  p.epi_prefetch = epi_prefetch_enabled();
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 

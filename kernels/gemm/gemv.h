@@ -64,9 +64,11 @@
 // in registers (kRows = M rounded up to 1, 2, 4, 8, 16). 128-thread blocks, one warp per column group, no shared
 // memory and no block synchronisation; the grid has ceil(N / kCols) warps (>= 15 warps per SM on every Gemma
 // shape). Launch: argument checks, NVTX range, the given stream, TG_CHECK_LAUNCH. Nothing is allocated: capturable.
-// At M = 1 each warp pulls what its epilogue reads after the loop (the scales, its residual elements, the GeGLU's act
-// scale, the QKV epilogue's position and slot) into L1 right after the PDL wait (prefetch.global.L1, no register held;
-// TEGEMMA_GEMV_EPI_PREFETCH=0 turns it off), so that a block's tail is not the loop plus an L2 round trip.
+// Measured slower and removed (session 23): at M = 1 each warp pulling what its epilogue reads after the loop (the
+// scales, its residual elements, the GeGLU's act scale, the QKV position and slot) into L1 right after the PDL wait
+// with prefetch.global.L1: decode B1 tok/s 2b 644 vs 1010, 7b 249.5 vs 355.0 without (the instruction itself is that
+// costly on the H200); loading those values into registers there instead cost 3-14 registers (5 instead of 6 blocks
+// per SM for the one-column kernel, spills when capped).
 // An L2 bulk prefetch of the weight rows before the PDL wait (griddepcontrol.wait) was measured 8% slower on the
 // decode step and removed. So was a streaming path (session 15, da2f94d): one block per SM streaming its W rows
 // through a 40-192 KB shared-memory ring of bulk copies (cp.async.bulk, one producer warp, 16 consumer warps), the

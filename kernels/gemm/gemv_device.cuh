@@ -28,8 +28,6 @@ struct GemvParams {
   // since session 18, launch_gemv in gemv.cu): the next kernel's blocks are placed only once this grid's last
   // blocks retire, evenly on a nearly empty GPU.
   bool late_trigger;
-  // M = 1: the epilogue's inputs pulled into L1 right after the PDL wait (prefetch_l1 below; launch_gemv sets it).
-  bool epi_prefetch;
   // The RMSNorm -> E4M3 prologue (GemvNorm in gemv.h; kernels with kNorm): x computed from h in each block.
   struct Norm {
     const void* h;     // BF16 [1, K]
@@ -87,13 +85,6 @@ __device__ __forceinline__ void unpack8(const uint4& v, int half, float (&f)[8])
     f[0] = bf16_lo(v.x); f[1] = bf16_hi(v.x); f[2] = bf16_lo(v.y); f[3] = bf16_hi(v.y);
     f[4] = bf16_lo(v.z); f[5] = bf16_hi(v.z); f[6] = bf16_lo(v.w); f[7] = bf16_hi(v.w);
   }
-}
-
-// A hint that pulls the line holding *p into this SM's L1 (prefetch.global.L1): nothing waits on it and it holds no
-// register. gemv_body issues it right after its PDL wait for what the epilogue reads after the loop, so that those
-// reads hit L1 instead of adding an L2 round trip to each block's tail.
-__device__ __forceinline__ void prefetch_l1(const void* p) {
-  asm volatile("prefetch.global.L1 [%0];" ::"l"(__cvta_generic_to_global(p)));
 }
 
 // The epilogue's scale: (alpha * x_scale_inv) * w_scale_inv, in that order (FP32).
