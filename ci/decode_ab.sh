@@ -6,7 +6,8 @@
 # (summary.txt). Configurations (environment of impl/generate/decoder.cpp and kernels/gemm/gemv.cu):
 #   default       none set (E4M3 GEMVs: the tensor cores for M >= 2, the CUDA-core loop at M = 1; gemv.h's rule;
 #                 the 2-4-row GEMMs with N > 16384, fc1 and lm_head, on cuBLASLt: decoder.cpp; at B1 fc1 + GeGLU and
-#                 QKV + RoPE + KV write fused, every GEMV triggering its dependents at its blocks' ends: session 18;
+#                 QKV + RoPE + KV write fused, every GEMV triggering its dependents at its blocks' ends: session 18,
+#                 except the residual GEMVs before a one-block RMSNorm, right after their wait: session 23;
 #                 the input RMSNorm inside that QKV kernel where its grid is one wave: session 19)
 #   cudacore      TEGEMMA_GEMV_MMA=never: every E4M3 GEMV on the CUDA-core loop (before session 14)
 #   mma           TEGEMMA_GEMV_MMA=always: every E4M3 GEMV on the tensor cores (mma.sync m16n8k16)
@@ -23,7 +24,7 @@
 #   qkv_off       TEGEMMA_DECODE_QKV_ROPE=0: the batch-1 step's QKV GEMV and RoPE + KV-cache write as two kernels (by
 #                 default one, kernels::gemv_qkv_rope, the same bytes)
 #   early         TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0: every GEMV triggers its programmatic dependents right after its
-#                 wait (by default at the end of each block, gemv.cu)
+#                 wait (by default at the end of each block, gemv.cu, but for the residual GEMVs before a norm)
 #   late2048      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: only GEMVs of >= 2048 blocks (fc1, lm_head) trigger late
 #   unfused       geglu_off + qkv_off + early: the chain before session 18
 #   unfused_late  geglu_off + qkv_off with the late trigger

@@ -310,12 +310,13 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
       attend(l, q, k, v, a.attn.hp.slice_rows(0, tokens).reshape({tokens, c.num_attention_heads, c.head_dim}));
   if (clear_pad_rows && a.rows > tokens) zero_async(a.attn.hp.slice_rows(tokens, a.rows), stream);
   if (!quantized) p.quantize(a.attn, s.o, stream);
-  // The residual GEMVs before an RMSNorm kernel trigger early (decode_norm_early_trigger): O always; fc2 unless the
-  // next layer fuses its input norm into its QKV kernel (the last layer's is the final norm, a kernel).
-  const bool early = decode_norm_early_trigger();
-  const bool next_norm_kernel = l + 1 == c.num_hidden_layers || !fused_input_norm(l + 1, a, gemv);
+  // One-row steps: the residual GEMVs before a one-block RMSNorm kernel trigger early (decode_norm_early_trigger):
+  // O always; fc2 unless the next layer fuses its input norm into its QKV kernel (the last layer's is the final norm,
+  // a kernel).
+  const bool early = a.rows == 1 && decode_norm_early_trigger();
+  const bool fc2_early = early && (l + 1 >= c.num_hidden_layers || !fused_input_norm(l + 1, a, gemv));
   {
-    const kernels::EarlyTriggerScope trigger(early);
+    const kernels::EarlyTriggerScope o_trigger(early);
     linear(a.attn, lw.o, a.h, 1.0f, gemv, stream, timed_gemv);
   }
   p.rmsnorm(a.h, lw.post_attention_norm.view(), eps, a.rstd, a.ln, s.fc1, stream);
@@ -323,11 +324,15 @@ void Decoder::layer(int64_t l, const Acts& a, int64_t tokens, const Attend& atte
     linear(a.ln, lw.fc1, a.fc1, 0.0f, gemv, stream, timed_gemv);
     p.geglu(a.fc1, a.act, s.fc2, stream);
   }
-  const kernels::EarlyTriggerScope trigger(early && next_norm_kernel);
-  linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
+  {
+    const kernels::EarlyTriggerScope fc2_trigger(fc2_early);
+    linear(a.act, lw.fc2, a.h, 1.0f, gemv, stream, timed_gemv);
+  }
 }
 
 std::optional<kernels::GemvNorm> Decoder::fused_input_norm(int64_t l, const Acts& a, bool gemv) const {
+  TG_CHECK(l >= 0 && l < config().num_hidden_layers, "Decoder::fused_input_norm: layer ", l, " outside [0, ",
+           config().num_hidden_layers, ")");
   const LayerWeights& lw = model_->weights().layers[static_cast<std::size_t>(l)];
   if (!decode_qkv_rope_enabled() || !one_row_e4m3_operands(a.ln, lw.qkv, a.rows, gemv) ||
       !decode_norm_qkv_fused(lw.qkv, model_->options().device)) {

@@ -25,7 +25,8 @@ constexpr int kFwdThreads = 256;  // forward: 8 warps, one token each
 constexpr int kFwdWarps = kFwdThreads / 32;
 constexpr int kIdsPerThread = 4;                       // ids compared per thread per scan step
 constexpr int kScanWindow = kThreads * kIdsPerThread;  // 512 token positions per scan step
-constexpr int kColChunks = 4;                          // 8-column chunks per thread per column window (4096 columns)
+constexpr int kColChunks = 4;                          // 8-column chunks per thread per column window
+static_assert(kThreads * 8 * kColChunks == 4096, "the column windows below are 4096 columns");
 constexpr int kMatchUnroll = 8;                        // dout rows in flight per accumulation step
 
 struct Ids {

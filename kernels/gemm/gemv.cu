@@ -548,14 +548,13 @@ namespace {
 // trigger late from 2048 blocks 966.2 / 353.6, from 256 blocks (every B1 GEMV of both presets) 980.0 / 354.5, for
 // grids of more than one resident wave 966.4 / 355.6. TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS (read once) = N: only GEMVs
 // of >= N blocks trigger late; 0: none (the early trigger, for A/B runs); unset: 1, every GEMV.
-bool late_trigger_for(unsigned blocks) {
+bool late_trigger_for(int64_t blocks) {
   static const int64_t from = env_int("TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS", 1, 0, int64_t{1} << 30);
-  return from > 0 && static_cast<int64_t>(blocks) >= from;
+  return from > 0 && blocks >= from;
 }
-// Inside an EarlyTriggerScope (kernels/launch/programmatic_launch.h) the trigger comes right after the wait.
 template <typename Kernel>
 void launch_gemv(Kernel kernel, unsigned blocks, cudaStream_t stream, GemvParams p) {
-  p.late_trigger = !early_trigger_enabled() && late_trigger_for(blocks);
+  p.late_trigger = gemv_triggers_late(blocks);
   launch(kernel, blocks, kThreads, 0, stream, p);
 }
 
@@ -633,6 +632,9 @@ void set_gemv_mma(GemvMma mode) { mma_setting().store(mode); }
 GemvMma gemv_mma() { return mma_setting().load(); }
 
 }  // namespace tuning
+
+// Inside an EarlyTriggerScope (kernels/launch/programmatic_launch.h) the trigger comes right after the wait.
+bool gemv_triggers_late(int64_t blocks) { return !early_trigger_enabled() && late_trigger_for(blocks); }
 
 bool gemv_takes_mma(DType x, DType w, int64_t m) {
   if (x != DType::E4M3 || w != DType::E4M3) return false;

@@ -214,6 +214,10 @@ GemvMma gemv_mma();
 }  // namespace tuning
 // Whether gemv runs x [m, K] . W [N, K]^T of these dtypes on the tensor-core path under the current setting.
 bool gemv_takes_mma(DType x, DType w, int64_t m);
+// Whether a CUDA-core GEMV kernel (every entry point above) of `blocks` blocks launched now from this thread triggers
+// its programmatic dependents at the end of each block (the default, TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS) rather than
+// right after its wait (inside a kernels::EarlyTriggerScope). The tensor-core path always triggers after its wait.
+bool gemv_triggers_late(int64_t blocks);
 }
 
 namespace detail {

@@ -7,12 +7,14 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/numeric.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemv.h"
 #include "kernels/kv_cache/kv_cache.h"
+#include "kernels/launch/programmatic_launch.h"
 #include "kernels/norm/norm.h"
 #include "kernels/tests/gemm_test_util.h"
 
@@ -376,6 +378,26 @@ TEST(GemvCpu, BadInputIsAClearError) {
   const Tensor w8x8 = random_matrix(DType::BF16, 8, 8, 11);
   TG_EXPECT_THROW_MSG(gemv(GemvOperand::bf16(sq.view()), GemvOperand::bf16(w8x8.view()), sq.view()),
                       "must not alias");
+}
+
+// EarlyTriggerScope (kernels/launch/programmatic_launch.h, read by every CUDA-core GEMV launch): off by default, on
+// inside a scope, nested scopes restore the outer value, and the flag is per thread (the decoder opens it around one
+// GEMV launch; another thread's launches must not see it).
+TEST(GemvCpu, EarlyTriggerScopeNestsAndIsPerThread) {
+  EXPECT_FALSE(early_trigger_enabled());
+  {
+    const EarlyTriggerScope on(true);
+    EXPECT_TRUE(early_trigger_enabled());
+    bool other_thread = true;
+    std::thread([&] { other_thread = early_trigger_enabled(); }).join();
+    EXPECT_FALSE(other_thread) << "the scope leaked to another thread";
+    {
+      const EarlyTriggerScope off(false);
+      EXPECT_FALSE(early_trigger_enabled());
+    }
+    EXPECT_TRUE(early_trigger_enabled()) << "the inner scope did not restore the outer value";
+  }
+  EXPECT_FALSE(early_trigger_enabled());
 }
 
 }  // namespace

@@ -318,43 +318,76 @@ TEST(GemvGpu, GegluEpilogueEqualsTheUnfusedKernelsBitForBit) {
   }
 }
 
-// EarlyTriggerScope only moves when the dependents launch: inside a programmatic launch chain, the residual
-// GEMV (in place) and the one-block RMSNorm that reads its output right after (the decode step's O -> norm) give the
-// bits of the plain stream-ordered pair, every time (10 chained rounds per shape: a missing wait would show as a
-// stale read of out). Shapes: gemma-2b O (2048 x 2048) and gemma-7b fc2 (3072 x 24576, the K split), M = 1 E4M3.
+// EarlyTriggerScope only moves when a GEMV's dependents launch. (a) gemv_triggers_late, which the launcher reads,
+// reports the scope. (b) The decode step's O -> RMSNorm -> fc1 edge in a programmatic launch chain on its own
+// stream, eager and as a replayed CUDA graph: the residual GEMV (early trigger, in place on h), the one-block
+// RMSNorm -> E4M3 reading h, and a GEMV reading the norm's E4M3 row give the bits of the plain stream-ordered chain
+// in every round (h grows over 10 rounds: a norm or GEMV reading before its wait would see the previous round's
+// values). Shapes: gemma-2b O (2048 x 2048) and gemma-7b fc2 (3072 x 24576, the K split), M = 1 E4M3.
 TEST(GemvGpu, EarlyTriggerFeedsAOneBlockSuccessor) {
   TG_REQUIRE_CUDA();
+  const bool late_by_default = cuda::gemv_triggers_late(1024);  // TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS may turn it off
+  {
+    const EarlyTriggerScope early(true);
+    EXPECT_FALSE(cuda::gemv_triggers_late(1024)) << "the GEMV launcher ignores EarlyTriggerScope";
+  }
+  EXPECT_EQ(cuda::gemv_triggers_late(1024), late_by_default);
+
+  cudaStream_t raw = nullptr;
+  TG_CHECK_CUDA(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+  const Stream stream{raw};
   uint64_t seed = 5200;
   for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{2048, 2048}, {3072, 24576}}) {
     SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(k));
-    const Tensor x = random_matrix(DType::E4M3, 1, k, seed += 3).to(Device::CUDA);
+    constexpr int64_t kN2 = 256;  // the GEMV after the norm
+    const Tensor x = random_matrix(DType::E4M3, 1, k, seed += 5).to(Device::CUDA);
     const Tensor w = random_matrix(DType::E4M3, n, k, seed + 1).to(Device::CUDA);
-    const Tensor h0 = random_matrix(DType::BF16, 1, n, seed + 2).to(Device::CUDA);
+    const Tensor w2 = random_matrix(DType::E4M3, kN2, n, seed + 2).to(Device::CUDA);
+    const Tensor h0 = random_matrix(DType::BF16, 1, n, seed + 3).to(Device::CUDA);
     Tensor nw = random_matrix(DType::BF16, 1, n, seed + 4).to(Device::CUDA);
     nw.reshape_({n});
     const Tensor sx = scalar_f32(0.37f, Device::CUDA), sw = scalar_f32(0.021f, Device::CUDA);
-    const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()};
-    auto run = [&](bool chained, Tensor& h, Tensor& y, Tensor& rstd) {
+    const GemvOperand xo{x.view(), sx.view()}, wo{w.view(), sw.view()}, w2o{w2.view(), sw.view()};
+    struct Chain {
+      Tensor h, rstd, out;
+      Fp8Tensor y;
+    };
+    auto make_chain = [&] {
+      Chain c{Tensor::copy_of(h0.view(), Device::CUDA), Tensor::empty(DType::F32, {1}, Device::CUDA),
+              Tensor::empty(DType::BF16, {1, kN2}, Device::CUDA),
+              Fp8Tensor::per_tensor(DType::E4M3, 1, n, true, false, Device::CUDA)};
+      const float scale = 24.0f, amax = 0.0f;
+      TG_CHECK_CUDA(cudaMemcpy(c.y.view().scale.data, &scale, sizeof scale, cudaMemcpyHostToDevice));
+      TG_CHECK_CUDA(cudaMemcpy(c.y.view().amax.data, &amax, sizeof amax, cudaMemcpyHostToDevice));
+      return c;
+    };
+    auto run = [&](bool chained, Chain& c) {
       const ProgrammaticLaunchScope pdl(chained);
       {
         const EarlyTriggerScope early(chained);
-        gemv(xo, wo, h.view(), {}, h.view());
+        gemv(xo, wo, c.h.view(), {}, c.h.view(), stream);
       }
-      rmsnorm_forward(h.view(), nw.view(), 1e-6f, y.view(), rstd.view());
+      rmsnorm_forward_fp8(c.h.view(), nw.view(), 1e-6f, c.y.view(), c.rstd.view(), {}, stream);
+      gemv(GemvOperand::fp8(c.y.view()), w2o, c.out.view(), {}, {}, stream);
     };
-    Tensor h_want = Tensor::copy_of(h0.view(), Device::CUDA), y_want = Tensor::empty(DType::BF16, {1, n}, Device::CUDA);
-    Tensor r_want = Tensor::empty(DType::F32, {1}, Device::CUDA);
-    Tensor h_got = Tensor::copy_of(h0.view(), Device::CUDA), y_got = Tensor::empty(DType::BF16, {1, n}, Device::CUDA);
-    Tensor r_got = Tensor::empty(DType::F32, {1}, Device::CUDA);
-    for (int round = 0; round < 10; ++round) {  // h accumulates: each round's norm reads that round's h
-      run(false, h_want, y_want, r_want);
-      run(true, h_got, y_got, r_got);
+    Chain want = make_chain(), eager = make_chain(), graphed = make_chain();
+    const testing::CapturedGraph graph(raw, cudaStreamCaptureModeGlobal, [&] { run(true, graphed); });
+    for (int round = 0; round < 10; ++round) {
+      run(false, want);
+      run(true, eager);
+      graph.launch(raw);
     }
-    TG_CHECK_CUDA(cudaDeviceSynchronize());
-    EXPECT_TRUE(same_bytes(h_got.view(), h_want.view())) << "h differs";
-    EXPECT_TRUE(same_bytes(y_got.view(), y_want.view())) << "the norm's output differs";
-    EXPECT_TRUE(same_bytes(r_got.view(), r_want.view())) << "rstd differs";
+    TG_CHECK_CUDA(cudaStreamSynchronize(raw));
+    for (const auto& [got, what] : std::vector<std::pair<const Chain*, const char*>>{{&eager, "eager"},
+                                                                                     {&graphed, "graph"}}) {
+      EXPECT_TRUE(same_bytes(got->h.view(), want.h.view())) << what << ": h differs";
+      EXPECT_TRUE(same_bytes(got->rstd.view(), want.rstd.view())) << what << ": rstd differs";
+      EXPECT_TRUE(same_bytes(got->y.view().data, want.y.view().data)) << what << ": the norm's E4M3 row differs";
+      EXPECT_TRUE(same_bytes(got->y.view().amax, want.y.view().amax)) << what << ": the norm's amax differs";
+      EXPECT_TRUE(same_bytes(got->out.view(), want.out.view())) << what << ": the GEMV after the norm differs";
+    }
   }
+  TG_CHECK_CUDA(cudaStreamDestroy(raw));
 }
 
 // gemv_qkv_rope == gemv (BF16 qkv) then kv_cache_write_rope, bit for bit: q_out, every byte of the K / V caches
