@@ -23,6 +23,8 @@
 #                 default one, kernels::gemv_geglu, the same bits)
 #   qkv_off       TEGEMMA_DECODE_QKV_ROPE=0: the batch-1 step's QKV GEMV and RoPE + KV-cache write as two kernels (by
 #                 default one, kernels::gemv_qkv_rope, the same bytes)
+#   qkv_pairs1, qkv_pairs2  TEGEMMA_GEMV_QKV_PAIRS=1 / 2: the QKV + RoPE kernel with one / two RoPE pairs per warp
+#                 (by default two where one would take more than one resident wave: gemma-7b, session 24)
 #   early         TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0: every GEMV triggers its programmatic dependents right after its
 #                 wait (by default at the end of each block, gemv.cu, but for the residual GEMVs before a norm)
 #   late2048      TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048: only GEMVs of >= 2048 blocks (fc1, lm_head) trigger late
@@ -80,6 +82,8 @@ for cfg in $configs; do
     attn_cast) envs=(TEGEMMA_DECODE_ATTN_FP8=0) ;;
     geglu_off) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0) ;;
     qkv_off) envs=(TEGEMMA_DECODE_QKV_ROPE=0) ;;
+    qkv_pairs1) envs=(TEGEMMA_GEMV_QKV_PAIRS=1) ;;
+    qkv_pairs2) envs=(TEGEMMA_GEMV_QKV_PAIRS=2) ;;
     early) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;
     late2048) envs=(TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=2048) ;;
     unfused) envs=(TEGEMMA_DECODE_GEGLU_EPILOGUE=0 TEGEMMA_DECODE_QKV_ROPE=0 TEGEMMA_GEMV_LATE_TRIGGER_BLOCKS=0) ;;

@@ -134,13 +134,16 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   constexpr bool kPreloadX = kRows == 1;
   static_assert(kSplit == 1 || (kCols == 1 && kWarps % kSplit == 0), "K splits: one-column warps, whole groups");
   constexpr bool kPaired = kEpi != kEpiPlain;
-  static_assert(!kPaired || (kRows == 1 && kCols == 2 && kSplit == 1), "the epilogues: one row, column pairs");
+  // Output pairs per warp: 1, or 2 for the QKV + RoPE kernel whose one-pair grid would be more than one wave.
+  constexpr int kPairs = kPaired ? kCols / 2 : 1;
+  static_assert(!kPaired || (kRows == 1 && kSplit == 1 && (kCols == 2 || (kCols == 4 && kEpi == kEpiQkvRope))),
+                "the epilogues: one row, column pairs (two pairs per warp: the QKV + RoPE kernel only)");
   static_assert(!kNorm || (kEpi == kEpiQkvRope && kWE4m3 && kXE4m3), "the norm prologue: the QKV + RoPE kernel");
   const int lane = threadIdx.x % 32;
   const int warp_in_block = threadIdx.x / 32;
   const int split = warp_in_block % kSplit;
   const int64_t warp_id = static_cast<int64_t>(blockIdx.x) * (kWarps / kSplit) + warp_in_block / kSplit;
-  const int64_t col0 = kPaired ? warp_id : warp_id * kCols;
+  const int64_t col0 = kPaired ? warp_id * kPairs : warp_id * kCols;  // the first output (pair) of this warp
   const int64_t n_out = kPaired ? p.n / 2 : p.n;  // output columns: act's F or the RoPE pairs, or N
   // This warp's chunks: [k_begin, k_end) (the whole row without a split).
   const int slice = kSplit == 1 ? p.chunks : ((p.chunks + 32 * kSplit - 1) / (32 * kSplit)) * 32;
@@ -154,9 +157,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
   for (int c = 0; c < kCols; ++c) {
     int64_t col = min(col0 + c, static_cast<int64_t>(p.n) - 1);
     if constexpr (kEpi == kEpiGeglu) col = min(col0, n_out - 1) + c * n_out;
-    if constexpr (kEpi == kEpiQkvRope) {
-      const int64_t half = p.rope.head_dim / 2, pair = min(col0, n_out - 1);
-      col = (pair / half) * p.rope.head_dim + pair % half + c * half;
+    if constexpr (kEpi == kEpiQkvRope) {  // column c: element j (c even) or j + Dh / 2 (c odd) of pair col0 + c / 2
+      const int64_t half = p.rope.head_dim / 2, pair = min(col0 + c / 2, n_out - 1);
+      col = (pair / half) * p.rope.head_dim + pair % half + (c % 2) * half;
     }
     wrow[c] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + col * p.ldw * (kWE4m3 ? 1 : 2));
   }
@@ -273,12 +276,16 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
     // The unfused chain's arithmetic: qkv = BF16(acc * scale); then kv_cache_write_rope's row_element for the pair
     // (x1 = element j, x2 = element j + Dh / 2 of head hh): q heads rotated into q_out, k heads rotated and v heads
     // as they are into the cache row (slots[0], positions[0]) when both are in range (E4M3: RN(value / scale)).
+    // Lane q finishes the warp's pair q (every lane holds every sum after the butterfly).
     const GemvParams::RopeKv& e = p.rope;
-    if (active && lane == 0) {
+#pragma unroll
+    for (int q = 0; q < kPairs; ++q) {
+      const int64_t pair = col0 + q;
+      if (lane != q || pair >= n_out) continue;
       const int half = e.head_dim / 2;
-      const int hh = static_cast<int>(col0 / half), j = static_cast<int>(col0 % half);
-      const float x1 = ew::round_to<ew::bf16_t>(acc[0][0] * scale);
-      const float x2 = ew::round_to<ew::bf16_t>(acc[0][1] * scale);
+      const int hh = static_cast<int>(pair / half), j = static_cast<int>(pair % half);
+      const float x1 = ew::round_to<ew::bf16_t>(acc[0][2 * q] * scale);
+      const float x2 = ew::round_to<ew::bf16_t>(acc[0][2 * q + 1] * scale);
       const int pos = e.positions[0];
       const bool is_v = hh >= e.heads + e.kv_heads;
       float y1 = x1, y2 = x2;
@@ -289,9 +296,9 @@ __device__ __forceinline__ void gemv_body(const GemvParams p) {
         y2 = ew::round_to<ew::bf16_t>(rope_dev::rotated_second<ew::bf16_t>(x1, x2, c[0], s[0]));
       }
       if (hh < e.heads) {
-        dev::bf16_t* q = static_cast<dev::bf16_t*>(e.q_out) + static_cast<int64_t>(hh) * e.head_dim + j;
-        q[0] = dev::from_float<dev::bf16_t>(y1);
-        q[half] = dev::from_float<dev::bf16_t>(y2);
+        dev::bf16_t* qo = static_cast<dev::bf16_t*>(e.q_out) + static_cast<int64_t>(hh) * e.head_dim + j;
+        qo[0] = dev::from_float<dev::bf16_t>(y1);
+        qo[half] = dev::from_float<dev::bf16_t>(y2);
       } else {
         const int slot = e.slots[0];
         if (slot >= 0 && slot < e.cache_b && pos >= 0 && pos < e.max_seq) {
@@ -610,6 +617,11 @@ std::atomic<int>& k_split_setting() {
   }()};
   return v;
 }
+// TEGEMMA_GEMV_QKV_PAIRS (read once: 0, 1 or 2) for the decode A/B runs; set_gemv_qkv_pairs overrides it.
+std::atomic<int>& qkv_pairs_setting() {
+  static std::atomic<int> v{static_cast<int>(env_int("TEGEMMA_GEMV_QKV_PAIRS", 0, 0, 2))};
+  return v;
+}
 // TEGEMMA_GEMV_MMA (read once: rule, always or never; unset: rule) for the decode A/B runs; set_gemv_mma overrides it.
 std::atomic<GemvMma>& mma_setting() {
   static std::atomic<GemvMma> v{[] {
@@ -628,6 +640,11 @@ void set_gemv_k_split(int split) {
   k_split_setting().store(split);
 }
 int gemv_k_split() { return k_split_setting().load(); }
+void set_gemv_qkv_pairs(int pairs) {
+  TG_CHECK(pairs >= 0 && pairs <= 2, "set_gemv_qkv_pairs: 0, 1 or 2, got ", pairs);
+  qkv_pairs_setting().store(pairs);
+}
+int gemv_qkv_pairs() { return qkv_pairs_setting().load(); }
 void set_gemv_mma(GemvMma mode) { mma_setting().store(mode); }
 GemvMma gemv_mma() { return mma_setting().load(); }
 
@@ -665,14 +682,30 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 }  // namespace
 
 namespace {
-// The QKV + RoPE kernel with the norm prologue (gemv_norm_qkv_rope): the launch below and the one-wave rule
-// (gemv_norm_qkv_rope_one_wave) read this one instance.
-const auto gemv_norm_qkv_rope_kernel = gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope, true>;
+// The QKV + RoPE kernel: pairs per warp (1 or 2: the columns 2 x pairs), with or without the norm prologue.
+template <int kPairs, bool kNorm>
+constexpr auto qkv_rope_kernel = gemv_kernel<true, true, 1, 2 * kPairs, 1, kEpiQkvRope, kNorm>;
 // Its blocks resident at once on the current GPU: one wave.
-int64_t norm_wave() {
-  return static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(gemv_norm_qkv_rope_kernel), kThreads, 0)) *
-         sm_count();
+template <int kPairs, bool kNorm>
+int64_t qkv_rope_wave() {
+  static const int64_t wave =
+      static_cast<int64_t>(resident_blocks(reinterpret_cast<const void*>(qkv_rope_kernel<kPairs, kNorm>), kThreads, 0)) *
+      sm_count();
+  return wave;
 }
+int64_t qkv_rope_wave(int pairs, bool norm) {
+  if (pairs == 2) return norm ? qkv_rope_wave<2, true>() : qkv_rope_wave<2, false>();
+  return norm ? qkv_rope_wave<1, true>() : qkv_rope_wave<1, false>();
+}
+// RoPE pairs per warp for n_pairs pairs: tuning::gemv_qkv_pairs() when set, else the rule: two when one pair per
+// warp would take more than one resident wave (gemma-7b: 1536 blocks of one pair per warp, 1.66 waves of 924 on the
+// H200; 768 blocks of two, one wave of 792), one otherwise (gemma-2b: 320 blocks).
+int qkv_rope_pairs(int64_t n_pairs, bool norm) {
+  const int forced = tuning::gemv_qkv_pairs();
+  if (forced != 0) return forced;
+  return static_cast<int64_t>(blocks_for(n_pairs, 1)) <= qkv_rope_wave(1, norm) ? 1 : 2;
+}
+unsigned qkv_rope_blocks(int64_t n_pairs, int pairs) { return blocks_for((n_pairs + pairs - 1) / pairs, 1); }
 // GemvNorm -> the prologue's parameters (checked by the caller).
 void set_norm(GemvParams& p, const GemvNorm& n) {
   GemvParams::Norm& m = p.norm;
@@ -715,12 +748,14 @@ void qkv_rope_impl(const GemvOperand& x, const GemvOperand& w, const TensorView&
   e.per_head_scale = d.per_head_scale;
   // With the norm: every block computes the prologue, also past one resident wave (there correct, but slower: the
   // decoder uses it past one wave only when forced, gemv_norm_qkv_rope_one_wave).
-  const unsigned blocks = blocks_for(d.gemv.n / 2, 1);
-  if (norm != nullptr) {
-    set_norm(p, *norm);
-    launch_gemv(gemv_norm_qkv_rope_kernel, blocks, cuda_stream(stream), p);
+  const int pairs = qkv_rope_pairs(d.gemv.n / 2, norm != nullptr);
+  const unsigned blocks = qkv_rope_blocks(d.gemv.n / 2, pairs);
+  const cudaStream_t s = cuda_stream(stream);
+  if (norm != nullptr) set_norm(p, *norm);
+  if (pairs == 2) {
+    launch_gemv(norm != nullptr ? qkv_rope_kernel<2, true> : qkv_rope_kernel<2, false>, blocks, s, p);
   } else {
-    launch_gemv(gemv_kernel<true, true, 1, 2, 1, kEpiQkvRope>, blocks, cuda_stream(stream), p);
+    launch_gemv(norm != nullptr ? qkv_rope_kernel<1, true> : qkv_rope_kernel<1, false>, blocks, s, p);
   }
   TG_CHECK_LAUNCH("gemv_kernel (QKV RoPE epilogue)");
 }
@@ -762,7 +797,8 @@ void gemv_norm_qkv_rope(const GemvNorm& norm, const GemvOperand& w, const Tensor
 
 bool gemv_norm_qkv_rope_one_wave(int64_t n) {
   TG_CHECK(n >= 2 && n % 2 == 0, "gemv_norm_qkv_rope_one_wave: N must be even and >= 2, got ", n);
-  return static_cast<int64_t>(blocks_for(n / 2, 1)) <= norm_wave();
+  const int pairs = qkv_rope_pairs(n / 2, true);
+  return static_cast<int64_t>(qkv_rope_blocks(n / 2, pairs)) <= qkv_rope_wave(pairs, true);
 }
 
 void gemv(const GemvOperand& x, const GemvOperand& w, const TensorView& out, const GemvOptions& opt,

@@ -204,6 +204,11 @@ bool gemv_norm_qkv_rope_one_wave(int64_t n);
 namespace tuning {
 void set_gemv_k_split(int split);
 int gemv_k_split();
+// RoPE pairs per warp of the QKV + RoPE kernel (gemv_qkv_rope, gemv_norm_qkv_rope): 1 or 2, or 0 for the rule (two
+// when one pair per warp would take more than one resident wave: gemma-7b on the H200; gemv.cu has the numbers).
+// The same bits either way (each column's sum is unchanged). Starts from TEGEMMA_GEMV_QKV_PAIRS; process-wide.
+void set_gemv_qkv_pairs(int pairs);
+int gemv_qkv_pairs();
 // Which kernel takes E4M3 x with E4M3 W: the tensor-core path (mma.sync m16n8k16 on the codes as F16 pairs, 8
 // output columns per warp, ~25 instructions per 512 W bytes against the CUDA-core loop's ~65-83) or the CUDA-core
 // loop. kRule (default): the tensor cores for M >= 2, the loop at M = 1 (gemv.cu has the measurements);

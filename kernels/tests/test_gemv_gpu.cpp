@@ -163,6 +163,8 @@ TEST(GemvGpu, GemmaDecodeShapes) {
 using KSplitScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_k_split, 0>;
 // Which kernel takes E4M3 x E4M3 (kernels::cuda::tuning::set_gemv_mma) for a scope, then back to the rule.
 using MmaScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_mma, cuda::tuning::GemvMma::kRule>;
+// RoPE pairs per warp of the QKV + RoPE kernel (kernels::cuda::tuning::set_gemv_qkv_pairs) for a scope, then the rule.
+using QkvPairsScope = cuda::tuning::Scoped<cuda::tuning::set_gemv_qkv_pairs, 0>;
 // The settings the loops below run: 0 the default rule (2 warps per column when K >= 24576, else 1), 1 never split,
 // 2 and 4 forced.
 const int kVariants[] = {0, 1, 2, 4};
@@ -394,7 +396,8 @@ TEST(GemvGpu, EarlyTriggerFeedsAOneBlockSuccessor) {
 // (prefilled with a pattern: the rows not written must stay), for the gemma-2b (MQA) and gemma-7b (MHA) geometries
 // and small awkward ones (Dh 16 / 24, more kv heads than q heads), BF16 / E4M3 per-tensor / E4M3 per-head caches,
 // without and with the cos/sin table (a position inside it and one past it, the computed fallback), and a finished
-// sequence (slot -1: the cache untouched, q still rotated).
+// sequence (slot -1: the cache untouched, q still rotated); with one and two RoPE pairs per warp (an odd pair count,
+// Dh 10: a warp's two pairs in two heads, the last warp's second pair past the end).
 TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
   TG_REQUIRE_CUDA();
   const MmaScope cuda_cores(cuda::tuning::GemvMma::kNever);
@@ -403,7 +406,8 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
   };
   auto i32 = [](int32_t v) { return Tensor::copy_of(TensorView(&v, DType::I32, Shape{1}, Device::CPU), Device::CUDA); };
   uint64_t seed = 4100;
-  for (const Geo g : {Geo{8, 1, 256, 2048}, Geo{16, 16, 256, 3072}, Geo{3, 1, 16, 48}, Geo{2, 3, 24, 528}}) {
+  for (const Geo g :
+       {Geo{8, 1, 256, 2048}, Geo{16, 16, 256, 3072}, Geo{3, 1, 16, 48}, Geo{2, 3, 24, 528}, Geo{1, 1, 10, 48}}) {
     const int64_t n = (g.h + 2 * g.hkv) * g.dh, b = 2, max_seq = 4100;
     const Tensor x = random_matrix(DType::E4M3, 1, g.k, seed += 3).to(Device::CUDA);
     const Tensor w = random_matrix(DType::E4M3, n, g.k, seed + 1).to(Device::CUDA);
@@ -447,17 +451,24 @@ TEST(GemvGpu, QkvRopeEpilogueEqualsTheUnfusedKernelsBitForBit) {
           };
           kv_cache_write_rope(heads(g.h, g.hkv), heads(g.h + g.hkv, g.hkv), slots.view(), positions.view(),
                               inv_freq.view(), cache(0), heads(0, g.h), q_out[0].view(), {}, tab);
-          gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
-          {
-            const ProgrammaticLaunchScope pdl(true);
-            gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(2), q_out[2].view(), tab);
-          }
-          TG_CHECK_CUDA(cudaDeviceSynchronize());
-          for (int i : {1, 2}) {
-            SCOPED_TRACE(i == 1 ? "fused" : "fused, PDL chain");
-            EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
-            EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
-            EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
+          for (const int pairs : {1, 2}) {
+            const QkvPairsScope pairs_scope(pairs);
+            for (int i : {1, 2}) {  // the fused outputs start from the pattern again
+              for (Tensor* t : {&kc[i], &vc[i], &q_out[i]}) TG_CHECK_CUDA(cudaMemset(t->data(), 0x5a, t->nbytes()));
+            }
+            gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(1), q_out[1].view(), tab);
+            {
+              const ProgrammaticLaunchScope pdl(true);
+              gemv_qkv_rope(xo, wo, slots.view(), positions.view(), inv_freq.view(), cache(2), q_out[2].view(), tab);
+            }
+            TG_CHECK_CUDA(cudaDeviceSynchronize());
+            for (int i : {1, 2}) {
+              SCOPED_TRACE(std::string(i == 1 ? "fused" : "fused, PDL chain") + ", pairs per warp " +
+                           std::to_string(pairs));
+              EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
+              EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
+              EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
+            }
           }
         }
       }
@@ -547,18 +558,24 @@ TEST(GemvGpu, NormPrologueEqualsTheNormKernelThenTheKernelBitForBit) {
       rmsnorm_forward_fp8(h.view(), weight, eps, nref.x.view(), nref.rstd.view());
       gemv_qkv_rope(GemvOperand::fp8(nref.x.view()), wo, slots.view(), positions.view(), inv_freq.view(), cache(0),
                     q_out[0].view());
-      for (int i = 1; i < (dev == Device::CUDA ? 3 : 2); ++i) {
-        SCOPED_TRACE(i == 2 ? "PDL chain" : "default");
+      // CUDA: the default, the PDL chain with one RoPE pair per warp, the PDL chain with two.
+      for (int i = 1; i < (dev == Device::CUDA ? 4 : 2); ++i) {
+        SCOPED_TRACE(i == 1 ? "default" : i == 2 ? "PDL chain, one pair per warp" : "PDL chain, two pairs per warp");
         Norm nf = make_norm(g.k, scale, dev);
+        if (i == 3) {  // again from zeroed outputs
+          for (Tensor* t : {&kc[2], &vc[2], &q_out[2]}) TG_CHECK_CUDA(cudaMemset(t->data(), 0, t->nbytes()));
+        }
+        const int slot = i == 3 ? 2 : i;
         {
-          const ProgrammaticLaunchScope pdl(i == 2);
+          const QkvPairsScope pairs_scope(i == 1 ? 0 : i - 1);
+          const ProgrammaticLaunchScope pdl(i >= 2);
           gemv_norm_qkv_rope(GemvNorm{h.view(), weight, eps, nf.rstd.view(), nf.x.view()}, wo, slots.view(),
-                        positions.view(), inv_freq.view(), cache(i), q_out[i].view());
+                             positions.view(), inv_freq.view(), cache(slot), q_out[slot].view());
         }
         if (dev == Device::CUDA) TG_CHECK_CUDA(cudaDeviceSynchronize());
-        EXPECT_TRUE(same_bytes(q_out[i].view(), q_out[0].view())) << "q_out";
-        EXPECT_TRUE(same_bytes(kc[i].view(), kc[0].view())) << "k cache";
-        EXPECT_TRUE(same_bytes(vc[i].view(), vc[0].view())) << "v cache";
+        EXPECT_TRUE(same_bytes(q_out[slot].view(), q_out[0].view())) << "q_out";
+        EXPECT_TRUE(same_bytes(kc[slot].view(), kc[0].view())) << "k cache";
+        EXPECT_TRUE(same_bytes(vc[slot].view(), vc[0].view())) << "v cache";
         same_norm(nf, nref);
       }
     }
