@@ -351,6 +351,13 @@ template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kE
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvParams p) {
   gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p);
 }
+// The same compiled for 6 resident blocks per SM (<= 80 registers): the QKV + RoPE kernel with the norm prologue and
+// two pairs per warp (95 registers unbounded: 5 blocks, 660 per wave on the H200 < the 7b's 768 blocks). (A
+// minimum-blocks bound on the other instances changes their allocation: they keep gemv_kernel.)
+template <bool kWE4m3, bool kXE4m3, int kRows, int kCols, int kSplit = 1, int kEpi = kEpiPlain, bool kNorm = false>
+__global__ void __launch_bounds__(kThreads, 6) gemv_kernel_6(const GemvParams p) {
+  gemv_body<kWE4m3, kXE4m3, kRows, kCols, kSplit, kEpi, kNorm>(p);
+}
 
 // ---- The tensor-core path (tuning::set_gemv_mma): E4M3 x with E4M3 W, any M <= 16 -----------------------------
 // The CUDA-core loop above spends ~65-83 warp instructions per 512 W bytes (each code converted to FP32 and FMA'd,
@@ -684,7 +691,15 @@ GemvParams one_row_e4m3_params(const GemvOperand& x, const GemvOperand& w, const
 namespace {
 // The QKV + RoPE kernel: pairs per warp (1 or 2: the columns 2 x pairs), with or without the norm prologue.
 template <int kPairs, bool kNorm>
-constexpr auto qkv_rope_kernel = gemv_kernel<true, true, 1, 2 * kPairs, 1, kEpiQkvRope, kNorm>;
+constexpr auto qkv_rope_kernel_of() {
+  if constexpr (kPairs == 2 && kNorm) {
+    return gemv_kernel_6<true, true, 1, 4, 1, kEpiQkvRope, true>;
+  } else {
+    return gemv_kernel<true, true, 1, 2 * kPairs, 1, kEpiQkvRope, kNorm>;
+  }
+}
+template <int kPairs, bool kNorm>
+constexpr auto qkv_rope_kernel = qkv_rope_kernel_of<kPairs, kNorm>();
 // Its blocks resident at once on the current GPU: one wave.
 template <int kPairs, bool kNorm>
 int64_t qkv_rope_wave() {
